@@ -1,0 +1,212 @@
+/*
+ * The model: creation with the April 2024 initialisation, the parameter block
+ * and its views, and tensor get/set in SAELens's layout.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* Round a float count up to the next 64-byte boundary. */
+static bool round_up_floats(size_t n, size_t *out)
+{
+    size_t padded;
+    if (!sae__add(n, SAE_ALIGN_FLOATS - 1, &padded))
+        return false;
+    *out = padded / SAE_ALIGN_FLOATS * SAE_ALIGN_FLOATS;
+    return true;
+}
+
+bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae)
+{
+    size_t matrix, matrix_padded, b_enc_padded, b_dec_padded, total, bytes;
+    if (!sae__mul(d_in, d_sae, &matrix) || !round_up_floats(matrix, &matrix_padded) ||
+        !round_up_floats(d_sae, &b_enc_padded) || !round_up_floats(d_in, &b_dec_padded))
+        return false;
+    lay->w_enc_t = 0;
+    lay->w_dec = matrix_padded;
+    if (!sae__add(matrix_padded, matrix_padded, &total))
+        return false;
+    lay->b_enc = total;
+    if (!sae__add(total, b_enc_padded, &total))
+        return false;
+    lay->b_dec = total;
+    if (!sae__add(total, b_dec_padded, &total) || !sae__mul(total, sizeof(float), &bytes))
+        return false;
+    /* Leave headroom so several parameter-sized buffers can be summed safely. */
+    if (bytes > SIZE_MAX / 8)
+        return false;
+    lay->total = total;
+    return true;
+}
+
+bool sae__all_finite(const float *v, size_t count)
+{
+    /* x - x is 0 for finite x and NaN otherwise; OR-ing the NaN test over a block
+     * keeps the loop branch-free and vectorisable. */
+    size_t i = 0;
+    while (i < count) {
+        size_t end = count - i > 4096 ? i + 4096 : count;
+        int bad = 0;
+        for (; i < end; i++)
+            bad |= (v[i] - v[i]) != 0.0f;
+        if (bad)
+            return false;
+    }
+    return true;
+}
+
+float sae__absmax(const float *v, size_t count)
+{
+    float mx = 0.0f;
+    for (size_t i = 0; i < count; i++) {
+        float a = fabsf(v[i]);
+        mx = a > mx ? a : mx;
+    }
+    return mx;
+}
+
+void sae__model_refresh_absmax(sae_model *m)
+{
+    m->param_absmax = sae__absmax(m->params, m->lay.total);
+}
+
+void sae__decoder_row_norms(const sae_model *m, float *norms)
+{
+    const float *w_dec = sae__w_dec(m);
+    for (size_t i = 0; i < m->d_sae; i++) {
+        const float *row = w_dec + i * m->d_in;
+        double sum = 0.0;
+        for (size_t j = 0; j < m->d_in; j++)
+            sum += (double)row[j] * row[j];
+        norms[i] = (float)sqrt(sum);
+    }
+}
+
+/* One random direction of L2 norm 0.1 in each row, from an independent stream
+ * per row (so rows could be drawn in any order or in parallel). */
+static void init_decoder_rows(sae_model *m, uint64_t seed)
+{
+    float *w_dec = sae__w_dec(m);
+    for (size_t i = 0; i < m->d_sae; i++) {
+        float *row = w_dec + i * m->d_in;
+        sae_rng rng;
+        sae__rng_seed(&rng, seed, (uint64_t)i);
+        double sum;
+        do {
+            sum = 0.0;
+            for (size_t j = 0; j < m->d_in; j++) {
+                double z = sae__rng_normal(&rng);
+                row[j] = (float)z;
+                sum += (double)row[j] * row[j];
+            }
+        } while (sum == 0.0);
+        double scale = 0.1 / sqrt(sum);
+        for (size_t j = 0; j < m->d_in; j++)
+            row[j] = (float)(row[j] * scale);
+    }
+}
+
+int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
+{
+    if (!out)
+        return SAE_E_INVALID_ARG;
+    *out = NULL;
+    sae_layout lay;
+    /* CBLAS takes dimensions as int. */
+    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX ||
+        !sae__layout_init(&lay, d_in, d_sae))
+        return SAE_E_INVALID_ARG;
+    sae_model *m = sae__alloc_zero(sizeof *m);
+    if (!m)
+        return SAE_E_NOMEM;
+    m->d_in = d_in;
+    m->d_sae = d_sae;
+    m->lay = lay;
+    m->params = sae__alloc_zero(lay.total * sizeof(float));
+    if (!m->params) {
+        sae__free(m);
+        return SAE_E_NOMEM;
+    }
+    init_decoder_rows(m, seed);
+    /* W_enc = W_dec^T, and the model stores W_enc transposed: a plain copy. */
+    memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * d_sae * sizeof(float));
+    sae__model_refresh_absmax(m);
+    *out = m;
+    return SAE_OK;
+}
+
+void sae_model_free(sae_model *m)
+{
+    if (!m)
+        return;
+    sae__free(m->params);
+    sae__free(m);
+}
+
+size_t sae_model_d_in(const sae_model *m) { return m ? m->d_in : 0; }
+size_t sae_model_d_sae(const sae_model *m) { return m ? m->d_sae : 0; }
+
+size_t sae_model_tensor_size(const sae_model *m, int which)
+{
+    if (!m)
+        return 0;
+    switch (which) {
+    case SAE_W_ENC:
+    case SAE_W_DEC: return m->d_in * m->d_sae; /* cannot overflow: checked at create */
+    case SAE_B_ENC: return m->d_sae;
+    case SAE_B_DEC: return m->d_in;
+    default: return 0;
+    }
+}
+
+/* dst (cols x rows) = src (rows x cols) transposed, in cache-sized tiles. */
+static void transpose(const float *src, size_t rows, size_t cols, float *dst)
+{
+    enum { TILE = 32 };
+    for (size_t r0 = 0; r0 < rows; r0 += TILE) {
+        size_t r1 = r0 + TILE < rows ? r0 + TILE : rows;
+        for (size_t c0 = 0; c0 < cols; c0 += TILE) {
+            size_t c1 = c0 + TILE < cols ? c0 + TILE : cols;
+            for (size_t r = r0; r < r1; r++)
+                for (size_t c = c0; c < c1; c++)
+                    dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
+int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count)
+{
+    if (!m || !dst)
+        return SAE_E_INVALID_ARG;
+    size_t size = sae_model_tensor_size(m, which);
+    if (size == 0 || count != size)
+        return SAE_E_INVALID_ARG;
+    switch (which) {
+    case SAE_W_ENC: transpose(sae__w_enc_t(m), m->d_sae, m->d_in, dst); break;
+    case SAE_W_DEC: memcpy(dst, sae__w_dec(m), size * sizeof(float)); break;
+    case SAE_B_ENC: memcpy(dst, sae__b_enc(m), size * sizeof(float)); break;
+    case SAE_B_DEC: memcpy(dst, sae__b_dec(m), size * sizeof(float)); break;
+    }
+    return SAE_OK;
+}
+
+int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count)
+{
+    if (!m || !src)
+        return SAE_E_INVALID_ARG;
+    size_t size = sae_model_tensor_size(m, which);
+    if (size == 0 || count != size)
+        return SAE_E_INVALID_ARG;
+    if (!sae__all_finite(src, size))
+        return SAE_E_NONFINITE;
+    switch (which) {
+    case SAE_W_ENC: transpose(src, m->d_in, m->d_sae, sae__w_enc_t(m)); break;
+    case SAE_W_DEC: memcpy(sae__w_dec(m), src, size * sizeof(float)); break;
+    case SAE_B_ENC: memcpy(sae__b_enc(m), src, size * sizeof(float)); break;
+    case SAE_B_DEC: memcpy(sae__b_dec(m), src, size * sizeof(float)); break;
+    }
+    sae__model_refresh_absmax(m);
+    return SAE_OK;
+}

@@ -1,0 +1,259 @@
+/*
+ * The optimizer: Adam with torch.optim.Adam semantics, global gradient-norm
+ * clipping, feature-activity counters, and sae_step, which ties the backward
+ * pass to one update.
+ *
+ * A step changes nothing unless it succeeds. Gradients are checked while their
+ * norm is summed; an update that could overflow is caught by a cheap bound
+ * (below) or, when the bound cannot rule it out, by a dry run of the update
+ * before anything is written.
+ */
+#include "internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+struct sae_optimizer {
+    size_t d_in, d_sae;
+    sae_layout lay;
+    double lr, beta1, beta2, eps, l1_coeff, grad_clip;
+    uint64_t steps;
+    float *grad;         /* lay.total floats: gradients, parameter layout */
+    float *m1;           /* lay.total floats: Adam first moment */
+    float *m2;           /* lay.total floats: Adam second moment */
+    float m1_absmax;     /* max |m1| after the last update */
+    float m2_max;        /* max m2 after the last update */
+    uint64_t *since_fired; /* d_sae: training tokens since each feature last fired */
+    sae_workspace ws;
+};
+
+int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
+{
+    if (!out)
+        return SAE_E_INVALID_ARG;
+    *out = NULL;
+    if (!m)
+        return SAE_E_INVALID_ARG;
+    sae_optimizer *o = sae__alloc_zero(sizeof *o);
+    if (!o)
+        return SAE_E_NOMEM;
+    o->d_in = m->d_in;
+    o->d_sae = m->d_sae;
+    o->lay = m->lay;
+    o->lr = 5e-5;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->l1_coeff = 5.0;
+    o->grad_clip = 1.0;
+    size_t bytes = m->lay.total * sizeof(float); /* bounded by the layout check */
+    o->grad = sae__alloc_zero(bytes);
+    o->m1 = o->grad ? sae__alloc_zero(bytes) : NULL;
+    o->m2 = o->m1 ? sae__alloc_zero(bytes) : NULL;
+    o->since_fired = o->m2 ? sae__alloc_zero(m->d_sae * sizeof(uint64_t)) : NULL;
+    if (!o->since_fired) {
+        sae_optimizer_free(o);
+        return SAE_E_NOMEM;
+    }
+    *out = o;
+    return SAE_OK;
+}
+
+void sae_optimizer_free(sae_optimizer *o)
+{
+    if (!o)
+        return;
+    sae__workspace_free(&o->ws);
+    sae__free(o->since_fired);
+    sae__free(o->m2);
+    sae__free(o->m1);
+    sae__free(o->grad);
+    sae__free(o);
+}
+
+static double *option_slot(sae_optimizer *o, int option)
+{
+    switch (option) {
+    case SAE_OPT_LR: return &o->lr;
+    case SAE_OPT_BETA1: return &o->beta1;
+    case SAE_OPT_BETA2: return &o->beta2;
+    case SAE_OPT_EPS: return &o->eps;
+    case SAE_OPT_L1_COEFF: return &o->l1_coeff;
+    case SAE_OPT_GRAD_CLIP: return &o->grad_clip;
+    default: return NULL;
+    }
+}
+
+static bool option_in_range(int option, double value)
+{
+    switch (option) {
+    case SAE_OPT_LR:
+    case SAE_OPT_EPS: return value > 0.0;
+    case SAE_OPT_BETA1:
+    case SAE_OPT_BETA2: return value >= 0.0 && value < 1.0;
+    case SAE_OPT_L1_COEFF:
+    case SAE_OPT_GRAD_CLIP: return value >= 0.0;
+    default: return false;
+    }
+}
+
+int sae_optimizer_set(sae_optimizer *o, int option, double value)
+{
+    double *slot = o ? option_slot(o, option) : NULL;
+    if (!slot)
+        return SAE_E_INVALID_ARG;
+    if (!isfinite(value))
+        return SAE_E_NONFINITE;
+    if (!option_in_range(option, value))
+        return SAE_E_INVALID_ARG;
+    *slot = value;
+    return SAE_OK;
+}
+
+int sae_optimizer_get(const sae_optimizer *o, int option, double *value)
+{
+    double *slot = o ? option_slot((sae_optimizer *)o, option) : NULL;
+    if (!slot || !value)
+        return SAE_E_INVALID_ARG;
+    *value = *slot;
+    return SAE_OK;
+}
+
+uint64_t sae_optimizer_steps(const sae_optimizer *o) { return o ? o->steps : 0; }
+
+int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *dst, size_t count)
+{
+    if (!o || !dst || count != o->d_sae)
+        return SAE_E_INVALID_ARG;
+    memcpy(dst, o->since_fired, count * sizeof(uint64_t));
+    return SAE_OK;
+}
+
+int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens, size_t *n_dead)
+{
+    if (!o || !n_dead || window_tokens == 0)
+        return SAE_E_INVALID_ARG;
+    size_t dead = 0;
+    for (size_t i = 0; i < o->d_sae; i++)
+        dead += o->since_fired[i] >= window_tokens;
+    *n_dead = dead;
+    return SAE_OK;
+}
+
+/* The Adam update constants of step t (1-based), in float as torch applies them. */
+typedef struct adam_consts {
+    float beta1, one_minus_beta1, beta2, one_minus_beta2;
+    float step_size;     /* lr / (1 - beta1^t) */
+    float bc2_sqrt;      /* sqrt(1 - beta2^t) */
+    float eps;
+    float grad_scale;    /* clipping factor, 1 when off */
+} adam_consts;
+
+/* One Adam update over the whole block. With write false it only reports
+ * whether every new value would be finite; with write true it applies the
+ * update and returns the new maxima. */
+static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
+                      size_t count, bool write, float *param_absmax, float *m1_absmax,
+                      float *m2_max)
+{
+    float p_mx = 0.0f, m_mx = 0.0f, v_mx = 0.0f;
+    bool finite = true;
+    for (size_t k = 0; k < count; k++) {
+        float g = grad[k] * c->grad_scale;
+        float m = m1[k] * c->beta1 + g * c->one_minus_beta1;
+        float v = m2[k] * c->beta2 + c->one_minus_beta2 * (g * g);
+        float denom = sqrtf(v) / c->bc2_sqrt + c->eps;
+        float p = param[k] + (-c->step_size) * (m / denom);
+        if (write) {
+            m1[k] = m;
+            m2[k] = v;
+            param[k] = p;
+            p_mx = fmaxf(p_mx, fabsf(p));
+            m_mx = fmaxf(m_mx, fabsf(m));
+            v_mx = fmaxf(v_mx, v);
+        } else {
+            finite &= isfinite(p) && isfinite(m) && isfinite(v);
+        }
+    }
+    if (write) {
+        *param_absmax = p_mx;
+        *m1_absmax = m_mx;
+        *m2_max = v_mx;
+    }
+    return finite;
+}
+
+/* Whether an update with these constants provably keeps every value finite:
+ * |m'| <= max(|m|, |g|), v' <= max(v, g^2), and the denominator is at least
+ * eps, so |p'| <= |p| + step_size * max|m'| / eps. */
+static bool adam_provably_finite(const adam_consts *c, float grad_absmax, float param_absmax,
+                                 float m1_absmax, float m2_max)
+{
+    const double slack = 1.01;
+    double g = (double)grad_absmax * c->grad_scale * slack;
+    double m = fmax(m1_absmax, g) * slack;
+    double v = fmax(m2_max, g * g) * slack;
+    double p = (double)param_absmax + (double)c->step_size * m / ((double)c->eps * (1.0 - 1e-6));
+    return v < FLT_MAX / 2 && m < FLT_MAX / 2 && p < FLT_MAX / 2 && isfinite(c->step_size);
+}
+
+int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+{
+    size_t elems, bytes;
+    if (!m || !o || !x || n_tokens == 0)
+        return SAE_E_INVALID_ARG;
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae)
+        return SAE_E_INVALID_ARG;
+    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
+        return SAE_E_INVALID_ARG;
+    if (!sae__all_finite(x, elems))
+        return SAE_E_NONFINITE;
+    size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
+    int rc = sae__workspace_reserve(&o->ws, m->d_in, m->d_sae, block);
+    if (rc != SAE_OK)
+        return rc;
+
+    sae_loss_sums sums = {0};
+    sae__forward_backward(m, o->l1_coeff, x, n_tokens, &o->ws, o->grad, &sums);
+
+    /* Global gradient norm, in double; non-finite gradients stop the step. */
+    double sumsq = 0.0;
+    float grad_absmax = 0.0f;
+    for (size_t k = 0; k < o->lay.total; k++) {
+        float g = o->grad[k];
+        sumsq += (double)g * g;
+        grad_absmax = fmaxf(grad_absmax, fabsf(g));
+    }
+    if (!isfinite(sumsq))
+        return SAE_E_NONFINITE;
+    double norm = sqrt(sumsq);
+
+    uint64_t t = o->steps + 1;
+    adam_consts c;
+    c.beta1 = (float)o->beta1;
+    c.one_minus_beta1 = (float)(1.0 - o->beta1);
+    c.beta2 = (float)o->beta2;
+    c.one_minus_beta2 = (float)(1.0 - o->beta2);
+    c.step_size = (float)(o->lr / (1.0 - pow(o->beta1, (double)t)));
+    c.bc2_sqrt = (float)sqrt(1.0 - pow(o->beta2, (double)t));
+    c.eps = (float)o->eps;
+    c.grad_scale = (o->grad_clip > 0.0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
+
+    if (!adam_provably_finite(&c, grad_absmax, m->param_absmax, o->m1_absmax, o->m2_max) &&
+        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, false, NULL, NULL, NULL))
+        return SAE_E_NONFINITE;
+    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, true, &m->param_absmax,
+              &o->m1_absmax, &o->m2_max);
+    o->steps = t;
+
+    for (size_t i = 0; i < o->d_sae; i++) {
+        uint64_t last = o->ws.last_fired[i];
+        uint64_t since = o->since_fired[i];
+        o->since_fired[i] = last ? n_tokens - last
+                                 : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
+    }
+    if (out)
+        sae__losses_from_sums(&sums, n_tokens, o->l1_coeff, out);
+    return SAE_OK;
+}

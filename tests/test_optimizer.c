@@ -1,0 +1,418 @@
+/* The optimizer: options, Adam and clipping against a hand-computed step in
+ * double precision, feature activity, and every bad input to sae_step. */
+#include "reference.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(defaults_follow_the_recipe)
+{
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, 3, 5, 1), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    double v;
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_LR, &v), SAE_OK);
+    ck_assert_double_eq(v, 5e-5);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_BETA1, &v), SAE_OK);
+    ck_assert_double_eq(v, 0.9);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_BETA2, &v), SAE_OK);
+    ck_assert_double_eq(v, 0.999);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_EPS, &v), SAE_OK);
+    ck_assert_double_eq(v, 1e-8);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_L1_COEFF, &v), SAE_OK);
+    ck_assert_double_eq(v, 5.0);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_GRAD_CLIP, &v), SAE_OK);
+    ck_assert_double_eq(v, 1.0);
+    ck_assert_uint_eq(sae_optimizer_steps(o), 0);
+    ck_assert_uint_eq(sae_optimizer_steps(NULL), 0);
+    sae_optimizer_free(o);
+    sae_optimizer_free(NULL);
+    sae_model_free(m);
+}
+END_TEST
+
+START_TEST(options_are_validated)
+{
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, 3, 5, 1), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    struct { int option; double value; int expect; } cases[] = {
+        {SAE_OPT_LR, 1e-3, SAE_OK},           {SAE_OPT_LR, 0.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_LR, -1e-3, SAE_E_INVALID_ARG}, {SAE_OPT_LR, NAN, SAE_E_NONFINITE},
+        {SAE_OPT_LR, INFINITY, SAE_E_NONFINITE},
+        {SAE_OPT_BETA1, 0.0, SAE_OK},         {SAE_OPT_BETA1, 0.5, SAE_OK},
+        {SAE_OPT_BETA1, 1.0, SAE_E_INVALID_ARG}, {SAE_OPT_BETA1, -0.1, SAE_E_INVALID_ARG},
+        {SAE_OPT_BETA2, 0.99, SAE_OK},        {SAE_OPT_BETA2, 1.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_BETA2, -INFINITY, SAE_E_NONFINITE},
+        {SAE_OPT_EPS, 1e-6, SAE_OK},          {SAE_OPT_EPS, 0.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_L1_COEFF, 0.0, SAE_OK},      {SAE_OPT_L1_COEFF, -1.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_L1_COEFF, NAN, SAE_E_NONFINITE},
+        {SAE_OPT_GRAD_CLIP, 0.0, SAE_OK},     {SAE_OPT_GRAD_CLIP, -1.0, SAE_E_INVALID_ARG},
+        {0, 1.0, SAE_E_INVALID_ARG},          {7, 1.0, SAE_E_INVALID_ARG},
+        {-3, 1.0, SAE_E_INVALID_ARG},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        double before[6], after[6];
+        for (int opt = 1; opt <= 6; opt++)
+            sae_optimizer_get(o, opt, &before[opt - 1]);
+        int rc = sae_optimizer_set(o, cases[k].option, cases[k].value);
+        ck_assert_msg(rc == cases[k].expect, "case %zu: option %d value %g gave %d", k,
+                      cases[k].option, cases[k].value, rc);
+        for (int opt = 1; opt <= 6; opt++)
+            sae_optimizer_get(o, opt, &after[opt - 1]);
+        if (rc == SAE_OK)
+            ck_assert_double_eq(after[cases[k].option - 1], cases[k].value);
+        else
+            ck_assert_mem_eq(before, after, sizeof before);
+    }
+    double v = 123.0;
+    ck_assert_int_eq(sae_optimizer_set(NULL, SAE_OPT_LR, 1e-3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_get(NULL, SAE_OPT_LR, &v), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_LR, NULL), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_get(o, 99, &v), SAE_E_INVALID_ARG);
+    ck_assert_double_eq(v, 123.0);
+    sae_optimizer *o2 = (sae_optimizer *)&v;
+    ck_assert_int_eq(sae_optimizer_create(&o2, NULL), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(o2);
+    ck_assert_int_eq(sae_optimizer_create(NULL, m), SAE_E_INVALID_ARG);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
+/* Three Adam steps against torch.optim.Adam's formulas evaluated in double on
+ * the reference gradients, with and without clipping. eps is large here so the
+ * clipping factor does not cancel out of the update. */
+static void check_adam_steps(double clip, bool expect_clipping)
+{
+    const size_t d_in = 5, d_sae = 7, n = 6;
+    const double lr = 1e-2, beta1 = 0.8, beta2 = 0.95, eps = 1e-3, lambda = 0.7;
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, 3), SAE_OK);
+    float b_dec[5] = {0.1f, -0.2f, 0.3f, 0.0f, 0.05f};
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_DEC, b_dec, 5), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, lr), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_BETA1, beta1), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_BETA2, beta2), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_EPS, eps), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_L1_COEFF, lambda), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_GRAD_CLIP, clip), SAE_OK);
+
+    ref_model r;
+    ref_from_model(&r, m);
+    size_t n_params = ref_n_params(&r);
+    ref_free(&r);
+    double *m1 = calloc(n_params, sizeof(double)), *m2 = calloc(n_params, sizeof(double));
+    int clipped_steps = 0;
+    for (int t = 1; t <= 3; t++) {
+        float *x = test_gaussian(n, d_in, 1.0, 0.3, 40 + t);
+        ref_from_model(&r, m);
+        ref_grads g;
+        ref_alloc(&g, d_in, d_sae);
+        ref_gradients(&r, x, n, lambda, &g);
+        double sumsq = 0.0;
+        for (size_t k = 0; k < n_params; k++)
+            sumsq += pow(*ref_param(&g, k), 2);
+        double norm = sqrt(sumsq);
+        double scale = (clip > 0 && norm > clip) ? clip / norm : 1.0;
+        clipped_steps += scale < 1.0;
+        ref_model expect;
+        ref_alloc(&expect, d_in, d_sae);
+        for (size_t k = 0; k < n_params; k++) {
+            double gk = *ref_param(&g, k) * scale;
+            m1[k] = beta1 * m1[k] + (1 - beta1) * gk;
+            m2[k] = beta2 * m2[k] + (1 - beta2) * gk * gk;
+            double denom = sqrt(m2[k]) / sqrt(1 - pow(beta2, t)) + eps;
+            *ref_param(&expect, k) =
+                *ref_param(&r, k) - lr / (1 - pow(beta1, t)) * m1[k] / denom;
+        }
+        sae_losses want = ref_losses(&r, x, n, lambda), got;
+        ck_assert_int_eq(sae_step(m, o, x, n, &got), SAE_OK);
+        ck_assert_uint_eq(sae_optimizer_steps(o), (uint64_t)t);
+        ck_assert_double_eq_tol(got.loss, want.loss, 1e-5 * (1 + want.loss));
+        ck_assert_double_eq_tol(got.l2, want.l2, 1e-5 * (1 + want.l2));
+        ck_assert_double_eq_tol(got.l1, want.l1, 1e-5 * (1 + want.l1));
+        ck_assert_double_eq(got.l0, want.l0);
+        ref_model after;
+        ref_from_model(&after, m);
+        double max_err = 0.0, max_move = 0.0;
+        for (size_t k = 0; k < n_params; k++) {
+            max_err = fmax(max_err, fabs(*ref_param(&after, k) - *ref_param(&expect, k)));
+            max_move = fmax(max_move, fabs(*ref_param(&after, k) - *ref_param(&r, k)));
+        }
+        ck_assert_msg(max_err < 2e-6, "step %d: max error %g", t, max_err);
+        ck_assert_double_gt(max_move, lr / 2); /* the step really moved */
+        ref_free(&after);
+        ref_free(&expect);
+        ref_free(&g);
+        ref_free(&r);
+        free(x);
+    }
+    if (expect_clipping)
+        ck_assert_int_eq(clipped_steps, 3);
+    else
+        ck_assert_int_eq(clipped_steps, 0);
+    free(m1);
+    free(m2);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+START_TEST(adam_matches_hand_computed_steps)
+{
+    check_adam_steps(0.0, false);   /* clipping off */
+    check_adam_steps(100.0, false); /* on, but the norm stays below it */
+}
+END_TEST
+
+START_TEST(clipping_scales_the_global_gradient_norm)
+{
+    check_adam_steps(0.05, true);
+}
+END_TEST
+
+/* Feature activity: an always-on feature, a dead one, and one that fires only
+ * on the first token of each batch. */
+START_TEST(activity_counts_tokens_since_last_fired)
+{
+    const size_t n = 8;
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, 2, 3, 5), SAE_OK);
+    float w_enc[6] = {0, 0, 1,   /* row j = 0 of W_enc (d_in x d_sae) */
+                      0, 0, 0};  /* row j = 1 */
+    float b_enc[3] = {100, -100, 0};
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_ENC, w_enc, 6), SAE_OK);
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, b_enc, 3), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-7), SAE_OK);
+    float x[16];
+    for (size_t t = 0; t < n; t++) {
+        x[2 * t] = t == 0 ? 1.0f : -1.0f;
+        x[2 * t + 1] = 0.5f;
+    }
+    uint64_t since[3];
+    size_t dead = 99;
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(o, since, 3), SAE_OK);
+    ck_assert(since[0] == 0 && since[1] == 0 && since[2] == 0);
+    ck_assert_int_eq(sae_optimizer_dead_count(o, 1, &dead), SAE_OK);
+    ck_assert_uint_eq(dead, 0);
+
+    ck_assert_int_eq(sae_step(m, o, x, n, NULL), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(o, since, 3), SAE_OK);
+    ck_assert_uint_eq(since[0], 0);
+    ck_assert_uint_eq(since[1], n);
+    ck_assert_uint_eq(since[2], n - 1);
+    ck_assert_int_eq(sae_step(m, o, x, n, NULL), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(o, since, 3), SAE_OK);
+    ck_assert_uint_eq(since[0], 0);
+    ck_assert_uint_eq(since[1], 2 * n);
+    ck_assert_uint_eq(since[2], n - 1);
+    ck_assert_int_eq(sae_optimizer_dead_count(o, n, &dead), SAE_OK);
+    ck_assert_uint_eq(dead, 1);
+    ck_assert_int_eq(sae_optimizer_dead_count(o, n - 1, &dead), SAE_OK);
+    ck_assert_uint_eq(dead, 2);
+    ck_assert_int_eq(sae_optimizer_dead_count(o, 2 * n + 1, &dead), SAE_OK);
+    ck_assert_uint_eq(dead, 0);
+
+    dead = 99;
+    ck_assert_int_eq(sae_optimizer_dead_count(o, 0, &dead), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_dead_count(NULL, 5, &dead), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_dead_count(o, 5, NULL), SAE_E_INVALID_ARG);
+    ck_assert_uint_eq(dead, 99);
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(o, since, 2), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(o, NULL, 3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(NULL, since, 3), SAE_E_INVALID_ARG);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
+/* Two identical (model, optimizer) pairs; one suffers a failed call. A later
+ * successful step must then give bit-identical results on both, which proves
+ * the failure changed nothing, Adam moments included. */
+typedef struct twins {
+    sae_model *m[2];
+    sae_optimizer *o[2];
+    float *x;
+    size_t n, d_in, d_sae;
+} twins;
+
+static void twins_create(twins *w, size_t d_in, size_t d_sae, size_t n)
+{
+    w->d_in = d_in;
+    w->d_sae = d_sae;
+    w->n = n;
+    w->x = test_gaussian(n, d_in, 1.0, 0.0, 123);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(sae_model_create(&w->m[k], d_in, d_sae, 9), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_create(&w->o[k], w->m[k]), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_set(w->o[k], SAE_OPT_LR, 1e-3), SAE_OK);
+        ck_assert_int_eq(sae_step(w->m[k], w->o[k], w->x, n, NULL), SAE_OK);
+    }
+}
+
+static void twins_check_and_free(twins *w)
+{
+    sae_losses l[2];
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(sae_step(w->m[k], w->o[k], w->x, w->n, &l[k]), SAE_OK);
+    ck_assert_mem_eq(&l[0], &l[1], sizeof l[0]);
+    model_snapshot s;
+    snapshot_take(&s, w->m[0]);
+    ck_assert(snapshot_equal(&s, w->m[1]));
+    snapshot_free(&s);
+    optimizer_snapshot os;
+    opt_snapshot_take(&os, w->o[0], w->d_sae);
+    ck_assert(opt_snapshot_equal(&os, w->o[1]));
+    opt_snapshot_free(&os);
+    for (int k = 0; k < 2; k++) {
+        sae_optimizer_free(w->o[k]);
+        sae_model_free(w->m[k]);
+    }
+    free(w->x);
+}
+
+/* Call sae_step on twin 0 expecting `expect`, then check nothing changed. */
+static void expect_step_fails(twins *w, sae_model *m, sae_optimizer *o, const float *x, size_t n,
+                              int expect)
+{
+    model_snapshot ms;
+    optimizer_snapshot os;
+    snapshot_take(&ms, w->m[0]);
+    opt_snapshot_take(&os, w->o[0], w->d_sae);
+    sae_losses out = {-1, -2, -3, -4}, out_before = out;
+    ck_assert_int_eq(sae_step(m, o, x, n, &out), expect);
+    ck_assert_mem_eq(&out, &out_before, sizeof out);
+    ck_assert(snapshot_equal(&ms, w->m[0]));
+    ck_assert(opt_snapshot_equal(&os, w->o[0]));
+    snapshot_free(&ms);
+    opt_snapshot_free(&os);
+}
+
+START_TEST(step_rejects_bad_arguments_and_changes_nothing)
+{
+    twins w;
+    twins_create(&w, 6, 10, 12);
+    sae_model *other;
+    ck_assert_int_eq(sae_model_create(&other, 6, 11, 9), SAE_OK);
+    sae_optimizer *other_o;
+    ck_assert_int_eq(sae_optimizer_create(&other_o, other), SAE_OK);
+    expect_step_fails(&w, NULL, w.o[0], w.x, w.n, SAE_E_INVALID_ARG);
+    expect_step_fails(&w, w.m[0], NULL, w.x, w.n, SAE_E_INVALID_ARG);
+    expect_step_fails(&w, w.m[0], w.o[0], NULL, w.n, SAE_E_INVALID_ARG);
+    expect_step_fails(&w, w.m[0], w.o[0], w.x, 0, SAE_E_INVALID_ARG);
+    expect_step_fails(&w, w.m[0], w.o[0], w.x, SIZE_MAX / 4, SAE_E_INVALID_ARG);
+    expect_step_fails(&w, w.m[0], other_o, w.x, w.n, SAE_E_INVALID_ARG); /* other shape */
+    expect_step_fails(&w, other, w.o[0], w.x, w.n, SAE_E_INVALID_ARG);
+    float *bad = malloc(w.n * w.d_in * sizeof(float));
+    memcpy(bad, w.x, w.n * w.d_in * sizeof(float));
+    bad[w.n * w.d_in - 1] = NAN;
+    expect_step_fails(&w, w.m[0], w.o[0], bad, w.n, SAE_E_NONFINITE);
+    bad[w.n * w.d_in - 1] = -INFINITY;
+    expect_step_fails(&w, w.m[0], w.o[0], bad, w.n, SAE_E_NONFINITE);
+    free(bad);
+    sae_optimizer_free(other_o);
+    sae_model_free(other);
+    twins_check_and_free(&w);
+}
+END_TEST
+
+/* Gradients that overflow float, and updates that would overflow the Adam
+ * moments or the parameters, return SAE_E_NONFINITE with nothing changed. */
+START_TEST(step_refuses_nonfinite_gradients_and_updates)
+{
+    twins w;
+    twins_create(&w, 6, 10, 12);
+    float *scaled = malloc(w.n * w.d_in * sizeof(float));
+    for (size_t k = 0; k < w.n * w.d_in; k++)
+        scaled[k] = w.x[k] * 1e30f;
+    expect_step_fails(&w, w.m[0], w.o[0], scaled, w.n, SAE_E_NONFINITE);
+
+    /* lr / (1 - beta1^t) overflows float: the update cannot be finite. */
+    ck_assert_int_eq(sae_optimizer_set(w.o[0], SAE_OPT_LR, 1e38), SAE_OK);
+    expect_step_fails(&w, w.m[0], w.o[0], w.x, w.n, SAE_E_NONFINITE);
+    ck_assert_int_eq(sae_optimizer_set(w.o[0], SAE_OPT_LR, 1e-3), SAE_OK);
+
+    /* Unclipped gradients near 1e28 are finite, but their squares overflow the
+     * second moment: caught by the dry run before anything is written. */
+    for (size_t k = 0; k < w.n * w.d_in; k++)
+        scaled[k] = w.x[k] * 1e15f;
+    ck_assert_int_eq(sae_optimizer_set(w.o[0], SAE_OPT_GRAD_CLIP, 0), SAE_OK);
+    expect_step_fails(&w, w.m[0], w.o[0], scaled, w.n, SAE_E_NONFINITE);
+    ck_assert_int_eq(sae_optimizer_set(w.o[0], SAE_OPT_GRAD_CLIP, 1), SAE_OK);
+    free(scaled);
+    twins_check_and_free(&w);
+}
+END_TEST
+
+/* A huge but representable update is not refused: the cheap bound fails, the
+ * dry run proves the step finite, and it is applied. */
+START_TEST(step_allows_huge_finite_updates)
+{
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, 4, 6, 2), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e30), SAE_OK);
+    float *x = test_gaussian(5, 4, 1.0, 0.0, 8);
+    ck_assert_int_eq(sae_step(m, o, x, 5, NULL), SAE_OK);
+    float b_dec[4];
+    ck_assert_int_eq(sae_model_get_tensor(m, SAE_B_DEC, b_dec, 4), SAE_OK);
+    for (int j = 0; j < 4; j++)
+        ck_assert(fabsf(b_dec[j]) > 1e29f && isfinite(b_dec[j]));
+    free(x);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
+/* On a fixed batch, steps at the default settings (but a larger lr) drive the
+ * loss down. */
+START_TEST(steps_reduce_the_loss)
+{
+    const size_t d_in = 16, d_sae = 32, n = 64;
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, 4), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_L1_COEFF, 0.1), SAE_OK);
+    float *x = test_sparse_data(n, d_in, 8, 2.0, 6, NULL);
+    sae_losses first, l;
+    ck_assert_int_eq(sae_loss(m, x, n, 0.1, &first), SAE_OK);
+    for (int s = 0; s < 100; s++)
+        ck_assert_int_eq(sae_step(m, o, x, n, &l), SAE_OK);
+    ck_assert_int_eq(sae_loss(m, x, n, 0.1, &l), SAE_OK);
+    ck_assert_double_lt(l.loss, 0.3 * first.loss);
+    free(x);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
+static Suite *optimizer_suite(void)
+{
+    Suite *s = suite_create("optimizer");
+    TCase *tc = tcase_create("adam");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, defaults_follow_the_recipe);
+    tcase_add_test(tc, options_are_validated);
+    tcase_add_test(tc, adam_matches_hand_computed_steps);
+    tcase_add_test(tc, clipping_scales_the_global_gradient_norm);
+    tcase_add_test(tc, activity_counts_tokens_since_last_fired);
+    tcase_add_test(tc, step_rejects_bad_arguments_and_changes_nothing);
+    tcase_add_test(tc, step_refuses_nonfinite_gradients_and_updates);
+    tcase_add_test(tc, step_allows_huge_finite_updates);
+    tcase_add_test(tc, steps_reduce_the_loss);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(optimizer_suite)

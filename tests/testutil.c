@@ -1,0 +1,130 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t next_u64(test_rng *r)
+{
+    uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+double test_uniform(test_rng *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }
+
+double test_normal(test_rng *r)
+{
+    double u1 = 1.0 - test_uniform(r), u2 = test_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+float *test_gaussian(size_t n, size_t d, double scale, double offset, uint64_t seed)
+{
+    test_rng r = {seed};
+    float *x = malloc(n * d * sizeof(float));
+    ck_assert_ptr_nonnull(x);
+    for (size_t k = 0; k < n * d; k++)
+        x[k] = (float)(test_normal(&r) * scale + offset);
+    return x;
+}
+
+float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uint64_t seed,
+                        float *true_dirs)
+{
+    test_rng r = {seed};
+    float *dirs = malloc(n_true * d_in * sizeof(float));
+    float *x = calloc(n * d_in, sizeof(float));
+    ck_assert(dirs && x);
+    for (size_t k = 0; k < n_true; k++) {
+        double s = 0.0;
+        for (size_t j = 0; j < d_in; j++) {
+            dirs[k * d_in + j] = (float)test_normal(&r);
+            s += (double)dirs[k * d_in + j] * dirs[k * d_in + j];
+        }
+        for (size_t j = 0; j < d_in; j++)
+            dirs[k * d_in + j] = (float)(dirs[k * d_in + j] / sqrt(s));
+    }
+    double p = active / (double)n_true;
+    for (size_t t = 0; t < n; t++)
+        for (size_t k = 0; k < n_true; k++)
+            if (test_uniform(&r) < p) {
+                double c = test_uniform(&r);
+                for (size_t j = 0; j < d_in; j++)
+                    x[t * d_in + j] += (float)(c * dirs[k * d_in + j]);
+            }
+    if (true_dirs)
+        memcpy(true_dirs, dirs, n_true * d_in * sizeof(float));
+    free(dirs);
+    return x;
+}
+
+static const int all_tensors[4] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC};
+
+void snapshot_take(model_snapshot *s, const sae_model *m)
+{
+    s->d_in = sae_model_d_in(m);
+    s->d_sae = sae_model_d_sae(m);
+    for (int k = 0; k < 4; k++) {
+        size_t count = sae_model_tensor_size(m, all_tensors[k]);
+        s->tensors[k] = malloc(count * sizeof(float));
+        ck_assert_ptr_nonnull(s->tensors[k]);
+        ck_assert_int_eq(sae_model_get_tensor(m, all_tensors[k], s->tensors[k], count), SAE_OK);
+    }
+}
+
+bool snapshot_equal(const model_snapshot *s, const sae_model *m)
+{
+    if (sae_model_d_in(m) != s->d_in || sae_model_d_sae(m) != s->d_sae)
+        return false;
+    bool same = true;
+    for (int k = 0; k < 4 && same; k++) {
+        size_t count = sae_model_tensor_size(m, all_tensors[k]);
+        float *now = malloc(count * sizeof(float));
+        ck_assert_ptr_nonnull(now);
+        ck_assert_int_eq(sae_model_get_tensor(m, all_tensors[k], now, count), SAE_OK);
+        same = memcmp(now, s->tensors[k], count * sizeof(float)) == 0;
+        free(now);
+    }
+    return same;
+}
+
+void snapshot_free(model_snapshot *s)
+{
+    for (int k = 0; k < 4; k++)
+        free(s->tensors[k]);
+}
+
+void opt_snapshot_take(optimizer_snapshot *s, const sae_optimizer *o, size_t d_sae)
+{
+    for (int k = 0; k < 6; k++)
+        ck_assert_int_eq(sae_optimizer_get(o, k + 1, &s->options[k]), SAE_OK);
+    s->steps = sae_optimizer_steps(o);
+    s->d_sae = d_sae;
+    s->since_fired = malloc(d_sae * sizeof(uint64_t));
+    ck_assert_ptr_nonnull(s->since_fired);
+    ck_assert_int_eq(sae_optimizer_tokens_since_fired(o, s->since_fired, d_sae), SAE_OK);
+}
+
+bool opt_snapshot_equal(const optimizer_snapshot *s, const sae_optimizer *o)
+{
+    optimizer_snapshot now;
+    opt_snapshot_take(&now, o, s->d_sae);
+    bool same = memcmp(now.options, s->options, sizeof s->options) == 0 &&
+                now.steps == s->steps &&
+                memcmp(now.since_fired, s->since_fired, s->d_sae * sizeof(uint64_t)) == 0;
+    opt_snapshot_free(&now);
+    return same;
+}
+
+void opt_snapshot_free(optimizer_snapshot *s) { free(s->since_fired); }
+
+int test_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

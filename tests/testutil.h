@@ -1,0 +1,53 @@
+/* Helpers shared by the Check suites: data, snapshots, and a main(). */
+#ifndef SAE_TEST_UTIL_H
+#define SAE_TEST_UTIL_H
+
+#include <check.h>
+#include <libsae/sae.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A small deterministic generator for test data (independent of the library's). */
+typedef struct test_rng { uint64_t state; } test_rng;
+double test_uniform(test_rng *r);                 /* [0, 1) */
+double test_normal(test_rng *r);
+
+/* malloc'ed n x d floats of N(0, 1) * scale + offset. */
+float *test_gaussian(size_t n, size_t d, double scale, double offset, uint64_t seed);
+
+/* Synthetic sparse data: n tokens in d_in, each a positive combination of
+ * about `active` of n_true random unit directions with coefficients in (0, 1).
+ * true_dirs (n_true x d_in) may be NULL. */
+float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uint64_t seed,
+                        float *true_dirs);
+
+/* Everything observable about a model, for "unchanged" checks. */
+typedef struct model_snapshot {
+    size_t d_in, d_sae;
+    float *tensors[4];
+} model_snapshot;
+
+void snapshot_take(model_snapshot *s, const sae_model *m);
+bool snapshot_equal(const model_snapshot *s, const sae_model *m); /* bit for bit */
+void snapshot_free(model_snapshot *s);
+
+/* Everything observable about an optimizer. */
+typedef struct optimizer_snapshot {
+    double options[6];
+    uint64_t steps;
+    size_t d_sae;
+    uint64_t *since_fired;
+} optimizer_snapshot;
+
+void opt_snapshot_take(optimizer_snapshot *s, const sae_optimizer *o, size_t d_sae);
+bool opt_snapshot_equal(const optimizer_snapshot *s, const sae_optimizer *o);
+void opt_snapshot_free(optimizer_snapshot *s);
+
+/* Run one suite with CK_NORMAL output; returns the process exit status. */
+int test_run_suite(Suite *s);
+
+#define TEST_MAIN(make_suite) \
+    int main(void) { return test_run_suite(make_suite()); }
+
+#endif
