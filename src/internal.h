@@ -164,4 +164,21 @@ void sae__workspace_free(sae_workspace *ws);
 void sae__forward_backward(const sae_model *m, double lambda, const float *x, size_t n_tokens,
                            sae_workspace *ws, float *grad, sae_loss_sums *sums);
 
+/* ---- optimizer (optimizer.c) ---------------------------------------------- */
+
+struct sae_optimizer {
+    /* the shape of the models it steps */
+    size_t d_in, d_sae;
+    sae_layout lay;
+    double lr, beta1, beta2, eps, l1_coeff, grad_clip;
+    uint64_t steps;
+    float *grad;         /* lay.total floats: gradients, parameter layout */
+    float *m1;           /* lay.total floats: Adam first moment */
+    float *m2;           /* lay.total floats: Adam second moment */
+    float m1_absmax;     /* max |m1| after the last update */
+    float m2_max;        /* max m2 after the last update */
+    uint64_t *since_fired; /* d_sae: training tokens since each feature last fired */
+    sae_workspace ws;
+};
+
 #endif /* LIBSAE_INTERNAL_H */

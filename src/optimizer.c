@@ -14,20 +14,6 @@
 #include <math.h>
 #include <string.h>
 
-struct sae_optimizer {
-    size_t d_in, d_sae;
-    sae_layout lay;
-    double lr, beta1, beta2, eps, l1_coeff, grad_clip;
-    uint64_t steps;
-    float *grad;         /* lay.total floats: gradients, parameter layout */
-    float *m1;           /* lay.total floats: Adam first moment */
-    float *m2;           /* lay.total floats: Adam second moment */
-    float m1_absmax;     /* max |m1| after the last update */
-    float m2_max;        /* max m2 after the last update */
-    uint64_t *since_fired; /* d_sae: training tokens since each feature last fired */
-    sae_workspace ws;
-};
-
 int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
 {
     if (!out)
