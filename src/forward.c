@@ -137,7 +137,7 @@ static int forward_sums(const sae_model *m, const float *x, size_t n_tokens, sae
     float *f = sae__alloc(block * d_sae * sizeof(float));
     int rc = SAE_E_NOMEM;
     if (norms && xc && err && f) {
-        sae__decoder_row_norms(m, norms);
+        sae__decoder_row_norms(m, norms, 1);
         memset(sums, 0, sizeof *sums);
         for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
             size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;

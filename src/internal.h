@@ -23,6 +23,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Element-wise loops worth compiling for several vector widths, chosen at
+ * run time (GCC/Clang function multiversioning on x86-64). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define SAE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SAE_VECTOR_CLONES
+#endif
+
 #define SAE_ALIGN_BYTES 64
 #define SAE_ALIGN_FLOATS (SAE_ALIGN_BYTES / sizeof(float))
 
@@ -61,6 +69,7 @@ extern long sae__test_fail_countdown; /* fail the allocation that brings it to 0
 extern size_t sae__test_bytes_live;   /* bytes currently allocated */
 extern size_t sae__test_bytes_peak;   /* high-water mark of bytes_live */
 extern size_t sae__test_alloc_calls;  /* allocations attempted */
+extern int sae__test_portable_kernels; /* nonzero: never use the AVX-512 kernels */
 #endif
 
 /* ---- RNG (rng.c): the library's own generator, the same bits everywhere --- */
@@ -105,8 +114,9 @@ void sae__model_refresh_absmax(sae_model *m);
 bool sae__all_finite(const float *v, size_t count);
 float sae__absmax(const float *v, size_t count);
 
-/* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double). */
-void sae__decoder_row_norms(const sae_model *m, float *norms);
+/* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double),
+ * on n_threads threads. */
+void sae__decoder_row_norms(const sae_model *m, float *norms, int n_threads);
 
 /* ---- forward pieces shared by encode, loss and step (forward.c) ---------- */
 
@@ -134,35 +144,115 @@ void sae__forward_block(const sae_model *m, const float *norms, const float *x, 
 void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, double lambda,
                            sae_losses *out);
 
-/* ---- loss and backward (backward.c) --------------------------------------- */
+/* ---- threads (threads.c) --------------------------------------------------- */
 
-/* Scratch for one step, owned by the optimizer. Sized for a block of tokens on
- * the first step and grown only when a larger batch arrives; never shrunk. */
+/* The thread count a step uses for the library's own loops: requested if > 0,
+ * else one per online core. Always >= 1; 1 when built without OpenMP. */
+int sae__resolve_threads(int requested);
+
+/* ---- loss and backward (backward.c, sparse.c) ----------------------------- */
+
+/* Tokens per chunk in per-token loops that run in parallel. */
+#define SAE_CHUNK_TOKENS 16
+
+/* Column tiles of the sparse path, in floats: the decoder gathers rows of a
+ * d_sae x SAE_DEC_TILE panel of W_dec (1.3 MB at d_sae = 10000), the feature
+ * phase rows of a tokens x SAE_FEAT_TILE panel (1 MB at 4096 tokens). */
+#define SAE_DEC_TILE 32
+#define SAE_FEAT_TILE 64
+
+/* Scratch for one step, owned by the optimizer. Buffers are allocated on the
+ * first step and grown only when a larger (or, for the sparse buffers, denser)
+ * batch arrives; never shrunk. Sizes below are in elements. */
 typedef struct sae_workspace {
     size_t d_in, d_sae;
-    size_t block_cap;     /* tokens per block the block buffers hold (0: none yet) */
-    float *xc;            /* block_cap x d_in: x - b_dec */
-    float *err;           /* block_cap x d_in: x_hat - x, then dL/dx_hat */
-    float *f;             /* block_cap x d_sae: features */
-    float *df;            /* block_cap x d_sae: dL/df, then dL/dpre */
-    float *norms;         /* d_sae: decoder row norms */
-    double *f_sum;        /* d_sae: sum over the batch of f_ti */
-    double *g_b_enc;      /* d_sae: dL/db_enc accumulated in double */
-    double *g_b_dec;      /* d_in: dL/db_dec accumulated in double */
-    uint64_t *last_fired; /* d_sae: 1 + index of the last token where f_ti > 0, 0 if none */
+
+    /* per feature (d_sae), allocated once */
+    float *norms;         /* decoder row norms ||W_dec[i,:]|| */
+    double *f_sum;        /* sum over the batch of f_ti */
+    double *g_b_enc;      /* dL/db_enc, accumulated in double */
+    double *row_sumsq;    /* squared norm of feature i's gradient rows */
+    uint64_t *last_fired; /* 1 + index of the last token where f_ti > 0; 0: none */
+    double *g_b_dec;      /* d_in: dL/db_dec, accumulated in double */
+
+    /* per token of the batch */
+    size_t tokens_cap;
+    float *xc;            /* tokens_cap x d_in: x - b_dec */
+    float *dxh;           /* tokens_cap x d_in: x_hat - x, then dL/dx_hat */
+    double *l1_tok;       /* tokens_cap: sum_i f_ti r_i */
+    double *l2_tok;       /* tokens_cap: sum_j (x_hat_tj - x_tj)^2 */
+    size_t *row_ptr;      /* tokens_cap + 1: CSR row starts (the count of token t
+                             at row_ptr[t + 1] before the prefix sum) */
+
+    /* per block of at most SAE_BLOCK_TOKENS tokens */
+    size_t block_cap;
+    float *f;             /* block_cap x d_sae: pre-activations, f, then dL/dpre */
+    uint64_t *mask;       /* block_cap x mask_words: bit i of row t set if f_ti > 0 */
+    size_t mask_words;    /* 64-bit words per row: ceil(d_sae / 64) */
+
+    /* the sparse path: active (token, feature) pairs, token-major (CSR) and
+     * feature-major (CSC) */
+    size_t nnz_cap;
+    uint32_t *feat;       /* nnz_cap: feature of each pair, token-major */
+    float *fval;          /* nnz_cap: f of each pair, token-major */
+    uint32_t *tok;        /* nnz_cap: token of each pair, feature-major */
+    float *cfval;         /* nnz_cap: f, feature-major */
+    float *cgval;         /* nnz_cap: dL/dpre, feature-major */
+    size_t *col_ptr;      /* d_sae + 1: CSC column starts */
+    size_t hist_threads;
+    size_t *hist;         /* hist_threads x d_sae: per-thread counts for the transpose */
+    /* column panels, packed contiguously so they stay in L2 (rows of d_in
+     * floats have a stride that maps onto few cache sets) */
+    float *w_panel;       /* d_sae x SAE_DEC_TILE: a column tile of W_dec */
+    float *t_panel;       /* tokens_cap x SAE_FEAT_TILE: a column tile of dL/dx_hat or xc */
 } sae_workspace;
 
-/* Allocate the per-feature buffers (once) and the block buffers for at least
- * block tokens. On SAE_E_NOMEM the workspace is as it was. */
-int sae__workspace_reserve(sae_workspace *ws, size_t d_in, size_t d_sae, size_t block);
+/* Make the workspace hold a batch of n_tokens: every buffer except the
+ * sparse pair arrays, which grow inside the step as density requires.
+ * On SAE_E_NOMEM the workspace is as it was. */
+int sae__workspace_reserve(sae_workspace *ws, size_t d_in, size_t d_sae, size_t n_tokens,
+                           int n_threads);
 void sae__workspace_free(sae_workspace *ws);
+
+/* Density (active pairs / all pairs) of the first block at or below which
+ * SAE_KERNEL_AUTO takes the sparse path. */
+#define SAE_SPARSE_MAX_DENSITY 0.05
+
+typedef struct sae_backward_result {
+    sae_loss_sums sums;
+    double grad_sumsq;   /* squared L2 norm of the whole gradient (NaN/Inf if not finite) */
+    bool used_sparse;    /* which path ran */
+} sae_backward_result;
 
 /* Forward pass and exact gradients of loss = l2 + lambda * l1 over the batch.
  * grad: a parameter-layout block, every view overwritten (padding untouched).
- * Adds the batch's loss sums to *sums and fills ws->last_fired. The workspace
- * must hold min(n_tokens, SAE_BLOCK_TOKENS) tokens. Cannot fail. */
-void sae__forward_backward(const sae_model *m, double lambda, const float *x, size_t n_tokens,
-                           sae_workspace *ws, float *grad, sae_loss_sums *sums);
+ * Fills *res and ws->last_fired. The workspace must hold n_tokens (reserve).
+ * kernel: SAE_KERNEL_*. Errors: SAE_E_NONFINITE if x holds NaN/Inf,
+ * SAE_E_NOMEM if the sparse buffers cannot grow. */
+int sae__forward_backward(const sae_model *m, double lambda, int kernel, int n_threads,
+                          const float *x, size_t n_tokens, sae_workspace *ws, float *grad,
+                          sae_backward_result *res);
+
+/* The sparse path's pieces (sparse.c), called by sae__forward_backward. */
+
+/* f[i] = max(f[i] + b_enc[i], 0) over one token's d_sae pre-activations;
+ * *l1 = sum_i f_i r_i; returns the number of f_i > 0. (Shared with the dense
+ * path, which runs the same encoder.) */
+size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
+                           double *l1);
+
+/* Compress the ReLU'd block f (rows x d_sae, tokens t0..) into the CSR arrays;
+ * ws->row_ptr[t0 .. t0 + rows] must hold the prefix sums already. */
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads);
+
+/* Decoder, dL/dx_hat and dL/dpre for every token, from the CSR. */
+void sae__sparse_token_phase(const sae_model *m, const float *x, size_t n_tokens,
+                             double lambda, sae_workspace *ws, int n_threads);
+
+/* Gradient rows of W_dec and W_enc, dL/db_enc and feature statistics, from the
+ * CSC (built here from the CSR). */
+void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambda,
+                               sae_workspace *ws, float *grad, int n_threads);
 
 /* ---- optimizer (optimizer.c) ---------------------------------------------- */
 
@@ -171,6 +261,7 @@ struct sae_optimizer {
     size_t d_in, d_sae;
     sae_layout lay;
     double lr, beta1, beta2, eps, l1_coeff, grad_clip;
+    double threads, kernel; /* SAE_OPT_THREADS and SAE_OPT_KERNEL (whole numbers) */
     uint64_t steps;
     float *grad;         /* lay.total floats: gradients, parameter layout */
     float *m1;           /* lay.total floats: Adam first moment */

@@ -72,9 +72,11 @@ void sae__model_refresh_absmax(sae_model *m)
     m->param_absmax = sae__absmax(m->params, m->lay.total);
 }
 
-void sae__decoder_row_norms(const sae_model *m, float *norms)
+void sae__decoder_row_norms(const sae_model *m, float *norms, int n_threads)
 {
     const float *w_dec = sae__w_dec(m);
+    (void)n_threads; /* unused without OpenMP */
+    #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (size_t i = 0; i < m->d_sae; i++) {
         const float *row = w_dec + i * m->d_in;
         double sum = 0.0;

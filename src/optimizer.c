@@ -14,6 +14,10 @@
 #include <math.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
 {
     if (!out)
@@ -67,6 +71,8 @@ static double *option_slot(sae_optimizer *o, int option)
     case SAE_OPT_EPS: return &o->eps;
     case SAE_OPT_L1_COEFF: return &o->l1_coeff;
     case SAE_OPT_GRAD_CLIP: return &o->grad_clip;
+    case SAE_OPT_THREADS: return &o->threads;
+    case SAE_OPT_KERNEL: return &o->kernel;
     default: return NULL;
     }
 }
@@ -80,6 +86,9 @@ static bool option_in_range(int option, double value)
     case SAE_OPT_BETA2: return value >= 0.0 && value < 1.0;
     case SAE_OPT_L1_COEFF:
     case SAE_OPT_GRAD_CLIP: return value >= 0.0;
+    case SAE_OPT_THREADS: return value >= 0.0 && value <= 1024.0 && value == floor(value);
+    case SAE_OPT_KERNEL:
+        return value == SAE_KERNEL_AUTO || value == SAE_KERNEL_DENSE || value == SAE_KERNEL_SPARSE;
     default: return false;
     }
 }
@@ -136,52 +145,107 @@ typedef struct adam_consts {
     float grad_scale;    /* clipping factor, 1 when off */
 } adam_consts;
 
-/* One Adam update over the whole block. With write false it only reports
- * whether every new value would be finite; with write true it applies the
- * update and returns the new maxima. */
-static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
-                      size_t count, bool write, float *param_absmax, float *m1_absmax,
-                      float *m2_max)
+/* Maxima of the values an update wrote, for the next step's overflow bound. */
+typedef struct adam_maxima {
+    float param_absmax, m1_absmax, m2_max;
+} adam_maxima;
+
+/* The update of one element, exactly as torch.optim.Adam orders it:
+ *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   p = p - step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps)              */
+#define ADAM_ELEMENT(c, g_in, p, m, v)                                     \
+    do {                                                                   \
+        float g_ = (g_in) * (c)->grad_scale;                               \
+        (m) = (m) * (c)->beta1 + g_ * (c)->one_minus_beta1;                \
+        (v) = (v) * (c)->beta2 + (c)->one_minus_beta2 * (g_ * g_);         \
+        float denom_ = sqrtf(v) / (c)->bc2_sqrt + (c)->eps;                \
+        (p) = (p) + (-(c)->step_size) * ((m) / denom_);                    \
+    } while (0)
+
+/* Apply the update to elements [begin, end); one pass reads g, p, m, v and
+ * writes p, m, v. Returns the maxima of what it wrote. */
+SAE_VECTOR_CLONES
+static adam_maxima adam_apply_range(const adam_consts *c, const float *restrict grad,
+                                    float *restrict param, float *restrict m1,
+                                    float *restrict m2, size_t begin, size_t end)
 {
     float p_mx = 0.0f, m_mx = 0.0f, v_mx = 0.0f;
-    bool finite = true;
-    for (size_t k = 0; k < count; k++) {
-        float g = grad[k] * c->grad_scale;
-        float m = m1[k] * c->beta1 + g * c->one_minus_beta1;
-        float v = m2[k] * c->beta2 + c->one_minus_beta2 * (g * g);
-        float denom = sqrtf(v) / c->bc2_sqrt + c->eps;
-        float p = param[k] + (-c->step_size) * (m / denom);
-        if (write) {
-            m1[k] = m;
-            m2[k] = v;
-            param[k] = p;
-            p_mx = fmaxf(p_mx, fabsf(p));
-            m_mx = fmaxf(m_mx, fabsf(m));
-            v_mx = fmaxf(v_mx, v);
-        } else {
-            finite &= isfinite(p) && isfinite(m) && isfinite(v);
-        }
+    for (size_t k = begin; k < end; k++) {
+        float p = param[k], m = m1[k], v = m2[k];
+        ADAM_ELEMENT(c, grad[k], p, m, v);
+        param[k] = p;
+        m1[k] = m;
+        m2[k] = v;
+        float pa = fabsf(p), ma = fabsf(m);
+        p_mx = pa > p_mx ? pa : p_mx;
+        m_mx = ma > m_mx ? ma : m_mx;
+        v_mx = v > v_mx ? v : v_mx;
     }
-    if (write) {
-        *param_absmax = p_mx;
-        *m1_absmax = m_mx;
-        *m2_max = v_mx;
-    }
-    return finite;
+    return (adam_maxima){p_mx, m_mx, v_mx};
 }
 
-/* Whether an update with these constants provably keeps every value finite:
- * |m'| <= max(|m|, |g|), v' <= max(v, g^2), and the denominator is at least
- * eps, so |p'| <= |p| + step_size * max|m'| / eps. */
-static bool adam_provably_finite(const adam_consts *c, float grad_absmax, float param_absmax,
+/* The same update computed without writing: whether every new value of
+ * [begin, end) would be finite. */
+SAE_VECTOR_CLONES
+static bool adam_check_range(const adam_consts *c, const float *restrict grad,
+                             const float *restrict param, const float *restrict m1,
+                             const float *restrict m2, size_t begin, size_t end)
+{
+    int bad = 0;
+    for (size_t k = begin; k < end; k++) {
+        float p = param[k], m = m1[k], v = m2[k];
+        ADAM_ELEMENT(c, grad[k], p, m, v);
+        bad |= (p - p != 0.0f) | (m - m != 0.0f) | (v - v != 0.0f);
+    }
+    return !bad;
+}
+
+/* Whether an update with these constants provably keeps every value finite.
+ * |g| <= ||g|| (the global norm), |m'| <= max(|m|, |g|), v' <= max(v, g^2),
+ * and the denominator is at least eps, so |p'| <= |p| + step_size max|m'| / eps. */
+static bool adam_provably_finite(const adam_consts *c, double grad_norm, float param_absmax,
                                  float m1_absmax, float m2_max)
 {
     const double slack = 1.01;
-    double g = (double)grad_absmax * c->grad_scale * slack;
+    double g = grad_norm * c->grad_scale * slack;
     double m = fmax(m1_absmax, g) * slack;
     double v = fmax(m2_max, g * g) * slack;
     double p = (double)param_absmax + (double)c->step_size * m / ((double)c->eps * (1.0 - 1e-6));
     return v < FLT_MAX / 2 && m < FLT_MAX / 2 && p < FLT_MAX / 2 && isfinite(c->step_size);
+}
+
+/* The update over the whole parameter block, split into one contiguous range
+ * per thread. With check set it only reports whether the result would be finite. */
+static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
+                      size_t count, int n_threads, bool check, adam_maxima *maxima)
+{
+    int bad = 0;
+    float p_mx = 0.0f, m_mx = 0.0f, v_mx = 0.0f;
+    #pragma omp parallel num_threads(n_threads) reduction(|:bad) reduction(max:p_mx, m_mx, v_mx)
+    {
+        size_t me = 0, nt = 1;
+#ifdef _OPENMP
+        me = (size_t)omp_get_thread_num();
+        nt = (size_t)omp_get_num_threads();
+#endif
+        /* ranges on 64-byte boundaries */
+        size_t lines = (count + SAE_ALIGN_FLOATS - 1) / SAE_ALIGN_FLOATS;
+        size_t begin = lines * me / nt * SAE_ALIGN_FLOATS;
+        size_t end = lines * (me + 1) / nt * SAE_ALIGN_FLOATS;
+        end = end < count ? end : count;
+        begin = begin < end ? begin : end;
+        if (check) {
+            bad |= !adam_check_range(c, grad, param, m1, m2, begin, end);
+        } else {
+            adam_maxima mx = adam_apply_range(c, grad, param, m1, m2, begin, end);
+            p_mx = mx.param_absmax;
+            m_mx = mx.m1_absmax;
+            v_mx = mx.m2_max;
+        }
+    }
+    if (!check)
+        *maxima = (adam_maxima){p_mx, m_mx, v_mx};
+    return !bad;
 }
 
 int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
@@ -193,27 +257,21 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return SAE_E_INVALID_ARG;
     if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
         return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
-    size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    int rc = sae__workspace_reserve(&o->ws, m->d_in, m->d_sae, block);
+    const int n_threads = sae__resolve_threads((int)o->threads);
+    int rc = sae__workspace_reserve(&o->ws, m->d_in, m->d_sae, n_tokens, n_threads);
     if (rc != SAE_OK)
         return rc;
 
-    sae_loss_sums sums = {0};
-    sae__forward_backward(m, o->l1_coeff, x, n_tokens, &o->ws, o->grad, &sums);
-
-    /* Global gradient norm, in double; non-finite gradients stop the step. */
-    double sumsq = 0.0;
-    float grad_absmax = 0.0f;
-    for (size_t k = 0; k < o->lay.total; k++) {
-        float g = o->grad[k];
-        sumsq += (double)g * g;
-        grad_absmax = fmaxf(grad_absmax, fabsf(g));
-    }
-    if (!isfinite(sumsq))
+    sae_backward_result res;
+    rc = sae__forward_backward(m, o->l1_coeff, (int)o->kernel, n_threads, x, n_tokens, &o->ws,
+                               o->grad, &res);
+    if (rc != SAE_OK)
+        return rc;
+    /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
+     * (it is summed in double, which finite float squares cannot overflow). */
+    if (!isfinite(res.grad_sumsq))
         return SAE_E_NONFINITE;
-    double norm = sqrt(sumsq);
+    double norm = sqrt(res.grad_sumsq);
 
     uint64_t t = o->steps + 1;
     adam_consts c;
@@ -226,11 +284,14 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     c.eps = (float)o->eps;
     c.grad_scale = (o->grad_clip > 0.0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
 
-    if (!adam_provably_finite(&c, grad_absmax, m->param_absmax, o->m1_absmax, o->m2_max) &&
-        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, false, NULL, NULL, NULL))
+    if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
+        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, n_threads, true, NULL))
         return SAE_E_NONFINITE;
-    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, true, &m->param_absmax,
-              &o->m1_absmax, &o->m2_max);
+    adam_maxima mx;
+    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, n_threads, false, &mx);
+    m->param_absmax = mx.param_absmax;
+    o->m1_absmax = mx.m1_absmax;
+    o->m2_max = mx.m2_max;
     o->steps = t;
 
     for (size_t i = 0; i < o->d_sae; i++) {
@@ -240,6 +301,6 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
                                  : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
     }
     if (out)
-        sae__losses_from_sums(&sums, n_tokens, o->l1_coeff, out);
+        sae__losses_from_sums(&res.sums, n_tokens, o->l1_coeff, out);
     return SAE_OK;
 }

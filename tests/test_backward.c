@@ -13,30 +13,49 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The library's gradients, converted to the reference (SAELens) layout. */
-static void lib_gradients(const sae_model *m, const float *x, size_t n, double lambda,
-                          ref_grads *out)
+/* The library's gradients, converted to the reference (SAELens) layout, on the
+ * chosen kernel path (SAE_KERNEL_*). */
+static void lib_gradients_with(const sae_model *m, const float *x, size_t n, double lambda,
+                               int kernel, int n_threads, ref_grads *out, bool *used_sparse)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    size_t block = n < SAE_BLOCK_TOKENS ? n : SAE_BLOCK_TOKENS;
-    ck_assert_int_eq(sae__workspace_reserve(&ws, d_in, d_sae, block), SAE_OK);
+    ck_assert_int_eq(sae__workspace_reserve(&ws, d_in, d_sae, n, n_threads), SAE_OK);
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(grad);
-    sae_loss_sums sums = {0, 0, 0};
-    sae__forward_backward(m, lambda, x, n, &ws, grad, &sums);
+    sae_backward_result res;
+    ck_assert_int_eq(sae__forward_backward(m, lambda, kernel, n_threads, x, n, &ws, grad, &res),
+                     SAE_OK);
+    double sumsq = 0.0;
     for (size_t i = 0; i < d_sae; i++) {
         out->b_enc[i] = grad[m->lay.b_enc + i];
+        sumsq += pow(out->b_enc[i], 2);
         for (size_t j = 0; j < d_in; j++) {
             out->W_enc[j * d_sae + i] = grad[m->lay.w_enc_t + i * d_in + j];
             out->W_dec[i * d_in + j] = grad[m->lay.w_dec + i * d_in + j];
+            sumsq += pow(out->W_enc[j * d_sae + i], 2) + pow(out->W_dec[i * d_in + j], 2);
         }
     }
-    for (size_t j = 0; j < d_in; j++)
+    for (size_t j = 0; j < d_in; j++) {
         out->b_dec[j] = grad[m->lay.b_dec + j];
+        sumsq += pow(out->b_dec[j], 2);
+    }
+    /* the norm the step clips with is the norm of these very gradients */
+    ck_assert_double_eq_tol(res.grad_sumsq, sumsq, 1e-5 * sumsq + 1e-30);
+    if (used_sparse)
+        *used_sparse = res.used_sparse;
     sae__free(grad);
     sae__workspace_free(&ws);
+}
+
+/* Default: the sparse path (the dense one is checked against it below). */
+static void lib_gradients(const sae_model *m, const float *x, size_t n, double lambda,
+                          ref_grads *out)
+{
+    bool used_sparse = false;
+    lib_gradients_with(m, x, n, lambda, SAE_KERNEL_SPARSE, 2, out, &used_sparse);
+    ck_assert(used_sparse);
 }
 
 /* Smallest |pre-activation| over the batch: finite differences need it to stay

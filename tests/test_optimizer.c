@@ -26,6 +26,10 @@ START_TEST(defaults_follow_the_recipe)
     ck_assert_double_eq(v, 5.0);
     ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_GRAD_CLIP, &v), SAE_OK);
     ck_assert_double_eq(v, 1.0);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_THREADS, &v), SAE_OK);
+    ck_assert_double_eq(v, 0.0);
+    ck_assert_int_eq(sae_optimizer_get(o, SAE_OPT_KERNEL, &v), SAE_OK);
+    ck_assert_double_eq(v, SAE_KERNEL_AUTO);
     ck_assert_uint_eq(sae_optimizer_steps(o), 0);
     ck_assert_uint_eq(sae_optimizer_steps(NULL), 0);
     sae_optimizer_free(o);
@@ -52,17 +56,23 @@ START_TEST(options_are_validated)
         {SAE_OPT_L1_COEFF, 0.0, SAE_OK},      {SAE_OPT_L1_COEFF, -1.0, SAE_E_INVALID_ARG},
         {SAE_OPT_L1_COEFF, NAN, SAE_E_NONFINITE},
         {SAE_OPT_GRAD_CLIP, 0.0, SAE_OK},     {SAE_OPT_GRAD_CLIP, -1.0, SAE_E_INVALID_ARG},
-        {0, 1.0, SAE_E_INVALID_ARG},          {7, 1.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_THREADS, 2.0, SAE_OK},       {SAE_OPT_THREADS, 0.0, SAE_OK},
+        {SAE_OPT_THREADS, 1.5, SAE_E_INVALID_ARG}, {SAE_OPT_THREADS, -1.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_THREADS, 1025.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_KERNEL, SAE_KERNEL_SPARSE, SAE_OK}, {SAE_OPT_KERNEL, SAE_KERNEL_DENSE, SAE_OK},
+        {SAE_OPT_KERNEL, SAE_KERNEL_AUTO, SAE_OK}, {SAE_OPT_KERNEL, 3.0, SAE_E_INVALID_ARG},
+        {SAE_OPT_KERNEL, 0.5, SAE_E_INVALID_ARG},
+        {0, 1.0, SAE_E_INVALID_ARG},          {9, 1.0, SAE_E_INVALID_ARG},
         {-3, 1.0, SAE_E_INVALID_ARG},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        double before[6], after[6];
-        for (int opt = 1; opt <= 6; opt++)
+        double before[8], after[8];
+        for (int opt = 1; opt <= 8; opt++)
             sae_optimizer_get(o, opt, &before[opt - 1]);
         int rc = sae_optimizer_set(o, cases[k].option, cases[k].value);
         ck_assert_msg(rc == cases[k].expect, "case %zu: option %d value %g gave %d", k,
                       cases[k].option, cases[k].value, rc);
-        for (int opt = 1; opt <= 6; opt++)
+        for (int opt = 1; opt <= 8; opt++)
             sae_optimizer_get(o, opt, &after[opt - 1]);
         if (rc == SAE_OK)
             ck_assert_double_eq(after[cases[k].option - 1], cases[k].value);

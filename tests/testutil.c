@@ -98,7 +98,7 @@ void snapshot_free(model_snapshot *s)
 
 void opt_snapshot_take(optimizer_snapshot *s, const sae_optimizer *o, size_t d_sae)
 {
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < 8; k++)
         ck_assert_int_eq(sae_optimizer_get(o, k + 1, &s->options[k]), SAE_OK);
     s->steps = sae_optimizer_steps(o);
     s->d_sae = d_sae;

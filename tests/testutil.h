@@ -34,7 +34,7 @@ void snapshot_free(model_snapshot *s);
 
 /* Everything observable about an optimizer. */
 typedef struct optimizer_snapshot {
-    double options[6];
+    double options[8];
     uint64_t steps;
     size_t d_sae;
     uint64_t *since_fired;

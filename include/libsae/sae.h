@@ -225,6 +225,22 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *   SAE_OPT_GRAD_CLIP   1        >= 0, finite; 0 turns clipping off. When on,
  *                                gradients are scaled by clip / ||g|| whenever the
  *                                global L2 norm ||g|| over all parameters exceeds clip.
+ *   SAE_OPT_THREADS     0        a whole number in [0, 1024]: threads for the
+ *                                library's own loops in sae_step (0: one per online
+ *                                core). BLAS calls are made from one thread at a
+ *                                time, never inside these loops, so the library's
+ *                                threads and the BLAS library's threads (set with
+ *                                e.g. OPENBLAS_NUM_THREADS) take turns instead of
+ *                                oversubscribing the cores. With a fixed thread
+ *                                count and BLAS configuration, steps are
+ *                                deterministic: the same inputs give the same bits.
+ *   SAE_OPT_KERNEL      0        SAE_KERNEL_AUTO (0), SAE_KERNEL_DENSE (1) or
+ *                                SAE_KERNEL_SPARSE (2): how sae_step runs the
+ *                                decoder and the backward pass. Dense uses CBLAS
+ *                                GEMMs; sparse touches only the (token, feature)
+ *                                pairs with f > 0. Auto picks by the measured
+ *                                density of each batch. All give the same
+ *                                gradients up to float rounding.
  */
 enum {
     SAE_OPT_LR = 1,
@@ -232,7 +248,16 @@ enum {
     SAE_OPT_BETA2 = 3,
     SAE_OPT_EPS = 4,
     SAE_OPT_L1_COEFF = 5,
-    SAE_OPT_GRAD_CLIP = 6
+    SAE_OPT_GRAD_CLIP = 6,
+    SAE_OPT_THREADS = 7,
+    SAE_OPT_KERNEL = 8
+};
+
+/* Values of SAE_OPT_KERNEL. */
+enum {
+    SAE_KERNEL_AUTO = 0,
+    SAE_KERNEL_DENSE = 1,
+    SAE_KERNEL_SPARSE = 2
 };
 
 /* Set an option. Errors: SAE_E_INVALID_ARG (o NULL, unknown option, value out

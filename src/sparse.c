@@ -1,0 +1,502 @@
+/*
+ * Sparse kernels: the step's decoder and backward pass over only the
+ * (token, feature) pairs with f > 0, O(n * L0 * d_in) work instead of
+ * O(n * d_sae * d_in).
+ *
+ * After the encoder (a dense SGEMM in backward.c), each block's features are
+ * compressed to the active pairs of each token (CSR: feat, fval). Then:
+ *
+ *   token phase    x_hat_t = b_dec + sum_k f_k W_dec[i_k,:];  dL/dx_hat_t = (2/n)(x_hat_t - x_t)
+ *   feature phase  per feature i, over its pairs k (CSC: tok, cfval, cgval):
+ *                  g_k         = W_dec[i,:] . dL/dx_hat_{t_k} + (lambda/n) r_i   (dL/dpre)
+ *                  dW_dec[i,:] = sum_k f_k dL/dx_hat_{t_k} + c_i W_dec[i,:]
+ *                  dW_enc[:,i] = sum_k g_k xc_{t_k}
+ *
+ * Memory, not arithmetic, bounds these loops: every pair reads whole rows of
+ * W_dec, dL/dx_hat or xc at random, and rows of d_in floats (3 KB at 768) map
+ * onto few L2 cache sets. So each phase walks the columns in tiles, packing the
+ * tile of the matrix it gathers from into a contiguous panel that stays in L2
+ * (like a GEMM's packing), and keeps the output tile in registers. The dot
+ * product g_k is accumulated tile by tile in the same pass that reads
+ * dL/dx_hat for dW_dec, so those rows are read once.
+ *
+ * Every output (a token's row, a feature's row, a pair's g) is computed by one
+ * thread in a fixed order, so results do not depend on the thread count. The
+ * hot kernels have an AVX-512 version chosen at run time and a portable one.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SAE_HAVE_AVX512_KERNELS 1
+#include <immintrin.h>
+#endif
+
+/* ---- portable kernels ------------------------------------------------------------ */
+
+static size_t relu_stats_portable(float *f, const float *b_enc, const float *norms, size_t d,
+                                  double *l1)
+{
+    double s = 0.0;
+    size_t active = 0;
+    for (size_t i = 0; i < d; i++) {
+        float v = f[i] + b_enc[i];
+        v = v > 0.0f ? v : 0.0f;
+        f[i] = v;
+        s += (double)v * norms[i];
+        active += v > 0.0f;
+    }
+    *l1 = s;
+    return active;
+}
+
+/* Append the positive entries of f[0..d) as (index, value); returns the count. */
+static size_t compress_row_portable(const float *f, size_t d, uint32_t *feat, float *val)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d; i++)
+        if (f[i] > 0.0f) {
+            feat[n] = (uint32_t)i;
+            val[n] = f[i];
+            n++;
+        }
+    return n;
+}
+
+/* One token, one column tile of width w <= SAE_DEC_TILE:
+ * out = scale * (base + sum_k val[k] panel[idx[k],:] - x); returns |out / scale|^2. */
+static double decode_tile_portable(const float *panel, const uint32_t *idx, const float *val,
+                                   size_t nk, const float *base, const float *x, size_t w,
+                                   float scale, float *out)
+{
+    float acc[SAE_DEC_TILE];
+    for (size_t j = 0; j < w; j++)
+        acc[j] = base[j];
+    for (size_t k = 0; k < nk; k++) {
+        const float *row = panel + (size_t)idx[k] * SAE_DEC_TILE;
+        for (size_t j = 0; j < w; j++)
+            acc[j] += val[k] * row[j];
+    }
+    double l2 = 0.0;
+    for (size_t j = 0; j < w; j++) {
+        float e = acc[j] - x[j];
+        l2 += (double)e * e;
+        out[j] = e * scale;
+    }
+    return l2;
+}
+
+/* One feature, one column tile of width w <= SAE_FEAT_TILE of dW_dec:
+ * gdec = c wrow + sum_k f[k] panel[tok[k],:], and g[k] += wrow . panel[tok[k],:].
+ * Returns |gdec|^2. */
+static double feature_dec_tile_portable(const float *panel, const uint32_t *tok, const float *f,
+                                        float *g, size_t nk, float c, const float *wrow,
+                                        size_t w, float *gdec)
+{
+    float acc[SAE_FEAT_TILE];
+    for (size_t j = 0; j < w; j++)
+        acc[j] = c * wrow[j];
+    for (size_t k = 0; k < nk; k++) {
+        const float *row = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        float dot = 0.0f;
+        for (size_t j = 0; j < w; j++) {
+            acc[j] += f[k] * row[j];
+            dot += wrow[j] * row[j];
+        }
+        g[k] += dot;
+    }
+    double s = 0.0;
+    for (size_t j = 0; j < w; j++) {
+        gdec[j] = acc[j];
+        s += (double)acc[j] * acc[j];
+    }
+    return s;
+}
+
+/* One feature, one column tile of dW_enc: genc = sum_k g[k] panel[tok[k],:].
+ * Returns |genc|^2. */
+static double feature_enc_tile_portable(const float *panel, const uint32_t *tok, const float *g,
+                                        size_t nk, size_t w, float *genc)
+{
+    float acc[SAE_FEAT_TILE] = {0};
+    for (size_t k = 0; k < nk; k++) {
+        const float *row = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        for (size_t j = 0; j < w; j++)
+            acc[j] += g[k] * row[j];
+    }
+    double s = 0.0;
+    for (size_t j = 0; j < w; j++) {
+        genc[j] = acc[j];
+        s += (double)acc[j] * acc[j];
+    }
+    return s;
+}
+
+/* ---- AVX-512 kernels (same contracts) ---------------------------------------------- */
+#ifdef SAE_HAVE_AVX512_KERNELS
+#define AVX512 __attribute__((target("avx512f")))
+
+/* The lanes of the 16-float vector starting at column j that lie below w. */
+AVX512 static inline __mmask16 lanes_below(size_t w, size_t j)
+{
+    if (j >= w)
+        return 0;
+    return w - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - j)) - 1u);
+}
+
+/* sum of squares of a float vector, in double (large floats would overflow) */
+AVX512 static inline __m512d sq_acc_pd(__m512 v, __m512d acc)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    return _mm512_fmadd_pd(lo, lo, _mm512_fmadd_pd(hi, hi, acc));
+}
+
+AVX512 static size_t relu_stats_avx512(float *f, const float *b_enc, const float *norms,
+                                       size_t d, double *l1)
+{
+    __m512d s = _mm512_setzero_pd();
+    __m512 part = _mm512_setzero_ps();
+    size_t active = 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+        __mmask16 mk = lanes_below(d, i);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, f + i), _mm512_maskz_loadu_ps(mk, b_enc + i));
+        v = _mm512_max_ps(v, zero);
+        _mm512_mask_storeu_ps(f + i, mk, v);
+        active += (size_t)__builtin_popcount(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ));
+        part = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mk, norms + i), part);
+        if ((i & 255) == 240) { /* flush the float partial sums to double every 256 */
+            s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
+            s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                     _mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
+            part = zero;
+        }
+    }
+    s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
+    s = _mm512_add_pd(s, _mm512_cvtps_pd(
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
+    *l1 = _mm512_reduce_add_pd(s);
+    return active;
+}
+
+AVX512 static size_t compress_row_avx512(const float *f, size_t d, uint32_t *feat, float *val)
+{
+    size_t n = 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+        __mmask16 mk = lanes_below(d, i);
+        unsigned bits = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, f + i), zero,
+                                                _CMP_GT_OQ);
+        while (bits) { /* few lanes are set at low density: visit only those */
+            unsigned lane = (unsigned)__builtin_ctz(bits);
+            feat[n] = (uint32_t)(i + lane);
+            val[n] = f[i + lane];
+            n++;
+            bits &= bits - 1;
+        }
+    }
+    return n;
+}
+
+AVX512 static double decode_tile_avx512(const float *panel, const uint32_t *idx, const float *val,
+                                        size_t nk, const float *base, const float *x, size_t w,
+                                        float scale, float *out)
+{
+    const __mmask16 m0 = lanes_below(w, 0), m1 = lanes_below(w, 16);
+    /* two accumulator pairs, for even and odd k, halve the FMA dependency chain */
+    __m512 a0 = _mm512_maskz_loadu_ps(m0, base), a1 = _mm512_maskz_loadu_ps(m1, base + 16);
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 2 <= nk; k += 2) {
+        const float *r = panel + (size_t)idx[k] * SAE_DEC_TILE;
+        const float *q = panel + (size_t)idx[k + 1] * SAE_DEC_TILE;
+        __m512 v = _mm512_set1_ps(val[k]), u = _mm512_set1_ps(val[k + 1]);
+        a0 = _mm512_fmadd_ps(v, _mm512_load_ps(r), a0);
+        a1 = _mm512_fmadd_ps(v, _mm512_load_ps(r + 16), a1);
+        b0 = _mm512_fmadd_ps(u, _mm512_load_ps(q), b0);
+        b1 = _mm512_fmadd_ps(u, _mm512_load_ps(q + 16), b1);
+    }
+    if (k < nk) {
+        const float *r = panel + (size_t)idx[k] * SAE_DEC_TILE;
+        __m512 v = _mm512_set1_ps(val[k]);
+        a0 = _mm512_fmadd_ps(v, _mm512_load_ps(r), a0);
+        a1 = _mm512_fmadd_ps(v, _mm512_load_ps(r + 16), a1);
+    }
+    __m512 e0 = _mm512_sub_ps(_mm512_add_ps(a0, b0), _mm512_maskz_loadu_ps(m0, x));
+    __m512 e1 = _mm512_sub_ps(_mm512_add_ps(a1, b1), _mm512_maskz_loadu_ps(m1, x + 16));
+    e0 = _mm512_maskz_mov_ps(m0, e0);
+    e1 = _mm512_maskz_mov_ps(m1, e1);
+    __m512d sq = sq_acc_pd(e1, sq_acc_pd(e0, _mm512_setzero_pd()));
+    const __m512 sv = _mm512_set1_ps(scale);
+    _mm512_mask_storeu_ps(out, m0, _mm512_mul_ps(e0, sv));
+    _mm512_mask_storeu_ps(out + 16, m1, _mm512_mul_ps(e1, sv));
+    return _mm512_reduce_add_pd(sq);
+}
+
+AVX512 static double feature_dec_tile_avx512(const float *panel, const uint32_t *tok,
+                                             const float *f, float *g, size_t nk, float c,
+                                             const float *wrow, size_t w, float *gdec)
+{
+    enum { V = SAE_FEAT_TILE / 16 };
+    __mmask16 mk[V];
+    __m512 wv[V], acc[V];
+    const __m512 cv = _mm512_set1_ps(c);
+    for (int u = 0; u < V; u++) {
+        mk[u] = lanes_below(w, 16 * (size_t)u);
+        wv[u] = _mm512_maskz_loadu_ps(mk[u], wrow + 16 * u);
+        acc[u] = _mm512_mul_ps(cv, wv[u]);
+    }
+    for (size_t k = 0; k < nk; k++) {
+        const float *r = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        __m512 fv = _mm512_set1_ps(f[k]);
+        __m512 d0 = _mm512_load_ps(r), d1 = _mm512_load_ps(r + 16);
+        __m512 d2 = _mm512_load_ps(r + 32), d3 = _mm512_load_ps(r + 48);
+        acc[0] = _mm512_fmadd_ps(fv, d0, acc[0]);
+        acc[1] = _mm512_fmadd_ps(fv, d1, acc[1]);
+        acc[2] = _mm512_fmadd_ps(fv, d2, acc[2]);
+        acc[3] = _mm512_fmadd_ps(fv, d3, acc[3]);
+        __m512 dot = _mm512_fmadd_ps(wv[1], d1, _mm512_mul_ps(wv[0], d0));
+        dot = _mm512_fmadd_ps(wv[3], d3, _mm512_fmadd_ps(wv[2], d2, dot));
+        g[k] += _mm512_reduce_add_ps(dot);
+    }
+    __m512d sq = _mm512_setzero_pd();
+    for (int u = 0; u < V; u++) {
+        _mm512_mask_storeu_ps(gdec + 16 * u, mk[u], acc[u]);
+        sq = sq_acc_pd(acc[u], sq); /* lanes past w are 0: wrow and the panel are zero there */
+    }
+    return _mm512_reduce_add_pd(sq);
+}
+
+AVX512 static double feature_enc_tile_avx512(const float *panel, const uint32_t *tok,
+                                             const float *g, size_t nk, size_t w, float *genc)
+{
+    enum { V = SAE_FEAT_TILE / 16 };
+    __m512 acc[V], acc2[V];
+    for (int u = 0; u < V; u++)
+        acc[u] = acc2[u] = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 2 <= nk; k += 2) {
+        const float *r = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        const float *q = panel + (size_t)tok[k + 1] * SAE_FEAT_TILE;
+        __m512 gv = _mm512_set1_ps(g[k]), hv = _mm512_set1_ps(g[k + 1]);
+        for (int u = 0; u < V; u++) {
+            acc[u] = _mm512_fmadd_ps(gv, _mm512_load_ps(r + 16 * u), acc[u]);
+            acc2[u] = _mm512_fmadd_ps(hv, _mm512_load_ps(q + 16 * u), acc2[u]);
+        }
+    }
+    if (k < nk) {
+        const float *r = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        __m512 gv = _mm512_set1_ps(g[k]);
+        for (int u = 0; u < V; u++)
+            acc[u] = _mm512_fmadd_ps(gv, _mm512_load_ps(r + 16 * u), acc[u]);
+    }
+    __m512d sq = _mm512_setzero_pd();
+    for (int u = 0; u < V; u++) {
+        __m512 v = _mm512_add_ps(acc[u], acc2[u]);
+        _mm512_mask_storeu_ps(genc + 16 * u, lanes_below(w, 16 * (size_t)u), v);
+        sq = sq_acc_pd(v, sq);
+    }
+    return _mm512_reduce_add_pd(sq);
+}
+#endif /* SAE_HAVE_AVX512_KERNELS */
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+typedef struct sparse_kernels {
+    size_t (*relu_stats)(float *, const float *, const float *, size_t, double *);
+    size_t (*compress_row)(const float *, size_t, uint32_t *, float *);
+    double (*decode_tile)(const float *, const uint32_t *, const float *, size_t, const float *,
+                          const float *, size_t, float, float *);
+    double (*feature_dec_tile)(const float *, const uint32_t *, const float *, float *, size_t,
+                               float, const float *, size_t, float *);
+    double (*feature_enc_tile)(const float *, const uint32_t *, const float *, size_t, size_t,
+                               float *);
+} sparse_kernels;
+
+#ifdef SAE_TESTING
+int sae__test_portable_kernels = 0;
+#endif
+
+static sparse_kernels pick_kernels(void)
+{
+#ifdef SAE_TESTING
+    if (sae__test_portable_kernels)
+        return (sparse_kernels){relu_stats_portable, compress_row_portable, decode_tile_portable,
+                                feature_dec_tile_portable, feature_enc_tile_portable};
+#endif
+#ifdef SAE_HAVE_AVX512_KERNELS
+    if (__builtin_cpu_supports("avx512f"))
+        return (sparse_kernels){relu_stats_avx512, compress_row_avx512, decode_tile_avx512,
+                                feature_dec_tile_avx512, feature_enc_tile_avx512};
+#endif
+    return (sparse_kernels){relu_stats_portable, compress_row_portable, decode_tile_portable,
+                            feature_dec_tile_portable, feature_enc_tile_portable};
+}
+
+size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
+                           double *l1)
+{
+    return pick_kernels().relu_stats(f, b_enc, norms, d_sae, l1);
+}
+
+/* ---- phases ------------------------------------------------------------------------------ */
+
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+{
+    const sparse_kernels kern = pick_kernels();
+    const size_t d_sae = ws->d_sae;
+    #pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (size_t t = 0; t < rows; t++) {
+        size_t at = ws->row_ptr[t0 + t];
+        kern.compress_row(ws->f + t * d_sae, d_sae, ws->feat + at, ws->fval + at);
+    }
+}
+
+/* panel (rows x tile, zero-padded) = columns [j0, j0 + w) of src (rows x ld). */
+static void pack_panel(const float *src, size_t ld, size_t rows, size_t j0, size_t w, size_t tile,
+                       float *panel)
+{
+    #pragma omp for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        float *dst = panel + r * tile;
+        memcpy(dst, src + r * ld + j0, w * sizeof(float));
+        for (size_t j = w; j < tile; j++)
+            dst[j] = 0.0f;
+    }
+}
+
+void sae__sparse_token_phase(const sae_model *m, const float *x, size_t n_tokens,
+                             double lambda, sae_workspace *ws, int n_threads)
+{
+    const sparse_kernels kern = pick_kernels();
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const float scale = (float)(2.0 / (double)n_tokens);
+    const float *w_dec = sae__w_dec(m), *b_dec = sae__b_dec(m);
+    (void)lambda;
+    memset(ws->l2_tok, 0, n_tokens * sizeof(double));
+    #pragma omp parallel num_threads(n_threads)
+    for (size_t j0 = 0; j0 < d_in; j0 += SAE_DEC_TILE) {
+        size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
+        pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, ws->w_panel); /* ends in a barrier */
+        #pragma omp for schedule(dynamic, SAE_CHUNK_TOKENS)
+        for (size_t t = 0; t < n_tokens; t++) {
+            size_t k0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - k0;
+            ws->l2_tok[t] += kern.decode_tile(ws->w_panel, ws->feat + k0, ws->fval + k0, nk,
+                                              b_dec + j0, x + t * d_in + j0, w, scale,
+                                              ws->dxh + t * d_in + j0);
+        }
+    }
+}
+
+/* Build the feature-major copy of the pairs. Threads take contiguous token
+ * ranges, count per feature, then scatter at offsets that keep every feature's
+ * pairs in token order, whatever the thread count. */
+static void transpose_pairs(sae_workspace *ws, size_t n_tokens, int n_threads)
+{
+    const size_t d_sae = ws->d_sae;
+    size_t *col_ptr = ws->col_ptr;
+    #pragma omp parallel num_threads(n_threads)
+    {
+        size_t me = 0, nt = 1;
+#ifdef _OPENMP
+        me = (size_t)omp_get_thread_num();
+        nt = (size_t)omp_get_num_threads();
+#endif
+        size_t t_begin = n_tokens * me / nt, t_end = n_tokens * (me + 1) / nt;
+        size_t *hist = ws->hist + me * d_sae;
+        memset(hist, 0, d_sae * sizeof(size_t));
+        for (size_t p = ws->row_ptr[t_begin]; p < ws->row_ptr[t_end]; p++)
+            hist[ws->feat[p]]++;
+        #pragma omp barrier
+        #pragma omp single
+        {
+            size_t at = 0;
+            for (size_t i = 0; i < d_sae; i++) {
+                col_ptr[i] = at;
+                for (size_t h = 0; h < nt; h++) {
+                    size_t count = ws->hist[h * d_sae + i];
+                    ws->hist[h * d_sae + i] = at;
+                    at += count;
+                }
+            }
+            col_ptr[d_sae] = at;
+        }
+        for (size_t t = t_begin; t < t_end; t++)
+            for (size_t p = ws->row_ptr[t]; p < ws->row_ptr[t + 1]; p++) {
+                size_t q = hist[ws->feat[p]]++;
+                ws->tok[q] = (uint32_t)t;
+                ws->cfval[q] = ws->fval[p];
+            }
+    }
+}
+
+void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambda,
+                               sae_workspace *ws, float *grad, int n_threads)
+{
+    const sparse_kernels kern = pick_kernels();
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const double l1_scale = lambda / (double)n_tokens;
+    const float *w_dec = sae__w_dec(m);
+    float *g_w_dec = grad + m->lay.w_dec, *g_w_enc = grad + m->lay.w_enc_t;
+    float *c = (float *)ws->f; /* d_sae norm-term coefficients: the block buffer is free now */
+    transpose_pairs(ws, n_tokens, n_threads);
+
+    #pragma omp parallel num_threads(n_threads)
+    {
+        /* per feature: statistics, the norm term's coefficient, g_k's L1 part */
+        #pragma omp for schedule(static)
+        for (size_t i = 0; i < d_sae; i++) {
+            size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1];
+            double f_sum = 0.0;
+            for (size_t k = k0; k < k1; k++)
+                f_sum += ws->cfval[k];
+            c[i] = (ws->norms[i] > 0.0f && f_sum != 0.0)
+                       ? (float)(l1_scale * f_sum / ws->norms[i]) : 0.0f;
+            float g_l1 = (float)l1_scale * ws->norms[i];
+            for (size_t k = k0; k < k1; k++)
+                ws->cgval[k] = g_l1;
+            ws->f_sum[i] = f_sum;
+            ws->last_fired[i] = k1 > k0 ? (uint64_t)ws->tok[k1 - 1] + 1 : 0;
+            ws->row_sumsq[i] = 0.0;
+        }
+        /* dW_dec, and g_k's reconstruction part, tile by tile of dL/dx_hat */
+        for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
+            size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
+            pack_panel(ws->dxh, d_in, n_tokens, j0, w, SAE_FEAT_TILE, ws->t_panel);
+            #pragma omp for schedule(dynamic, 32)
+            for (size_t i = 0; i < d_sae; i++) {
+                size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
+                ws->row_sumsq[i] += kern.feature_dec_tile(ws->t_panel, ws->tok + k0,
+                                                          ws->cfval + k0, ws->cgval + k0, nk, c[i],
+                                                          w_dec + i * d_in + j0, w,
+                                                          g_w_dec + i * d_in + j0);
+            }
+        }
+        #pragma omp for schedule(static)
+        for (size_t i = 0; i < d_sae; i++) {
+            double g_sum = 0.0;
+            for (size_t k = ws->col_ptr[i]; k < ws->col_ptr[i + 1]; k++)
+                g_sum += ws->cgval[k];
+            ws->g_b_enc[i] = g_sum;
+        }
+        /* dW_enc (stored transposed), tile by tile of xc */
+        for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
+            size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
+            pack_panel(ws->xc, d_in, n_tokens, j0, w, SAE_FEAT_TILE, ws->t_panel);
+            #pragma omp for schedule(dynamic, 32)
+            for (size_t i = 0; i < d_sae; i++) {
+                size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
+                ws->row_sumsq[i] += kern.feature_enc_tile(ws->t_panel, ws->tok + k0,
+                                                          ws->cgval + k0, nk, w,
+                                                          g_w_enc + i * d_in + j0);
+            }
+        }
+    }
+}
