@@ -148,6 +148,8 @@ typedef struct options {
     int reps, threads, kernel;
     const char *data;
     int rss_only;
+    double b_enc;      /* with --b-enc: set b_enc directly instead of searching */
+    int have_b_enc;
 } options;
 
 static int parse_list(const char *s, double *out, int cap)
@@ -171,12 +173,14 @@ static void usage(void)
          "  --threads N     SAE_OPT_THREADS and the Adam pass's threads (0 = all cores)\n"
          "  --kernel K      auto | dense | sparse (auto)\n"
          "  --data FILE     raw float32 batch data (default: N(0,1) from a fixed seed)\n"
+         "  --b-enc X       set every b_enc to X instead of searching for a target L0\n"
          "  --rss           train only and print the peak RSS (one batch size)");
 }
 
 static options parse(int argc, char **argv)
 {
-    options o = {768, 10000, {256, 1024, 4096}, 3, {0, 300, 30}, 3, 5, 0, SAE_KERNEL_AUTO, NULL, 0};
+    options o = {768, 10000, {256, 1024, 4096}, 3, {0, 300, 30}, 3, 5, 0, SAE_KERNEL_AUTO, NULL, 0,
+                 0.0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
@@ -197,7 +201,12 @@ static options parse(int argc, char **argv)
             o.reps = atoi(v);
         else if (strcmp(a, "--threads") == 0)
             o.threads = atoi(v);
-        else if (strcmp(a, "--data") == 0)
+        else if (strcmp(a, "--b-enc") == 0) {
+            o.b_enc = atof(v);
+            o.have_b_enc = 1;
+            o.n_regimes = 1;
+            o.regimes[0] = -1.0;
+        } else if (strcmp(a, "--data") == 0)
             o.data = v;
         else if (strcmp(a, "--kernel") == 0)
             o.kernel = strcmp(v, "dense") == 0    ? SAE_KERNEL_DENSE
@@ -261,6 +270,13 @@ int main(int argc, char **argv)
             sae_optimizer *o;
             check(sae_model_create(&m, opt.d_in, opt.d_sae, 1), "create model");
             double l0 = opt.regimes[ri] > 0 ? set_density(m, x, n, opt.regimes[ri]) : 0.0;
+            if (opt.have_b_enc) {
+                float *b = malloc(opt.d_sae * sizeof(float));
+                for (size_t i = 0; i < opt.d_sae; i++)
+                    b[i] = (float)opt.b_enc;
+                check(sae_model_set_tensor(m, SAE_B_ENC, b, opt.d_sae), "set b_enc");
+                free(b);
+            }
             check(sae_optimizer_create(&o, m), "create optimizer");
             check(sae_optimizer_set(o, SAE_OPT_THREADS, opt.threads), "threads");
             check(sae_optimizer_set(o, SAE_OPT_KERNEL, opt.kernel), "kernel");
@@ -294,7 +310,9 @@ int main(int argc, char **argv)
             } else {
                 double gemm = median(t_gemm, opt.reps), adam = median(t_adam, opt.reps);
                 char regime[16];
-                if (opt.regimes[ri] > 0)
+                if (opt.have_b_enc)
+                    snprintf(regime, sizeof regime, "b%.3g", opt.b_enc);
+                else if (opt.regimes[ri] > 0)
                     snprintf(regime, sizeof regime, "L0~%g", opt.regimes[ri]);
                 else
                     snprintf(regime, sizeof regime, "dense");

@@ -48,7 +48,6 @@ static void free_feature_buffers(sae_workspace *ws)
     FREE_AND_NULL(ws->last_fired);
     FREE_AND_NULL(ws->g_b_dec);
     FREE_AND_NULL(ws->col_ptr);
-    FREE_AND_NULL(ws->w_panel);
 }
 
 static int reserve_feature_buffers(sae_workspace *ws, size_t d_in, size_t d_sae)
@@ -62,9 +61,8 @@ static int reserve_feature_buffers(sae_workspace *ws, size_t d_in, size_t d_sae)
     ws->last_fired = sae__alloc(d_sae * sizeof(uint64_t));
     ws->g_b_dec = sae__alloc(d_in * sizeof(double));
     ws->col_ptr = sae__alloc((d_sae + 1) * sizeof(size_t));
-    ws->w_panel = sae__alloc(d_sae * SAE_DEC_TILE * sizeof(float));
     if (!ws->norms || !ws->f_sum || !ws->g_b_enc || !ws->row_sumsq || !ws->last_fired ||
-        !ws->g_b_dec || !ws->col_ptr || !ws->w_panel) {
+        !ws->g_b_dec || !ws->col_ptr) {
         free_feature_buffers(ws);
         return SAE_E_NOMEM;
     }
@@ -95,14 +93,12 @@ static int reserve_token_buffers(sae_workspace *ws, size_t n_tokens)
     double *l1_tok = sae__alloc(n_tokens * sizeof(double));
     double *l2_tok = sae__alloc(n_tokens * sizeof(double));
     size_t *row_ptr = sae__alloc((n_tokens + 1) * sizeof(size_t));
-    float *t_panel = sae__alloc(n_tokens * SAE_FEAT_TILE * sizeof(float));
-    if (!xc || !dxh || !l1_tok || !l2_tok || !row_ptr || !t_panel) {
+    if (!xc || !dxh || !l1_tok || !l2_tok || !row_ptr) {
         sae__free(xc);
         sae__free(dxh);
         sae__free(l1_tok);
         sae__free(l2_tok);
         sae__free(row_ptr);
-        sae__free(t_panel);
         return SAE_E_NOMEM;
     }
     commit((void **)&ws->xc, xc);
@@ -110,7 +106,6 @@ static int reserve_token_buffers(sae_workspace *ws, size_t n_tokens)
     commit((void **)&ws->l1_tok, l1_tok);
     commit((void **)&ws->l2_tok, l2_tok);
     commit((void **)&ws->row_ptr, row_ptr);
-    commit((void **)&ws->t_panel, t_panel);
     ws->tokens_cap = n_tokens;
     return SAE_OK;
 }
@@ -119,33 +114,57 @@ static int reserve_block_buffers(sae_workspace *ws, size_t block)
 {
     if (block <= ws->block_cap)
         return SAE_OK;
-    size_t mask_words = (ws->d_sae + 63) / 64;
+    size_t mask_chunks = (ws->d_sae + 15) / 16;
     /* block <= SAE_BLOCK_TOKENS and d_in * d_sae was checked at model creation,
      * so these products cannot overflow. */
     float *f = sae__alloc(block * ws->d_sae * sizeof(float));
-    uint64_t *mask = sae__alloc(block * mask_words * sizeof(uint64_t));
-    if (!f || !mask) {
+    uint16_t *mask = sae__alloc(block * mask_chunks * sizeof(uint16_t));
+    float *ones = sae__alloc(block * sizeof(float));
+    float *col_sum = sae__alloc(ws->d_sae * sizeof(float));
+    if (!f || !mask || !ones || !col_sum) {
         sae__free(f);
         sae__free(mask);
+        sae__free(ones);
+        sae__free(col_sum);
         return SAE_E_NOMEM;
     }
+    for (size_t t = 0; t < block; t++)
+        ones[t] = 1.0f;
     commit((void **)&ws->f, f);
     commit((void **)&ws->mask, mask);
-    ws->mask_words = mask_words;
+    commit((void **)&ws->ones, ones);
+    commit((void **)&ws->col_sum, col_sum);
+    ws->mask_chunks = mask_chunks;
     ws->block_cap = block;
     return SAE_OK;
 }
 
-static int reserve_hist(sae_workspace *ws, int n_threads)
+static int reserve_thread_buffers(sae_workspace *ws, int n_threads, size_t n_tokens)
 {
     size_t threads = (size_t)n_threads;
-    if (threads <= ws->hist_threads)
+    if (threads <= ws->thread_cap && n_tokens <= ws->panel_tokens)
         return SAE_OK;
+    threads = threads > ws->thread_cap ? threads : ws->thread_cap;
+    size_t tokens = n_tokens > ws->panel_tokens ? n_tokens : ws->panel_tokens;
+    size_t panel_floats;
+    if (threads > 4096 || !sae__mul(tokens, threads * SAE_FEAT_TILE, &panel_floats) ||
+        panel_floats > SIZE_MAX / sizeof(float))
+        return SAE_E_INVALID_ARG;
+    /* threads <= 4096 and d_sae <= INT_MAX: these products fit */
     size_t *hist = sae__alloc(threads * ws->d_sae * sizeof(size_t));
-    if (!hist)
+    float *w_panel = sae__alloc(threads * ws->d_sae * SAE_DEC_TILE * sizeof(float));
+    float *t_panel = sae__alloc(panel_floats * sizeof(float));
+    if (!hist || !w_panel || !t_panel) {
+        sae__free(hist);
+        sae__free(w_panel);
+        sae__free(t_panel);
         return SAE_E_NOMEM;
+    }
     commit((void **)&ws->hist, hist);
-    ws->hist_threads = threads;
+    commit((void **)&ws->w_panel, w_panel);
+    commit((void **)&ws->t_panel, t_panel);
+    ws->thread_cap = threads;
+    ws->panel_tokens = tokens;
     return SAE_OK;
 }
 
@@ -159,7 +178,7 @@ int sae__workspace_reserve(sae_workspace *ws, size_t d_in, size_t d_sae, size_t 
     if (rc == SAE_OK)
         rc = reserve_block_buffers(ws, n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS);
     if (rc == SAE_OK)
-        rc = reserve_hist(ws, n_threads);
+        rc = reserve_thread_buffers(ws, n_threads, n_tokens);
     if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
         sae__workspace_free(ws);
     return rc;
@@ -210,14 +229,16 @@ void sae__workspace_free(sae_workspace *ws)
     sae__free(ws->row_ptr);
     sae__free(ws->f);
     sae__free(ws->mask);
+    sae__free(ws->ones);
+    sae__free(ws->col_sum);
     sae__free(ws->feat);
     sae__free(ws->fval);
-    sae__free(ws->w_panel);
-    sae__free(ws->t_panel);
     sae__free(ws->tok);
     sae__free(ws->cfval);
     sae__free(ws->cgval);
     sae__free(ws->hist);
+    sae__free(ws->w_panel);
+    sae__free(ws->t_panel);
     memset(ws, 0, sizeof *ws);
 }
 
@@ -265,7 +286,8 @@ static size_t encode_block(const sae_model *m, size_t t0, size_t rows, sae_works
     size_t active_block = 0;
     #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(+:active_block)
     for (size_t t = 0; t < rows; t++) {
-        size_t active = sae__relu_stats_row(f + t * d_sae, b_enc, norms, d_sae, &ws->l1_tok[t0 + t]);
+        size_t active = sae__relu_stats_row(f + t * d_sae, b_enc, norms, d_sae, &ws->l1_tok[t0 + t],
+                                            ws->mask + t * ws->mask_chunks);
         ws->row_ptr[t0 + t + 1] = active;
         active_block += active;
     }
@@ -304,15 +326,35 @@ static void bias_gradients(const sae_model *m, size_t n_tokens, sae_workspace *w
 
 /* ---- dense path -------------------------------------------------------------- */
 
-/* Split [0, d_sae) into per-thread ranges that start on multiples of 64, so
- * threads never share a word of the mask. */
-static void feature_range(size_t d_sae, int thread, int n_threads, size_t *begin, size_t *end)
+/* acc[i] += sum over the block's rows of f[t][i] (one SGEMV with a vector of ones). */
+static void add_column_sums(const float *f, size_t rows, size_t d_sae, sae_workspace *ws,
+                            double *acc)
 {
-    size_t words = (d_sae + 63) / 64;
-    size_t w0 = words * (size_t)thread / (size_t)n_threads;
-    size_t w1 = words * (size_t)(thread + 1) / (size_t)n_threads;
-    *begin = w0 * 64 < d_sae ? w0 * 64 : d_sae;
-    *end = w1 * 64 < d_sae ? w1 * 64 : d_sae;
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)rows, (int)d_sae, 1.0f, f, (int)d_sae, ws->ones, 1,
+                0.0f, ws->col_sum, 1);
+    for (size_t i = 0; i < d_sae; i++)
+        acc[i] += ws->col_sum[i];
+}
+
+/* last_fired[i] = 1 + the last token of the block where feature i fired, for
+ * the features that fired in it; scans each 16-feature chunk backwards. */
+static void update_last_fired(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+{
+    const size_t chunks = ws->mask_chunks, d_sae = ws->d_sae;
+    #pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t width = d_sae - 16 * c < 16 ? d_sae - 16 * c : 16;
+        unsigned unresolved = (1u << width) - 1u;
+        for (size_t t = rows; t-- > 0 && unresolved;) {
+            unsigned found = ws->mask[t * chunks + c] & unresolved;
+            unresolved &= ~found;
+            while (found) {
+                unsigned bit = (unsigned)__builtin_ctz(found);
+                ws->last_fired[16 * c + bit] = t0 + t + 1;
+                found &= found - 1;
+            }
+        }
+    }
 }
 
 static void dense_backward_block(const sae_model *m, const float *x, double lambda,
@@ -342,54 +384,21 @@ static void dense_backward_block(const sae_model *m, const float *x, double lamb
         ws->l2_tok[t0 + t] = l2;
     }
 
-    /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat */
+    /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
                 f, (int)d_sae, dxh, (int)d_in, beta, grad + m->lay.w_dec, (int)d_in);
+    add_column_sums(f, rows, d_sae, ws, ws->f_sum);
+    update_last_fired(ws, t0, rows, n_threads);
 
-    /* Feature statistics and the active mask, by feature ranges (each feature's
-     * sums run over tokens in order). */
-    const size_t words = ws->mask_words;
-    #pragma omp parallel num_threads(n_threads)
-    {
-        size_t begin = 0, end = d_sae;
-#ifdef _OPENMP
-        feature_range(d_sae, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-#endif
-        for (size_t t = 0; t < rows; t++) {
-            const float *ft = f + t * d_sae;
-            uint64_t *mt = ws->mask + t * words;
-            for (size_t i = begin; i < end; i++) {
-                bool on = ft[i] > 0.0f;
-                if ((i & 63) == 0)
-                    mt[i / 64] = 0;
-                mt[i / 64] |= (uint64_t)on << (i & 63);
-                ws->f_sum[i] += ft[i];
-                ws->last_fired[i] = on ? t0 + t + 1 : ws->last_fired[i];
-            }
-        }
-    }
-
-    /* dL/df = dL/dx_hat W_dec^T, over f (no longer needed), then dL/dpre */
+    /* dL/df = dL/dx_hat W_dec^T, over f (no longer needed; the mask keeps
+     * where f > 0), then dL/dpre and its column sums dL/db_enc */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
                 dxh, (int)d_in, sae__w_dec(m), (int)d_in, 0.0f, f, (int)d_sae);
-    const float *norms = ws->norms;
-    #pragma omp parallel num_threads(n_threads)
-    {
-        size_t begin = 0, end = d_sae;
-#ifdef _OPENMP
-        feature_range(d_sae, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-#endif
-        for (size_t t = 0; t < rows; t++) {
-            float *gt = f + t * d_sae;
-            const uint64_t *mt = ws->mask + t * words;
-            for (size_t i = begin; i < end; i++) {
-                bool on = (mt[i / 64] >> (i & 63)) & 1;
-                float g = on ? gt[i] + l1_scale * norms[i] : 0.0f;
-                gt[i] = g;
-                ws->g_b_enc[i] += g;
-            }
-        }
-    }
+    #pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (size_t t = 0; t < rows; t++)
+        sae__masked_dpre_row(f + t * d_sae, ws->mask + t * ws->mask_chunks, ws->norms, l1_scale,
+                             d_sae);
+    add_column_sums(f, rows, d_sae, ws, ws->g_b_enc);
 
     /* dL/dW_enc (stored transposed) += dL/dpre^T xc */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,

@@ -187,8 +187,11 @@ typedef struct sae_workspace {
     /* per block of at most SAE_BLOCK_TOKENS tokens */
     size_t block_cap;
     float *f;             /* block_cap x d_sae: pre-activations, f, then dL/dpre */
-    uint64_t *mask;       /* block_cap x mask_words: bit i of row t set if f_ti > 0 */
-    size_t mask_words;    /* 64-bit words per row: ceil(d_sae / 64) */
+    uint16_t *mask;       /* block_cap x mask_chunks: bit i%16 of chunk i/16 of row t is
+                             set if f_ti > 0 (dense path) */
+    size_t mask_chunks;   /* 16-bit chunks per row: ceil(d_sae / 16) */
+    float *ones;          /* block_cap: 1.0f, for column sums by SGEMV */
+    float *col_sum;       /* d_sae: one block's column sums */
 
     /* the sparse path: active (token, feature) pairs, token-major (CSR) and
      * feature-major (CSC) */
@@ -199,12 +202,15 @@ typedef struct sae_workspace {
     float *cfval;         /* nnz_cap: f, feature-major */
     float *cgval;         /* nnz_cap: dL/dpre, feature-major */
     size_t *col_ptr;      /* d_sae + 1: CSC column starts */
-    size_t hist_threads;
-    size_t *hist;         /* hist_threads x d_sae: per-thread counts for the transpose */
-    /* column panels, packed contiguously so they stay in L2 (rows of d_in
-     * floats have a stride that maps onto few cache sets) */
-    float *w_panel;       /* d_sae x SAE_DEC_TILE: a column tile of W_dec */
-    float *t_panel;       /* tokens_cap x SAE_FEAT_TILE: a column tile of dL/dx_hat or xc */
+
+    /* per thread: transpose counts and column panels, packed contiguously so
+     * they stay in L2 (rows of d_in floats have a stride that maps onto few
+     * cache sets); each thread packs its own, so the phases need no barriers */
+    size_t thread_cap;    /* threads the buffers below hold */
+    size_t panel_tokens;  /* tokens each t_panel holds */
+    size_t *hist;         /* thread_cap x d_sae: per-thread counts for the transpose */
+    float *w_panel;       /* thread_cap x d_sae x SAE_DEC_TILE: column tiles of W_dec */
+    float *t_panel;       /* thread_cap x panel_tokens x SAE_FEAT_TILE: tiles of dL/dx_hat or xc */
 } sae_workspace;
 
 /* Make the workspace hold a batch of n_tokens: every buffer except the
@@ -236,10 +242,16 @@ int sae__forward_backward(const sae_model *m, double lambda, int kernel, int n_t
 /* The sparse path's pieces (sparse.c), called by sae__forward_backward. */
 
 /* f[i] = max(f[i] + b_enc[i], 0) over one token's d_sae pre-activations;
- * *l1 = sum_i f_i r_i; returns the number of f_i > 0. (Shared with the dense
+ * *l1 = sum_i f_i r_i; returns the number of f_i > 0. mask (may be NULL):
+ * ceil(d_sae / 16) chunks whose bits mark f_i > 0. (Shared with the dense
  * path, which runs the same encoder.) */
 size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
-                           double *l1);
+                           double *l1, uint16_t *mask);
+
+/* One token's dL/dpre on the dense path: g[i] = g[i] + add * r[i] where the
+ * mask bit of i is set, else 0 (g holds dL/df's reconstruction part). */
+void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float add,
+                          size_t d_sae);
 
 /* Compress the ReLU'd block f (rows x d_sae, tokens t0..) into the CSR arrays;
  * ws->row_ptr[t0 .. t0 + rows] must hold the prefix sums already. */

@@ -152,36 +152,54 @@ typedef struct adam_maxima {
 
 /* The update of one element, exactly as torch.optim.Adam orders it:
  *   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
- *   p = p - step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps)              */
-#define ADAM_ELEMENT(c, g_in, p, m, v)                                     \
+ *   p = p - step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * The constants are copied to locals first so the compiler can keep them in
+ * registers and vectorise the loops (a pointer to them could alias the arrays). */
+#define ADAM_LOCALS(c)                                                     \
+    const float b1 = (c)->beta1, omb1 = (c)->one_minus_beta1;              \
+    const float b2 = (c)->beta2, omb2 = (c)->one_minus_beta2;              \
+    const float neg_step = -(c)->step_size, bc2 = (c)->bc2_sqrt;           \
+    const float eps = (c)->eps, gscale = (c)->grad_scale
+#define ADAM_ELEMENT(g_in, p, m, v)                                        \
     do {                                                                   \
-        float g_ = (g_in) * (c)->grad_scale;                               \
-        (m) = (m) * (c)->beta1 + g_ * (c)->one_minus_beta1;                \
-        (v) = (v) * (c)->beta2 + (c)->one_minus_beta2 * (g_ * g_);         \
-        float denom_ = sqrtf(v) / (c)->bc2_sqrt + (c)->eps;                \
-        (p) = (p) + (-(c)->step_size) * ((m) / denom_);                    \
+        float g_ = (g_in) * gscale;                                        \
+        (m) = (m) * b1 + g_ * omb1;                                        \
+        (v) = (v) * b2 + omb2 * (g_ * g_);                                 \
+        float denom_ = sqrtf(v) / bc2 + eps;                               \
+        (p) = (p) + neg_step * ((m) / denom_);                             \
     } while (0)
 
 /* Apply the update to elements [begin, end); one pass reads g, p, m, v and
  * writes p, m, v. Returns the maxima of what it wrote. */
 SAE_VECTOR_CLONES
-static adam_maxima adam_apply_range(const adam_consts *c, const float *restrict grad,
-                                    float *restrict param, float *restrict m1,
-                                    float *restrict m2, size_t begin, size_t end)
+static void adam_apply_range(const adam_consts *c, const float *restrict grad,
+                             float *restrict param, float *restrict m1, float *restrict m2,
+                             size_t begin, size_t end, adam_maxima *maxima)
 {
-    float p_mx = 0.0f, m_mx = 0.0f, v_mx = 0.0f;
+    ADAM_LOCALS(c);
+    /* Maxima of |p|, |m| and v taken on the bit patterns: for non-negative
+     * floats they order like unsigned integers, and integer max vectorises
+     * (a float max may not, because of NaN and signed-zero rules). */
+    uint32_t p_mx = 0, m_mx = 0, v_mx = 0;
     for (size_t k = begin; k < end; k++) {
         float p = param[k], m = m1[k], v = m2[k];
-        ADAM_ELEMENT(c, grad[k], p, m, v);
+        ADAM_ELEMENT(grad[k], p, m, v);
         param[k] = p;
         m1[k] = m;
         m2[k] = v;
-        float pa = fabsf(p), ma = fabsf(m);
-        p_mx = pa > p_mx ? pa : p_mx;
-        m_mx = ma > m_mx ? ma : m_mx;
-        v_mx = v > v_mx ? v : v_mx;
+        uint32_t pb, mb, vb;
+        memcpy(&pb, &p, sizeof pb);
+        memcpy(&mb, &m, sizeof mb);
+        memcpy(&vb, &v, sizeof vb);
+        pb &= 0x7fffffffu;
+        mb &= 0x7fffffffu;
+        p_mx = pb > p_mx ? pb : p_mx;
+        m_mx = mb > m_mx ? mb : m_mx;
+        v_mx = vb > v_mx ? vb : v_mx;
     }
-    return (adam_maxima){p_mx, m_mx, v_mx};
+    memcpy(&maxima->param_absmax, &p_mx, sizeof p_mx);
+    memcpy(&maxima->m1_absmax, &m_mx, sizeof m_mx);
+    memcpy(&maxima->m2_max, &v_mx, sizeof v_mx);
 }
 
 /* The same update computed without writing: whether every new value of
@@ -191,10 +209,11 @@ static bool adam_check_range(const adam_consts *c, const float *restrict grad,
                              const float *restrict param, const float *restrict m1,
                              const float *restrict m2, size_t begin, size_t end)
 {
+    ADAM_LOCALS(c);
     int bad = 0;
     for (size_t k = begin; k < end; k++) {
         float p = param[k], m = m1[k], v = m2[k];
-        ADAM_ELEMENT(c, grad[k], p, m, v);
+        ADAM_ELEMENT(grad[k], p, m, v);
         bad |= (p - p != 0.0f) | (m - m != 0.0f) | (v - v != 0.0f);
     }
     return !bad;
@@ -237,7 +256,8 @@ static bool adam_pass(const adam_consts *c, const float *grad, float *param, flo
         if (check) {
             bad |= !adam_check_range(c, grad, param, m1, m2, begin, end);
         } else {
-            adam_maxima mx = adam_apply_range(c, grad, param, m1, m2, begin, end);
+            adam_maxima mx;
+            adam_apply_range(c, grad, param, m1, m2, begin, end, &mx);
             p_mx = mx.param_absmax;
             m_mx = mx.m1_absmax;
             v_mx = mx.m2_max;

@@ -41,19 +41,33 @@
 /* ---- portable kernels ------------------------------------------------------------ */
 
 static size_t relu_stats_portable(float *f, const float *b_enc, const float *norms, size_t d,
-                                  double *l1)
+                                  double *l1, uint16_t *mask)
 {
     double s = 0.0;
     size_t active = 0;
-    for (size_t i = 0; i < d; i++) {
-        float v = f[i] + b_enc[i];
-        v = v > 0.0f ? v : 0.0f;
-        f[i] = v;
-        s += (double)v * norms[i];
-        active += v > 0.0f;
+    for (size_t i0 = 0; i0 < d; i0 += 16) {
+        size_t i1 = d - i0 < 16 ? d : i0 + 16;
+        unsigned bits = 0;
+        for (size_t i = i0; i < i1; i++) {
+            float v = f[i] + b_enc[i];
+            v = v > 0.0f ? v : 0.0f;
+            f[i] = v;
+            s += (double)v * norms[i];
+            active += v > 0.0f;
+            bits |= (unsigned)(v > 0.0f) << (i - i0);
+        }
+        if (mask)
+            mask[i0 / 16] = (uint16_t)bits;
     }
     *l1 = s;
     return active;
+}
+
+static void masked_dpre_portable(float *g, const uint16_t *mask, const float *r, float add,
+                                 size_t d)
+{
+    for (size_t i = 0; i < d; i++)
+        g[i] = (mask[i / 16] >> (i % 16)) & 1u ? g[i] + add * r[i] : 0.0f;
 }
 
 /* Append the positive entries of f[0..d) as (index, value); returns the count. */
@@ -159,7 +173,7 @@ AVX512 static inline __m512d sq_acc_pd(__m512 v, __m512d acc)
 }
 
 AVX512 static size_t relu_stats_avx512(float *f, const float *b_enc, const float *norms,
-                                       size_t d, double *l1)
+                                       size_t d, double *l1, uint16_t *mask)
 {
     __m512d s = _mm512_setzero_pd();
     __m512 part = _mm512_setzero_ps();
@@ -170,7 +184,10 @@ AVX512 static size_t relu_stats_avx512(float *f, const float *b_enc, const float
         __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, f + i), _mm512_maskz_loadu_ps(mk, b_enc + i));
         v = _mm512_max_ps(v, zero);
         _mm512_mask_storeu_ps(f + i, mk, v);
-        active += (size_t)__builtin_popcount(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ));
+        __mmask16 on = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+        active += (size_t)__builtin_popcount(on);
+        if (mask)
+            mask[i / 16] = (uint16_t)on;
         part = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mk, norms + i), part);
         if ((i & 255) == 240) { /* flush the float partial sums to double every 256 */
             s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
@@ -184,6 +201,19 @@ AVX512 static size_t relu_stats_avx512(float *f, const float *b_enc, const float
                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
     *l1 = _mm512_reduce_add_pd(s);
     return active;
+}
+
+AVX512 static void masked_dpre_avx512(float *g, const uint16_t *mask, const float *r, float add,
+                                      size_t d)
+{
+    const __m512 av = _mm512_set1_ps(add);
+    for (size_t i = 0; i < d; i += 16) {
+        __mmask16 mk = lanes_below(d, i);
+        __mmask16 on = (__mmask16)(mask[i / 16] & mk);
+        __m512 v = _mm512_maskz_loadu_ps(on, g + i);
+        v = _mm512_maskz_fmadd_ps(on, av, _mm512_maskz_loadu_ps(on, r + i), v);
+        _mm512_mask_storeu_ps(g + i, mk, v);
+    }
 }
 
 AVX512 static size_t compress_row_avx512(const float *f, size_t d, uint32_t *feat, float *val)
@@ -310,7 +340,8 @@ AVX512 static double feature_enc_tile_avx512(const float *panel, const uint32_t 
 /* ---- dispatch ------------------------------------------------------------------------ */
 
 typedef struct sparse_kernels {
-    size_t (*relu_stats)(float *, const float *, const float *, size_t, double *);
+    size_t (*relu_stats)(float *, const float *, const float *, size_t, double *, uint16_t *);
+    void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t);
     size_t (*compress_row)(const float *, size_t, uint32_t *, float *);
     double (*decode_tile)(const float *, const uint32_t *, const float *, size_t, const float *,
                           const float *, size_t, float, float *);
@@ -328,22 +359,31 @@ static sparse_kernels pick_kernels(void)
 {
 #ifdef SAE_TESTING
     if (sae__test_portable_kernels)
-        return (sparse_kernels){relu_stats_portable, compress_row_portable, decode_tile_portable,
-                                feature_dec_tile_portable, feature_enc_tile_portable};
+        return (sparse_kernels){relu_stats_portable, masked_dpre_portable, compress_row_portable,
+                                decode_tile_portable, feature_dec_tile_portable,
+                                feature_enc_tile_portable};
 #endif
 #ifdef SAE_HAVE_AVX512_KERNELS
     if (__builtin_cpu_supports("avx512f"))
-        return (sparse_kernels){relu_stats_avx512, compress_row_avx512, decode_tile_avx512,
-                                feature_dec_tile_avx512, feature_enc_tile_avx512};
+        return (sparse_kernels){relu_stats_avx512, masked_dpre_avx512, compress_row_avx512,
+                                decode_tile_avx512, feature_dec_tile_avx512,
+                                feature_enc_tile_avx512};
 #endif
-    return (sparse_kernels){relu_stats_portable, compress_row_portable, decode_tile_portable,
-                            feature_dec_tile_portable, feature_enc_tile_portable};
+    return (sparse_kernels){relu_stats_portable, masked_dpre_portable, compress_row_portable,
+                            decode_tile_portable, feature_dec_tile_portable,
+                            feature_enc_tile_portable};
 }
 
 size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
-                           double *l1)
+                           double *l1, uint16_t *mask)
 {
-    return pick_kernels().relu_stats(f, b_enc, norms, d_sae, l1);
+    return pick_kernels().relu_stats(f, b_enc, norms, d_sae, l1, mask);
+}
+
+void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float add,
+                          size_t d_sae)
+{
+    pick_kernels().masked_dpre(g, mask, r, add, d_sae);
 }
 
 /* ---- phases ------------------------------------------------------------------------------ */
@@ -363,7 +403,6 @@ void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n
 static void pack_panel(const float *src, size_t ld, size_t rows, size_t j0, size_t w, size_t tile,
                        float *panel)
 {
-    #pragma omp for schedule(static)
     for (size_t r = 0; r < rows; r++) {
         float *dst = panel + r * tile;
         memcpy(dst, src + r * ld + j0, w * sizeof(float));
@@ -371,6 +410,39 @@ static void pack_panel(const float *src, size_t ld, size_t rows, size_t j0, size
             dst[j] = 0.0f;
     }
 }
+
+/* The calling thread's share of items [0, count) when item i costs
+ * (ptr[i + 1] - ptr[i]) + per_item: contiguous ranges of equal work. */
+static void balanced_range(const size_t *ptr, size_t count, size_t per_item, size_t *begin,
+                           size_t *end)
+{
+    size_t me = 0, nt = 1;
+#ifdef _OPENMP
+    me = (size_t)omp_get_thread_num();
+    nt = (size_t)omp_get_num_threads();
+#endif
+    double total = (double)(ptr[count] - ptr[0]) + (double)per_item * (double)count;
+    size_t bounds[2];
+    for (int side = 0; side < 2; side++) {
+        double target = total * (double)(me + (size_t)side) / (double)nt;
+        size_t lo = 0, hi = count; /* first i whose prefix work reaches target */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            double work = (double)(ptr[mid] - ptr[0]) + (double)per_item * (double)mid;
+            if (work < target)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        bounds[side] = lo;
+    }
+    *begin = bounds[0];
+    *end = me + 1 == nt ? count : bounds[1];
+}
+
+/* Per-item overhead of a token or a feature in a tile, in pair-equivalents
+ * (loads and stores of its own rows), for balancing. */
+#define SAE_ITEM_COST 2
 
 void sae__sparse_token_phase(const sae_model *m, const float *x, size_t n_tokens,
                              double lambda, sae_workspace *ws, int n_threads)
@@ -380,17 +452,27 @@ void sae__sparse_token_phase(const sae_model *m, const float *x, size_t n_tokens
     const float scale = (float)(2.0 / (double)n_tokens);
     const float *w_dec = sae__w_dec(m), *b_dec = sae__b_dec(m);
     (void)lambda;
-    memset(ws->l2_tok, 0, n_tokens * sizeof(double));
     #pragma omp parallel num_threads(n_threads)
-    for (size_t j0 = 0; j0 < d_in; j0 += SAE_DEC_TILE) {
-        size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
-        pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, ws->w_panel); /* ends in a barrier */
-        #pragma omp for schedule(dynamic, SAE_CHUNK_TOKENS)
-        for (size_t t = 0; t < n_tokens; t++) {
-            size_t k0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - k0;
-            ws->l2_tok[t] += kern.decode_tile(ws->w_panel, ws->feat + k0, ws->fval + k0, nk,
-                                              b_dec + j0, x + t * d_in + j0, w, scale,
-                                              ws->dxh + t * d_in + j0);
+    {
+        size_t begin, end, me = 0;
+#ifdef _OPENMP
+        me = (size_t)omp_get_thread_num();
+#endif
+        balanced_range(ws->row_ptr, n_tokens, SAE_ITEM_COST, &begin, &end);
+        float *panel = ws->w_panel + me * d_sae * SAE_DEC_TILE;
+        for (size_t t = begin; t < end; t++)
+            ws->l2_tok[t] = 0.0;
+        for (size_t j0 = 0; j0 < d_in; j0 += SAE_DEC_TILE) {
+            size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
+            if (begin == end)
+                break;
+            pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, panel);
+            for (size_t t = begin; t < end; t++) {
+                size_t k0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - k0;
+                ws->l2_tok[t] += kern.decode_tile(panel, ws->feat + k0, ws->fval + k0, nk,
+                                                  b_dec + j0, x + t * d_in + j0, w, scale,
+                                                  ws->dxh + t * d_in + j0);
+            }
         }
     }
 }
@@ -445,14 +527,19 @@ void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambd
     const double l1_scale = lambda / (double)n_tokens;
     const float *w_dec = sae__w_dec(m);
     float *g_w_dec = grad + m->lay.w_dec, *g_w_enc = grad + m->lay.w_enc_t;
-    float *c = (float *)ws->f; /* d_sae norm-term coefficients: the block buffer is free now */
     transpose_pairs(ws, n_tokens, n_threads);
 
     #pragma omp parallel num_threads(n_threads)
     {
+        size_t begin, end, me = 0;
+#ifdef _OPENMP
+        me = (size_t)omp_get_thread_num();
+#endif
+        balanced_range(ws->col_ptr, d_sae, SAE_ITEM_COST, &begin, &end);
+        float *panel = ws->t_panel + me * ws->panel_tokens * SAE_FEAT_TILE;
+        float *c = (float *)ws->f; /* d_sae norm-term coefficients: the block buffer is free */
         /* per feature: statistics, the norm term's coefficient, g_k's L1 part */
-        #pragma omp for schedule(static)
-        for (size_t i = 0; i < d_sae; i++) {
+        for (size_t i = begin; i < end; i++) {
             size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1];
             double f_sum = 0.0;
             for (size_t k = k0; k < k1; k++)
@@ -467,35 +554,31 @@ void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambd
             ws->row_sumsq[i] = 0.0;
         }
         /* dW_dec, and g_k's reconstruction part, tile by tile of dL/dx_hat */
-        for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
+        for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
             size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-            pack_panel(ws->dxh, d_in, n_tokens, j0, w, SAE_FEAT_TILE, ws->t_panel);
-            #pragma omp for schedule(dynamic, 32)
-            for (size_t i = 0; i < d_sae; i++) {
+            pack_panel(ws->dxh, d_in, n_tokens, j0, w, SAE_FEAT_TILE, panel);
+            for (size_t i = begin; i < end; i++) {
                 size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
-                ws->row_sumsq[i] += kern.feature_dec_tile(ws->t_panel, ws->tok + k0,
-                                                          ws->cfval + k0, ws->cgval + k0, nk, c[i],
+                ws->row_sumsq[i] += kern.feature_dec_tile(panel, ws->tok + k0, ws->cfval + k0,
+                                                          ws->cgval + k0, nk, c[i],
                                                           w_dec + i * d_in + j0, w,
                                                           g_w_dec + i * d_in + j0);
             }
         }
-        #pragma omp for schedule(static)
-        for (size_t i = 0; i < d_sae; i++) {
+        for (size_t i = begin; i < end; i++) {
             double g_sum = 0.0;
             for (size_t k = ws->col_ptr[i]; k < ws->col_ptr[i + 1]; k++)
                 g_sum += ws->cgval[k];
             ws->g_b_enc[i] = g_sum;
         }
         /* dW_enc (stored transposed), tile by tile of xc */
-        for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
+        for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
             size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-            pack_panel(ws->xc, d_in, n_tokens, j0, w, SAE_FEAT_TILE, ws->t_panel);
-            #pragma omp for schedule(dynamic, 32)
-            for (size_t i = 0; i < d_sae; i++) {
+            pack_panel(ws->xc, d_in, n_tokens, j0, w, SAE_FEAT_TILE, panel);
+            for (size_t i = begin; i < end; i++) {
                 size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
-                ws->row_sumsq[i] += kern.feature_enc_tile(ws->t_panel, ws->tok + k0,
-                                                          ws->cgval + k0, nk, w,
-                                                          g_w_enc + i * d_in + j0);
+                ws->row_sumsq[i] += kern.feature_enc_tile(panel, ws->tok + k0, ws->cgval + k0, nk,
+                                                          w, g_w_enc + i * d_in + j0);
             }
         }
     }
