@@ -65,18 +65,15 @@ EOF
     report="sae_abi_gate_kind" binary="sae_abi_gate_kind" ;;
 internal_change)
     # The opaque handles' layout is private: it may change freely.
-    mkdir -p "$dir/src"
-    cp "$srcdir"/src/*.c "$srcdir"/src/*.h "$dir/src/"
-    changed=0
-    for f in "$dir"/src/*.h; do
-        cp "$f" "$f.orig"
-        sed 's/^\(struct sae_model[[:space:]]*{\)/\1 char sae_abi_gate_padding[40];/' "$f.orig" > "$f"
-        cmp -s "$f" "$f.orig" || changed=1
-    done
-    if [ $changed -eq 0 ]; then
-        echo "gate_variant.sh: no 'struct sae_model {' in src/*.h; update this script" >&2
+    cp -R "$srcdir/src" "$dir/src"
+    changed=$(find "$dir/src" -name '*.[ch]' -exec grep -l '^struct sae_model[[:space:]]*{' {} + || true)
+    if [ -z "$changed" ]; then
+        echo "gate_variant.sh: no 'struct sae_model {' in src/; update this script" >&2
         exit 2
     fi
+    for f in $changed; do
+        sed -i 's/^\(struct sae_model[[:space:]]*{\)/\1 char sae_abi_gate_padding[40];/' "$f"
+    done
     src_root=$dir
     binary="sae_abi_gate_padding" ;;
 removed_function)

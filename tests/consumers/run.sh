@@ -90,8 +90,9 @@ c)
     loads_installed "$W/c_shared"
     "$W/c_shared" > "$W/c_shared.out"
     cat "$W/c_shared.out"
-    [ "$(grep -c '^step ' "$W/c_shared.out")" -eq 5 ] && grep -q '^final ' "$W/c_shared.out" ||
-        fail "unexpected output"
+    if [ "$(grep -c '^step ' "$W/c_shared.out")" -ne 5 ] || ! grep -q '^final ' "$W/c_shared.out"; then
+        fail "expected 5 step lines and a final line"
+    fi
     ;;
 
 cxx)
