@@ -11,7 +11,8 @@ case $what in
 build) ;;
 run) pkgs="$pkgs gnuplot-nox python3" ;;
 test) pkgs="$pkgs gnuplot-nox python3 python3-numpy python3-torch valgrind clang-14 \
-libclang-rt-14-dev abigail-tools binutils dataset-fashion-mnist" ;;
+libclang-rt-14-dev abigail-tools binutils dataset-fashion-mnist \
+libgfortran-12-dev" ;;
 *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 missing=

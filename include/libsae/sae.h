@@ -51,9 +51,17 @@
  * and the optimizer to itself; sae_model_set_tensor needs the model to itself.
  * Different handles are independent. Dense algebra goes through CBLAS, whose
  * own threads are configured by the BLAS library (e.g. OPENBLAS_NUM_THREADS).
+ *
+ * ABI: a program built against any 0.x header keeps working with any later
+ * libsae.so.0. Within SONAME 0 the library only grows: new functions, new enum
+ * values, new options. Existing signatures, enum values and the frozen struct
+ * sae_losses never change, and no function is removed. The enums are named
+ * (enum sae_status, enum sae_tensor, enum sae_option) so that the ABI check can
+ * see their values, but functions take and return plain int. Only names with the
+ * prefix sae_ or SAE_ are declared here. See README.md, "ABI policy".
  */
-#ifndef LIBSAE_SAE_H
-#define LIBSAE_SAE_H
+#ifndef SAE_H_INCLUDED
+#define SAE_H_INCLUDED
 
 #include <stddef.h>
 #include <stdint.h>
@@ -97,7 +105,7 @@ SAE_API const char *sae_version_string(void);
 /* Status codes. Values are pinned forever and never reused.                 */
 /* ------------------------------------------------------------------------ */
 
-enum {
+enum sae_status {
     SAE_OK = 0,
     SAE_E_INVALID_ARG = -1, /* NULL pointer, zero or overflowing size, mismatched
                                count or shape, option out of range */
@@ -139,7 +147,7 @@ SAE_API size_t sae_model_d_sae(const sae_model *m);
 /* Tensor selectors for get/set, in the SAELens layout (row-major):
  *   SAE_W_ENC: d_in x d_sae   SAE_B_ENC: d_sae
  *   SAE_W_DEC: d_sae x d_in   SAE_B_DEC: d_in                                 */
-enum {
+enum sae_tensor {
     SAE_W_ENC = 0,
     SAE_B_ENC = 1,
     SAE_W_DEC = 2,
@@ -242,7 +250,7 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                density of each batch. All give the same
  *                                gradients up to float rounding.
  */
-enum {
+enum sae_option {
     SAE_OPT_LR = 1,
     SAE_OPT_BETA1 = 2,
     SAE_OPT_BETA2 = 3,
@@ -307,4 +315,4 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
 }
 #endif
 
-#endif /* LIBSAE_SAE_H */
+#endif /* SAE_H_INCLUDED */

@@ -1,0 +1,293 @@
+/*
+ * libsae: train sparse autoencoders (SAEs) in C.
+ *
+ * This header is the reference manual: what is not declared here is not API.
+ *
+ * A training loop, in full:
+ *
+ *     sae_model *m;  sae_optimizer *o;  sae_losses l;
+ *     if (sae_model_create(&m, d_in, d_sae, 42) != SAE_OK) return 1;
+ *     if (sae_optimizer_create(&o, m) != SAE_OK) { sae_model_free(m); return 1; }
+ *     sae_optimizer_set(o, SAE_OPT_L1_COEFF, 5.0);
+ *     for (size_t step = 0; step < n_steps; step++) {
+ *         const float *x = batch(step);            // n_tokens x d_in floats
+ *         int rc = sae_step(m, o, x, n_tokens, &l);
+ *         if (rc != SAE_OK) { fprintf(stderr, "%s\n", sae_status_string(rc)); break; }
+ *     }
+ *     sae_optimizer_free(o);  sae_model_free(m);
+ *
+ * The model (SAELens "standard" ReLU SAE, all tensors float32, row-major):
+ *
+ *     W_enc: d_in x d_sae   b_enc: d_sae   W_dec: d_sae x d_in   b_dec: d_in
+ *     f     = ReLU((x - b_dec) W_enc + b_enc)          features, 1 x d_sae per token
+ *     x_hat = f W_dec + b_dec                          reconstruction, 1 x d_in
+ *
+ * and the training loss over a batch of n tokens x_1..x_n:
+ *
+ *     l2   = (1/n) sum_t sum_j (x_hat_tj - x_tj)^2
+ *     l1   = (1/n) sum_t sum_i f_ti * ||W_dec[i,:]||_2
+ *     loss = l2 + lambda * l1
+ *     l0   = (1/n) sum_t #{i : f_ti > 0}                (reported, not trained)
+ *
+ * The L1 term weights each feature by the norm of its decoder row, so the
+ * optimizer cannot shrink f and grow W_dec to dodge the penalty. It is computed
+ * from the d_sae row norms times f; the library never builds a per-token
+ * d_sae x d_in tensor.
+ *
+ * Conventions used throughout:
+ * - Every function that can fail returns an int status: SAE_OK (0) or a negative
+ *   SAE_E_* code. On failure, nothing the call could modify has changed (models,
+ *   optimizers, caller buffers other than documented outputs, files), and an
+ *   output handle pointer is set to NULL.
+ * - Buffers are caller-owned. Their shapes are given as rows x columns of floats,
+ *   row-major, with no padding between rows. The library never keeps a pointer to
+ *   a caller buffer after a call returns.
+ * - The library never prints, never exits, never aborts, and keeps no global
+ *   mutable state: all scratch memory lives in the handles or in the call.
+ *
+ * Threads: handles are not internally locked. Read-only calls on one model
+ * (sae_encode, sae_decode, sae_loss, sae_fvu, sae_model_get_tensor, the size
+ * queries) may run concurrently from several threads. sae_step needs the model
+ * and the optimizer to itself; sae_model_set_tensor needs the model to itself.
+ * Different handles are independent. Dense algebra goes through CBLAS, whose
+ * own threads are configured by the BLAS library (e.g. OPENBLAS_NUM_THREADS).
+ *
+ * ABI: a program built against any 0.x header keeps working with any later
+ * libsae.so.0. Within SONAME 0 the library only grows: new functions, new enum
+ * values, new options. Existing signatures, enum values and the frozen struct
+ * sae_losses never change, and no function is removed. The enums are named
+ * (enum sae_status, enum sae_tensor, enum sae_option) so that the ABI check can
+ * see their values, but functions take and return plain int. Only names with the
+ * prefix sae_ or SAE_ are declared here. See README.md, "ABI policy".
+ */
+#ifndef SAE_H_INCLUDED
+#define SAE_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* SAE_API marks the exported functions. Static-library users may define
+ * SAE_STATIC_DEFINE; nothing else needs configuring. */
+#ifndef SAE_API
+#  if defined(_WIN32) && !defined(SAE_STATIC_DEFINE)
+#    ifdef SAE_BUILDING_LIBRARY
+#      define SAE_API __declspec(dllexport)
+#    else
+#      define SAE_API __declspec(dllimport)
+#    endif
+#  elif defined(__GNUC__) && __GNUC__ >= 4
+#    define SAE_API __attribute__((visibility("default")))
+#  else
+#    define SAE_API
+#  endif
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define SAE_VERSION_MAJOR 0
+#define SAE_VERSION_MINOR 1
+#define SAE_VERSION_PATCH 0
+#define SAE_VERSION_NUMBER \
+    (SAE_VERSION_MAJOR * 10000 + SAE_VERSION_MINOR * 100 + SAE_VERSION_PATCH)
+
+/* The version of the library actually linked, as SAE_VERSION_NUMBER computes it
+ * (compare with the header's value to detect a mismatch), and as "0.1.0". */
+SAE_API unsigned sae_version_number(void);
+SAE_API const char *sae_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes. Values are pinned forever and never reused.                 */
+/* ------------------------------------------------------------------------ */
+
+enum sae_status {
+    SAE_OK = 0,
+    SAE_E_INVALID_ARG = -1, /* NULL pointer, zero or overflowing size, mismatched
+                               count or shape, option out of range */
+    SAE_E_NOMEM = -2,       /* an allocation failed; nothing leaked or changed */
+    SAE_E_NONFINITE = -3,   /* NaN or Inf in input data or a hyperparameter, or a
+                               step whose gradients/new parameters would be */
+    SAE_E_IO = -4,          /* a file could not be read or written */
+    SAE_E_FORMAT = -5,      /* a file or buffer is malformed or unsupported */
+    SAE_E_STATE = -6        /* the call is not valid in the handle's state */
+};
+
+/* A static, never-NULL English description of a status code ("unknown status"
+ * for values this version does not know). */
+SAE_API const char *sae_status_string(int status);
+
+/* ------------------------------------------------------------------------ */
+/* Model                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sae_model sae_model;
+
+/* Create a ReLU SAE with d_in inputs and d_sae features, initialised as in
+ * Anthropic's April 2024 recipe: each row of W_dec is a uniformly random
+ * direction scaled to L2 norm 0.1, W_enc = W_dec^T, b_enc = b_dec = 0.
+ * The initialisation depends only on (d_in, d_sae, seed): the same bits on every
+ * run, machine and thread count (the library has its own RNG).
+ * Errors: SAE_E_INVALID_ARG (out NULL, a zero dimension, a dimension above
+ * INT_MAX (CBLAS's limit), or a parameter count whose byte size overflows
+ * size_t), SAE_E_NOMEM. On error *out is NULL. */
+SAE_API int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed);
+
+/* Free a model. NULL is a no-op. */
+SAE_API void sae_model_free(sae_model *m);
+
+/* The model's dimensions; 0 if m is NULL. */
+SAE_API size_t sae_model_d_in(const sae_model *m);
+SAE_API size_t sae_model_d_sae(const sae_model *m);
+
+/* Tensor selectors for get/set, in the SAELens layout (row-major):
+ *   SAE_W_ENC: d_in x d_sae   SAE_B_ENC: d_sae
+ *   SAE_W_DEC: d_sae x d_in   SAE_B_DEC: d_in                                 */
+enum sae_tensor {
+    SAE_W_ENC = 0,
+    SAE_B_ENC = 1,
+    SAE_W_DEC = 2,
+    SAE_B_DEC = 3
+};
+
+/* The number of floats in tensor `which` (e.g. d_in * d_sae for SAE_W_ENC), or 0
+ * if m is NULL or `which` is unknown. */
+SAE_API size_t sae_model_tensor_size(const sae_model *m, int which);
+
+/* Copy tensor `which` out to dst (count floats, in the layout above). count must
+ * be exactly the tensor's size. Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count);
+
+/* Replace tensor `which` with src (count floats, exactly the tensor's size).
+ * Errors: SAE_E_INVALID_ARG; SAE_E_NONFINITE if src holds NaN or Inf (the
+ * model is then unchanged). */
+SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Encode, decode, loss                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* f = ReLU((x - b_dec) W_enc + b_enc).
+ * x: n_tokens x d_in floats (read); f: n_tokens x d_sae floats (written).
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing), SAE_E_NONFINITE
+ * (x holds NaN/Inf; f is then untouched), SAE_E_NOMEM. */
+SAE_API int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f);
+
+/* x_hat = f W_dec + b_dec.
+ * f: n_tokens x d_sae floats (read; any finite values); x_hat: n_tokens x d_in
+ * floats (written). Errors as sae_encode. */
+SAE_API int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat);
+
+/* The losses of a batch, as defined at the top of this header. This struct is
+ * frozen: it will never change size or layout. */
+typedef struct sae_losses {
+    double loss; /* l2 + lambda * l1 */
+    double l2;   /* squared error summed over d_in, averaged over tokens */
+    double l1;   /* sum_i f_i ||W_dec[i,:]||, averaged over tokens (no lambda) */
+    double l0;   /* active features per token, averaged over tokens */
+} sae_losses;
+
+/* Evaluate the losses of the batch x (n_tokens x d_in floats) with L1
+ * coefficient lambda (>= 0, finite) without changing anything.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, lambda < 0), SAE_E_NONFINITE
+ * (NaN/Inf in x or lambda), SAE_E_NOMEM. */
+SAE_API int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda,
+                     sae_losses *out);
+
+/* Fraction of variance unexplained on the batch x (n_tokens x d_in floats):
+ *     sum_t ||x_t - x_hat_t||^2  /  sum_t ||x_t - mean_t(x)||^2
+ * 0 is a perfect reconstruction, 1 is no better than predicting the batch mean.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens < 2, or x with zero variance),
+ * SAE_E_NONFINITE, SAE_E_NOMEM. */
+SAE_API int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out);
+
+/* ------------------------------------------------------------------------ */
+/* Optimizer and training step                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sae_optimizer sae_optimizer;
+
+/* Create an Adam optimizer (torch.optim.Adam semantics, no weight decay) for
+ * models shaped like m: moments start at zero, the step count at 0, the
+ * per-feature activity counters at 0, and the options at their defaults.
+ * The optimizer does not keep m: it may step any model of the same shape.
+ * Errors: SAE_E_INVALID_ARG, SAE_E_NOMEM. On error *out is NULL. */
+SAE_API int sae_optimizer_create(sae_optimizer **out, const sae_model *m);
+
+/* Free an optimizer. NULL is a no-op. */
+SAE_API void sae_optimizer_free(sae_optimizer *o);
+
+/* Options, set with sae_optimizer_set and read with sae_optimizer_get.
+ * Numbers are pinned; new options get new numbers.
+ *
+ *   option              default  allowed
+ *   SAE_OPT_LR          5e-5     > 0, finite
+ *   SAE_OPT_BETA1       0.9      [0, 1)
+ *   SAE_OPT_BETA2       0.999    [0, 1)
+ *   SAE_OPT_EPS         1e-8     > 0, finite
+ *   SAE_OPT_L1_COEFF    5        >= 0, finite (lambda)
+ *   SAE_OPT_GRAD_CLIP   1        >= 0, finite; 0 turns clipping off. When on,
+ *                                gradients are scaled by clip / ||g|| whenever the
+ *                                global L2 norm ||g|| over all parameters exceeds clip.
+ */
+enum sae_option {
+    SAE_OPT_LR = 1,
+    SAE_OPT_BETA1 = 2,
+    SAE_OPT_BETA2 = 3,
+    SAE_OPT_EPS = 4,
+    SAE_OPT_L1_COEFF = 5,
+    SAE_OPT_GRAD_CLIP = 6
+};
+
+/* Set an option. Errors: SAE_E_INVALID_ARG (o NULL, unknown option, value out
+ * of the allowed range), SAE_E_NONFINITE (NaN or Inf). The optimizer is
+ * unchanged on error. */
+SAE_API int sae_optimizer_set(sae_optimizer *o, int option, double value);
+
+/* Read an option into *value. Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_optimizer_get(const sae_optimizer *o, int option, double *value);
+
+/* The number of successful steps taken with this optimizer. 0 if o is NULL. */
+SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
+
+/* One training step on the batch x (n_tokens x d_in floats): forward pass,
+ * exact gradients of loss = l2 + lambda * l1 (ReLU'(0) = 0), optional global
+ * gradient-norm clipping, and one Adam update of all four tensors.
+ * *out (may be NULL) receives the losses of the batch before the update.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, optimizer made
+ * for another shape), SAE_E_NONFINITE (NaN/Inf in x, or gradients or updated
+ * parameters that would not be finite), SAE_E_NOMEM (the step's workspace grows
+ * when a larger batch than ever before arrives). On any error the model, the
+ * optimizer and *out are unchanged. */
+SAE_API int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
+                     sae_losses *out);
+
+/* ------------------------------------------------------------------------ */
+/* Feature activity (dead features)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Every sae_step records, per feature, how many training tokens have passed
+ * since the feature last fired (f > 0). Counters start at 0 when the optimizer
+ * is created, so a feature counts as dead only after it has been silent for a
+ * full window.
+ *
+ * Copy the d_sae counters to dst (count must equal d_sae).
+ * Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *dst,
+                                             size_t count);
+
+/* *n_dead = the number of features that have not fired in the last
+ * window_tokens training tokens (counter >= window_tokens). window_tokens must
+ * be > 0. Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens,
+                                     size_t *n_dead);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SAE_H_INCLUDED */

@@ -1,0 +1,100 @@
+/* The public header on its own: this file includes nothing else, so each name
+ * below must come from <libsae/sae.h> itself (size_t, uint64_t included).
+ * CTest compiles it as C99, C11, C++11 and C++17 with gcc and clang and
+ * -Wall -Wextra -Wpedantic -Werror (tests/abi/CMakeLists.txt).
+ *
+ * It also pins the 0.1 API at the source level: each function is assigned to
+ * a pointer of its exact 0.1 type (a changed signature is an error in C++ and
+ * an incompatible-pointer warning, made an error, in C), and each enumerator to
+ * its pinned value. */
+#include <libsae/sae.h>
+
+#define SAE_TEST_PIN(name, cond) typedef char name[(cond) ? 1 : -1]
+
+SAE_TEST_PIN(sae_test_status_ok, SAE_OK == 0);
+SAE_TEST_PIN(sae_test_status_invalid_arg, SAE_E_INVALID_ARG == -1);
+SAE_TEST_PIN(sae_test_status_nomem, SAE_E_NOMEM == -2);
+SAE_TEST_PIN(sae_test_status_nonfinite, SAE_E_NONFINITE == -3);
+SAE_TEST_PIN(sae_test_status_io, SAE_E_IO == -4);
+SAE_TEST_PIN(sae_test_status_format, SAE_E_FORMAT == -5);
+SAE_TEST_PIN(sae_test_status_state, SAE_E_STATE == -6);
+SAE_TEST_PIN(sae_test_tensor_w_enc, SAE_W_ENC == 0);
+SAE_TEST_PIN(sae_test_tensor_b_enc, SAE_B_ENC == 1);
+SAE_TEST_PIN(sae_test_tensor_w_dec, SAE_W_DEC == 2);
+SAE_TEST_PIN(sae_test_tensor_b_dec, SAE_B_DEC == 3);
+SAE_TEST_PIN(sae_test_opt_lr, SAE_OPT_LR == 1);
+SAE_TEST_PIN(sae_test_opt_beta1, SAE_OPT_BETA1 == 2);
+SAE_TEST_PIN(sae_test_opt_beta2, SAE_OPT_BETA2 == 3);
+SAE_TEST_PIN(sae_test_opt_eps, SAE_OPT_EPS == 4);
+SAE_TEST_PIN(sae_test_opt_l1_coeff, SAE_OPT_L1_COEFF == 5);
+SAE_TEST_PIN(sae_test_opt_grad_clip, SAE_OPT_GRAD_CLIP == 6);
+SAE_TEST_PIN(sae_test_version, SAE_VERSION_NUMBER == SAE_VERSION_MAJOR * 10000 +
+                                   SAE_VERSION_MINOR * 100 + SAE_VERSION_PATCH);
+/* The frozen struct: four doubles, in this order, and nothing else. */
+SAE_TEST_PIN(sae_test_losses_size, sizeof(sae_losses) == 4 * sizeof(double));
+SAE_TEST_PIN(sae_test_losses_l0, sizeof(((sae_losses *)0)->l0) == sizeof(double));
+
+/* Every 0.1 function with its exact type. Not static, so that no compiler
+ * warns about an unused variable; nothing here is ever called. */
+struct sae_test_api {
+    unsigned (*version_number)(void);
+    const char *(*version_string)(void);
+    const char *(*status_string)(int);
+    int (*model_create)(sae_model **, size_t, size_t, uint64_t);
+    void (*model_free)(sae_model *);
+    size_t (*model_d_in)(const sae_model *);
+    size_t (*model_d_sae)(const sae_model *);
+    size_t (*model_tensor_size)(const sae_model *, int);
+    int (*model_get_tensor)(const sae_model *, int, float *, size_t);
+    int (*model_set_tensor)(sae_model *, int, const float *, size_t);
+    int (*encode)(const sae_model *, const float *, size_t, float *);
+    int (*decode)(const sae_model *, const float *, size_t, float *);
+    int (*loss)(const sae_model *, const float *, size_t, double, sae_losses *);
+    int (*fvu)(const sae_model *, const float *, size_t, double *);
+    int (*optimizer_create)(sae_optimizer **, const sae_model *);
+    void (*optimizer_free)(sae_optimizer *);
+    int (*optimizer_set)(sae_optimizer *, int, double);
+    int (*optimizer_get)(const sae_optimizer *, int, double *);
+    uint64_t (*optimizer_steps)(const sae_optimizer *);
+    int (*step)(sae_model *, sae_optimizer *, const float *, size_t, sae_losses *);
+    int (*optimizer_tokens_since_fired)(const sae_optimizer *, uint64_t *, size_t);
+    int (*optimizer_dead_count)(const sae_optimizer *, uint64_t, size_t *);
+};
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern const struct sae_test_api sae_test_api_0_1;
+#ifdef __cplusplus
+}
+#endif
+
+const struct sae_test_api sae_test_api_0_1 = {
+    sae_version_number,
+    sae_version_string,
+    sae_status_string,
+    sae_model_create,
+    sae_model_free,
+    sae_model_d_in,
+    sae_model_d_sae,
+    sae_model_tensor_size,
+    sae_model_get_tensor,
+    sae_model_set_tensor,
+    sae_encode,
+    sae_decode,
+    sae_loss,
+    sae_fvu,
+    sae_optimizer_create,
+    sae_optimizer_free,
+    sae_optimizer_set,
+    sae_optimizer_get,
+    sae_optimizer_steps,
+    sae_step,
+    sae_optimizer_tokens_since_fired,
+    sae_optimizer_dead_count,
+};
+
+/* The enum types are named and complete. */
+enum sae_status sae_test_status = SAE_OK;
+enum sae_tensor sae_test_tensor = SAE_W_DEC;
+enum sae_option sae_test_option = SAE_OPT_GRAD_CLIP;
