@@ -115,11 +115,11 @@ cxx)
 
 static)
     need_reference
-    # libsae.a with the shared CBLAS and libm (README, "Linking").
+    # libsae.a with the shared CBLAS, libm and the OpenMP runtime (README, "Linking").
     # shellcheck disable=SC2046
     "$CC" -std=c11 -Wall -Wextra -Wpedantic -Werror -o "$W/c_static" "$here/consumer.c" \
         $(pkg --cflags sae) "$(pkg --variable=libdir sae)/libsae.a" \
-        $(pkg --libs $(pkg --print-requires-private sae)) -lm
+        $(pkg --libs $(pkg --print-requires-private sae)) $(pkg --variable=private_libs sae)
     links_no_libsae_so "$W/c_static"
     "$W/c_static" > "$W/c_static.out"
     same_losses "$W/c_static.out"
