@@ -910,62 +910,66 @@ START_TEST(io_errors)
 }
 END_TEST
 
-/* Run fn in a child process; returns its wait status. */
-static int in_child(void (*fn)(void *), void *ctx)
+/* Run this test program again as a new process (natively, even when this one
+ * runs under valgrind) with the given arguments; returns its wait status.
+ * Child modes are dispatched in main(). */
+static int run_self(const char *mode, const char *a1, const char *a2, const char *a3)
 {
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        fn(ctx);
-        _exit(0);
+        execl(self_exe, self_exe, mode, a1, a2, a3, (char *)NULL);
+        _exit(127);
     }
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     return status;
 }
 
-typedef struct save_ctx {
-    const char *path;
-    const sae_model *m;
-    const sae_optimizer *o;
-    rlim_t limit;
-    bool ignore_signal;
-} save_ctx;
-
-/* In the child: save under a file-size limit and report the status. */
-static void save_limited(void *p)
+/* Child: save a 64 x 128 model (or its optimizer) to path under a 4 kB file
+ * size limit. With SIGXFSZ ignored the write fails with EFBIG (exit 0 if the
+ * save returned SAE_E_IO); with its default action the process is killed
+ * mid-write, like a crash. */
+static int child_save_limited(const char *path, const char *what, const char *sig)
 {
-    save_ctx *c = p;
-    if (c->ignore_signal)
-        signal(SIGXFSZ, SIG_IGN); /* writes then fail with EFBIG */
-    struct rlimit no_core = {0, 0}, rl = {c->limit, c->limit};
-    if (setrlimit(RLIMIT_CORE, &no_core) != 0 || setrlimit(RLIMIT_FSIZE, &rl) != 0)
-        _exit(90);
-    int rc = c->o ? sae_optimizer_save(c->o, c->path) : sae_model_save(c->m, c->path);
-    _exit(rc == SAE_E_IO ? 0 : 80 - rc);
+    sae_model *m;
+    sae_optimizer *o;
+    if (sae_model_create(&m, 64, 128, 2) != SAE_OK || sae_optimizer_create(&o, m) != SAE_OK)
+        return 91;
+    if (strcmp(sig, "ignore") == 0)
+        signal(SIGXFSZ, SIG_IGN);
+    struct rlimit no_core = {0, 0}, limit = {4096, 4096};
+    if (setrlimit(RLIMIT_CORE, &no_core) != 0 || setrlimit(RLIMIT_FSIZE, &limit) != 0)
+        return 90;
+    int rc = strcmp(what, "optimizer") == 0 ? sae_optimizer_save(o, path) : sae_model_save(m, path);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+    return rc == SAE_E_IO ? 0 : 80 - rc;
+}
+
+static void expect_exit0(int status)
+{
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %x", status);
 }
 
 START_TEST(failed_save_keeps_the_previous_file)
 {
     char *dir = make_tmpdir();
     char *path = join(dir, "model.safetensors");
-    sae_model *small = trained_model(2, 4, 1), *big = trained_model(64, 128, 2);
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_optimizer_create(&o, big), SAE_OK);
+    sae_model *small = trained_model(2, 4, 1);
     ck_assert_int_eq(sae_model_save(small, path), SAE_OK);
     bytes before = read_file(path);
     /* the file-size limit makes a write fail (EFBIG) part-way */
-    save_ctx c = {path, big, NULL, 4096, true};
-    int status = in_child(save_limited, &c);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %x", status);
+    expect_exit0(run_self("--save-limited", path, "model", "ignore"));
     bytes after = read_file(path);
     ck_assert(same_bytes(before, after));
     free(after.p);
     ck_assert_int_eq(count_entries(dir), 1); /* the temporary file was removed */
-    c.o = o;
-    status = in_child(save_limited, &c);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    expect_exit0(run_self("--save-limited", path, "optimizer", "ignore"));
+    after = read_file(path);
+    ck_assert(same_bytes(before, after));
+    free(after.p);
     ck_assert_int_eq(count_entries(dir), 1);
     /* into a directory: neither file changes */
     char *ckpt = join(dir, "ckpt");
@@ -973,16 +977,13 @@ START_TEST(failed_save_keeps_the_previous_file)
     ck_assert_int_eq(sae_model_save(small, ckpt), SAE_OK);
     char *w = join(ckpt, "sae_weights.safetensors"), *cf = join(ckpt, "cfg.json");
     bytes w0 = read_file(w), c0 = read_file(cf);
-    c = (save_ctx){ckpt, big, NULL, 4096, true};
-    status = in_child(save_limited, &c);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    expect_exit0(run_self("--save-limited", ckpt, "model", "ignore"));
     bytes w1 = read_file(w), c1 = read_file(cf);
     ck_assert(same_bytes(w0, w1) && same_bytes(c0, c1));
     ck_assert_int_eq(count_entries(ckpt), 2);
     /* a crash mid-write (SIGXFSZ kills the process inside fwrite): the old
      * checkpoint is intact and loads; only a temporary file is left over */
-    c = (save_ctx){path, big, NULL, 4096, false};
-    status = in_child(save_limited, &c);
+    int status = run_self("--save-limited", path, "model", "default");
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ, "status %x", status);
     after = read_file(path);
     ck_assert(same_bytes(before, after));
@@ -996,47 +997,43 @@ START_TEST(failed_save_keeps_the_previous_file)
     free(w), free(cf), free(ckpt);
     free(before.p);
     free(path);
-    sae_optimizer_free(o);
     sae_model_free(small);
-    sae_model_free(big);
     remove_tree(dir);
     free(dir);
 }
 END_TEST
 
-/* In the child: a private mount namespace with a 64 kB tmpfs; a small model
- * fits, a 128 kB one does not (ENOSPC). Exit 77 if mounting is not allowed. */
-static void full_disk(void *p)
+/* Child: in a private mount namespace, a 64 kB tmpfs on mnt; a small model
+ * fits, a 64 x 256 one (128 kB) does not: ENOSPC. Exit 77 if mounting is not
+ * allowed here. */
+static int child_full_disk(const char *mnt)
 {
-    const char *mnt = p;
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount("tmpfs", mnt, "tmpfs", 0, "size=64k") != 0)
-        _exit(77);
-    sae_model *small, *big;
+        return 77;
+    sae_model *small, *big, *back;
     if (sae_model_create(&small, 4, 8, 1) != SAE_OK || sae_model_create(&big, 64, 256, 2) != SAE_OK)
-        _exit(91);
+        return 91;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/model.safetensors", mnt);
     if (sae_model_save(small, path) != SAE_OK)
-        _exit(92);
-    int rc = sae_model_save(big, path);
-    if (rc != SAE_E_IO)
-        _exit(93);
-    sae_model *back;
+        return 92;
+    if (sae_model_save(big, path) != SAE_E_IO)
+        return 93;
     if (sae_model_load(&back, path) != SAE_OK || !models_equal(small, back))
-        _exit(94);
-    if (count_entries(mnt) != 1)
-        _exit(95);
+        return 94;
+    if (count_entries(mnt) != 1) /* no temporary file left */
+        return 95;
     sae_model_free(back);
     sae_model_free(small);
     sae_model_free(big);
-    _exit(0);
+    return 0;
 }
 
 START_TEST(full_disk_keeps_the_previous_file)
 {
     char *dir = make_tmpdir();
-    int status = in_child(full_disk, dir);
+    int status = run_self("--full-disk", dir, NULL, NULL);
     ck_assert(WIFEXITED(status));
     if (WEXITSTATUS(status) == 77)
         printf("full_disk_keeps_the_previous_file: cannot mount a tmpfs here "
@@ -1476,96 +1473,99 @@ static int train_steps(sae_model *m, sae_optimizer *o, size_t first, size_t coun
     return SAE_OK;
 }
 
-/* The child: load the checkpoint in dir, train steps N..2N-1, save the result
- * as dir/final (model) and dir/final.opt. */
-static int resume_child(const char *dir)
+static int configure(sae_optimizer *o)
 {
+    const struct { int option; double value; } opts[] = {
+        {SAE_OPT_LR, 2e-3}, {SAE_OPT_BETA1, 0.85}, {SAE_OPT_BETA2, 0.995},
+        {SAE_OPT_EPS, 1e-6}, {SAE_OPT_L1_COEFF, 0.3}, {SAE_OPT_GRAD_CLIP, 0.5}};
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
+        if (sae_optimizer_set(o, opts[k].option, opts[k].value) != SAE_OK)
+            return 1;
+    return 0;
+}
+
+/* Children of the resume test, each a new process:
+ *   --reference dir  2N uninterrupted steps, saved as dir/reference{,.opt}
+ *   --first dir      N steps, saved as a checkpoint directory dir/ckpt
+ *   --resume dir     load dir/ckpt, N more steps, saved as dir/resumed{,.opt}
+ *   --fresh dir      load the model of dir/ckpt but a new optimizer (its
+ *                    moments, step count and options lost), N more steps,
+ *                    saved as dir/fresh */
+static int child_resume(const char *mode, const char *dir)
+{
+    char path[PATH_MAX], opt_path[PATH_MAX], ckpt[PATH_MAX];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
     sae_model *m;
     sae_optimizer *o;
-    if (sae_model_load(&m, dir) != SAE_OK)
-        return 2;
-    if (sae_optimizer_load(&o, m, dir) != SAE_OK)
-        return 3;
-    if (train_steps(m, o, RESUME_STEPS, RESUME_STEPS) != SAE_OK)
-        return 4;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/final", dir);
-    if (sae_model_save(m, path) != SAE_OK)
-        return 5;
-    snprintf(path, sizeof path, "%s/final.opt", dir);
-    if (sae_optimizer_save(o, path) != SAE_OK)
+    size_t first = 0, steps = RESUME_STEPS;
+    const char *out = NULL;
+    if (strcmp(mode, "--reference") == 0 || strcmp(mode, "--first") == 0) {
+        if (sae_model_create(&m, RESUME_D_IN, RESUME_D_SAE, 9) != SAE_OK ||
+            sae_optimizer_create(&o, m) != SAE_OK || configure(o) != 0)
+            return 2;
+        if (strcmp(mode, "--reference") == 0) {
+            steps = 2 * RESUME_STEPS;
+            out = "reference";
+        } else {
+            if (mkdir(ckpt, 0755) != 0)
+                return 3;
+            out = "ckpt";
+        }
+    } else {
+        if (sae_model_load(&m, ckpt) != SAE_OK)
+            return 4;
+        int rc = strcmp(mode, "--resume") == 0 ? sae_optimizer_load(&o, m, ckpt)
+                                               : sae_optimizer_create(&o, m);
+        if (rc != SAE_OK || (strcmp(mode, "--fresh") == 0 && configure(o) != 0))
+            return 5;
+        first = RESUME_STEPS;
+        out = strcmp(mode, "--resume") == 0 ? "resumed" : "fresh";
+    }
+    if (train_steps(m, o, first, steps) != SAE_OK)
         return 6;
+    snprintf(path, sizeof path, "%s/%s", dir, out);
+    snprintf(opt_path, sizeof opt_path, "%s/%s%s", dir, out, strcmp(out, "ckpt") ? ".opt" : "");
+    if (sae_model_save(m, path) != SAE_OK || sae_optimizer_save(o, opt_path) != SAE_OK)
+        return 7;
     sae_optimizer_free(o);
     sae_model_free(m);
     return 0;
 }
 
-static void configure(sae_optimizer *o)
-{
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 2e-3), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_BETA1, 0.85), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_BETA2, 0.995), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_EPS, 1e-6), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_L1_COEFF, 0.3), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_GRAD_CLIP, 0.5), SAE_OK);
-}
-
 START_TEST(resume_in_a_new_process_is_bit_identical)
 {
-    /* the reference: 2N uninterrupted steps */
-    sae_model *ref;
-    sae_optimizer *ref_o;
-    ck_assert_int_eq(sae_model_create(&ref, RESUME_D_IN, RESUME_D_SAE, 9), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(&ref_o, ref), SAE_OK);
-    configure(ref_o);
-    ck_assert_int_eq(train_steps(ref, ref_o, 0, 2 * RESUME_STEPS), SAE_OK);
-    /* N steps, saved into a checkpoint directory */
-    sae_model *m;
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_model_create(&m, RESUME_D_IN, RESUME_D_SAE, 9), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
-    configure(o);
-    ck_assert_int_eq(train_steps(m, o, 0, RESUME_STEPS), SAE_OK);
+    /* Every training run is its own process started the same way, so all use
+     * the same BLAS kernels (under valgrind this process would not). */
     char *dir = make_tmpdir();
-    ck_assert_int_eq(sae_model_save(m, dir), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_save(o, dir), SAE_OK);
-    /* N more steps in another process */
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        execl(self_exe, self_exe, "--resume-child", dir, (char *)NULL);
-        _exit(127);
-    }
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %x", status);
-    sae_model *resumed;
-    sae_optimizer *resumed_o;
-    char *final = join(dir, "final"), *final_opt = join(dir, "final.opt");
-    ck_assert_int_eq(sae_model_load(&resumed, final), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_load(&resumed_o, resumed, final_opt), SAE_OK);
+    expect_exit0(run_self("--reference", dir, NULL, NULL));
+    expect_exit0(run_self("--first", dir, NULL, NULL));
+    expect_exit0(run_self("--resume", dir, NULL, NULL));
+    expect_exit0(run_self("--fresh", dir, NULL, NULL));
+    char *ref_path = join(dir, "reference"), *ref_opt = join(dir, "reference.opt");
+    char *res_path = join(dir, "resumed"), *res_opt = join(dir, "resumed.opt");
+    char *fresh_path = join(dir, "fresh");
+    sae_model *ref, *resumed, *fresh;
+    ck_assert_int_eq(sae_model_load(&ref, ref_path), SAE_OK);
+    ck_assert_int_eq(sae_model_load(&resumed, res_path), SAE_OK);
+    ck_assert_int_eq(sae_model_load(&fresh, fresh_path), SAE_OK);
+    /* N + N steps across two processes == 2N steps in one, bit for bit */
     ck_assert(models_equal(ref, resumed));
-    bytes a = optimizer_bytes(ref_o), b = optimizer_bytes(resumed_o);
+    bytes a = read_file(ref_opt), b = read_file(res_opt);
     ck_assert(same_bytes(a, b)); /* moments, step count, counters, options */
     free(a.p), free(b.p);
-    /* The comparison can fail: resuming with a fresh optimizer (moments,
-     * step count and options lost) gives different parameters. */
-    sae_optimizer *fresh;
-    ck_assert_int_eq(sae_optimizer_create(&fresh, m), SAE_OK);
-    configure(fresh);
-    ck_assert_int_eq(train_steps(m, fresh, RESUME_STEPS, RESUME_STEPS), SAE_OK);
-    ck_assert(!models_equal(ref, m));
-    sae_optimizer_free(fresh);
-    free(final), free(final_opt);
-    sae_optimizer_free(resumed_o);
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_optimizer_load(&o, resumed, res_opt), SAE_OK);
+    ck_assert_uint_eq(sae_optimizer_steps(o), 2 * RESUME_STEPS);
+    sae_optimizer_free(o);
+    /* The comparison can fail: without the optimizer's state the same data
+     * gives different parameters. */
+    ck_assert(!models_equal(ref, fresh));
+    free(ref_path), free(ref_opt), free(res_path), free(res_opt), free(fresh_path);
+    sae_model_free(ref);
     sae_model_free(resumed);
+    sae_model_free(fresh);
     remove_tree(dir);
     free(dir);
-    sae_optimizer_free(o);
-    sae_model_free(m);
-    sae_optimizer_free(ref_o);
-    sae_model_free(ref);
 }
 END_TEST
 
@@ -1604,7 +1604,11 @@ int main(int argc, char **argv)
 {
     if (!realpath(argv[0], self_exe))
         return 99;
-    if (argc == 3 && strcmp(argv[1], "--resume-child") == 0)
-        return resume_child(argv[2]);
+    if (argc == 5 && strcmp(argv[1], "--save-limited") == 0)
+        return child_save_limited(argv[2], argv[3], argv[4]);
+    if (argc == 3 && strcmp(argv[1], "--full-disk") == 0)
+        return child_full_disk(argv[2]);
+    if (argc == 3)
+        return child_resume(argv[1], argv[2]);
     return test_run_suite(checkpoint_suite());
 }
