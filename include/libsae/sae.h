@@ -311,6 +311,10 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
  * path is replaced by the new file, not written through. Paths are passed to
  * the operating system as they are (bytes, no encoding conversion).
  *
+ * Saving only reads the model or optimizer: it may run concurrently with the
+ * other read-only calls on the same handle, not with sae_step or
+ * sae_model_set_tensor. Loading creates new handles and touches no others.
+ *
  * Loading trusts nothing in the file; any of the following is SAE_E_FORMAT,
  * with nothing allocated, leaked or changed, and no read out of bounds:
  * - a header length below 2, above 100,000,000 or beyond the end of the data;
@@ -383,7 +387,7 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
 SAE_API int sae_model_load(sae_model **out, const char *path);
 
 /* The exact byte size of the optimizer's safetensors encoding.
- * Errors: SAE_E_INVALID_ARG. */
+ * Errors: SAE_E_INVALID_ARG (o or size NULL), SAE_E_NOMEM. */
 SAE_API int sae_optimizer_save_size(const sae_optimizer *o, size_t *size);
 
 /* Encode the optimizer into buf (capacity bytes); *written (may be NULL)
