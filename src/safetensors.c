@@ -296,7 +296,9 @@ int sae__st_read_f32(const sae_st_source *src, const sae_st_header *h, const sae
             switch (t->dtype) {
             case SAE_ST_F32: v = bits_to_float(load_le32(b)); break;
             case SAE_ST_F16: v = half_to_float((unsigned)b[0] | (unsigned)b[1] << 8); break;
-            case SAE_ST_BF16: v = bits_to_float(((uint32_t)b[0] | (uint32_t)b[1] << 8) << 16); break;
+            case SAE_ST_BF16: /* the top half of a float32 */
+                v = bits_to_float(((uint32_t)b[0] | (uint32_t)b[1] << 8) << 16);
+                break;
             default: { /* F64 */
                 uint64_t bits = load_le64(b);
                 double d;

@@ -376,9 +376,9 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
 
 /* Load a model from path: a safetensors file, or a directory holding
  * sae_weights.safetensors (as written by sae_model_save or SAELens). In a
- * directory, a cfg.json, when present, must be strict JSON describing an SAE
- * libsae computes the same way: "architecture" absent or "standard",
- * "activation_fn" / "activation_fn_str" absent or "relu",
+ * directory, a cfg.json, when present, must be strict JSON (at most 1 MB)
+ * describing an SAE libsae computes the same way: "architecture" absent or
+ * "standard", "activation_fn" / "activation_fn_str" absent or "relu",
  * "apply_b_dec_to_input" absent or true, "normalize_activations" absent,
  * null, false or "none", and "d_in" / "d_sae", when present, equal to the
  * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
