@@ -20,6 +20,7 @@ import unittest
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_min  # noqa: E402
 
