@@ -311,6 +311,147 @@ SAE_API int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *d
 SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens,
                                      size_t *n_dead);
 
+/* ------------------------------------------------------------------------ */
+/* Checkpoints                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Models and optimizers are saved as safetensors files (huggingface/safetensors:
+ * an 8-byte little-endian header length, a JSON header, raw little-endian data).
+ *
+ * A model file holds exactly SAELens's tensors for a "standard" SAE, float32:
+ *   W_enc [d_in, d_sae]   W_dec [d_sae, d_in]   b_enc [d_sae]   b_dec [d_in]
+ * and "__metadata__" {"libsae_version": "0.1.0"}. Saved into a directory with
+ * a cfg.json beside it, it loads unchanged in SAELens:
+ *     SAE.load_from_disk("run/checkpoint")
+ *
+ * An optimizer file (libsae's own, same container) holds the Adam moments in
+ * SAELens's shapes as F32 tensors "<tensor>.exp_avg" and "<tensor>.exp_avg_sq"
+ * (torch.optim.Adam's state names) for W_enc, W_dec, b_enc and b_dec, the
+ * per-feature counters as U64 "tokens_since_fired" [d_sae], and in
+ * "__metadata__": "libsae_format": "optimizer", "libsae_format_version": "1",
+ * "step" (decimal), and one "option.<n>" entry per option number n the library
+ * knows (SAE_OPT_*), its value exactly as a C99/Python hexadecimal float
+ * (Python: float.fromhex). Loading a model and its optimizer in a new process
+ * and training on resumes bit for bit: N steps, save, load, N more steps give
+ * the same parameters as 2N uninterrupted steps (at the same thread count).
+ *
+ * Writes are atomic: the data goes to a temporary file in the destination's
+ * directory ("<path>.tmp-" and 16 hex digits), which is flushed, fsync'ed and
+ * then renamed over the destination. If anything fails (a full disk, a file
+ * size limit, a missing directory), SAE_E_IO is returned, the temporary file is
+ * removed and the previous file at path is untouched; a process killed mid-save
+ * may leave the temporary file behind, never a damaged checkpoint. A symlink at
+ * path is replaced by the new file, not written through. Paths are passed to
+ * the operating system as they are (bytes, no encoding conversion).
+ *
+ * Saving only reads the model or optimizer: it may run concurrently with the
+ * other read-only calls on the same handle, not with sae_step or
+ * sae_model_set_tensor. Loading creates new handles and touches no others.
+ *
+ * Loading trusts nothing in the file; any of the following is SAE_E_FORMAT,
+ * with nothing allocated, leaked or changed, and no read out of bounds:
+ * - a header length below 2, above 100,000,000 or beyond the end of the data;
+ *   a header that is not one strict JSON object (RFC 8259, valid UTF-8, no
+ *   duplicate keys, nesting depth at most 3, at most 2^20 JSON values, only
+ *   whitespace after it);
+ * - a tensor entry that does not have exactly "dtype" (a safetensors dtype),
+ *   "shape" (at most 8 non-negative integers) and "data_offsets" ([begin, end]),
+ *   whose byte size (shape x dtype, checked for overflow) differs from
+ *   end - begin, or tensors that, sorted by offset, do not tile the data
+ *   section exactly (a gap, an overlap, or data before the end of the file);
+ *   a "__metadata__" that is not an object of strings;
+ * - a missing required tensor, a required tensor of another dtype or of shapes
+ *   that disagree with each other (or a zero dimension), or a value that is NaN
+ *   or infinite;
+ * - a file truncated at any point.
+ * No allocation is sized by a number from the file before that number has been
+ * checked against the file's own size.
+ */
+
+/* The exact byte size of the model's safetensors encoding (what
+ * sae_model_save_buffer writes and sae_model_save writes to a file path).
+ * Errors: SAE_E_INVALID_ARG (m or size NULL). */
+SAE_API int sae_model_save_size(const sae_model *m, size_t *size);
+
+/* Encode the model into buf (capacity bytes, caller-owned); *written (may be
+ * NULL) receives the byte count, which equals sae_model_save_size.
+ * Errors: SAE_E_INVALID_ARG (NULL m or buf, or capacity smaller than needed;
+ * buf is then untouched). */
+SAE_API int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity,
+                                  size_t *written);
+
+/* Save the model to path, atomically (see above).
+ * - If path is an existing directory, write path/sae_weights.safetensors and
+ *   path/cfg.json (SAELens's configuration: d_in, d_sae, "dtype": "float32",
+ *   "architecture": "standard", "apply_b_dec_to_input": true,
+ *   "normalize_activations": "none", and "metadata": {"producer": "libsae",
+ *   "libsae_version": ...}, plus the fields older SAELens versions require).
+ *   Both files are written and fsync'ed before either is renamed into place.
+ * - Otherwise write a single safetensors file at path (a new file, or one that
+ *   replaces a regular file).
+ * Errors: SAE_E_INVALID_ARG (NULL), SAE_E_IO (cannot write: see above; also
+ * when path exists but is not a regular file or directory), SAE_E_NOMEM. */
+SAE_API int sae_model_save(const sae_model *m, const char *path);
+
+/* Create a model from the safetensors bytes buf[0..size) (caller-owned, only
+ * read during the call). Tensors may be F32, F16, BF16 or F64 (converted to
+ * float32; F64 values beyond float's range are rejected); files written by
+ * PyTorch (safetensors.torch.save_file) and SAELens load as they are. Tensors
+ * with other names are ignored, except those that would change what the SAE
+ * computes and that libsae cannot represent: "threshold" and "log_threshold"
+ * (JumpReLU), "b_gate", "b_mag" and "r_mag" (gated), which are SAE_E_FORMAT;
+ * "scaling_factor" / "finetuning_scaling_factor" (older SAELens files) are
+ * accepted only as [d_sae] vectors of ones.
+ * Errors: SAE_E_INVALID_ARG (out or buf NULL), SAE_E_FORMAT (see above; also
+ * dimensions the model cannot have, e.g. above INT_MAX), SAE_E_NOMEM.
+ * On error *out is NULL. */
+SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size);
+
+/* Load a model from path: a safetensors file, or a directory holding
+ * sae_weights.safetensors (as written by sae_model_save or SAELens). In a
+ * directory, a cfg.json, when present, must be strict JSON (at most 1 MB)
+ * describing an SAE libsae computes the same way: "architecture" absent or
+ * "standard", "activation_fn" / "activation_fn_str" absent or "relu",
+ * "apply_b_dec_to_input" absent or true, "normalize_activations" absent,
+ * null, false or "none", and "d_in" / "d_sae", when present, equal to the
+ * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
+ * Errors: as sae_model_load_buffer, plus SAE_E_IO (path missing, unreadable,
+ * or not a regular file or directory). On error *out is NULL. */
+SAE_API int sae_model_load(sae_model **out, const char *path);
+
+/* The exact byte size of the optimizer's safetensors encoding.
+ * Errors: SAE_E_INVALID_ARG (o or size NULL), SAE_E_NOMEM. */
+SAE_API int sae_optimizer_save_size(const sae_optimizer *o, size_t *size);
+
+/* Encode the optimizer into buf (capacity bytes); *written (may be NULL)
+ * receives the byte count. Errors: SAE_E_INVALID_ARG (NULL, or capacity too
+ * small; buf is then untouched), SAE_E_NOMEM. */
+SAE_API int sae_optimizer_save_buffer(const sae_optimizer *o, void *buf, size_t capacity,
+                                      size_t *written);
+
+/* Save the optimizer to path atomically: a single file, or, if path is an
+ * existing directory, path/optimizer.safetensors (so one directory can hold a
+ * whole training checkpoint: sae_weights.safetensors, cfg.json and
+ * optimizer.safetensors). Errors as sae_model_save. */
+SAE_API int sae_optimizer_save(const sae_optimizer *o, const char *path);
+
+/* Create an optimizer for models shaped like m from an optimizer encoding
+ * buf[0..size): moments, step count, activity counters and every option are
+ * restored. Options missing from the file (written by an older version) keep
+ * their defaults; an option number this version does not know, or a value
+ * sae_optimizer_set would refuse, is SAE_E_FORMAT. Unknown metadata keys are
+ * ignored; unknown tensors, moments that are not F32 or are non-finite, and
+ * negative second moments are SAE_E_FORMAT.
+ * Errors: SAE_E_INVALID_ARG (NULL, or a valid file for another shape than m's),
+ * SAE_E_FORMAT, SAE_E_NOMEM. On error *out is NULL. */
+SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, const void *buf,
+                                      size_t size);
+
+/* Load an optimizer from path: a file, or a directory holding
+ * optimizer.safetensors. Errors as sae_optimizer_load_buffer, plus SAE_E_IO.
+ * On error *out is NULL. */
+SAE_API int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,850 @@
+/*
+ * Checkpoints: saving and loading models (SAELens's safetensors layout, plus
+ * cfg.json in a directory) and optimizers (libsae's own file in the same
+ * container), to files and to caller buffers. The format itself lives in
+ * safetensors.c, atomic file replacement in fileio.c.
+ *
+ * Loading validates everything it can before allocating the model or
+ * optimizer, then streams the tensors straight into it, converting and
+ * checking each value; any failure frees what was made and leaves *out NULL.
+ */
+#include "fileio.h"
+#include "internal.h"
+#include "json.h"
+#include "safetensors.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WEIGHTS_FILE "sae_weights.safetensors"
+#define CONFIG_FILE "cfg.json"
+#define OPTIMIZER_FILE "optimizer.safetensors"
+#define CONFIG_MAX_BYTES (1u << 20)
+
+/* Option numbers probed when saving: every option the library knows in this
+ * range is saved, so options added later need no change here. */
+#define OPTION_PROBE_MAX 4096
+
+/* ---- buffers as sinks and sources ---------------------------------------- */
+
+typedef struct buffer_sink {
+    unsigned char *buf;
+    size_t capacity, pos;
+} buffer_sink;
+
+static int buffer_write(void *ctx, const void *data, size_t len)
+{
+    buffer_sink *b = ctx;
+    if (len > b->capacity - b->pos)
+        return SAE_E_INVALID_ARG; /* cannot happen: the size was checked first */
+    memcpy(b->buf + b->pos, data, len);
+    b->pos += len;
+    return SAE_OK;
+}
+
+typedef struct buffer_source {
+    sae_st_source src;
+    const unsigned char *buf;
+} buffer_source;
+
+static int buffer_read(void *ctx, uint64_t offset, void *dst, size_t len)
+{
+    const buffer_source *b = ctx;
+    if (offset > b->src.size || len > b->src.size - offset)
+        return SAE_E_FORMAT;
+    memcpy(dst, b->buf + offset, len);
+    return SAE_OK;
+}
+
+static void buffer_source_init(buffer_source *b, const void *buf, size_t size)
+{
+    b->src.read = buffer_read;
+    b->src.ctx = b;
+    b->src.size = size;
+    b->buf = buf;
+}
+
+/* ---- what a model file holds ----------------------------------------------- */
+
+enum { MODEL_TENSORS = 4 };
+
+/* In the order safetensors.torch.save_file would write them (by name). */
+static void model_tensors(const sae_model *m, sae_st_out t[MODEL_TENSORS])
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false};
+    t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true};
+    t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false};
+    t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false};
+}
+
+static int model_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
+{
+    sae_st_out t[MODEL_TENSORS];
+    model_tensors(m, t);
+    const sae_st_kv meta[] = {{"libsae_version", sae_version_string()}};
+    if (size)
+        return sae__st_size(meta, 1, t, MODEL_TENSORS, size) ? SAE_OK : SAE_E_INVALID_ARG;
+    return sae__st_write(sink, meta, 1, t, MODEL_TENSORS);
+}
+
+/* SAELens's cfg.json. The keys beyond the essentials are those older SAELens
+ * versions (before 6.0) require to build their SAEConfig; 6.x converts such a
+ * configuration itself. "metadata" names the producer. */
+static int config_encode(const sae_model *m, const sae_st_sink *sink)
+{
+    sae_emitter e = {.sink = sink};
+    sae__emit_str(&e, "{\n  \"architecture\": \"standard\",\n  \"d_in\": ");
+    sae__emit_u64(&e, m->d_in);
+    sae__emit_str(&e, ",\n  \"d_sae\": ");
+    sae__emit_u64(&e, m->d_sae);
+    sae__emit_str(&e, ",\n"
+                      "  \"dtype\": \"float32\",\n"
+                      "  \"device\": \"cpu\",\n"
+                      "  \"apply_b_dec_to_input\": true,\n"
+                      "  \"normalize_activations\": \"none\",\n"
+                      "  \"activation_fn_str\": \"relu\",\n"
+                      "  \"activation_fn_kwargs\": {},\n"
+                      "  \"finetuning_scaling_factor\": false,\n"
+                      "  \"reshape_activations\": \"none\",\n"
+                      "  \"model_name\": \"\",\n"
+                      "  \"hook_name\": \"\",\n"
+                      "  \"hook_layer\": 0,\n"
+                      "  \"hook_head_index\": null,\n"
+                      "  \"context_size\": null,\n"
+                      "  \"prepend_bos\": true,\n"
+                      "  \"dataset_path\": \"\",\n"
+                      "  \"dataset_trust_remote_code\": false,\n"
+                      "  \"sae_lens_training_version\": null,\n"
+                      "  \"neuronpedia_id\": null,\n"
+                      "  \"model_from_pretrained_kwargs\": {},\n"
+                      "  \"metadata\": {\"producer\": \"libsae\", \"libsae_version\": ");
+    sae__emit_json_string(&e, sae_version_string());
+    sae__emit_str(&e, "}\n}\n");
+    return e.rc;
+}
+
+/* ---- what an optimizer file holds ------------------------------------------- */
+
+enum { OPT_TENSORS = 9, OPT_FIXED_META = 4 };
+
+static const char *const moment_names[8] = {
+    "W_dec.exp_avg", "W_dec.exp_avg_sq", "W_enc.exp_avg", "W_enc.exp_avg_sq",
+    "b_dec.exp_avg", "b_dec.exp_avg_sq", "b_enc.exp_avg", "b_enc.exp_avg_sq",
+};
+#define SINCE_FIRED_NAME "tokens_since_fired"
+
+/* The view of tensor k of moment_names (k / 2: W_dec, W_enc, b_dec, b_enc;
+ * k % 2: exp_avg = m1, exp_avg_sq = m2) inside an optimizer. */
+static float *moment_view(const sae_optimizer *o, size_t k)
+{
+    float *block = k % 2 ? o->m2 : o->m1;
+    static const int order[4] = {SAE_W_DEC, SAE_W_ENC, SAE_B_DEC, SAE_B_ENC};
+    switch (order[k / 2]) {
+    case SAE_W_DEC: return block + o->lay.w_dec;
+    case SAE_W_ENC: return block + o->lay.w_enc_t;
+    case SAE_B_DEC: return block + o->lay.b_dec;
+    default: return block + o->lay.b_enc;
+    }
+}
+
+/* The SAELens shape of moment k (rank in *rank). */
+static void moment_shape(size_t k, size_t d_in, size_t d_sae, size_t *rank, size_t shape[2])
+{
+    switch (k / 2) {
+    case 0: *rank = 2; shape[0] = d_sae; shape[1] = d_in; break;  /* W_dec */
+    case 1: *rank = 2; shape[0] = d_in; shape[1] = d_sae; break;  /* W_enc */
+    case 2: *rank = 1; shape[0] = d_in; shape[1] = 0; break;      /* b_dec */
+    default: *rank = 1; shape[0] = d_sae; shape[1] = 0; break;    /* b_enc */
+    }
+}
+
+static void optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_TENSORS])
+{
+    /* the 8-byte counters first keep every tensor naturally aligned */
+    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae, 0}, o->since_fired, false};
+    for (size_t k = 0; k < 8; k++) {
+        sae_st_out *x = &t[1 + k];
+        x->name = moment_names[k];
+        x->dtype = SAE_ST_F32;
+        moment_shape(k, o->d_in, o->d_sae, &x->rank, x->shape);
+        x->data = moment_view(o, k);
+        x->transpose = k / 2 == 1; /* W_enc is stored transposed */
+    }
+}
+
+/* value, exactly, in the form of C99 "%a" as Python's float.hex() writes it:
+ * "0x1.<13 hex digits>p<exp>", "0x0.<13 hex digits>p-1022" (subnormal) or
+ * "0x0.0p+0", with a leading '-' if negative. Written by hand: printf's output
+ * could depend on the locale. out: at least 32 bytes. */
+static void format_hex_double(double value, char *out)
+{
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    char *p = out;
+    if (bits >> 63)
+        *p++ = '-';
+    unsigned exp = (unsigned)(bits >> 52) & 0x7FFu;
+    uint64_t mant = bits & ((UINT64_C(1) << 52) - 1);
+    if (exp == 0 && mant == 0) {
+        strcpy(p, "0x0.0p+0");
+        return;
+    }
+    *p++ = '0';
+    *p++ = 'x';
+    *p++ = exp ? '1' : '0';
+    *p++ = '.';
+    for (int k = 12; k >= 0; k--)
+        *p++ = "0123456789abcdef"[(mant >> (4 * k)) & 15];
+    int e = exp ? (int)exp - 1023 : -1022;
+    *p++ = 'p';
+    *p++ = e < 0 ? '-' : '+';
+    unsigned a = (unsigned)(e < 0 ? -e : e);
+    char digits[8];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + a % 10);
+        a /= 10;
+    } while (a);
+    while (n > 0)
+        *p++ = digits[--n];
+    *p = '\0';
+}
+
+/* A decimal integer without sign or leading zeros, at most max. */
+static bool parse_decimal(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+    if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
+        return false;
+    uint64_t v = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (s[k] < '0' || s[k] > '9')
+            return false;
+        unsigned d = (unsigned)(s[k] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Exactly the forms format_hex_double writes (and float.hex() in Python). */
+static bool parse_hex_double(const char *s, size_t len, double *out)
+{
+    size_t pos = 0;
+    uint64_t sign = 0;
+    if (pos < len && s[pos] == '-') {
+        sign = UINT64_C(1) << 63;
+        pos++;
+    }
+    if (len - pos == 8 && memcmp(s + pos, "0x0.0p+0", 8) == 0) {
+        memcpy(out, &sign, sizeof *out);
+        return true;
+    }
+    if (len - pos < 4 + 13 + 3 || memcmp(s + pos, "0x", 2) != 0 ||
+        (s[pos + 2] != '0' && s[pos + 2] != '1') || s[pos + 3] != '.')
+        return false;
+    bool normal = s[pos + 2] == '1';
+    pos += 4;
+    uint64_t mant = 0;
+    for (int k = 0; k < 13; k++, pos++) {
+        char c = s[pos];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return false;
+        mant = mant << 4 | (uint64_t)d;
+    }
+    if (s[pos] != 'p' || (s[pos + 1] != '+' && s[pos + 1] != '-'))
+        return false;
+    bool negative = s[pos + 1] == '-';
+    pos += 2;
+    uint64_t e;
+    if (!parse_decimal(s + pos, len - pos, 1100, &e))
+        return false;
+    uint64_t bits;
+    if (normal) {
+        long ex = negative ? -(long)e : (long)e;
+        if (ex < -1022 || ex > 1023)
+            return false;
+        bits = sign | (uint64_t)(ex + 1023) << 52 | mant;
+    } else {
+        if (!negative || e != 1022 || mant == 0)
+            return false;
+        bits = sign | mant;
+    }
+    memcpy(out, &bits, sizeof *out);
+    return true;
+}
+
+/* The optimizer's metadata: format, version, step, options. Keys and values
+ * live in one allocation owned by *block. */
+typedef struct option_text {
+    char key[24];
+    char value[32];
+} option_text;
+
+static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
+                              char step[24])
+{
+    size_t n_options = 0;
+    double v;
+    for (int id = 1; id <= OPTION_PROBE_MAX; id++)
+        n_options += sae_optimizer_get(o, id, &v) == SAE_OK;
+    size_t count = OPT_FIXED_META + n_options;
+    char *mem = sae__alloc(count * sizeof(sae_st_kv) + n_options * sizeof(option_text));
+    if (!mem)
+        return SAE_E_NOMEM;
+    sae_st_kv *out = (sae_st_kv *)(void *)mem;
+    option_text *text = (option_text *)(void *)(mem + count * sizeof(sae_st_kv));
+    /* step: decimal, by hand for the same reason as the floats */
+    {
+        uint64_t s = o->steps;
+        char digits[24];
+        int d = 0;
+        do {
+            digits[d++] = (char)('0' + s % 10);
+            s /= 10;
+        } while (s);
+        int k = 0;
+        while (d > 0)
+            step[k++] = digits[--d];
+        step[k] = '\0';
+    }
+    out[0] = (sae_st_kv){"libsae_format", "optimizer"};
+    out[1] = (sae_st_kv){"libsae_format_version", "1"};
+    out[2] = (sae_st_kv){"libsae_version", sae_version_string()};
+    out[3] = (sae_st_kv){"step", step};
+    size_t i = 0;
+    for (int id = 1; id <= OPTION_PROBE_MAX && i < n_options; id++) {
+        if (sae_optimizer_get(o, id, &v) != SAE_OK)
+            continue;
+        char digits[12];
+        int d = 0;
+        unsigned u = (unsigned)id;
+        do {
+            digits[d++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        memcpy(text[i].key, "option.", 7);
+        int k = 7;
+        while (d > 0)
+            text[i].key[k++] = digits[--d];
+        text[i].key[k] = '\0';
+        format_hex_double(v, text[i].value);
+        out[OPT_FIXED_META + i] = (sae_st_kv){text[i].key, text[i].value};
+        i++;
+    }
+    *kv = out;
+    *n = OPT_FIXED_META + i;
+    *block = mem;
+    return SAE_OK;
+}
+
+static int optimizer_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size)
+{
+    sae_st_out t[OPT_TENSORS];
+    optimizer_tensors(o, t);
+    sae_st_kv *meta;
+    size_t n_meta;
+    void *block;
+    char step[24];
+    int rc = optimizer_metadata(o, &meta, &n_meta, &block, step);
+    if (rc != SAE_OK)
+        return rc;
+    if (size)
+        rc = sae__st_size(meta, n_meta, t, OPT_TENSORS, size) ? SAE_OK : SAE_E_INVALID_ARG;
+    else
+        rc = sae__st_write(sink, meta, n_meta, t, OPT_TENSORS);
+    sae__free(block);
+    return rc;
+}
+
+/* ---- saving ---------------------------------------------------------------- */
+
+typedef int (*encode_fn)(const void *obj, const sae_st_sink *sink);
+
+static int encode_model_fn(const void *obj, const sae_st_sink *sink)
+{
+    return model_encode(obj, sink, NULL);
+}
+
+static int encode_config_fn(const void *obj, const sae_st_sink *sink)
+{
+    return config_encode(obj, sink);
+}
+
+static int encode_optimizer_fn(const void *obj, const sae_st_sink *sink)
+{
+    return optimizer_encode(obj, sink, NULL);
+}
+
+/* Write one temporary file, finished (flushed, fsync'ed, closed) but not yet
+ * renamed into place. */
+static int prepare_file(sae_tmpfile *t, const char *path, encode_fn encode, const void *obj)
+{
+    int rc = sae__tmpfile_open(t, path);
+    if (rc != SAE_OK)
+        return rc;
+    const sae_st_sink sink = {sae__tmpfile_write, t};
+    rc = encode(obj, &sink);
+    if (rc != SAE_OK) {
+        sae__tmpfile_abort(t);
+        return rc;
+    }
+    return sae__tmpfile_finish(t);
+}
+
+/* Save one or two files: all are written before any replaces its destination. */
+static int save_files(const char *path1, encode_fn encode1, const char *path2, encode_fn encode2,
+                      const void *obj)
+{
+    sae_tmpfile t1, t2;
+    memset(&t2, 0, sizeof t2);
+    int rc = prepare_file(&t1, path1, encode1, obj);
+    if (rc != SAE_OK)
+        return rc;
+    if (path2 && (rc = prepare_file(&t2, path2, encode2, obj)) != SAE_OK) {
+        sae__tmpfile_abort(&t1);
+        return rc;
+    }
+    rc = sae__tmpfile_commit(&t1);
+    if (rc != SAE_OK) {
+        sae__tmpfile_abort(&t2);
+        return rc;
+    }
+    return path2 ? sae__tmpfile_commit(&t2) : SAE_OK;
+}
+
+int sae_model_save_size(const sae_model *m, size_t *size)
+{
+    if (!m || !size)
+        return SAE_E_INVALID_ARG;
+    return model_encode(m, NULL, size);
+}
+
+int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity, size_t *written)
+{
+    size_t size;
+    if (!m || !buf || model_encode(m, NULL, &size) != SAE_OK || capacity < size)
+        return SAE_E_INVALID_ARG;
+    buffer_sink b = {buf, capacity, 0};
+    const sae_st_sink sink = {buffer_write, &b};
+    int rc = model_encode(m, &sink, NULL);
+    if (rc == SAE_OK && written)
+        *written = b.pos;
+    return rc;
+}
+
+int sae_model_save(const sae_model *m, const char *path)
+{
+    if (!m || !path)
+        return SAE_E_INVALID_ARG;
+    if (!sae__is_directory(path))
+        return save_files(path, encode_model_fn, NULL, NULL, m);
+    char *weights = sae__path_join(path, WEIGHTS_FILE);
+    char *config = weights ? sae__path_join(path, CONFIG_FILE) : NULL;
+    int rc = config ? save_files(weights, encode_model_fn, config, encode_config_fn, m)
+                    : SAE_E_NOMEM;
+    sae__free(config);
+    sae__free(weights);
+    return rc;
+}
+
+int sae_optimizer_save_size(const sae_optimizer *o, size_t *size)
+{
+    if (!o || !size)
+        return SAE_E_INVALID_ARG;
+    return optimizer_encode(o, NULL, size);
+}
+
+int sae_optimizer_save_buffer(const sae_optimizer *o, void *buf, size_t capacity, size_t *written)
+{
+    if (!o || !buf)
+        return SAE_E_INVALID_ARG;
+    size_t size;
+    int rc = optimizer_encode(o, NULL, &size);
+    if (rc != SAE_OK)
+        return rc;
+    if (capacity < size)
+        return SAE_E_INVALID_ARG;
+    buffer_sink b = {buf, capacity, 0};
+    const sae_st_sink sink = {buffer_write, &b};
+    rc = optimizer_encode(o, &sink, NULL);
+    if (rc == SAE_OK && written)
+        *written = b.pos;
+    return rc;
+}
+
+int sae_optimizer_save(const sae_optimizer *o, const char *path)
+{
+    if (!o || !path)
+        return SAE_E_INVALID_ARG;
+    if (!sae__is_directory(path))
+        return save_files(path, encode_optimizer_fn, NULL, NULL, o);
+    char *file = sae__path_join(path, OPTIMIZER_FILE);
+    int rc = file ? save_files(file, encode_optimizer_fn, NULL, NULL, o) : SAE_E_NOMEM;
+    sae__free(file);
+    return rc;
+}
+
+/* ---- loading a model ---------------------------------------------------------- */
+
+/* What a cfg.json says about the shapes (0: not given). */
+typedef struct config_dims {
+    uint64_t d_in, d_sae;
+} config_dims;
+
+static bool is_one_of_absent_or(const sae_json_doc *doc, const char *key, const char *value)
+{
+    size_t v = sae__json_member(doc, 0, key);
+    return v == SIZE_MAX || sae__json_is_string(&doc->nodes[v], value);
+}
+
+/* Check a SAELens cfg.json (text[0..len)): the SAE it describes must compute
+ * what libsae computes. */
+static int check_config(const char *text, size_t len, config_dims *dims)
+{
+    const sae_json_limits limits = {.max_depth = 64, .max_nodes = (size_t)1 << 16};
+    sae_json_doc doc;
+    int rc = sae__json_parse(text, len, &limits, &doc);
+    if (rc != SAE_OK)
+        return rc;
+    rc = SAE_E_FORMAT;
+    if (doc.nodes[0].type != SAE_JSON_OBJECT)
+        goto done;
+    if (!is_one_of_absent_or(&doc, "architecture", "standard") ||
+        !is_one_of_absent_or(&doc, "activation_fn", "relu") ||
+        !is_one_of_absent_or(&doc, "activation_fn_str", "relu"))
+        goto done;
+    size_t v = sae__json_member(&doc, 0, "apply_b_dec_to_input");
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_TRUE)
+        goto done;
+    v = sae__json_member(&doc, 0, "normalize_activations");
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_NULL &&
+        doc.nodes[v].type != SAE_JSON_FALSE && !sae__json_is_string(&doc.nodes[v], "none"))
+        goto done;
+    v = sae__json_member(&doc, 0, "d_in");
+    if (v != SIZE_MAX && (!sae__json_u64(&doc.nodes[v], &dims->d_in) || dims->d_in == 0))
+        goto done;
+    v = sae__json_member(&doc, 0, "d_sae");
+    if (v != SIZE_MAX && (!sae__json_u64(&doc.nodes[v], &dims->d_sae) || dims->d_sae == 0))
+        goto done;
+    rc = SAE_OK;
+done:
+    sae__json_free(&doc);
+    return rc;
+}
+
+/* Read and check dir/cfg.json if there is one. */
+static int read_config(const char *dir, config_dims *dims)
+{
+    char *path = sae__path_join(dir, CONFIG_FILE);
+    if (!path)
+        return SAE_E_NOMEM;
+    sae_file_source fs;
+    bool missing;
+    int rc = sae__file_source_open(&fs, path, &missing);
+    sae__free(path);
+    if (rc != SAE_OK)
+        return missing ? SAE_OK : rc;
+    char *text = NULL;
+    if (fs.src.size == 0 || fs.src.size > CONFIG_MAX_BYTES)
+        rc = SAE_E_FORMAT;
+    else if (!(text = sae__alloc((size_t)fs.src.size)))
+        rc = SAE_E_NOMEM;
+    else
+        rc = fs.src.read(fs.src.ctx, 0, text, (size_t)fs.src.size);
+    if (rc == SAE_OK)
+        rc = check_config(text, (size_t)fs.src.size, dims);
+    sae__free(text);
+    sae__file_source_close(&fs);
+    return rc;
+}
+
+static bool shape_is(const sae_st_tensor *t, size_t rank, uint64_t a, uint64_t b)
+{
+    if (t->rank != rank || t->shape[0] != a)
+        return false;
+    return rank == 1 || t->shape[1] == b;
+}
+
+/* Tensors of other SAE architectures, whose presence means libsae would
+ * compute something else. */
+static const char *const foreign_tensors[] = {"threshold", "log_threshold", "b_gate", "b_mag",
+                                              "r_mag"};
+/* Older SAELens files: per-feature decoder scales, harmless when all ones. */
+static const char *const scale_tensors[] = {"scaling_factor", "finetuning_scaling_factor"};
+
+static int load_model_from(const sae_st_source *src, const config_dims *dims, sae_model **out)
+{
+    sae_st_header h;
+    int rc = sae__st_read_header(src, &h);
+    if (rc != SAE_OK)
+        return rc;
+    rc = SAE_E_FORMAT;
+    sae_model *m = NULL;
+    const sae_st_tensor *w_enc = sae__st_find(&h, "W_enc"), *w_dec = sae__st_find(&h, "W_dec");
+    const sae_st_tensor *b_enc = sae__st_find(&h, "b_enc"), *b_dec = sae__st_find(&h, "b_dec");
+    if (!w_enc || !w_dec || !b_enc || !b_dec || !sae__st_is_float(w_enc->dtype) ||
+        !sae__st_is_float(w_dec->dtype) || !sae__st_is_float(b_enc->dtype) ||
+        !sae__st_is_float(b_dec->dtype) || w_enc->rank != 2)
+        goto done;
+    const uint64_t d_in = w_enc->shape[0], d_sae = w_enc->shape[1];
+    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX ||
+        !shape_is(w_dec, 2, d_sae, d_in) || !shape_is(b_enc, 1, d_sae, 0) ||
+        !shape_is(b_dec, 1, d_in, 0))
+        goto done;
+    if (dims && ((dims->d_in && dims->d_in != d_in) || (dims->d_sae && dims->d_sae != d_sae)))
+        goto done;
+    for (size_t k = 0; k < sizeof foreign_tensors / sizeof foreign_tensors[0]; k++)
+        if (sae__st_find(&h, foreign_tensors[k]))
+            goto done;
+    rc = sae_model_create(&m, (size_t)d_in, (size_t)d_sae, 0);
+    if (rc != SAE_OK) {
+        rc = rc == SAE_E_NOMEM ? rc : SAE_E_FORMAT;
+        goto done;
+    }
+    /* A scale vector must be all ones; b_enc's storage holds it while it is
+     * checked (b_enc itself is read afterwards). */
+    for (size_t k = 0; k < sizeof scale_tensors / sizeof scale_tensors[0]; k++) {
+        const sae_st_tensor *s = sae__st_find(&h, scale_tensors[k]);
+        if (!s)
+            continue;
+        if (!shape_is(s, 1, d_sae, 0)) {
+            rc = SAE_E_FORMAT;
+            goto done;
+        }
+        if ((rc = sae__st_read_f32(src, &h, s, sae__b_enc(m), 0, false)) != SAE_OK)
+            goto done;
+        for (size_t i = 0; i < d_sae; i++)
+            if (sae__b_enc(m)[i] != 1.0f) {
+                rc = SAE_E_FORMAT;
+                goto done;
+            }
+    }
+    if ((rc = sae__st_read_f32(src, &h, w_enc, sae__w_enc_t(m), (size_t)d_sae, true)) != SAE_OK ||
+        (rc = sae__st_read_f32(src, &h, w_dec, sae__w_dec(m), 0, false)) != SAE_OK ||
+        (rc = sae__st_read_f32(src, &h, b_enc, sae__b_enc(m), 0, false)) != SAE_OK ||
+        (rc = sae__st_read_f32(src, &h, b_dec, sae__b_dec(m), 0, false)) != SAE_OK)
+        goto done;
+    sae__model_refresh_absmax(m);
+    *out = m;
+    m = NULL;
+done:
+    sae_model_free(m);
+    sae__st_header_free(&h);
+    return rc;
+}
+
+int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
+{
+    if (!out)
+        return SAE_E_INVALID_ARG;
+    *out = NULL;
+    if (!buf)
+        return SAE_E_INVALID_ARG;
+    buffer_source b;
+    buffer_source_init(&b, buf, size);
+    return load_model_from(&b.src, NULL, out);
+}
+
+int sae_model_load(sae_model **out, const char *path)
+{
+    if (!out)
+        return SAE_E_INVALID_ARG;
+    *out = NULL;
+    if (!path)
+        return SAE_E_INVALID_ARG;
+    config_dims dims = {0, 0};
+    char *weights = NULL;
+    const char *file = path;
+    if (sae__is_directory(path)) {
+        int rc = read_config(path, &dims);
+        if (rc != SAE_OK)
+            return rc;
+        if (!(weights = sae__path_join(path, WEIGHTS_FILE)))
+            return SAE_E_NOMEM;
+        file = weights;
+    }
+    sae_file_source fs;
+    int rc = sae__file_source_open(&fs, file, NULL);
+    if (rc == SAE_OK) {
+        rc = load_model_from(&fs.src, &dims, out);
+        sae__file_source_close(&fs);
+    }
+    sae__free(weights);
+    return rc;
+}
+
+/* ---- loading an optimizer ------------------------------------------------------ */
+
+/* "option.<n>" with n a decimal in [1, INT_MAX]: *id = n. */
+static bool option_key(const sae_json *key, int *id)
+{
+    uint64_t n;
+    if (key->len <= 7 || memcmp(key->str, "option.", 7) != 0 ||
+        !parse_decimal(key->str + 7, key->len - 7, INT_MAX, &n) || n == 0)
+        return false;
+    *id = (int)n;
+    return true;
+}
+
+/* Check every "option.*" entry of the metadata (before anything is made). */
+static int check_options(const sae_st_header *h)
+{
+    const sae_json *key, *value;
+    for (size_t i = 0; sae__st_metadata_at(h, i, &key, &value); i++) {
+        int id;
+        double v;
+        if (key->len >= 7 && memcmp(key->str, "option.", 7) == 0 &&
+            (!option_key(key, &id) || !parse_hex_double(value->str, value->len, &v)))
+            return SAE_E_FORMAT;
+    }
+    return SAE_OK;
+}
+
+/* Apply the options in increasing number, so an option that depends on
+ * another always finds it set. */
+static int apply_options(const sae_st_header *h, sae_optimizer *o)
+{
+    int last = 0;
+    for (;;) {
+        int next = INT_MAX;
+        double value = 0.0;
+        bool found = false;
+        const sae_json *key, *val;
+        for (size_t i = 0; sae__st_metadata_at(h, i, &key, &val); i++) {
+            int id;
+            if (option_key(key, &id) && id > last && (!found || id < next)) {
+                next = id;
+                found = true;
+                parse_hex_double(val->str, val->len, &value); /* checked before */
+            }
+        }
+        if (!found)
+            return SAE_OK;
+        int rc = sae_optimizer_set(o, next, value);
+        if (rc != SAE_OK)
+            return rc == SAE_E_NOMEM ? rc : SAE_E_FORMAT;
+        last = next;
+    }
+}
+
+static bool metadata_is(const sae_st_header *h, const char *key, const char *value)
+{
+    size_t len;
+    const char *s = sae__st_metadata(h, key, &len);
+    return s && len == strlen(value) && memcmp(s, value, len) == 0;
+}
+
+static int load_optimizer_from(const sae_st_source *src, const sae_model *m, sae_optimizer **out)
+{
+    sae_st_header h;
+    int rc = sae__st_read_header(src, &h);
+    if (rc != SAE_OK)
+        return rc;
+    rc = SAE_E_FORMAT;
+    sae_optimizer *o = NULL;
+    uint64_t step;
+    size_t step_len;
+    const char *step_text = sae__st_metadata(&h, "step", &step_len);
+    if (!metadata_is(&h, "libsae_format", "optimizer") ||
+        !metadata_is(&h, "libsae_format_version", "1") || !step_text ||
+        !parse_decimal(step_text, step_len, UINT64_MAX, &step) || check_options(&h) != SAE_OK)
+        goto done;
+    /* Exactly the nine tensors, in consistent SAELens shapes. */
+    const sae_st_tensor *since = sae__st_find(&h, SINCE_FIRED_NAME);
+    const sae_st_tensor *moments[8];
+    if (h.n_tensors != OPT_TENSORS || !since || since->dtype != SAE_ST_U64 || since->rank != 1)
+        goto done;
+    for (size_t k = 0; k < 8; k++) {
+        moments[k] = sae__st_find(&h, moment_names[k]);
+        if (!moments[k] || moments[k]->dtype != SAE_ST_F32)
+            goto done;
+    }
+    if (moments[2]->rank != 2)
+        goto done;
+    const uint64_t d_in = moments[2]->shape[0], d_sae = moments[2]->shape[1];
+    if (d_in == 0 || d_sae == 0 || since->shape[0] != d_sae)
+        goto done;
+    for (size_t k = 0; k < 8; k++) {
+        size_t rank, shape[2];
+        moment_shape(k, (size_t)d_in, (size_t)d_sae, &rank, shape);
+        if (!shape_is(moments[k], rank, shape[0], shape[1]))
+            goto done;
+    }
+    if (d_in != m->d_in || d_sae != m->d_sae) {
+        rc = SAE_E_INVALID_ARG; /* a good file, for another model */
+        goto done;
+    }
+    if ((rc = sae_optimizer_create(&o, m)) != SAE_OK || (rc = apply_options(&h, o)) != SAE_OK)
+        goto done;
+    for (size_t k = 0; k < 8; k++) {
+        float *dst = moment_view(o, k);
+        rc = sae__st_read_f32(src, &h, moments[k], dst, (size_t)d_sae, k / 2 == 1);
+        if (rc != SAE_OK)
+            goto done;
+        if (k % 2 == 1) /* second moments are averages of squares */
+            for (size_t i = 0; i < (size_t)moments[k]->count; i++)
+                if (dst[i] < 0.0f) {
+                    rc = SAE_E_FORMAT;
+                    goto done;
+                }
+    }
+    if ((rc = sae__st_read_u64(src, &h, since, o->since_fired)) != SAE_OK)
+        goto done;
+    o->steps = step;
+    /* The update's overflow guard needs upper bounds of |m1| and m2: recomputed
+     * from the moments themselves (exactly what the last step left), never
+     * taken from the file. */
+    o->m1_absmax = sae__absmax(o->m1, o->lay.total);
+    o->m2_max = sae__absmax(o->m2, o->lay.total);
+    *out = o;
+    o = NULL;
+done:
+    sae_optimizer_free(o);
+    sae__st_header_free(&h);
+    return rc;
+}
+
+int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, const void *buf,
+                              size_t size)
+{
+    if (!out)
+        return SAE_E_INVALID_ARG;
+    *out = NULL;
+    if (!m || !buf)
+        return SAE_E_INVALID_ARG;
+    buffer_source b;
+    buffer_source_init(&b, buf, size);
+    return load_optimizer_from(&b.src, m, out);
+}
+
+int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path)
+{
+    if (!out)
+        return SAE_E_INVALID_ARG;
+    *out = NULL;
+    if (!m || !path)
+        return SAE_E_INVALID_ARG;
+    char *joined = NULL;
+    const char *file = path;
+    if (sae__is_directory(path)) {
+        if (!(joined = sae__path_join(path, OPTIMIZER_FILE)))
+            return SAE_E_NOMEM;
+        file = joined;
+    }
+    sae_file_source fs;
+    int rc = sae__file_source_open(&fs, file, NULL);
+    if (rc == SAE_OK) {
+        rc = load_optimizer_from(&fs.src, m, out);
+        sae__file_source_close(&fs);
+    }
+    sae__free(joined);
+    return rc;
+}
