@@ -23,7 +23,7 @@ for split in train t10k; do
     [ -s "$out/$split.npy" ] || "$bin/sae-idx2npy" "$data/$split-images-idx3-ubyte.gz" "$out/$split.npy"
 done
 "$bin/sae-train" "$out/train.npy" --eval "$out/t10k.npy" \
-    --d-sae 512 --lambda 1 --lr 1e-3 --batch 256 --steps 5000 --log-every 50 \
+    --d-sae 512 --lambda 1 --lr 3e-4 --batch 256 --steps 5000 --log-every 50 \
     --log "$out/train.csv" --tiles "$out/tiles.png" "$@"
 "$root/examples/plot_log.sh" "$out/train.csv" "$out/train-log.png" \
-    "sae-train on Fashion-MNIST: d_sae 512, lambda 1, lr 1e-3, batch 256"
+    "sae-train on Fashion-MNIST: d_sae 512, lambda 1, lr 3e-4, batch 256"

@@ -23,7 +23,7 @@ gnuplot <<GNUPLOT
 set terminal pngcairo size 1000,700 font 'sans,10' linewidth 1.5
 set output $(q "$png")
 set datafile separator ','
-set multiplot layout 2,2 title $(q "$title") font 'sans,12'
+set multiplot layout 2,2 title $(q "$title") font 'sans,12' noenhanced
 set grid
 set logscale x
 set format x '10^{%T}'

@@ -146,7 +146,7 @@ static void write_script(FILE *f, const double *lambdas, size_t n, const char *d
                "title sprintf('%%s', word(lambdas, i))\n"
                "\n"
                "set output 'tradeoff.png'\n"
-               "set title sprintf('after training, on %%s: reconstruction vs sparsity', data)\n"
+               "set title sprintf('after training, on %%s: reconstruction vs sparsity', data) noenhanced\n"
                "set xlabel 'L0 = active features per token (log scale)'\n"
                "set ylabel 'L2 (log scale)'\n"
                "set logscale xy\n"

@@ -107,8 +107,7 @@ void ex_config_help(FILE *f, const ex_config *c)
             "  --tokens N          train on N tokens instead: steps = ceil(N / batch)\n"
             "  --seed N            seeds the model, the shuffle and the synthetic data\n"
             "                      (default %llu)\n"
-            "  --log-every N       log a row (and print a line in a pipe) every N steps\n"
-            "                      (default %llu)\n"
+            "  --log-every N       a CSV row every N steps (default %llu)\n"
             "  --dead-window N     a feature is dead when it fired on none of the last N\n"
             "                      training tokens (default %llu)\n"
             "Counts accept a k, M or G suffix (--tokens 2M).\n",

@@ -102,7 +102,7 @@ int ex_plot_tiles(const char *png_path, const float *rows, size_t n, size_t h, s
     ex_gp_quote(f, base);
     fprintf(f, "\nset title ");
     ex_gp_quote(f, title);
-    fprintf(f, "\n"
+    fprintf(f, " noenhanced\n"
                "unset key; unset tics; unset border; unset colorbox\n"
                "set size ratio -1\n"
                "set margins 1,1,1,3\n"
