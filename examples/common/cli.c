@@ -16,7 +16,7 @@ void ex_config_defaults(ex_config *c)
     c->synth_active = 4.0;
     c->synth_tokens = 65536;
     c->d_sae = 512;
-    c->lambda = 0.1;
+    c->lambda = 0.3;
     c->lr = 1e-3;
     c->clip = 1.0;
     c->batch = 256;

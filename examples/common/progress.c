@@ -65,11 +65,11 @@ void ex_progress_update(ex_progress *p, const ex_row *r, bool final)
     format_duration(per_step * (double)(p->total_steps - r->step), eta, sizeof eta);
     char line[256];
     int n = snprintf(line, sizeof line,
-                     "%s%sstep %llu/%llu  %.3gk tok/s  loss %.4g  l2 %.4g  l1 %.4g  l0 %.1f  "
-                     "dead %.1f%%  ETA %s",
+                     "%s%sstep %llu/%llu  %.3gk tok/s  ETA %s  loss %.4g  l2 %.4g  l1 %.4g  "
+                     "l0 %.1f  dead %.1f%%",
                      p->label, *p->label ? "  " : "", (unsigned long long)r->step,
-                     (unsigned long long)p->total_steps, tps / 1000.0, r->loss, r->l2, r->l1, r->l0,
-                     100.0 * r->dead_frac, eta);
+                     (unsigned long long)p->total_steps, tps / 1000.0, eta, r->loss, r->l2, r->l1,
+                     r->l0, 100.0 * r->dead_frac);
     if (n < 0)
         return;
     if (n >= (int)sizeof line)
