@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <libsae/sae.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,9 +211,15 @@ int main(int argc, char **argv)
         sae_optimizer *o;
         ex_batcher batches;
         int rc = ex_make_sae(&cfg, d_in, lambdas[k], &m, &o);
-        if (rc != SAE_OK || ex_batcher_init(&batches, &in.train, cfg.seed) != 0) {
-            fprintf(stderr, "%s: %s\n", ex_program(), rc != SAE_OK ? sae_status_string(rc) : "out of memory");
-            return 1;
+        if (rc == SAE_OK && ex_batcher_init(&batches, &in.train, cfg.seed) != 0) {
+            sae_optimizer_free(o);
+            sae_model_free(m);
+            rc = SAE_E_NOMEM;
+        }
+        if (rc != SAE_OK) {
+            fprintf(stderr, "%s: %s\n", ex_program(), sae_status_string(rc));
+            status = 1;
+            break;
         }
         char lead[32], label[64];
         snprintf(lead, sizeof lead, "%g", lambdas[k]);
@@ -243,6 +250,10 @@ int main(int argc, char **argv)
             printf("%10g  %10.5g  %10.5g  %8.2f  %8.4f  %8.4f%s\n", lambdas[k], l.l2, l.l1, l.l0,
                    l.l0 / (double)cfg.d_sae, fvu, mmcs_col);
             fflush(stdout);
+        } else if (run.bad_row != SIZE_MAX) {
+            fprintf(stderr, "%s: %s: row %zu holds NaN or Inf\n", ex_program(),
+                    cfg.input ? cfg.input : "synthetic data", run.bad_row);
+            status = EX_EXIT_USAGE;
         } else {
             fprintf(stderr, "%s: lambda %g: %s\n", ex_program(), lambdas[k],
                     rc == SAE_E_IO ? "cannot write sweep.csv" : sae_status_string(rc));

@@ -19,6 +19,7 @@
 #include <libsae/sae.h>
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,8 +183,14 @@ int main(int argc, char **argv)
     sae_optimizer *o;
     int rc = ex_make_sae(&cfg, d_in, cfg.lambda, &m, &o);
     ex_batcher batches;
-    if (rc != SAE_OK || ex_batcher_init(&batches, &in.train, cfg.seed) != 0) {
-        fprintf(stderr, "%s: %s\n", ex_program(), rc != SAE_OK ? sae_status_string(rc) : "out of memory");
+    if (rc == SAE_OK && ex_batcher_init(&batches, &in.train, cfg.seed) != 0) {
+        sae_optimizer_free(o);
+        sae_model_free(m);
+        rc = SAE_E_NOMEM;
+    }
+    if (rc != SAE_OK) {
+        fprintf(stderr, "%s: %s\n", ex_program(), sae_status_string(rc));
+        ex_inputs_free(&in);
         return 1;
     }
     fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, lambda %g, lr %g, batch %zu, %llu steps\n",
@@ -207,7 +214,11 @@ int main(int argc, char **argv)
     rc = ex_train_run(&run);
     signal(SIGINT, SIG_DFL);
     int status = 0;
-    if (rc != SAE_OK) {
+    if (run.bad_row != SIZE_MAX) {
+        fprintf(stderr, "%s: %s: row %zu holds NaN or Inf\n", ex_program(),
+                cfg.input ? cfg.input : "synthetic data", run.bad_row);
+        status = EX_EXIT_USAGE;
+    } else if (rc != SAE_OK) {
         fprintf(stderr, "%s: step %llu: %s\n", ex_program(), (unsigned long long)run.steps_done + 1,
                 rc == SAE_E_IO ? "cannot write the log" : sae_status_string(rc));
         status = 1;
@@ -217,11 +228,13 @@ int main(int argc, char **argv)
         status = 1;
     }
 
-    printf("trained %llu steps (%llu tokens) in %.1f s\n", (unsigned long long)run.steps_done,
-           (unsigned long long)run.last.tokens, run.last.seconds);
+    if (run.bad_row == SIZE_MAX)
+        printf("trained %llu steps (%llu tokens) in %.1f s\n", (unsigned long long)run.steps_done,
+               (unsigned long long)run.last.tokens, run.last.seconds);
     sae_losses l;
     double fvu;
-    if (run.steps_done > 0 && ex_evaluate(m, &in, cfg.lambda, &l, &fvu) == SAE_OK) {
+    if (run.bad_row == SIZE_MAX && run.steps_done > 0 &&
+        ex_evaluate(m, &in, cfg.lambda, &l, &fvu) == SAE_OK) {
         printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", in.eval_label,
                l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg.d_sae, cfg.d_sae, fvu);
         printf("dead: %.1f%% of features fired on none of the last %llu training tokens\n",

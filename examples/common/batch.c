@@ -31,13 +31,16 @@ int ex_batcher_init(ex_batcher *b, const ex_data *data, uint64_t seed)
     return 0;
 }
 
-void ex_batcher_next(ex_batcher *b, float *dst, size_t n)
+void ex_batcher_next(ex_batcher *b, float *dst, size_t n, size_t *rows)
 {
     const size_t cols = b->data->cols;
     for (size_t t = 0; t < n; t++) {
         if (b->pos == b->data->rows)
             shuffle(b);
-        memcpy(dst + t * cols, b->data->x + b->order[b->pos++] * cols, cols * sizeof(float));
+        size_t row = b->order[b->pos++];
+        memcpy(dst + t * cols, b->data->x + row * cols, cols * sizeof(float));
+        if (rows)
+            rows[t] = row;
     }
 }
 

@@ -22,8 +22,9 @@ typedef struct ex_batcher {
 /* Returns 0, or -1 when out of memory. The same seed gives the same batches. */
 int ex_batcher_init(ex_batcher *b, const ex_data *data, uint64_t seed);
 
-/* Copy the next n rows into dst (n x cols floats). */
-void ex_batcher_next(ex_batcher *b, float *dst, size_t n);
+/* Copy the next n rows into dst (n x cols floats); rows (may be NULL) gets
+ * their indices in the data. */
+void ex_batcher_next(ex_batcher *b, float *dst, size_t n, size_t *rows);
 
 void ex_batcher_free(ex_batcher *b);
 

@@ -2,6 +2,8 @@
 
 #include "opts.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 /* Running sums of the batch losses since the last logged row. */
@@ -41,16 +43,26 @@ int ex_train_run(ex_train *t)
 {
     const size_t d_in = sae_model_d_in(t->model);
     float *x = malloc(t->batch * d_in * sizeof(float));
-    if (!x)
+    size_t *rows = malloc(t->batch * sizeof *rows);
+    t->bad_row = SIZE_MAX;
+    if (!x || !rows) {
+        free(x);
+        free(rows);
         return SAE_E_NOMEM;
+    }
     window w = {0};
     int rc = SAE_OK;
     double start = ex_now();
     t->steps_done = 0;
     while (t->steps_done < t->steps && !(t->stop && *t->stop)) {
         sae_losses l;
-        ex_batcher_next(t->batches, x, t->batch);
+        ex_batcher_next(t->batches, x, t->batch, rows);
         rc = sae_step(t->model, t->opt, x, t->batch, &l);
+        if (rc == SAE_E_NONFINITE) { /* bad data, or a diverging step? */
+            for (size_t k = 0; k < t->batch * d_in && t->bad_row == SIZE_MAX; k++)
+                if (!isfinite(x[k]))
+                    t->bad_row = rows[k / d_in];
+        }
         if (rc != SAE_OK)
             break;
         t->steps_done++;
@@ -76,6 +88,7 @@ int ex_train_run(ex_train *t)
     }
     if (t->progress)
         ex_progress_end(t->progress);
+    free(rows);
     free(x);
     if (rc == SAE_OK && t->csv && fflush(t->csv) != 0)
         rc = SAE_E_IO;

@@ -34,6 +34,8 @@ typedef struct ex_train {
     /* outputs */
     uint64_t steps_done;
     ex_row last;                 /* the last row logged */
+    size_t bad_row;              /* after SAE_E_NONFINITE: a data row holding
+                                    NaN or Inf, or SIZE_MAX if the data was fine */
 } ex_train;
 
 /* Returns SAE_OK, the libsae status of a failed call (the run stops there;

@@ -42,6 +42,15 @@ npy "$tmp/ok.npy" "$ok_dict" 48
 expect_usage_error "$tmp/trunc.npy: truncated" "$train" "$tmp/ok.npy" --eval "$tmp/trunc.npy"
 expect_usage_error "--log: cannot write '$tmp/no/such/dir/log.csv'" "$train" --log "$tmp/no/such/dir/log.csv"
 
+# NaN in the data: exit 2, naming the file and the row (rows 0..3, row 2 bad).
+{ printf '\223NUMPY\001\000\166\000'; printf '%-117s\n' "$ok_dict"
+  head -c 24 /dev/zero; printf '\000\000\300\177'; head -c 20 /dev/zero; } >"$tmp/nan.npy"
+run "$train" "$tmp/nan.npy" --d-sae 8 --steps 5
+[ "$rc" -eq 2 ] || fail "NaN in the data: exit $rc, want 2"
+[ "$(tail -n 1 "$tmp/err")" = "sae-train: $tmp/nan.npy: row 2 holds NaN or Inf" ] ||
+    fail "NaN in the data: $(tail -n 1 "$tmp/err")"
+[ ! -s "$tmp/out" ] || fail "NaN in the data: a report on stdout: $(cat "$tmp/out")"
+
 # A valid file is described by --info: rows x columns and the format.
 run "$train" --info "$tmp/ok.npy"
 grep -qF "ok.npy: npy v1.0, 4 x 3 float32" "$tmp/out" || fail "--info: $(cat "$tmp/out" "$tmp/err")"
