@@ -127,6 +127,20 @@ static int draw_tiles(const sae_model *m, const ex_inputs *in, const char *png, 
     return rc;
 }
 
+/* Whether the directory that would hold `path` is writable (checked before
+ * training, not after). */
+static bool dir_writable(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return access(".", W_OK) == 0;
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = strndup(path, len);
+    bool ok = dir && access(dir, W_OK) == 0;
+    free(dir);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     ex_set_program(argv[0]);
@@ -153,6 +167,8 @@ int main(int argc, char **argv)
         ex_usage_error("--tiles-count: at most 10000");
     if (tiles_path && (strlen(tiles_path) < 4 || strcmp(tiles_path + strlen(tiles_path) - 4, ".png")))
         ex_usage_error("--tiles: '%s' does not end in .png", tiles_path);
+    if (tiles_path && !dir_writable(tiles_path))
+        ex_usage_error("--tiles: cannot write in the directory of '%s'", tiles_path);
 
     ex_inputs in;
     ex_inputs_load(&in, &cfg);
@@ -245,12 +261,16 @@ int main(int argc, char **argv)
                    mmcs, 100.0 * recovered, in.synth.n_feat);
         if (tiles_path) {
             int prc = draw_tiles(m, &in, tiles_path, tiles_count, side);
-            if (prc == EX_GNUPLOT_OK)
+            if (prc == EX_GNUPLOT_OK) {
                 printf("tiles: %s\n", tiles_path);
-            else
-                fprintf(stderr, "%s: --tiles: %s\n", ex_program(),
-                        prc == EX_GNUPLOT_MISSING ? "gnuplot not found (Debian: gnuplot-nox)"
-                                                  : "drawing failed");
+            } else if (prc == EX_GNUPLOT_MISSING) {
+                fprintf(stderr, "%s: --tiles: gnuplot not found (Debian: gnuplot-nox)\n",
+                        ex_program());
+            } else {
+                fprintf(stderr, "%s: --tiles: drawing '%s' failed\n", ex_program(), tiles_path);
+                if (status == 0)
+                    status = 1;
+            }
         }
     }
     if (interrupted) {

@@ -25,6 +25,7 @@ expect_usage_error "--batch: expected a whole number, got '-5'" "$train" --batch
 expect_usage_error "unexpected argument 'b.npy'" "$train" "$tmp/a.npy" b.npy
 expect_usage_error "--tiles: d_in 60 is not a square" "$train" --d-in 60 --tiles "$tmp/t.png"
 expect_usage_error "does not end in .png" "$train" --tiles "$tmp/t.jpg"
+expect_usage_error "--tiles: cannot write in the directory of '$tmp/no/t.png'" "$train" --tiles "$tmp/no/t.png"
 
 expect_usage_error "$tmp/missing.npy: No such file or directory" "$train" "$tmp/missing.npy"
 npy "$tmp/trunc.npy" "$ok_dict" 40
