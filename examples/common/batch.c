@@ -1,0 +1,51 @@
+#include "batch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void shuffle(ex_batcher *b)
+{
+    size_t n = b->data->rows;
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)ex_rng_below(&b->rng, (uint64_t)i + 1);
+        size_t t = b->order[i];
+        b->order[i] = b->order[j];
+        b->order[j] = t;
+    }
+    b->pos = 0;
+}
+
+int ex_batcher_init(ex_batcher *b, const ex_data *data, uint64_t seed)
+{
+    memset(b, 0, sizeof *b);
+    b->data = data;
+    if (data->rows > SIZE_MAX / sizeof *b->order)
+        return -1;
+    b->order = malloc(data->rows * sizeof *b->order);
+    if (!b->order)
+        return -1;
+    for (size_t i = 0; i < data->rows; i++)
+        b->order[i] = i;
+    ex_rng_seed(&b->rng, seed, 0x5ba7c4);
+    shuffle(b);
+    return 0;
+}
+
+void ex_batcher_next(ex_batcher *b, float *dst, size_t n, size_t *rows)
+{
+    const size_t cols = b->data->cols;
+    for (size_t t = 0; t < n; t++) {
+        if (b->pos == b->data->rows)
+            shuffle(b);
+        size_t row = b->order[b->pos++];
+        memcpy(dst + t * cols, b->data->x + row * cols, cols * sizeof(float));
+        if (rows)
+            rows[t] = row;
+    }
+}
+
+void ex_batcher_free(ex_batcher *b)
+{
+    free(b->order);
+    memset(b, 0, sizeof *b);
+}

@@ -1,0 +1,59 @@
+/*
+ * What a training run reports as it goes: rows of the CSV log, and the
+ * progress display (a live line redrawn in place on a terminal, a plain line
+ * every N steps when stderr is a pipe or a file).
+ *
+ * The CSV columns (EX_CSV_COLUMNS), one row per logged step (every N steps,
+ * the last step, and steps 1, 2, 5, 10, 20, 50, ... below N):
+ *   step       steps taken so far
+ *   tokens     training tokens seen so far
+ *   seconds    wall-clock seconds since training started
+ *   loss       l2 + lambda * l1      \
+ *   l2         reconstruction error   | each the mean, over the steps since the
+ *   l1         decoder-norm L1        | previous row, of the batch's value
+ *   l0         active features/token /  before that step's update
+ *   l0_frac    l0 / d_sae, the fraction of features active per token
+ *   dead_frac  fraction of features that fired on none of the last
+ *              dead-window training tokens (0 until that many have passed)
+ */
+#ifndef EX_PROGRESS_H
+#define EX_PROGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define EX_CSV_COLUMNS "step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac"
+
+typedef struct ex_row {
+    uint64_t step, tokens;
+    double seconds, loss, l2, l1, l0, l0_frac, dead_frac;
+} ex_row;
+
+/* Write the header / one row. `lead` goes before the columns: "" or, for
+ * example, "lambda" in the header and "0.01" in the rows. Return 0 or -1. */
+int ex_csv_header(FILE *f, const char *lead);
+int ex_csv_row(FILE *f, const char *lead, const ex_row *r);
+
+typedef struct ex_progress {
+    FILE *out;
+    bool live;            /* out is a terminal: redraw one line in place */
+    const char *label;    /* printed before each line, may be "" */
+    uint64_t total_steps;
+    uint64_t every;       /* plain mode: a line every `every` steps */
+    double last_draw;
+    int drawn;            /* width of the live line on screen */
+} ex_progress;
+
+/* live: redraw in place (pass isatty(fileno(out))). */
+void ex_progress_init(ex_progress *p, FILE *out, bool live, const char *label,
+                      uint64_t total_steps, uint64_t every);
+/* Called after each step with the running figures; draws when due (live:
+ * at most 5 times a second and on the last step; plain: every `every` steps
+ * and on the last step). final forces a draw. */
+void ex_progress_update(ex_progress *p, const ex_row *r, bool final);
+/* End the live line (newline) so other output can follow. */
+void ex_progress_end(ex_progress *p);
+
+#endif

@@ -1,0 +1,288 @@
+/*
+ * sae-train: train one sparse autoencoder on activations in a .npy or raw
+ * float32 file (memory-mapped), or on built-in synthetic data with known
+ * features, and report how well it reconstructs and how sparse it is.
+ *
+ *   sae-train                                  # synthetic data, reports MMCS
+ *   sae-train acts.npy --d-sae 8192 --lambda 5 --lr 5e-5 --tokens 50M --log run.csv
+ *   sae-train acts.f32 --d-in 768 ...          # raw little-endian float32
+ *
+ * Exit status: 0 done, 1 a libsae call or a write failed, 2 bad command line
+ * or input file, 130 stopped by Ctrl-C (the log is complete up to that step).
+ */
+#include "common/cli.h"
+#include "common/opts.h"
+#include "common/plot.h"
+#include "common/progress.h"
+#include "common/train.h"
+
+#include <libsae/sae.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { OPT_LOG = 1, OPT_INFO, OPT_TILES, OPT_TILES_COUNT };
+
+static const struct option long_options[] = {
+    EX_CONFIG_LONG_OPTIONS,
+    {"log", required_argument, NULL, OPT_LOG},
+    {"info", no_argument, NULL, OPT_INFO},
+    {"tiles", required_argument, NULL, OPT_TILES},
+    {"tiles-count", required_argument, NULL, OPT_TILES_COUNT},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(const ex_config *defaults)
+{
+    printf("Usage: sae-train [OPTION]... [FILE]\n"
+           "Train a ReLU sparse autoencoder with libsae %s on FILE, or on built-in\n"
+           "synthetic data with known features when FILE is omitted.\n\n",
+           sae_version_string());
+    ex_config_help(stdout, defaults);
+    printf("Output:\n"
+           "  --log FILE          CSV log, a row every --log-every steps (and at steps\n"
+           "                      1, 2, 5, 10, 20, ... before that, and at the end):\n"
+           "                        %s\n"
+           "                      (loss..l0: means over the steps since the previous row;\n"
+           "                      l0_frac = l0 / d_sae; dead_frac: share of dead features)\n"
+           "  --info              describe the input data and exit\n"
+           "  --tiles PNG         draw decoder rows as square tiles (d_in must be a square,\n"
+           "                      e.g. 784 = 28x28): the most often active features\n"
+           "  --tiles-count N     how many tiles (default 100)\n"
+           "  -h, --help          this help\n\n"
+           "Progress goes to stderr: a live line on a terminal, a line every --log-every\n"
+           "steps otherwise. Ctrl-C stops after the current step; the log is kept and the\n"
+           "model evaluated. Exit status: 0 done, 1 training failed, 2 bad command line or\n"
+           "input, 130 interrupted.\n",
+           EX_CSV_COLUMNS);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Rank features by how often they fire on the evaluation rows; fill idx with
+ * the (up to) count most active ones, most active first. Returns how many. */
+static size_t most_active(const sae_model *m, const ex_inputs *in, size_t *idx, size_t count)
+{
+    const size_t d_sae = sae_model_d_sae(m), chunk = 256;
+    size_t *fired = calloc(d_sae, sizeof *fired);
+    float *f = malloc(chunk * d_sae * sizeof *f);
+    size_t found = 0;
+    if (fired && f) {
+        const float *x = ex_inputs_eval_x(in);
+        for (size_t t0 = 0; t0 < in->eval_rows; t0 += chunk) {
+            size_t n = in->eval_rows - t0 < chunk ? in->eval_rows - t0 : chunk;
+            if (sae_encode(m, x + t0 * sae_model_d_in(m), n, f) != SAE_OK)
+                break;
+            for (size_t k = 0; k < n * d_sae; k++)
+                fired[k % d_sae] += f[k] > 0.0f;
+        }
+        /* selection: repeatedly take the most active remaining feature */
+        for (; found < count; found++) {
+            size_t best = d_sae;
+            for (size_t i = 0; i < d_sae; i++)
+                if (fired[i] > 0 && (best == d_sae || fired[i] > fired[best]))
+                    best = i;
+            if (best == d_sae)
+                break;
+            idx[found] = best;
+            fired[best] = 0;
+        }
+    }
+    free(f);
+    free(fired);
+    return found;
+}
+
+static int draw_tiles(const sae_model *m, const ex_inputs *in, const char *png, size_t count,
+                      size_t side)
+{
+    const size_t d_in = sae_model_d_in(m), d_sae = sae_model_d_sae(m);
+    float *w_dec = malloc(d_sae * d_in * sizeof *w_dec);
+    float *tiles = malloc(count * d_in * sizeof *tiles);
+    size_t *idx = malloc(count * sizeof *idx);
+    int rc = -1;
+    if (w_dec && tiles && idx &&
+        sae_model_get_tensor(m, SAE_W_DEC, w_dec, d_sae * d_in) == SAE_OK) {
+        size_t n = most_active(m, in, idx, count);
+        for (size_t k = 0; k < n; k++)
+            memcpy(tiles + k * d_in, w_dec + idx[k] * d_in, d_in * sizeof *tiles);
+        char title[160];
+        snprintf(title, sizeof title, "decoder rows of the %zu most active of %zu features (red +, blue -)", n,
+                 d_sae);
+        rc = n ? ex_plot_tiles(png, tiles, n, side, side, title) : -1;
+    }
+    free(idx);
+    free(tiles);
+    free(w_dec);
+    return rc;
+}
+
+/* Whether the directory that would hold `path` is writable (checked before
+ * training, not after). */
+static bool dir_writable(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return access(".", W_OK) == 0;
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = strndup(path, len);
+    bool ok = dir && access(dir, W_OK) == 0;
+    free(dir);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    ex_set_program(argv[0]);
+    ex_config cfg;
+    ex_config_defaults(&cfg);
+    const ex_config defaults = cfg;
+    const char *log_path = NULL, *tiles_path = NULL;
+    size_t tiles_count = 100;
+    bool info = false;
+    int c;
+    while ((c = ex_getopt(argc, argv, long_options)) != -1) {
+        if (ex_config_option(&cfg, c, optarg))
+            continue;
+        switch (c) {
+        case 'h': usage(&defaults); return 0;
+        case OPT_LOG: log_path = optarg; break;
+        case OPT_INFO: info = true; break;
+        case OPT_TILES: tiles_path = optarg; break;
+        case OPT_TILES_COUNT: tiles_count = (size_t)ex_arg_count("--tiles-count", optarg, 1); break;
+        }
+    }
+    ex_config_finish(&cfg, argc, argv, optind);
+    if (tiles_count > 10000)
+        ex_usage_error("--tiles-count: at most 10000");
+    if (tiles_path && (strlen(tiles_path) < 4 || strcmp(tiles_path + strlen(tiles_path) - 4, ".png")))
+        ex_usage_error("--tiles: '%s' does not end in .png", tiles_path);
+    if (tiles_path && !dir_writable(tiles_path))
+        ex_usage_error("--tiles: cannot write in the directory of '%s'", tiles_path);
+
+    ex_inputs in;
+    ex_inputs_load(&in, &cfg);
+    const size_t d_in = in.train.cols;
+    if (info) {
+        printf("%s: %s, %zu x %zu float32\n", cfg.input ? cfg.input : "synthetic", in.train.format,
+               in.train.rows, in.train.cols);
+        if (cfg.eval_path)
+            printf("%s: %s, %zu x %zu float32\n", cfg.eval_path, in.eval.format, in.eval.rows,
+                   in.eval.cols);
+        ex_inputs_free(&in);
+        return 0;
+    }
+    size_t side = (size_t)(sqrt((double)d_in) + 0.5);
+    if (tiles_path && side * side != d_in)
+        ex_usage_error("--tiles: d_in %zu is not a square number of pixels", d_in);
+
+    FILE *log = NULL;
+    if (log_path) {
+        log = fopen(log_path, "w");
+        if (!log)
+            ex_usage_error("--log: cannot write '%s'", log_path);
+        setvbuf(log, NULL, _IOLBF, 0); /* complete rows on disk as they come */
+        ex_csv_header(log, "");
+    }
+
+    sae_model *m;
+    sae_optimizer *o;
+    int rc = ex_make_sae(&cfg, d_in, cfg.lambda, &m, &o);
+    ex_batcher batches;
+    if (rc == SAE_OK && ex_batcher_init(&batches, &in.train, cfg.seed) != 0) {
+        sae_optimizer_free(o);
+        sae_model_free(m);
+        rc = SAE_E_NOMEM;
+    }
+    if (rc != SAE_OK) {
+        fprintf(stderr, "%s: %s\n", ex_program(), sae_status_string(rc));
+        ex_inputs_free(&in);
+        return 1;
+    }
+    fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, lambda %g, lr %g, batch %zu, %llu steps\n",
+            cfg.input ? cfg.input : "synthetic data", in.train.rows, d_in, in.train.format, cfg.d_sae,
+            cfg.lambda, cfg.lr, cfg.batch, (unsigned long long)cfg.steps);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C kills at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+
+    ex_progress progress;
+    ex_progress_init(&progress, stderr, isatty(STDERR_FILENO), "", cfg.steps, cfg.log_every);
+    ex_train run = {
+        .model = m, .opt = o, .batches = &batches, .batch = cfg.batch, .steps = cfg.steps,
+        .log_every = cfg.log_every, .dead_window = cfg.dead_window, .csv = log, .csv_lead = "",
+        .progress = &progress, .stop = &interrupted,
+    };
+    rc = ex_train_run(&run);
+    signal(SIGINT, SIG_DFL);
+    int status = 0;
+    if (run.bad_row != SIZE_MAX) {
+        fprintf(stderr, "%s: %s: row %zu holds NaN or Inf\n", ex_program(),
+                cfg.input ? cfg.input : "synthetic data", run.bad_row);
+        status = EX_EXIT_USAGE;
+    } else if (rc != SAE_OK) {
+        fprintf(stderr, "%s: step %llu: %s\n", ex_program(), (unsigned long long)run.steps_done + 1,
+                rc == SAE_E_IO ? "cannot write the log" : sae_status_string(rc));
+        status = 1;
+    }
+    if (log && fclose(log) != 0 && status == 0) {
+        fprintf(stderr, "%s: cannot write the log '%s'\n", ex_program(), log_path);
+        status = 1;
+    }
+
+    if (run.bad_row == SIZE_MAX)
+        printf("trained %llu steps (%llu tokens) in %.1f s\n", (unsigned long long)run.steps_done,
+               (unsigned long long)run.last.tokens, run.last.seconds);
+    sae_losses l;
+    double fvu;
+    if (run.bad_row == SIZE_MAX && run.steps_done > 0 &&
+        ex_evaluate(m, &in, cfg.lambda, &l, &fvu) == SAE_OK) {
+        printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", in.eval_label,
+               l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg.d_sae, cfg.d_sae, fvu);
+        printf("dead: %.1f%% of features fired on none of the last %llu training tokens\n",
+               100.0 * run.last.dead_frac, (unsigned long long)cfg.dead_window);
+        double mmcs, recovered;
+        if (in.synthetic && ex_truth_mmcs(m, &in.synth, &mmcs, &recovered) == SAE_OK)
+            printf("ground truth: mmcs %.4f  recovered %.1f%% of %zu true features (cosine > 0.9)\n",
+                   mmcs, 100.0 * recovered, in.synth.n_feat);
+        if (tiles_path) {
+            int prc = draw_tiles(m, &in, tiles_path, tiles_count, side);
+            if (prc == EX_GNUPLOT_OK) {
+                printf("tiles: %s\n", tiles_path);
+            } else if (prc == EX_GNUPLOT_MISSING) {
+                fprintf(stderr, "%s: --tiles: gnuplot not found (Debian: gnuplot-nox)\n",
+                        ex_program());
+            } else {
+                fprintf(stderr, "%s: --tiles: drawing '%s' failed\n", ex_program(), tiles_path);
+                if (status == 0)
+                    status = 1;
+            }
+        }
+    }
+    if (interrupted) {
+        fprintf(stderr, "%s: interrupted after step %llu%s%s\n", ex_program(),
+                (unsigned long long)run.steps_done, log_path ? "; log kept in " : "",
+                log_path ? log_path : "");
+        if (status == 0)
+            status = EX_EXIT_INTERRUPTED;
+    }
+    ex_batcher_free(&batches);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+    ex_inputs_free(&in);
+    return status;
+}
