@@ -1,14 +1,13 @@
 /*
- * Loss and backward: the exact gradients of loss = l2 + lambda * l1 for a batch,
- * on the dense path (CBLAS GEMMs) or the sparse path (sparse.c), and the step's
- * workspace.
+ * Loss and backward: the gradients of a batch's loss, on the dense path (CBLAS
+ * GEMMs) or the sparse path (sparse.c), for every architecture.
  *
- * With xc = x - b_dec, pre = xc W_enc + b_enc, f = ReLU(pre), e = x_hat - x,
- * r_i = ||W_dec[i,:]|| and n tokens:
+ * With xc = x - b_dec, pre = xc W_enc + b_enc, f = act(pre), e = x_hat - x,
+ * r_i = ||W_dec[i,:]|| and n tokens, for the ReLU SAE (loss = l2 + lambda l1):
  *
  *   dL/dx_hat_t    = (2/n) e_t
  *   dL/df_ti       = W_dec[i,:] . dL/dx_hat_t + (lambda/n) r_i
- *   dL/dpre_ti     = dL/df_ti if pre_ti > 0 else 0          (ReLU'(0) = 0)
+ *   dL/dpre_ti     = dL/df_ti if f_ti > 0 else 0              (ReLU'(0) = 0)
  *   dL/dW_dec[i,:] = sum_t f_ti dL/dx_hat_t + (lambda/n) (sum_t f_ti) W_dec[i,:] / r_i
  *   dL/dW_enc[:,i] = sum_t dL/dpre_ti xc_t
  *   dL/db_enc_i    = sum_t dL/dpre_ti
@@ -19,11 +18,16 @@
  * term; at r_i = 0 its subgradient 0 is used (as torch's norm backward does).
  * Nothing here is ever n x d_sae x d_in: the L1 term needs only r and f.
  *
- * Both paths encode in blocks of SAE_BLOCK_TOKENS tokens with one SGEMM each
- * (the encoder is dense whatever the sparsity). The first block's density picks
- * the path. Parallel loops split work so that every sum is taken in a fixed
- * order (per token over features, or per feature over tokens): results do not
- * depend on the thread count, only BLAS's own threading can change bits.
+ * TopK and BatchTopK drop the L1 terms (f is the selected values, dL/dpre flows
+ * through the selected entries) and may add AuxK's rows; JumpReLU drops them
+ * too and adds the threshold estimators (header, "Architectures").
+ *
+ * Both paths encode in blocks of SAE_BLOCK_TOKENS tokens (BatchTopK: the whole
+ * batch) with one SGEMM each: the encoder is dense whatever the sparsity. The
+ * first block's density picks the path. Parallel loops split work so that every
+ * sum is taken in a fixed order (per token over features, or per feature over
+ * tokens): results do not depend on the thread count, only BLAS's own
+ * threading can change bits.
  */
 #include "internal.h"
 
@@ -35,214 +39,14 @@
 #include <omp.h>
 #endif
 
-/* ---- workspace ------------------------------------------------------------ */
-
-#define FREE_AND_NULL(p) (sae__free(p), (p) = NULL)
-
-static void free_feature_buffers(sae_workspace *ws)
+static int thread_id(void)
 {
-    FREE_AND_NULL(ws->norms);
-    FREE_AND_NULL(ws->f_sum);
-    FREE_AND_NULL(ws->g_b_enc);
-    FREE_AND_NULL(ws->row_sumsq);
-    FREE_AND_NULL(ws->last_fired);
-    FREE_AND_NULL(ws->g_b_dec);
-    FREE_AND_NULL(ws->col_ptr);
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
-
-static int reserve_feature_buffers(sae_workspace *ws, size_t d_in, size_t d_sae)
-{
-    if (ws->norms)
-        return SAE_OK;
-    ws->norms = sae__alloc(d_sae * sizeof(float));
-    ws->f_sum = sae__alloc(d_sae * sizeof(double));
-    ws->g_b_enc = sae__alloc(d_sae * sizeof(double));
-    ws->row_sumsq = sae__alloc(d_sae * sizeof(double));
-    ws->last_fired = sae__alloc(d_sae * sizeof(uint64_t));
-    ws->g_b_dec = sae__alloc(d_in * sizeof(double));
-    ws->col_ptr = sae__alloc((d_sae + 1) * sizeof(size_t));
-    if (!ws->norms || !ws->f_sum || !ws->g_b_enc || !ws->row_sumsq || !ws->last_fired ||
-        !ws->g_b_dec || !ws->col_ptr) {
-        free_feature_buffers(ws);
-        return SAE_E_NOMEM;
-    }
-    ws->d_in = d_in;
-    ws->d_sae = d_sae;
-    return SAE_OK;
-}
-
-/* Replace *slot with a new allocation of bytes (freeing the old one) only once
- * every allocation of a group has succeeded: callers allocate into locals,
- * then commit. */
-static void commit(void **slot, void *fresh)
-{
-    sae__free(*slot);
-    *slot = fresh;
-}
-
-static int reserve_token_buffers(sae_workspace *ws, size_t n_tokens)
-{
-    if (n_tokens <= ws->tokens_cap)
-        return SAE_OK;
-    size_t per_token, bytes;
-    if (!sae__mul(n_tokens, ws->d_in, &per_token) || !sae__mul(per_token, sizeof(float), &bytes) ||
-        n_tokens > SIZE_MAX / (SAE_FEAT_TILE * sizeof(float)) - 1)
-        return SAE_E_INVALID_ARG;
-    float *xc = sae__alloc(bytes);
-    float *dxh = sae__alloc(bytes);
-    double *l1_tok = sae__alloc(n_tokens * sizeof(double));
-    double *l2_tok = sae__alloc(n_tokens * sizeof(double));
-    size_t *row_ptr = sae__alloc((n_tokens + 1) * sizeof(size_t));
-    if (!xc || !dxh || !l1_tok || !l2_tok || !row_ptr) {
-        sae__free(xc);
-        sae__free(dxh);
-        sae__free(l1_tok);
-        sae__free(l2_tok);
-        sae__free(row_ptr);
-        return SAE_E_NOMEM;
-    }
-    commit((void **)&ws->xc, xc);
-    commit((void **)&ws->dxh, dxh);
-    commit((void **)&ws->l1_tok, l1_tok);
-    commit((void **)&ws->l2_tok, l2_tok);
-    commit((void **)&ws->row_ptr, row_ptr);
-    ws->tokens_cap = n_tokens;
-    return SAE_OK;
-}
-
-static int reserve_block_buffers(sae_workspace *ws, size_t block)
-{
-    if (block <= ws->block_cap)
-        return SAE_OK;
-    size_t mask_chunks = (ws->d_sae + 15) / 16;
-    /* block <= SAE_BLOCK_TOKENS and d_in * d_sae was checked at model creation,
-     * so these products cannot overflow. */
-    float *f = sae__alloc(block * ws->d_sae * sizeof(float));
-    uint16_t *mask = sae__alloc(block * mask_chunks * sizeof(uint16_t));
-    float *ones = sae__alloc(block * sizeof(float));
-    float *col_sum = sae__alloc(ws->d_sae * sizeof(float));
-    if (!f || !mask || !ones || !col_sum) {
-        sae__free(f);
-        sae__free(mask);
-        sae__free(ones);
-        sae__free(col_sum);
-        return SAE_E_NOMEM;
-    }
-    for (size_t t = 0; t < block; t++)
-        ones[t] = 1.0f;
-    commit((void **)&ws->f, f);
-    commit((void **)&ws->mask, mask);
-    commit((void **)&ws->ones, ones);
-    commit((void **)&ws->col_sum, col_sum);
-    ws->mask_chunks = mask_chunks;
-    ws->block_cap = block;
-    return SAE_OK;
-}
-
-static int reserve_thread_buffers(sae_workspace *ws, int n_threads, size_t n_tokens)
-{
-    size_t threads = (size_t)n_threads;
-    if (threads <= ws->thread_cap && n_tokens <= ws->panel_tokens)
-        return SAE_OK;
-    threads = threads > ws->thread_cap ? threads : ws->thread_cap;
-    size_t tokens = n_tokens > ws->panel_tokens ? n_tokens : ws->panel_tokens;
-    size_t panel_floats;
-    if (threads > 4096 || !sae__mul(tokens, threads * SAE_FEAT_TILE, &panel_floats) ||
-        panel_floats > SIZE_MAX / sizeof(float))
-        return SAE_E_INVALID_ARG;
-    /* threads <= 4096 and d_sae <= INT_MAX: these products fit */
-    size_t *hist = sae__alloc(threads * ws->d_sae * sizeof(size_t));
-    float *w_panel = sae__alloc(threads * ws->d_sae * SAE_DEC_TILE * sizeof(float));
-    float *t_panel = sae__alloc(panel_floats * sizeof(float));
-    if (!hist || !w_panel || !t_panel) {
-        sae__free(hist);
-        sae__free(w_panel);
-        sae__free(t_panel);
-        return SAE_E_NOMEM;
-    }
-    commit((void **)&ws->hist, hist);
-    commit((void **)&ws->w_panel, w_panel);
-    commit((void **)&ws->t_panel, t_panel);
-    ws->thread_cap = threads;
-    ws->panel_tokens = tokens;
-    return SAE_OK;
-}
-
-int sae__workspace_reserve(sae_workspace *ws, size_t d_in, size_t d_sae, size_t n_tokens,
-                           int n_threads)
-{
-    bool fresh = !ws->norms;
-    int rc = reserve_feature_buffers(ws, d_in, d_sae);
-    if (rc == SAE_OK)
-        rc = reserve_token_buffers(ws, n_tokens);
-    if (rc == SAE_OK)
-        rc = reserve_block_buffers(ws, n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS);
-    if (rc == SAE_OK)
-        rc = reserve_thread_buffers(ws, n_threads, n_tokens);
-    if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
-        sae__workspace_free(ws);
-    return rc;
-}
-
-/* Grow the sparse pair arrays to hold at least nnz pairs. */
-static int reserve_pairs(sae_workspace *ws, size_t nnz)
-{
-    if (nnz <= ws->nnz_cap)
-        return SAE_OK;
-    size_t cap = nnz + nnz / 4; /* headroom: density drifts between steps */
-    if (cap > SIZE_MAX / sizeof(float) / 2)
-        return SAE_E_NOMEM;
-    uint32_t *feat = sae__alloc(cap * sizeof(uint32_t));
-    float *fval = sae__alloc(cap * sizeof(float));
-    uint32_t *tok = sae__alloc(cap * sizeof(uint32_t));
-    float *cfval = sae__alloc(cap * sizeof(float));
-    float *cgval = sae__alloc(cap * sizeof(float));
-    if (!feat || !fval || !tok || !cfval || !cgval) {
-        sae__free(feat);
-        sae__free(fval);
-        sae__free(tok);
-        sae__free(cfval);
-        sae__free(cgval);
-        return SAE_E_NOMEM;
-    }
-    /* pairs already stored (earlier blocks of this step) move over */
-    if (ws->nnz_cap) {
-        memcpy(feat, ws->feat, ws->nnz_cap * sizeof(uint32_t));
-        memcpy(fval, ws->fval, ws->nnz_cap * sizeof(float));
-    }
-    commit((void **)&ws->feat, feat);
-    commit((void **)&ws->fval, fval);
-    commit((void **)&ws->tok, tok);
-    commit((void **)&ws->cfval, cfval);
-    commit((void **)&ws->cgval, cgval);
-    ws->nnz_cap = cap;
-    return SAE_OK;
-}
-
-void sae__workspace_free(sae_workspace *ws)
-{
-    free_feature_buffers(ws);
-    sae__free(ws->xc);
-    sae__free(ws->dxh);
-    sae__free(ws->l1_tok);
-    sae__free(ws->l2_tok);
-    sae__free(ws->row_ptr);
-    sae__free(ws->f);
-    sae__free(ws->mask);
-    sae__free(ws->ones);
-    sae__free(ws->col_sum);
-    sae__free(ws->feat);
-    sae__free(ws->fval);
-    sae__free(ws->tok);
-    sae__free(ws->cfval);
-    sae__free(ws->cgval);
-    sae__free(ws->hist);
-    sae__free(ws->w_panel);
-    sae__free(ws->t_panel);
-    memset(ws, 0, sizeof *ws);
-}
-
-/* ---- pieces shared by both paths -------------------------------------------- */
 
 static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
 {
@@ -271,32 +75,57 @@ static bool center_block(const sae_model *m, const float *x, size_t t0, size_t r
     return !bad;
 }
 
-/* pre = xc W_enc + b_enc for the block, ReLU in place, and per token the L1
- * sum and the active count (into row_ptr[t + 1], for the CSR prefix sum).
- * b_enc is added in the ReLU pass rather than preloaded for the GEMM: one pass
- * over the block instead of two. Returns the block's active pairs. */
-static size_t encode_block(const sae_model *m, size_t t0, size_t rows, sae_workspace *ws,
-                           int n_threads)
+/* pre = xc W_enc for the block, then the activation per token (b_enc added
+ * there rather than preloaded for the GEMM: one pass over the block, not two).
+ * Per token: the L1 sum, the active count, and the pair count for the sparse
+ * path in row_ptr[t + 1] (JumpReLU's pairs include its band). Returns the
+ * block's pairs. */
+static size_t encode_block(const sae_model *m, const sae_step_config *cfg,
+                           const sae_activation *act, size_t t0, size_t rows, sae_workspace *ws)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_sae = m->d_sae, chunks = ws->mask_chunks;
     float *f = ws->f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
                 ws->xc + t0 * d_in, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, f, (int)d_sae);
-    const float *b_enc = sae__b_enc(m), *norms = ws->norms;
-    size_t active_block = 0;
-    #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(+:active_block)
+    const bool jump = m->arch == SAE_ARCH_JUMPRELU;
+    size_t pairs_block = 0;
+    #pragma omp parallel for num_threads(cfg->n_threads) schedule(static) reduction(+:pairs_block)
     for (size_t t = 0; t < rows; t++) {
-        size_t active = sae__relu_stats_row(f + t * d_sae, b_enc, norms, d_sae, &ws->l1_tok[t0 + t],
-                                            ws->mask + t * ws->mask_chunks);
-        ws->row_ptr[t0 + t + 1] = active;
-        active_block += active;
+        float *ft = f + t * d_sae;
+        uint16_t *mask = ws->mask + t * chunks, *band = ws->band + t * chunks;
+        double l1;
+        size_t active, pairs;
+        if (m->arch == SAE_ARCH_RELU) {
+            active = pairs = sae__relu_stats_row(ft, act->b_enc, act->norms, d_sae, &l1, mask);
+        } else {
+            sae_aux_row aux = {NULL, NULL, 0};
+            if (cfg->dead) {
+                aux.feat = ws->aux_feat + (t0 + t) * ws->aux_cap;
+                aux.fval = ws->aux_fval + (t0 + t) * ws->aux_cap;
+            }
+            active = sae__activate_row(act, ft, &l1, mask, jump ? band : NULL,
+                                       cfg->dead ? &aux : NULL,
+                                       ws->scratch + (size_t)thread_id() * d_sae);
+            if (cfg->dead)
+                ws->aux_count[t0 + t] = aux.count;
+            pairs = active;
+            if (jump) {
+                pairs = 0;
+                for (size_t c = 0; c < chunks; c++)
+                    pairs += (size_t)__builtin_popcount((unsigned)(mask[c] | band[c]));
+            }
+        }
+        ws->l1_tok[t0 + t] = l1;
+        ws->active_tok[t0 + t] = active;
+        ws->row_ptr[t0 + t + 1] = pairs;
+        pairs_block += pairs;
     }
-    return active_block;
+    return pairs_block;
 }
 
-/* dL/db_dec: the direct path (column sums of dL/dx_hat, in token order, by
- * groups of 16 columns so each pass reads whole cache lines), then minus
- * W_enc dL/db_enc. Writes both bias gradients. */
+/* dL/db_dec: the direct path (column sums of dL/dx_hat over the real tokens, in
+ * token order, by groups of 16 columns so each pass reads whole cache lines),
+ * then minus W_enc dL/db_enc. Writes both bias gradients. */
 static void bias_gradients(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
                            int n_threads)
 {
@@ -357,14 +186,37 @@ static void update_last_fired(sae_workspace *ws, size_t t0, size_t rows, int n_t
     }
 }
 
-static void dense_backward_block(const sae_model *m, const float *x, double lambda,
+/* JumpReLU: add the block's band entries to dL/dtheta_i: for each (t, i) with
+ * |pre - theta_i| < eps/2, -(theta_i/eps) dL/df_ti - lambda / (n eps).
+ * df: rows x d_sae of dL/df. By 16-feature chunks, each over tokens in order. */
+static void jumprelu_theta_grad(const float *df, size_t rows, size_t n_tokens,
+                                const sae_step_config *cfg, sae_workspace *ws)
+{
+    const size_t chunks = ws->mask_chunks, d_sae = ws->d_sae;
+    const double inv_eps = 1.0 / cfg->bandwidth;
+    const double l0_term = -cfg->lambda / ((double)n_tokens * cfg->bandwidth);
+    #pragma omp parallel for num_threads(cfg->n_threads) schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        for (size_t t = 0; t < rows; t++) {
+            unsigned bits = ws->band[t * chunks + c];
+            while (bits) {
+                size_t i = 16 * c + (size_t)__builtin_ctz(bits);
+                ws->theta_grad[i] += -(double)ws->theta[i] * inv_eps * df[t * d_sae + i] + l0_term;
+                bits &= bits - 1;
+            }
+        }
+    }
+}
+
+static void dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
                                  size_t n_tokens, size_t t0, size_t rows, sae_workspace *ws,
-                                 float *grad, int n_threads)
+                                 float *grad)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const int n_threads = cfg->n_threads;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
     const float scale = (float)(2.0 / (double)n_tokens);
-    const float l1_scale = (float)(lambda / (double)n_tokens);
+    const float l1_scale = m->arch == SAE_ARCH_RELU ? (float)(cfg->lambda / (double)n_tokens) : 0.0f;
     float *f = ws->f, *dxh = ws->dxh + t0 * d_in;
 
     /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token */
@@ -394,6 +246,8 @@ static void dense_backward_block(const sae_model *m, const float *x, double lamb
      * where f > 0), then dL/dpre and its column sums dL/db_enc */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
                 dxh, (int)d_in, sae__w_dec(m), (int)d_in, 0.0f, f, (int)d_sae);
+    if (m->arch == SAE_ARCH_JUMPRELU)
+        jumprelu_theta_grad(f, rows, n_tokens, cfg, ws);
     #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (size_t t = 0; t < rows; t++)
         sae__masked_dpre_row(f + t * d_sae, ws->mask + t * ws->mask_chunks, ws->norms, l1_scale,
@@ -406,16 +260,16 @@ static void dense_backward_block(const sae_model *m, const float *x, double lamb
                 (int)d_in);
 }
 
-/* After the dense blocks: the L1 term's gradient through the decoder row norms,
- * and each feature's squared gradient norm. */
-static void dense_finish_rows(const sae_model *m, size_t n_tokens, double lambda,
-                              sae_workspace *ws, float *grad, int n_threads)
+/* After the dense blocks: the L1 term's gradient through the decoder row norms
+ * (ReLU only), and each feature's squared gradient norm. */
+static void dense_finish_rows(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                              sae_workspace *ws, float *grad)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const double l1_scale = lambda / (double)n_tokens;
+    const double l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / (double)n_tokens : 0.0;
     const float *w_dec = sae__w_dec(m);
     float *g_w_dec = grad + m->lay.w_dec, *g_w_enc = grad + m->lay.w_enc_t;
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
+    #pragma omp parallel for num_threads(cfg->n_threads) schedule(static)
     for (size_t i = 0; i < d_sae; i++) {
         float c = 0.0f;
         if (ws->norms[i] > 0.0f && ws->f_sum[i] != 0.0)
@@ -432,68 +286,146 @@ static void dense_finish_rows(const sae_model *m, size_t n_tokens, double lambda
     }
 }
 
+/* ---- AuxK (sparse path) ---------------------------------------------------------- */
+
+/* After the main token phase: append AuxK's picks as rows n .. 2n - 1 of the
+ * CSR, decode them without b_dec against the detached residual e = x - x_hat,
+ * and leave dL/de_aux in dxh rows n .. 2n - 1. Returns the rows the feature
+ * phase must cover (n without AuxK) and sets *aux_loss (normalised). */
+static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                         sae_workspace *ws, size_t *n_rows, double *aux_loss)
+{
+    const size_t d_in = m->d_in;
+    *n_rows = n_tokens;
+    *aux_loss = 0.0;
+    size_t picks = 0;
+    for (size_t t = 0; t < n_tokens; t++)
+        picks += ws->aux_count[t];
+    if (picks == 0)
+        return SAE_OK;
+    /* targets e_t = x_t - x_hat_t = -(n/2) dL/dx_hat_t, and their variance */
+    float *target = ws->dxh + n_tokens * d_in;
+    const float back = -(float)((double)n_tokens / 2.0);
+    double total = 0.0;
+    for (size_t t = 0; t < n_tokens; t++)
+        total += ws->l2_tok[t];
+    double *mean = ws->g_b_dec; /* d_in doubles, free until bias_gradients */
+    memset(mean, 0, d_in * sizeof(double));
+    for (size_t t = 0; t < n_tokens; t++)
+        for (size_t j = 0; j < d_in; j++) {
+            float e = ws->dxh[t * d_in + j] * back;
+            target[t * d_in + j] = e;
+            mean[j] += e;
+        }
+    double mean_sq = 0.0;
+    for (size_t j = 0; j < d_in; j++) {
+        mean[j] /= (double)n_tokens;
+        mean_sq += mean[j] * mean[j];
+    }
+    double denom = total / (double)n_tokens - mean_sq;
+    if (!(denom > 0.0))
+        return SAE_OK; /* a residual without variance: AuxK is 0 (as the anchors' nan_to_num) */
+    size_t main_pairs = ws->row_ptr[n_tokens];
+    int rc = sae__workspace_reserve_pairs(ws, main_pairs + picks, main_pairs);
+    if (rc != SAE_OK)
+        return rc;
+    for (size_t t = 0; t < n_tokens; t++) {
+        size_t at = ws->row_ptr[n_tokens + t], count = ws->aux_count[t];
+        memcpy(ws->feat + at, ws->aux_feat + t * ws->aux_cap, count * sizeof(uint32_t));
+        memcpy(ws->fval + at, ws->aux_fval + t * ws->aux_cap, count * sizeof(float));
+        ws->row_ptr[n_tokens + t + 1] = at + count;
+    }
+    float scale = (float)(2.0 * cfg->auxk_coeff / ((double)n_tokens * denom));
+    sae__sparse_token_phase(m, target, n_tokens, n_tokens, ws->zeros, scale, ws, cfg->n_threads);
+    double aux = 0.0;
+    for (size_t t = 0; t < n_tokens; t++)
+        aux += ws->l2_tok[n_tokens + t];
+    *aux_loss = aux / (double)n_tokens / denom;
+    *n_rows = 2 * n_tokens;
+    return SAE_OK;
+}
+
 /* ---- the pass ------------------------------------------------------------------ */
 
-int sae__forward_backward(const sae_model *m, double lambda, int kernel, int n_threads,
-                          const float *x, size_t n_tokens, sae_workspace *ws, float *grad,
+int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
+                          size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const size_t block = ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
+    const bool topk = m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK;
+    const size_t block = m->arch == SAE_ARCH_BATCHTOPK ? n_tokens
+                         : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
 
-    sae__decoder_row_norms(m, ws->norms, n_threads);
+    sae__decoder_row_norms(m, ws->norms, cfg->n_threads);
     memset(ws->f_sum, 0, d_sae * sizeof(double));
     memset(ws->g_b_enc, 0, d_sae * sizeof(double));
     memset(ws->last_fired, 0, d_sae * sizeof(uint64_t));
+    memset(ws->theta_grad, 0, d_sae * sizeof(double));
+    for (size_t i = 0; i < m->lay.log_thr_count; i++)
+        ws->theta[i] = expf(sae__log_thr(m)[i]);
     ws->row_ptr[0] = 0;
+    sae_activation act = {.arch = m->arch, .d_sae = d_sae, .k = m->k, .b_enc = sae__b_enc(m),
+                          .norms = ws->norms, .theta = ws->theta,
+                          .batch_threshold = m->batch_threshold,
+                          .bandwidth = (float)cfg->bandwidth, .training = true,
+                          .dead = cfg->dead, .k_aux = cfg->k_aux};
+    res->batch_min_kept = 0.0f;
 
-    /* The sparse path indexes tokens and features with 32 bits. */
-    bool sparse = kernel == SAE_KERNEL_SPARSE && n_tokens <= UINT32_MAX;
+    /* TopK and BatchTopK are sparse by construction; the sparse path indexes
+     * tokens and features with 32 bits. */
+    bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
         size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        if (!center_block(m, x, t0, rows, ws, n_threads))
+        if (!center_block(m, x, t0, rows, ws, cfg->n_threads))
             return SAE_E_NONFINITE;
-        size_t active = encode_block(m, t0, rows, ws, n_threads);
-        if (t0 == 0 && kernel == SAE_KERNEL_AUTO)
-            sparse = n_tokens <= UINT32_MAX &&
-                     (double)active <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
+        size_t pairs = encode_block(m, cfg, &act, t0, rows, ws);
+        if (m->arch == SAE_ARCH_BATCHTOPK)
+            res->batch_min_kept = sae__batch_topk(ws->f, rows, d_sae, m->k, ws->norms, ws,
+                                                  cfg->n_threads);
+        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk)
+            sparse = n_tokens <= UINT32_MAX / 2 &&
+                     (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
         if (sparse) {
             for (size_t t = t0; t < t0 + rows; t++)
                 ws->row_ptr[t + 1] += ws->row_ptr[t];
             /* expect the rest of the batch to be about as dense as what came so far */
             size_t so_far = ws->row_ptr[t0 + rows];
             size_t expect = (size_t)((double)so_far * (double)n_tokens / (double)(t0 + rows));
-            int rc = reserve_pairs(ws, expect > so_far ? expect : so_far);
+            int rc = sae__workspace_reserve_pairs(ws, expect > so_far ? expect : so_far,
+                                                  ws->row_ptr[t0]);
             if (rc != SAE_OK)
                 return rc;
-            sae__sparse_compress_block(ws, t0, rows, n_threads);
+            if (m->arch == SAE_ARCH_JUMPRELU)
+                sae__sparse_compress_block_flags(ws, t0, rows, cfg->n_threads);
+            else
+                sae__sparse_compress_block(ws, t0, rows, cfg->n_threads);
         } else {
-            dense_backward_block(m, x, lambda, n_tokens, t0, rows, ws, grad, n_threads);
+            dense_backward_block(m, cfg, x, n_tokens, t0, rows, ws, grad);
         }
     }
 
+    res->aux_loss = 0.0;
     if (sparse) {
-        sae__sparse_token_phase(m, x, n_tokens, lambda, ws, n_threads);
-        sae__sparse_feature_phase(m, n_tokens, lambda, ws, grad, n_threads);
+        size_t n_rows = n_tokens;
+        sae__sparse_token_phase(m, x, 0, n_tokens, sae__b_dec(m), (float)(2.0 / (double)n_tokens),
+                                ws, cfg->n_threads);
+        if (cfg->dead) {
+            int rc = add_auxk_rows(m, cfg, n_tokens, ws, &n_rows, &res->aux_loss);
+            if (rc != SAE_OK)
+                return rc;
+        }
+        sae__sparse_feature_phase(m, cfg, n_tokens, n_rows, ws, grad);
     } else {
-        dense_finish_rows(m, n_tokens, lambda, ws, grad, n_threads);
+        dense_finish_rows(m, cfg, n_tokens, ws, grad);
     }
-    bias_gradients(m, n_tokens, ws, grad, n_threads);
+    bias_gradients(m, n_tokens, ws, grad, cfg->n_threads);
 
     /* Loss sums and the gradient norm, each summed in a fixed order. */
     sae_loss_sums sums = {0.0, 0.0, 0.0};
     for (size_t t = 0; t < n_tokens; t++) {
         sums.l1 += ws->l1_tok[t];
         sums.l2 += ws->l2_tok[t];
-    }
-    /* row_ptr holds prefix sums on the sparse path, counts on the dense one */
-    if (sparse) {
-        sums.active = (double)ws->row_ptr[n_tokens];
-    } else {
-        size_t active = 0;
-        for (size_t t = 0; t < n_tokens; t++)
-            active += ws->row_ptr[t + 1];
-        sums.active = (double)active;
+        sums.active += (double)ws->active_tok[t];
     }
     double sumsq = 0.0;
     for (size_t i = 0; i < d_sae; i++)
@@ -504,6 +436,12 @@ int sae__forward_backward(const sae_model *m, double lambda, int kernel, int n_t
     g_b = grad + m->lay.b_dec;
     for (size_t j = 0; j < d_in; j++)
         sumsq += (double)g_b[j] * g_b[j];
+    /* JumpReLU: dL/dt_i = theta_i dL/dtheta_i for the log thresholds */
+    float *g_t = grad + m->lay.log_thr;
+    for (size_t i = 0; i < m->lay.log_thr_count; i++) {
+        g_t[i] = (float)((double)ws->theta[i] * ws->theta_grad[i]);
+        sumsq += (double)g_t[i] * g_t[i];
+    }
     res->sums = sums;
     res->grad_sumsq = sumsq;
     res->used_sparse = sparse;

@@ -1,7 +1,9 @@
 /*
  * Encode and decode: the forward pass, and the read-only evaluations built on
- * it (sae_encode, sae_decode, sae_loss, sae_fvu). Tokens are processed in blocks
- * of at most SAE_BLOCK_TOKENS so scratch stays O(block x (d_in + d_sae)).
+ * it (sae_encode, sae_decode, sae_loss, sae_fvu), for every architecture.
+ * Tokens are processed in blocks of at most SAE_BLOCK_TOKENS, so scratch stays
+ * O(block x (d_in + d_sae)); all scratch is allocated per call, so these
+ * functions may run concurrently on one model.
  */
 #include "internal.h"
 
@@ -15,63 +17,89 @@ static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
         memcpy(dst + t * cols, row, cols * sizeof(float));
 }
 
-void sae__encode_block(const sae_model *m, const float *x, size_t rows, float *xc, float *f)
+/* Per-call state of a forward pass: the activation and its buffers. */
+typedef struct forward_ctx {
+    const sae_model *m;
+    sae_activation act;
+    float *norms;    /* d_sae decoder row norms */
+    float *theta;    /* d_sae JumpReLU thresholds (NULL otherwise) */
+    float *scratch;  /* d_sae for TopK's selection */
+    float *xc;       /* block x d_in */
+} forward_ctx;
+
+static void forward_ctx_free(forward_ctx *c)
 {
+    sae__free(c->norms);
+    sae__free(c->theta);
+    sae__free(c->scratch);
+    sae__free(c->xc);
+}
+
+static int forward_ctx_init(forward_ctx *c, const sae_model *m, size_t block)
+{
+    memset(c, 0, sizeof *c);
+    c->m = m;
+    c->norms = sae__alloc(m->d_sae * sizeof(float));
+    c->scratch = sae__alloc(m->d_sae * sizeof(float));
+    c->xc = sae__alloc(block * m->d_in * sizeof(float));
+    if (m->arch == SAE_ARCH_JUMPRELU)
+        c->theta = sae__alloc(m->d_sae * sizeof(float));
+    if (!c->norms || !c->scratch || !c->xc || (m->arch == SAE_ARCH_JUMPRELU && !c->theta)) {
+        forward_ctx_free(c);
+        return SAE_E_NOMEM;
+    }
+    sae__decoder_row_norms(m, c->norms, 1);
+    for (size_t i = 0; c->theta && i < m->d_sae; i++)
+        c->theta[i] = expf(sae__log_thr(m)[i]);
+    c->act = (sae_activation){.arch = m->arch, .d_sae = m->d_sae, .k = m->k,
+                              .b_enc = sae__b_enc(m), .norms = c->norms, .theta = c->theta,
+                              .batch_threshold = m->batch_threshold};
+    return SAE_OK;
+}
+
+/* f = act((x - b_dec) W_enc + b_enc) for rows tokens (f: rows x d_sae); adds
+ * the L1 sums and active counts to *sums if it is not NULL. */
+static void encode_block(forward_ctx *c, const float *x, size_t rows, float *f,
+                         sae_loss_sums *sums)
+{
+    const sae_model *m = c->m;
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     const float *b_dec = sae__b_dec(m);
     for (size_t t = 0; t < rows; t++)
         for (size_t j = 0; j < d_in; j++)
-            xc[t * d_in + j] = x[t * d_in + j] - b_dec[j];
-    fill_rows(f, sae__b_enc(m), rows, d_sae);
+            c->xc[t * d_in + j] = x[t * d_in + j] - b_dec[j];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                xc, (int)d_in, sae__w_enc_t(m), (int)d_in, 1.0f, f, (int)d_sae);
-    size_t count = rows * d_sae;
-    for (size_t k = 0; k < count; k++)
-        f[k] = f[k] > 0.0f ? f[k] : 0.0f;
+                c->xc, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, f, (int)d_sae);
+    for (size_t t = 0; t < rows; t++) {
+        double l1;
+        size_t active = sae__activate_row(&c->act, f + t * d_sae, &l1, NULL, NULL, NULL,
+                                          c->scratch);
+        if (sums) {
+            sums->l1 += l1;
+            sums->active += (double)active;
+        }
+    }
 }
 
-void sae__decode_block(const sae_model *m, const float *f, size_t rows, float *x_hat)
+static void decode_block(const sae_model *m, const float *f, size_t rows, float *x_hat)
 {
     fill_rows(x_hat, sae__b_dec(m), rows, m->d_in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)m->d_in, (int)m->d_sae,
                 1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)m->d_in, 1.0f, x_hat, (int)m->d_in);
 }
 
-void sae__forward_block(const sae_model *m, const float *norms, const float *x, size_t rows,
-                        float *xc, float *f, float *err, sae_loss_sums *sums)
-{
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    sae__encode_block(m, x, rows, xc, f);
-    for (size_t t = 0; t < rows; t++) {
-        const float *ft = f + t * d_sae;
-        double l1 = 0.0;
-        size_t active = 0;
-        for (size_t i = 0; i < d_sae; i++) {
-            l1 += (double)ft[i] * norms[i];
-            active += ft[i] > 0.0f;
-        }
-        sums->l1 += l1;
-        sums->active += (double)active;
-    }
-    sae__decode_block(m, f, rows, err);
-    for (size_t t = 0; t < rows; t++) {
-        double l2 = 0.0;
-        for (size_t j = 0; j < d_in; j++) {
-            float e = err[t * d_in + j] - x[t * d_in + j];
-            err[t * d_in + j] = e;
-            l2 += (double)e * e;
-        }
-        sums->l2 += l2;
-    }
-}
-
-void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, double lambda,
-                           sae_losses *out)
+void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
+                           double extra, sae_losses *out)
 {
     out->l2 = sums->l2 / (double)n_tokens;
     out->l1 = sums->l1 / (double)n_tokens;
     out->l0 = sums->active / (double)n_tokens;
-    out->loss = out->l2 + lambda * out->l1;
+    switch (arch) {
+    case SAE_ARCH_RELU: out->loss = out->l2 + lambda * out->l1; break;
+    case SAE_ARCH_JUMPRELU: out->loss = out->l2 + lambda * out->l0; break;
+    default: out->loss = out->l2; break;
+    }
+    out->loss += extra;
 }
 
 /* Argument checks shared by the batch functions: *elems = n_tokens * width. */
@@ -97,14 +125,14 @@ int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
     if (!sae__all_finite(x, n_tokens * m->d_in))
         return SAE_E_NONFINITE;
     size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    float *xc = sae__alloc(block * m->d_in * sizeof(float));
-    if (!xc)
+    forward_ctx c;
+    if (forward_ctx_init(&c, m, block) != SAE_OK)
         return SAE_E_NOMEM;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
         size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        sae__encode_block(m, x + t0 * m->d_in, rows, xc, f + t0 * m->d_sae);
+        encode_block(&c, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
     }
-    sae__free(xc);
+    forward_ctx_free(&c);
     return SAE_OK;
 }
 
@@ -120,7 +148,7 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
         return SAE_E_NONFINITE;
     for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = n_tokens - t0 < SAE_BLOCK_TOKENS ? n_tokens - t0 : SAE_BLOCK_TOKENS;
-        sae__decode_block(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
+        decode_block(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
     }
     return SAE_OK;
 }
@@ -131,24 +159,29 @@ static int forward_sums(const sae_model *m, const float *x, size_t n_tokens, sae
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    float *norms = sae__alloc(d_sae * sizeof(float));
-    float *xc = sae__alloc(block * d_in * sizeof(float));
+    forward_ctx c;
+    if (forward_ctx_init(&c, m, block) != SAE_OK)
+        return SAE_E_NOMEM;
     float *err = sae__alloc(block * d_in * sizeof(float));
     float *f = sae__alloc(block * d_sae * sizeof(float));
     int rc = SAE_E_NOMEM;
-    if (norms && xc && err && f) {
-        sae__decoder_row_norms(m, norms, 1);
+    if (err && f) {
         memset(sums, 0, sizeof *sums);
         for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
             size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-            sae__forward_block(m, norms, x + t0 * d_in, rows, xc, f, err, sums);
+            const float *xb = x + t0 * d_in;
+            encode_block(&c, xb, rows, f, sums);
+            decode_block(m, f, rows, err);
+            for (size_t k = 0; k < rows * d_in; k++) {
+                double e = (double)err[k] - xb[k];
+                sums->l2 += e * e;
+            }
         }
         rc = SAE_OK;
     }
     sae__free(f);
     sae__free(err);
-    sae__free(xc);
-    sae__free(norms);
+    forward_ctx_free(&c);
     return rc;
 }
 
@@ -167,7 +200,7 @@ int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda,
     sae_loss_sums sums;
     rc = forward_sums(m, x, n_tokens, &sums);
     if (rc == SAE_OK)
-        sae__losses_from_sums(&sums, n_tokens, lambda, out);
+        sae__losses_from_sums(&sums, n_tokens, m->arch, lambda, 0.0, out);
     return rc;
 }
 

@@ -84,17 +84,24 @@ double sae__rng_normal(sae_rng *r);   /* standard normal (Box-Muller) */
 
 /* ---- model (model.c) ------------------------------------------------------ */
 
-/* Offsets, in floats, of the four views inside a parameter-shaped block. */
+/* Offsets, in floats, of the views inside a parameter-shaped block. */
 typedef struct sae_layout {
     size_t w_enc_t, w_dec, b_enc, b_dec;
-    size_t total; /* floats in the block, padding included */
+    size_t log_thr;       /* JumpReLU: d_sae log thresholds t_i (theta_i = exp t_i) */
+    size_t log_thr_count; /* d_sae for JumpReLU, else 0 */
+    size_t total;         /* floats in the block, padding included */
 } sae_layout;
 
-/* Fill *lay for the given shape; false if any size overflows. */
-bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae);
+/* Fill *lay for the given shape (with_thresholds: JumpReLU's extra view);
+ * false if any size overflows. */
+bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thresholds);
 
 struct sae_model {
     size_t d_in, d_sae;
+    int arch;             /* SAE_ARCH_* */
+    size_t k;             /* TopK / BatchTopK: active features per token */
+    float batch_threshold; /* BatchTopK at inference: f = pre where pre > it;
+                              negative until training has set it */
     sae_layout lay;
     float *params; /* lay.total floats */
     /* max |p| over all parameters: lets the optimizer prove cheaply that an
@@ -106,6 +113,7 @@ static inline float *sae__w_enc_t(const sae_model *m) { return m->params + m->la
 static inline float *sae__w_dec(const sae_model *m) { return m->params + m->lay.w_dec; }
 static inline float *sae__b_enc(const sae_model *m) { return m->params + m->lay.b_enc; }
 static inline float *sae__b_dec(const sae_model *m) { return m->params + m->lay.b_dec; }
+static inline float *sae__log_thr(const sae_model *m) { return m->params + m->lay.log_thr; }
 
 /* Recompute m->param_absmax after the parameters changed wholesale. */
 void sae__model_refresh_absmax(sae_model *m);
@@ -118,14 +126,7 @@ float sae__absmax(const float *v, size_t count);
  * on n_threads threads. */
 void sae__decoder_row_norms(const sae_model *m, float *norms, int n_threads);
 
-/* ---- forward pieces shared by encode, loss and step (forward.c) ---------- */
-
-/* For rows tokens of x (rows x d_in): xc = x - b_dec (rows x d_in) and
- * f = ReLU(xc W_enc + b_enc) (rows x d_sae). */
-void sae__encode_block(const sae_model *m, const float *x, size_t rows, float *xc, float *f);
-
-/* x_hat = f W_dec + b_dec for rows tokens; f: rows x d_sae, x_hat: rows x d_in. */
-void sae__decode_block(const sae_model *m, const float *f, size_t rows, float *x_hat);
+/* ---- loss sums (forward.c) ------------------------------------------------ */
 
 /* Unnormalised loss sums over tokens, in double. */
 typedef struct sae_loss_sums {
@@ -134,15 +135,11 @@ typedef struct sae_loss_sums {
     double active; /* sum_t #{i : f_ti > 0} */
 } sae_loss_sums;
 
-/* The forward pass of rows tokens, adding their losses to *sums:
- * xc = x - b_dec (rows x d_in), f (rows x d_sae), err = x_hat - x (rows x d_in).
- * norms: the d_sae decoder row norms. */
-void sae__forward_block(const sae_model *m, const float *norms, const float *x, size_t rows,
-                        float *xc, float *f, float *err, sae_loss_sums *sums);
-
-/* Per-token averages of the sums, and loss = l2 + lambda * l1. */
-void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, double lambda,
-                           sae_losses *out);
+/* Per-token averages of the sums, and the architecture's loss: l2 + lambda * l1
+ * (ReLU), l2 + lambda * l0 (JumpReLU), l2 (TopK, BatchTopK), plus extra
+ * (AuxK's weighted term, or 0). */
+void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
+                           double extra, sae_losses *out);
 
 /* ---- threads (threads.c) --------------------------------------------------- */
 
@@ -175,20 +172,34 @@ typedef struct sae_workspace {
     uint64_t *last_fired; /* 1 + index of the last token where f_ti > 0; 0: none */
     double *g_b_dec;      /* d_in: dL/db_dec, accumulated in double */
 
-    /* per token of the batch */
-    size_t tokens_cap;
+    float *theta;         /* d_sae: JumpReLU thresholds exp(t_i) */
+    double *theta_grad;   /* d_sae: JumpReLU dL/dtheta_i */
+    uint8_t *dead;        /* d_sae: AuxK's dead features (nonzero) */
+    float *zeros;         /* d_in zeros: AuxK decodes without b_dec */
+
+    /* per token of the batch; with AuxK the token arrays have 2 n rows: rows
+     * n + t hold token t's auxiliary reconstruction (a second "token") */
+    size_t tokens_cap;    /* tokens the per-token arrays hold */
+    size_t rows_cap;      /* rows the doubled arrays (dxh, l2_tok, row_ptr) hold */
     float *xc;            /* tokens_cap x d_in: x - b_dec */
-    float *dxh;           /* tokens_cap x d_in: x_hat - x, then dL/dx_hat */
+    float *dxh;           /* rows_cap x d_in: x_hat - x, then dL/dx_hat */
     double *l1_tok;       /* tokens_cap: sum_i f_ti r_i */
-    double *l2_tok;       /* tokens_cap: sum_j (x_hat_tj - x_tj)^2 */
-    size_t *row_ptr;      /* tokens_cap + 1: CSR row starts (the count of token t
-                             at row_ptr[t + 1] before the prefix sum) */
+    double *l2_tok;       /* rows_cap: sum_j (x_hat_tj - x_tj)^2 */
+    size_t *active_tok;   /* tokens_cap: #{i : f_ti > 0} */
+    size_t *row_ptr;      /* rows_cap + 1: CSR row starts (the pair count of
+                             token t at row_ptr[t + 1] before the prefix sum) */
+    size_t aux_tokens;    /* tokens the AuxK buffers hold */
+    size_t aux_cap;       /* k_aux the AuxK buffers hold per token */
+    uint32_t *aux_feat;   /* aux_tokens x aux_cap: AuxK's picks per token */
+    float *aux_fval;      /* aux_tokens x aux_cap */
+    size_t *aux_count;    /* aux_tokens */
 
     /* per block of at most SAE_BLOCK_TOKENS tokens */
     size_t block_cap;
     float *f;             /* block_cap x d_sae: pre-activations, f, then dL/dpre */
     uint16_t *mask;       /* block_cap x mask_chunks: bit i%16 of chunk i/16 of row t is
                              set if f_ti > 0 (dense path) */
+    uint16_t *band;       /* block_cap x mask_chunks: JumpReLU, |pre - theta| < eps/2 */
     size_t mask_chunks;   /* 16-bit chunks per row: ceil(d_sae / 16) */
     float *ones;          /* block_cap: 1.0f, for column sums by SGEMV */
     float *col_sum;       /* d_sae: one block's column sums */
@@ -211,33 +222,94 @@ typedef struct sae_workspace {
     size_t *hist;         /* thread_cap x d_sae: per-thread counts for the transpose */
     float *w_panel;       /* thread_cap x d_sae x SAE_DEC_TILE: column tiles of W_dec */
     float *t_panel;       /* thread_cap x panel_tokens x SAE_FEAT_TILE: tiles of dL/dx_hat or xc */
+    float *scratch;       /* thread_cap x d_sae: TopK selection */
+    uint64_t *radix_hist; /* thread_cap x 65536: BatchTopK's radix select (or NULL) */
 } sae_workspace;
 
-/* Make the workspace hold a batch of n_tokens: every buffer except the
+/* What a step needs its workspace to hold. */
+typedef struct sae_step_shape {
+    size_t d_in, d_sae;
+    size_t n_tokens;
+    int n_threads;
+    int arch;
+    size_t k_aux;         /* AuxK picks per token; 0: no AuxK */
+} sae_step_shape;
+
+/* Make the workspace hold a step of this shape: every buffer except the
  * sparse pair arrays, which grow inside the step as density requires.
- * On SAE_E_NOMEM the workspace is as it was. */
-int sae__workspace_reserve(sae_workspace *ws, size_t d_in, size_t d_sae, size_t n_tokens,
-                           int n_threads);
+ * On SAE_E_NOMEM the workspace is as it was (a first reservation frees all). */
+int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *shape);
 void sae__workspace_free(sae_workspace *ws);
+
+/* Grow the pair arrays to hold nnz pairs, keeping the first `keep` pairs of
+ * feat and fval (stored earlier in the step). */
+int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep);
 
 /* Density (active pairs / all pairs) of the first block at or below which
  * SAE_KERNEL_AUTO takes the sparse path. */
 #define SAE_SPARSE_MAX_DENSITY 0.05
 
+/* The loss a step trains, by architecture (see the header's "Architectures"). */
+typedef struct sae_step_config {
+    double lambda;        /* L1 (ReLU) or L0 (JumpReLU) coefficient */
+    int kernel;           /* SAE_KERNEL_* */
+    int n_threads;
+    double auxk_coeff;    /* TopK, BatchTopK: AuxK weight; 0: off */
+    size_t k_aux;
+    const uint8_t *dead;  /* d_sae flags for AuxK, NULL when it is off */
+    double bandwidth;     /* JumpReLU's eps */
+} sae_step_config;
+
 typedef struct sae_backward_result {
     sae_loss_sums sums;
+    double aux_loss;     /* AuxK, normalised (0 when off) */
     double grad_sumsq;   /* squared L2 norm of the whole gradient (NaN/Inf if not finite) */
+    float batch_min_kept; /* BatchTopK: smallest value kept (0 if none) */
     bool used_sparse;    /* which path ran */
 } sae_backward_result;
 
-/* Forward pass and exact gradients of loss = l2 + lambda * l1 over the batch.
- * grad: a parameter-layout block, every view overwritten (padding untouched).
- * Fills *res and ws->last_fired. The workspace must hold n_tokens (reserve).
- * kernel: SAE_KERNEL_*. Errors: SAE_E_NONFINITE if x holds NaN/Inf,
- * SAE_E_NOMEM if the sparse buffers cannot grow. */
-int sae__forward_backward(const sae_model *m, double lambda, int kernel, int n_threads,
-                          const float *x, size_t n_tokens, sae_workspace *ws, float *grad,
+/* Forward pass and exact gradients (estimators for JumpReLU's thresholds) of
+ * the architecture's loss over the batch. grad: a parameter-layout block,
+ * every view overwritten (padding untouched). Fills *res and ws->last_fired.
+ * The workspace must be reserved for this shape. Errors: SAE_E_NONFINITE if x
+ * holds NaN/Inf, SAE_E_NOMEM if the sparse buffers cannot grow. */
+int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
+                          size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res);
+
+/* ---- architectures (arch.c) ------------------------------------------------- */
+
+typedef struct sae_activation {
+    int arch;
+    size_t d_sae, k;
+    const float *b_enc;      /* d_sae, added to the GEMM's output */
+    const float *norms;      /* d_sae decoder row norms, for the L1 sum */
+    const float *theta;      /* JumpReLU: d_sae thresholds */
+    float batch_threshold;   /* BatchTopK at inference */
+    float bandwidth;         /* JumpReLU in training: eps of the band; 0: no band */
+    bool training;           /* BatchTopK: leave the selection to sae__batch_topk */
+    const uint8_t *dead;     /* AuxK: dead features; NULL: no AuxK picks */
+    size_t k_aux;
+} sae_activation;
+
+typedef struct sae_aux_row {
+    uint32_t *feat;          /* room for k_aux picks */
+    float *fval;
+    size_t count;
+} sae_aux_row;
+
+/* Turn one token's GEMM output (pre-activations without b_enc) into features
+ * in place; *l1 = sum_i f_i r_i; returns the active count. mask, band (may be
+ * NULL): ceil(d_sae / 16) chunks of flags (f_i > 0; JumpReLU's band). aux (may
+ * be NULL): AuxK's top k_aux picks among dead features. scratch: d_sae floats. */
+size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
+                         uint16_t *band, sae_aux_row *aux, float *scratch);
+
+/* BatchTopK's training selection: keep the rows * k largest values of the
+ * ReLU'd block f (rows x d) over all rows, zero the rest; refresh l1_tok,
+ * active_tok and the counts row_ptr[t + 1]. Returns the smallest value kept. */
+float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
+                      sae_workspace *ws, int n_threads);
 
 /* The sparse path's pieces (sparse.c), called by sae__forward_backward. */
 
@@ -257,14 +329,22 @@ void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float 
  * ws->row_ptr[t0 .. t0 + rows] must hold the prefix sums already. */
 void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads);
 
-/* Decoder, dL/dx_hat and dL/dpre for every token, from the CSR. */
-void sae__sparse_token_phase(const sae_model *m, const float *x, size_t n_tokens,
-                             double lambda, sae_workspace *ws, int n_threads);
+/* Compress a JumpReLU block: the pairs flagged in mask or band (f is 0 for
+ * pairs in the band but not active). */
+void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, int n_threads);
 
-/* Gradient rows of W_dec and W_enc, dL/db_enc and feature statistics, from the
- * CSC (built here from the CSR). */
-void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambda,
-                               sae_workspace *ws, float *grad, int n_threads);
+/* Decode tokens [t0, t0 + count) from the CSR: out row t of ws->dxh =
+ * scale * (base + sum_k f_k W_dec[i_k,:] - target row t - t0), and
+ * ws->l2_tok[t] = the squared norm before scaling. target rows may be the
+ * output rows themselves. */
+void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
+                             const float *base, float scale, sae_workspace *ws, int n_threads);
+
+/* Gradient rows of W_dec and W_enc (and JumpReLU's thresholds), dL/db_enc and
+ * feature statistics, from the CSC (built here from the CSR over n_rows "tokens":
+ * n_tokens real ones, then AuxK's rows). */
+void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                               size_t n_rows, sae_workspace *ws, float *grad);
 
 /* ---- optimizer (optimizer.c) ---------------------------------------------- */
 
@@ -274,6 +354,7 @@ struct sae_optimizer {
     sae_layout lay;
     double lr, beta1, beta2, eps, l1_coeff, grad_clip;
     double threads, kernel; /* SAE_OPT_THREADS and SAE_OPT_KERNEL (whole numbers) */
+    double auxk_coeff, auxk_k, dead_window, jump_bandwidth, threshold_beta;
     uint64_t steps;
     float *grad;         /* lay.total floats: gradients, parameter layout */
     float *m1;           /* lay.total floats: Adam first moment */

@@ -18,7 +18,7 @@ static bool round_up_floats(size_t n, size_t *out)
     return true;
 }
 
-bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae)
+bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thresholds)
 {
     size_t matrix, matrix_padded, b_enc_padded, b_dec_padded, total, bytes;
     if (!sae__mul(d_in, d_sae, &matrix) || !round_up_floats(matrix, &matrix_padded) ||
@@ -32,7 +32,13 @@ bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae)
     if (!sae__add(total, b_enc_padded, &total))
         return false;
     lay->b_dec = total;
-    if (!sae__add(total, b_dec_padded, &total) || !sae__mul(total, sizeof(float), &bytes))
+    if (!sae__add(total, b_dec_padded, &total))
+        return false;
+    lay->log_thr = total;
+    lay->log_thr_count = with_thresholds ? d_sae : 0;
+    if (with_thresholds && !sae__add(total, b_enc_padded, &total))
+        return false;
+    if (!sae__mul(total, sizeof(float), &bytes))
         return false;
     /* Leave headroom so several parameter-sized buffers can be summed safely. */
     if (bytes > SIZE_MAX / 8)
@@ -110,7 +116,8 @@ static void init_decoder_rows(sae_model *m, uint64_t seed)
     }
 }
 
-int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
+int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
+                          double param)
 {
     if (!out)
         return SAE_E_INVALID_ARG;
@@ -118,13 +125,38 @@ int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
     sae_layout lay;
     /* CBLAS takes dimensions as int. */
     if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX ||
-        !sae__layout_init(&lay, d_in, d_sae))
+        !sae__layout_init(&lay, d_in, d_sae, arch == SAE_ARCH_JUMPRELU))
         return SAE_E_INVALID_ARG;
+    if (!isfinite(param))
+        return SAE_E_NONFINITE;
+    size_t k = 0;
+    switch (arch) {
+    case SAE_ARCH_RELU:
+        if (param != 0.0)
+            return SAE_E_INVALID_ARG;
+        break;
+    case SAE_ARCH_TOPK:
+    case SAE_ARCH_BATCHTOPK:
+        if (param < 1.0 || param > (double)d_sae || param != floor(param))
+            return SAE_E_INVALID_ARG;
+        k = (size_t)param;
+        break;
+    case SAE_ARCH_JUMPRELU:
+        /* log(theta) must be a finite float */
+        if (!(param >= 1e-30 && param <= 1e30))
+            return SAE_E_INVALID_ARG;
+        break;
+    default:
+        return SAE_E_INVALID_ARG;
+    }
     sae_model *m = sae__alloc_zero(sizeof *m);
     if (!m)
         return SAE_E_NOMEM;
     m->d_in = d_in;
     m->d_sae = d_sae;
+    m->arch = arch;
+    m->k = k;
+    m->batch_threshold = -1.0f;
     m->lay = lay;
     m->params = sae__alloc_zero(lay.total * sizeof(float));
     if (!m->params) {
@@ -134,10 +166,22 @@ int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
     init_decoder_rows(m, seed);
     /* W_enc = W_dec^T, and the model stores W_enc transposed: a plain copy. */
     memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * d_sae * sizeof(float));
+    float log_theta = (float)log(param);
+    for (size_t i = 0; i < lay.log_thr_count; i++)
+        sae__log_thr(m)[i] = log_theta;
     sae__model_refresh_absmax(m);
     *out = m;
     return SAE_OK;
 }
+
+int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
+{
+    return sae_model_create_arch(out, d_in, d_sae, seed, SAE_ARCH_RELU, 0.0);
+}
+
+int sae_model_arch(const sae_model *m) { return m ? m->arch : -1; }
+
+size_t sae_model_k(const sae_model *m) { return m ? m->k : 0; }
 
 void sae_model_free(sae_model *m)
 {
@@ -159,6 +203,8 @@ size_t sae_model_tensor_size(const sae_model *m, int which)
     case SAE_W_DEC: return m->d_in * m->d_sae; /* cannot overflow: checked at create */
     case SAE_B_ENC: return m->d_sae;
     case SAE_B_DEC: return m->d_in;
+    case SAE_THRESHOLD:
+        return m->arch == SAE_ARCH_JUMPRELU ? m->d_sae : m->arch == SAE_ARCH_BATCHTOPK ? 1 : 0;
     default: return 0;
     }
 }
@@ -190,6 +236,13 @@ int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count
     case SAE_W_DEC: memcpy(dst, sae__w_dec(m), size * sizeof(float)); break;
     case SAE_B_ENC: memcpy(dst, sae__b_enc(m), size * sizeof(float)); break;
     case SAE_B_DEC: memcpy(dst, sae__b_dec(m), size * sizeof(float)); break;
+    case SAE_THRESHOLD:
+        if (m->arch == SAE_ARCH_BATCHTOPK)
+            dst[0] = m->batch_threshold;
+        else
+            for (size_t i = 0; i < size; i++)
+                dst[i] = expf(sae__log_thr(m)[i]);
+        break;
     }
     return SAE_OK;
 }
@@ -203,11 +256,24 @@ int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count
         return SAE_E_INVALID_ARG;
     if (!sae__all_finite(src, size))
         return SAE_E_NONFINITE;
+    if (which == SAE_THRESHOLD && m->arch == SAE_ARCH_JUMPRELU) {
+        /* thresholds are trained as logarithms: each must be > 0 with a finite log */
+        for (size_t i = 0; i < size; i++)
+            if (!(src[i] >= 1e-30f))
+                return SAE_E_INVALID_ARG;
+    }
     switch (which) {
     case SAE_W_ENC: transpose(src, m->d_in, m->d_sae, sae__w_enc_t(m)); break;
     case SAE_W_DEC: memcpy(sae__w_dec(m), src, size * sizeof(float)); break;
     case SAE_B_ENC: memcpy(sae__b_enc(m), src, size * sizeof(float)); break;
     case SAE_B_DEC: memcpy(sae__b_dec(m), src, size * sizeof(float)); break;
+    case SAE_THRESHOLD:
+        if (m->arch == SAE_ARCH_BATCHTOPK)
+            m->batch_threshold = src[0];
+        else
+            for (size_t i = 0; i < size; i++)
+                sae__log_thr(m)[i] = logf(src[i]);
+        break;
     }
     sae__model_refresh_absmax(m);
     return SAE_OK;

@@ -444,33 +444,51 @@ static void balanced_range(const size_t *ptr, size_t count, size_t per_item, siz
  * (loads and stores of its own rows), for balancing. */
 #define SAE_ITEM_COST 2
 
-void sae__sparse_token_phase(const sae_model *m, const float *x, size_t n_tokens,
-                             double lambda, sae_workspace *ws, int n_threads)
+void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+{
+    const size_t d_sae = ws->d_sae, chunks = ws->mask_chunks;
+    #pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (size_t t = 0; t < rows; t++) {
+        size_t at = ws->row_ptr[t0 + t];
+        const float *f = ws->f + t * d_sae;
+        for (size_t c = 0; c < chunks; c++) {
+            unsigned bits = ws->mask[t * chunks + c] | ws->band[t * chunks + c];
+            while (bits) {
+                size_t i = 16 * c + (size_t)__builtin_ctz(bits);
+                ws->feat[at] = (uint32_t)i;
+                ws->fval[at] = f[i];
+                at++;
+                bits &= bits - 1;
+            }
+        }
+    }
+}
+
+void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
+                             const float *base, float scale, sae_workspace *ws, int n_threads)
 {
     const sparse_kernels kern = pick_kernels();
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const float scale = (float)(2.0 / (double)n_tokens);
-    const float *w_dec = sae__w_dec(m), *b_dec = sae__b_dec(m);
-    (void)lambda;
+    const float *w_dec = sae__w_dec(m);
     #pragma omp parallel num_threads(n_threads)
     {
         size_t begin, end, me = 0;
 #ifdef _OPENMP
         me = (size_t)omp_get_thread_num();
 #endif
-        balanced_range(ws->row_ptr, n_tokens, SAE_ITEM_COST, &begin, &end);
+        balanced_range(ws->row_ptr + t0, count, SAE_ITEM_COST, &begin, &end);
+        begin += t0;
+        end += t0;
         float *panel = ws->w_panel + me * d_sae * SAE_DEC_TILE;
         for (size_t t = begin; t < end; t++)
             ws->l2_tok[t] = 0.0;
-        for (size_t j0 = 0; j0 < d_in; j0 += SAE_DEC_TILE) {
+        for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_DEC_TILE) {
             size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
-            if (begin == end)
-                break;
             pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, panel);
             for (size_t t = begin; t < end; t++) {
                 size_t k0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - k0;
-                ws->l2_tok[t] += kern.decode_tile(panel, ws->feat + k0, ws->fval + k0, nk,
-                                                  b_dec + j0, x + t * d_in + j0, w, scale,
+                ws->l2_tok[t] += kern.decode_tile(panel, ws->feat + k0, ws->fval + k0, nk, base + j0,
+                                                  target + (t - t0) * d_in + j0, w, scale,
                                                   ws->dxh + t * d_in + j0);
             }
         }
@@ -519,17 +537,33 @@ static void transpose_pairs(sae_workspace *ws, size_t n_tokens, int n_threads)
     }
 }
 
-void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambda,
-                               sae_workspace *ws, float *grad, int n_threads)
+/* panel rows r of [0, rows) = columns [j0, j0 + w) of src row (r mod src_rows):
+ * AuxK's rows n + t read token t's xc. */
+static void pack_panel_wrapped(const float *src, size_t ld, size_t src_rows, size_t rows,
+                               size_t j0, size_t w, size_t tile, float *panel)
+{
+    for (size_t r0 = 0; r0 < rows; r0 += src_rows) {
+        size_t n = rows - r0 < src_rows ? rows - r0 : src_rows;
+        pack_panel(src, ld, n, j0, w, tile, panel + r0 * tile);
+    }
+}
+
+void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                               size_t n_rows, sae_workspace *ws, float *grad)
 {
     const sparse_kernels kern = pick_kernels();
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const double l1_scale = lambda / (double)n_tokens;
+    /* the L1 terms belong to the ReLU SAE only */
+    const double l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / (double)n_tokens : 0.0;
+    const bool jump = m->arch == SAE_ARCH_JUMPRELU;
+    const float half_band = (float)(0.5 * cfg->bandwidth);
+    const double inv_eps = jump ? 1.0 / cfg->bandwidth : 0.0;
+    const double l0_term = jump ? -cfg->lambda / ((double)n_tokens * cfg->bandwidth) : 0.0;
     const float *w_dec = sae__w_dec(m);
     float *g_w_dec = grad + m->lay.w_dec, *g_w_enc = grad + m->lay.w_enc_t;
-    transpose_pairs(ws, n_tokens, n_threads);
+    transpose_pairs(ws, n_rows, cfg->n_threads);
 
-    #pragma omp parallel num_threads(n_threads)
+    #pragma omp parallel num_threads(cfg->n_threads)
     {
         size_t begin, end, me = 0;
 #ifdef _OPENMP
@@ -538,25 +572,31 @@ void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambd
         balanced_range(ws->col_ptr, d_sae, SAE_ITEM_COST, &begin, &end);
         float *panel = ws->t_panel + me * ws->panel_tokens * SAE_FEAT_TILE;
         float *c = (float *)ws->f; /* d_sae norm-term coefficients: the block buffer is free */
-        /* per feature: statistics, the norm term's coefficient, g_k's L1 part */
+        /* per feature: statistics over the real tokens' pairs (AuxK's rows come
+         * after them in each column), the norm term's coefficient, g's L1 part */
         for (size_t i = begin; i < end; i++) {
-            size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1];
+            size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1], k_main = k0;
             double f_sum = 0.0;
-            for (size_t k = k0; k < k1; k++)
-                f_sum += ws->cfval[k];
+            for (; k_main < k1 && ws->tok[k_main] < n_tokens; k_main++)
+                f_sum += ws->cfval[k_main];
             c[i] = (ws->norms[i] > 0.0f && f_sum != 0.0)
                        ? (float)(l1_scale * f_sum / ws->norms[i]) : 0.0f;
             float g_l1 = (float)l1_scale * ws->norms[i];
             for (size_t k = k0; k < k1; k++)
-                ws->cgval[k] = g_l1;
+                ws->cgval[k] = k < k_main ? g_l1 : 0.0f;
             ws->f_sum[i] = f_sum;
-            ws->last_fired[i] = k1 > k0 ? (uint64_t)ws->tok[k1 - 1] + 1 : 0;
+            ws->last_fired[i] = 0;
+            for (size_t k = k_main; k-- > k0;)
+                if (ws->cfval[k] > 0.0f) { /* JumpReLU's band pairs did not fire */
+                    ws->last_fired[i] = (uint64_t)ws->tok[k] + 1;
+                    break;
+                }
             ws->row_sumsq[i] = 0.0;
         }
         /* dW_dec, and g_k's reconstruction part, tile by tile of dL/dx_hat */
         for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
             size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-            pack_panel(ws->dxh, d_in, n_tokens, j0, w, SAE_FEAT_TILE, panel);
+            pack_panel(ws->dxh, d_in, n_rows, j0, w, SAE_FEAT_TILE, panel);
             for (size_t i = begin; i < end; i++) {
                 size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
                 ws->row_sumsq[i] += kern.feature_dec_tile(panel, ws->tok + k0, ws->cfval + k0,
@@ -566,15 +606,30 @@ void sae__sparse_feature_phase(const sae_model *m, size_t n_tokens, double lambd
             }
         }
         for (size_t i = begin; i < end; i++) {
+            size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1];
+            if (jump) {
+                /* the threshold's estimators over the band, then dL/dpre only
+                 * where the feature fired */
+                double theta_grad = 0.0;
+                const float theta = ws->theta[i];
+                for (size_t k = k0; k < k1; k++) {
+                    float f = ws->cfval[k];
+                    if (f == 0.0f || f - theta < half_band)
+                        theta_grad += -(double)theta * inv_eps * ws->cgval[k] + l0_term;
+                    if (f == 0.0f)
+                        ws->cgval[k] = 0.0f;
+                }
+                ws->theta_grad[i] = theta_grad;
+            }
             double g_sum = 0.0;
-            for (size_t k = ws->col_ptr[i]; k < ws->col_ptr[i + 1]; k++)
+            for (size_t k = k0; k < k1; k++)
                 g_sum += ws->cgval[k];
             ws->g_b_enc[i] = g_sum;
         }
         /* dW_enc (stored transposed), tile by tile of xc */
         for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
             size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-            pack_panel(ws->xc, d_in, n_tokens, j0, w, SAE_FEAT_TILE, panel);
+            pack_panel_wrapped(ws->xc, d_in, n_tokens, n_rows, j0, w, SAE_FEAT_TILE, panel);
             for (size_t i = begin; i < end; i++) {
                 size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
                 ws->row_sumsq[i] += kern.feature_enc_tile(panel, ws->tok + k0, ws->cgval + k0, nk,

@@ -23,12 +23,13 @@ static run run_backward(const sae_model *m, const float *x, size_t n, double lam
 {
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    ck_assert_int_eq(sae__workspace_reserve(&ws, m->d_in, m->d_sae, n, n_threads), SAE_OK);
+    sae_step_shape shape = {m->d_in, m->d_sae, n, n_threads, m->arch, 0};
+    ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     run r;
     r.grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(r.grad);
-    ck_assert_int_eq(sae__forward_backward(m, lambda, kernel, n_threads, x, n, &ws, r.grad, &r.res),
-                     SAE_OK);
+    sae_step_config cfg = {lambda, kernel, n_threads, 0.0, 0, NULL, 0.001};
+    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, r.grad, &r.res), SAE_OK);
     sae__workspace_free(&ws);
     return r;
 }
@@ -149,8 +150,8 @@ START_TEST(dense_and_sparse_paths_match_the_reference_at_every_density)
                       densities[di], err_ds);
         /* the same losses and the same gradient norm on both paths */
         sae_losses ld, ls;
-        sae__losses_from_sums(&dense.res.sums, n, 2.0, &ld);
-        sae__losses_from_sums(&sparse.res.sums, n, 2.0, &ls);
+        sae__losses_from_sums(&dense.res.sums, n, SAE_ARCH_RELU, 2.0, 0.0, &ld);
+        sae__losses_from_sums(&sparse.res.sums, n, SAE_ARCH_RELU, 2.0, 0.0, &ls);
         ck_assert_double_eq_tol(ld.loss, want_l.loss, 1e-5 * (1 + want_l.loss));
         ck_assert_double_eq_tol(ls.loss, want_l.loss, 1e-5 * (1 + want_l.loss));
         ck_assert_double_eq(ld.l0, want_l.l0);

@@ -146,12 +146,16 @@ SAE_API size_t sae_model_d_sae(const sae_model *m);
 
 /* Tensor selectors for get/set, in the SAELens layout (row-major):
  *   SAE_W_ENC: d_in x d_sae   SAE_B_ENC: d_sae
- *   SAE_W_DEC: d_sae x d_in   SAE_B_DEC: d_in                                 */
+ *   SAE_W_DEC: d_sae x d_in   SAE_B_DEC: d_in
+ *   SAE_THRESHOLD: JumpReLU: d_sae thresholds theta_i > 0 (trained as log theta);
+ *                  BatchTopK: 1 float, the inference threshold (negative until
+ *                  training has set it); other architectures: none (size 0)  */
 enum sae_tensor {
     SAE_W_ENC = 0,
     SAE_B_ENC = 1,
     SAE_W_DEC = 2,
-    SAE_B_DEC = 3
+    SAE_B_DEC = 3,
+    SAE_THRESHOLD = 4
 };
 
 /* The number of floats in tensor `which` (e.g. d_in * d_sae for SAE_W_ENC), or 0
@@ -166,6 +170,69 @@ SAE_API int sae_model_get_tensor(const sae_model *m, int which, float *dst, size
  * Errors: SAE_E_INVALID_ARG; SAE_E_NONFINITE if src holds NaN or Inf (the
  * model is then unchanged). */
 SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Architectures                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The activation is fixed when a model is created. With pre = (x - b_dec) W_enc
+ * + b_enc (d_sae values per token):
+ *
+ *   SAE_ARCH_RELU       f = ReLU(pre). Trained on l2 + lambda * l1 (the L1 term
+ *                       weighted by decoder row norms). sae_model_create's model.
+ *   SAE_ARCH_TOPK       f keeps the k largest values of ReLU(pre) per token, the
+ *                       rest 0 (Gao et al. 2024; ties at the k-th value are kept
+ *                       in feature order). Trained on l2 + auxk_coeff * AuxK: no
+ *                       sparsity penalty, lambda is ignored (sparsity is k).
+ *   SAE_ARCH_BATCHTOPK  training keeps the n * k largest values of ReLU(pre)
+ *                       over the whole batch of n tokens (Bussmann et al. 2024),
+ *                       same loss as TopK. Each step moves the inference
+ *                       threshold (SAE_THRESHOLD) toward the smallest value kept:
+ *                       threshold = beta * threshold + (1 - beta) * min_kept (the
+ *                       first step sets it). sae_encode and friends use
+ *                       f = pre where pre > threshold (ReLU before the first step),
+ *                       which is how SAELens loads it (as JumpReLU).
+ *   SAE_ARCH_JUMPRELU   f_i = pre_i * H(pre_i - theta_i), theta_i = exp(t_i) > 0
+ *                       learned per feature (Rajamanoharan et al. 2024). Trained
+ *                       on l2 + lambda * l0 with l0 = (1/n) sum_t #{i : f_ti > 0},
+ *                       through straight-through estimators with the rectangle
+ *                       kernel K(u) = 1 for |u| < 1/2 and bandwidth eps:
+ *                       dL/dtheta_i gets -(theta_i / eps) K((pre - theta_i)/eps) dL/df
+ *                       from the jump and -(1 / eps) K(...) lambda / n from l0;
+ *                       dL/dt_i = theta_i dL/dtheta_i.
+ *
+ * AuxK (TopK and BatchTopK, Gao et al. 2024): with e = x - x_hat (held fixed),
+ * the features dead for at least SAE_OPT_DEAD_WINDOW training tokens, and
+ * e_aux = sum of the top k_aux values of ReLU(pre) among dead features times
+ * their decoder rows (no b_dec),
+ *     AuxK = (1/n) sum_t ||e_aux_t - e_t||^2 / ((1/n) sum_t ||e_t - mean(e)||^2),
+ * normalised as OpenAI's and dictionary_learning's trainers do.
+ *
+ * In every architecture, sae_losses.l1 reports sum_i f_i ||W_dec[i,:]|| and l0
+ * the active count; sae_losses.loss is the loss trained (sae_loss: without AuxK,
+ * which needs the optimizer's dead-feature counters).
+ */
+enum sae_arch {
+    SAE_ARCH_RELU = 0,
+    SAE_ARCH_TOPK = 1,
+    SAE_ARCH_BATCHTOPK = 2,
+    SAE_ARCH_JUMPRELU = 3
+};
+
+/* Create a model of architecture `arch`, initialised like sae_model_create
+ * (JumpReLU thresholds all start at param). param: 0 for ReLU; k (a whole
+ * number in [1, d_sae]) for TopK and BatchTopK; the initial threshold theta
+ * (in [1e-30, 1e30]; the JumpReLU paper uses 0.001) for JumpReLU.
+ * Errors: as sae_model_create; SAE_E_INVALID_ARG for an unknown arch or a param
+ * out of range; SAE_E_NONFINITE for a NaN/Inf param. On error *out is NULL. */
+SAE_API int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
+                                  int arch, double param);
+
+/* The model's architecture (SAE_ARCH_*), or -1 if m is NULL. */
+SAE_API int sae_model_arch(const sae_model *m);
+
+/* k of a TopK or BatchTopK model; 0 for other architectures or NULL. */
+SAE_API size_t sae_model_k(const sae_model *m);
 
 /* ------------------------------------------------------------------------ */
 /* Encode, decode, loss                                                      */
@@ -248,7 +315,17 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                GEMMs; sparse touches only the (token, feature)
  *                                pairs with f > 0. Auto picks by the measured
  *                                density of each batch. All give the same
- *                                gradients up to float rounding.
+ *                                gradients up to float rounding. TopK and
+ *                                BatchTopK always run sparse (L0 <= k).
+ *
+ * Architecture options (see "Architectures"; ignored by the others):
+ *   SAE_OPT_AUXK_COEFF  1/32     >= 0, finite: AuxK weight (TopK, BatchTopK); 0: off
+ *   SAE_OPT_AUXK_K      0        a whole number >= 0: k_aux; 0 means d_in / 2
+ *                                (at least 1), the anchors' heuristic
+ *   SAE_OPT_DEAD_WINDOW 1e7      a whole number >= 1: training tokens without
+ *                                firing after which AuxK treats a feature as dead
+ *   SAE_OPT_JUMPRELU_BANDWIDTH 0.001  > 0, finite: eps of the JumpReLU estimators
+ *   SAE_OPT_THRESHOLD_BETA 0.999 [0, 1): BatchTopK's threshold moving average
  */
 enum sae_option {
     SAE_OPT_LR = 1,
@@ -258,11 +335,17 @@ enum sae_option {
     SAE_OPT_L1_COEFF = 5,
     SAE_OPT_GRAD_CLIP = 6,
     SAE_OPT_THREADS = 7,
-    SAE_OPT_KERNEL = 8
+    SAE_OPT_KERNEL = 8,
+
+    SAE_OPT_AUXK_COEFF = 20,
+    SAE_OPT_AUXK_K = 21,
+    SAE_OPT_DEAD_WINDOW = 22,
+    SAE_OPT_JUMPRELU_BANDWIDTH = 23,
+    SAE_OPT_THRESHOLD_BETA = 24
 };
 
 /* Values of SAE_OPT_KERNEL. */
-enum {
+enum sae_kernel {
     SAE_KERNEL_AUTO = 0,
     SAE_KERNEL_DENSE = 1,
     SAE_KERNEL_SPARSE = 2

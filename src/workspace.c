@@ -1,0 +1,246 @@
+/*
+ * The step's workspace: every scratch buffer of a training step, owned by the
+ * optimizer, allocated on the first step and grown only when a larger (or, for
+ * the sparse pairs, denser) batch arrives. Each group of buffers is allocated
+ * all or nothing, so a failed reservation leaves the workspace as it was.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+/* One buffer of a group: where it lives and how many bytes it needs now. */
+typedef struct grow_item {
+    void **slot;
+    size_t bytes;
+    void *fresh;
+} grow_item;
+
+/* Allocate every item; only if all succeed, free the old buffers and commit. */
+static int grow_all(grow_item *items, size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        items[k].fresh = sae__alloc(items[k].bytes);
+        if (!items[k].fresh) {
+            for (size_t j = 0; j < k; j++)
+                sae__free(items[j].fresh);
+            return SAE_E_NOMEM;
+        }
+    }
+    for (size_t k = 0; k < count; k++) {
+        sae__free(*items[k].slot);
+        *items[k].slot = items[k].fresh;
+    }
+    return SAE_OK;
+}
+
+/* bytes = a * b * c, false on overflow */
+static bool bytes3(size_t a, size_t b, size_t c, size_t *bytes)
+{
+    size_t ab;
+    return sae__mul(a, b, &ab) && sae__mul(ab, c, bytes);
+}
+
+#define ITEM(field, n_bytes) {(void **)&ws->field, (n_bytes), NULL}
+
+static int reserve_features(sae_workspace *ws, size_t d_in, size_t d_sae)
+{
+    if (ws->norms)
+        return SAE_OK;
+    grow_item items[] = {
+        ITEM(norms, d_sae * sizeof(float)),          ITEM(f_sum, d_sae * sizeof(double)),
+        ITEM(g_b_enc, d_sae * sizeof(double)),       ITEM(row_sumsq, d_sae * sizeof(double)),
+        ITEM(last_fired, d_sae * sizeof(uint64_t)),  ITEM(g_b_dec, d_in * sizeof(double)),
+        ITEM(col_ptr, (d_sae + 1) * sizeof(size_t)), ITEM(theta, d_sae * sizeof(float)),
+        ITEM(theta_grad, d_sae * sizeof(double)),    ITEM(dead, d_sae),
+        ITEM(zeros, d_in * sizeof(float)),
+    };
+    int rc = grow_all(items, sizeof items / sizeof items[0]);
+    if (rc == SAE_OK) {
+        memset(ws->zeros, 0, d_in * sizeof(float));
+        ws->d_in = d_in;
+        ws->d_sae = d_sae;
+    }
+    return rc;
+}
+
+/* rows: n_tokens, doubled when AuxK adds a second row per token. */
+static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_t k_aux)
+{
+    size_t xc_bytes, dxh_bytes, aux_bytes_f, aux_bytes_u;
+    if (!bytes3(n_tokens, ws->d_in, sizeof(float), &xc_bytes) ||
+        !bytes3(rows, ws->d_in, sizeof(float), &dxh_bytes) ||
+        !bytes3(n_tokens, k_aux, sizeof(float), &aux_bytes_f) ||
+        !bytes3(n_tokens, k_aux, sizeof(uint32_t), &aux_bytes_u) ||
+        rows > SIZE_MAX / sizeof(double) - 1)
+        return SAE_E_INVALID_ARG;
+    if (n_tokens > ws->tokens_cap || rows > ws->rows_cap) {
+        size_t tokens = n_tokens > ws->tokens_cap ? n_tokens : ws->tokens_cap;
+        size_t r = rows > ws->rows_cap ? rows : ws->rows_cap;
+        if (!bytes3(tokens, ws->d_in, sizeof(float), &xc_bytes) ||
+            !bytes3(r, ws->d_in, sizeof(float), &dxh_bytes))
+            return SAE_E_INVALID_ARG;
+        grow_item items[] = {
+            ITEM(xc, xc_bytes),
+            ITEM(dxh, dxh_bytes),
+            ITEM(l1_tok, tokens * sizeof(double)),
+            ITEM(active_tok, tokens * sizeof(size_t)),
+            ITEM(l2_tok, r * sizeof(double)),
+            ITEM(row_ptr, (r + 1) * sizeof(size_t)),
+        };
+        int rc = grow_all(items, sizeof items / sizeof items[0]);
+        if (rc != SAE_OK)
+            return rc;
+        ws->tokens_cap = tokens;
+        ws->rows_cap = r;
+    }
+    if (k_aux && (n_tokens > ws->aux_tokens || k_aux > ws->aux_cap)) {
+        size_t tokens = n_tokens > ws->aux_tokens ? n_tokens : ws->aux_tokens;
+        size_t cap = k_aux > ws->aux_cap ? k_aux : ws->aux_cap;
+        if (!bytes3(tokens, cap, sizeof(float), &aux_bytes_f))
+            return SAE_E_INVALID_ARG;
+        grow_item items[] = {
+            ITEM(aux_feat, aux_bytes_f), /* sizeof(uint32_t) == sizeof(float) */
+            ITEM(aux_fval, aux_bytes_f),
+            ITEM(aux_count, tokens * sizeof(size_t)),
+        };
+        int rc = grow_all(items, sizeof items / sizeof items[0]);
+        if (rc != SAE_OK)
+            return rc;
+        ws->aux_tokens = tokens;
+        ws->aux_cap = cap;
+    }
+    return SAE_OK;
+}
+
+static int reserve_block(sae_workspace *ws, size_t block)
+{
+    if (block <= ws->block_cap)
+        return SAE_OK;
+    size_t chunks = (ws->d_sae + 15) / 16, f_bytes, mask_bytes;
+    if (!bytes3(block, ws->d_sae, sizeof(float), &f_bytes) ||
+        !bytes3(block, chunks, sizeof(uint16_t), &mask_bytes))
+        return SAE_E_INVALID_ARG;
+    grow_item items[] = {
+        ITEM(f, f_bytes),
+        ITEM(mask, mask_bytes),
+        ITEM(band, mask_bytes),
+        ITEM(ones, block * sizeof(float)),
+        ITEM(col_sum, ws->d_sae * sizeof(float)),
+    };
+    int rc = grow_all(items, sizeof items / sizeof items[0]);
+    if (rc != SAE_OK)
+        return rc;
+    for (size_t t = 0; t < block; t++)
+        ws->ones[t] = 1.0f;
+    ws->mask_chunks = chunks;
+    ws->block_cap = block;
+    return SAE_OK;
+}
+
+static int reserve_threads(sae_workspace *ws, int n_threads, size_t rows, bool radix)
+{
+    size_t threads = (size_t)n_threads;
+    bool need_radix = radix && !ws->radix_hist;
+    if (threads <= ws->thread_cap && rows <= ws->panel_tokens && !need_radix)
+        return SAE_OK;
+    threads = threads > ws->thread_cap ? threads : ws->thread_cap;
+    rows = rows > ws->panel_tokens ? rows : ws->panel_tokens;
+    size_t panel_bytes, w_bytes, hist_bytes, scratch_bytes;
+    if (threads > 4096 || !bytes3(rows, threads * SAE_FEAT_TILE, sizeof(float), &panel_bytes) ||
+        !bytes3(threads * ws->d_sae, SAE_DEC_TILE, sizeof(float), &w_bytes) ||
+        !bytes3(threads, ws->d_sae, sizeof(size_t), &hist_bytes) ||
+        !bytes3(threads, ws->d_sae, sizeof(float), &scratch_bytes))
+        return SAE_E_INVALID_ARG;
+    grow_item items[] = {
+        ITEM(hist, hist_bytes),
+        ITEM(w_panel, w_bytes),
+        ITEM(t_panel, panel_bytes),
+        ITEM(scratch, scratch_bytes),
+        ITEM(radix_hist, threads * 65536 * sizeof(uint64_t)),
+    };
+    /* the radix histograms only for BatchTopK (or if they exist already) */
+    size_t count = sizeof items / sizeof items[0] - (radix || ws->radix_hist ? 0 : 1);
+    int rc = grow_all(items, count);
+    if (rc != SAE_OK)
+        return rc;
+    ws->thread_cap = threads;
+    ws->panel_tokens = rows;
+    return SAE_OK;
+}
+
+int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
+{
+    bool fresh = !ws->norms;
+    size_t rows = s->k_aux ? 2 * s->n_tokens : s->n_tokens;
+    if (s->k_aux && s->n_tokens > SIZE_MAX / 2)
+        return SAE_E_INVALID_ARG;
+    /* BatchTopK selects over the whole batch: one block of all its tokens */
+    size_t block = s->arch == SAE_ARCH_BATCHTOPK ? s->n_tokens
+                   : s->n_tokens < SAE_BLOCK_TOKENS ? s->n_tokens : SAE_BLOCK_TOKENS;
+    int rc = reserve_features(ws, s->d_in, s->d_sae);
+    if (rc == SAE_OK)
+        rc = reserve_tokens(ws, s->n_tokens, rows, s->k_aux);
+    if (rc == SAE_OK)
+        rc = reserve_block(ws, block);
+    if (rc == SAE_OK)
+        rc = reserve_threads(ws, s->n_threads, rows, s->arch == SAE_ARCH_BATCHTOPK);
+    if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
+        sae__workspace_free(ws);
+    return rc;
+}
+
+int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
+{
+    if (nnz <= ws->nnz_cap)
+        return SAE_OK;
+    size_t cap = nnz + nnz / 4; /* headroom: density drifts between steps */
+    if (cap > SIZE_MAX / sizeof(float) / 2)
+        return SAE_E_NOMEM;
+    uint32_t *old_feat = ws->feat;
+    float *old_fval = ws->fval;
+    grow_item items[] = {
+        ITEM(tok, cap * sizeof(uint32_t)),
+        ITEM(cfval, cap * sizeof(float)),
+        ITEM(cgval, cap * sizeof(float)),
+    };
+    /* feat and fval hold pairs already stored this step: copy them over */
+    uint32_t *feat = sae__alloc(cap * sizeof(uint32_t));
+    float *fval = sae__alloc(cap * sizeof(float));
+    if (!feat || !fval) {
+        sae__free(feat);
+        sae__free(fval);
+        return SAE_E_NOMEM;
+    }
+    int rc = grow_all(items, sizeof items / sizeof items[0]);
+    if (rc != SAE_OK) {
+        sae__free(feat);
+        sae__free(fval);
+        return rc;
+    }
+    if (keep) {
+        memcpy(feat, old_feat, keep * sizeof(uint32_t));
+        memcpy(fval, old_fval, keep * sizeof(float));
+    }
+    sae__free(old_feat);
+    sae__free(old_fval);
+    ws->feat = feat;
+    ws->fval = fval;
+    ws->nnz_cap = cap;
+    return SAE_OK;
+}
+
+void sae__workspace_free(sae_workspace *ws)
+{
+    void *buffers[] = {
+        ws->norms, ws->f_sum, ws->g_b_enc, ws->row_sumsq, ws->last_fired, ws->g_b_dec,
+        ws->col_ptr, ws->theta, ws->theta_grad, ws->dead, ws->zeros,
+        ws->xc, ws->dxh, ws->l1_tok, ws->l2_tok, ws->active_tok, ws->row_ptr,
+        ws->aux_feat, ws->aux_fval, ws->aux_count,
+        ws->f, ws->mask, ws->band, ws->ones, ws->col_sum,
+        ws->feat, ws->fval, ws->tok, ws->cfval, ws->cgval,
+        ws->hist, ws->w_panel, ws->t_panel, ws->scratch, ws->radix_hist,
+    };
+    for (size_t k = 0; k < sizeof buffers / sizeof buffers[0]; k++)
+        sae__free(buffers[k]);
+    memset(ws, 0, sizeof *ws);
+}
