@@ -363,13 +363,20 @@ SAE_API int sae_optimizer_get(const sae_optimizer *o, int option, double *value)
 SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
 
 /* One training step on the batch x (n_tokens x d_in floats): forward pass,
- * exact gradients of loss = l2 + lambda * l1 (ReLU'(0) = 0), optional global
- * gradient-norm clipping, and one Adam update of all four tensors.
- * *out (may be NULL) receives the losses of the batch before the update.
+ * exact gradients of the architecture's loss (ReLU: l2 + lambda * l1, with
+ * ReLU'(0) = 0; see "Architectures" for the others), optional global
+ * gradient-norm clipping, and one Adam update of every parameter.
+ * *out (may be NULL) receives the losses of the batch before the update
+ * (with AuxK's weighted term included in out->loss).
+ * Adam follows torch.optim.Adam except that moments below FLT_MIN are flushed
+ * to 0: features that stop firing would otherwise fill the moments with
+ * subnormal floats, which are many times slower to compute with; the updates
+ * lost are below 1e-30 * lr.
  * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, optimizer made
- * for another shape), SAE_E_NONFINITE (NaN/Inf in x, or gradients or updated
- * parameters that would not be finite), SAE_E_NOMEM (the step's workspace grows
- * when a larger batch than ever before arrives). On any error the model, the
+ * for a model of another shape or architecture's parameter set),
+ * SAE_E_NONFINITE (NaN/Inf in x, or gradients or updated parameters that would
+ * not be finite), SAE_E_NOMEM (the step's workspace grows when a larger or
+ * denser batch than ever before arrives). On any error the model, the
  * optimizer and *out are unchanged. */
 SAE_API int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
                      sae_losses *out);
