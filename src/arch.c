@@ -266,6 +266,7 @@ float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *no
     #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(min:min_bits)
     for (size_t t = 0; t < rows; t++) {
         float *row = f + t * d;
+        uint16_t *mask = ws->mask + t * ws->mask_chunks;
         size_t ties = allow[t + 1];
         double l1 = 0.0;
         size_t active = 0;
@@ -278,6 +279,9 @@ float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *no
             row[i] = v;
             l1 += (double)v * norms[i];
             active += keep;
+            if (i % 16 == 0)
+                mask[i / 16] = 0;
+            mask[i / 16] |= (uint16_t)((unsigned)keep << (i % 16));
             uint32_t b = float_bits(v);
             if (keep && b < min_bits)
                 min_bits = b;

@@ -307,7 +307,8 @@ size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t
 
 /* BatchTopK's training selection: keep the rows * k largest values of the
  * ReLU'd block f (rows x d) over all rows, zero the rest; refresh l1_tok,
- * active_tok and the counts row_ptr[t + 1]. Returns the smallest value kept. */
+ * active_tok, the mask and the counts row_ptr[t + 1]. Returns the smallest
+ * value kept. */
 float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
                       sae_workspace *ws, int n_threads);
 
@@ -325,8 +326,9 @@ size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, siz
 void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float add,
                           size_t d_sae);
 
-/* Compress the ReLU'd block f (rows x d_sae, tokens t0..) into the CSR arrays;
- * ws->row_ptr[t0 .. t0 + rows] must hold the prefix sums already. */
+/* Compress the block f (rows x d_sae, tokens t0..) into the CSR arrays from
+ * its mask (ws->mask, as the activation wrote it); ws->row_ptr[t0 .. t0 + rows]
+ * must hold the prefix sums already. */
 void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads);
 
 /* Compress a JumpReLU block: the pairs flagged in mask or band (f is 0 for

@@ -70,19 +70,6 @@ static void masked_dpre_portable(float *g, const uint16_t *mask, const float *r,
         g[i] = (mask[i / 16] >> (i % 16)) & 1u ? g[i] + add * r[i] : 0.0f;
 }
 
-/* Append the positive entries of f[0..d) as (index, value); returns the count. */
-static size_t compress_row_portable(const float *f, size_t d, uint32_t *feat, float *val)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < d; i++)
-        if (f[i] > 0.0f) {
-            feat[n] = (uint32_t)i;
-            val[n] = f[i];
-            n++;
-        }
-    return n;
-}
-
 /* One token, one column tile of width w <= SAE_DEC_TILE:
  * out = scale * (base + sum_k val[k] panel[idx[k],:] - x); returns |out / scale|^2. */
 static double decode_tile_portable(const float *panel, const uint32_t *idx, const float *val,
@@ -216,25 +203,6 @@ AVX512 static void masked_dpre_avx512(float *g, const uint16_t *mask, const floa
     }
 }
 
-AVX512 static size_t compress_row_avx512(const float *f, size_t d, uint32_t *feat, float *val)
-{
-    size_t n = 0;
-    const __m512 zero = _mm512_setzero_ps();
-    for (size_t i = 0; i < d; i += 16) {
-        __mmask16 mk = lanes_below(d, i);
-        unsigned bits = _mm512_mask_cmp_ps_mask(mk, _mm512_maskz_loadu_ps(mk, f + i), zero,
-                                                _CMP_GT_OQ);
-        while (bits) { /* few lanes are set at low density: visit only those */
-            unsigned lane = (unsigned)__builtin_ctz(bits);
-            feat[n] = (uint32_t)(i + lane);
-            val[n] = f[i + lane];
-            n++;
-            bits &= bits - 1;
-        }
-    }
-    return n;
-}
-
 AVX512 static double decode_tile_avx512(const float *panel, const uint32_t *idx, const float *val,
                                         size_t nk, const float *base, const float *x, size_t w,
                                         float scale, float *out)
@@ -342,7 +310,6 @@ AVX512 static double feature_enc_tile_avx512(const float *panel, const uint32_t 
 typedef struct sparse_kernels {
     size_t (*relu_stats)(float *, const float *, const float *, size_t, double *, uint16_t *);
     void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t);
-    size_t (*compress_row)(const float *, size_t, uint32_t *, float *);
     double (*decode_tile)(const float *, const uint32_t *, const float *, size_t, const float *,
                           const float *, size_t, float, float *);
     double (*feature_dec_tile)(const float *, const uint32_t *, const float *, float *, size_t,
@@ -359,17 +326,17 @@ static sparse_kernels pick_kernels(void)
 {
 #ifdef SAE_TESTING
     if (sae__test_portable_kernels)
-        return (sparse_kernels){relu_stats_portable, masked_dpre_portable, compress_row_portable,
+        return (sparse_kernels){relu_stats_portable, masked_dpre_portable,
                                 decode_tile_portable, feature_dec_tile_portable,
                                 feature_enc_tile_portable};
 #endif
 #ifdef SAE_HAVE_AVX512_KERNELS
     if (__builtin_cpu_supports("avx512f"))
-        return (sparse_kernels){relu_stats_avx512, masked_dpre_avx512, compress_row_avx512,
+        return (sparse_kernels){relu_stats_avx512, masked_dpre_avx512,
                                 decode_tile_avx512, feature_dec_tile_avx512,
                                 feature_enc_tile_avx512};
 #endif
-    return (sparse_kernels){relu_stats_portable, masked_dpre_portable, compress_row_portable,
+    return (sparse_kernels){relu_stats_portable, masked_dpre_portable,
                             decode_tile_portable, feature_dec_tile_portable,
                             feature_enc_tile_portable};
 }
@@ -388,15 +355,39 @@ void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float 
 
 /* ---- phases ------------------------------------------------------------------------------ */
 
-void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+/* Compress a block into the CSR from its flags: the pairs whose bit is set in
+ * mask (or band, for JumpReLU). Reading the flags (1 bit per feature) and
+ * only the flagged values costs far less than scanning f again. */
+static void compress_block(sae_workspace *ws, size_t t0, size_t rows, bool with_band,
+                           int n_threads)
 {
-    const sparse_kernels kern = pick_kernels();
-    const size_t d_sae = ws->d_sae;
+    const size_t d_sae = ws->d_sae, chunks = ws->mask_chunks;
     #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (size_t t = 0; t < rows; t++) {
         size_t at = ws->row_ptr[t0 + t];
-        kern.compress_row(ws->f + t * d_sae, d_sae, ws->feat + at, ws->fval + at);
+        const float *f = ws->f + t * d_sae;
+        const uint16_t *mask = ws->mask + t * chunks, *band = ws->band + t * chunks;
+        for (size_t c = 0; c < chunks; c++) {
+            unsigned bits = with_band ? (unsigned)(mask[c] | band[c]) : mask[c];
+            while (bits) {
+                size_t i = 16 * c + (size_t)__builtin_ctz(bits);
+                ws->feat[at] = (uint32_t)i;
+                ws->fval[at] = f[i];
+                at++;
+                bits &= bits - 1;
+            }
+        }
     }
+}
+
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+{
+    compress_block(ws, t0, rows, false, n_threads);
+}
+
+void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+{
+    compress_block(ws, t0, rows, true, n_threads);
 }
 
 /* panel (rows x tile, zero-padded) = columns [j0, j0 + w) of src (rows x ld). */
@@ -443,26 +434,6 @@ static void balanced_range(const size_t *ptr, size_t count, size_t per_item, siz
 /* Per-item overhead of a token or a feature in a tile, in pair-equivalents
  * (loads and stores of its own rows), for balancing. */
 #define SAE_ITEM_COST 2
-
-void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
-{
-    const size_t d_sae = ws->d_sae, chunks = ws->mask_chunks;
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t t = 0; t < rows; t++) {
-        size_t at = ws->row_ptr[t0 + t];
-        const float *f = ws->f + t * d_sae;
-        for (size_t c = 0; c < chunks; c++) {
-            unsigned bits = ws->mask[t * chunks + c] | ws->band[t * chunks + c];
-            while (bits) {
-                size_t i = 16 * c + (size_t)__builtin_ctz(bits);
-                ws->feat[at] = (uint32_t)i;
-                ws->fval[at] = f[i];
-                at++;
-                bits &= bits - 1;
-            }
-        }
-    }
-}
 
 void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
                              const float *base, float scale, sae_workspace *ws, int n_threads)
