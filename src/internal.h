@@ -274,6 +274,10 @@ struct sae_optimizer {
     sae_layout lay;
     double lr, beta1, beta2, eps, l1_coeff, grad_clip;
     double threads, kernel; /* SAE_OPT_THREADS and SAE_OPT_KERNEL (whole numbers) */
+    /* the training recipe's schedules (schedule.c); 0 (the zeroed allocation)
+     * is every one's default: SAE_OPT_TOTAL_STEPS, SAE_OPT_L1_WARMUP_FRACTION,
+     * SAE_OPT_LR_WARMUP_STEPS, SAE_OPT_LR_DECAY_FRACTION, SAE_OPT_LR_SCHEDULE */
+    double total_steps, l1_warmup_fraction, lr_warmup_steps, lr_decay_fraction, lr_schedule;
     uint64_t steps;
     float *grad;         /* lay.total floats: gradients, parameter layout */
     float *m1;           /* lay.total floats: Adam first moment */
@@ -283,5 +287,12 @@ struct sae_optimizer {
     uint64_t *since_fired; /* d_sae: training tokens since each feature last fired */
     sae_workspace ws;
 };
+
+/* ---- training recipe (schedule.c) ---------------------------------------- */
+
+/* The learning rate and L1 coefficient sae_step applies at step t (1-based),
+ * from the optimizer's options. SAE_E_INVALID_ARG if t is 0 or the schedule
+ * options contradict each other (see sae_optimizer_lr_at). */
+int sae__schedule_values(const sae_optimizer *o, uint64_t t, double *lr, double *lambda);
 
 #endif /* LIBSAE_INTERNAL_H */

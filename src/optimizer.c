@@ -73,6 +73,11 @@ static double *option_slot(sae_optimizer *o, int option)
     case SAE_OPT_GRAD_CLIP: return &o->grad_clip;
     case SAE_OPT_THREADS: return &o->threads;
     case SAE_OPT_KERNEL: return &o->kernel;
+    case SAE_OPT_TOTAL_STEPS: return &o->total_steps;
+    case SAE_OPT_L1_WARMUP_FRACTION: return &o->l1_warmup_fraction;
+    case SAE_OPT_LR_WARMUP_STEPS: return &o->lr_warmup_steps;
+    case SAE_OPT_LR_DECAY_FRACTION: return &o->lr_decay_fraction;
+    case SAE_OPT_LR_SCHEDULE: return &o->lr_schedule;
     default: return NULL;
     }
 }
@@ -89,6 +94,13 @@ static bool option_in_range(int option, double value)
     case SAE_OPT_THREADS: return value >= 0.0 && value <= 1024.0 && value == floor(value);
     case SAE_OPT_KERNEL:
         return value == SAE_KERNEL_AUTO || value == SAE_KERNEL_DENSE || value == SAE_KERNEL_SPARSE;
+    case SAE_OPT_TOTAL_STEPS:
+    case SAE_OPT_LR_WARMUP_STEPS: /* whole numbers, exact in a double */
+        return value >= 0.0 && value <= 9007199254740992.0 && value == floor(value);
+    case SAE_OPT_L1_WARMUP_FRACTION:
+    case SAE_OPT_LR_DECAY_FRACTION: return value >= 0.0 && value <= 1.0;
+    case SAE_OPT_LR_SCHEDULE:
+        return value == SAE_LR_CONSTANT || value == SAE_LR_LINEAR || value == SAE_LR_COSINE;
     default: return false;
     }
 }
@@ -277,13 +289,20 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return SAE_E_INVALID_ARG;
     if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
         return SAE_E_INVALID_ARG;
+    /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
+    uint64_t t = o->steps + 1;
+    double lr, lambda;
+    int rc = sae__schedule_values(o, t, &lr, &lambda);
+    if (rc != SAE_OK)
+        return rc;
+    /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads((int)o->threads);
-    int rc = sae__workspace_reserve(&o->ws, m->d_in, m->d_sae, n_tokens, n_threads);
+    rc = sae__workspace_reserve(&o->ws, m->d_in, m->d_sae, n_tokens, n_threads);
     if (rc != SAE_OK)
         return rc;
 
     sae_backward_result res;
-    rc = sae__forward_backward(m, o->l1_coeff, (int)o->kernel, n_threads, x, n_tokens, &o->ws,
+    rc = sae__forward_backward(m, lambda, (int)o->kernel, n_threads, x, n_tokens, &o->ws,
                                o->grad, &res);
     if (rc != SAE_OK)
         return rc;
@@ -293,13 +312,12 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return SAE_E_NONFINITE;
     double norm = sqrt(res.grad_sumsq);
 
-    uint64_t t = o->steps + 1;
     adam_consts c;
     c.beta1 = (float)o->beta1;
     c.one_minus_beta1 = (float)(1.0 - o->beta1);
     c.beta2 = (float)o->beta2;
     c.one_minus_beta2 = (float)(1.0 - o->beta2);
-    c.step_size = (float)(o->lr / (1.0 - pow(o->beta1, (double)t)));
+    c.step_size = (float)(lr / (1.0 - pow(o->beta1, (double)t)));
     c.bc2_sqrt = (float)sqrt(1.0 - pow(o->beta2, (double)t));
     c.eps = (float)o->eps;
     c.grad_scale = (o->grad_clip > 0.0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
@@ -321,6 +339,6 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
                                  : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
     }
     if (out)
-        sae__losses_from_sums(&res.sums, n_tokens, o->l1_coeff, out);
+        sae__losses_from_sums(&res.sums, n_tokens, lambda, out);
     return SAE_OK;
 }
