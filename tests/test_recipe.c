@@ -603,6 +603,7 @@ static Suite *recipe_suite(void)
 {
     Suite *s = suite_create("recipe");
     TCase *norm = tcase_create("normalisation");
+    tcase_set_timeout(norm, 120);
     tcase_add_test(norm, input_scale_matches_hand_computed_values);
     tcase_add_test(norm, input_scale_rejects_bad_input);
     tcase_add_test(norm, fold_is_exact_for_a_power_of_two);

@@ -721,6 +721,7 @@ static Suite *resample_suite(void)
 {
     Suite *s = suite_create("resample");
     TCase *dead = tcase_create("dead");
+    tcase_set_timeout(dead, 120);
     tcase_add_test(dead, dead_features_are_listed_in_order);
     tcase_add_test(dead, dead_features_follow_training);
     tcase_add_test(dead, resampling_changes_only_the_dead_features);
@@ -731,6 +732,7 @@ static Suite *resample_suite(void)
     tcase_add_test(dead, resampling_fails_cleanly_at_every_allocation);
     suite_add_tcase(s, dead);
     TCase *density = tcase_create("density");
+    tcase_set_timeout(density, 120);
     tcase_add_test(density, density_histogram_of_known_counts);
     tcase_add_test(density, density_histogram_matches_encode);
     tcase_add_test(density, density_histogram_rejects_bad_input);

@@ -363,23 +363,25 @@ START_TEST(step_applies_exactly_the_queried_values)
 }
 END_TEST
 
-/* The learning test of test_training.c, with the recipe's schedules: lambda
- * warm-up over 5%, lr warm-up, then linear decay over the last 20% (or
- * cosine). The schedules must not get in the way of learning. */
+/* A learning test like test_training.c's (smaller, so that its valgrind run
+ * stays short), with the recipe's schedules: lambda warm-up over 5%, lr
+ * warm-up, then linear decay over the last 20% (or cosine). The schedules
+ * must not get in the way of learning. */
 static void train_with_schedule(int schedule)
 {
-    const size_t d_in = 32, d_sae = 64, n_true = 24, n_data = 8192, batch = 128, steps = 600;
-    float *data = test_sparse_data(n_data, d_in, n_true, 3.0, 17, NULL);
+    const size_t d_in = 16, d_sae = 32, n_true = 8, n_data = 4096, batch = 64, steps = 400;
+    const double lambda = 0.1;
+    float *data = test_sparse_data(n_data, d_in, n_true, 2.0, 17, NULL);
     pair p = pair_create(d_in, d_sae, 1);
-    set(p.o, SAE_OPT_LR, 3e-3);
-    set(p.o, SAE_OPT_L1_COEFF, 0.1);
+    set(p.o, SAE_OPT_LR, 1e-2);
+    set(p.o, SAE_OPT_L1_COEFF, lambda);
     set(p.o, SAE_OPT_TOTAL_STEPS, (double)steps);
     set(p.o, SAE_OPT_L1_WARMUP_FRACTION, 0.05);
-    set(p.o, SAE_OPT_LR_WARMUP_STEPS, 30);
+    set(p.o, SAE_OPT_LR_WARMUP_STEPS, 20);
     set(p.o, SAE_OPT_LR_DECAY_FRACTION, 0.2);
     set(p.o, SAE_OPT_LR_SCHEDULE, schedule);
     sae_losses start, end, first;
-    ck_assert_int_eq(sae_loss(p.m, data, 1024, 0.1, &start), SAE_OK);
+    ck_assert_int_eq(sae_loss(p.m, data, 1024, lambda, &start), SAE_OK);
     for (size_t s = 0; s < steps; s++) {
         const float *x = data + (s * batch % n_data) * d_in;
         sae_losses l;
@@ -387,12 +389,12 @@ static void train_with_schedule(int schedule)
         if (s == 0)
             first = l;
     }
-    /* the first step's reported loss used lambda / 30 */
+    /* the first step's reported loss used lambda / 20 (5% of 400 steps) */
     double lambda1;
     ck_assert_int_eq(sae_optimizer_l1_coeff_at(p.o, 1, &lambda1), SAE_OK);
-    ck_assert_double_eq_tol(lambda1, 0.1 / 30.0, 1e-17);
+    ck_assert_double_eq_tol(lambda1, lambda / 20.0, 1e-17);
     ck_assert(first.loss == first.l2 + lambda1 * first.l1);
-    ck_assert_int_eq(sae_loss(p.m, data, 1024, 0.1, &end), SAE_OK);
+    ck_assert_int_eq(sae_loss(p.m, data, 1024, lambda, &end), SAE_OK);
     double fvu;
     ck_assert_int_eq(sae_fvu(p.m, data, 1024, &fvu), SAE_OK);
     printf("schedule %d: loss %.4f -> %.4f, l0 %.1f -> %.1f (d_sae %zu), fvu %.3f\n", schedule,
@@ -415,6 +417,7 @@ static Suite *schedule_suite(void)
 {
     Suite *s = suite_create("schedule");
     TCase *tc = tcase_create("values");
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, new_options_default_to_off_and_are_validated);
     tcase_add_test(tc, linear_schedule_at_chosen_steps);
     tcase_add_test(tc, cosine_schedule_at_chosen_steps);
