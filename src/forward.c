@@ -17,17 +17,7 @@ static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
         memcpy(dst + t * cols, row, cols * sizeof(float));
 }
 
-/* Per-call state of a forward pass: the activation and its buffers. */
-typedef struct forward_ctx {
-    const sae_model *m;
-    sae_activation act;
-    float *norms;    /* d_sae decoder row norms */
-    float *theta;    /* d_sae JumpReLU thresholds (NULL otherwise) */
-    float *scratch;  /* d_sae for TopK's selection */
-    float *xc;       /* block x d_in */
-} forward_ctx;
-
-static void forward_ctx_free(forward_ctx *c)
+void sae__forward_free(sae_forward *c)
 {
     sae__free(c->norms);
     sae__free(c->theta);
@@ -35,7 +25,7 @@ static void forward_ctx_free(forward_ctx *c)
     sae__free(c->xc);
 }
 
-static int forward_ctx_init(forward_ctx *c, const sae_model *m, size_t block)
+int sae__forward_init(sae_forward *c, const sae_model *m, size_t block)
 {
     memset(c, 0, sizeof *c);
     c->m = m;
@@ -45,7 +35,7 @@ static int forward_ctx_init(forward_ctx *c, const sae_model *m, size_t block)
     if (m->arch == SAE_ARCH_JUMPRELU)
         c->theta = sae__alloc(m->d_sae * sizeof(float));
     if (!c->norms || !c->scratch || !c->xc || (m->arch == SAE_ARCH_JUMPRELU && !c->theta)) {
-        forward_ctx_free(c);
+        sae__forward_free(c);
         return SAE_E_NOMEM;
     }
     sae__decoder_row_norms(m, c->norms, 1);
@@ -57,9 +47,7 @@ static int forward_ctx_init(forward_ctx *c, const sae_model *m, size_t block)
     return SAE_OK;
 }
 
-/* f = act((x - b_dec) W_enc + b_enc) for rows tokens (f: rows x d_sae); adds
- * the L1 sums and active counts to *sums if it is not NULL. */
-static void encode_block(forward_ctx *c, const float *x, size_t rows, float *f,
+void sae__forward_encode(sae_forward *c, const float *x, size_t rows, float *f,
                          sae_loss_sums *sums)
 {
     const sae_model *m = c->m;
@@ -81,7 +69,7 @@ static void encode_block(forward_ctx *c, const float *x, size_t rows, float *f,
     }
 }
 
-static void decode_block(const sae_model *m, const float *f, size_t rows, float *x_hat)
+void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat)
 {
     fill_rows(x_hat, sae__b_dec(m), rows, m->d_in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)m->d_in, (int)m->d_sae,
@@ -125,14 +113,14 @@ int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
     if (!sae__all_finite(x, n_tokens * m->d_in))
         return SAE_E_NONFINITE;
     size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    forward_ctx c;
-    if (forward_ctx_init(&c, m, block) != SAE_OK)
+    sae_forward c;
+    if (sae__forward_init(&c, m, block) != SAE_OK)
         return SAE_E_NOMEM;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
         size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        encode_block(&c, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
+        sae__forward_encode(&c, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
     }
-    forward_ctx_free(&c);
+    sae__forward_free(&c);
     return SAE_OK;
 }
 
@@ -148,7 +136,7 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
         return SAE_E_NONFINITE;
     for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = n_tokens - t0 < SAE_BLOCK_TOKENS ? n_tokens - t0 : SAE_BLOCK_TOKENS;
-        decode_block(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
+        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
     }
     return SAE_OK;
 }
@@ -159,8 +147,8 @@ static int forward_sums(const sae_model *m, const float *x, size_t n_tokens, sae
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    forward_ctx c;
-    if (forward_ctx_init(&c, m, block) != SAE_OK)
+    sae_forward c;
+    if (sae__forward_init(&c, m, block) != SAE_OK)
         return SAE_E_NOMEM;
     float *err = sae__alloc(block * d_in * sizeof(float));
     float *f = sae__alloc(block * d_sae * sizeof(float));
@@ -170,8 +158,8 @@ static int forward_sums(const sae_model *m, const float *x, size_t n_tokens, sae
         for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
             size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
             const float *xb = x + t0 * d_in;
-            encode_block(&c, xb, rows, f, sums);
-            decode_block(m, f, rows, err);
+            sae__forward_encode(&c, xb, rows, f, sums);
+            sae__forward_decode(m, f, rows, err);
             for (size_t k = 0; k < rows * d_in; k++) {
                 double e = (double)err[k] - xb[k];
                 sums->l2 += e * e;
@@ -181,7 +169,7 @@ static int forward_sums(const sae_model *m, const float *x, size_t n_tokens, sae
     }
     sae__free(f);
     sae__free(err);
-    forward_ctx_free(&c);
+    sae__forward_free(&c);
     return rc;
 }
 

@@ -305,6 +305,33 @@ typedef struct sae_aux_row {
 size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
                          uint16_t *band, sae_aux_row *aux, float *scratch);
 
+/* ---- forward passes for read-only callers (forward.c) -------------------- */
+
+/* A forward pass over blocks of tokens for encode, loss, FVU, resampling and
+ * metrics: all scratch is per call, so calls on one model may run concurrently. */
+typedef struct sae_forward {
+    const sae_model *m;
+    sae_activation act;
+    float *norms;    /* d_sae decoder row norms */
+    float *theta;    /* d_sae JumpReLU thresholds (NULL otherwise) */
+    float *scratch;  /* d_sae for TopK's selection */
+    float *xc;       /* block x d_in */
+} sae_forward;
+
+/* Allocate the scratch for blocks of up to `block` tokens. SAE_E_NOMEM leaves
+ * nothing allocated. */
+int sae__forward_init(sae_forward *c, const sae_model *m, size_t block);
+void sae__forward_free(sae_forward *c);
+
+/* f = act((x - b_dec) W_enc + b_enc) for rows tokens (x: rows x d_in, f: rows x
+ * d_sae), the model's architecture at inference; adds the L1 sums and active
+ * counts to *sums if it is not NULL. */
+void sae__forward_encode(sae_forward *c, const float *x, size_t rows, float *f,
+                         sae_loss_sums *sums);
+
+/* x_hat = f W_dec + b_dec for rows tokens. */
+void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat);
+
 /* BatchTopK's training selection: keep the rows * k largest values of the
  * ReLU'd block f (rows x d) over all rows, zero the rest; refresh l1_tok,
  * active_tok, the mask and the counts row_ptr[t + 1]. Returns the smallest
@@ -357,6 +384,10 @@ struct sae_optimizer {
     double lr, beta1, beta2, eps, l1_coeff, grad_clip;
     double threads, kernel; /* SAE_OPT_THREADS and SAE_OPT_KERNEL (whole numbers) */
     double auxk_coeff, auxk_k, dead_window, jump_bandwidth, threshold_beta;
+    /* the training recipe's schedules (schedule.c); 0 (the zeroed allocation)
+     * is every one's default: SAE_OPT_TOTAL_STEPS, SAE_OPT_L1_WARMUP_FRACTION,
+     * SAE_OPT_LR_WARMUP_STEPS, SAE_OPT_LR_DECAY_FRACTION, SAE_OPT_LR_SCHEDULE */
+    double total_steps, l1_warmup_fraction, lr_warmup_steps, lr_decay_fraction, lr_schedule;
     uint64_t steps;
     float *grad;         /* lay.total floats: gradients, parameter layout */
     float *m1;           /* lay.total floats: Adam first moment */
@@ -366,5 +397,12 @@ struct sae_optimizer {
     uint64_t *since_fired; /* d_sae: training tokens since each feature last fired */
     sae_workspace ws;
 };
+
+/* ---- training recipe (schedule.c) ---------------------------------------- */
+
+/* The learning rate and L1 coefficient sae_step applies at step t (1-based),
+ * from the optimizer's options. SAE_E_INVALID_ARG if t is 0 or the schedule
+ * options contradict each other (see sae_optimizer_lr_at). */
+int sae__schedule_values(const sae_optimizer *o, uint64_t t, double *lr, double *lambda);
 
 #endif /* LIBSAE_INTERNAL_H */

@@ -83,6 +83,11 @@ static double *option_slot(sae_optimizer *o, int option)
     case SAE_OPT_DEAD_WINDOW: return &o->dead_window;
     case SAE_OPT_JUMPRELU_BANDWIDTH: return &o->jump_bandwidth;
     case SAE_OPT_THRESHOLD_BETA: return &o->threshold_beta;
+    case SAE_OPT_TOTAL_STEPS: return &o->total_steps;
+    case SAE_OPT_L1_WARMUP_FRACTION: return &o->l1_warmup_fraction;
+    case SAE_OPT_LR_WARMUP_STEPS: return &o->lr_warmup_steps;
+    case SAE_OPT_LR_DECAY_FRACTION: return &o->lr_decay_fraction;
+    case SAE_OPT_LR_SCHEDULE: return &o->lr_schedule;
     default: return NULL;
     }
 }
@@ -104,6 +109,13 @@ static bool option_in_range(int option, double value)
     case SAE_OPT_DEAD_WINDOW: return value >= 1.0 && value <= 1.8e19 && value == floor(value);
     case SAE_OPT_JUMPRELU_BANDWIDTH: return value > 0.0;
     case SAE_OPT_THRESHOLD_BETA: return value >= 0.0 && value < 1.0;
+    case SAE_OPT_TOTAL_STEPS:
+    case SAE_OPT_LR_WARMUP_STEPS: /* whole numbers, exact in a double */
+        return value >= 0.0 && value <= 9007199254740992.0 && value == floor(value);
+    case SAE_OPT_L1_WARMUP_FRACTION:
+    case SAE_OPT_LR_DECAY_FRACTION: return value >= 0.0 && value <= 1.0;
+    case SAE_OPT_LR_SCHEDULE:
+        return value == SAE_LR_CONSTANT || value == SAE_LR_LINEAR || value == SAE_LR_COSINE;
     default: return false;
     }
 }
@@ -324,15 +336,22 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return SAE_E_INVALID_ARG;
     if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
         return SAE_E_INVALID_ARG;
+    /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
+    uint64_t t = o->steps + 1;
+    double lr, lambda;
+    int rc = sae__schedule_values(o, t, &lr, &lambda);
+    if (rc != SAE_OK)
+        return rc;
+    /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads((int)o->threads);
     size_t k_aux = auxk_setup(m, o);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
-    int rc = sae__workspace_reserve(&o->ws, &shape);
+    rc = sae__workspace_reserve(&o->ws, &shape);
     if (rc != SAE_OK)
         return rc;
     if (k_aux && mark_dead(o, o->ws.dead) == 0)
         k_aux = 0;
-    sae_step_config cfg = {o->l1_coeff, (int)o->kernel, n_threads, o->auxk_coeff, k_aux,
+    sae_step_config cfg = {lambda, (int)o->kernel, n_threads, o->auxk_coeff, k_aux,
                            k_aux ? o->ws.dead : NULL, o->jump_bandwidth};
 
     sae_backward_result res;
@@ -345,13 +364,12 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return SAE_E_NONFINITE;
     double norm = sqrt(res.grad_sumsq);
 
-    uint64_t t = o->steps + 1;
     adam_consts c;
     c.beta1 = (float)o->beta1;
     c.one_minus_beta1 = (float)(1.0 - o->beta1);
     c.beta2 = (float)o->beta2;
     c.one_minus_beta2 = (float)(1.0 - o->beta2);
-    c.step_size = (float)(o->lr / (1.0 - pow(o->beta1, (double)t)));
+    c.step_size = (float)(lr / (1.0 - pow(o->beta1, (double)t)));
     c.bc2_sqrt = (float)sqrt(1.0 - pow(o->beta2, (double)t));
     c.eps = (float)o->eps;
     c.grad_scale = (o->grad_clip > 0.0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
@@ -379,7 +397,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
                                  : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
     }
     if (out)
-        sae__losses_from_sums(&res.sums, n_tokens, m->arch, o->l1_coeff,
+        sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda,
                               o->auxk_coeff * res.aux_loss, out);
     return SAE_OK;
 }

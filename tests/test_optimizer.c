@@ -62,7 +62,7 @@ START_TEST(options_are_validated)
         {SAE_OPT_KERNEL, SAE_KERNEL_SPARSE, SAE_OK}, {SAE_OPT_KERNEL, SAE_KERNEL_DENSE, SAE_OK},
         {SAE_OPT_KERNEL, SAE_KERNEL_AUTO, SAE_OK}, {SAE_OPT_KERNEL, 3.0, SAE_E_INVALID_ARG},
         {SAE_OPT_KERNEL, 0.5, SAE_E_INVALID_ARG},
-        {0, 1.0, SAE_E_INVALID_ARG},          {9, 1.0, SAE_E_INVALID_ARG},
+        {0, 1.0, SAE_E_INVALID_ARG},          {9999, 1.0, SAE_E_INVALID_ARG},
         {-3, 1.0, SAE_E_INVALID_ARG},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {

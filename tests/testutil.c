@@ -98,8 +98,12 @@ void snapshot_free(model_snapshot *s)
 
 void opt_snapshot_take(optimizer_snapshot *s, const sae_optimizer *o, size_t d_sae)
 {
-    for (int k = 0; k < 8; k++)
-        ck_assert_int_eq(sae_optimizer_get(o, k + 1, &s->options[k]), SAE_OK);
+    for (int k = 0; k < TEST_MAX_OPTION; k++) {
+        s->options[k] = 0.0;
+        s->option_status[k] = sae_optimizer_get(o, k + 1, &s->options[k]);
+    }
+    for (int k = 0; k < 8; k++) /* the 0.1 options exist */
+        ck_assert_int_eq(s->option_status[k], SAE_OK);
     s->steps = sae_optimizer_steps(o);
     s->d_sae = d_sae;
     s->since_fired = malloc(d_sae * sizeof(uint64_t));
@@ -112,6 +116,7 @@ bool opt_snapshot_equal(const optimizer_snapshot *s, const sae_optimizer *o)
     optimizer_snapshot now;
     opt_snapshot_take(&now, o, s->d_sae);
     bool same = memcmp(now.options, s->options, sizeof s->options) == 0 &&
+                memcmp(now.option_status, s->option_status, sizeof s->option_status) == 0 &&
                 now.steps == s->steps &&
                 memcmp(now.since_fired, s->since_fired, s->d_sae * sizeof(uint64_t)) == 0;
     opt_snapshot_free(&now);

@@ -32,9 +32,12 @@ void snapshot_take(model_snapshot *s, const sae_model *m);
 bool snapshot_equal(const model_snapshot *s, const sae_model *m); /* bit for bit */
 void snapshot_free(model_snapshot *s);
 
-/* Everything observable about an optimizer. */
+/* Everything observable about an optimizer. Options are read by number,
+ * 1 .. TEST_MAX_OPTION; numbers that are not options are recorded as such. */
+#define TEST_MAX_OPTION 64
 typedef struct optimizer_snapshot {
-    double options[8];
+    double options[TEST_MAX_OPTION];
+    int option_status[TEST_MAX_OPTION];
     uint64_t steps;
     size_t d_sae;
     uint64_t *since_fired;

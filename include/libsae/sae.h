@@ -326,6 +326,10 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                firing after which AuxK treats a feature as dead
  *   SAE_OPT_JUMPRELU_BANDWIDTH 0.001  > 0, finite: eps of the JumpReLU estimators
  *   SAE_OPT_THRESHOLD_BETA 0.999 [0, 1): BatchTopK's threshold moving average
+ *   SAE_OPT_TOTAL_STEPS, SAE_OPT_L1_WARMUP_FRACTION, SAE_OPT_LR_WARMUP_STEPS,
+ *   SAE_OPT_LR_DECAY_FRACTION, SAE_OPT_LR_SCHEDULE (9 to 13): the schedules of
+ *                                the lr and lambda, all off by default; see
+ *                                "Training recipe" below.
  */
 enum sae_option {
     SAE_OPT_LR = 1,
@@ -336,6 +340,11 @@ enum sae_option {
     SAE_OPT_GRAD_CLIP = 6,
     SAE_OPT_THREADS = 7,
     SAE_OPT_KERNEL = 8,
+    SAE_OPT_TOTAL_STEPS = 9,         /* schedules: see "Training recipe" */
+    SAE_OPT_L1_WARMUP_FRACTION = 10,
+    SAE_OPT_LR_WARMUP_STEPS = 11,
+    SAE_OPT_LR_DECAY_FRACTION = 12,
+    SAE_OPT_LR_SCHEDULE = 13,
 
     SAE_OPT_AUXK_COEFF = 20,
     SAE_OPT_AUXK_K = 21,
@@ -366,17 +375,21 @@ SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
  * exact gradients of the architecture's loss (ReLU: l2 + lambda * l1, with
  * ReLU'(0) = 0; see "Architectures" for the others), optional global
  * gradient-norm clipping, and one Adam update of every parameter.
- * *out (may be NULL) receives the losses of the batch before the update
- * (with AuxK's weighted term included in out->loss).
+ * The lr and lambda are those of step sae_optimizer_steps(o) + 1 of the
+ * schedules ("Training recipe"; with no schedule option set, SAE_OPT_LR and
+ * SAE_OPT_L1_COEFF themselves).
+ * *out (may be NULL) receives the losses of the batch before the update, its
+ * loss computed with the lambda the step applied (and AuxK's weighted term).
  * Adam follows torch.optim.Adam except that moments below FLT_MIN are flushed
  * to 0: features that stop firing would otherwise fill the moments with
  * subnormal floats, which are many times slower to compute with; the updates
  * lost are below 1e-30 * lr.
  * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, optimizer made
- * for a model of another shape or architecture's parameter set),
- * SAE_E_NONFINITE (NaN/Inf in x, or gradients or updated parameters that would
- * not be finite), SAE_E_NOMEM (the step's workspace grows when a larger or
- * denser batch than ever before arrives). On any error the model, the
+ * for a model of another shape or architecture's parameter set, schedule
+ * options that contradict each other), SAE_E_NONFINITE (NaN/Inf in x, or
+ * gradients or updated parameters that would not be finite), SAE_E_NOMEM (the
+ * step's workspace grows when a larger or denser batch than ever before
+ * arrives). On any error the model, the
  * optimizer and *out are unchanged. */
 SAE_API int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
                      sae_losses *out);
@@ -541,6 +554,207 @@ SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, c
  * optimizer.safetensors. Errors as sae_optimizer_load_buffer, plus SAE_E_IO.
  * On error *out is NULL. */
 SAE_API int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Training recipe: schedules, input normalisation, b_dec from data, dead    */
+/* features and their resampling, feature density                            */
+/* ------------------------------------------------------------------------ */
+
+/* The pieces of the modern recipe (Anthropic's April 2024 update, Towards
+ * Monosemanticity, SAELens), used together like this:
+ *
+ *     double s;                                   // E ||s x||^2 = d_in
+ *     sae_estimate_input_scale(sample, n_sample, d_in, &s);
+ *     ... multiply the sample and every batch by s ...
+ *     sae_model_init_b_dec(m, scaled_sample, n_sample, SAE_B_DEC_GEOMETRIC_MEDIAN);
+ *     sae_optimizer_set(o, SAE_OPT_TOTAL_STEPS, n_steps);
+ *     sae_optimizer_set(o, SAE_OPT_L1_WARMUP_FRACTION, 0.05);
+ *     sae_optimizer_set(o, SAE_OPT_LR_SCHEDULE, SAE_LR_LINEAR);
+ *     sae_optimizer_set(o, SAE_OPT_LR_DECAY_FRACTION, 0.2);
+ *     for (...) sae_step(m, o, scaled_batch, n_tokens, &l);
+ *     sae_model_fold_input_scale(m, s);           // the model now takes raw x
+ *
+ * Schedules. Options of the optimizer (sae_optimizer_set), applied by
+ * sae_step to the step it takes, t = sae_optimizer_steps(o) + 1 (1-based).
+ * With T = SAE_OPT_TOTAL_STEPS, lr = SAE_OPT_LR, lambda = SAE_OPT_L1_COEFF:
+ *
+ *   option                      default  allowed, and what it does
+ *   SAE_OPT_TOTAL_STEPS         0        a whole number in [0, 2^53]: the steps
+ *                                        the run will take. 0 = unknown: the L1
+ *                                        warm-up and the lr decays, which need
+ *                                        T, are then off (the lr warm-up is not).
+ *   SAE_OPT_L1_WARMUP_FRACTION  0        [0, 1] (recipe: 0.05). With
+ *                                        L = round(fraction * T) > 0,
+ *                                        lambda_t = lambda * min(1, t / L):
+ *                                        linear from 0 (before step 1) to
+ *                                        lambda at step L. Off if L = 0.
+ *   SAE_OPT_LR_WARMUP_STEPS     0        a whole number W in [0, 2^53]: the lr
+ *                                        multiplier is t / W for t < W (lr / W
+ *                                        at step 1, lr from step W on), in every
+ *                                        schedule, T known or not. Off if W = 0.
+ *   SAE_OPT_LR_DECAY_FRACTION   0        [0, 1] (recipe: 0.2); SAE_LR_LINEAR
+ *                                        only. With D = round(fraction * T) > 0
+ *                                        the multiplier is (T - t) / D for
+ *                                        t > T - D: 1 at step T - D, 0 at step T.
+ *   SAE_OPT_LR_SCHEDULE         0        SAE_LR_CONSTANT: warm-up, then lr.
+ *                                        SAE_LR_LINEAR: warm-up, lr, and the
+ *                                        linear decay over the last D steps.
+ *                                        SAE_LR_COSINE: warm-up, then the
+ *                                        multiplier (1 + cos(pi (t - W) / (T - W))) / 2
+ *                                        for W < t <= T: 1 after the warm-up,
+ *                                        0 at step T.
+ *
+ * lr_t is lr times the smaller of the warm-up and decay multipliers. L and D
+ * are fraction * T rounded to the nearest whole step, halves away from zero.
+ *
+ * Past step T every schedule holds its final value: lambda_t = lambda, and
+ * lr_t = 0 for SAE_LR_COSINE and for SAE_LR_LINEAR with D > 0 (lr otherwise).
+ * A step with lr_t = 0 still runs: it reports the losses and updates the Adam
+ * moments, the step count and the activity counters, but the update it adds
+ * to each parameter is 0, so no parameter changes value. Raise
+ * SAE_OPT_TOTAL_STEPS to train further.
+ *
+ * Each option is range-checked when set. Their combination is checked where
+ * it is used (sae_step and the two queries below), so that options can be set
+ * or restored in any order: when T > 0, SAE_LR_CONSTANT needs W <= T,
+ * SAE_LR_LINEAR needs W + D <= T and SAE_LR_COSINE needs W < T. Otherwise
+ * those calls return SAE_E_INVALID_ARG and change nothing.
+ *
+ * The losses sae_step reports use lambda_t, the coefficient it applied.
+ */
+
+/* Values of SAE_OPT_LR_SCHEDULE. */
+enum sae_lr_schedule {
+    SAE_LR_CONSTANT = 0,
+    SAE_LR_LINEAR = 1,
+    SAE_LR_COSINE = 2
+};
+
+/* The learning rate (*lr) and L1 coefficient (*lambda) that sae_step applies
+ * at step `step` (1-based: the first sae_step takes step 1), from o's current
+ * options, by the formulas above; sae_step uses exactly these values. Pure
+ * queries: any step may be asked, before or after it is taken.
+ * Errors: SAE_E_INVALID_ARG (o or the output NULL, step 0, schedule options
+ * that contradict each other); the output is then untouched. */
+SAE_API int sae_optimizer_lr_at(const sae_optimizer *o, uint64_t step, double *lr);
+SAE_API int sae_optimizer_l1_coeff_at(const sae_optimizer *o, uint64_t step, double *lambda);
+
+/* Input normalisation (SAELens's "expected_average_only_in"). Activation
+ * norms differ widely between models and layers; training on s x, with s
+ * chosen so that the mean squared norm of s x is d_in, lets one set of
+ * hyperparameters serve them all.
+ *
+ * The scale of a sample x (n_tokens x d_in floats, row-major, read):
+ *     *scale = sqrt(d_in / ((1/n_tokens) sum_t ||x_t||^2)),
+ * computed in double. Use a sample of the training data (thousands of tokens).
+ * Errors: SAE_E_INVALID_ARG (x or scale NULL, n_tokens or d_in 0, a size
+ * whose byte count overflows, every x_t zero), SAE_E_NONFINITE (NaN/Inf in x).
+ * *scale is untouched on error. */
+SAE_API int sae_estimate_input_scale(const float *x, size_t n_tokens, size_t d_in,
+                                     double *scale);
+
+/* Fold the input scale s into the weights of a model trained on s x, so that
+ * it takes raw activations x. The trained model computes
+ *     f     = ReLU((s x - b_dec) W_enc + b_enc) = ReLU((x - b_dec / s) (s W_enc) + b_enc)
+ *     x_hat = f W_dec + b_dec, its reconstruction of s x; that of x is
+ *     x_hat / s = f (W_dec / s) + b_dec / s,
+ * so the folded model is W_enc' = s W_enc, b_enc' = b_enc, W_dec' = W_dec / s,
+ * b_dec' = b_dec / s: on raw x it gives the trained model's features on s x,
+ * and that model's reconstruction divided by s. Each new value is computed in
+ * double and rounded once to float (when s is a power of two, and nothing
+ * under- or overflows, the fold is exact). Folding with 1 / s undoes it up to
+ * that rounding. An optimizer's Adam moments refer to the unfolded weights:
+ * fold when training is over (to save or deploy the model).
+ * Errors: SAE_E_INVALID_ARG (m NULL, scale <= 0), SAE_E_NONFINITE (scale NaN
+ * or Inf, or a folded weight that would overflow float). The model is
+ * unchanged on error. Needs the model to itself. */
+SAE_API int sae_model_fold_input_scale(sae_model *m, double scale);
+
+/* Methods of sae_model_init_b_dec. */
+enum sae_b_dec_init {
+    SAE_B_DEC_MEAN = 0,
+    SAE_B_DEC_GEOMETRIC_MEDIAN = 1
+};
+
+/* Set b_dec from a sample x (n_tokens x d_in floats, row-major, read) of the
+ * data the model will be trained on (scaled, if training on s x):
+ *   SAE_B_DEC_MEAN: the mean of the x_t, summed in double.
+ *   SAE_B_DEC_GEOMETRIC_MEDIAN: the point y minimising sum_t ||x_t - y||_2
+ *     (robust to outliers), by Weiszfeld's iteration in double from the mean,
+ *     with the Vardi-Zhang modification for an iterate that lands exactly on
+ *     data points (exact: no smoothing epsilon). It stops when an iteration
+ *     moves y by at most 1e-10 times the mean distance of the points from
+ *     their mean, or after 1000 iterations, each O(n_tokens * d_in). Then, if
+ *     the data point nearest y is itself a median (the sum of the unit vectors
+ *     from it to the other points has norm at most the number of points equal
+ *     to it), y is that point exactly: an odd number of points on a line gives
+ *     the middle one.
+ * The result is rounded once to float. Only b_dec changes: call before
+ * training (an optimizer's moments are not touched).
+ * Errors: SAE_E_INVALID_ARG (m or x NULL, n_tokens 0 or overflowing, unknown
+ * method), SAE_E_NONFINITE (NaN/Inf in x), SAE_E_NOMEM. The model is
+ * unchanged on error. Needs the model to itself. */
+SAE_API int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, int method);
+
+/* The dead features: those that have not fired in the last window_tokens
+ * training tokens (counter >= window_tokens, as sae_optimizer_dead_count;
+ * OpenAI's threshold is 10M tokens). Writes the first min(capacity, total)
+ * indices, ascending, to idx[0..] and the total number of dead features to
+ * *n_dead; a capacity below the total is not an error (call with capacity 0
+ * and idx NULL to size the buffer). idx entries past the written ones are
+ * untouched. The dead fraction is *n_dead / d_sae.
+ * Errors: SAE_E_INVALID_ARG (o or n_dead NULL, window_tokens 0, idx NULL with
+ * capacity > 0). */
+SAE_API int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens,
+                                        size_t *idx, size_t capacity, size_t *n_dead);
+
+/* Resample the dead features (those silent for window_tokens training
+ * tokens) as in Towards Monosemanticity ("Neuron Resampling"), from the
+ * inputs x (n_tokens x d_in floats, row-major, read; e.g. a large random
+ * sample of training data, prepared as the training batches are):
+ *   1. each input gets the probability p_t = L_t^2 / sum_u L_u^2, where
+ *      L_t = ||x_hat_t - x_t||^2 is its reconstruction loss under the current
+ *      model: the square of the loss, as Anthropic specify. Inputs that are
+ *      all zero get 0 (they have no direction). If every loss is 0, the
+ *      nonzero inputs are equally likely.
+ *   2. each dead feature i, in ascending order, draws one input t (with
+ *      replacement, so one input may serve several features) and gets
+ *          W_dec[i,:] = x_t / ||x_t||   (unit norm, the raw input's direction)
+ *          W_enc[:,i] = x_t / ||x_t|| * 0.2 * (mean over the live features k
+ *                       of ||W_enc[:,k]||)
+ *          b_enc[i]   = 0;
+ *   3. the Adam moments (both) of W_enc[:,i], W_dec[i,:] and b_enc[i] are set
+ *      to 0, and so is feature i's tokens-since-fired counter.
+ * Nothing else changes: the other features' parameters and moments, b_dec,
+ * the step count and the options stay bit-identical. The draws depend only on
+ * seed and the data: the same call gives the same bits. *n_resampled (may be
+ * NULL) gets the number of features resampled (0 if none is dead).
+ * Errors: SAE_E_INVALID_ARG (m, o or x NULL, n_tokens 0 or overflowing,
+ * window_tokens 0, o made for another shape, every input zero while a feature
+ * is dead), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction that
+ * overflows), SAE_E_STATE (every feature is dead: there is no live encoder
+ * norm to scale by), SAE_E_NOMEM. The model, the optimizer and *n_resampled
+ * are unchanged on error. Needs the model and the optimizer to itself. */
+SAE_API int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
+                              uint64_t window_tokens, uint64_t seed, size_t *n_resampled);
+
+/* The log10 feature-density histogram of a batch x (n_tokens x d_in floats,
+ * row-major, read). Feature i's density is p_i = (tokens with f_ti > 0) /
+ * n_tokens. Dead features (p_i = 0, log10 undefined) are not binned: *n_dead
+ * gets their number (the dead fraction is *n_dead / d_sae). Each live feature
+ * adds 1 to counts[k], k = floor((log10(p_i) - log10_min) * n_bins /
+ * (log10_max - log10_min)), clamped to [0, n_bins - 1]: densities below
+ * log10_min land in the first bin, those at or above log10_max in the last.
+ * p_i lies in [1/n_tokens, 1], so [log10(1/n_tokens), 0] is the range that
+ * clamps nothing. counts: n_bins uint64_t (written); the counts and *n_dead
+ * sum to d_sae.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens or n_bins 0, overflowing size,
+ * log10_min >= log10_max), SAE_E_NONFINITE (NaN/Inf in x or a bound),
+ * SAE_E_NOMEM. counts and *n_dead are untouched on error. Read-only: may run
+ * concurrently with the other read-only calls on the model. */
+SAE_API int sae_feature_density_histogram(const sae_model *m, const float *x, size_t n_tokens,
+                                          double log10_min, double log10_max, size_t n_bins,
+                                          uint64_t *counts, size_t *n_dead);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,239 @@
+/*
+ * Data-dependent pieces of the training recipe: the input scale of SAELens's
+ * "expected_average_only_in" normalisation and its folding into the weights,
+ * and b_dec initialised to the mean or the geometric median of a sample.
+ * Everything is computed in double and rounded to float once, when written.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Checks shared by the functions that read a sample x of n_tokens x d_in. */
+static int check_sample(const float *x, size_t n_tokens, size_t d_in, size_t *elems)
+{
+    size_t bytes;
+    if (!x || n_tokens == 0 || d_in == 0 || !sae__mul(n_tokens, d_in, elems) ||
+        !sae__mul(*elems, sizeof(float), &bytes))
+        return SAE_E_INVALID_ARG;
+    if (!sae__all_finite(x, *elems))
+        return SAE_E_NONFINITE;
+    return SAE_OK;
+}
+
+/* ---- input normalisation ------------------------------------------------- */
+
+int sae_estimate_input_scale(const float *x, size_t n_tokens, size_t d_in, double *scale)
+{
+    size_t elems;
+    if (!scale)
+        return SAE_E_INVALID_ARG;
+    int rc = check_sample(x, n_tokens, d_in, &elems);
+    if (rc != SAE_OK)
+        return rc;
+    /* Squares of finite floats are below 2^256 and a double holds the sum of
+     * any number of them: no overflow. */
+    double sumsq = 0.0;
+    for (size_t t = 0; t < n_tokens; t++) {
+        const float *row = x + t * d_in;
+        double s = 0.0;
+        for (size_t j = 0; j < d_in; j++)
+            s += (double)row[j] * row[j];
+        sumsq += s;
+    }
+    if (!(sumsq > 0.0))
+        return SAE_E_INVALID_ARG; /* every token is zero: no scale makes E||s x||^2 = d_in */
+    double mean = sumsq / (double)n_tokens;
+    *scale = sqrt((double)d_in / mean);
+    return SAE_OK;
+}
+
+/* Each folded value, or false if one of them would not be a finite float. */
+static bool fold_values(sae_model *m, double scale, bool write)
+{
+    const size_t matrix = m->d_in * m->d_sae;
+    float *w_enc_t = sae__w_enc_t(m), *w_dec = sae__w_dec(m), *b_dec = sae__b_dec(m);
+    int bad = 0;
+    for (size_t k = 0; k < matrix; k++) {
+        float e = (float)((double)w_enc_t[k] * scale);
+        float d = (float)((double)w_dec[k] / scale);
+        bad |= (e - e != 0.0f) | (d - d != 0.0f);
+        if (write) {
+            w_enc_t[k] = e;
+            w_dec[k] = d;
+        }
+    }
+    for (size_t j = 0; j < m->d_in; j++) {
+        float b = (float)((double)b_dec[j] / scale);
+        bad |= b - b != 0.0f;
+        if (write)
+            b_dec[j] = b;
+    }
+    return !bad;
+}
+
+int sae_model_fold_input_scale(sae_model *m, double scale)
+{
+    if (!m)
+        return SAE_E_INVALID_ARG;
+    if (!isfinite(scale))
+        return SAE_E_NONFINITE;
+    if (!(scale > 0.0))
+        return SAE_E_INVALID_ARG;
+    /* a dry run first, so an overflow leaves the model as it was */
+    if (!fold_values(m, scale, false))
+        return SAE_E_NONFINITE;
+    fold_values(m, scale, true);
+    sae__model_refresh_absmax(m);
+    return SAE_OK;
+}
+
+/* ---- b_dec from data ------------------------------------------------------- */
+
+/* mean[j] = (1/n) sum_t x[t][j] in double. */
+static void sample_mean(const float *x, size_t n_tokens, size_t d_in, double *mean)
+{
+    memset(mean, 0, d_in * sizeof(double));
+    for (size_t t = 0; t < n_tokens; t++)
+        for (size_t j = 0; j < d_in; j++)
+            mean[j] += x[t * d_in + j];
+    for (size_t j = 0; j < d_in; j++)
+        mean[j] /= (double)n_tokens;
+}
+
+static double distance(const float *xt, const double *y, size_t d_in)
+{
+    double s = 0.0;
+    for (size_t j = 0; j < d_in; j++) {
+        double diff = (double)xt[j] - y[j];
+        s += diff * diff;
+    }
+    return sqrt(s);
+}
+
+/* The limits of the geometric median's iterations (documented in the header). */
+#define GEOMEDIAN_MAX_ITER 1000
+#define GEOMEDIAN_REL_TOL 1e-10
+
+/* One Weiszfeld step with the Vardi-Zhang modification, from y. With
+ * d_t = ||x_t - y||, the eta points where d_t = 0 left out of the sums,
+ *   W = sum_t 1 / d_t,  R = sum_t (x_t - y) / d_t,  T(y) = y + R / W,
+ * the plain step is y' = T(y) (eta = 0). At a data point (eta > 0), y is
+ * optimal if ||R|| <= eta (0 is then a subgradient of the objective);
+ * otherwise y' = y + (1 - eta / ||R||) R / W moves off the point, which is
+ * what the unmodified iteration (undefined there) cannot do.
+ * Writes R into r (d_in doubles), moves y, and returns the length of the
+ * move (0 when y is optimal). */
+static double weiszfeld_step(const float *x, size_t n_tokens, size_t d_in, double *y, double *r)
+{
+    double w = 0.0, eta = 0.0;
+    memset(r, 0, d_in * sizeof(double));
+    for (size_t t = 0; t < n_tokens; t++) {
+        const float *xt = x + t * d_in;
+        double d = distance(xt, y, d_in);
+        if (d == 0.0) {
+            eta += 1.0;
+            continue;
+        }
+        double inv = 1.0 / d;
+        w += inv;
+        for (size_t j = 0; j < d_in; j++)
+            r[j] += ((double)xt[j] - y[j]) * inv;
+    }
+    if (w == 0.0)
+        return 0.0; /* every point is at y */
+    double r_norm = 0.0;
+    for (size_t j = 0; j < d_in; j++)
+        r_norm += r[j] * r[j];
+    r_norm = sqrt(r_norm);
+    if (r_norm <= eta)
+        return 0.0;
+    double move = (1.0 - eta / r_norm) / w;
+    for (size_t j = 0; j < d_in; j++)
+        y[j] += move * r[j];
+    return move * r_norm;
+}
+
+/* Whether data point xk is a geometric median: ||sum over the points x_t != xk
+ * of (x_t - xk) / ||x_t - xk||| <= the number of points equal to xk. */
+static bool data_point_optimal(const float *x, size_t n_tokens, size_t d_in, const double *xk,
+                               double *r)
+{
+    double eta = 0.0;
+    memset(r, 0, d_in * sizeof(double));
+    for (size_t t = 0; t < n_tokens; t++) {
+        const float *xt = x + t * d_in;
+        double d = distance(xt, xk, d_in);
+        if (d == 0.0) {
+            eta += 1.0;
+            continue;
+        }
+        for (size_t j = 0; j < d_in; j++)
+            r[j] += ((double)xt[j] - xk[j]) / d;
+    }
+    double r_norm = 0.0;
+    for (size_t j = 0; j < d_in; j++)
+        r_norm += r[j] * r[j];
+    return sqrt(r_norm) <= eta;
+}
+
+/* The geometric median of the n_tokens rows of x into y (d_in doubles), with
+ * scratch of 2 d_in doubles. */
+static void geometric_median(const float *x, size_t n_tokens, size_t d_in, double *y,
+                             double *scratch)
+{
+    double *r = scratch, *point = scratch + d_in;
+    sample_mean(x, n_tokens, d_in, y);
+    /* the scale of the data: mean distance of the points from their mean */
+    double spread = 0.0;
+    for (size_t t = 0; t < n_tokens; t++)
+        spread += distance(x + t * d_in, y, d_in);
+    spread /= (double)n_tokens;
+    if (spread == 0.0)
+        return; /* all points are equal */
+    const double tol = GEOMEDIAN_REL_TOL * spread;
+    for (int it = 0; it < GEOMEDIAN_MAX_ITER; it++)
+        if (weiszfeld_step(x, n_tokens, d_in, y, r) <= tol)
+            break;
+    /* Weiszfeld approaches a median that is a data point only in the limit:
+     * if the point nearest the result is optimal, take it exactly. */
+    size_t nearest = 0;
+    double best = INFINITY;
+    for (size_t t = 0; t < n_tokens; t++) {
+        double d = distance(x + t * d_in, y, d_in);
+        if (d < best) {
+            best = d;
+            nearest = t;
+        }
+    }
+    for (size_t j = 0; j < d_in; j++)
+        point[j] = x[nearest * d_in + j];
+    if (data_point_optimal(x, n_tokens, d_in, point, r))
+        memcpy(y, point, d_in * sizeof(double));
+}
+
+int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, int method)
+{
+    size_t elems;
+    if (!m || (method != SAE_B_DEC_MEAN && method != SAE_B_DEC_GEOMETRIC_MEDIAN))
+        return SAE_E_INVALID_ARG;
+    int rc = check_sample(x, n_tokens, m->d_in, &elems);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t d_in = m->d_in;
+    /* d_in * 3 doubles: d_in * d_sae floats were checked at model creation */
+    double *y = sae__alloc(3 * d_in * sizeof(double));
+    if (!y)
+        return SAE_E_NOMEM;
+    if (method == SAE_B_DEC_MEAN)
+        sample_mean(x, n_tokens, d_in, y);
+    else
+        geometric_median(x, n_tokens, d_in, y, y + d_in);
+    /* a mean or median of finite floats lies within their range: finite */
+    float *b_dec = sae__b_dec(m);
+    for (size_t j = 0; j < d_in; j++)
+        b_dec[j] = (float)y[j];
+    sae__free(y);
+    sae__model_refresh_absmax(m);
+    return SAE_OK;
+}
