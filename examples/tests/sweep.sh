@@ -11,7 +11,7 @@ args="--d-in 24 --synth-features 48 --synth-active 3 --synth-tokens 8192 --d-sae
 run "$sweep" $args --out "$tmp/sweep"
 [ "$rc" -eq 0 ] || fail "sae-sweep exit $rc: $(cat "$tmp/err")"
 cat "$tmp/out"
-[ "$(head -n 1 "$tmp/sweep/sweep.csv")" = "lambda,step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac" ] ||
+[ "$(head -n 1 "$tmp/sweep/sweep.csv")" = "lambda,step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint" ] ||
     fail "sweep.csv header: $(head -n 1 "$tmp/sweep/sweep.csv")"
 [ "$(head -n 1 "$tmp/sweep/final.csv")" = "lambda,l2,l1,l0,l0_frac,fvu,dead_frac,mmcs" ] ||
     fail "final.csv header: $(head -n 1 "$tmp/sweep/final.csv")"
