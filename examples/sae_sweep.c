@@ -192,8 +192,6 @@ int main(int argc, char **argv)
     ex_inputs in;
     ex_inputs_load(&in, &cfg);
     const size_t d_in = in.train.cols;
-    if (make_dirs(out_dir) != 0)
-        ex_usage_error("--out: cannot create the directory '%s'", out_dir);
     char (*ckpt_dirs)[4096] = NULL; /* DIR/lambda_<lambda>, made before training */
     if (save_dir) {
         ex_checkpoint_prepare("--save-dir", save_dir);
@@ -201,10 +199,14 @@ int main(int argc, char **argv)
         if (!ckpt_dirs)
             ex_usage_error("out of memory");
         for (size_t k = 0; k < n_lambdas; k++) {
-            snprintf(ckpt_dirs[k], sizeof ckpt_dirs[k], "%s/lambda_%g", save_dir, lambdas[k]);
+            if (snprintf(ckpt_dirs[k], sizeof ckpt_dirs[k], "%s/lambda_%g", save_dir, lambdas[k]) >=
+                (int)sizeof ckpt_dirs[k])
+                ex_usage_error("--save-dir: the path is too long");
             ex_checkpoint_prepare("--save-dir", ckpt_dirs[k]);
         }
     }
+    if (make_dirs(out_dir) != 0)
+        ex_usage_error("--out: cannot create the directory '%s'", out_dir);
     char path[4096], final_path[4096], script_path[4096];
     FILE *csv = open_out(out_dir, "sweep.csv", path, sizeof path);
     FILE *final = open_out(out_dir, "final.csv", final_path, sizeof final_path);

@@ -83,6 +83,10 @@ int ex_run_state_write(const char *path, const ex_run_state *s)
         return -1;
     sprintf(tmp, "%s.XXXXXX", path);
     int fd = mkstemp(tmp);
+    mode_t mask = umask(0); /* mkstemp makes it 0600: give it the usual mode */
+    umask(mask);
+    if (fd >= 0)
+        (void)fchmod(fd, 0666 & ~mask);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
         if (fd >= 0) {
@@ -280,28 +284,72 @@ int ex_run_state_read(const char *path, ex_run_state *s, char *err, size_t errle
 
 /* ---- saving and loading ------------------------------------------------------- */
 
+/* The files of a checkpoint, in the order they are renamed into place. */
+static const char *const checkpoint_files[] = {
+    "optimizer.safetensors", "sae_weights.safetensors", "cfg.json", EX_STATE_FILE,
+};
+enum { N_FILES = sizeof checkpoint_files / sizeof *checkpoint_files };
+
 int ex_checkpoint_save(const char *dir, const sae_model *m, const sae_optimizer *o,
                        const ex_run_state *s, bool fresh, char *err, size_t errlen)
 {
-    char *state_path = join(dir, EX_STATE_FILE);
-    if (!state_path) {
-        snprintf(err, errlen, "%s", sae_status_string(SAE_E_NOMEM));
-        return SAE_E_NOMEM;
+    /* Everything is written into a new directory inside dir first (the
+     * library writes each file atomically and fsyncs it); only when all are
+     * there are they renamed into dir, so a failed write leaves the previous
+     * checkpoint whole. */
+    char *stage = join(dir, ".saving-XXXXXX");
+    if (!stage || !mkdtemp(stage)) {
+        snprintf(err, errlen, "%s: cannot create a directory for the new files: %s", dir,
+                 stage ? strerror(errno) : "out of memory");
+        free(stage);
+        return SAE_E_IO;
     }
+    char *from[N_FILES] = {NULL}, *to[N_FILES] = {NULL};
     int rc = SAE_OK;
-    if (fresh && unlink(state_path) != 0 && errno != ENOENT) {
-        snprintf(err, errlen, "%s: cannot remove the old state: %s", state_path, strerror(errno));
-        rc = SAE_E_IO;
+    for (int i = 0; i < N_FILES; i++) {
+        from[i] = join(stage, checkpoint_files[i]);
+        to[i] = join(dir, checkpoint_files[i]);
+        if (!from[i] || !to[i])
+            rc = SAE_E_NOMEM;
     }
-    if (rc == SAE_OK && (rc = sae_optimizer_save(o, dir)) != SAE_OK)
-        snprintf(err, errlen, "%s/optimizer.safetensors: %s", dir, sae_status_string(rc));
-    if (rc == SAE_OK && (rc = sae_model_save(m, dir)) != SAE_OK)
+    if (rc != SAE_OK)
+        snprintf(err, errlen, "%s", sae_status_string(rc));
+    if (rc == SAE_OK && (rc = sae_model_save(m, stage)) != SAE_OK)
         snprintf(err, errlen, "%s/sae_weights.safetensors: %s", dir, sae_status_string(rc));
-    if (rc == SAE_OK && ex_run_state_write(state_path, s) != 0) {
-        snprintf(err, errlen, "%s: cannot write: %s", state_path, strerror(errno));
+    if (rc == SAE_OK && (rc = sae_optimizer_save(o, stage)) != SAE_OK)
+        snprintf(err, errlen, "%s/optimizer.safetensors: %s", dir, sae_status_string(rc));
+    if (rc == SAE_OK && ex_run_state_write(from[N_FILES - 1], s) != 0) {
+        snprintf(err, errlen, "%s/%s: %s", dir, EX_STATE_FILE, strerror(errno));
         rc = SAE_E_IO;
     }
-    free(state_path);
+    /* A crash between the renames leaves files of two steps, which
+     * ex_checkpoint_load refuses: the optimizer's step is not the state's.
+     * A state file of another run could match by chance: remove it first. */
+    if (rc == SAE_OK && fresh && unlink(to[N_FILES - 1]) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "%s: cannot remove the old state: %s", to[N_FILES - 1], strerror(errno));
+        rc = SAE_E_IO;
+    }
+    for (int i = 0; i < N_FILES && rc == SAE_OK; i++) {
+        if (rename(from[i], to[i]) != 0) {
+            snprintf(err, errlen, "%s: %s", to[i], strerror(errno));
+            rc = SAE_E_IO;
+        }
+    }
+    if (rc == SAE_OK) { /* make the renames durable */
+        int fd = open(dir, O_RDONLY | O_DIRECTORY);
+        if (fd >= 0) {
+            (void)fsync(fd);
+            close(fd);
+        }
+    }
+    for (int i = 0; i < N_FILES; i++) {
+        if (from[i])
+            unlink(from[i]); /* what a failed save left */
+        free(from[i]);
+        free(to[i]);
+    }
+    rmdir(stage);
+    free(stage);
     return rc;
 }
 

@@ -5,11 +5,14 @@
  *   optimizer.safetensors               Adam moments, step count, options
  *                                       (sae_optimizer_save)
  *   train_state.txt                     what else resuming needs (below)
- * Each file is written atomically by the library (train_state.txt by us, the
- * same way), in the order optimizer, model, state: a save cut short by a
- * crash leaves files of different steps, which ex_checkpoint_load detects
- * (the optimizer's step count against the state's) rather than resuming
- * from a mixture.
+ * A save writes all four into a new directory inside DIR (".saving-" and 6
+ * characters; the library writes each file atomically and fsyncs it), and
+ * only then renames them into DIR, optimizer first and state last: a save
+ * that fails (a full disk) leaves the previous checkpoint whole, and a crash
+ * between the renames leaves files of two steps, which ex_checkpoint_load
+ * refuses (the optimizer's step count against the state's) rather than
+ * resuming from a mixture. A crash mid-write may leave the .saving-
+ * directory behind, never a damaged checkpoint.
  *
  * train_state.txt is text, one "key value" line each, ending with "end":
  *   format 1               this layout
@@ -59,12 +62,13 @@ void ex_run_state_init(ex_run_state *s, const ex_config *c, const ex_inputs *in)
  * otherwise (e.g. the parent directory does not exist). */
 void ex_checkpoint_prepare(const char *opt, const char *dir);
 
-/* Write a checkpoint of m, o and s into dir (an existing directory). When
- * fresh (the first save of a run into a directory that may hold another
- * run's checkpoint), the old state file is removed first, so that a crash
- * before the new one is written cannot pair it with the new weights.
- * Returns SAE_OK or the status of the failing save (SAE_E_IO for the state
- * file); err gets a one-line description naming the file. */
+/* Write a checkpoint of m, o and s into dir (an existing directory), as
+ * above. When fresh (the first save of a run into a directory that may hold
+ * another run's checkpoint), the old state file is removed before the
+ * renames, so that a crash between them cannot pair it with the new files by
+ * chance. Returns SAE_OK or the status of the failing step (SAE_E_IO for the
+ * state file, a directory or a rename); err gets a one-line description
+ * naming the file. On failure the files in dir are as they were. */
 int ex_checkpoint_save(const char *dir, const sae_model *m, const sae_optimizer *o,
                        const ex_run_state *s, bool fresh, char *err, size_t errlen);
 

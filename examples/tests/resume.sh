@@ -153,6 +153,20 @@ bad; cp "$tmp/ffull/optimizer.safetensors" "$tmp/bad/"
 damaged "an optimizer for another shape" \
     "$tmp/bad/optimizer.safetensors: made for another model shape than sae_weights.safetensors"
 
+# --- a save that fails leaves the previous checkpoint whole -------------------
+# A file size limit (here 7168 bytes, as a full disk would) lets the weights
+# (about 5 kB) be written but not the optimizer (about 10 kB): exit 1, one line
+# naming the file, and the 40-step checkpoint as it was, still resumable.
+cp -r "$tmp/half40" "$tmp/limited"
+rc=0
+(trap '' XFSZ; ulimit -f 14 && exec "$train" --resume "$tmp/limited" --steps 50) >"$tmp/out" 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 1 ] || fail "a failed save: exit $rc, want 1: $(cat "$tmp/err")"
+grep -qx "sae-train: step 50: checkpoint: $tmp/limited/optimizer.safetensors: input/output error" "$tmp/err" ||
+    fail "a failed save: $(tail -n 1 "$tmp/err")"
+diff -r "$tmp/limited" "$tmp/half40" >/dev/null || fail "a failed save changed the checkpoint: $(ls -a "$tmp/limited")"
+run "$train" --resume "$tmp/limited" --steps 80
+same_checkpoint "$tmp/full" "$tmp/limited" "resume after a failed save"
+
 # --- --save and --log problems, before any training --------------------------
 expect_usage_error "--save '$tmp/no/ck': the parent directory does not exist" "$train" --save "$tmp/no/ck"
 expect_usage_error "--save '$tmp/acts.f32': exists and is not a directory" "$train" --save "$tmp/acts.f32"
