@@ -256,12 +256,12 @@ int main(int argc, char **argv)
     /* Checkpoints go to --save, else back into --resume's directory. The first
      * one into another run's directory removes that run's state first. */
     bool fresh = true;
-    if (save_dir)
-        ex_checkpoint_prepare("--save", save_dir);
     if (resume_dir && (!save_dir || same_dir(save_dir, resume_dir))) {
         save_dir = resume_dir;
         fresh = false;
     }
+    if (save_dir) /* fail now, not after training */
+        ex_checkpoint_prepare(save_dir == resume_dir ? "--resume" : "--save", save_dir);
     if (!resume_dir)
         ex_run_state_init(&state, &cfg, &in);
 

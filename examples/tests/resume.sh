@@ -109,6 +109,12 @@ run "$train" --resume "$tmp/fhalf" --steps 60
 [ "$rc" -eq 0 ] || fail "file, resume: exit $rc: $(cat "$tmp/err")"
 grep -q "^training on $tmp/acts.f32: 500 x 8 (raw float32)" "$tmp/err" || fail "file, resume: $(cat "$tmp/err")"
 same_checkpoint "$tmp/ffull" "$tmp/fhalf" "a file: save at 25 and resume to 60"
+# A moved copy of the file is fine, and recorded for the next resume.
+mv "$tmp/acts.f32" "$tmp/moved.f32"
+run "$train" "$tmp/moved.f32" --resume "$tmp/fhalf" --steps 61
+[ "$rc" -eq 0 ] || fail "a moved file: exit $rc: $(cat "$tmp/err")"
+grep -qx "input $tmp/moved.f32" "$tmp/fhalf/train_state.txt" || fail "the moved file is not recorded"
+mv "$tmp/moved.f32" "$tmp/acts.f32"
 expect_usage_error "--resume '$tmp/fhalf': $tmp/other.f32 has 400 x 8 floats, the checkpoint was trained on 500 x 8" \
     "$train" "$tmp/other.f32" --resume "$tmp/fhalf" --steps 70
 expect_usage_error "--resume '$tmp/full': the checkpoint was trained on synthetic data, not on '$tmp/acts.f32'" \
@@ -178,6 +184,13 @@ printf 'step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint\n1,64,0.1
 expect_usage_error "--log '$tmp/partial.csv': its last row is incomplete" \
     "$train" --resume "$tmp/half40" --steps 50 --log "$tmp/partial.csv"
 grep -qx "step 40" "$tmp/half40/train_state.txt" || fail "a refused resume changed the checkpoint"
+# A new or an empty log gets the header, then the resumed rows.
+: >"$tmp/empty.csv"
+for log in "$tmp/new.csv" "$tmp/empty.csv"; do
+    run "$train" --resume "$tmp/half40" --steps 50 --save "$tmp/logs" --log "$log"
+    [ "$rc" -eq 0 ] || fail "$log: exit $rc: $(cat "$tmp/err")"
+    [ "$(cut -d, -f1 "$log" | tr '\n' ' ')" = "step 50 " ] || fail "$log: $(cat "$log")"
+done
 # A log that went on past the checkpoint (the run was killed later): a note, then the rows.
 cp "$tmp/full.csv" "$tmp/past.csv"
 run "$train" --resume "$tmp/half40" --steps 50 --save "$tmp/past" --log "$tmp/past.csv"
