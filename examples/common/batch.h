@@ -21,7 +21,7 @@ typedef struct ex_batcher {
     const ex_data *data;
     size_t *order; /* a permutation of 0..rows-1 */
     size_t pos;    /* next index into order */
-    uint64_t drawn; /* rows drawn so far (ex_batcher_next and _seek) */
+    uint64_t drawn; /* rows drawn so far (ex_batcher_next and _skip) */
     ex_rng rng;
 } ex_batcher;
 
