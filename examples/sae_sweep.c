@@ -63,7 +63,8 @@ static void usage(const ex_config *defaults)
         printf("%s%g", i ? "," : "", default_lambdas[i]);
     printf(")\n"
            "  --out DIR           output directory (default sweep), gets sweep.csv\n"
-           "                      (lambda,%s),\n"
+           "    lambda,%s\n"
+           "                      (one block of rows per lambda),\n"
            "                      final.csv, sweep.gp and l1.png, l2.png, l0_frac.png,\n"
            "                      tradeoff.png (when gnuplot is installed)\n"
            "  --save-dir DIR      save each lambda's model in DIR/lambda_<lambda>/ (created\n"

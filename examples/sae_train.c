@@ -53,7 +53,7 @@ static void usage(const ex_config *defaults)
     printf("Output:\n"
            "  --log FILE          CSV log, a row every --log-every steps (and at steps\n"
            "                      1, 2, 5, 10, 20, ... before that, and at the end):\n"
-           "                        %s\n"
+           "    %s\n"
            "                      (loss..l0: means over the steps since the previous row;\n"
            "                      l0_frac = l0 / d_sae; dead_frac: share of dead features)\n"
            "  --info              describe the input data and exit\n"
@@ -70,12 +70,13 @@ static void usage(const ex_config *defaults)
            "                      as if it had never stopped, and save into DIR (or into\n"
            "                      --save). --steps and --tokens count the total. FILE,\n"
            "                      d_in, d_sae, seed and the synthetic data come from DIR\n"
-           "                      (given ones must match); --lr, --lambda, --clip, --batch,\n"
-           "                      --log-every, --dead-window too unless given. --log appends.\n\n"
+           "                      (given ones must match); --lr, --lambda, --clip,\n"
+           "                      --batch, --log-every, --dead-window too, unless given.\n"
+           "                      --log appends to the log.\n\n"
            "Progress goes to stderr: a live line on a terminal, a line every --log-every\n"
            "steps otherwise. Ctrl-C stops after the current step; the log is kept and the\n"
-           "model evaluated. Exit status: 0 done, 1 training or a save failed, 2 bad command\n"
-           "line, input or checkpoint, 130 interrupted.\n",
+           "model evaluated (and saved with --save). Exit status: 0 done, 1 training or a\n"
+           "save failed, 2 bad command line, input or checkpoint, 130 interrupted.\n",
            EX_CSV_COLUMNS);
 }
 
