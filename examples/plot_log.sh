@@ -13,10 +13,14 @@ if ! command -v gnuplot >/dev/null 2>&1; then
     echo "$0: gnuplot not found (Debian: apt-get install gnuplot-nox)" >&2
     exit 1
 fi
-if [ "$(head -n 1 "$log")" != "step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac" ]; then
+case "$(head -n 1 "$log")" in
+step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint) ;;
+step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac) ;; # before the checkpoint column
+*)
     echo "$0: $log: not a sae-train log (unexpected header)" >&2
     exit 2
-fi
+    ;;
+esac
 # gnuplot strings are single-quoted; double any quote in the arguments.
 q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
 gnuplot <<GNUPLOT

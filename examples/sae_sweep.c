@@ -8,13 +8,16 @@
  *   sae-sweep acts.npy --lambdas 1,3,10,30 --d-sae 4096 --tokens 5M --out sweep
  *
  * Writes in the --out directory:
- *   sweep.csv   lambda,step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac
+ *   sweep.csv   lambda,step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint
  *               (the sae-train log columns, one block of rows per lambda)
  *   final.csv   lambda,l2,l1,l0,l0_frac,fvu,dead_frac on the evaluation rows
  *               (and mmcs against the true features of the synthetic data)
  *   sweep.gp    the gnuplot script, and the PNGs it draws:
  *               l1.png, l2.png, l0_frac.png (vs step), tradeoff.png (L2 vs L0)
+ * and with --save-dir DIR a checkpoint per lambda in DIR/lambda_<lambda>/,
+ * which SAELens opens and sae-train --resume continues.
  */
+#include "common/checkpoint.h"
 #include "common/cli.h"
 #include "common/opts.h"
 #include "common/plot.h"
@@ -33,12 +36,13 @@
 
 #define MAX_LAMBDAS 16
 
-enum { OPT_LAMBDAS = 1, OPT_OUT };
+enum { OPT_LAMBDAS = 1, OPT_OUT, OPT_SAVE_DIR };
 
 static const struct option long_options[] = {
     EX_CONFIG_LONG_OPTIONS,
     {"lambdas", required_argument, NULL, OPT_LAMBDAS},
     {"out", required_argument, NULL, OPT_OUT},
+    {"save-dir", required_argument, NULL, OPT_SAVE_DIR},
     {NULL, 0, NULL, 0},
 };
 
@@ -59,9 +63,14 @@ static void usage(const ex_config *defaults)
         printf("%s%g", i ? "," : "", default_lambdas[i]);
     printf(")\n"
            "  --out DIR           output directory (default sweep), gets sweep.csv\n"
-           "                      (lambda,%s),\n"
+           "    lambda,%s\n"
+           "                      (one block of rows per lambda),\n"
            "                      final.csv, sweep.gp and l1.png, l2.png, l0_frac.png,\n"
            "                      tradeoff.png (when gnuplot is installed)\n"
+           "  --save-dir DIR      save each lambda's model in DIR/lambda_<lambda>/ (created\n"
+           "                      if missing, DIR's parent not): sae_weights.safetensors\n"
+           "                      and cfg.json for SAELens, optimizer.safetensors and\n"
+           "                      train_state.txt for sae-train --resume\n"
            "  -h, --help          this help\n\n"
            "--lambda is ignored; Ctrl-C stops the sweep after the current step.\n",
            EX_CSV_COLUMNS);
@@ -168,7 +177,7 @@ int main(int argc, char **argv)
     double lambdas[MAX_LAMBDAS];
     size_t n_lambdas = sizeof default_lambdas / sizeof *default_lambdas;
     memcpy(lambdas, default_lambdas, sizeof default_lambdas);
-    const char *out_dir = "sweep";
+    const char *out_dir = "sweep", *save_dir = NULL;
     int c;
     while ((c = ex_getopt(argc, argv, long_options)) != -1) {
         if (ex_config_option(&cfg, c, optarg))
@@ -177,12 +186,26 @@ int main(int argc, char **argv)
         case 'h': usage(&defaults); return 0;
         case OPT_LAMBDAS: n_lambdas = ex_arg_doubles("--lambdas", optarg, lambdas, MAX_LAMBDAS); break;
         case OPT_OUT: out_dir = optarg; break;
+        case OPT_SAVE_DIR: save_dir = optarg; break;
         }
     }
     ex_config_finish(&cfg, argc, argv, optind);
     ex_inputs in;
     ex_inputs_load(&in, &cfg);
     const size_t d_in = in.train.cols;
+    char (*ckpt_dirs)[4096] = NULL; /* DIR/lambda_<lambda>, made before training */
+    if (save_dir) {
+        ex_checkpoint_prepare("--save-dir", save_dir);
+        ckpt_dirs = calloc(n_lambdas, sizeof *ckpt_dirs);
+        if (!ckpt_dirs)
+            ex_usage_error("out of memory");
+        for (size_t k = 0; k < n_lambdas; k++) {
+            if (snprintf(ckpt_dirs[k], sizeof ckpt_dirs[k], "%s/lambda_%g", save_dir, lambdas[k]) >=
+                (int)sizeof ckpt_dirs[k])
+                ex_usage_error("--save-dir: the path is too long");
+            ex_checkpoint_prepare("--save-dir", ckpt_dirs[k]);
+        }
+    }
     if (make_dirs(out_dir) != 0)
         ex_usage_error("--out: cannot create the directory '%s'", out_dir);
     char path[4096], final_path[4096], script_path[4096];
@@ -206,6 +229,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     int status = 0;
     uint64_t print_every = (cfg.steps + 4) / 5;
+    size_t saved = 0; /* lambdas checkpointed */
     for (size_t k = 0; k < n_lambdas && !interrupted && status == 0; k++) {
         sae_model *m;
         sae_optimizer *o;
@@ -226,12 +250,17 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "lambda %g (%zu/%zu)", lambdas[k], k + 1, n_lambdas);
         ex_progress progress;
         ex_progress_init(&progress, stderr, isatty(STDERR_FILENO), label, cfg.steps, print_every);
+        ex_run_state state;
+        ex_run_state_init(&state, &cfg, &in);
         ex_train run = {
             .model = m, .opt = o, .batches = &batches, .batch = cfg.batch, .steps = cfg.steps,
             .log_every = cfg.log_every, .dead_window = cfg.dead_window, .csv = csv, .csv_lead = lead,
             .progress = &progress, .stop = &interrupted,
+            .checkpoint_dir = save_dir ? ckpt_dirs[k] : NULL, .checkpoint_fresh = true,
+            .state = &state,
         };
         rc = ex_train_run(&run);
+        saved += run.checkpoints > 0;
         sae_losses l;
         double fvu;
         if (rc == SAE_OK)
@@ -256,7 +285,7 @@ int main(int argc, char **argv)
             status = EX_EXIT_USAGE;
         } else {
             fprintf(stderr, "%s: lambda %g: %s\n", ex_program(), lambdas[k],
-                    rc == SAE_E_IO ? "cannot write sweep.csv" : sae_status_string(rc));
+                    run.error[0] ? run.error : sae_status_string(rc));
             status = 1;
         }
         ex_batcher_free(&batches);
@@ -288,6 +317,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: gnuplot failed; the CSV files are in '%s'\n", ex_program(), out_dir);
     }
     fprintf(stderr, "data: %s/sweep.csv, %s\n", out_dir, final_path);
+    if (saved)
+        fprintf(stderr, "checkpoints: %zu of %zu in %s/lambda_*/\n", saved, n_lambdas, save_dir);
+    free(ckpt_dirs);
     ex_inputs_free(&in);
     return status;
 }

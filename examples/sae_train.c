@@ -6,10 +6,13 @@
  *   sae-train                                  # synthetic data, reports MMCS
  *   sae-train acts.npy --d-sae 8192 --lambda 5 --lr 5e-5 --tokens 50M --log run.csv
  *   sae-train acts.f32 --d-in 768 ...          # raw little-endian float32
+ *   sae-train acts.npy --steps 100k --save ck --checkpoint-every 5k
+ *   sae-train --resume ck --steps 200k         # 100k more steps, same batches
  *
  * Exit status: 0 done, 1 a libsae call or a write failed, 2 bad command line
  * or input file, 130 stopped by Ctrl-C (the log is complete up to that step).
  */
+#include "common/checkpoint.h"
 #include "common/cli.h"
 #include "common/opts.h"
 #include "common/plot.h"
@@ -23,9 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-enum { OPT_LOG = 1, OPT_INFO, OPT_TILES, OPT_TILES_COUNT };
+enum { OPT_LOG = 1, OPT_INFO, OPT_TILES, OPT_TILES_COUNT, OPT_SAVE, OPT_RESUME, OPT_CHECKPOINT_EVERY };
 
 static const struct option long_options[] = {
     EX_CONFIG_LONG_OPTIONS,
@@ -33,6 +37,9 @@ static const struct option long_options[] = {
     {"info", no_argument, NULL, OPT_INFO},
     {"tiles", required_argument, NULL, OPT_TILES},
     {"tiles-count", required_argument, NULL, OPT_TILES_COUNT},
+    {"save", required_argument, NULL, OPT_SAVE},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {NULL, 0, NULL, 0},
 };
 
@@ -46,18 +53,30 @@ static void usage(const ex_config *defaults)
     printf("Output:\n"
            "  --log FILE          CSV log, a row every --log-every steps (and at steps\n"
            "                      1, 2, 5, 10, 20, ... before that, and at the end):\n"
-           "                        %s\n"
+           "    %s\n"
            "                      (loss..l0: means over the steps since the previous row;\n"
            "                      l0_frac = l0 / d_sae; dead_frac: share of dead features)\n"
            "  --info              describe the input data and exit\n"
            "  --tiles PNG         draw decoder rows as square tiles (d_in must be a square,\n"
            "                      e.g. 784 = 28x28): the most often active features\n"
            "  --tiles-count N     how many tiles (default 100)\n"
-           "  -h, --help          this help\n\n"
+           "  -h, --help          this help\n"
+           "Checkpoints (a directory: sae_weights.safetensors and cfg.json, which SAELens\n"
+           "opens with SAE.load_from_disk; optimizer.safetensors and train_state.txt):\n"
+           "  --save DIR          write a checkpoint into DIR after the last step (also\n"
+           "                      after Ctrl-C); DIR is created if missing (its parent not)\n"
+           "  --checkpoint-every N  also after every N-th step (a CSV row marks each)\n"
+           "  --resume DIR        continue the run saved in DIR, drawing the same batches\n"
+           "                      as if it had never stopped, and save into DIR (or into\n"
+           "                      --save). --steps and --tokens count the total. FILE,\n"
+           "                      d_in, d_sae, seed and the synthetic data come from DIR\n"
+           "                      (given ones must match); --lr, --lambda, --clip,\n"
+           "                      --batch, --log-every, --dead-window too, unless given.\n"
+           "                      --log appends to the log.\n\n"
            "Progress goes to stderr: a live line on a terminal, a line every --log-every\n"
            "steps otherwise. Ctrl-C stops after the current step; the log is kept and the\n"
-           "model evaluated. Exit status: 0 done, 1 training failed, 2 bad command line or\n"
-           "input, 130 interrupted.\n",
+           "model evaluated (and saved with --save). Exit status: 0 done, 1 training or a\n"
+           "save failed, 2 bad command line, input or checkpoint, 130 interrupted.\n",
            EX_CSV_COLUMNS);
 }
 
@@ -141,14 +160,45 @@ static bool dir_writable(const char *path)
     return ok;
 }
 
+static bool same_dir(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The CSV log: a new file, or (resuming) the old one continued. */
+static FILE *open_log(const char *path, bool append, uint64_t resume_step)
+{
+    FILE *log;
+    if (append) {
+        char err[256];
+        uint64_t last_step;
+        log = ex_csv_append(path, &last_step, err, sizeof err);
+        if (!log)
+            ex_usage_error("--log '%s': %s", path, err);
+        if (last_step > resume_step)
+            fprintf(stderr, "%s: note: --log '%s' goes on to step %llu, past the checkpoint's "
+                            "step %llu; the new rows follow\n", ex_program(), path,
+                    (unsigned long long)last_step, (unsigned long long)resume_step);
+    } else {
+        log = fopen(path, "w");
+        if (!log)
+            ex_usage_error("--log: cannot write '%s'", path);
+        ex_csv_header(log, "");
+    }
+    setvbuf(log, NULL, _IOLBF, 0); /* complete rows on disk as they come */
+    return log;
+}
+
 int main(int argc, char **argv)
 {
     ex_set_program(argv[0]);
     ex_config cfg;
     ex_config_defaults(&cfg);
     const ex_config defaults = cfg;
-    const char *log_path = NULL, *tiles_path = NULL;
+    const char *log_path = NULL, *tiles_path = NULL, *save_dir = NULL, *resume_dir = NULL;
     size_t tiles_count = 100;
+    uint64_t checkpoint_every = 0;
     bool info = false;
     int c;
     while ((c = ex_getopt(argc, argv, long_options)) != -1) {
@@ -160,6 +210,9 @@ int main(int argc, char **argv)
         case OPT_INFO: info = true; break;
         case OPT_TILES: tiles_path = optarg; break;
         case OPT_TILES_COUNT: tiles_count = (size_t)ex_arg_count("--tiles-count", optarg, 1); break;
+        case OPT_SAVE: save_dir = optarg; break;
+        case OPT_RESUME: resume_dir = optarg; break;
+        case OPT_CHECKPOINT_EVERY: checkpoint_every = ex_arg_count("--checkpoint-every", optarg, 1); break;
         }
     }
     ex_config_finish(&cfg, argc, argv, optind);
@@ -169,6 +222,17 @@ int main(int argc, char **argv)
         ex_usage_error("--tiles: '%s' does not end in .png", tiles_path);
     if (tiles_path && !dir_writable(tiles_path))
         ex_usage_error("--tiles: cannot write in the directory of '%s'", tiles_path);
+    if (checkpoint_every && !save_dir && !resume_dir)
+        ex_usage_error("--checkpoint-every: give --save DIR (or --resume DIR) to write them in");
+
+    /* A resumed run: the model, the optimizer and the run's settings from DIR. */
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    ex_run_state state;
+    if (resume_dir) {
+        ex_checkpoint_load(resume_dir, &m, &o, &state);
+        ex_config_resume(&cfg, resume_dir, &state, m, o);
+    }
 
     ex_inputs in;
     ex_inputs_load(&in, &cfg);
@@ -180,24 +244,31 @@ int main(int argc, char **argv)
             printf("%s: %s, %zu x %zu float32\n", cfg.eval_path, in.eval.format, in.eval.rows,
                    in.eval.cols);
         ex_inputs_free(&in);
+        sae_optimizer_free(o);
+        sae_model_free(m);
         return 0;
     }
+    if (resume_dir)
+        ex_inputs_check_resume(&in, &cfg, resume_dir, &state);
     size_t side = (size_t)(sqrt((double)d_in) + 0.5);
     if (tiles_path && side * side != d_in)
         ex_usage_error("--tiles: d_in %zu is not a square number of pixels", d_in);
 
-    FILE *log = NULL;
-    if (log_path) {
-        log = fopen(log_path, "w");
-        if (!log)
-            ex_usage_error("--log: cannot write '%s'", log_path);
-        setvbuf(log, NULL, _IOLBF, 0); /* complete rows on disk as they come */
-        ex_csv_header(log, "");
+    /* Checkpoints go to --save, else back into --resume's directory. The first
+     * one into another run's directory removes that run's state first. */
+    bool fresh = true;
+    if (resume_dir && (!save_dir || same_dir(save_dir, resume_dir))) {
+        save_dir = resume_dir;
+        fresh = false;
     }
+    if (save_dir) /* fail now, not after training */
+        ex_checkpoint_prepare(save_dir == resume_dir ? "--resume" : "--save", save_dir);
+    if (!resume_dir)
+        ex_run_state_init(&state, &cfg, &in);
 
-    sae_model *m;
-    sae_optimizer *o;
-    int rc = ex_make_sae(&cfg, d_in, cfg.lambda, &m, &o);
+    FILE *log = log_path ? open_log(log_path, resume_dir != NULL, state.step) : NULL;
+
+    int rc = resume_dir ? SAE_OK : ex_make_sae(&cfg, d_in, cfg.lambda, &m, &o);
     ex_batcher batches;
     if (rc == SAE_OK && ex_batcher_init(&batches, &in.train, cfg.seed) != 0) {
         sae_optimizer_free(o);
@@ -209,6 +280,10 @@ int main(int argc, char **argv)
         ex_inputs_free(&in);
         return 1;
     }
+    ex_batcher_skip(&batches, state.tokens); /* the rows a resumed run has drawn */
+    if (resume_dir)
+        fprintf(stderr, "resuming %s at step %llu of %llu\n", resume_dir,
+                (unsigned long long)state.step, (unsigned long long)cfg.steps);
     fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, lambda %g, lr %g, batch %zu, %llu steps\n",
             cfg.input ? cfg.input : "synthetic data", in.train.rows, d_in, in.train.format, cfg.d_sae,
             cfg.lambda, cfg.lr, cfg.batch, (unsigned long long)cfg.steps);
@@ -225,7 +300,9 @@ int main(int argc, char **argv)
     ex_train run = {
         .model = m, .opt = o, .batches = &batches, .batch = cfg.batch, .steps = cfg.steps,
         .log_every = cfg.log_every, .dead_window = cfg.dead_window, .csv = log, .csv_lead = "",
-        .progress = &progress, .stop = &interrupted,
+        .progress = &progress, .stop = &interrupted, .seconds_before = state.seconds,
+        .checkpoint_dir = save_dir, .checkpoint_every = checkpoint_every,
+        .checkpoint_fresh = fresh, .state = &state,
     };
     rc = ex_train_run(&run);
     signal(SIGINT, SIG_DFL);
@@ -235,8 +312,7 @@ int main(int argc, char **argv)
                 cfg.input ? cfg.input : "synthetic data", run.bad_row);
         status = EX_EXIT_USAGE;
     } else if (rc != SAE_OK) {
-        fprintf(stderr, "%s: step %llu: %s\n", ex_program(), (unsigned long long)run.steps_done + 1,
-                rc == SAE_E_IO ? "cannot write the log" : sae_status_string(rc));
+        fprintf(stderr, "%s: %s\n", ex_program(), run.error);
         status = 1;
     }
     if (log && fclose(log) != 0 && status == 0) {
@@ -244,9 +320,22 @@ int main(int argc, char **argv)
         status = 1;
     }
 
-    if (run.bad_row == SIZE_MAX)
-        printf("trained %llu steps (%llu tokens) in %.1f s\n", (unsigned long long)run.steps_done,
-               (unsigned long long)run.last.tokens, run.last.seconds);
+    if (run.bad_row == SIZE_MAX) {
+        if (run.steps_run == 0 && !interrupted)
+            printf("nothing to train: already at step %llu of %llu\n",
+                   (unsigned long long)run.steps_done, (unsigned long long)cfg.steps);
+        else if (resume_dir)
+            printf("trained %llu steps (%llu tokens) in %.1f s, from step %llu to %llu\n",
+                   (unsigned long long)run.steps_run, (unsigned long long)run.tokens_run,
+                   run.seconds_run, (unsigned long long)(run.steps_done - run.steps_run),
+                   (unsigned long long)run.steps_done);
+        else
+            printf("trained %llu steps (%llu tokens) in %.1f s\n", (unsigned long long)run.steps_run,
+                   (unsigned long long)run.tokens_run, run.seconds_run);
+        if (run.checkpoints && run.last.checkpoint)
+            printf("checkpoint: %s (step %llu; continue with --resume %s)\n", save_dir,
+                   (unsigned long long)run.steps_done, save_dir);
+    }
     sae_losses l;
     double fvu;
     if (run.bad_row == SIZE_MAX && run.steps_done > 0 &&
@@ -274,9 +363,10 @@ int main(int argc, char **argv)
         }
     }
     if (interrupted) {
-        fprintf(stderr, "%s: interrupted after step %llu%s%s\n", ex_program(),
+        fprintf(stderr, "%s: interrupted after step %llu%s%s%s%s\n", ex_program(),
                 (unsigned long long)run.steps_done, log_path ? "; log kept in " : "",
-                log_path ? log_path : "");
+                log_path ? log_path : "", run.last.checkpoint ? "; checkpoint in " : "",
+                run.last.checkpoint ? save_dir : "");
         if (status == 0)
             status = EX_EXIT_INTERRUPTED;
     }

@@ -42,6 +42,20 @@ void ex_batcher_next(ex_batcher *b, float *dst, size_t n, size_t *rows)
         if (rows)
             rows[t] = row;
     }
+    b->drawn += n;
+}
+
+void ex_batcher_skip(ex_batcher *b, uint64_t n)
+{
+    b->drawn += n;
+    while (n > 0) {
+        if (b->pos == b->data->rows)
+            shuffle(b);
+        size_t left = b->data->rows - b->pos;
+        size_t k = n < left ? (size_t)n : left;
+        b->pos += k;
+        n -= k;
+    }
 }
 
 void ex_batcher_free(ex_batcher *b)

@@ -48,6 +48,8 @@ static size_t arg_size(const char *opt, const char *s, uint64_t min)
     return (size_t)v;
 }
 
+_Static_assert(EX_OPT_DEAD_WINDOW - EX_OPT_D_IN < 32, "ex_config.given has a bit per option");
+
 bool ex_config_option(ex_config *c, int code, const char *arg)
 {
     switch (code) {
@@ -68,7 +70,13 @@ bool ex_config_option(ex_config *c, int code, const char *arg)
     case EX_OPT_DEAD_WINDOW: c->dead_window = ex_arg_count("--dead-window", arg, 1); break;
     default: return false;
     }
+    c->given |= UINT32_C(1) << (code - EX_OPT_D_IN);
     return true;
+}
+
+bool ex_config_given(const ex_config *c, int code)
+{
+    return c->given >> (code - EX_OPT_D_IN) & 1;
 }
 
 void ex_config_finish(ex_config *c, int argc, char **argv, int optind_)

@@ -29,6 +29,7 @@ typedef struct ex_config {
     uint64_t seed;
     uint64_t log_every;
     uint64_t dead_window;     /* tokens */
+    uint32_t given;           /* the shared options on the command line (ex_config_given) */
 } ex_config;
 
 /* Option codes of the shared options (program-specific ones use other values). */
@@ -65,6 +66,9 @@ int ex_getopt(int argc, char **argv, const struct option *longopts);
 
 /* Apply a shared option; false if `code` is not one. Exits 2 on a bad value. */
 bool ex_config_option(ex_config *c, int code, const char *arg);
+
+/* Whether the shared option `code` (EX_OPT_*) was given on the command line. */
+bool ex_config_given(const ex_config *c, int code);
 
 /* Take the optional positional FILE, resolve --tokens into steps. Exits 2 on
  * a bad command line. */

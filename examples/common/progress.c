@@ -2,7 +2,13 @@
 
 #include "opts.h"
 
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 /* Terminal width, so the live line never wraps (a wrapped line cannot be
@@ -22,10 +28,72 @@ int ex_csv_header(FILE *f, const char *lead)
 
 int ex_csv_row(FILE *f, const char *lead, const ex_row *r)
 {
-    int n = fprintf(f, "%s%s%llu,%llu,%.3f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n", lead, *lead ? "," : "",
-                    (unsigned long long)r->step, (unsigned long long)r->tokens, r->seconds, r->loss,
-                    r->l2, r->l1, r->l0, r->l0_frac, r->dead_frac);
+    int n = fprintf(f, "%s%s%llu,%llu,%.3f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d\n", lead,
+                    *lead ? "," : "", (unsigned long long)r->step, (unsigned long long)r->tokens,
+                    r->seconds, r->loss, r->l2, r->l1, r->l0, r->l0_frac, r->dead_frac,
+                    r->checkpoint ? 1 : 0);
     return n < 0 ? -1 : 0;
+}
+
+/* Check an existing log: our header, a complete last row; *last_step gets
+ * the step of that row (0 if there are no rows). -1 with err set if not. */
+static int check_log(FILE *f, uint64_t *last_step, char *err, size_t errlen)
+{
+    static const char header[] = EX_CSV_COLUMNS "\n";
+    char head[sizeof header];
+    if (fread(head, 1, sizeof header - 1, f) != sizeof header - 1 ||
+        memcmp(head, header, sizeof header - 1) != 0)
+        return snprintf(err, errlen, "exists and does not start with the header %s", EX_CSV_COLUMNS), -1;
+    char tail[1024]; /* holds the last line */
+    off_t size;
+    if (fseeko(f, 0, SEEK_END) != 0 || (size = ftello(f)) < 0 ||
+        fseeko(f, size > (off_t)sizeof tail - 1 ? size - (off_t)sizeof tail + 1 : 0, SEEK_SET) != 0)
+        return snprintf(err, errlen, "%s", strerror(errno)), -1;
+    size_t n = fread(tail, 1, sizeof tail - 1, f);
+    if (n == 0 || tail[n - 1] != '\n')
+        return snprintf(err, errlen, "its last row is incomplete (remove it, then resume)"), -1;
+    tail[n - 1] = '\0';
+    *last_step = 0;
+    if (size > (off_t)sizeof header - 1) { /* it has rows */
+        char *line = strrchr(tail, '\n');
+        line = line ? line + 1 : tail;
+        char *end;
+        errno = 0;
+        unsigned long long step = strtoull(line, &end, 10);
+        if (*line < '0' || *line > '9' || errno != 0 || *end != ',')
+            return snprintf(err, errlen, "its last row does not start with a step number"), -1;
+        *last_step = step;
+    }
+    return 0;
+}
+
+FILE *ex_csv_append(const char *path, uint64_t *last_step, char *err, size_t errlen)
+{
+    *last_step = 0;
+    bool empty = true;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        struct stat st;
+        empty = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0;
+        int rc = empty ? 0 : check_log(f, last_step, err, errlen);
+        fclose(f);
+        if (rc != 0)
+            return NULL;
+    } else if (errno != ENOENT) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        return NULL;
+    }
+    f = fopen(path, "a");
+    if (!f) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        return NULL;
+    }
+    if (empty && ex_csv_header(f, "") != 0) {
+        fclose(f);
+        snprintf(err, errlen, "cannot write");
+        return NULL;
+    }
+    return f;
 }
 
 void ex_progress_init(ex_progress *p, FILE *out, bool live, const char *label,
@@ -86,6 +154,26 @@ void ex_progress_update(ex_progress *p, const ex_row *r, bool final)
     } else {
         fprintf(p->out, "%s\n", line);
     }
+    fflush(p->out);
+}
+
+void ex_progress_note(ex_progress *p, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n >= (int)sizeof line)
+        n = (int)sizeof line - 1;
+    if (p->live) /* over the live line, padded to its width */
+        fprintf(p->out, "\r%s%*s\n", line, p->drawn > n ? p->drawn - n : 0, "");
+    else
+        fprintf(p->out, "%s\n", line);
+    p->drawn = 0;
+    p->last_draw = -1.0; /* draw the live line again at the next update */
     fflush(p->out);
 }
 

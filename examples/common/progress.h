@@ -15,6 +15,7 @@
  *   l0_frac    l0 / d_sae, the fraction of features active per token
  *   dead_frac  fraction of features that fired on none of the last
  *              dead-window training tokens (0 until that many have passed)
+ *   checkpoint 1 if a checkpoint was written after this step, else 0
  */
 #ifndef EX_PROGRESS_H
 #define EX_PROGRESS_H
@@ -24,17 +25,25 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define EX_CSV_COLUMNS "step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac"
+#define EX_CSV_COLUMNS "step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint"
 
 typedef struct ex_row {
     uint64_t step, tokens;
     double seconds, loss, l2, l1, l0, l0_frac, dead_frac;
+    bool checkpoint;
 } ex_row;
 
 /* Write the header / one row. `lead` goes before the columns: "" or, for
  * example, "lambda" in the header and "0.01" in the rows. Return 0 or -1. */
 int ex_csv_header(FILE *f, const char *lead);
 int ex_csv_row(FILE *f, const char *lead, const ex_row *r);
+
+/* Open a log without lead columns (sae-train's) to append rows, for a
+ * resumed run: a missing or empty file gets the header; an existing one must
+ * start with exactly that header and end with a complete row. *last_step gets
+ * the step of its last row (0 if it has none). Returns NULL with the problem
+ * in err (one line). */
+FILE *ex_csv_append(const char *path, uint64_t *last_step, char *err, size_t errlen);
 
 typedef struct ex_progress {
     FILE *out;
@@ -53,6 +62,9 @@ void ex_progress_init(ex_progress *p, FILE *out, bool live, const char *label,
  * at most 5 times a second and on the last step; plain: every `every` steps
  * and on the last step). final forces a draw. */
 void ex_progress_update(ex_progress *p, const ex_row *r, bool final);
+/* A line of its own, e.g. "checkpoint written": on a terminal it replaces
+ * the live line, which the next update draws again below it. */
+void ex_progress_note(ex_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* End the live line (newline) so other output can follow. */
 void ex_progress_end(ex_progress *p);
 

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Running sums of the batch losses since the last logged row. */
@@ -17,7 +18,7 @@ static ex_row make_row(const ex_train *t, const window *w, double seconds)
     ex_row r = {0};
     double n = w->steps ? (double)w->steps : 1.0;
     r.step = t->steps_done;
-    r.tokens = t->steps_done * t->batch;
+    r.tokens = t->batches->drawn;
     r.seconds = seconds;
     r.loss = w->loss / n;
     r.l2 = w->l2 / n;
@@ -39,22 +40,34 @@ static bool one_two_five(uint64_t step)
     return step == 1 || step == 2 || step == 5;
 }
 
+static bool stopped(const ex_train *t)
+{
+    return t->stop && *t->stop;
+}
+
 int ex_train_run(ex_train *t)
 {
     const size_t d_in = sae_model_d_in(t->model);
     float *x = malloc(t->batch * d_in * sizeof(float));
     size_t *rows = malloc(t->batch * sizeof *rows);
-    t->bad_row = SIZE_MAX;
-    if (!x || !rows) {
-        free(x);
-        free(rows);
-        return SAE_E_NOMEM;
-    }
+    const uint64_t drawn_before = t->batches->drawn;
+    const double start = ex_now();
+    bool fresh = t->checkpoint_fresh;
     window w = {0};
     int rc = SAE_OK;
-    double start = ex_now();
-    t->steps_done = 0;
-    while (t->steps_done < t->steps && !(t->stop && *t->stop)) {
+    t->bad_row = SIZE_MAX;
+    t->steps_done = sae_optimizer_steps(t->opt);
+    t->steps_run = t->checkpoints = 0;
+    t->error[0] = '\0';
+    t->last = make_row(t, &w, t->seconds_before);
+    if (!x || !rows) {
+        rc = SAE_E_NOMEM;
+        snprintf(t->error, sizeof t->error, "%s", sae_status_string(rc));
+    }
+    /* the stop flag is read once per step, so the step that sees it is logged
+     * and checkpointed as the last */
+    bool last = rc != SAE_OK || t->steps_done >= t->steps || stopped(t);
+    while (!last) {
         sae_losses l;
         ex_batcher_next(t->batches, x, t->batch, rows);
         rc = sae_step(t->model, t->opt, x, t->batch, &l);
@@ -63,34 +76,76 @@ int ex_train_run(ex_train *t)
                 if (!isfinite(x[k]))
                     t->bad_row = rows[k / d_in];
         }
-        if (rc != SAE_OK)
+        if (rc != SAE_OK) {
+            snprintf(t->error, sizeof t->error, "step %llu: %s",
+                     (unsigned long long)t->steps_done + 1, sae_status_string(rc));
             break;
+        }
         t->steps_done++;
+        t->steps_run++;
         w.loss += l.loss;
         w.l2 += l.l2;
         w.l1 += l.l1;
         w.l0 += l.l0;
         w.steps++;
-        bool last = t->steps_done == t->steps || (t->stop && *t->stop);
-        bool log_due = t->steps_done % t->log_every == 0 || last ||
+        last = t->steps_done == t->steps || stopped(t);
+        double seconds = t->seconds_before + (ex_now() - start);
+
+        bool checkpoint = t->checkpoint_dir &&
+                          (last || (t->checkpoint_every && t->steps_done % t->checkpoint_every == 0));
+        int save_rc = SAE_OK;
+        if (checkpoint) {
+            t->state->step = t->steps_done;
+            t->state->tokens = t->batches->drawn;
+            t->state->seconds = seconds;
+            char err[512];
+            save_rc = ex_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state, fresh, err,
+                                         sizeof err);
+            if (save_rc == SAE_OK) {
+                fresh = false;
+                t->checkpoints++;
+            } else {
+                snprintf(t->error, sizeof t->error, "step %llu: checkpoint: %s",
+                         (unsigned long long)t->steps_done, err);
+                last = true; /* log this step, then stop */
+            }
+        }
+
+        bool log_due = last || checkpoint || t->steps_done % t->log_every == 0 ||
                        (t->steps_done < t->log_every && one_two_five(t->steps_done));
-        ex_row r = make_row(t, &w, ex_now() - start);
-        if (t->progress)
+        ex_row r = make_row(t, &w, seconds);
+        r.checkpoint = checkpoint && save_rc == SAE_OK;
+        if (t->progress) {
             ex_progress_update(t->progress, &r, last);
+            if (r.checkpoint && !last)
+                ex_progress_note(t->progress, "%s%scheckpoint at step %llu: %s",
+                                 t->progress->label, *t->progress->label ? "  " : "",
+                                 (unsigned long long)r.step, t->checkpoint_dir);
+        }
         if (log_due) {
             t->last = r;
             if (t->csv && ex_csv_row(t->csv, t->csv_lead, &r) != 0) {
                 rc = SAE_E_IO;
+                snprintf(t->error, sizeof t->error, "step %llu: cannot write the log",
+                         (unsigned long long)t->steps_done);
                 break;
             }
             w = (window){0};
+        }
+        if (save_rc != SAE_OK) {
+            rc = save_rc;
+            break;
         }
     }
     if (t->progress)
         ex_progress_end(t->progress);
     free(rows);
     free(x);
-    if (rc == SAE_OK && t->csv && fflush(t->csv) != 0)
+    t->tokens_run = t->batches->drawn - drawn_before;
+    t->seconds_run = ex_now() - start;
+    if (rc == SAE_OK && t->csv && fflush(t->csv) != 0) {
         rc = SAE_E_IO;
+        snprintf(t->error, sizeof t->error, "cannot write the log");
+    }
     return rc;
 }

@@ -2,14 +2,26 @@
  * The training loop shared by sae-train and sae-sweep: draw a batch, take one
  * sae_step, and every log_every steps write a CSV row and update the progress
  * display. Before the first regular row it also logs steps 1, 2, 5, 10, 20,
- * 50, ... so that a plot on a logarithmic step axis shows the start. Stops after `steps` steps, or early when *stop becomes nonzero
- * (a Ctrl-C handler sets it) -- always between two steps, after writing a
- * final row, so the log ends with the last step taken.
+ * 50, ... so that a plot on a logarithmic step axis shows the start. Stops
+ * after step `steps`, or early when *stop becomes nonzero (a Ctrl-C handler
+ * sets it) -- always between two steps, after writing a final row, so the log
+ * ends with the last step taken.
+ *
+ * Steps are counted from the optimizer's step count, so a loaded optimizer
+ * (sae_optimizer_load) continues where it stopped: `steps` is the total, the
+ * rows carry the total step, and the batcher, which must have skipped the rows
+ * drawn before (ex_batcher_skip), supplies the total token count.
+ *
+ * With a checkpoint directory it writes a checkpoint (ex_checkpoint_save)
+ * every checkpoint_every steps and after the last step taken (also when
+ * stopped early), logs a row for each, marked in the checkpoint column, and
+ * notes the periodic ones on the progress display.
  */
 #ifndef EX_TRAIN_H
 #define EX_TRAIN_H
 
 #include "batch.h"
+#include "checkpoint.h"
 #include "progress.h"
 
 #include <libsae/sae.h>
@@ -23,7 +35,7 @@ typedef struct ex_train {
     sae_optimizer *opt;
     ex_batcher *batches;
     size_t batch;                /* tokens per step */
-    uint64_t steps;              /* total steps */
+    uint64_t steps;              /* total steps, counting the optimizer's earlier ones */
     uint64_t log_every;          /* CSV row every N steps, after the last, and at
                                     steps 1, 2, 5, 10, ... below N */
     uint64_t dead_window;        /* tokens, for dead_frac */
@@ -31,16 +43,27 @@ typedef struct ex_train {
     const char *csv_lead;        /* leading CSV column values, "" for none */
     ex_progress *progress;       /* may be NULL */
     volatile sig_atomic_t *stop; /* may be NULL */
+    double seconds_before;       /* training seconds of earlier runs (resuming) */
+    const char *checkpoint_dir;  /* NULL: no checkpoints */
+    uint64_t checkpoint_every;   /* 0: only after the last step */
+    bool checkpoint_fresh;       /* see ex_checkpoint_save */
+    ex_run_state *state;         /* saved with each checkpoint (step, tokens and
+                                    seconds brought up to date) */
     /* outputs */
-    uint64_t steps_done;
+    uint64_t steps_done;         /* the optimizer's step count at the end */
+    uint64_t steps_run;          /* steps taken by this call */
+    uint64_t tokens_run;         /* tokens trained on by this call */
+    double seconds_run;          /* wall-clock seconds of this call */
+    uint64_t checkpoints;        /* checkpoints written */
     ex_row last;                 /* the last row logged */
     size_t bad_row;              /* after SAE_E_NONFINITE: a data row holding
                                     NaN or Inf, or SIZE_MAX if the data was fine */
+    char error[600];             /* on failure: what failed, one line */
 } ex_train;
 
-/* Returns SAE_OK, the libsae status of a failed call (the run stops there;
- * the rows logged so far stay in the CSV), or SAE_E_IO if a CSV row could not
- * be written. */
+/* Returns SAE_OK, the libsae status of a failed step (the run stops there;
+ * the rows logged so far stay in the CSV), the status of a failed checkpoint,
+ * or SAE_E_IO if a CSV row could not be written; `error` describes it. */
 int ex_train_run(ex_train *t);
 
 #endif

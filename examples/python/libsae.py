@@ -10,6 +10,9 @@
         losses = opt.step(model, x)      # Losses(loss, l2, l1, l0) before the update
     f = model.encode(x)                  # (n, 512) features
     w_dec = model.get(libsae.W_DEC)      # (512, 64) copy of the decoder
+    model.save("ckpt"); opt.save("ckpt") # an existing directory: SAELens opens it
+    model = libsae.Model.load("ckpt")    # ... and training resumes bit for bit
+    opt = libsae.Optimizer.load(model, "ckpt")
 
 A failing libsae call raises SAEError, which carries the status code
 (e.status, e.g. libsae.E_INVALID_ARG) and the library's own description of it.
@@ -78,6 +81,10 @@ _SIGNATURES = {
     "sae_step": (_int, [_c_model_p, _c_opt_p, _c_float_p, _size, ctypes.POINTER(_Losses)]),
     "sae_optimizer_tokens_since_fired": (_int, [_c_opt_p, ctypes.POINTER(ctypes.c_uint64), _size]),
     "sae_optimizer_dead_count": (_int, [_c_opt_p, ctypes.c_uint64, ctypes.POINTER(_size)]),
+    "sae_model_save": (_int, [_c_model_p, ctypes.c_char_p]),
+    "sae_model_load": (_int, [ctypes.POINTER(_c_model_p), ctypes.c_char_p]),
+    "sae_optimizer_save": (_int, [_c_opt_p, ctypes.c_char_p]),
+    "sae_optimizer_load": (_int, [ctypes.POINTER(_c_opt_p), _c_model_p, ctypes.c_char_p]),
 }
 
 _lib = None
@@ -135,6 +142,23 @@ class Model:
         handle = _c_model_p()
         _check(self._lib.sae_model_create(ctypes.byref(handle), d_in, d_sae, seed), "sae_model_create")
         self._handle = handle
+
+    @classmethod
+    def load(cls, path):
+        """A model from a safetensors file, or from a directory holding
+        sae_weights.safetensors (libsae's or SAELens's) (sae_model_load)."""
+        lib = load()
+        handle = _c_model_p()
+        _check(lib.sae_model_load(ctypes.byref(handle), os.fsencode(path)), "sae_model_load")
+        model = cls.__new__(cls)
+        model._lib, model._handle = lib, handle
+        return model
+
+    def save(self, path):
+        """Save atomically (sae_model_save): into an existing directory as
+        sae_weights.safetensors + cfg.json, which SAELens's SAE.load_from_disk
+        opens; any other path is a single safetensors file."""
+        _check(self._lib.sae_model_save(self._handle, os.fsencode(path)), "sae_model_save")
 
     def close(self):
         if getattr(self, "_handle", None):
@@ -228,6 +252,24 @@ class Optimizer:
                 self.close()
                 raise TypeError(f"unknown option {name!r}")
             self.set(self._OPTIONS[name], value)
+
+    @classmethod
+    def load(cls, model, path):
+        """The optimizer saved at path (a file, or a directory holding
+        optimizer.safetensors) for models shaped like `model`: moments, step
+        count and options, so that training resumes bit for bit."""
+        lib = load()
+        handle = _c_opt_p()
+        _check(lib.sae_optimizer_load(ctypes.byref(handle), model._handle, os.fsencode(path)),
+               "sae_optimizer_load")
+        opt = cls.__new__(cls)
+        opt._lib, opt._handle, opt.d_sae = lib, handle, model.d_sae
+        return opt
+
+    def save(self, path):
+        """Save atomically (sae_optimizer_save): a file, or optimizer.safetensors
+        in an existing directory (beside the model's files)."""
+        _check(self._lib.sae_optimizer_save(self._handle, os.fsencode(path)), "sae_optimizer_save")
 
     def close(self):
         if getattr(self, "_handle", None):

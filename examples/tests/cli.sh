@@ -9,7 +9,7 @@ ok_dict="{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), }"
 run "$train" --help
 [ "$rc" -eq 0 ] || fail "--help: exit $rc"
 for word in --d-in --eval --d-sae --lambda --lr --batch --steps --tokens --seed --clip --log \
-            --log-every --dead-window --tiles "step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac"; do
+            --log-every --dead-window --tiles --save --resume --checkpoint-every "step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint"; do
     grep -qF -- "$word" "$tmp/out" || fail "--help does not mention $word"
 done
 
