@@ -28,6 +28,31 @@ SAE_TEST_PIN(sae_test_opt_beta2, SAE_OPT_BETA2 == 3);
 SAE_TEST_PIN(sae_test_opt_eps, SAE_OPT_EPS == 4);
 SAE_TEST_PIN(sae_test_opt_l1_coeff, SAE_OPT_L1_COEFF == 5);
 SAE_TEST_PIN(sae_test_opt_grad_clip, SAE_OPT_GRAD_CLIP == 6);
+SAE_TEST_PIN(sae_test_tensor_threshold, SAE_THRESHOLD == 4);
+SAE_TEST_PIN(sae_test_opt_threads, SAE_OPT_THREADS == 7);
+SAE_TEST_PIN(sae_test_opt_kernel, SAE_OPT_KERNEL == 8);
+SAE_TEST_PIN(sae_test_opt_total_steps, SAE_OPT_TOTAL_STEPS == 9);
+SAE_TEST_PIN(sae_test_opt_l1_warmup, SAE_OPT_L1_WARMUP_FRACTION == 10);
+SAE_TEST_PIN(sae_test_opt_lr_warmup, SAE_OPT_LR_WARMUP_STEPS == 11);
+SAE_TEST_PIN(sae_test_opt_lr_decay, SAE_OPT_LR_DECAY_FRACTION == 12);
+SAE_TEST_PIN(sae_test_opt_lr_schedule, SAE_OPT_LR_SCHEDULE == 13);
+SAE_TEST_PIN(sae_test_opt_auxk_coeff, SAE_OPT_AUXK_COEFF == 20);
+SAE_TEST_PIN(sae_test_opt_auxk_k, SAE_OPT_AUXK_K == 21);
+SAE_TEST_PIN(sae_test_opt_dead_window, SAE_OPT_DEAD_WINDOW == 22);
+SAE_TEST_PIN(sae_test_opt_jumprelu_bandwidth, SAE_OPT_JUMPRELU_BANDWIDTH == 23);
+SAE_TEST_PIN(sae_test_opt_threshold_beta, SAE_OPT_THRESHOLD_BETA == 24);
+SAE_TEST_PIN(sae_test_kernel_auto, SAE_KERNEL_AUTO == 0);
+SAE_TEST_PIN(sae_test_kernel_dense, SAE_KERNEL_DENSE == 1);
+SAE_TEST_PIN(sae_test_kernel_sparse, SAE_KERNEL_SPARSE == 2);
+SAE_TEST_PIN(sae_test_arch_relu, SAE_ARCH_RELU == 0);
+SAE_TEST_PIN(sae_test_arch_topk, SAE_ARCH_TOPK == 1);
+SAE_TEST_PIN(sae_test_arch_batchtopk, SAE_ARCH_BATCHTOPK == 2);
+SAE_TEST_PIN(sae_test_arch_jumprelu, SAE_ARCH_JUMPRELU == 3);
+SAE_TEST_PIN(sae_test_lr_constant, SAE_LR_CONSTANT == 0);
+SAE_TEST_PIN(sae_test_lr_linear, SAE_LR_LINEAR == 1);
+SAE_TEST_PIN(sae_test_lr_cosine, SAE_LR_COSINE == 2);
+SAE_TEST_PIN(sae_test_b_dec_mean, SAE_B_DEC_MEAN == 0);
+SAE_TEST_PIN(sae_test_b_dec_median, SAE_B_DEC_GEOMETRIC_MEDIAN == 1);
 SAE_TEST_PIN(sae_test_version, SAE_VERSION_NUMBER == SAE_VERSION_MAJOR * 10000 +
                                    SAE_VERSION_MINOR * 100 + SAE_VERSION_PATCH);
 /* The frozen struct: four doubles, in this order, and nothing else. */
@@ -47,6 +72,9 @@ struct sae_test_api {
     size_t (*model_tensor_size)(const sae_model *, int);
     int (*model_get_tensor)(const sae_model *, int, float *, size_t);
     int (*model_set_tensor)(sae_model *, int, const float *, size_t);
+    int (*model_create_arch)(sae_model **, size_t, size_t, uint64_t, int, double);
+    int (*model_arch)(const sae_model *);
+    size_t (*model_k)(const sae_model *);
     int (*encode)(const sae_model *, const float *, size_t, float *);
     int (*decode)(const sae_model *, const float *, size_t, float *);
     int (*loss)(const sae_model *, const float *, size_t, double, sae_losses *);
@@ -59,6 +87,24 @@ struct sae_test_api {
     int (*step)(sae_model *, sae_optimizer *, const float *, size_t, sae_losses *);
     int (*optimizer_tokens_since_fired)(const sae_optimizer *, uint64_t *, size_t);
     int (*optimizer_dead_count)(const sae_optimizer *, uint64_t, size_t *);
+    int (*model_save_size)(const sae_model *, size_t *);
+    int (*model_save_buffer)(const sae_model *, void *, size_t, size_t *);
+    int (*model_save)(const sae_model *, const char *);
+    int (*model_load_buffer)(sae_model **, const void *, size_t);
+    int (*model_load)(sae_model **, const char *);
+    int (*optimizer_save_size)(const sae_optimizer *, size_t *);
+    int (*optimizer_save_buffer)(const sae_optimizer *, void *, size_t, size_t *);
+    int (*optimizer_save)(const sae_optimizer *, const char *);
+    int (*optimizer_load_buffer)(sae_optimizer **, const sae_model *, const void *, size_t);
+    int (*optimizer_load)(sae_optimizer **, const sae_model *, const char *);
+    int (*optimizer_lr_at)(const sae_optimizer *, uint64_t, double *);
+    int (*optimizer_l1_coeff_at)(const sae_optimizer *, uint64_t, double *);
+    int (*estimate_input_scale)(const float *, size_t, size_t, double *);
+    int (*model_fold_input_scale)(sae_model *, double);
+    int (*model_init_b_dec)(sae_model *, const float *, size_t, int);
+    int (*optimizer_dead_features)(const sae_optimizer *, uint64_t, size_t *, size_t, size_t *);
+    int (*resample_dead)(sae_model *, sae_optimizer *, const float *, size_t, uint64_t, uint64_t, size_t *);
+    int (*feature_density_histogram)(const sae_model *, const float *, size_t, double, double, size_t, uint64_t *, size_t *);
 };
 
 #ifdef __cplusplus
@@ -80,6 +126,9 @@ const struct sae_test_api sae_test_api_0_1 = {
     sae_model_tensor_size,
     sae_model_get_tensor,
     sae_model_set_tensor,
+    sae_model_create_arch,
+    sae_model_arch,
+    sae_model_k,
     sae_encode,
     sae_decode,
     sae_loss,
@@ -92,9 +141,31 @@ const struct sae_test_api sae_test_api_0_1 = {
     sae_step,
     sae_optimizer_tokens_since_fired,
     sae_optimizer_dead_count,
+    sae_model_save_size,
+    sae_model_save_buffer,
+    sae_model_save,
+    sae_model_load_buffer,
+    sae_model_load,
+    sae_optimizer_save_size,
+    sae_optimizer_save_buffer,
+    sae_optimizer_save,
+    sae_optimizer_load_buffer,
+    sae_optimizer_load,
+    sae_optimizer_lr_at,
+    sae_optimizer_l1_coeff_at,
+    sae_estimate_input_scale,
+    sae_model_fold_input_scale,
+    sae_model_init_b_dec,
+    sae_optimizer_dead_features,
+    sae_resample_dead,
+    sae_feature_density_histogram,
 };
 
 /* The enum types are named and complete. */
 enum sae_status sae_test_status = SAE_OK;
 enum sae_tensor sae_test_tensor = SAE_W_DEC;
 enum sae_option sae_test_option = SAE_OPT_GRAD_CLIP;
+enum sae_kernel sae_test_kernel = SAE_KERNEL_AUTO;
+enum sae_arch sae_test_arch = SAE_ARCH_TOPK;
+enum sae_lr_schedule sae_test_lr_schedule = SAE_LR_COSINE;
+enum sae_b_dec_init sae_test_b_dec_init = SAE_B_DEC_MEAN;
