@@ -127,10 +127,10 @@ static void model_contents_init(const sae_model *m, model_contents *c)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     memset(c, 0, sizeof *c);
-    c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, SAE_ST_AS_IS};
-    c->t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true, SAE_ST_AS_IS};
-    c->t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false, SAE_ST_AS_IS};
-    c->t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false, SAE_ST_AS_IS};
+    c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, 0};
+    c->t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true, 0};
+    c->t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false, 0};
+    c->t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false, 0};
     c->n_t = 4;
     c->meta[c->n_meta++] = (sae_st_kv){META_ARCH, arch_names[m->arch], NULL, 0};
     if (m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK) {
@@ -813,8 +813,9 @@ static bool plan_model(const sae_st_header *h, const model_config *cfg, uint64_t
     return true;
 }
 
-/* JumpReLU: the thresholds theta (each at least 1e-30, as sae_model_set_tensor
- * requires) become the log thresholds t: exactly those of libsae_log_threshold
+/* JumpReLU: the thresholds theta (each in [1e-30, 1e30], the range of
+ * sae_model_create_arch, so that exp(log(theta)) stays finite) become the log
+ * thresholds t: exactly those of libsae_log_threshold
  * when the file has them (exp(t) must then be theta, to 2^-20 relative: the
  * writer's expf may differ from ours in the last bit), else logf(theta) as
  * sae_model_set_tensor computes them. */
@@ -827,7 +828,7 @@ static int read_log_thresholds(const sae_st_source *src, const sae_st_header *h,
         return rc;
     for (size_t i = 0; i < m->d_sae; i++) {
         const float theta = t[i];
-        if (!(theta >= 1e-30f))
+        if (!(theta >= 1e-30f && theta <= 1e30f))
             return SAE_E_FORMAT;
         if (!p->log_hex) {
             t[i] = logf(theta);

@@ -930,6 +930,13 @@ START_TEST(batchtopk_threshold_round_trips)
 }
 END_TEST
 
+/* Pieces of the edits below: ARCH "topk\"" is "libsae_architecture":"topk". */
+#define ARCH "\"libsae_architecture\":\""
+#define K "\"libsae_k\":\""
+#define THR "\"libsae_threshold\":\""
+#define LOGT "\"libsae_log_threshold\":\""
+#define THETA(dtype, shape) "\"threshold\":{\"dtype\":\"" dtype "\",\"shape\":" shape
+
 /* An edit of a valid file of arch_cases[c] (3 x 5, k = 2; BatchTopK threshold
  * 0.375; JumpReLU thresholds 0.25), and the status it must give. */
 static const struct arch_edit {
@@ -938,80 +945,69 @@ static const struct arch_edit {
     int expect;
 } arch_edits[] = {
     /* standard */
-    {0, "\"libsae_architecture\":\"standard\",", "", SAE_OK}, /* a plain SAELens file */
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"standard\",\"libsae_k\":\"2\"",
-     SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"relu\"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"Standard\"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"standard \"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"gated\"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"\"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"topk\"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"", "\"libsae_architecture\":\"jumprelu\"", SAE_E_FORMAT},
-    {0, "\"libsae_architecture\":\"standard\"",
-     "\"libsae_architecture\":\"standard\",\"libsae_threshold\":\"0x0.0p+0\"", SAE_E_FORMAT},
+    {0, ARCH "standard\",", "", SAE_OK}, /* a plain SAELens file */
+    {0, ARCH "standard\"", ARCH "standard\"," K "2\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "standard\"," THR "0x0.0p+0\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "relu\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "Standard\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "standard \"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "gated\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "topk\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "jumprelu\"", SAE_E_FORMAT},
     /* TopK */
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"5\"", SAE_OK},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"1\"", SAE_OK},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"6\"", SAE_E_FORMAT}, /* > d_sae */
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"0\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"02\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"-2\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"+2\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"2.0\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\" 2\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"18446744073709551618\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\",", "", SAE_E_FORMAT},                    /* k missing */
-    {1, "\"libsae_architecture\":\"topk\",", "", SAE_E_FORMAT},      /* k without an architecture */
-    {1, "\"libsae_architecture\":\"topk\"", "\"libsae_architecture\":\"standard\"", SAE_E_FORMAT},
-    {1, "\"libsae_architecture\":\"topk\"", "\"libsae_architecture\":\"batchtopk\"", SAE_E_FORMAT},
-    {1, "\"libsae_architecture\":\"topk\"", "\"libsae_architecture\":\"TopK\"", SAE_E_FORMAT},
-    {1, "\"libsae_k\":\"2\"", "\"libsae_k\":\"2\",\"libsae_log_threshold\":\"\"", SAE_E_FORMAT},
-    {1, "\"libsae_version\":\"0.1.0\"", "\"libsae_version\":\"0.2.0\",\"libsae_future\":\"x\"", SAE_OK},
+    {1, K "2\"", K "5\"", SAE_OK},
+    {1, K "2\"", K "1\"", SAE_OK},
+    {1, K "2\"", K "6\"", SAE_E_FORMAT}, /* > d_sae */
+    {1, K "2\"", K "0\"", SAE_E_FORMAT},
+    {1, K "2\"", K "02\"", SAE_E_FORMAT},
+    {1, K "2\"", K "-2\"", SAE_E_FORMAT},
+    {1, K "2\"", K "+2\"", SAE_E_FORMAT},
+    {1, K "2\"", K "2.0\"", SAE_E_FORMAT},
+    {1, K "2\"", K " 2\"", SAE_E_FORMAT},
+    {1, K "2\"", K "\"", SAE_E_FORMAT},
+    {1, K "2\"", K "18446744073709551618\"", SAE_E_FORMAT},
+    {1, K "2\",", "", SAE_E_FORMAT},       /* k missing */
+    {1, ARCH "topk\",", "", SAE_E_FORMAT}, /* k without an architecture */
+    {1, ARCH "topk\"", ARCH "standard\"", SAE_E_FORMAT},
+    {1, ARCH "topk\"", ARCH "batchtopk\"", SAE_E_FORMAT},
+    {1, ARCH "topk\"", ARCH "TopK\"", SAE_E_FORMAT},
+    {1, K "2\"", K "2\"," LOGT "\"", SAE_E_FORMAT},
+    {1, "\"libsae_version\":\"0.1.0\"", "\"libsae_version\":\"0.2.0\",\"libsae_x\":\"y\"", SAE_OK},
     /* BatchTopK */
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"-0x1.8000000000000p-2\"",
-     SAE_E_FORMAT}, /* unset, but the tensor says 0.375 */
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"0x1.8000000000000p-1\"",
-     SAE_E_FORMAT},
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"0x1.8000000000001p-2\"",
-     SAE_E_FORMAT}, /* not a float */
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"0x1.0000000000000p+200\"",
-     SAE_E_FORMAT}, /* beyond float */
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"0.375\"", SAE_E_FORMAT},
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"nan\"", SAE_E_FORMAT},
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\"", "\"libsae_threshold\":\"\"", SAE_E_FORMAT},
-    {2, "\"libsae_threshold\":\"0x1.8000000000000p-2\",", "", SAE_E_FORMAT},
-    {2, "\"libsae_k\":\"2\",", "", SAE_E_FORMAT},
-    {2, "\"libsae_k\":\"2\"", "\"libsae_k\":\"6\"", SAE_E_FORMAT},
-    {2, "\"libsae_architecture\":\"batchtopk\"", "\"libsae_architecture\":\"jumprelu\"", SAE_E_FORMAT},
-    {2, "\"libsae_architecture\":\"batchtopk\"", "\"libsae_architecture\":\"topk\"", SAE_E_FORMAT},
-    {2, "\"libsae_architecture\":\"batchtopk\",", "", SAE_E_FORMAT},
-    {2, "\"threshold\":{\"dtype\":\"F32\",\"shape\":[5]", "\"threshold\":{\"dtype\":\"I32\",\"shape\":[5]",
-     SAE_E_FORMAT},
-    {2, "\"threshold\":{\"dtype\":\"F32\",\"shape\":[5]", "\"threshold\":{\"dtype\":\"F32\",\"shape\":[1,5]",
-     SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "-0x1.8000000000000p-2\"", SAE_E_FORMAT}, /* tensor: 0.375 */
+    {2, THR "0x1.8000000000000p-2\"", THR "0x1.8000000000000p-1\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "0x1.8000000000001p-2\"", SAE_E_FORMAT}, /* not a float */
+    {2, THR "0x1.8000000000000p-2\"", THR "0x1.0000000000000p+200\"", SAE_E_FORMAT}, /* beyond it */
+    {2, THR "0x1.8000000000000p-2\"", THR "0.375\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "nan\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\",", "", SAE_E_FORMAT},
+    {2, K "2\",", "", SAE_E_FORMAT},
+    {2, K "2\"", K "6\"", SAE_E_FORMAT},
+    {2, ARCH "batchtopk\"", ARCH "jumprelu\"", SAE_E_FORMAT},
+    {2, ARCH "batchtopk\"", ARCH "topk\"", SAE_E_FORMAT},
+    {2, ARCH "batchtopk\",", "", SAE_E_FORMAT},
+    {2, THETA("F32", "[5]"), THETA("I32", "[5]"), SAE_E_FORMAT},
+    {2, THETA("F32", "[5]"), THETA("F32", "[1,5]"), SAE_E_FORMAT},
     {2, "\"threshold\":{", "\"thresholds\":{", SAE_E_FORMAT}, /* missing */
     /* JumpReLU */
-    {3, "\"libsae_architecture\":\"jumprelu\",", "", SAE_E_FORMAT}, /* log thresholds without it */
-    {3, "\"libsae_log_threshold\":", "\"x\":", SAE_OK},            /* thresholds from the tensor */
-    {3, "\"libsae_architecture\":\"jumprelu\"", "\"libsae_architecture\":\"standard\"", SAE_E_FORMAT},
-    {3, "\"libsae_architecture\":\"jumprelu\"", "\"libsae_architecture\":\"batchtopk\"", SAE_E_FORMAT},
-    {3, "\"libsae_architecture\":\"jumprelu\"", "\"libsae_architecture\":\"jumprelu\",\"libsae_k\":\"2\"",
-     SAE_E_FORMAT},
-    {3, "\"libsae_log_threshold\":\"", "\"libsae_log_threshold\":\"0", SAE_E_FORMAT},   /* too long */
-    {3, "\"libsae_log_threshold\":\"bf", "\"libsae_log_threshold\":\"b", SAE_E_FORMAT}, /* too short */
-    {3, "\"libsae_log_threshold\":\"bf", "\"libsae_log_threshold\":\"BF", SAE_E_FORMAT},
-    {3, "\"libsae_log_threshold\":\"bf", "\"libsae_log_threshold\":\"bg", SAE_E_FORMAT},
-    {3, "\"libsae_log_threshold\":\"bf", "\"libsae_log_threshold\":\" f", SAE_E_FORMAT},
-    {3, "\"libsae_log_threshold\":\"bfb17218", "\"libsae_log_threshold\":\"7fc00000", SAE_E_FORMAT}, /* NaN */
-    {3, "\"libsae_log_threshold\":\"bfb17218", "\"libsae_log_threshold\":\"ff800000", SAE_E_FORMAT}, /* -inf */
-    {3, "\"libsae_log_threshold\":\"bfb17218", "\"libsae_log_threshold\":\"bfb17228", SAE_E_FORMAT}, /* != log theta */
-    {3, "\"libsae_log_threshold\":\"bfb17218", "\"libsae_log_threshold\":\"bfb17219", SAE_OK}, /* 1 ulp */
-    {3, "\"threshold\":{\"dtype\":\"F32\",\"shape\":[5]", "\"threshold\":{\"dtype\":\"F32\",\"shape\":[1,5]",
-     SAE_E_FORMAT},
-    {3, "\"threshold\":{\"dtype\":\"F32\",\"shape\":[5]", "\"threshold\":{\"dtype\":\"U32\",\"shape\":[5]",
-     SAE_E_FORMAT},
+    {3, ARCH "jumprelu\",", "", SAE_E_FORMAT}, /* log thresholds without it */
+    {3, LOGT, "\"x\":\"", SAE_OK},              /* thresholds from the tensor */
+    {3, ARCH "jumprelu\"", ARCH "standard\"", SAE_E_FORMAT},
+    {3, ARCH "jumprelu\"", ARCH "batchtopk\"", SAE_E_FORMAT},
+    {3, ARCH "jumprelu\"", ARCH "jumprelu\"," K "2\"", SAE_E_FORMAT},
+    {3, LOGT, LOGT "0", SAE_E_FORMAT},      /* too long */
+    {3, LOGT "bf", LOGT "b", SAE_E_FORMAT}, /* too short */
+    {3, LOGT "bf", LOGT "BF", SAE_E_FORMAT},
+    {3, LOGT "bf", LOGT "bg", SAE_E_FORMAT},
+    {3, LOGT "bf", LOGT " f", SAE_E_FORMAT},
+    {3, LOGT "bfb17218", LOGT "7fc00000", SAE_E_FORMAT}, /* NaN */
+    {3, LOGT "bfb17218", LOGT "ff800000", SAE_E_FORMAT}, /* -inf */
+    {3, LOGT "bfb17218", LOGT "bfb17228", SAE_E_FORMAT}, /* exp(t) is not theta */
+    {3, LOGT "bfb17218", LOGT "bfb17219", SAE_OK},       /* 1 ulp: another libm's */
+    {3, THETA("F32", "[5]"), THETA("F32", "[1,5]"), SAE_E_FORMAT},
+    {3, THETA("F32", "[5]"), THETA("U32", "[5]"), SAE_E_FORMAT},
     {3, "\"threshold\":{", "\"threshol\":{", SAE_E_FORMAT},
     {3, "\"threshold\":{", "\"log_threshold\":{", SAE_E_FORMAT}, /* a training state */
     {3, "\"threshold\":{", "\"topk_threshold\":{", SAE_E_FORMAT},
@@ -1087,6 +1083,21 @@ START_TEST(refuses_each_architecture_corruption)
     sae_model_free(m);
     put_le_float(p, 0.0f);
     ck_assert_int_eq(sae_model_load_buffer(&m, plain.p, plain.len), SAE_E_FORMAT);
+    free(plain.p);
+    /* SAELens's JumpReLU thresholds: in [1e-30, 1e30], where exp(log(theta))
+     * is finite (sae_model_create_arch's range) */
+    plain = st_drop_metadata(base[3]);
+    p = (unsigned char *)st_tensor(plain, "threshold", "F32", &len);
+    const struct { float v; int expect; } range[] = {
+        {1e30f, SAE_OK}, {1e-30f, SAE_OK}, {0x1.fffffep127f, SAE_E_FORMAT}, {1.1e30f, SAE_E_FORMAT},
+        {0.9e-30f, SAE_E_FORMAT}, {0x1p-149f, SAE_E_FORMAT}, {-1.0f, SAE_E_FORMAT}};
+    for (size_t k = 0; k < sizeof range / sizeof range[0]; k++) {
+        put_le_float(p + 8, range[k].v);
+        m = (sae_model *)&plain;
+        ck_assert_msg(sae_model_load_buffer(&m, plain.p, plain.len) == range[k].expect, "%a",
+                      (double)range[k].v);
+        sae_model_free(m);
+    }
     free(plain.p);
     for (size_t c = 0; c < N_ARCH_CASES; c++)
         free(base[c].p);

@@ -63,7 +63,8 @@ const char *fuzz_setup(void)
                                           [SAE_ARCH_BATCHTOPK] = 2.0, [SAE_ARCH_JUMPRELU] = 0.5};
     for (int a = 0; a < N_ARCHS; a++) {
         snprintf(ckpt_dir[a], sizeof ckpt_dir[a], "%s/ckpt%d", work_dir, a);
-        snprintf(weights_path[a], sizeof weights_path[a], "%s/sae_weights.safetensors", ckpt_dir[a]);
+        snprintf(weights_path[a], sizeof weights_path[a], "%s/sae_weights.safetensors",
+                 ckpt_dir[a]);
         snprintf(cfg_path[a], sizeof cfg_path[a], "%s/cfg.json", ckpt_dir[a]);
         sae_model *m;
         if (mkdir(ckpt_dir[a], 0700) != 0 ||
@@ -126,8 +127,8 @@ static void check_model_round_trip(const sae_model *m)
     size_t size, size2;
     unsigned char *buf = model_encoding(m, &size);
     sae_model *again;
-    if (sae_model_load_buffer(&again, buf, size) != SAE_OK || sae_model_arch(again) != sae_model_arch(m) ||
-        sae_model_k(again) != sae_model_k(m))
+    if (sae_model_load_buffer(&again, buf, size) != SAE_OK ||
+        sae_model_arch(again) != sae_model_arch(m) || sae_model_k(again) != sae_model_k(m))
         abort();
     static const int which[5] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC, SAE_THRESHOLD};
     for (int k = 0; k < 5; k++) {

@@ -96,8 +96,9 @@ static bool check(const char *name, const unsigned char *data, size_t size, int 
         ok = rc == kd->expect;
         break;
     case OPTIMIZER:
-        rc = sae_optimizer_load_buffer(&o, kd->arch == SAE_ARCH_JUMPRELU ? fuzz_jumprelu_shape_model()
-                                                                         : fuzz_shape_model(),
+        rc = sae_optimizer_load_buffer(&o,
+                                       kd->arch == SAE_ARCH_JUMPRELU ? fuzz_jumprelu_shape_model()
+                                                                     : fuzz_shape_model(),
                                        data, size);
         ok = rc == kd->expect;
         break;
