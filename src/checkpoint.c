@@ -127,10 +127,11 @@ static void model_contents_init(const sae_model *m, model_contents *c)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     memset(c, 0, sizeof *c);
-    c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, 0};
-    c->t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true, 0};
-    c->t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false, 0};
-    c->t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false, 0};
+    const sae_st_values as_is = SAE_ST_AS_IS;
+    c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, as_is};
+    c->t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true, as_is};
+    c->t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false, as_is};
+    c->t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false, as_is};
     c->n_t = 4;
     c->meta[c->n_meta++] = (sae_st_kv){META_ARCH, arch_names[m->arch], NULL, 0};
     if (m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK) {
