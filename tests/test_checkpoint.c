@@ -5,7 +5,8 @@
  * library); every kind of corrupt file; atomic saves that fail (missing
  * directory, /proc, a file-size limit, a full tmpfs, a crash mid-write);
  * allocation failures at every site; and resuming training in a new process,
- * bit for bit.
+ * bit for bit. Each architecture (ReLU, TopK, BatchTopK, JumpReLU) round-trips,
+ * is written as SAELens reads it, and has its own corruptions.
  */
 #define _GNU_SOURCE /* unshare, mount, mkdtemp, realpath */
 #include "../src/internal.h"
@@ -552,8 +553,15 @@ static const struct corrupt_case {
     {"too deep", "{" T("W_enc", "F32", "[[2],3]", 0, 24) "," W_DEC "," B_ENC "," B_DEC "}", 68},
     {"nested metadata", "{\"__metadata__\":{\"a\":{\"b\":\"c\"}}," W_ENC "," W_DEC "," B_ENC "," B_DEC
                         "}", 68},
-    {"JumpReLU threshold", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("threshold", "F32", "[3]", 68,
-                           80) "}", 80},
+    /* (the 12 data bytes after the good file's are zeros) */
+    {"JumpReLU threshold of 0", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("threshold", "F32",
+                                "[3]", 68, 80) "}", 80},
+    {"JumpReLU threshold of another shape", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC ","
+                                            T("threshold", "F32", "[2]", 68, 76) "}", 76},
+    {"JumpReLU log_threshold", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("log_threshold", "F32",
+                               "[3]", 68, 80) "}", 80},
+    {"BatchTopK training state", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("topk_threshold",
+                                 "F64", "[]", 68, 76) "}", 76},
     {"gated b_gate", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("b_gate", "F32", "[3]", 68, 80) "}", 80},
     {"scaling factor not ones", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("scaling_factor", "F32",
                                 "[3]", 0, 12) "}", 68},
