@@ -1,7 +1,7 @@
 /*
- * Checkpoints: saving and loading models (SAELens's safetensors layout, plus
- * cfg.json in a directory) and optimizers (libsae's own file in the same
- * container), to files and to caller buffers. The format itself lives in
+ * Checkpoints: saving and loading models (SAELens's safetensors layout for
+ * each architecture, plus cfg.json in a directory) and optimizers (libsae's
+ * own file in the same container), to files and to caller buffers. The format itself lives in
  * safetensors.c, atomic file replacement in fileio.c.
  *
  * Loading validates everything it can before allocating the model or
@@ -13,6 +13,7 @@
 #include "json.h"
 #include "safetensors.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -68,46 +69,141 @@ static void buffer_source_init(buffer_source *b, const void *buf, size_t size)
 
 /* ---- what a model file holds ----------------------------------------------- */
 
-enum { MODEL_TENSORS = 4 };
+/* Architecture names in files: SAELens's "architecture" values, and libsae's
+ * own "batchtopk", which SAELens is told is a "jumprelu" SAE. */
+static const char *const arch_names[] = {
+    [SAE_ARCH_RELU] = "standard",
+    [SAE_ARCH_TOPK] = "topk",
+    [SAE_ARCH_BATCHTOPK] = "batchtopk",
+    [SAE_ARCH_JUMPRELU] = "jumprelu",
+};
+#define N_ARCHS (sizeof arch_names / sizeof arch_names[0])
 
-/* In the order safetensors.torch.save_file would write them (by name). */
-static void model_tensors(const sae_model *m, sae_st_out t[MODEL_TENSORS])
+/* The SAELens architecture of a libsae model. */
+static int saelens_arch(int arch) { return arch == SAE_ARCH_BATCHTOPK ? SAE_ARCH_JUMPRELU : arch; }
+
+/* Metadata of a model file (see sae.h, "Checkpoints"). */
+#define META_VERSION "libsae_version"
+#define META_ARCH "libsae_architecture"
+#define META_K "libsae_k"                     /* TopK, BatchTopK: decimal */
+#define META_THRESHOLD "libsae_threshold"     /* BatchTopK: its threshold, hex float */
+#define META_LOG_THRESHOLD "libsae_log_threshold" /* JumpReLU: exact log thresholds */
+#define THRESHOLD_NAME "threshold"
+
+/* A decimal without sign or leading zeros. out: at least 21 bytes. By hand,
+ * like the floats below: printf's output could depend on the locale. */
+static void format_decimal(uint64_t v, char *out)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    int k = 0;
+    while (n > 0)
+        out[k++] = digits[--n];
+    out[k] = '\0';
+}
+
+static void format_hex_double(double value, char *out);
+
+enum { MODEL_MAX_TENSORS = 5, MODEL_MAX_META = 5 };
+
+/* Everything a model file is made of. Points into itself: not to be copied. */
+typedef struct model_contents {
+    sae_st_out t[MODEL_MAX_TENSORS];
+    size_t n_t;
+    sae_st_kv meta[MODEL_MAX_META];
+    size_t n_meta;
+    char k_text[24];
+    char threshold_text[32];
+    float saelens_threshold; /* BatchTopK: the threshold SAELens gets */
+} model_contents;
+
+/* The tensors in the order safetensors.torch.save_file would write them (by
+ * name), then the metadata. */
+static void model_contents_init(const sae_model *m, model_contents *c)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false};
-    t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true};
-    t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false};
-    t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false};
+    memset(c, 0, sizeof *c);
+    const sae_st_values as_is = SAE_ST_AS_IS;
+    c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, as_is};
+    c->t[1] = (sae_st_out){"W_enc", SAE_ST_F32, 2, {d_in, d_sae}, sae__w_enc_t(m), true, as_is};
+    c->t[2] = (sae_st_out){"b_dec", SAE_ST_F32, 1, {d_in, 0}, sae__b_dec(m), false, as_is};
+    c->t[3] = (sae_st_out){"b_enc", SAE_ST_F32, 1, {d_sae, 0}, sae__b_enc(m), false, as_is};
+    c->n_t = 4;
+    c->meta[c->n_meta++] = (sae_st_kv){META_ARCH, arch_names[m->arch], NULL, 0};
+    if (m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK) {
+        format_decimal(m->k, c->k_text);
+        c->meta[c->n_meta++] = (sae_st_kv){META_K, c->k_text, NULL, 0};
+    }
+    if (m->arch == SAE_ARCH_BATCHTOPK) {
+        /* SAELens's BatchTopK saved for inference: a JumpReLU SAE with the
+         * threshold in every feature. Unset (negative), libsae computes ReLU,
+         * which is threshold 0; the value itself goes to the metadata. */
+        format_hex_double(m->batch_threshold, c->threshold_text);
+        c->meta[c->n_meta++] = (sae_st_kv){META_THRESHOLD, c->threshold_text, NULL, 0};
+        c->saelens_threshold = m->batch_threshold > 0.0f ? m->batch_threshold : 0.0f;
+        c->t[c->n_t++] = (sae_st_out){THRESHOLD_NAME, SAE_ST_F32, 1, {d_sae, 0},
+                                      &c->saelens_threshold, false, SAE_ST_REPEAT};
+    }
+    c->meta[c->n_meta++] = (sae_st_kv){META_VERSION, sae_version_string(), NULL, 0};
+    if (m->arch == SAE_ARCH_JUMPRELU) {
+        /* SAELens's inference threshold theta = exp(t), as SAE_THRESHOLD reads
+         * it; and t itself, exactly (log(exp(t)) in float is not always t). */
+        c->t[c->n_t++] = (sae_st_out){THRESHOLD_NAME, SAE_ST_F32, 1, {d_sae, 0}, sae__log_thr(m),
+                                      false, SAE_ST_EXP};
+        c->meta[c->n_meta++] = (sae_st_kv){META_LOG_THRESHOLD, NULL, sae__log_thr(m), d_sae};
+    }
 }
 
 static int model_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
 {
-    sae_st_out t[MODEL_TENSORS];
-    model_tensors(m, t);
-    const sae_st_kv meta[] = {{"libsae_version", sae_version_string()}};
+    model_contents c;
+    model_contents_init(m, &c);
     if (size)
-        return sae__st_size(meta, 1, t, MODEL_TENSORS, size) ? SAE_OK : SAE_E_INVALID_ARG;
-    return sae__st_write(sink, meta, 1, t, MODEL_TENSORS);
+        return sae__st_size(c.meta, c.n_meta, c.t, c.n_t, size) ? SAE_OK : SAE_E_INVALID_ARG;
+    return sae__st_write(sink, c.meta, c.n_meta, c.t, c.n_t);
 }
 
 /* SAELens's cfg.json. The keys beyond the essentials are those older SAELens
  * versions (before 6.0) require to build their SAEConfig; 6.x converts such a
- * configuration itself. "metadata" names the producer. */
+ * configuration itself. A TopK SAE is "architecture": "topk" with "k" (6.x)
+ * and "activation_fn_str": "topk" with "activation_fn_kwargs": {"k": k} (5.x,
+ * and 6.x's conversion of pre-6.0 configurations, which reads k there);
+ * JumpReLU and BatchTopK SAEs are "jumprelu", with ReLU as the activation
+ * inside the jump. "metadata" names the producer. */
 static int config_encode(const sae_model *m, const sae_st_sink *sink)
 {
     sae_emitter e = {.sink = sink};
-    sae__emit_str(&e, "{\n  \"architecture\": \"standard\",\n  \"d_in\": ");
+    const int arch = saelens_arch(m->arch);
+    sae__emit_str(&e, "{\n  \"architecture\": ");
+    sae__emit_json_string(&e, arch_names[arch]);
+    sae__emit_str(&e, ",\n  \"d_in\": ");
     sae__emit_u64(&e, m->d_in);
     sae__emit_str(&e, ",\n  \"d_sae\": ");
     sae__emit_u64(&e, m->d_sae);
+    if (arch == SAE_ARCH_TOPK) {
+        sae__emit_str(&e, ",\n  \"k\": ");
+        sae__emit_u64(&e, m->k);
+        sae__emit_str(&e, ",\n  \"rescale_acts_by_decoder_norm\": false");
+    }
     sae__emit_str(&e, ",\n"
                       "  \"dtype\": \"float32\",\n"
                       "  \"device\": \"cpu\",\n"
                       "  \"apply_b_dec_to_input\": true,\n"
-                      "  \"normalize_activations\": \"none\",\n"
-                      "  \"activation_fn_str\": \"relu\",\n"
-                      "  \"activation_fn_kwargs\": {},\n"
-                      "  \"finetuning_scaling_factor\": false,\n"
+                      "  \"normalize_activations\": \"none\",\n");
+    if (arch == SAE_ARCH_TOPK) {
+        sae__emit_str(&e, "  \"activation_fn_str\": \"topk\",\n"
+                          "  \"activation_fn_kwargs\": {\"k\": ");
+        sae__emit_u64(&e, m->k);
+        sae__emit_str(&e, "},\n");
+    } else {
+        sae__emit_str(&e, "  \"activation_fn_str\": \"relu\",\n"
+                          "  \"activation_fn_kwargs\": {},\n");
+    }
+    sae__emit_str(&e, "  \"finetuning_scaling_factor\": false,\n"
                       "  \"reshape_activations\": \"none\",\n"
                       "  \"model_name\": \"\",\n"
                       "  \"hook_name\": \"\",\n"
@@ -128,25 +224,34 @@ static int config_encode(const sae_model *m, const sae_st_sink *sink)
 
 /* ---- what an optimizer file holds ------------------------------------------- */
 
-enum { OPT_TENSORS = 9, OPT_FIXED_META = 4 };
+/* The Adam moments in SAELens's names (torch.optim.Adam's state names), by
+ * parameter: W_dec, W_enc, b_dec, b_enc, and JumpReLU's log thresholds. */
+enum { N_MOMENTS = 10, N_BASE_MOMENTS = 8, OPT_MAX_TENSORS = 1 + N_MOMENTS, OPT_FIXED_META = 4 };
 
-static const char *const moment_names[8] = {
+static const char *const moment_names[N_MOMENTS] = {
     "W_dec.exp_avg", "W_dec.exp_avg_sq", "W_enc.exp_avg", "W_enc.exp_avg_sq",
     "b_dec.exp_avg", "b_dec.exp_avg_sq", "b_enc.exp_avg", "b_enc.exp_avg_sq",
+    "log_threshold.exp_avg", "log_threshold.exp_avg_sq",
 };
 #define SINCE_FIRED_NAME "tokens_since_fired"
 
-/* The view of tensor k of moment_names (k / 2: W_dec, W_enc, b_dec, b_enc;
- * k % 2: exp_avg = m1, exp_avg_sq = m2) inside an optimizer. */
+/* The moments an optimizer (of this layout) has: JumpReLU's two more. */
+static size_t moment_count(const sae_layout *lay)
+{
+    return lay->log_thr_count ? N_MOMENTS : N_BASE_MOMENTS;
+}
+
+/* The view of tensor k of moment_names (k / 2: W_dec, W_enc, b_dec, b_enc,
+ * log thresholds; k % 2: exp_avg = m1, exp_avg_sq = m2) inside an optimizer. */
 static float *moment_view(const sae_optimizer *o, size_t k)
 {
     float *block = k % 2 ? o->m2 : o->m1;
-    static const int order[4] = {SAE_W_DEC, SAE_W_ENC, SAE_B_DEC, SAE_B_ENC};
-    switch (order[k / 2]) {
-    case SAE_W_DEC: return block + o->lay.w_dec;
-    case SAE_W_ENC: return block + o->lay.w_enc_t;
-    case SAE_B_DEC: return block + o->lay.b_dec;
-    default: return block + o->lay.b_enc;
+    switch (k / 2) {
+    case 0: return block + o->lay.w_dec;
+    case 1: return block + o->lay.w_enc_t;
+    case 2: return block + o->lay.b_dec;
+    case 3: return block + o->lay.b_enc;
+    default: return block + o->lay.log_thr;
     }
 }
 
@@ -157,22 +262,27 @@ static void moment_shape(size_t k, size_t d_in, size_t d_sae, size_t *rank, size
     case 0: *rank = 2; shape[0] = d_sae; shape[1] = d_in; break;  /* W_dec */
     case 1: *rank = 2; shape[0] = d_in; shape[1] = d_sae; break;  /* W_enc */
     case 2: *rank = 1; shape[0] = d_in; shape[1] = 0; break;      /* b_dec */
-    default: *rank = 1; shape[0] = d_sae; shape[1] = 0; break;    /* b_enc */
+    default: *rank = 1; shape[0] = d_sae; shape[1] = 0; break;    /* b_enc, log_threshold */
     }
 }
 
-static void optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_TENSORS])
+/* The tensors of o's file; returns their count. */
+static size_t optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_MAX_TENSORS])
 {
     /* the 8-byte counters first keep every tensor naturally aligned */
-    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae, 0}, o->since_fired, false};
-    for (size_t k = 0; k < 8; k++) {
+    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae, 0}, o->since_fired, false,
+                        SAE_ST_AS_IS};
+    const size_t n = moment_count(&o->lay);
+    for (size_t k = 0; k < n; k++) {
         sae_st_out *x = &t[1 + k];
+        memset(x, 0, sizeof *x);
         x->name = moment_names[k];
         x->dtype = SAE_ST_F32;
         moment_shape(k, o->d_in, o->d_sae, &x->rank, x->shape);
         x->data = moment_view(o, k);
         x->transpose = k / 2 == 1; /* W_enc is stored transposed */
     }
+    return 1 + n;
 }
 
 /* value, exactly, in the form of C99 "%a" as Python's float.hex() writes it:
@@ -284,7 +394,7 @@ static bool parse_hex_double(const char *s, size_t len, double *out)
 /* The optimizer's metadata: format, version, step, options. Keys and values
  * live in one allocation owned by *block. */
 typedef struct option_text {
-    char key[24];
+    char key[32];
     char value[32];
 } option_text;
 
@@ -301,42 +411,19 @@ static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n,
         return SAE_E_NOMEM;
     sae_st_kv *out = (sae_st_kv *)(void *)mem;
     option_text *text = (option_text *)(void *)(mem + count * sizeof(sae_st_kv));
-    /* step: decimal, by hand for the same reason as the floats */
-    {
-        uint64_t s = o->steps;
-        char digits[24];
-        int d = 0;
-        do {
-            digits[d++] = (char)('0' + s % 10);
-            s /= 10;
-        } while (s);
-        int k = 0;
-        while (d > 0)
-            step[k++] = digits[--d];
-        step[k] = '\0';
-    }
-    out[0] = (sae_st_kv){"libsae_format", "optimizer"};
-    out[1] = (sae_st_kv){"libsae_format_version", "1"};
-    out[2] = (sae_st_kv){"libsae_version", sae_version_string()};
-    out[3] = (sae_st_kv){"step", step};
+    format_decimal(o->steps, step);
+    out[0] = (sae_st_kv){"libsae_format", "optimizer", NULL, 0};
+    out[1] = (sae_st_kv){"libsae_format_version", "1", NULL, 0};
+    out[2] = (sae_st_kv){"libsae_version", sae_version_string(), NULL, 0};
+    out[3] = (sae_st_kv){"step", step, NULL, 0};
     size_t i = 0;
     for (int id = 1; id <= OPTION_PROBE_MAX && i < n_options; id++) {
         if (sae_optimizer_get(o, id, &v) != SAE_OK)
             continue;
-        char digits[12];
-        int d = 0;
-        unsigned u = (unsigned)id;
-        do {
-            digits[d++] = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
         memcpy(text[i].key, "option.", 7);
-        int k = 7;
-        while (d > 0)
-            text[i].key[k++] = digits[--d];
-        text[i].key[k] = '\0';
+        format_decimal((uint64_t)id, text[i].key + 7);
         format_hex_double(v, text[i].value);
-        out[OPT_FIXED_META + i] = (sae_st_kv){text[i].key, text[i].value};
+        out[OPT_FIXED_META + i] = (sae_st_kv){text[i].key, text[i].value, NULL, 0};
         i++;
     }
     *kv = out;
@@ -347,8 +434,8 @@ static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n,
 
 static int optimizer_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size)
 {
-    sae_st_out t[OPT_TENSORS];
-    optimizer_tensors(o, t);
+    sae_st_out t[OPT_MAX_TENSORS];
+    const size_t n_t = optimizer_tensors(o, t);
     sae_st_kv *meta;
     size_t n_meta;
     void *block;
@@ -357,9 +444,9 @@ static int optimizer_encode(const sae_optimizer *o, const sae_st_sink *sink, siz
     if (rc != SAE_OK)
         return rc;
     if (size)
-        rc = sae__st_size(meta, n_meta, t, OPT_TENSORS, size) ? SAE_OK : SAE_E_INVALID_ARG;
+        rc = sae__st_size(meta, n_meta, t, n_t, size) ? SAE_OK : SAE_E_INVALID_ARG;
     else
-        rc = sae__st_write(sink, meta, n_meta, t, OPT_TENSORS);
+        rc = sae__st_write(sink, meta, n_meta, t, n_t);
     sae__free(block);
     return rc;
 }
@@ -494,10 +581,22 @@ int sae_optimizer_save(const sae_optimizer *o, const char *path)
 
 /* ---- loading a model ---------------------------------------------------------- */
 
-/* What a cfg.json says about the shapes (0: not given). */
-typedef struct config_dims {
-    uint64_t d_in, d_sae;
-} config_dims;
+/* What a cfg.json says about the SAE, as SAELens would build it. */
+typedef struct model_config {
+    uint64_t d_in, d_sae; /* 0: not given */
+    int arch;             /* SAE_ARCH_RELU ("standard", also when absent), _TOPK or
+                             _JUMPRELU; -1: there is no cfg.json */
+    uint64_t k;           /* TopK: k (always given) */
+} model_config;
+
+/* The architecture called name[0..len), or -1. */
+static int arch_by_name(const char *name, size_t len)
+{
+    for (size_t a = 0; a < N_ARCHS; a++)
+        if (strlen(arch_names[a]) == len && memcmp(arch_names[a], name, len) == 0)
+            return (int)a;
+    return -1;
+}
 
 static bool is_one_of_absent_or(const sae_json_doc *doc, const char *key, const char *value)
 {
@@ -505,9 +604,31 @@ static bool is_one_of_absent_or(const sae_json_doc *doc, const char *key, const 
     return v == SIZE_MAX || sae__json_is_string(&doc->nodes[v], value);
 }
 
-/* Check a SAELens cfg.json (text[0..len)): the SAE it describes must compute
- * what libsae computes. */
-static int check_config(const char *text, size_t len, config_dims *dims)
+/* The k of a TopK cfg.json: "k" (SAELens 6) and/or "activation_fn_kwargs":
+ * {"k": ...} (before 6.0); at least one, all equal and nonzero. */
+static bool config_k(const sae_json_doc *doc, uint64_t *k)
+{
+    uint64_t top = 0, kw = 0;
+    size_t v = sae__json_member(doc, 0, "k");
+    if (v != SIZE_MAX && (!sae__json_u64(&doc->nodes[v], &top) || top == 0))
+        return false;
+    v = sae__json_member(doc, 0, "activation_fn_kwargs");
+    if (v != SIZE_MAX) {
+        if (doc->nodes[v].type != SAE_JSON_OBJECT)
+            return false;
+        size_t kv = sae__json_member(doc, v, "k");
+        if (kv != SIZE_MAX && (!sae__json_u64(&doc->nodes[kv], &kw) || kw == 0))
+            return false;
+    }
+    if ((top == 0 && kw == 0) || (top && kw && top != kw))
+        return false;
+    *k = top ? top : kw;
+    return true;
+}
+
+/* Check a SAELens cfg.json (text[0..len)): the SAE it describes must be one
+ * libsae computes the same way. */
+static int check_config(const char *text, size_t len, model_config *cfg)
 {
     const sae_json_limits limits = {.max_depth = 64, .max_nodes = (size_t)1 << 16};
     sae_json_doc doc;
@@ -517,11 +638,29 @@ static int check_config(const char *text, size_t len, config_dims *dims)
     rc = SAE_E_FORMAT;
     if (doc.nodes[0].type != SAE_JSON_OBJECT)
         goto done;
-    if (!is_one_of_absent_or(&doc, "architecture", "standard") ||
-        !is_one_of_absent_or(&doc, "activation_fn", "relu") ||
-        !is_one_of_absent_or(&doc, "activation_fn_str", "relu"))
+    size_t v = sae__json_member(&doc, 0, "architecture");
+    cfg->arch = SAE_ARCH_RELU; /* SAELens's default */
+    if (v != SIZE_MAX) {
+        const sae_json *a = &doc.nodes[v];
+        cfg->arch = a->type != SAE_JSON_STRING ? -1
+                    : sae__json_is_string(a, "standard") ? SAE_ARCH_RELU
+                    : sae__json_is_string(a, "topk")     ? SAE_ARCH_TOPK
+                    : sae__json_is_string(a, "jumprelu") ? SAE_ARCH_JUMPRELU
+                                                         : -1;
+        if (cfg->arch < 0)
+            goto done;
+    }
+    /* the activation: TopK's own, or ReLU (inside the jump for JumpReLU) */
+    const char *activation = cfg->arch == SAE_ARCH_TOPK ? "topk" : "relu";
+    if (!is_one_of_absent_or(&doc, "activation_fn", activation) ||
+        !is_one_of_absent_or(&doc, "activation_fn_str", activation))
         goto done;
-    size_t v = sae__json_member(&doc, 0, "apply_b_dec_to_input");
+    if (cfg->arch == SAE_ARCH_TOPK && !config_k(&doc, &cfg->k))
+        goto done;
+    v = sae__json_member(&doc, 0, "rescale_acts_by_decoder_norm");
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_FALSE)
+        goto done;
+    v = sae__json_member(&doc, 0, "apply_b_dec_to_input");
     if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_TRUE)
         goto done;
     v = sae__json_member(&doc, 0, "normalize_activations");
@@ -529,10 +668,10 @@ static int check_config(const char *text, size_t len, config_dims *dims)
         doc.nodes[v].type != SAE_JSON_FALSE && !sae__json_is_string(&doc.nodes[v], "none"))
         goto done;
     v = sae__json_member(&doc, 0, "d_in");
-    if (v != SIZE_MAX && (!sae__json_u64(&doc.nodes[v], &dims->d_in) || dims->d_in == 0))
+    if (v != SIZE_MAX && (!sae__json_u64(&doc.nodes[v], &cfg->d_in) || cfg->d_in == 0))
         goto done;
     v = sae__json_member(&doc, 0, "d_sae");
-    if (v != SIZE_MAX && (!sae__json_u64(&doc.nodes[v], &dims->d_sae) || dims->d_sae == 0))
+    if (v != SIZE_MAX && (!sae__json_u64(&doc.nodes[v], &cfg->d_sae) || cfg->d_sae == 0))
         goto done;
     rc = SAE_OK;
 done:
@@ -541,7 +680,7 @@ done:
 }
 
 /* Read and check dir/cfg.json if there is one. */
-static int read_config(const char *dir, config_dims *dims)
+static int read_config(const char *dir, model_config *cfg)
 {
     char *path = sae__path_join(dir, CONFIG_FILE);
     if (!path)
@@ -560,7 +699,7 @@ static int read_config(const char *dir, config_dims *dims)
     else
         rc = fs.src.read(fs.src.ctx, 0, text, (size_t)fs.src.size);
     if (rc == SAE_OK)
-        rc = check_config(text, (size_t)fs.src.size, dims);
+        rc = check_config(text, (size_t)fs.src.size, cfg);
     sae__free(text);
     sae__file_source_close(&fs);
     return rc;
@@ -573,14 +712,157 @@ static bool shape_is(const sae_st_tensor *t, size_t rank, uint64_t a, uint64_t b
     return rank == 1 || t->shape[1] == b;
 }
 
-/* Tensors of other SAE architectures, whose presence means libsae would
- * compute something else. */
-static const char *const foreign_tensors[] = {"threshold", "log_threshold", "b_gate", "b_mag",
-                                              "r_mag"};
+/* Tensors of SAE architectures or states libsae does not compute, whose
+ * presence means a loaded model would compute something else: gated SAEs,
+ * JumpReLU's training parameter (SAELens saves "threshold" instead), and
+ * SAELens's BatchTopK training state. */
+static const char *const foreign_tensors[] = {"log_threshold", "b_gate", "b_mag", "r_mag",
+                                              "topk_threshold"};
 /* Older SAELens files: per-feature decoder scales, harmless when all ones. */
 static const char *const scale_tensors[] = {"scaling_factor", "finetuning_scaling_factor"};
 
-static int load_model_from(const sae_st_source *src, const config_dims *dims, sae_model **out)
+/* s[0..8): a float's bits as 8 lower-case hex digits (see sae_st_kv). */
+static bool parse_hex_bits(const char *s, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int k = 0; k < 8; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+static bool parse_hex_double(const char *s, size_t len, double *out);
+static bool parse_decimal(const char *s, size_t len, uint64_t max, uint64_t *out);
+
+/* What a model file turns out to hold, decided before anything is made. */
+typedef struct model_plan {
+    int arch;
+    uint64_t k;                     /* TopK, BatchTopK */
+    const sae_st_tensor *threshold; /* JumpReLU, BatchTopK */
+    float batch_threshold;          /* BatchTopK: libsae_threshold */
+    const char *log_hex;            /* JumpReLU: libsae_log_threshold, or NULL */
+} model_plan;
+
+/* The architecture, from libsae's metadata (or, in files without it, from
+ * the tensors and cfg.json); the metadata, the tensors and cfg.json must all
+ * agree, and every value must be valid. Allocates nothing. */
+static bool plan_model(const sae_st_header *h, const model_config *cfg, uint64_t d_sae,
+                       model_plan *p)
+{
+    size_t arch_len, k_len, thr_len, log_len;
+    const char *arch_text = sae__st_metadata(h, META_ARCH, &arch_len);
+    const char *k_text = sae__st_metadata(h, META_K, &k_len);
+    const char *thr_text = sae__st_metadata(h, META_THRESHOLD, &thr_len);
+    const char *log_text = sae__st_metadata(h, META_LOG_THRESHOLD, &log_len);
+    memset(p, 0, sizeof *p);
+    p->threshold = sae__st_find(h, THRESHOLD_NAME);
+    if (arch_text)
+        p->arch = arch_by_name(arch_text, arch_len);
+    else if (k_text || thr_text || log_text)
+        return false; /* libsae's values without libsae's architecture */
+    else if (p->threshold) /* as SAELens saves JumpReLU and BatchTopK SAEs */
+        p->arch = SAE_ARCH_JUMPRELU;
+    else
+        p->arch = cfg && cfg->arch == SAE_ARCH_TOPK ? SAE_ARCH_TOPK : SAE_ARCH_RELU;
+    const int arch = p->arch;
+    if (arch < 0)
+        return false;
+    const bool with_k = arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK;
+    const bool with_threshold = arch == SAE_ARCH_JUMPRELU || arch == SAE_ARCH_BATCHTOPK;
+    if ((p->threshold != NULL) != with_threshold || (arch_text && (k_text != NULL) != with_k) ||
+        (thr_text != NULL) != (arch == SAE_ARCH_BATCHTOPK) ||
+        (log_text != NULL && arch != SAE_ARCH_JUMPRELU))
+        return false;
+    if (p->threshold &&
+        (!sae__st_is_float(p->threshold->dtype) || !shape_is(p->threshold, 1, d_sae, 0)))
+        return false;
+    if (k_text && (!parse_decimal(k_text, k_len, d_sae, &p->k) || p->k == 0))
+        return false;
+    if (cfg && cfg->arch >= 0) {
+        if (cfg->arch != saelens_arch(arch))
+            return false;
+        if (arch == SAE_ARCH_TOPK) {
+            if (p->k && p->k != cfg->k)
+                return false;
+            p->k = cfg->k;
+        }
+    }
+    if (with_k && (p->k == 0 || p->k > d_sae))
+        return false;
+    if (thr_text) {
+        double v;
+        if (!parse_hex_double(thr_text, thr_len, &v) || !(fabs(v) <= FLT_MAX) ||
+            (double)(float)v != v)
+            return false;
+        p->batch_threshold = (float)v;
+    }
+    if (log_text) {
+        if (log_len != 8 * (size_t)d_sae)
+            return false;
+        for (size_t i = 0; i < (size_t)d_sae; i++) {
+            uint32_t bits;
+            if (!parse_hex_bits(log_text + 8 * i, &bits) || (bits & 0x7F800000u) == 0x7F800000u)
+                return false; /* not hex, or not finite */
+        }
+        p->log_hex = log_text;
+    }
+    return true;
+}
+
+/* JumpReLU: the thresholds theta (each in [1e-30, 1e30], the range of
+ * sae_model_create_arch, so that exp(log(theta)) stays finite) become the log
+ * thresholds t: exactly those of libsae_log_threshold
+ * when the file has them (exp(t) must then be theta, to 2^-20 relative: the
+ * writer's expf may differ from ours in the last bit), else logf(theta) as
+ * sae_model_set_tensor computes them. */
+static int read_log_thresholds(const sae_st_source *src, const sae_st_header *h,
+                               const model_plan *p, sae_model *m)
+{
+    float *t = sae__log_thr(m);
+    int rc = sae__st_read_f32(src, h, p->threshold, t, 0, false);
+    if (rc != SAE_OK)
+        return rc;
+    for (size_t i = 0; i < m->d_sae; i++) {
+        const float theta = t[i];
+        if (!(theta >= 1e-30f && theta <= 1e30f))
+            return SAE_E_FORMAT;
+        if (!p->log_hex) {
+            t[i] = logf(theta);
+            continue;
+        }
+        uint32_t bits = 0;
+        parse_hex_bits(p->log_hex + 8 * i, &bits); /* checked by plan_model */
+        float exact;
+        memcpy(&exact, &bits, sizeof exact);
+        if (!(fabsf(expf(exact) - theta) <= theta * 0x1p-20f))
+            return SAE_E_FORMAT;
+        t[i] = exact;
+    }
+    return SAE_OK;
+}
+
+/* BatchTopK: every threshold must be the one SAELens was given for
+ * libsae_threshold (itself, or 0 while it is unset). scratch: d_sae floats. */
+static int read_batch_threshold(const sae_st_source *src, const sae_st_header *h,
+                                const model_plan *p, sae_model *m, float *scratch)
+{
+    int rc = sae__st_read_f32(src, h, p->threshold, scratch, 0, false);
+    if (rc != SAE_OK)
+        return rc;
+    const float want = p->batch_threshold > 0.0f ? p->batch_threshold : 0.0f;
+    for (size_t i = 0; i < m->d_sae; i++)
+        if (scratch[i] != want)
+            return SAE_E_FORMAT;
+    m->batch_threshold = p->batch_threshold;
+    return SAE_OK;
+}
+
+static int load_model_from(const sae_st_source *src, const model_config *cfg, sae_model **out)
 {
     sae_st_header h;
     int rc = sae__st_read_header(src, &h);
@@ -588,6 +870,7 @@ static int load_model_from(const sae_st_source *src, const config_dims *dims, sa
         return rc;
     rc = SAE_E_FORMAT;
     sae_model *m = NULL;
+    model_plan plan;
     const sae_st_tensor *w_enc = sae__st_find(&h, "W_enc"), *w_dec = sae__st_find(&h, "W_dec");
     const sae_st_tensor *b_enc = sae__st_find(&h, "b_enc"), *b_dec = sae__st_find(&h, "b_dec");
     if (!w_enc || !w_dec || !b_enc || !b_dec || !sae__st_is_float(w_enc->dtype) ||
@@ -599,18 +882,21 @@ static int load_model_from(const sae_st_source *src, const config_dims *dims, sa
         !shape_is(w_dec, 2, d_sae, d_in) || !shape_is(b_enc, 1, d_sae, 0) ||
         !shape_is(b_dec, 1, d_in, 0))
         goto done;
-    if (dims && ((dims->d_in && dims->d_in != d_in) || (dims->d_sae && dims->d_sae != d_sae)))
+    if (cfg && ((cfg->d_in && cfg->d_in != d_in) || (cfg->d_sae && cfg->d_sae != d_sae)))
         goto done;
     for (size_t k = 0; k < sizeof foreign_tensors / sizeof foreign_tensors[0]; k++)
         if (sae__st_find(&h, foreign_tensors[k]))
             goto done;
-    rc = sae_model_create(&m, (size_t)d_in, (size_t)d_sae, 0);
+    if (!plan_model(&h, cfg, d_sae, &plan))
+        goto done;
+    rc = sae_model_create_arch(&m, (size_t)d_in, (size_t)d_sae, 0, plan.arch,
+                               plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k);
     if (rc != SAE_OK) {
         rc = rc == SAE_E_NOMEM ? rc : SAE_E_FORMAT;
         goto done;
     }
     /* A scale vector must be all ones; b_enc's storage holds it while it is
-     * checked (b_enc itself is read afterwards). */
+     * checked (b_enc itself is read afterwards), and BatchTopK's thresholds. */
     for (size_t k = 0; k < sizeof scale_tensors / sizeof scale_tensors[0]; k++) {
         const sae_st_tensor *s = sae__st_find(&h, scale_tensors[k]);
         if (!s)
@@ -627,6 +913,12 @@ static int load_model_from(const sae_st_source *src, const config_dims *dims, sa
                 goto done;
             }
     }
+    if (plan.arch == SAE_ARCH_BATCHTOPK)
+        rc = read_batch_threshold(src, &h, &plan, m, sae__b_enc(m));
+    else if (plan.arch == SAE_ARCH_JUMPRELU)
+        rc = read_log_thresholds(src, &h, &plan, m);
+    if (rc != SAE_OK)
+        goto done;
     if ((rc = sae__st_read_f32(src, &h, w_enc, sae__w_enc_t(m), (size_t)d_sae, true)) != SAE_OK ||
         (rc = sae__st_read_f32(src, &h, w_dec, sae__w_dec(m), 0, false)) != SAE_OK ||
         (rc = sae__st_read_f32(src, &h, b_enc, sae__b_enc(m), 0, false)) != SAE_OK ||
@@ -660,11 +952,11 @@ int sae_model_load(sae_model **out, const char *path)
     *out = NULL;
     if (!path)
         return SAE_E_INVALID_ARG;
-    config_dims dims = {0, 0};
+    model_config cfg = {0, 0, -1, 0};
     char *weights = NULL;
     const char *file = path;
     if (sae__is_directory(path)) {
-        int rc = read_config(path, &dims);
+        int rc = read_config(path, &cfg);
         if (rc != SAE_OK)
             return rc;
         if (!(weights = sae__path_join(path, WEIGHTS_FILE)))
@@ -674,7 +966,7 @@ int sae_model_load(sae_model **out, const char *path)
     sae_file_source fs;
     int rc = sae__file_source_open(&fs, file, NULL);
     if (rc == SAE_OK) {
-        rc = load_model_from(&fs.src, &dims, out);
+        rc = load_model_from(&fs.src, &cfg, out);
         sae__file_source_close(&fs);
     }
     sae__free(weights);
@@ -757,34 +1049,37 @@ static int load_optimizer_from(const sae_st_source *src, const sae_model *m, sae
         !metadata_is(&h, "libsae_format_version", "1") || !step_text ||
         !parse_decimal(step_text, step_len, UINT64_MAX, &step) || check_options(&h) != SAE_OK)
         goto done;
-    /* Exactly the nine tensors, in consistent SAELens shapes. */
+    /* Exactly the counters and the moments (JumpReLU's two more), in
+     * consistent SAELens shapes. */
     const sae_st_tensor *since = sae__st_find(&h, SINCE_FIRED_NAME);
-    const sae_st_tensor *moments[8];
-    if (h.n_tensors != OPT_TENSORS || !since || since->dtype != SAE_ST_U64 || since->rank != 1)
-        goto done;
-    for (size_t k = 0; k < 8; k++) {
+    const sae_st_tensor *moments[N_MOMENTS];
+    for (size_t k = 0; k < N_MOMENTS; k++)
         moments[k] = sae__st_find(&h, moment_names[k]);
+    const bool jumprelu = moments[N_BASE_MOMENTS] || moments[N_BASE_MOMENTS + 1];
+    const size_t n_moments = jumprelu ? N_MOMENTS : N_BASE_MOMENTS;
+    if (h.n_tensors != 1 + n_moments || !since || since->dtype != SAE_ST_U64 || since->rank != 1)
+        goto done;
+    for (size_t k = 0; k < n_moments; k++)
         if (!moments[k] || moments[k]->dtype != SAE_ST_F32)
             goto done;
-    }
     if (moments[2]->rank != 2)
         goto done;
     const uint64_t d_in = moments[2]->shape[0], d_sae = moments[2]->shape[1];
     if (d_in == 0 || d_sae == 0 || since->shape[0] != d_sae)
         goto done;
-    for (size_t k = 0; k < 8; k++) {
+    for (size_t k = 0; k < n_moments; k++) {
         size_t rank, shape[2];
         moment_shape(k, (size_t)d_in, (size_t)d_sae, &rank, shape);
         if (!shape_is(moments[k], rank, shape[0], shape[1]))
             goto done;
     }
-    if (d_in != m->d_in || d_sae != m->d_sae) {
+    if (d_in != m->d_in || d_sae != m->d_sae || jumprelu != (m->lay.log_thr_count > 0)) {
         rc = SAE_E_INVALID_ARG; /* a good file, for another model */
         goto done;
     }
     if ((rc = sae_optimizer_create(&o, m)) != SAE_OK || (rc = apply_options(&h, o)) != SAE_OK)
         goto done;
-    for (size_t k = 0; k < 8; k++) {
+    for (size_t k = 0; k < n_moments; k++) {
         float *dst = moment_view(o, k);
         rc = sae__st_read_f32(src, &h, moments[k], dst, (size_t)d_sae, k / 2 == 1);
         if (rc != SAE_OK)

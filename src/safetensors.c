@@ -395,6 +395,30 @@ static bool tensor_bytes(const sae_st_out *t, size_t *bytes)
     return sae__mul(count, dtypes[t->dtype].size, bytes);
 }
 
+/* A metadata value made of floats' bit patterns (see sae_st_kv), quoted. */
+static void emit_hex_floats(sae_emitter *e, const float *v, size_t count)
+{
+    static const char hex[] = "0123456789abcdef";
+    sae__emit_str(e, "\"");
+    if (!e->sink) {
+        e->bytes += 8 * count; /* counting only: count <= INT_MAX (a d_sae) */
+    } else {
+        char chunk[8 * 128];
+        for (size_t k = 0; k < count;) {
+            size_t n = count - k < 128 ? count - k : 128;
+            for (size_t j = 0; j < n; j++) {
+                uint32_t bits;
+                memcpy(&bits, &v[k + j], sizeof bits);
+                for (int d = 0; d < 8; d++)
+                    chunk[8 * j + (size_t)d] = hex[(bits >> (28 - 4 * d)) & 15];
+            }
+            sae__emit(e, chunk, 8 * n);
+            k += n;
+        }
+    }
+    sae__emit_str(e, "\"");
+}
+
 /* The JSON header followed by pad spaces. Offsets are recomputed from the
  * shapes, which sae__st_size checked for overflow. */
 static void emit_header(sae_emitter *e, const sae_st_kv *meta, size_t n_meta,
@@ -408,7 +432,10 @@ static void emit_header(sae_emitter *e, const sae_st_kv *meta, size_t n_meta,
                 sae__emit_str(e, ",");
             sae__emit_json_string(e, meta[i].key);
             sae__emit_str(e, ":");
-            sae__emit_json_string(e, meta[i].value);
+            if (meta[i].hex_floats)
+                emit_hex_floats(e, meta[i].hex_floats, meta[i].hex_count);
+            else
+                sae__emit_json_string(e, meta[i].value);
         }
         sae__emit_str(e, "}");
     }
@@ -460,6 +487,8 @@ bool sae__st_size(const sae_st_kv *meta, size_t n_meta, const sae_st_out *t, siz
     }
     size_t len, pad;
     header_length(meta, n_meta, t, n_t, &len, &pad);
+    if (len > SAE_ST_MAX_HEADER)
+        return false;
     return sae__add(total, 8, &total) && sae__add(total, len, size);
 }
 
@@ -483,7 +512,15 @@ static void emit_tensor_data(sae_emitter *e, const sae_st_out *t)
         size_t rows = t->shape[0], cols = t->rank == 2 ? t->shape[1] : 1;
         for (size_t r = 0; r < rows; r++)
             for (size_t c = 0; c < cols; c++) {
-                float v = t->transpose ? src[c * rows + r] : src[r * cols + c];
+                float v;
+                if (t->values == SAE_ST_REPEAT)
+                    v = src[0];
+                else if (t->transpose)
+                    v = src[c * rows + r];
+                else
+                    v = src[r * cols + c];
+                if (t->values == SAE_ST_EXP)
+                    v = expf(v);
                 uint32_t bits;
                 memcpy(&bits, &v, sizeof bits);
                 store_le32(chunk + fill, bits);
@@ -500,7 +537,9 @@ static void emit_tensor_data(sae_emitter *e, const sae_st_out *t)
 int sae__st_write(const sae_st_sink *sink, const sae_st_kv *meta, size_t n_meta,
                   const sae_st_out *t, size_t n_t)
 {
-    size_t len, pad;
+    size_t size, len, pad;
+    if (!sae__st_size(meta, n_meta, t, n_t, &size))
+        return SAE_E_INVALID_ARG;
     header_length(meta, n_meta, t, n_t, &len, &pad);
     sae_emitter e = {.sink = sink};
     unsigned char prefix[8];

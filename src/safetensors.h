@@ -102,6 +102,13 @@ typedef struct sae_st_sink {
     void *ctx;
 } sae_st_sink;
 
+/* How an F32 tensor's values come from its data. */
+typedef enum sae_st_values {
+    SAE_ST_AS_IS = 0,   /* the floats themselves */
+    SAE_ST_EXP,         /* expf() of each float (JumpReLU's log thresholds) */
+    SAE_ST_REPEAT       /* data is one float, repeated shape[0] times (rank 1) */
+} sae_st_values;
+
 /* A tensor to write: F32 (from floats) or U64 (from uint64_t). */
 typedef struct sae_st_out {
     const char *name;   /* plain ASCII, no quotes or backslashes */
@@ -111,20 +118,28 @@ typedef struct sae_st_out {
     const void *data;
     bool transpose;     /* F32 rank 2 only: data holds shape[1] x shape[0],
                            written transposed */
+    sae_st_values values; /* F32 only */
 } sae_st_out;
 
+/* A metadata entry. With hex_floats set, value is ignored and the value
+ * written is the IEEE-754 bit patterns of hex_count floats, each as 8
+ * lower-case hexadecimal digits, most significant first ("3f800000" is 1). */
 typedef struct sae_st_kv {
     const char *key, *value; /* NUL-terminated UTF-8 */
+    const float *hex_floats;
+    size_t hex_count;
 } sae_st_kv;
 
-/* The exact number of bytes sae__st_write produces; false if it overflows. */
+/* The exact number of bytes sae__st_write produces; false if it overflows or
+ * if the header would exceed SAE_ST_MAX_HEADER (a file no reader accepts). */
 bool sae__st_size(const sae_st_kv *meta, size_t n_meta, const sae_st_out *t, size_t n_t,
                   size_t *size);
 
 /* Write the file: header (metadata first, then the tensors in the given order,
  * offsets consecutive from 0), padded with spaces so the data starts at a
  * multiple of 8 bytes, then the data in little-endian. Returns the first
- * error of sink->write, else SAE_OK. */
+ * error of sink->write, else SAE_OK; SAE_E_INVALID_ARG (nothing written) if
+ * sae__st_size would fail. */
 int sae__st_write(const sae_st_sink *sink, const sae_st_kv *meta, size_t n_meta,
                   const sae_st_out *t, size_t n_t);
 

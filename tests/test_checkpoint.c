@@ -5,10 +5,12 @@
  * library); every kind of corrupt file; atomic saves that fail (missing
  * directory, /proc, a file-size limit, a full tmpfs, a crash mid-write);
  * allocation failures at every site; and resuming training in a new process,
- * bit for bit.
+ * bit for bit. Each architecture (ReLU, TopK, BatchTopK, JumpReLU) round-trips,
+ * is written as SAELens reads it, and has its own corruptions.
  */
 #define _GNU_SOURCE /* unshare, mount, mkdtemp, realpath */
 #include "../src/internal.h"
+#include "../src/safetensors.h"
 #include "testutil.h"
 
 #include <dirent.h>
@@ -236,14 +238,21 @@ static bytes optimizer_bytes(const sae_optimizer *o)
     return b;
 }
 
-/* Bit-for-bit equality of every tensor (no Check calls: child processes use it). */
+/* Bit-for-bit equality of the architecture and every tensor, JumpReLU's log
+ * thresholds included (no Check calls: child processes use it). */
 static bool models_equal(const sae_model *a, const sae_model *b)
 {
-    if (sae_model_d_in(a) != sae_model_d_in(b) || sae_model_d_sae(a) != sae_model_d_sae(b))
+    if (sae_model_d_in(a) != sae_model_d_in(b) || sae_model_d_sae(a) != sae_model_d_sae(b) ||
+        sae_model_arch(a) != sae_model_arch(b) || sae_model_k(a) != sae_model_k(b) ||
+        a->lay.log_thr_count != b->lay.log_thr_count ||
+        memcmp(&a->batch_threshold, &b->batch_threshold, sizeof(float)) != 0 ||
+        memcmp(sae__log_thr(a), sae__log_thr(b), a->lay.log_thr_count * sizeof(float)) != 0)
         return false;
     bool same = true;
-    for (int which = SAE_W_ENC; which <= SAE_B_DEC && same; which++) {
+    for (int which = SAE_W_ENC; which <= SAE_THRESHOLD && same; which++) {
         size_t n = sae_model_tensor_size(a, which);
+        if (n == 0)
+            continue; /* no thresholds */
         float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
         same = x && y && sae_model_get_tensor(a, which, x, n) == SAE_OK &&
                sae_model_get_tensor(b, which, y, n) == SAE_OK &&
@@ -264,7 +273,8 @@ START_TEST(model_file_is_saelens_layout)
     size_t start;
     char *h = st_header(b, &start);
     ck_assert_uint_eq(start % 8, 0); /* header padded: the data is aligned */
-    ck_assert_ptr_nonnull(strstr(h, "\"__metadata__\":{\"libsae_version\":\"0.1.0\"}"));
+    ck_assert_ptr_nonnull(strstr(h, "\"__metadata__\":{\"libsae_architecture\":\"standard\","
+                                    "\"libsae_version\":\"0.1.0\"}"));
     ck_assert_ptr_nonnull(strstr(h, "\"W_enc\":{\"dtype\":\"F32\",\"shape\":[3,5]"));
     ck_assert_ptr_nonnull(strstr(h, "\"W_dec\":{\"dtype\":\"F32\",\"shape\":[5,3]"));
     ck_assert_ptr_nonnull(strstr(h, "\"b_enc\":{\"dtype\":\"F32\",\"shape\":[5]"));
@@ -543,8 +553,15 @@ static const struct corrupt_case {
     {"too deep", "{" T("W_enc", "F32", "[[2],3]", 0, 24) "," W_DEC "," B_ENC "," B_DEC "}", 68},
     {"nested metadata", "{\"__metadata__\":{\"a\":{\"b\":\"c\"}}," W_ENC "," W_DEC "," B_ENC "," B_DEC
                         "}", 68},
-    {"JumpReLU threshold", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("threshold", "F32", "[3]", 68,
-                           80) "}", 80},
+    /* (the 12 data bytes after the good file's are zeros) */
+    {"JumpReLU threshold of 0", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("threshold", "F32",
+                                "[3]", 68, 80) "}", 80},
+    {"JumpReLU threshold of another shape", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC ","
+                                            T("threshold", "F32", "[2]", 68, 76) "}", 76},
+    {"JumpReLU log_threshold", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("log_threshold", "F32",
+                               "[3]", 68, 80) "}", 80},
+    {"BatchTopK training state", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("topk_threshold",
+                                 "F64", "[]", 68, 76) "}", 76},
     {"gated b_gate", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("b_gate", "F32", "[3]", 68, 80) "}", 80},
     {"scaling factor not ones", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("scaling_factor", "F32",
                                 "[3]", 0, 12) "}", 68},
@@ -666,6 +683,449 @@ START_TEST(survives_truncation_at_every_byte)
     free(dir);
     free(b.p);
     sae_model_free(src);
+}
+END_TEST
+
+/* ---- architectures --------------------------------------------------------------- */
+
+static const struct arch_case {
+    int arch;
+    const char *name; /* libsae_architecture */
+} arch_cases[] = {
+    {SAE_ARCH_RELU, "standard"},
+    {SAE_ARCH_TOPK, "topk"},
+    {SAE_ARCH_BATCHTOPK, "batchtopk"},
+    {SAE_ARCH_JUMPRELU, "jumprelu"},
+};
+#define N_ARCH_CASES (sizeof arch_cases / sizeof arch_cases[0])
+
+/* A trained model of architecture arch (k = 2; JumpReLU thresholds from 0.5
+ * and a wide band, so that they move; BatchTopK's threshold set by training). */
+static sae_model *trained_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed)
+{
+    const double param = arch == SAE_ARCH_JUMPRELU ? 0.5 : arch == SAE_ARCH_RELU ? 0.0 : 2.0;
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create_arch(&m, d_in, d_sae, seed, arch, param), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_JUMPRELU_BANDWIDTH, 1.0), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, 16), SAE_OK);
+    float *x = test_gaussian(16, d_in, 3.0, 0.5, seed);
+    for (int s = 0; s < 3; s++)
+        ck_assert_int_eq(sae_step(m, o, x, 16, NULL), SAE_OK);
+    free(x);
+    sae_optimizer_free(o);
+    return m;
+}
+
+/* The value of string metadata `key` in header text h (malloc'ed), or NULL.
+ * libsae writes its values without escapes. */
+static char *meta_value(const char *h, const char *key)
+{
+    char pattern[128];
+    snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+    const char *at = strstr(h, pattern);
+    if (!at)
+        return NULL;
+    at += strlen(pattern);
+    const char *end = strchr(at, '"');
+    ck_assert_ptr_nonnull(end);
+    char *v = malloc((size_t)(end - at) + 1);
+    memcpy(v, at, (size_t)(end - at));
+    v[end - at] = '\0';
+    return v;
+}
+
+/* A copy of b without its "__metadata__" (as a file from SAELens). */
+static bytes st_drop_metadata(bytes b)
+{
+    size_t start;
+    char *h = st_header(b, &start);
+    char *at = strstr(h, "\"__metadata__\":{");
+    ck_assert_ptr_nonnull(at);
+    char *end = strchr(at, '}');
+    memmove(at, end + 2, strlen(end + 2) + 1); /* the object and its comma */
+    bytes out = st_build(h, b.p + start, b.len - start);
+    free(h);
+    return out;
+}
+
+START_TEST(each_architecture_round_trips)
+{
+    const size_t d_in = 3, d_sae = 5;
+    for (size_t c = 0; c < N_ARCH_CASES; c++) {
+        const int arch = arch_cases[c].arch;
+        sae_model *m = trained_arch_model(arch, d_in, d_sae, 7 + c);
+        bytes b = model_bytes(m);
+        size_t start;
+        char *h = st_header(b, &start);
+        char *name = meta_value(h, "libsae_architecture");
+        ck_assert_str_eq(name, arch_cases[c].name);
+        free(name);
+        char *k = meta_value(h, "libsae_k");
+        if (arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK)
+            ck_assert_str_eq(k, "2");
+        else
+            ck_assert_ptr_null(k);
+        free(k);
+        /* the threshold tensor SAELens reads: theta for JumpReLU, BatchTopK's
+         * threshold in every feature */
+        float theta[5];
+        if (arch == SAE_ARCH_JUMPRELU || arch == SAE_ARCH_BATCHTOPK) {
+            size_t len, n = sae_model_tensor_size(m, SAE_THRESHOLD);
+            ck_assert_int_eq(sae_model_get_tensor(m, SAE_THRESHOLD, theta, n), SAE_OK);
+            const unsigned char *p = st_tensor(b, "threshold", "F32", &len);
+            ck_assert_uint_eq(len, 4 * d_sae);
+            for (size_t i = 0; i < d_sae; i++) {
+                float want = theta[arch == SAE_ARCH_JUMPRELU ? i : 0];
+                ck_assert(want > 0.0f);
+                ck_assert(le_float(p + 4 * i) == want);
+            }
+            ck_assert_ptr_nonnull(strstr(h, "\"threshold\":{\"dtype\":\"F32\",\"shape\":[5]"));
+        } else {
+            ck_assert_ptr_null(strstr(h, "threshold"));
+        }
+        char *raw = meta_value(h, "libsae_threshold");
+        if (arch == SAE_ARCH_BATCHTOPK) {
+            ck_assert_ptr_nonnull(raw);
+            char *end;
+            ck_assert(strtod(raw, &end) == (double)theta[0] && *end == '\0'); /* C99 hex float */
+        } else {
+            ck_assert_ptr_null(raw);
+        }
+        free(raw);
+        /* JumpReLU: the log thresholds themselves, as float bit patterns */
+        char *hex = meta_value(h, "libsae_log_threshold");
+        if (arch == SAE_ARCH_JUMPRELU) {
+            ck_assert_ptr_nonnull(hex);
+            ck_assert_uint_eq(strlen(hex), 8 * d_sae);
+            for (size_t i = 0; i < d_sae; i++) {
+                char digits[9];
+                memcpy(digits, hex + 8 * i, 8);
+                digits[8] = '\0';
+                uint32_t bits = (uint32_t)strtoul(digits, NULL, 16), want;
+                memcpy(&want, &sae__log_thr(m)[i], 4);
+                ck_assert_uint_eq(bits, want);
+                ck_assert(sae__log_thr(m)[i] != logf(0.5f)); /* trained */
+            }
+        } else {
+            ck_assert_ptr_null(hex);
+        }
+        free(hex);
+        free(h);
+        /* back, bit for bit, and the same bytes again */
+        sae_model *back;
+        ck_assert_int_eq(sae_model_load_buffer(&back, b.p, b.len), SAE_OK);
+        ck_assert_int_eq(sae_model_arch(back), arch);
+        ck_assert(models_equal(m, back));
+        bytes again = model_bytes(back);
+        ck_assert(same_bytes(b, again));
+        float *x = test_gaussian(8, d_in, 3.0, 0.5, 99);
+        float f1[8 * 5], f2[8 * 5];
+        ck_assert_int_eq(sae_encode(m, x, 8, f1), SAE_OK);
+        ck_assert_int_eq(sae_encode(back, x, 8, f2), SAE_OK);
+        ck_assert_mem_eq(f1, f2, sizeof f1);
+        free(x);
+        free(again.p);
+        sae_model_free(back);
+        free(b.p);
+        sae_model_free(m);
+    }
+}
+END_TEST
+
+START_TEST(jumprelu_log_thresholds_are_exact)
+{
+    /* log(exp(t)) is not t in float for |t| < 1 (thresholds in (0.37, 2.7)):
+     * the file keeps t itself */
+    const size_t d_sae = 64;
+    sae_model *m;
+    ck_assert_int_eq(sae_model_create_arch(&m, 3, d_sae, 1, SAE_ARCH_JUMPRELU, 1.0), SAE_OK);
+    float *t = sae__log_thr(m);
+    int lossy = 0;
+    for (size_t i = 0; i < d_sae; i++) {
+        t[i] = -0.9f + 0.028f * (float)i;
+        lossy += logf(expf(t[i])) != t[i];
+    }
+    sae__model_refresh_absmax(m);
+    ck_assert_int_gt(lossy, 10); /* the case this guards against */
+    bytes b = model_bytes(m);
+    sae_model *back;
+    ck_assert_int_eq(sae_model_load_buffer(&back, b.p, b.len), SAE_OK);
+    ck_assert(models_equal(m, back));
+    sae_model_free(back);
+    /* without them (a file from SAELens) the thresholds load as
+     * sae_model_set_tensor(SAE_THRESHOLD) sets them: t = logf(theta) */
+    bytes e = st_edit(b, "\"libsae_log_threshold\":", "\"other_log_threshold\":");
+    ck_assert_int_eq(sae_model_load_buffer(&back, e.p, e.len), SAE_OK);
+    float theta[64];
+    ck_assert_int_eq(sae_model_get_tensor(m, SAE_THRESHOLD, theta, d_sae), SAE_OK);
+    sae_model *set;
+    ck_assert_int_eq(sae_model_create_arch(&set, 3, d_sae, 1, SAE_ARCH_JUMPRELU, 1.0), SAE_OK);
+    ck_assert_int_eq(sae_model_set_tensor(set, SAE_THRESHOLD, theta, d_sae), SAE_OK);
+    ck_assert_mem_eq(sae__log_thr(back), sae__log_thr(set), d_sae * sizeof(float));
+    ck_assert(!models_equal(m, back));
+    sae_model_free(set);
+    sae_model_free(back);
+    /* ... as does the same file with no metadata at all: SAELens's own */
+    bytes plain = st_drop_metadata(b);
+    ck_assert_int_eq(sae_model_load_buffer(&back, plain.p, plain.len), SAE_OK);
+    ck_assert_int_eq(sae_model_arch(back), SAE_ARCH_JUMPRELU);
+    float theta2[64];
+    ck_assert_int_eq(sae_model_get_tensor(back, SAE_THRESHOLD, theta2, d_sae), SAE_OK);
+    for (size_t i = 0; i < d_sae; i++)
+        ck_assert(fabsf(theta2[i] - theta[i]) <= 1e-6f * theta[i]);
+    sae_model_free(back);
+    free(plain.p);
+    free(e.p);
+    free(b.p);
+    sae_model_free(m);
+}
+END_TEST
+
+START_TEST(batchtopk_threshold_round_trips)
+{
+    sae_model *m;
+    ck_assert_int_eq(sae_model_create_arch(&m, 3, 5, 2, SAE_ARCH_BATCHTOPK, 2.0), SAE_OK);
+    /* unset (negative: ReLU until the first step): SAELens gets 0, which is
+     * ReLU too; libsae gets the value back */
+    const float values[] = {-1.0f, -0.0f, 0.0f, 0.375f, 0x1.fffffep127f, 0x1p-149f};
+    const float tensor[] = {0.0f, 0.0f, 0.0f, 0.375f, 0x1.fffffep127f, 0x1p-149f};
+    for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
+        if (v > 0)
+            ck_assert_int_eq(sae_model_set_tensor(m, SAE_THRESHOLD, &values[v], 1), SAE_OK);
+        bytes b = model_bytes(m);
+        size_t len;
+        const unsigned char *p = st_tensor(b, "threshold", "F32", &len);
+        for (size_t i = 0; i < 5; i++)
+            ck_assert(le_float(p + 4 * i) == tensor[v] && !signbit(le_float(p + 4 * i)));
+        sae_model *back;
+        ck_assert_int_eq(sae_model_load_buffer(&back, b.p, b.len), SAE_OK);
+        ck_assert(models_equal(m, back)); /* the threshold's bits, sign included */
+        sae_model_free(back);
+        free(b.p);
+    }
+    /* the file SAELens reads (no libsae metadata) is a JumpReLU SAE... */
+    const float thr = 0.125f;
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_THRESHOLD, &thr, 1), SAE_OK);
+    bytes b = model_bytes(m);
+    bytes plain = st_drop_metadata(b);
+    sae_model *j;
+    ck_assert_int_eq(sae_model_load_buffer(&j, plain.p, plain.len), SAE_OK);
+    ck_assert_int_eq(sae_model_arch(j), SAE_ARCH_JUMPRELU);
+    float theta[5];
+    ck_assert_int_eq(sae_model_get_tensor(j, SAE_THRESHOLD, theta, 5), SAE_OK);
+    for (int i = 0; i < 5; i++)
+        ck_assert(theta[i] == thr);
+    /* ... that computes the same features */
+    float *x = test_gaussian(64, 3, 1.0, 0.3, 4);
+    float f1[64 * 5], f2[64 * 5];
+    ck_assert_int_eq(sae_encode(m, x, 64, f1), SAE_OK);
+    ck_assert_int_eq(sae_encode(j, x, 64, f2), SAE_OK);
+    ck_assert_mem_eq(f1, f2, sizeof f1);
+    int active = 0, below = 0;
+    for (int i = 0; i < 64 * 5; i++) {
+        active += f1[i] > 0.0f;
+        below += f1[i] == 0.0f;
+    }
+    ck_assert(active > 0 && below > 0);
+    free(x);
+    sae_model_free(j);
+    free(plain.p);
+    free(b.p);
+    sae_model_free(m);
+}
+END_TEST
+
+/* Pieces of the edits below: ARCH "topk\"" is "libsae_architecture":"topk". */
+#define ARCH "\"libsae_architecture\":\""
+#define K "\"libsae_k\":\""
+#define THR "\"libsae_threshold\":\""
+#define LOGT "\"libsae_log_threshold\":\""
+#define THETA(dtype, shape) "\"threshold\":{\"dtype\":\"" dtype "\",\"shape\":" shape
+
+/* An edit of a valid file of arch_cases[c] (3 x 5, k = 2; BatchTopK threshold
+ * 0.375; JumpReLU thresholds 0.25), and the status it must give. */
+static const struct arch_edit {
+    size_t c;
+    const char *from, *to;
+    int expect;
+} arch_edits[] = {
+    /* standard */
+    {0, ARCH "standard\",", "", SAE_OK}, /* a plain SAELens file */
+    {0, ARCH "standard\"", ARCH "standard\"," K "2\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "standard\"," THR "0x0.0p+0\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "relu\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "Standard\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "standard \"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "gated\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "topk\"", SAE_E_FORMAT},
+    {0, ARCH "standard\"", ARCH "jumprelu\"", SAE_E_FORMAT},
+    /* TopK */
+    {1, K "2\"", K "5\"", SAE_OK},
+    {1, K "2\"", K "1\"", SAE_OK},
+    {1, K "2\"", K "6\"", SAE_E_FORMAT}, /* > d_sae */
+    {1, K "2\"", K "0\"", SAE_E_FORMAT},
+    {1, K "2\"", K "02\"", SAE_E_FORMAT},
+    {1, K "2\"", K "-2\"", SAE_E_FORMAT},
+    {1, K "2\"", K "+2\"", SAE_E_FORMAT},
+    {1, K "2\"", K "2.0\"", SAE_E_FORMAT},
+    {1, K "2\"", K " 2\"", SAE_E_FORMAT},
+    {1, K "2\"", K "\"", SAE_E_FORMAT},
+    {1, K "2\"", K "18446744073709551618\"", SAE_E_FORMAT},
+    {1, K "2\",", "", SAE_E_FORMAT},       /* k missing */
+    {1, ARCH "topk\",", "", SAE_E_FORMAT}, /* k without an architecture */
+    {1, ARCH "topk\"", ARCH "standard\"", SAE_E_FORMAT},
+    {1, ARCH "topk\"", ARCH "batchtopk\"", SAE_E_FORMAT},
+    {1, ARCH "topk\"", ARCH "TopK\"", SAE_E_FORMAT},
+    {1, K "2\"", K "2\"," LOGT "\"", SAE_E_FORMAT},
+    {1, "\"libsae_version\":\"0.1.0\"", "\"libsae_version\":\"0.2.0\",\"libsae_x\":\"y\"", SAE_OK},
+    /* BatchTopK */
+    {2, THR "0x1.8000000000000p-2\"", THR "-0x1.8000000000000p-2\"", SAE_E_FORMAT}, /* tensor: 0.375 */
+    {2, THR "0x1.8000000000000p-2\"", THR "0x1.8000000000000p-1\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "0x1.8000000000001p-2\"", SAE_E_FORMAT}, /* not a float */
+    {2, THR "0x1.8000000000000p-2\"", THR "0x1.0000000000000p+200\"", SAE_E_FORMAT}, /* beyond it */
+    {2, THR "0x1.8000000000000p-2\"", THR "0.375\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "nan\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\"", THR "\"", SAE_E_FORMAT},
+    {2, THR "0x1.8000000000000p-2\",", "", SAE_E_FORMAT},
+    {2, K "2\",", "", SAE_E_FORMAT},
+    {2, K "2\"", K "6\"", SAE_E_FORMAT},
+    {2, ARCH "batchtopk\"", ARCH "jumprelu\"", SAE_E_FORMAT},
+    {2, ARCH "batchtopk\"", ARCH "topk\"", SAE_E_FORMAT},
+    {2, ARCH "batchtopk\",", "", SAE_E_FORMAT},
+    {2, THETA("F32", "[5]"), THETA("I32", "[5]"), SAE_E_FORMAT},
+    {2, THETA("F32", "[5]"), THETA("F32", "[1,5]"), SAE_E_FORMAT},
+    {2, "\"threshold\":{", "\"thresholds\":{", SAE_E_FORMAT}, /* missing */
+    /* JumpReLU */
+    {3, ARCH "jumprelu\",", "", SAE_E_FORMAT}, /* log thresholds without it */
+    {3, LOGT, "\"x\":\"", SAE_OK},              /* thresholds from the tensor */
+    {3, ARCH "jumprelu\"", ARCH "standard\"", SAE_E_FORMAT},
+    {3, ARCH "jumprelu\"", ARCH "batchtopk\"", SAE_E_FORMAT},
+    {3, ARCH "jumprelu\"", ARCH "jumprelu\"," K "2\"", SAE_E_FORMAT},
+    {3, LOGT, LOGT "0", SAE_E_FORMAT},      /* too long */
+    {3, LOGT "bf", LOGT "b", SAE_E_FORMAT}, /* too short */
+    {3, LOGT "bf", LOGT "BF", SAE_E_FORMAT},
+    {3, LOGT "bf", LOGT "bg", SAE_E_FORMAT},
+    {3, LOGT "bf", LOGT " f", SAE_E_FORMAT},
+    {3, LOGT "bfb17218", LOGT "7fc00000", SAE_E_FORMAT}, /* NaN */
+    {3, LOGT "bfb17218", LOGT "ff800000", SAE_E_FORMAT}, /* -inf */
+    {3, LOGT "bfb17218", LOGT "bfb17228", SAE_E_FORMAT}, /* exp(t) is not theta */
+    {3, LOGT "bfb17218", LOGT "bfb17219", SAE_OK},       /* 1 ulp: another libm's */
+    {3, THETA("F32", "[5]"), THETA("F32", "[1,5]"), SAE_E_FORMAT},
+    {3, THETA("F32", "[5]"), THETA("U32", "[5]"), SAE_E_FORMAT},
+    {3, "\"threshold\":{", "\"threshol\":{", SAE_E_FORMAT},
+    {3, "\"threshold\":{", "\"log_threshold\":{", SAE_E_FORMAT}, /* a training state */
+    {3, "\"threshold\":{", "\"topk_threshold\":{", SAE_E_FORMAT},
+};
+
+static sae_model *edit_base_model(size_t c)
+{
+    sae_model *m;
+    const int arch = arch_cases[c].arch;
+    ck_assert_int_eq(sae_model_create_arch(&m, 3, 5, 6, arch,
+                                           arch == SAE_ARCH_JUMPRELU ? 0.25
+                                           : arch == SAE_ARCH_RELU   ? 0.0
+                                                                     : 2.0),
+                     SAE_OK);
+    const float thr = 0.375f;
+    if (arch == SAE_ARCH_BATCHTOPK)
+        ck_assert_int_eq(sae_model_set_tensor(m, SAE_THRESHOLD, &thr, 1), SAE_OK);
+    return m;
+}
+
+START_TEST(refuses_each_architecture_corruption)
+{
+    bytes base[N_ARCH_CASES];
+    for (size_t c = 0; c < N_ARCH_CASES; c++) {
+        sae_model *m = edit_base_model(c);
+        base[c] = model_bytes(m);
+        sae_model_free(m);
+    }
+    for (size_t k = 0; k < sizeof arch_edits / sizeof arch_edits[0]; k++) {
+        const struct arch_edit *ed = &arch_edits[k];
+        bytes e = st_edit(base[ed->c], ed->from, ed->to);
+        size_t live = sae__test_bytes_live;
+        sae_model *m = (sae_model *)&e;
+        int rc = sae_model_load_buffer(&m, e.p, e.len);
+        ck_assert_msg(rc == ed->expect, "edit %zu (%s -> %s): %d", k, ed->from, ed->to, rc);
+        if (rc == SAE_OK)
+            sae_model_free(m);
+        else
+            ck_assert_ptr_null(m);
+        ck_assert_uint_eq(sae__test_bytes_live, live);
+        free(e.p);
+    }
+    /* values of the threshold tensor */
+    const struct { size_t c, i; float v; int expect; } values[] = {
+        {2, 0, 0.375f, SAE_OK},       {2, 4, 0.5f, SAE_E_FORMAT}, /* not all equal */
+        {2, 2, 0.0f, SAE_E_FORMAT},   {2, 1, -0.375f, SAE_E_FORMAT},
+        {2, 3, NAN, SAE_E_FORMAT},    {3, 0, 0.0f, SAE_E_FORMAT}, /* theta must be > 0 */
+        {3, 1, -0.25f, SAE_E_FORMAT}, {3, 2, INFINITY, SAE_E_FORMAT},
+        {3, 3, 1e-31f, SAE_E_FORMAT}, {3, 4, 0.2501f, SAE_E_FORMAT}, /* != exp(t) */
+        {3, 4, 0.25f, SAE_OK},
+    };
+    for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) {
+        bytes e = {malloc(base[values[k].c].len), base[values[k].c].len};
+        memcpy(e.p, base[values[k].c].p, e.len);
+        size_t len;
+        unsigned char *p = (unsigned char *)st_tensor(e, "threshold", "F32", &len);
+        put_le_float(p + 4 * values[k].i, values[k].v);
+        size_t live = sae__test_bytes_live;
+        sae_model *m = (sae_model *)&e;
+        int rc = sae_model_load_buffer(&m, e.p, e.len);
+        ck_assert_msg(rc == values[k].expect, "value %zu: %d", k, rc);
+        sae_model_free(m);
+        ck_assert_uint_eq(sae__test_bytes_live, live);
+        free(e.p);
+    }
+    /* a threshold of 0 without libsae's metadata (SAELens's JumpReLU): libsae's
+     * JumpReLU thresholds are logarithms, so 0 cannot be one */
+    bytes plain = st_drop_metadata(base[2]);
+    size_t len;
+    unsigned char *p = (unsigned char *)st_tensor(plain, "threshold", "F32", &len);
+    sae_model *m;
+    ck_assert_int_eq(sae_model_load_buffer(&m, plain.p, plain.len), SAE_OK);
+    sae_model_free(m);
+    put_le_float(p, 0.0f);
+    ck_assert_int_eq(sae_model_load_buffer(&m, plain.p, plain.len), SAE_E_FORMAT);
+    free(plain.p);
+    /* SAELens's JumpReLU thresholds: in [1e-30, 1e30], where exp(log(theta))
+     * is finite (sae_model_create_arch's range) */
+    plain = st_drop_metadata(base[3]);
+    p = (unsigned char *)st_tensor(plain, "threshold", "F32", &len);
+    const struct { float v; int expect; } range[] = {
+        {1e30f, SAE_OK}, {1e-30f, SAE_OK}, {0x1.fffffep127f, SAE_E_FORMAT}, {1.1e30f, SAE_E_FORMAT},
+        {0.9e-30f, SAE_E_FORMAT}, {0x1p-149f, SAE_E_FORMAT}, {-1.0f, SAE_E_FORMAT}};
+    for (size_t k = 0; k < sizeof range / sizeof range[0]; k++) {
+        put_le_float(p + 8, range[k].v);
+        m = (sae_model *)&plain;
+        ck_assert_msg(sae_model_load_buffer(&m, plain.p, plain.len) == range[k].expect, "%a",
+                      (double)range[k].v);
+        sae_model_free(m);
+    }
+    free(plain.p);
+    for (size_t c = 0; c < N_ARCH_CASES; c++)
+        free(base[c].p);
+}
+END_TEST
+
+START_TEST(header_never_exceeds_the_readers_limit)
+{
+    /* A JumpReLU model with more than 12.5 million features would need a
+     * header beyond the 100 MB every reader refuses: it is not written. */
+    static float one;
+    sae_st_kv kv = {"libsae_log_threshold", NULL, &one, 12500000};
+    sae_st_out t = {"b", SAE_ST_F32, 1, {1, 0}, &one, false, SAE_ST_AS_IS};
+    size_t size;
+    ck_assert(!sae__st_size(&kv, 1, &t, 1, &size));
+    const sae_st_sink sink = {NULL, NULL}; /* never called */
+    ck_assert_int_eq(sae__st_write(&sink, &kv, 1, &t, 1), SAE_E_INVALID_ARG);
+    kv.hex_count = 12400000;
+    ck_assert(sae__st_size(&kv, 1, &t, 1, &size));
+    ck_assert_uint_gt(size, 99200000);
 }
 END_TEST
 
@@ -809,6 +1269,124 @@ START_TEST(checks_saelens_config)
     ck_assert_int_eq(sae_model_load(&back, dir), SAE_E_IO);
     free(cfg);
     sae_model_free(m);
+    remove_tree(dir);
+    free(dir);
+}
+END_TEST
+
+/* cfg.json as written for each architecture, and what it must agree with. */
+START_TEST(saelens_config_per_architecture)
+{
+    char *dir = make_tmpdir();
+    char *cfg = join(dir, "cfg.json");
+    static const struct {
+        size_t c;
+        const char *expect_keys[6];
+    } written[] = {
+        {0, {"\"architecture\": \"standard\"", "\"activation_fn_str\": \"relu\"",
+             "\"activation_fn_kwargs\": {}"}},
+        {1, {"\"architecture\": \"topk\"", "\"k\": 2,", "\"activation_fn_str\": \"topk\"",
+             "\"activation_fn_kwargs\": {\"k\": 2}", "\"rescale_acts_by_decoder_norm\": false"}},
+        {2, {"\"architecture\": \"jumprelu\"", "\"activation_fn_str\": \"relu\"",
+             "\"activation_fn_kwargs\": {}"}},
+        {3, {"\"architecture\": \"jumprelu\"", "\"activation_fn_str\": \"relu\"",
+             "\"activation_fn_kwargs\": {}"}},
+    };
+    for (size_t w = 0; w < 4; w++) {
+        sae_model *m = edit_base_model(written[w].c), *back;
+        ck_assert_int_eq(sae_model_save(m, dir), SAE_OK);
+        bytes c = read_file(cfg);
+        c.p[c.len] = '\0';
+        for (size_t k = 0; k < 6 && written[w].expect_keys[k]; k++)
+            ck_assert_msg(strstr((char *)c.p, written[w].expect_keys[k]) != NULL, "%s: no %s",
+                          arch_cases[written[w].c].name, written[w].expect_keys[k]);
+        if (written[w].c != 1)
+            ck_assert_ptr_null(strstr((char *)c.p, "\"k\""));
+        free(c.p);
+        ck_assert_int_eq(sae_model_load(&back, dir), SAE_OK);
+        ck_assert(models_equal(m, back));
+        sae_model_free(back);
+        sae_model_free(m);
+    }
+    /* other configurations beside each architecture's weights */
+    static const struct { size_t c; const char *json; int expect; } cases[] = {
+        {1, "{\"architecture\": \"topk\", \"k\": 2}", SAE_OK},
+        {1, "{\"architecture\": \"topk\", \"activation_fn_kwargs\": {\"k\": 2}}", SAE_OK},
+        {1, "{\"architecture\": \"topk\", \"k\": 2, \"activation_fn_kwargs\": {}, "
+            "\"rescale_acts_by_decoder_norm\": false, \"activation_fn\": \"topk\"}", SAE_OK},
+        {1, "{\"architecture\": \"topk\"}", SAE_E_FORMAT}, /* no k */
+        {1, "{\"architecture\": \"topk\", \"k\": 3}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 2, \"activation_fn_kwargs\": {\"k\": 3}}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"activation_fn_kwargs\": {\"k\": 3}}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 0}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 2.0}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": \"2\"}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 2, \"activation_fn_kwargs\": [2]}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 2, \"activation_fn_str\": \"relu\"}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 2, \"rescale_acts_by_decoder_norm\": true}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"topk\", \"k\": 2, \"apply_b_dec_to_input\": false}", SAE_E_FORMAT},
+        /* before SAELens 6 TopK was also "standard" with a topk activation;
+         * 6.x reads that as ReLU: ambiguous */
+        {1, "{\"architecture\": \"standard\", \"activation_fn_str\": \"topk\", "
+            "\"activation_fn_kwargs\": {\"k\": 2}}", SAE_E_FORMAT},
+        {1, "{}", SAE_E_FORMAT}, /* "standard" by default */
+        {1, "{\"architecture\": \"jumprelu\"}", SAE_E_FORMAT},
+        {1, "{\"architecture\": \"batchtopk\", \"k\": 2}", SAE_E_FORMAT},
+        {1, "{\"architecture\": [\"topk\"], \"k\": 2}", SAE_E_FORMAT},
+        {2, "{\"architecture\": \"jumprelu\"}", SAE_OK},
+        {2, "{\"architecture\": \"jumprelu\", \"k\": 7, \"activation_fn\": \"relu\"}", SAE_OK},
+        {2, "{\"architecture\": \"topk\", \"k\": 2}", SAE_E_FORMAT},
+        {2, "{\"architecture\": \"batchtopk\", \"k\": 2}", SAE_E_FORMAT},
+        {2, "{\"architecture\": \"standard\"}", SAE_E_FORMAT},
+        {3, "{\"architecture\": \"jumprelu\", \"d_sae\": 5}", SAE_OK},
+        {3, "{\"architecture\": \"jumprelu\", \"activation_fn_str\": \"topk\"}", SAE_E_FORMAT},
+        {3, "{\"architecture\": \"jumprelu\", \"rescale_acts_by_decoder_norm\": 1}", SAE_E_FORMAT},
+        {3, "{\"architecture\": \"gated\"}", SAE_E_FORMAT},
+        {3, "{}", SAE_E_FORMAT},
+        {0, "{\"architecture\": \"standard\", \"rescale_acts_by_decoder_norm\": false}", SAE_OK},
+        {0, "{\"architecture\": \"topk\", \"k\": 2}", SAE_E_FORMAT},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        sae_model *m = edit_base_model(cases[k].c), *back = m;
+        ck_assert_int_eq(sae_model_save(m, dir), SAE_OK);
+        write_file(cfg, cases[k].json, strlen(cases[k].json));
+        int rc = sae_model_load(&back, dir);
+        ck_assert_msg(rc == cases[k].expect, "case %zu (%s): %d", k, cases[k].json, rc);
+        if (rc == SAE_OK) {
+            ck_assert(models_equal(m, back));
+            sae_model_free(back);
+        } else {
+            ck_assert_ptr_null(back);
+        }
+        sae_model_free(m);
+    }
+    /* SAELens's own TopK directory has no libsae metadata: cfg.json gives k,
+     * and the weights alone are a ReLU SAE */
+    sae_model *topk = edit_base_model(1), *back;
+    bytes b = model_bytes(topk);
+    bytes plain = st_drop_metadata(b);
+    char *weights = join(dir, "sae_weights.safetensors");
+    write_file(weights, plain.p, plain.len);
+    const char *saelens = "{\"architecture\": \"topk\", \"d_in\": 3, \"d_sae\": 5, \"k\": 2, "
+                          "\"dtype\": \"float32\", \"device\": \"cpu\", \"apply_b_dec_to_input\": true, "
+                          "\"normalize_activations\": \"none\", \"reshape_activations\": \"none\", "
+                          "\"rescale_acts_by_decoder_norm\": false, "
+                          "\"metadata\": {\"sae_lens_version\": \"6.12.1\"}}";
+    write_file(cfg, saelens, strlen(saelens));
+    ck_assert_int_eq(sae_model_load(&back, dir), SAE_OK);
+    ck_assert(models_equal(topk, back));
+    sae_model_free(back);
+    const char *too_big = "{\"architecture\": \"topk\", \"k\": 6}";
+    write_file(cfg, too_big, strlen(too_big));
+    ck_assert_int_eq(sae_model_load(&back, dir), SAE_E_FORMAT); /* k > d_sae */
+    ck_assert_int_eq(sae_model_load(&back, weights), SAE_OK);
+    ck_assert_int_eq(sae_model_arch(back), SAE_ARCH_RELU);
+    sae_model_free(back);
+    free(weights);
+    free(plain.p);
+    free(b.p);
+    sae_model_free(topk);
+    free(cfg);
     remove_tree(dir);
     free(dir);
 }
@@ -1148,6 +1726,132 @@ START_TEST(optimizer_round_trip)
 }
 END_TEST
 
+START_TEST(optimizer_file_per_architecture)
+{
+    /* JumpReLU: the log thresholds' moments too, in torch.optim.Adam's names */
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create_arch(&m, 3, 5, 4, SAE_ARCH_JUMPRELU, 0.5), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    const struct { int option; double value; const char *text; } opts[] = {
+        {SAE_OPT_AUXK_COEFF, 0.125, "0x1.0000000000000p-3"},
+        {SAE_OPT_AUXK_K, 3, "0x1.8000000000000p+1"},
+        {SAE_OPT_DEAD_WINDOW, 40, "0x1.4000000000000p+5"},
+        {SAE_OPT_JUMPRELU_BANDWIDTH, 1.0, "0x1.0000000000000p+0"},
+        {SAE_OPT_THRESHOLD_BETA, 0.75, "0x1.8000000000000p-1"},
+    };
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
+        ck_assert_int_eq(sae_optimizer_set(o, opts[k].option, opts[k].value), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+    float *x = test_gaussian(16, 3, 3.0, 0.5, 8);
+    for (int s = 0; s < 3; s++)
+        ck_assert_int_eq(sae_step(m, o, x, 16, NULL), SAE_OK);
+    bytes b = optimizer_bytes(o);
+    size_t start;
+    char *h = st_header(b, &start);
+    ck_assert_ptr_nonnull(strstr(h, "\"log_threshold.exp_avg\":{\"dtype\":\"F32\",\"shape\":[5]"));
+    ck_assert_ptr_nonnull(strstr(h, "\"log_threshold.exp_avg_sq\":{\"dtype\":\"F32\",\"shape\":[5]"));
+    /* the architecture options, like every option */
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "option.%d", opts[k].option);
+        char *v = meta_value(h, key);
+        ck_assert_msg(v && strcmp(v, opts[k].text) == 0, "%s: %s", key, v ? v : "missing");
+        free(v);
+    }
+    free(h);
+    /* the moments, read independently */
+    for (int sq = 0; sq < 2; sq++) {
+        size_t len;
+        const unsigned char *p = st_tensor(b, sq ? "log_threshold.exp_avg_sq" : "log_threshold.exp_avg",
+                                           "F32", &len);
+        ck_assert_uint_eq(len, 20);
+        const float *want = (sq ? o->m2 : o->m1) + o->lay.log_thr;
+        int nonzero = 0;
+        for (int i = 0; i < 5; i++) {
+            ck_assert(le_float(p + 4 * i) == want[i]);
+            nonzero += want[i] != 0.0f;
+        }
+        ck_assert_int_gt(nonzero, 0);
+    }
+    /* back: the same bytes, and the next step is the same from both */
+    sae_optimizer *back;
+    ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, b.p, b.len), SAE_OK);
+    bytes again = optimizer_bytes(back);
+    ck_assert(same_bytes(b, again));
+    free(again.p);
+    bytes mb = model_bytes(m);
+    sae_model *m2;
+    ck_assert_int_eq(sae_model_load_buffer(&m2, mb.p, mb.len), SAE_OK);
+    ck_assert_int_eq(sae_step(m, o, x, 16, NULL), SAE_OK);
+    ck_assert_int_eq(sae_step(m2, back, x, 16, NULL), SAE_OK);
+    ck_assert(models_equal(m, m2));
+    free(mb.p);
+    sae_model_free(m2);
+    sae_optimizer_free(back);
+    /* a JumpReLU file does not fit a ReLU model of the same shape, nor the
+     * reverse; TopK's optimizer is ReLU's (the file holds no architecture) */
+    sae_model *relu, *topk;
+    ck_assert_int_eq(sae_model_create(&relu, 3, 5, 1), SAE_OK);
+    ck_assert_int_eq(sae_model_create_arch(&topk, 3, 5, 1, SAE_ARCH_TOPK, 2), SAE_OK);
+    back = o;
+    ck_assert_int_eq(sae_optimizer_load_buffer(&back, relu, b.p, b.len), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(back);
+    sae_optimizer *ro;
+    ck_assert_int_eq(sae_optimizer_create(&ro, topk), SAE_OK);
+    bytes rb = optimizer_bytes(ro);
+    back = o;
+    ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, rb.p, rb.len), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(back);
+    ck_assert_int_eq(sae_optimizer_load_buffer(&back, relu, rb.p, rb.len), SAE_OK);
+    sae_optimizer_free(back);
+    /* corruptions of the new tensors */
+    const struct { const char *from, *to; int expect; } edits[] = {
+        {"\"log_threshold.exp_avg_sq\"", "\"log_threshold.exp_avg_sqr\"", SAE_E_FORMAT},
+        {"\"log_threshold.exp_avg\"", "\"log_threshold.exp_av\"", SAE_E_FORMAT},
+        {"\"log_threshold.exp_avg\":{\"dtype\":\"F32\",\"shape\":[5]",
+         "\"log_threshold.exp_avg\":{\"dtype\":\"F32\",\"shape\":[1,5]", SAE_E_FORMAT},
+        {"\"log_threshold.exp_avg_sq\":{\"dtype\":\"F32\"", "\"log_threshold.exp_avg_sq\":{\"dtype\":\"I32\"",
+         SAE_E_FORMAT},
+    };
+    for (size_t k = 0; k < sizeof edits / sizeof edits[0]; k++) {
+        bytes e = st_edit(b, edits[k].from, edits[k].to);
+        back = o;
+        ck_assert_msg(sae_optimizer_load_buffer(&back, m, e.p, e.len) == edits[k].expect, "edit %zu", k);
+        ck_assert_ptr_null(back);
+        free(e.p);
+    }
+    /* values: a negative second moment, a NaN first moment */
+    {
+        size_t len;
+        bytes e = {malloc(b.len), b.len};
+        memcpy(e.p, b.p, b.len);
+        const unsigned char *p = st_tensor(e, "log_threshold.exp_avg_sq", "F32", &len);
+        put_le_float((unsigned char *)p + 8, -1e-9f); /* negative second moment */
+        back = o;
+        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, e.p, e.len), SAE_E_FORMAT);
+        p = st_tensor(e, "log_threshold.exp_avg", "F32", &len);
+        put_le_float((unsigned char *)p + 8, NAN);
+        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, e.p, e.len), SAE_E_FORMAT);
+        ck_assert_ptr_null(back);
+        free(e.p);
+    }
+    for (size_t len = 0; len < b.len; len++) {
+        back = o;
+        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, b.p, len), SAE_E_FORMAT);
+        ck_assert_ptr_null(back);
+    }
+    free(rb.p);
+    sae_optimizer_free(ro);
+    sae_model_free(topk);
+    sae_model_free(relu);
+    free(x);
+    free(b.p);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
 START_TEST(optimizer_load_errors)
 {
     sae_model *m;
@@ -1453,19 +2157,90 @@ START_TEST(every_allocation_failure_is_clean)
 }
 END_TEST
 
+/* Every architecture's loads: the same allocations, each failure clean. */
+START_TEST(every_allocation_failure_is_clean_per_architecture)
+{
+    for (size_t c = 0; c < N_ARCH_CASES; c++) {
+        nomem_fx fx;
+        memset(&fx, 0, sizeof fx);
+        fx.m = trained_arch_model(arch_cases[c].arch, 3, 5, 30 + c);
+        ck_assert_int_eq(sae_optimizer_create(&fx.o, fx.m), SAE_OK);
+        float *x = test_gaussian(16, 3, 3.0, 0.5, 31);
+        ck_assert_int_eq(sae_step(fx.m, fx.o, x, 16, NULL), SAE_OK);
+        free(x);
+        fx.model_enc = model_bytes(fx.m);
+        fx.opt_enc = optimizer_bytes(fx.o);
+        fx.dir = make_tmpdir();
+        fx.ckpt = join(fx.dir, "ckpt");
+        ck_assert_int_eq(mkdir(fx.ckpt, 0755), 0);
+        ck_assert_int_eq(sae_model_save(fx.m, fx.ckpt), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_save(fx.o, fx.ckpt), SAE_OK);
+        ck_assert_int_ge(fail_each_allocation(nm_model_load_buffer, &fx, NULL), 6);
+        ck_assert(models_equal(fx.m, fx.made_m));
+        sae_model_free(fx.made_m);
+        ck_assert_int_ge(fail_each_allocation(nm_model_load_dir, &fx, NULL), 10);
+        ck_assert(models_equal(fx.m, fx.made_m));
+        sae_model_free(fx.made_m);
+        ck_assert_int_ge(fail_each_allocation(nm_opt_load_buffer, &fx, NULL), 8);
+        sae_optimizer_free(fx.made_o);
+        ck_assert_int_ge(fail_each_allocation(nm_model_save_dir, &fx, nm_ckpt_unchanged), 6);
+        /* a model save into a buffer allocates nothing */
+        size_t calls = sae__test_alloc_calls;
+        bytes again = model_bytes(fx.m);
+        ck_assert_uint_eq(sae__test_alloc_calls, calls);
+        ck_assert(same_bytes(again, fx.model_enc));
+        free(again.p);
+        free(fx.model_enc.p);
+        free(fx.opt_enc.p);
+        remove_tree(fx.dir);
+        free(fx.dir);
+        free(fx.ckpt);
+        sae_optimizer_free(fx.o);
+        sae_model_free(fx.m);
+    }
+}
+END_TEST
+
 /* ---- resuming in a new process ------------------------------------------------ */
 
 enum { RESUME_D_IN = 8, RESUME_D_SAE = 16, RESUME_TOKENS = 32, RESUME_STEPS = 6 };
 
+/* The runs of the resume test, by architecture. TopK and BatchTopK keep few
+ * features per token and count a feature dead after 8 silent tokens, so
+ * that AuxK is on and the activity counters matter; JumpReLU starts with
+ * thresholds near 1, whose logarithms do not survive logf(expf(t)), on data
+ * large enough to cross them, with a wide band so that they train. */
+static const struct resume_arch {
+    const char *name;
+    int arch;
+    double param;
+    double scale; /* of the data */
+} resume_archs[] = {
+    {"standard", SAE_ARCH_RELU, 0.0, 1.0},
+    {"topk", SAE_ARCH_TOPK, 2.0, 1.0},
+    {"batchtopk", SAE_ARCH_BATCHTOPK, 2.0, 1.0},
+    {"jumprelu", SAE_ARCH_JUMPRELU, 0.9, 8.0},
+};
+#define RESUME_DEAD_WINDOW 8 /* tokens: a quarter of a batch */
+
+static const struct resume_arch *resume_arch_named(const char *name)
+{
+    for (size_t k = 0; k < sizeof resume_archs / sizeof resume_archs[0]; k++)
+        if (strcmp(resume_archs[k].name, name) == 0)
+            return &resume_archs[k];
+    return NULL;
+}
+
 /* Steps first..first+count-1, batch s drawn from seed 5000 + s (no Check
  * calls: the child process runs this outside a test). */
-static int train_steps(sae_model *m, sae_optimizer *o, size_t first, size_t count)
+static int train_steps(sae_model *m, sae_optimizer *o, const struct resume_arch *ra, size_t first,
+                       size_t count)
 {
     float x[RESUME_TOKENS * RESUME_D_IN];
     for (size_t s = first; s < first + count; s++) {
         test_rng r = {5000 + s};
         for (size_t k = 0; k < RESUME_TOKENS * RESUME_D_IN; k++)
-            x[k] = (float)(test_normal(&r) + 0.3);
+            x[k] = (float)((test_normal(&r) + 0.3) * ra->scale);
         int rc = sae_step(m, o, x, RESUME_TOKENS, NULL);
         if (rc != SAE_OK)
             return rc;
@@ -1473,26 +2248,33 @@ static int train_steps(sae_model *m, sae_optimizer *o, size_t first, size_t coun
     return SAE_OK;
 }
 
+/* Every option away from its default (the architecture options too, which
+ * the others ignore). */
 static int configure(sae_optimizer *o)
 {
     const struct { int option; double value; } opts[] = {
         {SAE_OPT_LR, 2e-3}, {SAE_OPT_BETA1, 0.85}, {SAE_OPT_BETA2, 0.995},
-        {SAE_OPT_EPS, 1e-6}, {SAE_OPT_L1_COEFF, 0.3}, {SAE_OPT_GRAD_CLIP, 0.5}};
+        {SAE_OPT_EPS, 1e-6}, {SAE_OPT_L1_COEFF, 0.3}, {SAE_OPT_GRAD_CLIP, 0.5},
+        {SAE_OPT_AUXK_COEFF, 0.25}, {SAE_OPT_AUXK_K, 3}, {SAE_OPT_DEAD_WINDOW, RESUME_DEAD_WINDOW},
+        {SAE_OPT_JUMPRELU_BANDWIDTH, 0.5}, {SAE_OPT_THRESHOLD_BETA, 0.75}};
     for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
         if (sae_optimizer_set(o, opts[k].option, opts[k].value) != SAE_OK)
             return 1;
     return 0;
 }
 
-/* Children of the resume test, each a new process:
- *   --reference dir  2N uninterrupted steps, saved as dir/reference{,.opt}
- *   --first dir      N steps, saved as a checkpoint directory dir/ckpt
- *   --resume dir     load dir/ckpt, N more steps, saved as dir/resumed{,.opt}
- *   --fresh dir      load the model of dir/ckpt but a new optimizer (its
- *                    moments, step count and options lost), N more steps,
- *                    saved as dir/fresh */
-static int child_resume(const char *mode, const char *dir)
+/* Children of the resume test, each a new process (arch: a resume_archs name):
+ *   --reference dir arch  2N uninterrupted steps, saved as dir/reference{,.opt}
+ *   --first dir arch      N steps, saved as a checkpoint directory dir/ckpt
+ *   --resume dir arch     load dir/ckpt, N more steps, saved as dir/resumed{,.opt}
+ *   --fresh dir arch      load the model of dir/ckpt but a new optimizer (its
+ *                         moments, step count, counters and options lost), N
+ *                         more steps, saved as dir/fresh */
+static int child_resume(const char *mode, const char *dir, const char *arch)
 {
+    const struct resume_arch *ra = resume_arch_named(arch);
+    if (!ra)
+        return 1;
     char path[PATH_MAX], opt_path[PATH_MAX], ckpt[PATH_MAX];
     snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
     sae_model *m;
@@ -1500,7 +2282,7 @@ static int child_resume(const char *mode, const char *dir)
     size_t first = 0, steps = RESUME_STEPS;
     const char *out = NULL;
     if (strcmp(mode, "--reference") == 0 || strcmp(mode, "--first") == 0) {
-        if (sae_model_create(&m, RESUME_D_IN, RESUME_D_SAE, 9) != SAE_OK ||
+        if (sae_model_create_arch(&m, RESUME_D_IN, RESUME_D_SAE, 9, ra->arch, ra->param) != SAE_OK ||
             sae_optimizer_create(&o, m) != SAE_OK || configure(o) != 0)
             return 2;
         if (strcmp(mode, "--reference") == 0) {
@@ -1521,7 +2303,7 @@ static int child_resume(const char *mode, const char *dir)
         first = RESUME_STEPS;
         out = strcmp(mode, "--resume") == 0 ? "resumed" : "fresh";
     }
-    if (train_steps(m, o, first, steps) != SAE_OK)
+    if (train_steps(m, o, ra, first, steps) != SAE_OK)
         return 6;
     snprintf(path, sizeof path, "%s/%s", dir, out);
     snprintf(opt_path, sizeof opt_path, "%s/%s%s", dir, out, strcmp(out, "ckpt") ? ".opt" : "");
@@ -1536,36 +2318,68 @@ START_TEST(resume_in_a_new_process_is_bit_identical)
 {
     /* Every training run is its own process started the same way, so all use
      * the same BLAS kernels (under valgrind this process would not). */
-    char *dir = make_tmpdir();
-    expect_exit0(run_self("--reference", dir, NULL, NULL));
-    expect_exit0(run_self("--first", dir, NULL, NULL));
-    expect_exit0(run_self("--resume", dir, NULL, NULL));
-    expect_exit0(run_self("--fresh", dir, NULL, NULL));
-    char *ref_path = join(dir, "reference"), *ref_opt = join(dir, "reference.opt");
-    char *res_path = join(dir, "resumed"), *res_opt = join(dir, "resumed.opt");
-    char *fresh_path = join(dir, "fresh");
-    sae_model *ref, *resumed, *fresh;
-    ck_assert_int_eq(sae_model_load(&ref, ref_path), SAE_OK);
-    ck_assert_int_eq(sae_model_load(&resumed, res_path), SAE_OK);
-    ck_assert_int_eq(sae_model_load(&fresh, fresh_path), SAE_OK);
-    /* N + N steps across two processes == 2N steps in one, bit for bit */
-    ck_assert(models_equal(ref, resumed));
-    bytes a = read_file(ref_opt), b = read_file(res_opt);
-    ck_assert(same_bytes(a, b)); /* moments, step count, counters, options */
-    free(a.p), free(b.p);
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_optimizer_load(&o, resumed, res_opt), SAE_OK);
-    ck_assert_uint_eq(sae_optimizer_steps(o), 2 * RESUME_STEPS);
-    sae_optimizer_free(o);
-    /* The comparison can fail: without the optimizer's state the same data
-     * gives different parameters. */
-    ck_assert(!models_equal(ref, fresh));
-    free(ref_path), free(ref_opt), free(res_path), free(res_opt), free(fresh_path);
-    sae_model_free(ref);
-    sae_model_free(resumed);
-    sae_model_free(fresh);
-    remove_tree(dir);
-    free(dir);
+    char *top = make_tmpdir();
+    for (size_t a = 0; a < sizeof resume_archs / sizeof resume_archs[0]; a++) {
+        const struct resume_arch *ra = &resume_archs[a];
+        char *dir = join(top, ra->name);
+        ck_assert_int_eq(mkdir(dir, 0755), 0);
+        expect_exit0(run_self("--reference", dir, ra->name, NULL));
+        expect_exit0(run_self("--first", dir, ra->name, NULL));
+        expect_exit0(run_self("--resume", dir, ra->name, NULL));
+        expect_exit0(run_self("--fresh", dir, ra->name, NULL));
+        char *ref_path = join(dir, "reference"), *ref_opt = join(dir, "reference.opt");
+        char *res_path = join(dir, "resumed"), *res_opt = join(dir, "resumed.opt");
+        char *fresh_path = join(dir, "fresh"), *ckpt = join(dir, "ckpt");
+        sae_model *ref, *resumed, *fresh, *mid;
+        ck_assert_int_eq(sae_model_load(&ref, ref_path), SAE_OK);
+        ck_assert_int_eq(sae_model_load(&resumed, res_path), SAE_OK);
+        ck_assert_int_eq(sae_model_load(&fresh, fresh_path), SAE_OK);
+        ck_assert_int_eq(sae_model_arch(ref), ra->arch);
+        /* N + N steps across two processes == 2N steps in one, bit for bit */
+        ck_assert_msg(models_equal(ref, resumed), "%s", ra->name);
+        bytes a1 = read_file(ref_opt), b1 = read_file(res_opt);
+        ck_assert_msg(same_bytes(a1, b1), "%s", ra->name); /* moments, steps, counters, options */
+        free(a1.p), free(b1.p);
+        sae_optimizer *o;
+        ck_assert_int_eq(sae_optimizer_load(&o, resumed, res_opt), SAE_OK);
+        ck_assert_uint_eq(sae_optimizer_steps(o), 2 * RESUME_STEPS);
+        sae_optimizer_free(o);
+        /* what the checkpoint had to carry */
+        ck_assert_int_eq(sae_model_load(&mid, ckpt), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_load(&o, mid, ckpt), SAE_OK);
+        size_t dead;
+        ck_assert_int_eq(sae_optimizer_dead_count(o, RESUME_DEAD_WINDOW, &dead), SAE_OK);
+        if (ra->arch == SAE_ARCH_TOPK || ra->arch == SAE_ARCH_BATCHTOPK)
+            ck_assert_msg(dead > 0, "%s: AuxK has no dead features", ra->name); /* AuxK on */
+        if (ra->arch == SAE_ARCH_BATCHTOPK) {
+            float thr[2];
+            ck_assert_int_eq(sae_model_get_tensor(mid, SAE_THRESHOLD, thr, 1), SAE_OK);
+            ck_assert_int_eq(sae_model_get_tensor(ref, SAE_THRESHOLD, thr + 1, 1), SAE_OK);
+            ck_assert(thr[0] > 0.0f && thr[1] > 0.0f && thr[0] != thr[1]); /* set, and moving */
+        }
+        if (ra->arch == SAE_ARCH_JUMPRELU) {
+            int lossy = 0, moved = 0;
+            for (size_t i = 0; i < RESUME_D_SAE; i++) {
+                float t = sae__log_thr(mid)[i];
+                lossy += logf(expf(t)) != t;
+                moved += t != (float)log(0.9);
+            }
+            ck_assert_int_gt(lossy, 0);
+            ck_assert_int_gt(moved, 0);
+        }
+        sae_optimizer_free(o);
+        sae_model_free(mid);
+        /* The comparison can fail: without the optimizer's state the same data
+         * gives different parameters. */
+        ck_assert_msg(!models_equal(ref, fresh), "%s", ra->name);
+        free(ref_path), free(ref_opt), free(res_path), free(res_opt), free(fresh_path), free(ckpt);
+        sae_model_free(ref);
+        sae_model_free(resumed);
+        sae_model_free(fresh);
+        free(dir);
+    }
+    remove_tree(top);
+    free(top);
 }
 END_TEST
 
@@ -1582,10 +2396,18 @@ static Suite *checkpoint_suite(void)
     tcase_add_test(model, survives_truncation_at_every_byte);
     tcase_add_test(model, scaling_factor_of_ones_is_accepted);
     suite_add_tcase(s, model);
+    TCase *arch = tcase_create("architectures");
+    tcase_add_test(arch, each_architecture_round_trips);
+    tcase_add_test(arch, jumprelu_log_thresholds_are_exact);
+    tcase_add_test(arch, batchtopk_threshold_round_trips);
+    tcase_add_test(arch, refuses_each_architecture_corruption);
+    tcase_add_test(arch, header_never_exceeds_the_readers_limit);
+    suite_add_tcase(s, arch);
     TCase *files = tcase_create("files");
     tcase_set_timeout(files, 120);
     tcase_add_test(files, file_and_directory_round_trip);
     tcase_add_test(files, checks_saelens_config);
+    tcase_add_test(files, saelens_config_per_architecture);
     tcase_add_test(files, io_errors);
     tcase_add_test(files, failed_save_keeps_the_previous_file);
     tcase_add_test(files, full_disk_keeps_the_previous_file);
@@ -1594,7 +2416,9 @@ static Suite *checkpoint_suite(void)
     tcase_set_timeout(opt, 120);
     tcase_add_test(opt, optimizer_round_trip);
     tcase_add_test(opt, optimizer_load_errors);
+    tcase_add_test(opt, optimizer_file_per_architecture);
     tcase_add_test(opt, every_allocation_failure_is_clean);
+    tcase_add_test(opt, every_allocation_failure_is_clean_per_architecture);
     tcase_add_test(opt, resume_in_a_new_process_is_bit_identical);
     suite_add_tcase(s, opt);
     return s;
@@ -1608,7 +2432,7 @@ int main(int argc, char **argv)
         return child_save_limited(argv[2], argv[3], argv[4]);
     if (argc == 3 && strcmp(argv[1], "--full-disk") == 0)
         return child_full_disk(argv[2]);
-    if (argc == 3)
-        return child_resume(argv[1], argv[2]);
+    if (argc == 4)
+        return child_resume(argv[1], argv[2], argv[3]);
     return test_run_suite(checkpoint_suite());
 }

@@ -421,15 +421,34 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
 /* Models and optimizers are saved as safetensors files (huggingface/safetensors:
  * an 8-byte little-endian header length, a JSON header, raw little-endian data).
  *
- * A model file holds exactly SAELens's tensors for a "standard" SAE, float32:
+ * A model file holds exactly SAELens's tensors for the model's architecture,
+ * float32:
  *   W_enc [d_in, d_sae]   W_dec [d_sae, d_in]   b_enc [d_sae]   b_dec [d_in]
- * and "__metadata__" {"libsae_version": "0.1.0"}. Saved into a directory with
- * a cfg.json beside it, it loads unchanged in SAELens:
+ * plus, for JumpReLU, "threshold" [d_sae]: theta = exp(t) as SAE_THRESHOLD
+ * reads it (SAELens's inference format, not the log thresholds t), and for
+ * BatchTopK the same tensor holding its threshold in every feature (0 while
+ * it is unset, which is ReLU), which is how SAELens saves a BatchTopK SAE for
+ * inference: as a JumpReLU SAE. "__metadata__" records what SAELens's files
+ * leave to cfg.json, so that a single file says what it is:
+ *   "libsae_architecture"   "standard" (ReLU), "topk", "batchtopk" or "jumprelu"
+ *   "libsae_k"              TopK, BatchTopK: k, decimal
+ *   "libsae_threshold"      BatchTopK: its threshold exactly (negative: unset),
+ *                           as a C99/Python hexadecimal float
+ *   "libsae_log_threshold"  JumpReLU: the log thresholds t themselves, each
+ *                           float's IEEE-754 bits as 8 lower-case hex digits
+ *                           (Python: numpy.frombuffer(bytes.fromhex(s), ">f4")),
+ *                           because log(exp(t)) is not always t in float
+ *   "libsae_version"        "0.1.0"
+ * Saved into a directory with a cfg.json beside it, it loads unchanged in
+ * SAELens (6.x, and earlier versions that know the architecture):
  *     SAE.load_from_disk("run/checkpoint")
+ * and SAELens sees a "standard", "topk" (with k) or "jumprelu" SAE (JumpReLU
+ * and BatchTopK).
  *
  * An optimizer file (libsae's own, same container) holds the Adam moments in
  * SAELens's shapes as F32 tensors "<tensor>.exp_avg" and "<tensor>.exp_avg_sq"
- * (torch.optim.Adam's state names) for W_enc, W_dec, b_enc and b_dec, the
+ * (torch.optim.Adam's state names) for W_enc, W_dec, b_enc and b_dec (and, for
+ * JumpReLU, "log_threshold" [d_sae], SAELens's name of the trained t), the
  * per-feature counters as U64 "tokens_since_fired" [d_sae], and in
  * "__metadata__": "libsae_format": "optimizer", "libsae_format_version": "1",
  * "step" (decimal), and one "option.<n>" entry per option number n the library
@@ -466,6 +485,17 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
  * - a missing required tensor, a required tensor of another dtype or of shapes
  *   that disagree with each other (or a zero dimension), or a value that is NaN
  *   or infinite;
+ * - libsae metadata that is not exactly as written above, or that disagrees
+ *   with the tensors or with cfg.json: an unknown architecture name; k missing,
+ *   not a plain decimal or outside [1, d_sae]; a "threshold" tensor with an
+ *   architecture that has none, or none with one that has; JumpReLU
+ *   thresholds outside [1e-30, 1e30] (the range sae_model_create_arch allows),
+ *   or log thresholds that are not 8 hex digits per feature of finite floats
+ *   whose exp() is the threshold (to 2^-20 relative: the writer's expf may
+ *   round differently); BatchTopK thresholds that are not all equal to the
+ *   recorded threshold (or 0 when that is negative), or a recorded threshold
+ *   that is not exactly a float; libsae_k, libsae_threshold or
+ *   libsae_log_threshold without libsae_architecture;
  * - a file truncated at any point.
  * No allocation is sized by a number from the file before that number has been
  * checked against the file's own size.
@@ -486,25 +516,39 @@ SAE_API int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity
 /* Save the model to path, atomically (see above).
  * - If path is an existing directory, write path/sae_weights.safetensors and
  *   path/cfg.json (SAELens's configuration: d_in, d_sae, "dtype": "float32",
- *   "architecture": "standard", "apply_b_dec_to_input": true,
- *   "normalize_activations": "none", and "metadata": {"producer": "libsae",
- *   "libsae_version": ...}, plus the fields older SAELens versions require).
+ *   "architecture", "apply_b_dec_to_input": true, "normalize_activations":
+ *   "none", and "metadata": {"producer": "libsae", "libsae_version": ...},
+ *   plus the fields older SAELens versions require). "architecture" is
+ *   "standard" (ReLU), "topk" or "jumprelu" (JumpReLU and BatchTopK); a TopK
+ *   configuration also has "k", "rescale_acts_by_decoder_norm": false,
+ *   "activation_fn_str": "topk" and "activation_fn_kwargs": {"k": k} (where
+ *   SAELens before 6.0 reads k), the others "activation_fn_str": "relu".
  *   Both files are written and fsync'ed before either is renamed into place.
  * - Otherwise write a single safetensors file at path (a new file, or one that
  *   replaces a regular file).
  * Errors: SAE_E_INVALID_ARG (NULL), SAE_E_IO (cannot write: see above; also
- * when path exists but is not a regular file or directory), SAE_E_NOMEM. */
+ * when path exists but is not a regular file or directory), SAE_E_NOMEM.
+ * sae_model_save_size, sae_model_save_buffer and sae_model_save also return
+ * SAE_E_INVALID_ARG for a JumpReLU model so wide (about 12.5 million features)
+ * that its log thresholds would not fit the 100,000,000-byte header limit. */
 SAE_API int sae_model_save(const sae_model *m, const char *path);
 
 /* Create a model from the safetensors bytes buf[0..size) (caller-owned, only
  * read during the call). Tensors may be F32, F16, BF16 or F64 (converted to
  * float32; F64 values beyond float's range are rejected); files written by
- * PyTorch (safetensors.torch.save_file) and SAELens load as they are. Tensors
- * with other names are ignored, except those that would change what the SAE
- * computes and that libsae cannot represent: "threshold" and "log_threshold"
- * (JumpReLU), "b_gate", "b_mag" and "r_mag" (gated), which are SAE_E_FORMAT;
- * "scaling_factor" / "finetuning_scaling_factor" (older SAELens files) are
- * accepted only as [d_sae] vectors of ones.
+ * PyTorch (safetensors.torch.save_file) and SAELens load as they are.
+ * The architecture is the file's "libsae_architecture"; in files without it
+ * (SAELens's), a "threshold" tensor makes a JumpReLU model (as SAELens saves
+ * JumpReLU and BatchTopK SAEs; its thresholds become t = logf(theta), as
+ * sae_model_set_tensor(SAE_THRESHOLD) computes them), and otherwise the model
+ * is ReLU (a SAELens TopK SAE keeps its k in cfg.json: load its directory).
+ * Tensors with other names are ignored, except those that would change what
+ * the SAE computes and that libsae cannot represent: "log_threshold" (a
+ * JumpReLU training state, which SAELens saves as "threshold"),
+ * "topk_threshold" (SAELens's BatchTopK training state), "b_gate", "b_mag"
+ * and "r_mag" (gated), which are SAE_E_FORMAT; "scaling_factor" /
+ * "finetuning_scaling_factor" (older SAELens files) are accepted only as
+ * [d_sae] vectors of ones.
  * Errors: SAE_E_INVALID_ARG (out or buf NULL), SAE_E_FORMAT (see above; also
  * dimensions the model cannot have, e.g. above INT_MAX), SAE_E_NOMEM.
  * On error *out is NULL. */
@@ -513,10 +557,17 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
 /* Load a model from path: a safetensors file, or a directory holding
  * sae_weights.safetensors (as written by sae_model_save or SAELens). In a
  * directory, a cfg.json, when present, must be strict JSON (at most 1 MB)
- * describing an SAE libsae computes the same way: "architecture" absent or
- * "standard", "activation_fn" / "activation_fn_str" absent or "relu",
- * "apply_b_dec_to_input" absent or true, "normalize_activations" absent,
- * null, false or "none", and "d_in" / "d_sae", when present, equal to the
+ * describing, as SAELens reads it, the SAE the weights hold and libsae
+ * computes the same way: "architecture" "standard" (also when absent: SAELens's
+ * default), "topk" or "jumprelu", agreeing with the weights (a BatchTopK
+ * file is "jumprelu"); "activation_fn" / "activation_fn_str" absent or "topk"
+ * for TopK, absent or "relu" otherwise (so SAELens's pre-6.0 "standard" with
+ * a topk activation, which 6.x reads as ReLU, is refused); for TopK, k as
+ * "k" and/or "activation_fn_kwargs": {"k": ...}, whole numbers, equal to
+ * each other and to the file's "libsae_k" if any (a TopK SAE saved by SAELens
+ * takes its k from here); "rescale_acts_by_decoder_norm" absent or false;
+ * "apply_b_dec_to_input" absent or true; "normalize_activations" absent,
+ * null, false or "none"; and "d_in" / "d_sae", when present, equal to the
  * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
  * Errors: as sae_model_load_buffer, plus SAE_E_IO (path missing, unreadable,
  * or not a regular file or directory). On error *out is NULL. */
@@ -544,8 +595,11 @@ SAE_API int sae_optimizer_save(const sae_optimizer *o, const char *path);
  * their defaults; an option number this version does not know, or a value
  * sae_optimizer_set would refuse, is SAE_E_FORMAT. Unknown metadata keys are
  * ignored; unknown tensors, moments that are not F32 or are non-finite, and
- * negative second moments are SAE_E_FORMAT.
- * Errors: SAE_E_INVALID_ARG (NULL, or a valid file for another shape than m's),
+ * negative second moments are SAE_E_FORMAT. The file records no architecture,
+ * only the layout: a JumpReLU optimizer (with log_threshold moments) fits only
+ * JumpReLU models, the others fit ReLU, TopK and BatchTopK models alike.
+ * Errors: SAE_E_INVALID_ARG (NULL, or a valid file for another shape or
+ * layout than m's),
  * SAE_E_FORMAT, SAE_E_NOMEM. On error *out is NULL. */
 SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, const void *buf,
                                       size_t size);

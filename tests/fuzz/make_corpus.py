@@ -4,17 +4,22 @@
 Every file is tiny (a model with d_in = 3, d_sae = 5) and its name says what
 the loaders must do with it; tests/fuzz/replay.c checks that in every CTest
 run:
-  model-ok-*   sae_model_load_buffer succeeds
-  opt-ok-*     sae_optimizer_load_buffer succeeds (for a 3 x 5 model)
-  bad-*        both loaders return SAE_E_FORMAT
-  cfg-ok-*     as cfg.json beside valid 3 x 5 weights, sae_model_load succeeds
-  cfg-bad-*    ... and returns SAE_E_FORMAT
+  model-ok-*         sae_model_load_buffer succeeds
+  opt-ok-*           sae_optimizer_load_buffer succeeds (for a 3 x 5 ReLU model)
+  opt-jumprelu-ok-*  ... for a 3 x 5 JumpReLU model
+  bad-*              every loader returns SAE_E_FORMAT
+  cfg-ok-*           as cfg.json beside valid 3 x 5 standard weights,
+                     sae_model_load succeeds
+  cfg-bad-*          ... and returns SAE_E_FORMAT
+  cfg-<arch>-ok-*, cfg-<arch>-bad-*  the same beside libsae's topk, batchtopk
+                     or jumprelu weights (k = 2, JumpReLU thresholds 0.5)
 The files are written by tests/python/st_min.py, independently of libsae.
 Run it again after changing it (the output is deterministic) and commit the
 corpus: python3 tests/fuzz/make_corpus.py
 """
 
 import json
+import math
 import os
 import struct
 import sys
@@ -46,8 +51,38 @@ def model_tensors(dtype="F32", seed=1):
 OPTIONS = {1: 3e-3, 2: 0.85, 3: 0.995, 4: 1e-7, 5: 0.5, 6: 0.0}
 
 
+def model_arch(arch, k=2, threshold=None, log_thresholds=None, metadata=True, meta_extra=None):
+    """A libsae model file of architecture arch ("standard", "topk",
+    "batchtopk", "jumprelu"). threshold: the tensor's values (BatchTopK: one
+    number, repeated); log_thresholds: JumpReLU's exact log thresholds (the
+    tensor then holds their exponentials, rounded to float)."""
+    meta = {"libsae_architecture": arch}
+    tensors = model_tensors()
+    if arch in ("topk", "batchtopk"):
+        meta["libsae_k"] = str(k)
+    if arch == "batchtopk":
+        raw = 0.25 if threshold is None else threshold
+        meta["libsae_threshold"] = float.hex(raw)
+        tensors.append(("threshold", "F32", (D_SAE,), st_min.f32([max(raw, 0.0)] * D_SAE)))
+    if arch == "jumprelu":
+        t = [f32_round(math.log(th)) for th in (0.5, 0.25, 1.5, 0.001, 0.9)] \
+            if log_thresholds is None else log_thresholds
+        meta["libsae_log_threshold"] = "".join(struct.pack(">f", v).hex() for v in t)
+        theta = [math.exp(v) for v in t] if threshold is None else threshold
+        tensors.append(("threshold", "F32", (D_SAE,), st_min.f32(theta)))
+    meta["libsae_version"] = "0.1.0"
+    meta.update(meta_extra or {})  # a value None removes the key
+    meta = {key: value for key, value in meta.items() if value is not None}
+    return st_min.pack(tensors, meta if metadata else None)
+
+
+def f32_round(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
 def optimizer_file(options=None, step="7", meta_extra=None, drop=None, extra=None,
-                   m2_value=None, m1_value=None, since_dtype="U64", version="1"):
+                   m2_value=None, m1_value=None, since_dtype="U64", version="1", jumprelu=False,
+                   thr_shape=(D_SAE,)):
     meta = {"libsae_format": "optimizer", "libsae_format_version": version,
             "libsae_version": "0.1.0", "step": step}
     for k, v in (OPTIONS if options is None else options).items():
@@ -56,6 +91,8 @@ def optimizer_file(options=None, step="7", meta_extra=None, drop=None, extra=Non
     since = struct.pack("<5Q", 0, 3, 96, 2**40, 17)
     tensors = [("tokens_since_fired", since_dtype, (D_SAE,), since)]
     shapes = {"W_dec": (D_SAE, D_IN), "W_enc": (D_IN, D_SAE), "b_dec": (D_IN,), "b_enc": (D_SAE,)}
+    if jumprelu:
+        shapes["log_threshold"] = thr_shape
     for name, shape in shapes.items():
         n = 1
         for d in shape:
@@ -64,7 +101,7 @@ def optimizer_file(options=None, step="7", meta_extra=None, drop=None, extra=Non
         m2 = [abs(v) * 1e-6 for v in values(n, len(name) + 1)]
         if m1_value is not None and name == "b_enc":
             m1[-1] = m1_value
-        if m2_value is not None and name == "W_dec":
+        if m2_value is not None and name == ("log_threshold" if jumprelu else "W_dec"):
             m2[0] = m2_value
         tensors.append((name + ".exp_avg", "F32", shape, st_min.f32(m1)))
         tensors.append((name + ".exp_avg_sq", "F32", shape, st_min.f32(m2)))
@@ -83,6 +120,17 @@ def replace_header(old, new):
     header, data = good_header_and_data()
     assert old in header, old
     return st_min.pack_raw_header(header.replace(old, new, 1), data)
+
+
+def replace_tensor(blob, name, raw, shape=None, dtype=None):
+    """blob with tensor name's bytes, shape or dtype replaced (same size)."""
+    metadata, tensors = st_min.unpack(blob)
+    out = []
+    for n, (dt, sh, data) in tensors.items():
+        if n == name:
+            dt, sh, data = dtype or dt, shape or sh, data if raw is None else raw
+        out.append((n, dt, sh, data))
+    return st_min.pack(out, metadata)
 
 
 def write(name, blob):
@@ -117,6 +165,19 @@ def main():
     write("opt-ok-1", optimizer_file())
     write("opt-ok-defaults", optimizer_file(options={}, step="0"))
     write("opt-ok-extra-metadata", optimizer_file(meta_extra={"note": "x", "z": ""}))
+    arch_options = {**OPTIONS, 20: 0.125, 21: 3.0, 22: 40.0, 23: 0.5, 24: 0.75}
+    write("opt-ok-arch-options", optimizer_file(options=arch_options))
+    write("opt-jumprelu-ok-1", optimizer_file(options=arch_options, jumprelu=True))
+
+    # ---- valid models of each architecture
+    write("model-ok-standard", model_arch("standard"))
+    write("model-ok-topk", model_arch("topk"))
+    write("model-ok-topk-k5", model_arch("topk", k=5))
+    write("model-ok-batchtopk", model_arch("batchtopk"))
+    write("model-ok-batchtopk-unset", model_arch("batchtopk", threshold=-1.0))
+    write("model-ok-jumprelu", model_arch("jumprelu"))
+    write("model-ok-jumprelu-saelens", model_arch("jumprelu", metadata=False))
+    write("model-ok-batchtopk-saelens", model_arch("batchtopk", metadata=False))
 
     # ---- the header length and framing
     write("bad-empty", b"")
@@ -171,8 +232,70 @@ def main():
     write("bad-product-overflow", replace_header('"shape":[3,5]', '"shape":[4294967296,4294967296]'))
     write("bad-negative", replace_header('"data_offsets":[0,60]', '"data_offsets":[-0,60]'))
     write("bad-float-number", replace_header('"shape":[3,5]', '"shape":[3.0,5]'))
-    write("bad-threshold", st_min.pack(model_tensors() + [("threshold", "F32", (D_SAE,),
-                                                            st_min.f32([0.1] * D_SAE))]))
+    write("bad-threshold-zero", st_min.pack(model_tensors() + [("threshold", "F32", (D_SAE,),
+                                                                 st_min.f32([0.0] * D_SAE))]))
+    write("bad-log-threshold-tensor", st_min.pack(model_tensors() + [
+        ("log_threshold", "F32", (D_SAE,), st_min.f32([-1.0] * D_SAE))]))
+    write("bad-topk-threshold-tensor", st_min.pack(model_tensors() + [
+        ("topk_threshold", "F64", (), struct.pack("<d", 0.5))]))
+    # ---- architectures
+    write("bad-arch-unknown", model_arch("standard", meta_extra={"libsae_architecture": "gated"}))
+    write("bad-arch-case", model_arch("topk", meta_extra={"libsae_architecture": "TopK"}))
+    write("bad-arch-relu", model_arch("standard", meta_extra={"libsae_architecture": "relu"}))
+    write("bad-standard-with-k", model_arch("standard", meta_extra={"libsae_k": "2"}))
+    write("bad-standard-with-threshold", model_arch("jumprelu", meta_extra={
+        "libsae_architecture": "standard", "libsae_log_threshold": None}))
+    write("bad-k-zero", model_arch("topk", k=0))
+    write("bad-k-above-d-sae", model_arch("topk", k=6))
+    write("bad-k-leading-zero", model_arch("topk", k="02"))
+    write("bad-k-negative", model_arch("topk", k=-2))
+    write("bad-k-float", model_arch("topk", k="2.0"))
+    write("bad-k-huge", model_arch("topk", k=2**64 + 2))
+    write("bad-k-missing", model_arch("topk", meta_extra={"libsae_k": None}))
+    write("bad-k-without-arch", model_arch("topk", meta_extra={"libsae_architecture": None}))
+    write("bad-topk-with-threshold", model_arch("batchtopk", meta_extra={
+        "libsae_architecture": "topk", "libsae_threshold": None}))
+    write("bad-batchtopk-no-tensor", st_min.pack(model_tensors(), {
+        "libsae_architecture": "batchtopk", "libsae_k": "2", "libsae_threshold": float.hex(0.25)}))
+    write("bad-batchtopk-no-threshold-meta", model_arch("batchtopk", meta_extra={"libsae_threshold": None}))
+    write("bad-batchtopk-no-k", model_arch("batchtopk", meta_extra={"libsae_k": None}))
+    write("bad-batchtopk-mismatch", model_arch("batchtopk", meta_extra={"libsae_threshold": float.hex(0.5)}))
+    write("bad-batchtopk-unset-mismatch", model_arch("batchtopk", meta_extra={
+        "libsae_threshold": float.hex(-1.0)}))
+    write("bad-batchtopk-not-float", model_arch("batchtopk", meta_extra={
+        "libsae_threshold": "0x1.0000000000001p-2"}))
+    write("bad-batchtopk-beyond-float", model_arch("batchtopk", meta_extra={
+        "libsae_threshold": "0x1.0000000000000p+300"}))
+    write("bad-batchtopk-decimal", model_arch("batchtopk", meta_extra={"libsae_threshold": "0.25"}))
+    write("bad-batchtopk-unequal", replace_tensor(model_arch("batchtopk"), "threshold",
+                                                  st_min.f32([0.25, 0.25, 0.5, 0.25, 0.25])))
+    write("bad-batchtopk-as-jumprelu", model_arch("batchtopk", meta_extra={
+        "libsae_architecture": "jumprelu", "libsae_threshold": None}))  # with libsae_k
+    write("bad-jumprelu-theta-zero", model_arch("jumprelu", metadata=False, threshold=[0.5, 0, 1, 1, 1]))
+    write("bad-jumprelu-theta-negative", model_arch("jumprelu", metadata=False, threshold=[0.5, -1, 1, 1, 1]))
+    write("bad-jumprelu-theta-tiny", model_arch("jumprelu", metadata=False, threshold=[0.5, 1e-31, 1, 1, 1]))
+    write("bad-jumprelu-theta-huge", model_arch("jumprelu", metadata=False, threshold=[0.5, 2e30, 1, 1, 1]))
+    write("bad-jumprelu-theta-nan", model_arch("jumprelu", metadata=False,
+                                               threshold=[0.5, float("nan"), 1, 1, 1]))
+    write("bad-jumprelu-theta-mismatch", model_arch("jumprelu", threshold=[0.5, 0.25, 1.5, 0.001, 0.8]))
+    good_log = "".join(struct.pack(">f", f32_round(math.log(v))).hex() for v in (0.5, 0.25, 1.5, 0.001, 0.9))
+    write("bad-jumprelu-log-short", model_arch("jumprelu", meta_extra={"libsae_log_threshold": good_log[:-1]}))
+    write("bad-jumprelu-log-long", model_arch("jumprelu", meta_extra={"libsae_log_threshold": good_log + "0"}))
+    write("bad-jumprelu-log-upper", model_arch("jumprelu", meta_extra={"libsae_log_threshold": good_log.upper()}))
+    write("bad-jumprelu-log-not-hex", model_arch("jumprelu", meta_extra={
+        "libsae_log_threshold": "x" + good_log[1:]}))
+    write("bad-jumprelu-log-nan", model_arch("jumprelu", meta_extra={
+        "libsae_log_threshold": "7fc00000" + good_log[8:]}))
+    write("bad-jumprelu-log-inf", model_arch("jumprelu", meta_extra={
+        "libsae_log_threshold": "ff800000" + good_log[8:]}))
+    write("bad-jumprelu-log-without-arch", model_arch("jumprelu", meta_extra={"libsae_architecture": None}))
+    write("bad-jumprelu-log-on-topk", model_arch("topk", meta_extra={"libsae_log_threshold": good_log}))
+    write("bad-jumprelu-threshold-shape", replace_tensor(model_arch("jumprelu"), "threshold", None,
+                                                         shape=(1, D_SAE)))
+    write("bad-jumprelu-threshold-int", replace_tensor(model_arch("jumprelu"), "threshold", None,
+                                                       dtype="I32"))
+    write("bad-jumprelu-threshold-missing", model_arch("topk", k=2, meta_extra={
+        "libsae_architecture": "jumprelu", "libsae_k": None}))
     write("bad-scaling-not-ones", st_min.pack(model_tensors() + [("scaling_factor", "F32", (D_SAE,),
                                                                    st_min.f32([1, 1, 2, 1, 1]))]))
     # ---- values
@@ -205,6 +328,14 @@ def main():
     write("bad-opt-missing-tensor", optimizer_file(drop="b_enc.exp_avg_sq"))
     write("bad-opt-extra-tensor", optimizer_file(extra=[("bogus", "F32", (1,), st_min.f32([0]))]))
     write("bad-opt-since-dtype", optimizer_file(since_dtype="I64"))
+    write("bad-opt-jumprelu-one-moment", optimizer_file(jumprelu=True, drop="log_threshold.exp_avg_sq"))
+    write("bad-opt-jumprelu-shape", optimizer_file(jumprelu=True, thr_shape=(1, D_SAE)))
+    write("bad-opt-jumprelu-d-in", optimizer_file(jumprelu=True, thr_shape=(D_IN,)))
+    write("bad-opt-jumprelu-negative-m2", optimizer_file(jumprelu=True, m2_value=-1e-9))
+    write("bad-opt-option-20-range", optimizer_file(options={**OPTIONS, 20: -1.0}))
+    write("bad-opt-option-21-fraction", optimizer_file(options={**OPTIONS, 21: 2.5}))
+    write("bad-opt-option-22-zero", optimizer_file(options={**OPTIONS, 22: 0.0}))
+    write("bad-opt-option-24-one", optimizer_file(options={**OPTIONS, 24: 1.0}))
 
     # ---- cfg.json beside valid weights
     cfg = {"architecture": "standard", "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32",
@@ -228,6 +359,42 @@ def main():
     write("cfg-bad-syntax.json", '{"architecture": "standard",}')
     write("cfg-bad-dup.json", '{"d_in": 3, "d_in": 3}')
     write("cfg-bad-not-object.json", "[]")
+    write("cfg-bad-rescale.json", json.dumps(dict(cfg, rescale_acts_by_decoder_norm=True)))
+
+    # ---- cfg.json beside libsae's TopK (k = 2), BatchTopK and JumpReLU weights
+    topk = dict(cfg, architecture="topk", k=2, activation_fn_str="topk",
+                activation_fn_kwargs={"k": 2}, rescale_acts_by_decoder_norm=False)
+    write("cfg-topk-ok-libsae.json", json.dumps(topk, indent=2))
+    write("cfg-topk-ok-saelens6.json", json.dumps({
+        "architecture": "topk", "d_in": D_IN, "d_sae": D_SAE, "k": 2, "dtype": "float32",
+        "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
+        "reshape_activations": "none", "rescale_acts_by_decoder_norm": False,
+        "metadata": {"sae_lens_version": "6.12.1", "hook_name": "blocks.8.hook_resid_pre"}}))
+    write("cfg-topk-ok-pre6.json", json.dumps({
+        "architecture": "topk", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 2}}))
+    write("cfg-topk-bad-no-k.json", json.dumps({"architecture": "topk"}))
+    write("cfg-topk-bad-k-mismatch.json", json.dumps(dict(topk, k=3, activation_fn_kwargs={"k": 3})))
+    write("cfg-topk-bad-kwargs-mismatch.json", json.dumps(dict(topk, activation_fn_kwargs={"k": 3})))
+    write("cfg-topk-bad-k-zero.json", json.dumps(dict(topk, k=0)))
+    write("cfg-topk-bad-k-float.json", json.dumps(dict(topk, k=2.0)))
+    write("cfg-topk-bad-kwargs-list.json", json.dumps(dict(topk, activation_fn_kwargs=[2])))
+    write("cfg-topk-bad-relu.json", json.dumps(dict(topk, activation_fn_str="relu")))
+    write("cfg-topk-bad-rescale.json", json.dumps(dict(topk, rescale_acts_by_decoder_norm=True)))
+    write("cfg-topk-bad-pre6-standard.json", json.dumps(dict(
+        topk, architecture="standard")))  # SAELens 6 reads this as ReLU
+    write("cfg-topk-bad-empty.json", "{}")
+    write("cfg-topk-bad-jumprelu.json", json.dumps(dict(cfg, architecture="jumprelu")))
+    jump = dict(cfg, architecture="jumprelu", activation_fn_str="relu", activation_fn_kwargs={})
+    write("cfg-jumprelu-ok-libsae.json", json.dumps(jump, indent=2))
+    write("cfg-jumprelu-ok-minimal.json", json.dumps({"architecture": "jumprelu"}))
+    write("cfg-jumprelu-bad-standard.json", json.dumps(cfg))
+    write("cfg-jumprelu-bad-topk.json", json.dumps(topk))
+    write("cfg-jumprelu-bad-activation.json", json.dumps(dict(jump, activation_fn_str="topk")))
+    write("cfg-jumprelu-bad-gated.json", json.dumps(dict(jump, architecture="gated")))
+    write("cfg-batchtopk-ok-libsae.json", json.dumps(jump, indent=2))
+    write("cfg-batchtopk-bad-batchtopk.json", json.dumps(dict(jump, architecture="batchtopk", k=2)))
+    write("cfg-batchtopk-bad-topk.json", json.dumps(topk))
+    write("cfg-batchtopk-bad-dim.json", json.dumps(dict(jump, d_in=4)))
 
 
 if __name__ == "__main__":

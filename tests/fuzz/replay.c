@@ -2,11 +2,18 @@
  * Replays the fuzz seed corpus (tests/fuzz/corpus/, made by make_corpus.py)
  * through the fuzz harness, in every CTest run and under ASan and valgrind,
  * and checks what each file's name promises:
- *   model-ok-*  sae_model_load_buffer succeeds
- *   opt-ok-*    sae_optimizer_load_buffer succeeds (3 x 5 model)
- *   bad-*       both buffer loaders return SAE_E_FORMAT
- *   cfg-ok-*    as cfg.json beside valid weights, sae_model_load succeeds
- *   cfg-bad-*   ... and returns SAE_E_FORMAT
+ *   model-ok-*              sae_model_load_buffer succeeds
+ *   opt-ok-*                sae_optimizer_load_buffer succeeds (3 x 5 ReLU model)
+ *   opt-jumprelu-ok-*       ... for a 3 x 5 JumpReLU model
+ *   bad-*                   the model loader returns SAE_E_FORMAT, and so does
+ *                           the optimizer loader for at least one of the two
+ *                           models; for the other it may return
+ *                           SAE_E_INVALID_ARG (a file for the other layout,
+ *                           whose values are checked only once it fits)
+ *   cfg-ok-*, cfg-bad-*     as cfg.json beside valid 3 x 5 standard weights,
+ *                           sae_model_load succeeds / returns SAE_E_FORMAT
+ *   cfg-<arch>-ok-*, cfg-<arch>-bad-*  the same beside topk, batchtopk or
+ *                           jumprelu weights
  * Usage: fuzz_replay CORPUS_DIR [FILE...]  (files: replay only, no checks,
  * e.g. a crash file libFuzzer found).
  */
@@ -18,6 +25,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum what { MODEL, OPTIMIZER, BAD, CONFIG };
+
+static const struct kind {
+    const char *prefix;
+    enum what what;
+    int arch;   /* OPTIMIZER, CONFIG: the model's architecture */
+    int expect; /* MODEL, OPTIMIZER, CONFIG */
+} kinds[] = {
+    {"model-ok-", MODEL, 0, SAE_OK},
+    {"opt-ok-", OPTIMIZER, SAE_ARCH_RELU, SAE_OK},
+    {"opt-jumprelu-ok-", OPTIMIZER, SAE_ARCH_JUMPRELU, SAE_OK},
+    {"bad-", BAD, 0, SAE_E_FORMAT},
+    {"cfg-ok-", CONFIG, SAE_ARCH_RELU, SAE_OK},
+    {"cfg-bad-", CONFIG, SAE_ARCH_RELU, SAE_E_FORMAT},
+    {"cfg-topk-ok-", CONFIG, SAE_ARCH_TOPK, SAE_OK},
+    {"cfg-topk-bad-", CONFIG, SAE_ARCH_TOPK, SAE_E_FORMAT},
+    {"cfg-batchtopk-ok-", CONFIG, SAE_ARCH_BATCHTOPK, SAE_OK},
+    {"cfg-batchtopk-bad-", CONFIG, SAE_ARCH_BATCHTOPK, SAE_E_FORMAT},
+    {"cfg-jumprelu-ok-", CONFIG, SAE_ARCH_JUMPRELU, SAE_OK},
+    {"cfg-jumprelu-bad-", CONFIG, SAE_ARCH_JUMPRELU, SAE_E_FORMAT},
+};
+#define N_KINDS (sizeof kinds / sizeof kinds[0])
 
 static unsigned char *read_all(const char *path, size_t *size)
 {
@@ -45,43 +75,55 @@ static bool starts_with(const char *s, const char *prefix)
 }
 
 /* The status the file's name promises, checked; false on a mismatch. */
-static bool check(const char *name, const unsigned char *data, size_t size, int counts[5])
+static bool check(const char *name, const unsigned char *data, size_t size, int counts[N_KINDS])
 {
-    sae_model *m = NULL;
-    sae_optimizer *o = NULL;
-    int rc, rc2;
-    bool ok;
-    if (starts_with(name, "model-ok-")) {
-        rc = sae_model_load_buffer(&m, data, size);
-        ok = rc == SAE_OK;
-        counts[0]++;
-    } else if (starts_with(name, "opt-ok-")) {
-        rc = sae_optimizer_load_buffer(&o, fuzz_shape_model(), data, size);
-        ok = rc == SAE_OK;
-        counts[1]++;
-    } else if (starts_with(name, "bad-")) {
-        rc = sae_model_load_buffer(&m, data, size);
-        rc2 = sae_optimizer_load_buffer(&o, fuzz_shape_model(), data, size);
-        ok = rc == SAE_E_FORMAT && rc2 == SAE_E_FORMAT;
-        if (!ok)
-            fprintf(stderr, "%s: model %d, optimizer %d\n", name, rc, rc2);
-        counts[2]++;
-    } else if (starts_with(name, "cfg-ok-")) {
-        rc = fuzz_load_with_config(data, size);
-        ok = rc == SAE_OK;
-        counts[3]++;
-    } else if (starts_with(name, "cfg-bad-")) {
-        rc = fuzz_load_with_config(data, size);
-        ok = rc == SAE_E_FORMAT;
-        counts[4]++;
-    } else {
+    size_t k = 0;
+    while (k < N_KINDS && !starts_with(name, kinds[k].prefix))
+        k++;
+    if (k == N_KINDS) {
         fprintf(stderr, "%s: the name promises nothing\n", name);
         return false;
+    }
+    counts[k]++;
+    const struct kind *kd = &kinds[k];
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL, *o2 = NULL;
+    int rc;
+    bool ok;
+    switch (kd->what) {
+    case MODEL:
+        rc = sae_model_load_buffer(&m, data, size);
+        ok = rc == kd->expect;
+        break;
+    case OPTIMIZER:
+        rc = sae_optimizer_load_buffer(&o,
+                                       kd->arch == SAE_ARCH_JUMPRELU ? fuzz_jumprelu_shape_model()
+                                                                     : fuzz_shape_model(),
+                                       data, size);
+        ok = rc == kd->expect;
+        break;
+    case BAD: {
+        rc = sae_model_load_buffer(&m, data, size);
+        int rc2 = sae_optimizer_load_buffer(&o, fuzz_shape_model(), data, size);
+        int rc3 = sae_optimizer_load_buffer(&o2, fuzz_jumprelu_shape_model(), data, size);
+        ok = rc == SAE_E_FORMAT && (rc2 == SAE_E_FORMAT || rc3 == SAE_E_FORMAT) &&
+             (rc2 == SAE_E_FORMAT || rc2 == SAE_E_INVALID_ARG) &&
+             (rc3 == SAE_E_FORMAT || rc3 == SAE_E_INVALID_ARG);
+        if (!ok)
+            fprintf(stderr, "%s: model %d, optimizer %d (ReLU), %d (JumpReLU)\n", name, rc, rc2,
+                    rc3);
+        break;
+    }
+    default:
+        rc = fuzz_load_with_config(kd->arch, data, size);
+        ok = rc == kd->expect;
+        break;
     }
     if (!ok)
         fprintf(stderr, "%s: status %d (%s)\n", name, rc, sae_status_string(rc));
     sae_model_free(m);
     sae_optimizer_free(o);
+    sae_optimizer_free(o2);
     return ok;
 }
 
@@ -114,7 +156,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot list %s\n", argv[1]);
         return 2;
     }
-    int counts[5] = {0};
+    int counts[N_KINDS] = {0};
     for (int i = 0; i < n; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", argv[1], entries[i]->d_name);
@@ -130,12 +172,13 @@ int main(int argc, char **argv)
         free(entries[i]);
     }
     free(entries);
-    printf("%d corpus files: %d valid models, %d valid optimizers, %d corrupt files, "
-           "%d accepted and %d refused cfg.json; %d not as promised\n",
-           n, counts[0], counts[1], counts[2], counts[3], counts[4], failures);
-    for (int c = 0; c < 5; c++)
-        if (counts[c] == 0) {
-            fprintf(stderr, "no corpus file of kind %d: is %s the corpus?\n", c, argv[1]);
+    printf("%d corpus files (", n);
+    for (size_t k = 0; k < N_KINDS; k++)
+        printf("%s%d %s*", k ? ", " : "", counts[k], kinds[k].prefix);
+    printf("); %d not as promised\n", failures);
+    for (size_t k = 0; k < N_KINDS; k++)
+        if (counts[k] == 0) {
+            fprintf(stderr, "no corpus file %s*: is %s the corpus?\n", kinds[k].prefix, argv[1]);
             return 1;
         }
     return failures ? 1 : 0;

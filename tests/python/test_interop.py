@@ -31,8 +31,11 @@ except ImportError:  # python3-torch is optional
 
 LIB = None
 SAE_OK, SAE_E_INVALID_ARG, SAE_E_FORMAT = 0, -1, -5
-W_ENC, B_ENC, W_DEC, B_DEC = 0, 1, 2, 3
+W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD = 0, 1, 2, 3, 4
 OPT_LR, OPT_BETA1, OPT_BETA2, OPT_EPS, OPT_L1, OPT_CLIP = 1, 2, 3, 4, 5, 6
+OPT_AUXK_COEFF, OPT_AUXK_K, OPT_DEAD_WINDOW, OPT_BANDWIDTH, OPT_THRESHOLD_BETA = 20, 21, 22, 23, 24
+RELU, TOPK, BATCHTOPK, JUMPRELU = 0, 1, 2, 3
+ARCH_NAMES = {RELU: "standard", TOPK: "topk", BATCHTOPK: "batchtopk", JUMPRELU: "jumprelu"}
 FLOATS = C.POINTER(C.c_float)
 
 
@@ -40,6 +43,11 @@ def load_library(path):
     lib = C.CDLL(path)
     sigs = {
         "sae_model_create": (C.c_int, [C.POINTER(C.c_void_p), C.c_size_t, C.c_size_t, C.c_uint64]),
+        "sae_model_create_arch": (C.c_int, [C.POINTER(C.c_void_p), C.c_size_t, C.c_size_t, C.c_uint64,
+                                            C.c_int, C.c_double]),
+        "sae_model_arch": (C.c_int, [C.c_void_p]),
+        "sae_model_k": (C.c_size_t, [C.c_void_p]),
+        "sae_model_tensor_size": (C.c_size_t, [C.c_void_p, C.c_int]),
         "sae_model_free": (None, [C.c_void_p]),
         "sae_model_d_in": (C.c_size_t, [C.c_void_p]),
         "sae_model_d_sae": (C.c_size_t, [C.c_void_p]),
@@ -89,6 +97,12 @@ class Model:
         return cls(h)
 
     @classmethod
+    def create_arch(cls, d_in, d_sae, seed, arch, param):
+        h = C.c_void_p()
+        assert LIB.sae_model_create_arch(C.byref(h), d_in, d_sae, seed, arch, param) == SAE_OK
+        return cls(h)
+
+    @classmethod
     def load_buffer(cls, blob):
         h = C.c_void_p(1)
         rc = LIB.sae_model_load_buffer(C.byref(h), blob, len(blob))
@@ -114,9 +128,18 @@ class Model:
     def dims(self):
         return LIB.sae_model_d_in(self.h), LIB.sae_model_d_sae(self.h)
 
+    @property
+    def arch(self):
+        return LIB.sae_model_arch(self.h)
+
+    @property
+    def k(self):
+        return LIB.sae_model_k(self.h)
+
     def tensor(self, which):
         d_in, d_sae = self.dims
-        shape = {W_ENC: (d_in, d_sae), B_ENC: (d_sae,), W_DEC: (d_sae, d_in), B_DEC: (d_in,)}[which]
+        shape = {W_ENC: (d_in, d_sae), B_ENC: (d_sae,), W_DEC: (d_sae, d_in), B_DEC: (d_in,),
+                 THRESHOLD: (LIB.sae_model_tensor_size(self.h, THRESHOLD),)}[which]
         out = np.empty(shape, np.float32)
         assert LIB.sae_model_get_tensor(self.h, which, fptr(out), out.size) == SAE_OK
         return out
@@ -197,12 +220,60 @@ def trained(d_in, d_sae, steps=5, seed=3):
     return m, o
 
 
+def trained_arch(arch, d_in, d_sae, param, steps=6, seed=3):
+    """A model of architecture arch trained a little: AuxK on (a short dead
+    window), JumpReLU thresholds in a wide band so that they move."""
+    m = Model.create_arch(d_in, d_sae, seed, arch, param)
+    o = Optimizer.create(m)
+    o.set(OPT_LR, 1e-2)
+    o.set(OPT_L1, 0.25)
+    o.set(OPT_DEAD_WINDOW, 16)
+    o.set(OPT_BANDWIDTH, 0.5)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = rng.normal(0.2, 3.0, (32, d_in)).astype(np.float32)
+        assert LIB.sae_step(m.h, o.h, fptr(x), 32, None) == SAE_OK
+    return m, o
+
+
+def pre_activations(t, x):
+    x = x.astype(np.float64)
+    return (x - t["b_dec"].astype(np.float64)) @ t["W_enc"].astype(np.float64) \
+        + t["b_enc"].astype(np.float64)
+
+
 def saelens_encode(t, x):
     """SAELens's standard SAE forward (apply_b_dec_to_input = True), float64."""
-    x = x.astype(np.float64)
-    pre = (x - t["b_dec"].astype(np.float64)) @ t["W_enc"].astype(np.float64) \
-        + t["b_enc"].astype(np.float64)
-    return np.maximum(pre, 0.0)
+    return np.maximum(pre_activations(t, x), 0.0)
+
+
+def topk_encode(t, x, k):
+    """TopK: the k largest values of ReLU(pre) per token, the rest 0."""
+    f = np.maximum(pre_activations(t, x), 0.0)
+    keep = np.argsort(-f, axis=1, kind="stable")[:, :k]
+    out = np.zeros_like(f)
+    np.put_along_axis(out, keep, np.take_along_axis(f, keep, axis=1), axis=1)
+    return out
+
+
+def jumprelu_encode(t, x, threshold):
+    """JumpReLU (and BatchTopK at inference): pre where pre > threshold."""
+    pre = pre_activations(t, x)
+    return pre * (pre > threshold.astype(np.float64))
+
+
+def encode_as_saelens(arch, t, x, k=None):
+    if arch == TOPK:
+        return topk_encode(t, x, k)
+    if arch in (JUMPRELU, BATCHTOPK):
+        return jumprelu_encode(t, x, t["threshold"])
+    return saelens_encode(t, x)
+
+
+def assert_features_equal(test, got, want):
+    """float32 features against a float64 reference: equal to rounding."""
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    test.assertTrue(np.any(got > 0) and np.any(got == 0))
 
 
 def bits(a):
@@ -301,7 +372,7 @@ class LibsaeWritesPythonReads(unittest.TestCase):
         m, _ = trained(6, 12)
         blob = m.save_buffer()
         metadata, tensors = st_min.unpack(blob)
-        self.assertEqual(metadata, {"libsae_version": "0.1.0"})
+        self.assertEqual(metadata, {"libsae_architecture": "standard", "libsae_version": "0.1.0"})
         self.assertEqual(set(tensors), {"W_enc", "W_dec", "b_enc", "b_dec"})
         (n,) = struct.unpack("<Q", blob[:8])
         self.assertEqual((8 + n) % 8, 0)
@@ -401,6 +472,215 @@ class LibsaeWritesPythonReads(unittest.TestCase):
         self.assertEqual(Optimizer.load_buffer(other, blob), SAE_E_INVALID_ARG)
 
 
+def f32(x):
+    return np.float32(x)
+
+
+def hex_bits(values):
+    """JumpReLU's libsae_log_threshold: float bit patterns, 8 hex digits each."""
+    return np.asarray(values, ">f4").tobytes().hex()
+
+
+class ArchitecturesPythonWritesLibsaeReads(unittest.TestCase):
+    """Files for each architecture from the independent writer, as SAELens
+    or libsae would write them, computing what a numpy encoder computes."""
+
+    def setUp(self):
+        rng = np.random.default_rng(11)
+        self.arrays = random_arrays(rng, 6, 10)
+        self.x = rng.normal(0.3, 1.0, (40, 6)).astype(np.float32)
+
+    def tensors(self, extra=()):
+        a = self.arrays
+        return [(n, "F32", a[n].shape, a[n].astype("<f4").tobytes())
+                for n in ("W_dec", "W_enc", "b_dec", "b_enc")] + list(extra)
+
+    def test_topk_with_libsae_metadata(self):
+        blob = st_min.pack(self.tensors(), {"libsae_architecture": "topk", "libsae_k": "3"})
+        m = Model.load_buffer(blob)
+        self.assertIsInstance(m, Model)
+        self.assertEqual((m.arch, m.k), (TOPK, 3))
+        f = m.encode(self.x)
+        self.assertTrue(np.all((f > 0).sum(axis=1) <= 3))
+        assert_features_equal(self, f, topk_encode(self.arrays, self.x, 3))
+        self.assertEqual(Model.load_buffer(st_min.pack(self.tensors(), {
+            "libsae_architecture": "topk", "libsae_k": "11"})), SAE_E_FORMAT)  # k > d_sae
+
+    def test_topk_saelens_directory(self):
+        """SAELens's TopK directory: k in cfg.json, no libsae metadata."""
+        blob = st_min.pack(self.tensors())
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "sae_weights.safetensors"), "wb") as f:
+                f.write(blob)
+            for cfg in ({"architecture": "topk", "k": 4, "d_in": 6, "d_sae": 10,
+                         "metadata": {"sae_lens_version": "6.12.1"}},
+                        {"architecture": "topk", "activation_fn_str": "topk",
+                         "activation_fn_kwargs": {"k": 4}}):
+                with open(os.path.join(d, "cfg.json"), "w") as f:
+                    json.dump(cfg, f)
+                m = Model.load(d)
+                self.assertIsInstance(m, Model, cfg)
+                self.assertEqual((m.arch, m.k), (TOPK, 4))
+                assert_features_equal(self, m.encode(self.x), topk_encode(self.arrays, self.x, 4))
+            with open(os.path.join(d, "cfg.json"), "w") as f:
+                json.dump({"architecture": "standard", "activation_fn_str": "topk",
+                           "activation_fn_kwargs": {"k": 4}}, f)
+            self.assertEqual(Model.load(d), SAE_E_FORMAT)  # SAELens 6 reads that as ReLU
+            # the weights alone are a standard SAE
+            m = Model.load(os.path.join(d, "sae_weights.safetensors"))
+            self.assertEqual(m.arch, RELU)
+
+    def test_jumprelu_saelens_file(self):
+        theta = np.linspace(0.05, 0.6, 10).astype(np.float32)
+        blob = st_min.pack(self.tensors([("threshold", "F32", (10,), theta.astype("<f4").tobytes())]))
+        m = Model.load_buffer(blob)
+        self.assertEqual(m.arch, JUMPRELU)
+        np.testing.assert_allclose(m.tensor(THRESHOLD), theta, rtol=1e-6)
+        t = dict(self.arrays, threshold=theta)
+        assert_features_equal(self, m.encode(self.x), jumprelu_encode(t, self.x, theta))
+        # a threshold of 0 is no JumpReLU threshold libsae can train
+        theta[3] = 0.0
+        blob = st_min.pack(self.tensors([("threshold", "F32", (10,), theta.astype("<f4").tobytes())]))
+        self.assertEqual(Model.load_buffer(blob), SAE_E_FORMAT)
+
+    def test_jumprelu_exact_log_thresholds(self):
+        log_t = np.linspace(-0.9, 0.4, 10).astype(np.float32)  # log(exp(t)) != t in float
+        theta = np.exp(log_t.astype(np.float64)).astype(np.float32)
+        blob = st_min.pack(self.tensors([("threshold", "F32", (10,), theta.astype("<f4").tobytes())]),
+                           {"libsae_architecture": "jumprelu", "libsae_log_threshold": hex_bits(log_t)})
+        m = Model.load_buffer(blob)
+        self.assertEqual(m.arch, JUMPRELU)
+        # libsae writes back exactly the log thresholds it read
+        metadata, _ = st_min.unpack(m.save_buffer())
+        self.assertEqual(metadata["libsae_log_threshold"], hex_bits(log_t))
+        t = dict(self.arrays, threshold=theta)
+        assert_features_equal(self, m.encode(self.x), jumprelu_encode(t, self.x, theta))
+        wrong = log_t.copy()
+        wrong[2] += np.float32(0.01)
+        self.assertEqual(Model.load_buffer(st_min.pack(
+            self.tensors([("threshold", "F32", (10,), theta.astype("<f4").tobytes())]),
+            {"libsae_architecture": "jumprelu", "libsae_log_threshold": hex_bits(wrong)})), SAE_E_FORMAT)
+
+    def test_batchtopk(self):
+        thr = f32(0.2)
+        tensor = ("threshold", "F32", (10,), np.full(10, thr, "<f4").tobytes())
+        meta = {"libsae_architecture": "batchtopk", "libsae_k": "2", "libsae_threshold": float(thr).hex()}
+        m = Model.load_buffer(st_min.pack(self.tensors([tensor]), meta))
+        self.assertEqual((m.arch, m.k), (BATCHTOPK, 2))
+        self.assertEqual(m.tensor(THRESHOLD).tolist(), [thr])
+        t = dict(self.arrays, threshold=np.full(10, thr))
+        assert_features_equal(self, m.encode(self.x), jumprelu_encode(t, self.x, t["threshold"]))
+        # unset: 0 for SAELens (ReLU), the value itself for libsae
+        zero = ("threshold", "F32", (10,), np.zeros(10, "<f4").tobytes())
+        m = Model.load_buffer(st_min.pack(self.tensors([zero]), dict(meta, libsae_threshold=(-1.0).hex())))
+        self.assertEqual(m.tensor(THRESHOLD).tolist(), [-1.0])
+        assert_features_equal(self, m.encode(self.x), saelens_encode(self.arrays, self.x))
+        self.assertEqual(Model.load_buffer(st_min.pack(self.tensors([zero]), meta)), SAE_E_FORMAT)
+
+
+class ArchitecturesLibsaeWritesPythonReads(unittest.TestCase):
+    """libsae's files for each architecture, read back independently: bit for
+    bit, the metadata and cfg.json keys SAELens and libsae need, and the
+    features the file's SAE computes the SAELens way."""
+
+    CASES = ((RELU, 0.0), (TOPK, 3.0), (BATCHTOPK, 3.0), (JUMPRELU, 0.5))
+
+    def test_model_files(self):
+        for arch, param in self.CASES:
+            with self.subTest(arch=ARCH_NAMES[arch]):
+                m, _ = trained_arch(arch, 6, 12, param)
+                metadata, tensors = st_min.unpack(m.save_buffer())
+                names = {"W_enc", "W_dec", "b_enc", "b_dec"}
+                if arch in (JUMPRELU, BATCHTOPK):
+                    names.add("threshold")
+                self.assertEqual(set(tensors), names)
+                mine = m.tensors()
+                arrays = {}
+                for name, (dtype, shape, raw) in tensors.items():
+                    self.assertEqual(dtype, "F32")
+                    arrays[name] = np.frombuffer(raw, "<f4").reshape(shape)
+                    if name != "threshold":
+                        np.testing.assert_array_equal(bits(arrays[name]), bits(mine[name]))
+                self.assertEqual(metadata["libsae_architecture"], ARCH_NAMES[arch])
+                self.assertEqual(metadata["libsae_version"], "0.1.0")
+                if arch in (TOPK, BATCHTOPK):
+                    self.assertEqual(int(metadata["libsae_k"]), 3)
+                else:
+                    self.assertNotIn("libsae_k", metadata)
+                thr = m.tensor(THRESHOLD) if arch in (JUMPRELU, BATCHTOPK) else None
+                if arch == JUMPRELU:
+                    np.testing.assert_array_equal(bits(arrays["threshold"]), bits(thr))
+                    log_t = np.frombuffer(bytes.fromhex(metadata["libsae_log_threshold"]), ">f4")
+                    self.assertEqual(log_t.shape, (12,))
+                    np.testing.assert_allclose(np.exp(log_t.astype(np.float64)), thr, rtol=2 ** -20)
+                    self.assertTrue(np.any(log_t != np.float32(np.log(0.5))))  # trained
+                elif arch == BATCHTOPK:
+                    self.assertEqual(thr.shape, (1,))
+                    self.assertGreater(thr[0], 0)  # set by training
+                    np.testing.assert_array_equal(arrays["threshold"], np.full(12, thr[0]))
+                    self.assertEqual(float.fromhex(metadata["libsae_threshold"]), float(thr[0]))
+                else:
+                    self.assertNotIn("libsae_threshold", metadata)
+                    self.assertNotIn("libsae_log_threshold", metadata)
+                # evaluated from the file alone, as SAELens would
+                x = np.random.default_rng(9).normal(0.2, 3.0, (50, 6)).astype(np.float32)
+                assert_features_equal(self, m.encode(x), encode_as_saelens(arch, arrays, x, k=3))
+
+    def test_cfg_json(self):
+        for arch, param in self.CASES:
+            with self.subTest(arch=ARCH_NAMES[arch]):
+                m, _ = trained_arch(arch, 5, 9, param)
+                with tempfile.TemporaryDirectory() as d:
+                    self.assertEqual(LIB.sae_model_save(m.h, d.encode()), SAE_OK)
+                    with open(os.path.join(d, "cfg.json")) as f:
+                        cfg = json.load(f)
+                    back = Model.load(d)
+                    self.assertEqual((back.arch, back.k), (arch, m.k))
+                self.assertEqual((cfg["d_in"], cfg["d_sae"]), (5, 9))
+                self.assertEqual(cfg["apply_b_dec_to_input"], True)
+                self.assertEqual(cfg["normalize_activations"], "none")
+                if arch == TOPK:
+                    # SAELens 6: TopKSAEConfig's architecture and k
+                    self.assertEqual(cfg["architecture"], "topk")
+                    self.assertEqual(cfg["k"], 3)
+                    self.assertIs(cfg["rescale_acts_by_decoder_norm"], False)
+                    # before 6.0, and 6.x's conversion of such configurations
+                    self.assertEqual(cfg["activation_fn_str"], "topk")
+                    self.assertEqual(cfg["activation_fn_kwargs"], {"k": 3})
+                else:
+                    # BatchTopK is saved for inference as JumpReLU, as SAELens does
+                    self.assertEqual(cfg["architecture"],
+                                     {RELU: "standard", BATCHTOPK: "jumprelu", JUMPRELU: "jumprelu"}[arch])
+                    self.assertEqual(cfg["activation_fn_str"], "relu")
+                    self.assertEqual(cfg["activation_fn_kwargs"], {})
+                    self.assertNotIn("k", cfg)
+                for key in ("architecture", "d_in", "d_sae", "activation_fn_str", "apply_b_dec_to_input",
+                            "finetuning_scaling_factor", "context_size", "model_name", "hook_name",
+                            "hook_layer", "hook_head_index", "prepend_bos", "dataset_path",
+                            "dataset_trust_remote_code", "normalize_activations", "dtype", "device",
+                            "sae_lens_training_version"):
+                    self.assertIn(key, cfg)
+                self.assertNotIn("sae_lens_version", cfg["metadata"])
+
+    def test_jumprelu_optimizer_file(self):
+        m, o = trained_arch(JUMPRELU, 4, 6, 0.5, steps=5)
+        o.set(OPT_AUXK_K, 2.0)
+        o.set(OPT_THRESHOLD_BETA, 0.5)
+        metadata, tensors = st_min.unpack(o.save_buffer())
+        self.assertEqual(len(tensors), 11)
+        for moment in ("exp_avg", "exp_avg_sq"):
+            dtype, shape, raw = tensors["log_threshold." + moment]
+            self.assertEqual((dtype, shape), ("F32", (6,)))
+            a = np.frombuffer(raw, "<f4")
+            self.assertTrue(np.all(np.isfinite(a)) and np.any(a != 0))
+        for option in (OPT_AUXK_COEFF, OPT_AUXK_K, OPT_DEAD_WINDOW, OPT_BANDWIDTH, OPT_THRESHOLD_BETA):
+            self.assertEqual(metadata["option.%d" % option], o.get(option).hex())
+        # another layout's model: the shape does not fit
+        relu = Model.create(4, 6, 1)
+        self.assertEqual(Optimizer.load_buffer(relu, o.save_buffer()), SAE_E_INVALID_ARG)
+        self.assertIsInstance(Optimizer.load_buffer(m, o.save_buffer()), Optimizer)
+
+
 @unittest.skipIf(torch is None, "torch is not importable")
 class TorchTensors(unittest.TestCase):
     def test_torch_float32_and_bfloat16(self):
@@ -434,6 +714,27 @@ class TorchTensors(unittest.TestCase):
         m = Model.load_buffer(blob)
         for name, a in m.tensors().items():
             self.assertTrue(torch.equal(torch.from_numpy(a), half[name].float()), name)
+
+    def test_saelens_forward_per_architecture(self):
+        """libsae's files through SAELens's forward passes, in torch: TopK
+        (torch.topk of the pre-activations, then ReLU) and JumpReLU (ReLU
+        masked by pre > threshold), against sae_encode."""
+        for arch, param in ArchitecturesLibsaeWritesPythonReads.CASES:
+            with self.subTest(arch=ARCH_NAMES[arch]):
+                m, _ = trained_arch(arch, 6, 12, param)
+                _, tensors = st_min.unpack(m.save_buffer())
+                s = {k: torch.frombuffer(bytearray(v[2]), dtype=torch.float32).reshape(v[1])
+                     for k, v in tensors.items()}
+                x = torch.from_numpy(np.random.default_rng(5).normal(0.2, 3.0, (30, 6)).astype(np.float32))
+                pre = (x - s["b_dec"]) @ s["W_enc"] + s["b_enc"]
+                if arch == TOPK:
+                    top = torch.topk(pre, k=3, dim=-1)
+                    ref = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+                elif arch in (JUMPRELU, BATCHTOPK):
+                    ref = pre.relu() * (pre > s["threshold"])
+                else:
+                    ref = pre.relu()
+                np.testing.assert_allclose(m.encode(x.numpy()), ref.numpy(), rtol=1e-5, atol=1e-5)
 
     def test_libsae_file_into_torch(self):
         m, _ = trained(6, 10)
