@@ -16,7 +16,7 @@
  * With --rss it only trains (no SGEMM or Adam buffers of its own) and prints the
  * process's peak resident set, so the memory of a step can be read alone.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <libsae/sae.h>
 
 #include <cblas.h>
@@ -27,9 +27,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <pthread.h>
+#include <unistd.h>
 
 static double now(void)
 {
@@ -117,19 +116,47 @@ static double set_density(sae_model *m, const float *x, size_t n, double target_
     return l0;
 }
 
-/* The floor's memory pass: a fused Adam update over count floats. */
-static void adam_like_pass(float *restrict p, const float *restrict g, float *restrict m,
-                           float *restrict v, size_t count, int threads)
+/* The floor's memory pass: a fused Adam update over count floats, split over
+ * threads created for the call (plain pthreads: an OpenMP runtime's spinning
+ * workers would slow the libsae step that follows). */
+typedef struct adam_like_job {
+    float *p, *g, *m, *v;
+    size_t begin, end;
+} adam_like_job;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void *adam_like_range(void *arg)
 {
+    adam_like_job *j = arg;
     const float b1 = 0.9f, b2 = 0.999f, lr = 5e-5f, eps = 1e-8f;
-    #pragma omp parallel for simd num_threads(threads) schedule(static)
-    for (size_t k = 0; k < count; k++) {
+    float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
+    const float *restrict g = j->g;
+    for (size_t k = j->begin; k < j->end; k++) {
         float mk = b1 * m[k] + (1 - b1) * g[k];
         float vk = b2 * v[k] + (1 - b2) * g[k] * g[k];
         m[k] = mk;
         v[k] = vk;
         p[k] -= lr * mk / (sqrtf(vk) + eps);
     }
+    return NULL;
+}
+
+static void adam_like_pass(float *p, float *g, float *m, float *v, size_t count, int threads)
+{
+    adam_like_job jobs[64];
+    pthread_t tid[64];
+    if (threads > 64)
+        threads = 64;
+    for (int k = 0; k < threads; k++)
+        jobs[k] = (adam_like_job){p, g, m, v, count * (size_t)k / (size_t)threads,
+                                  count * (size_t)(k + 1) / (size_t)threads};
+    for (int k = 1; k < threads; k++)
+        pthread_create(&tid[k], NULL, adam_like_range, &jobs[k]);
+    adam_like_range(&jobs[0]);
+    for (int k = 1; k < threads; k++)
+        pthread_join(tid[k], NULL);
 }
 
 static long peak_rss_kb(void)
@@ -231,12 +258,10 @@ int main(int argc, char **argv)
 {
     options opt = parse(argc, argv);
     int threads = opt.threads;
-#ifdef _OPENMP
-    if (threads <= 0)
-        threads = omp_get_max_threads();
-#else
-    threads = 1;
-#endif
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
     size_t max_b = 0;
     for (int k = 0; k < opt.n_batches; k++)
         max_b = opt.batches[k] > max_b ? opt.batches[k] : max_b;

@@ -20,9 +20,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* The k-th largest (1-based) of v[0..n), 1 <= k <= n; reorders v. */
 static float kth_largest(float *v, size_t n, size_t k)
@@ -187,31 +184,38 @@ static uint32_t float_bits(float v)
 
 /* The bit pattern of the K-th largest positive value of f (rows x d), by a
  * two-level radix select on the upper and lower 16 bits; 0 if there are at
- * most K positive values. hist: 65536 * n_threads counters of scratch. */
-static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, uint64_t *hist,
-                               int n_threads)
+ * most K positive values. hist: 65536 counters per thread of scratch. */
+typedef struct radix_task {
+    const float *f;
+    size_t d;
+    uint64_t *hist;
+    uint32_t prefix, prefix_mask;
+    int shift;
+} radix_task;
+
+static void radix_count_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    uint32_t prefix = 0, prefix_mask = 0;
-    for (int level = 0; level < 2; level++) {
-        const int shift = level == 0 ? 16 : 0;
-        memset(hist, 0, (size_t)n_threads * 65536 * sizeof(uint64_t));
-        #pragma omp parallel num_threads(n_threads)
-        {
-            size_t me = 0;
-#ifdef _OPENMP
-            me = (size_t)omp_get_thread_num();
-#endif
-            uint64_t *h = hist + me * 65536;
-            #pragma omp for schedule(static)
-            for (size_t t = 0; t < rows; t++) {
-                const float *row = f + t * d;
-                for (size_t i = 0; i < d; i++) {
-                    uint32_t b = float_bits(row[i]);
-                    if (row[i] > 0.0f && (b & prefix_mask) == prefix)
-                        h[(b >> shift) & 0xFFFFu]++;
-                }
-            }
+    const radix_task *r = ctx;
+    uint64_t *h = r->hist + (size_t)tid * 65536;
+    for (size_t t = begin; t < end; t++) {
+        const float *row = r->f + t * r->d;
+        for (size_t i = 0; i < r->d; i++) {
+            uint32_t b = float_bits(row[i]);
+            if (row[i] > 0.0f && (b & r->prefix_mask) == r->prefix)
+                h[(b >> r->shift) & 0xFFFFu]++;
         }
+    }
+}
+
+static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, uint64_t *hist,
+                               sae_pool *pool)
+{
+    const int n_threads = sae__pool_threads(pool);
+    radix_task r = {f, d, hist, 0, 0, 16};
+    for (int level = 0; level < 2; level++) {
+        r.shift = level == 0 ? 16 : 0;
+        memset(hist, 0, (size_t)n_threads * 65536 * sizeof(uint64_t));
+        sae__parallel_for(pool, rows, radix_count_range, &r);
         for (int h = 1; h < n_threads; h++)
             for (size_t b = 0; b < 65536; b++)
                 hist[b] += hist[(size_t)h * 65536 + b];
@@ -226,58 +230,61 @@ static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, 
         if (bucket == (size_t)-1)
             return 0; /* fewer than K positive values */
         K -= (size_t)seen;
-        prefix |= (uint32_t)bucket << shift;
-        prefix_mask |= 0xFFFFu << shift;
+        r.prefix |= (uint32_t)bucket << r.shift;
+        r.prefix_mask |= 0xFFFFu << r.shift;
     }
-    return prefix;
+    return r.prefix;
 }
 
-float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
-                      sae_workspace *ws, int n_threads)
-{
-    size_t K = rows * k;
-    uint32_t kth = batch_kth_bits(f, rows, d, K, ws->radix_hist, n_threads);
+typedef struct select_task {
+    float *f;
+    size_t d;
+    const float *norms;
+    sae_workspace *ws;
     float kth_value;
-    memcpy(&kth_value, &kth, sizeof kth_value);
-    /* values above the K-th are kept; ties at it are kept in token, then
-     * feature order until K: count ties per token, then each token's allowance */
-    size_t *allow = ws->row_ptr; /* scratch, overwritten by the caller's counts */
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t t = 0; t < rows; t++) {
+    uint32_t kth;
+    uint32_t min_bits[SAE_MAX_THREADS];
+} select_task;
+
+/* Per token: entries above the K-th value and entries equal to it. */
+static void count_ties_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    select_task *s = ctx;
+    size_t *allow = s->ws->row_ptr; /* scratch, overwritten by the counts later */
+    for (size_t t = begin; t < end; t++) {
         size_t above = 0, ties = 0;
-        const float *row = f + t * d;
-        for (size_t i = 0; i < d; i++) {
-            above += row[i] > kth_value;
-            ties += kth != 0 && row[i] == kth_value;
+        const float *row = s->f + t * s->d;
+        for (size_t i = 0; i < s->d; i++) {
+            above += row[i] > s->kth_value;
+            ties += s->kth != 0 && row[i] == s->kth_value;
         }
         allow[t + 1] = ties;
-        ws->active_tok[t] = above;
+        s->ws->active_tok[t] = above;
     }
-    size_t above_total = 0;
-    for (size_t t = 0; t < rows; t++)
-        above_total += ws->active_tok[t];
-    size_t ties_left = kth ? K - above_total : 0;
-    for (size_t t = 0; t < rows; t++) {
-        size_t take = allow[t + 1] < ties_left ? allow[t + 1] : ties_left;
-        allow[t + 1] = take;
-        ties_left -= take;
-    }
+}
+
+/* Keep what is selected, zero the rest; statistics and the mask per token. */
+static void keep_selected_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    select_task *s = ctx;
+    sae_workspace *ws = s->ws;
     uint32_t min_bits = UINT32_MAX;
-    #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(min:min_bits)
-    for (size_t t = 0; t < rows; t++) {
-        float *row = f + t * d;
+    for (size_t t = begin; t < end; t++) {
+        float *row = s->f + t * s->d;
         uint16_t *mask = ws->mask + t * ws->mask_chunks;
-        size_t ties = allow[t + 1];
+        size_t ties = ws->row_ptr[t + 1];
         double l1 = 0.0;
         size_t active = 0;
-        for (size_t i = 0; i < d; i++) {
+        for (size_t i = 0; i < s->d; i++) {
             float v = row[i];
-            bool keep = v > 0.0f && (v > kth_value || (kth != 0 && v == kth_value && ties > 0));
-            if (keep && !(v > kth_value))
+            bool keep = v > 0.0f &&
+                        (v > s->kth_value || (s->kth != 0 && v == s->kth_value && ties > 0));
+            if (keep && !(v > s->kth_value))
                 ties--;
             v = keep ? v : 0.0f;
             row[i] = v;
-            l1 += (double)v * norms[i];
+            l1 += (double)v * s->norms[i];
             active += keep;
             if (i % 16 == 0)
                 mask[i / 16] = 0;
@@ -290,6 +297,35 @@ float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *no
         ws->active_tok[t] = active;
         ws->row_ptr[t + 1] = active;
     }
+    s->min_bits[tid] = min_bits;
+}
+
+float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
+                      sae_workspace *ws, sae_pool *pool)
+{
+    const int n_threads = sae__pool_threads(pool);
+    size_t K = rows * k;
+    select_task s = {.f = f, .d = d, .norms = norms, .ws = ws};
+    s.kth = batch_kth_bits(f, rows, d, K, ws->radix_hist, pool);
+    memcpy(&s.kth_value, &s.kth, sizeof s.kth_value);
+    /* values above the K-th are kept; ties at it are kept in token, then
+     * feature order until K: count ties per token, then each token's allowance */
+    sae__parallel_for(pool, rows, count_ties_range, &s);
+    size_t above_total = 0;
+    for (size_t t = 0; t < rows; t++)
+        above_total += ws->active_tok[t];
+    size_t ties_left = s.kth ? K - above_total : 0;
+    for (size_t t = 0; t < rows; t++) {
+        size_t take = ws->row_ptr[t + 1] < ties_left ? ws->row_ptr[t + 1] : ties_left;
+        ws->row_ptr[t + 1] = take;
+        ties_left -= take;
+    }
+    for (int h = 0; h < n_threads; h++)
+        s.min_bits[h] = UINT32_MAX;
+    sae__parallel_for(pool, rows, keep_selected_range, &s);
+    uint32_t min_bits = UINT32_MAX;
+    for (int h = 0; h < n_threads; h++)
+        min_bits = s.min_bits[h] < min_bits ? s.min_bits[h] : min_bits;
     float min_kept;
     memcpy(&min_kept, &min_bits, sizeof min_kept);
     return min_bits == UINT32_MAX ? 0.0f : min_kept;

@@ -35,18 +35,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
 {
@@ -55,23 +43,46 @@ static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
 }
 
 /* xc = x - b_dec for tokens [t0, t0 + rows); false if x holds NaN or Inf. */
-static bool center_block(const sae_model *m, const float *x, size_t t0, size_t rows,
-                         sae_workspace *ws, int n_threads)
+typedef struct center_task {
+    const sae_model *m;
+    const float *x;
+    sae_workspace *ws;
+    size_t t0;
+    int bad[SAE_MAX_THREADS];
+} center_task;
+
+static void center_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    const size_t d_in = m->d_in;
-    const float *b_dec = sae__b_dec(m);
+    center_task *c = ctx;
+    const size_t d_in = c->m->d_in;
+    const float *b_dec = sae__b_dec(c->m);
     int bad = 0;
-    #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(|:bad)
-    for (size_t t = t0; t < t0 + rows; t++) {
-        const float *xt = x + t * d_in;
-        float *xct = ws->xc + t * d_in;
-        int row_bad = 0;
+    for (size_t t = c->t0 + begin; t < c->t0 + end; t++) {
+        const float *xt = c->x + t * d_in;
+        float *xct = c->ws->xc + t * d_in;
         for (size_t j = 0; j < d_in; j++) {
-            row_bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
+            bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
             xct[j] = xt[j] - b_dec[j];
         }
-        bad |= row_bad;
     }
+    c->bad[tid] = bad;
+}
+
+static bool center_block(const sae_model *m, const float *x, size_t t0, size_t rows,
+                         sae_workspace *ws, sae_pool *pool)
+{
+    center_task c;
+    c.m = m;
+    c.x = x;
+    c.ws = ws;
+    c.t0 = t0;
+    int n_threads = sae__pool_threads(pool);
+    for (int k = 0; k < n_threads; k++)
+        c.bad[k] = 0;
+    sae__parallel_for(pool, rows, center_range, &c);
+    int bad = 0;
+    for (int k = 0; k < n_threads; k++)
+        bad |= c.bad[k];
     return !bad;
 }
 
@@ -80,33 +91,40 @@ static bool center_block(const sae_model *m, const float *x, size_t t0, size_t r
  * Per token: the L1 sum, the active count, and the pair count for the sparse
  * path in row_ptr[t + 1] (JumpReLU's pairs include its band). Returns the
  * block's pairs. */
-static size_t encode_block(const sae_model *m, const sae_step_config *cfg,
-                           const sae_activation *act, size_t t0, size_t rows, sae_workspace *ws)
+typedef struct encode_task {
+    const sae_model *m;
+    const sae_step_config *cfg;
+    const sae_activation *act;
+    sae_workspace *ws;
+    size_t t0;
+    size_t pairs[SAE_MAX_THREADS];
+} encode_task;
+
+static void encode_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae, chunks = ws->mask_chunks;
-    float *f = ws->f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                ws->xc + t0 * d_in, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, f, (int)d_sae);
+    encode_task *e = ctx;
+    const sae_model *m = e->m;
+    sae_workspace *ws = e->ws;
+    const size_t d_sae = m->d_sae, chunks = ws->mask_chunks, t0 = e->t0;
     const bool jump = m->arch == SAE_ARCH_JUMPRELU;
-    size_t pairs_block = 0;
-    #pragma omp parallel for num_threads(cfg->n_threads) schedule(static) reduction(+:pairs_block)
-    for (size_t t = 0; t < rows; t++) {
-        float *ft = f + t * d_sae;
+    size_t pairs_range = 0;
+    for (size_t t = begin; t < end; t++) {
+        float *ft = ws->f + t * d_sae;
         uint16_t *mask = ws->mask + t * chunks, *band = ws->band + t * chunks;
         double l1;
         size_t active, pairs;
         if (m->arch == SAE_ARCH_RELU) {
-            active = pairs = sae__relu_stats_row(ft, act->b_enc, act->norms, d_sae, &l1, mask);
+            active = pairs = sae__relu_stats_row(ft, e->act->b_enc, e->act->norms, d_sae, &l1, mask);
         } else {
             sae_aux_row aux = {NULL, NULL, 0};
-            if (cfg->dead) {
+            if (e->cfg->dead) {
                 aux.feat = ws->aux_feat + (t0 + t) * ws->aux_cap;
                 aux.fval = ws->aux_fval + (t0 + t) * ws->aux_cap;
             }
-            active = sae__activate_row(act, ft, &l1, mask, jump ? band : NULL,
-                                       cfg->dead ? &aux : NULL,
-                                       ws->scratch + (size_t)thread_id() * d_sae);
-            if (cfg->dead)
+            active = sae__activate_row(e->act, ft, &l1, mask, jump ? band : NULL,
+                                       e->cfg->dead ? &aux : NULL,
+                                       ws->scratch + (size_t)tid * d_sae);
+            if (e->cfg->dead)
                 ws->aux_count[t0 + t] = aux.count;
             pairs = active;
             if (jump) {
@@ -118,33 +136,65 @@ static size_t encode_block(const sae_model *m, const sae_step_config *cfg,
         ws->l1_tok[t0 + t] = l1;
         ws->active_tok[t0 + t] = active;
         ws->row_ptr[t0 + t + 1] = pairs;
-        pairs_block += pairs;
+        pairs_range += pairs;
     }
-    return pairs_block;
+    e->pairs[tid] = pairs_range;
+}
+
+static size_t encode_block(const sae_model *m, const sae_step_config *cfg,
+                           const sae_activation *act, size_t t0, size_t rows, sae_workspace *ws)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
+                ws->xc + t0 * d_in, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, ws->f,
+                (int)d_sae);
+    encode_task e = {.m = m, .cfg = cfg, .act = act, .ws = ws, .t0 = t0};
+    int n_threads = sae__pool_threads(cfg->pool);
+    for (int k = 0; k < n_threads; k++)
+        e.pairs[k] = 0;
+    sae__parallel_for(cfg->pool, rows, encode_range, &e);
+    size_t pairs = 0;
+    for (int k = 0; k < n_threads; k++)
+        pairs += e.pairs[k];
+    return pairs;
 }
 
 /* dL/db_dec: the direct path (column sums of dL/dx_hat over the real tokens, in
  * token order, by groups of 16 columns so each pass reads whole cache lines),
  * then minus W_enc dL/db_enc. Writes both bias gradients. */
-static void bias_gradients(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
-                           int n_threads)
+enum { BIAS_GROUP = 16 };
+
+typedef struct bias_task {
+    const sae_model *m;
+    sae_workspace *ws;
+    size_t n_tokens;
+} bias_task;
+
+static void bias_groups_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    enum { GROUP = 16 };
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    float *g_b_enc = grad + m->lay.b_enc, *g_b_dec = grad + m->lay.b_dec;
-    const size_t groups = (d_in + GROUP - 1) / GROUP;
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t gi = 0; gi < groups; gi++) {
-        size_t j0 = gi * GROUP, width = d_in - j0 < GROUP ? d_in - j0 : GROUP;
-        double acc[GROUP] = {0};
-        for (size_t t = 0; t < n_tokens; t++) {
-            const float *row = ws->dxh + t * d_in + j0;
+    (void)tid;
+    const bias_task *b = ctx;
+    const size_t d_in = b->m->d_in;
+    for (size_t gi = begin; gi < end; gi++) {
+        size_t j0 = gi * BIAS_GROUP, width = d_in - j0 < BIAS_GROUP ? d_in - j0 : BIAS_GROUP;
+        double acc[BIAS_GROUP] = {0};
+        for (size_t t = 0; t < b->n_tokens; t++) {
+            const float *row = b->ws->dxh + t * d_in + j0;
             for (size_t j = 0; j < width; j++)
                 acc[j] += row[j];
         }
         for (size_t j = 0; j < width; j++)
-            ws->g_b_dec[j0 + j] = acc[j];
+            b->ws->g_b_dec[j0 + j] = acc[j];
     }
+}
+
+static void bias_gradients(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
+                           sae_pool *pool)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    float *g_b_enc = grad + m->lay.b_enc, *g_b_dec = grad + m->lay.b_dec;
+    bias_task b = {m, ws, n_tokens};
+    sae__parallel_for(pool, (d_in + BIAS_GROUP - 1) / BIAS_GROUP, bias_groups_range, &b);
     for (size_t i = 0; i < d_sae; i++)
         g_b_enc[i] = (float)ws->g_b_enc[i];
     for (size_t j = 0; j < d_in; j++)
@@ -165,13 +215,27 @@ static void add_column_sums(const float *f, size_t rows, size_t d_sae, sae_works
         acc[i] += ws->col_sum[i];
 }
 
+/* What the dense path's loops share. */
+typedef struct dense_task {
+    const sae_model *m;
+    const sae_step_config *cfg;
+    sae_workspace *ws;
+    const float *x;
+    float *grad;
+    size_t n_tokens, t0;
+    size_t rows;          /* tokens of the block */
+    float scale, l1_scale;
+} dense_task;
+
 /* last_fired[i] = 1 + the last token of the block where feature i fired, for
  * the features that fired in it; scans each 16-feature chunk backwards. */
-static void update_last_fired(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+static void last_fired_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    const size_t chunks = ws->mask_chunks, d_sae = ws->d_sae;
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t c = 0; c < chunks; c++) {
+    (void)tid;
+    const dense_task *d = ctx;
+    sae_workspace *ws = d->ws;
+    const size_t chunks = ws->mask_chunks, d_sae = ws->d_sae, rows = d->rows;
+    for (size_t c = begin; c < end; c++) {
         size_t width = d_sae - 16 * c < 16 ? d_sae - 16 * c : 16;
         unsigned unresolved = (1u << width) - 1u;
         for (size_t t = rows; t-- > 0 && unresolved;) {
@@ -179,7 +243,7 @@ static void update_last_fired(sae_workspace *ws, size_t t0, size_t rows, int n_t
             unresolved &= ~found;
             while (found) {
                 unsigned bit = (unsigned)__builtin_ctz(found);
-                ws->last_fired[16 * c + bit] = t0 + t + 1;
+                ws->last_fired[16 * c + bit] = d->t0 + t + 1;
                 found &= found - 1;
             }
         }
@@ -187,25 +251,54 @@ static void update_last_fired(sae_workspace *ws, size_t t0, size_t rows, int n_t
 }
 
 /* JumpReLU: add the block's band entries to dL/dtheta_i: for each (t, i) with
- * |pre - theta_i| < eps/2, -(theta_i/eps) dL/df_ti - lambda / (n eps).
- * df: rows x d_sae of dL/df. By 16-feature chunks, each over tokens in order. */
-static void jumprelu_theta_grad(const float *df, size_t rows, size_t n_tokens,
-                                const sae_step_config *cfg, sae_workspace *ws)
+ * |pre - theta_i| < eps/2, -(theta_i/eps) dL/df_ti - lambda / (n eps), where
+ * ws->f holds dL/df. By 16-feature chunks, each over tokens in order. */
+static void theta_grad_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    const size_t chunks = ws->mask_chunks, d_sae = ws->d_sae;
-    const double inv_eps = 1.0 / cfg->bandwidth;
-    const double l0_term = -cfg->lambda / ((double)n_tokens * cfg->bandwidth);
-    #pragma omp parallel for num_threads(cfg->n_threads) schedule(static)
-    for (size_t c = 0; c < chunks; c++) {
+    (void)tid;
+    const dense_task *d = ctx;
+    sae_workspace *ws = d->ws;
+    const size_t chunks = ws->mask_chunks, d_sae = ws->d_sae, rows = d->rows;
+    const double inv_eps = 1.0 / d->cfg->bandwidth;
+    const double l0_term = -d->cfg->lambda / ((double)d->n_tokens * d->cfg->bandwidth);
+    for (size_t c = begin; c < end; c++)
         for (size_t t = 0; t < rows; t++) {
             unsigned bits = ws->band[t * chunks + c];
             while (bits) {
                 size_t i = 16 * c + (size_t)__builtin_ctz(bits);
-                ws->theta_grad[i] += -(double)ws->theta[i] * inv_eps * df[t * d_sae + i] + l0_term;
+                ws->theta_grad[i] += -(double)ws->theta[i] * inv_eps * ws->f[t * d_sae + i] + l0_term;
                 bits &= bits - 1;
             }
         }
+}
+
+/* dL/dx_hat = (2/n)(x_hat - x) in place, and each token's squared error. */
+static void error_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const dense_task *d = ctx;
+    const size_t d_in = d->m->d_in;
+    for (size_t t = begin; t < end; t++) {
+        float *g = d->ws->dxh + (d->t0 + t) * d_in;
+        const float *xt = d->x + (d->t0 + t) * d_in;
+        double l2 = 0.0;
+        for (size_t j = 0; j < d_in; j++) {
+            float e = g[j] - xt[j];
+            l2 += (double)e * e;
+            g[j] = e * d->scale;
+        }
+        d->ws->l2_tok[d->t0 + t] = l2;
     }
+}
+
+static void dpre_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const dense_task *d = ctx;
+    sae_workspace *ws = d->ws;
+    for (size_t t = begin; t < end; t++)
+        sae__masked_dpre_row(ws->f + t * ws->d_sae, ws->mask + t * ws->mask_chunks, ws->norms,
+                             d->l1_scale, ws->d_sae);
 }
 
 static void dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
@@ -213,45 +306,32 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
                                  float *grad)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const int n_threads = cfg->n_threads;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
-    const float scale = (float)(2.0 / (double)n_tokens);
-    const float l1_scale = m->arch == SAE_ARCH_RELU ? (float)(cfg->lambda / (double)n_tokens) : 0.0f;
     float *f = ws->f, *dxh = ws->dxh + t0 * d_in;
+    dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_tokens,
+                    .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_tokens),
+                    .l1_scale = m->arch == SAE_ARCH_RELU ? (float)(cfg->lambda / (double)n_tokens)
+                                                         : 0.0f};
 
     /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token */
     fill_rows(dxh, sae__b_dec(m), rows, d_in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_in, (int)d_sae, 1.0f,
                 f, (int)d_sae, sae__w_dec(m), (int)d_in, 1.0f, dxh, (int)d_in);
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t t = 0; t < rows; t++) {
-        float *g = dxh + t * d_in;
-        const float *xt = x + (t0 + t) * d_in;
-        double l2 = 0.0;
-        for (size_t j = 0; j < d_in; j++) {
-            float e = g[j] - xt[j];
-            l2 += (double)e * e;
-            g[j] = e * scale;
-        }
-        ws->l2_tok[t0 + t] = l2;
-    }
+    sae__parallel_for(cfg->pool, rows, error_range, &d);
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
                 f, (int)d_sae, dxh, (int)d_in, beta, grad + m->lay.w_dec, (int)d_in);
     add_column_sums(f, rows, d_sae, ws, ws->f_sum);
-    update_last_fired(ws, t0, rows, n_threads);
+    sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
 
     /* dL/df = dL/dx_hat W_dec^T, over f (no longer needed; the mask keeps
      * where f > 0), then dL/dpre and its column sums dL/db_enc */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
                 dxh, (int)d_in, sae__w_dec(m), (int)d_in, 0.0f, f, (int)d_sae);
     if (m->arch == SAE_ARCH_JUMPRELU)
-        jumprelu_theta_grad(f, rows, n_tokens, cfg, ws);
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t t = 0; t < rows; t++)
-        sae__masked_dpre_row(f + t * d_sae, ws->mask + t * ws->mask_chunks, ws->norms, l1_scale,
-                             d_sae);
+        sae__parallel_for(cfg->pool, ws->mask_chunks, theta_grad_range, &d);
+    sae__parallel_for(cfg->pool, rows, dpre_range, &d);
     add_column_sums(f, rows, d_sae, ws, ws->g_b_enc);
 
     /* dL/dW_enc (stored transposed) += dL/dpre^T xc */
@@ -262,15 +342,17 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
 
 /* After the dense blocks: the L1 term's gradient through the decoder row norms
  * (ReLU only), and each feature's squared gradient norm. */
-static void dense_finish_rows(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
-                              sae_workspace *ws, float *grad)
+static void finish_rows_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const double l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / (double)n_tokens : 0.0;
+    (void)tid;
+    const dense_task *d = ctx;
+    const sae_model *m = d->m;
+    const size_t d_in = m->d_in;
+    const double l1_scale = m->arch == SAE_ARCH_RELU ? d->cfg->lambda / (double)d->n_tokens : 0.0;
     const float *w_dec = sae__w_dec(m);
-    float *g_w_dec = grad + m->lay.w_dec, *g_w_enc = grad + m->lay.w_enc_t;
-    #pragma omp parallel for num_threads(cfg->n_threads) schedule(static)
-    for (size_t i = 0; i < d_sae; i++) {
+    float *g_w_dec = d->grad + m->lay.w_dec, *g_w_enc = d->grad + m->lay.w_enc_t;
+    sae_workspace *ws = d->ws;
+    for (size_t i = begin; i < end; i++) {
         float c = 0.0f;
         if (ws->norms[i] > 0.0f && ws->f_sum[i] != 0.0)
             c = (float)(l1_scale * ws->f_sum[i] / ws->norms[i]);
@@ -284,6 +366,13 @@ static void dense_finish_rows(const sae_model *m, const sae_step_config *cfg, si
         }
         ws->row_sumsq[i] = sumsq;
     }
+}
+
+static void dense_finish_rows(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                              sae_workspace *ws, float *grad)
+{
+    dense_task d = {.m = m, .cfg = cfg, .ws = ws, .grad = grad, .n_tokens = n_tokens};
+    sae__parallel_for(cfg->pool, m->d_sae, finish_rows_range, &d);
 }
 
 /* ---- AuxK (sparse path) ---------------------------------------------------------- */
@@ -336,7 +425,7 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
         ws->row_ptr[n_tokens + t + 1] = at + count;
     }
     float scale = (float)(2.0 * cfg->auxk_coeff / ((double)n_tokens * denom));
-    sae__sparse_token_phase(m, target, n_tokens, n_tokens, ws->zeros, scale, ws, cfg->n_threads);
+    sae__sparse_token_phase(m, target, n_tokens, n_tokens, ws->zeros, scale, ws, cfg->pool);
     double aux = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
         aux += ws->l2_tok[n_tokens + t];
@@ -356,7 +445,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     const size_t block = m->arch == SAE_ARCH_BATCHTOPK ? n_tokens
                          : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
 
-    sae__decoder_row_norms(m, ws->norms, cfg->n_threads);
+    sae__decoder_row_norms(m, ws->norms, cfg->pool);
     memset(ws->f_sum, 0, d_sae * sizeof(double));
     memset(ws->g_b_enc, 0, d_sae * sizeof(double));
     memset(ws->last_fired, 0, d_sae * sizeof(uint64_t));
@@ -376,12 +465,12 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
         size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        if (!center_block(m, x, t0, rows, ws, cfg->n_threads))
+        if (!center_block(m, x, t0, rows, ws, cfg->pool))
             return SAE_E_NONFINITE;
         size_t pairs = encode_block(m, cfg, &act, t0, rows, ws);
         if (m->arch == SAE_ARCH_BATCHTOPK)
             res->batch_min_kept = sae__batch_topk(ws->f, rows, d_sae, m->k, ws->norms, ws,
-                                                  cfg->n_threads);
+                                                  cfg->pool);
         if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk)
             sparse = n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
@@ -396,9 +485,9 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
             if (rc != SAE_OK)
                 return rc;
             if (m->arch == SAE_ARCH_JUMPRELU)
-                sae__sparse_compress_block_flags(ws, t0, rows, cfg->n_threads);
+                sae__sparse_compress_block_flags(ws, t0, rows, cfg->pool);
             else
-                sae__sparse_compress_block(ws, t0, rows, cfg->n_threads);
+                sae__sparse_compress_block(ws, t0, rows, cfg->pool);
         } else {
             dense_backward_block(m, cfg, x, n_tokens, t0, rows, ws, grad);
         }
@@ -408,7 +497,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     if (sparse) {
         size_t n_rows = n_tokens;
         sae__sparse_token_phase(m, x, 0, n_tokens, sae__b_dec(m), (float)(2.0 / (double)n_tokens),
-                                ws, cfg->n_threads);
+                                ws, cfg->pool);
         if (cfg->dead) {
             int rc = add_auxk_rows(m, cfg, n_tokens, ws, &n_rows, &res->aux_loss);
             if (rc != SAE_OK)
@@ -418,7 +507,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     } else {
         dense_finish_rows(m, cfg, n_tokens, ws, grad);
     }
-    bias_gradients(m, n_tokens, ws, grad, cfg->n_threads);
+    bias_gradients(m, n_tokens, ws, grad, cfg->pool);
 
     /* Loss sums and the gradient norm, each summed in a fixed order. */
     sae_loss_sums sums = {0.0, 0.0, 0.0};

@@ -38,7 +38,7 @@ int sae__forward_init(sae_forward *c, const sae_model *m, size_t block)
         sae__forward_free(c);
         return SAE_E_NOMEM;
     }
-    sae__decoder_row_norms(m, c->norms, 1);
+    sae__decoder_row_norms(m, c->norms, NULL);
     for (size_t i = 0; c->theta && i < m->d_sae; i++)
         c->theta[i] = expf(sae__log_thr(m)[i]);
     c->act = (sae_activation){.arch = m->arch, .d_sae = m->d_sae, .k = m->k,

@@ -38,6 +38,8 @@
  * n_tokens x d_sae scratch to SAE_BLOCK_TOKENS x d_sae floats per buffer. */
 #define SAE_BLOCK_TOKENS 1024
 
+typedef struct sae_pool sae_pool; /* threads.c */
+
 /* ---- allocation (alloc.c) -------------------------------------------------
  * Every allocation in the library goes through these, so tests can count bytes
  * and inject a failure at each allocation site (built with SAE_TESTING). */
@@ -70,6 +72,7 @@ extern size_t sae__test_bytes_live;   /* bytes currently allocated */
 extern size_t sae__test_bytes_peak;   /* high-water mark of bytes_live */
 extern size_t sae__test_alloc_calls;  /* allocations attempted */
 extern int sae__test_portable_kernels; /* nonzero: never use the AVX-512 kernels */
+extern int sae__test_sparse_layout;   /* 0: by density; 1: rows in place; 2: packed panels */
 #endif
 
 /* ---- RNG (rng.c): the library's own generator, the same bits everywhere --- */
@@ -123,8 +126,8 @@ bool sae__all_finite(const float *v, size_t count);
 float sae__absmax(const float *v, size_t count);
 
 /* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double),
- * on n_threads threads. */
-void sae__decoder_row_norms(const sae_model *m, float *norms, int n_threads);
+ * on the pool's threads (NULL: the caller's). */
+void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
 
 /* ---- loss sums (forward.c) ------------------------------------------------ */
 
@@ -143,8 +146,34 @@ void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch,
 
 /* ---- threads (threads.c) --------------------------------------------------- */
 
-/* The thread count a step uses for the library's own loops: requested if > 0,
- * else one per online core. Always >= 1; 1 when built without OpenMP. */
+/* A pool of threads that run one task at a time (see threads.c for why not
+ * OpenMP). Owned by an optimizer; NULL means "the calling thread alone". */
+typedef void (*sae_task_fn)(void *ctx, int tid, int n_threads);
+
+#define SAE_MAX_THREADS 1024
+
+/* n_threads >= 1 (the caller is thread 0). SAE_E_NOMEM if memory or a thread
+ * cannot be had; nothing is left running then. */
+int sae__pool_create(sae_pool **out, int n_threads);
+void sae__pool_free(sae_pool *p);
+int sae__pool_threads(const sae_pool *p); /* 1 for NULL */
+
+/* fn(ctx, tid, n) on every thread tid of the pool, the caller as tid 0;
+ * returns when all have finished. */
+void sae__pool_run(sae_pool *p, sae_task_fn fn, void *ctx);
+
+/* Thread tid's contiguous share [*begin, *end) of n items. */
+static inline void sae__share(size_t n, int tid, int n_threads, size_t *begin, size_t *end)
+{
+    *begin = n * (size_t)tid / (size_t)n_threads;
+    *end = n * (size_t)(tid + 1) / (size_t)n_threads;
+}
+
+/* fn(ctx, begin, end, tid) over each thread's share of [0, n). */
+typedef void (*sae_range_fn)(void *ctx, size_t begin, size_t end, int tid);
+void sae__parallel_for(sae_pool *p, size_t n, sae_range_fn fn, void *ctx);
+
+/* The thread count a step uses: requested if > 0, else one per online core. */
 int sae__resolve_threads(int requested);
 
 /* ---- loss and backward (backward.c, sparse.c) ----------------------------- */
@@ -217,6 +246,7 @@ typedef struct sae_workspace {
     /* per thread: transpose counts and column panels, packed contiguously so
      * they stay in L2 (rows of d_in floats have a stride that maps onto few
      * cache sets); each thread packs its own, so the phases need no barriers */
+    sae_pool *pool;       /* the step's threads (thread_cap of them) */
     size_t thread_cap;    /* threads the buffers below hold */
     size_t panel_tokens;  /* tokens each t_panel holds */
     size_t *hist;         /* thread_cap x d_sae: per-thread counts for the transpose */
@@ -253,7 +283,7 @@ int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep);
 typedef struct sae_step_config {
     double lambda;        /* L1 (ReLU) or L0 (JumpReLU) coefficient */
     int kernel;           /* SAE_KERNEL_* */
-    int n_threads;
+    sae_pool *pool;       /* the step's threads */
     double auxk_coeff;    /* TopK, BatchTopK: AuxK weight; 0: off */
     size_t k_aux;
     const uint8_t *dead;  /* d_sae flags for AuxK, NULL when it is off */
@@ -337,7 +367,7 @@ void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float 
  * active_tok, the mask and the counts row_ptr[t + 1]. Returns the smallest
  * value kept. */
 float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
-                      sae_workspace *ws, int n_threads);
+                      sae_workspace *ws, sae_pool *pool);
 
 /* The sparse path's pieces (sparse.c), called by sae__forward_backward. */
 
@@ -356,18 +386,18 @@ void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float 
 /* Compress the block f (rows x d_sae, tokens t0..) into the CSR arrays from
  * its mask (ws->mask, as the activation wrote it); ws->row_ptr[t0 .. t0 + rows]
  * must hold the prefix sums already. */
-void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads);
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool);
 
 /* Compress a JumpReLU block: the pairs flagged in mask or band (f is 0 for
  * pairs in the band but not active). */
-void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, int n_threads);
+void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool);
 
 /* Decode tokens [t0, t0 + count) from the CSR: out row t of ws->dxh =
  * scale * (base + sum_k f_k W_dec[i_k,:] - target row t - t0), and
  * ws->l2_tok[t] = the squared norm before scaling. target rows may be the
  * output rows themselves. */
 void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
-                             const float *base, float scale, sae_workspace *ws, int n_threads);
+                             const float *base, float scale, sae_workspace *ws, sae_pool *pool);
 
 /* Gradient rows of W_dec and W_enc (and JumpReLU's thresholds), dL/db_enc and
  * feature statistics, from the CSC (built here from the CSR over n_rows "tokens":

@@ -78,18 +78,30 @@ void sae__model_refresh_absmax(sae_model *m)
     m->param_absmax = sae__absmax(m->params, m->lay.total);
 }
 
-void sae__decoder_row_norms(const sae_model *m, float *norms, int n_threads)
+typedef struct row_norms_task {
+    const sae_model *m;
+    float *norms;
+} row_norms_task;
+
+static void row_norms_range(void *ctx, size_t begin, size_t end, int tid)
 {
+    (void)tid;
+    const sae_model *m = ((row_norms_task *)ctx)->m;
+    float *norms = ((row_norms_task *)ctx)->norms;
     const float *w_dec = sae__w_dec(m);
-    (void)n_threads; /* unused without OpenMP */
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t i = 0; i < m->d_sae; i++) {
+    for (size_t i = begin; i < end; i++) {
         const float *row = w_dec + i * m->d_in;
         double sum = 0.0;
         for (size_t j = 0; j < m->d_in; j++)
             sum += (double)row[j] * row[j];
         norms[i] = (float)sqrt(sum);
     }
+}
+
+void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool)
+{
+    row_norms_task task = {m, norms};
+    sae__parallel_for(pool, m->d_sae, row_norms_range, &task);
 }
 
 /* One random direction of L2 norm 0.1 in each row, from an independent stream
@@ -257,9 +269,10 @@ int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count
     if (!sae__all_finite(src, size))
         return SAE_E_NONFINITE;
     if (which == SAE_THRESHOLD && m->arch == SAE_ARCH_JUMPRELU) {
-        /* thresholds are trained as logarithms: each must be > 0 with a finite log */
+        /* thresholds are trained as logarithms: [1e-30, 1e30], as at creation,
+         * keeps exp(log theta) finite and the model savable */
         for (size_t i = 0; i < size; i++)
-            if (!(src[i] >= 1e-30f))
+            if (!(src[i] >= 1e-30f && src[i] <= 1e30f))
                 return SAE_E_INVALID_ARG;
     }
     switch (which) {

@@ -14,9 +14,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
 {
@@ -270,37 +267,53 @@ static bool adam_provably_finite(const adam_consts *c, double grad_norm, float p
 
 /* The update over the whole parameter block, split into one contiguous range
  * per thread. With check set it only reports whether the result would be finite. */
-static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
-                      size_t count, int n_threads, bool check, adam_maxima *maxima)
+typedef struct adam_task {
+    const adam_consts *c;
+    const float *grad;
+    float *param, *m1, *m2;
+    size_t count;
+    bool check;
+    bool finite[SAE_MAX_THREADS];
+    adam_maxima maxima[SAE_MAX_THREADS];
+} adam_task;
+
+static void adam_run(void *ctx, int tid, int n_threads)
 {
-    int bad = 0;
-    float p_mx = 0.0f, m_mx = 0.0f, v_mx = 0.0f;
-    #pragma omp parallel num_threads(n_threads) reduction(|:bad) reduction(max:p_mx, m_mx, v_mx)
-    {
-        size_t me = 0, nt = 1;
-#ifdef _OPENMP
-        me = (size_t)omp_get_thread_num();
-        nt = (size_t)omp_get_num_threads();
-#endif
-        /* ranges on 64-byte boundaries */
-        size_t lines = (count + SAE_ALIGN_FLOATS - 1) / SAE_ALIGN_FLOATS;
-        size_t begin = lines * me / nt * SAE_ALIGN_FLOATS;
-        size_t end = lines * (me + 1) / nt * SAE_ALIGN_FLOATS;
-        end = end < count ? end : count;
-        begin = begin < end ? begin : end;
+    adam_task *a = ctx;
+    /* ranges on 64-byte boundaries */
+    size_t lines = (a->count + SAE_ALIGN_FLOATS - 1) / SAE_ALIGN_FLOATS, begin, end;
+    sae__share(lines, tid, n_threads, &begin, &end);
+    begin *= SAE_ALIGN_FLOATS;
+    end = end * SAE_ALIGN_FLOATS < a->count ? end * SAE_ALIGN_FLOATS : a->count;
+    begin = begin < end ? begin : end;
+    if (a->check)
+        a->finite[tid] = adam_check_range(a->c, a->grad, a->param, a->m1, a->m2, begin, end);
+    else
+        adam_apply_range(a->c, a->grad, a->param, a->m1, a->m2, begin, end, &a->maxima[tid]);
+}
+
+/* The update over the whole parameter block, one contiguous range per thread.
+ * With check set it only reports whether the result would be finite. */
+static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
+                      size_t count, sae_pool *pool, bool check, adam_maxima *maxima)
+{
+    adam_task a = {.c = c, .grad = grad, .param = param, .m1 = m1, .m2 = m2, .count = count,
+                   .check = check};
+    sae__pool_run(pool, adam_run, &a);
+    bool finite = true;
+    adam_maxima mx = {0.0f, 0.0f, 0.0f};
+    for (int k = 0; k < sae__pool_threads(pool); k++) {
         if (check) {
-            bad |= !adam_check_range(c, grad, param, m1, m2, begin, end);
+            finite &= a.finite[k];
         } else {
-            adam_maxima mx;
-            adam_apply_range(c, grad, param, m1, m2, begin, end, &mx);
-            p_mx = mx.param_absmax;
-            m_mx = mx.m1_absmax;
-            v_mx = mx.m2_max;
+            mx.param_absmax = fmaxf(mx.param_absmax, a.maxima[k].param_absmax);
+            mx.m1_absmax = fmaxf(mx.m1_absmax, a.maxima[k].m1_absmax);
+            mx.m2_max = fmaxf(mx.m2_max, a.maxima[k].m2_max);
         }
     }
     if (!check)
-        *maxima = (adam_maxima){p_mx, m_mx, v_mx};
-    return !bad;
+        *maxima = mx;
+    return finite;
 }
 
 /* AuxK's configuration for this step: on for TopK and BatchTopK with a
@@ -351,7 +364,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return rc;
     if (k_aux && mark_dead(o, o->ws.dead) == 0)
         k_aux = 0;
-    sae_step_config cfg = {lambda, (int)o->kernel, n_threads, o->auxk_coeff, k_aux,
+    sae_step_config cfg = {lambda, (int)o->kernel, o->ws.pool, o->auxk_coeff, k_aux,
                            k_aux ? o->ws.dead : NULL, o->jump_bandwidth};
 
     sae_backward_result res;
@@ -375,10 +388,10 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     c.grad_scale = (o->grad_clip > 0.0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
 
     if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
-        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, n_threads, true, NULL))
+        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL))
         return SAE_E_NONFINITE;
     adam_maxima mx;
-    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, n_threads, false, &mx);
+    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
     m->param_absmax = mx.param_absmax;
     o->m1_absmax = mx.m1_absmax;
     o->m2_max = mx.m2_max;

@@ -29,9 +29,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SAE_HAVE_AVX512_KERNELS 1
@@ -70,9 +67,24 @@ static void masked_dpre_portable(float *g, const uint16_t *mask, const float *r,
         g[i] = (mask[i / 16] >> (i % 16)) & 1u ? g[i] + add * r[i] : 0.0f;
 }
 
+/* Where the tile kernels read row r of what they gather from: a packed panel
+ * (ld = the tile width) or the matrix itself (ld = d_in, base at column j0).
+ * Rows at or past `wrap` read row r - wrap (AuxK's rows n + t read xc_t). */
+typedef struct tile_rows {
+    const float *base;
+    size_t ld;
+    size_t wrap;
+} tile_rows;
+
+static inline const float *tile_row(const tile_rows *src, uint32_t r)
+{
+    size_t q = r >= src->wrap ? r - src->wrap : r;
+    return src->base + q * src->ld;
+}
+
 /* One token, one column tile of width w <= SAE_DEC_TILE:
- * out = scale * (base + sum_k val[k] panel[idx[k],:] - x); returns |out / scale|^2. */
-static double decode_tile_portable(const float *panel, const uint32_t *idx, const float *val,
+ * out = scale * (base + sum_k val[k] row(idx[k]) - x); returns |out / scale|^2. */
+static double decode_tile_portable(const tile_rows *src, const uint32_t *idx, const float *val,
                                    size_t nk, const float *base, const float *x, size_t w,
                                    float scale, float *out)
 {
@@ -80,7 +92,7 @@ static double decode_tile_portable(const float *panel, const uint32_t *idx, cons
     for (size_t j = 0; j < w; j++)
         acc[j] = base[j];
     for (size_t k = 0; k < nk; k++) {
-        const float *row = panel + (size_t)idx[k] * SAE_DEC_TILE;
+        const float *row = tile_row(src, idx[k]);
         for (size_t j = 0; j < w; j++)
             acc[j] += val[k] * row[j];
     }
@@ -94,9 +106,9 @@ static double decode_tile_portable(const float *panel, const uint32_t *idx, cons
 }
 
 /* One feature, one column tile of width w <= SAE_FEAT_TILE of dW_dec:
- * gdec = c wrow + sum_k f[k] panel[tok[k],:], and g[k] += wrow . panel[tok[k],:].
+ * gdec = c wrow + sum_k f[k] row(tok[k]), and g[k] += wrow . row(tok[k]).
  * Returns |gdec|^2. */
-static double feature_dec_tile_portable(const float *panel, const uint32_t *tok, const float *f,
+static double feature_dec_tile_portable(const tile_rows *src, const uint32_t *tok, const float *f,
                                         float *g, size_t nk, float c, const float *wrow,
                                         size_t w, float *gdec)
 {
@@ -104,7 +116,7 @@ static double feature_dec_tile_portable(const float *panel, const uint32_t *tok,
     for (size_t j = 0; j < w; j++)
         acc[j] = c * wrow[j];
     for (size_t k = 0; k < nk; k++) {
-        const float *row = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        const float *row = tile_row(src, tok[k]);
         float dot = 0.0f;
         for (size_t j = 0; j < w; j++) {
             acc[j] += f[k] * row[j];
@@ -120,14 +132,14 @@ static double feature_dec_tile_portable(const float *panel, const uint32_t *tok,
     return s;
 }
 
-/* One feature, one column tile of dW_enc: genc = sum_k g[k] panel[tok[k],:].
+/* One feature, one column tile of dW_enc: genc = sum_k g[k] row(tok[k]).
  * Returns |genc|^2. */
-static double feature_enc_tile_portable(const float *panel, const uint32_t *tok, const float *g,
+static double feature_enc_tile_portable(const tile_rows *src, const uint32_t *tok, const float *g,
                                         size_t nk, size_t w, float *genc)
 {
     float acc[SAE_FEAT_TILE] = {0};
     for (size_t k = 0; k < nk; k++) {
-        const float *row = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        const float *row = tile_row(src, tok[k]);
         for (size_t j = 0; j < w; j++)
             acc[j] += g[k] * row[j];
     }
@@ -203,7 +215,7 @@ AVX512 static void masked_dpre_avx512(float *g, const uint16_t *mask, const floa
     }
 }
 
-AVX512 static double decode_tile_avx512(const float *panel, const uint32_t *idx, const float *val,
+AVX512 static double decode_tile_avx512(const tile_rows *src, const uint32_t *idx, const float *val,
                                         size_t nk, const float *base, const float *x, size_t w,
                                         float scale, float *out)
 {
@@ -213,19 +225,18 @@ AVX512 static double decode_tile_avx512(const float *panel, const uint32_t *idx,
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
     size_t k = 0;
     for (; k + 2 <= nk; k += 2) {
-        const float *r = panel + (size_t)idx[k] * SAE_DEC_TILE;
-        const float *q = panel + (size_t)idx[k + 1] * SAE_DEC_TILE;
+        const float *r = tile_row(src, idx[k]), *q = tile_row(src, idx[k + 1]);
         __m512 v = _mm512_set1_ps(val[k]), u = _mm512_set1_ps(val[k + 1]);
-        a0 = _mm512_fmadd_ps(v, _mm512_load_ps(r), a0);
-        a1 = _mm512_fmadd_ps(v, _mm512_load_ps(r + 16), a1);
-        b0 = _mm512_fmadd_ps(u, _mm512_load_ps(q), b0);
-        b1 = _mm512_fmadd_ps(u, _mm512_load_ps(q + 16), b1);
+        a0 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m0, r), a0);
+        a1 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m1, r + 16), a1);
+        b0 = _mm512_fmadd_ps(u, _mm512_maskz_loadu_ps(m0, q), b0);
+        b1 = _mm512_fmadd_ps(u, _mm512_maskz_loadu_ps(m1, q + 16), b1);
     }
     if (k < nk) {
-        const float *r = panel + (size_t)idx[k] * SAE_DEC_TILE;
+        const float *r = tile_row(src, idx[k]);
         __m512 v = _mm512_set1_ps(val[k]);
-        a0 = _mm512_fmadd_ps(v, _mm512_load_ps(r), a0);
-        a1 = _mm512_fmadd_ps(v, _mm512_load_ps(r + 16), a1);
+        a0 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m0, r), a0);
+        a1 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m1, r + 16), a1);
     }
     __m512 e0 = _mm512_sub_ps(_mm512_add_ps(a0, b0), _mm512_maskz_loadu_ps(m0, x));
     __m512 e1 = _mm512_sub_ps(_mm512_add_ps(a1, b1), _mm512_maskz_loadu_ps(m1, x + 16));
@@ -238,7 +249,7 @@ AVX512 static double decode_tile_avx512(const float *panel, const uint32_t *idx,
     return _mm512_reduce_add_pd(sq);
 }
 
-AVX512 static double feature_dec_tile_avx512(const float *panel, const uint32_t *tok,
+AVX512 static double feature_dec_tile_avx512(const tile_rows *src, const uint32_t *tok,
                                              const float *f, float *g, size_t nk, float c,
                                              const float *wrow, size_t w, float *gdec)
 {
@@ -252,10 +263,11 @@ AVX512 static double feature_dec_tile_avx512(const float *panel, const uint32_t 
         acc[u] = _mm512_mul_ps(cv, wv[u]);
     }
     for (size_t k = 0; k < nk; k++) {
-        const float *r = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        const float *r = tile_row(src, tok[k]);
         __m512 fv = _mm512_set1_ps(f[k]);
-        __m512 d0 = _mm512_load_ps(r), d1 = _mm512_load_ps(r + 16);
-        __m512 d2 = _mm512_load_ps(r + 32), d3 = _mm512_load_ps(r + 48);
+        __m512 d0 = _mm512_maskz_loadu_ps(mk[0], r), d1 = _mm512_maskz_loadu_ps(mk[1], r + 16);
+        __m512 d2 = _mm512_maskz_loadu_ps(mk[2], r + 32);
+        __m512 d3 = _mm512_maskz_loadu_ps(mk[3], r + 48);
         acc[0] = _mm512_fmadd_ps(fv, d0, acc[0]);
         acc[1] = _mm512_fmadd_ps(fv, d1, acc[1]);
         acc[2] = _mm512_fmadd_ps(fv, d2, acc[2]);
@@ -267,38 +279,40 @@ AVX512 static double feature_dec_tile_avx512(const float *panel, const uint32_t 
     __m512d sq = _mm512_setzero_pd();
     for (int u = 0; u < V; u++) {
         _mm512_mask_storeu_ps(gdec + 16 * u, mk[u], acc[u]);
-        sq = sq_acc_pd(acc[u], sq); /* lanes past w are 0: wrow and the panel are zero there */
+        sq = sq_acc_pd(acc[u], sq); /* lanes past w are 0: masked loads */
     }
     return _mm512_reduce_add_pd(sq);
 }
 
-AVX512 static double feature_enc_tile_avx512(const float *panel, const uint32_t *tok,
+AVX512 static double feature_enc_tile_avx512(const tile_rows *src, const uint32_t *tok,
                                              const float *g, size_t nk, size_t w, float *genc)
 {
     enum { V = SAE_FEAT_TILE / 16 };
     __m512 acc[V], acc2[V];
-    for (int u = 0; u < V; u++)
+    __mmask16 mk[V];
+    for (int u = 0; u < V; u++) {
         acc[u] = acc2[u] = _mm512_setzero_ps();
+        mk[u] = lanes_below(w, 16 * (size_t)u);
+    }
     size_t k = 0;
     for (; k + 2 <= nk; k += 2) {
-        const float *r = panel + (size_t)tok[k] * SAE_FEAT_TILE;
-        const float *q = panel + (size_t)tok[k + 1] * SAE_FEAT_TILE;
+        const float *r = tile_row(src, tok[k]), *q = tile_row(src, tok[k + 1]);
         __m512 gv = _mm512_set1_ps(g[k]), hv = _mm512_set1_ps(g[k + 1]);
         for (int u = 0; u < V; u++) {
-            acc[u] = _mm512_fmadd_ps(gv, _mm512_load_ps(r + 16 * u), acc[u]);
-            acc2[u] = _mm512_fmadd_ps(hv, _mm512_load_ps(q + 16 * u), acc2[u]);
+            acc[u] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(mk[u], r + 16 * u), acc[u]);
+            acc2[u] = _mm512_fmadd_ps(hv, _mm512_maskz_loadu_ps(mk[u], q + 16 * u), acc2[u]);
         }
     }
     if (k < nk) {
-        const float *r = panel + (size_t)tok[k] * SAE_FEAT_TILE;
+        const float *r = tile_row(src, tok[k]);
         __m512 gv = _mm512_set1_ps(g[k]);
         for (int u = 0; u < V; u++)
-            acc[u] = _mm512_fmadd_ps(gv, _mm512_load_ps(r + 16 * u), acc[u]);
+            acc[u] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(mk[u], r + 16 * u), acc[u]);
     }
     __m512d sq = _mm512_setzero_pd();
     for (int u = 0; u < V; u++) {
         __m512 v = _mm512_add_ps(acc[u], acc2[u]);
-        _mm512_mask_storeu_ps(genc + 16 * u, lanes_below(w, 16 * (size_t)u), v);
+        _mm512_mask_storeu_ps(genc + 16 * u, mk[u], v);
         sq = sq_acc_pd(v, sq);
     }
     return _mm512_reduce_add_pd(sq);
@@ -310,11 +324,11 @@ AVX512 static double feature_enc_tile_avx512(const float *panel, const uint32_t 
 typedef struct sparse_kernels {
     size_t (*relu_stats)(float *, const float *, const float *, size_t, double *, uint16_t *);
     void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t);
-    double (*decode_tile)(const float *, const uint32_t *, const float *, size_t, const float *,
-                          const float *, size_t, float, float *);
-    double (*feature_dec_tile)(const float *, const uint32_t *, const float *, float *, size_t,
+    double (*decode_tile)(const tile_rows *, const uint32_t *, const float *, size_t,
+                          const float *, const float *, size_t, float, float *);
+    double (*feature_dec_tile)(const tile_rows *, const uint32_t *, const float *, float *, size_t,
                                float, const float *, size_t, float *);
-    double (*feature_enc_tile)(const float *, const uint32_t *, const float *, size_t, size_t,
+    double (*feature_enc_tile)(const tile_rows *, const uint32_t *, const float *, size_t, size_t,
                                float *);
 } sparse_kernels;
 
@@ -358,19 +372,26 @@ void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float 
 /* Compress a block into the CSR from its flags: the pairs whose bit is set in
  * mask (or band, for JumpReLU). Reading the flags (1 bit per feature) and
  * only the flagged values costs far less than scanning f again. */
-static void compress_block(sae_workspace *ws, size_t t0, size_t rows, bool with_band,
-                           int n_threads)
+typedef struct compress_task {
+    sae_workspace *ws;
+    size_t t0;
+    bool with_band;
+} compress_task;
+
+static void compress_range(void *ctx, size_t begin, size_t end, int tid)
 {
+    (void)tid;
+    const compress_task *c = ctx;
+    sae_workspace *ws = c->ws;
     const size_t d_sae = ws->d_sae, chunks = ws->mask_chunks;
-    #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t t = 0; t < rows; t++) {
-        size_t at = ws->row_ptr[t0 + t];
+    for (size_t t = begin; t < end; t++) {
+        size_t at = ws->row_ptr[c->t0 + t];
         const float *f = ws->f + t * d_sae;
         const uint16_t *mask = ws->mask + t * chunks, *band = ws->band + t * chunks;
-        for (size_t c = 0; c < chunks; c++) {
-            unsigned bits = with_band ? (unsigned)(mask[c] | band[c]) : mask[c];
+        for (size_t k = 0; k < chunks; k++) {
+            unsigned bits = c->with_band ? (unsigned)(mask[k] | band[k]) : mask[k];
             while (bits) {
-                size_t i = 16 * c + (size_t)__builtin_ctz(bits);
+                size_t i = 16 * k + (size_t)__builtin_ctz(bits);
                 ws->feat[at] = (uint32_t)i;
                 ws->fval[at] = f[i];
                 at++;
@@ -380,14 +401,16 @@ static void compress_block(sae_workspace *ws, size_t t0, size_t rows, bool with_
     }
 }
 
-void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool)
 {
-    compress_block(ws, t0, rows, false, n_threads);
+    compress_task c = {ws, t0, false};
+    sae__parallel_for(pool, rows, compress_range, &c);
 }
 
-void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, int n_threads)
+void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool)
 {
-    compress_block(ws, t0, rows, true, n_threads);
+    compress_task c = {ws, t0, true};
+    sae__parallel_for(pool, rows, compress_range, &c);
 }
 
 /* panel (rows x tile, zero-padded) = columns [j0, j0 + w) of src (rows x ld). */
@@ -404,14 +427,10 @@ static void pack_panel(const float *src, size_t ld, size_t rows, size_t j0, size
 
 /* The calling thread's share of items [0, count) when item i costs
  * (ptr[i + 1] - ptr[i]) + per_item: contiguous ranges of equal work. */
-static void balanced_range(const size_t *ptr, size_t count, size_t per_item, size_t *begin,
-                           size_t *end)
+static void balanced_range(const size_t *ptr, size_t count, size_t per_item, int tid, int n_threads,
+                           size_t *begin, size_t *end)
 {
-    size_t me = 0, nt = 1;
-#ifdef _OPENMP
-    me = (size_t)omp_get_thread_num();
-    nt = (size_t)omp_get_num_threads();
-#endif
+    const size_t me = (size_t)tid, nt = (size_t)n_threads;
     double total = (double)(ptr[count] - ptr[0]) + (double)per_item * (double)count;
     size_t bounds[2];
     for (int side = 0; side < 2; side++) {
@@ -435,77 +454,138 @@ static void balanced_range(const size_t *ptr, size_t count, size_t per_item, siz
  * (loads and stores of its own rows), for balancing. */
 #define SAE_ITEM_COST 2
 
-void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
-                             const float *base, float scale, sae_workspace *ws, int n_threads)
-{
-    const sparse_kernels kern = pick_kernels();
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const float *w_dec = sae__w_dec(m);
-    #pragma omp parallel num_threads(n_threads)
-    {
-        size_t begin, end, me = 0;
-#ifdef _OPENMP
-        me = (size_t)omp_get_thread_num();
+typedef struct token_task {
+    const sae_model *m;
+    const float *target, *base;
+    size_t t0, count;
+    float scale;
+    sae_workspace *ws;
+    bool direct;
+} token_task;
+
+/* Pairs per token (over the whole step) up to which the phases read rows in
+ * place instead of packing panels: packing costs a pass over the matrix per
+ * thread and tile whatever the density, and pays off only when many pairs
+ * reuse each panel. */
+#define SAE_DIRECT_MAX_PAIRS 64
+
+#ifdef SAE_TESTING
+int sae__test_sparse_layout = 0;
 #endif
-        balanced_range(ws->row_ptr + t0, count, SAE_ITEM_COST, &begin, &end);
-        begin += t0;
-        end += t0;
-        float *panel = ws->w_panel + me * d_sae * SAE_DEC_TILE;
-        for (size_t t = begin; t < end; t++)
-            ws->l2_tok[t] = 0.0;
-        for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_DEC_TILE) {
-            size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
-            pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, panel);
-            for (size_t t = begin; t < end; t++) {
-                size_t k0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - k0;
-                ws->l2_tok[t] += kern.decode_tile(panel, ws->feat + k0, ws->fval + k0, nk, base + j0,
-                                                  target + (t - t0) * d_in + j0, w, scale,
-                                                  ws->dxh + t * d_in + j0);
+
+/* Rows in place for tokens [t0, t0 + count)? */
+static bool use_direct(const sae_workspace *ws, size_t t0, size_t count)
+{
+#ifdef SAE_TESTING
+    if (sae__test_sparse_layout)
+        return sae__test_sparse_layout == 1;
+#endif
+    return ws->row_ptr[t0 + count] - ws->row_ptr[t0] <= (size_t)SAE_DIRECT_MAX_PAIRS * count;
+}
+
+static void token_run(void *ctx, int tid, int n_threads)
+{
+    const token_task *k = ctx;
+    const sparse_kernels kern = pick_kernels();
+    sae_workspace *ws = k->ws;
+    const size_t d_in = k->m->d_in, d_sae = k->m->d_sae, t0 = k->t0;
+    const float *w_dec = sae__w_dec(k->m);
+    size_t begin, end;
+    balanced_range(ws->row_ptr + t0, k->count, SAE_ITEM_COST, tid, n_threads, &begin, &end);
+    begin += t0;
+    end += t0;
+    for (size_t t = begin; t < end; t++)
+        ws->l2_tok[t] = 0.0;
+    if (k->direct) {
+        /* token by token: its rows of W_dec stay in cache across the tiles */
+        for (size_t t = begin; t < end; t++) {
+            size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
+            for (size_t j0 = 0; j0 < d_in; j0 += SAE_DEC_TILE) {
+                size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
+                tile_rows src = {w_dec + j0, d_in, SIZE_MAX};
+                ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk,
+                                                  k->base + j0, k->target + (t - t0) * d_in + j0,
+                                                  w, k->scale, ws->dxh + t * d_in + j0);
             }
         }
+        return;
     }
+    float *panel = ws->w_panel + (size_t)tid * d_sae * SAE_DEC_TILE;
+    tile_rows src = {panel, SAE_DEC_TILE, SIZE_MAX};
+    for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_DEC_TILE) {
+        size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
+        pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, panel);
+        for (size_t t = begin; t < end; t++) {
+            size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
+            ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk, k->base + j0,
+                                              k->target + (t - t0) * d_in + j0, w, k->scale,
+                                              ws->dxh + t * d_in + j0);
+        }
+    }
+}
+
+void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
+                             const float *base, float scale, sae_workspace *ws, sae_pool *pool)
+{
+    token_task k = {m, target, base, t0, count, scale, ws, false};
+    k.direct = use_direct(ws, t0, count);
+    sae__pool_run(pool, token_run, &k);
 }
 
 /* Build the feature-major copy of the pairs. Threads take contiguous token
  * ranges, count per feature, then scatter at offsets that keep every feature's
  * pairs in token order, whatever the thread count. */
-static void transpose_pairs(sae_workspace *ws, size_t n_tokens, int n_threads)
+typedef struct transpose_task {
+    sae_workspace *ws;
+    size_t n_rows;
+} transpose_task;
+
+static void transpose_count(void *ctx, int tid, int n_threads)
 {
-    const size_t d_sae = ws->d_sae;
-    size_t *col_ptr = ws->col_ptr;
-    #pragma omp parallel num_threads(n_threads)
-    {
-        size_t me = 0, nt = 1;
-#ifdef _OPENMP
-        me = (size_t)omp_get_thread_num();
-        nt = (size_t)omp_get_num_threads();
-#endif
-        size_t t_begin = n_tokens * me / nt, t_end = n_tokens * (me + 1) / nt;
-        size_t *hist = ws->hist + me * d_sae;
-        memset(hist, 0, d_sae * sizeof(size_t));
-        for (size_t p = ws->row_ptr[t_begin]; p < ws->row_ptr[t_end]; p++)
-            hist[ws->feat[p]]++;
-        #pragma omp barrier
-        #pragma omp single
-        {
-            size_t at = 0;
-            for (size_t i = 0; i < d_sae; i++) {
-                col_ptr[i] = at;
-                for (size_t h = 0; h < nt; h++) {
-                    size_t count = ws->hist[h * d_sae + i];
-                    ws->hist[h * d_sae + i] = at;
-                    at += count;
-                }
-            }
-            col_ptr[d_sae] = at;
+    const sae_workspace *ws = ((transpose_task *)ctx)->ws;
+    const size_t n_tokens = ((transpose_task *)ctx)->n_rows;
+    size_t t_begin, t_end;
+    sae__share(n_tokens, tid, n_threads, &t_begin, &t_end);
+    size_t *hist = ws->hist + (size_t)tid * ws->d_sae;
+    memset(hist, 0, ws->d_sae * sizeof(size_t));
+    for (size_t p = ws->row_ptr[t_begin]; p < ws->row_ptr[t_end]; p++)
+        hist[ws->feat[p]]++;
+}
+
+static void transpose_scatter(void *ctx, int tid, int n_threads)
+{
+    sae_workspace *ws = ((transpose_task *)ctx)->ws;
+    const size_t n_tokens = ((transpose_task *)ctx)->n_rows;
+    size_t t_begin, t_end;
+    sae__share(n_tokens, tid, n_threads, &t_begin, &t_end);
+    size_t *next = ws->hist + (size_t)tid * ws->d_sae;
+    for (size_t t = t_begin; t < t_end; t++)
+        for (size_t p = ws->row_ptr[t]; p < ws->row_ptr[t + 1]; p++) {
+            size_t q = next[ws->feat[p]]++;
+            ws->tok[q] = (uint32_t)t;
+            ws->cfval[q] = ws->fval[p];
         }
-        for (size_t t = t_begin; t < t_end; t++)
-            for (size_t p = ws->row_ptr[t]; p < ws->row_ptr[t + 1]; p++) {
-                size_t q = hist[ws->feat[p]]++;
-                ws->tok[q] = (uint32_t)t;
-                ws->cfval[q] = ws->fval[p];
-            }
+}
+
+/* Build the feature-major copy of the pairs. Threads take contiguous token
+ * ranges, count per feature, then scatter at offsets that keep every feature's
+ * pairs in token order, whatever the thread count. */
+static void transpose_pairs(sae_workspace *ws, size_t n_tokens, sae_pool *pool)
+{
+    const size_t d_sae = ws->d_sae, nt = (size_t)sae__pool_threads(pool);
+    transpose_task ctx = {ws, n_tokens};
+    sae__pool_run(pool, transpose_count, &ctx);
+    size_t at = 0;
+    for (size_t i = 0; i < d_sae; i++) {
+        ws->col_ptr[i] = at;
+        for (size_t h = 0; h < nt; h++) {
+            size_t count = ws->hist[h * d_sae + i];
+            ws->hist[h * d_sae + i] = at;
+            at += count;
+        }
     }
+    ws->col_ptr[d_sae] = at;
+    sae__pool_run(pool, transpose_scatter, &ctx);
 }
 
 /* panel rows r of [0, rows) = columns [j0, j0 + w) of src row (r mod src_rows):
@@ -519,93 +599,164 @@ static void pack_panel_wrapped(const float *src, size_t ld, size_t src_rows, siz
     }
 }
 
+typedef struct feature_task {
+    const sae_model *m;
+    const sae_step_config *cfg;
+    size_t n_tokens, n_rows;
+    sae_workspace *ws;
+    float *grad;
+    bool direct;
+} feature_task;
+
+/* What every feature's pass shares. */
+typedef struct feature_ctx {
+    const sae_model *m;
+    const sae_step_config *cfg;
+    sparse_kernels kern;
+    sae_workspace *ws;
+    size_t n_tokens;
+    double l1_scale, inv_eps, l0_term;
+    float half_band;
+    bool jump;
+    float *g_w_dec, *g_w_enc;
+    float *c; /* d_sae norm-term coefficients */
+} feature_ctx;
+
+/* Feature i before its tiles: statistics over the real tokens' pairs (AuxK's
+ * rows come after them in each column), the norm term's coefficient, and the
+ * L1 part of each pair's g. */
+static void feature_prepare(const feature_ctx *fc, size_t i)
+{
+    sae_workspace *ws = fc->ws;
+    size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1], k_main = k0;
+    double f_sum = 0.0;
+    for (; k_main < k1 && ws->tok[k_main] < fc->n_tokens; k_main++)
+        f_sum += ws->cfval[k_main];
+    fc->c[i] = (ws->norms[i] > 0.0f && f_sum != 0.0)
+                   ? (float)(fc->l1_scale * f_sum / ws->norms[i]) : 0.0f;
+    float g_l1 = (float)fc->l1_scale * ws->norms[i];
+    for (size_t k = k0; k < k1; k++)
+        ws->cgval[k] = k < k_main ? g_l1 : 0.0f;
+    ws->f_sum[i] = f_sum;
+    ws->last_fired[i] = 0;
+    for (size_t k = k_main; k-- > k0;)
+        if (ws->cfval[k] > 0.0f) { /* JumpReLU's band pairs did not fire */
+            ws->last_fired[i] = (uint64_t)ws->tok[k] + 1;
+            break;
+        }
+    ws->row_sumsq[i] = 0.0;
+}
+
+/* Feature i between its two passes, once every g is complete: JumpReLU's
+ * threshold estimators over the band (then dL/dpre only where it fired), and
+ * dL/db_enc. */
+static void feature_settle(const feature_ctx *fc, size_t i)
+{
+    sae_workspace *ws = fc->ws;
+    size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1];
+    if (fc->jump) {
+        double theta_grad = 0.0;
+        const float theta = ws->theta[i];
+        for (size_t k = k0; k < k1; k++) {
+            float f = ws->cfval[k];
+            if (f == 0.0f || f - theta < fc->half_band)
+                theta_grad += -(double)theta * fc->inv_eps * ws->cgval[k] + fc->l0_term;
+            if (f == 0.0f)
+                ws->cgval[k] = 0.0f;
+        }
+        ws->theta_grad[i] = theta_grad;
+    }
+    double g_sum = 0.0;
+    for (size_t k = k0; k < k1; k++)
+        g_sum += ws->cgval[k];
+    ws->g_b_enc[i] = g_sum;
+}
+
+static void feature_dec(const feature_ctx *fc, size_t i, const tile_rows *src, size_t j0,
+                        size_t w)
+{
+    sae_workspace *ws = fc->ws;
+    const size_t d_in = fc->m->d_in;
+    size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
+    ws->row_sumsq[i] += fc->kern.feature_dec_tile(src, ws->tok + k0, ws->cfval + k0,
+                                                  ws->cgval + k0, nk, fc->c[i],
+                                                  sae__w_dec(fc->m) + i * d_in + j0, w,
+                                                  fc->g_w_dec + i * d_in + j0);
+}
+
+static void feature_enc(const feature_ctx *fc, size_t i, const tile_rows *src, size_t j0,
+                        size_t w)
+{
+    sae_workspace *ws = fc->ws;
+    const size_t d_in = fc->m->d_in;
+    size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
+    ws->row_sumsq[i] += fc->kern.feature_enc_tile(src, ws->tok + k0, ws->cgval + k0, nk, w,
+                                                  fc->g_w_enc + i * d_in + j0);
+}
+
+static void feature_run(void *ctx, int tid, int n_threads)
+{
+    const feature_task *task = ctx;
+    const sae_model *m = task->m;
+    const sae_step_config *cfg = task->cfg;
+    sae_workspace *ws = task->ws;
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t n_tokens = task->n_tokens, n_rows = task->n_rows;
+    const bool jump = m->arch == SAE_ARCH_JUMPRELU;
+    feature_ctx fc = {
+        .m = m, .cfg = cfg, .kern = pick_kernels(), .ws = ws, .n_tokens = n_tokens,
+        /* the L1 terms belong to the ReLU SAE only */
+        .l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / (double)n_tokens : 0.0,
+        .inv_eps = jump ? 1.0 / cfg->bandwidth : 0.0,
+        .l0_term = jump ? -cfg->lambda / ((double)n_tokens * cfg->bandwidth) : 0.0,
+        .half_band = (float)(0.5 * cfg->bandwidth), .jump = jump,
+        .g_w_dec = task->grad + m->lay.w_dec, .g_w_enc = task->grad + m->lay.w_enc_t,
+        .c = ws->f, /* the block buffer is free by now */
+    };
+    size_t begin, end;
+    balanced_range(ws->col_ptr, d_sae, SAE_ITEM_COST, tid, n_threads, &begin, &end);
+    if (task->direct) {
+        /* feature by feature: its tokens' rows stay in cache across the tiles */
+        for (size_t i = begin; i < end; i++) {
+            feature_prepare(&fc, i);
+            for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
+                tile_rows src = {ws->dxh + j0, d_in, SIZE_MAX};
+                feature_dec(&fc, i, &src, j0, d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE);
+            }
+            feature_settle(&fc, i);
+            for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
+                tile_rows src = {ws->xc + j0, d_in, n_tokens};
+                feature_enc(&fc, i, &src, j0, d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE);
+            }
+        }
+        return;
+    }
+    float *panel = ws->t_panel + (size_t)tid * ws->panel_tokens * SAE_FEAT_TILE;
+    tile_rows src = {panel, SAE_FEAT_TILE, SIZE_MAX};
+    for (size_t i = begin; i < end; i++)
+        feature_prepare(&fc, i);
+    /* dW_dec, and g's reconstruction part, tile by tile of dL/dx_hat */
+    for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
+        size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
+        pack_panel(ws->dxh, d_in, n_rows, j0, w, SAE_FEAT_TILE, panel);
+        for (size_t i = begin; i < end; i++)
+            feature_dec(&fc, i, &src, j0, w);
+    }
+    for (size_t i = begin; i < end; i++)
+        feature_settle(&fc, i);
+    /* dW_enc (stored transposed), tile by tile of xc */
+    for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
+        size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
+        pack_panel_wrapped(ws->xc, d_in, n_tokens, n_rows, j0, w, SAE_FEAT_TILE, panel);
+        for (size_t i = begin; i < end; i++)
+            feature_enc(&fc, i, &src, j0, w);
+    }
+}
+
 void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                                size_t n_rows, sae_workspace *ws, float *grad)
 {
-    const sparse_kernels kern = pick_kernels();
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    /* the L1 terms belong to the ReLU SAE only */
-    const double l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / (double)n_tokens : 0.0;
-    const bool jump = m->arch == SAE_ARCH_JUMPRELU;
-    const float half_band = (float)(0.5 * cfg->bandwidth);
-    const double inv_eps = jump ? 1.0 / cfg->bandwidth : 0.0;
-    const double l0_term = jump ? -cfg->lambda / ((double)n_tokens * cfg->bandwidth) : 0.0;
-    const float *w_dec = sae__w_dec(m);
-    float *g_w_dec = grad + m->lay.w_dec, *g_w_enc = grad + m->lay.w_enc_t;
-    transpose_pairs(ws, n_rows, cfg->n_threads);
-
-    #pragma omp parallel num_threads(cfg->n_threads)
-    {
-        size_t begin, end, me = 0;
-#ifdef _OPENMP
-        me = (size_t)omp_get_thread_num();
-#endif
-        balanced_range(ws->col_ptr, d_sae, SAE_ITEM_COST, &begin, &end);
-        float *panel = ws->t_panel + me * ws->panel_tokens * SAE_FEAT_TILE;
-        float *c = (float *)ws->f; /* d_sae norm-term coefficients: the block buffer is free */
-        /* per feature: statistics over the real tokens' pairs (AuxK's rows come
-         * after them in each column), the norm term's coefficient, g's L1 part */
-        for (size_t i = begin; i < end; i++) {
-            size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1], k_main = k0;
-            double f_sum = 0.0;
-            for (; k_main < k1 && ws->tok[k_main] < n_tokens; k_main++)
-                f_sum += ws->cfval[k_main];
-            c[i] = (ws->norms[i] > 0.0f && f_sum != 0.0)
-                       ? (float)(l1_scale * f_sum / ws->norms[i]) : 0.0f;
-            float g_l1 = (float)l1_scale * ws->norms[i];
-            for (size_t k = k0; k < k1; k++)
-                ws->cgval[k] = k < k_main ? g_l1 : 0.0f;
-            ws->f_sum[i] = f_sum;
-            ws->last_fired[i] = 0;
-            for (size_t k = k_main; k-- > k0;)
-                if (ws->cfval[k] > 0.0f) { /* JumpReLU's band pairs did not fire */
-                    ws->last_fired[i] = (uint64_t)ws->tok[k] + 1;
-                    break;
-                }
-            ws->row_sumsq[i] = 0.0;
-        }
-        /* dW_dec, and g_k's reconstruction part, tile by tile of dL/dx_hat */
-        for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
-            size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-            pack_panel(ws->dxh, d_in, n_rows, j0, w, SAE_FEAT_TILE, panel);
-            for (size_t i = begin; i < end; i++) {
-                size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
-                ws->row_sumsq[i] += kern.feature_dec_tile(panel, ws->tok + k0, ws->cfval + k0,
-                                                          ws->cgval + k0, nk, c[i],
-                                                          w_dec + i * d_in + j0, w,
-                                                          g_w_dec + i * d_in + j0);
-            }
-        }
-        for (size_t i = begin; i < end; i++) {
-            size_t k0 = ws->col_ptr[i], k1 = ws->col_ptr[i + 1];
-            if (jump) {
-                /* the threshold's estimators over the band, then dL/dpre only
-                 * where the feature fired */
-                double theta_grad = 0.0;
-                const float theta = ws->theta[i];
-                for (size_t k = k0; k < k1; k++) {
-                    float f = ws->cfval[k];
-                    if (f == 0.0f || f - theta < half_band)
-                        theta_grad += -(double)theta * inv_eps * ws->cgval[k] + l0_term;
-                    if (f == 0.0f)
-                        ws->cgval[k] = 0.0f;
-                }
-                ws->theta_grad[i] = theta_grad;
-            }
-            double g_sum = 0.0;
-            for (size_t k = k0; k < k1; k++)
-                g_sum += ws->cgval[k];
-            ws->g_b_enc[i] = g_sum;
-        }
-        /* dW_enc (stored transposed), tile by tile of xc */
-        for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
-            size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-            pack_panel_wrapped(ws->xc, d_in, n_tokens, n_rows, j0, w, SAE_FEAT_TILE, panel);
-            for (size_t i = begin; i < end; i++) {
-                size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
-                ws->row_sumsq[i] += kern.feature_enc_tile(panel, ws->tok + k0, ws->cgval + k0, nk,
-                                                          w, g_w_enc + i * d_in + j0);
-            }
-        }
-    }
+    transpose_pairs(ws, n_rows, cfg->pool);
+    feature_task task = {m, cfg, n_tokens, n_rows, ws, grad, use_direct(ws, 0, n_rows)};
+    sae__pool_run(cfg->pool, feature_run, &task);
 }

@@ -137,6 +137,20 @@ static int reserve_block(sae_workspace *ws, size_t block)
     return SAE_OK;
 }
 
+/* The pool runs exactly n_threads threads; a new count replaces it. */
+static int reserve_pool(sae_workspace *ws, int n_threads)
+{
+    if (ws->pool && sae__pool_threads(ws->pool) == n_threads)
+        return SAE_OK;
+    sae_pool *pool;
+    int rc = sae__pool_create(&pool, n_threads);
+    if (rc != SAE_OK)
+        return rc;
+    sae__pool_free(ws->pool);
+    ws->pool = pool;
+    return SAE_OK;
+}
+
 static int reserve_threads(sae_workspace *ws, int n_threads, size_t rows, bool radix)
 {
     size_t threads = (size_t)n_threads;
@@ -184,6 +198,8 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
         rc = reserve_block(ws, block);
     if (rc == SAE_OK)
         rc = reserve_threads(ws, s->n_threads, rows, s->arch == SAE_ARCH_BATCHTOPK);
+    if (rc == SAE_OK)
+        rc = reserve_pool(ws, s->n_threads);
     if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
         sae__workspace_free(ws);
     return rc;
@@ -242,5 +258,6 @@ void sae__workspace_free(sae_workspace *ws)
     };
     for (size_t k = 0; k < sizeof buffers / sizeof buffers[0]; k++)
         sae__free(buffers[k]);
+    sae__pool_free(ws->pool);
     memset(ws, 0, sizeof *ws);
 }

@@ -49,7 +49,7 @@ static void lib_gradients(const sae_model *m, const float *x, size_t n, const re
     if (k_aux)
         memcpy(ws.dead, t->dead, d_sae);
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
-    sae_step_config cfg = {t->lambda, kernel, 2, t->auxk_coeff, k_aux, k_aux ? ws.dead : NULL,
+    sae_step_config cfg = {t->lambda, kernel, ws.pool, t->auxk_coeff, k_aux, k_aux ? ws.dead : NULL,
                            t->bandwidth};
     sae_backward_result res;
     ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, grad, &res), SAE_OK);
@@ -135,9 +135,12 @@ static void check_gradients(int arch, double param, const ref_train *t, uint64_t
     ref_alloc_arch(&want, d_in, d_sae, arch, r.k);
     ref_alloc_arch(&lib, d_in, d_sae, arch, r.k);
     ref_train_gradients(&r, x, n, t, &want);
-    int kernels[2] = {SAE_KERNEL_DENSE, SAE_KERNEL_SPARSE};
-    for (int kk = 0; kk < 2; kk++) {
+    /* dense; sparse with rows in place; sparse from packed panels */
+    int kernels[3] = {SAE_KERNEL_DENSE, SAE_KERNEL_SPARSE, SAE_KERNEL_SPARSE};
+    for (int kk = 0; kk < 3; kk++) {
+        sae__test_sparse_layout = kk;
         lib_gradients(m, x, n, t, kernels[kk], &lib, NULL);
+        sae__test_sparse_layout = 0;
         double err, scale;
         compare(&r, &lib, &want, &err, &scale);
         ck_assert_msg(scale > 1e-3, "arch %d: gradients vanish", arch);

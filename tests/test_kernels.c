@@ -28,7 +28,7 @@ static run run_backward(const sae_model *m, const float *x, size_t n, double lam
     run r;
     r.grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(r.grad);
-    sae_step_config cfg = {lambda, kernel, n_threads, 0.0, 0, NULL, 0.001};
+    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001};
     ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, r.grad, &r.res), SAE_OK);
     sae__workspace_free(&ws);
     return r;
@@ -121,8 +121,11 @@ static float *reference_grad(const sae_model *m, const float *x, size_t n, doubl
 
 /* Odd sizes on purpose: d_in = 70 leaves partial column tiles and vector tails,
  * n spans several encoder blocks. */
+/* Run the sparse path with rows read in place (_i = 0) and from packed
+ * panels (_i = 1), whatever the density would pick. */
 START_TEST(dense_and_sparse_paths_match_the_reference_at_every_density)
 {
+    sae__test_sparse_layout = _i + 1;
     const size_t d_in = 70, d_sae = 80, n = SAE_BLOCK_TOKENS + 100;
     const double densities[] = {0.0, 0.002, 0.03, 0.2, 0.6, 1.0};
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 31);
@@ -164,12 +167,14 @@ START_TEST(dense_and_sparse_paths_match_the_reference_at_every_density)
         sae_model_free(m);
     }
     free(x);
+    sae__test_sparse_layout = 0;
 }
 END_TEST
 
 /* The portable kernels (used where AVX-512 is missing) agree with the vector ones. */
 START_TEST(portable_kernels_agree_with_vector_kernels)
 {
+    sae__test_sparse_layout = _i + 1; /* both layouts */
     const size_t d_in = 100, d_sae = 90, n = 300;
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 5);
     sae_model *m = model_with_density(d_in, d_sae, x, n, 0.05, 6);
@@ -190,6 +195,7 @@ START_TEST(portable_kernels_agree_with_vector_kernels)
     sae__free(slow_dense.grad);
     sae_model_free(m);
     free(x);
+    sae__test_sparse_layout = 0;
 }
 END_TEST
 
@@ -197,6 +203,7 @@ END_TEST
  * gradients are bit-identical at any thread count, on both paths. */
 START_TEST(results_do_not_depend_on_the_thread_count)
 {
+    sae__test_sparse_layout = _i + 1;
     const size_t d_in = 64, d_sae = 200, n = 700;
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 8);
     sae_model *m = model_with_density(d_in, d_sae, x, n, 0.04, 9);
@@ -214,6 +221,7 @@ START_TEST(results_do_not_depend_on_the_thread_count)
     }
     sae_model_free(m);
     free(x);
+    sae__test_sparse_layout = 0;
 }
 END_TEST
 
@@ -277,9 +285,9 @@ static Suite *kernels_suite(void)
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("paths");
     tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, dense_and_sparse_paths_match_the_reference_at_every_density);
-    tcase_add_test(tc, portable_kernels_agree_with_vector_kernels);
-    tcase_add_test(tc, results_do_not_depend_on_the_thread_count);
+    tcase_add_loop_test(tc, dense_and_sparse_paths_match_the_reference_at_every_density, 0, 2);
+    tcase_add_loop_test(tc, portable_kernels_agree_with_vector_kernels, 0, 2);
+    tcase_add_loop_test(tc, results_do_not_depend_on_the_thread_count, 0, 2);
     tcase_add_test(tc, auto_choice_follows_the_density);
     tcase_add_test(tc, public_kernel_option_gives_the_same_training);
     suite_add_tcase(s, tc);
