@@ -51,8 +51,7 @@ def main():
     import numpy as np
 
     d_in, n_max = 768, max(int(b) for b in args.batch.split(","))
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "x.f32")
         np.random.default_rng(12345).standard_normal((n_max, d_in), dtype=np.float32).tofile(data)

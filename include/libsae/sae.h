@@ -302,13 +302,18 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                global L2 norm ||g|| over all parameters exceeds clip.
  *   SAE_OPT_THREADS     0        a whole number in [0, 1024]: threads for the
  *                                library's own loops in sae_step (0: one per online
- *                                core). BLAS calls are made from one thread at a
- *                                time, never inside these loops, so the library's
- *                                threads and the BLAS library's threads (set with
- *                                e.g. OPENBLAS_NUM_THREADS) take turns instead of
- *                                oversubscribing the cores. With a fixed thread
- *                                count and BLAS configuration, steps are
- *                                deterministic: the same inputs give the same bits.
+ *                                core). They are the optimizer's own (created at
+ *                                its first step, joined by sae_optimizer_free) and
+ *                                sleep between the step's loops; BLAS calls are
+ *                                made from one thread, never inside these loops,
+ *                                so the library's threads and the BLAS library's
+ *                                (set with e.g. OPENBLAS_NUM_THREADS) take turns
+ *                                instead of oversubscribing the cores. Results do
+ *                                not depend on this count; with a fixed BLAS
+ *                                configuration the same inputs give the same bits.
+ *                                An optimizer's threads do not survive fork():
+ *                                step a forked child with a new optimizer (or one
+ *                                loaded from a checkpoint).
  *   SAE_OPT_KERNEL      0        SAE_KERNEL_AUTO (0), SAE_KERNEL_DENSE (1) or
  *                                SAE_KERNEL_SPARSE (2): how sae_step runs the
  *                                decoder and the backward pass. Dense uses CBLAS
