@@ -15,6 +15,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +31,7 @@
 
 struct sae_pool {
     int n_threads;                 /* including the caller */
+    pid_t owner;                   /* the process that started the workers */
     pthread_t *workers;            /* n_threads - 1 */
     pthread_mutex_t mutex;
     pthread_cond_t start, done;
@@ -93,6 +95,7 @@ int sae__pool_create(sae_pool **out, int n_threads)
     if (!p)
         return SAE_E_NOMEM;
     p->n_threads = n_threads;
+    p->owner = getpid();
     atomic_init(&p->generation, 0);
     atomic_init(&p->remaining, 0);
     if (n_threads == 1) {
@@ -139,7 +142,10 @@ void sae__pool_free(sae_pool *p)
 {
     if (!p)
         return;
-    if (p->n_threads > 1 || p->workers) {
+    /* In a forked child the workers, and the waiters the copied condition
+     * variables still count, belong to the parent: destroying them would wait
+     * for threads that do not exist here, so the child only frees memory. */
+    if (p->workers && p->owner == getpid()) {
         stop_workers(p, p->n_threads - 1);
         pthread_cond_destroy(&p->done);
         pthread_cond_destroy(&p->start);
@@ -155,6 +161,13 @@ void sae__pool_run(sae_pool *p, sae_task_fn fn, void *ctx)
 {
     if (!p || p->n_threads == 1) {
         fn(ctx, 0, 1);
+        return;
+    }
+    if (p->owner != getpid()) {
+        /* a forked child has no workers: run every share here, so the work is
+         * split (and results come out) exactly as in the parent */
+        for (int tid = 0; tid < p->n_threads; tid++)
+            fn(ctx, tid, p->n_threads);
         return;
     }
     p->fn = fn;

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 START_TEST(defaults_follow_the_recipe)
 {
@@ -407,6 +409,54 @@ START_TEST(steps_reduce_the_loss)
 }
 END_TEST
 
+/* After fork() the child has none of the optimizer's threads: its steps run
+ * on the calling thread, finish, and give the parent's bits; freeing joins
+ * nothing. */
+START_TEST(steps_work_in_a_forked_child)
+{
+    const size_t d_in = 16, d_sae = 64, n = 300;
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, 3), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 3), SAE_OK);
+    float *x = test_gaussian(n, d_in, 1.0, 0.0, 5);
+    ck_assert_int_eq(sae_step(m, o, x, n, NULL), SAE_OK); /* starts the threads */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(60); /* a deadlock fails the test instead of hanging it */
+        sae_losses l;
+        int rc = sae_step(m, o, x, n, &l);
+        float w[16 * 64];
+        if (rc == SAE_OK)
+            rc = sae_model_get_tensor(m, SAE_W_DEC, w, d_in * d_sae);
+        sae_optimizer_free(o);
+        sae_model_free(m);
+        if (write(fds[1], &rc, sizeof rc) != sizeof rc || write(fds[1], w, sizeof w) != sizeof w)
+            _exit(2);
+        _exit(0);
+    }
+    close(fds[1]);
+    int rc = -100, status = 0;
+    float child_w[16 * 64], w[16 * 64];
+    ck_assert_int_eq(read(fds[0], &rc, sizeof rc), (ssize_t)sizeof rc);
+    ck_assert_int_eq(rc, SAE_OK);
+    ck_assert_int_eq(read(fds[0], child_w, sizeof child_w), (ssize_t)sizeof child_w);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fds[0]);
+    ck_assert_int_eq(sae_step(m, o, x, n, NULL), SAE_OK);
+    ck_assert_int_eq(sae_model_get_tensor(m, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
+    ck_assert_mem_eq(w, child_w, sizeof w);
+    free(x);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
 static Suite *optimizer_suite(void)
 {
     Suite *s = suite_create("optimizer");
@@ -421,6 +471,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, step_refuses_nonfinite_gradients_and_updates);
     tcase_add_test(tc, step_allows_huge_finite_updates);
     tcase_add_test(tc, steps_reduce_the_loss);
+    tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);
     return s;
 }

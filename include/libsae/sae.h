@@ -311,9 +311,9 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                instead of oversubscribing the cores. Results do
  *                                not depend on this count; with a fixed BLAS
  *                                configuration the same inputs give the same bits.
- *                                An optimizer's threads do not survive fork():
- *                                step a forked child with a new optimizer (or one
- *                                loaded from a checkpoint).
+ *                                An optimizer's threads do not survive fork(): in
+ *                                a forked child its steps run on the calling
+ *                                thread alone (same results, more slowly).
  *   SAE_OPT_KERNEL      0        SAE_KERNEL_AUTO (0), SAE_KERNEL_DENSE (1) or
  *                                SAE_KERNEL_SPARSE (2): how sae_step runs the
  *                                decoder and the backward pass. Dense uses CBLAS
