@@ -18,21 +18,8 @@
  * biases and decoder norms matter. */
 static sae_model *make_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed)
 {
-    sae_model *m;
-    ck_assert_int_eq(sae_model_create_arch(&m, d_in, d_sae, seed, arch, param), SAE_OK);
-    float *w_enc = test_gaussian(d_in, d_sae, 0.5, 0.0, seed + 1);
-    float *w_dec = test_gaussian(d_sae, d_in, 0.3, 0.0, seed + 2);
-    float *b_enc = test_gaussian(1, d_sae, 0.2, 0.0, seed + 3);
-    float *b_dec = test_gaussian(1, d_in, 0.3, 0.2, seed + 4);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_ENC, w_enc, d_in * d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_DEC, w_dec, d_in * d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, b_enc, d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_DEC, b_dec, d_in), SAE_OK);
-    free(w_enc);
-    free(w_dec);
-    free(b_enc);
-    free(b_dec);
-    return m;
+    static const double sd[4] = {0.5, 0.2, 0.3, 0.3}; /* W_enc, b_enc, W_dec, b_dec */
+    return test_random_model(arch, param, d_in, d_sae, seed, sd);
 }
 
 /* The library's gradients through its internal backward entry point, in the

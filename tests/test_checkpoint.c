@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE /* unshare, mount, mkdtemp, realpath */
 #include "../src/internal.h"
+#include "nomem.h"
 #include "../src/safetensors.h"
 #include "testutil.h"
 
@@ -1986,29 +1987,6 @@ END_TEST
 
 /* ---- allocation failures --------------------------------------------------------- */
 
-typedef int (*alloc_call)(void *ctx);
-
-/* Fail the 1st, 2nd, ... allocation of call() until it succeeds: each must be
- * SAE_E_NOMEM with nothing leaked, then after_failure checks the state.
- * Returns the number of allocation sites. */
-static int fail_each_allocation(alloc_call call, void *ctx, void (*after_failure)(void *ctx))
-{
-    for (long k = 0;; k++) {
-        size_t live = sae__test_bytes_live;
-        sae__test_fail_countdown = k;
-        int rc = call(ctx);
-        sae__test_fail_countdown = -1;
-        if (rc == SAE_OK)
-            return (int)k;
-        ck_assert_msg(rc == SAE_E_NOMEM, "allocation %ld: status %d", k, rc);
-        ck_assert_msg(sae__test_bytes_live == live, "allocation %ld leaked %zu bytes", k,
-                      sae__test_bytes_live - live);
-        if (after_failure)
-            after_failure(ctx);
-        ck_assert_int_lt(k, 1000);
-    }
-}
-
 typedef struct nomem_fx {
     sae_model *m;
     sae_optimizer *o;
@@ -2124,21 +2102,21 @@ START_TEST(every_allocation_failure_is_clean)
 
     /* buffer loads: the header text, the JSON nodes and strings, the tensor
      * table, the model or optimizer */
-    ck_assert_int_ge(fail_each_allocation(nm_model_load_buffer, &fx, NULL), 6);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_model_load_buffer, &fx, NULL), 6);
     ck_assert(models_equal(fx.m, fx.made_m));
     sae_model_free(fx.made_m);
-    ck_assert_int_ge(fail_each_allocation(nm_opt_load_buffer, &fx, NULL), 8);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_opt_load_buffer, &fx, NULL), 8);
     sae_optimizer_free(fx.made_o);
     /* file loads add paths and cfg.json */
-    ck_assert_int_ge(fail_each_allocation(nm_model_load_dir, &fx, NULL), 10);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_model_load_dir, &fx, NULL), 10);
     sae_model_free(fx.made_m);
-    ck_assert_int_ge(fail_each_allocation(nm_opt_load_dir, &fx, NULL), 9);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_opt_load_dir, &fx, NULL), 9);
     sae_optimizer_free(fx.made_o);
     /* saves: a failed one leaves everything as it was */
-    ck_assert_int_ge(fail_each_allocation(nm_model_save_file, &fx, nm_file_unchanged), 2);
-    ck_assert_int_ge(fail_each_allocation(nm_model_save_dir, &fx, nm_ckpt_unchanged), 6);
-    ck_assert_int_ge(fail_each_allocation(nm_opt_save_dir, &fx, nm_ckpt_unchanged), 3);
-    ck_assert_int_ge(fail_each_allocation(nm_opt_save_buffer, &fx, NULL), 1);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_model_save_file, &fx, nm_file_unchanged), 2);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_model_save_dir, &fx, nm_ckpt_unchanged), 6);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_opt_save_dir, &fx, nm_ckpt_unchanged), 3);
+    ck_assert_int_ge(nomem_fail_each_allocation(nm_opt_save_buffer, &fx, NULL), 1);
     /* a model save into a buffer allocates nothing */
     size_t calls = sae__test_alloc_calls;
     bytes again = model_bytes(fx.m);
@@ -2175,15 +2153,15 @@ START_TEST(every_allocation_failure_is_clean_per_architecture)
         ck_assert_int_eq(mkdir(fx.ckpt, 0755), 0);
         ck_assert_int_eq(sae_model_save(fx.m, fx.ckpt), SAE_OK);
         ck_assert_int_eq(sae_optimizer_save(fx.o, fx.ckpt), SAE_OK);
-        ck_assert_int_ge(fail_each_allocation(nm_model_load_buffer, &fx, NULL), 6);
+        ck_assert_int_ge(nomem_fail_each_allocation(nm_model_load_buffer, &fx, NULL), 6);
         ck_assert(models_equal(fx.m, fx.made_m));
         sae_model_free(fx.made_m);
-        ck_assert_int_ge(fail_each_allocation(nm_model_load_dir, &fx, NULL), 10);
+        ck_assert_int_ge(nomem_fail_each_allocation(nm_model_load_dir, &fx, NULL), 10);
         ck_assert(models_equal(fx.m, fx.made_m));
         sae_model_free(fx.made_m);
-        ck_assert_int_ge(fail_each_allocation(nm_opt_load_buffer, &fx, NULL), 8);
+        ck_assert_int_ge(nomem_fail_each_allocation(nm_opt_load_buffer, &fx, NULL), 8);
         sae_optimizer_free(fx.made_o);
-        ck_assert_int_ge(fail_each_allocation(nm_model_save_dir, &fx, nm_ckpt_unchanged), 6);
+        ck_assert_int_ge(nomem_fail_each_allocation(nm_model_save_dir, &fx, nm_ckpt_unchanged), 6);
         /* a model save into a buffer allocates nothing */
         size_t calls = sae__test_alloc_calls;
         bytes again = model_bytes(fx.m);

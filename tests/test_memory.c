@@ -5,34 +5,12 @@
  * Uses the test build's allocation hooks.
  */
 #include "../src/internal.h"
+#include "nomem.h"
 #include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef int (*alloc_call)(void *ctx);
-
-/* Fail the 1st, 2nd, ... allocation of call() until it succeeds; each failure
- * must return SAE_E_NOMEM and leave the allocated byte count where it was.
- * Returns the number of allocation sites seen. */
-static int fail_each_allocation(alloc_call call, void *ctx, void (*after_failure)(void *ctx))
-{
-    for (long k = 0;; k++) {
-        size_t live = sae__test_bytes_live;
-        sae__test_fail_countdown = k;
-        int rc = call(ctx);
-        sae__test_fail_countdown = -1;
-        if (rc == SAE_OK)
-            return (int)k;
-        ck_assert_msg(rc == SAE_E_NOMEM, "allocation %ld: status %d", k, rc);
-        ck_assert_msg(sae__test_bytes_live == live, "allocation %ld leaked %zu bytes", k,
-                      sae__test_bytes_live - live);
-        if (after_failure)
-            after_failure(ctx);
-        ck_assert_int_lt(k, 1000);
-    }
-}
 
 typedef struct fixture {
     sae_model *m;
@@ -104,16 +82,16 @@ START_TEST(every_allocation_failure_is_clean)
     fx.x = test_gaussian(fx.n, 8, 1.0, 0.0, 1);
     size_t base = sae__test_bytes_live;
 
-    ck_assert_int_ge(fail_each_allocation(call_model_create, &fx, NULL), 2);
+    ck_assert_int_ge(nomem_fail_each_allocation(call_model_create, &fx, NULL), 2);
     fx.m = fx.made_model;
-    ck_assert_int_ge(fail_each_allocation(call_optimizer_create, &fx, NULL), 4);
+    ck_assert_int_ge(nomem_fail_each_allocation(call_optimizer_create, &fx, NULL), 4);
     fx.o = fx.made_opt;
     snapshot_take(&fx.ms, fx.m);
-    ck_assert_int_ge(fail_each_allocation(call_encode, &fx, NULL), 1);
-    ck_assert_int_ge(fail_each_allocation(call_loss, &fx, NULL), 4);
-    ck_assert_int_ge(fail_each_allocation(call_fvu, &fx, NULL), 5);
+    ck_assert_int_ge(nomem_fail_each_allocation(call_encode, &fx, NULL), 1);
+    ck_assert_int_ge(nomem_fail_each_allocation(call_loss, &fx, NULL), 4);
+    ck_assert_int_ge(nomem_fail_each_allocation(call_fvu, &fx, NULL), 5);
     /* the first step allocates the workspace */
-    ck_assert_int_ge(fail_each_allocation(call_step, &fx, model_unchanged), 9);
+    ck_assert_int_ge(nomem_fail_each_allocation(call_step, &fx, model_unchanged), 9);
     /* a larger batch grows it; the smaller buffers stay valid if that fails */
     free(fx.x);
     fx.n = 2 * SAE_BLOCK_TOKENS;

@@ -74,21 +74,8 @@ END_TEST
  * are active and some are not. */
 static sae_model *random_model(size_t d_in, size_t d_sae, uint64_t seed)
 {
-    sae_model *m;
-    ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, seed), SAE_OK);
-    float *w_enc = test_gaussian(d_in, d_sae, 0.3, 0.0, seed + 1);
-    float *w_dec = test_gaussian(d_sae, d_in, 0.3, 0.0, seed + 2);
-    float *b_enc = test_gaussian(1, d_sae, 0.5, 0.0, seed + 3);
-    float *b_dec = test_gaussian(1, d_in, 0.5, 0.2, seed + 4);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_ENC, w_enc, d_in * d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_DEC, w_dec, d_in * d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, b_enc, d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_DEC, b_dec, d_in), SAE_OK);
-    free(w_enc);
-    free(w_dec);
-    free(b_enc);
-    free(b_dec);
-    return m;
+    static const double sd[4] = {0.3, 0.5, 0.3, 0.5}; /* W_enc, b_enc, W_dec, b_dec */
+    return test_random_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, seed, sd);
 }
 
 static sae_model *copy_model(const sae_model *src)

@@ -62,6 +62,21 @@ float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uin
 
 static const int all_tensors[4] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC};
 
+sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
+                             const double sd[4])
+{
+    sae_model *m;
+    ck_assert_int_eq(sae_model_create_arch(&m, d_in, d_sae, seed, arch, param), SAE_OK);
+    const size_t rows[4] = {d_in, 1, d_sae, 1}, cols[4] = {d_sae, d_sae, d_in, d_in};
+    const double offset[4] = {0.0, 0.0, 0.0, 0.2};
+    for (int k = 0; k < 4; k++) {
+        float *v = test_gaussian(rows[k], cols[k], sd[k], offset[k], seed + 1 + (uint64_t)k);
+        ck_assert_int_eq(sae_model_set_tensor(m, all_tensors[k], v, rows[k] * cols[k]), SAE_OK);
+        free(v);
+    }
+    return m;
+}
+
 void snapshot_take(model_snapshot *s, const sae_model *m)
 {
     s->d_in = sae_model_d_in(m);

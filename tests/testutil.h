@@ -22,6 +22,12 @@ float *test_gaussian(size_t n, size_t d, double scale, double offset, uint64_t s
 float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uint64_t seed,
                         float *true_dirs);
 
+/* A model of architecture arch (param as sae_model_create_arch) with every
+ * tensor random: W_enc, W_dec, b_enc and b_dec drawn from N(0, sd[k]^2), b_dec
+ * shifted by 0.2, so biases matter and decoder rows have different norms. */
+sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
+                             const double sd[4]);
+
 /* Everything observable about a model, for "unchanged" checks. */
 typedef struct model_snapshot {
     size_t d_in, d_sae;
