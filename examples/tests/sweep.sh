@@ -13,15 +13,15 @@ args="--d-in 24 --synth-features 48 --synth-active 3 --synth-tokens 8192 --d-sae
 run "$sweep" $args --out "$tmp/sweep" --save-dir "$tmp/ck"
 [ "$rc" -eq 0 ] || fail "sae-sweep exit $rc: $(cat "$tmp/err")"
 cat "$tmp/out"
-[ "$(head -n 1 "$tmp/sweep/sweep.csv")" = "lambda,step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint" ] ||
+[ "$(head -n 1 "$tmp/sweep/sweep.csv")" = "lambda,step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint,lr_t,lambda_t,fvu,resampled,arch,k" ] ||
     fail "sweep.csv header: $(head -n 1 "$tmp/sweep/sweep.csv")"
-[ "$(head -n 1 "$tmp/sweep/final.csv")" = "lambda,l2,l1,l0,l0_frac,fvu,dead_frac,mmcs" ] ||
+[ "$(head -n 1 "$tmp/sweep/final.csv")" = "lambda,l2,l1,l0,l0_frac,fvu,dead_frac,mmcs,arch,k" ] ||
     fail "final.csv header: $(head -n 1 "$tmp/sweep/final.csv")"
 for lambda in 0.01 0.1 1; do
     rows=$(grep -c "^$lambda," "$tmp/sweep/sweep.csv")
     # steps 1 2 5 10 then every 20 up to 400
     [ "$rows" -eq 24 ] || fail "lambda $lambda: $rows rows in sweep.csv, want 24"
-    grep -q "^$lambda,400,51200," "$tmp/sweep/sweep.csv" || fail "lambda $lambda: no row for step 400"
+    grep -q "^$lambda,400,51200,.*,relu,0$" "$tmp/sweep/sweep.csv" || fail "lambda $lambda: no row for step 400"
 done
 # Monotone trends over lambda, in final.csv (evaluation) and in the table.
 awk -F, 'NR > 2 {
@@ -32,13 +32,13 @@ awk -F, 'NR > 2 {
     NR > 1 { l2 = $2; l1 = $3; l0 = $4 }
     END { if (NR != 4) { print NR - 1 " lambdas"; bad = 1 }; exit bad }' "$tmp/sweep/final.csv" ||
     fail "trends in final.csv"
-[ "$(awk '$1 ~ /^[0-9]/ && NF == 7' "$tmp/out" | wc -l)" -eq 3 ] || fail "the table should have 3 rows"
+[ "$(awk '$1 == "relu" && $3 == 0 && NF == 10' "$tmp/out" | wc -l)" -eq 3 ] || fail "the table should have 3 rows"
 cp "$tmp/out" "$tmp/table"
 
 # --save-dir: each lambda's checkpoint (the last row of its block marks it)
 # loads in sae-train, which finds nothing left to train and evaluates the
 # model to the sweep's own figures.
-grep -qx "checkpoints: 3 of 3 in $tmp/ck/lambda_\*/" "$tmp/err" || fail "--save-dir: $(tail -n 1 "$tmp/err")"
+grep -qx "checkpoints: 3 of 3 in $tmp/ck/" "$tmp/err" || fail "--save-dir: $(tail -n 1 "$tmp/err")"
 [ "$(awk -F, '$11 == 1 { printf "%s:%s ", $1, $2 }' "$tmp/sweep/sweep.csv")" = "0.01:400 0.1:400 1:400 " ] ||
     fail "sweep.csv does not mark one checkpoint per lambda at step 400"
 for lambda in 0.01 0.1 1; do
@@ -49,8 +49,8 @@ for lambda in 0.01 0.1 1; do
     run "$1/sae-train" --resume "$dir"
     [ "$rc" -eq 0 ] || fail "lambda $lambda: resume: exit $rc: $(cat "$tmp/err")"
     grep -qx "nothing to train: already at step 400 of 400" "$tmp/out" || fail "lambda $lambda: $(head -n 1 "$tmp/out")"
-    grep -q "lambda $lambda, lr 0.003, batch 128" "$tmp/err" || fail "lambda $lambda: $(cat "$tmp/err")"
-    want=$(awk -v l="$lambda" '$1 == l { print $2 }' "$tmp/table")
+    grep -q "relu, lambda $lambda, lr 0.003, batch 128" "$tmp/err" || fail "lambda $lambda: $(cat "$tmp/err")"
+    want=$(awk -v l="$lambda" '$1 == "relu" && $2 == l { print $4 }' "$tmp/table")
     got=$(sed -n 's/^eval on .*: l2 \([^ ]*\) .*/\1/p' "$tmp/out")
     [ -n "$want" ] && [ "$got" = "$want" ] || fail "lambda $lambda: the checkpoint evaluates to l2 '$got', the table says '$want'"
 done
