@@ -92,8 +92,8 @@ static void usage(const ex_config *defaults)
            "                      --threshold, --normalize and --b-dec-init come from DIR\n"
            "                      (given ones must match); --lr, --lambda, --clip, the\n"
            "                      other architecture and schedule options, --batch,\n"
-           "                      --log-every, --dead-window, --sample and --resample-*\n"
-           "                      too, unless given. --log and --hist append.\n"
+           "                      --log-every, --dead-window, --sample, --resample-* and\n"
+           "                      --hist-every too, unless given. --log and --hist append.\n"
            "                      With --normalize, sae_weights.safetensors has the scale\n"
            "                      folded in (it takes raw x) and train_weights.safetensors\n"
            "                      is the model as trained, which --resume continues.\n\n"
@@ -295,6 +295,7 @@ int main(int argc, char **argv)
         ex_usage_error("--checkpoint-every: give --save DIR (or --resume DIR) to write them in");
     if (hist_every && !hist_path)
         ex_usage_error("--hist-every: give --hist FILE to write them in");
+    /* (resuming without --hist: no histograms, whatever the checkpoint's --hist-every) */
 
     /* A resumed run: the model, the optimizer and the run's settings from DIR. */
     sae_model *m = NULL;
@@ -371,6 +372,9 @@ int main(int argc, char **argv)
     }
     if (!resume_dir)
         ex_run_state_init(&state, &cfg, &in, scale);
+    if (!resume_dir || hist_every) /* resuming: the checkpoint's, unless given */
+        state.hist_every = hist_every;
+    hist_every = state.hist_every;
 
     FILE *log = log_path ? open_log(log_path, resume_dir != NULL, state.step) : NULL;
     FILE *hist = NULL;
@@ -415,7 +419,7 @@ int main(int argc, char **argv)
         .checkpoint_every = checkpoint_every, .checkpoint_fresh = fresh, .state = &state,
         .sample = &sample, .resample_every = cfg.resample_every,
         .resample_window = cfg.resample_window ? cfg.resample_window : cfg.dead_window,
-        .seed = cfg.seed, .hist = hist, .hist_every = hist_every,
+        .seed = cfg.seed, .hist = hist, .hist_every = hist ? hist_every : 0,
     };
     rc = ex_train_run(&run);
     signal(SIGINT, SIG_DFL);

@@ -143,8 +143,9 @@ int ex_run_state_write(const char *path, const ex_run_state *s)
                                                                                 : "none");
     if (s->sample)
         fprintf(f, "sample %zu\n", s->sample);
-    fprintf(f, "resample_every %llu\nresample_window %llu\n",
-            (unsigned long long)s->resample_every, (unsigned long long)s->resample_window);
+    fprintf(f, "resample_every %llu\nresample_window %llu\nhist_every %llu\n",
+            (unsigned long long)s->resample_every, (unsigned long long)s->resample_window,
+            (unsigned long long)s->hist_every);
     fprintf(f, "end\n");
     bool ok = fflush(f) == 0 && fsync(fd) == 0;
     ok = fclose(f) == 0 && ok;
@@ -200,13 +201,13 @@ enum {
     K_FORMAT, K_STEP, K_TOKENS, K_SECONDS, K_STEPS, K_SEED, K_BATCH, K_LOG_EVERY, K_DEAD_WINDOW,
     K_DATA, K_ROWS, K_D_IN, K_SYNTH_FEATURES, K_SYNTH_ACTIVE, K_SYNTH_TOKENS, K_INPUT, K_END,
     K_ARCH, K_K, K_THRESHOLD0, K_SCALE, K_B_DEC_INIT, K_SAMPLE, K_RESAMPLE_EVERY,
-    K_RESAMPLE_WINDOW, K_COUNT
+    K_RESAMPLE_WINDOW, K_HIST_EVERY, K_COUNT
 };
 static const char *const keys[K_COUNT] = {
     "format", "step", "tokens", "seconds", "steps", "seed", "batch", "log_every", "dead_window",
     "data", "rows", "d_in", "synth_features", "synth_active", "synth_tokens", "input", "end",
     "arch", "k", "threshold0", "scale", "b_dec_init", "sample", "resample_every",
-    "resample_window",
+    "resample_window", "hist_every",
 };
 
 static bool parse_value(ex_run_state *s, int key, const char *v)
@@ -250,6 +251,7 @@ static bool parse_value(ex_run_state *s, int key, const char *v)
     case K_SAMPLE: return parse_size(v, &s->sample, 1);
     case K_RESAMPLE_EVERY: return parse_u64(v, &s->resample_every);
     case K_RESAMPLE_WINDOW: return parse_u64(v, &s->resample_window);
+    case K_HIST_EVERY: return parse_u64(v, &s->hist_every);
     }
     return false;
 }

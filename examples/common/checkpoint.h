@@ -47,6 +47,7 @@
  *   sample N               tokens in the recipe's sample
  *   resample_every N,      resampling (0: never; window 0: dead_window)
  *   resample_window W
+ *   hist_every N           sae-train --hist-every (0: none)
  * Format 2 added the last group (optional when reading); format 1 files
  * (earlier sae-train) still load, as runs without them. Lines starting with
  * '#' are comments; unknown keys are ignored.
@@ -83,6 +84,7 @@ typedef struct ex_run_state {
     int b_dec_init;        /* SAE_B_DEC_*, or -1 */
     size_t sample;
     uint64_t resample_every, resample_window;
+    uint64_t hist_every;
 } ex_run_state;
 
 /* The state of a run of c on in before its first step, with input scale

@@ -90,13 +90,6 @@ same_checkpoint "$tmp/full" "$tmp/moved" "resume into another directory"
 grep -qx "step 40" "$tmp/half40/train_state.txt" || fail "--save DIR: the resumed checkpoint changed"
 
 # --- a file, recorded and found again ----------------------------------------
-# raw_f32 FILE ROWS COLS: random little-endian float32 in (-1, -0.5] and [0.5, 1)
-raw_f32() {
-    awk -v n=$(($2 * $3)) 'BEGIN { srand(5); for (i = 0; i < n; i++)
-        printf "\\%03o\\%03o\\%03o\\%s", rand() * 256, rand() * 256, rand() * 128, rand() < 0.5 ? "077" : "277" }' >"$tmp/fmt"
-    # shellcheck disable=SC2059
-    printf "$(cat "$tmp/fmt")" >"$1"
-}
 raw_f32 "$tmp/acts.f32" 500 8
 raw_f32 "$tmp/other.f32" 400 8
 file="--d-in 8 --d-sae 16 --batch 32 --lr 3e-3"

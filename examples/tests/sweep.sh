@@ -57,7 +57,33 @@ done
 expect_usage_error "--save-dir '$tmp/no/ck': the parent directory does not exist" \
     "$sweep" --steps 5 --out "$tmp/x" --save-dir "$tmp/no/ck"
 
+# --- architectures: lambda for relu, k for topk, one trade-off graph ----------
+# (16 of 48 features active per token: no all-zero token, whose L0 would be
+# below k at the start; see recipe.sh)
+# shellcheck disable=SC2086
+run "$sweep" $args --synth-active 16 --steps 200 --arch relu,topk --lambdas 0.1,1 --ks 2,4,8 --out "$tmp/archs"
+[ "$rc" -eq 0 ] || fail "--arch relu,topk: exit $rc: $(cat "$tmp/err")"
+cat "$tmp/out"
+runs=$(awk -F, 'NR > 1 { printf "%s:%s:%s ", $9, $1, $10 }' "$tmp/archs/final.csv")
+[ "$runs" = "relu:0.1:0 relu:1:0 topk:0:2 topk:0:4 topk:0:8 " ] || fail "--arch relu,topk: runs (arch:lambda:k) '$runs'"
+# TopK: L0 is k in every training row and at evaluation; L2 falls as k grows
+awk -F, 'NR > 1 && $16 == "topk" && $8 != $17 { print "step " $2 " of k " $17 ": l0 " $8; bad = 1 } END { exit bad }' \
+    "$tmp/archs/sweep.csv" || fail "topk: training l0 is not k"
+awk -F, 'NR > 1 && $9 == "topk" {
+        if ($4 != $10) { print "k " $10 ": l0 " $4; bad = 1 }
+        if (n++ && !($2 < l2)) { print "l2 does not fall with k: " l2 " then " $2; bad = 1 }
+        l2 = $2
+    } END { exit bad }' "$tmp/archs/final.csv" || fail "topk: trends in final.csv"
+[ "$(awk '($1 == "relu" || $1 == "topk") && NF == 10' "$tmp/out" | wc -l)" -eq 5 ] || fail "the table should have 5 rows"
+grep -q "^arch_list = 'relu topk'$" "$tmp/archs/sweep.gp" || fail "sweep.gp: no curve per architecture"
+expect_usage_error "--ks: applies to --arch topk or batchtopk" "$sweep" --ks 2,4 --out "$tmp/x"
+expect_usage_error "--lambdas: applies to --arch relu or jumprelu" "$sweep" --arch topk --lambdas 1 --out "$tmp/x"
+expect_usage_error "--ks: 2.5 is not a whole number in [1, d_sae = 96]" "$sweep" --arch topk --ks 2.5 --d-sae 96 --out "$tmp/x"
+expect_usage_error "--ks: 0 is not a whole number in [1, d_sae = 512]" "$sweep" --arch batchtopk --ks 0,4 --out "$tmp/x"
+
 if command -v gnuplot >/dev/null 2>&1; then
+    sig=$(head -c 4 "$tmp/archs/tradeoff.png" 2>/dev/null | od -An -c | tr -d ' ')
+    [ "$sig" = '211PNG' ] || fail "archs/tradeoff.png is not a PNG ($sig)"
     for png in l1 l2 l0_frac tradeoff; do
         sig=$(head -c 4 "$tmp/sweep/$png.png" 2>/dev/null | od -An -c | tr -d ' ')
         [ "$sig" = '211PNG' ] || fail "$png.png is not a PNG ($sig)"

@@ -122,6 +122,7 @@ static ex_run_state sample_state(bool synthetic)
     s.sample = 4096;
     s.resample_every = 250;
     s.resample_window = 50000;
+    s.hist_every = 500;
     if (synthetic) {
         s.arch = SAE_ARCH_TOPK;
         s.k = 7;
@@ -154,7 +155,8 @@ static bool same_state(const ex_run_state *a, const ex_run_state *b)
            a->arch == b->arch && a->k == b->k && a->threshold0 == b->threshold0 &&
            a->normalize == b->normalize && a->scale == b->scale &&
            a->b_dec_init == b->b_dec_init && a->sample == b->sample &&
-           a->resample_every == b->resample_every && a->resample_window == b->resample_window;
+           a->resample_every == b->resample_every && a->resample_window == b->resample_window &&
+           a->hist_every == b->hist_every;
 }
 
 static void write_text(const char *path, const char *text, size_t len)
