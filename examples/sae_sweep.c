@@ -207,7 +207,16 @@ static void write_script(FILE *f, const run_spec *runs, size_t n, const ex_confi
                "set xlabel 'L0 = active features per token (log scale)'\n"
                "set ylabel 'L2 (log scale)'\n"
                "set logscale xy\n"
-               "set offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n");
+               "# the points' range (not whole decades), with room for the labels, and\n"
+               "# tics at 1, 2 and 5 times the powers of ten in it\n"
+               "set autoscale fix\n"
+               "set offsets graph 0.1, graph 0.25, graph 0.12, graph 0.08\n");
+    for (int axis = 0; axis < 2; axis++) {
+        fprintf(f, "set %ctics (", axis ? 'y' : 'x');
+        for (int e = -9; e <= 9; e++)
+            fprintf(f, "%s1e%d, 2e%d, 5e%d", e > -9 ? ", " : "", e, e, e);
+        fprintf(f, ")\nset format %c '%%g'\n", axis ? 'y' : 'x');
+    }
     /* a curve per architecture, each point labelled with its lambda or k */
     fprintf(f, "arch_list = '");
     for (size_t a = 0; a < c->n_archs; a++)
@@ -221,7 +230,7 @@ static void write_script(FILE *f, const run_spec *runs, size_t n, const ex_confi
                "plot for [a=1:A] 'final.csv' using 'l0':(of_arch(a, 'l2')) with linespoints "
                "pointtype 7 pointsize 1.5 title word(arch_list, a), \\\n"
                "     for [a=1:A] '' using 'l0':(of_arch(a, 'l2')):(point(a)) "
-               "with labels offset char 1,1 left notitle\n",
+               "with labels offset char 0.8,0.7 left font ',9' notitle\n",
             c->n_archs == 1 ? "unset key" : "set key inside top right title 'architecture'");
 }
 

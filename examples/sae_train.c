@@ -436,9 +436,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: cannot write the log '%s'\n", ex_program(), log_path);
         status = 1;
     }
-    /* the last histogram: of the model as trained, on the sample as trained on */
-    size_t hist_dead = 0;
-    if (hist && status == 0) {
+    /* the last histogram (of the model as trained, on the sample as trained
+     * on) is the loop's, unless it took no step (resuming a finished run) */
+    size_t hist_dead = run.hist_dead;
+    if (hist && status == 0 && run.steps_run == 0) {
         rc = ex_hist_write(hist, m, &sample, run.steps_done, &hist_dead);
         if (rc != SAE_OK) {
             fprintf(stderr, "%s: --hist '%s': %s\n", ex_program(), hist_path,

@@ -14,7 +14,8 @@
  *   l0         active features/token /  before that step's update
  *   l0_frac    l0 / d_sae, the fraction of features active per token
  *   dead_frac  fraction of features that fired on none of the last
- *              dead-window training tokens (0 until that many have passed)
+ *              dead-window training tokens (0 until that many have passed),
+ *              before that step's resampling
  *   checkpoint 1 if a checkpoint was written after this step, else 0
  *   lr_t       the learning rate sae_step applied at this step, and
  *   lambda_t   the sparsity coefficient (sae_optimizer_lr_at, _l1_coeff_at:

@@ -221,7 +221,7 @@ int ex_hist_plot(const char *csv_path, const char *title)
     png_base = png_base ? png_base + 1 : png;
     size_t shown = n_steps < MAX_CURVES ? n_steps : MAX_CURVES;
     fprintf(f, "# The feature-density histograms of %s (gnuplot this file to redraw).\n"
-               "set terminal pngcairo size 800,500 font 'sans,11' linewidth 1.5\n"
+               "set terminal pngcairo size 800,560 font 'sans,11' linewidth 1.5\n"
                "set output ", csv_base);
     ex_gp_quote(f, png_base);
     fprintf(f, "\nset datafile separator ','\n"
@@ -231,7 +231,7 @@ int ex_hist_plot(const char *csv_path, const char *title)
                "set xlabel 'log_{10} feature density (fraction of the %zu sample tokens it fires on)'\n"
                "set ylabel 'features'\n"
                "set grid ytics\n"
-               "set key top left Left reverse\n"
+               "set key below Left reverse\n"
                "set style fill solid 0.45 border -1\n"
                "steps = '", sample);
     for (size_t i = 0; i < shown; i++) /* the last `shown`, oldest first */

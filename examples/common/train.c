@@ -14,7 +14,15 @@ typedef struct window {
     uint64_t steps, resampled;
 } window;
 
-static ex_row make_row(const ex_train *t, const window *w, double seconds)
+static size_t dead_count(const ex_train *t)
+{
+    size_t dead = 0;
+    sae_optimizer_dead_count(t->opt, t->dead_window, &dead);
+    return dead;
+}
+
+/* dead: the dead features at this step, before any resampling */
+static ex_row make_row(const ex_train *t, const window *w, double seconds, size_t dead)
 {
     ex_row r = {0};
     double n = w->steps ? (double)w->steps : 1.0;
@@ -26,8 +34,6 @@ static ex_row make_row(const ex_train *t, const window *w, double seconds)
     r.l1 = w->l1 / n;
     r.l0 = w->l0 / n;
     r.l0_frac = r.l0 / (double)sae_model_d_sae(t->model);
-    size_t dead = 0;
-    sae_optimizer_dead_count(t->opt, t->dead_window, &dead);
     r.dead_frac = (double)dead / (double)sae_model_d_sae(t->model);
     /* the schedules' values at this step (step 1's before any) */
     uint64_t step = r.step ? r.step : 1;
@@ -95,9 +101,10 @@ int ex_train_run(ex_train *t)
     t->bad_row = SIZE_MAX;
     t->steps_done = sae_optimizer_steps(t->opt);
     t->steps_run = t->checkpoints = t->resampled = t->resamplings = 0;
+    t->hist_dead = 0;
     const uint64_t end = t->stop_at && t->stop_at < t->steps ? t->stop_at : t->steps;
     t->error[0] = '\0';
-    t->last = make_row(t, &w, t->seconds_before);
+    t->last = make_row(t, &w, t->seconds_before, dead_count(t));
     if (!x || !rows || !mean) {
         rc = SAE_E_NOMEM;
         snprintf(t->error, sizeof t->error, "%s", sae_status_string(rc));
@@ -130,7 +137,21 @@ int ex_train_run(ex_train *t)
         w.steps++;
         last = t->steps_done == end || stopped(t);
 
-        if (t->resample_every && t->steps_done % t->resample_every == 0) {
+        /* the log's dead share and the histogram: the model this step left,
+         * before resampling changes it */
+        const size_t dead = dead_count(t);
+        if (t->hist && (last || (t->hist_every && t->steps_done % t->hist_every == 0))) {
+            rc = ex_hist_write(t->hist, t->model, t->sample, t->steps_done, &t->hist_dead);
+            if (rc != SAE_OK) {
+                snprintf(t->error, sizeof t->error, "step %llu: the density histogram: %s",
+                         (unsigned long long)t->steps_done,
+                         rc == SAE_E_IO ? "cannot write it" : sae_status_string(rc));
+                break;
+            }
+        }
+        /* not after the run's last step: those features would never train */
+        if (t->resample_every && t->steps_done % t->resample_every == 0 &&
+            t->steps_done < t->steps) {
             size_t n = 0;
             rc = sae_resample_dead(t->model, t->opt, t->sample->x, t->sample->n,
                                    t->resample_window, resample_seed(t->seed, t->steps_done), &n);
@@ -146,15 +167,6 @@ int ex_train_run(ex_train *t)
                 ex_progress_note(t->progress, "%s%sstep %llu: resampled %zu dead features",
                                  t->progress->label, *t->progress->label ? "  " : "",
                                  (unsigned long long)t->steps_done, n);
-        }
-        if (t->hist && t->hist_every && t->steps_done % t->hist_every == 0 && !last) {
-            rc = ex_hist_write(t->hist, t->model, t->sample, t->steps_done, NULL);
-            if (rc != SAE_OK) {
-                snprintf(t->error, sizeof t->error, "step %llu: the density histogram: %s",
-                         (unsigned long long)t->steps_done,
-                         rc == SAE_E_IO ? "cannot write it" : sae_status_string(rc));
-                break;
-            }
         }
         double seconds = t->seconds_before + (ex_now() - start);
 
@@ -180,7 +192,7 @@ int ex_train_run(ex_train *t)
 
         bool log_due = last || checkpoint || t->steps_done % t->log_every == 0 ||
                        (t->steps_done < t->log_every && one_two_five(t->steps_done));
-        ex_row r = make_row(t, &w, seconds);
+        ex_row r = make_row(t, &w, seconds, dead);
         r.checkpoint = checkpoint && save_rc == SAE_OK;
         if (t->progress) {
             ex_progress_update(t->progress, &r, last);

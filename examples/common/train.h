@@ -17,12 +17,14 @@
  * stopped early), logs a row for each, marked in the checkpoint column, and
  * notes the periodic ones on the progress display.
  *
- * The recipe's periodic parts: every resample_every steps it resamples the
- * features dead for resample_window tokens from the sample
+ * The recipe's periodic parts: every resample_every steps (but after the
+ * run's last, step `steps`) it resamples the features dead for
+ * resample_window tokens from the sample
  * (sae_resample_dead, seeded by the seed and the step, so a resumed run does
  * the same), counts them in the CSV's resampled column and notes them on the
- * progress display; every hist_every steps (but the last, which the program
- * writes itself) it appends the density histogram over the sample to hist.
+ * progress display; every hist_every steps and after its last step it
+ * appends the density histogram over the sample to hist. The histogram and
+ * the log's dead share are taken before the step's resampling.
  * Batches are scaled as the batcher's scale says (--normalize).
  */
 #ifndef EX_TRAIN_H
@@ -66,7 +68,7 @@ typedef struct ex_train {
     uint64_t resample_window;    /* tokens */
     uint64_t seed;               /* of the run: seeds the resampling */
     FILE *hist;                  /* density histograms (ex_hist_write), may be NULL */
-    uint64_t hist_every;         /* steps; 0: none during the run */
+    uint64_t hist_every;         /* steps; 0: only after the last step */
     /* outputs */
     uint64_t steps_done;         /* the optimizer's step count at the end */
     uint64_t steps_run;          /* steps taken by this call */
@@ -75,6 +77,7 @@ typedef struct ex_train {
     uint64_t checkpoints;        /* checkpoints written */
     uint64_t resampled;          /* features resampled by this call */
     uint64_t resamplings;        /* resampling calls that resampled any */
+    size_t hist_dead;            /* dead features in the last histogram written */
     ex_row last;                 /* the last row logged */
     size_t bad_row;              /* after SAE_E_NONFINITE: a data row holding
                                     NaN or Inf, or SIZE_MAX if the data was fine */
