@@ -14,7 +14,8 @@ if ! command -v gnuplot >/dev/null 2>&1; then
     exit 1
 fi
 case "$(head -n 1 "$log")" in
-step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint) ;;
+step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint,lr_t,lambda_t,fvu,resampled) ;;
+step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint) ;; # before the recipe columns
 step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac) ;; # before the checkpoint column
 *)
     echo "$0: $log: not a sae-train log (unexpected header)" >&2

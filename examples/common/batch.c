@@ -3,6 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+void ex_scale(float *v, size_t count, double s)
+{
+    for (size_t k = 0; k < count; k++)
+        v[k] = (float)((double)v[k] * s);
+}
+
 static void shuffle(ex_batcher *b)
 {
     size_t n = b->data->rows;
@@ -19,6 +25,7 @@ int ex_batcher_init(ex_batcher *b, const ex_data *data, uint64_t seed)
 {
     memset(b, 0, sizeof *b);
     b->data = data;
+    b->scale = 1.0;
     if (data->rows > SIZE_MAX / sizeof *b->order)
         return -1;
     b->order = malloc(data->rows * sizeof *b->order);
@@ -38,7 +45,13 @@ void ex_batcher_next(ex_batcher *b, float *dst, size_t n, size_t *rows)
         if (b->pos == b->data->rows)
             shuffle(b);
         size_t row = b->order[b->pos++];
-        memcpy(dst + t * cols, b->data->x + row * cols, cols * sizeof(float));
+        float *out = dst + t * cols;
+        const float *in = b->data->x + row * cols;
+        if (b->scale == 1.0)
+            memcpy(out, in, cols * sizeof(float));
+        else
+            for (size_t j = 0; j < cols; j++)
+                out[j] = (float)((double)in[j] * b->scale);
         if (rows)
             rows[t] = row;
     }

@@ -7,6 +7,10 @@
  * data's row count: the k-th row drawn is the same however the draws are cut
  * into batches. A resumed run seeks past the rows it has already drawn and
  * goes on with exactly the batches an uninterrupted run would have taken.
+ *
+ * With a scale s other than 1 (training with --normalize on s x), each row is
+ * multiplied by s as it is copied (ex_scale), so the mapped data is never
+ * copied whole.
  */
 #ifndef EX_BATCH_H
 #define EX_BATCH_H
@@ -22,14 +26,20 @@ typedef struct ex_batcher {
     size_t *order; /* a permutation of 0..rows-1 */
     size_t pos;    /* next index into order */
     uint64_t drawn; /* rows drawn so far (ex_batcher_next and _skip) */
+    double scale;   /* rows are multiplied by it as they are copied (1: copied as they are) */
     ex_rng rng;
 } ex_batcher;
 
-/* Returns 0, or -1 when out of memory. The same seed gives the same batches. */
+/* v[k] = (float)(v[k] * s) for k < count, in double and rounded once: how
+ * batches and the recipe's sample are scaled, so both get the same floats. */
+void ex_scale(float *v, size_t count, double s);
+
+/* Returns 0, or -1 when out of memory. The same seed gives the same batches.
+ * The scale starts at 1. */
 int ex_batcher_init(ex_batcher *b, const ex_data *data, uint64_t seed);
 
-/* Copy the next n rows into dst (n x cols floats); rows (may be NULL) gets
- * their indices in the data. */
+/* Copy the next n rows into dst (n x cols floats), times the scale; rows (may
+ * be NULL) gets their indices in the data. */
 void ex_batcher_next(ex_batcher *b, float *dst, size_t n, size_t *rows);
 
 /* Skip n rows, as if they had been drawn (drawn += n). It replays the

@@ -21,18 +21,40 @@ static int terminal_width(FILE *f)
     return 80;
 }
 
-int ex_csv_header(FILE *f, const char *lead)
+int ex_csv_header(FILE *f, const char *lead, const char *trail)
 {
-    return fprintf(f, "%s%s%s\n", lead, *lead ? "," : "", EX_CSV_COLUMNS) < 0 ? -1 : 0;
+    return fprintf(f, "%s%s%s%s%s\n", lead, *lead ? "," : "", EX_CSV_COLUMNS, *trail ? "," : "",
+                   trail) < 0 ? -1 : 0;
 }
 
-int ex_csv_row(FILE *f, const char *lead, const ex_row *r)
+int ex_csv_row(FILE *f, const char *lead, const char *trail, const ex_row *r)
 {
-    int n = fprintf(f, "%s%s%llu,%llu,%.3f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d\n", lead,
-                    *lead ? "," : "", (unsigned long long)r->step, (unsigned long long)r->tokens,
-                    r->seconds, r->loss, r->l2, r->l1, r->l0, r->l0_frac, r->dead_frac,
-                    r->checkpoint ? 1 : 0);
+    int n = fprintf(f, "%s%s%llu,%llu,%.3f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g,%.6g,%llu%s%s\n",
+                    lead, *lead ? "," : "", (unsigned long long)r->step,
+                    (unsigned long long)r->tokens, r->seconds, r->loss, r->l2, r->l1, r->l0,
+                    r->l0_frac, r->dead_frac, r->checkpoint ? 1 : 0, r->lr_t, r->lambda_t, r->fvu,
+                    (unsigned long long)r->resampled, *trail ? "," : "", trail);
     return n < 0 ? -1 : 0;
+}
+
+void ex_csv_columns_help(FILE *f, const char *lead, const char *trail)
+{
+    char all[512];
+    snprintf(all, sizeof all, "%s%s%s%s%s", lead, *lead ? "," : "", EX_CSV_COLUMNS,
+             *trail ? "," : "", trail);
+    const char *p = all;
+    while (*p) {
+        size_t len = strlen(p), cut = len;
+        if (len > 76) { /* the last comma within the line */
+            cut = 76;
+            while (cut > 0 && p[cut - 1] != ',')
+                cut--;
+            if (cut == 0)
+                cut = len;
+        }
+        fprintf(f, "    %.*s\n", (int)cut, p);
+        p += cut;
+    }
 }
 
 /* Check an existing log: our header, a complete last row; *last_step gets
@@ -88,7 +110,7 @@ FILE *ex_csv_append(const char *path, uint64_t *last_step, char *err, size_t err
         snprintf(err, errlen, "%s", strerror(errno));
         return NULL;
     }
-    if (empty && ex_csv_header(f, "") != 0) {
+    if (empty && ex_csv_header(f, "", "") != 0) {
         fclose(f);
         snprintf(err, errlen, "cannot write");
         return NULL;

@@ -16,6 +16,16 @@
  * every checkpoint_every steps and after the last step taken (also when
  * stopped early), logs a row for each, marked in the checkpoint column, and
  * notes the periodic ones on the progress display.
+ *
+ * The recipe's periodic parts: every resample_every steps (but after the
+ * run's last, step `steps`) it resamples the features dead for
+ * resample_window tokens from the sample
+ * (sae_resample_dead, seeded by the seed and the step, so a resumed run does
+ * the same), counts them in the CSV's resampled column and notes them on the
+ * progress display; every hist_every steps and after its last step it
+ * appends the density histogram over the sample to hist. The histogram and
+ * the log's dead share are taken before the step's resampling.
+ * Batches are scaled as the batcher's scale says (--normalize).
  */
 #ifndef EX_TRAIN_H
 #define EX_TRAIN_H
@@ -23,6 +33,7 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "progress.h"
+#include "recipe.h"
 
 #include <libsae/sae.h>
 #include <signal.h>
@@ -36,11 +47,13 @@ typedef struct ex_train {
     ex_batcher *batches;
     size_t batch;                /* tokens per step */
     uint64_t steps;              /* total steps, counting the optimizer's earlier ones */
+    uint64_t stop_at;            /* 0, or stop after this step (< steps) as if done */
     uint64_t log_every;          /* CSV row every N steps, after the last, and at
                                     steps 1, 2, 5, 10, ... below N */
     uint64_t dead_window;        /* tokens, for dead_frac */
     FILE *csv;                   /* may be NULL */
     const char *csv_lead;        /* leading CSV column values, "" for none */
+    const char *csv_trail;       /* trailing ones, likewise */
     ex_progress *progress;       /* may be NULL */
     volatile sig_atomic_t *stop; /* may be NULL */
     double seconds_before;       /* training seconds of earlier runs (resuming) */
@@ -49,12 +62,22 @@ typedef struct ex_train {
     bool checkpoint_fresh;       /* see ex_checkpoint_save */
     ex_run_state *state;         /* saved with each checkpoint (step, tokens and
                                     seconds brought up to date) */
+    const ex_sample *sample;     /* for resampling and histograms (scaled like the
+                                    batches); may be NULL if neither is on */
+    uint64_t resample_every;     /* steps; 0: never */
+    uint64_t resample_window;    /* tokens */
+    uint64_t seed;               /* of the run: seeds the resampling */
+    FILE *hist;                  /* density histograms (ex_hist_write), may be NULL */
+    uint64_t hist_every;         /* steps; 0: only after the last step */
     /* outputs */
     uint64_t steps_done;         /* the optimizer's step count at the end */
     uint64_t steps_run;          /* steps taken by this call */
     uint64_t tokens_run;         /* tokens trained on by this call */
     double seconds_run;          /* wall-clock seconds of this call */
     uint64_t checkpoints;        /* checkpoints written */
+    uint64_t resampled;          /* features resampled by this call */
+    uint64_t resamplings;        /* resampling calls that resampled any */
+    size_t hist_dead;            /* dead features in the last histogram written */
     ex_row last;                 /* the last row logged */
     size_t bad_row;              /* after SAE_E_NONFINITE: a data row holding
                                     NaN or Inf, or SIZE_MAX if the data was fine */

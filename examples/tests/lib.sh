@@ -42,6 +42,20 @@ npy() {
     { printf '\223NUMPY\001\000\166\000'; printf '%-117s\n' "$2"; head -c "$3" /dev/zero; } >"$1"
 }
 
+# raw_f32 FILE ROWS COLS: random little-endian float32 in (-1, -0.5] and [0.5, 1)
+raw_f32() {
+    awk -v n=$(($2 * $3)) 'BEGIN { srand(5); for (i = 0; i < n; i++)
+        printf "\\%03o\\%03o\\%03o\\%s", rand() * 256, rand() * 256, rand() * 128, rand() < 0.5 ? "077" : "277" }' >"$tmp/fmt"
+    # shellcheck disable=SC2059
+    printf "$(cat "$tmp/fmt")" >"$1"
+}
+
+# csv_column NAME CSV: "step,value" of column NAME (found by the header) per row
+csv_column() {
+    awk -F, -v name="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i; next }
+        { print $1 "," $c }' "$2"
+}
+
 finish() {
     if [ "$failures" -ne 0 ]; then
         echo "$failures check(s) failed" >&2

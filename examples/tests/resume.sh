@@ -68,7 +68,7 @@ grep -q '"d_sae": *32' "$tmp/every/cfg.json" || fail "cfg.json: $(cat "$tmp/ever
 run "$train" $small --steps 10 --batch 32 --lr 2e-3 --lambda 0.1 --clip 0.5 --save "$tmp/hp"
 [ "$rc" -eq 0 ] || fail "hp: exit $rc"
 run "$train" --resume "$tmp/hp" --steps 12
-grep -q "d_sae 32, lambda 0.1, lr 0.002, batch 32, 12 steps" "$tmp/err" ||
+grep -q "d_sae 32, relu, lambda 0.1, lr 0.002, batch 32, 12 steps" "$tmp/err" ||
     fail "settings not taken from the checkpoint: $(cat "$tmp/err")"
 run "$train" --resume "$tmp/hp" --steps 14 --lr 1e-3 --lambda 0.2 --batch 64
 grep -q "lambda 0.2, lr 0.001, batch 64, 14 steps" "$tmp/err" || fail "explicit settings: $(cat "$tmp/err")"
@@ -90,13 +90,6 @@ same_checkpoint "$tmp/full" "$tmp/moved" "resume into another directory"
 grep -qx "step 40" "$tmp/half40/train_state.txt" || fail "--save DIR: the resumed checkpoint changed"
 
 # --- a file, recorded and found again ----------------------------------------
-# raw_f32 FILE ROWS COLS: random little-endian float32 in (-1, -0.5] and [0.5, 1)
-raw_f32() {
-    awk -v n=$(($2 * $3)) 'BEGIN { srand(5); for (i = 0; i < n; i++)
-        printf "\\%03o\\%03o\\%03o\\%s", rand() * 256, rand() * 256, rand() * 128, rand() < 0.5 ? "077" : "277" }' >"$tmp/fmt"
-    # shellcheck disable=SC2059
-    printf "$(cat "$tmp/fmt")" >"$1"
-}
 raw_f32 "$tmp/acts.f32" 500 8
 raw_f32 "$tmp/other.f32" 400 8
 file="--d-in 8 --d-sae 16 --batch 32 --lr 3e-3"
@@ -180,7 +173,7 @@ expect_usage_error "--checkpoint-every: give --save DIR" "$train" --checkpoint-e
 echo "a,b" >"$tmp/foreign.csv"
 expect_usage_error "--log '$tmp/foreign.csv': exists and does not start with the header" \
     "$train" --resume "$tmp/half40" --steps 50 --log "$tmp/foreign.csv"
-printf 'step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint\n1,64,0.1,1,1' >"$tmp/partial.csv"
+printf 'step,tokens,seconds,loss,l2,l1,l0,l0_frac,dead_frac,checkpoint,lr_t,lambda_t,fvu,resampled\n1,64,0.1,1,1' >"$tmp/partial.csv"
 expect_usage_error "--log '$tmp/partial.csv': its last row is incomplete" \
     "$train" --resume "$tmp/half40" --steps 50 --log "$tmp/partial.csv"
 grep -qx "step 40" "$tmp/half40/train_state.txt" || fail "a refused resume changed the checkpoint"

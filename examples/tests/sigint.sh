@@ -24,7 +24,7 @@ wait $pid || rc=$?
 last=$(tail -n 1 "$tmp/log.csv")
 step=$(printf '%s\n' "$last" | cut -d, -f1)
 fields=$(printf '%s\n' "$last" | awk -F, '{ print NF }')
-[ "$fields" -eq 10 ] || fail "last log row incomplete: '$last'"
+[ "$fields" -eq 14 ] || fail "last log row incomplete: '$last'"
 [ "$(printf '%s\n' "$last" | cut -d, -f10)" = 1 ] || fail "the last row does not mark the checkpoint"
 tail -c 1 "$tmp/log.csv" | od -An -c | grep -q '\\n' || fail "log does not end with a newline"
 rows=$(($(wc -l <"$tmp/log.csv") - 1))

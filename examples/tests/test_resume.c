@@ -119,12 +119,25 @@ static ex_run_state sample_state(bool synthetic)
     s.dead_window = 100000;
     s.rows = 65536;
     s.d_in = 64;
+    s.sample = 4096;
+    s.resample_every = 250;
+    s.resample_window = 50000;
+    s.hist_every = 500;
     if (synthetic) {
+        s.arch = SAE_ARCH_TOPK;
+        s.k = 7;
+        s.normalize = true;
+        s.scale = 0.1; /* not exact in binary either */
+        s.b_dec_init = SAE_B_DEC_GEOMETRIC_MEDIAN;
         strcpy(s.data, "synthetic");
         s.synth_features = 256;
         s.synth_active = 0.1; /* not exact in binary: must round-trip anyway */
         s.synth_tokens = 65536;
     } else {
+        s.arch = SAE_ARCH_JUMPRELU;
+        s.threshold0 = 0.003;
+        s.scale = 1.0;
+        s.b_dec_init = -1;
         strcpy(s.data, "npy");
         strcpy(s.input, "dir with spaces/acts #1.npy");
     }
@@ -138,7 +151,12 @@ static bool same_state(const ex_run_state *a, const ex_run_state *b)
            a->log_every == b->log_every && a->dead_window == b->dead_window &&
            strcmp(a->data, b->data) == 0 && a->rows == b->rows && a->d_in == b->d_in &&
            a->synth_features == b->synth_features && a->synth_active == b->synth_active &&
-           a->synth_tokens == b->synth_tokens && strcmp(a->input, b->input) == 0;
+           a->synth_tokens == b->synth_tokens && strcmp(a->input, b->input) == 0 &&
+           a->arch == b->arch && a->k == b->k && a->threshold0 == b->threshold0 &&
+           a->normalize == b->normalize && a->scale == b->scale &&
+           a->b_dec_init == b->b_dec_init && a->sample == b->sample &&
+           a->resample_every == b->resample_every && a->resample_window == b->resample_window &&
+           a->hist_every == b->hist_every;
 }
 
 static void write_text(const char *path, const char *text, size_t len)
@@ -205,7 +223,7 @@ static void test_state_file(void)
     expect_rejected(path_of("bad.txt"), "bad value for 'batch'", "batch 0");
     write_edited(path_of("bad.txt"), text, "seed 18446744073709551615", "seed 18446744073709551616");
     expect_rejected(path_of("bad.txt"), "bad value for 'seed'", "a seed beyond 64 bits");
-    write_edited(path_of("bad.txt"), text, "format 1", "format 2");
+    write_edited(path_of("bad.txt"), text, "format 2", "format 3");
     expect_rejected(path_of("bad.txt"), "bad value for 'format'", "another format");
     write_edited(path_of("bad.txt"), text, "tokens ", "tokenz ");
     expect_rejected(path_of("bad.txt"), "'tokens' is missing", "a missing key");
@@ -217,6 +235,29 @@ static void test_state_file(void)
     expect_rejected(path_of("bad.txt"), "after the end line", "text after the end");
     write_edited(path_of("bad.txt"), text, "d_in", "d\001in");
     expect_rejected(path_of("bad.txt"), "'d_in' is missing", "a control character");
+    write_edited(path_of("bad.txt"), text, "arch topk", "arch gated");
+    expect_rejected(path_of("bad.txt"), "bad value for 'arch'", "an unknown architecture");
+    write_edited(path_of("bad.txt"), text, "scale 0.1", "scale -0.1");
+    expect_rejected(path_of("bad.txt"), "bad value for 'scale'", "a negative scale");
+    write_edited(path_of("bad.txt"), text, "b_dec_init median", "b_dec_init mode");
+    expect_rejected(path_of("bad.txt"), "bad value for 'b_dec_init'", "an unknown b_dec_init");
+    /* a format 1 file (an earlier sae-train: no recipe keys) reads as a run
+     * without them */
+    {
+        char old[4096];
+        snprintf(old, sizeof old, "%s", text);
+        char *recipe = strstr(old, "arch ");
+        if (!recipe)
+            abort();
+        strcpy(recipe, "end\n");
+        write_edited(path_of("old.txt"), old, "format 2", "format 1");
+        ex_run_state s1;
+        CHECK(ex_run_state_read(path_of("old.txt"), &s1, err, sizeof err) == 0, "format 1: %s", err);
+        CHECK(s1.arch == -1 && !s1.normalize && s1.scale == 1.0 && s1.b_dec_init == -1 &&
+              s1.sample == 0 && s1.resample_every == 0 && s1.step == 1234,
+              "format 1: arch %d normalize %d scale %g b_dec_init %d", s1.arch, s1.normalize,
+              s1.scale, s1.b_dec_init);
+    }
     /* comments and unknown keys (a later version's) are fine */
     write_edited(path_of("ok.txt"), text, "end\n", "# a comment\nnew_key 42\nend\n");
     ex_run_state s;
