@@ -413,18 +413,6 @@ void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows,
     sae__parallel_for(pool, rows, compress_range, &c);
 }
 
-/* panel (rows x tile, zero-padded) = columns [j0, j0 + w) of src (rows x ld). */
-static void pack_panel(const float *src, size_t ld, size_t rows, size_t j0, size_t w, size_t tile,
-                       float *panel)
-{
-    for (size_t r = 0; r < rows; r++) {
-        float *dst = panel + r * tile;
-        memcpy(dst, src + r * ld + j0, w * sizeof(float));
-        for (size_t j = w; j < tile; j++)
-            dst[j] = 0.0f;
-    }
-}
-
 /* The calling thread's share of items [0, count) when item i costs
  * (ptr[i + 1] - ptr[i]) + per_item: contiguous ranges of equal work. */
 static void balanced_range(const size_t *ptr, size_t count, size_t per_item, int tid, int n_threads,
@@ -450,6 +438,33 @@ static void balanced_range(const size_t *ptr, size_t count, size_t per_item, int
     *end = me + 1 == nt ? count : bounds[1];
 }
 
+/* Packing one panel shared by all threads, each packing a share of its rows
+ * (row r reads source row r mod src_rows: AuxK's rows n + t read row t). */
+typedef struct pack_task {
+    const float *src;
+    size_t ld, src_rows, j0, w, tile;
+    float *panel;
+} pack_task;
+
+static void pack_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const pack_task *pk = ctx;
+    for (size_t r = begin; r < end; r++) {
+        float *dst = pk->panel + r * pk->tile;
+        memcpy(dst, pk->src + (r % pk->src_rows) * pk->ld + pk->j0, pk->w * sizeof(float));
+        for (size_t j = pk->w; j < pk->tile; j++)
+            dst[j] = 0.0f;
+    }
+}
+
+static void pack_shared(sae_pool *pool, const float *src, size_t ld, size_t src_rows, size_t rows,
+                        size_t j0, size_t w, size_t tile, float *panel)
+{
+    pack_task pk = {src, ld, src_rows, j0, w, tile, panel};
+    sae__parallel_for(pool, rows, pack_range, &pk);
+}
+
 /* Per-item overhead of a token or a feature in a tile, in pair-equivalents
  * (loads and stores of its own rows), for balancing. */
 #define SAE_ITEM_COST 2
@@ -461,6 +476,7 @@ typedef struct token_task {
     float scale;
     sae_workspace *ws;
     bool direct;
+    size_t j0;     /* packed panels: the tile this run decodes */
 } token_task;
 
 /* Pairs per token (over the whole step) up to which the phases read rows in
@@ -488,15 +504,15 @@ static void token_run(void *ctx, int tid, int n_threads)
     const token_task *k = ctx;
     const sparse_kernels kern = pick_kernels();
     sae_workspace *ws = k->ws;
-    const size_t d_in = k->m->d_in, d_sae = k->m->d_sae, t0 = k->t0;
+    const size_t d_in = k->m->d_in, t0 = k->t0;
     const float *w_dec = sae__w_dec(k->m);
     size_t begin, end;
     balanced_range(ws->row_ptr + t0, k->count, SAE_ITEM_COST, tid, n_threads, &begin, &end);
     begin += t0;
     end += t0;
-    for (size_t t = begin; t < end; t++)
-        ws->l2_tok[t] = 0.0;
     if (k->direct) {
+        for (size_t t = begin; t < end; t++)
+            ws->l2_tok[t] = 0.0;
         /* token by token: its rows of W_dec stay in cache across the tiles */
         for (size_t t = begin; t < end; t++) {
             size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
@@ -510,26 +526,35 @@ static void token_run(void *ctx, int tid, int n_threads)
         }
         return;
     }
-    float *panel = ws->w_panel + (size_t)tid * d_sae * SAE_DEC_TILE;
-    tile_rows src = {panel, SAE_DEC_TILE, SIZE_MAX};
-    for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_DEC_TILE) {
-        size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
-        pack_panel(w_dec, d_in, d_sae, j0, w, SAE_DEC_TILE, panel);
-        for (size_t t = begin; t < end; t++) {
-            size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
-            ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk, k->base + j0,
-                                              k->target + (t - t0) * d_in + j0, w, k->scale,
-                                              ws->dxh + t * d_in + j0);
-        }
+    /* packed panels: one tile, already packed by all threads (k->j0) */
+    tile_rows src = {ws->w_panel, SAE_DEC_TILE, SIZE_MAX};
+    size_t j0 = k->j0, w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
+    for (size_t t = begin; t < end; t++) {
+        size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
+        ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk, k->base + j0,
+                                          k->target + (t - t0) * d_in + j0, w, k->scale,
+                                          ws->dxh + t * d_in + j0);
     }
 }
 
 void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
                              const float *base, float scale, sae_workspace *ws, sae_pool *pool)
 {
-    token_task k = {m, target, base, t0, count, scale, ws, false};
+    token_task k = {m, target, base, t0, count, scale, ws, false, 0};
     k.direct = use_direct(ws, t0, count);
-    sae__pool_run(pool, token_run, &k);
+    if (k.direct) {
+        sae__pool_run(pool, token_run, &k);
+        return;
+    }
+    /* packed panels, shared: all threads pack a tile of W_dec, then decode it */
+    for (size_t t = t0; t < t0 + count; t++)
+        ws->l2_tok[t] = 0.0;
+    for (k.j0 = 0; k.j0 < m->d_in; k.j0 += SAE_DEC_TILE) {
+        size_t w = m->d_in - k.j0 < SAE_DEC_TILE ? m->d_in - k.j0 : SAE_DEC_TILE;
+        pack_shared(pool, sae__w_dec(m), m->d_in, m->d_sae, m->d_sae, k.j0, w, SAE_DEC_TILE,
+                    ws->w_panel);
+        sae__pool_run(pool, token_run, &k);
+    }
 }
 
 /* Build the feature-major copy of the pairs. Threads take contiguous token
@@ -588,16 +613,7 @@ static void transpose_pairs(sae_workspace *ws, size_t n_tokens, sae_pool *pool)
     sae__pool_run(pool, transpose_scatter, &ctx);
 }
 
-/* panel rows r of [0, rows) = columns [j0, j0 + w) of src row (r mod src_rows):
- * AuxK's rows n + t read token t's xc. */
-static void pack_panel_wrapped(const float *src, size_t ld, size_t src_rows, size_t rows,
-                               size_t j0, size_t w, size_t tile, float *panel)
-{
-    for (size_t r0 = 0; r0 < rows; r0 += src_rows) {
-        size_t n = rows - r0 < src_rows ? rows - r0 : src_rows;
-        pack_panel(src, ld, n, j0, w, tile, panel + r0 * tile);
-    }
-}
+enum feature_stage { FEATURE_PREPARE, FEATURE_DEC, FEATURE_SETTLE, FEATURE_ENC };
 
 typedef struct feature_task {
     const sae_model *m;
@@ -606,6 +622,8 @@ typedef struct feature_task {
     sae_workspace *ws;
     float *grad;
     bool direct;
+    enum feature_stage stage; /* packed panels: what this run does */
+    size_t j0;                /* ... and on which tile */
 } feature_task;
 
 /* What every feature's pass shares. */
@@ -701,7 +719,7 @@ static void feature_run(void *ctx, int tid, int n_threads)
     const sae_step_config *cfg = task->cfg;
     sae_workspace *ws = task->ws;
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const size_t n_tokens = task->n_tokens, n_rows = task->n_rows;
+    const size_t n_tokens = task->n_tokens;
     const bool jump = m->arch == SAE_ARCH_JUMPRELU;
     feature_ctx fc = {
         .m = m, .cfg = cfg, .kern = pick_kernels(), .ws = ws, .n_tokens = n_tokens,
@@ -731,25 +749,16 @@ static void feature_run(void *ctx, int tid, int n_threads)
         }
         return;
     }
-    float *panel = ws->t_panel + (size_t)tid * ws->panel_tokens * SAE_FEAT_TILE;
-    tile_rows src = {panel, SAE_FEAT_TILE, SIZE_MAX};
-    for (size_t i = begin; i < end; i++)
-        feature_prepare(&fc, i);
-    /* dW_dec, and g's reconstruction part, tile by tile of dL/dx_hat */
-    for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
-        size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-        pack_panel(ws->dxh, d_in, n_rows, j0, w, SAE_FEAT_TILE, panel);
-        for (size_t i = begin; i < end; i++)
-            feature_dec(&fc, i, &src, j0, w);
-    }
-    for (size_t i = begin; i < end; i++)
-        feature_settle(&fc, i);
-    /* dW_enc (stored transposed), tile by tile of xc */
-    for (size_t j0 = 0; j0 < d_in && begin < end; j0 += SAE_FEAT_TILE) {
-        size_t w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
-        pack_panel_wrapped(ws->xc, d_in, n_tokens, n_rows, j0, w, SAE_FEAT_TILE, panel);
-        for (size_t i = begin; i < end; i++)
-            feature_enc(&fc, i, &src, j0, w);
+    /* packed panels: one stage of the shared schedule (task->stage) */
+    tile_rows src = {ws->t_panel, SAE_FEAT_TILE, SIZE_MAX};
+    size_t j0 = task->j0, w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
+    for (size_t i = begin; i < end; i++) {
+        switch (task->stage) {
+        case FEATURE_PREPARE: feature_prepare(&fc, i); break;
+        case FEATURE_DEC: feature_dec(&fc, i, &src, j0, w); break;
+        case FEATURE_SETTLE: feature_settle(&fc, i); break;
+        default: feature_enc(&fc, i, &src, j0, w); break;
+        }
     }
 }
 
@@ -757,6 +766,27 @@ void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, s
                                size_t n_rows, sae_workspace *ws, float *grad)
 {
     transpose_pairs(ws, n_rows, cfg->pool);
-    feature_task task = {m, cfg, n_tokens, n_rows, ws, grad, use_direct(ws, 0, n_rows)};
+    feature_task task = {m, cfg, n_tokens, n_rows, ws, grad, use_direct(ws, 0, n_rows),
+                         FEATURE_PREPARE, 0};
     sae__pool_run(cfg->pool, feature_run, &task);
+    if (task.direct)
+        return;
+    /* packed panels, shared: all threads pack a tile, then work on it */
+    const size_t d_in = m->d_in;
+    task.stage = FEATURE_DEC;
+    for (task.j0 = 0; task.j0 < d_in; task.j0 += SAE_FEAT_TILE) {
+        size_t w = d_in - task.j0 < SAE_FEAT_TILE ? d_in - task.j0 : SAE_FEAT_TILE;
+        pack_shared(cfg->pool, ws->dxh, d_in, n_rows, n_rows, task.j0, w, SAE_FEAT_TILE,
+                    ws->t_panel);
+        sae__pool_run(cfg->pool, feature_run, &task);
+    }
+    task.stage = FEATURE_SETTLE;
+    sae__pool_run(cfg->pool, feature_run, &task);
+    task.stage = FEATURE_ENC;
+    for (task.j0 = 0; task.j0 < d_in; task.j0 += SAE_FEAT_TILE) {
+        size_t w = d_in - task.j0 < SAE_FEAT_TILE ? d_in - task.j0 : SAE_FEAT_TILE;
+        pack_shared(cfg->pool, ws->xc, d_in, n_tokens, n_rows, task.j0, w, SAE_FEAT_TILE,
+                    ws->t_panel);
+        sae__pool_run(cfg->pool, feature_run, &task);
+    }
 }
