@@ -318,8 +318,10 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                SAE_KERNEL_SPARSE (2): how sae_step runs the
  *                                decoder and the backward pass. Dense uses CBLAS
  *                                GEMMs; sparse touches only the (token, feature)
- *                                pairs with f > 0. Auto picks by the measured
- *                                density of each batch. All give the same
+ *                                pairs with f > 0. Auto takes the sparse path when
+ *                                at most 15% of the first block's (token, feature)
+ *                                pairs are active (measured faster up to ~22% on
+ *                                the reference machine). All give the same
  *                                gradients up to float rounding. TopK and
  *                                BatchTopK always run sparse (L0 <= k).
  *
