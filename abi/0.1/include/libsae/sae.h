@@ -146,12 +146,16 @@ SAE_API size_t sae_model_d_sae(const sae_model *m);
 
 /* Tensor selectors for get/set, in the SAELens layout (row-major):
  *   SAE_W_ENC: d_in x d_sae   SAE_B_ENC: d_sae
- *   SAE_W_DEC: d_sae x d_in   SAE_B_DEC: d_in                                 */
+ *   SAE_W_DEC: d_sae x d_in   SAE_B_DEC: d_in
+ *   SAE_THRESHOLD: JumpReLU: d_sae thresholds theta_i > 0 (trained as log theta);
+ *                  BatchTopK: 1 float, the inference threshold (negative until
+ *                  training has set it); other architectures: none (size 0)  */
 enum sae_tensor {
     SAE_W_ENC = 0,
     SAE_B_ENC = 1,
     SAE_W_DEC = 2,
-    SAE_B_DEC = 3
+    SAE_B_DEC = 3,
+    SAE_THRESHOLD = 4
 };
 
 /* The number of floats in tensor `which` (e.g. d_in * d_sae for SAE_W_ENC), or 0
@@ -166,6 +170,69 @@ SAE_API int sae_model_get_tensor(const sae_model *m, int which, float *dst, size
  * Errors: SAE_E_INVALID_ARG; SAE_E_NONFINITE if src holds NaN or Inf (the
  * model is then unchanged). */
 SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Architectures                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The activation is fixed when a model is created. With pre = (x - b_dec) W_enc
+ * + b_enc (d_sae values per token):
+ *
+ *   SAE_ARCH_RELU       f = ReLU(pre). Trained on l2 + lambda * l1 (the L1 term
+ *                       weighted by decoder row norms). sae_model_create's model.
+ *   SAE_ARCH_TOPK       f keeps the k largest values of ReLU(pre) per token, the
+ *                       rest 0 (Gao et al. 2024; ties at the k-th value are kept
+ *                       in feature order). Trained on l2 + auxk_coeff * AuxK: no
+ *                       sparsity penalty, lambda is ignored (sparsity is k).
+ *   SAE_ARCH_BATCHTOPK  training keeps the n * k largest values of ReLU(pre)
+ *                       over the whole batch of n tokens (Bussmann et al. 2024),
+ *                       same loss as TopK. Each step moves the inference
+ *                       threshold (SAE_THRESHOLD) toward the smallest value kept:
+ *                       threshold = beta * threshold + (1 - beta) * min_kept (the
+ *                       first step sets it). sae_encode and friends use
+ *                       f = pre where pre > threshold (ReLU before the first step),
+ *                       which is how SAELens loads it (as JumpReLU).
+ *   SAE_ARCH_JUMPRELU   f_i = pre_i * H(pre_i - theta_i), theta_i = exp(t_i) > 0
+ *                       learned per feature (Rajamanoharan et al. 2024). Trained
+ *                       on l2 + lambda * l0 with l0 = (1/n) sum_t #{i : f_ti > 0},
+ *                       through straight-through estimators with the rectangle
+ *                       kernel K(u) = 1 for |u| < 1/2 and bandwidth eps:
+ *                       dL/dtheta_i gets -(theta_i / eps) K((pre - theta_i)/eps) dL/df
+ *                       from the jump and -(1 / eps) K(...) lambda / n from l0;
+ *                       dL/dt_i = theta_i dL/dtheta_i.
+ *
+ * AuxK (TopK and BatchTopK, Gao et al. 2024): with e = x - x_hat (held fixed),
+ * the features dead for at least SAE_OPT_DEAD_WINDOW training tokens, and
+ * e_aux = sum of the top k_aux values of ReLU(pre) among dead features times
+ * their decoder rows (no b_dec),
+ *     AuxK = (1/n) sum_t ||e_aux_t - e_t||^2 / ((1/n) sum_t ||e_t - mean(e)||^2),
+ * normalised as OpenAI's and dictionary_learning's trainers do.
+ *
+ * In every architecture, sae_losses.l1 reports sum_i f_i ||W_dec[i,:]|| and l0
+ * the active count; sae_losses.loss is the loss trained (sae_loss: without AuxK,
+ * which needs the optimizer's dead-feature counters).
+ */
+enum sae_arch {
+    SAE_ARCH_RELU = 0,
+    SAE_ARCH_TOPK = 1,
+    SAE_ARCH_BATCHTOPK = 2,
+    SAE_ARCH_JUMPRELU = 3
+};
+
+/* Create a model of architecture `arch`, initialised like sae_model_create
+ * (JumpReLU thresholds all start at param). param: 0 for ReLU; k (a whole
+ * number in [1, d_sae]) for TopK and BatchTopK; the initial threshold theta
+ * (in [1e-30, 1e30]; the JumpReLU paper uses 0.001) for JumpReLU.
+ * Errors: as sae_model_create; SAE_E_INVALID_ARG for an unknown arch or a param
+ * out of range; SAE_E_NONFINITE for a NaN/Inf param. On error *out is NULL. */
+SAE_API int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
+                                  int arch, double param);
+
+/* The model's architecture (SAE_ARCH_*), or -1 if m is NULL. */
+SAE_API int sae_model_arch(const sae_model *m);
+
+/* k of a TopK or BatchTopK model; 0 for other architectures or NULL. */
+SAE_API size_t sae_model_k(const sae_model *m);
 
 /* ------------------------------------------------------------------------ */
 /* Encode, decode, loss                                                      */
@@ -233,6 +300,43 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *   SAE_OPT_GRAD_CLIP   1        >= 0, finite; 0 turns clipping off. When on,
  *                                gradients are scaled by clip / ||g|| whenever the
  *                                global L2 norm ||g|| over all parameters exceeds clip.
+ *   SAE_OPT_THREADS     0        a whole number in [0, 1024]: threads for the
+ *                                library's own loops in sae_step (0: one per online
+ *                                core). They are the optimizer's own (created at
+ *                                its first step, joined by sae_optimizer_free) and
+ *                                sleep between the step's loops; BLAS calls are
+ *                                made from one thread, never inside these loops,
+ *                                so the library's threads and the BLAS library's
+ *                                (set with e.g. OPENBLAS_NUM_THREADS) take turns
+ *                                instead of oversubscribing the cores. Results do
+ *                                not depend on this count; with a fixed BLAS
+ *                                configuration the same inputs give the same bits.
+ *                                An optimizer's threads do not survive fork(): in
+ *                                a forked child its steps run on the calling
+ *                                thread alone (same results, more slowly).
+ *   SAE_OPT_KERNEL      0        SAE_KERNEL_AUTO (0), SAE_KERNEL_DENSE (1) or
+ *                                SAE_KERNEL_SPARSE (2): how sae_step runs the
+ *                                decoder and the backward pass. Dense uses CBLAS
+ *                                GEMMs; sparse touches only the (token, feature)
+ *                                pairs with f > 0. Auto takes the sparse path when
+ *                                at most 15% of the first block's (token, feature)
+ *                                pairs are active (measured faster up to ~22% on
+ *                                the reference machine). All give the same
+ *                                gradients up to float rounding. TopK and
+ *                                BatchTopK always run sparse (L0 <= k).
+ *
+ * Architecture options (see "Architectures"; ignored by the others):
+ *   SAE_OPT_AUXK_COEFF  1/32     >= 0, finite: AuxK weight (TopK, BatchTopK); 0: off
+ *   SAE_OPT_AUXK_K      0        a whole number >= 0: k_aux; 0 means d_in / 2
+ *                                (at least 1), the anchors' heuristic
+ *   SAE_OPT_DEAD_WINDOW 1e7      a whole number >= 1: training tokens without
+ *                                firing after which AuxK treats a feature as dead
+ *   SAE_OPT_JUMPRELU_BANDWIDTH 0.001  > 0, finite: eps of the JumpReLU estimators
+ *   SAE_OPT_THRESHOLD_BETA 0.999 [0, 1): BatchTopK's threshold moving average
+ *   SAE_OPT_TOTAL_STEPS, SAE_OPT_L1_WARMUP_FRACTION, SAE_OPT_LR_WARMUP_STEPS,
+ *   SAE_OPT_LR_DECAY_FRACTION, SAE_OPT_LR_SCHEDULE (9 to 13): the schedules of
+ *                                the lr and lambda, all off by default; see
+ *                                "Training recipe" below.
  */
 enum sae_option {
     SAE_OPT_LR = 1,
@@ -240,7 +344,27 @@ enum sae_option {
     SAE_OPT_BETA2 = 3,
     SAE_OPT_EPS = 4,
     SAE_OPT_L1_COEFF = 5,
-    SAE_OPT_GRAD_CLIP = 6
+    SAE_OPT_GRAD_CLIP = 6,
+    SAE_OPT_THREADS = 7,
+    SAE_OPT_KERNEL = 8,
+    SAE_OPT_TOTAL_STEPS = 9,         /* schedules: see "Training recipe" */
+    SAE_OPT_L1_WARMUP_FRACTION = 10,
+    SAE_OPT_LR_WARMUP_STEPS = 11,
+    SAE_OPT_LR_DECAY_FRACTION = 12,
+    SAE_OPT_LR_SCHEDULE = 13,
+
+    SAE_OPT_AUXK_COEFF = 20,
+    SAE_OPT_AUXK_K = 21,
+    SAE_OPT_DEAD_WINDOW = 22,
+    SAE_OPT_JUMPRELU_BANDWIDTH = 23,
+    SAE_OPT_THRESHOLD_BETA = 24
+};
+
+/* Values of SAE_OPT_KERNEL. */
+enum sae_kernel {
+    SAE_KERNEL_AUTO = 0,
+    SAE_KERNEL_DENSE = 1,
+    SAE_KERNEL_SPARSE = 2
 };
 
 /* Set an option. Errors: SAE_E_INVALID_ARG (o NULL, unknown option, value out
@@ -255,13 +379,24 @@ SAE_API int sae_optimizer_get(const sae_optimizer *o, int option, double *value)
 SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
 
 /* One training step on the batch x (n_tokens x d_in floats): forward pass,
- * exact gradients of loss = l2 + lambda * l1 (ReLU'(0) = 0), optional global
- * gradient-norm clipping, and one Adam update of all four tensors.
- * *out (may be NULL) receives the losses of the batch before the update.
+ * exact gradients of the architecture's loss (ReLU: l2 + lambda * l1, with
+ * ReLU'(0) = 0; see "Architectures" for the others), optional global
+ * gradient-norm clipping, and one Adam update of every parameter.
+ * The lr and lambda are those of step sae_optimizer_steps(o) + 1 of the
+ * schedules ("Training recipe"; with no schedule option set, SAE_OPT_LR and
+ * SAE_OPT_L1_COEFF themselves).
+ * *out (may be NULL) receives the losses of the batch before the update, its
+ * loss computed with the lambda the step applied (and AuxK's weighted term).
+ * Adam follows torch.optim.Adam except that moments below FLT_MIN are flushed
+ * to 0: features that stop firing would otherwise fill the moments with
+ * subnormal floats, which are many times slower to compute with; the updates
+ * lost are below 1e-30 * lr.
  * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, optimizer made
- * for another shape), SAE_E_NONFINITE (NaN/Inf in x, or gradients or updated
- * parameters that would not be finite), SAE_E_NOMEM (the step's workspace grows
- * when a larger batch than ever before arrives). On any error the model, the
+ * for a model of another shape or architecture's parameter set, schedule
+ * options that contradict each other), SAE_E_NONFINITE (NaN/Inf in x, or
+ * gradients or updated parameters that would not be finite), SAE_E_NOMEM (the
+ * step's workspace grows when a larger or denser batch than ever before
+ * arrives). On any error the model, the
  * optimizer and *out are unchanged. */
 SAE_API int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
                      sae_losses *out);
@@ -285,6 +420,402 @@ SAE_API int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *d
  * be > 0. Errors: SAE_E_INVALID_ARG. */
 SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens,
                                      size_t *n_dead);
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoints                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Models and optimizers are saved as safetensors files (huggingface/safetensors:
+ * an 8-byte little-endian header length, a JSON header, raw little-endian data).
+ *
+ * A model file holds exactly SAELens's tensors for the model's architecture,
+ * float32:
+ *   W_enc [d_in, d_sae]   W_dec [d_sae, d_in]   b_enc [d_sae]   b_dec [d_in]
+ * plus, for JumpReLU, "threshold" [d_sae]: theta = exp(t) as SAE_THRESHOLD
+ * reads it (SAELens's inference format, not the log thresholds t), and for
+ * BatchTopK the same tensor holding its threshold in every feature (0 while
+ * it is unset, which is ReLU), which is how SAELens saves a BatchTopK SAE for
+ * inference: as a JumpReLU SAE. "__metadata__" records what SAELens's files
+ * leave to cfg.json, so that a single file says what it is:
+ *   "libsae_architecture"   "standard" (ReLU), "topk", "batchtopk" or "jumprelu"
+ *   "libsae_k"              TopK, BatchTopK: k, decimal
+ *   "libsae_threshold"      BatchTopK: its threshold exactly (negative: unset),
+ *                           as a C99/Python hexadecimal float
+ *   "libsae_log_threshold"  JumpReLU: the log thresholds t themselves, each
+ *                           float's IEEE-754 bits as 8 lower-case hex digits
+ *                           (Python: numpy.frombuffer(bytes.fromhex(s), ">f4")),
+ *                           because log(exp(t)) is not always t in float
+ *   "libsae_version"        "0.1.0"
+ * Saved into a directory with a cfg.json beside it, it loads unchanged in
+ * SAELens (6.x, and earlier versions that know the architecture):
+ *     SAE.load_from_disk("run/checkpoint")
+ * and SAELens sees a "standard", "topk" (with k) or "jumprelu" SAE (JumpReLU
+ * and BatchTopK).
+ *
+ * An optimizer file (libsae's own, same container) holds the Adam moments in
+ * SAELens's shapes as F32 tensors "<tensor>.exp_avg" and "<tensor>.exp_avg_sq"
+ * (torch.optim.Adam's state names) for W_enc, W_dec, b_enc and b_dec (and, for
+ * JumpReLU, "log_threshold" [d_sae], SAELens's name of the trained t), the
+ * per-feature counters as U64 "tokens_since_fired" [d_sae], and in
+ * "__metadata__": "libsae_format": "optimizer", "libsae_format_version": "1",
+ * "step" (decimal), and one "option.<n>" entry per option number n the library
+ * knows (SAE_OPT_*), its value exactly as a C99/Python hexadecimal float
+ * (Python: float.fromhex). Loading a model and its optimizer in a new process
+ * and training on resumes bit for bit: N steps, save, load, N more steps give
+ * the same parameters as 2N uninterrupted steps (at the same thread count).
+ *
+ * Writes are atomic: the data goes to a temporary file in the destination's
+ * directory ("<path>.tmp-" and 16 hex digits), which is flushed, fsync'ed and
+ * then renamed over the destination. If anything fails (a full disk, a file
+ * size limit, a missing directory), SAE_E_IO is returned, the temporary file is
+ * removed and the previous file at path is untouched; a process killed mid-save
+ * may leave the temporary file behind, never a damaged checkpoint. A symlink at
+ * path is replaced by the new file, not written through. Paths are passed to
+ * the operating system as they are (bytes, no encoding conversion).
+ *
+ * Saving only reads the model or optimizer: it may run concurrently with the
+ * other read-only calls on the same handle, not with sae_step or
+ * sae_model_set_tensor. Loading creates new handles and touches no others.
+ *
+ * Loading trusts nothing in the file; any of the following is SAE_E_FORMAT,
+ * with nothing allocated, leaked or changed, and no read out of bounds:
+ * - a header length below 2, above 100,000,000 or beyond the end of the data;
+ *   a header that is not one strict JSON object (RFC 8259, valid UTF-8, no
+ *   duplicate keys, nesting depth at most 3, at most 2^20 JSON values, only
+ *   whitespace after it);
+ * - a tensor entry that does not have exactly "dtype" (a safetensors dtype),
+ *   "shape" (at most 8 non-negative integers) and "data_offsets" ([begin, end]),
+ *   whose byte size (shape x dtype, checked for overflow) differs from
+ *   end - begin, or tensors that, sorted by offset, do not tile the data
+ *   section exactly (a gap, an overlap, or data before the end of the file);
+ *   a "__metadata__" that is not an object of strings;
+ * - a missing required tensor, a required tensor of another dtype or of shapes
+ *   that disagree with each other (or a zero dimension), or a value that is NaN
+ *   or infinite;
+ * - libsae metadata that is not exactly as written above, or that disagrees
+ *   with the tensors or with cfg.json: an unknown architecture name; k missing,
+ *   not a plain decimal or outside [1, d_sae]; a "threshold" tensor with an
+ *   architecture that has none, or none with one that has; JumpReLU
+ *   thresholds outside [1e-30, 1e30] (the range sae_model_create_arch allows),
+ *   or log thresholds that are not 8 hex digits per feature of finite floats
+ *   whose exp() is the threshold (to 2^-20 relative: the writer's expf may
+ *   round differently); BatchTopK thresholds that are not all equal to the
+ *   recorded threshold (or 0 when that is negative), or a recorded threshold
+ *   that is not exactly a float; libsae_k, libsae_threshold or
+ *   libsae_log_threshold without libsae_architecture;
+ * - a file truncated at any point.
+ * No allocation is sized by a number from the file before that number has been
+ * checked against the file's own size.
+ */
+
+/* The exact byte size of the model's safetensors encoding (what
+ * sae_model_save_buffer writes and sae_model_save writes to a file path).
+ * Errors: SAE_E_INVALID_ARG (m or size NULL). */
+SAE_API int sae_model_save_size(const sae_model *m, size_t *size);
+
+/* Encode the model into buf (capacity bytes, caller-owned); *written (may be
+ * NULL) receives the byte count, which equals sae_model_save_size.
+ * Errors: SAE_E_INVALID_ARG (NULL m or buf, or capacity smaller than needed;
+ * buf is then untouched). */
+SAE_API int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity,
+                                  size_t *written);
+
+/* Save the model to path, atomically (see above).
+ * - If path is an existing directory, write path/sae_weights.safetensors and
+ *   path/cfg.json (SAELens's configuration: d_in, d_sae, "dtype": "float32",
+ *   "architecture", "apply_b_dec_to_input": true, "normalize_activations":
+ *   "none", and "metadata": {"producer": "libsae", "libsae_version": ...},
+ *   plus the fields older SAELens versions require). "architecture" is
+ *   "standard" (ReLU), "topk" or "jumprelu" (JumpReLU and BatchTopK); a TopK
+ *   configuration also has "k", "rescale_acts_by_decoder_norm": false,
+ *   "activation_fn_str": "topk" and "activation_fn_kwargs": {"k": k} (where
+ *   SAELens before 6.0 reads k), the others "activation_fn_str": "relu".
+ *   Both files are written and fsync'ed before either is renamed into place.
+ * - Otherwise write a single safetensors file at path (a new file, or one that
+ *   replaces a regular file).
+ * Errors: SAE_E_INVALID_ARG (NULL), SAE_E_IO (cannot write: see above; also
+ * when path exists but is not a regular file or directory), SAE_E_NOMEM.
+ * sae_model_save_size, sae_model_save_buffer and sae_model_save also return
+ * SAE_E_INVALID_ARG for a JumpReLU model so wide (about 12.5 million features)
+ * that its log thresholds would not fit the 100,000,000-byte header limit. */
+SAE_API int sae_model_save(const sae_model *m, const char *path);
+
+/* Create a model from the safetensors bytes buf[0..size) (caller-owned, only
+ * read during the call). Tensors may be F32, F16, BF16 or F64 (converted to
+ * float32; F64 values beyond float's range are rejected); files written by
+ * PyTorch (safetensors.torch.save_file) and SAELens load as they are.
+ * The architecture is the file's "libsae_architecture"; in files without it
+ * (SAELens's), a "threshold" tensor makes a JumpReLU model (as SAELens saves
+ * JumpReLU and BatchTopK SAEs; its thresholds become t = logf(theta), as
+ * sae_model_set_tensor(SAE_THRESHOLD) computes them), and otherwise the model
+ * is ReLU (a SAELens TopK SAE keeps its k in cfg.json: load its directory).
+ * Tensors with other names are ignored, except those that would change what
+ * the SAE computes and that libsae cannot represent: "log_threshold" (a
+ * JumpReLU training state, which SAELens saves as "threshold"),
+ * "topk_threshold" (SAELens's BatchTopK training state), "b_gate", "b_mag"
+ * and "r_mag" (gated), which are SAE_E_FORMAT; "scaling_factor" /
+ * "finetuning_scaling_factor" (older SAELens files) are accepted only as
+ * [d_sae] vectors of ones.
+ * Errors: SAE_E_INVALID_ARG (out or buf NULL), SAE_E_FORMAT (see above; also
+ * dimensions the model cannot have, e.g. above INT_MAX), SAE_E_NOMEM.
+ * On error *out is NULL. */
+SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size);
+
+/* Load a model from path: a safetensors file, or a directory holding
+ * sae_weights.safetensors (as written by sae_model_save or SAELens). In a
+ * directory, a cfg.json, when present, must be strict JSON (at most 1 MB)
+ * describing, as SAELens reads it, the SAE the weights hold and libsae
+ * computes the same way: "architecture" "standard" (also when absent: SAELens's
+ * default), "topk" or "jumprelu", agreeing with the weights (a BatchTopK
+ * file is "jumprelu"); "activation_fn" / "activation_fn_str" absent or "topk"
+ * for TopK, absent or "relu" otherwise (so SAELens's pre-6.0 "standard" with
+ * a topk activation, which 6.x reads as ReLU, is refused); for TopK, k as
+ * "k" and/or "activation_fn_kwargs": {"k": ...}, whole numbers, equal to
+ * each other and to the file's "libsae_k" if any (a TopK SAE saved by SAELens
+ * takes its k from here); "rescale_acts_by_decoder_norm" absent or false;
+ * "apply_b_dec_to_input" absent or true; "normalize_activations" absent,
+ * null, false or "none"; and "d_in" / "d_sae", when present, equal to the
+ * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
+ * Errors: as sae_model_load_buffer, plus SAE_E_IO (path missing, unreadable,
+ * or not a regular file or directory). On error *out is NULL. */
+SAE_API int sae_model_load(sae_model **out, const char *path);
+
+/* The exact byte size of the optimizer's safetensors encoding.
+ * Errors: SAE_E_INVALID_ARG (o or size NULL), SAE_E_NOMEM. */
+SAE_API int sae_optimizer_save_size(const sae_optimizer *o, size_t *size);
+
+/* Encode the optimizer into buf (capacity bytes); *written (may be NULL)
+ * receives the byte count. Errors: SAE_E_INVALID_ARG (NULL, or capacity too
+ * small; buf is then untouched), SAE_E_NOMEM. */
+SAE_API int sae_optimizer_save_buffer(const sae_optimizer *o, void *buf, size_t capacity,
+                                      size_t *written);
+
+/* Save the optimizer to path atomically: a single file, or, if path is an
+ * existing directory, path/optimizer.safetensors (so one directory can hold a
+ * whole training checkpoint: sae_weights.safetensors, cfg.json and
+ * optimizer.safetensors). Errors as sae_model_save. */
+SAE_API int sae_optimizer_save(const sae_optimizer *o, const char *path);
+
+/* Create an optimizer for models shaped like m from an optimizer encoding
+ * buf[0..size): moments, step count, activity counters and every option are
+ * restored. Options missing from the file (written by an older version) keep
+ * their defaults; an option number this version does not know, or a value
+ * sae_optimizer_set would refuse, is SAE_E_FORMAT. Unknown metadata keys are
+ * ignored; unknown tensors, moments that are not F32 or are non-finite, and
+ * negative second moments are SAE_E_FORMAT. The file records no architecture,
+ * only the layout: a JumpReLU optimizer (with log_threshold moments) fits only
+ * JumpReLU models, the others fit ReLU, TopK and BatchTopK models alike.
+ * Errors: SAE_E_INVALID_ARG (NULL, or a valid file for another shape or
+ * layout than m's),
+ * SAE_E_FORMAT, SAE_E_NOMEM. On error *out is NULL. */
+SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, const void *buf,
+                                      size_t size);
+
+/* Load an optimizer from path: a file, or a directory holding
+ * optimizer.safetensors. Errors as sae_optimizer_load_buffer, plus SAE_E_IO.
+ * On error *out is NULL. */
+SAE_API int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Training recipe: schedules, input normalisation, b_dec from data, dead    */
+/* features and their resampling, feature density                            */
+/* ------------------------------------------------------------------------ */
+
+/* The pieces of the modern recipe (Anthropic's April 2024 update, Towards
+ * Monosemanticity, SAELens), used together like this:
+ *
+ *     double s;                                   // E ||s x||^2 = d_in
+ *     sae_estimate_input_scale(sample, n_sample, d_in, &s);
+ *     ... multiply the sample and every batch by s ...
+ *     sae_model_init_b_dec(m, scaled_sample, n_sample, SAE_B_DEC_GEOMETRIC_MEDIAN);
+ *     sae_optimizer_set(o, SAE_OPT_TOTAL_STEPS, n_steps);
+ *     sae_optimizer_set(o, SAE_OPT_L1_WARMUP_FRACTION, 0.05);
+ *     sae_optimizer_set(o, SAE_OPT_LR_SCHEDULE, SAE_LR_LINEAR);
+ *     sae_optimizer_set(o, SAE_OPT_LR_DECAY_FRACTION, 0.2);
+ *     for (...) sae_step(m, o, scaled_batch, n_tokens, &l);
+ *     sae_model_fold_input_scale(m, s);           // the model now takes raw x
+ *
+ * Schedules. Options of the optimizer (sae_optimizer_set), applied by
+ * sae_step to the step it takes, t = sae_optimizer_steps(o) + 1 (1-based).
+ * With T = SAE_OPT_TOTAL_STEPS, lr = SAE_OPT_LR, lambda = SAE_OPT_L1_COEFF:
+ *
+ *   option                      default  allowed, and what it does
+ *   SAE_OPT_TOTAL_STEPS         0        a whole number in [0, 2^53]: the steps
+ *                                        the run will take. 0 = unknown: the L1
+ *                                        warm-up and the lr decays, which need
+ *                                        T, are then off (the lr warm-up is not).
+ *   SAE_OPT_L1_WARMUP_FRACTION  0        [0, 1] (recipe: 0.05). With
+ *                                        L = round(fraction * T) > 0,
+ *                                        lambda_t = lambda * min(1, t / L):
+ *                                        linear from 0 (before step 1) to
+ *                                        lambda at step L. Off if L = 0.
+ *   SAE_OPT_LR_WARMUP_STEPS     0        a whole number W in [0, 2^53]: the lr
+ *                                        multiplier is t / W for t < W (lr / W
+ *                                        at step 1, lr from step W on), in every
+ *                                        schedule, T known or not. Off if W = 0.
+ *   SAE_OPT_LR_DECAY_FRACTION   0        [0, 1] (recipe: 0.2); SAE_LR_LINEAR
+ *                                        only. With D = round(fraction * T) > 0
+ *                                        the multiplier is (T - t) / D for
+ *                                        t > T - D: 1 at step T - D, 0 at step T.
+ *   SAE_OPT_LR_SCHEDULE         0        SAE_LR_CONSTANT: warm-up, then lr.
+ *                                        SAE_LR_LINEAR: warm-up, lr, and the
+ *                                        linear decay over the last D steps.
+ *                                        SAE_LR_COSINE: warm-up, then the
+ *                                        multiplier (1 + cos(pi (t - W) / (T - W))) / 2
+ *                                        for W < t <= T: 1 after the warm-up,
+ *                                        0 at step T.
+ *
+ * lr_t is lr times the smaller of the warm-up and decay multipliers. L and D
+ * are fraction * T rounded to the nearest whole step, halves away from zero.
+ *
+ * Past step T every schedule holds its final value: lambda_t = lambda, and
+ * lr_t = 0 for SAE_LR_COSINE and for SAE_LR_LINEAR with D > 0 (lr otherwise).
+ * A step with lr_t = 0 still runs: it reports the losses and updates the Adam
+ * moments, the step count and the activity counters, but the update it adds
+ * to each parameter is 0, so no parameter changes value. Raise
+ * SAE_OPT_TOTAL_STEPS to train further.
+ *
+ * Each option is range-checked when set. Their combination is checked where
+ * it is used (sae_step and the two queries below), so that options can be set
+ * or restored in any order: when T > 0, SAE_LR_CONSTANT needs W <= T,
+ * SAE_LR_LINEAR needs W + D <= T and SAE_LR_COSINE needs W < T. Otherwise
+ * those calls return SAE_E_INVALID_ARG and change nothing.
+ *
+ * The losses sae_step reports use lambda_t, the coefficient it applied.
+ */
+
+/* Values of SAE_OPT_LR_SCHEDULE. */
+enum sae_lr_schedule {
+    SAE_LR_CONSTANT = 0,
+    SAE_LR_LINEAR = 1,
+    SAE_LR_COSINE = 2
+};
+
+/* The learning rate (*lr) and L1 coefficient (*lambda) that sae_step applies
+ * at step `step` (1-based: the first sae_step takes step 1), from o's current
+ * options, by the formulas above; sae_step uses exactly these values. Pure
+ * queries: any step may be asked, before or after it is taken.
+ * Errors: SAE_E_INVALID_ARG (o or the output NULL, step 0, schedule options
+ * that contradict each other); the output is then untouched. */
+SAE_API int sae_optimizer_lr_at(const sae_optimizer *o, uint64_t step, double *lr);
+SAE_API int sae_optimizer_l1_coeff_at(const sae_optimizer *o, uint64_t step, double *lambda);
+
+/* Input normalisation (SAELens's "expected_average_only_in"). Activation
+ * norms differ widely between models and layers; training on s x, with s
+ * chosen so that the mean squared norm of s x is d_in, lets one set of
+ * hyperparameters serve them all.
+ *
+ * The scale of a sample x (n_tokens x d_in floats, row-major, read):
+ *     *scale = sqrt(d_in / ((1/n_tokens) sum_t ||x_t||^2)),
+ * computed in double. Use a sample of the training data (thousands of tokens).
+ * Errors: SAE_E_INVALID_ARG (x or scale NULL, n_tokens or d_in 0, a size
+ * whose byte count overflows, every x_t zero), SAE_E_NONFINITE (NaN/Inf in x).
+ * *scale is untouched on error. */
+SAE_API int sae_estimate_input_scale(const float *x, size_t n_tokens, size_t d_in,
+                                     double *scale);
+
+/* Fold the input scale s into the weights of a model trained on s x, so that
+ * it takes raw activations x. The trained model computes
+ *     f     = ReLU((s x - b_dec) W_enc + b_enc) = ReLU((x - b_dec / s) (s W_enc) + b_enc)
+ *     x_hat = f W_dec + b_dec, its reconstruction of s x; that of x is
+ *     x_hat / s = f (W_dec / s) + b_dec / s,
+ * so the folded model is W_enc' = s W_enc, b_enc' = b_enc, W_dec' = W_dec / s,
+ * b_dec' = b_dec / s: on raw x it gives the trained model's features on s x,
+ * and that model's reconstruction divided by s. Each new value is computed in
+ * double and rounded once to float (when s is a power of two, and nothing
+ * under- or overflows, the fold is exact). Folding with 1 / s undoes it up to
+ * that rounding. An optimizer's Adam moments refer to the unfolded weights:
+ * fold when training is over (to save or deploy the model).
+ * Errors: SAE_E_INVALID_ARG (m NULL, scale <= 0), SAE_E_NONFINITE (scale NaN
+ * or Inf, or a folded weight that would overflow float). The model is
+ * unchanged on error. Needs the model to itself. */
+SAE_API int sae_model_fold_input_scale(sae_model *m, double scale);
+
+/* Methods of sae_model_init_b_dec. */
+enum sae_b_dec_init {
+    SAE_B_DEC_MEAN = 0,
+    SAE_B_DEC_GEOMETRIC_MEDIAN = 1
+};
+
+/* Set b_dec from a sample x (n_tokens x d_in floats, row-major, read) of the
+ * data the model will be trained on (scaled, if training on s x):
+ *   SAE_B_DEC_MEAN: the mean of the x_t, summed in double.
+ *   SAE_B_DEC_GEOMETRIC_MEDIAN: the point y minimising sum_t ||x_t - y||_2
+ *     (robust to outliers), by Weiszfeld's iteration in double from the mean,
+ *     with the Vardi-Zhang modification for an iterate that lands exactly on
+ *     data points (exact: no smoothing epsilon). It stops when an iteration
+ *     moves y by at most 1e-10 times the mean distance of the points from
+ *     their mean, or after 1000 iterations, each O(n_tokens * d_in). Then, if
+ *     the data point nearest y is itself a median (the sum of the unit vectors
+ *     from it to the other points has norm at most the number of points equal
+ *     to it), y is that point exactly: an odd number of points on a line gives
+ *     the middle one.
+ * The result is rounded once to float. Only b_dec changes: call before
+ * training (an optimizer's moments are not touched).
+ * Errors: SAE_E_INVALID_ARG (m or x NULL, n_tokens 0 or overflowing, unknown
+ * method), SAE_E_NONFINITE (NaN/Inf in x), SAE_E_NOMEM. The model is
+ * unchanged on error. Needs the model to itself. */
+SAE_API int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, int method);
+
+/* The dead features: those that have not fired in the last window_tokens
+ * training tokens (counter >= window_tokens, as sae_optimizer_dead_count;
+ * OpenAI's threshold is 10M tokens). Writes the first min(capacity, total)
+ * indices, ascending, to idx[0..] and the total number of dead features to
+ * *n_dead; a capacity below the total is not an error (call with capacity 0
+ * and idx NULL to size the buffer). idx entries past the written ones are
+ * untouched. The dead fraction is *n_dead / d_sae.
+ * Errors: SAE_E_INVALID_ARG (o or n_dead NULL, window_tokens 0, idx NULL with
+ * capacity > 0). */
+SAE_API int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens,
+                                        size_t *idx, size_t capacity, size_t *n_dead);
+
+/* Resample the dead features (those silent for window_tokens training
+ * tokens) as in Towards Monosemanticity ("Neuron Resampling"), from the
+ * inputs x (n_tokens x d_in floats, row-major, read; e.g. a large random
+ * sample of training data, prepared as the training batches are):
+ *   1. each input gets the probability p_t = L_t^2 / sum_u L_u^2, where
+ *      L_t = ||x_hat_t - x_t||^2 is its reconstruction loss under the current
+ *      model: the square of the loss, as Anthropic specify. Inputs that are
+ *      all zero get 0 (they have no direction). If every loss is 0, the
+ *      nonzero inputs are equally likely.
+ *   2. each dead feature i, in ascending order, draws one input t (with
+ *      replacement, so one input may serve several features) and gets
+ *          W_dec[i,:] = x_t / ||x_t||   (unit norm, the raw input's direction)
+ *          W_enc[:,i] = x_t / ||x_t|| * 0.2 * (mean over the live features k
+ *                       of ||W_enc[:,k]||)
+ *          b_enc[i]   = 0;
+ *   3. the Adam moments (both) of W_enc[:,i], W_dec[i,:] and b_enc[i] are set
+ *      to 0, and so is feature i's tokens-since-fired counter.
+ * Nothing else changes: the other features' parameters and moments, b_dec,
+ * the step count and the options stay bit-identical. The draws depend only on
+ * seed and the data: the same call gives the same bits. *n_resampled (may be
+ * NULL) gets the number of features resampled (0 if none is dead).
+ * Errors: SAE_E_INVALID_ARG (m, o or x NULL, n_tokens 0 or overflowing,
+ * window_tokens 0, o made for another shape, every input zero while a feature
+ * is dead), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction that
+ * overflows), SAE_E_STATE (every feature is dead: there is no live encoder
+ * norm to scale by), SAE_E_NOMEM. The model, the optimizer and *n_resampled
+ * are unchanged on error. Needs the model and the optimizer to itself. */
+SAE_API int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
+                              uint64_t window_tokens, uint64_t seed, size_t *n_resampled);
+
+/* The log10 feature-density histogram of a batch x (n_tokens x d_in floats,
+ * row-major, read). Feature i's density is p_i = (tokens with f_ti > 0) /
+ * n_tokens. Dead features (p_i = 0, log10 undefined) are not binned: *n_dead
+ * gets their number (the dead fraction is *n_dead / d_sae). Each live feature
+ * adds 1 to counts[k], k = floor((log10(p_i) - log10_min) * n_bins /
+ * (log10_max - log10_min)), clamped to [0, n_bins - 1]: densities below
+ * log10_min land in the first bin, those at or above log10_max in the last.
+ * p_i lies in [1/n_tokens, 1], so [log10(1/n_tokens), 0] is the range that
+ * clamps nothing. counts: n_bins uint64_t (written); the counts and *n_dead
+ * sum to d_sae.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens or n_bins 0, overflowing size,
+ * log10_min >= log10_max), SAE_E_NONFINITE (NaN/Inf in x or a bound),
+ * SAE_E_NOMEM. counts and *n_dead are untouched on error. Read-only: may run
+ * concurrently with the other read-only calls on the model. */
+SAE_API int sae_feature_density_histogram(const sae_model *m, const float *x, size_t n_tokens,
+                                          double log10_min, double log10_max, size_t n_bins,
+                                          uint64_t *counts, size_t *n_dead);
 
 #ifdef __cplusplus
 }
