@@ -90,6 +90,9 @@ size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t
 {
     const size_t d = a->d_sae;
     const float *b_enc = a->b_enc;
+    /* the ReLU SAE (never with AuxK): the shared vectorised pass does it all */
+    if (a->arch == SAE_ARCH_RELU)
+        return sae__relu_stats_row(f, b_enc, a->norms, d, l1, mask);
     for (size_t i = 0; i < d; i++)
         f[i] += b_enc[i];
 
@@ -150,9 +153,7 @@ size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t
         }
         break;
     }
-    default:
-        for (size_t i = 0; i < d; i++)
-            f[i] = f[i] > 0.0f ? f[i] : 0.0f;
+    default: /* the ReLU SAE returned above */
         break;
     }
 

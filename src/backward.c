@@ -112,26 +112,21 @@ static void encode_range(void *ctx, size_t begin, size_t end, int tid)
         float *ft = ws->f + t * d_sae;
         uint16_t *mask = ws->mask + t * chunks, *band = ws->band + t * chunks;
         double l1;
-        size_t active, pairs;
-        if (m->arch == SAE_ARCH_RELU) {
-            active = pairs = sae__relu_stats_row(ft, e->act->b_enc, e->act->norms, d_sae, &l1, mask);
-        } else {
-            sae_aux_row aux = {NULL, NULL, 0};
-            if (e->cfg->dead) {
-                aux.feat = ws->aux_feat + (t0 + t) * ws->aux_cap;
-                aux.fval = ws->aux_fval + (t0 + t) * ws->aux_cap;
-            }
-            active = sae__activate_row(e->act, ft, &l1, mask, jump ? band : NULL,
-                                       e->cfg->dead ? &aux : NULL,
-                                       ws->scratch + (size_t)tid * d_sae);
-            if (e->cfg->dead)
-                ws->aux_count[t0 + t] = aux.count;
-            pairs = active;
-            if (jump) {
-                pairs = 0;
-                for (size_t c = 0; c < chunks; c++)
-                    pairs += (size_t)__builtin_popcount((unsigned)(mask[c] | band[c]));
-            }
+        sae_aux_row aux = {NULL, NULL, 0};
+        if (e->cfg->dead) {
+            aux.feat = ws->aux_feat + (t0 + t) * ws->aux_cap;
+            aux.fval = ws->aux_fval + (t0 + t) * ws->aux_cap;
+        }
+        size_t active = sae__activate_row(e->act, ft, &l1, mask, jump ? band : NULL,
+                                          e->cfg->dead ? &aux : NULL,
+                                          ws->scratch + (size_t)tid * d_sae);
+        if (e->cfg->dead)
+            ws->aux_count[t0 + t] = aux.count;
+        size_t pairs = active;
+        if (jump) { /* JumpReLU's pairs include its band */
+            pairs = 0;
+            for (size_t c = 0; c < chunks; c++)
+                pairs += (size_t)__builtin_popcount((unsigned)(mask[c] | band[c]));
         }
         ws->l1_tok[t0 + t] = l1;
         ws->active_tok[t0 + t] = active;

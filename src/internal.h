@@ -375,8 +375,8 @@ float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *no
 
 /* f[i] = max(f[i] + b_enc[i], 0) over one token's d_sae pre-activations;
  * *l1 = sum_i f_i r_i; returns the number of f_i > 0. mask (may be NULL):
- * ceil(d_sae / 16) chunks whose bits mark f_i > 0. (Shared with the dense
- * path, which runs the same encoder.) */
+ * ceil(d_sae / 16) chunks whose bits mark f_i > 0. The ReLU SAE's activation,
+ * for every caller, through sae__activate_row. */
 size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
                            double *l1, uint16_t *mask);
 

@@ -66,18 +66,12 @@ static int reserve_features(sae_workspace *ws, size_t d_in, size_t d_sae)
 /* rows: n_tokens, doubled when AuxK adds a second row per token. */
 static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_t k_aux)
 {
-    size_t xc_bytes, dxh_bytes, aux_bytes_f, aux_bytes_u;
-    if (!bytes3(n_tokens, ws->d_in, sizeof(float), &xc_bytes) ||
-        !bytes3(rows, ws->d_in, sizeof(float), &dxh_bytes) ||
-        !bytes3(n_tokens, k_aux, sizeof(float), &aux_bytes_f) ||
-        !bytes3(n_tokens, k_aux, sizeof(uint32_t), &aux_bytes_u) ||
-        rows > SIZE_MAX / sizeof(double) - 1)
-        return SAE_E_INVALID_ARG;
     if (n_tokens > ws->tokens_cap || rows > ws->rows_cap) {
         size_t tokens = n_tokens > ws->tokens_cap ? n_tokens : ws->tokens_cap;
         size_t r = rows > ws->rows_cap ? rows : ws->rows_cap;
+        size_t xc_bytes, dxh_bytes;
         if (!bytes3(tokens, ws->d_in, sizeof(float), &xc_bytes) ||
-            !bytes3(r, ws->d_in, sizeof(float), &dxh_bytes))
+            !bytes3(r, ws->d_in, sizeof(float), &dxh_bytes) || r > SIZE_MAX / sizeof(double) - 1)
             return SAE_E_INVALID_ARG;
         grow_item items[] = {
             ITEM(xc, xc_bytes),
@@ -96,11 +90,12 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
     if (k_aux && (n_tokens > ws->aux_tokens || k_aux > ws->aux_cap)) {
         size_t tokens = n_tokens > ws->aux_tokens ? n_tokens : ws->aux_tokens;
         size_t cap = k_aux > ws->aux_cap ? k_aux : ws->aux_cap;
-        if (!bytes3(tokens, cap, sizeof(float), &aux_bytes_f))
+        size_t aux_bytes;
+        if (!bytes3(tokens, cap, sizeof(float), &aux_bytes))
             return SAE_E_INVALID_ARG;
         grow_item items[] = {
-            ITEM(aux_feat, aux_bytes_f), /* sizeof(uint32_t) == sizeof(float) */
-            ITEM(aux_fval, aux_bytes_f),
+            ITEM(aux_feat, aux_bytes), /* sizeof(uint32_t) == sizeof(float) */
+            ITEM(aux_fval, aux_bytes),
             ITEM(aux_count, tokens * sizeof(size_t)),
         };
         int rc = grow_all(items, sizeof items / sizeof items[0]);
