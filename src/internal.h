@@ -129,6 +129,51 @@ float sae__absmax(const float *v, size_t count);
  * on the pool's threads (NULL: the caller's). */
 void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
 
+/* ---- GEMM backends (gemm.c) ------------------------------------------------
+ * Every dense matrix product goes through a context of one backend: CBLAS, or
+ * oneDNN when the library was built with it (SAE_HAVE_ONEDNN). A context is
+ * used by one thread at a time. */
+enum sae__gemm_backend { SAE__GEMM_AUTO = 0, SAE__GEMM_CBLAS = 1, SAE__GEMM_ONEDNN = 2 };
+
+typedef struct sae_gemm sae_gemm;
+
+bool sae__gemm_available(int backend);   /* built in (AUTO and CBLAS always) */
+int sae__gemm_resolve(int backend);      /* AUTO: oneDNN when built in, else CBLAS */
+const char *sae__gemm_name(int backend); /* "auto", "cblas", "onednn" */
+
+/* A context for backend (AUTO resolves as above). SAE_E_INVALID_ARG if the
+ * backend is not built in, SAE_E_NOMEM; *out is NULL on error. */
+int sae__gemm_create(sae_gemm **out, int backend);
+void sae__gemm_free(sae_gemm *g);            /* NULL is fine */
+int sae__gemm_backend(const sae_gemm *g);    /* what it runs; CBLAS for NULL */
+
+/* C (m x n, row stride ldc) = alpha op(A) op(B) + beta C, row-major float32;
+ * op(A) is m x k (A stored k x m when trans_a), op(B) k x n (B stored n x k
+ * when trans_b). g NULL: CBLAS. Never fails: a product oneDNN cannot make runs
+ * on CBLAS. */
+void sae__gemm_f32(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                   float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                   float *c, size_t ldc);
+
+/* The same with bfloat16 A and B: float32 products, float32 accumulation and C.
+ * Natively on oneDNN; otherwise the inputs are widened to float32 in panels
+ * (the same products) for SGEMM, which may fail with SAE_E_NOMEM. */
+int sae__gemm_bf16(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                   float alpha, const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb,
+                   float beta, float *c, size_t ldc);
+
+/* Whether sae__gemm_bf16 runs natively (faster than float32) on g. */
+bool sae__gemm_bf16_native(sae_gemm *g);
+
+/* ---- bfloat16 (bf16.c) ------------------------------------------------------
+ * float32 -> bf16 rounds to nearest even, keeps NaNs (quiet), turns subnormals
+ * into signed zeros: VCVTNEPS2BF16's results, which the AVX512_BF16 kernel
+ * uses and the portable one reproduces. bf16 -> float32 is exact. */
+uint16_t sae__bf16_round(float value);
+void sae__bf16_from_f32(uint16_t *dst, const float *src, size_t count);
+void sae__bf16_to_f32(float *dst, const uint16_t *src, size_t count);
+bool sae__bf16_native(void); /* the AVX512_BF16 kernel runs */
+
 /* ---- loss sums (forward.c) ------------------------------------------------ */
 
 /* Unnormalised loss sums over tokens, in double. */
