@@ -384,7 +384,8 @@ static void usage(void)
          "                  (default: N(0,1) from a fixed seed)\n"
          "  --model PATH    a trained model (sae_model_load: a checkpoint directory or a\n"
          "                  .safetensors file): adds the regime 'ckpt', this model on the\n"
-         "                  --data batch, as trained (its own b_enc)\n"
+         "                  --data batch, as trained (its own b_enc); 'ckpt+opt' when the\n"
+         "                  directory also holds the optimizer (its dead features: AuxK)\n"
          "  --b-enc X       set every b_enc to X instead of searching for a target L0\n"
          "  --keep-blas-env keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: re-run\n"
          "                  without them, to measure the kernel OpenBLAS picks itself)\n"
@@ -619,7 +620,13 @@ int main(int argc, char **argv)
     }
     for (int k = 0; k < n_cfg; k++) {
         config *c = &cfg[k];
-        check(sae_optimizer_create(&c->o, c->m), "create optimizer");
+        /* a checkpoint's optimizer too, when it has one: its activity counters
+         * say which features are dead, and AuxK works on those */
+        if (strcmp(c->regime, "ckpt") == 0 &&
+            sae_optimizer_load(&c->o, c->m, opt.model) == SAE_OK)
+            snprintf(c->regime, sizeof c->regime, "ckpt+opt");
+        else
+            check(sae_optimizer_create(&c->o, c->m), "create optimizer");
         check(sae_optimizer_set(c->o, SAE_OPT_THREADS, opt.threads), "threads");
         check(sae_optimizer_set(c->o, SAE_OPT_KERNEL, opt.kernel), "kernel");
         /* a step of a trained model keeps its scale: the bench measures, not trains */
