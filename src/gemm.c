@@ -28,6 +28,10 @@
 #include <string.h>
 
 #ifdef SAE_HAVE_ONEDNN
+#include <dlfcn.h>
+#endif
+
+#ifdef SAE_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
 
 /* Matmul primitives kept per context: a step uses a handful of shapes. */
@@ -391,4 +395,164 @@ bool sae__gemm_bf16_native(sae_gemm *g)
     (void)g;
     return false;
 #endif
+}
+
+/* ---- products over the pool's threads --------------------------------------------- *
+ * oneDNN runs its parallel loops on OpenMP, whose idle workers spin for
+ * milliseconds after each product: on a machine with as many cores as the
+ * step has threads they take a core from the step's own threads (see
+ * threads.c on why the library has its own pool). So within a step every
+ * oneDNN product runs serially on the pool's threads, each on its share of
+ * rows of C (or, in the fused encoder, on its own tiles), with OpenMP held to
+ * one thread on that thread for the duration: no OpenMP team is ever started.
+ * CBLAS products run on the calling thread and the BLAS's own threads. */
+
+struct sae_gemm_team {
+    int backend;
+    int n;                       /* members, one per pool thread */
+    sae_gemm **member;
+    void (*omp_set_num_threads)(int); /* the OpenMP runtime's, when loaded */
+    int (*omp_get_max_threads)(void);
+};
+
+int sae__gemm_team_create(sae_gemm_team **out, int backend, int n_threads)
+{
+    *out = NULL;
+    if (!sae__gemm_available(backend) || n_threads < 1)
+        return SAE_E_INVALID_ARG;
+    sae_gemm_team *t = sae__alloc_zero(sizeof *t);
+    if (!t)
+        return SAE_E_NOMEM;
+    t->backend = sae__gemm_resolve(backend);
+    t->n = n_threads;
+    t->member = sae__alloc_zero((size_t)n_threads * sizeof *t->member);
+    int rc = t->member ? SAE_OK : SAE_E_NOMEM;
+    for (int i = 0; rc == SAE_OK && i < n_threads; i++)
+        rc = sae__gemm_create(&t->member[i], t->backend);
+    if (rc != SAE_OK) {
+        sae__gemm_team_free(t);
+        return rc;
+    }
+#ifdef SAE_HAVE_ONEDNN
+    /* oneDNN's OpenMP runtime is loaded with it; nothing to do without one */
+    *(void **)&t->omp_set_num_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    *(void **)&t->omp_get_max_threads = dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+    if (!t->omp_set_num_threads || !t->omp_get_max_threads)
+        t->omp_set_num_threads = NULL;
+#endif
+    *out = t;
+    return SAE_OK;
+}
+
+void sae__gemm_team_free(sae_gemm_team *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; t->member && i < t->n; i++)
+        sae__gemm_free(t->member[i]);
+    sae__free(t->member);
+    sae__free(t);
+}
+
+int sae__gemm_team_backend(const sae_gemm_team *t)
+{
+    return t ? t->backend : SAE__GEMM_CBLAS;
+}
+
+int sae__gemm_team_size(const sae_gemm_team *t)
+{
+    return t ? t->n : 0;
+}
+
+sae_gemm *sae__gemm_team_member(sae_gemm_team *t, int tid)
+{
+    return t && tid < t->n ? t->member[tid] : NULL;
+}
+
+int sae__gemm_serial_begin(const sae_gemm_team *t)
+{
+    if (!t || t->backend != SAE__GEMM_ONEDNN || !t->omp_set_num_threads)
+        return 0;
+    int saved = t->omp_get_max_threads();
+    t->omp_set_num_threads(1);
+    return saved;
+}
+
+void sae__gemm_serial_end(const sae_gemm_team *t, int saved)
+{
+    if (saved > 0 && t->omp_set_num_threads)
+        t->omp_set_num_threads(saved);
+}
+
+/* One thread's share of rows of C. */
+typedef struct split_task {
+    sae_gemm_team *team;
+    bool trans_a, trans_b, bf16;
+    size_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const void *a, *b;
+    float *c;
+    int rc[SAE_MAX_THREADS];
+} split_task;
+
+static void split_run(void *ctx, int tid, int n_threads)
+{
+    split_task *s = ctx;
+    size_t begin, end;
+    /* shares of whole 16-row groups, so each call's rows start aligned */
+    size_t groups = (s->m + 15) / 16;
+    sae__share(groups, tid, n_threads, &begin, &end);
+    begin *= 16;
+    end = end * 16 < s->m ? end * 16 : s->m;
+    s->rc[tid] = SAE_OK;
+    if (begin >= end)
+        return;
+    sae_gemm *g = sae__gemm_team_member(s->team, tid);
+    size_t esize = s->bf16 ? sizeof(uint16_t) : sizeof(float);
+    /* rows [begin, end) of op(A): rows of A, or columns of A stored k x m */
+    const char *a = (const char *)s->a + (s->trans_a ? begin : begin * s->lda) * esize;
+    float *c = s->c + begin * s->ldc;
+    int saved = sae__gemm_serial_begin(s->team);
+    if (s->bf16)
+        s->rc[tid] = sae__gemm_bf16(g, s->trans_a, s->trans_b, end - begin, s->n, s->k, s->alpha,
+                                    (const uint16_t *)(const void *)a, s->lda, s->b, s->ldb,
+                                    s->beta, c, s->ldc);
+    else
+        sae__gemm_f32(g, s->trans_a, s->trans_b, end - begin, s->n, s->k, s->alpha,
+                      (const float *)(const void *)a, s->lda, s->b, s->ldb, s->beta, c, s->ldc);
+    sae__gemm_serial_end(s->team, saved);
+}
+
+static int split(sae_gemm_team *t, sae_pool *pool, split_task *s)
+{
+    sae__pool_run(pool, split_run, s);
+    for (int i = 0; i < sae__pool_threads(pool); i++)
+        if (s->rc[i] != SAE_OK)
+            return s->rc[i];
+    (void)t;
+    return SAE_OK;
+}
+
+void sae__gemm_f32_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                        size_t n, size_t k, float alpha, const float *a, size_t lda,
+                        const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    if (!t || t->backend != SAE__GEMM_ONEDNN || sae__pool_threads(pool) > t->n) {
+        sae__gemm_f32(t ? t->member[0] : NULL, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                      beta, c, ldc);
+        return;
+    }
+    split_task s = {t, trans_a, trans_b, false, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c, {0}};
+    split(t, pool, &s);
+}
+
+int sae__gemm_bf16_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                        size_t n, size_t k, float alpha, const uint16_t *a, size_t lda,
+                        const uint16_t *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    if (t->backend != SAE__GEMM_ONEDNN || sae__pool_threads(pool) > t->n)
+        return sae__gemm_bf16(t->member[0], trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                              c, ldc);
+    split_task s = {t, trans_a, trans_b, true, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c, {0}};
+    return split(t, pool, &s);
 }

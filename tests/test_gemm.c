@@ -403,6 +403,67 @@ START_TEST(gemm_allocation_failures)
 }
 END_TEST
 
+/* The products split over a pool agree with the reference, for pools of 1 to
+ * 3 threads (shares of 16-row groups, some empty) and both element types. */
+static void run_team(int backend, int n_threads, bool quick)
+{
+    sae_pool *pool;
+    ck_assert_int_eq(sae__pool_create(&pool, n_threads), SAE_OK);
+    sae_gemm_team *team;
+    ck_assert_int_eq(sae__gemm_team_create(&team, backend, n_threads), SAE_OK);
+    ck_assert_int_eq(sae__gemm_team_size(team), n_threads);
+    ck_assert_int_eq(sae__gemm_team_backend(team), backend);
+    static const size_t shapes[][3] = {{70, 33, 40}, {5, 9, 17}, {33, 65, 8}};
+    uint64_t seed = 900;
+    for (size_t sh = 0; sh < (quick ? 1 : 3); sh++)
+        for (int t = quick ? 2 : 0; t < (quick ? 3 : 4); t++) {
+            product p = make_product(t & 1, t & 2, shapes[sh][0], shapes[sh][1], shapes[sh][2],
+                                     0.75f, 0.5f, seed += 3);
+            float *c = malloc(p.m * p.ldc * sizeof(float));
+            memcpy(c, p.c0, p.m * p.ldc * sizeof(float));
+            sae__gemm_f32_team(team, pool, p.trans_a, p.trans_b, p.m, p.n, p.k, p.alpha, p.a,
+                               p.lda, p.b, p.ldb, p.beta, c, p.ldc);
+            check_result(&p, p.a, p.b, c, "team f32");
+            size_t a_count = (p.trans_a ? p.k : p.m) * p.lda;
+            size_t b_count = (p.trans_b ? p.n : p.k) * p.ldb;
+            uint16_t *a16, *b16;
+            float *a_r, *b_r;
+            round_matrix(p.a, a_count, &a16, &a_r);
+            round_matrix(p.b, b_count, &b16, &b_r);
+            memcpy(c, p.c0, p.m * p.ldc * sizeof(float));
+            ck_assert_int_eq(sae__gemm_bf16_team(team, pool, p.trans_a, p.trans_b, p.m, p.n, p.k,
+                                                 p.alpha, a16, p.lda, b16, p.ldb, p.beta, c,
+                                                 p.ldc),
+                             SAE_OK);
+            check_result(&p, a_r, b_r, c, "team bf16");
+            free(a16);
+            free(b16);
+            free(a_r);
+            free(b_r);
+            free(c);
+            free_product(&p);
+        }
+    sae__gemm_team_free(team);
+    sae__pool_free(pool);
+}
+
+START_TEST(gemm_team_quick)
+{
+    for (size_t bi = 0; bi < sizeof backends / sizeof backends[0]; bi++)
+        if (sae__gemm_available(backends[bi]))
+            run_team(backends[bi], 2, true);
+}
+END_TEST
+
+START_TEST(gemm_team_every_case)
+{
+    for (size_t bi = 0; bi < sizeof backends / sizeof backends[0]; bi++)
+        if (sae__gemm_available(backends[bi]))
+            for (int threads = 1; threads <= 3; threads++)
+                run_team(backends[bi], threads, false);
+}
+END_TEST
+
 static Suite *gemm_suite(void)
 {
     Suite *s = suite_create("gemm");
@@ -415,6 +476,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, gemm_bf16_quick);
     tcase_add_test(tc, gemm_k_zero_scales_c);
     tcase_add_test(tc, gemm_allocation_failures);
+    tcase_add_test(tc, gemm_team_quick);
     tcase_set_timeout(tc, 300);
     suite_add_tcase(s, tc);
     /* the full sweeps: not under valgrind (CK_EXCLUDE_TAGS=slow) */
@@ -424,6 +486,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, bf16_rounding_every_upper_half);
     tcase_add_test(tc, gemm_f32_every_case);
     tcase_add_test(tc, gemm_bf16_every_case);
+    tcase_add_test(tc, gemm_team_every_case);
     suite_add_tcase(s, tc);
     return s;
 }
