@@ -33,6 +33,7 @@ from .model import Losses, Model, estimate_input_scale
 from .optimizer import Optimizer
 from .options import OptionInfo
 from .options import info as option_info
+from .rng import Rng
 
 __version__ = "0.2.0"
 
@@ -56,6 +57,6 @@ __all__ = [
     "Arch", "BDecInit", "Kernel", "LrSchedule", "Option", "OptionFlag", "Status", "Tensor",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "status_string", "error_detail",
-    "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale",
+    "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",
     "version", "version_number", "library_path", "capi",
 ]

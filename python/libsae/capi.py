@@ -47,7 +47,7 @@ class RngState(ctypes.Structure):
 
 
 # The structs of sae.h, by their C name.
-STRUCTS: Dict[str, Any] = {"sae_losses": Losses}
+STRUCTS: Dict[str, Any] = {"sae_losses": Losses, "sae_rng": RngState}
 
 # Handles are opaque pointers: sae_model *, sae_optimizer * are c_void_p and
 # an output handle (sae_model **) is POINTER(c_void_p).
@@ -58,6 +58,7 @@ uint64_ptr = POINTER(c_uint64)
 size_ptr = POINTER(c_size_t)
 _double_ptr = POINTER(c_double)
 _losses_ptr = POINTER(Losses)
+_rng_ptr = POINTER(RngState)
 
 # name: (restype, argtypes), in the header's order.
 FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
@@ -66,9 +67,11 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_version_string": (c_char_p, []),
     # status codes
     "sae_status_string": (c_char_p, [c_int]),
+    "sae_error_detail": (c_char_p, []),
     # model
     "sae_model_create": (c_int, [_out_handle, c_size_t, c_size_t, c_uint64]),
     "sae_model_free": (None, [_handle]),
+    "sae_model_clone": (c_int, [_out_handle, _handle]),
     "sae_model_d_in": (c_size_t, [_handle]),
     "sae_model_d_sae": (c_size_t, [_handle]),
     "sae_model_tensor_size": (c_size_t, [_handle, c_int]),
@@ -88,6 +91,9 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_optimizer_free": (None, [_handle]),
     "sae_optimizer_set": (c_int, [_handle, c_int, c_double]),
     "sae_optimizer_get": (c_int, [_handle, c_int, _double_ptr]),
+    "sae_option_name": (c_char_p, [c_int]),
+    "sae_option_default": (c_int, [c_int, _double_ptr]),
+    "sae_option_bounds": (c_int, [c_int, _double_ptr, _double_ptr, POINTER(c_uint)]),
     "sae_optimizer_steps": (c_uint64, [_handle]),
     "sae_step": (c_int, [_handle, _handle, float_ptr, c_size_t, _losses_ptr]),
     # feature activity
@@ -115,6 +121,14 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
                                   size_ptr]),
     "sae_feature_density_histogram": (c_int, [_handle, float_ptr, c_size_t, c_double, c_double,
                                               c_size_t, uint64_ptr, size_ptr]),
+    "sae_feature_fire_counts": (c_int, [_handle, float_ptr, c_size_t, uint64_ptr, c_size_t]),
+    # random numbers
+    "sae_rng_seed": (None, [_rng_ptr, c_uint64, c_uint64]),
+    "sae_rng_next": (c_uint64, [_rng_ptr]),
+    "sae_rng_uniform": (c_double, [_rng_ptr]),
+    "sae_rng_normal": (c_double, [_rng_ptr]),
+    "sae_rng_below": (c_uint64, [_rng_ptr, c_uint64]),
+    "sae_rng_shuffle": (c_int, [_rng_ptr, uint64_ptr, c_size_t]),
 }
 
 

@@ -99,6 +99,7 @@ C_ENUMS: Dict[str, Tuple[Type[enum.IntEnum], str]] = {
     "sae_kernel": (Kernel, "SAE_KERNEL_"),
     "sae_lr_schedule": (LrSchedule, "SAE_LR_"),
     "sae_b_dec_init": (BDecInit, "SAE_B_DEC_"),
+    "sae_option_flags": (OptionFlag, "SAE_OPTION_"),
 }
 
 # Options whose values are members of an enum (set by name or member too).

@@ -93,10 +93,9 @@ def status_string(status: int) -> str:
 def error_detail() -> str:
     """Why the last failing libsae call on this thread failed
     (sae_error_detail); "" when the library gives no detail."""
-    getter = getattr(lib, "sae_error_detail", None)
-    if getter is None:
+    if "sae_error_detail" in lib.missing:  # a libsae before 0.2
         return ""
-    raw = getter()
+    raw = lib.sae_error_detail()
     return raw.decode(errors="replace") if raw else ""
 
 
