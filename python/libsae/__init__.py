@@ -34,6 +34,7 @@ from .optimizer import Optimizer
 from .options import OptionInfo
 from .options import info as option_info
 from .rng import Rng
+from .train import TrainResult, train
 
 __version__ = "0.2.0"
 
@@ -58,5 +59,6 @@ __all__ = [
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",
+    "train", "TrainResult",
     "version", "version_number", "library_path", "capi",
 ]

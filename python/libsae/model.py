@@ -265,6 +265,13 @@ class Model(Handle):
               "sae_fvu")
         return out.value
 
+    def to_torch(self) -> Any:
+        """An equivalent torch.nn.Module for inference (forward, encode,
+        decode; the same outputs within float rounding), holding copies of the
+        tensors as Parameters. Needs torch (Debian: python3-torch)."""
+        from .torch_export import to_torch
+        return to_torch(self)
+
     # --- training recipe ---------------------------------------------------------
     def fold_input_scale(self, scale: float) -> None:
         """Fold the input scale s of a model trained on s x into its weights,
