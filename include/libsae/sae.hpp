@@ -69,6 +69,7 @@ enum class status : int {
     io = SAE_E_IO,
     format = SAE_E_FORMAT,
     state = SAE_E_STATE,
+    comm = SAE_E_COMM,
 };
 
 enum class tensor : int {
@@ -195,6 +196,7 @@ LIBSAE_HPP_ERROR(nonfinite_error)   // SAE_E_NONFINITE
 LIBSAE_HPP_ERROR(io_error)          // SAE_E_IO
 LIBSAE_HPP_ERROR(format_error)      // SAE_E_FORMAT
 LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
+LIBSAE_HPP_ERROR(comm_error)        // SAE_E_COMM: a sae_comm function failed
 #undef LIBSAE_HPP_ERROR
 
 // Throw the exception of `code` (a negative SAE_E_*) from `function`.
@@ -207,6 +209,7 @@ LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
     case SAE_E_IO: throw io_error(code, function);
     case SAE_E_FORMAT: throw format_error(code, function);
     case SAE_E_STATE: throw state_error(code, function);
+    case SAE_E_COMM: throw comm_error(code, function);
     default: throw error(code, function); // a status newer than this header
     }
 }

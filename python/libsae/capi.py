@@ -32,7 +32,7 @@ import os
 from ctypes import POINTER, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint64, c_void_p
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["lib", "library_path", "Losses", "RngState", "FUNCTIONS", "STRUCTS", "MissingFunctionError",
+__all__ = ["lib", "library_path", "Losses", "RngState", "Comm", "FUNCTIONS", "STRUCTS", "MissingFunctionError",
            "float_ptr", "uint64_ptr", "size_ptr"]
 
 
@@ -46,8 +46,24 @@ class RngState(ctypes.Structure):
     _fields_ = [("s", c_uint64 * 4)]
 
 
+# struct sae_comm's functions (each returns 0 or a nonzero failure).
+AllreduceF32 = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(ctypes.c_float), c_size_t)
+AllreduceF64 = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(c_double), c_size_t)
+Allgather = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_void_p)
+Broadcast = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int)
+
+
+class Comm(ctypes.Structure):
+    """struct sae_comm: a host's communicator (sae.h, "Communicators");
+    struct_size must be ctypes.sizeof(Comm)."""
+    _fields_ = [("struct_size", c_size_t), ("ctx", c_void_p), ("rank", c_int),
+                ("n_ranks", c_int), ("allreduce_f32", AllreduceF32),
+                ("allreduce_f64", AllreduceF64), ("allgather", Allgather),
+                ("broadcast", Broadcast)]
+
+
 # The structs of sae.h, by their C name.
-STRUCTS: Dict[str, Any] = {"sae_losses": Losses, "sae_rng": RngState}
+STRUCTS: Dict[str, Any] = {"sae_losses": Losses, "sae_rng": RngState, "sae_comm": Comm}
 
 # Handles are opaque pointers: sae_model *, sae_optimizer * are c_void_p and
 # an output handle (sae_model **) is POINTER(c_void_p).

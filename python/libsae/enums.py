@@ -21,6 +21,7 @@ class Status(enum.IntEnum):
     E_IO = -4
     E_FORMAT = -5
     E_STATE = -6
+    E_COMM = -7
 
 
 class Tensor(enum.IntEnum):

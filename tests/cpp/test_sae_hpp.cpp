@@ -300,6 +300,20 @@ void test_checkpoints_and_ownership()
     EXPECT(!oo);
 }
 
+// sae::check throws the class of each status.
+void test_status_classes()
+{
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, sae::check(SAE_E_INVALID_ARG, "f"));
+    EXPECT_THROWS(sae::nomem_error, sae::status::nomem, sae::check(SAE_E_NOMEM, "f"));
+    EXPECT_THROWS(sae::nonfinite_error, sae::status::nonfinite, sae::check(SAE_E_NONFINITE, "f"));
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::check(SAE_E_IO, "f"));
+    EXPECT_THROWS(sae::format_error, sae::status::format, sae::check(SAE_E_FORMAT, "f"));
+    EXPECT_THROWS(sae::state_error, sae::status::state, sae::check(SAE_E_STATE, "f"));
+    EXPECT_THROWS(sae::comm_error, sae::status::comm, sae::check(SAE_E_COMM, "f"));
+    EXPECT_THROWS(sae::error, static_cast<sae::status>(-99), sae::check(-99, "f"));
+    sae::check(SAE_OK, "f");  // no throw
+}
+
 void test_0_2_api()
 {
     const std::vector<float> x = batch(n, d_in, 7);
@@ -400,6 +414,7 @@ int main()
     test_recipe();
     test_checkpoints_and_ownership();
     test_0_2_api();
+    test_status_classes();
 #if __cplusplus >= 202002L
     test_spans();
 #endif
