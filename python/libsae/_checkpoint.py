@@ -21,6 +21,7 @@ from ._data import Rows
 from .enums import Arch, enum_value
 from .model import Model
 from .optimizer import Optimizer
+from .rng import Rng
 
 STATE_FILE = "train_state.txt"
 TRAIN_WEIGHTS = "train_weights.safetensors"
@@ -161,11 +162,26 @@ def check_data(state: Dict[str, Any], data: Any, model: Model, directory: Any) -
 
 
 def sample_rows(data: Any, n: int, seed: int) -> np.ndarray:
-    """The recipe's sample (input scale, b_dec, resampling): n rows drawn
-    without replacement by a shuffle of its own stream (all rows if fewer), or
-    a stream's first n rows."""
+    """The recipe's sample (input scale, b_dec, resampling), as sae-train
+    draws it: n rows uniformly at random with replacement from a stream of the
+    seed of its own, or all rows in order when there are no more than n; a
+    stream's first n rows."""
     if isinstance(data, Rows):
-        from .rng import Rng
-        order = Rng(seed, SAMPLE_STREAM).permutation(data.rows)[:n]
-        return np.ascontiguousarray(data.x[order.astype(np.intp)])
+        if n >= data.rows:
+            return np.array(data.x)
+        r = Rng(seed, SAMPLE_STREAM)
+        rows = np.fromiter((r.below(data.rows) for _ in range(n)), dtype=np.intp, count=n)
+        return np.ascontiguousarray(data.x[rows])
     return data.peek(n)
+
+
+M64 = (1 << 64) - 1
+
+
+def resample_seed(seed: int, step: int) -> int:
+    """The seed of the resampling after `step`, as sae-train mixes it:
+    splitmix64 of seed ^ (step * 0xd1342543de82ef95)."""
+    z = ((seed ^ (step * 0xD1342543DE82EF95)) + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)

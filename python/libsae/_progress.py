@@ -48,7 +48,7 @@ class Progress:
             self.bar.update(1)
 
     def row(self, row: Dict[str, Any], tokens_per_s: float) -> None:
-        if self.mode == "tqdm":
+        if self.bar is not None:
             self.bar.set_postfix_str(summary(row), refresh=False)
         elif self.mode == "plain":
             step = row["step"]
@@ -61,7 +61,7 @@ class Progress:
                   file=self.out, flush=True)
 
     def note(self, text: str) -> None:
-        if self.mode == "tqdm":
+        if self.bar is not None:
             self.bar.write(text, file=self.out)
         elif self.mode == "plain":
             print(text, file=self.out, flush=True)

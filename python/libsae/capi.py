@@ -195,7 +195,7 @@ def _candidates() -> List[Tuple[str, str]]:
         return [(env, "$LIBSAE_PATH")]
     out = []
     try:
-        from . import _install  # written by cmake --install only
+        from . import _install  # type: ignore[attr-defined]  # written by cmake --install only
     except ImportError:
         pass
     else:

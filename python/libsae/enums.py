@@ -92,7 +92,7 @@ class OptionFlag(enum.IntFlag):
 
 
 # C enum name: (Python class, prefix of its constants)
-C_ENUMS: Dict[str, Tuple[Type[enum.IntEnum], str]] = {
+C_ENUMS: Dict[str, Tuple[Type[enum.Enum], str]] = {
     "sae_status": (Status, "SAE_"),
     "sae_tensor": (Tensor, "SAE_"),
     "sae_arch": (Arch, "SAE_ARCH_"),

@@ -44,7 +44,7 @@ def to_torch(model: Any) -> Any:
                 need = self.k - greater.sum(dim=-1, keepdim=True)
                 keep = greater | (tied & (tied.cumsum(dim=-1) <= need))
                 return torch.where(keep, v, torch.zeros_like(v))
-            if self.arch == Arch.BATCHTOPK and float(self.threshold[0]) < 0:
+            if self.arch == Arch.BATCHTOPK and float(self.threshold[0]) < 0:  # type: ignore[index]
                 return torch.relu(pre)  # no threshold yet: ReLU
             if self.arch in (Arch.BATCHTOPK, Arch.JUMPRELU):
                 return torch.where(pre > self.threshold, pre, torch.zeros_like(pre))

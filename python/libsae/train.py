@@ -114,7 +114,8 @@ class _CsvLog:
 
 def _log_steps(log_every: int) -> set:
     """Steps 1, 2, 5, 10, 20, 50, ... before the first regular row."""
-    out, base = set(), 1
+    out: set = set()
+    base = 1
     while base < log_every:
         out.update(s for s in (base, 2 * base, 5 * base) if s < log_every)
         base *= 10
@@ -244,10 +245,10 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
     batch = int(settings["batch"])
     total = _total(steps, tokens, batch, data, recorded_total)
     if total is not None and total < start:
-        raise ValueError(f"steps {total}: the checkpoint in {os.fspath(checkpoint_dir)!r} is "
+        raise ValueError(f"steps {total}: the checkpoint in {str(checkpoint_dir)!r} is "
                          f"already at step {start} (steps is the run's total)")
-    for opt_key, v in values.items():
-        opt._set(opt_key, v)
+    for opt_key, value in values.items():
+        opt._set(opt_key, value)
     if total is not None and Option.TOTAL_STEPS not in values:
         opt._set(Option.TOTAL_STEPS, float(total))
     end = total if stop_at is None else (stop_at if total is None else min(stop_at, total))
@@ -276,9 +277,11 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
                 run.add(opt.step(model, x), x)
                 step += 1
                 bar.step()
-                if resample_every and step % resample_every == 0:
-                    run.resampled += opt.resample_dead(model, x_resample, window,
-                                                       seed=int(settings["seed"]) + step)
+                if resample_every and step % resample_every == 0 and step != total:
+                    # (not after the last step: those features would never train)
+                    run.resampled += opt.resample_dead(
+                        model, x_resample, window,
+                        seed=_checkpoint.resample_seed(int(settings["seed"]), step))
                 stopping = stop.hit  # read once: a Ctrl-C from here on stops after the next step
                 last = step == end or stopping
                 periodic = bool(checkpoint_every and step % checkpoint_every == 0 and not last)
@@ -286,7 +289,7 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
                     run.row(step, checkpoint=periodic or (last and checkpoint_dir is not None))
                 if periodic:
                     run.save(step)
-                    bar.note(f"checkpoint at step {step}: {os.fspath(checkpoint_dir)}")
+                    bar.note(f"checkpoint at step {step}: {checkpoint_dir}")
                 if stopping:
                     bar.note(f"interrupted: stopped after step {step}")
                     break
