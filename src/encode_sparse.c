@@ -42,7 +42,7 @@
  * L2 (512 KB) on oneDNN, where each thread makes its own; CBLAS makes the
  * tiles of all threads in one call, and wider tiles amortise that call. */
 #define TILE_FEATURES_ONEDNN 256
-#define TILE_FEATURES_CBLAS 1024
+#define TILE_FEATURES_CBLAS 2048
 
 enum { THREAD_OK = 0, THREAD_TOO_DENSE = 1, THREAD_ARENA_FULL = 2 };
 
@@ -84,7 +84,8 @@ struct sae_sparse_encoder {
     size_t topk_per_token, aux_per_token, select_cap;
     size_t batch_cap;      /* BatchTopK: entries per thread's stream */
     sae_batch_entry *batch_all;     /* n_threads x batch_cap: the streams */
-    sae_batch_entry *batch_scratch; /* n_threads x batch_cap: their compactions */
+    sae_batch_entry *batch_scratch; /* n_threads x (batch_cap + 1) + 1: their compactions,
+                                       then the final selection's */
     size_t last_pairs;     /* the previous pass's pairs, to size the arenas */
 };
 
@@ -162,7 +163,8 @@ int sae__sparse_encoder_create(sae_sparse_encoder **out, size_t d_sae, int n_thr
         return SAE_E_NOMEM;
     e->n_threads = n_threads;
     e->d_sae = d_sae;
-    e->tile_features = backend == SAE__GEMM_ONEDNN ? TILE_FEATURES_ONEDNN : TILE_FEATURES_CBLAS;
+    e->tile_features = backend == SAE__GEMM_ONEDNN ? TILE_FEATURES_ONEDNN
+                       : d_sae < TILE_FEATURES_CBLAS ? d_sae : TILE_FEATURES_CBLAS;
     e->n_tiles = (d_sae + e->tile_features - 1) / e->tile_features;
     e->th = sae__alloc_zero((size_t)n_threads * sizeof *e->th);
     int rc = e->th ? SAE_OK : SAE_E_NOMEM;
@@ -200,7 +202,7 @@ static int reserve(sae_sparse_encoder *e, const sae_activation *act, size_t n_to
     size_t n_sub = (n_tokens + SAE_ENC_TILE_TOKENS - 1) / SAE_ENC_TILE_TOKENS;
     rc = grow((void **)&e->sub_offset, &e->sub_cap, n_sub, sizeof(size_t));
     /* per-token streams: TopK (k, with room to compact rarely), AuxK */
-    size_t topk_per = topk ? (act->k < 32 ? 64 : 2 * act->k) : 0;
+    size_t topk_per = topk ? (act->k < 32 ? 128 : 4 * act->k) : 0;
     size_t aux_per = act->dead ? 2 * act->k_aux : 0;
     size_t tokens = n_tokens > e->tokens_cap ? n_tokens : e->tokens_cap;
     if (rc == SAE_OK && (n_tokens > e->tokens_cap || topk_per > e->topk_per_token ||
@@ -242,7 +244,7 @@ static int reserve(sae_sparse_encoder *e, const sae_activation *act, size_t n_to
     if (batch) {
         size_t K, batch_cap, all;
         if (!sae__mul(n_tokens, act->k, &K) || !sae__mul(K, 2, &batch_cap) ||
-            !sae__mul(batch_cap, (size_t)T, &all))
+            !sae__mul(batch_cap + 1, (size_t)T, &all) || !sae__add(all, 1, &all))
             return SAE_E_NOMEM;
         if (batch_cap > e->batch_cap) {
             size_t c1 = 0, c2 = 0;
@@ -467,7 +469,7 @@ static void post_tile(enc_pass *ps, int p, size_t sb, size_t j, bool vector)
         default: /* BatchTopK */
             relu_bias(v, w, b, vector);
             sae__batch_stream_push(&t->batch_stream, v, w, (uint32_t)tok, (uint32_t)f0,
-                                   e->batch_scratch + (size_t)p * e->batch_cap);
+                                   e->batch_scratch + (size_t)p * (e->batch_cap + 1));
             break;
         }
         if (a->dead)

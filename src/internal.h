@@ -257,14 +257,14 @@ typedef struct sae_batch_stream {
 void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K);
 
 /* Offer token tok's values v[0..w) as features base .. base + w - 1.
- * scratch: cap entries. */
+ * scratch: cap + 1 entries. */
 void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
                             uint32_t base, sae_batch_entry *scratch);
 
 /* Reduce e[0..n) (the union of streams' entries) to the K that come first
  * (larger value, then earlier token, then earlier feature), in their
  * relative order; returns how many remain (min(n, K)) and sets *kth to the
- * smallest value kept (0 if none). scratch: n entries. */
+ * smallest value kept (0 if none). scratch: n + 1 entries. */
 size_t sae__batch_select(sae_batch_entry *e, size_t n, size_t K, sae_batch_entry *scratch,
                          float *kth);
 
