@@ -179,10 +179,27 @@ static void add_pair(sae_feature_stats *s, size_t i, float v, uint64_t row)
 
 /* ---- create, free, queries ------------------------------------------------- */
 
-static bool config_ok(size_t d_sae, size_t top_n, size_t n_bins, double lo, double hi)
+/* SAE_OK if sae_feature_stats_create accepts the configuration, else the
+ * status with fn's detail. */
+static int check_config(const char *fn, size_t d_sae, size_t top_n, size_t n_bins, double lo,
+                        double hi)
 {
-    return d_sae >= 1 && d_sae <= INT_MAX && top_n >= 1 && top_n <= MAX_TOP_N && n_bins >= 1 &&
-           n_bins <= MAX_BINS && lo >= -MAX_LOG10 && hi <= MAX_LOG10 && lo < hi;
+    if (!isfinite(lo) || !isfinite(hi))
+        return sae__fail(SAE_E_NONFINITE, "%s: log10 range [%g, %g] is not finite", fn, lo, hi);
+    if (d_sae < 1 || d_sae > INT_MAX)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: d_sae %zu is outside [1, %d]", fn, d_sae,
+                         INT_MAX);
+    if (top_n < 1 || top_n > MAX_TOP_N)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: top_n %zu is outside [1, %d]", fn, top_n,
+                         MAX_TOP_N);
+    if (n_bins < 1 || n_bins > MAX_BINS)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: n_bins %zu is outside [1, %d]", fn, n_bins,
+                         MAX_BINS);
+    if (!(lo >= -MAX_LOG10 && hi <= MAX_LOG10 && lo < hi))
+        return sae__fail(SAE_E_INVALID_ARG,
+                         "%s: log10 range [%g, %g] is not an interval within [-60, 60]", fn, lo,
+                         hi);
+    return SAE_OK;
 }
 
 void sae_feature_stats_free(sae_feature_stats *s)
@@ -200,18 +217,19 @@ void sae_feature_stats_free(sae_feature_stats *s)
 }
 
 /* A zeroed accumulator of this configuration (already checked). */
-static int stats_alloc(sae_feature_stats **out, size_t d_sae, size_t top_n, size_t n_bins,
-                       double lo, double hi)
+static int stats_alloc(const char *fn, sae_feature_stats **out, size_t d_sae, size_t top_n,
+                       size_t n_bins, double lo, double hi)
 {
     *out = NULL;
     size_t hist_bytes, top_bytes, top_val_bytes;
     if (!sae__mul(d_sae, n_bins, &hist_bytes) || !sae__mul(hist_bytes, 8, &hist_bytes) ||
         !sae__mul(d_sae, top_n, &top_bytes) || !sae__mul(top_bytes, 8, &top_bytes))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: d_sae x (top_n + n_bins) = %zu x (%zu + %zu) "
+                         "overflows size_t", fn, d_sae, top_n, n_bins);
     top_val_bytes = top_bytes / 2;
     sae_feature_stats *s = sae__alloc_zero(sizeof *s);
     if (!s)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
     s->d_sae = d_sae;
     s->top_n = top_n;
     s->n_bins = n_bins;
@@ -228,7 +246,8 @@ static int stats_alloc(sae_feature_stats **out, size_t d_sae, size_t top_n, size
     if (!s->edges || !s->count || !s->sum || !s->sum_sq || !s->hist || !s->top_row ||
         !s->top_val) {
         sae_feature_stats_free(s);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu features' statistics", fn,
+                         d_sae);
     }
     for (size_t k = 0; k <= n_bins; k++)
         s->edges[k] = pow(10.0, lo + (hi - lo) * (double)k / (double)n_bins);
@@ -239,14 +258,14 @@ static int stats_alloc(sae_feature_stats **out, size_t d_sae, size_t top_n, size
 int sae_feature_stats_create(sae_feature_stats **out, size_t d_sae, size_t top_n,
                              size_t n_bins, double log10_min, double log10_max)
 {
+    static const char fn[] = "sae_feature_stats_create";
     if (!out)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
-    if (!isfinite(log10_min) || !isfinite(log10_max))
-        return SAE_E_NONFINITE;
-    if (!config_ok(d_sae, top_n, n_bins, log10_min, log10_max))
-        return SAE_E_INVALID_ARG;
-    return stats_alloc(out, d_sae, top_n, n_bins, log10_min, log10_max);
+    int rc = check_config(fn, d_sae, top_n, n_bins, log10_min, log10_max);
+    if (rc != SAE_OK)
+        return rc;
+    return stats_alloc(fn, out, d_sae, top_n, n_bins, log10_min, log10_max);
 }
 
 size_t sae_feature_stats_d_sae(const sae_feature_stats *s) { return s ? s->d_sae : 0; }
@@ -257,34 +276,56 @@ uint64_t sae_feature_stats_next_row(const sae_feature_stats *s) { return s ? s->
 
 int sae_feature_stats_set_next_row(sae_feature_stats *s, uint64_t row)
 {
-    if (!s || row < s->next_row)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_feature_stats_set_next_row";
+    if (!s)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: s is NULL", fn);
+    if (row < s->next_row)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: row %llu is below the next row id %llu", fn,
+                         (unsigned long long)row, (unsigned long long)s->next_row);
     s->next_row = row;
     if (s->rows == 0)
         s->first_row = row;
     return SAE_OK;
 }
 
+/* The checks of the queries: s and out non-NULL, count as expected. */
+static int check_query(const char *fn, const sae_feature_stats *s, const void *out,
+                       const char *out_name, size_t count, size_t expected, const char *what)
+{
+    if (!s || !out)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : out_name);
+    if (count != expected)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not %s = %zu", fn, count, what,
+                         expected);
+    return SAE_OK;
+}
+
 int sae_feature_stats_bin_edges(const sae_feature_stats *s, double *edges, size_t count)
 {
-    if (!s || !edges || count != s->n_bins + 1)
-        return SAE_E_INVALID_ARG;
+    int rc = check_query("sae_feature_stats_bin_edges", s, edges, "edges", count,
+                         s ? s->n_bins + 1 : 0, "n_bins + 1");
+    if (rc != SAE_OK)
+        return rc;
     memcpy(edges, s->edges, count * sizeof(double));
     return SAE_OK;
 }
 
 int sae_feature_stats_counts(const sae_feature_stats *s, uint64_t *counts, size_t count)
 {
-    if (!s || !counts || count != s->d_sae)
-        return SAE_E_INVALID_ARG;
+    int rc = check_query("sae_feature_stats_counts", s, counts, "counts", count,
+                         s ? s->d_sae : 0, "d_sae");
+    if (rc != SAE_OK)
+        return rc;
     memcpy(counts, s->count, count * sizeof(uint64_t));
     return SAE_OK;
 }
 
 int sae_feature_stats_sums(const sae_feature_stats *s, double *sum, double *sum_sq, size_t count)
 {
-    if (!s || (!sum && !sum_sq) || count != s->d_sae)
-        return SAE_E_INVALID_ARG;
+    int rc = check_query("sae_feature_stats_sums", s, sum ? (const void *)sum : sum_sq,
+                         "sum and sum_sq", count, s ? s->d_sae : 0, "d_sae");
+    if (rc != SAE_OK)
+        return rc;
     for (size_t i = 0; i < count; i++) {
         if (sum)
             sum[i] = limbs_value(s->sum + i * SUM_LIMBS, SUM_LIMBS, SUM_BASE);
@@ -296,8 +337,10 @@ int sae_feature_stats_sums(const sae_feature_stats *s, double *sum, double *sum_
 
 int sae_feature_stats_max(const sae_feature_stats *s, float *max, size_t count)
 {
-    if (!s || !max || count != s->d_sae)
-        return SAE_E_INVALID_ARG;
+    int rc = check_query("sae_feature_stats_max", s, max, "max", count, s ? s->d_sae : 0,
+                         "d_sae");
+    if (rc != SAE_OK)
+        return rc;
     for (size_t i = 0; i < count; i++) /* the first of a top list is the maximum */
         max[i] = s->count[i] ? s->top_val[i * s->top_n] : 0.0f;
     return SAE_OK;
@@ -305,8 +348,10 @@ int sae_feature_stats_max(const sae_feature_stats *s, float *max, size_t count)
 
 int sae_feature_stats_histogram(const sae_feature_stats *s, uint64_t *hist, size_t count)
 {
-    if (!s || !hist || count / s->n_bins != s->d_sae || count % s->n_bins != 0)
-        return SAE_E_INVALID_ARG;
+    int rc = check_query("sae_feature_stats_histogram", s, hist, "hist", count,
+                         s ? s->d_sae * s->n_bins : 0, "d_sae * n_bins");
+    if (rc != SAE_OK)
+        return rc;
     memcpy(hist, s->hist, count * sizeof(uint64_t));
     return SAE_OK;
 }
@@ -314,8 +359,15 @@ int sae_feature_stats_histogram(const sae_feature_stats *s, uint64_t *hist, size
 int sae_feature_stats_top(const sae_feature_stats *s, size_t feature, uint64_t *rows,
                           float *values, size_t capacity, size_t *n)
 {
-    if (!s || !n || feature >= s->d_sae || (capacity > 0 && (!rows || !values)))
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_feature_stats_top";
+    if (!s || !n)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : "n");
+    if (capacity > 0 && (!rows || !values))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL with capacity %zu", fn,
+                         !rows ? "rows" : "values", capacity);
+    if (feature >= s->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: feature %zu is not below d_sae = %zu", fn,
+                         feature, s->d_sae);
     size_t len = top_len(s, feature), copy = len < capacity ? len : capacity;
     if (copy > 0) {
         memcpy(rows, s->top_row + feature * s->top_n, copy * sizeof(uint64_t));
@@ -327,27 +379,44 @@ int sae_feature_stats_top(const sae_feature_stats *s, size_t feature, uint64_t *
 
 /* ---- feeding rows ------------------------------------------------------------ */
 
+/* Whether n_tokens more rows get ids below 2^64. */
+static int check_row_ids(const char *fn, const sae_feature_stats *s, size_t n_tokens)
+{
+    if (n_tokens > UINT64_MAX - s->next_row)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %zu rows from row id %llu would pass 2^64 - 1",
+                         fn, n_tokens, (unsigned long long)s->next_row);
+    return SAE_OK;
+}
+
 int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float *x,
                           size_t n_tokens)
 {
-    size_t elems, bytes;
-    if (!s || !m || !x || n_tokens == 0 || m->d_sae != s->d_sae ||
-        !sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes) ||
-        n_tokens > UINT64_MAX - s->next_row)
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
+    static const char fn[] = "sae_feature_stats_add";
+    if (!s || !m)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : "m");
+    if (m->d_sae != s->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the model has d_sae = %zu, the statistics %zu",
+                         fn, m->d_sae, s->d_sae);
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK && (rc = check_row_ids(fn, s, n_tokens)) == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc != SAE_OK)
+        return rc;
     const size_t d_sae = s->d_sae;
     sae_sparse_encoder e;
     if (sae__sparse_encoder_init(&e, m, n_tokens, 0) != SAE_OK)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of features", fn);
     uint32_t *feat = sae__alloc(d_sae * sizeof(uint32_t));
     float *val = sae__alloc(d_sae * sizeof(float));
-    if (!feat || !val) {
+    if (!feat || !val)
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu pairs", fn, d_sae);
+    else
+        rc = sae__sparse_encoder_check(&e, fn, x, n_tokens);
+    if (rc != SAE_OK) {
         sae__free(val);
         sae__free(feat);
         sae__sparse_encoder_free(&e);
-        return SAE_E_NOMEM;
+        return rc;
     }
     for (size_t t0 = 0; t0 < n_tokens; t0 += e.block) {
         size_t rows = n_tokens - t0 < e.block ? n_tokens - t0 : e.block;
@@ -369,20 +438,37 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
 int sae_feature_stats_add_sparse(sae_feature_stats *s, size_t n_tokens, const size_t *offsets,
                                  const uint32_t *features, const float *values)
 {
-    if (!s || !offsets || n_tokens == 0 || n_tokens > UINT64_MAX - s->next_row)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_feature_stats_add_sparse";
+    if (!s)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: s is NULL", fn);
+    int rc = sae__check_rows(fn, "offsets", offsets, n_tokens, "n_tokens", 1, "1",
+                             sizeof(size_t));
+    if (rc == SAE_OK)
+        rc = check_row_ids(fn, s, n_tokens);
+    if (rc != SAE_OK)
+        return rc;
     /* check everything before changing anything */
     if (offsets[n_tokens] != offsets[0] && (!features || !values))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
+                         !features ? "features" : "values");
     for (size_t t = 0; t < n_tokens; t++) {
         if (offsets[t + 1] < offsets[t])
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "%s: offsets[%zu] = %zu is below offsets[%zu] = %zu",
+                             fn, t + 1, offsets[t + 1], t, offsets[t]);
         for (size_t k = offsets[t]; k < offsets[t + 1]; k++) {
             if (!isfinite(values[k]))
-                return SAE_E_NONFINITE;
-            if (!(values[k] > 0.0f) || features[k] >= s->d_sae ||
-                (k > offsets[t] && features[k] <= features[k - 1]))
-                return SAE_E_INVALID_ARG;
+                return sae__fail(SAE_E_NONFINITE, "%s: values[%zu] (row %zu) is not finite", fn,
+                                 k, t);
+            if (!(values[k] > 0.0f))
+                return sae__fail(SAE_E_INVALID_ARG, "%s: values[%zu] = %g (row %zu) is not "
+                                 "positive", fn, k, (double)values[k], t);
+            if (features[k] >= s->d_sae)
+                return sae__fail(SAE_E_INVALID_ARG, "%s: features[%zu] = %u is not below d_sae "
+                                 "= %zu", fn, k, (unsigned)features[k], s->d_sae);
+            if (k > offsets[t] && features[k] <= features[k - 1])
+                return sae__fail(SAE_E_INVALID_ARG, "%s: features[%zu] = %u (row %zu) does not "
+                                 "follow %u in ascending order", fn, k, (unsigned)features[k], t,
+                                 (unsigned)features[k - 1]);
         }
     }
     for (size_t t = 0; t < n_tokens; t++) {
@@ -404,8 +490,14 @@ static bool same_config(const sae_feature_stats *a, const sae_feature_stats *b)
 
 int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src)
 {
-    if (!dst || !src || dst == src || !same_config(dst, src))
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_feature_stats_merge";
+    if (!dst || !src)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !dst ? "dst" : "src");
+    if (dst == src)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: dst and src are the same accumulator", fn);
+    if (!same_config(dst, src))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the configurations differ (d_sae, top_n, "
+                         "n_bins or the log10 range)", fn);
     /* the span of row ids the two cover; disjoint rows fit in it */
     uint64_t next = dst->next_row > src->next_row ? dst->next_row : src->next_row;
     uint64_t first = next;
@@ -414,14 +506,17 @@ int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src
     if (src->rows > 0 && src->first_row < first)
         first = src->first_row;
     if (src->rows > next - first || dst->rows > next - first - src->rows)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %llu + %llu rows cannot be disjoint within row "
+                         "ids %llu..%llu", fn, (unsigned long long)dst->rows,
+                         (unsigned long long)src->rows, (unsigned long long)first,
+                         (unsigned long long)next);
     const size_t n = dst->top_n;
     uint64_t *rows = sae__alloc(n * sizeof(uint64_t));
     float *vals = sae__alloc(n * sizeof(float));
     if (!rows || !vals) {
         sae__free(vals);
         sae__free(rows);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
     }
     for (size_t i = 0; i < dst->d_sae; i++) {
         /* the two sorted top lists, merged: the first n of the union */
@@ -494,26 +589,36 @@ static int stats_encode(const sae_feature_stats *s, const sae_st_sink *sink, siz
     sae_st_out t[N_TENSORS];
     stats_tensors(s, range, rows, t);
     if (!sink)
-        return sae__st_size(stats_meta, 2, t, N_TENSORS, size) ? SAE_OK : SAE_E_INVALID_ARG;
+        return sae__st_size(stats_meta, 2, t, N_TENSORS, size)
+                   ? SAE_OK
+                   : sae__fail(SAE_E_INVALID_ARG, "the statistics' encoding is too large");
     return sae__st_write(sink, stats_meta, 2, t, N_TENSORS);
 }
 
 int sae_feature_stats_save_size(const sae_feature_stats *s, size_t *size)
 {
     if (!s || !size)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "sae_feature_stats_save_size: %s is NULL",
+                         !s ? "s" : "size");
     return stats_encode(s, NULL, size);
 }
 
 int sae_feature_stats_save_buffer(const sae_feature_stats *s, void *buf, size_t capacity,
                                   size_t *written)
 {
+    static const char fn[] = "sae_feature_stats_save_buffer";
     size_t size;
-    if (!s || !buf || stats_encode(s, NULL, &size) != SAE_OK || capacity < size)
-        return SAE_E_INVALID_ARG;
+    if (!s || !buf)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : "buf");
+    int rc = stats_encode(s, NULL, &size);
+    if (rc != SAE_OK)
+        return rc;
+    if (capacity < size)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: capacity %zu is below the %zu bytes needed", fn,
+                         capacity, size);
     sae_st_buffer_sink b;
     sae__st_buffer_sink_init(&b, buf, capacity);
-    int rc = stats_encode(s, &b.sink, NULL);
+    rc = stats_encode(s, &b.sink, NULL);
     if (rc == SAE_OK && written)
         *written = b.pos;
     return rc;
@@ -521,11 +626,12 @@ int sae_feature_stats_save_buffer(const sae_feature_stats *s, void *buf, size_t 
 
 int sae_feature_stats_save(const sae_feature_stats *s, const char *path)
 {
+    static const char fn[] = "sae_feature_stats_save";
     if (!s || !path)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : "path");
     char *file = NULL;
     if (sae__is_directory(path) && !(file = sae__path_join(path, STATS_FILE)))
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
     sae_tmpfile t;
     int rc = sae__tmpfile_open(&t, file ? file : path);
     if (rc == SAE_OK) {
@@ -537,6 +643,8 @@ int sae_feature_stats_save(const sae_feature_stats *s, const char *path)
             rc = sae__tmpfile_commit(&t);
         sae__tmpfile_abort(&t);
     }
+    if (rc != SAE_OK)
+        rc = sae__fail(rc, "%s: %s: cannot write the file", fn, file ? file : path);
     sae__free(file);
     return rc;
 }
@@ -561,8 +669,9 @@ static bool metadata_is(const sae_st_header *h, const char *key, const char *val
  * of an exact value). */
 static bool at_most(double x, double y) { return x <= y * (1.0 + 0x1p-40); }
 
-/* The invariants of one feature that the accumulator keeps. */
-static bool feature_consistent(const sae_feature_stats *s, size_t i)
+/* NULL if feature i keeps the invariants of an accumulator, else what it
+ * breaks. */
+static const char *feature_inconsistency(const sae_feature_stats *s, size_t i)
 {
     const size_t n = s->top_n, len = top_len(s, i);
     const uint64_t c = s->count[i];
@@ -570,39 +679,94 @@ static bool feature_consistent(const sae_feature_stats *s, size_t i)
     const float *vals = s->top_val + i * n;
     const uint64_t *sum = s->sum + i * SUM_LIMBS, *sq = s->sum_sq + i * SQ_LIMBS;
     if (c > s->rows)
-        return false;
+        return "its count exceeds the rows";
     uint64_t in_bins = 0;
     for (size_t h = 0; h < s->n_bins; h++) {
         uint64_t v = s->hist[i * s->n_bins + h];
         if (v > c - in_bins)
-            return false;
+            return "its histogram holds more than its count";
         in_bins += v;
     }
     if (in_bins != c)
-        return false;
+        return "its histogram holds less than its count";
     for (size_t k = 0; k < n; k++) {
         if (k >= len) {
             if (rows[k] != 0 || vals[k] != 0.0f || signbit(vals[k]))
-                return false;
-        } else if (!(vals[k] > 0.0f) || !isfinite(vals[k]) || rows[k] < s->first_row ||
-                   rows[k] >= s->next_row ||
-                   (k > 0 && !ranks_before(vals[k - 1], rows[k - 1], vals[k], rows[k]))) {
-            return false;
+                return "a top slot past its count is not zero";
+        } else if (!(vals[k] > 0.0f) || !isfinite(vals[k])) {
+            return "a top value is not positive and finite";
+        } else if (rows[k] < s->first_row || rows[k] >= s->next_row) {
+            return "a top row id is outside the rows fed";
+        } else if (k > 0 && !ranks_before(vals[k - 1], rows[k - 1], vals[k], rows[k])) {
+            return "its top list is out of order";
         }
     }
     /* the sums' widths leave 64 bits for the count; bounded by the count, the
      * largest value (the first in the list) and the smallest float */
     if (sum[SUM_LIMBS - 1] >> 22 || sq[SQ_LIMBS - 1] >> 43)
-        return false;
+        return "a sum is beyond what its count allows";
     double total = limbs_value(sum, SUM_LIMBS, SUM_BASE);
     double total_sq = limbs_value(sq, SQ_LIMBS, SQ_BASE);
     if (c == 0)
-        return total == 0.0 && total_sq == 0.0;
+        return total == 0.0 && total_sq == 0.0 ? NULL : "it never fired but has sums";
     double max = vals[0], cnt = (double)c;
-    return at_most(max, total) && at_most(total, cnt * max) &&
-           at_most(max * max, total_sq) && at_most(total_sq, cnt * max * max) &&
-           at_most(total * total, cnt * total_sq * (1.0 + 0x1p-40)) &&
-           at_most(cnt * 0x1p-149, total);
+    bool ok = at_most(max, total) && at_most(total, cnt * max) && at_most(max * max, total_sq) &&
+              at_most(total_sq, cnt * max * max) &&
+              at_most(total * total, cnt * total_sq * (1.0 + 0x1p-40)) &&
+              at_most(cnt * 0x1p-149, total);
+    return ok ? NULL : "its sums disagree with its count and maximum";
+}
+
+/* A failed load: the status with "<what>" as the detail. */
+#define BAD_FILE(...) sae__fail(SAE_E_FORMAT, "feature statistics: " __VA_ARGS__)
+
+/* The configuration and row ids of a header, checked. */
+static int read_layout(const sae_st_source *src, const sae_st_header *h,
+                       const sae_st_tensor *t[N_TENSORS], size_t dims[3], double range[2],
+                       uint64_t rows[3])
+{
+    if (!metadata_is(h, "libsae_format", FORMAT_NAME))
+        return BAD_FILE("__metadata__ has no \"libsae_format\": \"" FORMAT_NAME "\"");
+    if (!metadata_is(h, "libsae_format_version", "1"))
+        return BAD_FILE("\"libsae_format_version\" is not \"1\"");
+    for (size_t k = 0; k < N_TENSORS; k++)
+        if (!(t[k] = sae__st_find(h, tensor_names[k])))
+            return BAD_FILE("tensor \"%s\" is missing", tensor_names[k]);
+    if (h->n_tensors != N_TENSORS)
+        return BAD_FILE("%zu tensors, not the %d of the format", h->n_tensors, N_TENSORS);
+    const uint64_t d = t[T_COUNT]->shape[0];
+    const uint64_t top_n = t[T_TOP_ROWS]->rank == 2 ? t[T_TOP_ROWS]->shape[1] : 0;
+    const uint64_t n_bins = t[T_HIST]->rank == 2 ? t[T_HIST]->shape[1] : 0;
+    const struct { size_t k; sae_st_dtype dtype; size_t rank; uint64_t a, b; } want[] = {
+        {T_COUNT, SAE_ST_U64, 1, d, 0},        {T_SUM, SAE_ST_U64, 2, d, SUM_LIMBS},
+        {T_SUM_SQ, SAE_ST_U64, 2, d, SQ_LIMBS}, {T_HIST, SAE_ST_U64, 2, d, n_bins},
+        {T_TOP_ROWS, SAE_ST_U64, 2, d, top_n}, {T_TOP_VALUES, SAE_ST_F32, 2, d, top_n},
+        {T_RANGE, SAE_ST_F64, 1, 2, 0},        {T_ROWS, SAE_ST_U64, 1, 3, 0},
+    };
+    for (size_t k = 0; k < N_TENSORS; k++)
+        if (!shape_is(t[want[k].k], want[k].dtype, want[k].rank, want[k].a, want[k].b))
+            return BAD_FILE("tensor \"%s\" has another dtype or shape than the format's",
+                            tensor_names[want[k].k]);
+    int rc = sae__st_read_f64(src, h, t[T_RANGE], range);
+    if (rc == SAE_OK)
+        rc = sae__st_read_u64(src, h, t[T_ROWS], rows);
+    if (rc != SAE_OK)
+        return rc == SAE_E_IO ? sae__fail(rc, "feature statistics: a read failed")
+                              : BAD_FILE("the data ends early");
+    /* the shapes are bounded by the file's size, so allocating them is safe */
+    if (d > SIZE_MAX || top_n > SIZE_MAX || n_bins > SIZE_MAX)
+        return BAD_FILE("shapes beyond size_t");
+    rc = check_config("feature statistics", (size_t)d, (size_t)top_n, (size_t)n_bins, range[0],
+                      range[1]);
+    if (rc != SAE_OK)
+        return SAE_E_FORMAT; /* check_config's detail says which */
+    if (rows[1] > rows[2] || rows[0] > rows[2] - rows[1] || (rows[0] == 0 && rows[1] != rows[2]))
+        return BAD_FILE("%llu rows do not fit row ids %llu..%llu", (unsigned long long)rows[0],
+                        (unsigned long long)rows[1], (unsigned long long)rows[2]);
+    dims[0] = (size_t)d;
+    dims[1] = (size_t)top_n;
+    dims[2] = (size_t)n_bins;
+    return SAE_OK;
 }
 
 static int load_from(const sae_st_source *src, sae_feature_stats **out)
@@ -611,88 +775,79 @@ static int load_from(const sae_st_source *src, sae_feature_stats **out)
     sae_st_header h;
     int rc = sae__st_read_header(src, &h);
     if (rc != SAE_OK)
-        return rc;
-    rc = SAE_E_FORMAT;
+        return rc == SAE_E_FORMAT ? BAD_FILE("not a valid safetensors file") : sae__fail(rc,
+               "feature statistics: %s", rc == SAE_E_NOMEM ? "out of memory" : "a read failed");
     const sae_st_tensor *t[N_TENSORS];
-    for (size_t k = 0; k < N_TENSORS; k++)
-        t[k] = sae__st_find(&h, tensor_names[k]);
-    if (!metadata_is(&h, "libsae_format", FORMAT_NAME) ||
-        !metadata_is(&h, "libsae_format_version", "1") || h.n_tensors != N_TENSORS || !t[T_COUNT])
-        goto done;
-    const uint64_t d = t[T_COUNT]->shape[0];
-    const uint64_t top_n = t[T_TOP_ROWS] ? t[T_TOP_ROWS]->shape[1] : 0;
-    const uint64_t n_bins = t[T_HIST] ? t[T_HIST]->shape[1] : 0;
-    if (!shape_is(t[T_COUNT], SAE_ST_U64, 1, d, 0) ||
-        !shape_is(t[T_SUM], SAE_ST_U64, 2, d, SUM_LIMBS) ||
-        !shape_is(t[T_SUM_SQ], SAE_ST_U64, 2, d, SQ_LIMBS) ||
-        !shape_is(t[T_HIST], SAE_ST_U64, 2, d, n_bins) ||
-        !shape_is(t[T_TOP_ROWS], SAE_ST_U64, 2, d, top_n) ||
-        !shape_is(t[T_TOP_VALUES], SAE_ST_F32, 2, d, top_n) ||
-        !shape_is(t[T_RANGE], SAE_ST_F64, 1, 2, 0) || !shape_is(t[T_ROWS], SAE_ST_U64, 1, 3, 0))
-        goto done;
-    double range[2];
-    uint64_t rows[3];
-    if ((rc = sae__st_read_f64(src, &h, t[T_RANGE], range)) != SAE_OK ||
-        (rc = sae__st_read_u64(src, &h, t[T_ROWS], rows)) != SAE_OK)
-        goto done;
-    rc = SAE_E_FORMAT;
-    /* the shapes are bounded by the file's size, so allocating them is safe */
-    if (!isfinite(range[0]) || !isfinite(range[1]) || d > SIZE_MAX || top_n > SIZE_MAX ||
-        n_bins > SIZE_MAX ||
-        !config_ok((size_t)d, (size_t)top_n, (size_t)n_bins, range[0], range[1]) ||
-        rows[1] > rows[2] || rows[0] > rows[2] - rows[1] || (rows[0] == 0 && rows[1] != rows[2]))
-        goto done;
-    sae_feature_stats *s;
-    rc = stats_alloc(&s, (size_t)d, (size_t)top_n, (size_t)n_bins, range[0], range[1]);
-    if (rc != SAE_OK)
-        goto done;
-    s->rows = rows[0];
-    s->first_row = rows[1];
-    s->next_row = rows[2];
-    uint64_t *u64[] = {s->count, s->sum, s->sum_sq, s->hist, s->top_row};
-    for (size_t k = 0; k < 5 && rc == SAE_OK; k++)
-        rc = sae__st_read_u64(src, &h, t[k], u64[k]); /* T_COUNT .. T_TOP_ROWS */
+    size_t dims[3] = {0, 0, 0};
+    double range[2] = {0.0, 0.0};
+    uint64_t rows[3] = {0, 0, 0};
+    sae_feature_stats *s = NULL;
+    rc = read_layout(src, &h, t, dims, range, rows);
     if (rc == SAE_OK)
-        rc = sae__st_read_f32(src, &h, t[T_TOP_VALUES], s->top_val, 0, false);
-    for (size_t i = 0; i < s->d_sae && rc == SAE_OK; i++)
-        if (!feature_consistent(s, i))
-            rc = SAE_E_FORMAT;
-    if (rc != SAE_OK)
-        sae_feature_stats_free(s);
-    else
+        rc = stats_alloc("feature statistics", &s, dims[0], dims[1], dims[2], range[0], range[1]);
+    if (rc == SAE_OK) {
+        s->rows = rows[0];
+        s->first_row = rows[1];
+        s->next_row = rows[2];
+        uint64_t *u64[] = {s->count, s->sum, s->sum_sq, s->hist, s->top_row};
+        for (size_t k = 0; k < 5 && rc == SAE_OK; k++)
+            rc = sae__st_read_u64(src, &h, t[k], u64[k]); /* T_COUNT .. T_TOP_ROWS */
+        if (rc == SAE_OK)
+            rc = sae__st_read_f32(src, &h, t[T_TOP_VALUES], s->top_val, 0, false);
+        if (rc == SAE_E_FORMAT)
+            rc = BAD_FILE("a top value is not finite, or the data ends early");
+        else if (rc != SAE_OK)
+            rc = sae__fail(rc, "feature statistics: a read failed");
+        for (size_t i = 0; i < s->d_sae && rc == SAE_OK; i++) {
+            const char *why = feature_inconsistency(s, i);
+            if (why)
+                rc = BAD_FILE("feature %zu: %s", i, why);
+        }
+    }
+    if (rc == SAE_OK)
         *out = s;
-done:
+    else
+        sae_feature_stats_free(s);
     sae__st_header_free(&h);
     return rc;
 }
 
 int sae_feature_stats_load_buffer(sae_feature_stats **out, const void *buf, size_t size)
 {
-    if (!out)
-        return SAE_E_INVALID_ARG;
-    *out = NULL;
-    if (!buf)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_feature_stats_load_buffer";
+    if (!out || !buf) {
+        if (out)
+            *out = NULL;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !out ? "out" : "buf");
+    }
     sae_st_buffer_source b;
     sae__st_buffer_source_init(&b, buf, size);
-    return load_from(&b.src, out);
+    int rc = load_from(&b.src, out);
+    return rc == SAE_OK ? rc : sae__fail_context(rc, "%s", fn);
 }
 
 int sae_feature_stats_load(sae_feature_stats **out, const char *path)
 {
-    if (!out)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_feature_stats_load";
+    if (!out || !path) {
+        if (out)
+            *out = NULL;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !out ? "out" : "path");
+    }
     *out = NULL;
-    if (!path)
-        return SAE_E_INVALID_ARG;
     char *file = NULL;
     if (sae__is_directory(path) && !(file = sae__path_join(path, STATS_FILE)))
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
+    const char *name = file ? file : path;
     sae_file_source fs;
-    int rc = sae__file_source_open(&fs, file ? file : path, NULL);
-    if (rc == SAE_OK) {
+    int rc = sae__file_source_open(&fs, name, NULL);
+    if (rc != SAE_OK) {
+        rc = sae__fail(rc, "%s: %s: cannot open a regular file", fn, name);
+    } else {
         rc = load_from(&fs.src, out);
         sae__file_source_close(&fs);
+        if (rc != SAE_OK)
+            rc = sae__fail_context(rc, "%s: %s", fn, name);
     }
     sae__free(file);
     return rc;

@@ -43,8 +43,15 @@ static void row_neighbors(const float *gram, const float *norms, size_t d_sae, s
 int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *cosine,
                           size_t count)
 {
-    if (!m || !idx || k == 0 || k >= m->d_sae || count / k != m->d_sae || count % k != 0)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_decoder_neighbors";
+    if (!m || !idx)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "idx");
+    if (k == 0 || k >= m->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: k = %zu is outside [1, d_sae - 1 = %zu]", fn, k,
+                         m->d_sae - 1);
+    if (count / k != m->d_sae || count % k != 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae * k = %zu * %zu", fn,
+                         count, m->d_sae, k);
     const size_t d_sae = m->d_sae, d_in = m->d_in;
     size_t block = NEIGHBOR_BLOCK_FLOATS / d_sae;
     block = block == 0 ? 1 : block > d_sae ? d_sae : block;
@@ -55,7 +62,8 @@ int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *co
         sae__free(cos_row);
         sae__free(gram);
         sae__free(norms);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu x %zu cosines", fn, block,
+                         d_sae);
     }
     sae__decoder_row_norms(m, norms, NULL);
     const float *w_dec = sae__w_dec(m);

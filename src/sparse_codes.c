@@ -88,51 +88,92 @@ size_t sae__sparse_encoder_token(sae_sparse_encoder *e, size_t t, uint32_t *feat
     return count;
 }
 
-/* Arguments shared by the two entry points; x is checked for NaN/Inf. */
-static int check_sparse_batch(const sae_model *m, const float *x, size_t n_tokens)
+int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
+                              size_t n_tokens)
 {
-    size_t elems, bytes;
-    if (!m || !x || n_tokens == 0 || !sae__mul(n_tokens, m->d_in, &elems) ||
-        !sae__mul(elems, sizeof(float), &bytes))
-        return SAE_E_INVALID_ARG;
-    return sae__all_finite(x, elems) ? SAE_OK : SAE_E_NONFINITE;
+    const sae_model *m = e->fw.m;
+    const size_t d_in = m->d_in;
+    /* |pre_i| <= (max|x| + max|b_dec|) * d_in * max|W_enc| + max|b_enc|, and
+     * every partial sum of the GEMM is bounded the same way */
+    const double p = m->param_absmax;
+    const double bound = ((double)sae__absmax(x, n_tokens * d_in) + p) * (double)d_in * p + p;
+    if (bound < 0x1p126)
+        return SAE_OK;
+    for (size_t t0 = 0; t0 < n_tokens; t0 += e->block) {
+        size_t rows = n_tokens - t0 < e->block ? n_tokens - t0 : e->block;
+        sae__sparse_encoder_run(e, x + t0 * d_in, rows);
+        if (!sae__all_finite(e->f, rows * e->d_sae))
+            return sae__fail(SAE_E_NONFINITE,
+                             "%s: the features of tokens %zu..%zu are not finite (the model's "
+                             "weights overflow on this input)", fn, t0, t0 + rows - 1);
+    }
+    return SAE_OK;
+}
+
+/* The checks of the two entry points: m, and x as n_tokens x d_in finite
+ * floats; then the encoder's scratch. */
+static int start_encoding(const char *fn, const sae_model *m, const float *x, size_t n_tokens,
+                          size_t cap, sae_sparse_encoder *e)
+{
+    if (!m)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc != SAE_OK)
+        return rc;
+    if (sae__sparse_encoder_init(e, m, n_tokens, cap) != SAE_OK)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of %zu x %zu features", fn,
+                         n_tokens < SAE_BLOCK_TOKENS ? n_tokens : (size_t)SAE_BLOCK_TOKENS,
+                         m->d_sae);
+    return SAE_OK;
 }
 
 int sae_encode_sparse_size(const sae_model *m, const float *x, size_t n_tokens,
                            size_t max_per_token, size_t *nnz)
 {
+    static const char fn[] = "sae_encode_sparse_size";
     if (!nnz)
-        return SAE_E_INVALID_ARG;
-    int rc = check_sparse_batch(m, x, n_tokens);
+        return sae__fail(SAE_E_INVALID_ARG, "%s: nnz is NULL", fn);
+    sae_sparse_encoder e;
+    int rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
     if (rc != SAE_OK)
         return rc;
-    sae_sparse_encoder e;
-    if (sae__sparse_encoder_init(&e, m, n_tokens, max_per_token) != SAE_OK)
-        return SAE_E_NOMEM;
-    size_t total = 0; /* at most n_tokens * d_sae pairs, each at least 8 bytes */
-    for (size_t t0 = 0; t0 < n_tokens; t0 += e.block) {
+    size_t total = 0; /* at most n_tokens * d_sae pairs: no overflow */
+    for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += e.block) {
         size_t rows = n_tokens - t0 < e.block ? n_tokens - t0 : e.block;
         sae__sparse_encoder_run(&e, x + t0 * m->d_in, rows);
+        if (!sae__all_finite(e.f, rows * e.d_sae)) {
+            rc = sae__fail(SAE_E_NONFINITE,
+                           "%s: the features of tokens %zu..%zu are not finite (the model's "
+                           "weights overflow on this input)", fn, t0, t0 + rows - 1);
+            break;
+        }
         for (size_t t = 0; t < rows; t++)
             total += sae__sparse_encoder_token(&e, t, NULL, NULL, 0);
     }
     sae__sparse_encoder_free(&e);
-    *nnz = total;
-    return SAE_OK;
+    if (rc == SAE_OK)
+        *nnz = total;
+    return rc;
 }
 
 int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens, size_t max_per_token,
                       size_t *offsets, uint32_t *features, float *values, size_t capacity,
                       size_t *n_encoded)
 {
-    if (!offsets || !n_encoded || (capacity > 0 && (!features || !values)))
-        return SAE_E_INVALID_ARG;
-    int rc = check_sparse_batch(m, x, n_tokens);
+    static const char fn[] = "sae_encode_sparse";
+    if (!offsets || !n_encoded)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !offsets ? "offsets" : "n_encoded");
+    if (capacity > 0 && (!features || !values))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL with capacity %zu", fn,
+                         !features ? "features" : "values", capacity);
+    sae_sparse_encoder e;
+    int rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
+    if (rc == SAE_OK && (rc = sae__sparse_encoder_check(&e, fn, x, n_tokens)) != SAE_OK)
+        sae__sparse_encoder_free(&e);
     if (rc != SAE_OK)
         return rc;
-    sae_sparse_encoder e;
-    if (sae__sparse_encoder_init(&e, m, n_tokens, max_per_token) != SAE_OK)
-        return SAE_E_NOMEM;
     size_t nnz = 0, done = 0;
     offsets[0] = 0;
     for (size_t t0 = 0; t0 < n_tokens && done == t0; t0 += e.block) {

@@ -503,6 +503,19 @@ START_TEST(inconsistent_files_are_refused)
         back = (sae_feature_stats *)&back;
         ck_assert_msg(sae_feature_stats_load_buffer(&back, bad, size) == SAE_E_FORMAT, "case %d", c);
         ck_assert_ptr_null(back);
+        static const char *const why[9] = {
+            "histogram holds less", "histogram holds more", "top list is out of order",
+            "top row id is outside", "never fired but|disagree", "sums disagree",
+            "rows do not fit", "log10 range", "libsae_format"};
+        const char *d = sae_error_detail();
+        ck_assert_msg(strncmp(d, "sae_feature_stats_load_buffer: feature statistics: ", 51) == 0,
+                      "case %d: %s", c, d);
+        char want[64];
+        snprintf(want, sizeof want, "%s", why[c]);
+        char *bar = strchr(want, '|');
+        if (bar)
+            *bar = '\0';
+        ck_assert_msg(strstr(d, want) || (bar && strstr(d, bar + 1)), "case %d: %s", c, d);
     }
     /* truncated anywhere, and every single-byte change: refused, or a file
      * that saves back to exactly itself */
@@ -571,9 +584,22 @@ START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
     ck_assert_int_eq(sae_feature_stats_add(s, m, x, 0), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_feature_stats_add(s, m, x, SIZE_MAX / 4), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_feature_stats_add(s, other, x, 2), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(),
+                     "sae_feature_stats_add: the model has d_sae = 4, the statistics 5");
     x[7] = NAN;
     ck_assert_int_eq(sae_feature_stats_add(s, m, x, 2), SAE_E_NONFINITE);
     x[7] = 2;
+    /* features that overflow: refused before any row is added */
+    sae_model *huge = test_arch_model(SAE_ARCH_RELU, 6, 5, 62);
+    float w_enc[30];
+    for (int k = 0; k < 30; k++)
+        w_enc[k] = 3e30f;
+    ck_assert_int_eq(sae_model_set_tensor(huge, SAE_W_ENC, w_enc, 30), SAE_OK);
+    x[3] = 1e12f;
+    ck_assert_int_eq(sae_feature_stats_add(s, huge, x, 2), SAE_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "sae_feature_stats_add: the features"));
+    x[3] = 4;
+    sae_model_free(huge);
 
     size_t off[3] = {0, 2, 3};
     uint32_t feat[3] = {1, 3, 0};

@@ -213,11 +213,13 @@ START_TEST(bad_arguments_are_refused_and_nothing_is_written)
     ck_assert_int_eq(sae_encode_sparse(m, x, 2, 0, off, NULL, val, 12, &done), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_encode_sparse(m, x, 2, 0, off, feat, NULL, 12, &done), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_encode_sparse(m, x, 2, 0, off, feat, val, 12, NULL), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(), "sae_encode_sparse: n_encoded is NULL");
     ck_assert_int_eq(sae_encode_sparse_size(m, x, 2, 0, NULL), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_encode_sparse_size(NULL, x, 2, 0, &nnz), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_encode_sparse_size(m, x, 0, 0, &nnz), SAE_E_INVALID_ARG);
     x[5] = NAN;
     ck_assert_int_eq(sae_encode_sparse(m, x, 2, 0, off, feat, val, 12, &done), SAE_E_NONFINITE);
+    ck_assert_str_eq(sae_error_detail(), "sae_encode_sparse: x[5] is NaN");
     ck_assert_int_eq(sae_encode_sparse_size(m, x, 2, 0, &nnz), SAE_E_NONFINITE);
     x[5] = INFINITY;
     ck_assert_int_eq(sae_encode_sparse(m, x, 2, 0, off, feat, val, 12, &done), SAE_E_NONFINITE);
@@ -227,6 +229,30 @@ START_TEST(bad_arguments_are_refused_and_nothing_is_written)
         ck_assert(feat[k] == 0 && val[k] == 0.0f);
     ck_assert_uint_eq(done, 99);
     ck_assert_uint_eq(nnz, 99);
+    sae_model_free(m);
+}
+END_TEST
+
+/* Huge weights: features that overflow are refused before anything is
+ * written; huge weights on small inputs encode as sae_encode does. */
+START_TEST(features_that_overflow_are_refused)
+{
+    sae_model *m = test_arch_model(SAE_ARCH_RELU, 4, 6, 700);
+    float w_enc[24];
+    for (int k = 0; k < 24; k++) /* odd features' columns positive, even negative */
+        w_enc[k] = k % 2 ? 1e30f : -2e30f;
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_ENC, w_enc, 24), SAE_OK);
+    float big[8] = {1e10f, 1e10f, 1e10f, 1e10f, 1, 2, 3, 4};
+    size_t off[3] = {7, 7, 7}, done = 99, nnz = 99;
+    uint32_t feat[12] = {0};
+    float val[12] = {0};
+    ck_assert_int_eq(sae_encode_sparse(m, big, 2, 0, off, feat, val, 12, &done), SAE_E_NONFINITE);
+    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "sae_encode_sparse: the features of tokens"));
+    ck_assert_int_eq(sae_encode_sparse_size(m, big, 2, 0, &nnz), SAE_E_NONFINITE);
+    ck_assert(off[0] == 7 && off[1] == 7 && done == 99 && nnz == 99 && feat[0] == 0);
+    /* small inputs: the bound cannot rule out an overflow, a look finds none */
+    float small[8] = {1e-25f, -2e-25f, 3e-25f, 1e-25f, 2e-26f, 1e-25f, -1e-25f, 5e-26f};
+    check_against_dense(m, small, 2, 0);
     sae_model_free(m);
 }
 END_TEST
@@ -278,6 +304,7 @@ static Suite *sparse_codes_suite(void)
     tcase_add_test(tc, batches_larger_than_one_block);
     tcase_add_test(tc, a_short_capacity_stops_between_tokens_and_the_caller_continues);
     tcase_add_test(tc, bad_arguments_are_refused_and_nothing_is_written);
+    tcase_add_test(tc, features_that_overflow_are_refused);
     tcase_add_test(tc, every_allocation_failure_is_reported_without_leaks);
     suite_add_tcase(s, tc);
     return s;

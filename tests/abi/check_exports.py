@@ -6,7 +6,11 @@ Three lists must name the same set of functions:
     C preprocessor, so comments and #if blocks are handled as a compiler would),
   - the global: entries of the linker version script cmake/libsae.map,
   - the defined dynamic symbols of the built libsae.so (nm -D --defined-only),
-and every exported symbol must carry a version node of the map. With --static,
+and every exported symbol must carry a version node of the map. With
+--baseline (an abidw dump of a release, abi/<version>/libsae.abi, repeatable),
+the released nodes are pinned: every function of the release is still
+exported with the version it had, and a node of a release lists exactly that
+release's functions (new functions go into a new node). With --static,
 every global symbol that libsae.a defines must be a public function of the
 header or an internal one prefixed sae__, so that static linking cannot clash
 with a program's own names.
@@ -16,6 +20,11 @@ missing from; the exit status is 1 if there is any.
 
 usage: check_exports.py --cc CC --header sae.h --map libsae.map
                         --shared libsae.so [--static libsae.a] [--nm nm]
+                        [--baseline abi/0.1/libsae.abi ...]
+                        [--api-macro SAE_API] [--prefix sae_] [--min-functions 20]
+                        [--cflag FLAG]...
+(the companion library libsae-mpi is checked with --api-macro SAE_MPI_API
+--prefix sae_mpi_ and its header's include flags)
 """
 import argparse
 import re
@@ -25,10 +34,10 @@ import sys
 MARK = "__sae_api_marker__"
 
 
-def header_functions(cc, header):
+def header_functions(cc, header, api_macro="SAE_API", cflags=()):
     """Names declared in `header` (not in what it includes), split into those
-    marked SAE_API and those declared without it."""
-    text = subprocess.run([cc, "-E", "-x", "c", "-D", "SAE_API=" + MARK, header],
+    marked api_macro and those declared without it."""
+    text = subprocess.run([cc, "-E", "-x", "c", *cflags, "-D", api_macro + "=" + MARK, header],
                           check=True, capture_output=True, text=True).stdout
     own = []
     in_header = False
@@ -77,6 +86,13 @@ def map_symbols(path):
     return symbols, nodes
 
 
+def baseline_symbols(path):
+    """{symbol: version} of the functions an abidw dump records."""
+    text = open(path, encoding="utf-8").read()
+    return {name: version for name, version in
+            re.findall(r"<elf-symbol name='([^']+)' version='([^']*)'", text)}
+
+
 def nm_defined(nm, args, path):
     """[(name, version or None, type)] of the defined global symbols."""
     out = subprocess.run([nm, *args, "--defined-only", "-P", path],
@@ -100,21 +116,27 @@ def main():
     ap.add_argument("--map", required=True)
     ap.add_argument("--shared", required=True)
     ap.add_argument("--static")
+    ap.add_argument("--api-macro", default="SAE_API")
+    ap.add_argument("--prefix", default="sae_")
+    ap.add_argument("--min-functions", type=int, default=20)
+    ap.add_argument("--cflag", action="append", default=[])
+    ap.add_argument("--baseline", action="append", default=[])
     a = ap.parse_args()
 
     errors = []
     hdr = a.header
-    marked, unmarked = header_functions(a.cc, hdr)
+    api = a.api_macro
+    marked, unmarked = header_functions(a.cc, hdr, api, a.cflag)
     header_set = set(marked)
     for name in unmarked:
-        errors.append(f"{name}: declared in {hdr} without SAE_API "
-                      f"(every public function is marked SAE_API)")
+        errors.append(f"{name}: declared in {hdr} without {api} "
+                      f"(every public function is marked {api})")
     for name in marked:
-        if not name.startswith("sae_") or name.startswith("sae__"):
-            errors.append(f"{name}: declared with SAE_API in {hdr}, but public names "
-                          f"start with sae_ (and sae__ is reserved for internals)")
-    if len(header_set) < 20:
-        errors.append(f"found only {len(header_set)} SAE_API functions in {hdr}: "
+        if not name.startswith(a.prefix) or name.startswith("sae__"):
+            errors.append(f"{name}: declared with {api} in {hdr}, but public names "
+                          f"start with {a.prefix} (and sae__ is reserved for internals)")
+    if len(header_set) < a.min_functions:
+        errors.append(f"found only {len(header_set)} {api} functions in {hdr}: "
                       f"the header parser is broken")
 
     mapped, nodes = map_symbols(a.map)
@@ -133,19 +155,19 @@ def main():
         exported[name] = version
     for name in sorted(header_set - set(exported)):
         if name in mapped:
-            errors.append(f"{name}: declared with SAE_API in {hdr} and listed in {a.map}, "
+            errors.append(f"{name}: declared with {api} in {hdr} and listed in {a.map}, "
                           f"but {a.shared} does not define it (no source implements it)")
         else:
-            errors.append(f"{name}: declared with SAE_API in {hdr} but missing from {a.map}, "
+            errors.append(f"{name}: declared with {api} in {hdr} but missing from {a.map}, "
                           f"so {a.shared} does not export it: add '{name};' to the newest "
                           f"node of {a.map}")
     for name in sorted(set(exported) - header_set):
         fix = (f"remove it from {a.map}" if name in mapped else
                f"it is not in {a.map} either, so the library was not linked with that map")
-        errors.append(f"{name}: exported by {a.shared} but not declared with SAE_API in "
+        errors.append(f"{name}: exported by {a.shared} but not declared with {api} in "
                       f"{hdr}: {fix}; or, if it is meant to be public, declare it in the header")
     for name in sorted(set(mapped) - header_set - set(exported)):
-        errors.append(f"{name}: listed in {a.map} but neither declared with SAE_API in "
+        errors.append(f"{name}: listed in {a.map} but neither declared with {api} in "
                       f"{hdr} nor exported by {a.shared}: remove it from {a.map}")
     for name, version in sorted(exported.items()):
         if name in header_set and version is None:
@@ -158,6 +180,22 @@ def main():
             errors.append(f"{name}: exported by {a.shared} as version {version}, "
                           f"but {a.map} puts it in {mapped[name]}")
 
+    for base in a.baseline:
+        released = baseline_symbols(base)
+        if not released:
+            errors.append(f"{base}: no functions found in the baseline")
+        for name, version in sorted(released.items()):
+            if name not in exported:
+                errors.append(f"{name}: released as {name}@{version} ({base}) but no longer "
+                              f"exported by {a.shared}")
+            elif exported[name] != version:
+                errors.append(f"{name}: released as {name}@{version} ({base}) but exported as "
+                              f"{name}@{exported[name]}: a released symbol keeps its version")
+        for node in sorted(set(released.values())):
+            for name in sorted(n for n, v in mapped.items() if v == node and n not in released):
+                errors.append(f"{name}: listed in released node {node} of {a.map}, which "
+                              f"{base} fixes: add it to a new node instead")
+
     n_static = 0
     if a.static:
         for name, _, kind in nm_defined(a.nm, ["-g"], a.static):
@@ -166,7 +204,7 @@ def main():
                 continue
             if name not in header_set:
                 errors.append(f"{name}: a global symbol of {a.static} that is neither a "
-                              f"SAE_API function of {hdr} nor prefixed sae__ (internal): "
+                              f"{api} function of {hdr} nor prefixed sae__ (internal): "
                               f"make it static or rename it sae__{name.removeprefix('sae_')}")
 
     if errors:
@@ -174,9 +212,10 @@ def main():
         for e in errors:
             print("  " + e, file=sys.stderr)
         return 1
-    print(f"check_exports: {len(header_set)} SAE_API functions in {hdr}, {len(mapped)} in "
+    print(f"check_exports: {len(header_set)} {api} functions in {hdr}, {len(mapped)} in "
           f"{a.map} (nodes {', '.join(nodes)}), {len(exported)} exported by {a.shared}: "
           f"the same set, all versioned" +
+          (f"; released nodes as in {', '.join(a.baseline)}" if a.baseline else "") +
           (f"; {n_static} global symbols in {a.static}, all sae_/sae__" if a.static else ""))
     return 0
 

@@ -14,6 +14,9 @@
 #   python   consumer.py loads the installed libsae.so.0 with ctypes
 #   compat   consumer.c compiled against the frozen header of the ABI baseline
 #            (abi/<version>/include), run against the current library
+#   mpi      the companion library libsae-mpi (when built): consumer_mpi.c with
+#            `pkg-config --cflags --libs sae-mpi` and in a CMake project with
+#            find_package(sae COMPONENTS mpi), each run as 2 ranks ($MPIEXEC)
 #
 # Every program checks sae_version_number() against its header's
 # SAE_VERSION_NUMBER, and must print the same losses, digit for digit, as the
@@ -22,8 +25,8 @@
 # libsae.so.0.
 #
 # Environment (set by CTest): SAE_BUILD_DIR SAE_SOURCE_DIR SAE_WORK_DIR
-# SAE_LIBDIR (CMAKE_INSTALL_LIBDIR) CMAKE CC PKG_CONFIG PYTHON, and for compat
-# SAE_ABI_BASELINE.
+# SAE_LIBDIR (CMAKE_INSTALL_LIBDIR) CMAKE CC PKG_CONFIG PYTHON, for compat
+# SAE_ABI_BASELINE, for mpi MPIEXEC (and MPIEXEC_FLAGS).
 set -eu
 step=$1
 : "${SAE_BUILD_DIR:?}" "${SAE_SOURCE_DIR:?}" "${SAE_WORK_DIR:?}" "${SAE_LIBDIR:?}"
@@ -158,8 +161,38 @@ compat)
     same_losses "$W/c_compat.out"
     ;;
 
+mpi)
+    : "${MPIEXEC:?}"
+    for f in "$P/include/libsae/sae_mpi.h" "$libdir/libsae-mpi.so.0" "$libdir/libsae-mpi.a" \
+             "$libdir/pkgconfig/sae-mpi.pc" "$libdir/cmake/sae/saeMpiTargets.cmake"; do
+        [ -e "$f" ] || fail "cmake --install did not install $f"
+    done
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    run2() { # BIN: as 2 ranks; every rank must load the installed libraries
+        # shellcheck disable=SC2086 # MPIEXEC_FLAGS is a list of flags
+        "$MPIEXEC" ${MPIEXEC_FLAGS:-} -n 2 "$1" > "$1.out"
+        cat "$1.out"
+        grep -q '2 ranks, sum of ranks 1$' "$1.out" || fail "$1: unexpected output"
+    }
+    echo "pkg-config --cflags --libs sae-mpi: $(pkg --cflags --libs sae-mpi)"
+    # shellcheck disable=SC2046
+    "$CC" -std=c11 -Wall -Wextra -Werror -o "$W/c_mpi" "$here/consumer_mpi.c" \
+        $(pkg --cflags --libs sae-mpi)
+    export LD_LIBRARY_PATH="$libdir"
+    loads_installed "$W/c_mpi"
+    found=$(ldd "$W/c_mpi" | awk '$1 == "libsae-mpi.so.0" { print $3 }')
+    [ "$(readlink -f "$found")" = "$(readlink -f "$libdir/libsae-mpi.so.0")" ] ||
+        fail "$W/c_mpi loads libsae-mpi.so.0 from '$found', not the prefix"
+    run2 "$W/c_mpi"
+    rm -rf "$W/cmake_mpi"
+    "$CMAKE" -S "$here/project_mpi" -B "$W/cmake_mpi" -DCMAKE_PREFIX_PATH="$P" \
+        -DCMAKE_BUILD_TYPE=Release -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF
+    "$CMAKE" --build "$W/cmake_mpi"
+    run2 "$W/cmake_mpi/consumer_mpi_cmake"
+    ;;
+
 *)
-    echo "usage: $0 install|c|cxx|static|python|compat" >&2
+    echo "usage: $0 install|c|cxx|static|python|compat|mpi" >&2
     exit 2
     ;;
 esac
