@@ -11,7 +11,8 @@ pkgs="cmake make gcc g++ pkgconf libopenblas-dev check zlib1g-dev"
 case $what in
 build) ;;
 run) pkgs="$pkgs gnuplot-nox python3" ;;
-test) pkgs="$pkgs gnuplot-nox python3 python3-numpy python3-torch valgrind clang-14 \
+test) pkgs="$pkgs gnuplot-nox python3 python3-numpy python3-torch python3-pytest python3-tqdm \
+python3-pip python3-setuptools python3-wheel python3-venv valgrind clang-14 \
 libclang-rt-14-dev abigail-tools binutils dataset-fashion-mnist \
 libgfortran-12-dev openmpi-bin libopenmpi-dev" ;;
 *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
