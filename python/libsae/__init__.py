@@ -30,6 +30,7 @@ from .enums import Arch, BDecInit, Kernel, LrSchedule, Option, OptionFlag, Statu
 from .errors import (ERRORS, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale
+from .features import FeatureStats, SparseCodes, decoder_neighbors, encode_sparse
 from .optimizer import Optimizer
 from .options import OptionInfo
 from .options import info as option_info
@@ -58,4 +59,5 @@ __all__ = [
     "FormatError", "StateError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale",
     "version", "version_number", "library_path", "capi",
+    "FeatureStats", "SparseCodes", "encode_sparse", "decoder_neighbors",
 ]
