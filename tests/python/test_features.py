@@ -87,18 +87,18 @@ def test_merge_save_load_and_pickle(rng, tmp_path):
     parts[2].merge(parts[0])
     parts[2].merge(parts[1])
     assert parts[2].to_bytes() == whole.to_bytes()
-    with pytest.raises(libsae.InvalidArgError):
+    with pytest.raises(libsae.InvalidArgError, match="cannot be disjoint"):
         parts[2].merge(whole)
-    with pytest.raises(libsae.InvalidArgError):
+    with pytest.raises(libsae.InvalidArgError, match="below the next row id"):
         whole.next_row = 3
     whole.save(tmp_path / "s.safetensors")
     again = libsae.FeatureStats.load(tmp_path / "s.safetensors")
     assert again.to_bytes() == whole.to_bytes()
     assert pickle.loads(pickle.dumps(whole)).to_bytes() == whole.to_bytes()
     assert libsae.FeatureStats.from_bytes(whole.to_bytes()).rows == 90
-    with pytest.raises(libsae.FormatError):
+    with pytest.raises(libsae.FormatError, match="feature statistics"):
         libsae.FeatureStats.from_bytes(m.to_bytes())
-    with pytest.raises(libsae.InvalidArgError):
+    with pytest.raises(libsae.InvalidArgError, match="top_n 0"):
         libsae.FeatureStats(30, top_n=0)
     assert "rows=90" in repr(whole)
 
@@ -114,5 +114,5 @@ def test_decoder_neighbors(rng):
         assert i not in idx[i]
         assert np.allclose(cos[i], c[i, idx[i]], atol=1e-5)
         assert np.allclose(np.sort(c[i])[::-1][:4], cos[i], atol=1e-5)
-    with pytest.raises(libsae.InvalidArgError):
+    with pytest.raises(libsae.InvalidArgError, match="k = 25"):
         libsae.decoder_neighbors(m, 25)
