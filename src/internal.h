@@ -485,6 +485,13 @@ typedef struct sae_aux_row {
 size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
                          uint16_t *band, sae_aux_row *aux, float *scratch);
 
+/* TopK's per-token selection, for other callers: the k largest positive
+ * values of f[0..d) are those above *kth, then those equal to *kth in index
+ * order while *ties lasts (*kth = 0 and *ties = 0 when at most k are
+ * positive: every positive value is kept). scratch: d floats. */
+void sae__topk_select(const float *f, size_t d, size_t k, float *scratch, float *kth,
+                      size_t *ties);
+
 /* ---- forward passes for read-only callers (forward.c) -------------------- */
 
 /* A forward pass over blocks of tokens for encode, loss, FVU, resampling and
@@ -598,26 +605,26 @@ void sae__options_init(sae_options *opt);          /* every default */
  * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */
 int sae__option_check(const char *fn, const sae_option_info *info, double value);
 
-/* ---- the sparse path's encoder (encode_sparse.c) ----------------------------
+/* ---- the sparse path's fused encoder (encode_fused.c) ----------------------------
  * xc W_enc + b_enc made a tile at a time and turned into the step's pairs
- * while in cache (see encode_sparse.c). Tokens per sub-block: */
-#define SAE_ENC_TILE_TOKENS 512
+ * while in cache (see encode_fused.c). Tokens per sub-block: */
+#define SAE_FUSED_TILE_TOKENS 512
 
-/* What sae__encode_sparse returns besides SAE_OK and errors (positive, so
+/* What sae__encode_fused returns besides SAE_OK and errors (positive, so
  * they never reach a caller of the library). */
 enum {
-    SAE_SPARSE_TOO_DENSE = 1, /* a sub-block was denser than max_density */
-    SAE_SPARSE_OUT_FULL = 2   /* out->cap < out->pairs: grow and call again */
+    SAE_FUSED_TOO_DENSE = 1, /* a sub-block was denser than max_density */
+    SAE_FUSED_OUT_FULL = 2   /* out->cap < out->pairs: grow and call again */
 };
 
-typedef struct sae_sparse_encoder sae_sparse_encoder;
+typedef struct sae_fused_encoder sae_fused_encoder;
 
 /* Scratch for passes with the pool's threads (at most n_threads) and the
  * tile shapes of a backend. */
-int sae__sparse_encoder_create(sae_sparse_encoder **out, size_t d_sae, int n_threads, int backend);
-void sae__sparse_encoder_free(sae_sparse_encoder *e); /* NULL is fine */
+int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threads, int backend);
+void sae__fused_encoder_free(sae_fused_encoder *e); /* NULL is fine */
 
-typedef struct sae_encode_sparse_args {
+typedef struct sae_fused_args {
     const sae_activation *act;   /* training: JumpReLU's band, AuxK's dead features */
     size_t d_in, n_tokens;
     const float *xc;             /* n_tokens x d_in: x - b_dec */
@@ -625,11 +632,11 @@ typedef struct sae_encode_sparse_args {
     const uint16_t *xc16, *w_enc16; /* both or neither: bf16 inputs of the GEMM */
     double max_density;          /* ReLU, JumpReLU: pairs per token and feature a
                                     sub-block may reach; >= 1: no limit */
-} sae_encode_sparse_args;
+} sae_fused_args;
 
 /* Where the pairs go. row_ptr: n_tokens + 1; feat, fval: cap pairs; l1,
  * active: n_tokens; with act->dead, AuxK's picks (aux_cap per token). */
-typedef struct sae_sparse_out {
+typedef struct sae_fused_out {
     size_t *row_ptr;
     uint32_t *feat;
     float *fval;
@@ -641,15 +648,52 @@ typedef struct sae_sparse_out {
     size_t *aux_count, aux_cap;
     size_t pairs;                /* set: the pairs of the pass */
     float batch_min_kept;        /* set for BatchTopK: the smallest value kept */
-} sae_sparse_out;
+} sae_fused_out;
 
 /* The pass. The pairs of each token are in feature order: f > 0 for ReLU,
  * the selections of TopK and BatchTopK (ties as sae.h says), and for JumpReLU
  * those above the threshold or within its band (f = 0 for band-only pairs).
- * Returns SAE_OK, SAE_SPARSE_TOO_DENSE, SAE_SPARSE_OUT_FULL (out->pairs says
+ * Returns SAE_OK, SAE_FUSED_TOO_DENSE, SAE_FUSED_OUT_FULL (out->pairs says
  * how many) or SAE_E_NOMEM. */
-int sae__encode_sparse(sae_sparse_encoder *e, const sae_encode_sparse_args *args,
-                       sae_gemm_team *team, sae_pool *pool, sae_sparse_out *out);
+int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
+                       sae_gemm_team *team, sae_pool *pool, sae_fused_out *out);
+
+/* ---- sparse codes (sparse_codes.c) ---------------------------------------- */
+
+/* Encoding a batch block by block into each token's active (feature, value)
+ * pairs: sae_encode_sparse and the feature statistics. The dense scratch is
+ * one block of features, bounded whatever n_tokens is. */
+typedef struct sae_sparse_encoder {
+    sae_forward fw;
+    size_t d_sae;
+    size_t block;    /* tokens per block */
+    size_t cap;      /* pairs kept per token, the largest values; 0: all */
+    float *f;        /* block x d_sae: the current block's features */
+    float *select;   /* d_sae: the cap's selection scratch (NULL without a cap) */
+} sae_sparse_encoder;
+
+/* Scratch for encoding n_tokens (>= 1) tokens of m. SAE_E_NOMEM leaves
+ * nothing allocated. */
+int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n_tokens,
+                             size_t cap);
+void sae__sparse_encoder_free(sae_sparse_encoder *e);
+
+/* SAE_OK, or SAE_E_NONFINITE (with fn's detail) if encoding x (n_tokens x
+ * d_in, finite) gives a feature that is not finite, which a model with huge
+ * weights or inputs can: a bound from the largest parameter proves it cannot
+ * for ordinary data; otherwise the blocks are encoded once to look. Call it
+ * before changing anything a caller can see. */
+int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
+                              size_t n_tokens);
+
+/* Encode the next rows (<= e->block) tokens of x (rows x d_in, finite). */
+void sae__sparse_encoder_run(sae_sparse_encoder *e, const float *x, size_t rows);
+
+/* Token t of the block just encoded: returns its pair count (after the cap);
+ * when feat is not NULL and the count is at most room, writes the pairs to
+ * feat/val in ascending feature order. */
+size_t sae__sparse_encoder_token(sae_sparse_encoder *e, size_t t, uint32_t *feat, float *val,
+                                 size_t room);
 
 /* ---- optimizer (optimizer.c) ---------------------------------------------- */
 

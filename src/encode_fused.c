@@ -2,7 +2,7 @@
  * The sparse path's encoder, fused: pre-activations are made a tile at a
  * time and turned into active pairs while the tile is in cache.
  *
- *   for each sub-block of SAE_ENC_TILE_TOKENS tokens (a thread's own):
+ *   for each sub-block of SAE_FUSED_TILE_TOKENS tokens (a thread's own):
  *       for each tile of features:
  *           tile = xc[sub-block] W_enc[tile]^T      one GEMM of the tile's shape
  *           tile += b_enc; the activation           in place, in cache
@@ -26,8 +26,8 @@
  * their tiles: rounds of one sub-block per thread.
  *
  * ReLU and JumpReLU stop when a sub-block is denser than the caller allows
- * (the dense path is then faster): sae__encode_sparse returns
- * SAE_SPARSE_TOO_DENSE and the caller takes the dense path for the step.
+ * (the dense path is then faster): sae__encode_fused returns
+ * SAE_FUSED_TOO_DENSE and the caller takes the dense path for the step.
  */
 #include "internal.h"
 
@@ -38,7 +38,7 @@
 #include <immintrin.h>
 #endif
 
-/* Features per tile: a tile of SAE_ENC_TILE_TOKENS x this many floats fits in
+/* Features per tile: a tile of SAE_FUSED_TILE_TOKENS x this many floats fits in
  * L2 (512 KB) on oneDNN, where each thread makes its own; CBLAS makes the
  * tiles of all threads in one call, and wider tiles amortise that call. */
 #define TILE_FEATURES_ONEDNN 256
@@ -48,13 +48,13 @@ enum { THREAD_OK = 0, THREAD_TOO_DENSE = 1, THREAD_ARENA_FULL = 2 };
 
 /* One thread's scratch. */
 typedef struct enc_thread {
-    float *tile;           /* SAE_ENC_TILE_TOKENS x tile_features (in tiles) */
+    float *tile;           /* SAE_FUSED_TILE_TOKENS x tile_features (in tiles) */
     /* a sub-block's pairs in (tile, token) order, and where each run starts */
     uint32_t *stage_feat;
     float *stage_val;
     size_t stage_cap;
-    uint32_t *stage_start; /* n_tiles x SAE_ENC_TILE_TOKENS */
-    uint32_t *stage_count; /* n_tiles x SAE_ENC_TILE_TOKENS */
+    uint32_t *stage_start; /* n_tiles x SAE_FUSED_TILE_TOKENS */
+    uint32_t *stage_count; /* n_tiles x SAE_FUSED_TILE_TOKENS */
     size_t staged;
     /* the thread's pairs, sub-block after sub-block, token by token */
     uint32_t *arena_feat;
@@ -67,7 +67,7 @@ typedef struct enc_thread {
     size_t need;           /* THREAD_ARENA_FULL: arena pairs needed */
 } enc_thread;
 
-struct sae_sparse_encoder {
+struct sae_fused_encoder {
     int n_threads;
     size_t d_sae, tile_features, n_tiles;
     enc_thread *th;
@@ -103,7 +103,7 @@ static void thread_free(enc_thread *t)
     memset(t, 0, sizeof *t);
 }
 
-void sae__sparse_encoder_free(sae_sparse_encoder *e)
+void sae__fused_encoder_free(sae_fused_encoder *e)
 {
     if (!e)
         return;
@@ -155,10 +155,10 @@ static int grow_pair(uint32_t **feat, float **val, size_t *cap, size_t count)
     return rc;
 }
 
-int sae__sparse_encoder_create(sae_sparse_encoder **out, size_t d_sae, int n_threads, int backend)
+int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threads, int backend)
 {
     *out = NULL;
-    sae_sparse_encoder *e = sae__alloc_zero(sizeof *e);
+    sae_fused_encoder *e = sae__alloc_zero(sizeof *e);
     if (!e)
         return SAE_E_NOMEM;
     e->n_threads = n_threads;
@@ -168,8 +168,8 @@ int sae__sparse_encoder_create(sae_sparse_encoder **out, size_t d_sae, int n_thr
     e->n_tiles = (d_sae + e->tile_features - 1) / e->tile_features;
     e->th = sae__alloc_zero((size_t)n_threads * sizeof *e->th);
     int rc = e->th ? SAE_OK : SAE_E_NOMEM;
-    const size_t tile_floats = (size_t)SAE_ENC_TILE_TOKENS * e->tile_features;
-    const size_t runs = e->n_tiles * SAE_ENC_TILE_TOKENS;
+    const size_t tile_floats = (size_t)SAE_FUSED_TILE_TOKENS * e->tile_features;
+    const size_t runs = e->n_tiles * SAE_FUSED_TILE_TOKENS;
     size_t cap = 0, all_tiles;
     if (rc == SAE_OK && !sae__mul(tile_floats, (size_t)n_threads, &all_tiles))
         rc = SAE_E_NOMEM;
@@ -184,7 +184,7 @@ int sae__sparse_encoder_create(sae_sparse_encoder **out, size_t d_sae, int n_thr
             rc = grow((void **)&t->stage_count, &c3, runs, sizeof(uint32_t));
     }
     if (rc != SAE_OK) {
-        sae__sparse_encoder_free(e);
+        sae__fused_encoder_free(e);
         return rc;
     }
     *out = e;
@@ -193,13 +193,13 @@ int sae__sparse_encoder_create(sae_sparse_encoder **out, size_t d_sae, int n_thr
 
 /* Make the scratch hold a pass over n_tokens tokens of this activation with
  * at most max_pairs pairs per sub-block (ReLU, JumpReLU). */
-static int reserve(sae_sparse_encoder *e, const sae_activation *act, size_t n_tokens,
+static int reserve(sae_fused_encoder *e, const sae_activation *act, size_t n_tokens,
                    size_t max_sub_pairs)
 {
     int rc = SAE_OK;
     const int T = e->n_threads;
     const bool topk = act->arch == SAE_ARCH_TOPK, batch = act->arch == SAE_ARCH_BATCHTOPK;
-    size_t n_sub = (n_tokens + SAE_ENC_TILE_TOKENS - 1) / SAE_ENC_TILE_TOKENS;
+    size_t n_sub = (n_tokens + SAE_FUSED_TILE_TOKENS - 1) / SAE_FUSED_TILE_TOKENS;
     rc = grow((void **)&e->sub_offset, &e->sub_cap, n_sub, sizeof(size_t));
     /* per-token streams: TopK (k, with room to compact rarely), AuxK */
     size_t topk_per = topk ? (act->k < 32 ? 128 : 4 * act->k) : 0;
@@ -285,7 +285,7 @@ static int reserve(sae_sparse_encoder *e, const sae_activation *act, size_t n_to
 
 /* The work a pass shares. */
 typedef struct enc_pass {
-    sae_sparse_encoder *e;
+    sae_fused_encoder *e;
     const sae_activation *act;
     sae_gemm_team *team;
     const float *w_enc;
@@ -294,7 +294,7 @@ typedef struct enc_pass {
     const uint16_t *xc16;
     size_t d_in, n_tokens, n_sub;
     size_t max_sub_pairs;
-    sae_sparse_out *out;
+    sae_fused_out *out;
     int gemm_rc[SAE_MAX_THREADS];
 } enc_pass;
 
@@ -421,18 +421,18 @@ static void relu_bias(float *v, size_t w, const float *b, bool vector)
  * activation, and the pairs or the streams. */
 static void post_tile(enc_pass *ps, int p, size_t sb, size_t j, bool vector)
 {
-    sae_sparse_encoder *e = ps->e;
+    sae_fused_encoder *e = ps->e;
     enc_thread *t = &e->th[p];
     if (t->status != THREAD_OK)
         return;
     const sae_activation *a = ps->act;
-    const size_t t0 = sb * SAE_ENC_TILE_TOKENS;
-    const size_t rows = ps->n_tokens - t0 < SAE_ENC_TILE_TOKENS ? ps->n_tokens - t0
-                                                                : SAE_ENC_TILE_TOKENS;
+    const size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
+    const size_t rows = ps->n_tokens - t0 < SAE_FUSED_TILE_TOKENS ? ps->n_tokens - t0
+                                                                : SAE_FUSED_TILE_TOKENS;
     const size_t f0 = j * e->tile_features;
     const size_t w = e->d_sae - f0 < e->tile_features ? e->d_sae - f0 : e->tile_features;
     const float *b = a->b_enc + f0;
-    sae_sparse_out *out = ps->out;
+    sae_fused_out *out = ps->out;
     for (size_t q = 0; q < rows; q++) {
         float *v = t->tile + q * e->tile_features;
         size_t tok = t0 + q;
@@ -457,8 +457,8 @@ static void post_tile(enc_pass *ps, int p, size_t sb, size_t j, bool vector)
                 n = relu_row_portable(v, w, b, a->norms + f0, theta, half, jump, (uint32_t)f0,
                                       t->stage_feat + t->staged, t->stage_val + t->staged,
                                       &out->l1[tok], &out->active[tok]);
-            t->stage_start[j * SAE_ENC_TILE_TOKENS + q] = (uint32_t)t->staged;
-            t->stage_count[j * SAE_ENC_TILE_TOKENS + q] = (uint32_t)n;
+            t->stage_start[j * SAE_FUSED_TILE_TOKENS + q] = (uint32_t)t->staged;
+            t->stage_count[j * SAE_FUSED_TILE_TOKENS + q] = (uint32_t)n;
             t->staged += n;
             break;
         }
@@ -481,11 +481,11 @@ static void post_tile(enc_pass *ps, int p, size_t sb, size_t j, bool vector)
 /* Before thread p's tiles of sub-block sb: the per-token state. */
 static void start_sub_block(enc_pass *ps, int p, size_t sb)
 {
-    sae_sparse_encoder *e = ps->e;
+    sae_fused_encoder *e = ps->e;
     const sae_activation *a = ps->act;
-    const size_t t0 = sb * SAE_ENC_TILE_TOKENS;
-    const size_t rows = ps->n_tokens - t0 < SAE_ENC_TILE_TOKENS ? ps->n_tokens - t0
-                                                                : SAE_ENC_TILE_TOKENS;
+    const size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
+    const size_t rows = ps->n_tokens - t0 < SAE_FUSED_TILE_TOKENS ? ps->n_tokens - t0
+                                                                : SAE_FUSED_TILE_TOKENS;
     e->th[p].staged = 0;
     for (size_t tok = t0; tok < t0 + rows; tok++) {
         ps->out->l1[tok] = 0.0;
@@ -504,15 +504,15 @@ static void start_sub_block(enc_pass *ps, int p, size_t sb)
  * into the thread's arena (ReLU, JumpReLU, TopK); AuxK's picks. */
 static void finish_sub_block(enc_pass *ps, int p, size_t sb)
 {
-    sae_sparse_encoder *e = ps->e;
+    sae_fused_encoder *e = ps->e;
     enc_thread *t = &e->th[p];
     if (t->status != THREAD_OK)
         return;
     const sae_activation *a = ps->act;
-    sae_sparse_out *out = ps->out;
-    const size_t t0 = sb * SAE_ENC_TILE_TOKENS;
-    const size_t rows = ps->n_tokens - t0 < SAE_ENC_TILE_TOKENS ? ps->n_tokens - t0
-                                                                : SAE_ENC_TILE_TOKENS;
+    sae_fused_out *out = ps->out;
+    const size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
+    const size_t rows = ps->n_tokens - t0 < SAE_FUSED_TILE_TOKENS ? ps->n_tokens - t0
+                                                                : SAE_FUSED_TILE_TOKENS;
     if (a->dead)
         for (size_t tok = t0; tok < t0 + rows; tok++) {
             sae_topk_stream *s = &e->aux[tok];
@@ -553,7 +553,7 @@ static void finish_sub_block(enc_pass *ps, int p, size_t sb)
             out->active[tok] = n;
         } else {
             for (size_t j = 0; j < e->n_tiles; j++) {
-                size_t run = j * SAE_ENC_TILE_TOKENS + q, c = t->stage_count[run];
+                size_t run = j * SAE_FUSED_TILE_TOKENS + q, c = t->stage_count[run];
                 memcpy(feat + n, t->stage_feat + t->stage_start[run], c * sizeof(uint32_t));
                 memcpy(val + n, t->stage_val + t->stage_start[run], c * sizeof(float));
                 n += c;
@@ -585,16 +585,16 @@ static int tile_gemm(enc_pass *ps, sae_gemm *g, float *tile, size_t t0, size_t r
 static void pass_serial(void *ctx, int p, int n_threads)
 {
     enc_pass *ps = ctx;
-    sae_sparse_encoder *e = ps->e;
+    sae_fused_encoder *e = ps->e;
     enc_thread *t = &e->th[p];
     const bool vector = use_vector();
     sae_gemm *g = sae__gemm_team_member(ps->team, p);
     int saved = sae__gemm_serial_begin(ps->team);
     ps->gemm_rc[p] = SAE_OK;
     for (size_t sb = (size_t)p; sb < ps->n_sub && t->status == THREAD_OK; sb += (size_t)n_threads) {
-        size_t t0 = sb * SAE_ENC_TILE_TOKENS;
-        size_t rows = ps->n_tokens - t0 < SAE_ENC_TILE_TOKENS ? ps->n_tokens - t0
-                                                              : SAE_ENC_TILE_TOKENS;
+        size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
+        size_t rows = ps->n_tokens - t0 < SAE_FUSED_TILE_TOKENS ? ps->n_tokens - t0
+                                                              : SAE_FUSED_TILE_TOKENS;
         start_sub_block(ps, p, sb);
         for (size_t j = 0; j < e->n_tiles && t->status == THREAD_OK; j++) {
             size_t f0 = j * e->tile_features;
@@ -637,13 +637,13 @@ static void round_run(void *ctx, int p, int n_threads)
 
 static int pass_rounds(enc_pass *ps, sae_pool *pool)
 {
-    sae_sparse_encoder *e = ps->e;
+    sae_fused_encoder *e = ps->e;
     const size_t T = (size_t)sae__pool_threads(pool);
     sae_gemm *g = sae__gemm_team_member(ps->team, 0);
     for (size_t round = 0; round * T < ps->n_sub; round++) {
-        size_t t0 = round * T * SAE_ENC_TILE_TOKENS;
-        size_t rows = ps->n_tokens - t0 < T * SAE_ENC_TILE_TOKENS ? ps->n_tokens - t0
-                                                                  : T * SAE_ENC_TILE_TOKENS;
+        size_t t0 = round * T * SAE_FUSED_TILE_TOKENS;
+        size_t rows = ps->n_tokens - t0 < T * SAE_FUSED_TILE_TOKENS ? ps->n_tokens - t0
+                                                                  : T * SAE_FUSED_TILE_TOKENS;
         round_task r = {ps, round, 0, 0};
         sae__pool_run(pool, round_run, &r);
         for (size_t j = 0; j < e->n_tiles; j++) {
@@ -670,9 +670,9 @@ static int pass_rounds(enc_pass *ps, sae_pool *pool)
  * streams, as CSR (tokens in order, features in order within a token). */
 static int batch_assemble(enc_pass *ps, size_t *pairs)
 {
-    sae_sparse_encoder *e = ps->e;
+    sae_fused_encoder *e = ps->e;
     const sae_activation *a = ps->act;
-    sae_sparse_out *out = ps->out;
+    sae_fused_out *out = ps->out;
     /* the streams, made contiguous in batch_all, then the selection */
     sae_batch_entry *u = e->batch_all;
     size_t n = 0;
@@ -687,7 +687,7 @@ static int batch_assemble(enc_pass *ps, size_t *pairs)
     n = sae__batch_select(u, n, ps->n_tokens * a->k, e->batch_scratch, &kth);
     *pairs = n;
     if (n > out->cap)
-        return SAE_SPARSE_OUT_FULL;
+        return SAE_FUSED_OUT_FULL;
     out->batch_min_kept = n ? kth : 0.0f;
     /* counting sort by token: stable, and a token's entries came in feature
      * order from the one thread that owns it */
@@ -714,8 +714,8 @@ static int batch_assemble(enc_pass *ps, size_t *pairs)
     return SAE_OK;
 }
 
-int sae__encode_sparse(sae_sparse_encoder *e, const sae_encode_sparse_args *args,
-                       sae_gemm_team *team, sae_pool *pool, sae_sparse_out *out)
+int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
+                       sae_gemm_team *team, sae_pool *pool, sae_fused_out *out)
 {
     const sae_activation *a = args->act;
     const size_t n = args->n_tokens, d_sae = e->d_sae;
@@ -723,8 +723,8 @@ int sae__encode_sparse(sae_sparse_encoder *e, const sae_encode_sparse_args *args
     if (T > e->n_threads || (a->arch == SAE_ARCH_BATCHTOPK && a->k == 0))
         return SAE_E_INVALID_ARG;
     size_t max_sub = args->max_density >= 1.0
-                         ? (size_t)SAE_ENC_TILE_TOKENS * d_sae
-                         : (size_t)(args->max_density * (double)SAE_ENC_TILE_TOKENS * (double)d_sae);
+                         ? (size_t)SAE_FUSED_TILE_TOKENS * d_sae
+                         : (size_t)(args->max_density * (double)SAE_FUSED_TILE_TOKENS * (double)d_sae);
     max_sub = max_sub < e->tile_features ? e->tile_features : max_sub;
     int rc = reserve(e, a, n, max_sub);
     if (rc != SAE_OK)
@@ -732,7 +732,7 @@ int sae__encode_sparse(sae_sparse_encoder *e, const sae_encode_sparse_args *args
     enc_pass ps = {.e = e, .act = a, .team = team, .w_enc = args->w_enc,
                    .w_enc16 = args->w_enc16, .xc = args->xc, .xc16 = args->xc16,
                    .d_in = args->d_in, .n_tokens = n,
-                   .n_sub = (n + SAE_ENC_TILE_TOKENS - 1) / SAE_ENC_TILE_TOKENS,
+                   .n_sub = (n + SAE_FUSED_TILE_TOKENS - 1) / SAE_FUSED_TILE_TOKENS,
                    .max_sub_pairs = max_sub, .out = out};
     /* the arenas: the previous pass's pairs and a quarter more, split by thread */
     size_t arena = e->last_pairs + e->last_pairs / 4;
@@ -768,7 +768,7 @@ int sae__encode_sparse(sae_sparse_encoder *e, const sae_encode_sparse_args *args
         bool full = false;
         for (int p = 0; p < T; p++) {
             if (e->th[p].status == THREAD_TOO_DENSE)
-                return SAE_SPARSE_TOO_DENSE;
+                return SAE_FUSED_TOO_DENSE;
             if (e->th[p].status == THREAD_ARENA_FULL) {
                 full = true;
                 e->th[p].need += e->th[p].need / 2;
@@ -791,14 +791,14 @@ int sae__encode_sparse(sae_sparse_encoder *e, const sae_encode_sparse_args *args
             pairs += e->th[p].arena_used;
         out->pairs = pairs;
         if (pairs > out->cap)
-            return SAE_SPARSE_OUT_FULL;
+            return SAE_FUSED_OUT_FULL;
         out->row_ptr[0] = 0;
         for (size_t tok = 0; tok < n; tok++)
             out->row_ptr[tok + 1] += out->row_ptr[tok];
         for (size_t sb = 0; sb < ps.n_sub; sb++) {
             const enc_thread *t = &e->th[sb % (size_t)T];
-            size_t t0 = sb * SAE_ENC_TILE_TOKENS;
-            size_t t1 = t0 + SAE_ENC_TILE_TOKENS < n ? t0 + SAE_ENC_TILE_TOKENS : n;
+            size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
+            size_t t1 = t0 + SAE_FUSED_TILE_TOKENS < n ? t0 + SAE_FUSED_TILE_TOKENS : n;
             size_t at = out->row_ptr[t0], count = out->row_ptr[t1] - at;
             memcpy(out->feat + at, t->arena_feat + e->sub_offset[sb], count * sizeof(uint32_t));
             memcpy(out->fval + at, t->arena_val + e->sub_offset[sb], count * sizeof(float));

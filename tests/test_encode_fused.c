@@ -1,5 +1,5 @@
 /*
- * The fused sparse encoder (src/encode_sparse.c) against a plain reference
+ * The fused sparse encoder (src/encode_fused.c) against a plain reference
  * written here: pre-activations of small integers and eighths, which every
  * GEMM (whole, tiled, float32 or bf16) computes exactly, so the pairs must
  * agree bit for bit, ties included (there are many). Every architecture,
@@ -206,26 +206,26 @@ static void check_case(const problem *p, int arch, size_t k, bool with_aux, int 
     ck_assert_int_eq(sae__pool_create(&pool, n_threads), SAE_OK);
     sae_gemm_team *team;
     ck_assert_int_eq(sae__gemm_team_create(&team, backend, n_threads), SAE_OK);
-    sae_sparse_encoder *enc;
-    ck_assert_int_eq(sae__sparse_encoder_create(&enc, p->d_sae, n_threads, backend), SAE_OK);
+    sae_fused_encoder *enc;
+    ck_assert_int_eq(sae__fused_encoder_create(&enc, p->d_sae, n_threads, backend), SAE_OK);
     sae_activation act = {.arch = arch, .d_sae = p->d_sae, .k = k, .b_enc = p->b_enc,
                           .norms = p->norms, .theta = p->theta, .bandwidth = 2 * half,
                           .training = true, .dead = with_aux ? p->dead : NULL, .k_aux = k_aux};
-    sae_encode_sparse_args args = {&act, p->d_in, p->n, p->xc, p->w_enc,
+    sae_fused_args args = {&act, p->d_in, p->n, p->xc, p->w_enc,
                                    bf16 ? p->xc16 : NULL, bf16 ? p->w16 : NULL, 1.0};
     size_t n = p->n;
-    sae_sparse_out out = {calloc(n + 1, sizeof(size_t)), NULL, NULL, 16, calloc(n, sizeof(double)),
+    sae_fused_out out = {calloc(n + 1, sizeof(size_t)), NULL, NULL, 16, calloc(n, sizeof(double)),
                           calloc(n, sizeof(size_t)), malloc(n * k_aux * sizeof(uint32_t)),
                           malloc(n * k_aux * sizeof(float)), calloc(n, sizeof(size_t)), k_aux, 0,
                           0.0f};
     out.feat = malloc(out.cap * sizeof(uint32_t));
     out.fval = malloc(out.cap * sizeof(float));
-    int rc = sae__encode_sparse(enc, &args, team, pool, &out);
-    if (rc == SAE_SPARSE_OUT_FULL) { /* 16 pairs are too few: grow and call again */
+    int rc = sae__encode_fused(enc, &args, team, pool, &out);
+    if (rc == SAE_FUSED_OUT_FULL) { /* 16 pairs are too few: grow and call again */
         out.cap = out.pairs;
         out.feat = realloc(out.feat, out.cap * sizeof(uint32_t));
         out.fval = realloc(out.fval, out.cap * sizeof(float));
-        rc = sae__encode_sparse(enc, &args, team, pool, &out);
+        rc = sae__encode_fused(enc, &args, team, pool, &out);
     }
     ck_assert_int_eq(rc, SAE_OK);
     expected x = reference(p, arch, k, half, k_aux, with_aux);
@@ -250,7 +250,7 @@ static void check_case(const problem *p, int arch, size_t k, bool with_aux, int 
     free_expected(&x);
     free(out.row_ptr), free(out.feat), free(out.fval), free(out.l1), free(out.active);
     free(out.aux_feat), free(out.aux_fval), free(out.aux_count);
-    sae__sparse_encoder_free(enc);
+    sae__fused_encoder_free(enc);
     sae__gemm_team_free(team);
     sae__pool_free(pool);
 }
@@ -314,31 +314,31 @@ START_TEST(density_limit_stops_the_pass)
     ck_assert_int_eq(sae__pool_create(&pool, 2), SAE_OK);
     sae_gemm_team *team;
     ck_assert_int_eq(sae__gemm_team_create(&team, SAE__GEMM_AUTO, 2), SAE_OK);
-    sae_sparse_encoder *enc;
-    ck_assert_int_eq(sae__sparse_encoder_create(&enc, p.d_sae, 2, sae__gemm_team_backend(team)),
+    sae_fused_encoder *enc;
+    ck_assert_int_eq(sae__fused_encoder_create(&enc, p.d_sae, 2, sae__gemm_team_backend(team)),
                      SAE_OK);
     sae_activation act = {.arch = SAE_ARCH_RELU, .d_sae = p.d_sae, .b_enc = p.b_enc,
                           .norms = p.norms};
-    sae_encode_sparse_args args = {&act, p.d_in, p.n, p.xc, p.w_enc, NULL, NULL, 0.15};
+    sae_fused_args args = {&act, p.d_in, p.n, p.xc, p.w_enc, NULL, NULL, 0.15};
     size_t cap = p.n * p.d_sae;
-    sae_sparse_out out = {calloc(p.n + 1, sizeof(size_t)), malloc(cap * sizeof(uint32_t)),
+    sae_fused_out out = {calloc(p.n + 1, sizeof(size_t)), malloc(cap * sizeof(uint32_t)),
                           malloc(cap * sizeof(float)), cap, calloc(p.n, sizeof(double)),
                           calloc(p.n, sizeof(size_t)), NULL, NULL, NULL, 0, 0, 0.0f};
-    ck_assert_int_eq(sae__encode_sparse(enc, &args, team, pool, &out), SAE_SPARSE_TOO_DENSE);
+    ck_assert_int_eq(sae__encode_fused(enc, &args, team, pool, &out), SAE_FUSED_TOO_DENSE);
     args.max_density = 1.0; /* no limit: the same pass completes */
-    ck_assert_int_eq(sae__encode_sparse(enc, &args, team, pool, &out), SAE_OK);
+    ck_assert_int_eq(sae__encode_fused(enc, &args, team, pool, &out), SAE_OK);
     ck_assert_uint_gt(out.pairs, p.n * p.d_sae / 2);
     free(out.row_ptr), free(out.feat), free(out.fval), free(out.l1), free(out.active);
-    sae__sparse_encoder_free(enc);
+    sae__fused_encoder_free(enc);
     sae__gemm_team_free(team);
     sae__pool_free(pool);
     free_problem(&p);
 }
 END_TEST
 
-static Suite *encode_sparse_suite(void)
+static Suite *encode_fused_suite(void)
 {
-    Suite *s = suite_create("encode_sparse");
+    Suite *s = suite_create("encode_fused");
     TCase *tc = tcase_create("quick");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, quick_every_arch);
@@ -355,4 +355,4 @@ static Suite *encode_sparse_suite(void)
     return s;
 }
 
-TEST_MAIN(encode_sparse_suite)
+TEST_MAIN(encode_fused_suite)
