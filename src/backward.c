@@ -354,11 +354,80 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
 
 /* ---- the pass ------------------------------------------------------------------ */
 
+/* The forward pass of tokens [t0, t0 + rows) into the workspace; each token's
+ * pair count goes to row_ptr[t + 1]. *pairs = the block's pairs. */
+static int forward_block(const sae_model *m, const sae_step_config *cfg,
+                         const sae_activation *act, const float *x, size_t t0, size_t rows,
+                         sae_workspace *ws, size_t *pairs, sae_backward_result *res)
+{
+    const size_t d_in = m->d_in;
+    sae_encoded out = {
+        .xc = ws->xc + t0 * d_in, .f = ws->f, .mask = ws->mask,
+        .band = m->arch == SAE_ARCH_JUMPRELU ? ws->band : NULL,
+        .mask_chunks = ws->mask_chunks, .l1 = ws->l1_tok + t0,
+        .active = ws->active_tok + t0, .pairs = ws->row_ptr + t0 + 1};
+    if (cfg->dead)
+        out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap, ws->aux_fval + t0 * ws->aux_cap,
+                                  ws->aux_count + t0, ws->aux_cap};
+    if (sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs) !=
+        SAE_OK)
+        return SAE_E_NONFINITE;
+    if (m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
+        res->batch_min_kept = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out,
+                                              ws->ties, ws->radix_hist, cfg->pool);
+    return SAE_OK;
+}
+
+/* The sparse path's share of a block: the CSR row starts of its tokens (the
+ * prefix sum of their pair counts), then its pairs. */
+static int sparse_block(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                        size_t t0, size_t rows, sae_workspace *ws)
+{
+    for (size_t t = t0; t < t0 + rows; t++)
+        ws->row_ptr[t + 1] += ws->row_ptr[t];
+    /* expect the rest of the batch to be about as dense as what came so far */
+    size_t so_far = ws->row_ptr[t0 + rows];
+    size_t expect = (size_t)((double)so_far * (double)n_tokens / (double)(t0 + rows));
+    int rc = sae__workspace_reserve_pairs(ws, expect > so_far ? expect : so_far, ws->row_ptr[t0]);
+    if (rc == SAE_OK)
+        sae__sparse_compress_block(ws, t0, rows, m->arch == SAE_ARCH_JUMPRELU, cfg->pool);
+    return rc;
+}
+
+/* The loss sums and the gradient norm, each summed in a fixed order, and
+ * JumpReLU's log-threshold gradients dL/dt_i = theta_i dL/dtheta_i. */
+static void finish_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
+                        sae_backward_result *res)
+{
+    sae_loss_sums sums = {0.0, 0.0, 0.0};
+    for (size_t t = 0; t < n_tokens; t++) {
+        sums.l1 += ws->l1_tok[t];
+        sums.l2 += ws->l2_tok[t];
+        sums.active += (double)ws->active_tok[t];
+    }
+    double sumsq = 0.0;
+    for (size_t i = 0; i < m->d_sae; i++)
+        sumsq += ws->row_sumsq[i];
+    const float *g_b = grad + m->lay.b_enc;
+    for (size_t i = 0; i < m->d_sae; i++)
+        sumsq += (double)g_b[i] * g_b[i];
+    g_b = grad + m->lay.b_dec;
+    for (size_t j = 0; j < m->d_in; j++)
+        sumsq += (double)g_b[j] * g_b[j];
+    float *g_t = grad + m->lay.log_thr;
+    for (size_t i = 0; i < m->lay.log_thr_count; i++) {
+        g_t[i] = (float)((double)ws->theta[i] * ws->theta_grad[i]);
+        sumsq += (double)g_t[i] * g_t[i];
+    }
+    res->sums = sums;
+    res->grad_sumsq = sumsq;
+}
+
 int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
                           size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_sae = m->d_sae;
     const bool topk = m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK;
     const size_t block = m->arch == SAE_ARCH_BATCHTOPK ? n_tokens
                          : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
@@ -377,50 +446,25 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     act.dead = cfg->dead;
     act.k_aux = cfg->k_aux;
     res->batch_min_kept = 0.0f;
+    res->aux_loss = 0.0;
 
     /* TopK and BatchTopK are sparse by construction; the sparse path indexes
      * tokens and features with 32 bits. */
     bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-        size_t rows = sae__block_rows(n_tokens, t0, block);
-        /* the forward pass of the block; each token's pair count goes to
-         * row_ptr[t + 1], made into the CSR's row starts below */
-        sae_encoded out = {
-            .xc = ws->xc + t0 * d_in, .f = ws->f, .mask = ws->mask,
-            .band = m->arch == SAE_ARCH_JUMPRELU ? ws->band : NULL,
-            .mask_chunks = ws->mask_chunks, .l1 = ws->l1_tok + t0,
-            .active = ws->active_tok + t0, .pairs = ws->row_ptr + t0 + 1};
-        if (cfg->dead)
-            out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap,
-                                      ws->aux_fval + t0 * ws->aux_cap, ws->aux_count + t0,
-                                      ws->aux_cap};
-        size_t pairs;
-        if (sae__encode_block(m, &act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out,
-                              &pairs) != SAE_OK)
-            return SAE_E_NONFINITE;
-        if (m->arch == SAE_ARCH_BATCHTOPK)
-            res->batch_min_kept = sae__batch_topk(ws->f, rows, d_sae, m->k, ws->norms, &out,
-                                                  ws->ties, ws->radix_hist, cfg->pool);
+        size_t rows = sae__block_rows(n_tokens, t0, block), pairs;
+        int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
+        if (rc != SAE_OK)
+            return rc;
         if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk)
             sparse = n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
-        if (sparse) {
-            for (size_t t = t0; t < t0 + rows; t++)
-                ws->row_ptr[t + 1] += ws->row_ptr[t];
-            /* expect the rest of the batch to be about as dense as what came so far */
-            size_t so_far = ws->row_ptr[t0 + rows];
-            size_t expect = (size_t)((double)so_far * (double)n_tokens / (double)(t0 + rows));
-            int rc = sae__workspace_reserve_pairs(ws, expect > so_far ? expect : so_far,
-                                                  ws->row_ptr[t0]);
-            if (rc != SAE_OK)
-                return rc;
-            sae__sparse_compress_block(ws, t0, rows, m->arch == SAE_ARCH_JUMPRELU, cfg->pool);
-        } else {
+        if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
+            return rc;
+        if (!sparse)
             dense_backward_block(m, cfg, x, n_tokens, t0, rows, ws, grad);
-        }
     }
 
-    res->aux_loss = 0.0;
     if (sparse) {
         size_t n_rows = n_tokens;
         sae__sparse_token_phase(m, x, 0, n_tokens, sae__b_dec(m), (float)(2.0 / (double)n_tokens),
@@ -435,31 +479,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         dense_finish_rows(m, cfg, n_tokens, ws, grad);
     }
     bias_gradients(m, n_tokens, ws, grad, cfg->pool);
-
-    /* Loss sums and the gradient norm, each summed in a fixed order. */
-    sae_loss_sums sums = {0.0, 0.0, 0.0};
-    for (size_t t = 0; t < n_tokens; t++) {
-        sums.l1 += ws->l1_tok[t];
-        sums.l2 += ws->l2_tok[t];
-        sums.active += (double)ws->active_tok[t];
-    }
-    double sumsq = 0.0;
-    for (size_t i = 0; i < d_sae; i++)
-        sumsq += ws->row_sumsq[i];
-    const float *g_b = grad + m->lay.b_enc;
-    for (size_t i = 0; i < d_sae; i++)
-        sumsq += (double)g_b[i] * g_b[i];
-    g_b = grad + m->lay.b_dec;
-    for (size_t j = 0; j < d_in; j++)
-        sumsq += (double)g_b[j] * g_b[j];
-    /* JumpReLU: dL/dt_i = theta_i dL/dtheta_i for the log thresholds */
-    float *g_t = grad + m->lay.log_thr;
-    for (size_t i = 0; i < m->lay.log_thr_count; i++) {
-        g_t[i] = (float)((double)ws->theta[i] * ws->theta_grad[i]);
-        sumsq += (double)g_t[i] * g_t[i];
-    }
-    res->sums = sums;
-    res->grad_sumsq = sumsq;
+    finish_sums(m, n_tokens, ws, grad, res);
     res->used_sparse = sparse;
     return SAE_OK;
 }
