@@ -24,10 +24,6 @@
 #define OPTIMIZER_FILE "optimizer.safetensors"
 #define CONFIG_MAX_BYTES (1u << 20)
 
-/* Option numbers probed when saving: every option the library knows in this
- * range is saved, so options added later need no change here. */
-#define OPTION_PROBE_MAX 4096
-
 /* ---- buffers as sinks and sources ---------------------------------------- */
 
 typedef struct buffer_sink {
@@ -401,10 +397,8 @@ typedef struct option_text {
 static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
                               char step[24])
 {
-    size_t n_options = 0;
-    double v;
-    for (int id = 1; id <= OPTION_PROBE_MAX; id++)
-        n_options += sae_optimizer_get(o, id, &v) == SAE_OK;
+    /* every option of the table (options.c), in increasing number */
+    const size_t n_options = sae__option_count();
     size_t count = OPT_FIXED_META + n_options;
     char *mem = sae__alloc(count * sizeof(sae_st_kv) + n_options * sizeof(option_text));
     if (!mem)
@@ -416,18 +410,15 @@ static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n,
     out[1] = (sae_st_kv){"libsae_format_version", "1", NULL, 0};
     out[2] = (sae_st_kv){"libsae_version", sae_version_string(), NULL, 0};
     out[3] = (sae_st_kv){"step", step, NULL, 0};
-    size_t i = 0;
-    for (int id = 1; id <= OPTION_PROBE_MAX && i < n_options; id++) {
-        if (sae_optimizer_get(o, id, &v) != SAE_OK)
-            continue;
+    for (size_t i = 0; i < n_options; i++) {
+        const sae_option_info *info = sae__option_at(i);
         memcpy(text[i].key, "option.", 7);
-        format_decimal((uint64_t)id, text[i].key + 7);
-        format_hex_double(v, text[i].value);
+        format_decimal((uint64_t)info->id, text[i].key + 7);
+        format_hex_double(sae__option_read(&o->opt, info), text[i].value);
         out[OPT_FIXED_META + i] = (sae_st_kv){text[i].key, text[i].value, NULL, 0};
-        i++;
     }
     *kv = out;
-    *n = OPT_FIXED_META + i;
+    *n = OPT_FIXED_META + n_options;
     *block = mem;
     return SAE_OK;
 }

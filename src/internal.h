@@ -75,15 +75,37 @@ extern int sae__test_portable_kernels; /* nonzero: never use the AVX-512 kernels
 extern int sae__test_sparse_layout;   /* 0: by density; 1: rows in place; 2: packed panels */
 #endif
 
-/* ---- RNG (rng.c): the library's own generator, the same bits everywhere --- */
-typedef struct sae_rng {
-    uint64_t s[4]; /* xoshiro256** state */
-} sae_rng;
+/* ---- errors (status.c) ------------------------------------------------------
+ * Every failure site records why it fails, for sae_error_detail (one message
+ * per thread), naming the function and what was wrong, and returns its status:
+ *     return sae__fail(SAE_E_INVALID_ARG, "sae_step: n_tokens is 0");
+ * Only sites that hand a failure to their caller set it; a status that an
+ * internal caller recovers from (a missing optional file) does not. */
+#if defined(__GNUC__)
+#define SAE_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define SAE_PRINTF(fmt, args)
+#endif
+int sae__fail(int status, const char *fmt, ...) SAE_PRINTF(2, 3);
 
-void sae__rng_seed(sae_rng *r, uint64_t seed, uint64_t stream);
-uint64_t sae__rng_next(sae_rng *r);
-double sae__rng_uniform(sae_rng *r);  /* in [0, 1) with 53 random bits */
-double sae__rng_normal(sae_rng *r);   /* standard normal (Box-Muller) */
+/* Put "<prefix>: " in front of the current detail (a caller adding context,
+ * such as the file being read, to a failure reported below it); returns
+ * status. */
+int sae__fail_context(int status, const char *fmt, ...) SAE_PRINTF(2, 3);
+
+/* ---- argument checks (validate.c) -------------------------------------------
+ * Every public function checks its buffer arguments with these before it
+ * touches any of them. */
+
+/* ptr non-NULL, rows > 0, and rows x width elements of elem_size bytes within
+ * size_t; the names say what the detail calls them ("x", "n_tokens", "d_in"). */
+int sae__check_rows(const char *fn, const char *name, const void *ptr, size_t rows,
+                    const char *rows_name, size_t width, const char *width_name, size_t elem_size);
+
+/* SAE_E_NONFINITE (naming the first NaN or Inf of v) unless v[0..count) is finite. */
+int sae__check_finite(const char *fn, const char *name, const float *v, size_t count);
+
+/* The random numbers are the public sae_rng_* (rng.c): one generator. */
 
 /* ---- model (model.c) ------------------------------------------------------ */
 
@@ -407,19 +429,56 @@ void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0,
 void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                                size_t n_rows, sae_workspace *ws, float *grad);
 
+/* ---- options (options.c) --------------------------------------------------- */
+
+/* The values of the SAE_OPT_* options, typed (the ABI passes doubles). */
+typedef struct sae_options {
+    double lr, beta1, beta2, eps;
+    double l1_coeff;            /* lambda */
+    double grad_clip;           /* 0: off */
+    int threads;                /* 0: one per online core */
+    int kernel;                 /* SAE_KERNEL_* */
+    uint64_t total_steps;       /* 0: unknown (schedule.c) */
+    double l1_warmup_fraction;
+    uint64_t lr_warmup_steps;
+    double lr_decay_fraction;
+    int lr_schedule;            /* SAE_LR_* */
+    double auxk_coeff;          /* 0: AuxK off */
+    uint64_t auxk_k;            /* 0: d_in / 2 */
+    uint64_t dead_window;       /* tokens */
+    double jumprelu_bandwidth;
+    double threshold_beta;
+} sae_options;
+
+enum sae_option_store { SAE_OPTION_STORE_REAL, SAE_OPTION_STORE_INT, SAE_OPTION_STORE_U64 };
+
+/* One row of the option table. */
+typedef struct sae_option_info {
+    int id;                     /* SAE_OPT_* */
+    const char *name;           /* sae_option_name */
+    enum sae_option_store store;
+    size_t offset;              /* of the field in sae_options */
+    double def, lower, upper;   /* default and bounds (sae_option_bounds) */
+    unsigned flags;             /* SAE_OPTION_* */
+} sae_option_info;
+
+size_t sae__option_count(void);
+const sae_option_info *sae__option_at(size_t i);  /* in increasing number; NULL past the end */
+const sae_option_info *sae__option_find(int option); /* NULL if unknown */
+double sae__option_read(const sae_options *opt, const sae_option_info *info);
+void sae__options_init(sae_options *opt);          /* every default */
+
+/* Whether value is allowed for the option: SAE_OK, SAE_E_NONFINITE or
+ * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */
+int sae__option_check(const char *fn, const sae_option_info *info, double value);
+
 /* ---- optimizer (optimizer.c) ---------------------------------------------- */
 
 struct sae_optimizer {
     /* the shape of the models it steps */
     size_t d_in, d_sae;
     sae_layout lay;
-    double lr, beta1, beta2, eps, l1_coeff, grad_clip;
-    double threads, kernel; /* SAE_OPT_THREADS and SAE_OPT_KERNEL (whole numbers) */
-    double auxk_coeff, auxk_k, dead_window, jump_bandwidth, threshold_beta;
-    /* the training recipe's schedules (schedule.c); 0 (the zeroed allocation)
-     * is every one's default: SAE_OPT_TOTAL_STEPS, SAE_OPT_L1_WARMUP_FRACTION,
-     * SAE_OPT_LR_WARMUP_STEPS, SAE_OPT_LR_DECAY_FRACTION, SAE_OPT_LR_SCHEDULE */
-    double total_steps, l1_warmup_fraction, lr_warmup_steps, lr_decay_fraction, lr_schedule;
+    sae_options opt;
     uint64_t steps;
     float *grad;         /* lay.total floats: gradients, parameter layout */
     float *m1;           /* lay.total floats: Adam first moment */

@@ -1,64 +1,119 @@
 /*
- * Training metrics beyond the losses: the log10 feature-density histogram
- * (the plot SAELens and Anthropic use to spot dead and dense features).
+ * Training metrics beyond the losses: per-feature firing counts over a stream
+ * of batches, and the log10 feature-density histogram of a batch (the plot
+ * SAELens and Anthropic use to spot dead and dense features).
  */
 #include "internal.h"
 
 #include <math.h>
 #include <string.h>
 
-int sae_feature_density_histogram(const sae_model *m, const float *x, size_t n_tokens,
-                                  double log10_min, double log10_max, size_t n_bins,
-                                  uint64_t *counts, size_t *n_dead)
+/* fired[i] = the tokens of x on which feature i fires (f_ti > 0, inference
+ * activation). fired: d_sae counters, overwritten. The arguments are checked.
+ * SAE_E_NONFINITE if a feature is not finite. */
+static int count_firing(const char *fn, const sae_model *m, const float *x, size_t n_tokens,
+                        uint64_t *fired)
 {
-    size_t elems, bytes;
-    if (!m || !x || !counts || !n_dead || n_tokens == 0 || n_bins == 0)
-        return SAE_E_INVALID_ARG;
-    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
-        return SAE_E_INVALID_ARG;
-    if (!isfinite(log10_min) || !isfinite(log10_max))
-        return SAE_E_NONFINITE;
-    if (!(log10_min < log10_max) || n_bins > SIZE_MAX / sizeof(uint64_t))
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     /* block <= SAE_BLOCK_TOKENS and d_in * d_sae was checked at model creation */
     const size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
     sae_forward fw;
-    if (sae__forward_init(&fw, m, block) != SAE_OK)
-        return SAE_E_NOMEM;
-    uint64_t *fired = sae__alloc_zero(d_sae * sizeof(uint64_t));
-    float *f = sae__alloc(block * d_sae * sizeof(float));
-    if (!fired || !f) {
-        sae__free(f);
-        sae__free(fired);
-        sae__forward_free(&fw);
-        return SAE_E_NOMEM;
+    float *f = NULL;
+    int rc = sae__forward_init(&fw, m, block);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: out of memory for the forward pass", fn);
+    if (!(f = sae__alloc(block * d_sae * sizeof(float)))) {
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu x %zu features", fn, block, d_sae);
+        goto cleanup;
     }
+    memset(fired, 0, d_sae * sizeof(uint64_t));
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
         size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
         sae__forward_encode(&fw, x + t0 * d_in, rows, f, NULL);
+        if (!sae__all_finite(f, rows * d_sae)) {
+            rc = sae__fail(SAE_E_NONFINITE, "%s: the features of tokens %zu..%zu are not finite "
+                           "(the model's weights overflow on this input)", fn, t0, t0 + rows - 1);
+            goto cleanup;
+        }
         for (size_t t = 0; t < rows; t++)
             for (size_t i = 0; i < d_sae; i++)
                 fired[i] += f[t * d_sae + i] > 0.0f;
     }
-    memset(counts, 0, n_bins * sizeof(uint64_t));
-    size_t dead = 0;
-    for (size_t i = 0; i < d_sae; i++) {
-        if (fired[i] == 0) {
-            dead++;
-            continue;
-        }
-        double v = log10((double)fired[i] / (double)n_tokens);
-        double pos = floor((v - log10_min) * (double)n_bins / (log10_max - log10_min));
-        /* clamped into the first and last bins (NaN only from inf / inf: bin 0) */
-        size_t bin = !(pos >= 0.0) ? 0 : pos >= (double)n_bins ? n_bins - 1 : (size_t)pos;
-        counts[bin]++;
-    }
-    *n_dead = dead;
+cleanup:
     sae__free(f);
-    sae__free(fired);
     sae__forward_free(&fw);
-    return SAE_OK;
+    return rc;
+}
+
+int sae_feature_fire_counts(const sae_model *m, const float *x, size_t n_tokens,
+                            uint64_t *counts, size_t count)
+{
+    static const char fn[] = "sae_feature_fire_counts";
+    if (!m || !counts)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "counts");
+    if (count != m->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae = %zu", fn, count,
+                         m->d_sae);
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc != SAE_OK)
+        return rc;
+    uint64_t *fired = sae__alloc(m->d_sae * sizeof(uint64_t));
+    if (!fired)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu counters", fn, m->d_sae);
+    rc = count_firing(fn, m, x, n_tokens, fired);
+    for (size_t i = 0; rc == SAE_OK && i < m->d_sae; i++)
+        if (fired[i] > UINT64_MAX - counts[i])
+            rc = sae__fail(SAE_E_INVALID_ARG, "%s: counts[%zu] would pass 2^64 - 1", fn, i);
+    for (size_t i = 0; rc == SAE_OK && i < m->d_sae; i++)
+        counts[i] += fired[i];
+    sae__free(fired);
+    return rc;
+}
+
+int sae_feature_density_histogram(const sae_model *m, const float *x, size_t n_tokens,
+                                  double log10_min, double log10_max, size_t n_bins,
+                                  uint64_t *counts, size_t *n_dead)
+{
+    static const char fn[] = "sae_feature_density_histogram";
+    if (!m || !counts || !n_dead)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
+                         !m ? "m" : !counts ? "counts" : "n_dead");
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "counts", counts, n_bins, "n_bins", 1, "1", sizeof(uint64_t));
+    if (rc != SAE_OK)
+        return rc;
+    if (!isfinite(log10_min) || !isfinite(log10_max))
+        return sae__fail(SAE_E_NONFINITE, "%s: log10_min = %g, log10_max = %g: not finite", fn,
+                         log10_min, log10_max);
+    if (!(log10_min < log10_max))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: log10_min = %g is not below log10_max = %g", fn,
+                         log10_min, log10_max);
+    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK)
+        return rc;
+    const size_t d_sae = m->d_sae;
+    uint64_t *fired = sae__alloc(d_sae * sizeof(uint64_t));
+    if (!fired)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu counters", fn, d_sae);
+    rc = count_firing(fn, m, x, n_tokens, fired);
+    if (rc == SAE_OK) {
+        memset(counts, 0, n_bins * sizeof(uint64_t));
+        size_t dead = 0;
+        for (size_t i = 0; i < d_sae; i++) {
+            if (fired[i] == 0) {
+                dead++;
+                continue;
+            }
+            double v = log10((double)fired[i] / (double)n_tokens);
+            double pos = floor((v - log10_min) * (double)n_bins / (log10_max - log10_min));
+            /* clamped into the first and last bins (NaN only from inf / inf: bin 0) */
+            size_t bin = !(pos >= 0.0) ? 0 : pos >= (double)n_bins ? n_bins - 1 : (size_t)pos;
+            counts[bin]++;
+        }
+        *n_dead = dead;
+    }
+    sae__free(fired);
+    return rc;
 }

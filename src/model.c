@@ -112,12 +112,12 @@ static void init_decoder_rows(sae_model *m, uint64_t seed)
     for (size_t i = 0; i < m->d_sae; i++) {
         float *row = w_dec + i * m->d_in;
         sae_rng rng;
-        sae__rng_seed(&rng, seed, (uint64_t)i);
+        sae_rng_seed(&rng, seed, (uint64_t)i);
         double sum;
         do {
             sum = 0.0;
             for (size_t j = 0; j < m->d_in; j++) {
-                double z = sae__rng_normal(&rng);
+                double z = sae_rng_normal(&rng);
                 row[j] = (float)z;
                 sum += (double)row[j] * row[j];
             }
@@ -201,6 +201,29 @@ void sae_model_free(sae_model *m)
         return;
     sae__free(m->params);
     sae__free(m);
+}
+
+int sae_model_clone(sae_model **out, const sae_model *m)
+{
+    if (!out)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_model_clone: out is NULL");
+    *out = NULL;
+    if (!m)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_model_clone: m is NULL");
+    sae_model *copy = sae__alloc(sizeof *copy);
+    if (!copy)
+        return sae__fail(SAE_E_NOMEM, "sae_model_clone: out of memory for the model");
+    *copy = *m;
+    /* the whole block, padding included: a copy bit for bit */
+    copy->params = sae__alloc(m->lay.total * sizeof(float));
+    if (!copy->params) {
+        sae__free(copy);
+        return sae__fail(SAE_E_NOMEM, "sae_model_clone: out of memory for %zu parameters",
+                         m->lay.total);
+    }
+    memcpy(copy->params, m->params, m->lay.total * sizeof(float));
+    *out = copy;
+    return SAE_OK;
 }
 
 size_t sae_model_d_in(const sae_model *m) { return m ? m->d_in : 0; }

@@ -28,17 +28,7 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
-    o->lr = 5e-5;
-    o->beta1 = 0.9;
-    o->beta2 = 0.999;
-    o->eps = 1e-8;
-    o->l1_coeff = 5.0;
-    o->grad_clip = 1.0;
-    o->auxk_coeff = 1.0 / 32.0;
-    o->auxk_k = 0.0;
-    o->dead_window = 10e6;
-    o->jump_bandwidth = 0.001;
-    o->threshold_beta = 0.999;
+    sae__options_init(&o->opt);
     size_t bytes = m->lay.total * sizeof(float); /* bounded by the layout check */
     o->grad = sae__alloc_zero(bytes);
     o->m1 = o->grad ? sae__alloc_zero(bytes) : NULL;
@@ -62,81 +52,6 @@ void sae_optimizer_free(sae_optimizer *o)
     sae__free(o->m1);
     sae__free(o->grad);
     sae__free(o);
-}
-
-static double *option_slot(sae_optimizer *o, int option)
-{
-    switch (option) {
-    case SAE_OPT_LR: return &o->lr;
-    case SAE_OPT_BETA1: return &o->beta1;
-    case SAE_OPT_BETA2: return &o->beta2;
-    case SAE_OPT_EPS: return &o->eps;
-    case SAE_OPT_L1_COEFF: return &o->l1_coeff;
-    case SAE_OPT_GRAD_CLIP: return &o->grad_clip;
-    case SAE_OPT_THREADS: return &o->threads;
-    case SAE_OPT_KERNEL: return &o->kernel;
-    case SAE_OPT_AUXK_COEFF: return &o->auxk_coeff;
-    case SAE_OPT_AUXK_K: return &o->auxk_k;
-    case SAE_OPT_DEAD_WINDOW: return &o->dead_window;
-    case SAE_OPT_JUMPRELU_BANDWIDTH: return &o->jump_bandwidth;
-    case SAE_OPT_THRESHOLD_BETA: return &o->threshold_beta;
-    case SAE_OPT_TOTAL_STEPS: return &o->total_steps;
-    case SAE_OPT_L1_WARMUP_FRACTION: return &o->l1_warmup_fraction;
-    case SAE_OPT_LR_WARMUP_STEPS: return &o->lr_warmup_steps;
-    case SAE_OPT_LR_DECAY_FRACTION: return &o->lr_decay_fraction;
-    case SAE_OPT_LR_SCHEDULE: return &o->lr_schedule;
-    default: return NULL;
-    }
-}
-
-static bool option_in_range(int option, double value)
-{
-    switch (option) {
-    case SAE_OPT_LR:
-    case SAE_OPT_EPS: return value > 0.0;
-    case SAE_OPT_BETA1:
-    case SAE_OPT_BETA2: return value >= 0.0 && value < 1.0;
-    case SAE_OPT_L1_COEFF:
-    case SAE_OPT_GRAD_CLIP: return value >= 0.0;
-    case SAE_OPT_THREADS: return value >= 0.0 && value <= 1024.0 && value == floor(value);
-    case SAE_OPT_KERNEL:
-        return value == SAE_KERNEL_AUTO || value == SAE_KERNEL_DENSE || value == SAE_KERNEL_SPARSE;
-    case SAE_OPT_AUXK_COEFF: return value >= 0.0;
-    case SAE_OPT_AUXK_K: return value >= 0.0 && value <= 4294967295.0 && value == floor(value);
-    case SAE_OPT_DEAD_WINDOW: return value >= 1.0 && value <= 1.8e19 && value == floor(value);
-    case SAE_OPT_JUMPRELU_BANDWIDTH: return value > 0.0;
-    case SAE_OPT_THRESHOLD_BETA: return value >= 0.0 && value < 1.0;
-    case SAE_OPT_TOTAL_STEPS:
-    case SAE_OPT_LR_WARMUP_STEPS: /* whole numbers, exact in a double */
-        return value >= 0.0 && value <= 9007199254740992.0 && value == floor(value);
-    case SAE_OPT_L1_WARMUP_FRACTION:
-    case SAE_OPT_LR_DECAY_FRACTION: return value >= 0.0 && value <= 1.0;
-    case SAE_OPT_LR_SCHEDULE:
-        return value == SAE_LR_CONSTANT || value == SAE_LR_LINEAR || value == SAE_LR_COSINE;
-    default: return false;
-    }
-}
-
-int sae_optimizer_set(sae_optimizer *o, int option, double value)
-{
-    double *slot = o ? option_slot(o, option) : NULL;
-    if (!slot)
-        return SAE_E_INVALID_ARG;
-    if (!isfinite(value))
-        return SAE_E_NONFINITE;
-    if (!option_in_range(option, value))
-        return SAE_E_INVALID_ARG;
-    *slot = value;
-    return SAE_OK;
-}
-
-int sae_optimizer_get(const sae_optimizer *o, int option, double *value)
-{
-    double *slot = o ? option_slot((sae_optimizer *)o, option) : NULL;
-    if (!slot || !value)
-        return SAE_E_INVALID_ARG;
-    *value = *slot;
-    return SAE_OK;
 }
 
 uint64_t sae_optimizer_steps(const sae_optimizer *o) { return o ? o->steps : 0; }
@@ -376,9 +291,9 @@ static bool adam_pass(const adam_consts *c, const float *grad, float *param, flo
  * positive coefficient and at least one dead feature (flags in ws->dead). */
 static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
 {
-    if ((m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK) || !(o->auxk_coeff > 0.0))
+    if ((m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK) || !(o->opt.auxk_coeff > 0.0))
         return 0;
-    size_t k_aux = (size_t)o->auxk_k;
+    size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
         k_aux = m->d_in / 2 > 0 ? m->d_in / 2 : 1;
     return k_aux < m->d_sae ? k_aux : m->d_sae;
@@ -387,7 +302,7 @@ static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
 static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
 {
     size_t n_dead = 0;
-    uint64_t window = (uint64_t)o->dead_window;
+    uint64_t window = o->opt.dead_window;
     for (size_t i = 0; i < o->d_sae; i++) {
         dead[i] = o->since_fired[i] >= window;
         n_dead += dead[i];
@@ -412,7 +327,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     if (rc != SAE_OK)
         return rc;
     /* ------------------------------------------------------------------------ */
-    const int n_threads = sae__resolve_threads((int)o->threads);
+    const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
     rc = sae__workspace_reserve(&o->ws, &shape);
@@ -420,8 +335,8 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         return rc;
     if (k_aux && mark_dead(o, o->ws.dead) == 0)
         k_aux = 0;
-    sae_step_config cfg = {lambda, (int)o->kernel, o->ws.pool, o->auxk_coeff, k_aux,
-                           k_aux ? o->ws.dead : NULL, o->jump_bandwidth};
+    sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
+                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
 
     sae_backward_result res;
     rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
@@ -434,14 +349,14 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     double norm = sqrt(res.grad_sumsq);
 
     adam_consts c;
-    c.beta1 = (float)o->beta1;
-    c.one_minus_beta1 = (float)(1.0 - o->beta1);
-    c.beta2 = (float)o->beta2;
-    c.one_minus_beta2 = (float)(1.0 - o->beta2);
-    c.step_size = (float)(lr / (1.0 - pow(o->beta1, (double)t)));
-    c.bc2_sqrt = (float)sqrt(1.0 - pow(o->beta2, (double)t));
-    c.eps = (float)o->eps;
-    c.grad_scale = (o->grad_clip > 0.0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
+    c.beta1 = (float)o->opt.beta1;
+    c.one_minus_beta1 = (float)(1.0 - o->opt.beta1);
+    c.beta2 = (float)o->opt.beta2;
+    c.one_minus_beta2 = (float)(1.0 - o->opt.beta2);
+    c.step_size = (float)(lr / (1.0 - pow(o->opt.beta1, (double)t)));
+    c.bc2_sqrt = (float)sqrt(1.0 - pow(o->opt.beta2, (double)t));
+    c.eps = (float)o->opt.eps;
+    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
 
     if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
         !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL))
@@ -460,13 +375,13 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
                                  : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
     }
     if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
-        float beta = (float)o->threshold_beta;
+        float beta = (float)o->opt.threshold_beta;
         m->batch_threshold = m->batch_threshold < 0.0f
                                  ? res.batch_min_kept
                                  : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
     }
     if (out)
         sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda,
-                              o->auxk_coeff * res.aux_loss, out);
+                              o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
 }

@@ -197,11 +197,11 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
     }
     if (rc == SAE_OK) {
         sae_rng rng;
-        sae__rng_seed(&rng, seed, RESAMPLE_STREAM);
+        sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
         for (size_t i = 0; i < d_sae; i++) {
             if (o->since_fired[i] < window_tokens)
                 continue;
-            size_t t = pick_token(cum, n_tokens, sae__rng_uniform(&rng) * total);
+            size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
             reinit_feature(m, o, i, x + t * d_in, enc_norm);
         }
         sae__model_refresh_absmax(m);

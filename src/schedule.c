@@ -24,11 +24,11 @@ static double fraction_steps(double fraction, double total)
 /* The options' combination: only meaningful when the total is known. */
 static bool schedule_consistent(const sae_optimizer *o)
 {
-    const double total = o->total_steps, warmup = o->lr_warmup_steps;
+    const double total = (double)o->opt.total_steps, warmup = (double)o->opt.lr_warmup_steps;
     if (total == 0.0)
         return true;
-    switch ((int)o->lr_schedule) {
-    case SAE_LR_LINEAR: return warmup + fraction_steps(o->lr_decay_fraction, total) <= total;
+    switch (o->opt.lr_schedule) {
+    case SAE_LR_LINEAR: return warmup + fraction_steps(o->opt.lr_decay_fraction, total) <= total;
     case SAE_LR_COSINE: return warmup < total; /* at least one step of cosine */
     default: return warmup <= total;            /* SAE_LR_CONSTANT */
     }
@@ -37,15 +37,15 @@ static bool schedule_consistent(const sae_optimizer *o)
 /* The learning-rate multiplier at step t (1-based). */
 static double lr_factor(const sae_optimizer *o, double t)
 {
-    const double total = o->total_steps, warmup = o->lr_warmup_steps;
+    const double total = (double)o->opt.total_steps, warmup = (double)o->opt.lr_warmup_steps;
     double factor = 1.0;
     if (warmup > 0.0 && t < warmup)
         factor = t / warmup;
     if (total == 0.0)
         return factor; /* the decays need the total: inactive */
-    switch ((int)o->lr_schedule) {
+    switch (o->opt.lr_schedule) {
     case SAE_LR_LINEAR: {
-        double decay = fraction_steps(o->lr_decay_fraction, total);
+        double decay = fraction_steps(o->opt.lr_decay_fraction, total);
         if (decay > 0.0 && t > total - decay)
             factor = fmin(factor, t >= total ? 0.0 : (total - t) / decay);
         break;
@@ -64,7 +64,7 @@ static double lr_factor(const sae_optimizer *o, double t)
 /* The L1 coefficient's multiplier at step t (1-based). */
 static double l1_factor(const sae_optimizer *o, double t)
 {
-    double warmup = fraction_steps(o->l1_warmup_fraction, o->total_steps);
+    double warmup = fraction_steps(o->opt.l1_warmup_fraction, (double)o->opt.total_steps);
     return warmup > 0.0 && t < warmup ? t / warmup : 1.0;
 }
 
@@ -74,8 +74,8 @@ int sae__schedule_values(const sae_optimizer *o, uint64_t t, double *lr, double 
         return SAE_E_INVALID_ARG;
     /* t above 2^53 rounds to a nearby double: every factor is then constant */
     const double step = (double)t;
-    *lr = o->lr * lr_factor(o, step);
-    *lambda = o->l1_coeff * l1_factor(o, step);
+    *lr = o->opt.lr * lr_factor(o, step);
+    *lambda = o->opt.l1_coeff * l1_factor(o, step);
     return SAE_OK;
 }
 

@@ -275,7 +275,7 @@ START_TEST(model_file_is_saelens_layout)
     char *h = st_header(b, &start);
     ck_assert_uint_eq(start % 8, 0); /* header padded: the data is aligned */
     ck_assert_ptr_nonnull(strstr(h, "\"__metadata__\":{\"libsae_architecture\":\"standard\","
-                                    "\"libsae_version\":\"0.1.0\"}"));
+                                    "\"libsae_version\":\"" TEST_VERSION_TEXT "\"}"));
     ck_assert_ptr_nonnull(strstr(h, "\"W_enc\":{\"dtype\":\"F32\",\"shape\":[3,5]"));
     ck_assert_ptr_nonnull(strstr(h, "\"W_dec\":{\"dtype\":\"F32\",\"shape\":[5,3]"));
     ck_assert_ptr_nonnull(strstr(h, "\"b_enc\":{\"dtype\":\"F32\",\"shape\":[5]"));
@@ -982,7 +982,7 @@ static const struct arch_edit {
     {1, ARCH "topk\"", ARCH "batchtopk\"", SAE_E_FORMAT},
     {1, ARCH "topk\"", ARCH "TopK\"", SAE_E_FORMAT},
     {1, K "2\"", K "2\"," LOGT "\"", SAE_E_FORMAT},
-    {1, "\"libsae_version\":\"0.1.0\"", "\"libsae_version\":\"0.2.0\",\"libsae_x\":\"y\"", SAE_OK},
+    {1, "\"libsae_version\":\"" TEST_VERSION_TEXT "\"", "\"libsae_version\":\"99.1.0\",\"libsae_x\":\"y\"", SAE_OK},
     /* BatchTopK */
     {2, THR "0x1.8000000000000p-2\"", THR "-0x1.8000000000000p-2\"", SAE_E_FORMAT}, /* tensor: 0.375 */
     {2, THR "0x1.8000000000000p-2\"", THR "0x1.8000000000000p-1\"", SAE_E_FORMAT},
@@ -1172,7 +1172,7 @@ START_TEST(file_and_directory_round_trip)
     const char *expect[] = {"\"architecture\": \"standard\"", "\"d_in\": 4,", "\"d_sae\": 6,",
                             "\"dtype\": \"float32\"", "\"apply_b_dec_to_input\": true",
                             "\"normalize_activations\": \"none\"",
-                            "\"metadata\": {\"producer\": \"libsae\", \"libsae_version\": \"0.1.0\"}"};
+                            "\"metadata\": {\"producer\": \"libsae\", \"libsae_version\": \"" TEST_VERSION_TEXT "\"}"};
     for (size_t k = 0; k < sizeof expect / sizeof expect[0]; k++)
         ck_assert_msg(strstr((char *)c.p, expect[k]) != NULL, "cfg.json lacks %s", expect[k]);
     free(c.p);
@@ -1929,7 +1929,7 @@ START_TEST(optimizer_load_errors)
         {"\"option.6\":\"0x0.0p+0\"", "\"option.6\":\"-0x0.0p+0\"", SAE_OK}, /* -0 >= 0 */
         {"\"option.6\":\"0x0.0p+0\"", "\"option.6\":\"0x1.6666666666666p-1\"", SAE_OK},
         {",\"option.6\":\"0x0.0p+0\"", "", SAE_OK}, /* absent: default */
-        {"\"libsae_version\":\"0.1.0\",", "\"libsae_version\":\"99.0.0\",\"future\":\"x\",", SAE_OK},
+        {"\"libsae_version\":\"" TEST_VERSION_TEXT "\",", "\"libsae_version\":\"99.0.0\",\"future\":\"x\",", SAE_OK},
         {"\"tokens_since_fired\":{\"dtype\":\"U64\"", "\"tokens_since_fired\":{\"dtype\":\"I64\"",
          SAE_E_FORMAT},
         {"\"tokens_since_fired\"", "\"tokens_since_fire\"", SAE_E_FORMAT},

@@ -1,4 +1,5 @@
 /* The model API: version, status strings, creation, initialisation, tensors. */
+#include "nomem.h"
 #include "testutil.h"
 
 #include <float.h>
@@ -205,6 +206,80 @@ START_TEST(tensor_access_rejects_bad_arguments)
 }
 END_TEST
 
+/* sae_model_clone: every architecture, with its thresholds set, copies bit
+ * for bit and independently. */
+START_TEST(clone_copies_every_architecture)
+{
+    static const double sd[4] = {0.3, 0.1, 0.3, 0.1};
+    const int arch = _i;
+    const double param[4] = {0, 3, 3, 0.05};
+    const size_t d_in = 6, d_sae = 9, n = 5;
+    sae_model *m = test_random_model(arch, param[arch], d_in, d_sae, 31, sd);
+    float thr[9] = {0.02f, 0.3f, 1e-3f, 0.07f, 0.2f, 0.011f, 0.5f, 0.09f, 0.04f};
+    if (arch == SAE_ARCH_BATCHTOPK || arch == SAE_ARCH_JUMPRELU)
+        ck_assert_int_eq(sae_model_set_tensor(m, SAE_THRESHOLD, thr,
+                                              sae_model_tensor_size(m, SAE_THRESHOLD)),
+                         SAE_OK);
+    sae_model *c = (sae_model *)&c;
+    ck_assert_int_eq(sae_model_clone(&c, m), SAE_OK);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_ne(c, m);
+    model_snapshot snap;
+    snapshot_take(&snap, m);
+    ck_assert(snapshot_equal(&snap, c)); /* shape, arch, k, all five tensors */
+    /* the same file, byte for byte (JumpReLU's exact log thresholds included) */
+    size_t size_m, size_c;
+    ck_assert_int_eq(sae_model_save_size(m, &size_m), SAE_OK);
+    ck_assert_int_eq(sae_model_save_size(c, &size_c), SAE_OK);
+    ck_assert_uint_eq(size_m, size_c);
+    unsigned char *bm = malloc(size_m), *bc = malloc(size_c);
+    ck_assert_int_eq(sae_model_save_buffer(m, bm, size_m, NULL), SAE_OK);
+    ck_assert_int_eq(sae_model_save_buffer(c, bc, size_c, NULL), SAE_OK);
+    ck_assert_mem_eq(bm, bc, size_m);
+    /* the same features */
+    float *x = test_gaussian(n, d_in, 1.0, 0.0, 5);
+    float fm[5 * 9], fc[5 * 9];
+    ck_assert_int_eq(sae_encode(m, x, n, fm), SAE_OK);
+    ck_assert_int_eq(sae_encode(c, x, n, fc), SAE_OK);
+    ck_assert_mem_eq(fm, fc, sizeof fm);
+    /* independent: changing or freeing one leaves the other as it was */
+    float b_enc[9] = {0};
+    ck_assert_int_eq(sae_model_set_tensor(c, SAE_B_ENC, b_enc, d_sae), SAE_OK);
+    ck_assert(snapshot_equal(&snap, m));
+    sae_model_free(m);
+    ck_assert_int_eq(sae_model_get_tensor(c, SAE_B_ENC, b_enc, d_sae), SAE_OK);
+    ck_assert_int_eq(sae_encode(c, x, n, fc), SAE_OK);
+    snapshot_free(&snap);
+    free(x);
+    free(bm);
+    free(bc);
+    sae_model_free(c);
+}
+END_TEST
+
+static int call_clone(void *p)
+{
+    sae_model *c = (sae_model *)&c;
+    int rc = sae_model_clone(&c, p);
+    if (rc != SAE_OK)
+        ck_assert_ptr_null(c);
+    sae_model_free(c);
+    return rc;
+}
+
+START_TEST(clone_rejects_bad_arguments_and_fails_cleanly)
+{
+    sae_model *m, *c = (sae_model *)&c;
+    ck_assert_int_eq(sae_model_create(&m, 4, 6, 9), SAE_OK);
+    ck_assert_int_eq(sae_model_clone(NULL, m), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_clone(&c, NULL), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(c);
+    /* two allocations (the handle, the parameters), each failing cleanly */
+    ck_assert_int_eq(nomem_fail_each_allocation(call_clone, m, NULL), 2);
+    sae_model_free(m);
+}
+END_TEST
+
 static Suite *model_suite(void)
 {
     Suite *s = suite_create("model");
@@ -217,6 +292,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, tensors_round_trip_in_saelens_layout);
     tcase_add_test(tc, create_rejects_bad_arguments);
     tcase_add_test(tc, tensor_access_rejects_bad_arguments);
+    tcase_add_loop_test(tc, clone_copies_every_architecture, 0, 4);
+    tcase_add_test(tc, clone_rejects_bad_arguments_and_fails_cleanly);
     suite_add_tcase(s, tc);
     return s;
 }

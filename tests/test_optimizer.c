@@ -4,6 +4,7 @@
 #include "reference.h"
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,97 @@ START_TEST(options_are_validated)
     ck_assert_int_eq(sae_optimizer_create(&o2, NULL), SAE_E_INVALID_ARG);
     ck_assert_ptr_null(o2);
     ck_assert_int_eq(sae_optimizer_create(NULL, m), SAE_E_INVALID_ARG);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
+/* The option table (sae_option_name / _default / _bounds) as the header's
+ * tables state it, and sae_optimizer_set holding to exactly those bounds. */
+START_TEST(option_table_matches_the_header)
+{
+    enum { L = SAE_OPTION_LOWER_OPEN, U = SAE_OPTION_UPPER_OPEN, W = SAE_OPTION_WHOLE };
+    static const struct {
+        int option;
+        const char *name;
+        double def, lower, upper;
+        unsigned flags;
+    } table[] = {
+        {SAE_OPT_LR, "lr", 5e-5, 0, DBL_MAX, L},
+        {SAE_OPT_BETA1, "beta1", 0.9, 0, 1, U},
+        {SAE_OPT_BETA2, "beta2", 0.999, 0, 1, U},
+        {SAE_OPT_EPS, "eps", 1e-8, 0, DBL_MAX, L},
+        {SAE_OPT_L1_COEFF, "l1_coeff", 5, 0, DBL_MAX, 0},
+        {SAE_OPT_GRAD_CLIP, "grad_clip", 1, 0, DBL_MAX, 0},
+        {SAE_OPT_THREADS, "threads", 0, 0, 1024, W},
+        {SAE_OPT_KERNEL, "kernel", SAE_KERNEL_AUTO, 0, 2, W},
+        {SAE_OPT_TOTAL_STEPS, "total_steps", 0, 0, 9007199254740992.0, W},
+        {SAE_OPT_L1_WARMUP_FRACTION, "l1_warmup_fraction", 0, 0, 1, 0},
+        {SAE_OPT_LR_WARMUP_STEPS, "lr_warmup_steps", 0, 0, 9007199254740992.0, W},
+        {SAE_OPT_LR_DECAY_FRACTION, "lr_decay_fraction", 0, 0, 1, 0},
+        {SAE_OPT_LR_SCHEDULE, "lr_schedule", SAE_LR_CONSTANT, 0, 2, W},
+        {SAE_OPT_AUXK_COEFF, "auxk_coeff", 1.0 / 32, 0, DBL_MAX, 0},
+        {SAE_OPT_AUXK_K, "auxk_k", 0, 0, 4294967295.0, W},
+        {SAE_OPT_DEAD_WINDOW, "dead_window", 1e7, 1, 1.8e19, W},
+        {SAE_OPT_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", 0.001, 0, DBL_MAX, L},
+        {SAE_OPT_THRESHOLD_BETA, "threshold_beta", 0.999, 0, 1, U},
+    };
+    const size_t n = sizeof table / sizeof table[0];
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, 3, 5, 1), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    size_t known = 0;
+    for (int option = -2; option <= 200; option++) {
+        size_t k = 0;
+        while (k < n && table[k].option != option)
+            k++;
+        double def = 7.0, lower = 7.0, upper = 7.0, v;
+        unsigned flags = 7;
+        if (k == n) { /* not an option: nothing is reported */
+            ck_assert_ptr_null(sae_option_name(option));
+            ck_assert_int_eq(sae_option_default(option, &def), SAE_E_INVALID_ARG);
+            ck_assert_int_eq(sae_option_bounds(option, &lower, &upper, &flags), SAE_E_INVALID_ARG);
+            ck_assert_int_eq(sae_optimizer_get(o, option, &v), SAE_E_INVALID_ARG);
+            ck_assert(def == 7.0 && lower == 7.0 && upper == 7.0 && flags == 7);
+            continue;
+        }
+        known++;
+        ck_assert_str_eq(sae_option_name(option), table[k].name);
+        ck_assert_int_eq(sae_option_default(option, &def), SAE_OK);
+        ck_assert_int_eq(sae_option_bounds(option, &lower, &upper, &flags), SAE_OK);
+        ck_assert_msg(def == table[k].def && lower == table[k].lower &&
+                          upper == table[k].upper && flags == table[k].flags,
+                      "option %d: default %g, bounds %g %g, flags %u", option, def, lower, upper,
+                      flags);
+        /* a new optimizer holds the default */
+        ck_assert_int_eq(sae_optimizer_get(o, option, &v), SAE_OK);
+        ck_assert(v == def);
+        /* set accepts exactly the bounds the query reports, and changes
+         * nothing when it refuses */
+        const double probes[] = {lower, upper, nextafter(lower, -INFINITY),
+                                 nextafter(upper, INFINITY), lower + 0.5};
+        for (size_t p = 0; p < sizeof probes / sizeof probes[0]; p++) {
+            double x = probes[p];
+            bool ok = isfinite(x) && (flags & L ? x > lower : x >= lower) &&
+                      (flags & U ? x < upper : x <= upper) && (!(flags & W) || x == floor(x));
+            int rc = sae_optimizer_set(o, option, x);
+            ck_assert_msg(rc == (ok ? SAE_OK : isfinite(x) ? SAE_E_INVALID_ARG : SAE_E_NONFINITE),
+                          "option %d value %.17g: status %d", option, x, rc);
+            ck_assert_int_eq(sae_optimizer_get(o, option, &v), SAE_OK);
+            ck_assert(v == (ok ? x : def));
+            ck_assert_int_eq(sae_optimizer_set(o, option, def), SAE_OK);
+        }
+    }
+    ck_assert_uint_eq(known, n);
+    /* NULL outputs: refused, and the others untouched */
+    double lower = 7.0, upper = 7.0;
+    unsigned flags = 7;
+    ck_assert_int_eq(sae_option_default(SAE_OPT_LR, NULL), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_option_bounds(SAE_OPT_LR, NULL, &upper, &flags), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_option_bounds(SAE_OPT_LR, &lower, NULL, &flags), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_option_bounds(SAE_OPT_LR, &lower, &upper, NULL), SAE_E_INVALID_ARG);
+    ck_assert(lower == 7.0 && upper == 7.0 && flags == 7);
     sae_optimizer_free(o);
     sae_model_free(m);
 }
@@ -471,6 +563,7 @@ static Suite *optimizer_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, defaults_follow_the_recipe);
     tcase_add_test(tc, options_are_validated);
+    tcase_add_test(tc, option_table_matches_the_header);
     tcase_add_loop_test(tc, adam_matches_hand_computed_steps, 0, 2);
     tcase_add_loop_test(tc, clipping_scales_the_global_gradient_norm, 0, 2);
     tcase_add_test(tc, activity_counts_tokens_since_last_fired);

@@ -603,6 +603,14 @@ START_TEST(density_histogram_of_known_counts)
     ck_assert_int_eq(sae_feature_density_histogram(m, x, 100, -4, 0, 1, counts, &n_dead), SAE_OK);
     ck_assert_uint_eq(counts[0], 1);
     ck_assert_uint_eq(n_dead, 7);
+    /* the firing counts themselves, accumulated over a stream of three
+     * batches: all 1000 tokens, the first 100, the last 900 */
+    uint64_t fired[8] = {0};
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 1000, fired, 8), SAE_OK);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 100, fired, 8), SAE_OK);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x + 100, 900, fired, 8), SAE_OK);
+    for (int i = 0; i < 8; i++)
+        ck_assert_uint_eq(fired[i], 2 * (uint64_t)c[i]);
     sae_model_free(m);
 }
 END_TEST
@@ -635,6 +643,15 @@ START_TEST(density_histogram_matches_encode)
     }
     ck_assert_int_eq(sae_feature_density_histogram(m, x, n, lo, hi, n_bins, got, &got_dead),
                      SAE_OK);
+    /* the firing counts are those of sae_encode's features */
+    uint64_t fired[40] = {0};
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, n, fired, d_sae), SAE_OK);
+    for (size_t i = 0; i < d_sae; i++) {
+        uint64_t want_fired = 0;
+        for (size_t t = 0; t < n; t++)
+            want_fired += f[t * d_sae + i] > 0.0f;
+        ck_assert_uint_eq(fired[i], want_fired);
+    }
     ck_assert_mem_eq(got, want, sizeof want);
     ck_assert_uint_eq(got_dead, want_dead);
     uint64_t sum = got_dead;
@@ -705,7 +722,50 @@ static void histogram_unchanged(void *p)
         ck_assert_uint_eq(c->counts[k], 5);
 }
 
-START_TEST(density_histogram_fails_cleanly_at_every_allocation)
+START_TEST(fire_counts_reject_bad_input)
+{
+    sae_model *m;
+    ck_assert_int_eq(sae_model_create(&m, 2, 3, 1), SAE_OK);
+    float x[4] = {1, 2, 3, 4};
+    uint64_t counts[3] = {7, 7, 7};
+    const uint64_t sevens[3] = {7, 7, 7};
+    ck_assert_int_eq(sae_feature_fire_counts(NULL, x, 2, counts, 3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_feature_fire_counts(m, NULL, 2, counts, 3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, NULL, 3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 0, counts, 3), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(), "sae_feature_fire_counts: n_tokens is 0");
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, SIZE_MAX / 4, counts, 3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, counts, 2), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(), "sae_feature_fire_counts: count is 2, not d_sae = 3");
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, counts, 4), SAE_E_INVALID_ARG);
+    x[3] = NAN;
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, counts, 3), SAE_E_NONFINITE);
+    ck_assert_str_eq(sae_error_detail(), "sae_feature_fire_counts: x[3] is NaN");
+    ck_assert_mem_eq(counts, sevens, sizeof sevens);
+    /* a counter that would wrap: refused before any counter changes */
+    x[3] = 4;
+    float big_b_enc[3] = {10, 10, 10}; /* every feature fires on every token */
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, big_b_enc, 3), SAE_OK);
+    uint64_t nearly[3] = {0, UINT64_MAX - 3, UINT64_MAX - 2};
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, nearly, 3), SAE_OK);
+    const uint64_t full[3] = {2, UINT64_MAX - 1, UINT64_MAX};
+    ck_assert_mem_eq(nearly, full, sizeof full);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, nearly, 3), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(), "sae_feature_fire_counts: counts[1] would pass 2^64 - 1");
+    ck_assert_mem_eq(nearly, full, sizeof full);
+    sae_model_free(m);
+}
+END_TEST
+
+static int call_fire_counts(void *p)
+{
+    nomem_ctx *c = p;
+    return sae_feature_fire_counts(c->m, c->x, c->n, c->counts, 6);
+}
+
+/* _i = 0: the histogram; 1: the firing counts. 5 allocation sites each: the
+ * counters, the forward pass's 3 scratch buffers and f. */
+START_TEST(metrics_fail_cleanly_at_every_allocation)
 {
     nomem_ctx c;
     ck_assert_int_eq(sae_model_create(&c.m, 4, 6, 2), SAE_OK);
@@ -713,8 +773,8 @@ START_TEST(density_histogram_fails_cleanly_at_every_allocation)
     c.x = test_gaussian(c.n, 4, 1.0, 0.0, 4);
     for (int k = 0; k < 8; k++)
         c.counts[k] = 5;
-    /* 5 sites: the forward pass's 3 scratch buffers, the counters and f */
-    ck_assert_int_eq(nomem_fail_each_allocation(call_histogram, &c, histogram_unchanged), 5);
+    nomem_call call = _i == 0 ? call_histogram : call_fire_counts;
+    ck_assert_int_eq(nomem_fail_each_allocation(call, &c, histogram_unchanged), 5);
     free(c.x);
     sae_model_free(c.m);
 }
@@ -739,7 +799,8 @@ static Suite *resample_suite(void)
     tcase_add_test(density, density_histogram_of_known_counts);
     tcase_add_test(density, density_histogram_matches_encode);
     tcase_add_test(density, density_histogram_rejects_bad_input);
-    tcase_add_test(density, density_histogram_fails_cleanly_at_every_allocation);
+    tcase_add_test(density, fire_counts_reject_bad_input);
+    tcase_add_loop_test(density, metrics_fail_cleanly_at_every_allocation, 0, 2);
     suite_add_tcase(s, density);
     return s;
 }

@@ -60,7 +60,8 @@ float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uin
     return x;
 }
 
-static const int all_tensors[4] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC};
+static const int every_tensor[TEST_N_TENSORS] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC,
+                                                 SAE_THRESHOLD};
 
 sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
                              const double sd[4])
@@ -71,7 +72,7 @@ sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, 
     const double offset[4] = {0.0, 0.0, 0.0, 0.2};
     for (int k = 0; k < 4; k++) {
         float *v = test_gaussian(rows[k], cols[k], sd[k], offset[k], seed + 1 + (uint64_t)k);
-        ck_assert_int_eq(sae_model_set_tensor(m, all_tensors[k], v, rows[k] * cols[k]), SAE_OK);
+        ck_assert_int_eq(sae_model_set_tensor(m, every_tensor[k], v, rows[k] * cols[k]), SAE_OK);
         free(v);
     }
     return m;
@@ -81,33 +82,36 @@ void snapshot_take(model_snapshot *s, const sae_model *m)
 {
     s->d_in = sae_model_d_in(m);
     s->d_sae = sae_model_d_sae(m);
-    for (int k = 0; k < 4; k++) {
-        size_t count = sae_model_tensor_size(m, all_tensors[k]);
-        s->tensors[k] = malloc(count * sizeof(float));
+    s->arch = sae_model_arch(m);
+    s->k = sae_model_k(m);
+    for (int k = 0; k < TEST_N_TENSORS; k++) {
+        s->sizes[k] = sae_model_tensor_size(m, every_tensor[k]);
+        s->tensors[k] = NULL;
+        if (s->sizes[k] == 0)
+            continue;
+        s->tensors[k] = malloc(s->sizes[k] * sizeof(float));
         ck_assert_ptr_nonnull(s->tensors[k]);
-        ck_assert_int_eq(sae_model_get_tensor(m, all_tensors[k], s->tensors[k], count), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(m, every_tensor[k], s->tensors[k], s->sizes[k]),
+                         SAE_OK);
     }
 }
 
 bool snapshot_equal(const model_snapshot *s, const sae_model *m)
 {
-    if (sae_model_d_in(m) != s->d_in || sae_model_d_sae(m) != s->d_sae)
-        return false;
-    bool same = true;
-    for (int k = 0; k < 4 && same; k++) {
-        size_t count = sae_model_tensor_size(m, all_tensors[k]);
-        float *now = malloc(count * sizeof(float));
-        ck_assert_ptr_nonnull(now);
-        ck_assert_int_eq(sae_model_get_tensor(m, all_tensors[k], now, count), SAE_OK);
-        same = memcmp(now, s->tensors[k], count * sizeof(float)) == 0;
-        free(now);
-    }
+    model_snapshot now;
+    snapshot_take(&now, m);
+    bool same = now.d_in == s->d_in && now.d_sae == s->d_sae && now.arch == s->arch &&
+                now.k == s->k && memcmp(now.sizes, s->sizes, sizeof s->sizes) == 0;
+    for (int k = 0; k < TEST_N_TENSORS && same; k++)
+        same = s->sizes[k] == 0 ||
+               memcmp(now.tensors[k], s->tensors[k], s->sizes[k] * sizeof(float)) == 0;
+    snapshot_free(&now);
     return same;
 }
 
 void snapshot_free(model_snapshot *s)
 {
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < TEST_N_TENSORS; k++)
         free(s->tensors[k]);
 }
 

@@ -8,6 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The library's version as the text it writes into files: "0.2.0". */
+#define TEST_STR2(x) #x
+#define TEST_STR(x) TEST_STR2(x)
+#define TEST_VERSION_TEXT \
+    TEST_STR(SAE_VERSION_MAJOR) "." TEST_STR(SAE_VERSION_MINOR) "." TEST_STR(SAE_VERSION_PATCH)
+
 /* A small deterministic generator for test data (independent of the library's). */
 typedef struct test_rng { uint64_t state; } test_rng;
 double test_uniform(test_rng *r);                 /* [0, 1) */
@@ -28,10 +34,15 @@ float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uin
 sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
                              const double sd[4]);
 
-/* Everything observable about a model, for "unchanged" checks. */
+/* Everything observable about a model, for "unchanged" checks: its shape,
+ * architecture, k and every tensor, SAE_THRESHOLD included (JumpReLU's
+ * thresholds, BatchTopK's threshold). */
+#define TEST_N_TENSORS 5
 typedef struct model_snapshot {
-    size_t d_in, d_sae;
-    float *tensors[4];
+    size_t d_in, d_sae, k;
+    int arch;
+    size_t sizes[TEST_N_TENSORS];
+    float *tensors[TEST_N_TENSORS]; /* NULL for a tensor of size 0 */
 } model_snapshot;
 
 void snapshot_take(model_snapshot *s, const sae_model *m);

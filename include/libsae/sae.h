@@ -43,7 +43,10 @@
  *   row-major, with no padding between rows. The library never keeps a pointer to
  *   a caller buffer after a call returns.
  * - The library never prints, never exits, never aborts, and keeps no global
- *   mutable state: all scratch memory lives in the handles or in the call.
+ *   mutable state: all scratch memory lives in the handles or in the call. The
+ *   one exception is the message sae_error_detail returns, kept per thread.
+ * - A failing call also records, for the calling thread, a message that says
+ *   why (sae_error_detail): the argument, option, key, tensor or file.
  *
  * Threads: handles are not internally locked. Read-only calls on one model
  * (sae_encode, sae_decode, sae_loss, sae_fvu, sae_model_get_tensor, the size
@@ -91,13 +94,15 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define SAE_VERSION_MAJOR 0
-#define SAE_VERSION_MINOR 1
+#define SAE_VERSION_MINOR 2
 #define SAE_VERSION_PATCH 0
 #define SAE_VERSION_NUMBER \
     (SAE_VERSION_MAJOR * 10000 + SAE_VERSION_MINOR * 100 + SAE_VERSION_PATCH)
 
 /* The version of the library actually linked, as SAE_VERSION_NUMBER computes it
- * (compare with the header's value to detect a mismatch), and as "0.1.0". */
+ * (compare with the header's value to detect a mismatch), and as "0.2.0".
+ * Functions marked "Since 0.2" need a libsae.so.0 of version 0.2 or later
+ * (symbol version SAE_0.2). */
 SAE_API unsigned sae_version_number(void);
 SAE_API const char *sae_version_string(void);
 
@@ -121,6 +126,18 @@ enum sae_status {
  * for values this version does not know). */
 SAE_API const char *sae_status_string(int status);
 
+/* Why the last failing libsae call on the calling thread failed, in English,
+ * naming what was wrong: the function and the argument, option, key, tensor or
+ * file, e.g. "sae_step: x: n_tokens x d_in floats = 2^62 x 768 overflows
+ * size_t" or "sae_model_load: run/cfg.json: key \"k\": 0 is outside [1, 512]".
+ * Never NULL; "" before the thread's first failure. Successful calls leave it
+ * as it was, so read it right after the call that failed. The string belongs
+ * to the library and stays valid until the thread's next failing call; each
+ * thread has its own (like dlerror: a failed load has no handle to keep it).
+ * The status code says what kind of failure it was; this text is for people
+ * and may change between versions. Since 0.2. */
+SAE_API const char *sae_error_detail(void);
+
 /* ------------------------------------------------------------------------ */
 /* Model                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -139,6 +156,14 @@ SAE_API int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_
 
 /* Free a model. NULL is a no-op. */
 SAE_API void sae_model_free(sae_model *m);
+
+/* *out = a new model that is a deep copy of m: every tensor bit for bit, the
+ * architecture, k, BatchTopK's threshold and JumpReLU's log thresholds; it
+ * computes exactly what m computes and is independent of it (free both).
+ * Reads m only: may run concurrently with the other read-only calls on m.
+ * Errors: SAE_E_INVALID_ARG (out or m NULL), SAE_E_NOMEM. On error *out is
+ * NULL. Since 0.2. */
+SAE_API int sae_model_clone(sae_model **out, const sae_model *m);
 
 /* The model's dimensions; 0 if m is NULL. */
 SAE_API size_t sae_model_d_in(const sae_model *m);
@@ -375,6 +400,35 @@ SAE_API int sae_optimizer_set(sae_optimizer *o, int option, double value);
 /* Read an option into *value. Errors: SAE_E_INVALID_ARG. */
 SAE_API int sae_optimizer_get(const sae_optimizer *o, int option, double *value);
 
+/* The option table itself, so that bindings and command-line tools need not
+ * hard-code names, defaults or ranges (as zstd's ZSTD_cParam_getBounds). It is
+ * the table sae_optimizer_set checks against and checkpoints save from.
+ *
+ * The name of an option: the lower-case rest of its SAE_OPT_ name ("lr",
+ * "l1_coeff", "jumprelu_bandwidth", ...), a static string; NULL if `option`
+ * is not an option of this version. Since 0.2. */
+SAE_API const char *sae_option_name(int option);
+
+/* *value = the option's default, what sae_optimizer_create sets.
+ * Errors: SAE_E_INVALID_ARG (unknown option, value NULL; *value is then
+ * untouched). Since 0.2. */
+SAE_API int sae_option_default(int option, double *value);
+
+/* Flags of sae_option_bounds. */
+enum sae_option_flags {
+    SAE_OPTION_LOWER_OPEN = 1, /* the lower bound itself is not allowed */
+    SAE_OPTION_UPPER_OPEN = 2, /* the upper bound itself is not allowed */
+    SAE_OPTION_WHOLE = 4       /* whole numbers only (counts and enum values) */
+};
+
+/* The values sae_optimizer_set accepts for `option`: finite numbers from
+ * *lower to *upper, each bound included unless *flags has its _OPEN flag,
+ * and only whole numbers if *flags has SAE_OPTION_WHOLE. An option without a
+ * finite limit reports DBL_MAX (e.g. SAE_OPT_LR: lower 0, open; upper
+ * DBL_MAX). Errors: SAE_E_INVALID_ARG (unknown option, an output NULL; the
+ * outputs are then untouched). Since 0.2. */
+SAE_API int sae_option_bounds(int option, double *lower, double *upper, unsigned *flags);
+
 /* The number of successful steps taken with this optimizer. 0 if o is NULL. */
 SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
 
@@ -445,7 +499,7 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
  *                           float's IEEE-754 bits as 8 lower-case hex digits
  *                           (Python: numpy.frombuffer(bytes.fromhex(s), ">f4")),
  *                           because log(exp(t)) is not always t in float
- *   "libsae_version"        "0.1.0"
+ *   "libsae_version"        the writer's sae_version_string(), e.g. "0.2.0"
  * Saved into a directory with a cfg.json beside it, it loads unchanged in
  * SAELens (6.x, and earlier versions that know the architecture):
  *     SAE.load_from_disk("run/checkpoint")
@@ -816,6 +870,70 @@ SAE_API int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, si
 SAE_API int sae_feature_density_histogram(const sae_model *m, const float *x, size_t n_tokens,
                                           double log10_min, double log10_max, size_t n_bins,
                                           uint64_t *counts, size_t *n_dead);
+
+/* Per-feature firing counts over a stream of batches: for each feature i,
+ * counts[i] += the number of tokens of x on which it fires (f_ti > 0, the
+ * model's inference activation, exactly as sae_encode computes it).
+ * x: n_tokens x d_in floats, row-major, read; counts: count = d_sae uint64_t,
+ * read and written (start them at 0, then call once per batch). The density
+ * of feature i is counts[i] / (tokens seen), the dead features those at 0;
+ * sae_feature_density_histogram bins one batch's densities.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, count != d_sae,
+ * a count that would pass 2^64 - 1), SAE_E_NONFINITE (NaN/Inf in x, or
+ * features that are not finite), SAE_E_NOMEM. counts is untouched on error.
+ * Read-only on the model: may run concurrently with the other read-only
+ * calls. Since 0.2. */
+SAE_API int sae_feature_fire_counts(const sae_model *m, const float *x, size_t n_tokens,
+                                    uint64_t *counts, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Random numbers                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* The library's own generator, public so that programs and bindings can draw
+ * exactly the bits the library draws (sae_model_create's initialisation,
+ * sae_resample_dead's picks) and shuffle or sample data reproducibly: the
+ * same seed gives the same numbers on every machine, compiler and thread
+ * count. xoshiro256** (Blackman and Vigna), seeded through splitmix64. Not
+ * for cryptography. A generator is plain data: copy it to fork a stream,
+ * use one per thread.
+ *
+ * This struct is frozen: it will never change size or layout. */
+typedef struct sae_rng {
+    uint64_t s[4]; /* xoshiro256** state; never all zero once seeded */
+} sae_rng;
+
+/* Seed *r with stream `stream` of `seed`: different streams of one seed are
+ * independent sequences. With z the splitmix64 generator started at state
+ * `seed`, its first output is XORed with stream * 0xd1342543de82ef95 (mod
+ * 2^64), and the four state words are the next four outputs of splitmix64
+ * started at that value. sae_model_create seeds row i of W_dec with
+ * (seed, i). */
+SAE_API void sae_rng_seed(sae_rng *r, uint64_t seed, uint64_t stream);
+
+/* The next 64 random bits (xoshiro256**'s output). */
+SAE_API uint64_t sae_rng_next(sae_rng *r);
+
+/* Uniform in [0, 1): the top 53 bits of sae_rng_next times 2^-53. */
+SAE_API double sae_rng_uniform(sae_rng *r);
+
+/* Standard normal, one value per call (Box-Muller from two uniforms u1, u2:
+ * sqrt(-2 log(1 - u1)) cos(2 pi u2); the pair's second value is not kept, so
+ * the stream's position does not depend on how many normals were drawn). */
+SAE_API double sae_rng_normal(sae_rng *r);
+
+/* Uniform in [0, n) without bias, 0 when n is 0: x mod n for the first
+ * x = sae_rng_next(r) at or above 2^64 mod n (fewer than 2 draws on average;
+ * one for n a power of two). */
+SAE_API uint64_t sae_rng_below(sae_rng *r, uint64_t n);
+
+/* Shuffle v[0..n) in place (Fisher-Yates: for i = n-1 down to 1, swap v[i]
+ * and v[sae_rng_below(r, i + 1)]); every order is equally likely. E.g. fill
+ * v with 0 .. n-1 to draw a random order of n training batches.
+ * Errors: SAE_E_INVALID_ARG (r NULL, or v NULL with n > 0; nothing changes). */
+SAE_API int sae_rng_shuffle(sae_rng *r, uint64_t *v, size_t n);
+
+/* A NULL r makes sae_rng_seed do nothing and the draws return 0. */
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,11 @@ Three lists must name the same set of functions:
     C preprocessor, so comments and #if blocks are handled as a compiler would),
   - the global: entries of the linker version script cmake/libsae.map,
   - the defined dynamic symbols of the built libsae.so (nm -D --defined-only),
-and every exported symbol must carry a version node of the map. With --static,
+and every exported symbol must carry a version node of the map. With
+--baseline (an abidw dump of a release, abi/<version>/libsae.abi, repeatable),
+the released nodes are pinned: every function of the release is still
+exported with the version it had, and a node of a release lists exactly that
+release's functions (new functions go into a new node). With --static,
 every global symbol that libsae.a defines must be a public function of the
 header or an internal one prefixed sae__, so that static linking cannot clash
 with a program's own names.
@@ -16,6 +20,7 @@ missing from; the exit status is 1 if there is any.
 
 usage: check_exports.py --cc CC --header sae.h --map libsae.map
                         --shared libsae.so [--static libsae.a] [--nm nm]
+                        [--baseline abi/0.1/libsae.abi ...]
 """
 import argparse
 import re
@@ -77,6 +82,13 @@ def map_symbols(path):
     return symbols, nodes
 
 
+def baseline_symbols(path):
+    """{symbol: version} of the functions an abidw dump records."""
+    text = open(path, encoding="utf-8").read()
+    return {name: version for name, version in
+            re.findall(r"<elf-symbol name='([^']+)' version='([^']*)'", text)}
+
+
 def nm_defined(nm, args, path):
     """[(name, version or None, type)] of the defined global symbols."""
     out = subprocess.run([nm, *args, "--defined-only", "-P", path],
@@ -100,6 +112,7 @@ def main():
     ap.add_argument("--map", required=True)
     ap.add_argument("--shared", required=True)
     ap.add_argument("--static")
+    ap.add_argument("--baseline", action="append", default=[])
     a = ap.parse_args()
 
     errors = []
@@ -158,6 +171,22 @@ def main():
             errors.append(f"{name}: exported by {a.shared} as version {version}, "
                           f"but {a.map} puts it in {mapped[name]}")
 
+    for base in a.baseline:
+        released = baseline_symbols(base)
+        if not released:
+            errors.append(f"{base}: no functions found in the baseline")
+        for name, version in sorted(released.items()):
+            if name not in exported:
+                errors.append(f"{name}: released as {name}@{version} ({base}) but no longer "
+                              f"exported by {a.shared}")
+            elif exported[name] != version:
+                errors.append(f"{name}: released as {name}@{version} ({base}) but exported as "
+                              f"{name}@{exported[name]}: a released symbol keeps its version")
+        for node in sorted(set(released.values())):
+            for name in sorted(n for n, v in mapped.items() if v == node and n not in released):
+                errors.append(f"{name}: listed in released node {node} of {a.map}, which "
+                              f"{base} fixes: add it to a new node instead")
+
     n_static = 0
     if a.static:
         for name, _, kind in nm_defined(a.nm, ["-g"], a.static):
@@ -177,6 +206,7 @@ def main():
     print(f"check_exports: {len(header_set)} SAE_API functions in {hdr}, {len(mapped)} in "
           f"{a.map} (nodes {', '.join(nodes)}), {len(exported)} exported by {a.shared}: "
           f"the same set, all versioned" +
+          (f"; released nodes as in {', '.join(a.baseline)}" if a.baseline else "") +
           (f"; {n_static} global symbols in {a.static}, all sae_/sae__" if a.static else ""))
     return 0
 

@@ -3,7 +3,7 @@
  * CTest compiles it as C99, C11, C++11 and C++17 with gcc and clang and
  * -Wall -Wextra -Wpedantic -Werror (tests/abi/CMakeLists.txt).
  *
- * It also pins the 0.1 API at the source level: each function is assigned to
+ * It also pins the 0.1 and 0.2 APIs at the source level: each function is assigned to
  * a pointer of its exact 0.1 type (a changed signature is an error in C++ and
  * an incompatible-pointer warning, made an error, in C), and each enumerator to
  * its pinned value. */
@@ -55,6 +55,11 @@ SAE_TEST_PIN(sae_test_b_dec_mean, SAE_B_DEC_MEAN == 0);
 SAE_TEST_PIN(sae_test_b_dec_median, SAE_B_DEC_GEOMETRIC_MEDIAN == 1);
 SAE_TEST_PIN(sae_test_version, SAE_VERSION_NUMBER == SAE_VERSION_MAJOR * 10000 +
                                    SAE_VERSION_MINOR * 100 + SAE_VERSION_PATCH);
+SAE_TEST_PIN(sae_test_option_lower_open, SAE_OPTION_LOWER_OPEN == 1);
+SAE_TEST_PIN(sae_test_option_upper_open, SAE_OPTION_UPPER_OPEN == 2);
+SAE_TEST_PIN(sae_test_option_whole, SAE_OPTION_WHOLE == 4);
+/* The frozen generator state: four 64-bit words and nothing else (0.2). */
+SAE_TEST_PIN(sae_test_rng_size, sizeof(sae_rng) == 4 * sizeof(uint64_t));
 /* The frozen struct: four doubles, in this order, and nothing else. */
 SAE_TEST_PIN(sae_test_losses_size, sizeof(sae_losses) == 4 * sizeof(double));
 SAE_TEST_PIN(sae_test_losses_l0, sizeof(((sae_losses *)0)->l0) == sizeof(double));
@@ -169,3 +174,44 @@ enum sae_kernel sae_test_kernel = SAE_KERNEL_AUTO;
 enum sae_arch sae_test_arch = SAE_ARCH_TOPK;
 enum sae_lr_schedule sae_test_lr_schedule = SAE_LR_COSINE;
 enum sae_b_dec_init sae_test_b_dec_init = SAE_B_DEC_MEAN;
+
+/* Every 0.2 addition with its exact type. */
+struct sae_test_api_0_2_type {
+    const char *(*error_detail)(void);
+    int (*model_clone)(sae_model **, const sae_model *);
+    const char *(*option_name)(int);
+    int (*option_default)(int, double *);
+    int (*option_bounds)(int, double *, double *, unsigned *);
+    int (*feature_fire_counts)(const sae_model *, const float *, size_t, uint64_t *, size_t);
+    void (*rng_seed)(sae_rng *, uint64_t, uint64_t);
+    uint64_t (*rng_next)(sae_rng *);
+    double (*rng_uniform)(sae_rng *);
+    double (*rng_normal)(sae_rng *);
+    uint64_t (*rng_below)(sae_rng *, uint64_t);
+    int (*rng_shuffle)(sae_rng *, uint64_t *, size_t);
+};
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern const struct sae_test_api_0_2_type sae_test_api_0_2;
+#ifdef __cplusplus
+}
+#endif
+
+const struct sae_test_api_0_2_type sae_test_api_0_2 = {
+    sae_error_detail,
+    sae_model_clone,
+    sae_option_name,
+    sae_option_default,
+    sae_option_bounds,
+    sae_feature_fire_counts,
+    sae_rng_seed,
+    sae_rng_next,
+    sae_rng_uniform,
+    sae_rng_normal,
+    sae_rng_below,
+    sae_rng_shuffle,
+};
+
+enum sae_option_flags sae_test_option_flags = SAE_OPTION_WHOLE;

@@ -42,6 +42,7 @@ FLOATS = C.POINTER(C.c_float)
 def load_library(path):
     lib = C.CDLL(path)
     sigs = {
+        "sae_version_string": (C.c_char_p, []),
         "sae_model_create": (C.c_int, [C.POINTER(C.c_void_p), C.c_size_t, C.c_size_t, C.c_uint64]),
         "sae_model_create_arch": (C.c_int, [C.POINTER(C.c_void_p), C.c_size_t, C.c_size_t, C.c_uint64,
                                             C.c_int, C.c_double]),
@@ -372,7 +373,7 @@ class LibsaeWritesPythonReads(unittest.TestCase):
         m, _ = trained(6, 12)
         blob = m.save_buffer()
         metadata, tensors = st_min.unpack(blob)
-        self.assertEqual(metadata, {"libsae_architecture": "standard", "libsae_version": "0.1.0"})
+        self.assertEqual(metadata, {"libsae_architecture": "standard", "libsae_version": LIB.sae_version_string().decode()})
         self.assertEqual(set(tensors), {"W_enc", "W_dec", "b_enc", "b_dec"})
         (n,) = struct.unpack("<Q", blob[:8])
         self.assertEqual((8 + n) % 8, 0)
@@ -402,7 +403,7 @@ class LibsaeWritesPythonReads(unittest.TestCase):
                            "apply_b_dec_to_input": True, "normalize_activations": "none",
                            "activation_fn_str": "relu", "finetuning_scaling_factor": False}.items():
             self.assertEqual(cfg[key], value, key)
-        self.assertEqual(cfg["metadata"], {"producer": "libsae", "libsae_version": "0.1.0"})
+        self.assertEqual(cfg["metadata"], {"producer": "libsae", "libsae_version": LIB.sae_version_string().decode()})
         # SAELens < 6 builds its SAEConfig from these keys, none with a default:
         for key in ("architecture", "d_in", "d_sae", "activation_fn_str", "apply_b_dec_to_input",
                     "finetuning_scaling_factor", "context_size", "model_name", "hook_name",
@@ -602,7 +603,7 @@ class ArchitecturesLibsaeWritesPythonReads(unittest.TestCase):
                     if name != "threshold":
                         np.testing.assert_array_equal(bits(arrays[name]), bits(mine[name]))
                 self.assertEqual(metadata["libsae_architecture"], ARCH_NAMES[arch])
-                self.assertEqual(metadata["libsae_version"], "0.1.0")
+                self.assertEqual(metadata["libsae_version"], LIB.sae_version_string().decode())
                 if arch in (TOPK, BATCHTOPK):
                     self.assertEqual(int(metadata["libsae_k"]), 3)
                 else:

@@ -1,0 +1,35 @@
+/*
+ * The argument checks every public function shares: buffers given as rows x
+ * width elements (their byte size must fit size_t before any of them is
+ * read or written) and data that must be finite. Each failure records a
+ * detail naming the function, the argument and its shape.
+ */
+#include "internal.h"
+
+#include <math.h>
+
+int sae__check_rows(const char *fn, const char *name, const void *ptr, size_t rows,
+                    const char *rows_name, size_t width, const char *width_name, size_t elem_size)
+{
+    if (!ptr)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, name);
+    if (rows == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is 0", fn, rows_name);
+    size_t elems, bytes;
+    if (!sae__mul(rows, width, &elems) || !sae__mul(elems, elem_size, &bytes))
+        return sae__fail(SAE_E_INVALID_ARG,
+                         "%s: %s: %s x %s = %zu x %zu elements of %zu bytes overflow size_t", fn,
+                         name, rows_name, width_name, rows, width, elem_size);
+    return SAE_OK;
+}
+
+int sae__check_finite(const char *fn, const char *name, const float *v, size_t count)
+{
+    if (sae__all_finite(v, count))
+        return SAE_OK;
+    size_t k = 0;
+    while (k < count && isfinite(v[k]))
+        k++;
+    return sae__fail(SAE_E_NONFINITE, "%s: %s[%zu] is %s", fn, name, k,
+                     isnan(v[k]) ? "NaN" : v[k] > 0 ? "+Inf" : "-Inf");
+}
