@@ -6,9 +6,10 @@
  * afterwards.
  */
 #include "common/data.h"
-#include "common/rng.h"
 
 #include "check.h"
+
+#include <libsae/sae.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -97,23 +98,23 @@ static void fuzz(void)
     f = fopen(path, "rb");
     size_t good_len = fread(good, 1, sizeof good, f);
     fclose(f);
-    tool_rng rng;
-    tool_rng_seed(&rng, 2024, 0);
+    sae_rng rng;
+    sae_rng_seed(&rng, 2024, 0);
     size_t accepted = 0;
     for (int iter = 0; iter < 3000; iter++) {
         unsigned char buf[256];
         size_t len = good_len;
         memcpy(buf, good, len);
-        int edits = 1 + (int)tool_rng_below(&rng, 4);
+        int edits = 1 + (int)sae_rng_below(&rng, 4);
         for (int e = 0; e < edits; e++) {
-            size_t at = (size_t)tool_rng_below(&rng, 80); /* mostly the header */
-            if (tool_rng_below(&rng, 2))
-                buf[at] = (unsigned char)tool_rng_next(&rng);
+            size_t at = (size_t)sae_rng_below(&rng, 80); /* mostly the header */
+            if (sae_rng_below(&rng, 2))
+                buf[at] = (unsigned char)sae_rng_next(&rng);
             else
-                buf[at] = (unsigned char)tokens[tool_rng_below(&rng, sizeof tokens - 1)];
+                buf[at] = (unsigned char)tokens[sae_rng_below(&rng, sizeof tokens - 1)];
         }
-        if (tool_rng_below(&rng, 4) == 0)
-            len = (size_t)tool_rng_below(&rng, len + 1);
+        if (sae_rng_below(&rng, 4) == 0)
+            len = (size_t)sae_rng_below(&rng, len + 1);
         f = fopen(path, "wb");
         fwrite(buf, 1, len, f);
         fclose(f);
@@ -191,6 +192,20 @@ int main(void)
     expect_error(write_npy("zero.npy", 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }",
                            true, 0), 0, "no data");
     expect_error(write_npy("version.npy", 4, std, true, 48), 0, "version 4.0");
+    /* only the versions numpy writes: x.0 (a minor version is not a variant
+     * numpy reads either) */
+    static const unsigned char versions[][2] = {{1, 1}, {1, 255}, {2, 1}, {3, 1}, {0, 0}, {255, 0}};
+    for (size_t i = 0; i < sizeof versions / sizeof *versions; i++) {
+        char want[80];
+        const char *path = write_npy("minor.npy", versions[i][0], std, true, 48);
+        FILE *f = fopen(path, "r+b"); /* the minor version byte */
+        fseek(f, 7, SEEK_SET);
+        fputc(versions[i][1], f);
+        fclose(f);
+        snprintf(want, sizeof want, "unsupported .npy version %u.%u (need 1.0, 2.0 or 3.0)",
+                 versions[i][0], versions[i][1]);
+        expect_error(path, 0, want);
+    }
     expect_error(write_npy("nokey.npy", 1, "{'descr': '<f4', 'shape': (4, 3), }", true, 48), 0,
                  "fortran_order");
     expect_error(write_npy("badkey.npy", 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), 'x': 1}",
