@@ -45,6 +45,8 @@
 #define TMP_LINK ".sae-link-"       /* + the file's name: a link before its rename */
 #define NAME_MAX_BYTES 200          /* a staged file's name, so TMP_LINK + name fits */
 #define GEN_NAME_BYTES 32           /* "gen-" + 20 digits + NUL, rounded up */
+#define PATH_EXTRA 32               /* the header's promise: strlen(dir) + 32 bytes
+                                       hold dir + "/gen-<n>" (at most + 25) */
 
 /* "gen-<n>" with n a decimal number without leading zeros (0 alone is fine). */
 static bool parse_generation(const char *name, uint64_t *n)
@@ -467,9 +469,9 @@ int sae_checkpoint_begin(const char *dir, char *stage, size_t capacity)
     static const char fn[] = "sae_checkpoint_begin";
     int rc = check_args(fn, dir, stage, "stage");
     size_t need;
-    if (rc == SAE_OK && (!sae__add(strlen(dir), 1 + GEN_NAME_BYTES, &need) || capacity < need))
+    if (rc == SAE_OK && (!sae__add(strlen(dir), PATH_EXTRA, &need) || capacity < need))
         rc = sae__fail(SAE_E_INVALID_ARG, "%s: capacity %zu is below strlen(dir) + %d", fn,
-                       capacity, 1 + GEN_NAME_BYTES);
+                       capacity, PATH_EXTRA);
     if (rc != SAE_OK)
         return rc;
     int dir_fd = open_or_make_dir(dir);

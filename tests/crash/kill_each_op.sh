@@ -1,7 +1,8 @@
 #!/bin/sh
 # Crash safety of sae-train's checkpoint directories, deterministically: the
-# save at step 20 (or 10) of a 30-step run is killed (SIGKILL, by the LD_PRELOAD shim kill_after_op.so) right
-# after each of its file-system operations in turn -- every open for
+# save at step 20 (or 10) of a 30-step run is killed (SIGKILL, by the
+# LD_PRELOAD shim kill_after_op.c) right after each of its file-system
+# operations in turn -- every open for
 # writing, write, fflush, fsync, fclose, mkdir, rename, symlink, link,
 # unlink, rmdir -- and after each kill
 #   - the directory reads (through DIR/<file>, as SAELens reads it, and
@@ -15,19 +16,10 @@
 # the first save into a new directory (killed before its commit, there is
 # no checkpoint yet: a new run with --save succeeds).
 # Usage: kill_each_op.sh BINDIR SHIM.so
-set -u
+. "$(dirname "$0")/lib.sh"
 train=$1/sae-train
 shim=$2
-# tmpfs when there is one: fsync is then free, and the loop fast
-tmp=$(mktemp -d /dev/shm/sae-crash.XXXXXX 2>/dev/null || mktemp -d "${TMPDIR:-/tmp}/sae-crash.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-fail() {
-    echo "FAIL: $*" >&2
-    failures=$((failures + 1))
-}
 small="--d-in 16 --synth-features 24 --synth-tokens 1000 --d-sae 32 --batch 64"
-files="sae_weights.safetensors cfg.json optimizer.safetensors train_state.txt"
 
 # checkpoints of steps 10 and 20 of a 30-step run, and the run uninterrupted
 # shellcheck disable=SC2086
@@ -37,13 +29,6 @@ cp -r "$tmp/ref10" "$tmp/ref20"
 # shellcheck disable=SC2086
 "$train" $small --steps 30 --checkpoint-every 10 --save "$tmp/straight" >/dev/null 2>&1 || fail "the straight run"
 
-# sig DIR: a checksum of DIR's checkpoint files, read through the path given
-# (links included), train_state.txt but for its seconds; "missing" if one is
-sig() {
-    for f in $files; do [ -r "$1/$f" ] || { echo missing; return; }; done
-    { cat "$1/sae_weights.safetensors" "$1/cfg.json" "$1/optimizer.safetensors"
-      grep -v '^seconds ' "$1/train_state.txt"; } | cksum
-}
 sig10=$(sig "$tmp/ref10") sig20=$(sig "$tmp/ref20") sig30=$(sig "$tmp/straight")
 [ "$sig10" != "$sig20" ] && [ "$sig20" != "$sig30" ] || fail "the references are not distinct"
 
@@ -72,7 +57,7 @@ finished() {
     [ "$(sig "$1")" = "$sig30" ] || fail "$2: the resumed run's files differ from the uninterrupted run's"
     gen=$(readlink "$1/current")
     want="cfg.json current $gen ${3:+$3 }optimizer.safetensors sae_weights.safetensors train_state.txt "
-    [ "$(ls -A "$1" | tr '\n' ' ')" = "$want" ] || fail "$2: left $(ls -A "$1" | tr '\n' ' ')"
+    [ "$(left "$1")" = "$want" ] || fail "$2: left $(left "$1")"
 }
 
 kills=0 resumed=0 identical=0 fresh=0
@@ -139,8 +124,4 @@ case_ fresh nothing "" "$train" $small --steps 30 --stop-at 10 --save "$tmp/d"
 
 echo "kills: $kills, resumed from a checkpoint: $resumed, started over (nothing committed yet): $fresh, byte-identical at the end: $identical"
 [ "$identical" -eq "$kills" ] || fail "$((kills - identical)) of $kills kills did not end byte-identical"
-if [ "$failures" -ne 0 ]; then
-    echo "$failures check(s) failed" >&2
-    exit 1
-fi
-echo "all checks passed"
+finish

@@ -13,29 +13,16 @@
 #
 # SECONDS (default 120) bounds the loop; SAE_KILL_SEED fixes the random
 # moments (default: from the clock; printed, to repeat a run).
-set -u
+. "$(dirname "$0")/lib.sh"
 train=$1/sae-train
 kills_wanted=${2:-30}
 seconds=${3:-120}
 seed=${SAE_KILL_SEED:-$(date +%s)}
-tmp=$(mktemp -d /dev/shm/sae-kill.XXXXXX 2>/dev/null || mktemp -d "${TMPDIR:-/tmp}/sae-kill.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-fail() {
-    echo "FAIL: $*" >&2
-    failures=$((failures + 1))
-}
 # small and frequent: a save every 2 steps, so that many kills land in one
-run="--d-in 16 --synth-features 24 --synth-tokens 4096 --d-sae 64 --batch 32 --steps 3000 --checkpoint-every 2"
-files="sae_weights.safetensors cfg.json optimizer.safetensors train_state.txt"
-sig() {
-    for f in $files; do [ -r "$1/$f" ] || { echo missing; return; }; done
-    { cat "$1/sae_weights.safetensors" "$1/cfg.json" "$1/optimizer.safetensors"
-      grep -v '^seconds ' "$1/train_state.txt"; } | cksum
-}
+args="--d-in 16 --synth-features 24 --synth-tokens 4096 --d-sae 64 --batch 32 --steps 3000 --checkpoint-every 2"
 
 # shellcheck disable=SC2086
-"$train" $run --save "$tmp/straight" >/dev/null 2>&1 || fail "the uninterrupted run"
+"$train" $args --save "$tmp/straight" >/dev/null 2>&1 || fail "the uninterrupted run"
 
 # the random delays, in ms: 20 to 400 (sae-train takes some 20 ms to start)
 awk -v seed="$seed" -v n="$kills_wanted" 'BEGIN { srand(seed); for (i = 0; i < n; i++) printf "%d\n", 20 + 380 * rand() }' >"$tmp/delays"
@@ -48,7 +35,7 @@ while read -r ms; do
         "$train" --resume "$tmp/d" >/dev/null 2>"$tmp/err" &
     else # (killed before its first checkpoint: it starts over)
         # shellcheck disable=SC2086
-        "$train" $run --save "$tmp/d" >/dev/null 2>"$tmp/err" &
+        "$train" $args --save "$tmp/d" >/dev/null 2>"$tmp/err" &
     fi
     pid=$!
     sleep "$(awk -v ms="$ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
@@ -79,9 +66,8 @@ if "$train" --resume "$tmp/d" >/dev/null 2>"$tmp/err"; then
     [ "$(sig "$tmp/d")" = "$(sig "$tmp/straight")" ] && identical=1 ||
         fail "the resumed run's files differ from the uninterrupted run's"
     gen=$(readlink "$tmp/d/current")
-    left=$(ls -A "$tmp/d" | tr '\n' ' ')
-    [ "$left" = "cfg.json current $gen optimizer.safetensors sae_weights.safetensors train_state.txt " ] ||
-        fail "left over in DIR: $left"
+    [ "$(left "$tmp/d")" = "cfg.json current $gen optimizer.safetensors sae_weights.safetensors train_state.txt " ] ||
+        fail "left over in DIR: $(left "$tmp/d")"
 else
     identical=0
     fail "the last --resume failed: $(cat "$tmp/err")"
@@ -90,8 +76,4 @@ echo "kills: $kills ($before_first before the first checkpoint), resumable after
      "(DIR/<file> = DIR/current: $consistent), finished byte-identical: $identical," \
      "$(($(date +%s) - start)) s"
 [ "$kills" -ge "$kills_wanted" ] || fail "only $kills of $kills_wanted kills in $seconds s"
-if [ "$failures" -ne 0 ]; then
-    echo "$failures check(s) failed" >&2
-    exit 1
-fi
-echo "all checks passed"
+finish

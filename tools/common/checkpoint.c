@@ -160,6 +160,10 @@ void tool_checkpoint_load(const char *dir, sae_model **m, sae_optimizer **o, too
     snprintf(file, sizeof file, "%s/%s", path, TOOL_STATE_FILE);
     if (tool_run_state_read(file, s, err, sizeof err) != 0)
         tool_usage_error("--resume: %s: %s", file, err);
+    if (s->format < TOOL_STATE_FORMAT)
+        fprintf(stderr, "%s: note: %s was written by an earlier sae-train, whose batches, sample "
+                        "and synthetic data came from another random number generator: the run "
+                        "goes on, but not with the batches it would have drawn\n", tool_program(), file);
     load_generation(path, m, o, s);
     uint64_t steps = sae_optimizer_steps(*o);
     size_t d_in = sae_model_d_in(*m);

@@ -186,9 +186,13 @@ for f in sae_weights.safetensors cfg.json optimizer.safetensors train_state.txt;
     cp "$tmp/half40/$f" "$tmp/flat/$f" # (through the links: plain files)
 done
 mkdir "$tmp/flat/.saving-Ab3dEf" && echo partial >"$tmp/flat/.saving-Ab3dEf/optimizer.safetensors"
+# (format 2: an earlier sae-train's state, whose batches came from another generator)
+sed -i 's/^format 3$/format 2/' "$tmp/flat/train_state.txt"
 echo "my notes" >"$tmp/flat/notes.txt"
 run "$train" --resume "$tmp/flat" --steps 80
 [ "$rc" -eq 0 ] || fail "flat checkpoint: exit $rc: $(cat "$tmp/err")"
+grep -q "^sae-train: note: $tmp/flat/train_state.txt was written by an earlier sae-train" "$tmp/err" ||
+    fail "flat checkpoint of format 2: no note: $(cat "$tmp/err")"
 same_checkpoint "$tmp/full" "$tmp/flat" "a flat checkpoint resumed to 80"
 [ "$(ls -A "$tmp/flat" | tr '\n' ' ')" = "cfg.json current gen-1 notes.txt optimizer.safetensors sae_weights.safetensors train_state.txt " ] ||
     fail "flat checkpoint: converted to $(ls -A "$tmp/flat" | tr '\n' ' ')"

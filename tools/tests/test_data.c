@@ -135,13 +135,15 @@ static void fuzz(void)
     remove(path);
 }
 
-int main(void)
-{
-    check_scratch_begin("sae-test-data");
-    const char *std = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), }";
+/* numpy's standard header of a 4 x 3 float32 array */
+static const char std_dict[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), }";
 
-    /* Accepted: numpy's own header, versions 1/2/3, other key orders and
-     * spacing, double quotes, no trailing comma, Python 2 long ints. */
+/* Accepted: numpy's own header, versions 1/2/3, other key orders and
+ * spacing, double quotes, no trailing comma, Python 2 long ints; our own
+ * writer's header; raw float32 with --d-in. */
+static void test_accepted(void)
+{
+    const char *std = std_dict;
     expect_ok(write_npy("v1.npy", 1, std, true, 48), 0, 4, 3, "npy v1.0");
     expect_ok(write_npy("v2.npy", 2, std, true, 48), 0, 4, 3, "npy v2.0");
     expect_ok(write_npy("v3.npy", 3, std, true, 48), 0, 4, 3, "npy v3.0");
@@ -165,8 +167,12 @@ int main(void)
     /* Raw float32 with --d-in. */
     expect_ok(write_bytes("raw.f32", values, 48), 4, 3, 4, "raw float32");
     expect_ok(check_path_of("raw.f32"), 12, 1, 12, "raw float32");
+}
 
-    /* Rejected, each naming its problem. */
+/* Rejected, each naming its problem. */
+static void test_rejected(void)
+{
+    const char *std = std_dict;
     expect_error(check_path_of("missing.npy"), 0, "No such file");
     expect_error(write_bytes("empty.npy", "", 0), 0, "empty");
     expect_error(write_npy("trunc.npy", 1, std, true, 40), 0, "truncated");
@@ -219,6 +225,13 @@ int main(void)
     expect_error(check_path_of("raw.f32"), 5, "not a multiple");
     expect_error(write_bytes("raw10.f32", values, 10), 1, "not a multiple");
     expect_error(check_scratch_dir(), 0, "not a regular file");
+}
+
+int main(void)
+{
+    check_scratch_begin("sae-test-data");
+    test_accepted();
+    test_rejected();
     fuzz();
 
     return check_finish();
