@@ -7,14 +7,18 @@
 //                               give one up (release()); handle() is const on
 //                               a const object.
 //   sae::error                  what every failing call throws: status(),
-//                               code(), function() and the library's message
-//                               (sae_status_string); one subclass per status
+//                               code(), function(), detail() and the library's
+//                               messages (sae_status_string, sae_error_detail);
+//                               one subclass per status
 //                               (sae::invalid_arg_error, sae::format_error, ...)
 //   sae::status, sae::arch, sae::tensor, sae::option, sae::kernel,
-//   sae::lr_schedule, sae::b_dec_init
+//   sae::lr_schedule, sae::b_dec_init, sae::option_flags
 //                               scoped enums with the C values; every call
 //                               also takes the C constants (SAE_OPT_LR, ...)
-//   free functions              version, status strings, input scale
+//   sae::rng                    the library's random number generator
+//   free functions              version, status strings, error detail, the
+//                               option table (option_name, option_default,
+//                               bounds), input scale
 //
 // Buffers are caller-owned floats, row-major, as in sae.h: each call that
 // takes one has a pointer + count overload (n_tokens rows), a std::vector
@@ -36,6 +40,7 @@
 
 #include <libsae/sae.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -64,6 +69,7 @@ enum class status : int {
     io = SAE_E_IO,
     format = SAE_E_FORMAT,
     state = SAE_E_STATE,
+    comm = SAE_E_COMM,
 };
 
 enum class tensor : int {
@@ -119,6 +125,13 @@ enum class b_dec_init : int {
     geometric_median = SAE_B_DEC_GEOMETRIC_MEDIAN,
 };
 
+// Flags of sae::option_bounds (sae_option_bounds).
+enum class option_flags : unsigned {
+    lower_open = SAE_OPTION_LOWER_OPEN, // the lower bound itself is not allowed
+    upper_open = SAE_OPTION_UPPER_OPEN, // the upper bound itself is not allowed
+    whole = SAE_OPTION_WHOLE,           // whole numbers only
+};
+
 // An enum argument given either as the scoped enum (sae::option::lr) or as the
 // C constant (SAE_OPT_LR).
 template <class Scoped, class CEnum> class enum_arg {
@@ -143,21 +156,32 @@ using losses = sae_losses;
 // Errors
 // ---------------------------------------------------------------------------
 
-// A failed libsae call. what() is "<function>: <sae_status_string>".
+// A failed libsae call. what() is "<function>: <sae_status_string>", then
+// ": <detail>" when the library said why (sae_error_detail, read on the
+// thread that failed, when the exception was made).
 class error : public std::runtime_error {
 public:
     error(int code, const char *function)
-        : std::runtime_error(std::string(function) + ": " + sae_status_string(code)),
-          code_(code), function_(function)
+        : error(code, function, sae_error_detail())
+    {
+    }
+    error(int code, const char *function, const std::string &detail)
+        : std::runtime_error(std::string(function) + ": " + sae_status_string(code) +
+                             (detail.empty() ? "" : ": " + detail)),
+          code_(code), function_(function), detail_(detail)
     {
     }
     sae::status status() const noexcept { return static_cast<sae::status>(code_); }
     int code() const noexcept { return code_; }
     const char *function() const noexcept { return function_; }
+    // Why it failed, naming the argument, option, key, tensor or file ("" if
+    // the library gave no detail).
+    const std::string &detail() const noexcept { return detail_; }
 
 private:
     int code_;
     const char *function_; // a string literal: the C function's name
+    std::string detail_;
 };
 
 // One class per status, so that callers can catch the kinds they handle.
@@ -172,6 +196,7 @@ LIBSAE_HPP_ERROR(nonfinite_error)   // SAE_E_NONFINITE
 LIBSAE_HPP_ERROR(io_error)          // SAE_E_IO
 LIBSAE_HPP_ERROR(format_error)      // SAE_E_FORMAT
 LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
+LIBSAE_HPP_ERROR(comm_error)        // SAE_E_COMM: a sae_comm function failed
 #undef LIBSAE_HPP_ERROR
 
 // Throw the exception of `code` (a negative SAE_E_*) from `function`.
@@ -184,6 +209,7 @@ LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
     case SAE_E_IO: throw io_error(code, function);
     case SAE_E_FORMAT: throw format_error(code, function);
     case SAE_E_STATE: throw state_error(code, function);
+    case SAE_E_COMM: throw comm_error(code, function);
     default: throw error(code, function); // a status newer than this header
     }
 }
@@ -206,6 +232,64 @@ inline const char *status_string(sae::status s) noexcept
 {
     return sae_status_string(static_cast<int>(s));
 }
+
+// Why the calling thread's last failing libsae call failed ("" before any).
+inline const char *error_detail() noexcept { return sae_error_detail(); }
+
+// The option table (sae_option_name, _default, _bounds).
+inline const char *option_name(option_arg opt) noexcept { return sae_option_name(opt.value()); }
+inline double option_default(option_arg opt)
+{
+    double v = 0;
+    check(sae_option_default(opt.value(), &v), "sae_option_default");
+    return v;
+}
+struct option_bounds {
+    double lower = 0, upper = 0; // finite; DBL_MAX where there is no limit
+    unsigned flags = 0;          // sae::option_flags bits
+    bool has(option_flags f) const noexcept { return (flags & static_cast<unsigned>(f)) != 0; }
+    // Whether sae_optimizer_set accepts value.
+    bool allows(double value) const noexcept
+    {
+        if (!(value >= lower && value <= upper)) // also false for NaN
+            return false;
+        if ((has(option_flags::lower_open) && value == lower) ||
+            (has(option_flags::upper_open) && value == upper))
+            return false;
+        return !has(option_flags::whole) || std::trunc(value) == value;
+    }
+};
+inline option_bounds bounds(option_arg opt)
+{
+    option_bounds b;
+    check(sae_option_bounds(opt.value(), &b.lower, &b.upper, &b.flags), "sae_option_bounds");
+    return b;
+}
+
+// The library's random number generator (sae_rng_*): the same bits as the
+// library and every other caller draw from the same seed and stream. Plain
+// data: copy it to fork the stream.
+class rng {
+public:
+    explicit rng(std::uint64_t seed = 0, std::uint64_t stream = 0) noexcept
+    {
+        sae_rng_seed(&r_, seed, stream);
+    }
+    std::uint64_t next() noexcept { return sae_rng_next(&r_); }
+    double uniform() noexcept { return sae_rng_uniform(&r_); }
+    double normal() noexcept { return sae_rng_normal(&r_); }
+    std::uint64_t below(std::uint64_t n) noexcept { return sae_rng_below(&r_, n); }
+    void shuffle(std::uint64_t *v, std::size_t n)
+    {
+        check(sae_rng_shuffle(&r_, v, n), "sae_rng_shuffle");
+    }
+    void shuffle(std::vector<std::uint64_t> &v) { shuffle(v.data(), v.size()); }
+    sae_rng &state() noexcept { return r_; }
+    const sae_rng &state() const noexcept { return r_; }
+
+private:
+    sae_rng r_;
+};
 
 namespace detail {
 // What sae::model and sae::optimizer share: move-only ownership of a T *,
@@ -249,7 +333,9 @@ template <class T> std::vector<unsigned char> encoding(const T &object)
 inline std::size_t rows_of(std::size_t count, std::size_t width, const char *function)
 {
     if (width == 0 || count % width != 0)
-        throw invalid_arg_error(SAE_E_INVALID_ARG, function);
+        throw invalid_arg_error(SAE_E_INVALID_ARG, function,
+                                std::to_string(count) + " floats are not whole rows of " +
+                                    std::to_string(width));
     return count / width;
 }
 } // namespace detail
@@ -300,6 +386,15 @@ public:
     }
     // Adopt a model made through the C API; it is freed with this object.
     explicit model(sae_model *owned) noexcept : owner(owned) {}
+
+    // An independent deep copy, every tensor and the architecture's state bit
+    // for bit (sae_model_clone).
+    model clone() const
+    {
+        sae_model *m = nullptr;
+        check(sae_model_clone(&m, p_), "sae_model_clone");
+        return model(m);
+    }
 
     // From a safetensors file or a checkpoint directory (sae_model_load).
     static model load(const char *path)
@@ -437,6 +532,19 @@ public:
         return density_histogram(x.data(),
                                  rows(x.size(), d_in(), "sae_feature_density_histogram"),
                                  log10_min, log10_max, n_bins);
+    }
+
+    // counts[i] += tokens of x on which feature i fires (count = d_sae), over
+    // a stream of batches (sae_feature_fire_counts).
+    void feature_fire_counts(const float *x, std::size_t n_tokens, std::uint64_t *counts,
+                             std::size_t count) const
+    {
+        check(sae_feature_fire_counts(p_, x, n_tokens, counts, count), "sae_feature_fire_counts");
+    }
+    void feature_fire_counts(const std::vector<float> &x, std::vector<std::uint64_t> &counts) const
+    {
+        feature_fire_counts(x.data(), rows(x.size(), d_in(), "sae_feature_fire_counts"),
+                            counts.data(), counts.size());
     }
 
 #ifdef LIBSAE_HPP_SPAN
@@ -694,6 +802,210 @@ inline std::string checkpoint_current(const std::string &dir)
 {
     return detail::checkpoint_path(sae_checkpoint_current, dir, "sae_checkpoint_current");
 }
+
+// What the features do: sparse codes, feature statistics over a stream,
+// decoder neighbours (sae.h, "Sparse codes", "Feature statistics over a
+// stream", "Decoder neighbours")
+// ---------------------------------------------------------------------------
+
+// Sparse codes in CSR form: row t's active features are
+// features[offsets[t] .. offsets[t + 1]) (ascending) with values[...].
+struct sparse_codes {
+    std::vector<std::size_t> offsets; // n_tokens + 1
+    std::vector<std::uint32_t> features;
+    std::vector<float> values;
+};
+
+// The active (feature, value) pairs of each row of x (n_tokens x d_in), the
+// values m.encode gives bit for bit; max_per_token > 0 keeps each row's
+// largest values only (sae_encode_sparse; sized by sae_encode_sparse_size
+// unless the cap bounds the pairs).
+inline sparse_codes encode_sparse(const model &m, const float *x, std::size_t n_tokens,
+                                  std::size_t max_per_token = 0)
+{
+    std::size_t capacity = 0;
+    if (max_per_token)
+        capacity = n_tokens * (max_per_token < m.d_sae() ? max_per_token : m.d_sae());
+    else
+        check(sae_encode_sparse_size(m.handle(), x, n_tokens, 0, &capacity),
+              "sae_encode_sparse_size");
+    sparse_codes c;
+    c.offsets.resize(n_tokens + 1);
+    c.features.resize(capacity);
+    c.values.resize(capacity);
+    std::size_t done = 0;
+    check(sae_encode_sparse(m.handle(), x, n_tokens, max_per_token, c.offsets.data(),
+                            capacity ? c.features.data() : nullptr,
+                            capacity ? c.values.data() : nullptr, capacity, &done),
+          "sae_encode_sparse");
+    c.features.resize(c.offsets[done]);
+    c.values.resize(c.offsets[done]);
+    return c;
+}
+inline sparse_codes encode_sparse(const model &m, const std::vector<float> &x,
+                                  std::size_t max_per_token = 0)
+{
+    return encode_sparse(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_encode_sparse"),
+                         max_per_token);
+}
+
+// Each feature's k nearest features by decoder cosine, itself excluded:
+// idx[i * k + r] and cosine[i * k + r], best first (sae_decoder_neighbors).
+struct neighbors {
+    std::size_t k = 0;
+    std::vector<std::uint32_t> idx;   // d_sae x k
+    std::vector<float> cosine;        // d_sae x k
+};
+inline neighbors decoder_neighbors(const model &m, std::size_t k)
+{
+    neighbors n;
+    n.k = k;
+    n.idx.resize(m.d_sae() * k);
+    n.cosine.resize(m.d_sae() * k);
+    check(sae_decoder_neighbors(m.handle(), k, n.idx.data(), n.cosine.data(), n.idx.size()),
+          "sae_decoder_neighbors");
+    return n;
+}
+
+// Per-feature statistics over a stream of rows (sae_feature_stats): firing
+// counts, exact sums, maxima, log-spaced histograms and top-N rows; merge
+// accumulators over disjoint rows; save and load them.
+class feature_stats : public detail::owner<sae_feature_stats, sae_feature_stats_free> {
+public:
+    feature_stats(std::size_t d_sae, std::size_t top_n = 20, std::size_t n_bins = 60,
+                  double log10_min = -4.0, double log10_max = 2.0)
+    {
+        check(sae_feature_stats_create(&p_, d_sae, top_n, n_bins, log10_min, log10_max),
+              "sae_feature_stats_create");
+    }
+    explicit feature_stats(sae_feature_stats *owned) noexcept : owner(owned) {}
+
+    static feature_stats load(const char *path)
+    {
+        sae_feature_stats *s = nullptr;
+        check(sae_feature_stats_load(&s, path), "sae_feature_stats_load");
+        return feature_stats(s);
+    }
+    static feature_stats load(const std::string &path) { return load(path.c_str()); }
+    static feature_stats load_buffer(const void *buf, std::size_t size)
+    {
+        sae_feature_stats *s = nullptr;
+        check(sae_feature_stats_load_buffer(&s, buf, size), "sae_feature_stats_load_buffer");
+        return feature_stats(s);
+    }
+    static feature_stats load_buffer(const std::vector<unsigned char> &buf)
+    {
+        return load_buffer(buf.data(), buf.size());
+    }
+
+    // Feeding rows: x (n_tokens x d_in) encoded by m, or sparse codes.
+    void add(const model &m, const float *x, std::size_t n_tokens)
+    {
+        check(sae_feature_stats_add(p_, m.handle(), x, n_tokens), "sae_feature_stats_add");
+    }
+    void add(const model &m, const std::vector<float> &x)
+    {
+        add(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_feature_stats_add"));
+    }
+    void add_sparse(std::size_t n_tokens, const std::size_t *offsets,
+                    const std::uint32_t *features, const float *values)
+    {
+        check(sae_feature_stats_add_sparse(p_, n_tokens, offsets, features, values),
+              "sae_feature_stats_add_sparse");
+    }
+    void add_sparse(const sparse_codes &c)
+    {
+        if (c.offsets.size() < 2)
+            throw_error(SAE_E_INVALID_ARG, "sae_feature_stats_add_sparse");
+        add_sparse(c.offsets.size() - 1, c.offsets.data(), c.features.data(), c.values.data());
+    }
+    // Merge other, over rows disjoint from this one's, into this one.
+    void merge(const feature_stats &other)
+    {
+        check(sae_feature_stats_merge(p_, other.p_), "sae_feature_stats_merge");
+    }
+
+    std::size_t d_sae() const noexcept { return sae_feature_stats_d_sae(p_); }
+    std::size_t top_n() const noexcept { return sae_feature_stats_top_n(p_); }
+    std::size_t bins() const noexcept { return sae_feature_stats_bins(p_); }
+    std::uint64_t rows() const noexcept { return sae_feature_stats_rows(p_); }
+    std::uint64_t next_row() const noexcept { return sae_feature_stats_next_row(p_); }
+    void set_next_row(std::uint64_t row)
+    {
+        check(sae_feature_stats_set_next_row(p_, row), "sae_feature_stats_set_next_row");
+    }
+
+    std::vector<double> bin_edges() const
+    {
+        std::vector<double> e(bins() + 1);
+        check(sae_feature_stats_bin_edges(p_, e.data(), e.size()), "sae_feature_stats_bin_edges");
+        return e;
+    }
+    std::vector<std::uint64_t> counts() const
+    {
+        std::vector<std::uint64_t> c(d_sae());
+        check(sae_feature_stats_counts(p_, c.data(), c.size()), "sae_feature_stats_counts");
+        return c;
+    }
+    // {sum, sum of squares} of each feature's activations where it fires.
+    std::pair<std::vector<double>, std::vector<double>> sums() const
+    {
+        std::pair<std::vector<double>, std::vector<double>> s{std::vector<double>(d_sae()),
+                                                              std::vector<double>(d_sae())};
+        check(sae_feature_stats_sums(p_, s.first.data(), s.second.data(), d_sae()),
+              "sae_feature_stats_sums");
+        return s;
+    }
+    std::vector<float> max() const
+    {
+        std::vector<float> m(d_sae());
+        check(sae_feature_stats_max(p_, m.data(), m.size()), "sae_feature_stats_max");
+        return m;
+    }
+    // d_sae x bins counts, row-major.
+    std::vector<std::uint64_t> histogram() const
+    {
+        std::vector<std::uint64_t> h(d_sae() * bins());
+        check(sae_feature_stats_histogram(p_, h.data(), h.size()), "sae_feature_stats_histogram");
+        return h;
+    }
+    // A feature's top rows: row ids and values, the largest value first.
+    struct top_rows {
+        std::vector<std::uint64_t> rows;
+        std::vector<float> values;
+    };
+    top_rows top(std::size_t feature) const
+    {
+        top_rows t{std::vector<std::uint64_t>(top_n()), std::vector<float>(top_n())};
+        std::size_t n = 0;
+        check(sae_feature_stats_top(p_, feature, t.rows.data(), t.values.data(), t.rows.size(), &n),
+              "sae_feature_stats_top");
+        t.rows.resize(n);
+        t.values.resize(n);
+        return t;
+    }
+
+    // Saving: a file, or feature_stats.safetensors in an existing directory.
+    void save(const char *path) const
+    {
+        check(sae_feature_stats_save(p_, path), "sae_feature_stats_save");
+    }
+    void save(const std::string &path) const { save(path.c_str()); }
+    std::size_t save_size() const
+    {
+        std::size_t n = 0;
+        check(sae_feature_stats_save_size(p_, &n), "sae_feature_stats_save_size");
+        return n;
+    }
+    std::size_t save_buffer(void *buf, std::size_t capacity) const
+    {
+        std::size_t written = 0;
+        check(sae_feature_stats_save_buffer(p_, buf, capacity, &written),
+              "sae_feature_stats_save_buffer");
+        return written;
+    }
+    std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
+};
 
 } // namespace sae
 
