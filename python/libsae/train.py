@@ -251,6 +251,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
         opt._set(opt_key, value)
     if total is not None and Option.TOTAL_STEPS not in values:
         opt._set(Option.TOTAL_STEPS, float(total))
+    # the dead window is also AuxK's and resampling's, as in sae-train
+    opt._set(Option.DEAD_WINDOW, float(settings["dead_window"]))
     end = total if stop_at is None else (stop_at if total is None else min(stop_at, total))
     resample_every = int(settings["resample_every"])
     window = int(settings["resample_window"] or settings["dead_window"])
