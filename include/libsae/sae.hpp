@@ -16,6 +16,8 @@
 //                               scoped enums with the C values; every call
 //                               also takes the C constants (SAE_OPT_LR, ...)
 //   sae::rng                    the library's random number generator
+//   sae::checkpoint_writer      a crash-safe checkpoint directory's next
+//                               generation (commit, or abort when destroyed)
 //   free functions              version, status strings, error detail, the
 //                               option table (option_name, option_default,
 //                               bounds), input scale
@@ -753,6 +755,66 @@ public:
     }
     std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
 };
+
+// ---------------------------------------------------------------------------
+// Checkpoint directories (sae.h): one generation at a time, atomically
+// ---------------------------------------------------------------------------
+
+// A new generation of checkpoint directory `dir` (sae_checkpoint_begin):
+// write its files into path(), then commit() makes it current in one atomic
+// step; destroyed without commit(), it is aborted and dir stays as it was.
+//
+//     sae::checkpoint_writer ckpt("run");
+//     m.save(ckpt.path());
+//     opt.save(ckpt.path());
+//     ckpt.commit();
+class checkpoint_writer {
+public:
+    explicit checkpoint_writer(std::string dir) : dir_(std::move(dir))
+    {
+        std::vector<char> stage(dir_.size() + 64); // strlen(dir) + 32 always suffice
+        check(sae_checkpoint_begin(dir_.c_str(), stage.data(), stage.size()),
+              "sae_checkpoint_begin");
+        stage_ = stage.data();
+    }
+    checkpoint_writer(const checkpoint_writer &) = delete;
+    checkpoint_writer &operator=(const checkpoint_writer &) = delete;
+    ~checkpoint_writer() { abort_quietly(); }
+
+    // The staging directory to write the generation's files into.
+    const std::string &path() const noexcept { return stage_; }
+    // Make it the directory's current checkpoint (sae_checkpoint_commit).
+    void commit()
+    {
+        check(sae_checkpoint_commit(dir_.c_str(), stage_.c_str()), "sae_checkpoint_commit");
+        stage_.clear();
+    }
+    // Remove it; the directory stays as it was (sae_checkpoint_abort).
+    void abort()
+    {
+        if (stage_.empty())
+            return;
+        const std::string stage = std::exchange(stage_, std::string());
+        check(sae_checkpoint_abort(dir_.c_str(), stage.c_str()), "sae_checkpoint_abort");
+    }
+
+private:
+    void abort_quietly() noexcept
+    {
+        if (!stage_.empty())
+            (void)sae_checkpoint_abort(dir_.c_str(), stage_.c_str());
+    }
+    std::string dir_, stage_;
+};
+
+// The directory holding dir's complete current checkpoint
+// (sae_checkpoint_current): dir/gen-<n>, or dir for flat files from before.
+inline std::string checkpoint_current(const std::string &dir)
+{
+    std::vector<char> path(dir.size() + 64);
+    check(sae_checkpoint_current(dir.c_str(), path.data(), path.size()), "sae_checkpoint_current");
+    return path.data();
+}
 
 } // namespace sae
 

@@ -16,7 +16,6 @@ SAELens opens DIR as it is. A generation holds
 
 from __future__ import annotations
 
-import ctypes
 import os
 from typing import Any, Dict, Tuple
 
@@ -24,8 +23,8 @@ import numpy as np
 
 from ._data import Rows
 from .capi import lib
+from .checkpoint_dir import CheckpointWriter, current_checkpoint
 from .enums import Arch, enum_value
-from .errors import check
 from .model import Model
 from .optimizer import Optimizer
 from .rng import Rng
@@ -107,40 +106,24 @@ def read_state(path: str) -> Dict[str, Any]:
 
 def save(directory: Any, model: Model, opt: Optimizer, state: Dict[str, Any]) -> None:
     """The checkpoint of model, opt and the run state as directory's new
-    generation, atomically (sae_checkpoint_begin / _commit)."""
-    d = os.fsencode(directory)
-    stage = ctypes.create_string_buffer(len(d) + 64)
-    check(lib.sae_checkpoint_begin(d, stage, len(stage)), "sae_checkpoint_begin")
-    where = os.fsdecode(stage.value)
-    try:
+    generation, atomically."""
+    with CheckpointWriter(directory) as stage:
         scale = float(state.get("scale", 1.0))
         if scale != 1.0:
             with model.clone() as exported:
                 exported.fold_input_scale(scale)
-                exported.save(where)
-            model.save(os.path.join(where, TRAIN_WEIGHTS))
+                exported.save(stage.path)
+            model.save(os.path.join(stage.path, TRAIN_WEIGHTS))
         else:
-            model.save(where)
-        opt.save(where)
-        with open(os.path.join(where, STATE_FILE), "w", encoding="utf-8") as f:
+            model.save(stage.path)
+        opt.save(stage.path)
+        with open(os.path.join(stage.path, STATE_FILE), "w", encoding="utf-8") as f:
             f.write(state_text({**state, "format": STATE_FORMAT}))
-        check(lib.sae_checkpoint_commit(d, stage.value), "sae_checkpoint_commit")
-    except BaseException:
-        lib.sae_checkpoint_abort(d, stage.value)
-        raise
-
-
-def current(directory: Any) -> str:
-    """The directory of directory's complete current checkpoint."""
-    d = os.fsencode(directory)
-    path = ctypes.create_string_buffer(len(d) + 64)
-    check(lib.sae_checkpoint_current(d, path, len(path)), "sae_checkpoint_current")
-    return os.fsdecode(path.value)
 
 
 def load(directory: Any) -> Tuple[Model, Optimizer, Dict[str, Any]]:
     """The model as trained, its optimizer and the run state."""
-    where = current(directory)
+    where = current_checkpoint(directory)
     state = read_state(os.path.join(where, STATE_FILE))
     trained = os.path.join(where, TRAIN_WEIGHTS)
     model = Model.load(trained if state.get("scale", 1.0) != 1.0 else where)
