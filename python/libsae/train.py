@@ -36,7 +36,7 @@ from . import _checkpoint
 from ._data import Rows, open_source, scaled
 from ._progress import Progress, choose
 from .enums import Arch, BDecInit, Option, enum_value
-from .model import Model, estimate_input_scale
+from .model import JUMPRELU_THRESHOLD, Model, estimate_input_scale
 from .optimizer import Optimizer
 from .options import parse_options
 
@@ -238,7 +238,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
                 model.init_b_dec(x_sample, BDecInit.MEAN if _b_dec_name(b_dec_init) == "mean"
                                  else BDecInit.GEOMETRIC_MEDIAN)
         state = {"seed": settings["seed"], "arch": model.arch, "k": model.k,
-                 "threshold0": float(model.threshold[0]) if model.arch == Arch.JUMPRELU else 0.0,
+                 "threshold0": (JUMPRELU_THRESHOLD if threshold is None else float(threshold))
+                 if model.arch == Arch.JUMPRELU else 0.0,
                  "b_dec_init": _b_dec_name(b_dec_init) if b_dec_init else "none"}
         start, drawn, seconds0, recorded_total = 0, 0, 0.0, 0
 
