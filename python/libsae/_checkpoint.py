@@ -23,7 +23,7 @@ import numpy as np
 
 from ._data import Rows
 from .capi import lib
-from .checkpoint_dir import CheckpointWriter, current_checkpoint
+from .checkpoint_dir import CheckpointWriter, checkpoint_current
 from .enums import Arch, enum_value
 from .model import Model
 from .optimizer import Optimizer
@@ -123,7 +123,7 @@ def save(directory: Any, model: Model, opt: Optimizer, state: Dict[str, Any]) ->
 
 def load(directory: Any) -> Tuple[Model, Optimizer, Dict[str, Any]]:
     """The model as trained, its optimizer and the run state."""
-    where = current_checkpoint(directory)
+    where = checkpoint_current(directory)
     state = read_state(os.path.join(where, STATE_FILE))
     trained = os.path.join(where, TRAIN_WEIGHTS)
     model = Model.load(trained if state.get("scale", 1.0) != 1.0 else where)
