@@ -303,7 +303,6 @@ void sae__bf16_from_f32(uint16_t *dst, const float *src, size_t count);
 void sae__bf16_to_f32(float *dst, const uint16_t *src, size_t count);
 bool sae__bf16_native(void); /* the AVX512_BF16 kernel runs */
 
-
 /* ---- threads (threads.c) --------------------------------------------------- */
 
 /* A pool of threads that run one task at a time (see threads.c for why not
