@@ -676,15 +676,7 @@ int sae_feature_stats_save(const sae_feature_stats *s, const char *path)
 static bool shape_is(const sae_st_tensor *t, sae_st_dtype dtype, size_t rank, uint64_t a,
                      uint64_t b)
 {
-    return t && t->dtype == dtype && t->rank == rank && t->shape[0] == a &&
-           (rank == 1 || t->shape[1] == b);
-}
-
-static bool metadata_is(const sae_st_header *h, const char *key, const char *value)
-{
-    size_t len;
-    const char *v = sae__st_metadata(h, key, &len);
-    return v && len == strlen(value) && memcmp(v, value, len) == 0;
+    return t && t->dtype == dtype && sae__st_shape_is(t, rank, a, b);
 }
 
 /* Whether x <= y allowing for the rounding of both (each within a few ulps
@@ -747,9 +739,9 @@ static int read_layout(const sae_st_source *src, const sae_st_header *h,
                        const sae_st_tensor *t[N_TENSORS], size_t dims[3], double range[2],
                        uint64_t rows[3])
 {
-    if (!metadata_is(h, "libsae_format", FORMAT_NAME))
+    if (!sae__st_metadata_is(h, "libsae_format", FORMAT_NAME))
         return BAD_FILE("__metadata__ has no \"libsae_format\": \"" FORMAT_NAME "\"");
-    if (!metadata_is(h, "libsae_format_version", "1"))
+    if (!sae__st_metadata_is(h, "libsae_format_version", "1"))
         return BAD_FILE("\"libsae_format_version\" is not \"1\"");
     for (size_t k = 0; k < N_TENSORS; k++)
         if (!(t[k] = sae__st_find(h, tensor_names[k])))
