@@ -333,6 +333,8 @@ void test_checkpoint_dirs()
     EXPECT_THROWS(sae::io_error, sae::status::io, sae::checkpoint_current(tmp));
     const std::string rm = "rm -rf '" + std::string(tmp) + "'";
     EXPECT(std::system(rm.c_str()) == 0);
+}
+
 // sae::check throws the class of each status.
 void test_status_classes()
 {
