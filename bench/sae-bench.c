@@ -333,6 +333,7 @@ typedef struct options {
     int archs[MAX_LIST];
     int n_archs;
     int reps, threads, kernel;
+    int gemm, precision;      /* SAE_OPT_GEMM, SAE_OPT_PRECISION */
     const char *data, *model;
     int rss_only, keep_blas_env;
     double b_enc;             /* with --b-enc: set b_enc directly instead of searching */
@@ -380,6 +381,9 @@ static void usage(void)
          "  --reps N        timed repetitions per measurement (5)\n"
          "  --threads N     SAE_OPT_THREADS and the Adam pass's threads (0 = all cores)\n"
          "  --kernel K      auto | dense | sparse (auto)\n"
+         "  --gemm G        auto | cblas | onednn: SAE_OPT_GEMM, the step's GEMM backend\n"
+         "                  (auto: oneDNN when libsae was built with it)\n"
+         "  --precision P   fp32 | bf16: SAE_OPT_PRECISION, the encoder GEMM's inputs (fp32)\n"
          "  --data FILE     activations: .npy (float32, 2-D) or raw float32 rows of d_in\n"
          "                  (default: N(0,1) from a fixed seed)\n"
          "  --model PATH    a trained model (sae_model_load: a checkpoint directory or a\n"
@@ -435,7 +439,20 @@ static options parse(int argc, char **argv)
             o.kernel = strcmp(v, "dense") == 0    ? SAE_KERNEL_DENSE
                        : strcmp(v, "sparse") == 0 ? SAE_KERNEL_SPARSE
                                                   : SAE_KERNEL_AUTO;
-        else if (strcmp(a, "--regimes") == 0)
+        else if (strcmp(a, "--gemm") == 0) {
+            o.gemm = strcmp(v, "auto") == 0     ? SAE_GEMM_AUTO
+                     : strcmp(v, "cblas") == 0  ? SAE_GEMM_CBLAS
+                     : strcmp(v, "onednn") == 0 ? SAE_GEMM_ONEDNN
+                                                : -1;
+            if (o.gemm < 0)
+                die("--gemm: auto, cblas or onednn");
+        } else if (strcmp(a, "--precision") == 0) {
+            o.precision = strcmp(v, "fp32") == 0   ? SAE_PRECISION_FP32
+                          : strcmp(v, "bf16") == 0 ? SAE_PRECISION_BF16
+                                                   : -1;
+            if (o.precision < 0)
+                die("--precision: fp32 or bf16");
+        } else if (strcmp(a, "--regimes") == 0)
             o.n_regimes = parse_list(v, o.regimes, MAX_LIST);
         else if (strcmp(a, "--batch") == 0) {
             double b[MAX_LIST];
@@ -509,8 +526,12 @@ static void print_header(const options *o, int threads)
     char *(*corename)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
     printf("# libsae %s, %s, %d threads, d_in %zu, d_sae %zu, %d reps (medians)\n",
            sae_version_string(), cpu, threads, o->d_in, o->d_sae, o->reps);
-    printf("# BLAS core: %s (openblas_get_corename); the step's GEMMs: CBLAS, fp32\n",
-           corename ? corename() : "not OpenBLAS");
+    static const char *gemm_names[] = {"auto", "cblas", "onednn"};
+    int backend = sae_gemm_backend(o->gemm);
+    printf("# BLAS core: %s (openblas_get_corename); the step's GEMMs: %s (--gemm %s), "
+           "encoder %s\n",
+           corename ? corename() : "not OpenBLAS", backend == SAE_GEMM_ONEDNN ? "oneDNN" : "CBLAS",
+           gemm_names[o->gemm], o->precision == SAE_PRECISION_BF16 ? "bf16" : "fp32");
     const char *unset = getenv("SAE_BENCH_UNSET");
     printf("# environment: OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s OPENBLAS_NUM_THREADS=%s "
            "OMP_NUM_THREADS=%s%s%s%s\n",
@@ -629,6 +650,8 @@ int main(int argc, char **argv)
             check(sae_optimizer_create(&c->o, c->m), "create optimizer");
         check(sae_optimizer_set(c->o, SAE_OPT_THREADS, opt.threads), "threads");
         check(sae_optimizer_set(c->o, SAE_OPT_KERNEL, opt.kernel), "kernel");
+        check(sae_optimizer_set(c->o, SAE_OPT_GEMM, opt.gemm), "gemm");
+        check(sae_optimizer_set(c->o, SAE_OPT_PRECISION, opt.precision), "precision");
         /* a step of a trained model keeps its scale: the bench measures, not trains */
         check(sae_optimizer_set(c->o, SAE_OPT_LR, 1e-7), "lr");
         sae_losses l;

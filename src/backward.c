@@ -232,12 +232,12 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
                                                          : 0.0f};
 
     /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token */
-    sae__forward_decode(m, f, rows, dxh);
+    sae__forward_decode(m, &ws->gemm, cfg->pool, f, rows, dxh);
     sae__parallel_for(cfg->pool, rows, error_range, &d);
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
-                f, (int)d_sae, dxh, (int)d_in, beta, grad + m->lay.w_dec, (int)d_in);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, f, d_sae, dxh,
+                      d_in, beta, grad + m->lay.w_dec, d_in);
     add_column_sums(f, rows, d_sae, ws, ws->f_sum);
     sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
 
@@ -245,17 +245,16 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
      * needed: the mask keeps where f > 0), then dL/dpre, and its column sums
      * are dL/db_enc. */
     float *g_pre = ws->f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                dxh, (int)d_in, sae__w_dec(m), (int)d_in, 0.0f, g_pre, (int)d_sae);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_in, 1.0f, dxh, d_in,
+                      sae__w_dec(m), d_in, 0.0f, g_pre, d_sae);
     if (m->arch == SAE_ARCH_JUMPRELU)
         sae__parallel_for(cfg->pool, ws->mask_chunks, theta_grad_range, &d);
     sae__parallel_for(cfg->pool, rows, dpre_range, &d);
     add_column_sums(g_pre, rows, d_sae, ws, ws->g_b_enc);
 
     /* dL/dW_enc (stored transposed) += dL/dpre^T xc */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
-                g_pre, (int)d_sae, ws->xc + t0 * d_in, (int)d_in, beta, grad + m->lay.w_enc_t,
-                (int)d_in);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, g_pre, d_sae,
+                      ws->xc + t0 * d_in, d_in, beta, grad + m->lay.w_enc_t, d_in);
 }
 
 /* After the dense blocks: the L1 term's gradient through the decoder row norms
@@ -369,9 +368,14 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
     if (cfg->dead)
         out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap, ws->aux_fval + t0 * ws->aux_cap,
                                   ws->aux_count + t0, ws->aux_cap};
-    if (sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs) !=
-        SAE_OK)
-        return SAE_E_NONFINITE;
+    out.gemm = &ws->gemm;
+    if (ws->bf16) {
+        out.xc16 = ws->xc16 + t0 * d_in;
+        out.w_enc16 = ws->w_enc16;
+    }
+    int rc = sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs);
+    if (rc != SAE_OK)
+        return rc;
     if (m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
         res->batch_min_kept = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out,
                                               ws->ties, ws->radix_hist, cfg->pool);

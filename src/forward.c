@@ -269,10 +269,12 @@ static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16
 
 /* ---- the encoder ------------------------------------------------------------------ */
 
-/* xc = x - b_dec for the block's rows; bad[tid] flags NaN or Inf in x. */
+/* xc = x - b_dec for the block's rows (and its bf16 rounding, xc16 when not
+ * NULL); bad[tid] flags NaN or Inf in x. */
 typedef struct center_task {
     const float *x, *b_dec;
     float *xc;
+    uint16_t *xc16;
     size_t d_in;
     int bad[SAE_MAX_THREADS];
 } center_task;
@@ -289,6 +291,8 @@ static void center_range(void *ctx, size_t begin, size_t end, int tid)
             bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
             xct[j] = xt[j] - c->b_dec[j];
         }
+        if (c->xc16)
+            sae__bf16_from_f32(c->xc16 + t * d_in, xct, d_in);
     }
     c->bad[tid] = bad;
 }
@@ -347,7 +351,8 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
                       size_t *pairs)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    center_task c = {.x = x, .b_dec = sae__b_dec(m), .xc = out->xc, .d_in = d_in};
+    center_task c = {.x = x, .b_dec = sae__b_dec(m), .xc = out->xc,
+                     .xc16 = out->w_enc16 ? out->xc16 : NULL, .d_in = d_in};
     for (int k = 0; k < sae__pool_threads(pool); k++)
         c.bad[k] = 0;
     sae__parallel_for(pool, rows, center_range, &c);
@@ -358,8 +363,15 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
         return SAE_E_NONFINITE;
     /* pre = xc W_enc; b_enc is added by the activation (one pass over the
      * block, not two) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                out->xc, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, out->f, (int)d_sae);
+    if (out->w_enc16) {
+        int rc = sae__gemm_use_bf16(out->gemm, pool, false, true, rows, d_sae, d_in, 1.0f,
+                                    out->xc16, d_in, out->w_enc16, d_in, 0.0f, out->f, d_sae);
+        if (rc != SAE_OK)
+            return rc;
+    } else {
+        sae__gemm_use_f32(out->gemm, pool, false, true, rows, d_sae, d_in, 1.0f, out->xc, d_in,
+                          sae__w_enc_t(m), d_in, 0.0f, out->f, d_sae);
+    }
     /* sums are added token by token: on one thread, in token order */
     sae_pool *act_pool = out->sums ? NULL : pool;
     activate_task a = {.act = act, .out = out, .scratch = scratch};
@@ -529,14 +541,15 @@ float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *no
 
 /* ---- the decoder ------------------------------------------------------------------ */
 
-void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat)
+void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
+                         const float *f, size_t rows, float *x_hat)
 {
     const size_t d_in = m->d_in;
     const float *b_dec = sae__b_dec(m);
     for (size_t t = 0; t < rows; t++)
         memcpy(x_hat + t * d_in, b_dec, d_in * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_in, (int)m->d_sae,
-                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)d_in, 1.0f, x_hat, (int)d_in);
+    sae__gemm_use_f32(gemm, pool, false, false, rows, d_in, m->d_sae, 1.0f, f, m->d_sae,
+                      sae__w_dec(m), d_in, 1.0f, x_hat, d_in);
 }
 
 /* ---- the forward pass for read-only callers ----------------------------------------- */
@@ -549,6 +562,7 @@ void sae__forward_free(sae_forward *fw)
     sae__free(fw->xc);
     sae__free(fw->f);
     sae__free(fw->x_hat);
+    sae__gemm_free(fw->ctx);
     memset(fw, 0, sizeof *fw);
 }
 
@@ -566,7 +580,8 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
               (m->arch != SAE_ARCH_JUMPRELU || (fw->theta = sae__alloc(d_sae * sizeof(float)))) &&
               (!(buffers & SAE_FORWARD_F) || (fw->f = sae__alloc(block * d_sae * sizeof(float)))) &&
               (!(buffers & SAE_FORWARD_X_HAT) ||
-               (fw->x_hat = sae__alloc(block * d_in * sizeof(float))));
+               (fw->x_hat = sae__alloc(block * d_in * sizeof(float)))) &&
+              sae__gemm_create(&fw->ctx, SAE_GEMM_AUTO) == SAE_OK;
     if (!ok) {
         sae__forward_free(fw);
         return SAE_E_NOMEM;
@@ -575,13 +590,14 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
     if (fw->theta)
         sae__thresholds(m, fw->theta);
     sae__activation_init(&fw->act, m, fw->norms, fw->theta);
+    fw->gemm = (sae_gemm_use){NULL, fw->ctx};
     return SAE_OK;
 }
 
 int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
                         sae_loss_sums *sums)
 {
-    const sae_encoded out = {.xc = fw->xc, .f = f, .sums = sums};
+    const sae_encoded out = {.xc = fw->xc, .f = f, .sums = sums, .gemm = &fw->gemm};
     return sae__encode_block(fw->m, &fw->act, NULL, fw->scratch, x, rows, &out, NULL);
 }
 

@@ -46,10 +46,16 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
         rc = sae__check_finite(fn, "f", f, n_tokens * m->d_sae);
     if (rc != SAE_OK)
         return rc;
+    /* the product on the default backend; without memory for its context,
+     * on CBLAS (sae_decode needs no memory of its own) */
+    sae_gemm_use gemm = {NULL, NULL};
+    if (sae__gemm_create(&gemm.g, SAE_GEMM_AUTO) != SAE_OK)
+        gemm.g = NULL;
     for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = sae__block_rows(n_tokens, t0, SAE_BLOCK_TOKENS);
-        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
+        sae__forward_decode(m, &gemm, NULL, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
     }
+    sae__gemm_free(gemm.g);
     return SAE_OK;
 }
 
@@ -68,7 +74,7 @@ static int forward_sums(const char *fn, const sae_model *m, const float *x, size
         size_t rows = sae__block_rows(n_tokens, t0, fw.block);
         const float *xb = x + t0 * d_in;
         sae__forward_encode(&fw, xb, rows, fw.f, sums);
-        sae__forward_decode(m, fw.f, rows, fw.x_hat);
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, fw.x_hat);
         for (size_t k = 0; k < rows * d_in; k++) {
             double e = (double)fw.x_hat[k] - xb[k];
             sums->l2 += e * e;

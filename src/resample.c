@@ -57,7 +57,7 @@ static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double
         size_t rows = sae__block_rows(n_tokens, t0, fw->block);
         const float *xb = x + t0 * d_in;
         sae__forward_encode(fw, xb, rows, fw->f, NULL);
-        sae__forward_decode(m, fw->f, rows, fw->x_hat);
+        sae__forward_decode(m, &fw->gemm, NULL, fw->f, rows, fw->x_hat);
         for (size_t t = 0; t < rows; t++) {
             double loss = 0.0, norm2 = 0.0;
             for (size_t j = 0; j < d_in; j++) {

@@ -255,7 +255,7 @@ static void check_case(const problem *p, int arch, size_t k, bool with_aux, int 
     sae__pool_free(pool);
 }
 
-static const int backends[] = {SAE__GEMM_CBLAS, SAE__GEMM_ONEDNN};
+static const int backends[] = {SAE_GEMM_CBLAS, SAE_GEMM_ONEDNN};
 
 static void every_backend(int arch, size_t k, bool with_aux, bool quick)
 {
@@ -313,7 +313,7 @@ START_TEST(density_limit_stops_the_pass)
     sae_pool *pool;
     ck_assert_int_eq(sae__pool_create(&pool, 2), SAE_OK);
     sae_gemm_team *team;
-    ck_assert_int_eq(sae__gemm_team_create(&team, SAE__GEMM_AUTO, 2), SAE_OK);
+    ck_assert_int_eq(sae__gemm_team_create(&team, SAE_GEMM_AUTO, 2), SAE_OK);
     sae_fused_encoder *enc;
     ck_assert_int_eq(sae__fused_encoder_create(&enc, p.d_sae, 2, sae__gemm_team_backend(team)),
                      SAE_OK);
