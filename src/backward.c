@@ -398,6 +398,42 @@ static int sparse_block(const sae_model *m, const sae_step_config *cfg, size_t n
     return rc;
 }
 
+/* The sparse path's forward pass with the fused encoder (encode_fused.c): xc
+ * (and its bf16 rounding), then the batch's pairs straight into the CSR, the
+ * per-token L1 sums and active counts, and AuxK's picks. SAE_FUSED_TOO_DENSE
+ * when ReLU or JumpReLU is denser than max_density (the dense path is then
+ * the faster one). */
+static int fused_forward(const sae_model *m, const sae_step_config *cfg,
+                         const sae_activation *act, const float *x, size_t n_tokens,
+                         double max_density, sae_workspace *ws, sae_backward_result *res)
+{
+    uint16_t *xc16 = ws->bf16 ? ws->xc16 : NULL;
+    if (sae__center(m, cfg->pool, x, n_tokens, ws->xc, xc16) != SAE_OK)
+        return SAE_E_NONFINITE;
+    sae_fused_args args = {act, m->d_in, n_tokens, ws->xc, sae__w_enc_t(m), xc16,
+                           ws->bf16 ? ws->w_enc16 : NULL, max_density};
+    for (;;) {
+        sae_fused_out out = {.row_ptr = ws->row_ptr, .feat = ws->feat, .fval = ws->fval,
+                             .cap = ws->nnz_cap, .l1 = ws->l1_tok, .active = ws->active_tok};
+        if (cfg->dead) {
+            out.aux_feat = ws->aux_feat;
+            out.aux_fval = ws->aux_fval;
+            out.aux_count = ws->aux_count;
+            out.aux_cap = ws->aux_cap;
+        }
+        int rc = sae__encode_fused(ws->fused, &args, ws->team, cfg->pool, &out);
+        if (rc == SAE_FUSED_OUT_FULL) { /* once, when the batch is denser than ever */
+            rc = sae__workspace_reserve_pairs(ws, out.pairs, 0);
+            if (rc != SAE_OK)
+                return rc;
+            continue;
+        }
+        if (rc == SAE_OK && m->arch == SAE_ARCH_BATCHTOPK)
+            res->batch_min_kept = out.batch_min_kept;
+        return rc;
+    }
+}
+
 /* The loss sums and the gradient norm, each summed in a fixed order, and
  * JumpReLU's log-threshold gradients dL/dt_i = theta_i dL/dtheta_i. */
 static void finish_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
@@ -455,13 +491,26 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     /* TopK and BatchTopK are sparse by construction; the sparse path indexes
      * tokens and features with 32 bits. */
     bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
+    /* the sparse path's encoder is fused whenever the step may take that path;
+     * a ReLU or JumpReLU batch too dense for it takes the dense path */
+    bool fused = false, too_dense = false;
+    if (ws->fused && n_tokens <= UINT32_MAX / 2 && (topk || cfg->kernel != SAE_KERNEL_DENSE)) {
+        double max_density = sparse ? 1.0 : SAE_SPARSE_MAX_DENSITY;
+        int rc = fused_forward(m, cfg, &act, x, n_tokens, max_density, ws, res);
+        if (rc == SAE_OK)
+            fused = sparse = true;
+        else if (rc == SAE_FUSED_TOO_DENSE)
+            too_dense = true;
+        else
+            return rc;
+    }
+    for (size_t t0 = 0; !fused && t0 < n_tokens; t0 += block) {
         size_t rows = sae__block_rows(n_tokens, t0, block), pairs;
         int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
         if (rc != SAE_OK)
             return rc;
         if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk)
-            sparse = n_tokens <= UINT32_MAX / 2 &&
+            sparse = !too_dense && n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
         if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
             return rc;

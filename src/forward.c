@@ -346,20 +346,25 @@ static void activate_range(void *ctx, size_t begin, size_t end, int tid)
     a->pairs[tid] = pairs_range;
 }
 
-int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
-                      float *scratch, const float *x, size_t rows, const sae_encoded *out,
-                      size_t *pairs)
+int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows, float *xc,
+                uint16_t *xc16)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    center_task c = {.x = x, .b_dec = sae__b_dec(m), .xc = out->xc,
-                     .xc16 = out->w_enc16 ? out->xc16 : NULL, .d_in = d_in};
+    center_task c = {.x = x, .b_dec = sae__b_dec(m), .xc = xc, .xc16 = xc16, .d_in = m->d_in};
     for (int k = 0; k < sae__pool_threads(pool); k++)
         c.bad[k] = 0;
     sae__parallel_for(pool, rows, center_range, &c);
     int bad = 0;
     for (int k = 0; k < sae__pool_threads(pool); k++)
         bad |= c.bad[k];
-    if (bad)
+    return bad ? SAE_E_NONFINITE : SAE_OK;
+}
+
+int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
+                      float *scratch, const float *x, size_t rows, const sae_encoded *out,
+                      size_t *pairs)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    if (sae__center(m, pool, x, rows, out->xc, out->w_enc16 ? out->xc16 : NULL) != SAE_OK)
         return SAE_E_NONFINITE;
     /* pre = xc W_enc; b_enc is added by the activation (one pass over the
      * block, not two) */

@@ -474,6 +474,11 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
                       float *scratch, const float *x, size_t rows, const sae_encoded *out,
                       size_t *pairs);
 
+/* xc = x - b_dec for rows tokens (x, xc: rows x d_in), and its bf16 rounding
+ * when xc16 is not NULL. SAE_E_NONFINITE if x holds NaN or Inf. */
+int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows, float *xc,
+                uint16_t *xc16);
+
 /* The decoder: x_hat = f W_dec + b_dec for rows tokens (f: rows x d_sae,
  * x_hat: rows x d_in), its product through gemm (NULL: CBLAS) on pool. */
 void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
@@ -615,6 +620,8 @@ typedef struct sae_workspace {
      * thread, of the backend SAE_OPT_GEMM resolves to */
     sae_gemm_team *team;
     sae_gemm_use gemm;    /* {team, NULL} */
+    struct sae_fused_encoder *fused; /* the sparse path's encoder, for the team's
+                                        backend and thread count */
     /* SAE_OPT_PRECISION bf16: the encoder product's inputs */
     bool bf16;            /* this step's encoder product is bf16 (w_enc16 holds
                              the model's W_enc) */

@@ -382,6 +382,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     const bool bf16 = o->opt.precision == SAE_PRECISION_BF16;
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, o->opt.gemm,
                             bf16};
+    const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
     rc = sae__workspace_reserve(&o->ws, &shape);
     if (rc != SAE_OK)
         return rc;
@@ -401,6 +402,8 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
 
     sae_backward_result res;
     rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
+    if (rc == SAE_E_NOMEM && fresh)
+        sae__workspace_free(&o->ws);
     if (rc != SAE_OK)
         return rc;
     /* Non-finite gradients stop the step: their squared norm is then NaN or Inf

@@ -148,7 +148,8 @@ static int reserve_pool(sae_workspace *ws, int n_threads)
     return SAE_OK;
 }
 
-/* The products' team: one context per pool thread, of the shape's backend. */
+/* The products' team: one context per pool thread, of the shape's backend;
+ * and the fused encoder of the sparse path, for the same backend and threads. */
 static int reserve_team(sae_workspace *ws, int gemm, int n_threads)
 {
     int backend = sae__gemm_resolve(sae__gemm_available(gemm) ? gemm : SAE_GEMM_CBLAS);
@@ -156,11 +157,19 @@ static int reserve_team(sae_workspace *ws, int gemm, int n_threads)
         sae__gemm_team_size(ws->team) == n_threads)
         return SAE_OK;
     sae_gemm_team *team;
+    sae_fused_encoder *fused;
     int rc = sae__gemm_team_create(&team, backend, n_threads);
     if (rc != SAE_OK)
         return rc;
+    rc = sae__fused_encoder_create(&fused, ws->d_sae, n_threads, backend);
+    if (rc != SAE_OK) {
+        sae__gemm_team_free(team);
+        return rc;
+    }
     sae__gemm_team_free(ws->team);
+    sae__fused_encoder_free(ws->fused);
     ws->team = team;
+    ws->fused = fused;
     ws->gemm = (sae_gemm_use){team, NULL};
     return SAE_OK;
 }
@@ -300,6 +309,7 @@ void sae__workspace_free(sae_workspace *ws)
     for (size_t k = 0; k < sizeof buffers / sizeof buffers[0]; k++)
         sae__free(buffers[k]);
     sae__gemm_team_free(ws->team);
+    sae__fused_encoder_free(ws->fused);
     sae__pool_free(ws->pool);
     memset(ws, 0, sizeof *ws);
 }
