@@ -74,4 +74,41 @@ double sae__sumsq_hash_f32(const float *v, size_t count, uint64_t *hash);
 int sae__comm_same_or_root(const sae_comm *c, float *buf, size_t count, const void *records,
                            size_t stride, size_t offset, bool *replaced);
 
+/* Bytes before the payload of the step's records: the int32_t status, then
+ * padding (payloads stay 8-byte aligned). */
+#define SAE_RECORD_HEADER 8
+
+/* ---- feature shards (shard.c) ------------------------------------------------ */
+
+/* One token's cut across shards (see shard.c): keep values above kth (all
+ * positive ones when kth is 0) and the first `allow` values equal to it. */
+typedef struct sae_shard_cut {
+    float kth;
+    uint32_t allow;
+} sae_shard_cut;
+
+/* The record of one block's candidate exchange, and the scratch
+ * sae__shard_select needs (the caller checks them for overflow). */
+static inline size_t sae__shard_select_record(size_t rows, size_t k)
+{
+    return SAE_RECORD_HEADER + rows * k * sizeof(float);
+}
+static inline size_t sae__shard_select_scratch(int n_ranks, size_t rows, size_t k)
+{
+    return ((size_t)n_ranks + 1) * sae__shard_select_record(rows, k) +
+           (size_t)n_ranks * k * sizeof(float);
+}
+
+/* TopK / AuxK across feature shards, for a block of rows tokens: cand holds
+ * this shard's values kept by its local selection (rows x k floats, each
+ * token's in any order, 0-padded); status is this rank's (the exchange
+ * carries it: *agreed is the first failure, then cut is not written). Every
+ * rank gets cut[t] for each token. Returns SAE_OK or SAE_E_COMM. */
+int sae__shard_select(const sae_comm *c, int status, size_t rows, size_t k, const float *cand,
+                      sae_shard_cut *cut, void *scratch, int *agreed);
+
+/* Apply a cut to one token's values v[0..count) of this shard, in feature
+ * order: zero what the whole model does not keep. Returns how many stay. */
+size_t sae__shard_keep(float *v, size_t count, sae_shard_cut cut);
+
 #endif /* LIBSAE_PARALLEL_H */
