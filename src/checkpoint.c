@@ -502,12 +502,16 @@ int sae_model_save_size(const sae_model *m, size_t *size)
 {
     if (!m || !size)
         return SAE_E_INVALID_ARG;
+    if (sae__is_shard(m)) /* the collective save writes a shard's part */
+        return sae__check_whole("sae_model_save_size", m);
     return model_encode(m, NULL, size);
 }
 
 int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity, size_t *written)
 {
     size_t size;
+    if (m && sae__is_shard(m))
+        return sae__check_whole("sae_model_save_buffer", m);
     if (!m || !buf || model_encode(m, NULL, &size) != SAE_OK || capacity < size)
         return SAE_E_INVALID_ARG;
     buffer_sink b = {buf, capacity, 0};
@@ -522,6 +526,8 @@ int sae_model_save(const sae_model *m, const char *path)
 {
     if (!m || !path)
         return SAE_E_INVALID_ARG;
+    if (sae__is_shard(m))
+        return sae__check_whole("sae_model_save", m);
     if (!sae__is_directory(path))
         return save_files(path, encode_model_fn, NULL, NULL, m);
     char *weights = sae__path_join(path, WEIGHTS_FILE);
@@ -533,10 +539,22 @@ int sae_model_save(const sae_model *m, const char *path)
     return rc;
 }
 
+/* SAE_E_STATE for an optimizer of a shard: its file would not be the model's. */
+static int check_whole_optimizer(const char *fn, const sae_optimizer *o)
+{
+    if (o->d_sae_total > o->d_sae)
+        return sae__fail(SAE_E_STATE, "%s: the optimizer is a shard's (features [%zu, %zu) of "
+                         "%zu): save it collectively", fn, o->shard_begin,
+                         o->shard_begin + o->d_sae, o->d_sae_total);
+    return SAE_OK;
+}
+
 int sae_optimizer_save_size(const sae_optimizer *o, size_t *size)
 {
     if (!o || !size)
         return SAE_E_INVALID_ARG;
+    if (check_whole_optimizer("sae_optimizer_save_size", o) != SAE_OK)
+        return SAE_E_STATE;
     return optimizer_encode(o, NULL, size);
 }
 
@@ -544,6 +562,8 @@ int sae_optimizer_save_buffer(const sae_optimizer *o, void *buf, size_t capacity
 {
     if (!o || !buf)
         return SAE_E_INVALID_ARG;
+    if (check_whole_optimizer("sae_optimizer_save_buffer", o) != SAE_OK)
+        return SAE_E_STATE;
     size_t size;
     int rc = optimizer_encode(o, NULL, &size);
     if (rc != SAE_OK)
@@ -562,6 +582,8 @@ int sae_optimizer_save(const sae_optimizer *o, const char *path)
 {
     if (!o || !path)
         return SAE_E_INVALID_ARG;
+    if (check_whole_optimizer("sae_optimizer_save", o) != SAE_OK)
+        return SAE_E_STATE;
     if (!sae__is_directory(path))
         return save_files(path, encode_optimizer_fn, NULL, NULL, o);
     char *file = sae__path_join(path, OPTIMIZER_FILE);

@@ -90,3 +90,55 @@ size_t sae__shard_keep(float *v, size_t count, sae_shard_cut cut)
     }
     return kept;
 }
+
+/* ---- shard models ------------------------------------------------------------- */
+
+int sae_shard_range(size_t d_sae, int n_shards, int shard, size_t *begin, size_t *end)
+{
+    static const char fn[] = "sae_shard_range";
+    if (!begin || !end)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: begin or end is NULL", fn);
+    if (d_sae == 0 || n_shards < 1 || (size_t)n_shards > d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %d shards of %zu features (each needs one)", fn,
+                         n_shards, d_sae);
+    if (shard < 0 || shard >= n_shards)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: shard %d is outside [0, %d)", fn, shard,
+                         n_shards);
+    /* d_sae * shard in 128 bits' worth: split the product to avoid overflow */
+    const size_t q = d_sae / (size_t)n_shards, r = d_sae % (size_t)n_shards;
+    *begin = q * (size_t)shard + r * (size_t)shard / (size_t)n_shards;
+    *end = q * (size_t)(shard + 1) + r * (size_t)(shard + 1) / (size_t)n_shards;
+    return SAE_OK;
+}
+
+int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
+                           uint64_t seed, int arch, double param)
+{
+    int rc = sae__model_create(out, d_in, d_sae, begin, end, seed, arch, param);
+    if (rc == SAE_E_INVALID_ARG && out && (begin >= end || end > d_sae))
+        return sae__fail(rc, "sae_model_create_shard: [%zu, %zu) is not a slice of %zu features",
+                         begin, end, d_sae);
+    return rc;
+}
+
+int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size_t *d_sae_total)
+{
+    if (!m)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_model_shard: m is NULL");
+    if (begin)
+        *begin = m->shard_begin;
+    if (end)
+        *end = m->shard_begin + m->d_sae;
+    if (d_sae_total)
+        *d_sae_total = sae__total_features(m);
+    return SAE_OK;
+}
+
+int sae__check_whole(const char *fn, const sae_model *m)
+{
+    if (m && sae__is_shard(m))
+        return sae__fail(SAE_E_STATE, "%s: the model is a shard (features [%zu, %zu) of %zu): "
+                         "this needs every feature", fn, m->shard_begin,
+                         m->shard_begin + m->d_sae, m->d_sae_total);
+    return SAE_OK;
+}

@@ -981,6 +981,88 @@ typedef struct sae_comm {
     int (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
 } sae_comm;
 
+/* ------------------------------------------------------------------------ */
+/* Distributed training: data-parallel and feature-sharded steps             */
+/* ------------------------------------------------------------------------ */
+
+/* Two ways to train one SAE on several ranks, chosen per optimizer:
+ *
+ * SAE_PARALLEL_DATA: every rank holds the whole model (created the same way:
+ *   same shape, seed, architecture, options) and calls sae_step on its own
+ *   rows; the global batch is the ranks' rows in rank order (their counts
+ *   may differ). The step is the single-process step on the global batch:
+ *   losses averaged over it, BatchTopK's n k largest over it, AuxK normalised
+ *   by its residual variance, dead-feature counters counting its tokens. The
+ *   gradients are summed with one allreduce_f32 of the whole gradient block
+ *   (2 d_in d_sae + d_sae + d_in floats, a little padding included) per step;
+ *   the statistics, a 64-bit hash of the summed gradient and each feature's
+ *   last firing (4 d_sae bytes) travel in one allgather. The replicas stay
+ *   bit-identical: where the hashes differ, rank 0's sum is broadcast.
+ *
+ * SAE_PARALLEL_FEATURES: rank r holds features [begin_r, end_r) of a d_sae-
+ *   feature model (sae_model_create_shard; in rank order the shards cover
+ *   [0, d_sae), uneven ones allowed), with their Adam moments and activity
+ *   counters; b_dec is on every rank. Every rank calls sae_step on the same
+ *   x (checked by hash). Each computes its features' activations; TopK and
+ *   BatchTopK (and AuxK's picks) select across shards as one process would
+ *   (each shard sends its k largest values per token: 4 n k bytes); the
+ *   shards' partial reconstructions are summed (allreduce_f32 of n d_in
+ *   floats, twice with AuxK), so the communication does not grow with
+ *   d_sae; every gradient but b_dec's is the shard's own. No rank holds a
+ *   tensor of the whole model.
+ *
+ * With the same seed, data and global batch, both give the single-process
+ * model up to the order of floating-point sums. Collective calls (the step,
+ * and sae_resample_dead with a feature-sharded optimizer) must be made by
+ * every rank in the same order. Argument errors, a NaN in one rank's rows
+ * or an allocation that fails on one rank are found in the step's exchanges
+ * and returned by every rank (the same status; nothing changes on any rank),
+ * as are ranks that disagree on the batch (feature-sharded), the shape, the
+ * shards, the step count or the options (all but SAE_OPT_THREADS must be
+ * equal). A NULL model or optimizer cannot be reported to the other ranks.
+ */
+enum sae_parallel {
+    SAE_PARALLEL_DATA = 1,
+    SAE_PARALLEL_FEATURES = 2
+};
+
+/* Attach a communicator to o for mode (SAE_PARALLEL_DATA or
+ * SAE_PARALLEL_FEATURES): from now on sae_step is a distributed step over
+ * comm's ranks. comm is copied (its ctx must stay valid while attached); a
+ * NULL comm detaches the mode's communicator, and o steps alone again. Not a
+ * collective call: the ranks check each other at the next step. An optimizer
+ * holds one mode at a time. Attachments are not saved with the optimizer.
+ * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
+ * struct_size, rank, n_ranks or functions are invalid, the other mode
+ * attached already), SAE_E_NOMEM. o is unchanged on error. */
+SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
+
+/* The even split of d_sae features into n_shards shards: shard s holds
+ * [d_sae s / n_shards, d_sae (s + 1) / n_shards) (sizes differ by at most
+ * one). Errors: SAE_E_INVALID_ARG (NULL output, d_sae 0, n_shards < 1 or
+ * above d_sae, shard outside [0, n_shards)); the outputs are then untouched. */
+SAE_API int sae_shard_range(size_t d_sae, int n_shards, int shard, size_t *begin, size_t *end);
+
+/* Create features [begin, end) of the model sae_model_create_arch(out, d_in,
+ * d_sae, seed, arch, param) creates: exactly its slice, bit for bit (each
+ * decoder row has its own random stream), of size O((end - begin) d_in).
+ * The shard is a model of end - begin features: sae_model_d_sae, the tensor
+ * sizes and sae_model_get/set_tensor are those of its slice (W_enc: d_in x
+ * (end - begin), the columns begin .. end - 1), while k stays the whole
+ * model's. Functions that need every feature (sae_encode, sae_decode,
+ * sae_loss, sae_fvu, the density and firing statistics, sae_model_save,
+ * sae_optimizer_save) return SAE_E_STATE on a shard. [begin, end) =
+ * [0, d_sae) is an ordinary model.
+ * Errors: as sae_model_create_arch, and SAE_E_INVALID_ARG for begin >= end
+ * or end > d_sae. On error *out is NULL. */
+SAE_API int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, size_t begin,
+                                   size_t end, uint64_t seed, int arch, double param);
+
+/* The features m holds: [*begin, *end) of *d_sae_total ([0, d_sae) of d_sae
+ * for an ordinary model). Any output may be NULL. Errors: SAE_E_INVALID_ARG
+ * (m NULL). */
+SAE_API int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size_t *d_sae_total);
+
 #ifdef __cplusplus
 }
 #endif
