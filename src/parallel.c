@@ -762,3 +762,90 @@ int sae__par_all_true(sae_par_step *ps, bool mine, bool *all_true)
         *all_true = count_total(c, all) == 0.0;
     return rc;
 }
+
+/* ---- resampling ------------------------------------------------------------------ */
+
+typedef struct resample_record {
+    int32_t status, pad;
+    double n_dead, n_live, live_norm_sum;
+    uint64_t x_hash, n_tokens;
+} resample_record;
+
+int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x,
+                            size_t n_tokens, int status, size_t *n_dead, size_t *n_live,
+                            double *live_norm_sum, size_t *dead_before, sae_par_step *ps)
+{
+    static const char fn[] = "sae_resample_dead";
+    sae_par *p = o->par;
+    memset(ps, 0, sizeof *ps);
+    ps->par = p;
+    ps->features = p->features.struct_size ? &p->features : NULL;
+    const sae_comm *c = ps->features ? ps->features : &p->data;
+    const size_t block = sae__block_size(n_tokens), k = m->k;
+    size_t need = exchange_bytes(c, sizeof(resample_record));
+    if (ps->features) {
+        need = max_size(need, exchange_bytes(c, sizeof(hash_record)));
+        if (m->arch == SAE_ARCH_TOPK)
+            need = max_size(need, bytes_of(block, k * sizeof(float) + sizeof(sae_shard_cut),
+                                           sae__shard_select_scratch(c->n_ranks, block, k)));
+    }
+    if (status == SAE_OK && !reserve(p, need))
+        status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges", fn);
+    resample_record mine = {status, 0, (double)*n_dead, (double)*n_live, *live_norm_sum,
+                            status == SAE_OK ? sae__hash_f32(x, n_tokens * m->d_in) : 0,
+                            n_tokens};
+    resample_record stack_records[17], *all = stack_records;
+    const size_t n = (size_t)c->n_ranks;
+    if (p->scratch_cap >= n * sizeof(resample_record))
+        all = (resample_record *)(void *)p->scratch;
+    else if (n > sizeof stack_records / sizeof stack_records[0])
+        return SAE_E_NOMEM;
+    int agreed;
+    int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK)
+        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                     sae_status_string(agreed));
+    double dead = 0.0, live = 0.0, norms = 0.0, before = 0.0;
+    for (size_t r = 0; r < n; r++) {
+        if (all[r].x_hash != mine.x_hash || all[r].n_tokens != mine.n_tokens)
+            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on x: every "
+                             "rank resamples from the same sample", fn, r, c->rank);
+        dead += all[r].n_dead;
+        live += all[r].n_live;
+        norms += all[r].live_norm_sum;
+        if (r < (size_t)c->rank)
+            before += all[r].n_dead;
+    }
+    if (ps->features) { /* the shards' features together */
+        *n_dead = (size_t)dead;
+        *n_live = (size_t)live;
+        *live_norm_sum = norms;
+        *dead_before = (size_t)before;
+    } else {
+        *dead_before = 0; /* data-parallel ranks hold the same features */
+    }
+    return SAE_OK;
+}
+
+int sae__par_topk_rows(sae_par_step *ps, float *f, size_t rows, size_t d, size_t k)
+{
+    float *cand = (float *)(void *)ps->par->scratch;
+    sae_shard_cut *cut = (sae_shard_cut *)(void *)(cand + rows * k);
+    void *scratch = cut + rows;
+    memset(cand, 0, rows * k * sizeof(float));
+    for (size_t t = 0; t < rows; t++) {
+        size_t n = 0;
+        for (size_t i = 0; i < d && n < k; i++)
+            if (f[t * d + i] > 0.0f)
+                cand[t * k + n++] = f[t * d + i];
+    }
+    int agreed;
+    int rc = sae__shard_select(ps->features, ps->status, rows, k, cand, cut, scratch, &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    for (size_t t = 0; t < rows; t++)
+        sae__shard_keep(f + t * d, d, cut[t]);
+    return SAE_OK;
+}

@@ -199,4 +199,20 @@ int sae__par_batch_hist(sae_par_step *ps, uint64_t *hist);
 int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, bool have_kth,
                         size_t *above_total, float *min_positive);
 
+/* ---- resampling (sae_resample_dead with communicators) ---------------------- */
+
+/* The first exchange of a resampling: statuses, and the dead features, live
+ * ones and their encoder norms' sum of every shard (summed into *n_dead,
+ * *n_live, *live_norm_sum; *dead_before: the dead features of the shards
+ * before this one); data-parallel ranks check they share the sample. Fills
+ * *ps (NULL ->features for data-parallel ranks, which resample alone).
+ * Returns the agreed status. */
+int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x,
+                            size_t n_tokens, int status, size_t *n_dead, size_t *n_live,
+                            double *live_norm_sum, size_t *dead_before, sae_par_step *ps);
+
+/* Feature shards, inference: TopK across shards on dense rows of features
+ * (rows x d, each after this shard's own TopK). */
+int sae__par_topk_rows(sae_par_step *ps, float *f, size_t rows, size_t d, size_t k);
+
 #endif /* LIBSAE_PARALLEL_H */

@@ -26,7 +26,21 @@ typedef struct run_spec {
     int kernel;            /* SAE_KERNEL_* */
     bool auxk;             /* a short dead window, so that AuxK trains */
     const float *x;        /* STEPS batches of N_TOKENS x D_IN */
+    bool resample;         /* resample the features dead for a step after step 2 */
 } run_spec;
+
+/* Resampling: after step RESAMPLE_AFTER (1-based), the features silent for a
+ * step's tokens, from a sample of the first batch's rows. */
+enum { RESAMPLE_AFTER = 2, RESAMPLE_SAMPLE = 40 };
+
+static int resample_if_due(const run_spec *s, sae_model *m, sae_optimizer *o, int step,
+                           size_t *n)
+{
+    *n = 0;
+    if (!s->resample || step + 1 != RESAMPLE_AFTER)
+        return SAE_OK;
+    return sae_resample_dead(m, o, s->x, RESAMPLE_SAMPLE, N_TOKENS, 99, n);
+}
 
 static void configure(sae_optimizer *o, const run_spec *s)
 {
@@ -113,6 +127,8 @@ static double rel_err(const float *a, const float *b, size_t n)
 }
 
 /* The single-process run: its final tensors and losses. */
+static size_t reference_resampled;
+
 static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[STEPS])
 {
     sae_model *m;
@@ -120,9 +136,16 @@ static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[
     ck_assert_int_eq(sae_model_create_arch(&m, D_IN, D_SAE, 42, s->arch, s->param), SAE_OK);
     ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
     configure(o, s);
-    for (int step = 0; step < STEPS; step++)
+    if (s->resample)
+        ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS), SAE_OK);
+    for (int step = 0; step < STEPS; step++) {
         ck_assert_int_eq(sae_step(m, o, s->x + (size_t)step * N_TOKENS * D_IN, N_TOKENS,
                                   &losses[step]), SAE_OK);
+        size_t n;
+        ck_assert_int_eq(resample_if_due(s, m, o, step, &n), SAE_OK);
+        if (step + 1 == RESAMPLE_AFTER)
+            reference_resampled = n;
+    }
     tensors_alloc(out, m);
     ck_assert_int_eq(tensors_put(out, m), SAE_OK);
     sae_optimizer_free(o);
@@ -137,6 +160,8 @@ typedef struct dist_run {
     sae_model *models[MAX_RANKS];   /* kept for the caller's checks */
     sae_optimizer *opts[MAX_RANKS];
     int status[MAX_RANKS][STEPS];
+    int resample_status[MAX_RANKS];
+    size_t resampled[MAX_RANKS];
     sae_losses losses[MAX_RANKS][STEPS];
     bool initial_slice[MAX_RANKS];  /* features: the shard began as the slice */
     bool no_settle;                 /* test hook: trust the transport's sums */
@@ -210,6 +235,8 @@ static void rank_main(int rank, const sae_comm *comm, void *arg)
             sae_optimizer_set(o, SAE_OPT_AUXK_K, 4);
             sae_optimizer_set(o, SAE_OPT_AUXK_COEFF, 0.5);
         }
+        if (s->resample)
+            sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
         rc = sae_optimizer_set_comm(o, d->mode, comm);
     }
 #ifdef SAE_TESTING
@@ -224,6 +251,9 @@ static void rank_main(int rank, const sae_comm *comm, void *arg)
             n = d->split[rank + 1] - d->split[rank];
         }
         d->status[rank][step] = rc == SAE_OK ? sae_step(m, o, x, n, &d->losses[rank][step]) : rc;
+        /* every rank passes the same sample */
+        if (s->resample && step + 1 == RESAMPLE_AFTER)
+            d->resample_status[rank] = resample_if_due(s, m, o, step, &d->resampled[rank]);
     }
     d->models[rank] = m;
     d->opts[rank] = o;
@@ -261,6 +291,11 @@ static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
             ck_assert_msg(d.status[r][step] == SAE_OK, "%s, arch %d, %d ranks: rank %d step %d: %s",
                           mode_name, s->arch, n_ranks, r, step,
                           sae_status_string(d.status[r][step]));
+    for (int r = 0; s->resample && r < n_ranks; r++) {
+        ck_assert_msg(d.resample_status[r] == SAE_OK, "rank %d resampling: %s", r,
+                      sae_status_string(d.resample_status[r]));
+        ck_assert_uint_eq(d.resampled[r], reference_resampled);
+    }
     tensors_of got;
     tensors_alloc(&got, d.models[0]);
     if (mode == SAE_PARALLEL_DATA) {
@@ -327,7 +362,7 @@ static const size_t shards2[] = {0, 20, D_SAE}, shards3[] = {0, 9, 25, D_SAE};
 static void check_arch(int arch, double param, int kernel, bool auxk)
 {
     float *x = steps_of_data(100 + (uint64_t)arch);
-    run_spec s = {arch, param, kernel, auxk, x};
+    run_spec s = {arch, param, kernel, auxk, x, false};
     if (auxk) { /* AuxK must really train: its term is in the loss */
         tensors_of unused;
         sae_losses l[STEPS];
@@ -366,6 +401,26 @@ START_TEST(batchtopk_auxk_matches_one_process)
 }
 END_TEST
 
+START_TEST(resampling_matches_one_process)
+{
+    float *x = steps_of_data(12);
+    /* (with k 3 of 37 features, many are silent for a step's tokens) */
+    for (int a = 0; a < 2; a++) {
+        static const int archs[] = {SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK};
+        run_spec s = {archs[a], 3, SAE_KERNEL_AUTO, false, x, true};
+        tensors_of unused;
+        sae_losses l[STEPS];
+        reference_run(&s, &unused, l);
+        tensors_free(&unused);
+        ck_assert_msg(reference_resampled > 0, "arch %d: nothing to resample", archs[a]);
+        check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
+        check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
+        check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+    }
+    free(x);
+}
+END_TEST
+
 START_TEST(jumprelu_matches_one_process)
 {
     check_arch(SAE_ARCH_JUMPRELU, 0.05, SAE_KERNEL_DENSE, false);
@@ -378,8 +433,8 @@ END_TEST
 START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
 {
     float *x = steps_of_data(7);
-    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x};
-    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x};
+    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x, false};
+    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x, false};
     /* each rank adds the ranks' gradients in its own order: the hash check
      * makes every rank take rank 0's (checked bit for bit inside) */
     check_against_one_process(&relu, SAE_PARALLEL_DATA, 3, tokens3, TEST_COMM_SKEWED);
@@ -692,6 +747,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, topk_auxk_matches_one_process);
     tcase_add_test(tc, batchtopk_auxk_matches_one_process);
     tcase_add_test(tc, jumprelu_matches_one_process);
+    tcase_add_test(tc, resampling_matches_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);
