@@ -8,6 +8,7 @@
  * optimizer, then streams the tensors straight into it, converting and
  * checking each value; any failure frees what was made and leaves *out NULL.
  */
+#include "checkpoint.h"
 #include "fileio.h"
 #include "internal.h"
 #include "json.h"
@@ -19,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WEIGHTS_FILE "sae_weights.safetensors"
-#define CONFIG_FILE "cfg.json"
-#define OPTIMIZER_FILE "optimizer.safetensors"
+#define WEIGHTS_FILE SAE_WEIGHTS_FILE
+#define CONFIG_FILE SAE_CONFIG_FILE
+#define OPTIMIZER_FILE SAE_OPTIMIZER_FILE
 #define CONFIG_MAX_BYTES (1u << 20)
 
 /* ---- buffers as sinks and sources ---------------------------------------- */
@@ -104,24 +105,13 @@ static void format_decimal(uint64_t v, char *out)
 
 static void format_hex_double(double value, char *out);
 
-enum { MODEL_MAX_TENSORS = 5, MODEL_MAX_META = 5 };
 
-/* Everything a model file is made of. Points into itself: not to be copied. */
-typedef struct model_contents {
-    sae_st_out t[MODEL_MAX_TENSORS];
-    size_t n_t;
-    sae_st_kv meta[MODEL_MAX_META];
-    size_t n_meta;
-    char k_text[24];
-    char threshold_text[32];
-    float saelens_threshold; /* BatchTopK: the threshold SAELens gets */
-} model_contents;
 
 /* The tensors in the order safetensors.torch.save_file would write them (by
  * name), then the metadata. */
-static void model_contents_init(const sae_model *m, model_contents *c)
+void sae__model_contents(const sae_model *m, sae_model_contents *c)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_sae = sae__total_features(m);
     memset(c, 0, sizeof *c);
     const sae_st_values as_is = SAE_ST_AS_IS;
     c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, as_is};
@@ -150,14 +140,15 @@ static void model_contents_init(const sae_model *m, model_contents *c)
          * it; and t itself, exactly (log(exp(t)) in float is not always t). */
         c->t[c->n_t++] = (sae_st_out){THRESHOLD_NAME, SAE_ST_F32, 1, {d_sae, 0}, sae__log_thr(m),
                                       false, SAE_ST_EXP};
-        c->meta[c->n_meta++] = (sae_st_kv){META_LOG_THRESHOLD, NULL, sae__log_thr(m), d_sae};
+        c->meta[c->n_meta++] = (sae_st_kv){META_LOG_THRESHOLD, NULL,
+                                           sae__is_shard(m) ? NULL : sae__log_thr(m), d_sae};
     }
 }
 
 static int model_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
 {
-    model_contents c;
-    model_contents_init(m, &c);
+    sae_model_contents c;
+    sae__model_contents(m, &c);
     if (size)
         return sae__st_size(c.meta, c.n_meta, c.t, c.n_t, size) ? SAE_OK : SAE_E_INVALID_ARG;
     return sae__st_write(sink, c.meta, c.n_meta, c.t, c.n_t);
@@ -170,7 +161,7 @@ static int model_encode(const sae_model *m, const sae_st_sink *sink, size_t *siz
  * and 6.x's conversion of pre-6.0 configurations, which reads k there);
  * JumpReLU and BatchTopK SAEs are "jumprelu", with ReLU as the activation
  * inside the jump. "metadata" names the producer. */
-static int config_encode(const sae_model *m, const sae_st_sink *sink)
+int sae__config_encode(const sae_model *m, const sae_st_sink *sink)
 {
     sae_emitter e = {.sink = sink};
     const int arch = saelens_arch(m->arch);
@@ -179,7 +170,7 @@ static int config_encode(const sae_model *m, const sae_st_sink *sink)
     sae__emit_str(&e, ",\n  \"d_in\": ");
     sae__emit_u64(&e, m->d_in);
     sae__emit_str(&e, ",\n  \"d_sae\": ");
-    sae__emit_u64(&e, m->d_sae);
+    sae__emit_u64(&e, sae__total_features(m));
     if (arch == SAE_ARCH_TOPK) {
         sae__emit_str(&e, ",\n  \"k\": ");
         sae__emit_u64(&e, m->k);
@@ -222,7 +213,7 @@ static int config_encode(const sae_model *m, const sae_st_sink *sink)
 
 /* The Adam moments in SAELens's names (torch.optim.Adam's state names), by
  * parameter: W_dec, W_enc, b_dec, b_enc, and JumpReLU's log thresholds. */
-enum { N_MOMENTS = 10, N_BASE_MOMENTS = 8, OPT_MAX_TENSORS = 1 + N_MOMENTS, OPT_FIXED_META = 4 };
+enum { N_MOMENTS = 10, N_BASE_MOMENTS = 8, OPT_MAX_TENSORS = SAE_OPT_MAX_TENSORS, OPT_FIXED_META = 4 };
 
 static const char *const moment_names[N_MOMENTS] = {
     "W_dec.exp_avg", "W_dec.exp_avg_sq", "W_enc.exp_avg", "W_enc.exp_avg_sq",
@@ -263,18 +254,18 @@ static void moment_shape(size_t k, size_t d_in, size_t d_sae, size_t *rank, size
 }
 
 /* The tensors of o's file; returns their count. */
-static size_t optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_MAX_TENSORS])
+size_t sae__optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_MAX_TENSORS])
 {
     /* the 8-byte counters first keep every tensor naturally aligned */
-    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae, 0}, o->since_fired, false,
-                        SAE_ST_AS_IS};
+    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae_total, 0}, o->since_fired,
+                        false, SAE_ST_AS_IS};
     const size_t n = moment_count(&o->lay);
     for (size_t k = 0; k < n; k++) {
         sae_st_out *x = &t[1 + k];
         memset(x, 0, sizeof *x);
         x->name = moment_names[k];
         x->dtype = SAE_ST_F32;
-        moment_shape(k, o->d_in, o->d_sae, &x->rank, x->shape);
+        moment_shape(k, o->d_in, o->d_sae_total, &x->rank, x->shape);
         x->data = moment_view(o, k);
         x->transpose = k / 2 == 1; /* W_enc is stored transposed */
     }
@@ -394,8 +385,8 @@ typedef struct option_text {
     char value[32];
 } option_text;
 
-static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
-                              char step[24])
+int sae__optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
+                            char step[24])
 {
     /* every option of the table (options.c), in increasing number */
     const size_t n_options = sae__option_count();
@@ -426,12 +417,12 @@ static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n,
 static int optimizer_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size)
 {
     sae_st_out t[OPT_MAX_TENSORS];
-    const size_t n_t = optimizer_tensors(o, t);
+    const size_t n_t = sae__optimizer_tensors(o, t);
     sae_st_kv *meta;
     size_t n_meta;
     void *block;
     char step[24];
-    int rc = optimizer_metadata(o, &meta, &n_meta, &block, step);
+    int rc = sae__optimizer_metadata(o, &meta, &n_meta, &block, step);
     if (rc != SAE_OK)
         return rc;
     if (size)
@@ -453,7 +444,7 @@ static int encode_model_fn(const void *obj, const sae_st_sink *sink)
 
 static int encode_config_fn(const void *obj, const sae_st_sink *sink)
 {
-    return config_encode(obj, sink);
+    return sae__config_encode(obj, sink);
 }
 
 static int encode_optimizer_fn(const void *obj, const sae_st_sink *sink)
@@ -752,6 +743,56 @@ static bool parse_hex_bits(const char *s, uint32_t *out)
 static bool parse_hex_double(const char *s, size_t len, double *out);
 static bool parse_decimal(const char *s, size_t len, uint64_t max, uint64_t *out);
 
+/* A shard's part of a float tensor: its first axis's [begin, end) (rows of
+ * a rank-2 tensor, whole), or with columns its second axis's [begin, end),
+ * to dst transposed ((end - begin) x shape[0], as W_enc is kept). The whole
+ * tensor when end is 0. */
+static int read_f32_part(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                         float *dst, bool columns, size_t begin, size_t end)
+{
+    const size_t rows = (size_t)t->shape[0], cols = t->rank == 2 ? (size_t)t->shape[1] : 1;
+    if (end == 0)
+        return sae__st_read_f32(src, h, t, dst, cols, columns);
+    if (!sae__st_is_float(t->dtype) || t->count == 0)
+        return SAE_E_FORMAT;
+    const uint64_t esize = (t->end - t->begin) / t->count;
+    sae_st_tensor part = *t;
+    if (!columns) { /* rows [begin, end): one run */
+        part.begin = t->begin + (uint64_t)begin * cols * esize;
+        part.count = (uint64_t)(end - begin) * cols;
+        part.end = part.begin + part.count * esize;
+        return sae__st_read_f32(src, h, &part, dst, 0, false);
+    }
+    const size_t width = end - begin; /* a run of each row, gathered into a column of dst */
+    float *run = sae__alloc(width * sizeof(float));
+    if (!run)
+        return SAE_E_NOMEM;
+    int rc = SAE_OK;
+    for (size_t r = 0; r < rows && rc == SAE_OK; r++) {
+        part.begin = t->begin + ((uint64_t)r * cols + begin) * esize;
+        part.count = width;
+        part.end = part.begin + width * esize;
+        rc = sae__st_read_f32(src, h, &part, run, 0, false);
+        for (size_t c = 0; rc == SAE_OK && c < width; c++)
+            dst[c * rows + r] = run[c];
+    }
+    sae__free(run);
+    return rc;
+}
+
+/* Elements [begin, end) of a rank-1 U64 tensor (all of it when end is 0). */
+static int read_u64_part(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                         uint64_t *dst, size_t begin, size_t end)
+{
+    if (end == 0)
+        return sae__st_read_u64(src, h, t, dst);
+    sae_st_tensor part = *t;
+    part.begin = t->begin + (uint64_t)begin * 8;
+    part.count = end - begin;
+    part.end = part.begin + part.count * 8;
+    return sae__st_read_u64(src, h, &part, dst);
+}
+
 /* What a model file turns out to hold, decided before anything is made. */
 typedef struct model_plan {
     int arch;
@@ -834,10 +875,10 @@ static bool plan_model(const sae_st_header *h, const model_config *cfg, uint64_t
  * writer's expf may differ from ours in the last bit), else logf(theta) as
  * sae_model_set_tensor computes them. */
 static int read_log_thresholds(const sae_st_source *src, const sae_st_header *h,
-                               const model_plan *p, sae_model *m)
+                               const model_plan *p, sae_model *m, size_t end)
 {
     float *t = sae__log_thr(m);
-    int rc = sae__st_read_f32(src, h, p->threshold, t, 0, false);
+    int rc = read_f32_part(src, h, p->threshold, t, false, m->shard_begin, end);
     if (rc != SAE_OK)
         return rc;
     for (size_t i = 0; i < m->d_sae; i++) {
@@ -849,7 +890,7 @@ static int read_log_thresholds(const sae_st_source *src, const sae_st_header *h,
             continue;
         }
         uint32_t bits = 0;
-        parse_hex_bits(p->log_hex + 8 * i, &bits); /* checked by plan_model */
+        parse_hex_bits(p->log_hex + 8 * (m->shard_begin + i), &bits); /* checked by plan_model */
         float exact;
         memcpy(&exact, &bits, sizeof exact);
         if (!(fabsf(expf(exact) - theta) <= theta * 0x1p-20f))
@@ -862,9 +903,9 @@ static int read_log_thresholds(const sae_st_source *src, const sae_st_header *h,
 /* BatchTopK: every threshold must be the one SAELens was given for
  * libsae_threshold (itself, or 0 while it is unset). scratch: d_sae floats. */
 static int read_batch_threshold(const sae_st_source *src, const sae_st_header *h,
-                                const model_plan *p, sae_model *m, float *scratch)
+                                const model_plan *p, sae_model *m, float *scratch, size_t end)
 {
-    int rc = sae__st_read_f32(src, h, p->threshold, scratch, 0, false);
+    int rc = read_f32_part(src, h, p->threshold, scratch, false, m->shard_begin, end);
     if (rc != SAE_OK)
         return rc;
     const float want = p->batch_threshold > 0.0f ? p->batch_threshold : 0.0f;
@@ -875,7 +916,9 @@ static int read_batch_threshold(const sae_st_source *src, const sae_st_header *h
     return SAE_OK;
 }
 
-static int load_model_from(const sae_st_source *src, const model_config *cfg, sae_model **out)
+/* The model in src, or (end > 0) its features [begin, end) as a shard. */
+static int load_model_from(const sae_st_source *src, const model_config *cfg, size_t begin,
+                           size_t end, sae_model **out)
 {
     sae_st_header h;
     int rc = sae__st_read_header(src, &h);
@@ -902,8 +945,12 @@ static int load_model_from(const sae_st_source *src, const model_config *cfg, sa
             goto done;
     if (!plan_model(&h, cfg, d_sae, &plan))
         goto done;
-    rc = sae_model_create_arch(&m, (size_t)d_in, (size_t)d_sae, 0, plan.arch,
-                               plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k);
+    if (end > d_sae) { /* a slice this model does not have */
+        rc = SAE_E_INVALID_ARG;
+        goto done;
+    }
+    rc = sae__model_create(&m, (size_t)d_in, (size_t)d_sae, begin, end ? end : (size_t)d_sae, 0,
+                           plan.arch, plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k);
     if (rc != SAE_OK) {
         rc = rc == SAE_E_NOMEM ? rc : SAE_E_FORMAT;
         goto done;
@@ -918,23 +965,23 @@ static int load_model_from(const sae_st_source *src, const model_config *cfg, sa
             rc = SAE_E_FORMAT;
             goto done;
         }
-        if ((rc = sae__st_read_f32(src, &h, s, sae__b_enc(m), 0, false)) != SAE_OK)
+        if ((rc = read_f32_part(src, &h, s, sae__b_enc(m), false, begin, end)) != SAE_OK)
             goto done;
-        for (size_t i = 0; i < d_sae; i++)
+        for (size_t i = 0; i < m->d_sae; i++)
             if (sae__b_enc(m)[i] != 1.0f) {
                 rc = SAE_E_FORMAT;
                 goto done;
             }
     }
     if (plan.arch == SAE_ARCH_BATCHTOPK)
-        rc = read_batch_threshold(src, &h, &plan, m, sae__b_enc(m));
+        rc = read_batch_threshold(src, &h, &plan, m, sae__b_enc(m), end);
     else if (plan.arch == SAE_ARCH_JUMPRELU)
-        rc = read_log_thresholds(src, &h, &plan, m);
+        rc = read_log_thresholds(src, &h, &plan, m, end);
     if (rc != SAE_OK)
         goto done;
-    if ((rc = sae__st_read_f32(src, &h, w_enc, sae__w_enc_t(m), (size_t)d_sae, true)) != SAE_OK ||
-        (rc = sae__st_read_f32(src, &h, w_dec, sae__w_dec(m), 0, false)) != SAE_OK ||
-        (rc = sae__st_read_f32(src, &h, b_enc, sae__b_enc(m), 0, false)) != SAE_OK ||
+    if ((rc = read_f32_part(src, &h, w_enc, sae__w_enc_t(m), true, begin, end)) != SAE_OK ||
+        (rc = read_f32_part(src, &h, w_dec, sae__w_dec(m), false, begin, end)) != SAE_OK ||
+        (rc = read_f32_part(src, &h, b_enc, sae__b_enc(m), false, begin, end)) != SAE_OK ||
         (rc = sae__st_read_f32(src, &h, b_dec, sae__b_dec(m), 0, false)) != SAE_OK)
         goto done;
     sae__model_refresh_absmax(m);
@@ -955,10 +1002,11 @@ int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
         return SAE_E_INVALID_ARG;
     buffer_source b;
     buffer_source_init(&b, buf, size);
-    return load_model_from(&b.src, NULL, out);
+    return load_model_from(&b.src, NULL, 0, 0, out);
 }
 
-int sae_model_load(sae_model **out, const char *path)
+/* sae_model_load, or (end > 0) sae_model_load_shard. */
+static int load_model_path(sae_model **out, const char *path, size_t begin, size_t end)
 {
     if (!out)
         return SAE_E_INVALID_ARG;
@@ -979,11 +1027,26 @@ int sae_model_load(sae_model **out, const char *path)
     sae_file_source fs;
     int rc = sae__file_source_open(&fs, file, NULL);
     if (rc == SAE_OK) {
-        rc = load_model_from(&fs.src, &cfg, out);
+        rc = load_model_from(&fs.src, &cfg, begin, end, out);
         sae__file_source_close(&fs);
     }
     sae__free(weights);
     return rc;
+}
+
+int sae_model_load(sae_model **out, const char *path)
+{
+    return load_model_path(out, path, 0, 0);
+}
+
+int sae_model_load_shard(sae_model **out, const char *path, size_t begin, size_t end)
+{
+    if (out && begin >= end) {
+        *out = NULL;
+        return sae__fail(SAE_E_INVALID_ARG, "sae_model_load_shard: [%zu, %zu) is empty", begin,
+                         end);
+    }
+    return load_model_path(out, path, begin, end);
 }
 
 /* ---- loading an optimizer ------------------------------------------------------ */
@@ -1086,25 +1149,30 @@ static int load_optimizer_from(const sae_st_source *src, const sae_model *m, sae
         if (!shape_is(moments[k], rank, shape[0], shape[1]))
             goto done;
     }
-    if (d_in != m->d_in || d_sae != m->d_sae || jumprelu != (m->lay.log_thr_count > 0)) {
+    if (d_in != m->d_in || d_sae != sae__total_features(m) ||
+        jumprelu != (m->lay.log_thr_count > 0)) {
         rc = SAE_E_INVALID_ARG; /* a good file, for another model */
         goto done;
     }
     if ((rc = sae_optimizer_create(&o, m)) != SAE_OK || (rc = apply_options(&h, o)) != SAE_OK)
         goto done;
+    /* a shard reads its features' part (b_dec's moments whole) */
+    const size_t begin = m->shard_begin, end = sae__is_shard(m) ? begin + m->d_sae : 0;
     for (size_t k = 0; k < n_moments; k++) {
         float *dst = moment_view(o, k);
-        rc = sae__st_read_f32(src, &h, moments[k], dst, (size_t)d_sae, k / 2 == 1);
+        rc = k / 2 == 2 ? sae__st_read_f32(src, &h, moments[k], dst, 0, false)
+                        : read_f32_part(src, &h, moments[k], dst, k / 2 == 1, begin, end);
         if (rc != SAE_OK)
             goto done;
+        size_t count = k / 2 == 2 ? m->d_in : k / 2 <= 1 ? m->d_in * m->d_sae : m->d_sae;
         if (k % 2 == 1) /* second moments are averages of squares */
-            for (size_t i = 0; i < (size_t)moments[k]->count; i++)
+            for (size_t i = 0; i < count; i++)
                 if (dst[i] < 0.0f) {
                     rc = SAE_E_FORMAT;
                     goto done;
                 }
     }
-    if ((rc = sae__st_read_u64(src, &h, since, o->since_fired)) != SAE_OK)
+    if ((rc = read_u64_part(src, &h, since, o->since_fired, begin, end)) != SAE_OK)
         goto done;
     o->steps = step;
     /* The update's overflow guard needs upper bounds of |m1| and m2: recomputed

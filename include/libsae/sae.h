@@ -669,7 +669,9 @@ SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, c
 
 /* Load an optimizer from path: a file, or a directory holding
  * optimizer.safetensors. Errors as sae_optimizer_load_buffer, plus SAE_E_IO.
- * On error *out is NULL. */
+ * On error *out is NULL. sae_optimizer_load and sae_optimizer_load_buffer
+ * also take a shard (sae_model_load_shard): they read the part of the whole
+ * model's optimizer that belongs to its features. */
 SAE_API int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path);
 
 /* ------------------------------------------------------------------------ */
@@ -1062,6 +1064,46 @@ SAE_API int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, s
  * for an ordinary model). Any output may be NULL. Errors: SAE_E_INVALID_ARG
  * (m NULL). */
 SAE_API int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size_t *d_sae_total);
+
+/* Checkpoints of a distributed run are the single-process files ("Checkpoints"
+ * above): sae_weights.safetensors and cfg.json (SAELens opens them) and
+ * optimizer.safetensors, which one process loads with sae_model_load and
+ * sae_optimizer_load, and any number of shards with sae_model_load_shard and
+ * sae_optimizer_load (resharding is just loading other slices). No rank
+ * holds more than its own part to save or load them.
+ *
+ * Save m collectively into path (a file, or an existing directory for
+ * sae_weights.safetensors and cfg.json, as sae_model_save): every rank of
+ * comm calls it. If the ranks hold the same whole model (data-parallel),
+ * rank 0 writes it (sae_model_save) and the others return its status. If
+ * they hold shards that cover [0, d_sae) in rank order, rank 0 creates the
+ * temporary files, every rank writes its slices into them at their offsets
+ * (rows of W_dec, columns of W_enc, its b_enc, thresholds and JumpReLU log
+ * thresholds' digits; b_dec by rank 0), then rank 0 renames them into
+ * place once all have succeeded: atomic as sae_model_save, the same bytes as
+ * a single process saving the whole model. Every rank returns the same
+ * status. path must name the same file on every rank: a shared file system
+ * whose writes, fsync'ed and closed, are seen by another host's rename and
+ * open (Lustre, GPFS, BeeGFS, NFS with close-to-open consistency).
+ * Errors: SAE_E_INVALID_ARG (NULL, ranks that disagree on the model's shape
+ * or shards), SAE_E_IO (as sae_model_save, on any rank), SAE_E_NOMEM,
+ * SAE_E_COMM. */
+SAE_API int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const char *path);
+
+/* The same for an optimizer (a file, or path/optimizer.safetensors in an
+ * existing directory): a shard's optimizer writes the moments and counters of
+ * its features. */
+SAE_API int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm,
+                                          const char *path);
+
+/* Load features [begin, end) of the model saved at path (a file or a
+ * directory, as sae_model_load) as a shard (sae_model_create_shard): reads
+ * only those features' rows, columns and values (and b_dec), checked as
+ * sae_model_load checks a file. The shard's optimizer: sae_optimizer_load
+ * with the shard, which reads its part of the whole model's optimizer file.
+ * Errors: as sae_model_load; SAE_E_INVALID_ARG for begin >= end or an end
+ * past the file's d_sae. On error *out is NULL. */
+SAE_API int sae_model_load_shard(sae_model **out, const char *path, size_t begin, size_t end);
 
 #ifdef __cplusplus
 }
