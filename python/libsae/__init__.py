@@ -26,10 +26,10 @@ library's message. The raw C API is libsae.capi (one typed ctypes table).
 from __future__ import annotations
 
 from . import capi
-from .enums import Arch, BDecInit, Kernel, LrSchedule, Option, OptionFlag, Status, Tensor
+from .enums import Arch, BDecInit, Kernel, LrSchedule, Option, OptionFlag, Parallel, Status, Tensor
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
-from .model import Losses, Model, estimate_input_scale
+from .model import Losses, Model, estimate_input_scale, shard_range
 from .optimizer import Optimizer
 from .options import OptionInfo
 from .options import info as option_info
@@ -55,7 +55,8 @@ def library_path() -> str:
 
 
 __all__ = [
-    "Arch", "BDecInit", "Kernel", "LrSchedule", "Option", "OptionFlag", "Status", "Tensor",
+    "Arch", "BDecInit", "Kernel", "LrSchedule", "Option", "OptionFlag", "Parallel", "Status",
+    "Tensor", "shard_range",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "CommError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",
