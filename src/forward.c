@@ -207,37 +207,16 @@ static float kth_largest(float *v, size_t n, size_t k)
     return v[want];
 }
 
-/* A selection of the k largest positive values: every value above the k-th
- * largest is kept, and of the values equal to it the first `ties` in order. */
-typedef struct topk_cut {
-    float kth;   /* the k-th largest value (0 if there are at most k positive ones) */
-    size_t ties; /* values equal to kth still to keep */
-} topk_cut;
-
-/* Whether the selection keeps v (visited in order); takes a tie if v is one. */
-static inline bool keep_with_ties(float v, topk_cut *cut)
-{
-    if (!(v > 0.0f))
-        return false;
-    if (v > cut->kth)
-        return true;
-    if (v == cut->kth && cut->ties > 0) {
-        cut->ties--;
-        return true;
-    }
-    return false;
-}
-
 /* The cut of the k largest positive values of f[0..d) (among those with
  * pick[i] set, if pick is non-NULL). scratch: d floats. */
-static topk_cut topk_cut_of(const float *f, size_t d, size_t k, const uint8_t *pick,
+static sae_topk_cut topk_cut_of(const float *f, size_t d, size_t k, const uint8_t *pick,
                             float *scratch)
 {
     size_t n = 0;
     for (size_t i = 0; i < d; i++)
         if (f[i] > 0.0f && (!pick || pick[i]))
             scratch[n++] = f[i];
-    topk_cut cut = {0.0f, 0};
+    sae_topk_cut cut = {0.0f, 0};
     if (n <= k)
         return cut; /* every positive value is kept: kth = 0, all strictly above */
     cut.kth = kth_largest(scratch, n, k);
@@ -246,6 +225,11 @@ static topk_cut topk_cut_of(const float *f, size_t d, size_t k, const uint8_t *p
         above += f[i] > cut.kth && (!pick || pick[i]);
     cut.ties = k - above;
     return cut;
+}
+
+sae_topk_cut sae__topk_cut(const float *f, size_t d, size_t k, float *scratch)
+{
+    return topk_cut_of(f, d, k, NULL, scratch);
 }
 
 /* ---- the activation of one token ------------------------------------------------- */
@@ -268,10 +252,10 @@ static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16
 
     /* AuxK's picks come from ReLU(pre) before TopK removes anything */
     if (aux) {
-        topk_cut cut = topk_cut_of(f, d, a->k_aux, a->dead, scratch);
+        sae_topk_cut cut = topk_cut_of(f, d, a->k_aux, a->dead, scratch);
         size_t n = 0;
         for (size_t i = 0; i < d; i++)
-            if (a->dead[i] && keep_with_ties(f[i], &cut)) {
+            if (a->dead[i] && sae__topk_keep(f[i], &cut)) {
                 aux->feat[n] = (uint32_t)i;
                 aux->fval[n] = f[i];
                 n++;
@@ -281,9 +265,9 @@ static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16
 
     switch (a->arch) {
     case SAE_ARCH_TOPK: {
-        topk_cut cut = topk_cut_of(f, d, a->k, NULL, scratch);
+        sae_topk_cut cut = topk_cut_of(f, d, a->k, NULL, scratch);
         for (size_t i = 0; i < d; i++)
-            f[i] = keep_with_ties(f[i], &cut) ? f[i] : 0.0f;
+            f[i] = sae__topk_keep(f[i], &cut) ? f[i] : 0.0f;
         break;
     }
     case SAE_ARCH_BATCHTOPK:
@@ -537,11 +521,11 @@ static void keep_selected_range(void *ctx, size_t begin, size_t end, int tid)
     for (size_t t = begin; t < end; t++) {
         float *row = s->f + t * s->d;
         uint16_t *mask = out->mask + t * out->mask_chunks;
-        topk_cut cut = {s->kth_value, s->ties[t]};
+        sae_topk_cut cut = {s->kth_value, s->ties[t]};
         double l1 = 0.0;
         size_t active = 0;
         for (size_t i = 0; i < s->d; i++) {
-            bool keep = keep_with_ties(row[i], &cut);
+            bool keep = sae__topk_keep(row[i], &cut);
             float v = keep ? row[i] : 0.0f;
             row[i] = v;
             l1 += (double)v * s->norms[i];

@@ -276,6 +276,34 @@ typedef struct sae_activation {
 void sae__activation_init(sae_activation *act, const sae_model *m, const float *norms,
                           const float *theta);
 
+/* TopK's selection of the k largest positive values of a row, visited in
+ * index order: every value above kth is kept, then those equal to kth while
+ * ties lasts (kth = 0 and ties = 0 when at most k values are positive: every
+ * positive value is kept). Used by TopK, AuxK's picks, BatchTopK and the
+ * sparse codes' cap. */
+typedef struct sae_topk_cut {
+    float kth;
+    size_t ties;
+} sae_topk_cut;
+
+/* The cut of the k >= 1 largest positive values of f[0..d). scratch: d floats. */
+sae_topk_cut sae__topk_cut(const float *f, size_t d, size_t k, float *scratch);
+
+/* Whether the cut keeps v (the next value in index order); takes a tie if v
+ * is one. */
+static inline bool sae__topk_keep(float v, sae_topk_cut *cut)
+{
+    if (!(v > 0.0f))
+        return false;
+    if (v > cut->kth)
+        return true;
+    if (v == cut->kth && cut->ties > 0) {
+        cut->ties--;
+        return true;
+    }
+    return false;
+}
+
 /* One token's AuxK picks. */
 typedef struct sae_aux_row {
     uint32_t *feat;          /* room for k_aux picks */
@@ -584,6 +612,43 @@ void sae__options_init(sae_options *opt);          /* every default */
 /* Whether value is allowed for the option: SAE_OK, SAE_E_NONFINITE or
  * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */
 int sae__option_check(const char *fn, const sae_option_info *info, double value);
+
+/* ---- sparse codes (sparse_codes.c) ---------------------------------------- */
+
+/* Encoding a batch block by block into each token's active (feature, value)
+ * pairs: sae_encode_sparse and the feature statistics. The dense scratch is
+ * one block of features, bounded whatever n_tokens is. */
+typedef struct sae_sparse_encoder {
+    sae_forward fw;
+    size_t d_sae;
+    size_t block;    /* tokens per block */
+    size_t cap;      /* pairs kept per token, the largest values; 0: all */
+    float *f;        /* block x d_sae: the current block's features (fw.f) */
+    float *select;   /* d_sae: the cap's selection scratch (NULL without a cap) */
+} sae_sparse_encoder;
+
+/* Scratch for encoding n_tokens (>= 1) tokens of m. SAE_E_NOMEM leaves
+ * nothing allocated. */
+int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n_tokens,
+                             size_t cap);
+void sae__sparse_encoder_free(sae_sparse_encoder *e);
+
+/* SAE_OK, or SAE_E_NONFINITE (with fn's detail) if encoding x (n_tokens x
+ * d_in, finite) gives a feature that is not finite, which a model with huge
+ * weights or inputs can: a bound from the largest parameter proves it cannot
+ * for ordinary data; otherwise the blocks are encoded once to look. Call it
+ * before changing anything a caller can see. */
+int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
+                              size_t n_tokens);
+
+/* Encode the next rows (<= e->block) tokens of x (rows x d_in, finite). */
+void sae__sparse_encoder_run(sae_sparse_encoder *e, const float *x, size_t rows);
+
+/* Token t of the block just encoded: returns its pair count (after the cap);
+ * when feat is not NULL and the count is at most room, writes the pairs to
+ * feat/val in ascending feature order. */
+size_t sae__sparse_encoder_token(sae_sparse_encoder *e, size_t t, uint32_t *feat, float *val,
+                                 size_t room);
 
 /* ---- optimizer (optimizer.c) ---------------------------------------------- */
 
