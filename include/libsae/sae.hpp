@@ -831,6 +831,54 @@ public:
 };
 
 // ---------------------------------------------------------------------------
+// Checkpoint directories: a training run's checkpoints, crash-safe
+// ---------------------------------------------------------------------------
+//
+//     std::string stage = sae::checkpoint_begin("run");   // "run/gen-8"
+//     m.save(stage); o.save(stage);
+//     sae::checkpoint_commit("run", stage);                // atomic
+//     sae::model m2 = sae::model::load(sae::checkpoint_current("run"));
+//
+// (on an exception between begin and commit, sae::checkpoint_abort("run",
+// stage) leaves "run" as it was).
+
+namespace detail {
+// strlen(dir) + 32 bytes always hold what begin and current write.
+inline std::string checkpoint_path(int (*fn)(const char *, char *, std::size_t),
+                                   const std::string &dir, const char *name)
+{
+    std::string out(dir.size() + 32, '\0');
+    check(fn(dir.c_str(), &out[0], out.size()), name);
+    out.resize(out.find('\0'));
+    return out;
+}
+} // namespace detail
+
+// Start a new generation; returns the empty staging directory (sae_checkpoint_begin).
+inline std::string checkpoint_begin(const std::string &dir)
+{
+    return detail::checkpoint_path(sae_checkpoint_begin, dir, "sae_checkpoint_begin");
+}
+
+// Make stage the current generation, atomically (sae_checkpoint_commit).
+inline void checkpoint_commit(const std::string &dir, const std::string &stage)
+{
+    check(sae_checkpoint_commit(dir.c_str(), stage.c_str()), "sae_checkpoint_commit");
+}
+
+// Remove the staging directory after a failed write (sae_checkpoint_abort).
+inline void checkpoint_abort(const std::string &dir, const std::string &stage)
+{
+    check(sae_checkpoint_abort(dir.c_str(), stage.c_str()), "sae_checkpoint_abort");
+}
+
+// The directory of the current checkpoint: dir/gen-<n>, or dir for a flat
+// directory from before (sae_checkpoint_current).
+inline std::string checkpoint_current(const std::string &dir)
+{
+    return detail::checkpoint_path(sae_checkpoint_current, dir, "sae_checkpoint_current");
+}
+
 // What the features do: sparse codes, feature statistics over a stream,
 // decoder neighbours (sae.h, "Sparse codes", "Feature statistics over a
 // stream", "Decoder neighbours")

@@ -300,6 +300,39 @@ void test_checkpoints_and_ownership()
     EXPECT(!oo);
 }
 
+// sae::checkpoint_*: generations of a run's checkpoint directory.
+void test_checkpoint_dirs()
+{
+    char tmp[] = "/tmp/sae_hpp_ck_XXXXXX";
+    EXPECT(mkdtemp(tmp) != nullptr);
+    const std::string run = std::string(tmp) + "/run";
+    sae::model m(d_in, d_sae, 4);
+    sae::optimizer opt(m);
+    std::string stage = sae::checkpoint_begin(run);  // makes run
+    EXPECT(stage == run + "/gen-1");
+    m.save(stage);
+    opt.save(stage);
+    sae::checkpoint_commit(run, stage);
+    EXPECT(sae::checkpoint_current(run) == run + "/gen-1");
+    opt.step(m, batch(n, d_in, 7));
+    stage = sae::checkpoint_begin(run);
+    m.save(stage);
+    opt.save(stage);
+    sae::checkpoint_commit(run, stage);
+    const std::string current = sae::checkpoint_current(run);
+    EXPECT(current == run + "/gen-2");
+    sae::model back = sae::model::load(run);  // through the links, as SAELens
+    EXPECT(same_bits(back.get(sae::tensor::w_dec), m.get(sae::tensor::w_dec)));
+    EXPECT(sae::optimizer::load(back, current).steps() == 1);
+    stage = sae::checkpoint_begin(run);
+    sae::checkpoint_abort(run, stage);  // a failed write: gen-2 stays
+    EXPECT(sae::checkpoint_current(run) == current);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::checkpoint_commit(run, std::string(tmp) + "/gen-3"));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, sae::checkpoint_abort(run, current));
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::checkpoint_current(tmp));
+    const std::string rm = "rm -rf '" + std::string(tmp) + "'";
+    EXPECT(std::system(rm.c_str()) == 0);
 // sae::check throws the class of each status.
 void test_status_classes()
 {
@@ -456,6 +489,7 @@ int main()
     test_training_against_c();
     test_recipe();
     test_checkpoints_and_ownership();
+    test_checkpoint_dirs();
     test_0_2_api();
     test_status_classes();
     test_distributed();
