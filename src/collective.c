@@ -373,7 +373,7 @@ static int destinations(const char *path, const char *const names[], size_t n, c
 
 static int cfg_fn(const void *obj, const sae_st_sink *sink)
 {
-    return sae__config_encode(obj, sink);
+    return sae__config_write(obj, sink);
 }
 
 static uint64_t shape_digest(size_t d_in, int arch, size_t k)

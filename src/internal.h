@@ -735,6 +735,9 @@ const sae_option_info *sae__option_find(int option); /* NULL if unknown */
 double sae__option_read(const sae_options *opt, const sae_option_info *info);
 void sae__options_init(sae_options *opt);          /* every default */
 
+/* Store value, which sae__option_check allowed, in its typed field. */
+void sae__option_write(sae_options *opt, const sae_option_info *info, double value);
+
 /* Whether value is allowed for the option: SAE_OK, SAE_E_NONFINITE or
  * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */
 int sae__option_check(const char *fn, const sae_option_info *info, double value);

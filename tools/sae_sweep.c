@@ -36,7 +36,6 @@
 #include <errno.h>
 #include <libsae/sae.h>
 #include <math.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -27,7 +27,6 @@
 
 #include <libsae/sae.h>
 #include <math.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

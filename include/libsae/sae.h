@@ -1180,7 +1180,8 @@ SAE_API int sae_feature_stats_add_sparse(sae_feature_stats *s, size_t n_tokens,
  * Errors: SAE_E_INVALID_ARG (NULL, dst == src, another configuration, or
  * more rows in the two than row ids in the span they cover, from the lowest
  * row id fed to the larger next row id, so that they cannot be disjoint: the
- * same rows fed to both, say), SAE_E_NOMEM. dst is unchanged on error. */
+ * same rows fed to both, say; or a row id in the top lists of both),
+ * SAE_E_NOMEM. dst is unchanged on error. */
 SAE_API int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src);
 
 /* The configuration and progress: 0 if s is NULL. rows: rows fed and merged;

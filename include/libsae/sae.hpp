@@ -16,6 +16,9 @@
 //                               scoped enums with the C values; every call
 //                               also takes the C constants (SAE_OPT_LR, ...)
 //   sae::rng                    the library's random number generator
+//   sae::checkpoint_writer      a crash-safe checkpoint directory's next
+//                               generation (commit, or abort when destroyed);
+//                               also sae::checkpoint_begin/commit/abort/current
 //   free functions              version, status strings, error detail, the
 //                               option table (option_name, option_default,
 //                               bounds), input scale
@@ -879,6 +882,46 @@ inline std::string checkpoint_current(const std::string &dir)
     return detail::checkpoint_path(sae_checkpoint_current, dir, "sae_checkpoint_current");
 }
 
+// The same as an object: begin on construction, commit(), and abort when
+// destroyed uncommitted (an exception between begin and commit, say).
+//
+//     sae::checkpoint_writer ckpt("run");
+//     m.save(ckpt.path());
+//     opt.save(ckpt.path());
+//     ckpt.commit();
+class checkpoint_writer {
+public:
+    explicit checkpoint_writer(std::string dir)
+        : dir_(std::move(dir)), stage_(checkpoint_begin(dir_))
+    {
+    }
+    checkpoint_writer(const checkpoint_writer &) = delete;
+    checkpoint_writer &operator=(const checkpoint_writer &) = delete;
+    ~checkpoint_writer()
+    {
+        if (!stage_.empty())
+            (void)sae_checkpoint_abort(dir_.c_str(), stage_.c_str());
+    }
+
+    // The staging directory to write the generation's files into ("" once
+    // committed or aborted).
+    const std::string &path() const noexcept { return stage_; }
+    void commit()
+    {
+        checkpoint_commit(dir_, stage_);
+        stage_.clear();
+    }
+    void abort()
+    {
+        if (!stage_.empty())
+            checkpoint_abort(dir_, std::exchange(stage_, std::string()));
+    }
+
+private:
+    std::string dir_, stage_;
+};
+
+// ---------------------------------------------------------------------------
 // What the features do: sparse codes, feature statistics over a stream,
 // decoder neighbours (sae.h, "Sparse codes", "Feature statistics over a
 // stream", "Decoder neighbours")

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Union
+from typing import Any, Optional, Union
 
 from . import capi
 from .errors import check
 
-__all__ = ["checkpoint_begin", "checkpoint_commit", "checkpoint_abort", "checkpoint_current"]
+__all__ = ["checkpoint_begin", "checkpoint_commit", "checkpoint_abort", "checkpoint_current",
+           "CheckpointWriter"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,3 +71,41 @@ def checkpoint_current(directory: PathLike) -> str:
     out = _path_buffer(d)
     check(capi.lib.sae_checkpoint_current(d, out, len(out)), "sae_checkpoint_current")
     return os.fsdecode(out.value)
+
+
+class CheckpointWriter:
+    """A new generation as a context manager: checkpoint_begin on creation,
+    checkpoint_commit when the block ends normally, checkpoint_abort when it
+    raises (or on abort()).
+
+        with libsae.CheckpointWriter("run") as stage:
+            model.save(stage.path)
+            opt.save(stage.path)
+    """
+
+    def __init__(self, directory: PathLike) -> None:
+        self.directory = directory
+        self.path = checkpoint_begin(directory)
+        self._open: Optional[bool] = True
+
+    def commit(self) -> None:
+        """Make the staged generation current."""
+        if not self._open:
+            raise ValueError("this checkpoint was already committed or aborted")
+        checkpoint_commit(self.directory, self.path)
+        self._open = False
+
+    def abort(self) -> None:
+        """Remove the staged generation (idempotent)."""
+        if self._open:
+            self._open = False
+            checkpoint_abort(self.directory, self.path)
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()

@@ -300,6 +300,35 @@ void test_checkpoints_and_ownership()
     EXPECT(!oo);
 }
 
+void test_checkpoint_directories()
+{
+    char base[] = "/tmp/sae_hpp_ckpt_XXXXXX";
+    EXPECT(mkdtemp(base) != nullptr);
+    const std::string dir = std::string(base) + "/run";
+    sae::model m(d_in, d_sae, 3);
+    sae::optimizer opt(m);
+    {
+        sae::checkpoint_writer ckpt(dir);
+        m.save(ckpt.path());
+        opt.save(ckpt.path());
+        ckpt.commit();
+        EXPECT(ckpt.path().empty());
+    }
+    const std::string first = sae::checkpoint_current(dir);
+    EXPECT(first.rfind(dir + "/gen-", 0) == 0);
+    EXPECT(sae::model::load(dir).save_buffer() == m.save_buffer());
+    opt.step(m, batch(n, d_in, 8));
+    {
+        sae::checkpoint_writer ckpt(dir);  // destroyed uncommitted: aborted
+        m.save(ckpt.path());
+    }
+    EXPECT(sae::checkpoint_current(dir) == first);
+    EXPECT(sae::optimizer::load(m, dir).steps() == 0);
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::checkpoint_current(dir + "/missing"));
+    std::string cleanup = "rm -rf '" + std::string(base) + "'";
+    EXPECT(std::system(cleanup.c_str()) == 0);
+}
+
 // sae::checkpoint_*: generations of a run's checkpoint directory.
 void test_checkpoint_dirs()
 {
@@ -333,6 +362,8 @@ void test_checkpoint_dirs()
     EXPECT_THROWS(sae::io_error, sae::status::io, sae::checkpoint_current(tmp));
     const std::string rm = "rm -rf '" + std::string(tmp) + "'";
     EXPECT(std::system(rm.c_str()) == 0);
+}
+
 // sae::check throws the class of each status.
 void test_status_classes()
 {
@@ -493,6 +524,7 @@ int main()
     test_0_2_api();
     test_status_classes();
     test_distributed();
+    test_checkpoint_directories();
 #if __cplusplus >= 202002L
     test_spans();
 #endif

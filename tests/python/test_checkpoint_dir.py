@@ -65,3 +65,30 @@ def test_abort_and_errors(tmp_path):
         with pytest.raises(libsae.SAEIOError):
             libsae.checkpoint_current(tmp_path / "missing")
         assert sorted(os.listdir(run)) == before
+
+
+def test_the_writer_commits_or_aborts(tmp_path):
+    """CheckpointWriter: committed at the end of a with block, aborted when
+    the block raises, once only."""
+    run = tmp_path / "run"
+    m = libsae.Model(4, 8, seed=1)
+    opt = libsae.Optimizer(m)
+    with libsae.CheckpointWriter(run) as stage:
+        m.save(stage.path)
+        opt.save(stage.path)
+    first = libsae.checkpoint_current(run)
+    assert first == stage.path and libsae.Model.load(run).to_bytes() == m.to_bytes()
+    with pytest.raises(RuntimeError, match="boom"):
+        with libsae.CheckpointWriter(run) as stage:
+            m.save(stage.path)
+            raise RuntimeError("boom")
+    assert not os.path.exists(stage.path) and libsae.checkpoint_current(run) == first
+    w = libsae.CheckpointWriter(run)
+    w.abort()
+    w.abort()  # idempotent
+    with pytest.raises(ValueError, match="already"):
+        w.commit()
+    with pytest.raises(libsae.InvalidArgError):  # an empty stage cannot be committed
+        with libsae.CheckpointWriter(run):
+            pass
+    assert libsae.checkpoint_current(run) == first
