@@ -101,14 +101,15 @@ void sae__mean_rows(const float *x, size_t n, size_t d, double *mean)
 }
 
 /* One random direction of L2 norm 0.1 in each row, from an independent stream
- * per row (so rows could be drawn in any order or in parallel). */
+ * per row, numbered by the feature's index in the whole model (so rows could
+ * be drawn in any order or in parallel, and a shard draws exactly its rows). */
 static void init_decoder_rows(sae_model *m, uint64_t seed)
 {
     float *w_dec = sae__w_dec(m);
     for (size_t i = 0; i < m->d_sae; i++) {
         float *row = w_dec + i * m->d_in;
         sae_rng rng;
-        sae_rng_seed(&rng, seed, (uint64_t)i);
+        sae_rng_seed(&rng, seed, (uint64_t)(m->shard_begin + i));
         double sum;
         do {
             sum = 0.0;
@@ -124,16 +125,16 @@ static void init_decoder_rows(sae_model *m, uint64_t seed)
     }
 }
 
-int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
-                          double param)
+int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
+                      uint64_t seed, int arch, double param)
 {
     if (!out)
         return SAE_E_INVALID_ARG;
     *out = NULL;
     sae_layout lay;
     /* CBLAS takes dimensions as int. */
-    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX ||
-        !sae__layout_init(&lay, d_in, d_sae, arch == SAE_ARCH_JUMPRELU))
+    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX || begin >= end ||
+        end > d_sae || !sae__layout_init(&lay, d_in, end - begin, arch == SAE_ARCH_JUMPRELU))
         return SAE_E_INVALID_ARG;
     if (!isfinite(param))
         return SAE_E_NONFINITE;
@@ -161,7 +162,9 @@ int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t s
     if (!m)
         return SAE_E_NOMEM;
     m->d_in = d_in;
-    m->d_sae = d_sae;
+    m->d_sae = end - begin;
+    m->shard_begin = begin;
+    m->d_sae_total = d_sae;
     m->arch = arch;
     m->k = k;
     m->batch_threshold = -1.0f;
@@ -174,13 +177,19 @@ int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t s
     }
     init_decoder_rows(m, seed);
     /* W_enc = W_dec^T, and the model stores W_enc transposed: a plain copy. */
-    memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * d_sae * sizeof(float));
+    memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * m->d_sae * sizeof(float));
     float log_theta = (float)log(param);
     for (size_t i = 0; i < lay.log_thr_count; i++)
         sae__log_thr(m)[i] = log_theta;
     sae__model_refresh_absmax(m);
     *out = m;
     return SAE_OK;
+}
+
+int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
+                          double param)
+{
+    return sae__model_create(out, d_in, d_sae, 0, d_sae, seed, arch, param);
 }
 
 int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)

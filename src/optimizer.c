@@ -9,6 +9,7 @@
  * before anything is written.
  */
 #include "internal.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <float.h>
@@ -29,6 +30,8 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
+    o->shard_begin = m->shard_begin;
+    o->d_sae_total = sae__total_features(m);
     sae__options_init(&o->opt);
     size_t bytes = m->lay.total * sizeof(float); /* bounded by the layout check */
     o->grad = sae__alloc_zero(bytes);
@@ -48,6 +51,7 @@ void sae_optimizer_free(sae_optimizer *o)
     if (!o)
         return;
     sae__workspace_free(&o->ws);
+    sae__par_free(o->par);
     sae__free(o->since_fired);
     sae__free(o->m2);
     sae__free(o->m1);
@@ -346,7 +350,8 @@ static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
     size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
         k_aux = m->d_in / 2 > 0 ? m->d_in / 2 : 1;
-    return k_aux < m->d_sae ? k_aux : m->d_sae;
+    const size_t d_sae = sae__total_features(m); /* a shard picks among all features */
+    return k_aux < d_sae ? k_aux : d_sae;
 }
 
 static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
@@ -360,22 +365,45 @@ static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
     return n_dead;
 }
 
+/* The pairs a distributed TopK or BatchTopK step can make, reserved before
+ * its exchanges begin (nothing may fail on one rank alone once they have):
+ * n k per rank (data-parallel BatchTopK: up to all of the global batch's
+ * n k), and n k_aux more with AuxK. ReLU and JumpReLU grow theirs as usual. */
+static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n_tokens,
+                                  size_t n_global, size_t k_aux)
+{
+    if (m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK)
+        return SAE_OK;
+    size_t main_pairs, aux_pairs, total;
+    size_t n = m->arch == SAE_ARCH_BATCHTOPK ? n_global : n_tokens;
+    if (!sae__mul(n, m->k, &main_pairs) || !sae__mul(n_tokens, k_aux, &aux_pairs) ||
+        !sae__add(main_pairs, aux_pairs, &total))
+        return SAE_E_NOMEM;
+    return sae__workspace_reserve_pairs(&o->ws, total, 0);
+}
+
 int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
 {
     size_t elems, bytes;
-    if (!m || !o || !x || n_tokens == 0)
+    if (!m || !o)
         return SAE_E_INVALID_ARG;
+    /* With communicators attached, a failure is not returned before the
+     * step's first exchange: the other ranks learn of it there, and every
+     * rank returns the same status. */
+    int rc = SAE_OK;
+    if (!x || n_tokens == 0)
+        rc = SAE_E_INVALID_ARG;
     /* the moments must match the model's parameter block (JumpReLU has more) */
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total)
-        return SAE_E_INVALID_ARG;
-    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
-        return SAE_E_INVALID_ARG;
+    else if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total ||
+             m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total)
+        rc = SAE_E_INVALID_ARG;
+    else if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
+        rc = SAE_E_INVALID_ARG;
     /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
     uint64_t t = o->steps + 1;
-    double lr, lambda;
-    int rc = sae__schedule_values(o, t, &lr, &lambda);
-    if (rc != SAE_OK)
-        return rc;
+    double lr = 0.0, lambda = 0.0;
+    if (rc == SAE_OK)
+        rc = sae__schedule_values(o, t, &lr, &lambda);
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
@@ -383,9 +411,20 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, o->opt.gemm,
                             bf16};
     const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
-    rc = sae__workspace_reserve(&o->ws, &shape);
-    if (rc != SAE_OK)
+    if (rc == SAE_OK)
+        rc = sae__workspace_reserve(&o->ws, &shape);
+    sae_par_step ps, *par = NULL;
+    if (o->par) {
+        par = &ps;
+        rc = sae__par_begin(o, m, x, n_tokens, k_aux, rc, &ps);
+        if (rc != SAE_OK) /* agreed by every rank */
+            return rc;
+        /* a reservation that fails now: the others learn of it at the pass's
+         * next exchange */
+        ps.status = reserve_parallel_pairs(m, o, n_tokens, ps.n_global, k_aux);
+    } else if (rc != SAE_OK) {
         return rc;
+    }
     /* bf16: the copy of W_enc that the last Adam pass wrote, unless the model
      * is another one or was changed since (then it is made here) */
     o->ws.bf16 = bf16;
@@ -395,17 +434,26 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         o->ws.w16_model = m;
         o->ws.w16_version = m->version;
     }
-    if (k_aux && mark_dead(o, o->ws.dead) == 0)
+    /* AuxK runs when some feature is dead (feature shards: in some shard) */
+    if (k_aux && mark_dead(o, o->ws.dead) == 0 && !(par && par->features && par->n_dead_total))
         k_aux = 0;
     sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
-                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
+                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth,
+                           par ? par->n_global : n_tokens, par};
 
     sae_backward_result res;
+    memset(&res, 0, sizeof res);
+    /* (a distributed step runs the pass whatever this rank's status: its
+     * exchanges tell the others) */
     rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
-    if (rc == SAE_E_NOMEM && fresh)
+    float param_absmax = m->param_absmax, m1_absmax = o->m1_absmax, m2_max = o->m2_max;
+    if (par) /* the ranks' gradients and statistics, or the first failure */
+        rc = sae__par_reduce(par, o, m, rc, &res, &param_absmax, &m1_absmax, &m2_max);
+    else if (rc == SAE_E_NOMEM && fresh)
         sae__workspace_free(&o->ws);
     if (rc != SAE_OK)
         return rc;
+    const size_t n_loss = cfg.loss_tokens;
     /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
      * (it is summed in double, which finite float squares cannot overflow). */
     if (!isfinite(res.grad_sumsq))
@@ -423,10 +471,16 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
 
     const size_t w_enc_count = m->d_sae * m->d_in;
-    if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
-        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL,
-                   NULL, 0, 0))
-        return SAE_E_NONFINITE;
+    /* every rank takes the same decision: the bound reads maxima over all */
+    if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
+        bool finite =
+            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL,
+                      NULL, 0, 0);
+        if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
+            return rc;
+        if (!finite)
+            return SAE_E_NONFINITE;
+    }
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx,
               bf16 ? o->ws.w_enc16 : NULL, m->lay.w_enc_t, w_enc_count);
@@ -438,11 +492,13 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     o->m2_max = mx.m2_max;
     o->steps = t;
 
+    /* tokens since each feature last fired (last_fired counts in the batch the
+     * loss averages over: the global one of a data-parallel step) */
     for (size_t i = 0; i < o->d_sae; i++) {
         uint64_t last = o->ws.last_fired[i];
         uint64_t since = o->since_fired[i];
-        o->since_fired[i] = last ? n_tokens - last
-                                 : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
+        o->since_fired[i] = last ? n_loss - last
+                                 : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
     }
     if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
@@ -451,7 +507,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
                                  : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
     }
     if (out)
-        sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda,
+        sae__losses_from_sums(&res.sums, n_loss, m->arch, lambda,
                               o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
 }
