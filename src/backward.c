@@ -578,20 +578,22 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
      * tokens and features with 32 bits. Feature shards take the path all of
      * them can: the exchanges of the two differ. */
     bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
-    /* Without distribution the sparse path's encoder is fused whenever the
-     * step may take that path; a ReLU or JumpReLU batch too dense for it takes
-     * the dense path. (A distributed step selects across ranks block by
-     * block.) */
+    /* The sparse path's encoder is fused whenever the step may take that
+     * path; a ReLU or JumpReLU batch too dense for it takes the dense path.
+     * Feature shards and BatchTopK across data-parallel ranks select across
+     * ranks block by block: they take the block loop. A distributed step that
+     * fails here takes the block loop too, which meets the failure again and
+     * tells the other ranks. */
     bool fused = false, too_dense = false;
-    if (ws->fused && !par && n_tokens <= UINT32_MAX / 2 &&
-        (topk || cfg->kernel != SAE_KERNEL_DENSE)) {
+    if (ws->fused && (!par || (!par->features && m->arch != SAE_ARCH_BATCHTOPK)) &&
+        n_tokens <= UINT32_MAX / 2 && (topk || cfg->kernel != SAE_KERNEL_DENSE)) {
         double max_density = sparse ? 1.0 : SAE_SPARSE_MAX_DENSITY;
         int rc = fused_forward(m, cfg, &act, x, n_tokens, max_density, ws, res);
         if (rc == SAE_OK)
             fused = sparse = true;
         else if (rc == SAE_FUSED_TOO_DENSE)
             too_dense = true;
-        else
+        else if (!par)
             return rc;
     }
     for (size_t t0 = 0; !fused && t0 < n_tokens; t0 += block) {

@@ -649,10 +649,16 @@ static int pass_rounds(enc_pass *ps, sae_pool *pool)
         for (size_t j = 0; j < e->n_tiles; j++) {
             size_t f0 = j * e->tile_features;
             size_t w = e->d_sae - f0 < e->tile_features ? e->d_sae - f0 : e->tile_features;
-            /* the threads' tile buffers are contiguous: one GEMM fills them all */
-            int rc = tile_gemm(ps, g, e->th[0].tile, t0, rows, f0, w);
-            if (rc != SAE_OK)
-                return rc;
+            /* one GEMM per sub-block, of a shape that does not depend on the
+             * thread count (so neither do the bits: BLAS kernels may differ
+             * by shape); the BLAS's own threads share each */
+            for (size_t p = 0; p * SAE_FUSED_TILE_TOKENS < rows; p++) {
+                size_t s0 = p * SAE_FUSED_TILE_TOKENS;
+                size_t sub = rows - s0 < SAE_FUSED_TILE_TOKENS ? rows - s0 : SAE_FUSED_TILE_TOKENS;
+                int rc = tile_gemm(ps, g, e->th[p].tile, t0 + s0, sub, f0, w);
+                if (rc != SAE_OK)
+                    return rc;
+            }
             r.stage = 1;
             r.j = j;
             sae__pool_run(pool, round_run, &r);
@@ -800,6 +806,8 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
             size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
             size_t t1 = t0 + SAE_FUSED_TILE_TOKENS < n ? t0 + SAE_FUSED_TILE_TOKENS : n;
             size_t at = out->row_ptr[t0], count = out->row_ptr[t1] - at;
+            if (count == 0) /* (out->feat may be NULL: no pairs yet) */
+                continue;
             memcpy(out->feat + at, t->arena_feat + e->sub_offset[sb], count * sizeof(uint32_t));
             memcpy(out->fval + at, t->arena_val + e->sub_offset[sb], count * sizeof(float));
         }

@@ -154,8 +154,10 @@ void test_training_against_c()
     opt.set(sae::option::lr_schedule, sae::lr_schedule::cosine).set(SAE_OPT_KERNEL, sae::kernel::dense);
     EXPECT(opt.get(sae::option::lr) == 1e-2 && opt.get(SAE_OPT_LR_SCHEDULE) == double(SAE_LR_COSINE));
     // the GEMM backend and the encoder's precision: set, read back, resolved
-    opt.set(sae::option::gemm, sae::gemm::cblas).set(sae::option::precision, sae::precision::fp32);
-    EXPECT(opt.get(SAE_OPT_GEMM) == double(SAE_GEMM_CBLAS));
+    sae::optimizer other(m);
+    other.set(sae::option::gemm, sae::gemm::cblas).set(sae::option::precision, sae::precision::bf16);
+    EXPECT(other.get(SAE_OPT_GEMM) == double(SAE_GEMM_CBLAS) &&
+           other.get(sae::option::precision) == double(SAE_PRECISION_BF16));
     EXPECT(sae::gemm_backend(sae::gemm::cblas) == sae::gemm::cblas);
     EXPECT(sae::gemm_backend(sae::gemm::automatic) == sae::gemm_backend(sae::gemm::onednn));
     EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
