@@ -114,19 +114,41 @@ typedef struct sae_layout {
     size_t w_enc_t, w_dec, b_enc, b_dec;
     size_t log_thr;       /* JumpReLU: d_sae log thresholds t_i (theta_i = exp t_i) */
     size_t log_thr_count; /* d_sae for JumpReLU, else 0 */
+    size_t r_mag, b_mag;  /* Gated: d_sae each, the magnitude path's log scales and bias */
+    size_t gated_count;   /* d_sae for Gated, else 0 */
+    size_t w_skip;        /* skip transcoders: d_out x d_in, SAELens's W_skip as it is */
+    size_t w_skip_count;  /* d_out * d_in for skip transcoders, else 0 */
     size_t total;         /* floats in the block, padding included */
 } sae_layout;
 
-/* Fill *lay for the given shape (with_thresholds: JumpReLU's extra view);
- * false if any size overflows. */
+/* What a model's parameter block holds: its dimensions, architecture (SAE_ARCH_*)
+ * and kind (SAE_KIND_*). An autoencoder has d_out = d_in. */
+typedef struct sae_shape {
+    size_t d_in, d_out, d_sae;
+    int arch, kind;
+} sae_shape;
+
+/* Fill *lay for the shape: W_enc^T d_sae x d_in, W_dec d_sae x d_out, b_enc
+ * d_sae, b_dec d_out, and the views the architecture and kind add; false if any
+ * size overflows. */
+bool sae__layout_for(sae_layout *lay, const sae_shape *shape);
+
+/* The autoencoder layout (with_thresholds: JumpReLU's extra view). */
 bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thresholds);
+
+/* Matryoshka's level widths: at most this many. */
+#define SAE_MAX_LEVELS 64
 
 struct sae_model {
     size_t d_in, d_sae;
+    size_t d_out;         /* the output's width: d_in for autoencoders */
     int arch;             /* SAE_ARCH_* */
-    size_t k;             /* TopK / BatchTopK: active features per token */
-    float batch_threshold; /* BatchTopK at inference: f = pre where pre > it;
+    int kind;             /* SAE_KIND_* */
+    size_t k;             /* TopK / BatchTopK / Matryoshka: active features per token */
+    float batch_threshold; /* BatchTopK, Matryoshka at inference: f = pre where pre > it;
                               negative until training has set it */
+    size_t n_levels;      /* Matryoshka: widths[0..n_levels), increasing, the last d_sae */
+    size_t widths[SAE_MAX_LEVELS];
     sae_layout lay;
     float *params; /* lay.total floats */
     /* max |p| over all parameters: lets the optimizer prove cheaply that an
@@ -139,6 +161,36 @@ static inline float *sae__w_dec(const sae_model *m) { return m->params + m->lay.
 static inline float *sae__b_enc(const sae_model *m) { return m->params + m->lay.b_enc; }
 static inline float *sae__b_dec(const sae_model *m) { return m->params + m->lay.b_dec; }
 static inline float *sae__log_thr(const sae_model *m) { return m->params + m->lay.log_thr; }
+static inline float *sae__r_mag(const sae_model *m) { return m->params + m->lay.r_mag; }
+static inline float *sae__b_mag(const sae_model *m) { return m->params + m->lay.b_mag; }
+static inline float *sae__w_skip(const sae_model *m) { return m->params + m->lay.w_skip; }
+
+/* BatchTopK and Matryoshka select over the batch in training and keep one
+ * threshold for inference; TopK, BatchTopK and Matryoshka have a k. */
+static inline bool sae__batch_selected(int arch)
+{
+    return arch == SAE_ARCH_BATCHTOPK || arch == SAE_ARCH_MATRYOSHKA;
+}
+static inline bool sae__has_k(int arch) { return arch == SAE_ARCH_TOPK || sae__batch_selected(arch); }
+
+/* SAELens's decoder_init_norm default, and libsae's (Anthropic's April 2024 recipe). */
+#define SAE_DECODER_INIT_NORM 0.1
+
+/* Check param for arch (sae_model_create_arch's rules); *k = the k it gives
+ * (0 for architectures without one). Sets the detail, naming fn. */
+int sae__check_arch_param(const char *fn, int arch, double param, size_t d_sae, size_t *k);
+
+/* A model of the shape, initialised as sae_model_create documents with
+ * decoder rows of L2 norm decoder_init_norm (transcoders: encoder columns
+ * drawn apart); param as sae_model_create_arch (checked by the caller), k
+ * and Matryoshka's widths set by the caller afterwards. fn names the public
+ * function in the error detail. */
+int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, uint64_t seed,
+                   double param, double decoder_init_norm);
+
+/* Draw the initial parameters again (sae__model_new's), keeping the shape,
+ * architecture, k, widths and JumpReLU thresholds. */
+void sae__model_init_params(sae_model *m, uint64_t seed, double decoder_init_norm);
 
 /* Recompute m->param_absmax after the parameters changed wholesale. */
 void sae__model_refresh_absmax(sae_model *m);

@@ -180,7 +180,10 @@ enum sae_tensor {
     SAE_B_ENC = 1,
     SAE_W_DEC = 2,
     SAE_B_DEC = 3,
-    SAE_THRESHOLD = 4
+    SAE_THRESHOLD = 4,
+    SAE_W_SKIP = 5,   /* skip transcoders: d_out x d_in (SAELens's layout) */
+    SAE_B_MAG = 6,    /* Gated: d_sae, the magnitude path's bias */
+    SAE_R_MAG = 7     /* Gated: d_sae, the magnitude path's log scales */
 };
 
 /* The number of floats in tensor `which` (e.g. d_in * d_sae for SAE_W_ENC), or 0
@@ -241,7 +244,9 @@ enum sae_arch {
     SAE_ARCH_RELU = 0,
     SAE_ARCH_TOPK = 1,
     SAE_ARCH_BATCHTOPK = 2,
-    SAE_ARCH_JUMPRELU = 3
+    SAE_ARCH_JUMPRELU = 3,
+    SAE_ARCH_GATED = 4,
+    SAE_ARCH_MATRYOSHKA = 5
 };
 
 /* Create a model of architecture `arch`, initialised like sae_model_create
@@ -256,8 +261,90 @@ SAE_API int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, ui
 /* The model's architecture (SAE_ARCH_*), or -1 if m is NULL. */
 SAE_API int sae_model_arch(const sae_model *m);
 
-/* k of a TopK or BatchTopK model; 0 for other architectures or NULL. */
+/* k of a TopK, BatchTopK or Matryoshka model; 0 for other architectures or NULL. */
 SAE_API size_t sae_model_k(const sae_model *m);
+
+/* Create a Matryoshka BatchTopK SAE (SAE_ARCH_MATRYOSHKA) with k as BatchTopK's
+ * and the level widths widths[0..n_widths): strictly increasing, each in
+ * [1, d_sae]; d_sae is appended when the list does not end with it (as SAELens
+ * does), so n_widths 0 (widths may then be NULL) gives one level, d_sae: plain
+ * BatchTopK's loss. At most 64 levels. Initialised like sae_model_create.
+ * Errors: as sae_model_create_arch; SAE_E_INVALID_ARG for widths that are
+ * NULL with n_widths > 0, 0, above d_sae, not increasing, or too many.
+ * On error *out is NULL. */
+SAE_API int sae_model_create_matryoshka(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
+                                        size_t k, const size_t *widths, size_t n_widths);
+
+/* The number of levels of a Matryoshka model (its last width is d_sae); 0 for
+ * other architectures or NULL. */
+SAE_API size_t sae_model_matryoshka_levels(const sae_model *m);
+
+/* Copy the level widths of a Matryoshka model to widths (count must be exactly
+ * sae_model_matryoshka_levels). Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_model_matryoshka_widths(const sae_model *m, size_t *widths, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Transcoders                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A transcoder reads x (d_in values per token) and predicts a different target
+ * y (d_out values per token; d_out may differ from d_in), e.g. an MLP's output
+ * from its input (Dunefsky et al. 2024):
+ *
+ *     f     = act(x W_enc + b_enc)           no b_dec is subtracted from x
+ *     y_hat = f W_dec + b_dec                W_dec: d_sae x d_out, b_dec: d_out
+ *
+ * A skip transcoder (Paulo et al. 2025) adds a learned linear map of the input:
+ *
+ *     y_hat = f W_dec + b_dec + x W_skip^T   W_skip: d_out x d_in (SAE_W_SKIP)
+ *
+ * act is ReLU, TopK, BatchTopK or JumpReLU, trained on that architecture's
+ * loss with y_hat - y as the error (AuxK's residual is y - y_hat). There are
+ * no Gated or Matryoshka transcoders. Initialisation: W_dec's rows and W_enc's
+ * columns are independent random directions of norm 0.1 (there is no tied
+ * initialisation between different spaces), b_enc, b_dec and W_skip are 0.
+ *
+ * Train with sae_step_target and evaluate with sae_loss_target and
+ * sae_fvu_target (x and y of the same tokens); sae_step, sae_loss and sae_fvu
+ * refuse a transcoder. sae_encode reads x (n x d_in); sae_decode gives
+ * f W_dec + b_dec (n x d_out, without the skip term: it has no x);
+ * sae_forward gives y_hat.
+ */
+
+/* What a model maps: an autoencoder reconstructs its input; the others are
+ * transcoders. */
+enum sae_model_kind {
+    SAE_KIND_AUTOENCODER = 0,
+    SAE_KIND_TRANSCODER = 1,
+    SAE_KIND_SKIP_TRANSCODER = 2
+};
+
+/* Create a transcoder of kind SAE_KIND_TRANSCODER or SAE_KIND_SKIP_TRANSCODER
+ * with activation arch (SAE_ARCH_RELU, _TOPK, _BATCHTOPK or _JUMPRELU) and param
+ * as sae_model_create_arch. Errors: as sae_model_create_arch (d_out as d_in);
+ * SAE_E_INVALID_ARG for another kind or architecture. On error *out is NULL. */
+SAE_API int sae_model_create_transcoder(sae_model **out, size_t d_in, size_t d_out,
+                                        size_t d_sae, uint64_t seed, int kind, int arch,
+                                        double param);
+
+/* The width of the model's output: d_out of a transcoder, d_in of an
+ * autoencoder; 0 if m is NULL. */
+SAE_API size_t sae_model_d_out(const sae_model *m);
+
+/* The model's kind (SAE_KIND_*), or -1 if m is NULL. */
+SAE_API int sae_model_kind(const sae_model *m);
+
+/* Draw the model's initial parameters again, as its create function does, from
+ * seed and with decoder rows of L2 norm decoder_init_norm (SAELens's
+ * decoder_init_norm; the create functions use 0.1, the April 2024 recipe's).
+ * Every tensor is re-initialised except JumpReLU's thresholds; the
+ * architecture, k, widths and shape stay, and a BatchTopK or Matryoshka
+ * threshold becomes unset. An optimizer's state refers to the old parameters:
+ * reinitialise before training (e.g. right after creating the model).
+ * Errors: SAE_E_INVALID_ARG (m NULL, decoder_init_norm not in (0, 1e30]),
+ * SAE_E_NONFINITE (NaN or Inf); the model is then unchanged. Needs the model
+ * to itself. */
+SAE_API int sae_model_reinit(sae_model *m, uint64_t seed, double decoder_init_norm);
 
 /* ------------------------------------------------------------------------ */
 /* Encode, decode, loss                                                      */
