@@ -41,4 +41,12 @@ if(TARGET sae AND SAE_ABIDW)
     COMMENT "Writing the ABI baseline abi/${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}/ (release time only)"
     VERBATIM)
   add_dependencies(abi-baseline sae)
+  if(TARGET sae_mpi) # the companion library's dump beside libsae's
+    add_custom_command(TARGET abi-baseline POST_BUILD
+      COMMAND sh ${PROJECT_SOURCE_DIR}/cmake/abi.sh dump $<TARGET_FILE:sae_mpi>
+              ${PROJECT_SOURCE_DIR}/include/libsae
+              ${PROJECT_SOURCE_DIR}/abi/${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}/libsae-mpi.abi
+      VERBATIM)
+    add_dependencies(abi-baseline sae_mpi)
+  endif()
 endif()

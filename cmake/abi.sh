@@ -11,8 +11,10 @@
 #       Release time only (CMake target abi-baseline): write BASELINE_DIR/libsae.abi
 #       and freeze the public headers as BASELINE_DIR/include/libsae/.
 #
-#   cmake/abi.sh check    BASELINE_DIR LIB HEADERS_DIR WORK_DIR
-#       Compare LIB (with its public headers HEADERS_DIR) with the baseline.
+#   cmake/abi.sh check    BASELINE_DIR LIB HEADERS_DIR WORK_DIR [NAME]
+#       Compare LIB (with its public headers HEADERS_DIR) with the baseline
+#       BASELINE_DIR/NAME.abi (NAME: libsae, or libsae-mpi for the companion
+#       library, whose dump the abi-baseline target writes with `dump`).
 #       Exit 0 if the ABI is unchanged or only grew (added functions, variables,
 #       types or enumerators), 1 on anything else (a removed or changed function,
 #       a changed enumerator value, a changed struct such as sae_losses, ...),
@@ -61,9 +63,9 @@ baseline)
     ;;
 
 check)
-    [ $# -eq 4 ] || die "usage: check BASELINE_DIR LIB HEADERS_DIR WORK_DIR"
-    base=$1 lib=$2 hdrs=$3 work=$4
-    [ -f "$base/libsae.abi" ] || die "no baseline $base/libsae.abi"
+    [ $# -eq 4 ] || [ $# -eq 5 ] || die "usage: check BASELINE_DIR LIB HEADERS_DIR WORK_DIR [NAME]"
+    base=$1 lib=$2 hdrs=$3 work=$4 name=${5:-libsae}
+    [ -f "$base/$name.abi" ] || die "no baseline $base/$name.abi"
     [ -d "$base/include/libsae" ] || die "no frozen headers in $base/include/libsae"
     need_debug_info "$lib" || exit 77
     mkdir -p "$work"
@@ -72,7 +74,7 @@ check)
     # only types defined in the public headers count.
     set +e
     abidiff -t --hd1 "$base/include/libsae" --hd2 "$hdrs" \
-            "$base/libsae.abi" "$work/current.abi" > "$work/abidiff.txt" 2>&1
+            "$base/$name.abi" "$work/current.abi" > "$work/abidiff.txt" 2>&1
     rc=$?
     set -e
     # The exit status is a bit field: 1 error, 2 usage error, 4 ABI change,
@@ -82,7 +84,7 @@ check)
         die "abidiff failed (exit status $rc)"
     fi
     if [ "$rc" -eq 0 ]; then
-        echo "ABI check passed: $lib has the ABI of $base/libsae.abi"
+        echo "ABI check passed: $lib has the ABI of $base/$name.abi"
         exit 0
     fi
     # ABIDIFF_ABI_CHANGE without ABIDIFF_ABI_INCOMPATIBLE_CHANGE may still be
@@ -105,11 +107,11 @@ check)
         }
         { print }' "$work/abidiff.txt")
     if [ $((rc & 8)) -eq 0 ] && [ -z "$bad" ]; then
-        echo "ABI check passed: $lib only adds to the ABI of $base/libsae.abi:"
+        echo "ABI check passed: $lib only adds to the ABI of $base/$name.abi:"
         cat "$work/abidiff.txt"
         exit 0
     fi
-    echo "ABI check FAILED: $lib is not compatible with $base/libsae.abi" >&2
+    echo "ABI check FAILED: $lib is not compatible with $base/$name.abi" >&2
     echo "(abidiff exit status $rc; the full report follows)" >&2
     echo >&2
     cat "$work/abidiff.txt" >&2

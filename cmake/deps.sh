@@ -2,7 +2,8 @@
 # Install the Debian packages libsae needs, when they are missing.
 #   cmake/deps.sh build   compiler, CMake, CBLAS (OpenBLAS), Check, pkg-config, zlib
 #   cmake/deps.sh run     build + gnuplot (the examples' graphs)
-#   cmake/deps.sh test    run + everything the whole test suite uses
+#   cmake/deps.sh test    run + everything the whole test suite uses (MPI included:
+#                         openmpi-bin and libopenmpi-dev, for libsae-mpi and its tests)
 # As root it runs apt-get; otherwise it names the command to run and fails.
 set -eu
 what=${1:-build}
@@ -10,9 +11,10 @@ pkgs="cmake make gcc g++ pkgconf libopenblas-dev check zlib1g-dev"
 case $what in
 build) ;;
 run) pkgs="$pkgs gnuplot-nox python3" ;;
-test) pkgs="$pkgs gnuplot-nox python3 python3-numpy python3-torch valgrind clang-14 \
+test) pkgs="$pkgs gnuplot-nox python3 python3-numpy python3-torch python3-pytest python3-tqdm \
+python3-pip python3-setuptools python3-wheel python3-venv valgrind clang-14 \
 libclang-rt-14-dev abigail-tools binutils dataset-fashion-mnist \
-libgfortran-12-dev" ;;
+libgfortran-12-dev openmpi-bin libopenmpi-dev" ;;
 *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 missing=

@@ -31,6 +31,7 @@ const char *sae_status_string(int status)
     case SAE_E_IO: return "input/output error";
     case SAE_E_FORMAT: return "malformed or unsupported file or buffer";
     case SAE_E_STATE: return "call not valid in the current state";
+    case SAE_E_COMM: return "communicator failure (a collective of the sae_comm failed)";
     default: return "unknown status";
     }
 }

@@ -28,8 +28,9 @@ START_TEST(status_codes_are_pinned_and_described)
     ck_assert_int_eq(SAE_E_IO, -4);
     ck_assert_int_eq(SAE_E_FORMAT, -5);
     ck_assert_int_eq(SAE_E_STATE, -6);
-    const char *seen[7];
-    for (int s = 0; s >= -6; s--) {
+    ck_assert_int_eq(SAE_E_COMM, -7);
+    const char *seen[8];
+    for (int s = 0; s >= -7; s--) {
         const char *text = sae_status_string(s);
         ck_assert_ptr_nonnull(text);
         ck_assert_str_ne(text, "unknown status");
@@ -37,7 +38,7 @@ START_TEST(status_codes_are_pinned_and_described)
             ck_assert_str_ne(text, seen[k]);
         seen[-s] = text;
     }
-    ck_assert_str_eq(sae_status_string(-7), "unknown status");
+    ck_assert_str_eq(sae_status_string(-1000), "unknown status");
     ck_assert_str_eq(sae_status_string(1), "unknown status");
     ck_assert_str_eq(sae_status_string(INT32_MIN), "unknown status");
 }

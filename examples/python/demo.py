@@ -1,7 +1,10 @@
 #!/usr/bin/python3
-"""Train a small SAE from Python through libsae.py and look at what it learned.
+"""Train a small SAE from Python through the libsae package, step by step,
+and look at what it learned.
 
-    LIBSAE_PATH=build/libsae.so.0 /usr/bin/python3 examples/python/demo.py
+    LIBSAE_PATH=build/libsae.so.0 PYTHONPATH=python /usr/bin/python3 examples/python/demo.py
+
+(After `cmake --install`, plain `python3 demo.py`.)
 """
 import sys
 
@@ -22,11 +25,11 @@ def main():
         active = rng.random((n, n_true)) < 3.0 / n_true
         return (active * rng.random((n, n_true))).astype(np.float32) @ truth
 
-    print("libsae", libsae.version())
+    print("libsae", libsae.version(), "from", libsae.library_path())
     with libsae.Model(d_in, d_sae, seed=1) as model, \
             libsae.Optimizer(model, lr=2e-3, l1_coeff=0.1) as opt:
         for step in range(1, 1501):
-            losses = opt.step(model, tokens(256))
+            losses = opt.step(model, tokens(256))    # float32 (n, d_in): passed without a copy
             if step % 500 == 0:
                 print(f"step {step}: loss {losses.loss:.4f}  l2 {losses.l2:.4f}  "
                       f"l1 {losses.l1:.4f}  l0 {losses.l0:.1f}")
@@ -37,16 +40,16 @@ def main():
               f"fire the busiest feature, {opt.dead_count(20000)} of {d_sae} features dead")
 
         # The weights come back as arrays: how well do decoder rows match the truth?
-        w_dec = model.get(libsae.W_DEC)
+        w_dec = model.W_dec
         cos = (truth @ w_dec.T) / np.linalg.norm(w_dec, axis=1).clip(1e-12)
         print(f"mean max cosine with the true directions: {cos.max(axis=1).mean():.3f}")
 
-        # Errors are exceptions carrying libsae's status string.
+        # Errors are exceptions carrying the status and the library's message.
         try:
-            opt.set(libsae.OPT_L1_COEFF, float("nan"))
-        except libsae.SAEError as e:
-            print(f"SAEError (status {e.status}): {e}")
-    return 0
+            opt.set("l1_coeff", float("nan"))
+        except libsae.NonFiniteError as e:
+            print(f"{type(e).__name__} (status {e.status.name}): {e}")
+        return 0 if cos.max(axis=1).mean() > 0.8 else 1
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ enum sae_status {
                                step whose gradients/new parameters would be */
     SAE_E_IO = -4,          /* a file could not be read or written */
     SAE_E_FORMAT = -5,      /* a file or buffer is malformed or unsupported */
-    SAE_E_STATE = -6        /* the call is not valid in the handle's state */
+    SAE_E_STATE = -6,       /* the call is not valid in the handle's state */
+    SAE_E_COMM = -7         /* a communicator function (sae_comm) reported a
+                               failure: see "Distributed training" */
 };
 
 /* A static, never-NULL English description of a status code ("unknown status"
@@ -1021,6 +1023,50 @@ SAE_API uint64_t sae_rng_below(sae_rng *r, uint64_t n);
 SAE_API int sae_rng_shuffle(sae_rng *r, uint64_t *v, size_t n);
 
 /* A NULL r makes sae_rng_seed do nothing and the draws return 0. */
+
+/* ------------------------------------------------------------------------ */
+/* Distributed training: the communicator                                   */
+/* ------------------------------------------------------------------------ */
+
+/* libsae trains across processes (ranks) without depending on any transport:
+ * the host hands it a communicator, a struct of function pointers it fills
+ * in over whatever its cluster uses (MPI, NCCL, sockets, threads). The
+ * companion library libsae-mpi (<libsae/sae_mpi.h>) fills one in over an
+ * MPI_Comm.
+ *
+ * Every function returns 0 on success and nonzero on failure, which libsae
+ * reports as SAE_E_COMM. The functions are collective: every rank of the
+ * communicator calls the same functions in the same order with the same
+ * counts (libsae guarantees this of its own calls). libsae calls them only
+ * from the thread that called into libsae, never from its own threads. It
+ * never passes a count or byte size of 0.
+ *
+ *   allreduce_f32  buf[0..count) on every rank becomes the elementwise sum
+ *   allreduce_f64  over all ranks of their buf (in place). The sums need
+ *                  not be bitwise reproducible, nor even give the same bits
+ *                  on every rank: libsae keeps its replicas identical itself
+ *                  (it checks a hash of what it reduced and takes rank 0's
+ *                  result where they differ).
+ *   allgather      recv (n_ranks * bytes) receives every rank's send
+ *                  (bytes), rank r's at recv + r * bytes. send and recv do
+ *                  not overlap.
+ *   broadcast      buf (bytes) on every rank becomes root's buf.
+ *
+ * The struct grows only at the end: set struct_size to sizeof(sae_comm) as
+ * your program was compiled (a later library reads only the fields your
+ * struct has; an earlier one refuses a struct_size it does not know to be
+ * complete with SAE_E_INVALID_ARG). libsae copies the struct where it keeps
+ * it; ctx must stay valid as long as the copy is in use. */
+typedef struct sae_comm {
+    size_t struct_size;  /* sizeof(sae_comm): set it first */
+    void *ctx;           /* the host's, passed back to every function */
+    int rank;            /* this process's rank, 0 <= rank < n_ranks */
+    int n_ranks;         /* ranks in the communicator, >= 1 */
+    int (*allreduce_f32)(void *ctx, float *buf, size_t count);
+    int (*allreduce_f64)(void *ctx, double *buf, size_t count);
+    int (*allgather)(void *ctx, const void *send, size_t bytes, void *recv);
+    int (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+} sae_comm;
 
 #ifdef __cplusplus
 }

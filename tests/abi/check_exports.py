@@ -21,6 +21,10 @@ missing from; the exit status is 1 if there is any.
 usage: check_exports.py --cc CC --header sae.h --map libsae.map
                         --shared libsae.so [--static libsae.a] [--nm nm]
                         [--baseline abi/0.1/libsae.abi ...]
+                        [--api-macro SAE_API] [--prefix sae_] [--min-functions 20]
+                        [--cflag FLAG]...
+(the companion library libsae-mpi is checked with --api-macro SAE_MPI_API
+--prefix sae_mpi_ and its header's include flags)
 """
 import argparse
 import re
@@ -30,10 +34,10 @@ import sys
 MARK = "__sae_api_marker__"
 
 
-def header_functions(cc, header):
+def header_functions(cc, header, api_macro="SAE_API", cflags=()):
     """Names declared in `header` (not in what it includes), split into those
-    marked SAE_API and those declared without it."""
-    text = subprocess.run([cc, "-E", "-x", "c", "-D", "SAE_API=" + MARK, header],
+    marked api_macro and those declared without it."""
+    text = subprocess.run([cc, "-E", "-x", "c", *cflags, "-D", api_macro + "=" + MARK, header],
                           check=True, capture_output=True, text=True).stdout
     own = []
     in_header = False
@@ -112,22 +116,27 @@ def main():
     ap.add_argument("--map", required=True)
     ap.add_argument("--shared", required=True)
     ap.add_argument("--static")
+    ap.add_argument("--api-macro", default="SAE_API")
+    ap.add_argument("--prefix", default="sae_")
+    ap.add_argument("--min-functions", type=int, default=20)
+    ap.add_argument("--cflag", action="append", default=[])
     ap.add_argument("--baseline", action="append", default=[])
     a = ap.parse_args()
 
     errors = []
     hdr = a.header
-    marked, unmarked = header_functions(a.cc, hdr)
+    api = a.api_macro
+    marked, unmarked = header_functions(a.cc, hdr, api, a.cflag)
     header_set = set(marked)
     for name in unmarked:
-        errors.append(f"{name}: declared in {hdr} without SAE_API "
-                      f"(every public function is marked SAE_API)")
+        errors.append(f"{name}: declared in {hdr} without {api} "
+                      f"(every public function is marked {api})")
     for name in marked:
-        if not name.startswith("sae_") or name.startswith("sae__"):
-            errors.append(f"{name}: declared with SAE_API in {hdr}, but public names "
-                          f"start with sae_ (and sae__ is reserved for internals)")
-    if len(header_set) < 20:
-        errors.append(f"found only {len(header_set)} SAE_API functions in {hdr}: "
+        if not name.startswith(a.prefix) or name.startswith("sae__"):
+            errors.append(f"{name}: declared with {api} in {hdr}, but public names "
+                          f"start with {a.prefix} (and sae__ is reserved for internals)")
+    if len(header_set) < a.min_functions:
+        errors.append(f"found only {len(header_set)} {api} functions in {hdr}: "
                       f"the header parser is broken")
 
     mapped, nodes = map_symbols(a.map)
@@ -146,19 +155,19 @@ def main():
         exported[name] = version
     for name in sorted(header_set - set(exported)):
         if name in mapped:
-            errors.append(f"{name}: declared with SAE_API in {hdr} and listed in {a.map}, "
+            errors.append(f"{name}: declared with {api} in {hdr} and listed in {a.map}, "
                           f"but {a.shared} does not define it (no source implements it)")
         else:
-            errors.append(f"{name}: declared with SAE_API in {hdr} but missing from {a.map}, "
+            errors.append(f"{name}: declared with {api} in {hdr} but missing from {a.map}, "
                           f"so {a.shared} does not export it: add '{name};' to the newest "
                           f"node of {a.map}")
     for name in sorted(set(exported) - header_set):
         fix = (f"remove it from {a.map}" if name in mapped else
                f"it is not in {a.map} either, so the library was not linked with that map")
-        errors.append(f"{name}: exported by {a.shared} but not declared with SAE_API in "
+        errors.append(f"{name}: exported by {a.shared} but not declared with {api} in "
                       f"{hdr}: {fix}; or, if it is meant to be public, declare it in the header")
     for name in sorted(set(mapped) - header_set - set(exported)):
-        errors.append(f"{name}: listed in {a.map} but neither declared with SAE_API in "
+        errors.append(f"{name}: listed in {a.map} but neither declared with {api} in "
                       f"{hdr} nor exported by {a.shared}: remove it from {a.map}")
     for name, version in sorted(exported.items()):
         if name in header_set and version is None:
@@ -195,7 +204,7 @@ def main():
                 continue
             if name not in header_set:
                 errors.append(f"{name}: a global symbol of {a.static} that is neither a "
-                              f"SAE_API function of {hdr} nor prefixed sae__ (internal): "
+                              f"{api} function of {hdr} nor prefixed sae__ (internal): "
                               f"make it static or rename it sae__{name.removeprefix('sae_')}")
 
     if errors:
@@ -203,7 +212,7 @@ def main():
         for e in errors:
             print("  " + e, file=sys.stderr)
         return 1
-    print(f"check_exports: {len(header_set)} SAE_API functions in {hdr}, {len(mapped)} in "
+    print(f"check_exports: {len(header_set)} {api} functions in {hdr}, {len(mapped)} in "
           f"{a.map} (nodes {', '.join(nodes)}), {len(exported)} exported by {a.shared}: "
           f"the same set, all versioned" +
           (f"; released nodes as in {', '.join(a.baseline)}" if a.baseline else "") +

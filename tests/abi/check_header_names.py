@@ -12,8 +12,10 @@
 Both checks run as C and as C++ with the given compilers. Each problem is
 reported on its own line; the exit status is 1 if there is any.
 
-usage: check_header_names.py --header include/libsae/sae.h [--min-names N] CC [CC...]
-  (a C++ compiler is recognised by "++" in its name)
+usage: check_header_names.py --header include/libsae/sae.h [--min-names N]
+                             [--cflag FLAG]... CC [CC...]
+  (a C++ compiler is recognised by "++" in its name; --cflag adds an include
+  directory or definition, e.g. MPI's for include/libsae/sae_mpi.h)
 """
 import argparse
 import re
@@ -23,8 +25,11 @@ import tempfile
 import os
 
 
+CFLAGS = []  # --cflag
+
+
 def preprocess(cc, lang, source, flags):
-    return subprocess.run([cc, "-x", lang, *flags, source], check=True,
+    return subprocess.run([cc, "-x", lang, *CFLAGS, *flags, source], check=True,
                           capture_output=True, text=True).stdout
 
 
@@ -40,8 +45,9 @@ def macros(cc, lang, source):
 def own_text(cc, lang, header):
     """The preprocessed text that comes from `header` itself."""
     own, in_header = [], False
-    # SAE_API (an attribute; its name is checked with the macros) expands to nothing.
-    for line in preprocess(cc, lang, header, ["-E", "-DSAE_API="]).splitlines():
+    # SAE_API / SAE_MPI_API (attributes; their names are checked with the
+    # macros) expand to nothing.
+    for line in preprocess(cc, lang, header, ["-E", "-DSAE_API=", "-DSAE_MPI_API="]).splitlines():
         m = re.match(r'#\s*\d+\s+"([^"]*)"', line)
         if m:
             in_header = m.group(1) == header
@@ -88,11 +94,17 @@ def main():
     ap.add_argument("--header", required=True)
     ap.add_argument("--min-names", type=int, default=0,
                     help="fail if fewer names are found (guards the parser)")
+    ap.add_argument("--cflag", action="append", default=[])
     ap.add_argument("compilers", nargs="+")
     a = ap.parse_args()
+    CFLAGS.extend(a.cflag)
     hdr = os.path.abspath(a.header)
     src = open(hdr, encoding="utf-8").read()
     system_includes = re.findall(r"^\s*#\s*include\s*(<[^>]+>)", src, flags=re.M)
+    # A header of the same directory ("sae.h" in sae_mpi.h) is checked on its
+    # own: what it defines is not the including header's.
+    for name in re.findall(r'^\s*#\s*include\s*"([^"]+)"', src, flags=re.M):
+        system_includes.append('"' + os.path.join(os.path.dirname(hdr), name) + '"')
 
     errors = []
     summary = []

@@ -18,6 +18,7 @@ SAE_TEST_PIN(sae_test_status_nonfinite, SAE_E_NONFINITE == -3);
 SAE_TEST_PIN(sae_test_status_io, SAE_E_IO == -4);
 SAE_TEST_PIN(sae_test_status_format, SAE_E_FORMAT == -5);
 SAE_TEST_PIN(sae_test_status_state, SAE_E_STATE == -6);
+SAE_TEST_PIN(sae_test_status_comm, SAE_E_COMM == -7);
 SAE_TEST_PIN(sae_test_tensor_w_enc, SAE_W_ENC == 0);
 SAE_TEST_PIN(sae_test_tensor_b_enc, SAE_B_ENC == 1);
 SAE_TEST_PIN(sae_test_tensor_w_dec, SAE_W_DEC == 2);

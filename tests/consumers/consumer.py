@@ -1,49 +1,25 @@
 #!/usr/bin/python3
-"""Python loads the INSTALLED libsae.so.0 with ctypes, as an FFI caller would.
+"""Python uses the INSTALLED libsae package, as a user's program would.
 
-It checks sae_version_number() and sae_version_string() against the installed
-header's SAE_VERSION_* macros, runs the same computation as consumer.c (same
-seed, same data, same options) and requires exactly the lines the C program
-printed: ctypes passes the same bits, so the losses must agree to the last
-digit.
+It checks that `import libsae` loaded the expected libsae.so.0 (the library
+installed with the package, or $LIBSAE_PATH) and that its version matches the
+installed header's SAE_VERSION_* macros, runs the same computation as
+consumer.c (same seed, data and options) through the package's Model and
+Optimizer, and requires exactly the lines the C program printed: the package
+passes the same bits, so the losses must agree to the last digit.
 
-usage: consumer.py LIBSAE_SO INSTALLED_SAE_H C_OUTPUT
+usage: consumer.py EXPECTED_LIBSAE_SO INSTALLED_SAE_H C_OUTPUT
 """
-import ctypes
+import os
 import re
 import sys
 
+import numpy as np
+
+import libsae
+
 D_IN, D_SAE, N_TOKENS, N_STEPS = 8, 32, 64, 5
 SEED = 20240501
-SAE_OK, SAE_OPT_LR, SAE_OPT_L1_COEFF = 0, 1, 5
-
-
-class Losses(ctypes.Structure):
-    """struct sae_losses, frozen: four doubles."""
-    _fields_ = [("loss", ctypes.c_double), ("l2", ctypes.c_double),
-                ("l1", ctypes.c_double), ("l0", ctypes.c_double)]
-
-
-def bind(lib):
-    c = ctypes
-    sigs = {
-        "sae_version_number": (c.c_uint, []),
-        "sae_version_string": (c.c_char_p, []),
-        "sae_status_string": (c.c_char_p, [c.c_int]),
-        "sae_model_create": (c.c_int, [c.POINTER(c.c_void_p), c.c_size_t, c.c_size_t, c.c_uint64]),
-        "sae_model_free": (None, [c.c_void_p]),
-        "sae_optimizer_create": (c.c_int, [c.POINTER(c.c_void_p), c.c_void_p]),
-        "sae_optimizer_free": (None, [c.c_void_p]),
-        "sae_optimizer_set": (c.c_int, [c.c_void_p, c.c_int, c.c_double]),
-        "sae_optimizer_steps": (c.c_uint64, [c.c_void_p]),
-        "sae_step": (c.c_int, [c.c_void_p, c.c_void_p, c.POINTER(c.c_float), c.c_size_t,
-                               c.POINTER(Losses)]),
-        "sae_loss": (c.c_int, [c.c_void_p, c.POINTER(c.c_float), c.c_size_t, c.c_double,
-                               c.POINTER(Losses)]),
-    }
-    for name, (restype, argtypes) in sigs.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = restype, argtypes
 
 
 def header_version(path):
@@ -58,44 +34,28 @@ def fmt(what, i, l):
 
 
 def main(so_path, header_path, c_output):
-    lib = ctypes.CDLL(so_path)
-    bind(lib)
-
+    print(f"# package {libsae.__file__}, library {libsae.library_path()}")
+    if os.path.realpath(libsae.library_path()) != os.path.realpath(so_path):
+        print(f"consumer.py: the package loaded {libsae.library_path()}, not {so_path}",
+              file=sys.stderr)
+        return 1
     number, string = header_version(header_path)
-    got_number, got_string = lib.sae_version_number(), lib.sae_version_string().decode()
-    print(f"# header {string} ({number}), library {got_string} ({got_number})")
-    if (got_number, got_string) != (number, string):
-        print(f"consumer.py: {so_path} is {got_string} ({got_number}) but {header_path} "
-              f"says {string} ({number})", file=sys.stderr)
+    print(f"# header {string} ({number}), library {libsae.version()} ({libsae.version_number()})")
+    if (libsae.version_number(), libsae.version()) != (number, string):
+        print(f"consumer.py: the library is {libsae.version()} but {header_path} says {string}",
+              file=sys.stderr)
         return 1
 
-    def check(rc):
-        if rc != SAE_OK:
-            raise RuntimeError("libsae: " + lib.sae_status_string(rc).decode())
-
-    x = (ctypes.c_float * (N_TOKENS * D_IN))()
-    for t in range(N_TOKENS):
-        for j in range(D_IN):
-            x[t * D_IN + j] = (((7 * t + 3 * j) % 41) - 20) / 16.0
-
-    model, opt = ctypes.c_void_p(), ctypes.c_void_p()
+    t, j = np.meshgrid(np.arange(N_TOKENS), np.arange(D_IN), indexing="ij")
+    x = ((((7 * t + 3 * j) % 41) - 20) / np.float32(16)).astype(np.float32)
     lines = []
-    check(lib.sae_model_create(ctypes.byref(model), D_IN, D_SAE, SEED))
-    try:
-        check(lib.sae_optimizer_create(ctypes.byref(opt), model))
-        check(lib.sae_optimizer_set(opt, SAE_OPT_LR, 1e-2))
-        check(lib.sae_optimizer_set(opt, SAE_OPT_L1_COEFF, 0.5))
-        losses = Losses()
+    with libsae.Model(D_IN, D_SAE, seed=SEED) as model, \
+            libsae.Optimizer(model, lr=1e-2, l1_coeff=0.5) as opt:
         for s in range(N_STEPS):
-            check(lib.sae_step(model, opt, x, N_TOKENS, ctypes.byref(losses)))
-            lines.append(fmt("step", s, losses))
-        check(lib.sae_loss(model, x, N_TOKENS, 0.5, ctypes.byref(losses)))
-        lines.append(fmt("final", N_STEPS, losses))
-        if lib.sae_optimizer_steps(opt) != N_STEPS:
-            raise RuntimeError("sae_optimizer_steps does not count the steps")
-    finally:
-        lib.sae_optimizer_free(opt)
-        lib.sae_model_free(model)
+            lines.append(fmt("step", s, opt.step(model, x)))
+        lines.append(fmt("final", N_STEPS, model.loss(x, 0.5)))
+        if opt.steps != N_STEPS:
+            raise RuntimeError("Optimizer.steps does not count the steps")
     print("\n".join(lines))
 
     expected = [ln for ln in open(c_output, encoding="utf-8").read().splitlines()
@@ -106,8 +66,6 @@ def main(so_path, header_path, c_output):
         for got, want in zip(lines, expected):
             mark = "  " if got == want else "!="
             print(f"  {mark} python: {got}\n     C:      {want}", file=sys.stderr)
-        if len(lines) != len(expected):
-            print(f"  {len(lines)} lines from Python, {len(expected)} from C", file=sys.stderr)
         return 1
     print(f"consumer.py: {len(lines)} lines of losses identical to the C program's")
     return 0

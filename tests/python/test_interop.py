@@ -7,7 +7,10 @@ via ctypes and compared with the arrays that made them; files libsae writes
 are read back independently and compared bit for bit, and the SAE they hold
 is evaluated the way SAELens does (numpy / torch), against sae_encode.
 
-Usage: test_interop.py /path/to/libsae.so   (CTest passes the fresh build's)
+The library's functions come typed from the package's one signature table
+(libsae.capi); the library is $LIBSAE_PATH (CTest: the fresh build's):
+
+    LIBSAE_PATH=build/libsae.so.0 /usr/bin/python3 -m pytest tests/python/test_interop.py
 """
 
 import ctypes as C
@@ -23,13 +26,16 @@ import numpy as np
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_min  # noqa: E402
+from libsae import capi  # noqa: E402
+from reference import (encode_as_saelens, jumprelu_encode,  # noqa: E402
+                       saelens_encode, topk_encode)
 
 try:
     import torch
 except ImportError:  # python3-torch is optional
     torch = None
 
-LIB = None
+LIB = capi.lib
 SAE_OK, SAE_E_INVALID_ARG, SAE_E_FORMAT = 0, -1, -5
 W_ENC, B_ENC, W_DEC, B_DEC, THRESHOLD = 0, 1, 2, 3, 4
 OPT_LR, OPT_BETA1, OPT_BETA2, OPT_EPS, OPT_L1, OPT_CLIP = 1, 2, 3, 4, 5, 6
@@ -37,47 +43,6 @@ OPT_AUXK_COEFF, OPT_AUXK_K, OPT_DEAD_WINDOW, OPT_BANDWIDTH, OPT_THRESHOLD_BETA =
 RELU, TOPK, BATCHTOPK, JUMPRELU = 0, 1, 2, 3
 ARCH_NAMES = {RELU: "standard", TOPK: "topk", BATCHTOPK: "batchtopk", JUMPRELU: "jumprelu"}
 FLOATS = C.POINTER(C.c_float)
-
-
-def load_library(path):
-    lib = C.CDLL(path)
-    sigs = {
-        "sae_version_string": (C.c_char_p, []),
-        "sae_model_create": (C.c_int, [C.POINTER(C.c_void_p), C.c_size_t, C.c_size_t, C.c_uint64]),
-        "sae_model_create_arch": (C.c_int, [C.POINTER(C.c_void_p), C.c_size_t, C.c_size_t, C.c_uint64,
-                                            C.c_int, C.c_double]),
-        "sae_model_arch": (C.c_int, [C.c_void_p]),
-        "sae_model_k": (C.c_size_t, [C.c_void_p]),
-        "sae_model_tensor_size": (C.c_size_t, [C.c_void_p, C.c_int]),
-        "sae_model_free": (None, [C.c_void_p]),
-        "sae_model_d_in": (C.c_size_t, [C.c_void_p]),
-        "sae_model_d_sae": (C.c_size_t, [C.c_void_p]),
-        "sae_model_get_tensor": (C.c_int, [C.c_void_p, C.c_int, FLOATS, C.c_size_t]),
-        "sae_model_set_tensor": (C.c_int, [C.c_void_p, C.c_int, FLOATS, C.c_size_t]),
-        "sae_encode": (C.c_int, [C.c_void_p, FLOATS, C.c_size_t, FLOATS]),
-        "sae_model_save_size": (C.c_int, [C.c_void_p, C.POINTER(C.c_size_t)]),
-        "sae_model_save_buffer": (C.c_int, [C.c_void_p, C.c_void_p, C.c_size_t, C.POINTER(C.c_size_t)]),
-        "sae_model_load_buffer": (C.c_int, [C.POINTER(C.c_void_p), C.c_char_p, C.c_size_t]),
-        "sae_model_save": (C.c_int, [C.c_void_p, C.c_char_p]),
-        "sae_model_load": (C.c_int, [C.POINTER(C.c_void_p), C.c_char_p]),
-        "sae_optimizer_create": (C.c_int, [C.POINTER(C.c_void_p), C.c_void_p]),
-        "sae_optimizer_free": (None, [C.c_void_p]),
-        "sae_optimizer_set": (C.c_int, [C.c_void_p, C.c_int, C.c_double]),
-        "sae_optimizer_get": (C.c_int, [C.c_void_p, C.c_int, C.POINTER(C.c_double)]),
-        "sae_optimizer_steps": (C.c_uint64, [C.c_void_p]),
-        "sae_optimizer_tokens_since_fired": (C.c_int, [C.c_void_p, C.POINTER(C.c_uint64), C.c_size_t]),
-        "sae_optimizer_save_size": (C.c_int, [C.c_void_p, C.POINTER(C.c_size_t)]),
-        "sae_optimizer_save_buffer": (C.c_int, [C.c_void_p, C.c_void_p, C.c_size_t,
-                                                C.POINTER(C.c_size_t)]),
-        "sae_optimizer_load_buffer": (C.c_int, [C.POINTER(C.c_void_p), C.c_void_p, C.c_char_p,
-                                                C.c_size_t]),
-        "sae_step": (C.c_int, [C.c_void_p, C.c_void_p, FLOATS, C.c_size_t, C.c_void_p]),
-    }
-    for name, (res, args) in sigs.items():
-        fn = getattr(lib, name)
-        fn.restype = res
-        fn.argtypes = args
-    return lib
 
 
 def fptr(a):
@@ -235,40 +200,6 @@ def trained_arch(arch, d_in, d_sae, param, steps=6, seed=3):
         x = rng.normal(0.2, 3.0, (32, d_in)).astype(np.float32)
         assert LIB.sae_step(m.h, o.h, fptr(x), 32, None) == SAE_OK
     return m, o
-
-
-def pre_activations(t, x):
-    x = x.astype(np.float64)
-    return (x - t["b_dec"].astype(np.float64)) @ t["W_enc"].astype(np.float64) \
-        + t["b_enc"].astype(np.float64)
-
-
-def saelens_encode(t, x):
-    """SAELens's standard SAE forward (apply_b_dec_to_input = True), float64."""
-    return np.maximum(pre_activations(t, x), 0.0)
-
-
-def topk_encode(t, x, k):
-    """TopK: the k largest values of ReLU(pre) per token, the rest 0."""
-    f = np.maximum(pre_activations(t, x), 0.0)
-    keep = np.argsort(-f, axis=1, kind="stable")[:, :k]
-    out = np.zeros_like(f)
-    np.put_along_axis(out, keep, np.take_along_axis(f, keep, axis=1), axis=1)
-    return out
-
-
-def jumprelu_encode(t, x, threshold):
-    """JumpReLU (and BatchTopK at inference): pre where pre > threshold."""
-    pre = pre_activations(t, x)
-    return pre * (pre > threshold.astype(np.float64))
-
-
-def encode_as_saelens(arch, t, x, k=None):
-    if arch == TOPK:
-        return topk_encode(t, x, k)
-    if arch in (JUMPRELU, BATCHTOPK):
-        return jumprelu_encode(t, x, t["threshold"])
-    return saelens_encode(t, x)
 
 
 def assert_features_equal(test, got, want):
@@ -747,16 +678,7 @@ class TorchTensors(unittest.TestCase):
             self.assertTrue(torch.equal(t, torch.from_numpy(mine[name])), name)
 
 
-def main():
-    global LIB
-    if len(sys.argv) < 2:
-        sys.exit("usage: test_interop.py /path/to/libsae.so")
-    LIB = load_library(sys.argv[1])
-    print("libsae:", sys.argv[1], "| numpy", np.__version__,
-          "| torch", torch.__version__ if torch else "not importable (its tests are skipped)")
-    result = unittest.main(argv=sys.argv[:1], exit=False, verbosity=2).result
-    sys.exit(0 if result.wasSuccessful() else 1)
-
-
 if __name__ == "__main__":
-    main()
+    print("libsae:", capi.library_path, "| numpy", np.__version__,
+          "| torch", torch.__version__ if torch else "not importable (its tests are skipped)")
+    unittest.main(verbosity=2)

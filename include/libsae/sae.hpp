@@ -1,0 +1,653 @@
+// libsae/sae.hpp: the C++ interface of libsae (header-only, C++17; std::span
+// overloads in C++20). Everything in libsae/sae.h is reachable from here:
+//
+//   sae::model, sae::optimizer  RAII owners of sae_model * and sae_optimizer *
+//                               (move-only). They adopt a raw handle made
+//                               through the C API (explicit constructor) and
+//                               give one up (release()); handle() is const on
+//                               a const object.
+//   sae::error                  what every failing call throws: status(),
+//                               code(), function() and the library's message
+//                               (sae_status_string); one subclass per status
+//                               (sae::invalid_arg_error, sae::format_error, ...)
+//   sae::status, sae::arch, sae::tensor, sae::option, sae::kernel,
+//   sae::lr_schedule, sae::b_dec_init
+//                               scoped enums with the C values; every call
+//                               also takes the C constants (SAE_OPT_LR, ...)
+//   free functions              version, status strings, input scale
+//
+// Buffers are caller-owned floats, row-major, as in sae.h: each call that
+// takes one has a pointer + count overload (n_tokens rows), a std::vector
+// overload (rows = size / width; a ragged size throws invalid_arg_error) and,
+// in C++20, a std::span overload. Calls that return a buffer return a
+// std::vector.
+//
+//     sae::model m(768, 16384, /*seed*/ 1, sae::arch::topk, /*k*/ 32);
+//     sae::optimizer opt(m);
+//     opt.set(sae::option::lr, 4e-4).set(sae::option::lr_schedule, sae::lr_schedule::cosine);
+//     sae_losses l = opt.step(m, batch);            // batch: n x 768 floats
+//     std::vector<float> f = m.encode(batch);       // n x 16384
+//     m.save("run");                                // SAELens opens the directory
+//
+// Installed with the library; find_package(sae) / pkg-config sae put it on the
+// include path. Link with the library as for sae.h (sae::sae, -lsae).
+#ifndef LIBSAE_SAE_HPP_INCLUDED
+#define LIBSAE_SAE_HPP_INCLUDED
+
+#include <libsae/sae.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if __cplusplus >= 202002L && defined(__has_include)
+#  if __has_include(<span>)
+#    include <span>
+#    define LIBSAE_HPP_SPAN 1
+#  endif
+#endif
+
+namespace sae {
+
+// ---------------------------------------------------------------------------
+// Enums: the values of sae.h, scoped.
+// ---------------------------------------------------------------------------
+
+enum class status : int {
+    ok = SAE_OK,
+    invalid_arg = SAE_E_INVALID_ARG,
+    nomem = SAE_E_NOMEM,
+    nonfinite = SAE_E_NONFINITE,
+    io = SAE_E_IO,
+    format = SAE_E_FORMAT,
+    state = SAE_E_STATE,
+};
+
+enum class tensor : int {
+    w_enc = SAE_W_ENC,         // d_in x d_sae
+    b_enc = SAE_B_ENC,         // d_sae
+    w_dec = SAE_W_DEC,         // d_sae x d_in
+    b_dec = SAE_B_DEC,         // d_in
+    threshold = SAE_THRESHOLD, // JumpReLU: d_sae; BatchTopK: 1; others: none
+};
+
+enum class arch : int {
+    relu = SAE_ARCH_RELU,
+    topk = SAE_ARCH_TOPK,
+    batchtopk = SAE_ARCH_BATCHTOPK,
+    jumprelu = SAE_ARCH_JUMPRELU,
+};
+
+enum class option : int {
+    lr = SAE_OPT_LR,
+    beta1 = SAE_OPT_BETA1,
+    beta2 = SAE_OPT_BETA2,
+    eps = SAE_OPT_EPS,
+    l1_coeff = SAE_OPT_L1_COEFF,
+    grad_clip = SAE_OPT_GRAD_CLIP,
+    threads = SAE_OPT_THREADS,
+    kernel = SAE_OPT_KERNEL,
+    total_steps = SAE_OPT_TOTAL_STEPS,
+    l1_warmup_fraction = SAE_OPT_L1_WARMUP_FRACTION,
+    lr_warmup_steps = SAE_OPT_LR_WARMUP_STEPS,
+    lr_decay_fraction = SAE_OPT_LR_DECAY_FRACTION,
+    lr_schedule = SAE_OPT_LR_SCHEDULE,
+    auxk_coeff = SAE_OPT_AUXK_COEFF,
+    auxk_k = SAE_OPT_AUXK_K,
+    dead_window = SAE_OPT_DEAD_WINDOW,
+    jumprelu_bandwidth = SAE_OPT_JUMPRELU_BANDWIDTH,
+    threshold_beta = SAE_OPT_THRESHOLD_BETA,
+};
+
+enum class kernel : int {
+    automatic = SAE_KERNEL_AUTO, // "auto" is a keyword
+    dense = SAE_KERNEL_DENSE,
+    sparse = SAE_KERNEL_SPARSE,
+};
+
+enum class lr_schedule : int {
+    constant = SAE_LR_CONSTANT,
+    linear = SAE_LR_LINEAR,
+    cosine = SAE_LR_COSINE,
+};
+
+enum class b_dec_init : int {
+    mean = SAE_B_DEC_MEAN,
+    geometric_median = SAE_B_DEC_GEOMETRIC_MEDIAN,
+};
+
+// An enum argument given either as the scoped enum (sae::option::lr) or as the
+// C constant (SAE_OPT_LR).
+template <class Scoped, class CEnum> class enum_arg {
+public:
+    constexpr enum_arg(Scoped v) noexcept : value_(static_cast<int>(v)) {}
+    constexpr enum_arg(CEnum v) noexcept : value_(static_cast<int>(v)) {}
+    constexpr int value() const noexcept { return value_; }
+    constexpr Scoped get() const noexcept { return static_cast<Scoped>(value_); }
+
+private:
+    int value_;
+};
+using option_arg = enum_arg<option, sae_option>;
+using tensor_arg = enum_arg<tensor, sae_tensor>;
+using arch_arg = enum_arg<arch, sae_arch>;
+using b_dec_init_arg = enum_arg<b_dec_init, sae_b_dec_init>;
+
+// The losses of a batch (sae.h's frozen struct: loss, l2, l1, l0).
+using losses = sae_losses;
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+// A failed libsae call. what() is "<function>: <sae_status_string>".
+class error : public std::runtime_error {
+public:
+    error(int code, const char *function)
+        : std::runtime_error(std::string(function) + ": " + sae_status_string(code)),
+          code_(code), function_(function)
+    {
+    }
+    sae::status status() const noexcept { return static_cast<sae::status>(code_); }
+    int code() const noexcept { return code_; }
+    const char *function() const noexcept { return function_; }
+
+private:
+    int code_;
+    const char *function_; // a string literal: the C function's name
+};
+
+// One class per status, so that callers can catch the kinds they handle.
+#define LIBSAE_HPP_ERROR(name)                                                         \
+    class name : public error {                                                        \
+    public:                                                                            \
+        using error::error;                                                            \
+    };
+LIBSAE_HPP_ERROR(invalid_arg_error) // SAE_E_INVALID_ARG
+LIBSAE_HPP_ERROR(nomem_error)       // SAE_E_NOMEM
+LIBSAE_HPP_ERROR(nonfinite_error)   // SAE_E_NONFINITE
+LIBSAE_HPP_ERROR(io_error)          // SAE_E_IO
+LIBSAE_HPP_ERROR(format_error)      // SAE_E_FORMAT
+LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
+#undef LIBSAE_HPP_ERROR
+
+// Throw the exception of `code` (a negative SAE_E_*) from `function`.
+[[noreturn]] inline void throw_error(int code, const char *function)
+{
+    switch (code) {
+    case SAE_E_INVALID_ARG: throw invalid_arg_error(code, function);
+    case SAE_E_NOMEM: throw nomem_error(code, function);
+    case SAE_E_NONFINITE: throw nonfinite_error(code, function);
+    case SAE_E_IO: throw io_error(code, function);
+    case SAE_E_FORMAT: throw format_error(code, function);
+    case SAE_E_STATE: throw state_error(code, function);
+    default: throw error(code, function); // a status newer than this header
+    }
+}
+
+// Throw unless code is SAE_OK.
+inline void check(int code, const char *function)
+{
+    if (code != SAE_OK)
+        throw_error(code, function);
+}
+
+// ---------------------------------------------------------------------------
+// Version, status strings
+// ---------------------------------------------------------------------------
+
+inline unsigned version_number() noexcept { return sae_version_number(); }
+inline const char *version_string() noexcept { return sae_version_string(); }
+inline const char *status_string(int code) noexcept { return sae_status_string(code); }
+inline const char *status_string(sae::status s) noexcept
+{
+    return sae_status_string(static_cast<int>(s));
+}
+
+namespace detail {
+// What sae::model and sae::optimizer share: move-only ownership of a T *,
+// freed with Free (which accepts NULL).
+template <class T, void (*Free)(T *)> class owner {
+public:
+    explicit owner(T *owned = nullptr) noexcept : p_(owned) {}
+    owner(owner &&other) noexcept : p_(std::exchange(other.p_, nullptr)) {}
+    owner &operator=(owner &&other) noexcept
+    {
+        if (this != &other)
+            reset(std::exchange(other.p_, nullptr));
+        return *this;
+    }
+    owner(const owner &) = delete;
+    owner &operator=(const owner &) = delete;
+    ~owner() { Free(p_); }
+
+    // The C handle, still owned by this object.
+    T *handle() noexcept { return p_; }
+    const T *handle() const noexcept { return p_; }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    // Give up ownership: the caller frees the returned handle.
+    T *release() noexcept { return std::exchange(p_, nullptr); }
+    // Free the current handle and own `owned` instead.
+    void reset(T *owned = nullptr) noexcept { Free(std::exchange(p_, owned)); }
+
+protected:
+    T *p_;
+};
+
+// The whole safetensors encoding of a model or optimizer.
+template <class T> std::vector<unsigned char> encoding(const T &object)
+{
+    std::vector<unsigned char> buf(object.save_size());
+    buf.resize(object.save_buffer(buf.data(), buf.size()));
+    return buf;
+}
+
+// Rows of a buffer of `count` floats with `width` columns; ragged throws.
+inline std::size_t rows_of(std::size_t count, std::size_t width, const char *function)
+{
+    if (width == 0 || count % width != 0)
+        throw invalid_arg_error(SAE_E_INVALID_ARG, function);
+    return count / width;
+}
+} // namespace detail
+
+// s with E ||s x||^2 = d_in over the sample x (n_tokens x d_in floats).
+inline double estimate_input_scale(const float *x, std::size_t n_tokens, std::size_t d_in)
+{
+    double s = 0;
+    check(sae_estimate_input_scale(x, n_tokens, d_in, &s), "sae_estimate_input_scale");
+    return s;
+}
+inline double estimate_input_scale(const std::vector<float> &x, std::size_t d_in)
+{
+    return estimate_input_scale(x.data(), detail::rows_of(x.size(), d_in,
+                                                          "sae_estimate_input_scale"), d_in);
+}
+#ifdef LIBSAE_HPP_SPAN
+inline double estimate_input_scale(std::span<const float> x, std::size_t d_in)
+{
+    return estimate_input_scale(x.data(), detail::rows_of(x.size(), d_in,
+                                                          "sae_estimate_input_scale"), d_in);
+}
+#endif
+
+// The log10 feature-density histogram of a batch (model::density_histogram).
+struct density_histogram {
+    std::vector<std::uint64_t> counts; // n_bins live features per density bin
+    std::size_t n_dead = 0;            // features that fired on no token
+};
+
+// ---------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------
+
+class model : public detail::owner<sae_model, sae_model_free> {
+public:
+    // A ReLU SAE (sae_model_create).
+    model(std::size_t d_in, std::size_t d_sae, std::uint64_t seed)
+    {
+        check(sae_model_create(&p_, d_in, d_sae, seed), "sae_model_create");
+    }
+    // Architecture `a` with its parameter: k for TopK/BatchTopK, the initial
+    // threshold for JumpReLU, 0 for ReLU (sae_model_create_arch).
+    model(std::size_t d_in, std::size_t d_sae, std::uint64_t seed, arch_arg a, double param)
+    {
+        check(sae_model_create_arch(&p_, d_in, d_sae, seed, a.value(), param),
+              "sae_model_create_arch");
+    }
+    // Adopt a model made through the C API; it is freed with this object.
+    explicit model(sae_model *owned) noexcept : owner(owned) {}
+
+    // From a safetensors file or a checkpoint directory (sae_model_load).
+    static model load(const char *path)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_load(&m, path), "sae_model_load");
+        return model(m);
+    }
+    static model load(const std::string &path) { return load(path.c_str()); }
+    // From safetensors bytes (sae_model_load_buffer).
+    static model load_buffer(const void *buf, std::size_t size)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_load_buffer(&m, buf, size), "sae_model_load_buffer");
+        return model(m);
+    }
+    static model load_buffer(const std::vector<unsigned char> &buf)
+    {
+        return load_buffer(buf.data(), buf.size());
+    }
+
+    std::size_t d_in() const noexcept { return sae_model_d_in(p_); }
+    std::size_t d_sae() const noexcept { return sae_model_d_sae(p_); }
+    sae::arch architecture() const noexcept { return static_cast<sae::arch>(sae_model_arch(p_)); }
+    std::size_t k() const noexcept { return sae_model_k(p_); }
+    std::size_t tensor_size(tensor_arg which) const noexcept
+    {
+        return sae_model_tensor_size(p_, which.value());
+    }
+
+    // Tensors, in SAELens's layout (sae.h, "Model").
+    void get(tensor_arg which, float *dst, std::size_t count) const
+    {
+        check(sae_model_get_tensor(p_, which.value(), dst, count), "sae_model_get_tensor");
+    }
+    std::vector<float> get(tensor_arg which) const
+    {
+        std::vector<float> out(tensor_size(which));
+        if (!out.empty())
+            get(which, out.data(), out.size());
+        return out;
+    }
+    void set(tensor_arg which, const float *src, std::size_t count)
+    {
+        check(sae_model_set_tensor(p_, which.value(), src, count), "sae_model_set_tensor");
+    }
+    void set(tensor_arg which, const std::vector<float> &src) { set(which, src.data(), src.size()); }
+
+    // f (n_tokens x d_sae) of x (n_tokens x d_in), by the inference activation.
+    void encode(const float *x, std::size_t n_tokens, float *f) const
+    {
+        check(sae_encode(p_, x, n_tokens, f), "sae_encode");
+    }
+    std::vector<float> encode(const std::vector<float> &x) const
+    {
+        return encode_rows(x.data(), x.size());
+    }
+    // x_hat (n_tokens x d_in) of f (n_tokens x d_sae).
+    void decode(const float *f, std::size_t n_tokens, float *x_hat) const
+    {
+        check(sae_decode(p_, f, n_tokens, x_hat), "sae_decode");
+    }
+    std::vector<float> decode(const std::vector<float> &f) const
+    {
+        return decode_rows(f.data(), f.size());
+    }
+    // The losses of batch x with L1 coefficient lambda, changing nothing.
+    losses loss(const float *x, std::size_t n_tokens, double lambda) const
+    {
+        losses l{};
+        check(sae_loss(p_, x, n_tokens, lambda, &l), "sae_loss");
+        return l;
+    }
+    losses loss(const std::vector<float> &x, double lambda) const
+    {
+        return loss(x.data(), rows(x.size(), d_in(), "sae_loss"), lambda);
+    }
+    // Fraction of variance unexplained on x (at least 2 rows).
+    double fvu(const float *x, std::size_t n_tokens) const
+    {
+        double v = 0;
+        check(sae_fvu(p_, x, n_tokens, &v), "sae_fvu");
+        return v;
+    }
+    double fvu(const std::vector<float> &x) const
+    {
+        return fvu(x.data(), rows(x.size(), d_in(), "sae_fvu"));
+    }
+
+    // Checkpoints: an existing directory gets sae_weights.safetensors and
+    // cfg.json (SAELens opens it), any other path one safetensors file.
+    void save(const char *path) const { check(sae_model_save(p_, path), "sae_model_save"); }
+    void save(const std::string &path) const { save(path.c_str()); }
+    std::size_t save_size() const
+    {
+        std::size_t n = 0;
+        check(sae_model_save_size(p_, &n), "sae_model_save_size");
+        return n;
+    }
+    std::size_t save_buffer(void *buf, std::size_t capacity) const
+    {
+        std::size_t written = 0;
+        check(sae_model_save_buffer(p_, buf, capacity, &written), "sae_model_save_buffer");
+        return written;
+    }
+    std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
+
+    // The training recipe (sae.h, "Training recipe").
+    void fold_input_scale(double scale)
+    {
+        check(sae_model_fold_input_scale(p_, scale), "sae_model_fold_input_scale");
+    }
+    void init_b_dec(const float *x, std::size_t n_tokens, b_dec_init_arg method)
+    {
+        check(sae_model_init_b_dec(p_, x, n_tokens, method.value()), "sae_model_init_b_dec");
+    }
+    void init_b_dec(const std::vector<float> &x, b_dec_init_arg method)
+    {
+        init_b_dec(x.data(), rows(x.size(), d_in(), "sae_model_init_b_dec"), method);
+    }
+    sae::density_histogram density_histogram(const float *x, std::size_t n_tokens,
+                                             double log10_min, double log10_max,
+                                             std::size_t n_bins) const
+    {
+        sae::density_histogram h;
+        h.counts.resize(n_bins);
+        check(sae_feature_density_histogram(p_, x, n_tokens, log10_min, log10_max, n_bins,
+                                            h.counts.data(), &h.n_dead),
+              "sae_feature_density_histogram");
+        return h;
+    }
+    sae::density_histogram density_histogram(const std::vector<float> &x, double log10_min,
+                                             double log10_max, std::size_t n_bins) const
+    {
+        return density_histogram(x.data(),
+                                 rows(x.size(), d_in(), "sae_feature_density_histogram"),
+                                 log10_min, log10_max, n_bins);
+    }
+
+#ifdef LIBSAE_HPP_SPAN
+    void set(tensor_arg which, std::span<const float> src) { set(which, src.data(), src.size()); }
+    void get(tensor_arg which, std::span<float> dst) const { get(which, dst.data(), dst.size()); }
+    std::vector<float> encode(std::span<const float> x) const
+    {
+        return encode_rows(x.data(), x.size());
+    }
+    std::vector<float> decode(std::span<const float> f) const
+    {
+        return decode_rows(f.data(), f.size());
+    }
+    losses loss(std::span<const float> x, double lambda) const
+    {
+        return loss(x.data(), rows(x.size(), d_in(), "sae_loss"), lambda);
+    }
+    double fvu(std::span<const float> x) const
+    {
+        return fvu(x.data(), rows(x.size(), d_in(), "sae_fvu"));
+    }
+    void init_b_dec(std::span<const float> x, b_dec_init_arg method)
+    {
+        init_b_dec(x.data(), rows(x.size(), d_in(), "sae_model_init_b_dec"), method);
+    }
+    std::size_t save_buffer(std::span<unsigned char> buf) const
+    {
+        return save_buffer(buf.data(), buf.size());
+    }
+    static model load_buffer(std::span<const unsigned char> buf)
+    {
+        return load_buffer(buf.data(), buf.size());
+    }
+#endif
+
+private:
+    static std::size_t rows(std::size_t count, std::size_t width, const char *function)
+    {
+        return detail::rows_of(count, width, function);
+    }
+    std::vector<float> encode_rows(const float *x, std::size_t count) const
+    {
+        std::size_t n = rows(count, d_in(), "sae_encode");
+        std::vector<float> f(n * d_sae());
+        encode(x, n, f.data());
+        return f;
+    }
+    std::vector<float> decode_rows(const float *f, std::size_t count) const
+    {
+        std::size_t n = rows(count, d_sae(), "sae_decode");
+        std::vector<float> x_hat(n * d_in());
+        decode(f, n, x_hat.data());
+        return x_hat;
+    }
+};
+
+// ---------------------------------------------------------------------------
+// Optimizer and training step
+// ---------------------------------------------------------------------------
+
+class optimizer : public detail::owner<sae_optimizer, sae_optimizer_free> {
+public:
+    // Adam with default options for models shaped like m (sae_optimizer_create).
+    explicit optimizer(const model &m)
+    {
+        check(sae_optimizer_create(&p_, m.handle()), "sae_optimizer_create");
+    }
+    // Adopt an optimizer made through the C API.
+    explicit optimizer(sae_optimizer *owned) noexcept : owner(owned) {}
+
+    // From a file or a directory holding optimizer.safetensors (sae_optimizer_load).
+    static optimizer load(const model &m, const char *path)
+    {
+        sae_optimizer *o = nullptr;
+        check(sae_optimizer_load(&o, m.handle(), path), "sae_optimizer_load");
+        return optimizer(o);
+    }
+    static optimizer load(const model &m, const std::string &path)
+    {
+        return load(m, path.c_str());
+    }
+    static optimizer load_buffer(const model &m, const void *buf, std::size_t size)
+    {
+        sae_optimizer *o = nullptr;
+        check(sae_optimizer_load_buffer(&o, m.handle(), buf, size), "sae_optimizer_load_buffer");
+        return optimizer(o);
+    }
+    static optimizer load_buffer(const model &m, const std::vector<unsigned char> &buf)
+    {
+        return load_buffer(m, buf.data(), buf.size());
+    }
+
+    // Options (sae.h, "Optimizer and training step"); set returns *this to chain.
+    optimizer &set(option_arg opt, double value)
+    {
+        check(sae_optimizer_set(p_, opt.value(), value), "sae_optimizer_set");
+        return *this;
+    }
+    optimizer &set(option_arg opt, sae::kernel value)
+    {
+        return set(opt, static_cast<double>(static_cast<int>(value)));
+    }
+    optimizer &set(option_arg opt, sae::lr_schedule value)
+    {
+        return set(opt, static_cast<double>(static_cast<int>(value)));
+    }
+    double get(option_arg opt) const
+    {
+        double v = 0;
+        check(sae_optimizer_get(p_, opt.value(), &v), "sae_optimizer_get");
+        return v;
+    }
+    std::uint64_t steps() const noexcept { return sae_optimizer_steps(p_); }
+    double lr_at(std::uint64_t step) const
+    {
+        double v = 0;
+        check(sae_optimizer_lr_at(p_, step, &v), "sae_optimizer_lr_at");
+        return v;
+    }
+    double l1_coeff_at(std::uint64_t step) const
+    {
+        double v = 0;
+        check(sae_optimizer_l1_coeff_at(p_, step, &v), "sae_optimizer_l1_coeff_at");
+        return v;
+    }
+
+    // One training step on x (n_tokens x d_in floats); the losses before the update.
+    losses step(model &m, const float *x, std::size_t n_tokens)
+    {
+        losses l{};
+        check(sae_step(m.handle(), p_, x, n_tokens, &l), "sae_step");
+        return l;
+    }
+    losses step(model &m, const std::vector<float> &x)
+    {
+        return step(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_step"));
+    }
+#ifdef LIBSAE_HPP_SPAN
+    losses step(model &m, std::span<const float> x)
+    {
+        return step(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_step"));
+    }
+#endif
+
+    // Feature activity: training tokens since each feature fired (count = d_sae).
+    void tokens_since_fired(std::uint64_t *dst, std::size_t count) const
+    {
+        check(sae_optimizer_tokens_since_fired(p_, dst, count), "sae_optimizer_tokens_since_fired");
+    }
+    std::vector<std::uint64_t> tokens_since_fired(std::size_t d_sae) const
+    {
+        std::vector<std::uint64_t> out(d_sae);
+        tokens_since_fired(out.data(), out.size());
+        return out;
+    }
+    std::size_t dead_count(std::uint64_t window_tokens) const
+    {
+        std::size_t n = 0;
+        check(sae_optimizer_dead_count(p_, window_tokens, &n), "sae_optimizer_dead_count");
+        return n;
+    }
+    // The dead features' indices, ascending.
+    std::vector<std::size_t> dead_features(std::uint64_t window_tokens) const
+    {
+        std::size_t total = 0;
+        check(sae_optimizer_dead_features(p_, window_tokens, nullptr, 0, &total),
+              "sae_optimizer_dead_features");
+        std::vector<std::size_t> idx(total);
+        if (total)
+            check(sae_optimizer_dead_features(p_, window_tokens, idx.data(), idx.size(), &total),
+                  "sae_optimizer_dead_features");
+        idx.resize(total);
+        return idx;
+    }
+    // Resample the features dead for window_tokens from the inputs x; the
+    // number resampled (sae_resample_dead).
+    std::size_t resample_dead(model &m, const float *x, std::size_t n_tokens,
+                              std::uint64_t window_tokens, std::uint64_t seed)
+    {
+        std::size_t n = 0;
+        check(sae_resample_dead(m.handle(), p_, x, n_tokens, window_tokens, seed, &n),
+              "sae_resample_dead");
+        return n;
+    }
+    std::size_t resample_dead(model &m, const std::vector<float> &x, std::uint64_t window_tokens,
+                              std::uint64_t seed)
+    {
+        return resample_dead(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_resample_dead"),
+                             window_tokens, seed);
+    }
+
+    // Checkpoints: a file, or optimizer.safetensors in an existing directory.
+    void save(const char *path) const { check(sae_optimizer_save(p_, path), "sae_optimizer_save"); }
+    void save(const std::string &path) const { save(path.c_str()); }
+    std::size_t save_size() const
+    {
+        std::size_t n = 0;
+        check(sae_optimizer_save_size(p_, &n), "sae_optimizer_save_size");
+        return n;
+    }
+    std::size_t save_buffer(void *buf, std::size_t capacity) const
+    {
+        std::size_t written = 0;
+        check(sae_optimizer_save_buffer(p_, buf, capacity, &written), "sae_optimizer_save_buffer");
+        return written;
+    }
+    std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
+};
+
+} // namespace sae
+
+#undef LIBSAE_HPP_SPAN
+
+#endif // LIBSAE_SAE_HPP_INCLUDED

@@ -1,0 +1,343 @@
+// Tests of include/libsae/sae.hpp: every wrapper against the C call it wraps
+// (same bits), errors as the right exception with the handles unchanged,
+// ownership (adopt, release, move), const-correctness at compile time, and the
+// C++20 span overloads when compiled as C++20. Built and run by
+// tests/cpp/run.sh with g++ and clang++, at C++17 and C++20.
+#include <libsae/sae.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+#include <unistd.h>
+
+namespace {
+
+int failures = 0;
+#define EXPECT(cond)                                                                   \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);   \
+            failures++;                                                                \
+        }                                                                              \
+    } while (0)
+
+// Expect `stmt` to throw exception type E carrying status `st`.
+#define EXPECT_THROWS(E, st, stmt)                                                     \
+    do {                                                                               \
+        bool caught_ = false;                                                          \
+        try {                                                                          \
+            stmt;                                                                      \
+        } catch (const E &e_) {                                                        \
+            caught_ = e_.status() == (st) && e_.code() == static_cast<int>(st) &&      \
+                      std::strstr(e_.what(), sae_status_string(e_.code())) != nullptr;  \
+        }                                                                              \
+        if (!caught_) {                                                                \
+            std::fprintf(stderr, "%s:%d: expected %s from %s\n", __FILE__, __LINE__, #E, \
+                         #stmt);                                                       \
+            failures++;                                                                \
+        }                                                                              \
+    } while (0)
+
+// Compile-time promises.
+static_assert(!std::is_copy_constructible_v<sae::model> && !std::is_copy_assignable_v<sae::model>);
+static_assert(std::is_nothrow_move_constructible_v<sae::model> &&
+              std::is_nothrow_move_assignable_v<sae::optimizer>);
+static_assert(std::is_same_v<decltype(std::declval<const sae::model &>().handle()),
+                             const sae_model *>);
+static_assert(std::is_same_v<decltype(std::declval<sae::model &>().handle()), sae_model *>);
+static_assert(std::is_same_v<decltype(std::declval<const sae::optimizer &>().handle()),
+                             const sae_optimizer *>);
+static_assert(std::is_base_of_v<sae::error, sae::format_error> &&
+              std::is_base_of_v<std::runtime_error, sae::error>);
+static_assert(static_cast<int>(sae::option::threshold_beta) == SAE_OPT_THRESHOLD_BETA);
+static_assert(static_cast<int>(sae::status::state) == SAE_E_STATE);
+
+// The same x for every test: n x d rows of a fixed pattern.
+std::vector<float> batch(std::size_t n, std::size_t d, int salt)
+{
+    std::vector<float> x(n * d);
+    for (std::size_t i = 0; i < x.size(); i++)
+        x[i] = static_cast<float>(static_cast<int>((i * 7 + static_cast<std::size_t>(salt) * 13) % 23) - 11) / 8.0f;
+    return x;
+}
+
+bool same_bits(const std::vector<float> &a, const std::vector<float> &b)
+{
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+const std::size_t d_in = 8, d_sae = 24, n = 32;
+
+void test_model_against_c()
+{
+    sae::model m(d_in, d_sae, 7);
+    sae_model *raw = nullptr;
+    EXPECT(sae_model_create(&raw, d_in, d_sae, 7) == SAE_OK);
+    EXPECT(m.d_in() == d_in && m.d_sae() == d_sae && m.architecture() == sae::arch::relu);
+    EXPECT(m.k() == 0 && m.tensor_size(sae::tensor::w_enc) == d_in * d_sae);
+    EXPECT(m.tensor_size(SAE_THRESHOLD) == 0 && m.get(sae::tensor::threshold).empty());
+
+    const std::vector<float> x = batch(n, d_in, 1);
+    std::vector<float> f_c(n * d_sae), xh_c(n * d_in);
+    EXPECT(sae_encode(raw, x.data(), n, f_c.data()) == SAE_OK);
+    EXPECT(sae_decode(raw, f_c.data(), n, xh_c.data()) == SAE_OK);
+    const std::vector<float> f = m.encode(x);
+    EXPECT(same_bits(f, f_c));
+    EXPECT(same_bits(m.decode(f), xh_c));
+
+    // Features by hand in double: f = ReLU((x - b_dec) W_enc + b_enc).
+    const std::vector<float> w_enc = m.get(sae::tensor::w_enc), b_enc = m.get(SAE_B_ENC);
+    const std::vector<float> b_dec = m.get(sae::tensor::b_dec);
+    double worst = 0;
+    for (std::size_t t = 0; t < n; t++)
+        for (std::size_t i = 0; i < d_sae; i++) {
+            double pre = b_enc[i];
+            for (std::size_t j = 0; j < d_in; j++)
+                pre += (double(x[t * d_in + j]) - b_dec[j]) * w_enc[j * d_sae + i];
+            worst = std::fmax(worst, std::fabs(std::fmax(pre, 0.0) - f[t * d_sae + i]));
+        }
+    EXPECT(worst < 1e-5);
+
+    sae_losses l_c{};
+    EXPECT(sae_loss(raw, x.data(), n, 0.5, &l_c) == SAE_OK);
+    const sae::losses l = m.loss(x, 0.5);
+    EXPECT(l.loss == l_c.loss && l.l2 == l_c.l2 && l.l1 == l_c.l1 && l.l0 == l_c.l0);
+    double fvu_c = 0;
+    EXPECT(sae_fvu(raw, x.data(), n, &fvu_c) == SAE_OK && m.fvu(x) == fvu_c);
+
+    // set, get; a bad tensor leaves the model as it was
+    std::vector<float> b(d_in, 0.25f);
+    m.set(sae::tensor::b_dec, b);
+    EXPECT(m.get(SAE_B_DEC) == b);
+    std::vector<float> nan_b(d_in, NAN);
+    EXPECT_THROWS(sae::nonfinite_error, sae::status::nonfinite, m.set(SAE_B_DEC, nan_b));
+    EXPECT(m.get(SAE_B_DEC) == b);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  m.set(SAE_B_DEC, std::vector<float>(d_in + 1)));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  m.encode(std::vector<float>(d_in + 1)));  // ragged
+    EXPECT_THROWS(sae::nonfinite_error, sae::status::nonfinite,
+                  m.encode(std::vector<float>(d_in, INFINITY)));
+    sae_model_free(raw);
+}
+
+void test_architectures()
+{
+    sae::model topk(d_in, d_sae, 3, sae::arch::topk, 4);
+    EXPECT(topk.architecture() == sae::arch::topk && topk.k() == 4);
+    const std::vector<float> f = topk.encode(batch(n, d_in, 2));
+    for (std::size_t t = 0; t < n; t++) {
+        std::size_t active = 0;
+        for (std::size_t i = 0; i < d_sae; i++)
+            active += f[t * d_sae + i] > 0;
+        EXPECT(active <= 4);
+    }
+    sae::model jr(d_in, d_sae, 3, SAE_ARCH_JUMPRELU, 0.01);
+    EXPECT(jr.get(sae::tensor::threshold) == std::vector<float>(d_sae, 0.01f));
+    sae::model btk(d_in, d_sae, 3, sae::arch::batchtopk, 2);
+    EXPECT(btk.tensor_size(sae::tensor::threshold) == 1);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::model(d_in, d_sae, 3, sae::arch::topk, double(d_sae + 1)));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, sae::model(0, d_sae, 1));
+}
+
+void test_training_against_c()
+{
+    const std::vector<float> x = batch(n, d_in, 3);
+    sae::model m(d_in, d_sae, 11);
+    sae::optimizer opt(m);
+    opt.set(sae::option::lr, 1e-2).set(SAE_OPT_L1_COEFF, 0.5).set(sae::option::total_steps, 20);
+    opt.set(sae::option::lr_schedule, sae::lr_schedule::cosine).set(SAE_OPT_KERNEL, sae::kernel::dense);
+    EXPECT(opt.get(sae::option::lr) == 1e-2 && opt.get(SAE_OPT_LR_SCHEDULE) == double(SAE_LR_COSINE));
+
+    sae_model *rm = nullptr;
+    sae_optimizer *ro = nullptr;
+    EXPECT(sae_model_create(&rm, d_in, d_sae, 11) == SAE_OK && sae_optimizer_create(&ro, rm) == SAE_OK);
+    sae_optimizer_set(ro, SAE_OPT_LR, 1e-2);
+    sae_optimizer_set(ro, SAE_OPT_L1_COEFF, 0.5);
+    sae_optimizer_set(ro, SAE_OPT_TOTAL_STEPS, 20);
+    sae_optimizer_set(ro, SAE_OPT_LR_SCHEDULE, SAE_LR_COSINE);
+    sae_optimizer_set(ro, SAE_OPT_KERNEL, SAE_KERNEL_DENSE);
+    for (int s = 0; s < 5; s++) {
+        sae_losses lc{};
+        EXPECT(sae_step(rm, ro, x.data(), n, &lc) == SAE_OK);
+        const sae::losses l = opt.step(m, x);
+        EXPECT(l.loss == lc.loss && l.l0 == lc.l0);
+    }
+    std::vector<float> w_c(d_sae * d_in);
+    sae_model_get_tensor(rm, SAE_W_DEC, w_c.data(), w_c.size());
+    EXPECT(same_bits(m.get(sae::tensor::w_dec), w_c) && opt.steps() == 5);
+    double lr_c = 0, l1_c = 0;
+    sae_optimizer_lr_at(ro, 7, &lr_c);
+    sae_optimizer_l1_coeff_at(ro, 7, &l1_c);
+    EXPECT(opt.lr_at(7) == lr_c && opt.l1_coeff_at(7) == l1_c);
+
+    // errors change nothing
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, opt.set(sae::option::lr, -1.0));
+    EXPECT_THROWS(sae::nonfinite_error, sae::status::nonfinite, opt.set(SAE_OPT_LR, NAN));
+    EXPECT(opt.get(sae::option::lr) == 1e-2);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, opt.lr_at(0));
+    std::vector<float> bad = x;
+    bad[5] = NAN;
+    EXPECT_THROWS(sae::nonfinite_error, sae::status::nonfinite, opt.step(m, bad));
+    EXPECT(opt.steps() == 5 && same_bits(m.get(sae::tensor::w_dec), w_c));
+
+    // feature activity
+    std::vector<std::uint64_t> since_c(d_sae);
+    sae_optimizer_tokens_since_fired(ro, since_c.data(), d_sae);
+    EXPECT(opt.tokens_since_fired(d_sae) == since_c);
+    std::size_t dead_c = 0;
+    sae_optimizer_dead_count(ro, 1, &dead_c);
+    EXPECT(opt.dead_count(1) == dead_c && opt.dead_features(1).size() == dead_c);
+    for (std::size_t i : opt.dead_features(1))
+        EXPECT(since_c[i] >= 1);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, opt.dead_count(0));
+    sae_optimizer_free(ro);
+    sae_model_free(rm);
+}
+
+void test_recipe()
+{
+    std::vector<float> x = batch(n, d_in, 4);
+    const double s = sae::estimate_input_scale(x, d_in);
+    double sum = 0;
+    for (float v : x)
+        sum += double(v) * v;
+    EXPECT(std::fabs(s - std::sqrt(d_in / (sum / n))) < 1e-12 * s);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::estimate_input_scale(std::vector<float>(d_in, 0.0f), d_in));
+
+    sae::model m(d_in, d_sae, 5);
+    m.init_b_dec(x, sae::b_dec_init::mean);
+    const std::vector<float> b = m.get(sae::tensor::b_dec);
+    for (std::size_t j = 0; j < d_in; j++) {
+        double mean = 0;
+        for (std::size_t t = 0; t < n; t++)
+            mean += x[t * d_in + j];
+        EXPECT(std::fabs(b[j] - mean / n) < 1e-6);
+    }
+    m.init_b_dec(x, SAE_B_DEC_GEOMETRIC_MEDIAN);
+    const std::vector<float> w = m.get(sae::tensor::w_enc);
+    m.fold_input_scale(2.0);  // a power of two: exact
+    const std::vector<float> w2 = m.get(sae::tensor::w_enc);
+    for (std::size_t i = 0; i < w.size(); i++)
+        EXPECT(w2[i] == 2 * w[i]);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, m.fold_input_scale(-1));
+
+    const sae::density_histogram h = m.density_histogram(x, -std::log10(double(n)), 0, 5);
+    std::uint64_t total = h.n_dead;
+    for (std::uint64_t c : h.counts)
+        total += c;
+    EXPECT(h.counts.size() == 5 && total == d_sae);
+
+    sae::optimizer opt(m);
+    opt.step(m, x);
+    const std::size_t dead = opt.dead_count(1);
+    EXPECT(opt.resample_dead(m, x, 1, 42) == dead);
+    EXPECT(opt.dead_count(1) == 0);
+}
+
+void test_checkpoints_and_ownership()
+{
+    const std::vector<float> x = batch(n, d_in, 5);
+    sae::model m(d_in, d_sae, 9, sae::arch::jumprelu, 0.05);
+    sae::optimizer opt(m);
+    opt.step(m, x);
+
+    const std::vector<unsigned char> mb = m.save_buffer(), ob = opt.save_buffer();
+    EXPECT(mb.size() == m.save_size() && ob.size() == opt.save_size());
+    sae::model m2 = sae::model::load_buffer(mb);
+    sae::optimizer o2 = sae::optimizer::load_buffer(m2, ob);
+    EXPECT(m2.architecture() == sae::arch::jumprelu && o2.steps() == 1);
+    EXPECT(same_bits(m2.get(sae::tensor::threshold), m.get(sae::tensor::threshold)));
+
+    char dir[] = "/tmp/sae_hpp_XXXXXX";
+    EXPECT(mkdtemp(dir) != nullptr);
+    const std::string path = dir;
+    m.save(path);
+    opt.save(path);
+    sae::model m3 = sae::model::load(path);
+    sae::optimizer o3 = sae::optimizer::load(m3, path);
+    EXPECT(same_bits(m3.encode(x), m.encode(x)) && o3.steps() == 1);
+    EXPECT(opt.step(m, x).loss == o3.step(m3, x).loss);  // resumes bit for bit
+    std::remove((path + "/sae_weights.safetensors").c_str());
+    std::remove((path + "/cfg.json").c_str());
+    std::remove((path + "/optimizer.safetensors").c_str());
+    rmdir(dir);
+
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::model::load(path + "/missing"));
+    const unsigned char junk[16] = {1, 2, 3};
+    EXPECT_THROWS(sae::format_error, sae::status::format, sae::model::load_buffer(junk, sizeof junk));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, m.save_buffer(nullptr, 0));
+    try {
+        sae::model::load_buffer(junk, sizeof junk);
+    } catch (const sae::error &e) {  // the base class and its function name
+        EXPECT(std::string(e.function()) == "sae_model_load_buffer");
+        EXPECT(std::string(e.what()).rfind("sae_model_load_buffer: ", 0) == 0);
+    }
+
+    // adopt a C handle, move it around, release it back to C
+    sae_model *raw = nullptr;
+    EXPECT(sae_model_create(&raw, d_in, d_sae, 1) == SAE_OK);
+    sae::model owner(raw);
+    sae::model moved(std::move(owner));
+    EXPECT(!owner && moved && moved.handle() == raw);
+    const sae::model &cref = moved;
+    EXPECT(sae_model_d_in(cref.handle()) == d_in);
+    sae_model *back = moved.release();
+    EXPECT(back == raw && !moved);
+    sae_model_free(back);
+    sae_optimizer *ro = nullptr;
+    EXPECT(sae_optimizer_create(&ro, m.handle()) == SAE_OK);
+    sae::optimizer oo(ro);
+    oo = sae::optimizer(m);  // frees ro
+    EXPECT(oo.steps() == 0);
+    oo.reset();
+    EXPECT(!oo);
+}
+
+#if __cplusplus >= 202002L
+void test_spans()
+{
+    const std::vector<float> v = batch(n, d_in, 6);
+    const std::span<const float> x(v);
+    sae::model m(d_in, d_sae, 2);
+    EXPECT(same_bits(m.encode(x), m.encode(v)));
+    EXPECT(m.loss(x.first(4 * d_in), 1.0).l2 == m.loss(v.data(), 4, 1.0).l2);
+    float b[d_in] = {};
+    m.get(sae::tensor::b_dec, std::span<float>(b));
+    m.set(sae::tensor::b_dec, std::span<const float>(b));
+    std::vector<unsigned char> buf(m.save_size());
+    EXPECT(m.save_buffer(std::span<unsigned char>(buf)) == buf.size());
+    sae::model m2 = sae::model::load_buffer(std::span<const unsigned char>(buf));
+    sae::optimizer o(m2);
+    EXPECT(o.step(m2, x).l0 >= 0 && m2.fvu(x) >= 0);
+}
+#endif
+
+} // namespace
+
+int main()
+{
+    EXPECT(sae::version_number() == SAE_VERSION_NUMBER);
+    EXPECT(std::string(sae::version_string()) == sae_version_string());
+    EXPECT(std::string(sae::status_string(sae::status::format)) == sae_status_string(SAE_E_FORMAT));
+    test_model_against_c();
+    test_architectures();
+    test_training_against_c();
+    test_recipe();
+    test_checkpoints_and_ownership();
+#if __cplusplus >= 202002L
+    test_spans();
+#endif
+    if (failures) {
+        std::fprintf(stderr, "%d failure(s)\n", failures);
+        return 1;
+    }
+    std::printf("sae.hpp: all checks passed (C++%ld)\n", __cplusplus / 100 % 100);
+    return 0;
+}
