@@ -1,0 +1,46 @@
+/*
+ * The data a run trains and evaluates on: a memory-mapped file (data.h), or
+ * the built-in synthetic data (synth.h) with a held-out evaluation set; and
+ * the evaluation itself (losses, FVU, MMCS against the synthetic truth).
+ */
+#ifndef TOOL_INPUTS_H
+#define TOOL_INPUTS_H
+
+#include "config.h"
+#include "data.h"
+#include "synth.h"
+
+#include <libsae/sae.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define TOOL_SYNTH_D_IN 64         /* synthetic dimension unless --d-in */
+#define TOOL_SYNTH_EVAL_TOKENS 8192   /* held-out synthetic tokens */
+#define TOOL_TRAIN_EVAL_ROWS 16384    /* training rows evaluated when there is no --eval */
+
+/* The data a run trains and evaluates on. */
+typedef struct tool_inputs {
+    tool_data train, eval;    /* eval.x == NULL: evaluate on training rows */
+    size_t eval_rows;         /* rows evaluated */
+    char eval_label[160];     /* e.g. "held-out synthetic (8192 tokens)" */
+    bool synthetic;
+    tool_synth synth;         /* ground truth when synthetic */
+} tool_inputs;
+
+/* Load (map or generate) the inputs of c. Exits 2 with "<program>: FILE:
+ * problem" on a missing or malformed file. */
+void tool_inputs_load(tool_inputs *in, const tool_config *c);
+void tool_inputs_free(tool_inputs *in);
+/* The evaluation rows: eval data, or the first eval_rows training rows. */
+const float *tool_inputs_eval_x(const tool_inputs *in);
+
+/* sae_loss and sae_fvu of m on the evaluation rows. Returns a libsae status. */
+int tool_evaluate(const sae_model *m, const tool_inputs *in, double lambda, sae_losses *l,
+                  double *fvu);
+
+/* MMCS of m's decoder rows against the synthetic ground truth, and the share
+ * of true features found with cosine > 0.9 (see tool_mmcs). Returns a libsae
+ * status (SAE_E_NOMEM when out of memory). */
+int tool_truth_mmcs(const sae_model *m, const tool_synth *truth, double *mmcs, double *recovered);
+
+#endif

@@ -1,0 +1,80 @@
+#include "recipe.h"
+
+#include "batch.h"
+#include "rng.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SAMPLE_STREAM 0x5a3e1e /* the sample's random stream (the shuffle's is another) */
+
+bool tool_recipe_needs_sample(const tool_config *c, bool hist)
+{
+    return c->normalize || c->b_dec_init >= 0 || c->resample_every > 0 || hist;
+}
+
+int tool_sample_draw(tool_sample *s, const tool_data *data, size_t n, uint64_t seed)
+{
+    memset(s, 0, sizeof *s);
+    const size_t d = data->cols;
+    if (n > data->rows)
+        n = data->rows;
+    if (n == 0 || n > SIZE_MAX / sizeof(float) / d)
+        return -1;
+    s->x = malloc(n * d * sizeof(float));
+    if (!s->x)
+        return -1;
+    s->n = n;
+    s->d = d;
+    if (n == data->rows) { /* the whole data */
+        memcpy(s->x, data->x, n * d * sizeof(float));
+        return 0;
+    }
+    tool_rng rng;
+    tool_rng_seed(&rng, seed, SAMPLE_STREAM);
+    for (size_t t = 0; t < n; t++) {
+        size_t row = (size_t)tool_rng_below(&rng, data->rows);
+        memcpy(s->x + t * d, data->x + row * d, d * sizeof(float));
+    }
+    return 0;
+}
+
+void tool_sample_free(tool_sample *s)
+{
+    free(s->x);
+    memset(s, 0, sizeof *s);
+}
+
+int tool_recipe_scale(const tool_config *c, tool_sample *s, bool estimate, double *scale, char *err,
+                      size_t errlen)
+{
+    if (!c->normalize) {
+        *scale = 1.0;
+        return SAE_OK;
+    }
+    if (estimate) {
+        int rc = sae_estimate_input_scale(s->x, s->n, s->d, scale);
+        if (rc != SAE_OK) {
+            snprintf(err, errlen, "--normalize: estimating the input scale: %s%s",
+                     sae_status_string(rc),
+                     rc == SAE_E_INVALID_ARG ? " (every token of the sample is zero?)" : "");
+            return rc;
+        }
+    }
+    tool_scale(s->x, s->n * s->d, *scale);
+    return SAE_OK;
+}
+
+int tool_recipe_b_dec(const tool_config *c, sae_model *m, const tool_sample *s, char *err,
+                      size_t errlen)
+{
+    if (c->b_dec_init < 0)
+        return SAE_OK;
+    int rc = sae_model_init_b_dec(m, s->x, s->n, c->b_dec_init);
+    if (rc != SAE_OK)
+        snprintf(err, errlen, "--b-dec-init: %s", sae_status_string(rc));
+    return rc;
+}

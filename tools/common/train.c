@@ -1,0 +1,293 @@
+#include "train.h"
+
+#include "args.h"
+#include "rng.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+volatile sig_atomic_t tool_interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    tool_interrupted = 1;
+}
+
+void tool_catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C kills at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+void tool_release_sigint(void)
+{
+    signal(SIGINT, SIG_DFL);
+}
+
+/* Running sums of the batch losses since the last logged row. */
+typedef struct window {
+    double loss, l2, l1, l0, fvu;
+    uint64_t steps, resampled;
+} window;
+
+static size_t dead_count(const tool_train *t)
+{
+    size_t dead = 0;
+    sae_optimizer_dead_count(t->opt, t->dead_window, &dead);
+    return dead;
+}
+
+/* dead: the dead features at this step, before any resampling */
+static tool_row make_row(const tool_train *t, const window *w, double seconds, size_t dead)
+{
+    tool_row r = {0};
+    double n = w->steps ? (double)w->steps : 1.0;
+    r.step = t->steps_done;
+    r.tokens = t->batches->drawn;
+    r.seconds = seconds;
+    r.loss = w->loss / n;
+    r.l2 = w->l2 / n;
+    r.l1 = w->l1 / n;
+    r.l0 = w->l0 / n;
+    r.l0_frac = r.l0 / (double)sae_model_d_sae(t->model);
+    r.dead_frac = (double)dead / (double)sae_model_d_sae(t->model);
+    /* the schedules' values at this step (step 1's before any) */
+    uint64_t step = r.step ? r.step : 1;
+    if (sae_optimizer_lr_at(t->opt, step, &r.lr_t) != SAE_OK)
+        r.lr_t = NAN;
+    if (sae_optimizer_l1_coeff_at(t->opt, step, &r.lambda_t) != SAE_OK)
+        r.lambda_t = NAN;
+    r.fvu = w->steps ? w->fvu / n : NAN;
+    r.resampled = w->resampled;
+    return r;
+}
+
+/* sum_t ||x_t - mean||^2 of the batch x (n x d), in double; mean: d doubles
+ * of scratch. */
+static double batch_variance(const float *x, size_t n, size_t d, double *mean)
+{
+    for (size_t j = 0; j < d; j++)
+        mean[j] = 0.0;
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < d; j++)
+            mean[j] += x[t * d + j];
+    for (size_t j = 0; j < d; j++)
+        mean[j] /= (double)n;
+    double sum = 0.0;
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < d; j++) {
+            double e = x[t * d + j] - mean[j];
+            sum += e * e;
+        }
+    return sum;
+}
+
+/* The resampling seed of a step: the run's seed and the step, mixed. */
+static uint64_t resample_seed(uint64_t seed, uint64_t step)
+{
+    uint64_t state = seed ^ (step * 0xd1342543de82ef95ULL);
+    return tool_splitmix64(&state);
+}
+
+/* 1, 2, 5, 10, 20, 50, 100, ...: extra rows before the first regular one, so a
+ * plot on a logarithmic step axis shows the start of training. */
+static bool one_two_five(uint64_t step)
+{
+    while (step >= 10 && step % 10 == 0)
+        step /= 10;
+    return step == 1 || step == 2 || step == 5;
+}
+
+static bool stopped(const tool_train *t)
+{
+    return t->stop && *t->stop;
+}
+
+/* What one call of tool_train_run keeps between steps. */
+typedef struct loop {
+    float *x;        /* the batch: batch x d_in floats */
+    size_t *rows;    /* its rows' indices in the data */
+    double *mean;    /* d_in doubles of scratch for the batch's variance */
+    window w;        /* the losses since the last logged row */
+    double start;    /* tool_now() when the call began */
+    uint64_t end;    /* the step to stop after: steps, or stop_at */
+} loop;
+
+static int fail(tool_train *t, int rc, const char *what, uint64_t step)
+{
+    snprintf(t->error, sizeof t->error, "step %llu: %s%s%s", (unsigned long long)step, what,
+             *what ? ": " : "", rc == SAE_E_IO ? "cannot write it" : sae_status_string(rc));
+    return rc;
+}
+
+/* Draw the next batch and take a step on it; the window gets its losses. */
+static int take_step(tool_train *t, loop *lp)
+{
+    const size_t d_in = sae_model_d_in(t->model);
+    sae_losses l;
+    tool_batcher_next(t->batches, lp->x, t->batch, lp->rows);
+    double variance = batch_variance(lp->x, t->batch, d_in, lp->mean);
+    int rc = sae_step(t->model, t->opt, lp->x, t->batch, &l);
+    if (rc == SAE_E_NONFINITE) { /* bad data, or a diverging step? */
+        for (size_t k = 0; k < t->batch * d_in && t->bad_row == SIZE_MAX; k++)
+            if (!isfinite(lp->x[k]))
+                t->bad_row = lp->rows[k / d_in];
+    }
+    if (rc != SAE_OK) {
+        snprintf(t->error, sizeof t->error, "step %llu: %s",
+                 (unsigned long long)t->steps_done + 1, sae_status_string(rc));
+        return rc;
+    }
+    t->steps_done++;
+    t->steps_run++;
+    lp->w.loss += l.loss;
+    lp->w.l2 += l.l2;
+    lp->w.l1 += l.l1;
+    lp->w.l0 += l.l0;
+    lp->w.fvu += variance > 0.0 ? l.l2 * (double)t->batch / variance : NAN;
+    lp->w.steps++;
+    return SAE_OK;
+}
+
+/* The density histogram when due, then the resampling when due (not after
+ * the run's last step: those features would never train). */
+static int recipe_after_step(tool_train *t, loop *lp, bool last)
+{
+    int rc = SAE_OK;
+    if (t->hist && (last || (t->hist_every && t->steps_done % t->hist_every == 0))) {
+        rc = tool_hist_write(t->hist, t->model, t->sample, t->steps_done, &t->hist_dead);
+        if (rc != SAE_OK)
+            return fail(t, rc, "the density histogram", t->steps_done);
+    }
+    if (!t->resample_every || t->steps_done % t->resample_every != 0 || t->steps_done >= t->steps)
+        return SAE_OK;
+    size_t n = 0;
+    rc = sae_resample_dead(t->model, t->opt, t->sample->x, t->sample->n, t->resample_window,
+                           resample_seed(t->seed, t->steps_done), &n);
+    if (rc != SAE_OK)
+        return fail(t, rc, "resampling the dead features", t->steps_done);
+    lp->w.resampled += n;
+    t->resampled += n;
+    t->resamplings += n > 0;
+    if (n && t->progress)
+        tool_progress_note(t->progress, "%s%sstep %llu: resampled %zu dead features",
+                           t->progress->label, *t->progress->label ? "  " : "",
+                           (unsigned long long)t->steps_done, n);
+    return SAE_OK;
+}
+
+/* A checkpoint of the state after this step. */
+static int save_checkpoint(tool_train *t, double seconds)
+{
+    t->state->step = t->steps_done;
+    t->state->tokens = t->batches->drawn;
+    t->state->seconds = seconds;
+    char err[512];
+    int rc = tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state,
+                                  t->checkpoints == 0 && t->checkpoint_fresh, err, sizeof err);
+    if (rc != SAE_OK) {
+        snprintf(t->error, sizeof t->error, "step %llu: checkpoint: %s",
+                 (unsigned long long)t->steps_done, err);
+        return rc;
+    }
+    t->checkpoints++;
+    return SAE_OK;
+}
+
+/* The progress display and, when due, the CSV row of this step. */
+static int report_step(tool_train *t, loop *lp, tool_row *r, bool last, bool checkpoint)
+{
+    bool log_due = last || checkpoint || t->steps_done % t->log_every == 0 ||
+                   (t->steps_done < t->log_every && one_two_five(t->steps_done));
+    if (t->progress) {
+        tool_progress_update(t->progress, r, last);
+        if (r->checkpoint && !last)
+            tool_progress_note(t->progress, "%s%scheckpoint at step %llu: %s", t->progress->label,
+                               *t->progress->label ? "  " : "", (unsigned long long)r->step,
+                               t->checkpoint_dir);
+    }
+    if (!log_due)
+        return SAE_OK;
+    t->last = *r;
+    lp->w = (window){0};
+    if (t->csv && tool_csv_row(t->csv, t->csv_lead, t->csv_trail, r) != 0) {
+        snprintf(t->error, sizeof t->error, "step %llu: cannot write the log",
+                 (unsigned long long)t->steps_done);
+        return SAE_E_IO;
+    }
+    return SAE_OK;
+}
+
+/* One step and what follows it; *last is set when the run ends after it. */
+static int step_and_report(tool_train *t, loop *lp, bool *last)
+{
+    int rc = take_step(t, lp);
+    if (rc != SAE_OK)
+        return rc;
+    /* the stop flag is read once per step, so the step that sees it is logged
+     * and checkpointed as the last */
+    *last = t->steps_done == lp->end || stopped(t);
+    /* the log's dead share and the histogram: the model this step left,
+     * before resampling changes it */
+    const size_t dead = dead_count(t);
+    if ((rc = recipe_after_step(t, lp, *last)) != SAE_OK)
+        return rc;
+    double seconds = t->seconds_before + (tool_now() - lp->start);
+    bool checkpoint = t->checkpoint_dir &&
+                      (*last || (t->checkpoint_every && t->steps_done % t->checkpoint_every == 0));
+    int save_rc = checkpoint ? save_checkpoint(t, seconds) : SAE_OK;
+    if (save_rc != SAE_OK)
+        *last = true; /* log this step, then stop */
+    tool_row r = make_row(t, &lp->w, seconds, dead);
+    r.checkpoint = checkpoint && save_rc == SAE_OK;
+    rc = report_step(t, lp, &r, *last, checkpoint);
+    return rc != SAE_OK ? rc : save_rc;
+}
+
+int tool_train_run(tool_train *t)
+{
+    const size_t d_in = sae_model_d_in(t->model);
+    const uint64_t drawn_before = t->batches->drawn;
+    loop lp = {
+        .x = malloc(t->batch * d_in * sizeof(float)),
+        .rows = malloc(t->batch * sizeof(size_t)),
+        .mean = malloc(d_in * sizeof(double)),
+        .start = tool_now(),
+        .end = t->stop_at && t->stop_at < t->steps ? t->stop_at : t->steps,
+    };
+    int rc = SAE_OK;
+    t->bad_row = SIZE_MAX;
+    t->steps_done = sae_optimizer_steps(t->opt);
+    t->steps_run = t->checkpoints = t->resampled = t->resamplings = 0;
+    t->hist_dead = 0;
+    t->error[0] = '\0';
+    t->last = make_row(t, &lp.w, t->seconds_before, dead_count(t));
+    if (!lp.x || !lp.rows || !lp.mean) {
+        rc = SAE_E_NOMEM;
+        snprintf(t->error, sizeof t->error, "%s", sae_status_string(rc));
+    }
+    bool last = rc != SAE_OK || t->steps_done >= lp.end || stopped(t);
+    while (!last && rc == SAE_OK)
+        rc = step_and_report(t, &lp, &last);
+    if (t->progress)
+        tool_progress_end(t->progress);
+    free(lp.mean);
+    free(lp.rows);
+    free(lp.x);
+    t->tokens_run = t->batches->drawn - drawn_before;
+    t->seconds_run = tool_now() - lp.start;
+    if (rc == SAE_OK && t->csv && fflush(t->csv) != 0) {
+        rc = SAE_E_IO;
+        snprintf(t->error, sizeof t->error, "cannot write the log");
+    }
+    return rc;
+}
