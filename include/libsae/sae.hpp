@@ -7,14 +7,18 @@
 //                               give one up (release()); handle() is const on
 //                               a const object.
 //   sae::error                  what every failing call throws: status(),
-//                               code(), function() and the library's message
-//                               (sae_status_string); one subclass per status
+//                               code(), function(), detail() and the library's
+//                               messages (sae_status_string, sae_error_detail);
+//                               one subclass per status
 //                               (sae::invalid_arg_error, sae::format_error, ...)
 //   sae::status, sae::arch, sae::tensor, sae::option, sae::kernel,
-//   sae::lr_schedule, sae::b_dec_init
+//   sae::lr_schedule, sae::b_dec_init, sae::option_flags
 //                               scoped enums with the C values; every call
 //                               also takes the C constants (SAE_OPT_LR, ...)
-//   free functions              version, status strings, input scale
+//   sae::rng                    the library's random number generator
+//   free functions              version, status strings, error detail, the
+//                               option table (option_name, option_default,
+//                               bounds), input scale
 //
 // Buffers are caller-owned floats, row-major, as in sae.h: each call that
 // takes one has a pointer + count overload (n_tokens rows), a std::vector
@@ -36,6 +40,7 @@
 
 #include <libsae/sae.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -64,6 +69,7 @@ enum class status : int {
     io = SAE_E_IO,
     format = SAE_E_FORMAT,
     state = SAE_E_STATE,
+    comm = SAE_E_COMM,
 };
 
 enum class tensor : int {
@@ -119,6 +125,13 @@ enum class b_dec_init : int {
     geometric_median = SAE_B_DEC_GEOMETRIC_MEDIAN,
 };
 
+// Flags of sae::option_bounds (sae_option_bounds).
+enum class option_flags : unsigned {
+    lower_open = SAE_OPTION_LOWER_OPEN, // the lower bound itself is not allowed
+    upper_open = SAE_OPTION_UPPER_OPEN, // the upper bound itself is not allowed
+    whole = SAE_OPTION_WHOLE,           // whole numbers only
+};
+
 // An enum argument given either as the scoped enum (sae::option::lr) or as the
 // C constant (SAE_OPT_LR).
 template <class Scoped, class CEnum> class enum_arg {
@@ -143,21 +156,32 @@ using losses = sae_losses;
 // Errors
 // ---------------------------------------------------------------------------
 
-// A failed libsae call. what() is "<function>: <sae_status_string>".
+// A failed libsae call. what() is "<function>: <sae_status_string>", then
+// ": <detail>" when the library said why (sae_error_detail, read on the
+// thread that failed, when the exception was made).
 class error : public std::runtime_error {
 public:
     error(int code, const char *function)
-        : std::runtime_error(std::string(function) + ": " + sae_status_string(code)),
-          code_(code), function_(function)
+        : error(code, function, sae_error_detail())
+    {
+    }
+    error(int code, const char *function, const std::string &detail)
+        : std::runtime_error(std::string(function) + ": " + sae_status_string(code) +
+                             (detail.empty() ? "" : ": " + detail)),
+          code_(code), function_(function), detail_(detail)
     {
     }
     sae::status status() const noexcept { return static_cast<sae::status>(code_); }
     int code() const noexcept { return code_; }
     const char *function() const noexcept { return function_; }
+    // Why it failed, naming the argument, option, key, tensor or file ("" if
+    // the library gave no detail).
+    const std::string &detail() const noexcept { return detail_; }
 
 private:
     int code_;
     const char *function_; // a string literal: the C function's name
+    std::string detail_;
 };
 
 // One class per status, so that callers can catch the kinds they handle.
@@ -172,6 +196,7 @@ LIBSAE_HPP_ERROR(nonfinite_error)   // SAE_E_NONFINITE
 LIBSAE_HPP_ERROR(io_error)          // SAE_E_IO
 LIBSAE_HPP_ERROR(format_error)      // SAE_E_FORMAT
 LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
+LIBSAE_HPP_ERROR(comm_error)        // SAE_E_COMM: a sae_comm function failed
 #undef LIBSAE_HPP_ERROR
 
 // Throw the exception of `code` (a negative SAE_E_*) from `function`.
@@ -184,6 +209,7 @@ LIBSAE_HPP_ERROR(state_error)       // SAE_E_STATE
     case SAE_E_IO: throw io_error(code, function);
     case SAE_E_FORMAT: throw format_error(code, function);
     case SAE_E_STATE: throw state_error(code, function);
+    case SAE_E_COMM: throw comm_error(code, function);
     default: throw error(code, function); // a status newer than this header
     }
 }
@@ -206,6 +232,64 @@ inline const char *status_string(sae::status s) noexcept
 {
     return sae_status_string(static_cast<int>(s));
 }
+
+// Why the calling thread's last failing libsae call failed ("" before any).
+inline const char *error_detail() noexcept { return sae_error_detail(); }
+
+// The option table (sae_option_name, _default, _bounds).
+inline const char *option_name(option_arg opt) noexcept { return sae_option_name(opt.value()); }
+inline double option_default(option_arg opt)
+{
+    double v = 0;
+    check(sae_option_default(opt.value(), &v), "sae_option_default");
+    return v;
+}
+struct option_bounds {
+    double lower = 0, upper = 0; // finite; DBL_MAX where there is no limit
+    unsigned flags = 0;          // sae::option_flags bits
+    bool has(option_flags f) const noexcept { return (flags & static_cast<unsigned>(f)) != 0; }
+    // Whether sae_optimizer_set accepts value.
+    bool allows(double value) const noexcept
+    {
+        if (!(value >= lower && value <= upper)) // also false for NaN
+            return false;
+        if ((has(option_flags::lower_open) && value == lower) ||
+            (has(option_flags::upper_open) && value == upper))
+            return false;
+        return !has(option_flags::whole) || std::trunc(value) == value;
+    }
+};
+inline option_bounds bounds(option_arg opt)
+{
+    option_bounds b;
+    check(sae_option_bounds(opt.value(), &b.lower, &b.upper, &b.flags), "sae_option_bounds");
+    return b;
+}
+
+// The library's random number generator (sae_rng_*): the same bits as the
+// library and every other caller draw from the same seed and stream. Plain
+// data: copy it to fork the stream.
+class rng {
+public:
+    explicit rng(std::uint64_t seed = 0, std::uint64_t stream = 0) noexcept
+    {
+        sae_rng_seed(&r_, seed, stream);
+    }
+    std::uint64_t next() noexcept { return sae_rng_next(&r_); }
+    double uniform() noexcept { return sae_rng_uniform(&r_); }
+    double normal() noexcept { return sae_rng_normal(&r_); }
+    std::uint64_t below(std::uint64_t n) noexcept { return sae_rng_below(&r_, n); }
+    void shuffle(std::uint64_t *v, std::size_t n)
+    {
+        check(sae_rng_shuffle(&r_, v, n), "sae_rng_shuffle");
+    }
+    void shuffle(std::vector<std::uint64_t> &v) { shuffle(v.data(), v.size()); }
+    sae_rng &state() noexcept { return r_; }
+    const sae_rng &state() const noexcept { return r_; }
+
+private:
+    sae_rng r_;
+};
 
 namespace detail {
 // What sae::model and sae::optimizer share: move-only ownership of a T *,
@@ -249,7 +333,9 @@ template <class T> std::vector<unsigned char> encoding(const T &object)
 inline std::size_t rows_of(std::size_t count, std::size_t width, const char *function)
 {
     if (width == 0 || count % width != 0)
-        throw invalid_arg_error(SAE_E_INVALID_ARG, function);
+        throw invalid_arg_error(SAE_E_INVALID_ARG, function,
+                                std::to_string(count) + " floats are not whole rows of " +
+                                    std::to_string(width));
     return count / width;
 }
 } // namespace detail
@@ -300,6 +386,15 @@ public:
     }
     // Adopt a model made through the C API; it is freed with this object.
     explicit model(sae_model *owned) noexcept : owner(owned) {}
+
+    // An independent deep copy, every tensor and the architecture's state bit
+    // for bit (sae_model_clone).
+    model clone() const
+    {
+        sae_model *m = nullptr;
+        check(sae_model_clone(&m, p_), "sae_model_clone");
+        return model(m);
+    }
 
     // From a safetensors file or a checkpoint directory (sae_model_load).
     static model load(const char *path)
@@ -437,6 +532,19 @@ public:
         return density_histogram(x.data(),
                                  rows(x.size(), d_in(), "sae_feature_density_histogram"),
                                  log10_min, log10_max, n_bins);
+    }
+
+    // counts[i] += tokens of x on which feature i fires (count = d_sae), over
+    // a stream of batches (sae_feature_fire_counts).
+    void feature_fire_counts(const float *x, std::size_t n_tokens, std::uint64_t *counts,
+                             std::size_t count) const
+    {
+        check(sae_feature_fire_counts(p_, x, n_tokens, counts, count), "sae_feature_fire_counts");
+    }
+    void feature_fire_counts(const std::vector<float> &x, std::vector<std::uint64_t> &counts) const
+    {
+        feature_fire_counts(x.data(), rows(x.size(), d_in(), "sae_feature_fire_counts"),
+                            counts.data(), counts.size());
     }
 
 #ifdef LIBSAE_HPP_SPAN

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 from . import capi
 from .enums import Arch, BDecInit, Kernel, LrSchedule, Option, OptionFlag, Status, Tensor
-from .errors import (ERRORS, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
+from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale
 from .optimizer import Optimizer
 from .options import OptionInfo
 from .options import info as option_info
+from .rng import Rng
+from .train import TrainResult, train
 
 __version__ = "0.2.0"
 
@@ -55,7 +57,8 @@ def library_path() -> str:
 __all__ = [
     "Arch", "BDecInit", "Kernel", "LrSchedule", "Option", "OptionFlag", "Status", "Tensor",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
-    "FormatError", "StateError", "status_string", "error_detail",
-    "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale",
+    "FormatError", "StateError", "CommError", "status_string", "error_detail",
+    "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",
+    "train", "TrainResult",
     "version", "version_number", "library_path", "capi",
 ]

@@ -32,7 +32,7 @@ import os
 from ctypes import POINTER, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint64, c_void_p
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["lib", "library_path", "Losses", "RngState", "FUNCTIONS", "STRUCTS", "MissingFunctionError",
+__all__ = ["lib", "library_path", "Losses", "RngState", "Comm", "FUNCTIONS", "STRUCTS", "MissingFunctionError",
            "float_ptr", "uint64_ptr", "size_ptr"]
 
 
@@ -46,8 +46,24 @@ class RngState(ctypes.Structure):
     _fields_ = [("s", c_uint64 * 4)]
 
 
+# struct sae_comm's functions (each returns 0 or a nonzero failure).
+AllreduceF32 = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(ctypes.c_float), c_size_t)
+AllreduceF64 = ctypes.CFUNCTYPE(c_int, c_void_p, POINTER(c_double), c_size_t)
+Allgather = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_void_p)
+Broadcast = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int)
+
+
+class Comm(ctypes.Structure):
+    """struct sae_comm: a host's communicator (sae.h, "Communicators");
+    struct_size must be ctypes.sizeof(Comm)."""
+    _fields_ = [("struct_size", c_size_t), ("ctx", c_void_p), ("rank", c_int),
+                ("n_ranks", c_int), ("allreduce_f32", AllreduceF32),
+                ("allreduce_f64", AllreduceF64), ("allgather", Allgather),
+                ("broadcast", Broadcast)]
+
+
 # The structs of sae.h, by their C name.
-STRUCTS: Dict[str, Any] = {"sae_losses": Losses}
+STRUCTS: Dict[str, Any] = {"sae_losses": Losses, "sae_rng": RngState, "sae_comm": Comm}
 
 # Handles are opaque pointers: sae_model *, sae_optimizer * are c_void_p and
 # an output handle (sae_model **) is POINTER(c_void_p).
@@ -58,6 +74,7 @@ uint64_ptr = POINTER(c_uint64)
 size_ptr = POINTER(c_size_t)
 _double_ptr = POINTER(c_double)
 _losses_ptr = POINTER(Losses)
+_rng_ptr = POINTER(RngState)
 
 # name: (restype, argtypes), in the header's order.
 FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
@@ -66,9 +83,11 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_version_string": (c_char_p, []),
     # status codes
     "sae_status_string": (c_char_p, [c_int]),
+    "sae_error_detail": (c_char_p, []),
     # model
     "sae_model_create": (c_int, [_out_handle, c_size_t, c_size_t, c_uint64]),
     "sae_model_free": (None, [_handle]),
+    "sae_model_clone": (c_int, [_out_handle, _handle]),
     "sae_model_d_in": (c_size_t, [_handle]),
     "sae_model_d_sae": (c_size_t, [_handle]),
     "sae_model_tensor_size": (c_size_t, [_handle, c_int]),
@@ -88,6 +107,9 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_optimizer_free": (None, [_handle]),
     "sae_optimizer_set": (c_int, [_handle, c_int, c_double]),
     "sae_optimizer_get": (c_int, [_handle, c_int, _double_ptr]),
+    "sae_option_name": (c_char_p, [c_int]),
+    "sae_option_default": (c_int, [c_int, _double_ptr]),
+    "sae_option_bounds": (c_int, [c_int, _double_ptr, _double_ptr, POINTER(c_uint)]),
     "sae_optimizer_steps": (c_uint64, [_handle]),
     "sae_step": (c_int, [_handle, _handle, float_ptr, c_size_t, _losses_ptr]),
     # feature activity
@@ -115,6 +137,14 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
                                   size_ptr]),
     "sae_feature_density_histogram": (c_int, [_handle, float_ptr, c_size_t, c_double, c_double,
                                               c_size_t, uint64_ptr, size_ptr]),
+    "sae_feature_fire_counts": (c_int, [_handle, float_ptr, c_size_t, uint64_ptr, c_size_t]),
+    # random numbers
+    "sae_rng_seed": (None, [_rng_ptr, c_uint64, c_uint64]),
+    "sae_rng_next": (c_uint64, [_rng_ptr]),
+    "sae_rng_uniform": (c_double, [_rng_ptr]),
+    "sae_rng_normal": (c_double, [_rng_ptr]),
+    "sae_rng_below": (c_uint64, [_rng_ptr, c_uint64]),
+    "sae_rng_shuffle": (c_int, [_rng_ptr, uint64_ptr, c_size_t]),
 }
 
 
@@ -165,7 +195,7 @@ def _candidates() -> List[Tuple[str, str]]:
         return [(env, "$LIBSAE_PATH")]
     out = []
     try:
-        from . import _install  # written by cmake --install only
+        from . import _install  # type: ignore[attr-defined]  # written by cmake --install only
     except ImportError:
         pass
     else:

@@ -21,6 +21,7 @@ class Status(enum.IntEnum):
     E_IO = -4
     E_FORMAT = -5
     E_STATE = -6
+    E_COMM = -7
 
 
 class Tensor(enum.IntEnum):
@@ -91,7 +92,7 @@ class OptionFlag(enum.IntFlag):
 
 
 # C enum name: (Python class, prefix of its constants)
-C_ENUMS: Dict[str, Tuple[Type[enum.IntEnum], str]] = {
+C_ENUMS: Dict[str, Tuple[Type[enum.Enum], str]] = {
     "sae_status": (Status, "SAE_"),
     "sae_tensor": (Tensor, "SAE_"),
     "sae_arch": (Arch, "SAE_ARCH_"),
@@ -99,6 +100,7 @@ C_ENUMS: Dict[str, Tuple[Type[enum.IntEnum], str]] = {
     "sae_kernel": (Kernel, "SAE_KERNEL_"),
     "sae_lr_schedule": (LrSchedule, "SAE_LR_"),
     "sae_b_dec_init": (BDecInit, "SAE_B_DEC_"),
+    "sae_option_flags": (OptionFlag, "SAE_OPTION_"),
 }
 
 # Options whose values are members of an enum (set by name or member too).

@@ -10,6 +10,7 @@ Every failing call raises a subclass of SAEError:
     SAE_E_IO          SAEIOError          OSError
     SAE_E_FORMAT      FormatError         ValueError
     SAE_E_STATE       StateError          RuntimeError
+    SAE_E_COMM        CommError           RuntimeError
 
 e.status is the Status, e.function the C function that failed, e.description
 the library's sae_status_string and e.detail its sae_error_detail (which
@@ -75,6 +76,11 @@ class StateError(SAEError, RuntimeError):
     """SAE_E_STATE: the call is not valid in the handle's state."""
 
 
+class CommError(SAEError, RuntimeError):
+    """SAE_E_COMM: a communicator function (struct sae_comm) reported a
+    failure on some rank."""
+
+
 ERRORS: Dict[Status, Type[SAEError]] = {
     Status.E_INVALID_ARG: InvalidArgError,
     Status.E_NOMEM: NoMemError,
@@ -82,6 +88,7 @@ ERRORS: Dict[Status, Type[SAEError]] = {
     Status.E_IO: SAEIOError,
     Status.E_FORMAT: FormatError,
     Status.E_STATE: StateError,
+    Status.E_COMM: CommError,
 }
 
 
@@ -93,10 +100,9 @@ def status_string(status: int) -> str:
 def error_detail() -> str:
     """Why the last failing libsae call on this thread failed
     (sae_error_detail); "" when the library gives no detail."""
-    getter = getattr(lib, "sae_error_detail", None)
-    if getter is None:
+    if "sae_error_detail" in lib.missing:  # a libsae before 0.2
         return ""
-    raw = getter()
+    raw = lib.sae_error_detail()
     return raw.decode(errors="replace") if raw else ""
 
 

@@ -125,6 +125,18 @@ class Model(Handle):
               "sae_model_load_buffer")
         return cls._wrap(out.value)  # type: ignore[arg-type]
 
+    def clone(self) -> "Model":
+        """An independent deep copy: every tensor and the architecture's state
+        bit for bit (sae_model_clone). copy.copy and copy.deepcopy do this."""
+        out = ctypes.c_void_p()
+        check(lib.sae_model_clone(ctypes.byref(out), self.handle), "sae_model_clone")
+        return type(self)._wrap(out.value)  # type: ignore[arg-type]
+
+    __copy__ = clone
+
+    def __deepcopy__(self, memo: Any) -> "Model":
+        return self.clone()
+
     # --- saving --------------------------------------------------------------
     def save(self, path: PathLike) -> None:
         """Save atomically (sae_model_save): into an existing directory as
@@ -253,6 +265,13 @@ class Model(Handle):
               "sae_fvu")
         return out.value
 
+    def to_torch(self) -> Any:
+        """An equivalent torch.nn.Module for inference (forward, encode,
+        decode; the same outputs within float rounding), holding copies of the
+        tensors as Parameters. Needs torch (Debian: python3-torch)."""
+        from .torch_export import to_torch
+        return to_torch(self)
+
     # --- training recipe ---------------------------------------------------------
     def fold_input_scale(self, scale: float) -> None:
         """Fold the input scale s of a model trained on s x into its weights,
@@ -285,6 +304,25 @@ class Model(Handle):
             counts.ctypes.data_as(uint64_ptr), ctypes.byref(n_dead)),
             "sae_feature_density_histogram")
         return counts, n_dead.value
+
+    def feature_fire_counts(self, x: ArrayLike,
+                            counts: Optional[np.ndarray] = None) -> np.ndarray:
+        """counts[i] += the tokens of batch x (n, d_in) on which feature i
+        fires (sae_feature_fire_counts): pass the same uint64 counts (d_sae,)
+        for each batch of a stream; a new zeroed array when None. Densities
+        are counts / tokens seen."""
+        rows, _ = as_rows(x, self.d_in, "x")
+        if counts is None:
+            counts = np.zeros(self.d_sae, dtype=np.uint64)
+        elif (not isinstance(counts, np.ndarray) or counts.dtype != np.uint64 or
+              counts.shape != (self.d_sae,) or not counts.flags.c_contiguous or
+              not counts.flags.writeable):
+            raise TypeError(f"counts must be a writable C-contiguous uint64 array of shape "
+                            f"({self.d_sae},)")
+        check(lib.sae_feature_fire_counts(self.handle, float_pointer(rows), rows.shape[0],
+                                          counts.ctypes.data_as(uint64_ptr), counts.size),
+              "sae_feature_fire_counts")
+        return counts
 
 
 def _tensor(which: Union[Tensor, str, int]) -> Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import math
 import numbers
+import sys
 from typing import Any, Dict, NamedTuple, Union
 
 from .capi import lib
@@ -42,14 +43,15 @@ class OptionInfo(NamedTuple):
         return not self.whole or float(value).is_integer()
 
     def describe(self) -> str:
-        lo = "(" if self.lower_open else "["
-        hi = ")" if self.upper_open else "]"
+        big = sys.float_info.max  # the library's "no limit": shown as an open infinity
+        lo = "(" if self.lower_open or self.lower == -big else "["
+        hi = ")" if self.upper_open or self.upper == big else "]"
         kind = "a whole number in " if self.whole else ""
         return f"{kind}{lo}{_num(self.lower)}, {_num(self.upper)}{hi}"
 
 
 def _num(v: float) -> str:
-    if math.isinf(v):
+    if math.isinf(v) or abs(v) == sys.float_info.max:  # the library's "no limit"
         return "inf" if v > 0 else "-inf"
     return f"{v:g}" if not float(v).is_integer() or abs(v) < 1e15 else f"{v:.0f}"
 
@@ -79,7 +81,7 @@ def info(option: OptionKey) -> OptionInfo:
 
 
 def _query(opt: Option) -> OptionInfo:
-    if "sae_option_bounds" in lib.missing or not hasattr(lib, "sae_option_bounds"):
+    if "sae_option_bounds" in lib.missing:
         # a library without the option table: its own checks in
         # sae_optimizer_set are the only ones
         return OptionInfo(opt, opt.name.lower(), _default_from_optimizer(opt),
@@ -129,9 +131,7 @@ def check_value(option: Option, value: float, function: str) -> None:
     message) unless the library's bounds allow value."""
     row = info(option)
     if math.isnan(value) or math.isinf(value):
-        if not (math.isinf(value) and row.allows(value)):
-            raise error(Status.E_NONFINITE, function,
-                        f"option {row.name} = {value} is not finite")
+        raise error(Status.E_NONFINITE, function, f"option {row.name} = {value} is not finite")
     if not row.allows(value):
         raise error(Status.E_INVALID_ARG, function,
                     f"option {row.name} = {_num(value)} is outside {row.describe()}")

@@ -300,6 +300,88 @@ void test_checkpoints_and_ownership()
     EXPECT(!oo);
 }
 
+// sae::check throws the class of each status.
+void test_status_classes()
+{
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, sae::check(SAE_E_INVALID_ARG, "f"));
+    EXPECT_THROWS(sae::nomem_error, sae::status::nomem, sae::check(SAE_E_NOMEM, "f"));
+    EXPECT_THROWS(sae::nonfinite_error, sae::status::nonfinite, sae::check(SAE_E_NONFINITE, "f"));
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::check(SAE_E_IO, "f"));
+    EXPECT_THROWS(sae::format_error, sae::status::format, sae::check(SAE_E_FORMAT, "f"));
+    EXPECT_THROWS(sae::state_error, sae::status::state, sae::check(SAE_E_STATE, "f"));
+    EXPECT_THROWS(sae::comm_error, sae::status::comm, sae::check(SAE_E_COMM, "f"));
+    EXPECT_THROWS(sae::error, static_cast<sae::status>(-99), sae::check(-99, "f"));
+    sae::check(SAE_OK, "f");  // no throw
+}
+
+void test_0_2_api()
+{
+    const std::vector<float> x = batch(n, d_in, 7);
+    // clone: the same bits, independent
+    sae::model m(d_in, d_sae, 4, sae::arch::batchtopk, 3);
+    sae::optimizer opt(m);
+    opt.step(m, x);
+    sae::model c = m.clone();
+    EXPECT(c.save_buffer() == m.save_buffer() && c.handle() != m.handle());
+    c.set(sae::tensor::b_dec, std::vector<float>(d_in, 1.0f));
+    EXPECT(c.save_buffer() != m.save_buffer());
+
+    // fire counts over two batches, against encode
+    std::vector<std::uint64_t> counts(d_sae, 0);
+    m.feature_fire_counts(x, counts);
+    m.feature_fire_counts(x.data(), 4, counts.data(), counts.size());
+    const std::vector<float> f = m.encode(x);
+    for (std::size_t i = 0; i < d_sae; i++) {
+        std::uint64_t want = 0;
+        for (std::size_t t = 0; t < n; t++)
+            if (f[t * d_sae + i] > 0)
+                want += t < 4 ? 2 : 1;
+        EXPECT(counts[i] == want);
+    }
+    std::vector<std::uint64_t> short_counts(d_sae - 1);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  m.feature_fire_counts(x, short_counts));
+
+    // the option table against what sae_optimizer_set accepts
+    for (int o = 0; o < 64; o++) {
+        if (!sae_option_name(o))
+            continue;
+        const sae::option opt_o = static_cast<sae::option>(o);
+        EXPECT(std::string(sae::option_name(opt_o)) == sae_option_name(o));
+        EXPECT(sae::option_default(opt_o) == sae::optimizer(m).get(opt_o));
+        const sae::option_bounds b = sae::bounds(opt_o);
+        sae::optimizer probe(m);
+        for (double v : {b.lower, b.upper, b.lower - 1, b.lower + 0.5, b.upper - 0.5})
+            if (std::isfinite(v))
+                EXPECT(b.allows(v) == (sae_optimizer_set(probe.handle(), o, v) == SAE_OK));
+    }
+    EXPECT(sae::bounds(sae::option::threads).has(sae::option_flags::whole));
+    EXPECT(sae::option_name(static_cast<sae::option>(999)) == nullptr);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::option_default(static_cast<sae::option>(999)));
+
+    // the generator: the C calls' bits
+    sae::rng r(42, 7);
+    sae_rng c_r;
+    sae_rng_seed(&c_r, 42, 7);
+    EXPECT(r.next() == sae_rng_next(&c_r) && r.uniform() == sae_rng_uniform(&c_r));
+    EXPECT(r.normal() == sae_rng_normal(&c_r) && r.below(10) == sae_rng_below(&c_r, 10));
+    std::vector<std::uint64_t> v{0, 1, 2, 3, 4, 5, 6, 7}, w = v;
+    r.shuffle(v);
+    EXPECT(sae_rng_shuffle(&c_r, w.data(), w.size()) == SAE_OK && v == w);
+    sae::rng fork = r;  // plain data
+    EXPECT(fork.next() == r.next());
+
+    // errors carry the library's detail
+    try {
+        sae::optimizer(m).set(sae::option::beta1, 2.0);
+        EXPECT(false);
+    } catch (const sae::error &e) {
+        EXPECT(!e.detail().empty() && e.detail() == sae::error_detail());
+        EXPECT(std::string(e.what()).find(e.detail()) != std::string::npos);
+    }
+}
+
 #if __cplusplus >= 202002L
 void test_spans()
 {
@@ -331,6 +413,8 @@ int main()
     test_training_against_c();
     test_recipe();
     test_checkpoints_and_ownership();
+    test_0_2_api();
+    test_status_classes();
 #if __cplusplus >= 202002L
     test_spans();
 #endif

@@ -188,6 +188,35 @@ def test_save_load_bytes_pickle(rng, tmp_path):
         libsae.Model.from_bytes("a path")
 
 
+def test_clone_and_copies(rng):
+    import copy
+    m = random_model(arch="jumprelu", threshold=0.02)
+    x = data(rng, 16, m.d_in)
+    for other in (m.clone(), copy.copy(m), copy.deepcopy(m)):
+        assert other.to_bytes() == m.to_bytes() and other.handle.value != m.handle.value
+        other.b_dec = np.zeros(m.d_in, np.float32)  # independent
+        assert not same_bits(other.encode(x), m.encode(x))
+
+
+def test_feature_fire_counts_over_a_stream(rng):
+    m = random_model()
+    batches = [data(rng, n, m.d_in) for n in (5, 17, 9)]
+    counts = m.feature_fire_counts(batches[0])
+    assert counts.dtype == np.uint64
+    for b in batches[1:]:
+        assert m.feature_fire_counts(b, counts) is counts
+    want = sum(np.sum(m.encode(b) > 0, axis=0) for b in batches)
+    assert np.array_equal(counts, want)
+    before = counts.copy()
+    bad = batches[0].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(libsae.NonFiniteError):
+        m.feature_fire_counts(bad, counts)
+    assert np.array_equal(counts, before)
+    with pytest.raises(TypeError, match="uint64"):
+        m.feature_fire_counts(bad, np.zeros(m.d_sae, np.int64))
+
+
 def test_close_and_context_manager():
     m = libsae.Model(4, 8)
     with m as same:

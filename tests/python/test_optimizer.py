@@ -20,7 +20,7 @@ def test_options_by_keyword_name_and_number():
     assert opt.get("lr") == 1e-3 and opt.get(libsae.Option.L1_COEFF) == 2.0
     assert opt.get("lr_schedule") is libsae.LrSchedule.COSINE
     assert opt.get(libsae.Option.KERNEL) is libsae.Kernel.SPARSE
-    assert opt.get("total_steps") == 100 and opt.get("lr_warmup_steps") == 10
+    assert opt.get("total_steps") == 100 and isinstance(opt.get("lr_warmup_steps"), int)
     opt.set(libsae.Option.LR, 2e-3)
     opt.set(1, 3e-3)  # the option's number
     opt.set("SAE_OPT_BETA1", 0.8)
@@ -43,11 +43,48 @@ def test_bad_options_set_nothing():
     with pytest.raises(libsae.InvalidArgError) as e:
         opt.configure(l1_coeff=3, lr=-1)  # checked before anything is set
     assert e.value.status == libsae.Status.E_INVALID_ARG
+    assert "lr = -1 is outside (0, inf)" in str(e.value)
     with pytest.raises(libsae.NonFiniteError):
         opt.set("eps", float("nan"))
-    with pytest.raises(libsae.InvalidArgError):
+    with pytest.raises(libsae.InvalidArgError, match=r"beta1 = 1 is outside \[0, 1\)"):
         opt.set("beta1", 1.0)
+    with pytest.raises(libsae.InvalidArgError, match="a whole number"):
+        opt.set("threads", 2.5)
+    with pytest.raises(libsae.NonFiniteError):
+        opt.set("lr", float("inf"))
     assert opt.options() == before
+
+
+def test_option_table_is_the_library_s():
+    """option_info is sae_option_name/_default/_bounds, and the library's own
+    checks agree with it at and around each bound."""
+    lr = libsae.option_info("lr")
+    assert (lr.name, lr.default, lr.lower, lr.lower_open, lr.whole) == ("lr", 5e-5, 0, True, False)
+    assert libsae.option_info(libsae.Option.THREADS).whole
+    opt = libsae.Optimizer(libsae.Model(4, 8))
+    lib = capi.lib
+    for o in libsae.Option:
+        row = libsae.option_info(o)
+        assert opt.get(o) == row.default
+        for v in (row.lower, row.upper, row.lower - 1, row.upper + 1, row.lower + 0.5):
+            if not np.isfinite(v):
+                continue
+            allowed = lib.sae_optimizer_set(opt.handle, o, v) == 0
+            assert allowed == row.allows(v), (o, v)
+    assert lib.sae_option_name(999) is None
+    with pytest.raises(TypeError):
+        libsae.option_info("nope")
+
+
+def test_error_detail_names_the_problem(rng):
+    m = libsae.Model(4, 8)
+    opt = libsae.Optimizer(m)
+    x = data(rng, 3, 4)
+    x[1, 2] = np.nan
+    with pytest.raises(libsae.NonFiniteError) as e:
+        opt.step(m, x)
+    assert e.value.detail and e.value.detail in str(e.value)
+    assert e.value.detail == libsae.error_detail()
 
 
 def raw_run(d_in, d_sae, seed, x, steps, **options):

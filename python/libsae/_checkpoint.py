@@ -1,0 +1,187 @@
+"""libsae.train's checkpoint directories: sae-train's, so that each resumes
+the other's runs. A checkpoint directory holds
+
+    sae_weights.safetensors, cfg.json  the model as SAELens opens it (with the
+                                       input scale folded in under normalize)
+    optimizer.safetensors              Adam moments, step count, options
+    train_weights.safetensors          under normalize: the model as trained
+    train_state.txt                    what else resuming needs: "key value"
+                                       lines, then "end"
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from ._data import Rows
+from .enums import Arch, enum_value
+from .model import Model
+from .optimizer import Optimizer
+from .rng import Rng
+
+STATE_FILE = "train_state.txt"
+TRAIN_WEIGHTS = "train_weights.safetensors"
+STATE_FORMAT = 2
+SAMPLE_STREAM = 0x5A3E1E  # sae-train's stream of the seed for the recipe's sample
+ARCH_NAMES = {Arch.RELU: "relu", Arch.TOPK: "topk", Arch.BATCHTOPK: "batchtopk",
+              Arch.JUMPRELU: "jumprelu"}
+# The keys of train_state.txt, in sae-train's order, and their types.
+KEYS = {"format": int, "step": int, "tokens": int, "seconds": float, "steps": int, "seed": int,
+        "batch": int, "log_every": int, "dead_window": int, "data": str, "rows": int,
+        "d_in": int, "input": str, "arch": str, "k": int, "threshold0": float, "scale": float,
+        "b_dec_init": str, "sample": int, "resample_every": int, "resample_window": int}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: missing, corrupt, inconsistent,
+    or contradicting the arguments."""
+
+
+def _hexfloat(v: float) -> str:
+    return float.hex(float(v))
+
+
+def write_state(path: str, state: Dict[str, Any]) -> None:
+    """train_state.txt, written to a temporary file and renamed into place."""
+    lines = []
+    for key, kind in KEYS.items():
+        if key not in state:
+            continue
+        v = state[key]
+        if key == "arch" and not isinstance(v, str):
+            v = ARCH_NAMES[Arch(v)]
+        elif kind is float:
+            v = _hexfloat(v)
+        lines.append(f"{key} {v}")
+    text = "\n".join(lines + ["end"]) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".train_state-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise CheckpointError(f"{path}: {e.strerror}") from None
+    state: Dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key == "end":
+            break
+        kind = KEYS.get(key)
+        if kind is None:
+            continue  # a key of a newer writer
+        try:
+            state[key] = float.fromhex(value) if kind is float and "0x" in value else kind(value)
+        except ValueError:
+            raise CheckpointError(f"{path}: {key}: {value!r} is not a {kind.__name__}") from None
+    else:
+        raise CheckpointError(f"{path}: truncated (no 'end' line)")
+    for key in ("step", "tokens", "seed", "batch", "d_in"):
+        if key not in state:
+            raise CheckpointError(f"{path}: no '{key}' line")
+    return state
+
+
+def save(directory: Any, model: Model, opt: Optimizer, state: Dict[str, Any]) -> None:
+    """The checkpoint of model, opt and the run state into directory."""
+    d = os.fspath(directory)
+    os.makedirs(d, exist_ok=True)
+    scale = float(state.get("scale", 1.0))
+    if scale != 1.0:
+        with model.clone() as exported:
+            exported.fold_input_scale(scale)
+            exported.save(d)
+        model.save(os.path.join(d, TRAIN_WEIGHTS))
+    else:
+        model.save(d)
+    opt.save(d)
+    write_state(os.path.join(d, STATE_FILE), {**state, "format": STATE_FORMAT})
+
+
+def load(directory: Any) -> Tuple[Model, Optimizer, Dict[str, Any]]:
+    """The model as trained, its optimizer and the run state."""
+    d = os.fspath(directory)
+    state = read_state(os.path.join(d, STATE_FILE))
+    trained = os.path.join(d, TRAIN_WEIGHTS)
+    model = Model.load(trained if "scale" in state and state["scale"] != 1.0 else d)
+    opt = Optimizer.load(model, d)
+    if opt.steps != state["step"]:
+        raise CheckpointError(f"{d}: the optimizer is at step {opt.steps} but {STATE_FILE} at "
+                              f"step {state['step']} (a save was cut short?)")
+    return model, opt, state
+
+
+def check_given(state: Dict[str, Any], model: Model, directory: Any, **given: Any) -> None:
+    """Arguments given to a resumed run must agree with its checkpoint."""
+    where = os.fspath(directory)
+    if state.get("arch") and ARCH_NAMES.get(model.arch) != state["arch"]:
+        raise CheckpointError(f"{where}: the model is {ARCH_NAMES.get(model.arch)} but "
+                              f"{STATE_FILE} says {state['arch']}")
+    problems = []
+    if given.get("d_sae") is not None and given["d_sae"] != model.d_sae:
+        problems.append(f"d_sae {given['d_sae']}: the checkpoint has {model.d_sae}")
+    if given.get("arch") is not None and enum_value(Arch, given["arch"], "arch") != model.arch:
+        problems.append(f"arch {given['arch']}: the checkpoint is {ARCH_NAMES[model.arch]}")
+    if given.get("k") is not None and given["k"] != model.k:
+        problems.append(f"k {given['k']}: the checkpoint has {model.k}")
+    if given.get("seed") is not None and given["seed"] != state["seed"]:
+        problems.append(f"seed {given['seed']}: the checkpoint has {state['seed']}")
+    if given.get("normalize") and state.get("scale", 1.0) == 1.0:
+        problems.append("normalize: the checkpointed run did not normalize")
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+
+
+def check_data(state: Dict[str, Any], data: Any, model: Model, directory: Any) -> None:
+    """The data of a resumed run must have the checkpoint's shape."""
+    where = os.fspath(directory)
+    if isinstance(data, Rows):
+        if (data.rows, data.d_in) != (state.get("rows"), state.get("d_in")):
+            raise CheckpointError(f"the data is {data.rows} x {data.d_in} but the run in "
+                                  f"{where!r} trained on {state.get('rows')} x {state.get('d_in')}")
+    elif data.peek_d_in() != model.d_in:
+        raise CheckpointError(f"the stream's rows have {data.d_in} values, the model in "
+                              f"{where!r} takes {model.d_in}")
+
+
+def sample_rows(data: Any, n: int, seed: int) -> np.ndarray:
+    """The recipe's sample (input scale, b_dec, resampling), as sae-train
+    draws it: n rows uniformly at random with replacement from a stream of the
+    seed of its own, or all rows in order when there are no more than n; a
+    stream's first n rows."""
+    if isinstance(data, Rows):
+        if n >= data.rows:
+            return np.array(data.x)
+        r = Rng(seed, SAMPLE_STREAM)
+        rows = np.fromiter((r.below(data.rows) for _ in range(n)), dtype=np.intp, count=n)
+        return np.ascontiguousarray(data.x[rows])
+    return data.peek(n)
+
+
+M64 = (1 << 64) - 1
+
+
+def resample_seed(seed: int, step: int) -> int:
+    """The seed of the resampling after `step`, as sae-train mixes it:
+    splitmix64 of seed ^ (step * 0xd1342543de82ef95)."""
+    z = ((seed ^ (step * 0xD1342543DE82EF95)) + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
