@@ -77,7 +77,10 @@ enum class tensor : int {
     b_enc = SAE_B_ENC,         // d_sae
     w_dec = SAE_W_DEC,         // d_sae x d_in
     b_dec = SAE_B_DEC,         // d_in
-    threshold = SAE_THRESHOLD, // JumpReLU: d_sae; BatchTopK: 1; others: none
+    threshold = SAE_THRESHOLD, // JumpReLU: d_sae; BatchTopK, Matryoshka: 1; others: none
+    w_skip = SAE_W_SKIP,       // skip transcoders: d_out x d_in
+    b_mag = SAE_B_MAG,         // Gated: d_sae
+    r_mag = SAE_R_MAG,         // Gated: d_sae
 };
 
 enum class arch : int {
@@ -85,6 +88,14 @@ enum class arch : int {
     topk = SAE_ARCH_TOPK,
     batchtopk = SAE_ARCH_BATCHTOPK,
     jumprelu = SAE_ARCH_JUMPRELU,
+    gated = SAE_ARCH_GATED,
+    matryoshka = SAE_ARCH_MATRYOSHKA,
+};
+
+enum class model_kind : int {
+    autoencoder = SAE_KIND_AUTOENCODER,
+    transcoder = SAE_KIND_TRANSCODER,
+    skip_transcoder = SAE_KIND_SKIP_TRANSCODER,
 };
 
 enum class option : int {
@@ -420,6 +431,48 @@ public:
     std::size_t d_sae() const noexcept { return sae_model_d_sae(p_); }
     sae::arch architecture() const noexcept { return static_cast<sae::arch>(sae_model_arch(p_)); }
     std::size_t k() const noexcept { return sae_model_k(p_); }
+    std::size_t d_out() const noexcept { return sae_model_d_out(p_); }
+    sae::model_kind kind() const noexcept
+    {
+        return static_cast<sae::model_kind>(sae_model_kind(p_));
+    }
+
+    // A Matryoshka BatchTopK SAE with level widths (sae_model_create_matryoshka).
+    static model matryoshka(std::size_t d_in, std::size_t d_sae, std::uint64_t seed, std::size_t k,
+                            const std::vector<std::size_t> &widths)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_matryoshka(&m, d_in, d_sae, seed, k,
+                                          widths.empty() ? nullptr : widths.data(), widths.size()),
+              "sae_model_create_matryoshka");
+        return model(m);
+    }
+    // Its level widths, the last d_sae; empty for other architectures.
+    std::vector<std::size_t> matryoshka_widths() const
+    {
+        std::vector<std::size_t> w(sae_model_matryoshka_levels(p_));
+        if (!w.empty())
+            check(sae_model_matryoshka_widths(p_, w.data(), w.size()),
+                  "sae_model_matryoshka_widths");
+        return w;
+    }
+    // A transcoder x (d_in) -> y (d_out) of kind transcoder or skip_transcoder,
+    // activation `a` with its parameter (sae_model_create_transcoder).
+    static model transcoder(std::size_t d_in, std::size_t d_out, std::size_t d_sae,
+                            std::uint64_t seed, sae::model_kind kind, arch_arg a, double param)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_transcoder(&m, d_in, d_out, d_sae, seed, static_cast<int>(kind),
+                                          a.value(), param),
+              "sae_model_create_transcoder");
+        return model(m);
+    }
+    // The initialisation drawn again, decoder rows of norm decoder_init_norm
+    // (sae_model_reinit).
+    void reinit(std::uint64_t seed, double decoder_init_norm)
+    {
+        check(sae_model_reinit(p_, seed, decoder_init_norm), "sae_model_reinit");
+    }
     std::size_t tensor_size(tensor_arg which) const noexcept
     {
         return sae_model_tensor_size(p_, which.value());

@@ -26,7 +26,8 @@ library's message. The raw C API is libsae.capi (one typed ctypes table).
 from __future__ import annotations
 
 from . import capi
-from .enums import Arch, BDecInit, Kernel, LrSchedule, Option, OptionFlag, Status, Tensor
+from .enums import (Arch, BDecInit, Kernel, LrSchedule, ModelKind, Option, OptionFlag, Status,
+                    Tensor)
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale
@@ -55,7 +56,8 @@ def library_path() -> str:
 
 
 __all__ = [
-    "Arch", "BDecInit", "Kernel", "LrSchedule", "Option", "OptionFlag", "Status", "Tensor",
+    "Arch", "BDecInit", "Kernel", "LrSchedule", "ModelKind", "Option", "OptionFlag", "Status",
+    "Tensor",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "CommError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",

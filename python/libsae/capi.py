@@ -97,6 +97,16 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_model_create_arch": (c_int, [_out_handle, c_size_t, c_size_t, c_uint64, c_int, c_double]),
     "sae_model_arch": (c_int, [_handle]),
     "sae_model_k": (c_size_t, [_handle]),
+    "sae_model_create_matryoshka": (c_int, [_out_handle, c_size_t, c_size_t, c_uint64, c_size_t,
+                                            size_ptr, c_size_t]),
+    "sae_model_matryoshka_levels": (c_size_t, [_handle]),
+    "sae_model_matryoshka_widths": (c_int, [_handle, size_ptr, c_size_t]),
+    # transcoders
+    "sae_model_create_transcoder": (c_int, [_out_handle, c_size_t, c_size_t, c_size_t, c_uint64,
+                                            c_int, c_int, c_double]),
+    "sae_model_d_out": (c_size_t, [_handle]),
+    "sae_model_kind": (c_int, [_handle]),
+    "sae_model_reinit": (c_int, [_handle, c_uint64, c_double]),
     # encode, decode, loss
     "sae_encode": (c_int, [_handle, float_ptr, c_size_t, float_ptr]),
     "sae_decode": (c_int, [_handle, float_ptr, c_size_t, float_ptr]),
