@@ -3,7 +3,8 @@
 #   cmake/deps.sh build   compiler, CMake, CBLAS (OpenBLAS), Check, pkg-config, zlib
 #   cmake/deps.sh run     build + gnuplot (the examples' graphs)
 #   cmake/deps.sh test    run + everything the whole test suite uses (MPI included:
-#                         openmpi-bin and libopenmpi-dev, for libsae-mpi and its tests)
+#                         openmpi-bin and libopenmpi-dev, for libsae-mpi and its tests;
+#                         chromium, for the feature dashboard's browser test)
 # As root it runs apt-get; otherwise it names the command to run and fails.
 set -eu
 what=${1:-build}
@@ -14,7 +15,7 @@ run) pkgs="$pkgs gnuplot-nox python3" ;;
 test) pkgs="$pkgs gnuplot-nox python3 python3-numpy python3-torch python3-pytest python3-tqdm \
 python3-pip python3-setuptools python3-wheel python3-venv valgrind clang-14 \
 libclang-rt-14-dev abigail-tools binutils dataset-fashion-mnist \
-libgfortran-12-dev openmpi-bin libopenmpi-dev" ;;
+libgfortran-12-dev openmpi-bin libopenmpi-dev chromium" ;;
 *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 missing=

@@ -331,3 +331,13 @@ float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *no
     memcpy(&min_kept, &min_bits, sizeof min_kept);
     return min_bits == UINT32_MAX ? 0.0f : min_kept;
 }
+
+/* ---- TopK's selection for other callers ------------------------------------ */
+
+void sae__topk_select(const float *f, size_t d, size_t k, float *scratch, float *kth,
+                      size_t *ties)
+{
+    topk_result r = topk_threshold(f, d, k, NULL, scratch);
+    *kth = r.kth;
+    *ties = r.ties;
+}

@@ -411,6 +411,13 @@ typedef struct sae_aux_row {
 size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
                          uint16_t *band, sae_aux_row *aux, float *scratch);
 
+/* TopK's per-token selection, for other callers: the k largest positive
+ * values of f[0..d) are those above *kth, then those equal to *kth in index
+ * order while *ties lasts (*kth = 0 and *ties = 0 when at most k are
+ * positive: every positive value is kept). scratch: d floats. */
+void sae__topk_select(const float *f, size_t d, size_t k, float *scratch, float *kth,
+                      size_t *ties);
+
 /* ---- forward passes for read-only callers (forward.c) -------------------- */
 
 /* A forward pass over blocks of tokens for encode, loss, FVU, resampling and
@@ -523,6 +530,43 @@ void sae__options_init(sae_options *opt);          /* every default */
 /* Whether value is allowed for the option: SAE_OK, SAE_E_NONFINITE or
  * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */
 int sae__option_check(const char *fn, const sae_option_info *info, double value);
+
+/* ---- sparse codes (sparse_codes.c) ---------------------------------------- */
+
+/* Encoding a batch block by block into each token's active (feature, value)
+ * pairs: sae_encode_sparse and the feature statistics. The dense scratch is
+ * one block of features, bounded whatever n_tokens is. */
+typedef struct sae_sparse_encoder {
+    sae_forward fw;
+    size_t d_sae;
+    size_t block;    /* tokens per block */
+    size_t cap;      /* pairs kept per token, the largest values; 0: all */
+    float *f;        /* block x d_sae: the current block's features */
+    float *select;   /* d_sae: the cap's selection scratch (NULL without a cap) */
+} sae_sparse_encoder;
+
+/* Scratch for encoding n_tokens (>= 1) tokens of m. SAE_E_NOMEM leaves
+ * nothing allocated. */
+int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n_tokens,
+                             size_t cap);
+void sae__sparse_encoder_free(sae_sparse_encoder *e);
+
+/* SAE_OK, or SAE_E_NONFINITE (with fn's detail) if encoding x (n_tokens x
+ * d_in, finite) gives a feature that is not finite, which a model with huge
+ * weights or inputs can: a bound from the largest parameter proves it cannot
+ * for ordinary data; otherwise the blocks are encoded once to look. Call it
+ * before changing anything a caller can see. */
+int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
+                              size_t n_tokens);
+
+/* Encode the next rows (<= e->block) tokens of x (rows x d_in, finite). */
+void sae__sparse_encoder_run(sae_sparse_encoder *e, const float *x, size_t rows);
+
+/* Token t of the block just encoded: returns its pair count (after the cap);
+ * when feat is not NULL and the count is at most room, writes the pairs to
+ * feat/val in ascending feature order. */
+size_t sae__sparse_encoder_token(sae_sparse_encoder *e, size_t t, uint32_t *feat, float *val,
+                                 size_t room);
 
 /* ---- optimizer (optimizer.c) ---------------------------------------------- */
 

@@ -326,11 +326,11 @@ int sae__st_read_f32(const sae_st_source *src, const sae_st_header *h, const sae
     return SAE_OK;
 }
 
-int sae__st_read_u64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
-                     uint64_t *dst)
+/* t->count 8-byte little-endian values, decoded to the host's order, to dst
+ * (uint64_t or double: the bits as they are). */
+static int read_8byte_values(const sae_st_source *src, const sae_st_header *h,
+                             const sae_st_tensor *t, void *dst)
 {
-    if (t->dtype != SAE_ST_U64)
-        return SAE_E_FORMAT;
     const size_t per_chunk = CHUNK_BYTES / 8;
     const size_t count = (size_t)t->count;
     unsigned char chunk[CHUNK_BYTES];
@@ -339,11 +339,63 @@ int sae__st_read_u64(const sae_st_source *src, const sae_st_header *h, const sae
         int rc = src->read(src->ctx, h->data_offset + t->begin + (uint64_t)k * 8, chunk, n * 8);
         if (rc != SAE_OK)
             return rc;
-        for (size_t e = 0; e < n; e++)
-            dst[k + e] = load_le64(chunk + e * 8);
+        for (size_t e = 0; e < n; e++) {
+            uint64_t bits = load_le64(chunk + e * 8);
+            memcpy((unsigned char *)dst + 8 * (k + e), &bits, 8);
+        }
         k += n;
     }
     return SAE_OK;
+}
+
+int sae__st_read_u64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                     uint64_t *dst)
+{
+    return t->dtype == SAE_ST_U64 ? read_8byte_values(src, h, t, dst) : SAE_E_FORMAT;
+}
+
+int sae__st_read_f64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                     double *dst)
+{
+    return t->dtype == SAE_ST_F64 ? read_8byte_values(src, h, t, dst) : SAE_E_FORMAT;
+}
+
+/* ---- caller buffers as sinks and sources ---------------------------------- */
+
+static int buffer_sink_write(void *ctx, const void *data, size_t len)
+{
+    sae_st_buffer_sink *b = ctx;
+    if (len > b->capacity - b->pos)
+        return SAE_E_INVALID_ARG;
+    memcpy(b->buf + b->pos, data, len);
+    b->pos += len;
+    return SAE_OK;
+}
+
+void sae__st_buffer_sink_init(sae_st_buffer_sink *b, void *buf, size_t capacity)
+{
+    b->sink.write = buffer_sink_write;
+    b->sink.ctx = b;
+    b->buf = buf;
+    b->capacity = capacity;
+    b->pos = 0;
+}
+
+static int buffer_source_read(void *ctx, uint64_t offset, void *dst, size_t len)
+{
+    const sae_st_buffer_source *b = ctx;
+    if (offset > b->src.size || len > b->src.size - offset)
+        return SAE_E_FORMAT;
+    memcpy(dst, b->buf + offset, len);
+    return SAE_OK;
+}
+
+void sae__st_buffer_source_init(sae_st_buffer_source *b, const void *buf, size_t size)
+{
+    b->src.read = buffer_source_read;
+    b->src.ctx = b;
+    b->src.size = size;
+    b->buf = buf;
 }
 
 /* ---- writing ------------------------------------------------------------- */
@@ -497,10 +549,18 @@ static void emit_tensor_data(sae_emitter *e, const sae_st_out *t)
 {
     unsigned char chunk[CHUNK_BYTES];
     size_t fill = 0;
-    if (t->dtype == SAE_ST_U64) {
-        const uint64_t *src = t->data;
-        for (size_t k = 0; k < t->shape[0]; k++) {
-            store_le64(chunk + fill, src[k]);
+    if (t->dtype == SAE_ST_U64 || t->dtype == SAE_ST_F64) {
+        /* 8-byte elements, rank 1 or 2 (the shapes were checked by sae__st_size) */
+        const size_t count = t->shape[0] * (t->rank == 2 ? t->shape[1] : 1);
+        const uint64_t *u = t->data;
+        const double *d = t->data;
+        for (size_t k = 0; k < count; k++) {
+            uint64_t bits = 0;
+            if (t->dtype == SAE_ST_U64)
+                bits = u[k];
+            else
+                memcpy(&bits, &d[k], sizeof bits);
+            store_le64(chunk + fill, bits);
             fill += 8;
             if (fill == sizeof chunk) {
                 sae__emit(e, (const char *)chunk, fill);

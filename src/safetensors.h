@@ -94,6 +94,21 @@ int sae__st_read_f32(const sae_st_source *src, const sae_st_header *h, const sae
 int sae__st_read_u64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
                      uint64_t *dst);
 
+/* Copy an F64 tensor to dst (t->count values, exactly; NaN and Inf are the
+ * caller's to check). */
+int sae__st_read_f64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                     double *dst);
+
+/* ---- caller buffers as sources and sinks ---------------------------------- */
+
+/* A source reading buf[0..size). */
+typedef struct sae_st_buffer_source {
+    sae_st_source src; /* src.ctx points to this struct: do not copy it */
+    const unsigned char *buf;
+} sae_st_buffer_source;
+
+void sae__st_buffer_source_init(sae_st_buffer_source *b, const void *buf, size_t size);
+
 /* ---- writing ------------------------------------------------------------- */
 
 /* Where bytes go: write() returns SAE_OK or an error status. */
@@ -102,6 +117,16 @@ typedef struct sae_st_sink {
     void *ctx;
 } sae_st_sink;
 
+/* A sink filling buf[0..capacity): a write past the end fails with
+ * SAE_E_INVALID_ARG (callers size the buffer with sae__st_size first). */
+typedef struct sae_st_buffer_sink {
+    sae_st_sink sink; /* sink.ctx points to this struct: do not copy it */
+    unsigned char *buf;
+    size_t capacity, pos; /* pos: bytes written */
+} sae_st_buffer_sink;
+
+void sae__st_buffer_sink_init(sae_st_buffer_sink *b, void *buf, size_t capacity);
+
 /* How an F32 tensor's values come from its data. */
 typedef enum sae_st_values {
     SAE_ST_AS_IS = 0,   /* the floats themselves */
@@ -109,10 +134,11 @@ typedef enum sae_st_values {
     SAE_ST_REPEAT       /* data is one float, repeated shape[0] times (rank 1) */
 } sae_st_values;
 
-/* A tensor to write: F32 (from floats) or U64 (from uint64_t). */
+/* A tensor to write: F32 (from floats), U64 (from uint64_t) or F64 (from
+ * doubles). */
 typedef struct sae_st_out {
     const char *name;   /* plain ASCII, no quotes or backslashes */
-    sae_st_dtype dtype; /* SAE_ST_F32 or SAE_ST_U64 */
+    sae_st_dtype dtype; /* SAE_ST_F32, SAE_ST_U64 or SAE_ST_F64 */
     size_t rank;        /* 1 or 2 */
     size_t shape[2];
     const void *data;

@@ -79,6 +79,27 @@ sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, 
     return m;
 }
 
+sae_model *test_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed)
+{
+    static const double sd[4] = {0.3, 0.05, 0.3, 0.3};
+    const double param = arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK ? 3.0
+                         : arch == SAE_ARCH_JUMPRELU                       ? 0.05
+                                                                           : 0.0;
+    sae_model *m = test_random_model(arch, param, d_in, d_sae, seed, sd);
+    if (arch == SAE_ARCH_BATCHTOPK) {
+        sae_optimizer *o;
+        float *x = test_gaussian(64, d_in, 1.0, 0.0, seed + 9);
+        ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+        ck_assert_int_eq(sae_step(m, o, x, 64, NULL), SAE_OK);
+        float thr;
+        ck_assert_int_eq(sae_model_get_tensor(m, SAE_THRESHOLD, &thr, 1), SAE_OK);
+        ck_assert_float_gt(thr, 0.0f);
+        sae_optimizer_free(o);
+        free(x);
+    }
+    return m;
+}
+
 void snapshot_take(model_snapshot *s, const sae_model *m)
 {
     s->d_in = sae_model_d_in(m);

@@ -34,6 +34,12 @@ float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uin
 sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
                              const double sd[4]);
 
+/* A random model (test_random_model, sd 0.3 for the weights and b_dec,
+ * 0.05 for b_enc) of each architecture with typical parameters: k = 3 for
+ * TopK and BatchTopK, thresholds 0.05 for JumpReLU. The BatchTopK model has
+ * taken one step on Gaussian data, so that its inference threshold is set. */
+sae_model *test_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed);
+
 /* Everything observable about a model, for "unchanged" checks: its shape,
  * architecture, kind, k, Matryoshka widths and every tensor, SAE_THRESHOLD
  * included (JumpReLU's thresholds, BatchTopK's threshold), and the families'

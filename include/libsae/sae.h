@@ -1068,6 +1068,243 @@ typedef struct sae_comm {
     int (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
 } sae_comm;
 
+/* ------------------------------------------------------------------------ */
+/* Sparse codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Each token's active features as (feature, value) pairs, in CSR form: the
+ * pairs of token t are features[offsets[t] .. offsets[t + 1]) and
+ * values[offsets[t] .. offsets[t + 1]), in ascending feature order. The values
+ * are the nonzero entries sae_encode writes for the same x and n_tokens (f >
+ * 0, the model's inference activation in every architecture), bit for bit,
+ * and the dense n_tokens x d_sae matrix is never built: the batch is encoded
+ * as sae_encode cuts it, in blocks of 1024 tokens, into a scratch of one
+ * block's features (1024 x d_sae floats: 41 MB at d_sae 10,000). A
+ * 10,000-feature token takes 40 KB dense and 8 bytes per active feature
+ * here. (The BLAS's rounding can depend on how a batch is cut: encoding the
+ * tokens of a batch in two calls may differ from one call in the last bit.)
+ *
+ * max_per_token caps the pairs of each token: 0 keeps every active feature;
+ * c > 0 keeps the c largest values of each token (ties at the c-th largest
+ * value go to the lower feature indices, as in TopK), still listed in feature
+ * order. A TopK model never has more than k.
+ *
+ * Both functions read x (n_tokens x d_in floats, row-major) and may run
+ * concurrently with the other read-only calls on the model.
+ */
+
+/* *nnz = the number of pairs sae_encode_sparse writes for this batch and cap
+ * (it encodes the batch to count them). With a cap c, n_tokens * c is a bound
+ * that needs no counting.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing), SAE_E_NONFINITE
+ * (NaN/Inf in x), SAE_E_NOMEM; *nnz is untouched on error. */
+SAE_API int sae_encode_sparse_size(const sae_model *m, const float *x, size_t n_tokens,
+                                   size_t max_per_token, size_t *nnz);
+
+/* Encode x into pairs: offsets (n_tokens + 1 entries, written), features and
+ * values (capacity entries each, written; may be NULL when capacity is 0).
+ * Tokens are encoded in order; the pairs of a token that would not fit in
+ * what is left of capacity are not written, and encoding stops there:
+ * *n_encoded receives the number of whole tokens encoded, offsets[0 ..
+ * *n_encoded] are written (offsets[0] = 0, offsets[*n_encoded] the pairs
+ * written) and the rest of offsets is untouched. A short capacity is not an
+ * error: continue with x + *n_encoded * d_in, or size the buffers with
+ * sae_encode_sparse_size (or n_tokens * max_per_token) to encode all tokens
+ * in one call.
+ * Errors: SAE_E_INVALID_ARG (m, x, offsets or n_encoded NULL, features or
+ * values NULL with capacity > 0, n_tokens 0 or overflowing), SAE_E_NONFINITE
+ * (NaN/Inf in x), SAE_E_NOMEM; nothing is written on error. */
+SAE_API int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens,
+                              size_t max_per_token, size_t *offsets, uint32_t *features,
+                              float *values, size_t capacity, size_t *n_encoded);
+
+/* ------------------------------------------------------------------------ */
+/* Feature statistics over a stream                                          */
+/* ------------------------------------------------------------------------ */
+
+/* What each feature does over a dataset, accumulated batch by batch without
+ * keeping the rows: per feature, over the rows where it fires (f > 0),
+ *   - the firing count (density = count / rows),
+ *   - the sum and the sum of squares of its activation (mean, variance),
+ *   - the maximum,
+ *   - a histogram of the activations over log-spaced bins,
+ *   - its top_n activating rows: (row id, value) pairs, the largest values
+ *     first, ties broken by the lower row id.
+ * Rows get consecutive ids in the order they are fed, continuing across
+ * calls (the first row fed is row 0 unless sae_feature_stats_set_next_row
+ * says otherwise). Memory is O(d_sae x (top_n + n_bins)), whatever the
+ * number of rows.
+ *
+ * Every statistic is exact or totally ordered: the sums are kept as exact
+ * fixed-point integers (read out rounded once to double), so feeding rows in
+ * one accumulator or in several that are then merged, in any order, gives the
+ * same numbers bit for bit. To split a dataset over threads or processes,
+ * give each accumulator its first row id with sae_feature_stats_set_next_row,
+ * feed each its rows, and merge them.
+ *
+ *     sae_feature_stats *s;
+ *     sae_feature_stats_create(&s, d_sae, 20, 60, -4.0, 2.0);
+ *     for (each batch x of n rows) sae_feature_stats_add(s, m, x, n);
+ *     sae_feature_stats_counts(s, counts, d_sae);
+ *     sae_feature_stats_top(s, feature, rows, values, 20, &n_top);
+ *     sae_feature_stats_save(s, "run/feature_stats.safetensors");
+ *     sae_feature_stats_free(s);
+ *
+ * The histogram's bins are log-spaced between 10^log10_min and 10^log10_max:
+ * with n = n_bins, edge_k = 10^(log10_min + k (log10_max - log10_min) / n)
+ * (computed in double, k = 0..n) and a value v goes to bin k if edge_k <= v <
+ * edge_(k+1); values below edge_1 go to bin 0 and values at or above edge_(n-1)
+ * to bin n - 1, so the first and last bins also count what lies beyond the
+ * range. A range of [-4, 2] in 60 bins (10 per decade) suits activations
+ * of inputs scaled to norm sqrt(d_in).
+ *
+ * A handle is not locked: feed, merge and save one from one thread at a time
+ * (use one per thread and merge them). The queries only read it.
+ */
+typedef struct sae_feature_stats sae_feature_stats;
+
+/* Create an empty accumulator for d_sae features (1 .. INT_MAX) keeping the
+ * top_n (1 .. 65536) rows of each, with n_bins (1 .. 65536) histogram bins
+ * over [10^log10_min, 10^log10_max] (-60 <= log10_min < log10_max <= 60).
+ * Errors: SAE_E_INVALID_ARG (out NULL, a value out of range, sizes that
+ * overflow), SAE_E_NONFINITE (a NaN/Inf bound), SAE_E_NOMEM. On error *out is
+ * NULL. */
+SAE_API int sae_feature_stats_create(sae_feature_stats **out, size_t d_sae, size_t top_n,
+                                     size_t n_bins, double log10_min, double log10_max);
+
+/* Free an accumulator. NULL is a no-op. */
+SAE_API void sae_feature_stats_free(sae_feature_stats *s);
+
+/* Feed the rows x (n_tokens x d_in floats, row-major, read), encoded by m
+ * as sae_encode would (m's d_sae must be the accumulator's; m is only read).
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, another d_sae,
+ * row ids that would pass 2^64 - 1), SAE_E_NONFINITE (NaN/Inf in x),
+ * SAE_E_NOMEM. The accumulator is unchanged on error. */
+SAE_API int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float *x,
+                                  size_t n_tokens);
+
+/* Feed n_tokens rows given as sparse codes (as sae_encode_sparse writes
+ * them): row t's pairs are features[offsets[t] .. offsets[t + 1]) and
+ * values[...] (offsets: n_tokens + 1 non-decreasing entries; offsets[0] need
+ * not be 0). Within a row, features must be strictly ascending and below
+ * d_sae, and values positive and finite. For hosts that have the codes
+ * already: no model is needed.
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, decreasing offsets, a feature
+ * out of range or out of order, a value <= 0, row ids that would pass
+ * 2^64 - 1), SAE_E_NONFINITE (a NaN/Inf value). The accumulator is unchanged
+ * on error. */
+SAE_API int sae_feature_stats_add_sparse(sae_feature_stats *s, size_t n_tokens,
+                                         const size_t *offsets, const uint32_t *features,
+                                         const float *values);
+
+/* Merge src into dst: dst becomes the accumulator of both sets of rows. Both
+ * need the same d_sae, top_n, bins and range, and their rows must be disjoint
+ * (different row ids: give each its first row id with
+ * sae_feature_stats_set_next_row). dst's next row id becomes the larger of
+ * the two. Merging is exact, associative and commutative.
+ * Errors: SAE_E_INVALID_ARG (NULL, dst == src, another configuration, or
+ * more rows in the two than row ids in the span they cover, from the lowest
+ * row id fed to the larger next row id, so that they cannot be disjoint: the
+ * same rows fed to both, say), SAE_E_NOMEM. dst is unchanged on error. */
+SAE_API int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src);
+
+/* The configuration and progress: 0 if s is NULL. rows: rows fed and merged;
+ * next_row: the id the next row fed gets. */
+SAE_API size_t sae_feature_stats_d_sae(const sae_feature_stats *s);
+SAE_API size_t sae_feature_stats_top_n(const sae_feature_stats *s);
+SAE_API size_t sae_feature_stats_bins(const sae_feature_stats *s);
+SAE_API uint64_t sae_feature_stats_rows(const sae_feature_stats *s);
+SAE_API uint64_t sae_feature_stats_next_row(const sae_feature_stats *s);
+
+/* Set the id of the next row fed; it may only move forward (row >=
+ * sae_feature_stats_next_row(s)), so ids stay unique within an accumulator.
+ * Errors: SAE_E_INVALID_ARG (s NULL, row below the next row id). */
+SAE_API int sae_feature_stats_set_next_row(sae_feature_stats *s, uint64_t row);
+
+/* The n_bins + 1 bin edges (activation values, ascending) into edges; count
+ * must be n_bins + 1. Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_feature_stats_bin_edges(const sae_feature_stats *s, double *edges, size_t count);
+
+/* Per-feature results, count = d_sae entries each (feature order):
+ *   counts: rows where the feature fired;
+ *   sums:   sum and sum of squares of its activations over those rows, each
+ *           the exact value rounded once to double (either may be NULL);
+ *   max:    its largest activation (0 if it never fired);
+ * and the histogram: d_sae x n_bins counts, row-major (count = d_sae *
+ * n_bins); each feature's bins add up to its count.
+ * Errors: SAE_E_INVALID_ARG (NULL, or another count). */
+SAE_API int sae_feature_stats_counts(const sae_feature_stats *s, uint64_t *counts, size_t count);
+SAE_API int sae_feature_stats_sums(const sae_feature_stats *s, double *sum, double *sum_sq,
+                                   size_t count);
+SAE_API int sae_feature_stats_max(const sae_feature_stats *s, float *max, size_t count);
+SAE_API int sae_feature_stats_histogram(const sae_feature_stats *s, uint64_t *hist,
+                                        size_t count);
+
+/* The top activating rows of one feature, the largest value first (ties: the
+ * lower row id first): *n receives their number, min(count, top_n), and the
+ * first min(*n, capacity) go to rows and values (may be NULL when capacity
+ * is 0). Errors: SAE_E_INVALID_ARG (NULL, feature >= d_sae). */
+SAE_API int sae_feature_stats_top(const sae_feature_stats *s, size_t feature, uint64_t *rows,
+                                  float *values, size_t capacity, size_t *n);
+
+/* Saving and loading. The file is a safetensors file (see "Checkpoints") with
+ * "__metadata__" {"libsae_format": "feature_stats", "libsae_format_version":
+ * "1"} and exactly these tensors (d = d_sae, N = top_n, B = n_bins):
+ *   count        U64 [d]        firing counts
+ *   sum          U64 [d, 6]     exact sums: sum_k limb_k * 2^(64 k - 149)
+ *   sum_sq       U64 [d, 10]    exact sums of squares: sum_k limb_k * 2^(64 k - 298)
+ *   histogram    U64 [d, B]
+ *   top_rows     U64 [d, N]     row ids (slots past min(count, N) are 0)
+ *   top_values   F32 [d, N]     values (slots past min(count, N) are 0)
+ *   log10_range  F64 [2]        log10_min, log10_max
+ *   rows         U64 [3]        rows fed, the lowest row id fed (the next
+ *                               row id while no row is), the next row id
+ * (Python: sum(int(l) << (64 * k) for k, l in enumerate(limbs)) * 2.0**-149.)
+ * Saving is atomic as for models; a directory path means
+ * path/feature_stats.safetensors. Loading checks everything the container
+ * rules of "Checkpoints" check, plus: the metadata above, exactly these
+ * tensors with these dtypes and consistent shapes, a configuration
+ * sae_feature_stats_create accepts, no more rows than row ids from the lowest
+ * to the next, and for every feature: count <= rows, bins adding up to the
+ * count, a top list of min(count, N) finite positive values strictly in
+ * order, row ids in that span, zero slots after it, and sums consistent with the count and
+ * the maximum (e.g. max <= sum <= count * max); anything else is
+ * SAE_E_FORMAT, with nothing allocated or changed.
+ *
+ * sae_feature_stats_save_size: the exact byte size of the encoding.
+ * sae_feature_stats_save_buffer: encode into buf (capacity bytes); *written
+ *   (may be NULL) gets the byte count. SAE_E_INVALID_ARG if capacity is too
+ *   small (buf untouched).
+ * sae_feature_stats_save: write to path (errors as sae_model_save).
+ * sae_feature_stats_load_buffer / _load: a new accumulator from buf[0..size)
+ *   or from path (a file, or a directory holding feature_stats.safetensors);
+ *   errors: SAE_E_INVALID_ARG (NULL), SAE_E_FORMAT, SAE_E_IO (the file),
+ *   SAE_E_NOMEM; *out is NULL on error. */
+SAE_API int sae_feature_stats_save_size(const sae_feature_stats *s, size_t *size);
+SAE_API int sae_feature_stats_save_buffer(const sae_feature_stats *s, void *buf,
+                                          size_t capacity, size_t *written);
+SAE_API int sae_feature_stats_save(const sae_feature_stats *s, const char *path);
+SAE_API int sae_feature_stats_load_buffer(sae_feature_stats **out, const void *buf,
+                                          size_t size);
+SAE_API int sae_feature_stats_load(sae_feature_stats **out, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Decoder neighbours                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Each feature's k nearest features by the cosine similarity of their
+ * decoder rows, cos(i, j) = W_dec[i,:] . W_dec[j,:] / (||W_dec[i,:]||
+ * ||W_dec[j,:]||) (0 when either row is zero), the feature itself excluded:
+ * idx[i * k + r] is feature i's r-th nearest (the highest cosine first, ties
+ * to the lower index) and cosine[i * k + r] (may be NULL) its cosine.
+ * idx and cosine hold count = d_sae * k entries; 1 <= k < d_sae. The Gram
+ * matrix is computed by SGEMM in blocks of rows (about 16 MB of scratch):
+ * O(d_sae^2 d_in) work, about a second at d_sae 10,000 and d_in 768.
+ * Errors: SAE_E_INVALID_ARG (NULL m or idx, k out of range, another count),
+ * SAE_E_NOMEM. Read-only on the model. */
+SAE_API int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *cosine,
+                                  size_t count);
+
 #ifdef __cplusplus
 }
 #endif

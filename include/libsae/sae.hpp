@@ -807,6 +807,211 @@ public:
     std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
 };
 
+// ---------------------------------------------------------------------------
+// What the features do: sparse codes, feature statistics over a stream,
+// decoder neighbours (sae.h, "Sparse codes", "Feature statistics over a
+// stream", "Decoder neighbours")
+// ---------------------------------------------------------------------------
+
+// Sparse codes in CSR form: row t's active features are
+// features[offsets[t] .. offsets[t + 1]) (ascending) with values[...].
+struct sparse_codes {
+    std::vector<std::size_t> offsets; // n_tokens + 1
+    std::vector<std::uint32_t> features;
+    std::vector<float> values;
+};
+
+// The active (feature, value) pairs of each row of x (n_tokens x d_in), the
+// values m.encode gives bit for bit; max_per_token > 0 keeps each row's
+// largest values only (sae_encode_sparse; sized by sae_encode_sparse_size
+// unless the cap bounds the pairs).
+inline sparse_codes encode_sparse(const model &m, const float *x, std::size_t n_tokens,
+                                  std::size_t max_per_token = 0)
+{
+    std::size_t capacity = 0;
+    if (max_per_token)
+        capacity = n_tokens * (max_per_token < m.d_sae() ? max_per_token : m.d_sae());
+    else
+        check(sae_encode_sparse_size(m.handle(), x, n_tokens, 0, &capacity),
+              "sae_encode_sparse_size");
+    sparse_codes c;
+    c.offsets.resize(n_tokens + 1);
+    c.features.resize(capacity);
+    c.values.resize(capacity);
+    std::size_t done = 0;
+    check(sae_encode_sparse(m.handle(), x, n_tokens, max_per_token, c.offsets.data(),
+                            capacity ? c.features.data() : nullptr,
+                            capacity ? c.values.data() : nullptr, capacity, &done),
+          "sae_encode_sparse");
+    c.features.resize(c.offsets[done]);
+    c.values.resize(c.offsets[done]);
+    return c;
+}
+inline sparse_codes encode_sparse(const model &m, const std::vector<float> &x,
+                                  std::size_t max_per_token = 0)
+{
+    return encode_sparse(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_encode_sparse"),
+                         max_per_token);
+}
+
+// Each feature's k nearest features by decoder cosine, itself excluded:
+// idx[i * k + r] and cosine[i * k + r], best first (sae_decoder_neighbors).
+struct neighbors {
+    std::size_t k = 0;
+    std::vector<std::uint32_t> idx;   // d_sae x k
+    std::vector<float> cosine;        // d_sae x k
+};
+inline neighbors decoder_neighbors(const model &m, std::size_t k)
+{
+    neighbors n;
+    n.k = k;
+    n.idx.resize(m.d_sae() * k);
+    n.cosine.resize(m.d_sae() * k);
+    check(sae_decoder_neighbors(m.handle(), k, n.idx.data(), n.cosine.data(), n.idx.size()),
+          "sae_decoder_neighbors");
+    return n;
+}
+
+// Per-feature statistics over a stream of rows (sae_feature_stats): firing
+// counts, exact sums, maxima, log-spaced histograms and top-N rows; merge
+// accumulators over disjoint rows; save and load them.
+class feature_stats : public detail::owner<sae_feature_stats, sae_feature_stats_free> {
+public:
+    feature_stats(std::size_t d_sae, std::size_t top_n = 20, std::size_t n_bins = 60,
+                  double log10_min = -4.0, double log10_max = 2.0)
+    {
+        check(sae_feature_stats_create(&p_, d_sae, top_n, n_bins, log10_min, log10_max),
+              "sae_feature_stats_create");
+    }
+    explicit feature_stats(sae_feature_stats *owned) noexcept : owner(owned) {}
+
+    static feature_stats load(const char *path)
+    {
+        sae_feature_stats *s = nullptr;
+        check(sae_feature_stats_load(&s, path), "sae_feature_stats_load");
+        return feature_stats(s);
+    }
+    static feature_stats load(const std::string &path) { return load(path.c_str()); }
+    static feature_stats load_buffer(const void *buf, std::size_t size)
+    {
+        sae_feature_stats *s = nullptr;
+        check(sae_feature_stats_load_buffer(&s, buf, size), "sae_feature_stats_load_buffer");
+        return feature_stats(s);
+    }
+    static feature_stats load_buffer(const std::vector<unsigned char> &buf)
+    {
+        return load_buffer(buf.data(), buf.size());
+    }
+
+    // Feeding rows: x (n_tokens x d_in) encoded by m, or sparse codes.
+    void add(const model &m, const float *x, std::size_t n_tokens)
+    {
+        check(sae_feature_stats_add(p_, m.handle(), x, n_tokens), "sae_feature_stats_add");
+    }
+    void add(const model &m, const std::vector<float> &x)
+    {
+        add(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_feature_stats_add"));
+    }
+    void add_sparse(std::size_t n_tokens, const std::size_t *offsets,
+                    const std::uint32_t *features, const float *values)
+    {
+        check(sae_feature_stats_add_sparse(p_, n_tokens, offsets, features, values),
+              "sae_feature_stats_add_sparse");
+    }
+    void add_sparse(const sparse_codes &c)
+    {
+        if (c.offsets.size() < 2)
+            throw_error(SAE_E_INVALID_ARG, "sae_feature_stats_add_sparse");
+        add_sparse(c.offsets.size() - 1, c.offsets.data(), c.features.data(), c.values.data());
+    }
+    // Merge other, over rows disjoint from this one's, into this one.
+    void merge(const feature_stats &other)
+    {
+        check(sae_feature_stats_merge(p_, other.p_), "sae_feature_stats_merge");
+    }
+
+    std::size_t d_sae() const noexcept { return sae_feature_stats_d_sae(p_); }
+    std::size_t top_n() const noexcept { return sae_feature_stats_top_n(p_); }
+    std::size_t bins() const noexcept { return sae_feature_stats_bins(p_); }
+    std::uint64_t rows() const noexcept { return sae_feature_stats_rows(p_); }
+    std::uint64_t next_row() const noexcept { return sae_feature_stats_next_row(p_); }
+    void set_next_row(std::uint64_t row)
+    {
+        check(sae_feature_stats_set_next_row(p_, row), "sae_feature_stats_set_next_row");
+    }
+
+    std::vector<double> bin_edges() const
+    {
+        std::vector<double> e(bins() + 1);
+        check(sae_feature_stats_bin_edges(p_, e.data(), e.size()), "sae_feature_stats_bin_edges");
+        return e;
+    }
+    std::vector<std::uint64_t> counts() const
+    {
+        std::vector<std::uint64_t> c(d_sae());
+        check(sae_feature_stats_counts(p_, c.data(), c.size()), "sae_feature_stats_counts");
+        return c;
+    }
+    // {sum, sum of squares} of each feature's activations where it fires.
+    std::pair<std::vector<double>, std::vector<double>> sums() const
+    {
+        std::pair<std::vector<double>, std::vector<double>> s{std::vector<double>(d_sae()),
+                                                              std::vector<double>(d_sae())};
+        check(sae_feature_stats_sums(p_, s.first.data(), s.second.data(), d_sae()),
+              "sae_feature_stats_sums");
+        return s;
+    }
+    std::vector<float> max() const
+    {
+        std::vector<float> m(d_sae());
+        check(sae_feature_stats_max(p_, m.data(), m.size()), "sae_feature_stats_max");
+        return m;
+    }
+    // d_sae x bins counts, row-major.
+    std::vector<std::uint64_t> histogram() const
+    {
+        std::vector<std::uint64_t> h(d_sae() * bins());
+        check(sae_feature_stats_histogram(p_, h.data(), h.size()), "sae_feature_stats_histogram");
+        return h;
+    }
+    // A feature's top rows: row ids and values, the largest value first.
+    struct top_rows {
+        std::vector<std::uint64_t> rows;
+        std::vector<float> values;
+    };
+    top_rows top(std::size_t feature) const
+    {
+        top_rows t{std::vector<std::uint64_t>(top_n()), std::vector<float>(top_n())};
+        std::size_t n = 0;
+        check(sae_feature_stats_top(p_, feature, t.rows.data(), t.values.data(), t.rows.size(), &n),
+              "sae_feature_stats_top");
+        t.rows.resize(n);
+        t.values.resize(n);
+        return t;
+    }
+
+    // Saving: a file, or feature_stats.safetensors in an existing directory.
+    void save(const char *path) const
+    {
+        check(sae_feature_stats_save(p_, path), "sae_feature_stats_save");
+    }
+    void save(const std::string &path) const { save(path.c_str()); }
+    std::size_t save_size() const
+    {
+        std::size_t n = 0;
+        check(sae_feature_stats_save_size(p_, &n), "sae_feature_stats_save_size");
+        return n;
+    }
+    std::size_t save_buffer(void *buf, std::size_t capacity) const
+    {
+        std::size_t written = 0;
+        check(sae_feature_stats_save_buffer(p_, buf, capacity, &written),
+              "sae_feature_stats_save_buffer");
+        return written;
+    }
+    std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
+};
+
 } // namespace sae
 
 #undef LIBSAE_HPP_SPAN

@@ -31,6 +31,7 @@ from .enums import (Arch, BDecInit, Kernel, LrSchedule, ModelKind, Option, Optio
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale
+from .features import FeatureStats, SparseCodes, decoder_neighbors, encode_sparse
 from .optimizer import Optimizer
 from .options import OptionInfo
 from .options import info as option_info
@@ -63,4 +64,5 @@ __all__ = [
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",
     "train", "TrainResult",
     "version", "version_number", "library_path", "capi",
+    "FeatureStats", "SparseCodes", "encode_sparse", "decoder_neighbors",
 ]

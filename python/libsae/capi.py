@@ -157,6 +157,40 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_rng_shuffle": (c_int, [_rng_ptr, uint64_ptr, c_size_t]),
 }
 
+# sae.h's "Sparse codes", "Feature statistics over a stream" and "Decoder
+# neighbours" (issue 15), in the header's order.
+_uint32_ptr = POINTER(ctypes.c_uint32)
+FUNCTIONS.update({
+    "sae_encode_sparse_size": (c_int, [_handle, float_ptr, c_size_t, c_size_t, size_ptr]),
+    "sae_encode_sparse": (c_int, [_handle, float_ptr, c_size_t, c_size_t, size_ptr, _uint32_ptr,
+                                  float_ptr, c_size_t, size_ptr]),
+    "sae_feature_stats_create": (c_int, [_out_handle, c_size_t, c_size_t, c_size_t, c_double,
+                                         c_double]),
+    "sae_feature_stats_free": (None, [_handle]),
+    "sae_feature_stats_add": (c_int, [_handle, _handle, float_ptr, c_size_t]),
+    "sae_feature_stats_add_sparse": (c_int, [_handle, c_size_t, size_ptr, _uint32_ptr, float_ptr]),
+    "sae_feature_stats_merge": (c_int, [_handle, _handle]),
+    "sae_feature_stats_d_sae": (c_size_t, [_handle]),
+    "sae_feature_stats_top_n": (c_size_t, [_handle]),
+    "sae_feature_stats_bins": (c_size_t, [_handle]),
+    "sae_feature_stats_rows": (c_uint64, [_handle]),
+    "sae_feature_stats_next_row": (c_uint64, [_handle]),
+    "sae_feature_stats_set_next_row": (c_int, [_handle, c_uint64]),
+    "sae_feature_stats_bin_edges": (c_int, [_handle, _double_ptr, c_size_t]),
+    "sae_feature_stats_counts": (c_int, [_handle, uint64_ptr, c_size_t]),
+    "sae_feature_stats_sums": (c_int, [_handle, _double_ptr, _double_ptr, c_size_t]),
+    "sae_feature_stats_max": (c_int, [_handle, float_ptr, c_size_t]),
+    "sae_feature_stats_histogram": (c_int, [_handle, uint64_ptr, c_size_t]),
+    "sae_feature_stats_top": (c_int, [_handle, c_size_t, uint64_ptr, float_ptr, c_size_t,
+                                      size_ptr]),
+    "sae_feature_stats_save_size": (c_int, [_handle, size_ptr]),
+    "sae_feature_stats_save_buffer": (c_int, [_handle, c_void_p, c_size_t, size_ptr]),
+    "sae_feature_stats_save": (c_int, [_handle, c_char_p]),
+    "sae_feature_stats_load_buffer": (c_int, [_out_handle, c_void_p, c_size_t]),
+    "sae_feature_stats_load": (c_int, [_out_handle, c_char_p]),
+    "sae_decoder_neighbors": (c_int, [_handle, c_size_t, _uint32_ptr, float_ptr, c_size_t]),
+})
+
 
 class MissingFunctionError(AttributeError):
     """The loaded libsae.so.0 predates a function this package binds."""

@@ -5,10 +5,12 @@
  *   - sae_model_load and sae_optimizer_load of the same bytes written to a
  *     file, which must give the same status as the buffer loaders;
  *   - sae_model_load of a directory holding valid 3 x 5 weights of each
- *     architecture with the input as its cfg.json.
+ *     architecture with the input as its cfg.json;
+ *   - sae_feature_stats_load_buffer and sae_feature_stats_load.
  * Whatever loads must survive a round trip: saved again and reloaded it is
- * bit-identical, and a failed load leaves *out NULL. A violated property
- * aborts, which libFuzzer reports as a crash.
+ * bit-identical, and a failed load leaves *out NULL. Loaded statistics must
+ * also take more rows and a merge and still save and load. A violated
+ * property aborts, which libFuzzer reports as a crash.
  *
  * Built with clang -fsanitize=fuzzer,address,undefined by the `fuzz` target;
  * tests/fuzz/replay.c links the same function into an ordinary program that
@@ -178,6 +180,48 @@ static void check_optimizer_round_trip(const sae_optimizer *o, const sae_model *
     sae_optimizer_free(again);
 }
 
+static unsigned char *stats_encoding(const sae_feature_stats *s, size_t *size)
+{
+    if (sae_feature_stats_save_size(s, size) != SAE_OK)
+        abort();
+    unsigned char *buf = malloc(*size);
+    if (!buf || sae_feature_stats_save_buffer(s, buf, *size, NULL) != SAE_OK)
+        abort();
+    return buf;
+}
+
+/* Loaded statistics: saved and reloaded they are the same; merged with their
+ * copy (refused unless the rows could be disjoint) and fed a row with the
+ * largest float, they still save and load. */
+static void check_stats(sae_feature_stats *s)
+{
+    size_t size, size2;
+    unsigned char *buf = stats_encoding(s, &size);
+    sae_feature_stats *again;
+    if (sae_feature_stats_load_buffer(&again, buf, size) != SAE_OK)
+        abort();
+    unsigned char *buf2 = stats_encoding(again, &size2);
+    if (size != size2 || memcmp(buf, buf2, size) != 0)
+        abort();
+    free(buf2);
+    free(buf);
+    int rc = sae_feature_stats_merge(s, again);
+    if (rc != SAE_OK && rc != SAE_E_INVALID_ARG)
+        abort();
+    sae_feature_stats_free(again);
+    const size_t offsets[2] = {0, 1};
+    const uint32_t feature = 0;
+    const float value = 3.4028234663852886e38f;
+    rc = sae_feature_stats_add_sparse(s, 1, offsets, &feature, &value);
+    if (rc != SAE_OK && !(rc == SAE_E_INVALID_ARG && sae_feature_stats_next_row(s) == UINT64_MAX))
+        abort();
+    buf = stats_encoding(s, &size);
+    if (sae_feature_stats_load_buffer(&again, buf, size) != SAE_OK)
+        abort();
+    sae_feature_stats_free(again);
+    free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_setup();
@@ -203,6 +247,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* a file fits at most one of the two layouts */
     if (opt_rc[0] == SAE_OK && opt_rc[1] == SAE_OK)
         abort();
+    sae_feature_stats *st = (sae_feature_stats *)&st;
+    int stats_rc = sae_feature_stats_load_buffer(&st, data, size);
+    if ((stats_rc == SAE_OK) != (st != NULL) ||
+        (stats_rc == SAE_OK && (model_rc == SAE_OK || opt_rc[0] == SAE_OK || opt_rc[1] == SAE_OK)))
+        abort();
+    if (st)
+        check_stats(st);
+    sae_feature_stats_free(st);
 
     /* the same bytes as a file */
     FILE *f = fopen(input_path, "wb");
@@ -219,6 +271,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         sae_optimizer_free(o);
     }
+    st = (sae_feature_stats *)&st;
+    if (sae_feature_stats_load(&st, input_path) != stats_rc || (stats_rc == SAE_OK) != (st != NULL))
+        abort();
+    sae_feature_stats_free(st);
 
     /* as cfg.json beside each architecture's weights */
     for (int a = 0; a < N_ARCHS; a++)

@@ -13,6 +13,8 @@ run:
   cfg-bad-*          ... and returns SAE_E_FORMAT
   cfg-<arch>-ok-*, cfg-<arch>-bad-*  the same beside libsae's topk, batchtopk
                      or jumprelu weights (k = 2, JumpReLU thresholds 0.5)
+  stats-ok-*         sae_feature_stats_load_buffer succeeds
+  stats-bad-*        ... and returns SAE_E_FORMAT
 The files are written by tests/python/st_min.py, independently of libsae.
 Run it again after changing it (the output is deterministic) and commit the
 corpus: python3 tests/fuzz/make_corpus.py
@@ -131,6 +133,64 @@ def replace_tensor(blob, name, raw, shape=None, dtype=None):
             dt, sh, data = dtype or dt, shape or sh, data if raw is None else raw
         out.append((n, dt, sh, data))
     return st_min.pack(out, metadata)
+
+
+def stats_file(features=None, rows=(5, 0, 5), log10_range=(-2.0, 1.0), top_n=2, bins=4,
+               meta_extra=None, drop=None, extra=None, dtypes=None, limbs=None):
+    """A feature statistics file (sae_feature_stats_save's format) of d = 3
+    features, written from the rows each feature fired on: features[i] is a
+    list of (row, value) pairs. The sums are exact integers in 64-bit limbs
+    (6 for the sum, bit 0 = 2^-149; 10 for the sum of squares, bit 0 =
+    2^-298), the top list is sorted by value, then row, and the histogram
+    bins are log-spaced over log10_range. limbs: {(name, feature): [...]}
+    overrides; dtypes: {name: dtype} (same byte size)."""
+    from fractions import Fraction
+    if features is None:
+        features = [[(0, 0.5), (2, 2.0), (3, 0.5)], [], [(4, 0.03125)]]
+    lo, hi = log10_range
+    edges = [10.0 ** (lo + (hi - lo) * k / bins) for k in range(bins + 1)] \
+        if math.isfinite(lo) and math.isfinite(hi) and bins else [0.0] * (bins + 1)
+    count, hist, sums, sqs, top_rows, top_values = [], [], [], [], [], []
+    for i, pairs in enumerate(features):
+        count.append(len(pairs))
+        h = [0] * bins
+        for _, v in pairs:
+            b = 0
+            while b < bins - 1 and v >= edges[b + 1]:
+                b += 1
+            if bins:
+                h[b] += 1
+        hist += h
+        finite = [f32_round(v) for _, v in pairs if math.isfinite(v)]
+        s1 = sum(Fraction(v) for v in finite)
+        s2 = sum(Fraction(v) ** 2 for v in finite)
+        for total, n_limbs, shift, out, name in ((s1, 6, 149, sums, "sum"),
+                                                  (s2, 10, 298, sqs, "sum_sq")):
+            value = int(total * 2 ** shift)
+            assert value == total * 2 ** shift
+            words = [(value >> (64 * k)) & (2**64 - 1) for k in range(n_limbs)]
+            out += (limbs or {}).get((name, i), words)
+        top = sorted(pairs, key=lambda p: (-p[1], p[0]))[:top_n]
+        top += [(0, 0.0)] * (top_n - len(top))
+        top_rows += [r for r, _ in top]
+        top_values += [v for _, v in top]
+    d = len(features)
+    tensors = [
+        ("count", "U64", (d,), struct.pack("<%dQ" % d, *count)),
+        ("sum", "U64", (d, 6), struct.pack("<%dQ" % (6 * d), *sums)),
+        ("sum_sq", "U64", (d, 10), struct.pack("<%dQ" % (10 * d), *sqs)),
+        ("histogram", "U64", (d, bins), struct.pack("<%dQ" % (d * bins), *hist)),
+        ("top_rows", "U64", (d, top_n), struct.pack("<%dQ" % (d * top_n), *top_rows)),
+        ("top_values", "F32", (d, top_n), st_min.f32(top_values)),
+        ("log10_range", "F64", (2,), struct.pack("<2d", lo, hi)),
+        ("rows", "U64", (3,), struct.pack("<3Q", *rows)),
+    ]
+    tensors = [(n, (dtypes or {}).get(n, dt), sh, raw) for n, dt, sh, raw in tensors
+               if n != drop] + (extra or [])
+    meta = {"libsae_format": "feature_stats", "libsae_format_version": "1"}
+    meta.update(meta_extra or {})
+    meta = {key: value for key, value in meta.items() if value is not None}
+    return st_min.pack(tensors, meta)
 
 
 def write(name, blob):
@@ -395,6 +455,57 @@ def main():
     write("cfg-batchtopk-bad-batchtopk.json", json.dumps(dict(jump, architecture="batchtopk", k=2)))
     write("cfg-batchtopk-bad-topk.json", json.dumps(topk))
     write("cfg-batchtopk-bad-dim.json", json.dumps(dict(jump, d_in=4)))
+
+    # ---- feature statistics (sae_feature_stats_save's format)
+    write("stats-ok-1", stats_file())
+    write("stats-ok-empty", stats_file(features=[[], [], []], rows=(0, 7, 7)))
+    write("stats-ok-extra-metadata", stats_file(meta_extra={"note": "x"}))
+    write("stats-ok-wide-range", stats_file(log10_range=(-60.0, 60.0), bins=1, top_n=1))
+    write("stats-ok-first-row", stats_file(
+        features=[[(10, 1.5)], [(11, 0.25), (12, 0.25)], []], rows=(3, 10, 13)))
+    write("stats-bad-no-format", stats_file(meta_extra={"libsae_format": None}))
+    write("stats-bad-version", stats_file(meta_extra={"libsae_format_version": "2"}))
+    write("stats-bad-optimizer", stats_file(meta_extra={"libsae_format": "optimizer"}))
+    write("stats-bad-missing-tensor", stats_file(drop="sum_sq"))
+    write("stats-bad-extra-tensor", stats_file(extra=[("max", "F32", (3,), st_min.f32([1, 0, 1]))]))
+    write("stats-bad-dtype", stats_file(dtypes={"top_rows": "I64"}))
+    write("stats-bad-range-dtype", stats_file(dtypes={"log10_range": "U64"}))
+    write("stats-bad-range-equal", stats_file(log10_range=(1.0, 1.0)))
+    write("stats-bad-range-nan", stats_file(log10_range=(float("nan"), 1.0)))
+    write("stats-bad-range-wide", stats_file(log10_range=(-61.0, 1.0)))
+    write("stats-bad-top-n-zero", stats_file(top_n=0))
+    write("stats-bad-bins-zero", stats_file(bins=0))
+    write("stats-bad-more-rows-than-ids", stats_file(rows=(6, 0, 5)))
+    write("stats-bad-first-after-next", stats_file(rows=(0, 6, 5), features=[[], [], []]))
+    write("stats-bad-empty-first", stats_file(features=[[], [], []], rows=(0, 3, 7)))
+    write("stats-bad-row-beyond", stats_file(features=[[(5, 1.0)], [], []], rows=(5, 0, 5)))
+    write("stats-bad-row-before-first", stats_file(features=[[(0, 1.0)], [], []], rows=(1, 1, 5)))
+    write("stats-bad-count-above-rows", stats_file(
+        features=[[(0, 1.0), (1, 1.0), (2, 1.0)], [], []], rows=(2, 0, 5)))
+    write("stats-bad-value-zero", stats_file(features=[[(0, 0.0)], [], []]))
+    write("stats-bad-value-inf", stats_file(features=[[(0, float("inf"))], [], []], limbs={
+        ("sum", 0): [0] * 5 + [1], ("sum_sq", 0): [0] * 9 + [1]}))
+    zero = [0] * 6
+    write("stats-bad-sum-zero", stats_file(limbs={("sum", 0): zero}))
+    write("stats-bad-sum-huge", stats_file(limbs={("sum", 0): [0] * 5 + [1]}))
+    write("stats-bad-sum-top-limb", stats_file(limbs={("sum", 0): [0] * 5 + [2**63]}))
+    write("stats-bad-sum-sq-small", stats_file(limbs={("sum_sq", 0): [1] + [0] * 9}))
+    write("stats-bad-sum-silent", stats_file(limbs={("sum", 1): [1] + [0] * 5}))
+    blob = stats_file()
+    _, t = st_min.unpack(blob)
+    hist = bytearray(t["histogram"][2])
+    hist[0] = 1  # feature 0: four in its bins, three fired
+    write("stats-bad-histogram", replace_tensor(blob, "histogram", bytes(hist)))
+    rows = bytearray(t["top_rows"][2])
+    rows[8 * 3] = 9  # feature 1 never fired: its slots must be 0
+    write("stats-bad-unused-slot", replace_tensor(blob, "top_rows", bytes(rows)))
+    vals = list(struct.unpack("<6f", t["top_values"][2]))
+    vals[0], vals[1] = vals[1], vals[0]
+    write("stats-bad-top-order", replace_tensor(blob, "top_values", st_min.f32(vals)))
+    vals = list(struct.unpack("<6f", t["top_values"][2]))
+    vals[5] = -0.0  # feature 2's unused slot: -0 is not 0
+    write("stats-bad-negative-zero", replace_tensor(blob, "top_values", st_min.f32(vals)))
+    write("stats-bad-shape", replace_tensor(blob, "sum", None, shape=(6, 3)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@
  *                           sae_model_load succeeds / returns SAE_E_FORMAT
  *   cfg-<arch>-ok-*, cfg-<arch>-bad-*  the same beside topk, batchtopk or
  *                           jumprelu weights
+ *   stats-ok-*, stats-bad-* sae_feature_stats_load_buffer succeeds / returns
+ *                           SAE_E_FORMAT (and bad-* files are SAE_E_FORMAT
+ *                           for it too)
  * Usage: fuzz_replay CORPUS_DIR [FILE...]  (files: replay only, no checks,
  * e.g. a crash file libFuzzer found).
  */
@@ -26,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum what { MODEL, OPTIMIZER, BAD, CONFIG };
+enum what { MODEL, OPTIMIZER, BAD, CONFIG, STATS };
 
 static const struct kind {
     const char *prefix;
@@ -46,6 +49,8 @@ static const struct kind {
     {"cfg-batchtopk-bad-", CONFIG, SAE_ARCH_BATCHTOPK, SAE_E_FORMAT},
     {"cfg-jumprelu-ok-", CONFIG, SAE_ARCH_JUMPRELU, SAE_OK},
     {"cfg-jumprelu-bad-", CONFIG, SAE_ARCH_JUMPRELU, SAE_E_FORMAT},
+    {"stats-ok-", STATS, 0, SAE_OK},
+    {"stats-bad-", STATS, 0, SAE_E_FORMAT},
 };
 #define N_KINDS (sizeof kinds / sizeof kinds[0])
 
@@ -88,6 +93,7 @@ static bool check(const char *name, const unsigned char *data, size_t size, int 
     const struct kind *kd = &kinds[k];
     sae_model *m = NULL;
     sae_optimizer *o = NULL, *o2 = NULL;
+    sae_feature_stats *st = NULL;
     int rc;
     bool ok;
     switch (kd->what) {
@@ -106,7 +112,9 @@ static bool check(const char *name, const unsigned char *data, size_t size, int 
         rc = sae_model_load_buffer(&m, data, size);
         int rc2 = sae_optimizer_load_buffer(&o, fuzz_shape_model(), data, size);
         int rc3 = sae_optimizer_load_buffer(&o2, fuzz_jumprelu_shape_model(), data, size);
-        ok = rc == SAE_E_FORMAT && (rc2 == SAE_E_FORMAT || rc3 == SAE_E_FORMAT) &&
+        int rc4 = sae_feature_stats_load_buffer(&st, data, size);
+        ok = rc == SAE_E_FORMAT && rc4 == SAE_E_FORMAT &&
+             (rc2 == SAE_E_FORMAT || rc3 == SAE_E_FORMAT) &&
              (rc2 == SAE_E_FORMAT || rc2 == SAE_E_INVALID_ARG) &&
              (rc3 == SAE_E_FORMAT || rc3 == SAE_E_INVALID_ARG);
         if (!ok)
@@ -114,6 +122,10 @@ static bool check(const char *name, const unsigned char *data, size_t size, int 
                     rc3);
         break;
     }
+    case STATS:
+        rc = sae_feature_stats_load_buffer(&st, data, size);
+        ok = rc == kd->expect;
+        break;
     default:
         rc = fuzz_load_with_config(kd->arch, data, size);
         ok = rc == kd->expect;
@@ -124,6 +136,7 @@ static bool check(const char *name, const unsigned char *data, size_t size, int 
     sae_model_free(m);
     sae_optimizer_free(o);
     sae_optimizer_free(o2);
+    sae_feature_stats_free(st);
     return ok;
 }
 

@@ -19,7 +19,8 @@ PACKAGE_DIR = os.path.dirname(libsae.__file__)
 
 SCALARS = {
     "int": ctypes.c_int, "unsigned": ctypes.c_uint, "size_t": ctypes.c_size_t,
-    "uint64_t": ctypes.c_uint64, "double": ctypes.c_double, "float": ctypes.c_float,
+    "uint64_t": ctypes.c_uint64, "uint32_t": ctypes.c_uint32, "double": ctypes.c_double,
+    "float": ctypes.c_float,
 }
 
 
