@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """Run the whole benchmark and print one table: libsae against its floor and
-against PyTorch, on the same data, in the same run.
+against PyTorch (float32, and bfloat16 autocast), on the same data, in the
+same run.
 
-  bench/compare.py [--build DIR] [--reps N] [--threads N]
+  bench/compare.py [--build DIR] [--reps N] [--threads N] [--batch LIST] [--regimes LIST]
 
-1. writes a batch of N(0, 1) activations (4096 x 768 float32) to a temp file;
-2. runs build/bench/sae-bench on it: step vs (encoder SGEMM + Adam pass),
-   interleaved in one process;
-3. runs bench/torch_step.py on the same file (PyTorch, same thread count);
+1. writes a batch of N(0, 1) activations (max batch x 768 float32) to a temp file;
+2. runs build/bench/sae-bench on it: step vs (best fp32 encoder GEMM + Adam
+   pass), interleaved in one process;
+3. runs bench/torch_step.py on the same file (PyTorch, same thread count),
+   once in float32 and once under torch.autocast(cpu, bfloat16);
 4. runs sae-bench --rss and torch_step.py once per (batch, regime) in fresh
    processes, for each one's peak resident memory;
 5. prints the merged table with the ratios.
+
+OpenBLAS picks its kernel when it loads, and an environment may force a slower
+one (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE); every command here runs without
+those two variables (sae-bench drops them itself and says so), PyTorch too,
+whose float32 products also run on the system BLAS.
 """
 import argparse
 import os
@@ -20,6 +27,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BLAS_KNOBS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def run(cmd, env=None):
@@ -27,12 +35,27 @@ def run(cmd, env=None):
     return out
 
 
-def parse_rows(text, ncols):
+def lib_rows(text):
+    """sae-bench's table: (batch, arch, regime) -> dict of columns."""
+    rows, names = {}, None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        f = line.split()
+        if f and f[0] == "batch":
+            names = f
+        elif names and len(f) == len(names) and f[0].isdigit():
+            rows[(int(f[0]), f[1], f[2])] = dict(zip(names, f))
+    return rows
+
+
+def torch_rows(text):
     rows = {}
     for line in text.splitlines():
         f = line.split()
-        if len(f) == ncols and f[0].isdigit():
-            rows[(int(f[0]), f[1])] = f
+        if len(f) == 6 and f[0].isdigit():
+            rows[(int(f[0]), f[1])] = {"L0": f[2], "ms": float(f[3]), "tok": int(f[4]),
+                                       "rss": float(f[5])}
     return rows
 
 
@@ -44,6 +67,7 @@ def main():
     ap.add_argument("--batch", default="256,1024,4096")
     ap.add_argument("--regimes", default="dense,300,30")
     ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
     args = ap.parse_args()
     bench = os.path.join(args.build, "bench", "sae-bench")
     if not os.access(bench, os.X_OK):
@@ -51,18 +75,22 @@ def main():
     import numpy as np
 
     d_in, n_max = 768, max(int(b) for b in args.batch.split(","))
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_KNOBS}
+    env["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    unset = [f"{k}={os.environ[k]}" for k in BLAS_KNOBS if k in os.environ]
+    torch_cmd = [args.python, os.path.join(HERE, "torch_step.py"), "--threads", str(args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "x.f32")
         np.random.default_rng(12345).standard_normal((n_max, d_in), dtype=np.float32).tofile(data)
         common = ["--batch", args.batch, "--regimes", args.regimes, "--reps", str(args.reps)]
         print("running sae-bench ...", file=sys.stderr, flush=True)
         lib_out = run([bench, "--data", data, "--threads", str(args.threads)] + common, env)
-        print("running torch_step.py ...", file=sys.stderr, flush=True)
-        torch_out = run([args.python, os.path.join(HERE, "torch_step.py"), "--data", data,
-                         "--threads", str(args.threads)] + common, env)
+        torch_out = {}
+        for mode in ("off", "bf16"):
+            print(f"running torch_step.py (autocast {mode}) ...", file=sys.stderr, flush=True)
+            torch_out[mode] = run(torch_cmd + ["--data", data, "--autocast", mode] + common, env)
         lib_rss, torch_rss = {}, {}
-        for b in args.batch.split(","):
+        for b in ([] if args.no_rss else args.batch.split(",")):
             for r in args.regimes.split(","):
                 print(f"measuring peak RSS: batch {b}, regime {r} ...", file=sys.stderr, flush=True)
                 out = run([bench, "--data", data, "--rss", "--batch", b, "--regimes", r,
@@ -70,28 +98,34 @@ def main():
                 m = re.search(r"peak RSS ([0-9.]+) MB", out)
                 key = (int(b), "dense" if r == "dense" else f"L0~{r}")
                 lib_rss[key] = float(m.group(1))
-                out = run([args.python, os.path.join(HERE, "torch_step.py"), "--data", data,
-                           "--batch", b, "--regimes", r, "--reps", "1",
-                           "--threads", str(args.threads)], env)
+                out = run(torch_cmd + ["--data", data, "--batch", b, "--regimes", r,
+                                       "--reps", "1"], env)
                 torch_rss[key] = float(out.splitlines()[-1].split()[-1])
-    lib = parse_rows(lib_out, 8)
-    torch = parse_rows(torch_out, 6)
-    print(lib_out.splitlines()[0])
-    print(torch_out.splitlines()[0])
+    lib = lib_rows(lib_out)
+    t32, t16 = torch_rows(torch_out["off"]), torch_rows(torch_out["bf16"])
+    for line in lib_out.splitlines():
+        if line.startswith("#"):
+            print(line)
+    print("# " + torch_out["off"].splitlines()[0])
+    print("# " + torch_out["bf16"].splitlines()[0])
+    if unset:
+        print("# compare.py ran every command without " + " ".join(unset))
     hdr = (f"{'batch':>6} {'regime':>8} {'L0':>6} {'step ms':>8} {'floor ms':>9} {'/floor':>7} "
-           f"{'tok/s':>8} {'torch L0':>8} {'torch ms':>9} {'torch tok/s':>11} {'speedup':>8} "
-           f"{'RSS MB':>7} {'torch RSS':>9}")
+           f"{'tok/s':>8} {'torch ms':>9} {'torch tok/s':>12} {'speedup':>8} "
+           f"{'bf16ac ms':>9} {'bf16ac tok/s':>12} {'speedup':>8} {'RSS MB':>7} {'torch RSS':>9}")
     print(hdr)
-    for key in lib:
-        f = lib[key]
-        t = torch.get(key)
-        floor = float(f[4]) + float(f[5])
-        line = (f"{key[0]:>6} {key[1]:>8} {f[2]:>6} {float(f[3]):>8.1f} {floor:>9.1f} "
-                f"{float(f[6]):>7.2f} {int(f[7]):>8}")
-        if t:
-            speed = int(f[7]) / int(t[4])
-            line += f" {t[2]:>8} {float(t[3]):>9.1f} {int(t[4]):>11} {speed:>7.1f}x"
-        line += f" {lib_rss.get(key, float('nan')):>7.0f} {torch_rss.get(key, float('nan')):>9.0f}"
+    for key, f in lib.items():
+        batch, arch, regime = key
+        tk = (batch, regime)
+        tok = float(f["tokens/s"])
+        line = (f"{batch:>6} {regime:>8} {f['L0']:>6} {float(f['step_ms']):>8.1f} "
+                f"{float(f['floor_ms']):>9.1f} {float(f['ratio']):>7.2f} {tok:>8.0f}")
+        for t in (t32, t16):
+            if tk in t:
+                line += f" {t[tk]['ms']:>9.1f} {t[tk]['tok']:>12} {tok / t[tk]['tok']:>7.1f}x"
+            else:
+                line += f" {'-':>9} {'-':>12} {'-':>8}"
+        line += f" {lib_rss.get(tk, float('nan')):>7.0f} {torch_rss.get(tk, float('nan')):>9.0f}"
         print(line)
 
 

@@ -4,6 +4,9 @@
 One step = forward, loss = l2 + lambda * l1 with the L1 term from decoder row
 norms (the same trick libsae uses, so PyTorch is not handicapped by the naive
 tensor), backward, clip_grad_norm_(1.0), Adam (lr 5e-5, torch defaults).
+With --autocast bf16 the forward runs under torch.autocast("cpu", bfloat16),
+as SAELens trains with autocast: its matrix products take bf16 inputs (oneDNN's
+bf16 kernels where the CPU has them), parameters and Adam stay float32.
 Initialisation as libsae's: decoder rows random directions of norm 0.1,
 W_enc = W_dec^T; b_enc lowered uniformly to reach a target L0 (bisection).
 
@@ -12,6 +15,7 @@ measured L0 and the process's peak RSS so far. Data: a raw float32 file
 (--data) holding at least max(batch) x d_in values, or N(0, 1) from a seed.
 """
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -69,7 +73,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=None)
     ap.add_argument("--lam", type=float, default=5.0)
+    ap.add_argument("--autocast", choices=["off", "bf16"], default="off",
+                    help="run the forward under torch.autocast(cpu, bfloat16)")
     args = ap.parse_args()
+    autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+                if args.autocast == "bf16" else contextlib.nullcontext())
 
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batch.split(",")]
@@ -84,7 +92,7 @@ def main():
         x_all = torch.randn(n_max, args.d_in, generator=torch.Generator().manual_seed(12345))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, d_in {args.d_in}, "
-          f"d_sae {args.d_sae}, {args.reps} reps (medians)")
+          f"d_sae {args.d_sae}, {args.reps} reps (medians), autocast {args.autocast}")
     print(f"{'batch':>6} {'regime':>8} {'L0':>8} {'step ms':>10} {'tokens/s':>11} {'peak RSS MB':>12}")
     for n in batches:
         x = x_all[:n]
@@ -97,7 +105,8 @@ def main():
             for rep in range(args.reps + 1):
                 t0 = time.perf_counter()
                 opt.zero_grad(set_to_none=True)
-                loss, l2, l1, l0 = losses(p, x, args.lam)
+                with autocast:
+                    loss, l2, l1, l0 = losses(p, x, args.lam)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(p.values(), 1.0)
                 opt.step()

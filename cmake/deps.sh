@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian packages libsae needs, when they are missing.
-#   cmake/deps.sh build   compiler, CMake, CBLAS (OpenBLAS), Check, pkg-config, zlib
+#   cmake/deps.sh build   compiler, CMake, CBLAS (OpenBLAS), oneDNN (optional GEMM
+#                         backend), Check, pkg-config, zlib
 #   cmake/deps.sh run     build + gnuplot (the examples' graphs)
 #   cmake/deps.sh test    run + everything the whole test suite uses (MPI included:
 #                         openmpi-bin and libopenmpi-dev, for libsae-mpi and its tests;
@@ -8,7 +9,7 @@
 # As root it runs apt-get; otherwise it names the command to run and fails.
 set -eu
 what=${1:-build}
-pkgs="cmake make gcc g++ pkgconf libopenblas-dev check zlib1g-dev"
+pkgs="cmake make gcc g++ pkgconf libopenblas-dev libdnnl-dev check zlib1g-dev"
 case $what in
 build) ;;
 run) pkgs="$pkgs gnuplot-nox python3" ;;

@@ -203,6 +203,132 @@ float sae__absmax(const float *v, size_t count);
  * on the pool's threads (NULL: the caller's). */
 void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
 
+/* ---- GEMM backends (gemm.c) ------------------------------------------------
+ * Every dense matrix product goes through a context of one backend: CBLAS, or
+ * oneDNN when the library was built with it (SAE_HAVE_ONEDNN). A context is
+ * used by one thread at a time. */
+enum sae__gemm_backend { SAE__GEMM_AUTO = 0, SAE__GEMM_CBLAS = 1, SAE__GEMM_ONEDNN = 2 };
+
+typedef struct sae_gemm sae_gemm;
+
+bool sae__gemm_available(int backend);   /* built in (AUTO and CBLAS always) */
+int sae__gemm_resolve(int backend);      /* AUTO: oneDNN when built in, else CBLAS */
+const char *sae__gemm_name(int backend); /* "auto", "cblas", "onednn" */
+
+/* A context for backend (AUTO resolves as above). SAE_E_INVALID_ARG if the
+ * backend is not built in, SAE_E_NOMEM; *out is NULL on error. */
+int sae__gemm_create(sae_gemm **out, int backend);
+void sae__gemm_free(sae_gemm *g);            /* NULL is fine */
+int sae__gemm_backend(const sae_gemm *g);    /* what it runs; CBLAS for NULL */
+
+/* C (m x n, row stride ldc) = alpha op(A) op(B) + beta C, row-major float32;
+ * op(A) is m x k (A stored k x m when trans_a), op(B) k x n (B stored n x k
+ * when trans_b). g NULL: CBLAS. Never fails: a product oneDNN cannot make runs
+ * on CBLAS. */
+void sae__gemm_f32(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                   float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                   float *c, size_t ldc);
+
+/* The same with bfloat16 A and B: float32 products, float32 accumulation and C.
+ * Natively on oneDNN; otherwise the inputs are widened to float32 in panels
+ * (the same products) for SGEMM, which may fail with SAE_E_NOMEM. */
+int sae__gemm_bf16(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                   float alpha, const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb,
+                   float beta, float *c, size_t ldc);
+
+/* Whether sae__gemm_bf16 runs natively (faster than float32) on g. */
+bool sae__gemm_bf16_native(sae_gemm *g);
+
+/* Products over a pool's threads (gemm.c): a team holds one context per
+ * thread. On oneDNN each thread computes its share of rows of C serially (no
+ * OpenMP team, whose spinning workers would take the step's cores); on CBLAS
+ * the calling thread runs the product on the BLAS's own threads. The pool
+ * must have at most the team's threads. */
+typedef struct sae_gemm_team sae_gemm_team;
+
+int sae__gemm_team_create(sae_gemm_team **out, int backend, int n_threads);
+void sae__gemm_team_free(sae_gemm_team *t);          /* NULL is fine */
+int sae__gemm_team_backend(const sae_gemm_team *t);  /* CBLAS for NULL */
+int sae__gemm_team_size(const sae_gemm_team *t);
+sae_gemm *sae__gemm_team_member(sae_gemm_team *t, int tid);
+
+/* Hold the calling thread's OpenMP to one thread while it runs oneDNN products
+ * (a no-op for CBLAS); returns what sae__gemm_serial_end restores. */
+int sae__gemm_serial_begin(const sae_gemm_team *t);
+void sae__gemm_serial_end(const sae_gemm_team *t, int saved);
+
+void sae__gemm_f32_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                        size_t n, size_t k, float alpha, const float *a, size_t lda,
+                        const float *b, size_t ldb, float beta, float *c, size_t ldc);
+int sae__gemm_bf16_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                        size_t n, size_t k, float alpha, const uint16_t *a, size_t lda,
+                        const uint16_t *b, size_t ldb, float beta, float *c, size_t ldc);
+
+/* ---- selection on streams (select.c) ------------------------------------------
+ * The k largest positive values of a stream that arrives a tile at a time, in
+ * a buffer of cap >= k entries: TopK per token (ties at the k-th value kept in
+ * index order, the order the values arrive in), AuxK among the dead features,
+ * and BatchTopK over the batch (ties in token, then feature order). */
+
+/* The k-th largest (1 <= k <= n) of v[0..n); reorders v. */
+float sae__kth_largest(float *v, size_t n, size_t k);
+
+/* One token's stream: indices in increasing order across pushes. */
+typedef struct sae_topk_stream {
+    uint32_t *idx;   /* cap entries: the candidates' indices, in arrival order */
+    float *val;      /* cap entries: their values */
+    size_t cap, k, count;
+    float bar;       /* a value must beat it to enter (0, then the k-th kept) */
+} sae_topk_stream;
+
+void sae__topk_stream_init(sae_topk_stream *s, uint32_t *idx, float *val, size_t cap, size_t k);
+
+/* Offer v[0..w) as indices base .. base + w - 1 (larger than any offered
+ * before), where pick[j] (pick may be NULL: all) allows. scratch: cap floats. */
+void sae__topk_stream_push(sae_topk_stream *s, const float *v, size_t w, uint32_t base,
+                           const uint8_t *pick, float *scratch);
+
+/* The selection: the first count entries of idx/val (in index order) are
+ * the k largest positive values offered, ties in index order (all of them
+ * if fewer than k); returns count. */
+size_t sae__topk_stream_finish(sae_topk_stream *s, float *scratch);
+
+/* The batch's stream: (token, feature, value) in any order. */
+typedef struct sae_batch_entry {
+    uint32_t tok, feat;
+    float val;
+} sae_batch_entry;
+
+typedef struct sae_batch_stream {
+    sae_batch_entry *e; /* cap entries, in arrival order */
+    size_t cap, K, count;
+    sae_batch_entry bar; /* with has_bar: an entry must come before it to enter */
+    bool has_bar;
+} sae_batch_stream;
+
+void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K);
+
+/* Offer token tok's values v[0..w) as features base .. base + w - 1.
+ * scratch: cap entries. */
+void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
+                            uint32_t base, sae_batch_entry *scratch);
+
+/* Reduce e[0..n) (the union of streams' entries) to the K that come first
+ * (larger value, then earlier token, then earlier feature), in their
+ * relative order; returns how many remain (min(n, K)) and sets *kth to the
+ * smallest value kept (0 if none). scratch: n entries. */
+size_t sae__batch_select(sae_batch_entry *e, size_t n, size_t K, sae_batch_entry *scratch,
+                         float *kth);
+
+/* ---- bfloat16 (bf16.c) ------------------------------------------------------
+ * float32 -> bf16 rounds to nearest even, keeps NaNs (quiet), turns subnormals
+ * into signed zeros: VCVTNEPS2BF16's results, which the AVX512_BF16 kernel
+ * uses and the portable one reproduces. bf16 -> float32 is exact. */
+uint16_t sae__bf16_round(float value);
+void sae__bf16_from_f32(uint16_t *dst, const float *src, size_t count);
+void sae__bf16_to_f32(float *dst, const uint16_t *src, size_t count);
+bool sae__bf16_native(void); /* the AVX512_BF16 kernel runs */
+
 /* ---- loss sums (forward.c) ------------------------------------------------ */
 
 /* Unnormalised loss sums over tokens, in double. */

@@ -4,8 +4,10 @@
 #   2. fuzzes the checkpoint loaders with libFuzzer for SAE_FUZZ_SECONDS
 #      (default 60) in a clang build (build-fuzz/),
 #   3. builds and runs every test under AddressSanitizer + UBSan (build-asan/),
-#   4. builds the optimised library (build/) and runs every test, including the
-#      valgrind runs of the unit tests; its CTest summary is the last output.
+#      with CBLAS as the only GEMM backend (SAE_WITH_ONEDNN=OFF),
+#   4. builds the optimised library (build/, with oneDNN when installed) and
+#      runs every test, including the valgrind runs of the unit tests; its
+#      CTest summary is the last output.
 # Exit status 0 only if everything passed.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -1133,7 +1133,8 @@ SAE_API int sae_encode_sparse(const sae_model *m, const float *x, size_t n_token
  * Rows get consecutive ids in the order they are fed, continuing across
  * calls (the first row fed is row 0 unless sae_feature_stats_set_next_row
  * says otherwise). Memory is O(d_sae x (top_n + n_bins)), whatever the
- * number of rows.
+ * number of rows (plus, during sae_feature_stats_add, the scratch of one
+ * block of features that sae_encode_sparse also uses).
  *
  * Every statistic is exact or totally ordered: the sums are kept as exact
  * fixed-point integers (read out rounded once to double), so feeding rows in

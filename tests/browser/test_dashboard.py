@@ -107,6 +107,9 @@ def main():
         print("screenshot: " + shot)
 
         page = b.open("file://" + os.path.abspath(image_path))
+        thumbs = page.evaluate("document.querySelectorAll('#rows .thumb canvas').length")
+        fired = sum(1 for c in image_want["counts"] if c > 0)
+        check(thumbs == fired, f"the table draws the top row of each of the {fired} features that fire")
         card = image_want["card"]
         page.click(f"#rows tr.feature-row[data-feature='{card}'] a")
         page.wait_for("document.getElementById('card').dataset.feature")

@@ -1,0 +1,286 @@
+/*
+ * Selection without the whole row: the k largest values of a stream.
+ *
+ * TopK keeps, per token, the k largest positive values of max(pre, 0), ties
+ * at the k-th value kept in feature order; BatchTopK keeps the K = n k largest
+ * of the batch, ties in token, then feature order; AuxK keeps, per token, the
+ * k_aux largest among the dead features. The fused encoder produces
+ * pre-activations a tile of features at a time and never holds a token's row
+ * (let alone the batch) whole, so these selections run on streams: values
+ * arrive in feature order (per token) or in any order (the batch), and a
+ * bounded buffer keeps every value that can still be selected.
+ *
+ * Per stream, with k to keep and a buffer of cap >= k entries:
+ *   - a value enters if it is positive and above the stream's bar, once the
+ *     bar is set (equal to it cannot win: the k earlier entries at or above
+ *     the bar come first in index order);
+ *   - when the buffer is full, it is compacted to exactly the k entries the
+ *     selection would keep so far (those above the k-th value, then ties in
+ *     index order), and the bar becomes the k-th value.
+ * The entries are kept in arrival order, so a final selection over the buffer
+ * (the same rule) gives exactly the selection over the whole stream.
+ *
+ * The vector kernel (AVX-512: compare, then compress-store the survivors)
+ * makes the common case, a tile where nothing beats the bar, a few
+ * instructions per 16 values.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SAE_HAVE_AVX512_SELECT 1
+#include <immintrin.h>
+#endif
+
+/* ---- the k-th largest of a small array --------------------------------------- */
+
+/* The k-th largest (1-based, 1 <= k <= n) of v[0..n); reorders v. Hoare
+ * partition around a median of three, descending. */
+float sae__kth_largest(float *v, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        float a = v[lo], b = v[mid], c = v[hi];
+        float pivot = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        size_t i = lo, j = hi;
+        for (;;) {
+            while (v[i] > pivot)
+                i++;
+            while (v[j] < pivot)
+                j--;
+            if (i >= j)
+                break;
+            float t = v[i];
+            v[i] = v[j];
+            v[j] = t;
+            i++;
+            j--;
+        }
+        /* v[lo..j] >= pivot >= v[j+1..hi] */
+        if (want <= j)
+            hi = j;
+        else
+            lo = j + 1;
+    }
+    return v[want];
+}
+
+/* ---- one stream ----------------------------------------------------------------- */
+
+/* Keep, of the entries idx/val[0..*count) (arrival order), exactly those the
+ * selection of k keeps: above the k-th value, then ties at it in arrival
+ * order; returns the k-th value. *count > k on entry. scratch: *count floats. */
+static float compact(uint32_t *idx, float *val, size_t *count, size_t k, float *scratch)
+{
+    size_t n = *count;
+    memcpy(scratch, val, n * sizeof(float));
+    float kth = sae__kth_largest(scratch, n, k);
+    size_t above = 0;
+    for (size_t q = 0; q < n; q++)
+        above += val[q] > kth;
+    size_t ties = k - above, out = 0;
+    for (size_t q = 0; q < n; q++) {
+        bool keep = val[q] > kth || (val[q] == kth && ties > 0);
+        if (keep && !(val[q] > kth))
+            ties--;
+        idx[out] = idx[q];
+        val[out] = val[q];
+        out += keep;
+    }
+    *count = out;
+    return kth;
+}
+
+void sae__topk_stream_init(sae_topk_stream *s, uint32_t *idx, float *val, size_t cap, size_t k)
+{
+    s->idx = idx;
+    s->val = val;
+    s->cap = cap;
+    s->k = k;
+    s->count = 0;
+    s->bar = 0.0f;
+}
+
+/* Append the entries of v[0..w) (indices base + j) above the bar, where pick
+ * (may be NULL) allows; compacts when full. Portable version. */
+static void push_portable(sae_topk_stream *s, const float *v, size_t w, uint32_t base,
+                          const uint8_t *pick, float *scratch)
+{
+    for (size_t j = 0; j < w; j++) {
+        float x = v[j];
+        if (!(x > s->bar) || (pick && !pick[j]))
+            continue;
+        if (s->count == s->cap)
+            s->bar = compact(s->idx, s->val, &s->count, s->k, scratch);
+        if (!(x > s->bar))
+            continue;
+        s->idx[s->count] = base + (uint32_t)j;
+        s->val[s->count] = x;
+        s->count++;
+    }
+}
+
+#ifdef SAE_HAVE_AVX512_SELECT
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+push_avx512(sae_topk_stream *s, const float *v, size_t w, uint32_t base, const uint8_t *pick,
+            float *scratch)
+{
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (size_t j = 0; j < w; j += 16) {
+        __mmask16 in = w - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - j)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(in, v + j);
+        __mmask16 hit = _mm512_mask_cmp_ps_mask(in, x, _mm512_set1_ps(s->bar), _CMP_GT_OQ);
+        if (!hit)
+            continue;
+        if (pick) {
+            __m128i p = _mm_maskz_loadu_epi8(in, pick + j);
+            hit &= _mm_test_epi8_mask(p, p);
+            if (!hit)
+                continue;
+        }
+        unsigned n = (unsigned)__builtin_popcount(hit);
+        if (s->count + n > s->cap) { /* room for the slow path, entry by entry */
+            push_portable(s, v + j, w - j < 16 ? w - j : 16, base + (uint32_t)j,
+                          pick ? pick + j : NULL, scratch);
+            continue;
+        }
+        __m512i ix = _mm512_add_epi32(lane, _mm512_set1_epi32((int)(base + (uint32_t)j)));
+        _mm512_mask_compressstoreu_ps(s->val + s->count, hit, x);
+        _mm512_mask_compressstoreu_epi32(s->idx + s->count, hit, ix);
+        s->count += n;
+    }
+}
+#endif
+
+void sae__topk_stream_push(sae_topk_stream *s, const float *v, size_t w, uint32_t base,
+                           const uint8_t *pick, float *scratch)
+{
+#ifdef SAE_HAVE_AVX512_SELECT
+    bool vector = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl");
+#ifdef SAE_TESTING
+    vector = vector && !sae__test_portable_kernels;
+#endif
+    if (vector) {
+        push_avx512(s, v, w, base, pick, scratch);
+        return;
+    }
+#endif
+    push_portable(s, v, w, base, pick, scratch);
+}
+
+size_t sae__topk_stream_finish(sae_topk_stream *s, float *scratch)
+{
+    if (s->count > s->k)
+        s->bar = compact(s->idx, s->val, &s->count, s->k, scratch);
+    return s->count;
+}
+
+/* ---- the batch ---------------------------------------------------------------------- */
+
+/* The batch's order of preference: larger value, then earlier token, then
+ * earlier feature. A total order: no two entries tie. */
+static inline bool ahead(const sae_batch_entry *a, const sae_batch_entry *b)
+{
+    if (a->val != b->val)
+        return a->val > b->val;
+    if (a->tok != b->tok)
+        return a->tok < b->tok;
+    return a->feat < b->feat;
+}
+
+/* The K-th entry (1-based, 1 <= K <= n) of v[0..n) in the order of
+ * preference; reorders v. */
+static sae_batch_entry kth_entry(sae_batch_entry *v, size_t n, size_t K)
+{
+    size_t lo = 0, hi = n - 1, want = K - 1;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        sae_batch_entry a = v[lo], b = v[mid], c = v[hi], pivot;
+        if (ahead(&a, &b))
+            pivot = ahead(&b, &c) ? b : (ahead(&a, &c) ? c : a);
+        else
+            pivot = ahead(&a, &c) ? a : (ahead(&b, &c) ? c : b);
+        size_t i = lo, j = hi;
+        for (;;) {
+            while (ahead(&v[i], &pivot))
+                i++;
+            while (ahead(&pivot, &v[j]))
+                j--;
+            if (i >= j)
+                break;
+            sae_batch_entry t = v[i];
+            v[i] = v[j];
+            v[j] = t;
+            i++;
+            j--;
+        }
+        if (want <= j)
+            hi = j;
+        else
+            lo = j + 1;
+    }
+    return v[want];
+}
+
+/* Keep exactly the K entries of e[0..*n) that come first in the order of
+ * preference, in their relative order; returns the K-th. scratch: *n entries. */
+static sae_batch_entry batch_compact(sae_batch_entry *e, size_t *n, size_t K,
+                                     sae_batch_entry *scratch)
+{
+    memcpy(scratch, e, *n * sizeof *e);
+    sae_batch_entry kth = kth_entry(scratch, *n, K);
+    size_t out = 0;
+    for (size_t q = 0; q < *n; q++) {
+        bool keep = !ahead(&kth, &e[q]); /* e[q] is kth or ahead of it */
+        e[out] = e[q];
+        out += keep;
+    }
+    *n = out;
+    return kth;
+}
+
+void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K)
+{
+    s->e = e;
+    s->cap = cap;
+    s->K = K;
+    s->count = 0;
+    s->bar = (sae_batch_entry){0, 0, 0.0f};
+    s->has_bar = false;
+}
+
+void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
+                            uint32_t base, sae_batch_entry *scratch)
+{
+    for (size_t j = 0; j < w; j++) {
+        if (!(v[j] > 0.0f) || (s->has_bar && v[j] < s->bar.val))
+            continue;
+        sae_batch_entry x = {tok, base + (uint32_t)j, v[j]};
+        if (s->has_bar && !ahead(&x, &s->bar))
+            continue;
+        if (s->count == s->cap) {
+            s->bar = batch_compact(s->e, &s->count, s->K, scratch);
+            s->has_bar = true;
+            if (!ahead(&x, &s->bar))
+                continue;
+        }
+        s->e[s->count++] = x;
+    }
+}
+
+size_t sae__batch_select(sae_batch_entry *e, size_t n, size_t K, sae_batch_entry *scratch,
+                         float *kth)
+{
+    if (n <= K) {
+        float low = 0.0f;
+        for (size_t q = 0; q < n; q++)
+            low = q == 0 || e[q].val < low ? e[q].val : low;
+        *kth = low;
+        return n;
+    }
+    *kth = batch_compact(e, &n, K, scratch).val;
+    return n;
+}
