@@ -22,137 +22,51 @@
  * through the selected entries) and may add AuxK's rows; JumpReLU drops them
  * too and adds the threshold estimators (header, "Architectures").
  *
- * Both paths encode in blocks of SAE_BLOCK_TOKENS tokens (BatchTopK: the whole
- * batch) with one SGEMM each: the encoder is dense whatever the sparsity. The
- * first block's density picks the path. Parallel loops split work so that every
- * sum is taken in a fixed order (per token over features, or per feature over
- * tokens): results do not depend on the thread count, only BLAS's own
- * threading can change bits.
+ * Both paths run the forward pass of forward.c (sae__encode_block) in blocks
+ * of SAE_BLOCK_TOKENS tokens (BatchTopK: the whole batch), with one SGEMM each:
+ * the encoder is dense whatever the sparsity. The first block's density picks
+ * the path: the dense one decodes with sae__forward_decode and takes the
+ * gradients with CBLAS here; the sparse one compresses each block to its
+ * active pairs and decodes and differentiates over them (sparse.c).
+ * Parallel loops split work so that every sum is taken in a fixed order (per
+ * token over features, or per feature over tokens): results do not depend on
+ * the thread count, only BLAS's own threading can change bits.
  */
 #include "internal.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+/* ---- dL/dpre on the dense path (vectorised) ------------------------------------ */
 
-static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
+/* One token's dL/dpre: g[i] = g[i] + add * r[i] where the mask bit of i is
+ * set, else 0 (g holds dL/df's reconstruction part, add the L1 term's
+ * lambda / n). */
+static void masked_dpre_portable(float *g, const uint16_t *mask, const float *r, float add,
+                                 size_t d)
 {
-    for (size_t t = 0; t < rows; t++)
-        memcpy(dst + t * cols, row, cols * sizeof(float));
+    for (size_t i = 0; i < d; i++)
+        g[i] = (mask[i / 16] >> (i % 16)) & 1u ? g[i] + add * r[i] : 0.0f;
 }
 
-/* xc = x - b_dec for tokens [t0, t0 + rows); false if x holds NaN or Inf. */
-typedef struct center_task {
-    const sae_model *m;
-    const float *x;
-    sae_workspace *ws;
-    size_t t0;
-    int bad[SAE_MAX_THREADS];
-} center_task;
-
-static void center_range(void *ctx, size_t begin, size_t end, int tid)
+#ifdef SAE_HAVE_AVX512
+SAE_AVX512 static void masked_dpre_avx512(float *g, const uint16_t *mask, const float *r,
+                                          float add, size_t d)
 {
-    center_task *c = ctx;
-    const size_t d_in = c->m->d_in;
-    const float *b_dec = sae__b_dec(c->m);
-    int bad = 0;
-    for (size_t t = c->t0 + begin; t < c->t0 + end; t++) {
-        const float *xt = c->x + t * d_in;
-        float *xct = c->ws->xc + t * d_in;
-        for (size_t j = 0; j < d_in; j++) {
-            bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
-            xct[j] = xt[j] - b_dec[j];
-        }
+    const __m512 av = _mm512_set1_ps(add);
+    for (size_t i = 0; i < d; i += 16) {
+        __mmask16 mk = sae__lanes_below(d, i);
+        __mmask16 on = (__mmask16)(mask[i / 16] & mk);
+        __m512 v = _mm512_maskz_loadu_ps(on, g + i);
+        v = _mm512_maskz_fmadd_ps(on, av, _mm512_maskz_loadu_ps(on, r + i), v);
+        _mm512_mask_storeu_ps(g + i, mk, v);
     }
-    c->bad[tid] = bad;
 }
+#endif
 
-static bool center_block(const sae_model *m, const float *x, size_t t0, size_t rows,
-                         sae_workspace *ws, sae_pool *pool)
-{
-    center_task c;
-    c.m = m;
-    c.x = x;
-    c.ws = ws;
-    c.t0 = t0;
-    int n_threads = sae__pool_threads(pool);
-    for (int k = 0; k < n_threads; k++)
-        c.bad[k] = 0;
-    sae__parallel_for(pool, rows, center_range, &c);
-    int bad = 0;
-    for (int k = 0; k < n_threads; k++)
-        bad |= c.bad[k];
-    return !bad;
-}
-
-/* pre = xc W_enc for the block, then the activation per token (b_enc added
- * there rather than preloaded for the GEMM: one pass over the block, not two).
- * Per token: the L1 sum, the active count, and the pair count for the sparse
- * path in row_ptr[t + 1] (JumpReLU's pairs include its band). Returns the
- * block's pairs. */
-typedef struct encode_task {
-    const sae_model *m;
-    const sae_step_config *cfg;
-    const sae_activation *act;
-    sae_workspace *ws;
-    size_t t0;
-    size_t pairs[SAE_MAX_THREADS];
-} encode_task;
-
-static void encode_range(void *ctx, size_t begin, size_t end, int tid)
-{
-    encode_task *e = ctx;
-    const sae_model *m = e->m;
-    sae_workspace *ws = e->ws;
-    const size_t d_sae = m->d_sae, chunks = ws->mask_chunks, t0 = e->t0;
-    const bool jump = m->arch == SAE_ARCH_JUMPRELU;
-    size_t pairs_range = 0;
-    for (size_t t = begin; t < end; t++) {
-        float *ft = ws->f + t * d_sae;
-        uint16_t *mask = ws->mask + t * chunks, *band = ws->band + t * chunks;
-        double l1;
-        sae_aux_row aux = {NULL, NULL, 0};
-        if (e->cfg->dead) {
-            aux.feat = ws->aux_feat + (t0 + t) * ws->aux_cap;
-            aux.fval = ws->aux_fval + (t0 + t) * ws->aux_cap;
-        }
-        size_t active = sae__activate_row(e->act, ft, &l1, mask, jump ? band : NULL,
-                                          e->cfg->dead ? &aux : NULL,
-                                          ws->scratch + (size_t)tid * d_sae);
-        if (e->cfg->dead)
-            ws->aux_count[t0 + t] = aux.count;
-        size_t pairs = active;
-        if (jump) { /* JumpReLU's pairs include its band */
-            pairs = 0;
-            for (size_t c = 0; c < chunks; c++)
-                pairs += (size_t)__builtin_popcount((unsigned)(mask[c] | band[c]));
-        }
-        ws->l1_tok[t0 + t] = l1;
-        ws->active_tok[t0 + t] = active;
-        ws->row_ptr[t0 + t + 1] = pairs;
-        pairs_range += pairs;
-    }
-    e->pairs[tid] = pairs_range;
-}
-
-static size_t encode_block(const sae_model *m, const sae_step_config *cfg,
-                           const sae_activation *act, size_t t0, size_t rows, sae_workspace *ws)
-{
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                ws->xc + t0 * d_in, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, ws->f,
-                (int)d_sae);
-    encode_task e = {.m = m, .cfg = cfg, .act = act, .ws = ws, .t0 = t0};
-    int n_threads = sae__pool_threads(cfg->pool);
-    for (int k = 0; k < n_threads; k++)
-        e.pairs[k] = 0;
-    sae__parallel_for(cfg->pool, rows, encode_range, &e);
-    size_t pairs = 0;
-    for (int k = 0; k < n_threads; k++)
-        pairs += e.pairs[k];
-    return pairs;
-}
+/* ---- the bias gradients (both paths) ------------------------------------------- */
 
 /* dL/db_dec: the direct path (column sums of dL/dx_hat over the real tokens, in
  * token order, by groups of 16 columns so each pass reads whole cache lines),
@@ -286,14 +200,22 @@ static void error_range(void *ctx, size_t begin, size_t end, int tid)
     }
 }
 
+/* dL/dpre from dL/df in place (ws->f holds dL/df here). */
 static void dpre_range(void *ctx, size_t begin, size_t end, int tid)
 {
     (void)tid;
     const dense_task *d = ctx;
     sae_workspace *ws = d->ws;
+#ifdef SAE_HAVE_AVX512
+    void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t) =
+        sae__use_avx512() ? masked_dpre_avx512 : masked_dpre_portable;
+#else
+    void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t) =
+        masked_dpre_portable;
+#endif
     for (size_t t = begin; t < end; t++)
-        sae__masked_dpre_row(ws->f + t * ws->d_sae, ws->mask + t * ws->mask_chunks, ws->norms,
-                             d->l1_scale, ws->d_sae);
+        masked_dpre(ws->f + t * ws->d_sae, ws->mask + t * ws->mask_chunks, ws->norms, d->l1_scale,
+                    ws->d_sae);
 }
 
 static void dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
@@ -302,16 +224,15 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
-    float *f = ws->f, *dxh = ws->dxh + t0 * d_in;
+    const float *f = ws->f;            /* rows x d_sae: the features */
+    float *dxh = ws->dxh + t0 * d_in;  /* rows x d_in: x_hat, then dL/dx_hat */
     dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_tokens,
                     .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_tokens),
                     .l1_scale = m->arch == SAE_ARCH_RELU ? (float)(cfg->lambda / (double)n_tokens)
                                                          : 0.0f};
 
     /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token */
-    fill_rows(dxh, sae__b_dec(m), rows, d_in);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_in, (int)d_sae, 1.0f,
-                f, (int)d_sae, sae__w_dec(m), (int)d_in, 1.0f, dxh, (int)d_in);
+    sae__forward_decode(m, f, rows, dxh);
     sae__parallel_for(cfg->pool, rows, error_range, &d);
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
@@ -320,18 +241,20 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
     add_column_sums(f, rows, d_sae, ws, ws->f_sum);
     sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
 
-    /* dL/df = dL/dx_hat W_dec^T, over f (no longer needed; the mask keeps
-     * where f > 0), then dL/dpre and its column sums dL/db_enc */
+    /* From here ws->f holds dL/df = dL/dx_hat W_dec^T (f itself is no longer
+     * needed: the mask keeps where f > 0), then dL/dpre, and its column sums
+     * are dL/db_enc. */
+    float *g_pre = ws->f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                dxh, (int)d_in, sae__w_dec(m), (int)d_in, 0.0f, f, (int)d_sae);
+                dxh, (int)d_in, sae__w_dec(m), (int)d_in, 0.0f, g_pre, (int)d_sae);
     if (m->arch == SAE_ARCH_JUMPRELU)
         sae__parallel_for(cfg->pool, ws->mask_chunks, theta_grad_range, &d);
     sae__parallel_for(cfg->pool, rows, dpre_range, &d);
-    add_column_sums(f, rows, d_sae, ws, ws->g_b_enc);
+    add_column_sums(g_pre, rows, d_sae, ws, ws->g_b_enc);
 
     /* dL/dW_enc (stored transposed) += dL/dpre^T xc */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
-                f, (int)d_sae, ws->xc + t0 * d_in, (int)d_in, beta, grad + m->lay.w_enc_t,
+                g_pre, (int)d_sae, ws->xc + t0 * d_in, (int)d_in, beta, grad + m->lay.w_enc_t,
                 (int)d_in);
 }
 
@@ -393,7 +316,7 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
     double total = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
         total += ws->l2_tok[t];
-    double *mean = ws->g_b_dec; /* d_in doubles, free until bias_gradients */
+    double *mean = ws->aux_mean;
     memset(mean, 0, d_in * sizeof(double));
     for (size_t t = 0; t < n_tokens; t++)
         for (size_t j = 0; j < d_in; j++) {
@@ -431,11 +354,80 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
 
 /* ---- the pass ------------------------------------------------------------------ */
 
+/* The forward pass of tokens [t0, t0 + rows) into the workspace; each token's
+ * pair count goes to row_ptr[t + 1]. *pairs = the block's pairs. */
+static int forward_block(const sae_model *m, const sae_step_config *cfg,
+                         const sae_activation *act, const float *x, size_t t0, size_t rows,
+                         sae_workspace *ws, size_t *pairs, sae_backward_result *res)
+{
+    const size_t d_in = m->d_in;
+    sae_encoded out = {
+        .xc = ws->xc + t0 * d_in, .f = ws->f, .mask = ws->mask,
+        .band = m->arch == SAE_ARCH_JUMPRELU ? ws->band : NULL,
+        .mask_chunks = ws->mask_chunks, .l1 = ws->l1_tok + t0,
+        .active = ws->active_tok + t0, .pairs = ws->row_ptr + t0 + 1};
+    if (cfg->dead)
+        out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap, ws->aux_fval + t0 * ws->aux_cap,
+                                  ws->aux_count + t0, ws->aux_cap};
+    if (sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs) !=
+        SAE_OK)
+        return SAE_E_NONFINITE;
+    if (m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
+        res->batch_min_kept = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out,
+                                              ws->ties, ws->radix_hist, cfg->pool);
+    return SAE_OK;
+}
+
+/* The sparse path's share of a block: the CSR row starts of its tokens (the
+ * prefix sum of their pair counts), then its pairs. */
+static int sparse_block(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                        size_t t0, size_t rows, sae_workspace *ws)
+{
+    for (size_t t = t0; t < t0 + rows; t++)
+        ws->row_ptr[t + 1] += ws->row_ptr[t];
+    /* expect the rest of the batch to be about as dense as what came so far */
+    size_t so_far = ws->row_ptr[t0 + rows];
+    size_t expect = (size_t)((double)so_far * (double)n_tokens / (double)(t0 + rows));
+    int rc = sae__workspace_reserve_pairs(ws, expect > so_far ? expect : so_far, ws->row_ptr[t0]);
+    if (rc == SAE_OK)
+        sae__sparse_compress_block(ws, t0, rows, m->arch == SAE_ARCH_JUMPRELU, cfg->pool);
+    return rc;
+}
+
+/* The loss sums and the gradient norm, each summed in a fixed order, and
+ * JumpReLU's log-threshold gradients dL/dt_i = theta_i dL/dtheta_i. */
+static void finish_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
+                        sae_backward_result *res)
+{
+    sae_loss_sums sums = {0.0, 0.0, 0.0};
+    for (size_t t = 0; t < n_tokens; t++) {
+        sums.l1 += ws->l1_tok[t];
+        sums.l2 += ws->l2_tok[t];
+        sums.active += (double)ws->active_tok[t];
+    }
+    double sumsq = 0.0;
+    for (size_t i = 0; i < m->d_sae; i++)
+        sumsq += ws->row_sumsq[i];
+    const float *g_b = grad + m->lay.b_enc;
+    for (size_t i = 0; i < m->d_sae; i++)
+        sumsq += (double)g_b[i] * g_b[i];
+    g_b = grad + m->lay.b_dec;
+    for (size_t j = 0; j < m->d_in; j++)
+        sumsq += (double)g_b[j] * g_b[j];
+    float *g_t = grad + m->lay.log_thr;
+    for (size_t i = 0; i < m->lay.log_thr_count; i++) {
+        g_t[i] = (float)((double)ws->theta[i] * ws->theta_grad[i]);
+        sumsq += (double)g_t[i] * g_t[i];
+    }
+    res->sums = sums;
+    res->grad_sumsq = sumsq;
+}
+
 int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
                           size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_sae = m->d_sae;
     const bool topk = m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK;
     const size_t block = m->arch == SAE_ARCH_BATCHTOPK ? n_tokens
                          : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
@@ -445,50 +437,34 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     memset(ws->g_b_enc, 0, d_sae * sizeof(double));
     memset(ws->last_fired, 0, d_sae * sizeof(uint64_t));
     memset(ws->theta_grad, 0, d_sae * sizeof(double));
-    for (size_t i = 0; i < m->lay.log_thr_count; i++)
-        ws->theta[i] = expf(sae__log_thr(m)[i]);
+    sae__thresholds(m, ws->theta);
     ws->row_ptr[0] = 0;
-    sae_activation act = {.arch = m->arch, .d_sae = d_sae, .k = m->k, .b_enc = sae__b_enc(m),
-                          .norms = ws->norms, .theta = ws->theta,
-                          .batch_threshold = m->batch_threshold,
-                          .bandwidth = (float)cfg->bandwidth, .training = true,
-                          .dead = cfg->dead, .k_aux = cfg->k_aux};
+    sae_activation act;
+    sae__activation_init(&act, m, ws->norms, ws->theta);
+    act.bandwidth = (float)cfg->bandwidth;
+    act.training = true;
+    act.dead = cfg->dead;
+    act.k_aux = cfg->k_aux;
     res->batch_min_kept = 0.0f;
+    res->aux_loss = 0.0;
 
     /* TopK and BatchTopK are sparse by construction; the sparse path indexes
      * tokens and features with 32 bits. */
     bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-        size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        if (!center_block(m, x, t0, rows, ws, cfg->pool))
-            return SAE_E_NONFINITE;
-        size_t pairs = encode_block(m, cfg, &act, t0, rows, ws);
-        if (m->arch == SAE_ARCH_BATCHTOPK)
-            res->batch_min_kept = sae__batch_topk(ws->f, rows, d_sae, m->k, ws->norms, ws,
-                                                  cfg->pool);
+        size_t rows = sae__block_rows(n_tokens, t0, block), pairs;
+        int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
+        if (rc != SAE_OK)
+            return rc;
         if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk)
             sparse = n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
-        if (sparse) {
-            for (size_t t = t0; t < t0 + rows; t++)
-                ws->row_ptr[t + 1] += ws->row_ptr[t];
-            /* expect the rest of the batch to be about as dense as what came so far */
-            size_t so_far = ws->row_ptr[t0 + rows];
-            size_t expect = (size_t)((double)so_far * (double)n_tokens / (double)(t0 + rows));
-            int rc = sae__workspace_reserve_pairs(ws, expect > so_far ? expect : so_far,
-                                                  ws->row_ptr[t0]);
-            if (rc != SAE_OK)
-                return rc;
-            if (m->arch == SAE_ARCH_JUMPRELU)
-                sae__sparse_compress_block_flags(ws, t0, rows, cfg->pool);
-            else
-                sae__sparse_compress_block(ws, t0, rows, cfg->pool);
-        } else {
+        if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
+            return rc;
+        if (!sparse)
             dense_backward_block(m, cfg, x, n_tokens, t0, rows, ws, grad);
-        }
     }
 
-    res->aux_loss = 0.0;
     if (sparse) {
         size_t n_rows = n_tokens;
         sae__sparse_token_phase(m, x, 0, n_tokens, sae__b_dec(m), (float)(2.0 / (double)n_tokens),
@@ -503,31 +479,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         dense_finish_rows(m, cfg, n_tokens, ws, grad);
     }
     bias_gradients(m, n_tokens, ws, grad, cfg->pool);
-
-    /* Loss sums and the gradient norm, each summed in a fixed order. */
-    sae_loss_sums sums = {0.0, 0.0, 0.0};
-    for (size_t t = 0; t < n_tokens; t++) {
-        sums.l1 += ws->l1_tok[t];
-        sums.l2 += ws->l2_tok[t];
-        sums.active += (double)ws->active_tok[t];
-    }
-    double sumsq = 0.0;
-    for (size_t i = 0; i < d_sae; i++)
-        sumsq += ws->row_sumsq[i];
-    const float *g_b = grad + m->lay.b_enc;
-    for (size_t i = 0; i < d_sae; i++)
-        sumsq += (double)g_b[i] * g_b[i];
-    g_b = grad + m->lay.b_dec;
-    for (size_t j = 0; j < d_in; j++)
-        sumsq += (double)g_b[j] * g_b[j];
-    /* JumpReLU: dL/dt_i = theta_i dL/dtheta_i for the log thresholds */
-    float *g_t = grad + m->lay.log_thr;
-    for (size_t i = 0; i < m->lay.log_thr_count; i++) {
-        g_t[i] = (float)((double)ws->theta[i] * ws->theta_grad[i]);
-        sumsq += (double)g_t[i] * g_t[i];
-    }
-    res->sums = sums;
-    res->grad_sumsq = sumsq;
+    finish_sums(m, n_tokens, ws, grad, res);
     res->used_sparse = sparse;
     return SAE_OK;
 }

@@ -1,80 +1,626 @@
 /*
- * Encode and decode: the forward pass, and the read-only evaluations built on
- * it (sae_encode, sae_decode, sae_loss, sae_fvu), for every architecture.
- * Tokens are processed in blocks of at most SAE_BLOCK_TOKENS, so scratch stays
- * O(block x (d_in + d_sae)); all scratch is allocated per call, so these
- * functions may run concurrently on one model.
+ * The forward pass, one for inference and training alike:
+ *
+ *   xc    = x - b_dec                      (checked finite on the way)
+ *   pre   = xc W_enc + b_enc               one SGEMM per block of tokens
+ *   f     = act(pre)                       the architecture's activation
+ *   x_hat = f W_dec + b_dec                one SGEMM (the dense decoder)
+ *
+ * with, per token, what the loss and the backward pass need: sum_i f_i r_i
+ * (r_i = ||W_dec[i,:]||, the L1 term), the active count, the flags of the
+ * active features (and JumpReLU's band), AuxK's picks.
+ *
+ * sae__encode_block is the encoder of both: sae_encode and friends reach it
+ * through a sae_forward (per-call scratch, on the calling thread), and
+ * sae__forward_backward (backward.c) with the step's workspace and threads.
+ *
+ * Activations (see sae.h, "Architectures"):
+ *   ReLU       f = max(pre, 0)
+ *   TopK       the k largest of max(pre, 0) per token; ties at the k-th value
+ *              are kept in feature order
+ *   BatchTopK  training: the n k largest of max(pre, 0) over the batch (ties
+ *              in token, then feature order); inference: pre where
+ *              pre > threshold (ReLU while the threshold is unset, < 0)
+ *   JumpReLU   f = pre where pre > theta_i, else 0
+ * Selection uses a quickselect on a scratch copy per token, and an exact radix
+ * select over float bit patterns for the batch (positive floats order like
+ * their bit patterns read as unsigned integers).
  */
 #include "internal.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-static void fill_rows(float *dst, const float *row, size_t rows, size_t cols)
-{
-    for (size_t t = 0; t < rows; t++)
-        memcpy(dst + t * cols, row, cols * sizeof(float));
-}
+/* ---- decoder row norms ------------------------------------------------------- */
 
-void sae__forward_free(sae_forward *c)
-{
-    sae__free(c->norms);
-    sae__free(c->theta);
-    sae__free(c->scratch);
-    sae__free(c->xc);
-}
+typedef struct row_norms_task {
+    const sae_model *m;
+    float *norms;
+} row_norms_task;
 
-int sae__forward_init(sae_forward *c, const sae_model *m, size_t block)
+static void row_norms_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    memset(c, 0, sizeof *c);
-    c->m = m;
-    c->norms = sae__alloc(m->d_sae * sizeof(float));
-    c->scratch = sae__alloc(m->d_sae * sizeof(float));
-    c->xc = sae__alloc(block * m->d_in * sizeof(float));
-    if (m->arch == SAE_ARCH_JUMPRELU)
-        c->theta = sae__alloc(m->d_sae * sizeof(float));
-    if (!c->norms || !c->scratch || !c->xc || (m->arch == SAE_ARCH_JUMPRELU && !c->theta)) {
-        sae__forward_free(c);
-        return SAE_E_NOMEM;
+    (void)tid;
+    const sae_model *m = ((row_norms_task *)ctx)->m;
+    float *norms = ((row_norms_task *)ctx)->norms;
+    const float *w_dec = sae__w_dec(m);
+    for (size_t i = begin; i < end; i++) {
+        const float *row = w_dec + i * m->d_in;
+        double sum = 0.0;
+        for (size_t j = 0; j < m->d_in; j++)
+            sum += (double)row[j] * row[j];
+        norms[i] = (float)sqrt(sum);
     }
-    sae__decoder_row_norms(m, c->norms, NULL);
-    for (size_t i = 0; c->theta && i < m->d_sae; i++)
-        c->theta[i] = expf(sae__log_thr(m)[i]);
-    c->act = (sae_activation){.arch = m->arch, .d_sae = m->d_sae, .k = m->k,
-                              .b_enc = sae__b_enc(m), .norms = c->norms, .theta = c->theta,
-                              .batch_threshold = m->batch_threshold};
+}
+
+void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool)
+{
+    row_norms_task task = {m, norms};
+    sae__parallel_for(pool, m->d_sae, row_norms_range, &task);
+}
+
+void sae__thresholds(const sae_model *m, float *theta)
+{
+    const float *t = sae__log_thr(m);
+    for (size_t i = 0; i < m->lay.log_thr_count; i++)
+        theta[i] = expf(t[i]);
+}
+
+void sae__activation_init(sae_activation *act, const sae_model *m, const float *norms,
+                          const float *theta)
+{
+    memset(act, 0, sizeof *act);
+    act->arch = m->arch;
+    act->d_sae = m->d_sae;
+    act->k = m->k;
+    act->b_enc = sae__b_enc(m);
+    act->norms = norms;
+    act->theta = theta;
+    act->batch_threshold = m->batch_threshold;
+}
+
+/* ---- the ReLU activation with its statistics (vectorised) -------------------------- */
+
+/* The statistics of one token's features f[0..d): *l1 = sum_i f_i r_i, and
+ * the number of f_i > 0 (returned) with their flags in mask (ceil(d / 16)
+ * chunks, may be NULL). With relu (the ReLU SAE), each f_i first becomes
+ * max(f_i + b_enc_i, 0), in the same pass. Inlined with relu constant, so each
+ * use compiles to its own branch-free loop. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline size_t row_stats(float *f, const float *b_enc, const float *norms, size_t d,
+                               double *l1, uint16_t *mask, const bool relu)
+{
+    double s = 0.0;
+    size_t active = 0;
+    for (size_t i0 = 0; i0 < d; i0 += 16) {
+        size_t i1 = d - i0 < 16 ? d : i0 + 16;
+        unsigned bits = 0;
+        for (size_t i = i0; i < i1; i++) {
+            float v = f[i];
+            if (relu) {
+                v += b_enc[i];
+                v = v > 0.0f ? v : 0.0f;
+                f[i] = v;
+            }
+            s += (double)v * norms[i];
+            active += v > 0.0f;
+            bits |= (unsigned)(v > 0.0f) << (i - i0);
+        }
+        if (mask)
+            mask[i0 / 16] = (uint16_t)bits;
+    }
+    *l1 = s;
+    return active;
+}
+
+#ifdef SAE_HAVE_AVX512
+SAE_AVX512 static size_t relu_stats_avx512(float *f, const float *b_enc, const float *norms,
+                                           size_t d, double *l1, uint16_t *mask)
+{
+    __m512d s = _mm512_setzero_pd();
+    __m512 part = _mm512_setzero_ps();
+    size_t active = 0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+        __mmask16 mk = sae__lanes_below(d, i);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, f + i), _mm512_maskz_loadu_ps(mk, b_enc + i));
+        v = _mm512_max_ps(v, zero);
+        _mm512_mask_storeu_ps(f + i, mk, v);
+        __mmask16 on = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+        active += (size_t)__builtin_popcount(on);
+        if (mask)
+            mask[i / 16] = (uint16_t)on;
+        part = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mk, norms + i), part);
+        if ((i & 255) == 240) { /* flush the float partial sums to double every 256 */
+            s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
+            s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                     _mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
+            part = zero;
+        }
+    }
+    s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
+    s = _mm512_add_pd(s, _mm512_cvtps_pd(
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
+    *l1 = _mm512_reduce_add_pd(s);
+    return active;
+}
+#endif
+
+#if defined(__GNUC__)
+__attribute__((noinline)) /* a loop of its own: compiled as tightly as it was alone */
+#endif
+static size_t relu_stats_portable(float *f, const float *b_enc, const float *norms, size_t d,
+                                  double *l1, uint16_t *mask)
+{
+    return row_stats(f, b_enc, norms, d, l1, mask, true);
+}
+
+static size_t relu_stats(float *f, const float *b_enc, const float *norms, size_t d, double *l1,
+                         uint16_t *mask)
+{
+#ifdef SAE_HAVE_AVX512
+    if (sae__use_avx512())
+        return relu_stats_avx512(f, b_enc, norms, d, l1, mask);
+#endif
+    return relu_stats_portable(f, b_enc, norms, d, l1, mask);
+}
+
+/* ---- selection: TopK per token, AuxK's picks ------------------------------------------ */
+
+/* The k-th largest (1-based) of v[0..n), 1 <= k <= n; reorders v. */
+static float kth_largest(float *v, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n - 1, want = k - 1; /* index in descending order */
+    while (lo < hi) {
+        /* median of three as pivot */
+        size_t mid = lo + (hi - lo) / 2;
+        float a = v[lo], b = v[mid], c = v[hi];
+        float pivot = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        size_t i = lo, j = hi;
+        while (i <= j) { /* descending partition */
+            while (v[i] > pivot)
+                i++;
+            while (v[j] < pivot)
+                j--;
+            if (i <= j) {
+                float t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                i++;
+                if (j == 0)
+                    break;
+                j--;
+            }
+        }
+        if (want <= j && j != (size_t)-1 && j >= lo)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return v[want];
+    }
+    return v[want];
+}
+
+/* The cut of the k largest positive values of f[0..d) (among those with
+ * pick[i] set, if pick is non-NULL). scratch: d floats. */
+static sae_topk_cut topk_cut_of(const float *f, size_t d, size_t k, const uint8_t *pick,
+                            float *scratch)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d; i++)
+        if (f[i] > 0.0f && (!pick || pick[i]))
+            scratch[n++] = f[i];
+    sae_topk_cut cut = {0.0f, 0};
+    if (n <= k)
+        return cut; /* every positive value is kept: kth = 0, all strictly above */
+    cut.kth = kth_largest(scratch, n, k);
+    size_t above = 0;
+    for (size_t i = 0; i < d; i++)
+        above += f[i] > cut.kth && (!pick || pick[i]);
+    cut.ties = k - above;
+    return cut;
+}
+
+sae_topk_cut sae__topk_cut(const float *f, size_t d, size_t k, float *scratch)
+{
+    return topk_cut_of(f, d, k, NULL, scratch);
+}
+
+/* ---- the activation of one token ------------------------------------------------- */
+
+/* One token's GEMM output (pre-activations without b_enc) to features, in
+ * place; *l1 = sum_i f_i r_i; returns the active count. mask, band (may be
+ * NULL): ceil(d_sae / 16) chunks of flags (f_i > 0; JumpReLU's band). aux
+ * (may be NULL): AuxK's top k_aux picks among dead features. scratch: d_sae
+ * floats. */
+static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
+                           uint16_t *band, sae_aux_row *aux, float *scratch)
+{
+    const size_t d = a->d_sae;
+    const float *b_enc = a->b_enc;
+    /* the ReLU SAE (never with AuxK): the vectorised pass does it all */
+    if (a->arch == SAE_ARCH_RELU)
+        return relu_stats(f, b_enc, a->norms, d, l1, mask);
+    for (size_t i = 0; i < d; i++)
+        f[i] += b_enc[i];
+
+    /* AuxK's picks come from ReLU(pre) before TopK removes anything */
+    if (aux) {
+        sae_topk_cut cut = topk_cut_of(f, d, a->k_aux, a->dead, scratch);
+        size_t n = 0;
+        for (size_t i = 0; i < d; i++)
+            if (a->dead[i] && sae__topk_keep(f[i], &cut)) {
+                aux->feat[n] = (uint32_t)i;
+                aux->fval[n] = f[i];
+                n++;
+            }
+        aux->count = n;
+    }
+
+    switch (a->arch) {
+    case SAE_ARCH_TOPK: {
+        sae_topk_cut cut = topk_cut_of(f, d, a->k, NULL, scratch);
+        for (size_t i = 0; i < d; i++)
+            f[i] = sae__topk_keep(f[i], &cut) ? f[i] : 0.0f;
+        break;
+    }
+    case SAE_ARCH_BATCHTOPK:
+        if (a->training || a->batch_threshold < 0.0f) {
+            for (size_t i = 0; i < d; i++) /* training: the batch selection follows */
+                f[i] = f[i] > 0.0f ? f[i] : 0.0f;
+        } else {
+            float thr = a->batch_threshold;
+            for (size_t i = 0; i < d; i++)
+                f[i] = f[i] > thr && f[i] > 0.0f ? f[i] : 0.0f;
+        }
+        break;
+    case SAE_ARCH_JUMPRELU: {
+        const float half = 0.5f * a->bandwidth;
+        for (size_t i0 = 0; i0 < d; i0 += 16) {
+            size_t i1 = d - i0 < 16 ? d : i0 + 16;
+            unsigned in_band = 0;
+            for (size_t i = i0; i < i1; i++) {
+                float u = f[i] - a->theta[i];
+                if (band)
+                    in_band |= (unsigned)(u > -half && u < half) << (i - i0);
+                f[i] = u > 0.0f ? f[i] : 0.0f;
+            }
+            if (band)
+                band[i0 / 16] = (uint16_t)in_band;
+        }
+        break;
+    }
+    default: /* the ReLU SAE returned above */
+        break;
+    }
+
+    return row_stats(f, NULL, a->norms, d, l1, mask, false);
+}
+
+/* ---- the encoder ------------------------------------------------------------------ */
+
+/* xc = x - b_dec for the block's rows; bad[tid] flags NaN or Inf in x. */
+typedef struct center_task {
+    const float *x, *b_dec;
+    float *xc;
+    size_t d_in;
+    int bad[SAE_MAX_THREADS];
+} center_task;
+
+static void center_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    center_task *c = ctx;
+    const size_t d_in = c->d_in;
+    int bad = 0;
+    for (size_t t = begin; t < end; t++) {
+        const float *xt = c->x + t * d_in;
+        float *xct = c->xc + t * d_in;
+        for (size_t j = 0; j < d_in; j++) {
+            bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
+            xct[j] = xt[j] - c->b_dec[j];
+        }
+    }
+    c->bad[tid] = bad;
+}
+
+/* The activation of each token of the block, and its per-token outputs. */
+typedef struct activate_task {
+    const sae_activation *act;
+    const sae_encoded *out;
+    float *scratch; /* n_threads x d_sae */
+    size_t pairs[SAE_MAX_THREADS];
+} activate_task;
+
+static void activate_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    activate_task *a = ctx;
+    const sae_encoded *out = a->out;
+    const size_t d_sae = a->act->d_sae, chunks = out->mask_chunks;
+    size_t pairs_range = 0;
+    for (size_t t = begin; t < end; t++) {
+        uint16_t *mask = out->mask ? out->mask + t * chunks : NULL;
+        uint16_t *band = out->band ? out->band + t * chunks : NULL;
+        sae_aux_row aux = {NULL, NULL, 0};
+        if (a->act->dead) {
+            aux.feat = out->aux.feat + t * out->aux.cap;
+            aux.fval = out->aux.fval + t * out->aux.cap;
+        }
+        double l1;
+        size_t active = activate_row(a->act, out->f + t * d_sae, &l1, mask, band,
+                                     a->act->dead ? &aux : NULL,
+                                     a->scratch + (size_t)tid * d_sae);
+        size_t pairs = active;
+        if (band) { /* JumpReLU's pairs include its band */
+            pairs = 0;
+            for (size_t c = 0; c < chunks; c++)
+                pairs += (size_t)__builtin_popcount((unsigned)(mask[c] | band[c]));
+        }
+        if (a->act->dead)
+            out->aux.count[t] = aux.count;
+        if (out->l1)
+            out->l1[t] = l1;
+        if (out->active)
+            out->active[t] = active;
+        if (out->pairs)
+            out->pairs[t] = pairs;
+        if (out->sums) {
+            out->sums->l1 += l1;
+            out->sums->active += (double)active;
+        }
+        pairs_range += pairs;
+    }
+    a->pairs[tid] = pairs_range;
+}
+
+int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
+                      float *scratch, const float *x, size_t rows, const sae_encoded *out,
+                      size_t *pairs)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    center_task c = {.x = x, .b_dec = sae__b_dec(m), .xc = out->xc, .d_in = d_in};
+    for (int k = 0; k < sae__pool_threads(pool); k++)
+        c.bad[k] = 0;
+    sae__parallel_for(pool, rows, center_range, &c);
+    int bad = 0;
+    for (int k = 0; k < sae__pool_threads(pool); k++)
+        bad |= c.bad[k];
+    if (bad)
+        return SAE_E_NONFINITE;
+    /* pre = xc W_enc; b_enc is added by the activation (one pass over the
+     * block, not two) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
+                out->xc, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, out->f, (int)d_sae);
+    /* sums are added token by token: on one thread, in token order */
+    sae_pool *act_pool = out->sums ? NULL : pool;
+    activate_task a = {.act = act, .out = out, .scratch = scratch};
+    for (int k = 0; k < sae__pool_threads(act_pool); k++)
+        a.pairs[k] = 0;
+    sae__parallel_for(act_pool, rows, activate_range, &a);
+    if (pairs) {
+        *pairs = 0;
+        for (int k = 0; k < sae__pool_threads(act_pool); k++)
+            *pairs += a.pairs[k];
+    }
     return SAE_OK;
 }
 
-void sae__forward_encode(sae_forward *c, const float *x, size_t rows, float *f,
-                         sae_loss_sums *sums)
+/* ---- BatchTopK's selection over the batch ---------------------------------- */
+
+static uint32_t float_bits(float v)
 {
-    const sae_model *m = c->m;
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const float *b_dec = sae__b_dec(m);
-    for (size_t t = 0; t < rows; t++)
-        for (size_t j = 0; j < d_in; j++)
-            c->xc[t * d_in + j] = x[t * d_in + j] - b_dec[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                c->xc, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, f, (int)d_sae);
-    for (size_t t = 0; t < rows; t++) {
-        double l1;
-        size_t active = sae__activate_row(&c->act, f + t * d_sae, &l1, NULL, NULL, NULL,
-                                          c->scratch);
-        if (sums) {
-            sums->l1 += l1;
-            sums->active += (double)active;
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    return b;
+}
+
+/* The bit pattern of the K-th largest positive value of f (rows x d), by a
+ * two-level radix select on the upper and lower 16 bits; 0 if there are at
+ * most K positive values. hist: 65536 counters per thread of scratch. */
+typedef struct radix_task {
+    const float *f;
+    size_t d;
+    uint64_t *hist;
+    uint32_t prefix, prefix_mask;
+    int shift;
+} radix_task;
+
+static void radix_count_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    const radix_task *r = ctx;
+    uint64_t *h = r->hist + (size_t)tid * 65536;
+    for (size_t t = begin; t < end; t++) {
+        const float *row = r->f + t * r->d;
+        for (size_t i = 0; i < r->d; i++) {
+            uint32_t b = float_bits(row[i]);
+            if (row[i] > 0.0f && (b & r->prefix_mask) == r->prefix)
+                h[(b >> r->shift) & 0xFFFFu]++;
         }
     }
 }
 
+static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, uint64_t *hist,
+                               sae_pool *pool)
+{
+    const int n_threads = sae__pool_threads(pool);
+    radix_task r = {f, d, hist, 0, 0, 16};
+    for (int level = 0; level < 2; level++) {
+        r.shift = level == 0 ? 16 : 0;
+        memset(hist, 0, (size_t)n_threads * 65536 * sizeof(uint64_t));
+        sae__parallel_for(pool, rows, radix_count_range, &r);
+        for (int h = 1; h < n_threads; h++)
+            for (size_t b = 0; b < 65536; b++)
+                hist[b] += hist[(size_t)h * 65536 + b];
+        /* walk buckets from the largest values down */
+        uint64_t seen = 0;
+        size_t bucket = 65536;
+        while (bucket-- > 0) {
+            if (seen + hist[bucket] >= K)
+                break;
+            seen += hist[bucket];
+        }
+        if (bucket == (size_t)-1)
+            return 0; /* fewer than K positive values */
+        K -= (size_t)seen;
+        r.prefix |= (uint32_t)bucket << r.shift;
+        r.prefix_mask |= 0xFFFFu << r.shift;
+    }
+    return r.prefix;
+}
+
+typedef struct select_task {
+    float *f;
+    size_t d;
+    const float *norms;
+    const sae_encoded *out;
+    size_t *ties;   /* per token: its ties at the K-th value, then those it keeps */
+    float kth_value;
+    uint32_t min_bits[SAE_MAX_THREADS];
+} select_task;
+
+/* Per token: entries above the K-th value (into out->active) and equal to it. */
+static void count_ties_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    select_task *s = ctx;
+    for (size_t t = begin; t < end; t++) {
+        size_t above = 0, ties = 0;
+        const float *row = s->f + t * s->d;
+        for (size_t i = 0; i < s->d; i++) {
+            above += row[i] > s->kth_value;
+            ties += s->kth_value > 0.0f && row[i] == s->kth_value;
+        }
+        s->ties[t] = ties;
+        s->out->active[t] = above;
+    }
+}
+
+/* Keep what is selected, zero the rest; statistics and the mask per token. */
+static void keep_selected_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    select_task *s = ctx;
+    const sae_encoded *out = s->out;
+    uint32_t min_bits = UINT32_MAX;
+    for (size_t t = begin; t < end; t++) {
+        float *row = s->f + t * s->d;
+        uint16_t *mask = out->mask + t * out->mask_chunks;
+        sae_topk_cut cut = {s->kth_value, s->ties[t]};
+        double l1 = 0.0;
+        size_t active = 0;
+        for (size_t i = 0; i < s->d; i++) {
+            bool keep = sae__topk_keep(row[i], &cut);
+            float v = keep ? row[i] : 0.0f;
+            row[i] = v;
+            l1 += (double)v * s->norms[i];
+            active += keep;
+            if (i % 16 == 0)
+                mask[i / 16] = 0;
+            mask[i / 16] |= (uint16_t)((unsigned)keep << (i % 16));
+            uint32_t b = float_bits(v);
+            if (keep && b < min_bits)
+                min_bits = b;
+        }
+        out->l1[t] = l1;
+        out->active[t] = active;
+        out->pairs[t] = active;
+    }
+    s->min_bits[tid] = min_bits;
+}
+
+float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
+                      const sae_encoded *out, size_t *ties, uint64_t *radix_hist, sae_pool *pool)
+{
+    const int n_threads = sae__pool_threads(pool);
+    size_t K = rows * k;
+    select_task s = {.f = f, .d = d, .norms = norms, .out = out, .ties = ties};
+    uint32_t kth = batch_kth_bits(f, rows, d, K, radix_hist, pool);
+    memcpy(&s.kth_value, &kth, sizeof s.kth_value);
+    /* values above the K-th are kept; ties at it are kept in token, then
+     * feature order until K: count ties per token, then each token's allowance */
+    sae__parallel_for(pool, rows, count_ties_range, &s);
+    size_t above_total = 0;
+    for (size_t t = 0; t < rows; t++)
+        above_total += out->active[t];
+    size_t ties_left = kth ? K - above_total : 0;
+    for (size_t t = 0; t < rows; t++) {
+        size_t take = ties[t] < ties_left ? ties[t] : ties_left;
+        ties[t] = take;
+        ties_left -= take;
+    }
+    for (int h = 0; h < n_threads; h++)
+        s.min_bits[h] = UINT32_MAX;
+    sae__parallel_for(pool, rows, keep_selected_range, &s);
+    uint32_t min_bits = UINT32_MAX;
+    for (int h = 0; h < n_threads; h++)
+        min_bits = s.min_bits[h] < min_bits ? s.min_bits[h] : min_bits;
+    float min_kept;
+    memcpy(&min_kept, &min_bits, sizeof min_kept);
+    return min_bits == UINT32_MAX ? 0.0f : min_kept;
+}
+
+/* ---- the decoder ------------------------------------------------------------------ */
+
 void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat)
 {
-    fill_rows(x_hat, sae__b_dec(m), rows, m->d_in);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)m->d_in, (int)m->d_sae,
-                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)m->d_in, 1.0f, x_hat, (int)m->d_in);
+    const size_t d_in = m->d_in;
+    const float *b_dec = sae__b_dec(m);
+    for (size_t t = 0; t < rows; t++)
+        memcpy(x_hat + t * d_in, b_dec, d_in * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_in, (int)m->d_sae,
+                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)d_in, 1.0f, x_hat, (int)d_in);
 }
+
+/* ---- the forward pass for read-only callers ----------------------------------------- */
+
+void sae__forward_free(sae_forward *fw)
+{
+    sae__free(fw->norms);
+    sae__free(fw->theta);
+    sae__free(fw->scratch);
+    sae__free(fw->xc);
+    sae__free(fw->f);
+    sae__free(fw->x_hat);
+    memset(fw, 0, sizeof *fw);
+}
+
+int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigned buffers)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    memset(fw, 0, sizeof *fw);
+    fw->m = m;
+    fw->block = block;
+    /* block <= SAE_BLOCK_TOKENS in the library's callers, and d_in * d_sae
+     * was checked at model creation: none of these sizes overflows */
+    bool ok = (fw->norms = sae__alloc(d_sae * sizeof(float))) &&
+              (fw->scratch = sae__alloc(d_sae * sizeof(float))) &&
+              (fw->xc = sae__alloc(block * d_in * sizeof(float))) &&
+              (m->arch != SAE_ARCH_JUMPRELU || (fw->theta = sae__alloc(d_sae * sizeof(float)))) &&
+              (!(buffers & SAE_FORWARD_F) || (fw->f = sae__alloc(block * d_sae * sizeof(float)))) &&
+              (!(buffers & SAE_FORWARD_X_HAT) ||
+               (fw->x_hat = sae__alloc(block * d_in * sizeof(float))));
+    if (!ok) {
+        sae__forward_free(fw);
+        return SAE_E_NOMEM;
+    }
+    sae__decoder_row_norms(m, fw->norms, NULL);
+    if (fw->theta)
+        sae__thresholds(m, fw->theta);
+    sae__activation_init(&fw->act, m, fw->norms, fw->theta);
+    return SAE_OK;
+}
+
+int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
+                        sae_loss_sums *sums)
+{
+    const sae_encoded out = {.xc = fw->xc, .f = f, .sums = sums};
+    return sae__encode_block(fw->m, &fw->act, NULL, fw->scratch, x, rows, &out, NULL);
+}
+
+/* ---- the losses -------------------------------------------------------------------- */
 
 void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
                            double extra, sae_losses *out)
@@ -88,142 +634,4 @@ void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch,
     default: out->loss = out->l2; break;
     }
     out->loss += extra;
-}
-
-/* Argument checks shared by the batch functions: *elems = n_tokens * width. */
-static int check_batch(const sae_model *m, const void *in, size_t n_tokens, size_t width,
-                       const void *out, size_t *elems)
-{
-    if (!m || !in || !out || n_tokens == 0)
-        return SAE_E_INVALID_ARG;
-    size_t bytes;
-    if (!sae__mul(n_tokens, width, elems) || !sae__mul(*elems, sizeof(float), &bytes))
-        return SAE_E_INVALID_ARG;
-    return SAE_OK;
-}
-
-int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
-{
-    size_t elems;
-    int rc = check_batch(m, x, n_tokens, m ? m->d_in : 0, f, &elems);
-    if (rc == SAE_OK && !sae__mul(n_tokens, m->d_sae, &elems))
-        rc = SAE_E_INVALID_ARG;
-    if (rc != SAE_OK)
-        return rc;
-    if (!sae__all_finite(x, n_tokens * m->d_in))
-        return SAE_E_NONFINITE;
-    size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    sae_forward c;
-    if (sae__forward_init(&c, m, block) != SAE_OK)
-        return SAE_E_NOMEM;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-        size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        sae__forward_encode(&c, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
-    }
-    sae__forward_free(&c);
-    return SAE_OK;
-}
-
-int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat)
-{
-    size_t elems;
-    int rc = check_batch(m, f, n_tokens, m ? m->d_sae : 0, x_hat, &elems);
-    if (rc == SAE_OK && !sae__mul(n_tokens, m->d_in, &elems))
-        rc = SAE_E_INVALID_ARG;
-    if (rc != SAE_OK)
-        return rc;
-    if (!sae__all_finite(f, n_tokens * m->d_sae))
-        return SAE_E_NONFINITE;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
-        size_t rows = n_tokens - t0 < SAE_BLOCK_TOKENS ? n_tokens - t0 : SAE_BLOCK_TOKENS;
-        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
-    }
-    return SAE_OK;
-}
-
-/* Run the forward pass over the whole batch with per-call scratch, summing the
- * losses. Shared by sae_loss and sae_fvu. */
-static int forward_sums(const sae_model *m, const float *x, size_t n_tokens, sae_loss_sums *sums)
-{
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    sae_forward c;
-    if (sae__forward_init(&c, m, block) != SAE_OK)
-        return SAE_E_NOMEM;
-    float *err = sae__alloc(block * d_in * sizeof(float));
-    float *f = sae__alloc(block * d_sae * sizeof(float));
-    int rc = SAE_E_NOMEM;
-    if (err && f) {
-        memset(sums, 0, sizeof *sums);
-        for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-            size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-            const float *xb = x + t0 * d_in;
-            sae__forward_encode(&c, xb, rows, f, sums);
-            sae__forward_decode(m, f, rows, err);
-            for (size_t k = 0; k < rows * d_in; k++) {
-                double e = (double)err[k] - xb[k];
-                sums->l2 += e * e;
-            }
-        }
-        rc = SAE_OK;
-    }
-    sae__free(f);
-    sae__free(err);
-    sae__forward_free(&c);
-    return rc;
-}
-
-int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda, sae_losses *out)
-{
-    size_t elems;
-    int rc = check_batch(m, x, n_tokens, m ? m->d_in : 0, out, &elems);
-    if (rc != SAE_OK)
-        return rc;
-    if (!isfinite(lambda))
-        return SAE_E_NONFINITE;
-    if (lambda < 0.0)
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
-    sae_loss_sums sums;
-    rc = forward_sums(m, x, n_tokens, &sums);
-    if (rc == SAE_OK)
-        sae__losses_from_sums(&sums, n_tokens, m->arch, lambda, 0.0, out);
-    return rc;
-}
-
-int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out)
-{
-    size_t elems;
-    int rc = check_batch(m, x, n_tokens, m ? m->d_in : 0, out, &elems);
-    if (rc != SAE_OK)
-        return rc;
-    if (n_tokens < 2)
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
-    /* Total variance around the batch mean, two-pass in double. */
-    const size_t d_in = m->d_in;
-    double *mean = sae__alloc_zero(d_in * sizeof(double));
-    if (!mean)
-        return SAE_E_NOMEM;
-    for (size_t t = 0; t < n_tokens; t++)
-        for (size_t j = 0; j < d_in; j++)
-            mean[j] += x[t * d_in + j];
-    for (size_t j = 0; j < d_in; j++)
-        mean[j] /= (double)n_tokens;
-    double total = 0.0;
-    for (size_t t = 0; t < n_tokens; t++)
-        for (size_t j = 0; j < d_in; j++) {
-            double d = x[t * d_in + j] - mean[j];
-            total += d * d;
-        }
-    sae__free(mean);
-    if (!(total > 0.0))
-        return SAE_E_INVALID_ARG;
-    sae_loss_sums sums;
-    rc = forward_sums(m, x, n_tokens, &sums);
-    if (rc == SAE_OK)
-        *out = sums.l2 / total;
-    return rc;
 }

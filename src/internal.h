@@ -13,6 +13,21 @@
  *   w_dec    d_sae x d_in   W_dec, as SAELens stores it
  *   b_enc    d_sae
  *   b_dec    d_in
+ *
+ * A training step's data path (sae_step), in four files:
+ *
+ *   optimizer.c  sae_step: the lr and lambda of the step (schedule.c), the
+ *                workspace (workspace.c), then sae__forward_backward, then
+ *                clipping and one Adam pass over the flat parameter block
+ *   backward.c   sae__forward_backward: for each block of tokens the forward
+ *                pass (forward.c), then the gradients on the dense path
+ *                (CBLAS) or the sparse path (sparse.c), AuxK, the biases
+ *   forward.c    x -> xc -> f (sae__encode_block: one SGEMM and the
+ *                architecture's activation per token) -> x_hat
+ *                (sae__forward_decode); the same encoder and decoder serve
+ *                sae_encode, sae_loss and every read-only call (sae_forward)
+ *   sparse.c     the sparse path: pairs (token, feature) with f > 0, the
+ *                decoder and the gradients over them
  */
 #ifndef LIBSAE_INTERNAL_H
 #define LIBSAE_INTERNAL_H
@@ -37,6 +52,18 @@
 /* Tokens per block in the forward/backward passes: bounds the dense
  * n_tokens x d_sae scratch to SAE_BLOCK_TOKENS x d_sae floats per buffer. */
 #define SAE_BLOCK_TOKENS 1024
+
+/* The block of a call over n_tokens tokens, and the rows of the block that
+ * starts at token t0. */
+static inline size_t sae__block_size(size_t n_tokens)
+{
+    return n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
+}
+
+static inline size_t sae__block_rows(size_t n_tokens, size_t t0, size_t block)
+{
+    return n_tokens - t0 < block ? n_tokens - t0 : block;
+}
 
 typedef struct sae_pool sae_pool; /* threads.c */
 
@@ -199,10 +226,6 @@ void sae__model_refresh_absmax(sae_model *m);
 bool sae__all_finite(const float *v, size_t count);
 float sae__absmax(const float *v, size_t count);
 
-/* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double),
- * on the pool's threads (NULL: the caller's). */
-void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
-
 /* ---- GEMM backends (gemm.c) ------------------------------------------------
  * Every dense matrix product goes through a context of one backend: CBLAS, or
  * oneDNN when the library was built with it (SAE_HAVE_ONEDNN). A context is
@@ -329,20 +352,8 @@ void sae__bf16_from_f32(uint16_t *dst, const float *src, size_t count);
 void sae__bf16_to_f32(float *dst, const uint16_t *src, size_t count);
 bool sae__bf16_native(void); /* the AVX512_BF16 kernel runs */
 
-/* ---- loss sums (forward.c) ------------------------------------------------ */
-
-/* Unnormalised loss sums over tokens, in double. */
-typedef struct sae_loss_sums {
-    double l2;     /* sum_t sum_j (x_hat_tj - x_tj)^2 */
-    double l1;     /* sum_t sum_i f_ti * norms[i] */
-    double active; /* sum_t #{i : f_ti > 0} */
-} sae_loss_sums;
-
-/* Per-token averages of the sums, and the architecture's loss: l2 + lambda * l1
- * (ReLU), l2 + lambda * l0 (JumpReLU), l2 (TopK, BatchTopK), plus extra
- * (AuxK's weighted term, or 0). */
-void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
-                           double extra, sae_losses *out);
+/* mean[j] = (1/n) sum_t x[t][j] over the n rows of x (n x d floats), in double. */
+void sae__mean_rows(const float *x, size_t n, size_t d, double *mean);
 
 /* ---- threads (threads.c) --------------------------------------------------- */
 
@@ -376,10 +387,171 @@ void sae__parallel_for(sae_pool *p, size_t n, sae_range_fn fn, void *ctx);
 /* The thread count a step uses: requested if > 0, else one per online core. */
 int sae__resolve_threads(int requested);
 
-/* ---- loss and backward (backward.c, sparse.c) ----------------------------- */
+/* ---- the forward pass (forward.c) ---------------------------------------------
+ * One encoder and one decoder for inference and training; see forward.c. */
 
-/* Tokens per chunk in per-token loops that run in parallel. */
-#define SAE_CHUNK_TOKENS 16
+/* Unnormalised loss sums over tokens, in double. */
+typedef struct sae_loss_sums {
+    double l2;     /* sum_t sum_j (x_hat_tj - x_tj)^2 */
+    double l1;     /* sum_t sum_i f_ti * norms[i] */
+    double active; /* sum_t #{i : f_ti > 0} */
+} sae_loss_sums;
+
+/* Per-token averages of the sums, and the architecture's loss: l2 + lambda * l1
+ * (ReLU), l2 + lambda * l0 (JumpReLU), l2 (TopK, BatchTopK), plus extra
+ * (AuxK's weighted term, or 0). */
+void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
+                           double extra, sae_losses *out);
+
+/* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double),
+ * on the pool's threads (NULL: the caller's). */
+void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
+
+/* theta[i] = exp(t_i), JumpReLU's thresholds from its log thresholds
+ * (nothing for other architectures). */
+void sae__thresholds(const sae_model *m, float *theta);
+
+/* How pre-activations become features: the model's architecture, and what
+ * training adds (JumpReLU's band, BatchTopK's batch selection, AuxK). */
+typedef struct sae_activation {
+    int arch;
+    size_t d_sae, k;
+    const float *b_enc;      /* d_sae, added to the GEMM's output */
+    const float *norms;      /* d_sae decoder row norms, for the L1 sum */
+    const float *theta;      /* JumpReLU: d_sae thresholds */
+    float batch_threshold;   /* BatchTopK at inference */
+    float bandwidth;         /* JumpReLU in training: eps of the band; 0: no band */
+    bool training;           /* BatchTopK: leave the selection to sae__batch_topk */
+    const uint8_t *dead;     /* AuxK: dead features; NULL: no AuxK picks */
+    size_t k_aux;
+} sae_activation;
+
+/* The model's activation at inference (training sets the last four fields). */
+void sae__activation_init(sae_activation *act, const sae_model *m, const float *norms,
+                          const float *theta);
+
+/* TopK's selection of the k largest positive values of a row, visited in
+ * index order: every value above kth is kept, then those equal to kth while
+ * ties lasts (kth = 0 and ties = 0 when at most k values are positive: every
+ * positive value is kept). Used by TopK, AuxK's picks, BatchTopK and the
+ * sparse codes' cap. */
+typedef struct sae_topk_cut {
+    float kth;
+    size_t ties;
+} sae_topk_cut;
+
+/* The cut of the k >= 1 largest positive values of f[0..d). scratch: d floats. */
+sae_topk_cut sae__topk_cut(const float *f, size_t d, size_t k, float *scratch);
+
+/* Whether the cut keeps v (the next value in index order); takes a tie if v
+ * is one. */
+static inline bool sae__topk_keep(float v, sae_topk_cut *cut)
+{
+    if (!(v > 0.0f))
+        return false;
+    if (v > cut->kth)
+        return true;
+    if (v == cut->kth && cut->ties > 0) {
+        cut->ties--;
+        return true;
+    }
+    return false;
+}
+
+/* One token's AuxK picks. */
+typedef struct sae_aux_row {
+    uint32_t *feat;          /* room for k_aux picks */
+    float *fval;
+    size_t count;
+} sae_aux_row;
+
+/* AuxK's picks of a run of tokens: token t's at feat/fval + t * cap. */
+typedef struct sae_aux_picks {
+    uint32_t *feat;
+    float *fval;
+    size_t *count;
+    size_t cap;
+} sae_aux_picks;
+
+/* Where the encoder puts a block's results: rows of the block for xc, f and
+ * the flags, one entry per token of the block for the others. Every field
+ * but xc and f may be NULL / zero (not wanted). */
+typedef struct sae_encoded {
+    float *xc;            /* rows x d_in: x - b_dec */
+    float *f;             /* rows x d_sae: pre-activations, then features */
+    uint16_t *mask;       /* rows x mask_chunks: bit i%16 of chunk i/16 set if f_ti > 0 */
+    uint16_t *band;       /* rows x mask_chunks: JumpReLU's |pre - theta| < eps/2 */
+    size_t mask_chunks;   /* ceil(d_sae / 16) */
+    double *l1;           /* rows: sum_i f_ti r_i */
+    size_t *active;       /* rows: #{i : f_ti > 0} */
+    size_t *pairs;        /* rows: the sparse path's pairs (active, plus JumpReLU's band) */
+    sae_aux_picks aux;    /* with act->dead: AuxK's picks */
+    sae_loss_sums *sums;  /* += the block's L1 sums and active counts, in token
+                             order (the activation then runs on one thread) */
+} sae_encoded;
+
+/* The encoder, for a block of `rows` tokens x (rows x d_in floats):
+ * out->xc = x - b_dec, out->f = act(xc W_enc + b_enc) and the per-token
+ * outputs out asks for; *pairs (may be NULL) = the sum of the pairs. The
+ * loops run on pool (NULL: the calling thread); scratch: pool threads x d_sae
+ * floats (TopK's selection). SAE_E_NONFINITE if x holds NaN or Inf (found
+ * while centring: the outputs are then partly written). */
+int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
+                      float *scratch, const float *x, size_t rows, const sae_encoded *out,
+                      size_t *pairs);
+
+/* The decoder: x_hat = f W_dec + b_dec for rows tokens (f: rows x d_sae,
+ * x_hat: rows x d_in). */
+void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat);
+
+/* BatchTopK's training selection: keep the rows * k largest values of the
+ * ReLU'd block f (rows x d) over all rows, zero the rest, and rewrite out's
+ * l1, active, pairs and mask. ties: rows counters of scratch. radix_hist:
+ * pool threads x 65536 counters. Returns the smallest value kept. */
+float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
+                      const sae_encoded *out, size_t *ties, uint64_t *radix_hist, sae_pool *pool);
+
+/* The forward pass for read-only callers (sae_encode, sae_loss, sae_fvu,
+ * resampling, metrics), on the calling thread, with per-call scratch (so
+ * such calls on one model may run concurrently). Usage:
+ *
+ *     sae_forward fw;
+ *     if (sae__forward_init(&fw, m, sae__block_size(n), SAE_FORWARD_F) != SAE_OK) ...
+ *     for (size_t t0 = 0; t0 < n; t0 += fw.block) {
+ *         size_t rows = sae__block_rows(n, t0, fw.block);
+ *         sae__forward_encode(&fw, x + t0 * d_in, rows, fw.f, NULL);
+ *         ...
+ *     }
+ *     sae__forward_free(&fw);
+ */
+typedef struct sae_forward {
+    const sae_model *m;
+    sae_activation act;
+    size_t block;    /* tokens one sae__forward_encode may take */
+    float *norms;    /* d_sae decoder row norms */
+    float *theta;    /* d_sae JumpReLU thresholds (NULL otherwise) */
+    float *scratch;  /* d_sae for TopK's selection */
+    float *xc;       /* block x d_in */
+    float *f;        /* block x d_sae, with SAE_FORWARD_F (else NULL) */
+    float *x_hat;    /* block x d_in, with SAE_FORWARD_X_HAT (else NULL) */
+} sae_forward;
+
+enum { SAE_FORWARD_F = 1, SAE_FORWARD_X_HAT = 2 };
+
+/* Allocate the scratch for blocks of up to `block` tokens (block x d_sae and
+ * block x d_in must not overflow: sae__block_size(n) is always fine), and the
+ * buffers f and x_hat asked for. SAE_E_NOMEM leaves nothing allocated. */
+int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigned buffers);
+void sae__forward_free(sae_forward *fw);
+
+/* f = act((x - b_dec) W_enc + b_enc) for rows <= fw->block tokens (x: rows x
+ * d_in, f: rows x d_sae), the model's architecture at inference; adds the L1
+ * sums and active counts to *sums if it is not NULL. SAE_E_NONFINITE if x
+ * holds NaN or Inf. */
+int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
+                        sae_loss_sums *sums);
+
+/* ---- the step's workspace (workspace.c) --------------------------------------- */
 
 /* Column tiles of the sparse path, in floats: the decoder gathers rows of a
  * d_sae x SAE_DEC_TILE panel of W_dec (1.3 MB at d_sae = 10000), the feature
@@ -389,7 +561,9 @@ int sae__resolve_threads(int requested);
 
 /* Scratch for one step, owned by the optimizer. Buffers are allocated on the
  * first step and grown only when a larger (or, for the sparse buffers, denser)
- * batch arrives; never shrunk. Sizes below are in elements. */
+ * batch arrives; never shrunk. Sizes below are in elements. Each buffer holds
+ * one thing; where a buffer holds successive stages of the same data (f), the
+ * code that moves it on names the new stage. */
 typedef struct sae_workspace {
     size_t d_in, d_sae;
 
@@ -399,7 +573,9 @@ typedef struct sae_workspace {
     double *g_b_enc;      /* dL/db_enc, accumulated in double */
     double *row_sumsq;    /* squared norm of feature i's gradient rows */
     uint64_t *last_fired; /* 1 + index of the last token where f_ti > 0; 0: none */
+    float *norm_coeff;    /* c_i: the L1 term's gradient through r_i is c_i W_dec[i,:] */
     double *g_b_dec;      /* d_in: dL/db_dec, accumulated in double */
+    double *aux_mean;     /* d_in: AuxK, the mean of the residuals e_t */
 
     float *theta;         /* d_sae: JumpReLU thresholds exp(t_i) */
     double *theta_grad;   /* d_sae: JumpReLU dL/dtheta_i */
@@ -415,8 +591,10 @@ typedef struct sae_workspace {
     double *l1_tok;       /* tokens_cap: sum_i f_ti r_i */
     double *l2_tok;       /* rows_cap: sum_j (x_hat_tj - x_tj)^2 */
     size_t *active_tok;   /* tokens_cap: #{i : f_ti > 0} */
-    size_t *row_ptr;      /* rows_cap + 1: CSR row starts (the pair count of
-                             token t at row_ptr[t + 1] before the prefix sum) */
+    size_t *ties;         /* tokens_cap: BatchTopK, each token's ties at the cut */
+    size_t *row_ptr;      /* rows_cap + 1: CSR row starts (the encoder writes the
+                             pair count of token t at row_ptr[t + 1]; a prefix
+                             sum turns the counts into the starts) */
     size_t aux_tokens;    /* tokens the AuxK buffers hold */
     size_t aux_cap;       /* k_aux the AuxK buffers hold per token */
     uint32_t *aux_feat;   /* aux_tokens x aux_cap: AuxK's picks per token */
@@ -425,9 +603,10 @@ typedef struct sae_workspace {
 
     /* per block of at most SAE_BLOCK_TOKENS tokens */
     size_t block_cap;
-    float *f;             /* block_cap x d_sae: pre-activations, f, then dL/dpre */
+    float *f;             /* block_cap x d_sae: pre-activations, f, then (dense
+                             path) dL/df and dL/dpre */
     uint16_t *mask;       /* block_cap x mask_chunks: bit i%16 of chunk i/16 of row t is
-                             set if f_ti > 0 (dense path) */
+                             set if f_ti > 0 */
     uint16_t *band;       /* block_cap x mask_chunks: JumpReLU, |pre - theta| < eps/2 */
     size_t mask_chunks;   /* 16-bit chunks per row: ceil(d_sae / 16) */
     float *ones;          /* block_cap: 1.0f, for column sums by SGEMV */
@@ -445,7 +624,7 @@ typedef struct sae_workspace {
 
     /* per thread: transpose counts and column panels, packed contiguously so
      * they stay in L2 (rows of d_in floats have a stride that maps onto few
-     * cache sets); each thread packs its own, so the phases need no barriers */
+     * cache sets) */
     sae_pool *pool;       /* the step's threads (thread_cap of them) */
     size_t thread_cap;    /* threads the buffers below hold */
     size_t panel_tokens;  /* tokens each t_panel holds */
@@ -474,6 +653,8 @@ void sae__workspace_free(sae_workspace *ws);
 /* Grow the pair arrays to hold nnz pairs, keeping the first `keep` pairs of
  * feat and fval (stored earlier in the step). */
 int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep);
+
+/* ---- loss and gradients (backward.c) -------------------------------------------- */
 
 /* Density (active pairs / all pairs) of the first block at or below which
  * SAE_KERNEL_AUTO takes the sparse path. Measured at d_in 768, d_sae 10000 on
@@ -509,97 +690,14 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
                           size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res);
 
-/* ---- architectures (arch.c) ------------------------------------------------- */
-
-typedef struct sae_activation {
-    int arch;
-    size_t d_sae, k;
-    const float *b_enc;      /* d_sae, added to the GEMM's output */
-    const float *norms;      /* d_sae decoder row norms, for the L1 sum */
-    const float *theta;      /* JumpReLU: d_sae thresholds */
-    float batch_threshold;   /* BatchTopK at inference */
-    float bandwidth;         /* JumpReLU in training: eps of the band; 0: no band */
-    bool training;           /* BatchTopK: leave the selection to sae__batch_topk */
-    const uint8_t *dead;     /* AuxK: dead features; NULL: no AuxK picks */
-    size_t k_aux;
-} sae_activation;
-
-typedef struct sae_aux_row {
-    uint32_t *feat;          /* room for k_aux picks */
-    float *fval;
-    size_t count;
-} sae_aux_row;
-
-/* Turn one token's GEMM output (pre-activations without b_enc) into features
- * in place; *l1 = sum_i f_i r_i; returns the active count. mask, band (may be
- * NULL): ceil(d_sae / 16) chunks of flags (f_i > 0; JumpReLU's band). aux (may
- * be NULL): AuxK's top k_aux picks among dead features. scratch: d_sae floats. */
-size_t sae__activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
-                         uint16_t *band, sae_aux_row *aux, float *scratch);
-
-/* TopK's per-token selection, for other callers: the k largest positive
- * values of f[0..d) are those above *kth, then those equal to *kth in index
- * order while *ties lasts (*kth = 0 and *ties = 0 when at most k are
- * positive: every positive value is kept). scratch: d floats. */
-void sae__topk_select(const float *f, size_t d, size_t k, float *scratch, float *kth,
-                      size_t *ties);
-
-/* ---- forward passes for read-only callers (forward.c) -------------------- */
-
-/* A forward pass over blocks of tokens for encode, loss, FVU, resampling and
- * metrics: all scratch is per call, so calls on one model may run concurrently. */
-typedef struct sae_forward {
-    const sae_model *m;
-    sae_activation act;
-    float *norms;    /* d_sae decoder row norms */
-    float *theta;    /* d_sae JumpReLU thresholds (NULL otherwise) */
-    float *scratch;  /* d_sae for TopK's selection */
-    float *xc;       /* block x d_in */
-} sae_forward;
-
-/* Allocate the scratch for blocks of up to `block` tokens. SAE_E_NOMEM leaves
- * nothing allocated. */
-int sae__forward_init(sae_forward *c, const sae_model *m, size_t block);
-void sae__forward_free(sae_forward *c);
-
-/* f = act((x - b_dec) W_enc + b_enc) for rows tokens (x: rows x d_in, f: rows x
- * d_sae), the model's architecture at inference; adds the L1 sums and active
- * counts to *sums if it is not NULL. */
-void sae__forward_encode(sae_forward *c, const float *x, size_t rows, float *f,
-                         sae_loss_sums *sums);
-
-/* x_hat = f W_dec + b_dec for rows tokens. */
-void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat);
-
-/* BatchTopK's training selection: keep the rows * k largest values of the
- * ReLU'd block f (rows x d) over all rows, zero the rest; refresh l1_tok,
- * active_tok, the mask and the counts row_ptr[t + 1]. Returns the smallest
- * value kept. */
-float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
-                      sae_workspace *ws, sae_pool *pool);
-
-/* The sparse path's pieces (sparse.c), called by sae__forward_backward. */
-
-/* f[i] = max(f[i] + b_enc[i], 0) over one token's d_sae pre-activations;
- * *l1 = sum_i f_i r_i; returns the number of f_i > 0. mask (may be NULL):
- * ceil(d_sae / 16) chunks whose bits mark f_i > 0. The ReLU SAE's activation,
- * for every caller, through sae__activate_row. */
-size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
-                           double *l1, uint16_t *mask);
-
-/* One token's dL/dpre on the dense path: g[i] = g[i] + add * r[i] where the
- * mask bit of i is set, else 0 (g holds dL/df's reconstruction part). */
-void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float add,
-                          size_t d_sae);
+/* ---- the sparse path (sparse.c), called by sae__forward_backward ------------- */
 
 /* Compress the block f (rows x d_sae, tokens t0..) into the CSR arrays from
- * its mask (ws->mask, as the activation wrote it); ws->row_ptr[t0 .. t0 + rows]
- * must hold the prefix sums already. */
-void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool);
-
-/* Compress a JumpReLU block: the pairs flagged in mask or band (f is 0 for
- * pairs in the band but not active). */
-void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool);
+ * its flags: mask, or with_band mask | band (JumpReLU: f is 0 for pairs in
+ * the band that did not fire). ws->row_ptr[t0 .. t0 + rows] must hold the
+ * prefix sums already. */
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, bool with_band,
+                                sae_pool *pool);
 
 /* Decode tokens [t0, t0 + count) from the CSR: out row t of ws->dxh =
  * scale * (base + sum_k f_k W_dec[i_k,:] - target row t - t0), and
@@ -667,7 +765,7 @@ typedef struct sae_sparse_encoder {
     size_t d_sae;
     size_t block;    /* tokens per block */
     size_t cap;      /* pairs kept per token, the largest values; 0: all */
-    float *f;        /* block x d_sae: the current block's features */
+    float *f;        /* block x d_sae: the current block's features (fw.f) */
     float *select;   /* d_sae: the cap's selection scratch (NULL without a cap) */
 } sae_sparse_encoder;
 

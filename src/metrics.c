@@ -15,32 +15,24 @@ static int count_firing(const char *fn, const sae_model *m, const float *x, size
                         uint64_t *fired)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    /* block <= SAE_BLOCK_TOKENS and d_in * d_sae was checked at model creation */
-    const size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
     sae_forward fw;
-    float *f = NULL;
-    int rc = sae__forward_init(&fw, m, block);
+    int rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F);
     if (rc != SAE_OK)
         return sae__fail(rc, "%s: out of memory for the forward pass", fn);
-    if (!(f = sae__alloc(block * d_sae * sizeof(float)))) {
-        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu x %zu features", fn, block, d_sae);
-        goto cleanup;
-    }
     memset(fired, 0, d_sae * sizeof(uint64_t));
-    for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-        size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
-        sae__forward_encode(&fw, x + t0 * d_in, rows, f, NULL);
-        if (!sae__all_finite(f, rows * d_sae)) {
+    for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
+        size_t rows = sae__block_rows(n_tokens, t0, fw.block);
+        sae__forward_encode(&fw, x + t0 * d_in, rows, fw.f, NULL);
+        if (!sae__all_finite(fw.f, rows * d_sae)) {
             rc = sae__fail(SAE_E_NONFINITE, "%s: the features of tokens %zu..%zu are not finite "
                            "(the model's weights overflow on this input)", fn, t0, t0 + rows - 1);
             goto cleanup;
         }
         for (size_t t = 0; t < rows; t++)
             for (size_t i = 0; i < d_sae; i++)
-                fired[i] += f[t * d_sae + i] > 0.0f;
+                fired[i] += fw.f[t * d_sae + i] > 0.0f;
     }
 cleanup:
-    sae__free(f);
     sae__forward_free(&fw);
     return rc;
 }

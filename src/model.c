@@ -91,30 +91,14 @@ void sae__model_refresh_absmax(sae_model *m)
     m->param_absmax = sae__absmax(m->params, m->lay.total);
 }
 
-typedef struct row_norms_task {
-    const sae_model *m;
-    float *norms;
-} row_norms_task;
-
-static void row_norms_range(void *ctx, size_t begin, size_t end, int tid)
+void sae__mean_rows(const float *x, size_t n, size_t d, double *mean)
 {
-    (void)tid;
-    const sae_model *m = ((row_norms_task *)ctx)->m;
-    float *norms = ((row_norms_task *)ctx)->norms;
-    const float *w_dec = sae__w_dec(m);
-    for (size_t i = begin; i < end; i++) {
-        const float *row = w_dec + i * m->d_in;
-        double sum = 0.0;
-        for (size_t j = 0; j < m->d_in; j++)
-            sum += (double)row[j] * row[j];
-        norms[i] = (float)sqrt(sum);
-    }
-}
-
-void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool)
-{
-    row_norms_task task = {m, norms};
-    sae__parallel_for(pool, m->d_sae, row_norms_range, &task);
+    memset(mean, 0, d * sizeof(double));
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < d; j++)
+            mean[j] += x[t * d + j];
+    for (size_t j = 0; j < d; j++)
+        mean[j] /= (double)n;
 }
 
 /* Random directions of L2 norm `norm` in the rows (count x width floats), each

@@ -9,6 +9,7 @@
  * before anything is written.
  */
 #include "internal.h"
+#include "simd.h"
 
 #include <float.h>
 #include <math.h>
@@ -149,15 +150,12 @@ static void adam_apply_range(const adam_consts *c, const float *restrict grad,
     memcpy(&maxima->m2_max, &v_mx, sizeof v_mx);
 }
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define SAE_HAVE_AVX512_ADAM 1
-
+#ifdef SAE_HAVE_AVX512
 /* adam_apply_range with AVX-512, written out: the compilers do not vectorise
  * the maxima reductions of the loop above (it ran scalar, at twice the time of
  * the memory traffic). The same operations in the same order, without fused
  * multiply-adds, so both versions give the same bits. */
-__attribute__((target("avx512f"))) static void
+SAE_AVX512 static void
 adam_apply_range_avx512(const adam_consts *c, const float *grad, float *param, float *m1,
                         float *m2, size_t begin, size_t end, adam_maxima *maxima)
 {
@@ -262,13 +260,9 @@ static bool adam_pass(const adam_consts *c, const float *grad, float *param, flo
 {
     adam_task a = {.apply = adam_apply_range, .c = c, .grad = grad, .param = param, .m1 = m1,
                    .m2 = m2, .count = count, .check = check};
-#ifdef SAE_HAVE_AVX512_ADAM
-    if (__builtin_cpu_supports("avx512f"))
+#ifdef SAE_HAVE_AVX512
+    if (sae__use_avx512())
         a.apply = adam_apply_range_avx512;
-#endif
-#ifdef SAE_TESTING
-    if (sae__test_portable_kernels)
-        a.apply = adam_apply_range;
 #endif
     sae__pool_run(pool, adam_run, &a);
     bool finite = true;

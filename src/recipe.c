@@ -90,17 +90,6 @@ int sae_model_fold_input_scale(sae_model *m, double scale)
 
 /* ---- b_dec from data ------------------------------------------------------- */
 
-/* mean[j] = (1/n) sum_t x[t][j] in double. */
-static void sample_mean(const float *x, size_t n_tokens, size_t d_in, double *mean)
-{
-    memset(mean, 0, d_in * sizeof(double));
-    for (size_t t = 0; t < n_tokens; t++)
-        for (size_t j = 0; j < d_in; j++)
-            mean[j] += x[t * d_in + j];
-    for (size_t j = 0; j < d_in; j++)
-        mean[j] /= (double)n_tokens;
-}
-
 static double distance(const float *xt, const double *y, size_t d_in)
 {
     double s = 0.0;
@@ -183,7 +172,7 @@ static void geometric_median(const float *x, size_t n_tokens, size_t d_in, doubl
                              double *scratch)
 {
     double *r = scratch, *point = scratch + d_in;
-    sample_mean(x, n_tokens, d_in, y);
+    sae__mean_rows(x, n_tokens, d_in, y);
     /* the scale of the data: mean distance of the points from their mean */
     double spread = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
@@ -226,7 +215,7 @@ int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, int meth
     if (!y)
         return SAE_E_NOMEM;
     if (method == SAE_B_DEC_MEAN)
-        sample_mean(x, n_tokens, d_in, y);
+        sae__mean_rows(x, n_tokens, d_in, y);
     else
         geometric_median(x, n_tokens, d_in, y, y + d_in);
     /* a mean or median of finite floats lies within their range: finite */

@@ -48,21 +48,20 @@ int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens, 
 /* cum[t] = sum over tokens u <= t of their weights: the squared reconstruction
  * loss, squared, for tokens with x_t != 0 (a zero input has no direction).
  * Returns SAE_E_NONFINITE if the model's reconstruction overflows. */
-static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, size_t block,
-                        float *f, float *x_hat, double *cum)
+static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double *cum)
 {
     const sae_model *m = fw->m;
     const size_t d_in = m->d_in;
     double total = 0.0;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-        size_t rows = n_tokens - t0 < block ? n_tokens - t0 : block;
+    for (size_t t0 = 0; t0 < n_tokens; t0 += fw->block) {
+        size_t rows = sae__block_rows(n_tokens, t0, fw->block);
         const float *xb = x + t0 * d_in;
-        sae__forward_encode(fw, xb, rows, f, NULL);
-        sae__forward_decode(m, f, rows, x_hat);
+        sae__forward_encode(fw, xb, rows, fw->f, NULL);
+        sae__forward_decode(m, fw->f, rows, fw->x_hat);
         for (size_t t = 0; t < rows; t++) {
             double loss = 0.0, norm2 = 0.0;
             for (size_t j = 0; j < d_in; j++) {
-                double xj = xb[t * d_in + j], e = (double)x_hat[t * d_in + j] - xj;
+                double xj = xb[t * d_in + j], e = (double)fw->x_hat[t * d_in + j] - xj;
                 loss += e * e;
                 norm2 += xj * xj;
             }
@@ -178,17 +177,14 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         return SAE_E_STATE; /* no live encoder row to take the scale from */
     const double enc_norm = 0.2 * live_norm_sum / (double)n_live;
 
-    /* block <= SAE_BLOCK_TOKENS and d_in * d_sae was checked at model creation */
-    const size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
     sae_forward fw;
-    if (sae__forward_init(&fw, m, block) != SAE_OK)
+    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F | SAE_FORWARD_X_HAT) !=
+        SAE_OK)
         return SAE_E_NOMEM;
     double *cum = sae__alloc(n_tokens * sizeof(double));
-    float *x_hat = sae__alloc(block * d_in * sizeof(float));
-    float *f = sae__alloc(block * d_sae * sizeof(float));
     int rc = SAE_E_NOMEM;
-    if (cum && x_hat && f)
-        rc = loss_weights(&fw, x, n_tokens, block, f, x_hat, cum);
+    if (cum)
+        rc = loss_weights(&fw, x, n_tokens, cum);
     double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;
     if (rc == SAE_OK && total == 0.0) {
         total = uniform_weights(x, n_tokens, d_in, cum);
@@ -208,8 +204,6 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         if (n_resampled)
             *n_resampled = n_dead;
     }
-    sae__free(f);
-    sae__free(x_hat);
     sae__free(cum);
     sae__forward_free(&fw);
     return rc;

@@ -25,47 +25,12 @@
  * hot kernels have an AVX-512 version chosen at run time and a portable one.
  */
 #include "internal.h"
+#include "simd.h"
 
 #include <math.h>
 #include <string.h>
 
-
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define SAE_HAVE_AVX512_KERNELS 1
-#include <immintrin.h>
-#endif
-
 /* ---- portable kernels ------------------------------------------------------------ */
-
-static size_t relu_stats_portable(float *f, const float *b_enc, const float *norms, size_t d,
-                                  double *l1, uint16_t *mask)
-{
-    double s = 0.0;
-    size_t active = 0;
-    for (size_t i0 = 0; i0 < d; i0 += 16) {
-        size_t i1 = d - i0 < 16 ? d : i0 + 16;
-        unsigned bits = 0;
-        for (size_t i = i0; i < i1; i++) {
-            float v = f[i] + b_enc[i];
-            v = v > 0.0f ? v : 0.0f;
-            f[i] = v;
-            s += (double)v * norms[i];
-            active += v > 0.0f;
-            bits |= (unsigned)(v > 0.0f) << (i - i0);
-        }
-        if (mask)
-            mask[i0 / 16] = (uint16_t)bits;
-    }
-    *l1 = s;
-    return active;
-}
-
-static void masked_dpre_portable(float *g, const uint16_t *mask, const float *r, float add,
-                                 size_t d)
-{
-    for (size_t i = 0; i < d; i++)
-        g[i] = (mask[i / 16] >> (i % 16)) & 1u ? g[i] + add * r[i] : 0.0f;
-}
 
 /* Where the tile kernels read row r of what they gather from: a packed panel
  * (ld = the tile width) or the matrix itself (ld = d_in, base at column j0).
@@ -152,74 +117,21 @@ static double feature_enc_tile_portable(const tile_rows *src, const uint32_t *to
 }
 
 /* ---- AVX-512 kernels (same contracts) ---------------------------------------------- */
-#ifdef SAE_HAVE_AVX512_KERNELS
-#define AVX512 __attribute__((target("avx512f")))
-
-/* The lanes of the 16-float vector starting at column j that lie below w. */
-AVX512 static inline __mmask16 lanes_below(size_t w, size_t j)
-{
-    if (j >= w)
-        return 0;
-    return w - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - j)) - 1u);
-}
+#ifdef SAE_HAVE_AVX512
 
 /* sum of squares of a float vector, in double (large floats would overflow) */
-AVX512 static inline __m512d sq_acc_pd(__m512 v, __m512d acc)
+SAE_AVX512 static inline __m512d sq_acc_pd(__m512 v, __m512d acc)
 {
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
     __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     return _mm512_fmadd_pd(lo, lo, _mm512_fmadd_pd(hi, hi, acc));
 }
 
-AVX512 static size_t relu_stats_avx512(float *f, const float *b_enc, const float *norms,
-                                       size_t d, double *l1, uint16_t *mask)
-{
-    __m512d s = _mm512_setzero_pd();
-    __m512 part = _mm512_setzero_ps();
-    size_t active = 0;
-    const __m512 zero = _mm512_setzero_ps();
-    for (size_t i = 0; i < d; i += 16) {
-        __mmask16 mk = lanes_below(d, i);
-        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, f + i), _mm512_maskz_loadu_ps(mk, b_enc + i));
-        v = _mm512_max_ps(v, zero);
-        _mm512_mask_storeu_ps(f + i, mk, v);
-        __mmask16 on = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
-        active += (size_t)__builtin_popcount(on);
-        if (mask)
-            mask[i / 16] = (uint16_t)on;
-        part = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mk, norms + i), part);
-        if ((i & 255) == 240) { /* flush the float partial sums to double every 256 */
-            s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
-            s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm256_castpd_ps(
-                                     _mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
-            part = zero;
-        }
-    }
-    s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
-    s = _mm512_add_pd(s, _mm512_cvtps_pd(
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part), 1))));
-    *l1 = _mm512_reduce_add_pd(s);
-    return active;
-}
-
-AVX512 static void masked_dpre_avx512(float *g, const uint16_t *mask, const float *r, float add,
-                                      size_t d)
-{
-    const __m512 av = _mm512_set1_ps(add);
-    for (size_t i = 0; i < d; i += 16) {
-        __mmask16 mk = lanes_below(d, i);
-        __mmask16 on = (__mmask16)(mask[i / 16] & mk);
-        __m512 v = _mm512_maskz_loadu_ps(on, g + i);
-        v = _mm512_maskz_fmadd_ps(on, av, _mm512_maskz_loadu_ps(on, r + i), v);
-        _mm512_mask_storeu_ps(g + i, mk, v);
-    }
-}
-
-AVX512 static double decode_tile_avx512(const tile_rows *src, const uint32_t *idx, const float *val,
+SAE_AVX512 static double decode_tile_avx512(const tile_rows *src, const uint32_t *idx, const float *val,
                                         size_t nk, const float *base, const float *x, size_t w,
                                         float scale, float *out)
 {
-    const __mmask16 m0 = lanes_below(w, 0), m1 = lanes_below(w, 16);
+    const __mmask16 m0 = sae__lanes_below(w, 0), m1 = sae__lanes_below(w, 16);
     /* two accumulator pairs, for even and odd k, halve the FMA dependency chain */
     __m512 a0 = _mm512_maskz_loadu_ps(m0, base), a1 = _mm512_maskz_loadu_ps(m1, base + 16);
     __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
@@ -249,7 +161,7 @@ AVX512 static double decode_tile_avx512(const tile_rows *src, const uint32_t *id
     return _mm512_reduce_add_pd(sq);
 }
 
-AVX512 static double feature_dec_tile_avx512(const tile_rows *src, const uint32_t *tok,
+SAE_AVX512 static double feature_dec_tile_avx512(const tile_rows *src, const uint32_t *tok,
                                              const float *f, float *g, size_t nk, float c,
                                              const float *wrow, size_t w, float *gdec)
 {
@@ -258,7 +170,7 @@ AVX512 static double feature_dec_tile_avx512(const tile_rows *src, const uint32_
     __m512 wv[V], acc[V];
     const __m512 cv = _mm512_set1_ps(c);
     for (int u = 0; u < V; u++) {
-        mk[u] = lanes_below(w, 16 * (size_t)u);
+        mk[u] = sae__lanes_below(w, 16 * (size_t)u);
         wv[u] = _mm512_maskz_loadu_ps(mk[u], wrow + 16 * u);
         acc[u] = _mm512_mul_ps(cv, wv[u]);
     }
@@ -284,7 +196,7 @@ AVX512 static double feature_dec_tile_avx512(const tile_rows *src, const uint32_
     return _mm512_reduce_add_pd(sq);
 }
 
-AVX512 static double feature_enc_tile_avx512(const tile_rows *src, const uint32_t *tok,
+SAE_AVX512 static double feature_enc_tile_avx512(const tile_rows *src, const uint32_t *tok,
                                              const float *g, size_t nk, size_t w, float *genc)
 {
     enum { V = SAE_FEAT_TILE / 16 };
@@ -292,7 +204,7 @@ AVX512 static double feature_enc_tile_avx512(const tile_rows *src, const uint32_
     __mmask16 mk[V];
     for (int u = 0; u < V; u++) {
         acc[u] = acc2[u] = _mm512_setzero_ps();
-        mk[u] = lanes_below(w, 16 * (size_t)u);
+        mk[u] = sae__lanes_below(w, 16 * (size_t)u);
     }
     size_t k = 0;
     for (; k + 2 <= nk; k += 2) {
@@ -317,13 +229,11 @@ AVX512 static double feature_enc_tile_avx512(const tile_rows *src, const uint32_
     }
     return _mm512_reduce_add_pd(sq);
 }
-#endif /* SAE_HAVE_AVX512_KERNELS */
+#endif /* SAE_HAVE_AVX512 */
 
 /* ---- dispatch ------------------------------------------------------------------------ */
 
 typedef struct sparse_kernels {
-    size_t (*relu_stats)(float *, const float *, const float *, size_t, double *, uint16_t *);
-    void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t);
     double (*decode_tile)(const tile_rows *, const uint32_t *, const float *, size_t,
                           const float *, const float *, size_t, float, float *);
     double (*feature_dec_tile)(const tile_rows *, const uint32_t *, const float *, float *, size_t,
@@ -338,33 +248,13 @@ int sae__test_portable_kernels = 0;
 
 static sparse_kernels pick_kernels(void)
 {
-#ifdef SAE_TESTING
-    if (sae__test_portable_kernels)
-        return (sparse_kernels){relu_stats_portable, masked_dpre_portable,
-                                decode_tile_portable, feature_dec_tile_portable,
-                                feature_enc_tile_portable};
-#endif
-#ifdef SAE_HAVE_AVX512_KERNELS
-    if (__builtin_cpu_supports("avx512f"))
-        return (sparse_kernels){relu_stats_avx512, masked_dpre_avx512,
-                                decode_tile_avx512, feature_dec_tile_avx512,
+#ifdef SAE_HAVE_AVX512
+    if (sae__use_avx512())
+        return (sparse_kernels){decode_tile_avx512, feature_dec_tile_avx512,
                                 feature_enc_tile_avx512};
 #endif
-    return (sparse_kernels){relu_stats_portable, masked_dpre_portable,
-                            decode_tile_portable, feature_dec_tile_portable,
+    return (sparse_kernels){decode_tile_portable, feature_dec_tile_portable,
                             feature_enc_tile_portable};
-}
-
-size_t sae__relu_stats_row(float *f, const float *b_enc, const float *norms, size_t d_sae,
-                           double *l1, uint16_t *mask)
-{
-    return pick_kernels().relu_stats(f, b_enc, norms, d_sae, l1, mask);
-}
-
-void sae__masked_dpre_row(float *g, const uint16_t *mask, const float *r, float add,
-                          size_t d_sae)
-{
-    pick_kernels().masked_dpre(g, mask, r, add, d_sae);
 }
 
 /* ---- phases ------------------------------------------------------------------------------ */
@@ -401,15 +291,10 @@ static void compress_range(void *ctx, size_t begin, size_t end, int tid)
     }
 }
 
-void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool)
+void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, bool with_band,
+                                sae_pool *pool)
 {
-    compress_task c = {ws, t0, false};
-    sae__parallel_for(pool, rows, compress_range, &c);
-}
-
-void sae__sparse_compress_block_flags(sae_workspace *ws, size_t t0, size_t rows, sae_pool *pool)
-{
-    compress_task c = {ws, t0, true};
+    compress_task c = {ws, t0, with_band};
     sae__parallel_for(pool, rows, compress_range, &c);
 }
 
@@ -729,7 +614,7 @@ static void feature_run(void *ctx, int tid, int n_threads)
         .l0_term = jump ? -cfg->lambda / ((double)n_tokens * cfg->bandwidth) : 0.0,
         .half_band = (float)(0.5 * cfg->bandwidth), .jump = jump,
         .g_w_dec = task->grad + m->lay.w_dec, .g_w_enc = task->grad + m->lay.w_enc_t,
-        .c = ws->f, /* the block buffer is free by now */
+        .c = ws->norm_coeff,
     };
     size_t begin, end;
     balanced_range(ws->col_ptr, d_sae, SAE_ITEM_COST, tid, n_threads, &begin, &end);

@@ -19,18 +19,15 @@ int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n
                              size_t cap)
 {
     memset(e, 0, sizeof *e);
-    const size_t block = n_tokens < SAE_BLOCK_TOKENS ? n_tokens : SAE_BLOCK_TOKENS;
-    size_t floats;
-    if (!sae__mul(block, m->d_sae, &floats) || !sae__mul(floats, sizeof(float), &floats))
-        return SAE_E_NOMEM;
+    const size_t block = sae__block_size(n_tokens);
     e->block = block;
     e->cap = cap;
     e->d_sae = m->d_sae;
-    if (sae__forward_init(&e->fw, m, block) != SAE_OK)
+    if (sae__forward_init(&e->fw, m, block, SAE_FORWARD_F) != SAE_OK)
         return SAE_E_NOMEM;
-    e->f = sae__alloc(floats);
+    e->f = e->fw.f;
     e->select = cap > 0 ? sae__alloc(m->d_sae * sizeof(float)) : NULL;
-    if (!e->f || (cap > 0 && !e->select)) {
+    if (cap > 0 && !e->select) {
         sae__sparse_encoder_free(e);
         return SAE_E_NOMEM;
     }
@@ -40,8 +37,7 @@ int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n
 void sae__sparse_encoder_free(sae_sparse_encoder *e)
 {
     sae__free(e->select);
-    sae__free(e->f);
-    sae__forward_free(&e->fw);
+    sae__forward_free(&e->fw); /* e->f is the forward pass's */
     memset(e, 0, sizeof *e);
 }
 
@@ -72,19 +68,12 @@ size_t sae__sparse_encoder_token(sae_sparse_encoder *e, size_t t, uint32_t *feat
     }
     /* the cap: the `count` largest values, ties at the last one in feature
      * order (as TopK keeps them), listed in feature order */
-    float kth;
-    size_t ties;
-    sae__topk_select(f, d, count, e->select, &kth, &ties);
-    for (size_t i = 0; i < d; i++) {
-        float v = f[i];
-        bool keep = v > 0.0f && (v > kth || (v == kth && ties > 0));
-        if (!keep)
-            continue;
-        if (!(v > kth))
-            ties--;
-        feat[n] = (uint32_t)i;
-        val[n++] = v;
-    }
+    sae_topk_cut cut = sae__topk_cut(f, d, count, e->select);
+    for (size_t i = 0; i < d; i++)
+        if (sae__topk_keep(f[i], &cut)) {
+            feat[n] = (uint32_t)i;
+            val[n++] = f[i];
+        }
     return count;
 }
 
@@ -100,7 +89,7 @@ int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float
     if (bound < 0x1p126)
         return SAE_OK;
     for (size_t t0 = 0; t0 < n_tokens; t0 += e->block) {
-        size_t rows = n_tokens - t0 < e->block ? n_tokens - t0 : e->block;
+        size_t rows = sae__block_rows(n_tokens, t0, e->block);
         sae__sparse_encoder_run(e, x + t0 * d_in, rows);
         if (!sae__all_finite(e->f, rows * e->d_sae))
             return sae__fail(SAE_E_NONFINITE,

@@ -49,7 +49,8 @@ static int reserve_features(sae_workspace *ws, size_t d_in, size_t d_sae)
     grow_item items[] = {
         ITEM(norms, d_sae * sizeof(float)),          ITEM(f_sum, d_sae * sizeof(double)),
         ITEM(g_b_enc, d_sae * sizeof(double)),       ITEM(row_sumsq, d_sae * sizeof(double)),
-        ITEM(last_fired, d_sae * sizeof(uint64_t)),  ITEM(g_b_dec, d_in * sizeof(double)),
+        ITEM(last_fired, d_sae * sizeof(uint64_t)),  ITEM(norm_coeff, d_sae * sizeof(float)),
+        ITEM(g_b_dec, d_in * sizeof(double)),        ITEM(aux_mean, d_in * sizeof(double)),
         ITEM(col_ptr, (d_sae + 1) * sizeof(size_t)), ITEM(theta, d_sae * sizeof(float)),
         ITEM(theta_grad, d_sae * sizeof(double)),    ITEM(dead, d_sae),
         ITEM(zeros, d_in * sizeof(float)),
@@ -78,6 +79,7 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
             ITEM(dxh, dxh_bytes),
             ITEM(l1_tok, tokens * sizeof(double)),
             ITEM(active_tok, tokens * sizeof(size_t)),
+            ITEM(ties, tokens * sizeof(size_t)),
             ITEM(l2_tok, r * sizeof(double)),
             ITEM(row_ptr, (r + 1) * sizeof(size_t)),
         };
@@ -243,9 +245,9 @@ int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
 void sae__workspace_free(sae_workspace *ws)
 {
     void *buffers[] = {
-        ws->norms, ws->f_sum, ws->g_b_enc, ws->row_sumsq, ws->last_fired, ws->g_b_dec,
-        ws->col_ptr, ws->theta, ws->theta_grad, ws->dead, ws->zeros,
-        ws->xc, ws->dxh, ws->l1_tok, ws->l2_tok, ws->active_tok, ws->row_ptr,
+        ws->norms, ws->f_sum, ws->g_b_enc, ws->row_sumsq, ws->last_fired, ws->norm_coeff,
+        ws->g_b_dec, ws->aux_mean, ws->col_ptr, ws->theta, ws->theta_grad, ws->dead, ws->zeros,
+        ws->xc, ws->dxh, ws->l1_tok, ws->l2_tok, ws->active_tok, ws->ties, ws->row_ptr,
         ws->aux_feat, ws->aux_fval, ws->aux_count,
         ws->f, ws->mask, ws->band, ws->ones, ws->col_sum,
         ws->feat, ws->fval, ws->tok, ws->cfval, ws->cgval,
