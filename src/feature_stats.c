@@ -26,6 +26,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SUM_LIMBS 6    /* 2^-149 .. 2^(128 + 64): 341 bits */
@@ -144,6 +145,12 @@ static size_t bin_of(const sae_feature_stats *s, float v)
             b = mid - 1;
     }
     return a;
+}
+
+static int compare_row_ids(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
 
 static size_t top_len(const sae_feature_stats *s, size_t i)
@@ -518,6 +525,21 @@ int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src
         sae__free(rows);
         return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
     }
+    /* a row in both top lists of a feature proves the rows overlap: refuse
+     * before anything changes (the span check above cannot see it) */
+    for (size_t i = 0; i < dst->d_sae; i++) {
+        size_t la = top_len(dst, i), lb = top_len(src, i);
+        memcpy(rows, dst->top_row + i * n, la * sizeof(uint64_t));
+        qsort(rows, la, sizeof(uint64_t), compare_row_ids);
+        for (size_t b = 0; b < lb; b++)
+            if (bsearch(src->top_row + i * n + b, rows, la, sizeof(uint64_t), compare_row_ids)) {
+                unsigned long long row = src->top_row[i * n + b];
+                sae__free(vals);
+                sae__free(rows);
+                return sae__fail(SAE_E_INVALID_ARG, "%s: row %llu is in both accumulators "
+                                 "(feature %zu's top rows): the rows are not disjoint", fn, row, i);
+            }
+    }
     for (size_t i = 0; i < dst->d_sae; i++) {
         /* the two sorted top lists, merged: the first n of the union */
         size_t la = top_len(dst, i), lb = top_len(src, i), a = 0, b = 0, k = 0;
@@ -654,15 +676,7 @@ int sae_feature_stats_save(const sae_feature_stats *s, const char *path)
 static bool shape_is(const sae_st_tensor *t, sae_st_dtype dtype, size_t rank, uint64_t a,
                      uint64_t b)
 {
-    return t && t->dtype == dtype && t->rank == rank && t->shape[0] == a &&
-           (rank == 1 || t->shape[1] == b);
-}
-
-static bool metadata_is(const sae_st_header *h, const char *key, const char *value)
-{
-    size_t len;
-    const char *v = sae__st_metadata(h, key, &len);
-    return v && len == strlen(value) && memcmp(v, value, len) == 0;
+    return t && t->dtype == dtype && sae__st_shape_is(t, rank, a, b);
 }
 
 /* Whether x <= y allowing for the rounding of both (each within a few ulps
@@ -725,9 +739,9 @@ static int read_layout(const sae_st_source *src, const sae_st_header *h,
                        const sae_st_tensor *t[N_TENSORS], size_t dims[3], double range[2],
                        uint64_t rows[3])
 {
-    if (!metadata_is(h, "libsae_format", FORMAT_NAME))
+    if (!sae__st_metadata_is(h, "libsae_format", FORMAT_NAME))
         return BAD_FILE("__metadata__ has no \"libsae_format\": \"" FORMAT_NAME "\"");
-    if (!metadata_is(h, "libsae_format_version", "1"))
+    if (!sae__st_metadata_is(h, "libsae_format_version", "1"))
         return BAD_FILE("\"libsae_format_version\" is not \"1\"");
     for (size_t k = 0; k < N_TENSORS; k++)
         if (!(t[k] = sae__st_find(h, tensor_names[k])))

@@ -16,6 +16,18 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Record a failure: what went wrong with path (NULL: the caller names the
+ * file) and the system's reason (errno e). */
+static int fail_errno(int status, const char *what, const char *path, int e)
+{
+    char reason[128] = "";
+    if (strerror_r(e, reason, sizeof reason) != 0)
+        reason[0] = '\0';
+    if (!path)
+        return sae__fail(status, "%s: %s", what, reason[0] ? reason : "error");
+    return sae__fail(status, "%s: %s: %s", path, what, reason[0] ? reason : "error");
+}
+
 bool sae__is_directory(const char *path)
 {
     struct stat st;
@@ -69,19 +81,19 @@ int sae__tmpfile_open(sae_tmpfile *t, const char *path)
     memset(t, 0, sizeof *t);
     t->path = path;
     if (path[0] == '\0')
-        return SAE_E_IO;
+        return sae__fail(SAE_E_IO, "the path is empty");
     struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-        return SAE_E_IO; /* never replace a directory, device or FIFO */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) /* never replace a directory, device or FIFO */
+        return sae__fail(SAE_E_IO, "%s: exists and is not a regular file", path);
     static const char suffix[] = ".tmp-0123456789abcdef";
     size_t len = strlen(path), bytes;
     if (!sae__add(len, sizeof suffix, &bytes))
-        return SAE_E_IO;
+        return sae__fail(SAE_E_IO, "the path is too long");
     t->tmp_path = sae__alloc(bytes);
     t->dir_path = t->tmp_path ? directory_of(path) : NULL;
     if (!t->dir_path) {
         sae__tmpfile_abort(t);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the temporary file's name", path);
     }
     memcpy(t->tmp_path, path, len);
     memcpy(t->tmp_path + len, suffix, 5);
@@ -91,23 +103,26 @@ int sae__tmpfile_open(sae_tmpfile *t, const char *path)
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t seed = splitmix((uint64_t)getpid() ^ ((uint64_t)ts.tv_sec << 32) ^
                              (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)t);
-    int fd = -1;
+    int fd = -1, e = 0;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         uint64_t r = splitmix(seed + (uint64_t)attempt);
         for (int k = 0; k < 16; k++)
             t->tmp_path[len + 5 + k] = "0123456789abcdef"[(r >> (4 * k)) & 15];
         t->tmp_path[len + 5 + 16] = '\0';
         fd = open(t->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
+        e = errno;
+        if (fd < 0 && e != EEXIST)
             break;
     }
     if (fd < 0) {
+        fail_errno(SAE_E_IO, "cannot create a temporary file beside it", path, e);
         sae__tmpfile_abort(t);
         return SAE_E_IO;
     }
     t->created = true;
     t->f = fdopen(fd, "wb");
     if (!t->f) {
+        fail_errno(SAE_E_IO, "cannot open the temporary file", path, errno);
         close(fd);
         sae__tmpfile_abort(t);
         return SAE_E_IO;
@@ -119,7 +134,7 @@ int sae__tmpfile_write(void *ctx, const void *data, size_t len)
 {
     sae_tmpfile *t = ctx;
     if (t->rc == SAE_OK && fwrite(data, 1, len, t->f) != len)
-        t->rc = SAE_E_IO;
+        t->rc = fail_errno(SAE_E_IO, "cannot write", t->path, errno);
     return t->rc;
 }
 
@@ -127,9 +142,9 @@ int sae__tmpfile_finish(sae_tmpfile *t)
 {
     int rc = t->rc;
     if (rc == SAE_OK && (fflush(t->f) != 0 || fsync(fileno(t->f)) != 0))
-        rc = SAE_E_IO;
+        rc = fail_errno(SAE_E_IO, "cannot write", t->path, errno);
     if (fclose(t->f) != 0 && rc == SAE_OK)
-        rc = SAE_E_IO;
+        rc = fail_errno(SAE_E_IO, "cannot write", t->path, errno);
     t->f = NULL;
     if (rc != SAE_OK)
         sae__tmpfile_abort(t);
@@ -139,6 +154,7 @@ int sae__tmpfile_finish(sae_tmpfile *t)
 int sae__tmpfile_commit(sae_tmpfile *t)
 {
     if (rename(t->tmp_path, t->path) != 0) {
+        fail_errno(SAE_E_IO, "cannot rename the temporary file over it", t->path, errno);
         sae__tmpfile_abort(t);
         return SAE_E_IO;
     }
@@ -171,16 +187,18 @@ static int file_read(void *ctx, uint64_t offset, void *dst, size_t len)
     sae_file_source *fs = ctx;
     unsigned char *p = dst;
     if (offset > fs->src.size || len > fs->src.size - offset)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "ends at byte %llu, before %llu + %zu",
+                         (unsigned long long)fs->src.size, (unsigned long long)offset, len);
     while (len > 0) {
         ssize_t n = pread(fs->fd, p, len, (off_t)offset);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return SAE_E_IO;
+            return fail_errno(SAE_E_IO, "cannot read", NULL, errno);
         }
-        if (n == 0)
-            return SAE_E_FORMAT; /* the file shrank after we measured it */
+        if (n == 0) /* the file shrank after we measured it */
+            return sae__fail(SAE_E_FORMAT, "shrank to %llu bytes while being read",
+                             (unsigned long long)offset);
         p += n;
         len -= (size_t)n;
         offset += (uint64_t)n;
@@ -197,14 +215,16 @@ int sae__file_source_open(sae_file_source *fs, const char *path, bool *missing)
     /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        if (missing && errno == ENOENT)
-            *missing = true;
-        return SAE_E_IO;
+        if (missing && errno == ENOENT) {
+            *missing = true; /* the caller decides whether that is a failure */
+            return SAE_E_IO;
+        }
+        return fail_errno(SAE_E_IO, "cannot open", path, errno);
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0) {
         close(fd);
-        return SAE_E_IO;
+        return sae__fail(SAE_E_IO, "%s: not a regular file", path);
     }
     fs->fd = fd;
     fs->src.read = file_read;

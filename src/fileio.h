@@ -61,7 +61,8 @@ typedef struct sae_file_source {
 } sae_file_source;
 
 /* SAE_OK, SAE_E_IO (cannot open, not a regular file; *missing set if the file
- * does not exist, when missing is not NULL). */
+ * does not exist, when missing is not NULL: then no detail is recorded, the
+ * caller decides whether a missing file is a failure). */
 int sae__file_source_open(sae_file_source *fs, const char *path, bool *missing);
 void sae__file_source_close(sae_file_source *fs);
 

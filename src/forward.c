@@ -171,41 +171,6 @@ static size_t relu_stats(float *f, const float *b_enc, const float *norms, size_
 
 /* ---- selection: TopK per token, AuxK's picks ------------------------------------------ */
 
-/* The k-th largest (1-based) of v[0..n), 1 <= k <= n; reorders v. */
-static float kth_largest(float *v, size_t n, size_t k)
-{
-    size_t lo = 0, hi = n - 1, want = k - 1; /* index in descending order */
-    while (lo < hi) {
-        /* median of three as pivot */
-        size_t mid = lo + (hi - lo) / 2;
-        float a = v[lo], b = v[mid], c = v[hi];
-        float pivot = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
-        size_t i = lo, j = hi;
-        while (i <= j) { /* descending partition */
-            while (v[i] > pivot)
-                i++;
-            while (v[j] < pivot)
-                j--;
-            if (i <= j) {
-                float t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-                i++;
-                if (j == 0)
-                    break;
-                j--;
-            }
-        }
-        if (want <= j && j != (size_t)-1 && j >= lo)
-            hi = j;
-        else if (want >= i)
-            lo = i;
-        else
-            return v[want];
-    }
-    return v[want];
-}
-
 /* The cut of the k largest positive values of f[0..d) (among those with
  * pick[i] set, if pick is non-NULL). scratch: d floats. */
 static sae_topk_cut topk_cut_of(const float *f, size_t d, size_t k, const uint8_t *pick,
@@ -218,7 +183,7 @@ static sae_topk_cut topk_cut_of(const float *f, size_t d, size_t k, const uint8_
     sae_topk_cut cut = {0.0f, 0};
     if (n <= k)
         return cut; /* every positive value is kept: kth = 0, all strictly above */
-    cut.kth = kth_largest(scratch, n, k);
+    cut.kth = sae__kth_largest(scratch, n, k); /* select.c */
     size_t above = 0;
     for (size_t i = 0; i < d; i++)
         above += f[i] > cut.kth && (!pick || pick[i]);

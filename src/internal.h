@@ -226,6 +226,9 @@ void sae__model_refresh_absmax(sae_model *m);
 bool sae__all_finite(const float *v, size_t count);
 float sae__absmax(const float *v, size_t count);
 
+/* mean[j] = (1/n) sum_t x[t][j] over the n rows of x (n x d floats), in double. */
+void sae__mean_rows(const float *x, size_t n, size_t d, double *mean);
+
 /* ---- GEMM backends (gemm.c) ------------------------------------------------
  * Every dense matrix product goes through a context of one backend: CBLAS, or
  * oneDNN when the library was built with it (SAE_HAVE_ONEDNN). A context is
@@ -351,9 +354,6 @@ uint16_t sae__bf16_round(float value);
 void sae__bf16_from_f32(uint16_t *dst, const float *src, size_t count);
 void sae__bf16_to_f32(float *dst, const uint16_t *src, size_t count);
 bool sae__bf16_native(void); /* the AVX512_BF16 kernel runs */
-
-/* mean[j] = (1/n) sum_t x[t][j] over the n rows of x (n x d floats), in double. */
-void sae__mean_rows(const float *x, size_t n, size_t d, double *mean);
 
 /* ---- threads (threads.c) --------------------------------------------------- */
 
@@ -750,6 +750,9 @@ const sae_option_info *sae__option_at(size_t i);  /* in increasing number; NULL 
 const sae_option_info *sae__option_find(int option); /* NULL if unknown */
 double sae__option_read(const sae_options *opt, const sae_option_info *info);
 void sae__options_init(sae_options *opt);          /* every default */
+
+/* Store value, which sae__option_check allowed, in its typed field. */
+void sae__option_write(sae_options *opt, const sae_option_info *info, double value);
 
 /* Whether value is allowed for the option: SAE_OK, SAE_E_NONFINITE or
  * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */

@@ -17,6 +17,8 @@ typedef struct parser {
     size_t n_nodes;
     char *strings;   /* NULL in the counting pass */
     size_t n_bytes;  /* string arena bytes used so far */
+    bool too_deep;   /* why parsing stopped, when a limit stopped it */
+    bool too_many;
 } parser;
 
 static void skip_ws(parser *ps)
@@ -29,8 +31,10 @@ static void skip_ws(parser *ps)
 /* Reserve the next node; SIZE_MAX when the document has too many. */
 static size_t new_node(parser *ps, sae_json_type type)
 {
-    if (ps->n_nodes >= ps->lim->max_nodes)
+    if (ps->n_nodes >= ps->lim->max_nodes) {
+        ps->too_many = true;
         return SIZE_MAX;
+    }
     size_t idx = ps->n_nodes++;
     if (ps->nodes) {
         ps->nodes[idx].type = type;
@@ -277,8 +281,10 @@ static bool parse_value(parser *ps, size_t depth);
 /* An array or object starting at its opening bracket. */
 static bool parse_container(parser *ps, size_t depth, bool object)
 {
-    if (depth > ps->lim->max_depth)
+    if (depth > ps->lim->max_depth) {
+        ps->too_deep = true;
         return false;
+    }
     size_t idx = new_node(ps, object ? SAE_JSON_OBJECT : SAE_JSON_ARRAY);
     if (idx == SIZE_MAX)
         return false;
@@ -380,7 +386,7 @@ static int check_duplicate_keys(const sae_json_doc *doc)
         /* max_members < count <= max_nodes: the product cannot overflow */
         keys = sae__alloc(max_members * sizeof *keys);
         if (!keys)
-            return SAE_E_NOMEM;
+            return sae__fail(SAE_E_NOMEM, "out of memory for %zu keys", max_members);
     }
     int rc = SAE_OK;
     for (size_t i = 0; i < doc->count && rc == SAE_OK; i++) {
@@ -392,9 +398,9 @@ static int check_duplicate_keys(const sae_json_doc *doc)
             size_t k = i + 1;
             for (size_t m = 0; m < obj->len; m++) {
                 small[m] = &doc->nodes[k];
-                for (size_t q = 0; q < m; q++)
+                for (size_t q = 0; q < m && rc == SAE_OK; q++)
                     if (same_string(small[q], small[m]))
-                        rc = SAE_E_FORMAT;
+                        rc = sae__fail(SAE_E_FORMAT, "duplicate key \"%s\"", small[m]->str);
                 k = doc->nodes[k + 1].next;
             }
         } else {
@@ -404,9 +410,9 @@ static int check_duplicate_keys(const sae_json_doc *doc)
                 k = doc->nodes[k + 1].next;
             }
             qsort(keys, obj->len, sizeof *keys, compare_keys);
-            for (size_t m = 1; m < obj->len; m++)
+            for (size_t m = 1; m < obj->len && rc == SAE_OK; m++)
                 if (same_string(keys[m - 1], keys[m]))
-                    rc = SAE_E_FORMAT;
+                    rc = sae__fail(SAE_E_FORMAT, "duplicate key \"%s\"", keys[m]->str);
         }
     }
     sae__free(keys);
@@ -417,22 +423,28 @@ int sae__json_parse(const char *text, size_t len, const sae_json_limits *limits,
 {
     memset(doc, 0, sizeof *doc);
     if (!text || !limits)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "no text");
     parser ps = {0};
     ps.lim = limits;
-    if (!parse_document(&ps, text, len))
-        return SAE_E_FORMAT;
+    if (!parse_document(&ps, text, len)) {
+        if (ps.too_many)
+            return sae__fail(SAE_E_FORMAT, "more than %zu JSON values", limits->max_nodes);
+        if (ps.too_deep)
+            return sae__fail(SAE_E_FORMAT, "JSON nested deeper than %zu", limits->max_depth);
+        return sae__fail(SAE_E_FORMAT, "not strict JSON at byte %zu of %zu",
+                         (size_t)((const char *)ps.p - text), len);
+    }
     /* n_nodes <= max_nodes and n_bytes <= 2 * len (each decoded string is no
      * longer than its text, plus one terminator per string): both bounded. */
     size_t node_bytes;
     if (!sae__mul(ps.n_nodes, sizeof(sae_json), &node_bytes))
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "too many JSON values");
     sae_json *nodes = sae__alloc(node_bytes);
     char *strings = nodes && ps.n_bytes ? sae__alloc(ps.n_bytes) : NULL;
     if (!nodes || (ps.n_bytes && !strings)) {
         sae__free(nodes);
         sae__free(strings);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for %zu JSON values", ps.n_nodes);
     }
     ps.nodes = nodes;
     ps.strings = strings;

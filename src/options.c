@@ -75,8 +75,7 @@ double sae__option_read(const sae_options *opt, const sae_option_info *info)
     }
 }
 
-/* value is checked: finite, in bounds, whole where it must be */
-static void option_write(sae_options *opt, const sae_option_info *info, double value)
+void sae__option_write(sae_options *opt, const sae_option_info *info, double value)
 {
     char *p = (char *)opt + info->offset;
     switch (info->store) {
@@ -89,7 +88,7 @@ static void option_write(sae_options *opt, const sae_option_info *info, double v
 void sae__options_init(sae_options *opt)
 {
     for (size_t i = 0; i < N_OPTIONS; i++)
-        option_write(opt, &option_table[i], option_table[i].def);
+        sae__option_write(opt, &option_table[i], option_table[i].def);
 }
 
 /* The shortest "%g" text of v that reads back as v (for messages). */
@@ -132,7 +131,7 @@ int sae_optimizer_set(sae_optimizer *o, int option, double value)
     int rc = sae__option_check("sae_optimizer_set", info, value);
     if (rc != SAE_OK)
         return rc;
-    option_write(&o->opt, info, value);
+    sae__option_write(&o->opt, info, value);
     return SAE_OK;
 }
 

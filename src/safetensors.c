@@ -78,40 +78,42 @@ static bool parse_dtype(const sae_json *node, sae_st_dtype *out)
     return false;
 }
 
-/* One tensor entry: exactly {"dtype", "shape", "data_offsets"}. */
-static bool parse_tensor(const sae_json_doc *doc, size_t v, sae_st_tensor *t)
+/* One tensor entry: exactly {"dtype", "shape", "data_offsets"}. Returns NULL,
+ * or what is wrong with it. */
+static const char *parse_tensor(const sae_json_doc *doc, size_t v, sae_st_tensor *t)
 {
     const sae_json *nodes = doc->nodes;
+    /* with no duplicate keys, 3 found members are all there is */
     if (nodes[v].type != SAE_JSON_OBJECT || nodes[v].len != 3)
-        return false; /* with no duplicate keys, 3 found members are all there is */
+        return "not an object of exactly \"dtype\", \"shape\" and \"data_offsets\"";
     size_t dt = sae__json_member(doc, v, "dtype");
     size_t sh = sae__json_member(doc, v, "shape");
     size_t off = sae__json_member(doc, v, "data_offsets");
     if (dt == SIZE_MAX || sh == SIZE_MAX || off == SIZE_MAX)
-        return false;
+        return "not an object of exactly \"dtype\", \"shape\" and \"data_offsets\"";
     if (!parse_dtype(&nodes[dt], &t->dtype))
-        return false;
+        return "\"dtype\" is not a safetensors dtype";
     if (nodes[sh].type != SAE_JSON_ARRAY || nodes[sh].len > SAE_ST_MAX_RANK)
-        return false;
+        return "\"shape\" is not an array of at most 8 dimensions";
     t->rank = nodes[sh].len;
     t->count = 1;
     for (size_t d = 0; d < t->rank; d++) {
         uint64_t dim;
         if (!sae__json_u64(&nodes[sh + 1 + d], &dim))
-            return false;
+            return "\"shape\" holds something other than whole numbers";
         t->shape[d] = dim;
         if (dim != 0 && t->count > UINT64_MAX / dim)
-            return false;
+            return "its element count overflows";
         t->count *= dim;
     }
     if (nodes[off].type != SAE_JSON_ARRAY || nodes[off].len != 2 ||
         !sae__json_u64(&nodes[off + 1], &t->begin) || !sae__json_u64(&nodes[off + 2], &t->end) ||
         t->end < t->begin)
-        return false;
+        return "\"data_offsets\" is not [begin, end] with begin <= end";
     uint64_t esize = dtypes[t->dtype].size;
     if (t->count > UINT64_MAX / esize || t->end - t->begin != t->count * esize)
-        return false;
-    return true;
+        return "its data_offsets do not span shape x dtype bytes";
+    return NULL;
 }
 
 static int compare_offsets(const void *pa, const void *pb)
@@ -128,17 +130,18 @@ static int index_header(sae_st_header *h, uint64_t source_size)
     const sae_json_doc *doc = &h->doc;
     const sae_json *nodes = doc->nodes;
     if (nodes[0].type != SAE_JSON_OBJECT)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "header: not a JSON object");
     size_t members = nodes[0].len;
     size_t meta = sae__json_member(doc, 0, "__metadata__");
     size_t n_tensors = members - (meta != SIZE_MAX);
     if (meta != SIZE_MAX) {
         if (nodes[meta].type != SAE_JSON_OBJECT)
-            return SAE_E_FORMAT;
+            return sae__fail(SAE_E_FORMAT, "header: \"__metadata__\" is not an object");
         size_t k = meta + 1;
         for (size_t m = 0; m < nodes[meta].len; m++) {
             if (nodes[k + 1].type != SAE_JSON_STRING)
-                return SAE_E_FORMAT;
+                return sae__fail(SAE_E_FORMAT, "header: \"__metadata__\": \"%s\" is not a string",
+                                 nodes[k].str);
             k = nodes[k + 1].next;
         }
         h->metadata = meta;
@@ -147,7 +150,7 @@ static int index_header(sae_st_header *h, uint64_t source_size)
         /* n_tensors < doc->count, itself bounded by the parser's node limit */
         h->tensors = sae__alloc(n_tensors * sizeof *h->tensors);
         if (!h->tensors)
-            return SAE_E_NOMEM;
+            return sae__fail(SAE_E_NOMEM, "header: out of memory for %zu tensors", n_tensors);
     }
     size_t k = 1, i = 0;
     for (size_t m = 0; m < members; m++) {
@@ -157,8 +160,9 @@ static int index_header(sae_st_header *h, uint64_t source_size)
             memset(t, 0, sizeof *t);
             t->name = nodes[k].str;
             t->name_len = nodes[k].len;
-            if (!parse_tensor(doc, v, t))
-                return SAE_E_FORMAT;
+            const char *why = parse_tensor(doc, v, t);
+            if (why)
+                return sae__fail(SAE_E_FORMAT, "header: tensor \"%s\": %s", t->name, why);
         }
         k = nodes[v].next;
     }
@@ -168,12 +172,16 @@ static int index_header(sae_st_header *h, uint64_t source_size)
     uint64_t pos = 0;
     for (i = 0; i < n_tensors; i++) {
         if (h->tensors[i].begin != pos)
-            return SAE_E_FORMAT; /* a gap or an overlap */
+            return sae__fail(SAE_E_FORMAT, "header: tensor \"%s\" starts at data byte %llu, "
+                             "not %llu (a gap or an overlap)", h->tensors[i].name,
+                             (unsigned long long)h->tensors[i].begin, (unsigned long long)pos);
         pos = h->tensors[i].end;
     }
     /* data_offset <= source_size was checked by the caller */
     if (pos != source_size - h->data_offset)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "the tensors end at data byte %llu, the data at %llu",
+                         (unsigned long long)pos,
+                         (unsigned long long)(source_size - h->data_offset));
     return SAE_OK;
 }
 
@@ -181,24 +189,29 @@ int sae__st_read_header(const sae_st_source *src, sae_st_header *h)
 {
     header_reset(h);
     if (src->size < 8)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "%llu bytes: too short for a safetensors file",
+                         (unsigned long long)src->size);
     unsigned char prefix[8];
     int rc = src->read(src->ctx, 0, prefix, sizeof prefix);
     if (rc != SAE_OK)
         return rc;
     uint64_t n = load_le64(prefix);
     if (n < 2 || n > SAE_ST_MAX_HEADER || n > src->size - 8)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "header length %llu: not in [2, %u] or past the end of "
+                         "the %llu bytes", (unsigned long long)n, SAE_ST_MAX_HEADER,
+                         (unsigned long long)src->size);
     h->text = sae__alloc((size_t)n);
     if (!h->text)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for a header of %llu bytes",
+                         (unsigned long long)n);
     rc = src->read(src->ctx, 8, h->text, (size_t)n);
     if (rc == SAE_OK && h->text[0] != '{')
-        rc = SAE_E_FORMAT;
+        rc = sae__fail(SAE_E_FORMAT, "header: does not start with '{'");
     if (rc == SAE_OK) {
         /* top object > tensor entry > shape: three levels are all a header has */
         const sae_json_limits limits = {.max_depth = 3, .max_nodes = (size_t)1 << 20};
-        rc = sae__json_parse(h->text, (size_t)n, &limits, &h->doc);
+        if ((rc = sae__json_parse(h->text, (size_t)n, &limits, &h->doc)) != SAE_OK)
+            sae__fail_context(rc, "header");
     }
     if (rc == SAE_OK) {
         h->data_offset = 8 + n;
@@ -243,6 +256,20 @@ bool sae__st_metadata_at(const sae_st_header *h, size_t i, const sae_json **key,
     return true;
 }
 
+bool sae__st_metadata_is(const sae_st_header *h, const char *key, const char *value)
+{
+    size_t len;
+    const char *s = sae__st_metadata(h, key, &len);
+    return s && len == strlen(value) && memcmp(s, value, len) == 0;
+}
+
+bool sae__st_shape_is(const sae_st_tensor *t, size_t rank, uint64_t a, uint64_t b)
+{
+    if (t->rank != rank || t->shape[0] != a)
+        return false;
+    return rank == 1 || t->shape[1] == b;
+}
+
 bool sae__st_is_float(sae_st_dtype dtype)
 {
     return dtype == SAE_ST_F32 || dtype == SAE_ST_F16 || dtype == SAE_ST_BF16 ||
@@ -276,8 +303,11 @@ enum { CHUNK_BYTES = 4096 };
 int sae__st_read_f32(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
                      float *dst, size_t cols, bool transpose)
 {
-    if (!sae__st_is_float(t->dtype) || (transpose && (cols == 0 || t->count % cols != 0)))
-        return SAE_E_FORMAT;
+    if (!sae__st_is_float(t->dtype))
+        return sae__fail(SAE_E_FORMAT, "tensor \"%s\": %s, not a float dtype", t->name,
+                         dtypes[t->dtype].name);
+    if (transpose && (cols == 0 || t->count % cols != 0))
+        return sae__fail(SAE_E_FORMAT, "tensor \"%s\": not a matrix of %zu columns", t->name, cols);
     const size_t esize = dtypes[t->dtype].size;
     const size_t per_chunk = CHUNK_BYTES / esize;
     const size_t count = (size_t)t->count; /* the caller checked it fits dst */
@@ -289,7 +319,7 @@ int sae__st_read_f32(const sae_st_source *src, const sae_st_header *h, const sae
         int rc = src->read(src->ctx, h->data_offset + t->begin + (uint64_t)k * esize, chunk,
                            n * esize);
         if (rc != SAE_OK)
-            return rc;
+            return sae__fail_context(rc, "tensor \"%s\"", t->name);
         for (size_t e = 0; e < n; e++) {
             const unsigned char *b = chunk + e * esize;
             float v;
@@ -304,13 +334,15 @@ int sae__st_read_f32(const sae_st_source *src, const sae_st_header *h, const sae
                 double d;
                 memcpy(&d, &bits, sizeof d);
                 if (!(fabs(d) <= FLT_MAX)) /* NaN, Inf, or beyond float: no UB cast */
-                    return SAE_E_FORMAT;
+                    return sae__fail(SAE_E_FORMAT, "tensor \"%s\": element %zu (%g) is not a "
+                                     "finite float", t->name, k + e, d);
                 v = (float)d;
                 break;
             }
             }
             if (!isfinite(v))
-                return SAE_E_FORMAT;
+                return sae__fail(SAE_E_FORMAT, "tensor \"%s\": element %zu is %s", t->name,
+                                 k + e, isnan(v) ? "NaN" : "infinite");
             if (transpose) {
                 dst[c * rows + r] = v;
                 if (++c == cols) {
@@ -338,7 +370,7 @@ static int read_8byte_values(const sae_st_source *src, const sae_st_header *h,
         size_t n = count - k < per_chunk ? count - k : per_chunk;
         int rc = src->read(src->ctx, h->data_offset + t->begin + (uint64_t)k * 8, chunk, n * 8);
         if (rc != SAE_OK)
-            return rc;
+            return sae__fail_context(rc, "tensor \"%s\"", t->name);
         for (size_t e = 0; e < n; e++) {
             uint64_t bits = load_le64(chunk + e * 8);
             memcpy((unsigned char *)dst + 8 * (k + e), &bits, 8);
@@ -351,13 +383,19 @@ static int read_8byte_values(const sae_st_source *src, const sae_st_header *h,
 int sae__st_read_u64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
                      uint64_t *dst)
 {
-    return t->dtype == SAE_ST_U64 ? read_8byte_values(src, h, t, dst) : SAE_E_FORMAT;
+    if (t->dtype != SAE_ST_U64)
+        return sae__fail(SAE_E_FORMAT, "tensor \"%s\": %s, not U64", t->name,
+                         dtypes[t->dtype].name);
+    return read_8byte_values(src, h, t, dst);
 }
 
 int sae__st_read_f64(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
                      double *dst)
 {
-    return t->dtype == SAE_ST_F64 ? read_8byte_values(src, h, t, dst) : SAE_E_FORMAT;
+    if (t->dtype != SAE_ST_F64)
+        return sae__fail(SAE_E_FORMAT, "tensor \"%s\": %s, not F64", t->name,
+                         dtypes[t->dtype].name);
+    return read_8byte_values(src, h, t, dst);
 }
 
 /* ---- caller buffers as sinks and sources ---------------------------------- */
@@ -366,7 +404,7 @@ static int buffer_sink_write(void *ctx, const void *data, size_t len)
 {
     sae_st_buffer_sink *b = ctx;
     if (len > b->capacity - b->pos)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the buffer's %zu bytes are too few", b->capacity);
     memcpy(b->buf + b->pos, data, len);
     b->pos += len;
     return SAE_OK;
@@ -385,7 +423,8 @@ static int buffer_source_read(void *ctx, uint64_t offset, void *dst, size_t len)
 {
     const sae_st_buffer_source *b = ctx;
     if (offset > b->src.size || len > b->src.size - offset)
-        return SAE_E_FORMAT;
+        return sae__fail(SAE_E_FORMAT, "the buffer ends at byte %llu, before %llu + %zu",
+                         (unsigned long long)b->src.size, (unsigned long long)offset, len);
     memcpy(dst, b->buf + offset, len);
     return SAE_OK;
 }
@@ -599,7 +638,7 @@ int sae__st_write(const sae_st_sink *sink, const sae_st_kv *meta, size_t n_meta,
 {
     size_t size, len, pad;
     if (!sae__st_size(meta, n_meta, t, n_t, &size))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the file would exceed what safetensors allows");
     header_length(meta, n_meta, t, n_t, &len, &pad);
     sae_emitter e = {.sink = sink};
     unsigned char prefix[8];

@@ -78,6 +78,12 @@ const char *sae__st_metadata(const sae_st_header *h, const char *key, size_t *le
 bool sae__st_metadata_at(const sae_st_header *h, size_t i, const sae_json **key,
                          const sae_json **value);
 
+/* Whether the metadata value of key is exactly the NUL-terminated value. */
+bool sae__st_metadata_is(const sae_st_header *h, const char *key, const char *value);
+
+/* Whether tensor t has rank `rank` (1 or 2) and shape [a] or [a, b]. */
+bool sae__st_shape_is(const sae_st_tensor *t, size_t rank, uint64_t a, uint64_t b);
+
 /* Whether the dtype is one sae__st_read_f32 converts (F32, F16, BF16, F64). */
 bool sae__st_is_float(sae_st_dtype dtype);
 

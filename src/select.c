@@ -74,17 +74,12 @@ float sae__kth_largest(float *v, size_t n, size_t k)
  * order; returns the k-th value. *count > k on entry. scratch: *count floats. */
 static float compact(uint32_t *idx, float *val, size_t *count, size_t k, float *scratch)
 {
-    size_t n = *count;
-    memcpy(scratch, val, n * sizeof(float));
-    float kth = sae__kth_largest(scratch, n, k);
-    size_t above = 0;
-    for (size_t q = 0; q < n; q++)
-        above += val[q] > kth;
-    size_t ties = k - above, out = 0;
+    const size_t n = *count; /* every entry is positive: it beat a bar >= 0 */
+    sae_topk_cut cut = sae__topk_cut(val, n, k, scratch);
+    const float kth = cut.kth;
+    size_t out = 0;
     for (size_t q = 0; q < n; q++) {
-        bool keep = val[q] > kth || (val[q] == kth && ties > 0);
-        if (keep && !(val[q] > kth))
-            ties--;
+        bool keep = sae__topk_keep(val[q], &cut);
         idx[out] = idx[q];
         val[out] = val[q];
         out += keep;

@@ -27,6 +27,10 @@ TENSOR_NAMES: Dict[Tensor, str] = {
 }
 
 
+# JumpReLU's initial threshold when none is given (the JumpReLU paper's).
+JUMPRELU_THRESHOLD = 0.001
+
+
 class Losses(NamedTuple):
     """struct sae_losses: the batch's losses (see sae.h)."""
     loss: float  # the loss trained (l2 + lambda * l1 for ReLU)
@@ -388,7 +392,7 @@ def _arch_param(a: Arch, k: Optional[int], threshold: Optional[float]) -> float:
     if a == Arch.JUMPRELU:
         if k is not None:
             raise TypeError("k applies to topk, batchtopk and matryoshka models, not jumprelu")
-        return 0.001 if threshold is None else float(threshold)
+        return JUMPRELU_THRESHOLD if threshold is None else float(threshold)
     if k is not None or threshold is not None:
         raise TypeError(f"{'k' if k is not None else 'threshold'} does not apply to "
                         f"{a.name.lower()} models")

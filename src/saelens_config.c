@@ -1,0 +1,200 @@
+/*
+ * SAELens's cfg.json: written beside a model saved into a directory, so that
+ * SAE.load_from_disk opens it, and checked when a directory is loaded, so
+ * that libsae never loads weights SAELens would compute differently (see
+ * sae_model_load in sae.h).
+ */
+#include "checkpoint.h"
+#include "fileio.h"
+#include "json.h"
+
+#include <string.h>
+
+#define CONFIG_MAX_BYTES (1u << 20)
+
+/* The keys beyond the essentials are those older SAELens versions (before
+ * 6.0) require to build their SAEConfig; 6.x converts such a configuration
+ * itself. A TopK SAE is "architecture": "topk" with "k" (6.x) and
+ * "activation_fn_str": "topk" with "activation_fn_kwargs": {"k": k} (5.x,
+ * and 6.x's conversion of pre-6.0 configurations, which reads k there);
+ * JumpReLU and BatchTopK SAEs are "jumprelu", with ReLU as the activation
+ * inside the jump. "metadata" names the producer. */
+int sae__config_write(const sae_model *m, const sae_st_sink *sink)
+{
+    sae_emitter e = {.sink = sink};
+    const int arch = sae__saelens_arch(m->arch);
+    sae__emit_str(&e, "{\n  \"architecture\": ");
+    sae__emit_json_string(&e, sae__arch_name(arch));
+    sae__emit_str(&e, ",\n  \"d_in\": ");
+    sae__emit_u64(&e, m->d_in);
+    sae__emit_str(&e, ",\n  \"d_sae\": ");
+    sae__emit_u64(&e, m->d_sae);
+    if (arch == SAE_ARCH_TOPK) {
+        sae__emit_str(&e, ",\n  \"k\": ");
+        sae__emit_u64(&e, m->k);
+        sae__emit_str(&e, ",\n  \"rescale_acts_by_decoder_norm\": false");
+    }
+    sae__emit_str(&e, ",\n"
+                      "  \"dtype\": \"float32\",\n"
+                      "  \"device\": \"cpu\",\n"
+                      "  \"apply_b_dec_to_input\": true,\n"
+                      "  \"normalize_activations\": \"none\",\n");
+    if (arch == SAE_ARCH_TOPK) {
+        sae__emit_str(&e, "  \"activation_fn_str\": \"topk\",\n"
+                          "  \"activation_fn_kwargs\": {\"k\": ");
+        sae__emit_u64(&e, m->k);
+        sae__emit_str(&e, "},\n");
+    } else {
+        sae__emit_str(&e, "  \"activation_fn_str\": \"relu\",\n"
+                          "  \"activation_fn_kwargs\": {},\n");
+    }
+    sae__emit_str(&e, "  \"finetuning_scaling_factor\": false,\n"
+                      "  \"reshape_activations\": \"none\",\n"
+                      "  \"model_name\": \"\",\n"
+                      "  \"hook_name\": \"\",\n"
+                      "  \"hook_layer\": 0,\n"
+                      "  \"hook_head_index\": null,\n"
+                      "  \"context_size\": null,\n"
+                      "  \"prepend_bos\": true,\n"
+                      "  \"dataset_path\": \"\",\n"
+                      "  \"dataset_trust_remote_code\": false,\n"
+                      "  \"sae_lens_training_version\": null,\n"
+                      "  \"neuronpedia_id\": null,\n"
+                      "  \"model_from_pretrained_kwargs\": {},\n"
+                      "  \"metadata\": {\"producer\": \"libsae\", \"libsae_version\": ");
+    sae__emit_json_string(&e, sae_version_string());
+    sae__emit_str(&e, "}\n}\n");
+    return e.rc;
+}
+
+/* ---- checking one ----------------------------------------------------------------- */
+
+/* Key `key` is absent or the string `value`. */
+static int absent_or_string(const sae_json_doc *doc, const char *key, const char *value)
+{
+    size_t v = sae__json_member(doc, 0, key);
+    if (v == SIZE_MAX || sae__json_is_string(&doc->nodes[v], value))
+        return SAE_OK;
+    return sae__fail(SAE_E_FORMAT, "key \"%s\": not \"%s\"", key, value);
+}
+
+/* Key `key` of object obj is absent (*out untouched) or a whole number >= 1. */
+static int positive_whole(const sae_json_doc *doc, size_t obj, const char *key, uint64_t *out)
+{
+    size_t v = sae__json_member(doc, obj, key);
+    if (v == SIZE_MAX)
+        return SAE_OK;
+    if (!sae__json_u64(&doc->nodes[v], out) || *out == 0)
+        return sae__fail(SAE_E_FORMAT, "key \"%s\": not a whole number >= 1", key);
+    return SAE_OK;
+}
+
+/* The k of a TopK cfg.json: "k" (SAELens 6) and/or "activation_fn_kwargs":
+ * {"k": ...} (before 6.0); at least one, all equal and nonzero. */
+static int config_k(const sae_json_doc *doc, uint64_t *k)
+{
+    uint64_t top = 0, kw = 0;
+    int rc = positive_whole(doc, 0, "k", &top);
+    if (rc != SAE_OK)
+        return rc;
+    size_t v = sae__json_member(doc, 0, "activation_fn_kwargs");
+    if (v != SIZE_MAX && doc->nodes[v].type != SAE_JSON_OBJECT)
+        return sae__fail(SAE_E_FORMAT, "key \"activation_fn_kwargs\": not an object");
+    if (v != SIZE_MAX && (rc = positive_whole(doc, v, "k", &kw)) != SAE_OK)
+        return sae__fail_context(rc, "key \"activation_fn_kwargs\"");
+    if (top == 0 && kw == 0)
+        return sae__fail(SAE_E_FORMAT, "a topk SAE without \"k\"");
+    if (top && kw && top != kw)
+        return sae__fail(SAE_E_FORMAT,
+                         "key \"k\" (%llu) and \"activation_fn_kwargs\": {\"k\"} (%llu) differ",
+                         (unsigned long long)top, (unsigned long long)kw);
+    *k = top ? top : kw;
+    return SAE_OK;
+}
+
+/* Check a SAELens cfg.json (text[0..len)): the SAE it describes must be one
+ * libsae computes the same way. */
+static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
+{
+    const sae_json_limits limits = {.max_depth = 64, .max_nodes = (size_t)1 << 16};
+    sae_json_doc doc;
+    int rc = sae__json_parse(text, len, &limits, &doc);
+    if (rc != SAE_OK)
+        return rc;
+    rc = SAE_E_FORMAT;
+    if (doc.nodes[0].type != SAE_JSON_OBJECT) {
+        rc = sae__fail(SAE_E_FORMAT, "not a JSON object");
+        goto cleanup;
+    }
+    size_t v = sae__json_member(&doc, 0, "architecture");
+    cfg->arch = SAE_ARCH_RELU; /* SAELens's default */
+    if (v != SIZE_MAX) {
+        const sae_json *a = &doc.nodes[v];
+        cfg->arch = a->type != SAE_JSON_STRING ? -1 : sae__arch_by_name(a->str, a->len);
+        if (cfg->arch != SAE_ARCH_RELU && cfg->arch != SAE_ARCH_TOPK &&
+            cfg->arch != SAE_ARCH_JUMPRELU) {
+            rc = sae__fail(SAE_E_FORMAT,
+                           "key \"architecture\": not \"standard\", \"topk\" or \"jumprelu\"");
+            goto cleanup;
+        }
+    }
+    /* the activation: TopK's own, or ReLU (inside the jump for JumpReLU) */
+    const char *activation = cfg->arch == SAE_ARCH_TOPK ? "topk" : "relu";
+    if ((rc = absent_or_string(&doc, "activation_fn", activation)) != SAE_OK ||
+        (rc = absent_or_string(&doc, "activation_fn_str", activation)) != SAE_OK)
+        goto cleanup;
+    if (cfg->arch == SAE_ARCH_TOPK && (rc = config_k(&doc, &cfg->k)) != SAE_OK)
+        goto cleanup;
+    rc = SAE_E_FORMAT;
+    v = sae__json_member(&doc, 0, "rescale_acts_by_decoder_norm");
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_FALSE) {
+        rc = sae__fail(SAE_E_FORMAT, "key \"rescale_acts_by_decoder_norm\": not false");
+        goto cleanup;
+    }
+    v = sae__json_member(&doc, 0, "apply_b_dec_to_input");
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_TRUE) {
+        rc = sae__fail(SAE_E_FORMAT, "key \"apply_b_dec_to_input\": not true");
+        goto cleanup;
+    }
+    v = sae__json_member(&doc, 0, "normalize_activations");
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_NULL &&
+        doc.nodes[v].type != SAE_JSON_FALSE && !sae__json_is_string(&doc.nodes[v], "none")) {
+        rc = sae__fail(SAE_E_FORMAT, "key \"normalize_activations\": not null, false or \"none\"");
+        goto cleanup;
+    }
+    if ((rc = positive_whole(&doc, 0, "d_in", &cfg->d_in)) != SAE_OK ||
+        (rc = positive_whole(&doc, 0, "d_sae", &cfg->d_sae)) != SAE_OK)
+        goto cleanup;
+    rc = SAE_OK;
+cleanup:
+    sae__json_free(&doc);
+    return rc;
+}
+
+int sae__config_read(const char *dir, sae_saelens_config *cfg)
+{
+    char *path = sae__path_join(dir, SAE_CONFIG_FILE);
+    if (!path)
+        return sae__fail(SAE_E_NOMEM, "out of memory for a path");
+    sae_file_source fs;
+    bool missing;
+    char *text = NULL;
+    int rc = sae__file_source_open(&fs, path, &missing);
+    if (rc != SAE_OK) {
+        sae__free(path);
+        return missing ? SAE_OK : rc; /* no cfg.json: cfg->arch stays -1 */
+    }
+    if (fs.src.size == 0 || fs.src.size > CONFIG_MAX_BYTES)
+        rc = sae__fail(SAE_E_FORMAT, "%s: %llu bytes, not 1 to %u", path,
+                       (unsigned long long)fs.src.size, CONFIG_MAX_BYTES);
+    else if (!(text = sae__alloc((size_t)fs.src.size)))
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for its text", path);
+    else if ((rc = fs.src.read(fs.src.ctx, 0, text, (size_t)fs.src.size)) != SAE_OK)
+        sae__fail_context(rc, "%s", path);
+    else if ((rc = check_config(text, (size_t)fs.src.size, cfg)) != SAE_OK)
+        sae__fail_context(rc, "%s", path);
+    sae__free(text);
+    sae__file_source_close(&fs);
+    sae__free(path);
+    return rc;
+}
