@@ -109,3 +109,18 @@ int sae_model_reinit(sae_model *m, uint64_t seed, double decoder_init_norm)
     sae__model_init_params(m, seed, decoder_init_norm);
     return SAE_OK;
 }
+
+int sae__family_check(const char *fn, const sae_model *m, unsigned accepts)
+{
+    const char *family = NULL;
+    if (m->kind != SAE_KIND_AUTOENCODER && !(accepts & SAE_FAMILY_TRANSCODER))
+        family = "a transcoder";
+    else if (m->arch == SAE_ARCH_GATED && !(accepts & SAE_FAMILY_GATED))
+        family = "a Gated SAE";
+    else if (m->arch == SAE_ARCH_MATRYOSHKA && !(accepts & SAE_FAMILY_MATRYOSHKA))
+        family = "a Matryoshka SAE";
+    if (family)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: not available for %s in libsae %s", fn, family,
+                         sae_version_string());
+    return SAE_OK;
+}

@@ -98,6 +98,9 @@ static void model_contents_init(const sae_model *m, model_contents *c)
 
 int sae__model_file_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
 {
+    int rc = sae__family_check("saving a model", m, 0);
+    if (rc != SAE_OK)
+        return rc;
     model_contents c;
     model_contents_init(m, &c);
     if (!size)

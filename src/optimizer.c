@@ -29,6 +29,8 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
+    o->arch = m->arch;
+    o->kind = m->kind;
     sae__options_init(&o->opt);
     size_t bytes = m->lay.total * sizeof(float); /* bounded by the layout check */
     o->grad = sae__alloc_zero(bytes);
@@ -281,15 +283,17 @@ static bool adam_pass(const adam_consts *c, const float *grad, float *param, flo
     return finite;
 }
 
-/* AuxK's configuration for this step: on for TopK and BatchTopK with a
- * positive coefficient and at least one dead feature (flags in ws->dead). */
+/* AuxK's configuration for this step: on for TopK, BatchTopK and Matryoshka
+ * with a positive coefficient and at least one dead feature (flags in
+ * ws->dead). The default k_aux is half the output's width (d_out / 2, as
+ * sparsify's transcoders; d_in / 2 for an autoencoder). */
 static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
 {
-    if ((m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK) || !(o->opt.auxk_coeff > 0.0))
+    if (!sae__has_k(m->arch) || !(o->opt.auxk_coeff > 0.0))
         return 0;
     size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
-        k_aux = m->d_in / 2 > 0 ? m->d_in / 2 : 1;
+        k_aux = m->d_out / 2 > 0 ? m->d_out / 2 : 1;
     return k_aux < m->d_sae ? k_aux : m->d_sae;
 }
 
@@ -304,16 +308,10 @@ static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
     return n_dead;
 }
 
-int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+/* The step on x against the target y (NULL: x). The arguments are checked. */
+static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                size_t n_tokens, sae_losses *out)
 {
-    size_t elems, bytes;
-    if (!m || !o || !x || n_tokens == 0)
-        return SAE_E_INVALID_ARG;
-    /* the moments must match the model's parameter block (JumpReLU has more) */
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total)
-        return SAE_E_INVALID_ARG;
-    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
-        return SAE_E_INVALID_ARG;
     /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
     uint64_t t = o->steps + 1;
     double lr, lambda;
@@ -323,7 +321,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
-    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
+    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out};
     rc = sae__workspace_reserve(&o->ws, &shape);
     if (rc != SAE_OK)
         return rc;
@@ -333,13 +331,15 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
                            k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
 
     sae_backward_result res;
-    rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
+    rc = sae__forward_backward(m, &cfg, x, y, n_tokens, &o->ws, o->grad, &res);
+    if (rc == SAE_E_NONFINITE)
+        return sae__fail(rc, "%s: x holds NaN or Inf", fn);
     if (rc != SAE_OK)
-        return rc;
+        return sae__fail(rc, "%s: out of memory for the step's active pairs", fn);
     /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
      * (it is summed in double, which finite float squares cannot overflow). */
     if (!isfinite(res.grad_sumsq))
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "%s: the gradients are not finite", fn);
     double norm = sqrt(res.grad_sumsq);
 
     adam_consts c;
@@ -354,7 +354,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
 
     if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
         !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL))
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite", fn);
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
     m->param_absmax = mx.param_absmax;
@@ -368,7 +368,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         o->since_fired[i] = last ? n_tokens - last
                                  : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
     }
-    if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
+    if (sae__batch_selected(m->arch) && res.batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
         m->batch_threshold = m->batch_threshold < 0.0f
                                  ? res.batch_min_kept
@@ -378,4 +378,50 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda,
                               o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
+}
+
+/* The checks sae_step and sae_step_target share: handles that fit each other,
+ * and x (n_tokens x d_in). */
+static int check_step(const char *fn, const sae_model *m, const sae_optimizer *o, const float *x,
+                      size_t n_tokens)
+{
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    /* the moments must match the model's parameter block, view by view (JumpReLU,
+     * Gated and skip transcoders have more; a transcoder's W_dec is d_out wide) */
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae || memcmp(&m->lay, &o->lay, sizeof m->lay) != 0)
+        return sae__fail(SAE_E_INVALID_ARG,
+                         "%s: the optimizer was made for a model of another shape or "
+                         "parameter set", fn);
+    /* Matryoshka's nested losses are not trained by this version */
+    int rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
+    if (rc != SAE_OK)
+        return rc;
+    return sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+}
+
+int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+{
+    static const char fn[] = "sae_step";
+    int rc = check_step(fn, m, o, x, n_tokens);
+    if (rc != SAE_OK)
+        return rc;
+    if (m->kind != SAE_KIND_AUTOENCODER)
+        return sae__fail(SAE_E_INVALID_ARG,
+                         "%s: a transcoder learns a target y: use sae_step_target", fn);
+    return step(fn, m, o, x, NULL, n_tokens, out);
+}
+
+int sae_step_target(sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                    size_t n_tokens, sae_losses *out)
+{
+    static const char fn[] = "sae_step_target";
+    int rc = check_step(fn, m, o, x, n_tokens);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
+    if (rc != SAE_OK)
+        return rc;
+    return step(fn, m, o, x, y, n_tokens, out);
 }

@@ -147,6 +147,10 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         return SAE_E_INVALID_ARG;
     if (m->d_in != o->d_in || m->d_sae != o->d_sae)
         return SAE_E_INVALID_ARG;
+    /* Gated's magnitude path and a transcoder's output space need their own rule */
+    int rc = sae__family_check("sae_resample_dead", m, SAE_FAMILY_MATRYOSHKA);
+    if (rc != SAE_OK)
+        return rc;
     if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes) ||
         n_tokens > SIZE_MAX / sizeof(double))
         return SAE_E_INVALID_ARG;
@@ -182,7 +186,7 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         SAE_OK)
         return SAE_E_NOMEM;
     double *cum = sae__alloc(n_tokens * sizeof(double));
-    int rc = SAE_E_NOMEM;
+    rc = SAE_E_NOMEM;
     if (cum)
         rc = loss_weights(&fw, x, n_tokens, cum);
     double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;

@@ -352,6 +352,18 @@ inline std::size_t rows_of(std::size_t count, std::size_t width, const char *fun
                                     std::to_string(width));
     return count / width;
 }
+// The rows of x (x_count floats of width x_width) and of the target y, which
+// must be as many.
+inline std::size_t paired_rows(std::size_t x_count, std::size_t x_width, std::size_t y_count,
+                               std::size_t y_width, const char *function)
+{
+    std::size_t n = rows_of(x_count, x_width, function);
+    if (rows_of(y_count, y_width, function) != n)
+        throw invalid_arg_error(SAE_E_INVALID_ARG, function,
+                                "x has " + std::to_string(n) + " rows, y " +
+                                    std::to_string(y_count / y_width));
+    return n;
+}
 } // namespace detail
 
 // s with E ||s x||^2 = d_in over the sample x (n_tokens x d_in floats).
@@ -538,6 +550,47 @@ public:
     double fvu(const std::vector<float> &x) const
     {
         return fvu(x.data(), rows(x.size(), d_in(), "sae_fvu"));
+    }
+
+    // The model's output (n_tokens x d_out) for inputs x (n_tokens x d_in): an
+    // autoencoder's reconstruction, a transcoder's y_hat with its skip term.
+    void output(const float *x, std::size_t n_tokens, float *out) const
+    {
+        check(sae_output(p_, x, n_tokens, out), "sae_output");
+    }
+    std::vector<float> output(const std::vector<float> &x) const
+    {
+        std::size_t n = rows(x.size(), d_in(), "sae_output");
+        std::vector<float> out(n * d_out());
+        output(x.data(), n, out.data());
+        return out;
+    }
+    // loss and fvu against a target y (n_tokens x d_out), e.g. a transcoder's.
+    losses loss_target(const float *x, const float *y, std::size_t n_tokens, double lambda) const
+    {
+        losses l{};
+        check(sae_loss_target(p_, x, y, n_tokens, lambda, &l), "sae_loss_target");
+        return l;
+    }
+    losses loss_target(const std::vector<float> &x, const std::vector<float> &y,
+                       double lambda) const
+    {
+        return loss_target(x.data(), y.data(),
+                           detail::paired_rows(x.size(), d_in(), y.size(), d_out(),
+                                               "sae_loss_target"),
+                           lambda);
+    }
+    double fvu_target(const float *x, const float *y, std::size_t n_tokens) const
+    {
+        double v = 0;
+        check(sae_fvu_target(p_, x, y, n_tokens, &v), "sae_fvu_target");
+        return v;
+    }
+    double fvu_target(const std::vector<float> &x, const std::vector<float> &y) const
+    {
+        return fvu_target(x.data(), y.data(),
+                          detail::paired_rows(x.size(), d_in(), y.size(), d_out(),
+                                              "sae_fvu_target"));
     }
 
     // Checkpoints: an existing directory gets sae_weights.safetensors and
@@ -737,6 +790,20 @@ public:
     losses step(model &m, const std::vector<float> &x)
     {
         return step(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_step"));
+    }
+    // One training step on x (n_tokens x d_in) against the target y (n_tokens x
+    // d_out): how transcoders train.
+    losses step_target(model &m, const float *x, const float *y, std::size_t n_tokens)
+    {
+        losses l{};
+        check(sae_step_target(m.handle(), p_, x, y, n_tokens, &l), "sae_step_target");
+        return l;
+    }
+    losses step_target(model &m, const std::vector<float> &x, const std::vector<float> &y)
+    {
+        return step_target(m, x.data(), y.data(),
+                           detail::paired_rows(x.size(), m.d_in(), y.size(), m.d_out(),
+                                               "sae_step_target"));
     }
 #ifdef LIBSAE_HPP_SPAN
     losses step(model &m, std::span<const float> x)

@@ -321,6 +321,32 @@ class Model(Handle):
               "sae_fvu")
         return out.value
 
+    def output(self, x: ArrayLike, out: Optional[ArrayLike] = None) -> np.ndarray:
+        """The model's output (n, d_out) for inputs x (n, d_in): an autoencoder's
+        reconstruction, a transcoder's y_hat with its skip term (sae_output)."""
+        rows, single = as_rows(x, self.d_in, "x")
+        y_hat = out_array(out, (rows.shape[0], self.d_out) if not single else (self.d_out,))
+        check(lib.sae_output(self.handle, float_pointer(rows), rows.shape[0],
+                             float_pointer(y_hat)), "sae_output")
+        return y_hat
+
+    def loss_target(self, x: ArrayLike, y: ArrayLike, l1_coeff: float) -> Losses:
+        """The losses of the model's output for x (n, d_in) against the target
+        y (n, d_out), changing nothing (sae_loss_target)."""
+        xr, yr = _paired_rows(self, x, y)
+        out = _CLosses()
+        check(lib.sae_loss_target(self.handle, float_pointer(xr), float_pointer(yr),
+                                  xr.shape[0], l1_coeff, ctypes.byref(out)), "sae_loss_target")
+        return Losses._from_c(out)
+
+    def fvu_target(self, x: ArrayLike, y: ArrayLike) -> float:
+        """Fraction of y's variance (n, d_out) the output for x leaves unexplained."""
+        xr, yr = _paired_rows(self, x, y)
+        out = ctypes.c_double()
+        check(lib.sae_fvu_target(self.handle, float_pointer(xr), float_pointer(yr), xr.shape[0],
+                                 ctypes.byref(out)), "sae_fvu_target")
+        return out.value
+
     def to_torch(self) -> Any:
         """An equivalent torch.nn.Module for inference (forward, encode,
         decode; the same outputs within float rounding), holding copies of the
@@ -379,6 +405,15 @@ class Model(Handle):
                                           counts.ctypes.data_as(uint64_ptr), counts.size),
               "sae_feature_fire_counts")
         return counts
+
+
+def _paired_rows(model: "Model", x: ArrayLike, y: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+    """x (n, d_in) and its target y (n, d_out) as float32 rows, as many of each."""
+    xr, _ = as_rows(x, model.d_in, "x")
+    yr, _ = as_rows(y, model.d_out, "y", "d_out")
+    if xr.shape[0] != yr.shape[0]:
+        raise ValueError(f"x has {xr.shape[0]} rows, y {yr.shape[0]}")
+    return xr, yr
 
 
 def _arch_param(a: Arch, k: Optional[int], threshold: Optional[float]) -> float:
