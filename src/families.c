@@ -41,7 +41,7 @@ int sae_model_create_matryoshka(sae_model **out, size_t d_in, size_t d_sae, uint
         levels[n_levels++] = d_sae;
     }
     sae_shape shape = {d_in, d_in, d_sae, SAE_ARCH_MATRYOSHKA, SAE_KIND_AUTOENCODER};
-    int rc = sae__model_new(out, fn, &shape, seed, 0.0, SAE_DECODER_INIT_NORM);
+    int rc = sae__model_new(out, fn, &shape, 0, d_sae, seed, 0.0, SAE_DECODER_INIT_NORM);
     if (rc != SAE_OK)
         return rc;
     (*out)->k = k;
@@ -86,7 +86,7 @@ int sae_model_create_transcoder(sae_model **out, size_t d_in, size_t d_out, size
     if (rc != SAE_OK)
         return rc;
     sae_shape shape = {d_in, d_out, d_sae, arch, kind};
-    rc = sae__model_new(out, fn, &shape, seed, param, SAE_DECODER_INIT_NORM);
+    rc = sae__model_new(out, fn, &shape, 0, d_sae, seed, param, SAE_DECODER_INIT_NORM);
     if (rc == SAE_OK)
         (*out)->k = k;
     return rc;

@@ -15,7 +15,9 @@ int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
     static const char fn[] = "sae_encode";
     if (!m)
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
     if (rc == SAE_OK)
@@ -38,7 +40,9 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
     static const char fn[] = "sae_decode";
     if (!m)
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "x_hat", x_hat, n_tokens, "n_tokens", m->d_out, "d_out",
                              sizeof(float));
@@ -58,7 +62,9 @@ int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
     static const char fn[] = "sae_output";
     if (!m)
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "out", out, n_tokens, "n_tokens", m->d_out, "d_out",
                              sizeof(float));
@@ -132,7 +138,9 @@ static int loss(const char *fn, const sae_model *m, const float *x, const float 
 {
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK && y != x)
         rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
     if (rc != SAE_OK)
@@ -178,7 +186,9 @@ static int fvu(const char *fn, const sae_model *m, const float *x, const float *
 {
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK && y != x)
         rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
     if (rc != SAE_OK)

@@ -101,9 +101,10 @@ void sae__mean_rows(const float *x, size_t n, size_t d, double *mean)
         mean[j] /= (double)n;
 }
 
-/* Random directions of L2 norm `norm` in the rows (count x width floats), each
- * from its own stream, stream0 + row (so rows could be drawn in any order or in
- * parallel). */
+/* Random directions of L2 norm `norm` in the rows (count x width floats), row i
+ * from its own stream, stream0 + i: numbered by the feature's index in the
+ * whole model (so rows could be drawn in any order or in parallel, and a shard
+ * draws exactly its rows). */
 static void random_rows(float *rows, size_t count, size_t width, uint64_t seed, uint64_t stream0,
                         double norm)
 {
@@ -132,14 +133,15 @@ static void random_rows(float *rows, size_t count, size_t width, uint64_t seed, 
 void sae__model_init_params(sae_model *m, uint64_t seed, double decoder_init_norm)
 {
     const sae_layout *lay = &m->lay;
+    const uint64_t first = (uint64_t)m->shard_begin;
     /* every view but the JumpReLU thresholds starts at 0 */
     memset(sae__w_enc_t(m), 0, (lay->log_thr - lay->w_enc_t) * sizeof(float));
     memset(sae__r_mag(m), 0, (lay->total - lay->r_mag) * sizeof(float));
-    random_rows(sae__w_dec(m), m->d_sae, m->d_out, seed, 0, decoder_init_norm);
+    random_rows(sae__w_dec(m), m->d_sae, m->d_out, seed, first, decoder_init_norm);
     if (m->kind == SAE_KIND_AUTOENCODER) /* W_enc = W_dec^T, stored transposed: a copy */
         memcpy(sae__w_enc_t(m), sae__w_dec(m), m->d_in * m->d_sae * sizeof(float));
     else /* input and output spaces differ: the encoder draws its own directions */
-        random_rows(sae__w_enc_t(m), m->d_sae, m->d_in, seed, ENCODER_STREAMS,
+        random_rows(sae__w_enc_t(m), m->d_sae, m->d_in, seed, ENCODER_STREAMS + first,
                     decoder_init_norm);
     m->batch_threshold = -1.0f;
     sae__model_refresh_absmax(m);
@@ -176,17 +178,22 @@ int sae__check_arch_param(const char *fn, int arch, double param, size_t d_sae, 
     }
 }
 
-int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, uint64_t seed,
-                   double param, double decoder_init_norm)
+int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, size_t begin,
+                   size_t end, uint64_t seed, double param, double decoder_init_norm)
 {
     *out = NULL;
     sae_layout lay;
+    sae_shape part = *shape;
+    part.d_sae = end - begin;
     /* CBLAS takes dimensions as int. */
     if (shape->d_in == 0 || shape->d_out == 0 || shape->d_sae == 0)
         return sae__fail(SAE_E_INVALID_ARG, "%s: a dimension is 0 (d_in %zu, d_out %zu, d_sae %zu)",
                          fn, shape->d_in, shape->d_out, shape->d_sae);
+    if (begin >= end || end > shape->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: [%zu, %zu) is not a slice of %zu features", fn,
+                         begin, end, shape->d_sae);
     if (shape->d_in > INT_MAX || shape->d_out > INT_MAX || shape->d_sae > INT_MAX ||
-        !sae__layout_for(&lay, shape))
+        !sae__layout_for(&lay, &part))
         return sae__fail(SAE_E_INVALID_ARG,
                          "%s: d_in %zu, d_out %zu, d_sae %zu: a dimension above INT_MAX or a "
                          "parameter block too large",
@@ -196,7 +203,9 @@ int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, uint
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the model", fn);
     m->d_in = shape->d_in;
     m->d_out = shape->d_out;
-    m->d_sae = shape->d_sae;
+    m->d_sae = end - begin;
+    m->shard_begin = begin;
+    m->d_sae_total = shape->d_sae;
     m->arch = shape->arch;
     m->kind = shape->kind;
     m->lay = lay;
@@ -213,8 +222,8 @@ int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, uint
     return SAE_OK;
 }
 
-int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
-                          double param)
+int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
+                      uint64_t seed, int arch, double param)
 {
     static const char fn[] = "sae_model_create_arch";
     if (!out)
@@ -224,15 +233,25 @@ int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t s
         return sae__fail(SAE_E_INVALID_ARG,
                          "%s: a Matryoshka SAE needs its level widths: use "
                          "sae_model_create_matryoshka", fn);
+    /* Gated's step has no feature-sharded path (its auxiliary reconstruction
+     * would need a second exchange): no Gated shards */
+    if (arch == SAE_ARCH_GATED && (begin != 0 || end != d_sae))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: Gated SAEs are not feature-sharded", fn);
     size_t k;
     int rc = sae__check_arch_param(fn, arch, param, d_sae, &k);
     if (rc != SAE_OK)
         return rc;
     sae_shape shape = {d_in, d_in, d_sae, arch, SAE_KIND_AUTOENCODER};
-    rc = sae__model_new(out, fn, &shape, seed, param, SAE_DECODER_INIT_NORM);
+    rc = sae__model_new(out, fn, &shape, begin, end, seed, param, SAE_DECODER_INIT_NORM);
     if (rc == SAE_OK)
         (*out)->k = k;
     return rc;
+}
+
+int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
+                          double param)
+{
+    return sae__model_create(out, d_in, d_sae, 0, d_sae, seed, arch, param);
 }
 
 int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)

@@ -9,6 +9,7 @@
  * before anything is written.
  */
 #include "internal.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <float.h>
@@ -31,6 +32,8 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->lay = m->lay;
     o->arch = m->arch;
     o->kind = m->kind;
+    o->shard_begin = m->shard_begin;
+    o->d_sae_total = sae__total_features(m);
     sae__options_init(&o->opt);
     size_t bytes = m->lay.total * sizeof(float); /* bounded by the layout check */
     o->grad = sae__alloc_zero(bytes);
@@ -50,6 +53,7 @@ void sae_optimizer_free(sae_optimizer *o)
     if (!o)
         return;
     sae__workspace_free(&o->ws);
+    sae__par_free(o->par);
     sae__free(o->since_fired);
     sae__free(o->m2);
     sae__free(o->m1);
@@ -294,7 +298,8 @@ static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
     size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
         k_aux = m->d_out / 2 > 0 ? m->d_out / 2 : 1;
-    return k_aux < m->d_sae ? k_aux : m->d_sae;
+    const size_t d_sae = sae__total_features(m); /* a shard picks among all features */
+    return k_aux < d_sae ? k_aux : d_sae;
 }
 
 static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
@@ -308,34 +313,97 @@ static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
     return n_dead;
 }
 
-/* The step on x against the target y (NULL: x). The arguments are checked. */
+/* The pairs a distributed TopK or BatchTopK step can make, reserved before
+ * its exchanges begin (nothing may fail on one rank alone once they have):
+ * n k per rank (data-parallel BatchTopK: up to all of the global batch's
+ * n k), and n k_aux more with AuxK. ReLU and JumpReLU grow theirs as usual. */
+static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n_tokens,
+                                  size_t n_global, size_t k_aux)
+{
+    if (m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK)
+        return SAE_OK;
+    size_t main_pairs, aux_pairs, total;
+    size_t n = m->arch == SAE_ARCH_BATCHTOPK ? n_global : n_tokens;
+    if (!sae__mul(n, m->k, &main_pairs) || !sae__mul(n_tokens, k_aux, &aux_pairs) ||
+        !sae__add(main_pairs, aux_pairs, &total))
+        return SAE_E_NOMEM;
+    return sae__workspace_reserve_pairs(&o->ws, total, 0);
+}
+
+/* The step on x against the target y (NULL: x); fn names the public function. */
 static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, const float *y,
                 size_t n_tokens, sae_losses *out)
 {
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    /* With communicators attached, a failure is not returned before the
+     * step's first exchange: the other ranks learn of it there, and every
+     * rank returns the same status. */
+    int rc = SAE_OK;
+    /* the moments must match the model's parameter block, view by view (JumpReLU,
+     * Gated and skip transcoders have more; a transcoder's W_dec is d_out wide) */
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae || memcmp(&m->lay, &o->lay, sizeof m->lay) != 0 ||
+        m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for a model of another "
+                       "shape or parameter set", fn);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK && y &&
+        (rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out",
+                              sizeof(float))) == SAE_OK)
+        rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
+    /* Matryoshka's nested losses are not trained by this version */
+    if (rc == SAE_OK)
+        rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
+    if (rc == SAE_OK && y && o->par)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: distributed steps take no target y in this "
+                       "version", fn);
+    if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
+                       "sae_step_target", fn);
     /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
     uint64_t t = o->steps + 1;
-    double lr, lambda;
-    int rc = sae__schedule_values(o, t, &lr, &lambda);
-    if (rc != SAE_OK)
-        return rc;
+    double lr = 0.0, lambda = 0.0;
+    if (rc == SAE_OK)
+        rc = sae__schedule_values(o, t, &lr, &lambda);
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out};
-    rc = sae__workspace_reserve(&o->ws, &shape);
-    if (rc != SAE_OK)
+    if (rc == SAE_OK)
+        rc = sae__workspace_reserve(&o->ws, &shape);
+    sae_par_step ps, *par = NULL;
+    if (o->par) {
+        par = &ps;
+        rc = sae__par_begin(o, m, x, n_tokens, k_aux, rc, &ps);
+        if (rc != SAE_OK) /* agreed by every rank */
+            return rc;
+        /* a reservation that fails now: the others learn of it at the pass's
+         * next exchange */
+        ps.status = reserve_parallel_pairs(m, o, n_tokens, ps.n_global, k_aux);
+    } else if (rc != SAE_OK) {
         return rc;
-    if (k_aux && mark_dead(o, o->ws.dead) == 0)
+    }
+    /* AuxK runs when some feature is dead (feature shards: in some shard) */
+    if (k_aux && mark_dead(o, o->ws.dead) == 0 && !(par && par->features && par->n_dead_total))
         k_aux = 0;
     sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
-                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
+                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth,
+                           par ? par->n_global : n_tokens, par};
 
     sae_backward_result res;
+    memset(&res, 0, sizeof res);
+    /* (a distributed step runs the pass whatever this rank's status: its
+     * exchanges tell the others) */
     rc = sae__forward_backward(m, &cfg, x, y, n_tokens, &o->ws, o->grad, &res);
-    if (rc == SAE_E_NONFINITE)
-        return sae__fail(rc, "%s: x holds NaN or Inf", fn);
+    float param_absmax = m->param_absmax, m1_absmax = o->m1_absmax, m2_max = o->m2_max;
+    if (par) /* the ranks' gradients and statistics, or the first failure */
+        rc = sae__par_reduce(par, o, m, rc, &res, &param_absmax, &m1_absmax, &m2_max);
     if (rc != SAE_OK)
-        return sae__fail(rc, "%s: out of memory for the step's active pairs", fn);
+        return par ? rc : rc == SAE_E_NONFINITE ? sae__fail(rc, "%s: x holds NaN or Inf", fn)
+                                                : sae__fail(rc, "%s: out of memory for the step's "
+                                                            "active pairs", fn);
+    const size_t n_loss = cfg.loss_tokens;
     /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
      * (it is summed in double, which finite float squares cannot overflow). */
     if (!isfinite(res.grad_sumsq))
@@ -352,9 +420,16 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     c.eps = (float)o->opt.eps;
     c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
 
-    if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
-        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL))
-        return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite", fn);
+    /* every rank takes the same decision: the bound reads maxima over all */
+    if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
+        bool finite =
+            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL);
+        if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
+            return rc;
+        if (!finite)
+            return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite",
+                             fn);
+    }
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
     m->param_absmax = mx.param_absmax;
@@ -362,11 +437,13 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     o->m2_max = mx.m2_max;
     o->steps = t;
 
+    /* tokens since each feature last fired (last_fired counts in the batch the
+     * loss averages over: the global one of a data-parallel step) */
     for (size_t i = 0; i < o->d_sae; i++) {
         uint64_t last = o->ws.last_fired[i];
         uint64_t since = o->since_fired[i];
-        o->since_fired[i] = last ? n_tokens - last
-                                 : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
+        o->since_fired[i] = last ? n_loss - last
+                                 : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
     }
     if (sae__batch_selected(m->arch) && res.batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
@@ -375,53 +452,20 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
                                  : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
     }
     if (out)
-        sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda,
+        sae__losses_from_sums(&res.sums, n_loss, m->arch, lambda,
                               o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
 }
 
-/* The checks sae_step and sae_step_target share: handles that fit each other,
- * and x (n_tokens x d_in). */
-static int check_step(const char *fn, const sae_model *m, const sae_optimizer *o, const float *x,
-                      size_t n_tokens)
-{
-    if (!m || !o)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
-    /* the moments must match the model's parameter block, view by view (JumpReLU,
-     * Gated and skip transcoders have more; a transcoder's W_dec is d_out wide) */
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae || memcmp(&m->lay, &o->lay, sizeof m->lay) != 0)
-        return sae__fail(SAE_E_INVALID_ARG,
-                         "%s: the optimizer was made for a model of another shape or "
-                         "parameter set", fn);
-    /* Matryoshka's nested losses are not trained by this version */
-    int rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
-    if (rc != SAE_OK)
-        return rc;
-    return sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
-}
-
 int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
 {
-    static const char fn[] = "sae_step";
-    int rc = check_step(fn, m, o, x, n_tokens);
-    if (rc != SAE_OK)
-        return rc;
-    if (m->kind != SAE_KIND_AUTOENCODER)
-        return sae__fail(SAE_E_INVALID_ARG,
-                         "%s: a transcoder learns a target y: use sae_step_target", fn);
-    return step(fn, m, o, x, NULL, n_tokens, out);
+    return step("sae_step", m, o, x, NULL, n_tokens, out);
 }
 
 int sae_step_target(sae_model *m, sae_optimizer *o, const float *x, const float *y,
                     size_t n_tokens, sae_losses *out)
 {
-    static const char fn[] = "sae_step_target";
-    int rc = check_step(fn, m, o, x, n_tokens);
-    if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
-    if (rc == SAE_OK)
-        rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
-    if (rc != SAE_OK)
-        return rc;
-    return step(fn, m, o, x, y, n_tokens, out);
+    if (!y)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_step_target: y is NULL");
+    return step("sae_step_target", m, o, x, y, n_tokens, out);
 }

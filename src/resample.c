@@ -21,6 +21,7 @@
  * comes before the first write, so a failed call changes nothing.
  */
 #include "internal.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <string.h>
@@ -47,17 +48,32 @@ int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens, 
 
 /* cum[t] = sum over tokens u <= t of their weights: the squared reconstruction
  * loss, squared, for tokens with x_t != 0 (a zero input has no direction).
- * Returns SAE_E_NONFINITE if the model's reconstruction overflows. */
-static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double *cum)
+ * Returns SAE_E_NONFINITE if the model's reconstruction overflows. Feature
+ * shards (ps->features) select TopK across shards and sum their partial
+ * reconstructions, so every shard gets the same weights. */
+static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double *cum,
+                        sae_par_step *ps)
 {
     const sae_model *m = fw->m;
     const size_t d_in = m->d_in;
+    const bool shards = ps && ps->features;
     double total = 0.0;
     for (size_t t0 = 0; t0 < n_tokens; t0 += fw->block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw->block);
         const float *xb = x + t0 * d_in;
         sae__forward_encode(fw, xb, rows, fw->f, NULL);
-        sae__forward_decode(m, fw->f, rows, fw->x_hat);
+        if (!shards) {
+            sae__forward_decode(m, fw->f, rows, fw->x_hat);
+        } else {
+            int rc = m->arch == SAE_ARCH_TOPK
+                         ? sae__par_topk_rows(ps, fw->f, rows, m->d_sae, m->k) : SAE_OK;
+            if (rc != SAE_OK)
+                return rc;
+            sae__forward_decode_onto(m, fw->f, rows,
+                                     ps->features->rank == 0 ? sae__b_dec(m) : NULL, fw->x_hat);
+            if ((rc = sae__par_reconstruct(ps, fw->x_hat, rows, d_in)) != SAE_OK)
+                return rc;
+        }
         for (size_t t = 0; t < rows; t++) {
             double loss = 0.0, norm2 = 0.0;
             for (size_t j = 0; j < d_in; j++) {
@@ -143,25 +159,33 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
                       uint64_t window_tokens, uint64_t seed, size_t *n_resampled)
 {
     size_t elems, bytes;
-    if (!m || !o || !x || n_tokens == 0 || window_tokens == 0)
+    if (!m || !o)
         return SAE_E_INVALID_ARG;
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae)
-        return SAE_E_INVALID_ARG;
+    /* With communicators attached (a collective call), failures are returned
+     * after the first exchange, by every rank. */
+    int rc = SAE_OK;
+    if (!x || n_tokens == 0 || window_tokens == 0)
+        rc = SAE_E_INVALID_ARG;
+    else if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->shard_begin != o->shard_begin)
+        rc = SAE_E_INVALID_ARG;
+    else if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes) ||
+             n_tokens > SIZE_MAX / sizeof(double))
+        rc = SAE_E_INVALID_ARG;
+    else if (!sae__all_finite(x, elems))
+        rc = SAE_E_NONFINITE;
+    else if (sae__is_shard(m) && !(o->par && o->par->features.struct_size))
+        rc = sae__check_whole("sae_resample_dead (without a feature-sharded communicator)", m);
     /* Gated's magnitude path and a transcoder's output space need their own rule */
-    int rc = sae__family_check("sae_resample_dead", m, SAE_FAMILY_MATRYOSHKA);
-    if (rc != SAE_OK)
+    if (rc == SAE_OK)
+        rc = sae__family_check("sae_resample_dead", m, SAE_FAMILY_MATRYOSHKA);
+    if (rc != SAE_OK && !o->par)
         return rc;
-    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes) ||
-        n_tokens > SIZE_MAX / sizeof(double))
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
     const size_t d_in = m->d_in, d_sae = m->d_sae;
 
-    size_t n_dead = 0, n_live = 0;
+    size_t n_dead = 0, n_live = 0, dead_before = 0;
     double live_norm_sum = 0.0;
     const float *w_enc_t = sae__w_enc_t(m);
-    for (size_t i = 0; i < d_sae; i++) {
+    for (size_t i = 0; rc == SAE_OK && i < d_sae; i++) {
         if (o->since_fired[i] >= window_tokens) {
             n_dead++;
             continue;
@@ -172,41 +196,53 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         live_norm_sum += sqrt(s);
         n_live++;
     }
-    if (n_dead == 0) {
+    /* the scratch of the forward pass, before the ranks compare notes */
+    sae_forward fw;
+    memset(&fw, 0, sizeof fw);
+    double *cum = NULL;
+    bool need_forward = o->par || n_dead > 0;
+    if (rc == SAE_OK && need_forward &&
+        (sae__forward_init(&fw, m, sae__block_size(n_tokens),
+                           SAE_FORWARD_F | SAE_FORWARD_X_HAT) != SAE_OK ||
+         !(cum = sae__alloc(n_tokens * sizeof(double)))))
+        rc = SAE_E_NOMEM;
+    sae_par_step ps, *par = NULL;
+    if (o->par) {
+        rc = sae__par_resample_begin(o, m, x, n_tokens, rc, &n_dead, &n_live, &live_norm_sum,
+                                     &dead_before, &ps);
+        par = ps.features ? &ps : NULL;
+    }
+    if (rc == SAE_OK && n_dead == 0) {
         if (n_resampled)
             *n_resampled = 0;
-        return SAE_OK;
-    }
-    if (n_live == 0)
-        return SAE_E_STATE; /* no live encoder row to take the scale from */
-    const double enc_norm = 0.2 * live_norm_sum / (double)n_live;
-
-    sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F | SAE_FORWARD_X_HAT) !=
-        SAE_OK)
-        return SAE_E_NOMEM;
-    double *cum = sae__alloc(n_tokens * sizeof(double));
-    rc = SAE_E_NOMEM;
-    if (cum)
-        rc = loss_weights(&fw, x, n_tokens, cum);
-    double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;
-    if (rc == SAE_OK && total == 0.0) {
-        total = uniform_weights(x, n_tokens, d_in, cum);
-        if (total == 0.0)
-            rc = SAE_E_INVALID_ARG; /* every input is zero: no direction to copy */
-    }
-    if (rc == SAE_OK) {
-        sae_rng rng;
-        sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
-        for (size_t i = 0; i < d_sae; i++) {
-            if (o->since_fired[i] < window_tokens)
-                continue;
-            size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
-            reinit_feature(m, o, i, x + t * d_in, enc_norm);
+    } else if (rc == SAE_OK && n_live == 0) {
+        rc = SAE_E_STATE; /* no live encoder row to take the scale from */
+    } else if (rc == SAE_OK) {
+        const double enc_norm = 0.2 * live_norm_sum / (double)n_live;
+        rc = loss_weights(&fw, x, n_tokens, cum, par);
+        double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;
+        if (rc == SAE_OK && total == 0.0) {
+            total = uniform_weights(x, n_tokens, d_in, cum);
+            if (total == 0.0)
+                rc = SAE_E_INVALID_ARG; /* every input is zero: no direction to copy */
         }
-        sae__model_refresh_absmax(m);
-        if (n_resampled)
-            *n_resampled = n_dead;
+        if (rc == SAE_OK) {
+            /* one stream for the whole model's dead features in ascending
+             * order: a shard first skips the draws of the shards before it */
+            sae_rng rng;
+            sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
+            for (size_t k = 0; k < dead_before; k++)
+                (void)sae_rng_uniform(&rng);
+            for (size_t i = 0; i < d_sae; i++) {
+                if (o->since_fired[i] < window_tokens)
+                    continue;
+                size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
+                reinit_feature(m, o, i, x + t * d_in, enc_norm);
+            }
+            sae__model_refresh_absmax(m);
+            if (n_resampled)
+                *n_resampled = n_dead;
+        }
     }
     sae__free(cum);
     sae__forward_free(&fw);

@@ -95,7 +95,7 @@ static double gradient_error(reff_model *r, const reff_train *t, const float *x,
         memcpy(ws.dead, t->dead, m->d_sae);
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
     sae_step_config cfg = {t->lambda, kernel, ws.pool, t->auxk_coeff, k_aux,
-                           k_aux ? ws.dead : NULL, t->bandwidth};
+                           k_aux ? ws.dead : NULL, t->bandwidth, n, NULL};
     ck_assert_int_eq(sae__forward_backward(m, &cfg, x, y, n, &ws, grad, res), SAE_OK);
 
     reff_model want, got;
@@ -458,6 +458,21 @@ END_TEST
 
 /* ---- refusals ----------------------------------------------------------------------- */
 
+/* A communicator of one rank (every collective the identity): enough to be attached. */
+static int solo_f32(void *ctx, float *buf, size_t count) { (void)ctx, (void)buf, (void)count; return 0; }
+static int solo_f64(void *ctx, double *buf, size_t count) { (void)ctx, (void)buf, (void)count; return 0; }
+static int solo_gather(void *ctx, const void *send, size_t bytes, void *recv)
+{
+    (void)ctx;
+    memcpy(recv, send, bytes);
+    return 0;
+}
+static int solo_bcast(void *ctx, void *buf, size_t bytes, int root)
+{
+    (void)ctx, (void)buf, (void)bytes, (void)root;
+    return 0;
+}
+
 START_TEST(bad_input_changes_nothing)
 {
     const size_t d_in = 6, d_out = 4, d_sae = 12, n = 8;
@@ -508,6 +523,14 @@ START_TEST(bad_input_changes_nothing)
     ck_assert_int_eq(sae_optimizer_save_size(o, &size), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_model_init_b_dec(tc, x, n, SAE_B_DEC_MEAN), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_resample_dead(tc, o, x, n, 1, 1, NULL), SAE_E_INVALID_ARG);
+    /* no distributed training of the families yet, and no Gated shards */
+    sae_comm solo = {sizeof(sae_comm), NULL, 0, 1, solo_f32, solo_f64, solo_gather, solo_bcast};
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &solo), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_FEATURES, &solo), SAE_E_INVALID_ARG);
+    sae_model *shard = NULL;
+    ck_assert_int_eq(sae_model_create_shard(&shard, d_in, d_sae, 0, 6, 1, SAE_ARCH_GATED, 0.0),
+                     SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(shard);
     ck_assert(snapshot_equal(&s, tc));
     ck_assert(opt_snapshot_equal(&os, o));
     ck_assert_uint_eq(sae_optimizer_steps(o), 0);
