@@ -370,8 +370,10 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
         out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap, ws->aux_fval + t0 * ws->aux_cap,
                                   ws->aux_count + t0, ws->aux_cap};
     if (sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs) !=
-        SAE_OK)
+        SAE_OK) { /* x holds NaN or Inf: name the first */
+        sae__check_finite(NULL, "x", x, (t0 + rows) * d_in);
         return SAE_E_NONFINITE;
+    }
     if (m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
         res->batch_min_kept = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out,
                                               ws->ties, ws->radix_hist, cfg->pool);

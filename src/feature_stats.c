@@ -411,7 +411,7 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
     if (!feat || !val)
         rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu pairs", fn, d_sae);
     else
-        rc = sae__sparse_encoder_check(&e, fn, x, n_tokens);
+        rc = sae__forward_check(&e.fw, fn, x, n_tokens);
     if (rc != SAE_OK) {
         sae__free(val);
         sae__free(feat);
@@ -419,7 +419,7 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
         return rc;
     }
     for (size_t t0 = 0; t0 < n_tokens; t0 += e.block) {
-        size_t rows = n_tokens - t0 < e.block ? n_tokens - t0 : e.block;
+        size_t rows = sae__block_rows(n_tokens, t0, e.block);
         sae__sparse_encoder_run(&e, x + t0 * m->d_in, rows);
         for (size_t t = 0; t < rows; t++) {
             size_t n = sae__sparse_encoder_token(&e, t, feat, val, d_sae);

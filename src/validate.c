@@ -30,6 +30,8 @@ int sae__check_finite(const char *fn, const char *name, const float *v, size_t c
     size_t k = 0;
     while (k < count && isfinite(v[k]))
         k++;
-    return sae__fail(SAE_E_NONFINITE, "%s: %s[%zu] is %s", fn, name, k,
-                     isnan(v[k]) ? "NaN" : v[k] > 0 ? "+Inf" : "-Inf");
+    const char *what = isnan(v[k]) ? "NaN" : v[k] > 0 ? "+Inf" : "-Inf";
+    if (!fn)
+        return sae__fail(SAE_E_NONFINITE, "%s[%zu] is %s", name, k, what);
+    return sae__fail(SAE_E_NONFINITE, "%s: %s[%zu] is %s", fn, name, k, what);
 }
