@@ -112,42 +112,47 @@ static void init_decoder_rows(sae_model *m, uint64_t seed)
     }
 }
 
-int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
-                          double param)
+static int create(const char *fn, sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
+                  int arch, double param)
 {
     if (!out)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     sae_layout lay;
     /* CBLAS takes dimensions as int. */
-    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX ||
-        !sae__layout_init(&lay, d_in, d_sae, arch == SAE_ARCH_JUMPRELU))
-        return SAE_E_INVALID_ARG;
+    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: d_in = %zu, d_sae = %zu: each must be 1 to %d",
+                         fn, d_in, d_sae, INT_MAX);
+    if (!sae__layout_init(&lay, d_in, d_sae, arch == SAE_ARCH_JUMPRELU))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: d_in x d_sae = %zu x %zu parameters: their "
+                         "byte size overflows size_t", fn, d_in, d_sae);
     if (!isfinite(param))
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "%s: param is %g", fn, param);
     size_t k = 0;
     switch (arch) {
     case SAE_ARCH_RELU:
         if (param != 0.0)
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "%s: param = %g: a ReLU SAE takes 0", fn, param);
         break;
     case SAE_ARCH_TOPK:
     case SAE_ARCH_BATCHTOPK:
         if (param < 1.0 || param > (double)d_sae || param != floor(param))
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "%s: k = %g is not a whole number in "
+                             "[1, d_sae = %zu]", fn, param, d_sae);
         k = (size_t)param;
         break;
     case SAE_ARCH_JUMPRELU:
         /* log(theta) must be a finite float */
         if (!(param >= 1e-30 && param <= 1e30))
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "%s: threshold %g is not in [1e-30, 1e30]", fn,
+                             param);
         break;
     default:
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not an architecture", fn, arch);
     }
     sae_model *m = sae__alloc_zero(sizeof *m);
     if (!m)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the model", fn);
     m->d_in = d_in;
     m->d_sae = d_sae;
     m->arch = arch;
@@ -157,7 +162,7 @@ int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t s
     m->params = sae__alloc_zero(lay.total * sizeof(float));
     if (!m->params) {
         sae__free(m);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu parameters", fn, lay.total);
     }
     init_decoder_rows(m, seed);
     /* W_enc = W_dec^T, and the model stores W_enc transposed: a plain copy. */
@@ -170,9 +175,15 @@ int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t s
     return SAE_OK;
 }
 
+int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
+                          double param)
+{
+    return create("sae_model_create_arch", out, d_in, d_sae, seed, arch, param);
+}
+
 int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
 {
-    return sae_model_create_arch(out, d_in, d_sae, seed, SAE_ARCH_RELU, 0.0);
+    return create("sae_model_create", out, d_in, d_sae, seed, SAE_ARCH_RELU, 0.0);
 }
 
 int sae_model_arch(const sae_model *m) { return m ? m->arch : -1; }
@@ -243,13 +254,29 @@ static void transpose(const float *src, size_t rows, size_t cols, float *dst)
     }
 }
 
+/* Checks of get/set: the model, the buffer, the tensor and its size. */
+static int check_tensor_arg(const char *fn, const sae_model *m, int which, const void *buf,
+                            const char *buf_name, size_t count)
+{
+    if (!m || !buf)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : buf_name);
+    static const char *const names[] = {"SAE_W_ENC", "SAE_B_ENC", "SAE_W_DEC", "SAE_B_DEC",
+                                        "SAE_THRESHOLD"};
+    size_t size = sae_model_tensor_size(m, which);
+    if (size == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not a tensor of this model", fn, which);
+    if (count != size)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count %zu: %s holds %zu floats", fn, count,
+                         names[which], size);
+    return SAE_OK;
+}
+
 int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count)
 {
-    if (!m || !dst)
-        return SAE_E_INVALID_ARG;
-    size_t size = sae_model_tensor_size(m, which);
-    if (size == 0 || count != size)
-        return SAE_E_INVALID_ARG;
+    int rc = check_tensor_arg("sae_model_get_tensor", m, which, dst, "dst", count);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t size = count;
     switch (which) {
     case SAE_W_ENC: transpose(sae__w_enc_t(m), m->d_sae, m->d_in, dst); break;
     case SAE_W_DEC: memcpy(dst, sae__w_dec(m), size * sizeof(float)); break;
@@ -268,19 +295,20 @@ int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count
 
 int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count)
 {
-    if (!m || !src)
-        return SAE_E_INVALID_ARG;
-    size_t size = sae_model_tensor_size(m, which);
-    if (size == 0 || count != size)
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(src, size))
-        return SAE_E_NONFINITE;
+    static const char fn[] = "sae_model_set_tensor";
+    int rc = check_tensor_arg(fn, m, which, src, "src", count);
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "src", src, count);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t size = count;
     if (which == SAE_THRESHOLD && m->arch == SAE_ARCH_JUMPRELU) {
         /* thresholds are trained as logarithms: [1e-30, 1e30], as at creation,
          * keeps exp(log theta) finite and the model savable */
         for (size_t i = 0; i < size; i++)
             if (!(src[i] >= 1e-30f && src[i] <= 1e30f))
-                return SAE_E_INVALID_ARG;
+                return sae__fail(SAE_E_INVALID_ARG, "%s: threshold src[%zu] = %g is not in "
+                                 "[1e-30, 1e30]", fn, i, (double)src[i]);
     }
     switch (which) {
     case SAE_W_ENC: transpose(src, m->d_in, m->d_sae, sae__w_enc_t(m)); break;

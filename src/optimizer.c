@@ -18,14 +18,15 @@
 
 int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
 {
+    static const char fn[] = "sae_optimizer_create";
     if (!out)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!m)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
     sae_optimizer *o = sae__alloc_zero(sizeof *o);
     if (!o)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the optimizer", fn);
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
@@ -37,7 +38,8 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->since_fired = o->m2 ? sae__alloc_zero(m->d_sae * sizeof(uint64_t)) : NULL;
     if (!o->since_fired) {
         sae_optimizer_free(o);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the moments of %zu parameters", fn,
+                         m->lay.total);
     }
     *out = o;
     return SAE_OK;
@@ -59,16 +61,23 @@ uint64_t sae_optimizer_steps(const sae_optimizer *o) { return o ? o->steps : 0; 
 
 int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *dst, size_t count)
 {
-    if (!o || !dst || count != o->d_sae)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_tokens_since_fired";
+    if (!o || !dst)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "dst");
+    if (count != o->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae = %zu", fn, count,
+                         o->d_sae);
     memcpy(dst, o->since_fired, count * sizeof(uint64_t));
     return SAE_OK;
 }
 
 int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens, size_t *n_dead)
 {
-    if (!o || !n_dead || window_tokens == 0)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_dead_count";
+    if (!o || !n_dead)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "n_dead");
+    if (window_tokens == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
     size_t dead = 0;
     for (size_t i = 0; i < o->d_sae; i++)
         dead += o->since_fired[i] >= window_tokens;
@@ -304,44 +313,11 @@ static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
     return n_dead;
 }
 
-int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+/* One Adam update of every parameter with the gradients in o->grad (global
+ * norm `norm`), at step t with learning rate lr; nothing is written unless
+ * every new value is finite. */
+static int adam_update(sae_model *m, sae_optimizer *o, double lr, uint64_t t, double norm)
 {
-    size_t elems, bytes;
-    if (!m || !o || !x || n_tokens == 0)
-        return SAE_E_INVALID_ARG;
-    /* the moments must match the model's parameter block (JumpReLU has more) */
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total)
-        return SAE_E_INVALID_ARG;
-    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
-        return SAE_E_INVALID_ARG;
-    /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
-    uint64_t t = o->steps + 1;
-    double lr, lambda;
-    int rc = sae__schedule_values(o, t, &lr, &lambda);
-    if (rc != SAE_OK)
-        return rc;
-    /* ------------------------------------------------------------------------ */
-    const int n_threads = sae__resolve_threads(o->opt.threads);
-    size_t k_aux = auxk_setup(m, o);
-    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
-    rc = sae__workspace_reserve(&o->ws, &shape);
-    if (rc != SAE_OK)
-        return rc;
-    if (k_aux && mark_dead(o, o->ws.dead) == 0)
-        k_aux = 0;
-    sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
-                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
-
-    sae_backward_result res;
-    rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
-    if (rc != SAE_OK)
-        return rc;
-    /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
-     * (it is summed in double, which finite float squares cannot overflow). */
-    if (!isfinite(res.grad_sumsq))
-        return SAE_E_NONFINITE;
-    double norm = sqrt(res.grad_sumsq);
-
     adam_consts c;
     c.beta1 = (float)o->opt.beta1;
     c.one_minus_beta1 = (float)(1.0 - o->opt.beta1);
@@ -350,32 +326,86 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     c.step_size = (float)(lr / (1.0 - pow(o->opt.beta1, (double)t)));
     c.bc2_sqrt = (float)sqrt(1.0 - pow(o->opt.beta2, (double)t));
     c.eps = (float)o->opt.eps;
-    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
-
+    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip)
+                       ? (float)(o->opt.grad_clip / norm) : 1.0f;
     if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
         !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL))
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "the update would make a parameter or an Adam "
+                         "moment overflow (lr %g, gradient norm %g)", lr, norm);
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
     m->param_absmax = mx.param_absmax;
     o->m1_absmax = mx.m1_absmax;
     o->m2_max = mx.m2_max;
-    o->steps = t;
+    return SAE_OK;
+}
 
+/* After a step of n_tokens tokens: the tokens since each feature fired, and
+ * BatchTopK's threshold. */
+static void update_activity(sae_model *m, sae_optimizer *o, size_t n_tokens,
+                            const sae_backward_result *res)
+{
     for (size_t i = 0; i < o->d_sae; i++) {
         uint64_t last = o->ws.last_fired[i];
         uint64_t since = o->since_fired[i];
         o->since_fired[i] = last ? n_tokens - last
                                  : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
     }
-    if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
+    if (m->arch == SAE_ARCH_BATCHTOPK && res->batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
         m->batch_threshold = m->batch_threshold < 0.0f
-                                 ? res.batch_min_kept
-                                 : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
+                                 ? res->batch_min_kept
+                                 : beta * m->batch_threshold + (1.0f - beta) * res->batch_min_kept;
     }
+}
+
+int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+{
+    static const char fn[] = "sae_step";
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    /* the moments must match the model's parameter block (JumpReLU has more) */
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for a model of [%zu, "
+                         "%zu]%s, not this [%zu, %zu]%s", fn, o->d_in, o->d_sae,
+                         o->lay.log_thr_count ? " with thresholds" : "", m->d_in, m->d_sae,
+                         m->lay.log_thr_count ? " with thresholds" : "");
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc != SAE_OK)
+        return rc;
+    /* the lr and lambda of this step (schedule.c) */
+    uint64_t t = o->steps + 1;
+    double lr, lambda;
+    if ((rc = sae__schedule_values(o, t, &lr, &lambda)) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    const int n_threads = sae__resolve_threads(o->opt.threads);
+    size_t k_aux = auxk_setup(m, o);
+    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
+    if ((rc = sae__workspace_reserve(&o->ws, &shape)) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    if (k_aux && mark_dead(o, o->ws.dead) == 0)
+        k_aux = 0;
+    sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
+                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
+
+    sae_backward_result res;
+    if ((rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res)) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
+     * (it is summed in double, which finite float squares cannot overflow). */
+    if (!isfinite(res.grad_sumsq))
+        return sae__fail(SAE_E_NONFINITE, "%s: the gradients are not finite (the model's "
+                         "weights overflow on this batch)", fn);
+    sae_losses losses;
+    sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda, o->opt.auxk_coeff * res.aux_loss,
+                          &losses);
+    if ((rc = sae__check_losses(fn, &losses)) != SAE_OK)
+        return rc;
+    if ((rc = adam_update(m, o, lr, t, sqrt(res.grad_sumsq))) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    o->steps = t;
+    update_activity(m, o, n_tokens, &res);
     if (out)
-        sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda,
-                              o->opt.auxk_coeff * res.aux_loss, out);
+        *out = losses;
     return SAE_OK;
 }

@@ -28,8 +28,13 @@
 int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens, size_t *idx,
                                 size_t capacity, size_t *n_dead)
 {
-    if (!o || !n_dead || window_tokens == 0 || (capacity > 0 && !idx))
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_dead_features";
+    if (!o || !n_dead)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "n_dead");
+    if (window_tokens == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
+    if (capacity > 0 && !idx)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: idx is NULL with capacity %zu", fn, capacity);
     size_t dead = 0;
     for (size_t i = 0; i < o->d_sae; i++) {
         if (o->since_fired[i] < window_tokens)
@@ -66,7 +71,8 @@ static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double
                 norm2 += xj * xj;
             }
             if (!isfinite(loss))
-                return SAE_E_NONFINITE;
+                return sae__fail(SAE_E_NONFINITE, "the reconstruction of x row %zu overflows",
+                                 t0 + t);
             /* loss < 2^(2*129) * d_in: its square stays far below DBL_MAX */
             total += norm2 > 0.0 ? loss * loss : 0.0;
             cum[t0 + t] = total;
@@ -139,27 +145,19 @@ static void reinit_feature(sae_model *m, sae_optimizer *o, size_t i, const float
     o->since_fired[i] = 0;
 }
 
-int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
-                      uint64_t window_tokens, uint64_t seed, size_t *n_resampled)
+/* 0.2 times the mean encoder norm of the live features (those that fired
+ * within window_tokens); *n_dead = the others. 0 when every feature is dead. */
+static double live_encoder_scale(const sae_model *m, const sae_optimizer *o,
+                                 uint64_t window_tokens, size_t *n_dead)
 {
-    size_t elems, bytes;
-    if (!m || !o || !x || n_tokens == 0 || window_tokens == 0)
-        return SAE_E_INVALID_ARG;
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae)
-        return SAE_E_INVALID_ARG;
-    if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes) ||
-        n_tokens > SIZE_MAX / sizeof(double))
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(x, elems))
-        return SAE_E_NONFINITE;
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-
-    size_t n_dead = 0, n_live = 0;
-    double live_norm_sum = 0.0;
+    const size_t d_in = m->d_in;
     const float *w_enc_t = sae__w_enc_t(m);
-    for (size_t i = 0; i < d_sae; i++) {
+    size_t n_live = 0;
+    double live_norm_sum = 0.0;
+    *n_dead = 0;
+    for (size_t i = 0; i < m->d_sae; i++) {
         if (o->since_fired[i] >= window_tokens) {
-            n_dead++;
+            (*n_dead)++;
             continue;
         }
         double s = 0.0;
@@ -168,42 +166,69 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         live_norm_sum += sqrt(s);
         n_live++;
     }
+    return n_live ? 0.2 * live_norm_sum / (double)n_live : 0.0;
+}
+
+int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
+                      uint64_t window_tokens, uint64_t seed, size_t *n_resampled)
+{
+    static const char fn[] = "sae_resample_dead";
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    if (window_tokens == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for [%zu, %zu], the "
+                         "model is [%zu, %zu]", fn, o->d_in, o->d_sae, m->d_in, m->d_sae);
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK) /* the weights: n_tokens doubles */
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", 1, "1", sizeof(double));
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    size_t n_dead;
+    const double enc_norm = live_encoder_scale(m, o, window_tokens, &n_dead);
     if (n_dead == 0) {
         if (n_resampled)
             *n_resampled = 0;
         return SAE_OK;
     }
-    if (n_live == 0)
-        return SAE_E_STATE; /* no live encoder row to take the scale from */
-    const double enc_norm = 0.2 * live_norm_sum / (double)n_live;
+    if (n_dead == d_sae) /* no live encoder row to take the scale from */
+        return sae__fail(SAE_E_STATE, "%s: every feature is dead (no live encoder norm to "
+                         "scale by)", fn);
 
     sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F | SAE_FORWARD_X_HAT) !=
-        SAE_OK)
-        return SAE_E_NOMEM;
-    double *cum = sae__alloc(n_tokens * sizeof(double));
-    int rc = SAE_E_NOMEM;
-    if (cum)
-        rc = loss_weights(&fw, x, n_tokens, cum);
-    double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;
-    if (rc == SAE_OK && total == 0.0) {
-        total = uniform_weights(x, n_tokens, d_in, cum);
-        if (total == 0.0)
-            rc = SAE_E_INVALID_ARG; /* every input is zero: no direction to copy */
+    double *cum = NULL;
+    if ((rc = sae__forward_init(&fw, m, sae__block_size(n_tokens),
+                                SAE_FORWARD_F | SAE_FORWARD_X_HAT)) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    if (!(cum = sae__alloc(n_tokens * sizeof(double)))) {
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu weights", fn, n_tokens);
+        goto cleanup;
     }
-    if (rc == SAE_OK) {
-        sae_rng rng;
-        sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
-        for (size_t i = 0; i < d_sae; i++) {
-            if (o->since_fired[i] < window_tokens)
-                continue;
-            size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
-            reinit_feature(m, o, i, x + t * d_in, enc_norm);
-        }
-        sae__model_refresh_absmax(m);
-        if (n_resampled)
-            *n_resampled = n_dead;
+    if ((rc = loss_weights(&fw, x, n_tokens, cum)) != SAE_OK) {
+        sae__fail_context(rc, "%s", fn);
+        goto cleanup;
     }
+    double total = cum[n_tokens - 1];
+    if (total == 0.0 && (total = uniform_weights(x, n_tokens, d_in, cum)) == 0.0) {
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: every input is zero: no direction to copy", fn);
+        goto cleanup;
+    }
+    sae_rng rng;
+    sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
+    for (size_t i = 0; i < d_sae; i++) {
+        if (o->since_fired[i] < window_tokens)
+            continue;
+        size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
+        reinit_feature(m, o, i, x + t * d_in, enc_norm);
+    }
+    sae__model_refresh_absmax(m);
+    if (n_resampled)
+        *n_resampled = n_dead;
+cleanup:
     sae__free(cum);
     sae__forward_free(&fw);
     return rc;
