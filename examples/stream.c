@@ -25,24 +25,16 @@ enum { VOCAB = 256, D_MODEL = 64, D_SAE = 512, BATCH = 256, STEPS = 1500 };
 /* The host: its weights and where it is in its stream of tokens. */
 typedef struct host {
     float embed[VOCAB][D_MODEL];
-    uint64_t state; /* the token generator's */
-    int prev;       /* the previous token */
+    sae_rng rng; /* the token generator (the library's random numbers) */
+    int prev;    /* the previous token */
 } host;
-
-static double uniform(host *h)
-{
-    uint64_t z = (h->state += 0x9e3779b97f4a7c15ULL); /* splitmix64 */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-}
 
 static void host_init(host *h, uint64_t seed)
 {
-    h->state = seed;
+    sae_rng_seed(&h->rng, seed, 0);
     for (int v = 0; v < VOCAB; v++)
         for (int j = 0; j < D_MODEL; j++)
-            h->embed[v][j] = (float)(uniform(h) - 0.5);
+            h->embed[v][j] = (float)(sae_rng_uniform(&h->rng) - 0.5);
     h->prev = 0;
 }
 
@@ -50,7 +42,7 @@ static void host_init(host *h, uint64_t seed)
 static void produce(host *h, float *x, size_t n)
 {
     for (size_t t = 0; t < n; t++) {
-        int tok = (int)(VOCAB * pow(uniform(h), 3.0)); /* low ids are frequent */
+        int tok = (int)(VOCAB * pow(sae_rng_uniform(&h->rng), 3.0)); /* low ids are frequent */
         for (int j = 0; j < D_MODEL; j++)
             x[t * D_MODEL + j] = h->embed[tok][j] + 0.5f * h->embed[h->prev][j];
         h->prev = tok;

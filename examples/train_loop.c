@@ -20,19 +20,12 @@
 
 enum { D_IN = 64, D_SAE = 256, N_TRUE = 128, N_TOKENS = 8192, BATCH = 256, EPOCHS = 20 };
 
-/* A small deterministic generator for the made-up data (splitmix64). */
-static double uniform(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-}
-
-/* The host's activations: n_tokens x d_in floats. */
+/* The host's activations: n_tokens x d_in floats (made up with the
+ * library's random numbers, the same on every machine). */
 static float *host_activations(void)
 {
-    uint64_t state = 7;
+    sae_rng rng;
+    sae_rng_seed(&rng, /*seed*/ 7, /*stream*/ 0);
     float *dirs = malloc(N_TRUE * D_IN * sizeof *dirs);
     float *x = calloc(N_TOKENS * D_IN, sizeof *x);
     if (!dirs || !x) {
@@ -41,11 +34,11 @@ static float *host_activations(void)
         return NULL;
     }
     for (size_t k = 0; k < N_TRUE * D_IN; k++)
-        dirs[k] = (float)(uniform(&state) - 0.5);
+        dirs[k] = (float)(sae_rng_uniform(&rng) - 0.5);
     for (size_t t = 0; t < N_TOKENS; t++)
         for (size_t i = 0; i < N_TRUE; i++)
-            if (uniform(&state) < 3.0 / N_TRUE) { /* about 3 features per token */
-                float c = (float)uniform(&state);
+            if (sae_rng_uniform(&rng) < 3.0 / N_TRUE) { /* about 3 features per token */
+                float c = (float)sae_rng_uniform(&rng);
                 for (size_t j = 0; j < D_IN; j++)
                     x[t * D_IN + j] += c * dirs[i * D_IN + j];
             }

@@ -26,6 +26,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SUM_LIMBS 6    /* 2^-149 .. 2^(128 + 64): 341 bits */
@@ -144,6 +145,12 @@ static size_t bin_of(const sae_feature_stats *s, float v)
             b = mid - 1;
     }
     return a;
+}
+
+static int compare_row_ids(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
 
 static size_t top_len(const sae_feature_stats *s, size_t i)
@@ -517,6 +524,21 @@ int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src
         sae__free(vals);
         sae__free(rows);
         return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
+    }
+    /* a row in both top lists of a feature proves the rows overlap: refuse
+     * before anything changes (the span check above cannot see it) */
+    for (size_t i = 0; i < dst->d_sae; i++) {
+        size_t la = top_len(dst, i), lb = top_len(src, i);
+        memcpy(rows, dst->top_row + i * n, la * sizeof(uint64_t));
+        qsort(rows, la, sizeof(uint64_t), compare_row_ids);
+        for (size_t b = 0; b < lb; b++)
+            if (bsearch(src->top_row + i * n + b, rows, la, sizeof(uint64_t), compare_row_ids)) {
+                unsigned long long row = src->top_row[i * n + b];
+                sae__free(vals);
+                sae__free(rows);
+                return sae__fail(SAE_E_INVALID_ARG, "%s: row %llu is in both accumulators "
+                                 "(feature %zu's top rows): the rows are not disjoint", fn, row, i);
+            }
     }
     for (size_t i = 0; i < dst->d_sae; i++) {
         /* the two sorted top lists, merged: the first n of the union */

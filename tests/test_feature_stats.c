@@ -647,6 +647,26 @@ START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
     ck_assert_int_eq(sae_feature_stats_merge(s, NULL), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_feature_stats_merge(NULL, s), SAE_E_INVALID_ARG);
     sae_feature_stats_free(twin);
+    /* overlapping rows the span cannot rule out: rows {0, 5} and {0} fit in
+     * ids 0..5, but row 0 is in both top lists */
+    sae_feature_stats *gappy = new_stats(5), *first = new_stats(5);
+    const size_t one_row[2] = {0, 1};
+    const uint32_t feature0 = 0;
+    const float value1 = 1.0f;
+    ck_assert_int_eq(sae_feature_stats_add_sparse(gappy, 1, one_row, &feature0, &value1), SAE_OK);
+    ck_assert_int_eq(sae_feature_stats_set_next_row(gappy, 5), SAE_OK);
+    ck_assert_int_eq(sae_feature_stats_add_sparse(gappy, 1, one_row, &feature0, &value1), SAE_OK);
+    ck_assert_int_eq(sae_feature_stats_add_sparse(first, 1, one_row, &feature0, &value1), SAE_OK);
+    size_t gappy_size;
+    unsigned char *gappy_before = encoding(gappy, &gappy_size);
+    ck_assert_int_eq(sae_feature_stats_merge(gappy, first), SAE_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "row 0 is in both"));
+    unsigned char *gappy_after = encoding(gappy, &gappy_size);
+    ck_assert_mem_eq(gappy_after, gappy_before, gappy_size);
+    free(gappy_after);
+    free(gappy_before);
+    sae_feature_stats_free(first);
+    sae_feature_stats_free(gappy);
 
     /* queries with the wrong counts */
     uint64_t u[10];

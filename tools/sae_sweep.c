@@ -36,7 +36,6 @@
 #include <errno.h>
 #include <libsae/sae.h>
 #include <math.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,7 +448,7 @@ static int train_run(sweep *s, size_t k)
             .log_every = rcfg.log_every, .dead_window = rcfg.dead_window, .csv = s->csv,
             .csv_lead = r->lambda_s, .csv_trail = trail, .progress = &progress,
             .stop = &tool_interrupted, .checkpoint_dir = s->save_dir ? r->dir : NULL,
-            .checkpoint_fresh = true, .state = &state, .sample = &s->sample,
+            .state = &state, .sample = &s->sample,
             .resample_every = rcfg.resample_every,
             .resample_window = rcfg.resample_window ? rcfg.resample_window : rcfg.dead_window,
             .seed = rcfg.seed,
@@ -467,7 +466,7 @@ static int train_run(sweep *s, size_t k)
         status = TOOL_EXIT_USAGE;
     } else if (status == 0 && rc != SAE_OK) {
         fprintf(stderr, "%s: %s: %s\n", tool_program(), label,
-                run.error[0] ? run.error : sae_status_string(rc));
+                run.error[0] ? run.error : tool_status(rc));
         status = 1;
     }
     tool_batcher_free(&batches);

@@ -27,7 +27,6 @@
 
 #include <libsae/sae.h>
 #include <math.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,8 +81,11 @@ static void usage(const tool_config *defaults)
            "                      e.g. 784 = 28x28): the most often active features\n"
            "  --tiles-count N     how many tiles (default 100)\n"
            "  -h, --help          this help\n"
-           "Checkpoints (a directory: sae_weights.safetensors and cfg.json, which SAELens\n"
-           "opens with SAE.load_from_disk; optimizer.safetensors and train_state.txt):\n"
+           "Checkpoints (a checkpoint directory: each checkpoint DIR/gen-<n>, DIR/current\n"
+           "the latest, switched in one atomic step, and its files seen through links in\n"
+           "DIR: sae_weights.safetensors and cfg.json, which SAELens opens with\n"
+           "SAE.load_from_disk(DIR); optimizer.safetensors and train_state.txt. A crash\n"
+           "leaves the previous checkpoint or the new one, whole):\n"
            "  --save DIR          write a checkpoint into DIR after the last step (also\n"
            "                      after Ctrl-C); DIR is created if missing (its parent not)\n"
            "  --checkpoint-every N  also after every N-th step (a CSV row marks each)\n"
@@ -108,23 +110,16 @@ static void usage(const tool_config *defaults)
            TOOL_HIST_COLUMNS);
 }
 
-/* Rank features by how often they fire on the evaluation rows; fill idx with
- * the (up to) count most active ones, most active first. Returns how many. */
+/* The (up to) count features that fire on the most evaluation rows
+ * (sae_feature_fire_counts), most active first, into idx. Returns how many
+ * fire at all. */
 static size_t most_active(const sae_model *m, const tool_inputs *in, size_t *idx, size_t count)
 {
-    const size_t d_sae = sae_model_d_sae(m), chunk = 256;
-    size_t *fired = calloc(d_sae, sizeof *fired);
-    float *f = malloc(chunk * d_sae * sizeof *f);
+    const size_t d_sae = sae_model_d_sae(m);
+    uint64_t *fired = calloc(d_sae, sizeof *fired);
     size_t found = 0;
-    if (fired && f) {
-        const float *x = tool_inputs_eval_x(in);
-        for (size_t t0 = 0; t0 < in->eval_rows; t0 += chunk) {
-            size_t n = in->eval_rows - t0 < chunk ? in->eval_rows - t0 : chunk;
-            if (sae_encode(m, x + t0 * sae_model_d_in(m), n, f) != SAE_OK)
-                break;
-            for (size_t k = 0; k < n * d_sae; k++)
-                fired[k % d_sae] += f[k] > 0.0f;
-        }
+    const float *x = tool_inputs_eval_x(in);
+    if (fired && sae_feature_fire_counts(m, x, in->eval_rows, fired, d_sae) == SAE_OK) {
         /* selection: repeatedly take the most active remaining feature */
         for (; found < count; found++) {
             size_t best = d_sae;
@@ -137,7 +132,6 @@ static size_t most_active(const sae_model *m, const tool_inputs *in, size_t *idx
             fired[best] = 0;
         }
     }
-    free(f);
     free(fired);
     return found;
 }
@@ -272,7 +266,6 @@ typedef struct job {
     tool_progress progress;
     tool_train run;
     size_t side;            /* --tiles: the side of a square tile, in pixels */
-    bool fresh;             /* checkpoints go to another directory than --resume's */
     bool raw;               /* the model takes raw activations (folded, or never scaled) */
     char arch[64];          /* "relu, lambda 0.3", "topk k 8": for messages */
 } job;
@@ -358,11 +351,8 @@ static void prepare_outputs(job *j)
     j->side = (size_t)(sqrt((double)d_in) + 0.5);
     if (opt->tiles_path && j->side * j->side != d_in)
         tool_usage_error("--tiles: d_in %zu is not a square number of pixels", d_in);
-    j->fresh = true;
-    if (opt->resume_dir && (!opt->save_dir || same_dir(opt->save_dir, opt->resume_dir))) {
+    if (opt->resume_dir && (!opt->save_dir || same_dir(opt->save_dir, opt->resume_dir)))
         opt->save_dir = opt->resume_dir;
-        j->fresh = false;
-    }
     if (opt->save_dir)
         tool_checkpoint_prepare(opt->save_dir == opt->resume_dir ? "--resume" : "--save",
                                 opt->save_dir);
@@ -430,7 +420,7 @@ static int train(job *j)
         .dead_window = cfg->dead_window, .csv = j->log, .csv_lead = "", .csv_trail = "",
         .progress = &j->progress, .stop = &tool_interrupted, .seconds_before = j->state.seconds,
         .checkpoint_dir = opt->save_dir, .checkpoint_every = opt->checkpoint_every,
-        .checkpoint_fresh = j->fresh, .state = &j->state, .sample = &j->sample,
+        .state = &j->state, .sample = &j->sample,
         .resample_every = cfg->resample_every,
         .resample_window = cfg->resample_window ? cfg->resample_window : cfg->dead_window,
         .seed = cfg->seed, .hist = j->hist, .hist_every = j->hist ? j->state.hist_every : 0,
@@ -535,9 +525,11 @@ static int report(job *j, int status)
                (unsigned long long)cfg->resample_every);
     sae_losses l;
     double fvu, mmcs, recovered;
-    if (run->steps_done == 0 || !j->raw ||
-        tool_evaluate(j->m, &j->in, tool_arch_is_topk(cfg->arch) ? 0.0 : cfg->lambda, &l, &fvu) != SAE_OK)
+    if (run->steps_done == 0 || !j->raw)
         return status;
+    int rc = tool_evaluate(j->m, &j->in, tool_arch_is_topk(cfg->arch) ? 0.0 : cfg->lambda, &l, &fvu);
+    if (rc != SAE_OK)
+        return status ? status : tool_library_error(rc, "evaluating the model");
     printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", j->in.eval_label,
            l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg->d_sae, cfg->d_sae, fvu);
     printf("dead: %.1f%% of features fired on none of the last %llu training tokens\n",

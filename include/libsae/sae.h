@@ -673,6 +673,109 @@ SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, c
 SAE_API int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path);
 
 /* ------------------------------------------------------------------------ */
+/* Checkpoint directories: a training run's checkpoints, crash-safe          */
+/* ------------------------------------------------------------------------ */
+
+/* A run that saves itself every N steps writes several files per checkpoint
+ * (the model, cfg.json, the optimizer, a trainer's own state). Saved one by
+ * one over the old ones, a crash between two files would leave a mixture.
+ * A checkpoint directory changes in one atomic step instead: after a crash at
+ * any instant it holds the complete previous checkpoint or the complete new
+ * one, and sae_checkpoint_current finds it without a human. The layout:
+ *
+ *   DIR/gen-<n>/    a generation: one complete checkpoint, the files its
+ *                   writer put there (n decimal, growing with each commit)
+ *   DIR/current     a symbolic link to "gen-<n>", the current generation
+ *   DIR/<file>      for each file of the current generation, a symbolic link
+ *                   to "current/<file>"
+ *
+ * so DIR also reads as a plain checkpoint directory: SAELens opens it with
+ * SAE.load_from_disk(DIR) (DIR/cfg.json and DIR/sae_weights.safetensors),
+ * sae_model_load(DIR) and sae_optimizer_load(DIR) work, and so does every
+ * reader of a flat directory. A writer:
+ *
+ *     char stage[4096];
+ *     int rc = sae_checkpoint_begin("run", stage, sizeof stage);  // run/gen-8
+ *     if (rc == SAE_OK) {
+ *         if ((rc = sae_model_save(m, stage)) == SAE_OK &&
+ *             (rc = sae_optimizer_save(o, stage)) == SAE_OK)
+ *             rc = sae_checkpoint_commit("run", stage);           // atomic
+ *         if (rc != SAE_OK)
+ *             sae_checkpoint_abort("run", stage);                 // run as it was
+ *     }
+ *
+ * and a reader (resuming):
+ *
+ *     char ckpt[4096];
+ *     if (sae_checkpoint_current("run", ckpt, sizeof ckpt) == SAE_OK &&  // run/gen-8
+ *         sae_model_load(&m, ckpt) == SAE_OK) ...
+ *
+ * Between sae_checkpoint_begin and sae_checkpoint_commit the staging
+ * directory is the writer's: regular files with plain names (no '/', not
+ * starting with '.', not "current" or "gen-<n>", at most 200 bytes), no
+ * subdirectories. A commit fsyncs each of its files and the directory, makes
+ * the links DIR/<file> that are missing, and then replaces DIR/current by
+ * renaming a new link over it (rename(2) is atomic): that rename is the
+ * commit. Only then does it remove the previous generation, links to files
+ * the new one does not have, and what a crashed writer left (generations
+ * that were never committed, temporary links named ".sae-*"); whatever it
+ * cannot remove stays harmless and goes at the next sae_checkpoint_begin.
+ * Other files in DIR (a log, say) are never touched.
+ *
+ * A directory of flat files from before (sae_model_save and
+ * sae_optimizer_save into DIR itself, with no DIR/current) is a checkpoint
+ * too: sae_checkpoint_current returns DIR itself, and the first commit into
+ * it converts it without a moment in which DIR/<file> shows other bytes than
+ * the old checkpoint's or the new one's: its regular files are hard-linked
+ * into "gen-0", which becomes current, before the flat files that the new
+ * generation also has are replaced by links.
+ *
+ * One writer per directory at a time (a second one would remove the first's
+ * staging directory). Readers may run concurrently with a writer; one that
+ * resolved DIR/current just before a commit may find the old generation gone
+ * and must look again. Do not write into DIR itself (sae_model_save(m, DIR)
+ * would replace the links by plain files); write into the stage. The file
+ * system must support symbolic and hard links (any POSIX file system does;
+ * FAT does not).
+ */
+
+/* Start a new generation in dir: create dir if it is missing (one level: its
+ * parent must exist), remove what a crashed writer left (see above), create
+ * the empty staging directory dir/gen-<n> and write its path into stage
+ * (capacity bytes; strlen(dir) + 32 always suffice).
+ * Errors: SAE_E_INVALID_ARG (NULL or empty dir, stage NULL, capacity too
+ * small: then nothing is created), SAE_E_IO (dir cannot be created or is not
+ * a writable directory), SAE_E_FORMAT (dir/current exists but is not a link to
+ * a generation: not a checkpoint directory, left alone), SAE_E_NOMEM. */
+SAE_API int sae_checkpoint_begin(const char *dir, char *stage, size_t capacity);
+
+/* Make the staging directory stage (as sae_checkpoint_begin wrote it) dir's
+ * current generation, atomically, as described above. On SAE_OK the new
+ * checkpoint is durable (fsync'ed) and current.
+ * Errors: SAE_E_INVALID_ARG (NULL, stage not a staging directory of dir, an
+ * empty stage or one holding anything but plain regular files, stage already
+ * current), SAE_E_IO (a file could not be synced, a link or the rename failed:
+ * the previous generation is still current and whole, the stage is kept, to
+ * retry or abort), SAE_E_FORMAT (as sae_checkpoint_begin), SAE_E_NOMEM. */
+SAE_API int sae_checkpoint_commit(const char *dir, const char *stage);
+
+/* Remove the staging directory stage and its files, after a failed write.
+ * dir is left as it was before sae_checkpoint_begin. Errors:
+ * SAE_E_INVALID_ARG (NULL, stage not a staging directory of dir, or the
+ * current generation), SAE_E_IO (something could not be removed). */
+SAE_API int sae_checkpoint_abort(const char *dir, const char *stage);
+
+/* The directory holding dir's current checkpoint: dir/gen-<n>, or dir itself
+ * for a directory of flat files from before (one with a
+ * sae_weights.safetensors and no current link), written into path (capacity
+ * bytes; strlen(dir) + 32 always suffice). Read-only.
+ * Errors: SAE_E_INVALID_ARG (NULL, empty dir, capacity too small), SAE_E_IO
+ * (dir missing or unreadable, no checkpoint in it, or the generation that
+ * current names is gone), SAE_E_FORMAT (dir/current is not a link to
+ * "gen-<n>"). */
+SAE_API int sae_checkpoint_current(const char *dir, char *path, size_t capacity);
+
+/* ------------------------------------------------------------------------ */
 /* Training recipe: schedules, input normalisation, b_dec from data, dead    */
 /* features and their resampling, feature density                            */
 /* ------------------------------------------------------------------------ */
@@ -1119,7 +1222,8 @@ SAE_API int sae_feature_stats_add_sparse(sae_feature_stats *s, size_t n_tokens,
  * Errors: SAE_E_INVALID_ARG (NULL, dst == src, another configuration, or
  * more rows in the two than row ids in the span they cover, from the lowest
  * row id fed to the larger next row id, so that they cannot be disjoint: the
- * same rows fed to both, say), SAE_E_NOMEM. dst is unchanged on error. */
+ * same rows fed to both, say; or a row id in the top lists of both),
+ * SAE_E_NOMEM. dst is unchanged on error. */
 SAE_API int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src);
 
 /* The configuration and progress: 0 if s is NULL. rows: rows fed and merged;

@@ -16,6 +16,9 @@
 //                               scoped enums with the C values; every call
 //                               also takes the C constants (SAE_OPT_LR, ...)
 //   sae::rng                    the library's random number generator
+//   sae::checkpoint_writer      a crash-safe checkpoint directory's next
+//                               generation (commit, or abort when destroyed);
+//                               also sae::checkpoint_begin/commit/abort/current
 //   free functions              version, status strings, error detail, the
 //                               option table (option_name, option_default,
 //                               bounds), input scale
@@ -752,6 +755,94 @@ public:
         return written;
     }
     std::vector<unsigned char> save_buffer() const { return detail::encoding(*this); }
+};
+
+// ---------------------------------------------------------------------------
+// Checkpoint directories: a training run's checkpoints, crash-safe
+// ---------------------------------------------------------------------------
+//
+//     std::string stage = sae::checkpoint_begin("run");   // "run/gen-8"
+//     m.save(stage); o.save(stage);
+//     sae::checkpoint_commit("run", stage);                // atomic
+//     sae::model m2 = sae::model::load(sae::checkpoint_current("run"));
+//
+// (on an exception between begin and commit, sae::checkpoint_abort("run",
+// stage) leaves "run" as it was).
+
+namespace detail {
+// strlen(dir) + 32 bytes always hold what begin and current write.
+inline std::string checkpoint_path(int (*fn)(const char *, char *, std::size_t),
+                                   const std::string &dir, const char *name)
+{
+    std::string out(dir.size() + 32, '\0');
+    check(fn(dir.c_str(), &out[0], out.size()), name);
+    out.resize(out.find('\0'));
+    return out;
+}
+} // namespace detail
+
+// Start a new generation; returns the empty staging directory (sae_checkpoint_begin).
+inline std::string checkpoint_begin(const std::string &dir)
+{
+    return detail::checkpoint_path(sae_checkpoint_begin, dir, "sae_checkpoint_begin");
+}
+
+// Make stage the current generation, atomically (sae_checkpoint_commit).
+inline void checkpoint_commit(const std::string &dir, const std::string &stage)
+{
+    check(sae_checkpoint_commit(dir.c_str(), stage.c_str()), "sae_checkpoint_commit");
+}
+
+// Remove the staging directory after a failed write (sae_checkpoint_abort).
+inline void checkpoint_abort(const std::string &dir, const std::string &stage)
+{
+    check(sae_checkpoint_abort(dir.c_str(), stage.c_str()), "sae_checkpoint_abort");
+}
+
+// The directory of the current checkpoint: dir/gen-<n>, or dir for a flat
+// directory from before (sae_checkpoint_current).
+inline std::string checkpoint_current(const std::string &dir)
+{
+    return detail::checkpoint_path(sae_checkpoint_current, dir, "sae_checkpoint_current");
+}
+
+// The same as an object: begin on construction, commit(), and abort when
+// destroyed uncommitted (an exception between begin and commit, say).
+//
+//     sae::checkpoint_writer ckpt("run");
+//     m.save(ckpt.path());
+//     opt.save(ckpt.path());
+//     ckpt.commit();
+class checkpoint_writer {
+public:
+    explicit checkpoint_writer(std::string dir)
+        : dir_(std::move(dir)), stage_(checkpoint_begin(dir_))
+    {
+    }
+    checkpoint_writer(const checkpoint_writer &) = delete;
+    checkpoint_writer &operator=(const checkpoint_writer &) = delete;
+    ~checkpoint_writer()
+    {
+        if (!stage_.empty())
+            (void)sae_checkpoint_abort(dir_.c_str(), stage_.c_str());
+    }
+
+    // The staging directory to write the generation's files into ("" once
+    // committed or aborted).
+    const std::string &path() const noexcept { return stage_; }
+    void commit()
+    {
+        checkpoint_commit(dir_, stage_);
+        stage_.clear();
+    }
+    void abort()
+    {
+        if (!stage_.empty())
+            checkpoint_abort(dir_, std::exchange(stage_, std::string()));
+    }
+
+private:
+    std::string dir_, stage_;
 };
 
 // ---------------------------------------------------------------------------

@@ -26,6 +26,8 @@ library's message. The raw C API is libsae.capi (one typed ctypes table).
 from __future__ import annotations
 
 from . import capi
+from .checkpoint_dir import (CheckpointWriter, checkpoint_abort, checkpoint_begin,
+                             checkpoint_commit, checkpoint_current)
 from .enums import Arch, BDecInit, Kernel, LrSchedule, Option, OptionFlag, Status, Tensor
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
@@ -60,7 +62,8 @@ __all__ = [
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "CommError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",
-    "train", "TrainResult",
+    "train", "TrainResult", "CheckpointWriter",
+    "checkpoint_begin", "checkpoint_commit", "checkpoint_abort", "checkpoint_current",
     "version", "version_number", "library_path", "capi",
     "FeatureStats", "SparseCodes", "encode_sparse", "decoder_neighbors",
 ]

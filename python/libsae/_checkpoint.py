@@ -1,23 +1,29 @@
-"""libsae.train's checkpoint directories: sae-train's, so that each resumes
-the other's runs. A checkpoint directory holds
+"""libsae.train's checkpoint directories: sae-train's (tools/common/checkpoint.h
+and run_state.h), so that each resumes the other's runs.
+
+A checkpoint directory is the library's (sae_checkpoint_begin / _commit /
+_current): DIR/gen-<n>/ holds a complete checkpoint, DIR/current points to
+it and changes in one rename, and DIR/<file> are links through current, so
+SAELens opens DIR as it is. A generation holds
 
     sae_weights.safetensors, cfg.json  the model as SAELens opens it (with the
                                        input scale folded in under normalize)
     optimizer.safetensors              Adam moments, step count, options
     train_weights.safetensors          under normalize: the model as trained
     train_state.txt                    what else resuming needs: "key value"
-                                       lines, then "end"
+                                       lines, then "end" (format 3)
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Dict, Tuple
 
 import numpy as np
 
 from ._data import Rows
+from .capi import lib
+from .checkpoint_dir import CheckpointWriter, checkpoint_current
 from .enums import Arch, enum_value
 from .model import Model
 from .optimizer import Optimizer
@@ -25,15 +31,20 @@ from .rng import Rng
 
 STATE_FILE = "train_state.txt"
 TRAIN_WEIGHTS = "train_weights.safetensors"
-STATE_FORMAT = 2
-SAMPLE_STREAM = 0x5A3E1E  # sae-train's stream of the seed for the recipe's sample
+STATE_FORMAT = 3  # format 3: the batches, the sample and resampling from sae_rng_*
+SAMPLE_STREAM = 0x5A3E1E  # the stream of the seed for the recipe's sample
+RESAMPLE_STREAM = 0x7E5A000000000000  # + step: the stream of the resampling after a step
 ARCH_NAMES = {Arch.RELU: "relu", Arch.TOPK: "topk", Arch.BATCHTOPK: "batchtopk",
               Arch.JUMPRELU: "jumprelu"}
-# The keys of train_state.txt, in sae-train's order, and their types.
+# The keys of train_state.txt in sae-train's order, and their types.
 KEYS = {"format": int, "step": int, "tokens": int, "seconds": float, "steps": int, "seed": int,
         "batch": int, "log_every": int, "dead_window": int, "data": str, "rows": int,
         "d_in": int, "input": str, "arch": str, "k": int, "threshold0": float, "scale": float,
-        "b_dec_init": str, "sample": int, "resample_every": int, "resample_window": int}
+        "b_dec_init": str, "sample": int, "resample_every": int, "resample_window": int,
+        "hist_every": int}
+# Written only when they mean something (as sae-train writes them).
+OPTIONAL = {"input": lambda v: bool(v), "k": lambda v: v != 0, "threshold0": lambda v: v > 0,
+            "scale": lambda v: v != 1.0, "sample": lambda v: v != 0}
 
 
 class CheckpointError(ValueError):
@@ -41,34 +52,21 @@ class CheckpointError(ValueError):
     or contradicting the arguments."""
 
 
-def _hexfloat(v: float) -> str:
-    return float.hex(float(v))
-
-
-def write_state(path: str, state: Dict[str, Any]) -> None:
-    """train_state.txt, written to a temporary file and renamed into place."""
-    lines = []
+def state_text(state: Dict[str, Any]) -> str:
+    lines = [f"# libsae.train checkpoint state (libsae {lib.sae_version_string().decode()}); "
+             f"see tools/common/run_state.h"]
     for key, kind in KEYS.items():
-        if key not in state:
+        v = state.get(key, kind())  # 0, 0.0 or ""
+        if key in OPTIONAL and not OPTIONAL[key](v):
             continue
-        v = state[key]
         if key == "arch" and not isinstance(v, str):
             v = ARCH_NAMES[Arch(v)]
+        elif key == "seconds":
+            v = f"{v:.3f}"
         elif kind is float:
-            v = _hexfloat(v)
+            v = repr(float(v))  # the shortest text that reads back as the same double
         lines.append(f"{key} {v}")
-    text = "\n".join(lines + ["end"]) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".train_state-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return "\n".join(lines + ["end"]) + "\n"
 
 
 def read_state(path: str) -> Dict[str, Any]:
@@ -93,38 +91,46 @@ def read_state(path: str) -> Dict[str, Any]:
             raise CheckpointError(f"{path}: {key}: {value!r} is not a {kind.__name__}") from None
     else:
         raise CheckpointError(f"{path}: truncated (no 'end' line)")
-    for key in ("step", "tokens", "seed", "batch", "d_in"):
+    for key in ("format", "step", "tokens", "seed", "batch", "d_in", "data"):
         if key not in state:
             raise CheckpointError(f"{path}: no '{key}' line")
+    if state["format"] < STATE_FORMAT:
+        raise CheckpointError(f"{path}: format {state['format']} (an sae-train before the "
+                              f"library's random numbers): its batch order cannot be followed "
+                              f"here; resume it with that sae-train")
+    if state["data"] == "synthetic":
+        raise CheckpointError(f"{path}: the run trained on sae-train's synthetic data: "
+                              f"resume it with sae-train")
     return state
 
 
 def save(directory: Any, model: Model, opt: Optimizer, state: Dict[str, Any]) -> None:
-    """The checkpoint of model, opt and the run state into directory."""
-    d = os.fspath(directory)
-    os.makedirs(d, exist_ok=True)
-    scale = float(state.get("scale", 1.0))
-    if scale != 1.0:
-        with model.clone() as exported:
-            exported.fold_input_scale(scale)
-            exported.save(d)
-        model.save(os.path.join(d, TRAIN_WEIGHTS))
-    else:
-        model.save(d)
-    opt.save(d)
-    write_state(os.path.join(d, STATE_FILE), {**state, "format": STATE_FORMAT})
+    """The checkpoint of model, opt and the run state as directory's new
+    generation, atomically."""
+    with CheckpointWriter(directory) as stage:
+        scale = float(state.get("scale", 1.0))
+        if scale != 1.0:
+            with model.clone() as exported:
+                exported.fold_input_scale(scale)
+                exported.save(stage.path)
+            model.save(os.path.join(stage.path, TRAIN_WEIGHTS))
+        else:
+            model.save(stage.path)
+        opt.save(stage.path)
+        with open(os.path.join(stage.path, STATE_FILE), "w", encoding="utf-8") as f:
+            f.write(state_text({**state, "format": STATE_FORMAT}))
 
 
 def load(directory: Any) -> Tuple[Model, Optimizer, Dict[str, Any]]:
     """The model as trained, its optimizer and the run state."""
-    d = os.fspath(directory)
-    state = read_state(os.path.join(d, STATE_FILE))
-    trained = os.path.join(d, TRAIN_WEIGHTS)
-    model = Model.load(trained if "scale" in state and state["scale"] != 1.0 else d)
-    opt = Optimizer.load(model, d)
+    where = checkpoint_current(directory)
+    state = read_state(os.path.join(where, STATE_FILE))
+    trained = os.path.join(where, TRAIN_WEIGHTS)
+    model = Model.load(trained if state.get("scale", 1.0) != 1.0 else where)
+    opt = Optimizer.load(model, where)
     if opt.steps != state["step"]:
-        raise CheckpointError(f"{d}: the optimizer is at step {opt.steps} but {STATE_FILE} at "
-                              f"step {state['step']} (a save was cut short?)")
+        raise CheckpointError(f"{where}: the optimizer is at step {opt.steps} but {STATE_FILE} at "
+                              f"step {state['step']}")
     return model, opt, state
 
 
@@ -175,13 +181,7 @@ def sample_rows(data: Any, n: int, seed: int) -> np.ndarray:
     return data.peek(n)
 
 
-M64 = (1 << 64) - 1
-
-
 def resample_seed(seed: int, step: int) -> int:
-    """The seed of the resampling after `step`, as sae-train mixes it:
-    splitmix64 of seed ^ (step * 0xd1342543de82ef95)."""
-    z = ((seed ^ (step * 0xD1342543DE82EF95)) + 0x9E3779B97F4A7C15) & M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
+    """The seed of the resampling after `step`, as sae-train draws it: the
+    first draw of stream RESAMPLE_STREAM + step of the run's seed."""
+    return Rng(seed, (RESAMPLE_STREAM + step) & ((1 << 64) - 1)).next()

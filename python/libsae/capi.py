@@ -126,6 +126,11 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_optimizer_save": (c_int, [_handle, c_char_p]),
     "sae_optimizer_load_buffer": (c_int, [_out_handle, _handle, c_void_p, c_size_t]),
     "sae_optimizer_load": (c_int, [_out_handle, _handle, c_char_p]),
+    # checkpoint directories
+    "sae_checkpoint_begin": (c_int, [c_char_p, c_char_p, c_size_t]),
+    "sae_checkpoint_commit": (c_int, [c_char_p, c_char_p]),
+    "sae_checkpoint_abort": (c_int, [c_char_p, c_char_p]),
+    "sae_checkpoint_current": (c_int, [c_char_p, c_char_p, c_size_t]),
     # training recipe
     "sae_optimizer_lr_at": (c_int, [_handle, c_uint64, _double_ptr]),
     "sae_optimizer_l1_coeff_at": (c_int, [_handle, c_uint64, _double_ptr]),

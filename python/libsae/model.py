@@ -26,6 +26,10 @@ TENSOR_NAMES: Dict[Tensor, str] = {
 }
 
 
+# JumpReLU's initial threshold when none is given (the JumpReLU paper's).
+JUMPRELU_THRESHOLD = 0.001
+
+
 class Losses(NamedTuple):
     """struct sae_losses: the batch's losses (see sae.h)."""
     loss: float  # the loss trained (l2 + lambda * l1 for ReLU)
@@ -75,7 +79,7 @@ class Model(Handle):
         elif a == Arch.JUMPRELU:
             if k is not None:
                 raise TypeError("k applies to topk and batchtopk models, not jumprelu")
-            param = 0.001 if threshold is None else float(threshold)
+            param = JUMPRELU_THRESHOLD if threshold is None else float(threshold)
         else:
             if k is not None or threshold is not None:
                 raise TypeError(f"{'k' if k is not None else 'threshold'} does not apply to "

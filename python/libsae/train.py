@@ -36,7 +36,7 @@ from . import _checkpoint
 from ._data import Rows, open_source, scaled
 from ._progress import Progress, choose
 from .enums import Arch, BDecInit, Option, enum_value
-from .model import Model, estimate_input_scale
+from .model import JUMPRELU_THRESHOLD, Model, estimate_input_scale
 from .optimizer import Optimizer
 from .options import parse_options
 
@@ -238,7 +238,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
                 model.init_b_dec(x_sample, BDecInit.MEAN if _b_dec_name(b_dec_init) == "mean"
                                  else BDecInit.GEOMETRIC_MEDIAN)
         state = {"seed": settings["seed"], "arch": model.arch, "k": model.k,
-                 "threshold0": threshold if threshold is not None else 0.0,
+                 "threshold0": (JUMPRELU_THRESHOLD if threshold is None else float(threshold))
+                 if model.arch == Arch.JUMPRELU else 0.0,
                  "b_dec_init": _b_dec_name(b_dec_init) if b_dec_init else "none"}
         start, drawn, seconds0, recorded_total = 0, 0, 0.0, 0
 
@@ -251,6 +252,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
         opt._set(opt_key, value)
     if total is not None and Option.TOTAL_STEPS not in values:
         opt._set(Option.TOTAL_STEPS, float(total))
+    # the dead window is also AuxK's and resampling's, as in sae-train
+    opt._set(Option.DEAD_WINDOW, float(settings["dead_window"]))
     end = total if stop_at is None else (stop_at if total is None else min(stop_at, total))
     resample_every = int(settings["resample_every"])
     window = int(settings["resample_window"] or settings["dead_window"])

@@ -300,6 +300,70 @@ void test_checkpoints_and_ownership()
     EXPECT(!oo);
 }
 
+void test_checkpoint_directories()
+{
+    char base[] = "/tmp/sae_hpp_ckpt_XXXXXX";
+    EXPECT(mkdtemp(base) != nullptr);
+    const std::string dir = std::string(base) + "/run";
+    sae::model m(d_in, d_sae, 3);
+    sae::optimizer opt(m);
+    {
+        sae::checkpoint_writer ckpt(dir);
+        m.save(ckpt.path());
+        opt.save(ckpt.path());
+        ckpt.commit();
+        EXPECT(ckpt.path().empty());
+    }
+    const std::string first = sae::checkpoint_current(dir);
+    EXPECT(first.rfind(dir + "/gen-", 0) == 0);
+    EXPECT(sae::model::load(dir).save_buffer() == m.save_buffer());
+    opt.step(m, batch(n, d_in, 8));
+    {
+        sae::checkpoint_writer ckpt(dir);  // destroyed uncommitted: aborted
+        m.save(ckpt.path());
+    }
+    EXPECT(sae::checkpoint_current(dir) == first);
+    EXPECT(sae::optimizer::load(m, dir).steps() == 0);
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::checkpoint_current(dir + "/missing"));
+    std::string cleanup = "rm -rf '" + std::string(base) + "'";
+    EXPECT(std::system(cleanup.c_str()) == 0);
+}
+
+// sae::checkpoint_*: generations of a run's checkpoint directory.
+void test_checkpoint_dirs()
+{
+    char tmp[] = "/tmp/sae_hpp_ck_XXXXXX";
+    EXPECT(mkdtemp(tmp) != nullptr);
+    const std::string run = std::string(tmp) + "/run";
+    sae::model m(d_in, d_sae, 4);
+    sae::optimizer opt(m);
+    std::string stage = sae::checkpoint_begin(run);  // makes run
+    EXPECT(stage == run + "/gen-1");
+    m.save(stage);
+    opt.save(stage);
+    sae::checkpoint_commit(run, stage);
+    EXPECT(sae::checkpoint_current(run) == run + "/gen-1");
+    opt.step(m, batch(n, d_in, 7));
+    stage = sae::checkpoint_begin(run);
+    m.save(stage);
+    opt.save(stage);
+    sae::checkpoint_commit(run, stage);
+    const std::string current = sae::checkpoint_current(run);
+    EXPECT(current == run + "/gen-2");
+    sae::model back = sae::model::load(run);  // through the links, as SAELens
+    EXPECT(same_bits(back.get(sae::tensor::w_dec), m.get(sae::tensor::w_dec)));
+    EXPECT(sae::optimizer::load(back, current).steps() == 1);
+    stage = sae::checkpoint_begin(run);
+    sae::checkpoint_abort(run, stage);  // a failed write: gen-2 stays
+    EXPECT(sae::checkpoint_current(run) == current);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::checkpoint_commit(run, std::string(tmp) + "/gen-3"));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, sae::checkpoint_abort(run, current));
+    EXPECT_THROWS(sae::io_error, sae::status::io, sae::checkpoint_current(tmp));
+    const std::string rm = "rm -rf '" + std::string(tmp) + "'";
+    EXPECT(std::system(rm.c_str()) == 0);
+}
+
 // sae::check throws the class of each status.
 void test_status_classes()
 {
@@ -413,8 +477,10 @@ int main()
     test_training_against_c();
     test_recipe();
     test_checkpoints_and_ownership();
+    test_checkpoint_dirs();
     test_0_2_api();
     test_status_classes();
+    test_checkpoint_directories();
 #if __cplusplus >= 202002L
     test_spans();
 #endif

@@ -463,6 +463,10 @@ def main():
     write("stats-ok-wide-range", stats_file(log10_range=(-60.0, 60.0), bins=1, top_n=1))
     write("stats-ok-first-row", stats_file(
         features=[[(10, 1.5)], [(11, 0.25), (12, 0.25)], []], rows=(3, 10, 13)))
+    # one row in ids 0..4: the harness's merge with its own copy passes the
+    # span check and must be refused for the row in both top lists
+    write("stats-ok-sparse-rows", stats_file(features=[[(0, 0.5)], [], []], rows=(1, 0, 5),
+                                            top_n=3))
     write("stats-bad-no-format", stats_file(meta_extra={"libsae_format": None}))
     write("stats-bad-version", stats_file(meta_extra={"libsae_format_version": "2"}))
     write("stats-bad-optimizer", stats_file(meta_extra={"libsae_format": "optimizer"}))

@@ -143,3 +143,16 @@ def test_every_option_by_keyword():
             assert opt.get(name) == info.default
             assert name in opt.options()
     print(f"\ncoverage: {len(options)} options as keyword arguments")
+
+
+def test_versions_agree():
+    """The package is released with the library: its version is the header's,
+    the loaded library's and pyproject.toml's."""
+    import sae_header
+    with open(sae_header.HEADER, encoding="utf-8") as f:
+        text = f.read()
+    version = ".".join(re.search(rf"#define SAE_VERSION_{p} (\d+)", text).group(1)
+                       for p in ("MAJOR", "MINOR", "PATCH"))
+    with open(os.path.join(sae_header.SOURCE_DIR, "python", "pyproject.toml"), encoding="utf-8") as f:
+        project = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
+    assert libsae.__version__ == version == libsae.version() == project

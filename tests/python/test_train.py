@@ -53,7 +53,7 @@ def test_the_log_is_the_library_s_numbers(tmp_path):
                      lr_decay_fraction=0.5)
     m = libsae.Model(16, 32, seed=3)
     opt = libsae.Optimizer(m, lr=1e-3, lr_schedule="linear", lr_decay_fraction=0.5,
-                           total_steps=12)
+                           total_steps=12, dead_window=100_000)  # the trainer's dead window
     # each epoch shuffles the previous epoch's order again (as sae-train)
     rng, order, pos, losses = libsae.Rng(3, SHUFFLE_STREAM), np.arange(300, dtype=np.uint64), 300, []
     for _ in range(12):

@@ -45,9 +45,20 @@ int tool_getopt(int argc, char **argv, const struct option *longopts)
     return c;
 }
 
+const char *tool_status(int status)
+{
+    static char text[1400];
+    const char *detail = sae_error_detail();
+    if (*detail)
+        snprintf(text, sizeof text, "%s (%s)", sae_status_string(status), detail);
+    else
+        snprintf(text, sizeof text, "%s", sae_status_string(status));
+    return text;
+}
+
 int tool_library_error(int status, const char *what)
 {
-    fprintf(stderr, "%s: %s: %s\n", program, what, sae_status_string(status));
+    fprintf(stderr, "%s: %s: %s\n", program, what, tool_status(status));
     return 1;
 }
 

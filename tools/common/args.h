@@ -26,8 +26,15 @@ _Noreturn void tool_usage_error(const char *fmt, ...) __attribute__((format(prin
  * program with a one-line message and exit status 2. */
 int tool_getopt(int argc, char **argv, const struct option *longopts);
 
-/* A libsae call failed: print "<program>: <what>: <status string>" and
- * return 1 (the exit status of a failed run). */
+/* A libsae status for people: sae_status_string, and the library's detail
+ * of the last failure on this thread (sae_error_detail) in parentheses when
+ * there is one: "input/output error (sae_model_save: ...)". Call it right
+ * after the failing call. The text is in a static buffer, valid until the
+ * next call. */
+const char *tool_status(int status);
+
+/* A libsae call failed: print "<program>: <what>: <tool_status>" and return
+ * 1 (the exit status of a failed run). */
 int tool_library_error(int status, const char *what);
 
 /* A file could not be written: print "<program>: cannot write '<path>'" and

@@ -9,15 +9,11 @@ void tool_scale(float *v, size_t count, double s)
         v[k] = (float)((double)v[k] * s);
 }
 
+/* A new epoch: the order shuffled again, in place (so the k-th epoch's
+ * order is the k-th shuffle of 0..rows-1). */
 static void shuffle(tool_batcher *b)
 {
-    size_t n = b->data->rows;
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)tool_rng_below(&b->rng, (uint64_t)i + 1);
-        size_t t = b->order[i];
-        b->order[i] = b->order[j];
-        b->order[j] = t;
-    }
+    (void)sae_rng_shuffle(&b->rng, b->order, b->data->rows); /* fails only on NULL */
     b->pos = 0;
 }
 
@@ -33,7 +29,7 @@ int tool_batcher_init(tool_batcher *b, const tool_data *data, uint64_t seed)
         return -1;
     for (size_t i = 0; i < data->rows; i++)
         b->order[i] = i;
-    tool_rng_seed(&b->rng, seed, 0x5ba7c4);
+    sae_rng_seed(&b->rng, seed, TOOL_STREAM_BATCHES);
     shuffle(b);
     return 0;
 }
@@ -44,7 +40,7 @@ void tool_batcher_next(tool_batcher *b, float *dst, size_t n, size_t *rows)
     for (size_t t = 0; t < n; t++) {
         if (b->pos == b->data->rows)
             shuffle(b);
-        size_t row = b->order[b->pos++];
+        size_t row = (size_t)b->order[b->pos++];
         float *out = dst + t * cols;
         const float *in = b->data->x + row * cols;
         if (b->scale == 1.0)

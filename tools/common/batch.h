@@ -16,18 +16,22 @@
 #define TOOL_BATCH_H
 
 #include "data.h"
-#include "rng.h"
+
+#include <libsae/sae.h>
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The batches' random stream of the run's seed (sae_rng_seed(r, seed, it)). */
+#define TOOL_STREAM_BATCHES 0x5ba7c4
+
 typedef struct tool_batcher {
     const tool_data *data;
-    size_t *order; /* a permutation of 0..rows-1 */
+    uint64_t *order; /* a permutation of 0..rows-1 (sae_rng_shuffle's element type) */
     size_t pos;    /* next index into order */
     uint64_t drawn; /* rows drawn so far (tool_batcher_next and _skip) */
     double scale;   /* rows are multiplied by it as they are copied (1: copied as they are) */
-    tool_rng rng;
+    sae_rng rng;
 } tool_batcher;
 
 /* v[k] = (float)(v[k] * s) for k < count, in double and rounded once: how

@@ -187,16 +187,16 @@ static int parse_npy(const unsigned char *p, size_t size, size_t *offset, size_t
         return fail(err, errlen, "truncated .npy header (%zu bytes)", size);
     unsigned major = p[6], minor = p[7];
     size_t start, hlen;
+    if (minor != 0 || major < 1 || major > 3) /* numpy writes 1.0, 2.0 and 3.0 only */
+        return fail(err, errlen, "unsupported .npy version %u.%u (need 1.0, 2.0 or 3.0)", major, minor);
     if (major == 1) {
         start = 10;
         hlen = (size_t)p[8] | (size_t)p[9] << 8;
-    } else if (major == 2 || major == 3) {
+    } else {
         if (size < 12)
             return fail(err, errlen, "truncated .npy header (%zu bytes)", size);
         start = 12;
         hlen = (size_t)p[8] | (size_t)p[9] << 8 | (size_t)p[10] << 16 | (size_t)p[11] << 24;
-    } else {
-        return fail(err, errlen, "unsupported .npy version %u.%u (need 1.0, 2.0 or 3.0)", major, minor);
     }
     snprintf(version, versionlen, "npy v%u.%u", major, minor);
     if (hlen > size - start)

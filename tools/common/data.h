@@ -2,7 +2,8 @@
  * Input data for the tools: a tokens x d_in matrix of float32, row-major.
  *
  * From a file it is memory-mapped (never copied whole into the heap):
- * - .npy, recognised by its magic: versions 1.0, 2.0 and 3.0, dtype '<f4',
+ * - .npy, recognised by its magic: versions 1.0, 2.0 and 3.0 (the ones numpy
+ *   writes; 1.1 or 2.1 are refused), dtype '<f4',
  *   fortran_order False, 2-D shape (tokens, d_in), exactly as np.save writes
  *   np.ascontiguousarray(x, dtype=np.float32);
  * - anything else is raw little-endian float32, which needs d_in from the

@@ -24,7 +24,8 @@ void tool_inputs_load(tool_inputs *in, const tool_config *c)
         in->synthetic = true;
         if (tool_synth_init(&in->synth, d_in, c->synth_features, c->synth_active, c->seed) != 0)
             tool_usage_error("out of memory for the synthetic features");
-        float *x = tool_synth_matrix(&in->synth, c->synth_tokens, c->seed, 1);
+        float *x = tool_synth_matrix(&in->synth, c->synth_tokens, c->seed,
+                                     TOOL_STREAM_TRAIN_TOKENS);
         if (!x)
             tool_usage_error("out of memory for %llu synthetic tokens",
                              (unsigned long long)c->synth_tokens);
@@ -38,7 +39,8 @@ void tool_inputs_load(tool_inputs *in, const tool_config *c)
         snprintf(in->eval_label, sizeof in->eval_label, "%s (%zu rows)", c->eval_path,
                  in->eval_rows);
     } else if (in->synthetic) {
-        float *x = tool_synth_matrix(&in->synth, TOOL_SYNTH_EVAL_TOKENS, c->seed, 2);
+        float *x = tool_synth_matrix(&in->synth, TOOL_SYNTH_EVAL_TOKENS, c->seed,
+                                     TOOL_STREAM_EVAL_TOKENS);
         if (!x)
             tool_usage_error("out of memory for the synthetic evaluation tokens");
         tool_data_wrap(&in->eval, x, TOOL_SYNTH_EVAL_TOKENS, d_in, "synthetic");

@@ -1,7 +1,7 @@
 #include "recipe.h"
 
+#include "args.h"
 #include "batch.h"
-#include "rng.h"
 
 #include <errno.h>
 #include <math.h>
@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SAMPLE_STREAM 0x5a3e1e /* the sample's random stream (the shuffle's is another) */
 
 bool tool_recipe_needs_sample(const tool_config *c, bool hist)
 {
@@ -33,10 +32,10 @@ int tool_sample_draw(tool_sample *s, const tool_data *data, size_t n, uint64_t s
         memcpy(s->x, data->x, n * d * sizeof(float));
         return 0;
     }
-    tool_rng rng;
-    tool_rng_seed(&rng, seed, SAMPLE_STREAM);
+    sae_rng rng;
+    sae_rng_seed(&rng, seed, TOOL_STREAM_SAMPLE);
     for (size_t t = 0; t < n; t++) {
-        size_t row = (size_t)tool_rng_below(&rng, data->rows);
+        size_t row = (size_t)sae_rng_below(&rng, data->rows);
         memcpy(s->x + t * d, data->x + row * d, d * sizeof(float));
     }
     return 0;
@@ -59,7 +58,7 @@ int tool_recipe_scale(const tool_config *c, tool_sample *s, bool estimate, doubl
         int rc = sae_estimate_input_scale(s->x, s->n, s->d, scale);
         if (rc != SAE_OK) {
             snprintf(err, errlen, "--normalize: estimating the input scale: %s%s",
-                     sae_status_string(rc),
+                     tool_status(rc),
                      rc == SAE_E_INVALID_ARG ? " (every token of the sample is zero?)" : "");
             return rc;
         }
@@ -75,6 +74,6 @@ int tool_recipe_b_dec(const tool_config *c, sae_model *m, const tool_sample *s, 
         return SAE_OK;
     int rc = sae_model_init_b_dec(m, s->x, s->n, c->b_dec_init);
     if (rc != SAE_OK)
-        snprintf(err, errlen, "--b-dec-init: %s", sae_status_string(rc));
+        snprintf(err, errlen, "--b-dec-init: %s", tool_status(rc));
     return rc;
 }

@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The sample's random stream of the run's seed (the batches' is another). */
+#define TOOL_STREAM_SAMPLE 0x5a3e1e
+
 typedef struct tool_sample {
     float *x;      /* n x d floats, scaled by the run's input scale */
     size_t n, d;

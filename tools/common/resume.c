@@ -20,7 +20,7 @@ static void hyper(const tool_config *c, int code, int option, double *value, sae
     if (tool_config_given(c, code)) {
         int rc = sae_optimizer_set(o, option, *value);
         if (rc != SAE_OK)
-            tool_usage_error("cannot set option %d to %g: %s", option, *value, sae_status_string(rc));
+            tool_usage_error("cannot set option %d to %g: %s", option, *value, tool_status(rc));
     } else {
         sae_optimizer_get(o, option, value);
     }
@@ -165,7 +165,7 @@ static void resume_total(tool_config *c, const char *dir, const tool_run_state *
         rc = sae_optimizer_lr_at(o, 1, &lr);
     if (rc != SAE_OK)
         tool_usage_error("--resume '%s': the schedules do not fit in %llu steps: %s", dir,
-                         (unsigned long long)c->steps, sae_status_string(rc));
+                         (unsigned long long)c->steps, tool_status(rc));
 }
 
 void tool_config_resume(tool_config *c, const char *dir, tool_run_state *s, const sae_model *m,

@@ -84,8 +84,8 @@ int tool_run_state_write(const char *path, const tool_run_state *s)
         return -1;
     }
     fprintf(f,
-            "# sae-train checkpoint state (libsae %s); see tools/common/run_state.h\n"
-            "format 2\n"
+            "# sae-train checkpoint state (libsae %s); see tools/training-runs.md\n"
+            "format %d\n"
             "step %llu\n"
             "tokens %llu\n"
             "seconds %.3f\n"
@@ -97,8 +97,8 @@ int tool_run_state_write(const char *path, const tool_run_state *s)
             "data %s\n"
             "rows %zu\n"
             "d_in %zu\n",
-            sae_version_string(), (unsigned long long)s->step, (unsigned long long)s->tokens,
-            s->seconds, (unsigned long long)s->steps, (unsigned long long)s->seed, s->batch,
+            sae_version_string(), TOOL_STATE_FORMAT, (unsigned long long)s->step,
+            (unsigned long long)s->tokens, s->seconds, (unsigned long long)s->steps, (unsigned long long)s->seed, s->batch,
             (unsigned long long)s->log_every, (unsigned long long)s->dead_window, s->data, s->rows,
             s->d_in);
     if (strcmp(s->data, "synthetic") == 0)
@@ -190,7 +190,11 @@ static bool parse_value(tool_run_state *s, int key, const char *v)
 {
     uint64_t format;
     switch (key) {
-    case K_FORMAT: return parse_u64(v, &format) && (format == 1 || format == 2);
+    case K_FORMAT:
+        if (!parse_u64(v, &format) || format < 1 || format > 3)
+            return false;
+        s->format = (int)format;
+        return true;
     case K_STEP: return parse_u64(v, &s->step);
     case K_TOKENS: return parse_u64(v, &s->tokens);
     case K_SECONDS: return parse_double(v, &s->seconds);

@@ -1,7 +1,9 @@
 /*
  * train_state.txt: what resuming a run needs beyond the model and the
- * optimizer. Text, one "key value" line each, ending with "end":
- *   format 1               this layout
+ * optimizer (the full specification, with the batch order and the sample
+ * that these settings determine: tools/training-runs.md). Text, one
+ * "key value" line each, ending with "end":
+ *   format 3               this layout
  *   step S                 steps taken (= the optimizer's step count)
  *   tokens T               rows drawn from the shuffle so far
  *   seconds X              training wall-clock seconds so far
@@ -20,9 +22,12 @@
  *   resample_every N,      resampling (0: never; window 0: dead_window)
  *   resample_window W
  *   hist_every N           sae-train --hist-every (0: none)
- * Format 2 added the last group (optional when reading); format 1 files
- * (earlier sae-train) still load, as runs without them. Lines starting with
- * '#' are comments; unknown keys are ignored.
+ * Format 2 added the recipe's group (optional when reading); format 1 files
+ * (earlier sae-train) still load, as runs without them. Format 3 is format
+ * 2 with the library's random numbers (sae_rng_*) behind the batches, the
+ * sample and the synthetic data: resuming a format 1 or 2 checkpoint goes
+ * on with other batches than its run would have drawn (tool_checkpoint_load
+ * says so). Lines starting with '#' are comments; unknown keys are ignored.
  */
 #ifndef TOOL_RUN_STATE_H
 #define TOOL_RUN_STATE_H
@@ -36,7 +41,10 @@
 
 #define TOOL_STATE_FILE "train_state.txt"
 
+#define TOOL_STATE_FORMAT 3
+
 typedef struct tool_run_state {
+    int format;            /* the file's format (TOOL_STATE_FORMAT when written) */
     uint64_t step, tokens, steps;
     double seconds;
     uint64_t seed;

@@ -15,14 +15,14 @@ int tool_synth_init(tool_synth *s, size_t d_in, size_t n_feat, double active, ui
     s->d_in = d_in;
     s->n_feat = n_feat;
     s->active = active;
-    tool_rng rng;
-    tool_rng_seed(&rng, seed, 0xd1c7);
+    sae_rng rng;
+    sae_rng_seed(&rng, seed, TOOL_STREAM_DIRECTIONS);
     for (size_t i = 0; i < n_feat; i++) {
         float *row = s->dirs + i * d_in;
         double norm2 = 0.0;
         while (norm2 == 0.0) {
             for (size_t j = 0; j < d_in; j++) {
-                row[j] = (float)tool_rng_normal(&rng);
+                row[j] = (float)sae_rng_normal(&rng);
                 norm2 += (double)row[j] * row[j];
             }
         }
@@ -33,16 +33,16 @@ int tool_synth_init(tool_synth *s, size_t d_in, size_t n_feat, double active, ui
     return 0;
 }
 
-void tool_synth_tokens(const tool_synth *s, float *x, size_t n, tool_rng *rng)
+void tool_synth_tokens(const tool_synth *s, float *x, size_t n, sae_rng *rng)
 {
     const double p = s->active / (double)s->n_feat;
     memset(x, 0, n * s->d_in * sizeof(float));
     for (size_t t = 0; t < n; t++) {
         float *xt = x + t * s->d_in;
         for (size_t i = 0; i < s->n_feat; i++) {
-            if (tool_rng_uniform(rng) >= p)
+            if (sae_rng_uniform(rng) >= p)
                 continue;
-            float c = (float)tool_rng_open01(rng);
+            float c = (float)(1.0 - sae_rng_uniform(rng)); /* in (0, 1] */
             const float *dir = s->dirs + i * s->d_in;
             for (size_t j = 0; j < s->d_in; j++)
                 xt[j] += c * dir[j];
@@ -56,8 +56,8 @@ float *tool_synth_matrix(const tool_synth *s, size_t n, uint64_t seed, uint64_t 
         return NULL;
     float *x = malloc(n * s->d_in * sizeof(float));
     if (x) {
-        tool_rng rng;
-        tool_rng_seed(&rng, seed, stream);
+        sae_rng rng;
+        sae_rng_seed(&rng, seed, stream);
         tool_synth_tokens(s, x, n, &rng);
     }
     return x;

@@ -4,17 +4,30 @@
  * autoencoders"): n_feat ground-truth directions, random unit vectors in d_in;
  * each token is a sparse positive combination of them. Every feature is active
  * in a token independently with probability active / n_feat (so `active`
- * features per token on average) with a coefficient uniform in (0, 1).
+ * features per token on average) with a coefficient uniform in (0, 1].
  * An SAE trained on such data should find the directions again; MMCS measures
  * how well it did.
+ *
+ * Exactly (the library's generator, sae_rng_*; tools/training-runs.md):
+ * direction i (i = 0 .. n_feat-1) is d_in draws of sae_rng_normal from
+ * stream TOOL_STREAM_DIRECTIONS of the seed, each rounded to float, then
+ * scaled by 1 / sqrt(its sum of squares in double) (redrawn if all zero);
+ * token t (0, 1, ...) of a matrix from stream `stream` visits the features
+ * in order: feature i is active when sae_rng_uniform < active / n_feat, and
+ * then gets the coefficient c = (float)(1 - sae_rng_uniform), the token
+ * adding c * direction i in float. The training tokens are stream
+ * TOOL_STREAM_TRAIN_TOKENS, the held-out ones TOOL_STREAM_EVAL_TOKENS.
  */
 #ifndef TOOL_SYNTH_H
 #define TOOL_SYNTH_H
 
-#include "rng.h"
-
+#include <libsae/sae.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define TOOL_STREAM_DIRECTIONS 0xd1c7
+#define TOOL_STREAM_TRAIN_TOKENS 1
+#define TOOL_STREAM_EVAL_TOKENS 2
 
 typedef struct tool_synth {
     size_t d_in, n_feat;
@@ -26,7 +39,7 @@ typedef struct tool_synth {
 int tool_synth_init(tool_synth *s, size_t d_in, size_t n_feat, double active, uint64_t seed);
 
 /* Fill x (n x d_in floats) with n tokens drawn from rng. */
-void tool_synth_tokens(const tool_synth *s, float *x, size_t n, tool_rng *rng);
+void tool_synth_tokens(const tool_synth *s, float *x, size_t n, sae_rng *rng);
 
 /* A malloc'd n x d_in matrix of tokens from stream `stream` of `seed`, or NULL. */
 float *tool_synth_matrix(const tool_synth *s, size_t n, uint64_t seed, uint64_t stream);

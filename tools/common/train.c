@@ -1,7 +1,6 @@
 #include "train.h"
 
 #include "args.h"
-#include "rng.h"
 
 #include <math.h>
 #include <signal.h>
@@ -91,11 +90,14 @@ static double batch_variance(const float *x, size_t n, size_t d, double *mean)
     return sum;
 }
 
-/* The resampling seed of a step: the run's seed and the step, mixed. */
+/* The seed sae_resample_dead gets after step `step`: the first draw of
+ * stream TOOL_STREAM_RESAMPLE + step of the run's seed (so a resumed run
+ * resamples as the uninterrupted one). */
 static uint64_t resample_seed(uint64_t seed, uint64_t step)
 {
-    uint64_t state = seed ^ (step * 0xd1342543de82ef95ULL);
-    return tool_splitmix64(&state);
+    sae_rng r;
+    sae_rng_seed(&r, seed, TOOL_STREAM_RESAMPLE + step);
+    return sae_rng_next(&r);
 }
 
 /* 1, 2, 5, 10, 20, 50, 100, ...: extra rows before the first regular one, so a
@@ -125,7 +127,7 @@ typedef struct loop {
 static int fail(tool_train *t, int rc, const char *what, uint64_t step)
 {
     snprintf(t->error, sizeof t->error, "step %llu: %s%s%s", (unsigned long long)step, what,
-             *what ? ": " : "", rc == SAE_E_IO ? "cannot write it" : sae_status_string(rc));
+             *what ? ": " : "", rc == SAE_E_IO ? "cannot write it" : tool_status(rc));
     return rc;
 }
 
@@ -144,7 +146,7 @@ static int take_step(tool_train *t, loop *lp)
     }
     if (rc != SAE_OK) {
         snprintf(t->error, sizeof t->error, "step %llu: %s",
-                 (unsigned long long)t->steps_done + 1, sae_status_string(rc));
+                 (unsigned long long)t->steps_done + 1, tool_status(rc));
         return rc;
     }
     t->steps_done++;
@@ -192,8 +194,7 @@ static int save_checkpoint(tool_train *t, double seconds)
     t->state->tokens = t->batches->drawn;
     t->state->seconds = seconds;
     char err[512];
-    int rc = tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state,
-                                  t->checkpoints == 0 && t->checkpoint_fresh, err, sizeof err);
+    int rc = tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state, err, sizeof err);
     if (rc != SAE_OK) {
         snprintf(t->error, sizeof t->error, "step %llu: checkpoint: %s",
                  (unsigned long long)t->steps_done, err);
@@ -273,7 +274,7 @@ int tool_train_run(tool_train *t)
     t->last = make_row(t, &lp.w, t->seconds_before, dead_count(t));
     if (!lp.x || !lp.rows || !lp.mean) {
         rc = SAE_E_NOMEM;
-        snprintf(t->error, sizeof t->error, "%s", sae_status_string(rc));
+        snprintf(t->error, sizeof t->error, "%s", tool_status(rc));
     }
     bool last = rc != SAE_OK || t->steps_done >= lp.end || stopped(t);
     while (!last && rc == SAE_OK)

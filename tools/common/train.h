@@ -60,7 +60,6 @@ typedef struct tool_train {
     double seconds_before;       /* training seconds of earlier runs (resuming) */
     const char *checkpoint_dir;  /* NULL: no checkpoints */
     uint64_t checkpoint_every;   /* 0: only after the last step */
-    bool checkpoint_fresh;       /* see tool_checkpoint_save */
     tool_run_state *state;       /* saved with each checkpoint (step, tokens and
                                     seconds brought up to date) */
     const tool_sample *sample;   /* for resampling and histograms (scaled like the
@@ -84,6 +83,10 @@ typedef struct tool_train {
                                     NaN or Inf, or SIZE_MAX if the data was fine */
     char error[600];             /* on failure: what failed, one line */
 } tool_train;
+
+/* The resampling seeds' random streams of the run's seed: stream
+ * TOOL_STREAM_RESAMPLE + step for the resampling after that step. */
+#define TOOL_STREAM_RESAMPLE 0x7e5a000000000000ULL
 
 /* Ctrl-C: tool_catch_sigint makes SIGINT set tool_interrupted (pass it as
  * `stop`) and restores the default action, so that a second Ctrl-C kills at

@@ -92,6 +92,26 @@ run "$train" "$tmp/nan.npy" --d-sae 8 --steps 5
     fail "NaN in the data: $(tail -n 1 "$tmp/err")"
 [ ! -s "$tmp/out" ] || fail "NaN in the data: a report on stdout: $(cat "$tmp/out")"
 
+# Files numpy itself writes, in each version it writes (when numpy is there).
+if /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+    /usr/bin/python3 - "$tmp" <<'PY'
+import sys
+import numpy as np
+from numpy.lib import format as npf
+x = np.arange(12, dtype=np.float32).reshape(4, 3)
+np.save(sys.argv[1] + "/np.npy", x)
+for major in (1, 2, 3):
+    with open("%s/np%d.npy" % (sys.argv[1], major), "wb") as f:
+        npf.write_array(f, x, version=(major, 0))
+PY
+    for v in "" 1 2 3; do
+        run "$train" --info "$tmp/np$v.npy"
+        grep -qF "np$v.npy: npy v${v:-1}.0, 4 x 3 float32" "$tmp/out" || fail "numpy's version ${v:-default}: $(cat "$tmp/out" "$tmp/err")"
+    done
+else
+    echo "numpy not installed: not reading numpy's own files"
+fi
+
 # A valid file is described by --info: rows x columns and the format.
 run "$train" --info "$tmp/ok.npy"
 grep -qF "ok.npy: npy v1.0, 4 x 3 float32" "$tmp/out" || fail "--info: $(cat "$tmp/out" "$tmp/err")"

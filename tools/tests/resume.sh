@@ -56,7 +56,13 @@ run "$train" $small --steps 25 --log-every 100 --checkpoint-every 10 --save "$tm
 for f in sae_weights.safetensors cfg.json optimizer.safetensors train_state.txt; do
     [ -s "$tmp/every/$f" ] || fail "--checkpoint-every: no $f"
 done
-[ "$(ls "$tmp/every" | wc -l)" -eq 4 ] || fail "--checkpoint-every: other files left: $(ls "$tmp/every")"
+# the layout: three generations written, the last current, the files as links through it
+[ "$(ls -A "$tmp/every" | tr '\n' ' ')" = "cfg.json current gen-3 optimizer.safetensors sae_weights.safetensors train_state.txt " ] ||
+    fail "--checkpoint-every: the directory holds $(ls -A "$tmp/every" | tr '\n' ' ')"
+[ "$(readlink "$tmp/every/current")" = gen-3 ] || fail "--checkpoint-every: current -> $(readlink "$tmp/every/current")"
+for f in sae_weights.safetensors cfg.json optimizer.safetensors train_state.txt; do
+    [ "$(readlink "$tmp/every/$f")" = "current/$f" ] || fail "--checkpoint-every: $f -> $(readlink "$tmp/every/$f")"
+done
 rows=$(tail -n +2 "$tmp/every.csv" | cut -d, -f1,10 | tr '\n' ' ')
 [ "$rows" = "1,0 2,0 5,0 10,1 20,1 25,1 " ] || fail "--checkpoint-every 10: rows (step,checkpoint) '$rows'"
 grep -q "checkpoint at step 10: $tmp/every" "$tmp/err" && grep -q "checkpoint at step 20: $tmp/every" "$tmp/err" ||
@@ -133,24 +139,30 @@ bad() {
 damaged() {
     cp -r "$tmp/bad" "$tmp/bad.before"
     expect_usage_error "$2" "$train" --resume "$tmp/bad" --steps 50
-    diff -r "$tmp/bad" "$tmp/bad.before" >/dev/null || fail "$1: the checkpoint changed"
+    diff -r --no-dereference "$tmp/bad" "$tmp/bad.before" >/dev/null || fail "$1: the checkpoint changed"
 }
+# (the files are damaged in the current generation, gen-1, through the links)
+[ "$(readlink "$tmp/half40/current")" = gen-1 ] || fail "half40: current -> $(readlink "$tmp/half40/current")"
 bad; head -c 300 "$tmp/half40/sae_weights.safetensors" >"$tmp/bad/sae_weights.safetensors"
-damaged "truncated weights" "$tmp/bad/sae_weights.safetensors: malformed or unsupported file or buffer"
+damaged "truncated weights" "$tmp/bad/gen-1/sae_weights.safetensors: malformed or unsupported file or buffer"
 bad; head -c 1000 "$tmp/half40/optimizer.safetensors" >"$tmp/bad/optimizer.safetensors"
-damaged "truncated optimizer" "$tmp/bad/optimizer.safetensors: malformed or unsupported file or buffer"
-bad; rm "$tmp/bad/optimizer.safetensors"
-damaged "no optimizer" "$tmp/bad/optimizer.safetensors: input/output error"
+damaged "truncated optimizer" "$tmp/bad/gen-1/optimizer.safetensors: malformed or unsupported file or buffer"
+bad; rm "$tmp/bad/current/optimizer.safetensors"
+damaged "no optimizer" "$tmp/bad/gen-1/optimizer.safetensors: input/output error"
 bad; head -c 100 "$tmp/half40/train_state.txt" >"$tmp/bad/train_state.txt"
-damaged "truncated state" "$tmp/bad/train_state.txt: truncated (no end line)"
-bad; rm "$tmp/bad/train_state.txt"
-damaged "no state" "$tmp/bad/train_state.txt: No such file or directory"
+damaged "truncated state" "$tmp/bad/gen-1/train_state.txt: truncated (no end line)"
+bad; rm "$tmp/bad/current/train_state.txt"
+damaged "no state" "$tmp/bad/gen-1/train_state.txt: No such file or directory"
 bad; cp "$tmp/full/optimizer.safetensors" "$tmp/bad/"
 damaged "an optimizer from another step" \
-    "the optimizer is at step 80 but train_state.txt at step 40 (a save was cut short?)"
+    "the optimizer is at step 80 but train_state.txt at step 40 (files of two checkpoints?)"
 bad; cp "$tmp/ffull/optimizer.safetensors" "$tmp/bad/"
 damaged "an optimizer for another shape" \
-    "$tmp/bad/optimizer.safetensors: made for another model shape than sae_weights.safetensors"
+    "$tmp/bad/gen-1/optimizer.safetensors: made for another model shape than sae_weights.safetensors"
+bad; rm "$tmp/bad/current"
+damaged "no current generation" "--resume '$tmp/bad': input/output error"
+bad; rm -r "$tmp/bad/gen-1"
+damaged "a current generation that is gone" "--resume '$tmp/bad': input/output error"
 
 # --- a save that fails leaves the previous checkpoint whole -------------------
 # A file size limit (here 7168 bytes, as a full disk would) lets the weights
@@ -160,11 +172,32 @@ cp -r "$tmp/half40" "$tmp/limited"
 rc=0
 (trap '' XFSZ; ulimit -f 14 && exec "$train" --resume "$tmp/limited" --steps 50) >"$tmp/out" 2>"$tmp/err" || rc=$?
 [ "$rc" -eq 1 ] || fail "a failed save: exit $rc, want 1: $(cat "$tmp/err")"
-grep -qx "sae-train: step 50: checkpoint: $tmp/limited/optimizer.safetensors: input/output error" "$tmp/err" ||
+grep -q "^sae-train: step 50: checkpoint: $tmp/limited/gen-2/optimizer.safetensors: input/output error" "$tmp/err" ||
     fail "a failed save: $(tail -n 1 "$tmp/err")"
-diff -r "$tmp/limited" "$tmp/half40" >/dev/null || fail "a failed save changed the checkpoint: $(ls -a "$tmp/limited")"
+diff -r --no-dereference "$tmp/limited" "$tmp/half40" >/dev/null || fail "a failed save changed the checkpoint: $(ls -a "$tmp/limited")"
 run "$train" --resume "$tmp/limited" --steps 80
 same_checkpoint "$tmp/full" "$tmp/limited" "resume after a failed save"
+
+# --- checkpoints of sae-train before checkpoint directories: flat files ----
+# still resume, byte for byte, and the next save converts the directory;
+# staging directories such a sae-train left behind are removed.
+mkdir "$tmp/flat"
+for f in sae_weights.safetensors cfg.json optimizer.safetensors train_state.txt; do
+    cp "$tmp/half40/$f" "$tmp/flat/$f" # (through the links: plain files)
+done
+mkdir "$tmp/flat/.saving-Ab3dEf" && echo partial >"$tmp/flat/.saving-Ab3dEf/optimizer.safetensors"
+# (format 2: an earlier sae-train's state, whose batches came from another generator)
+sed -i 's/^format 3$/format 2/' "$tmp/flat/train_state.txt"
+echo "my notes" >"$tmp/flat/notes.txt"
+run "$train" --resume "$tmp/flat" --steps 80
+[ "$rc" -eq 0 ] || fail "flat checkpoint: exit $rc: $(cat "$tmp/err")"
+grep -q "^sae-train: note: $tmp/flat/train_state.txt was written by an earlier sae-train" "$tmp/err" ||
+    fail "flat checkpoint of format 2: no note: $(cat "$tmp/err")"
+same_checkpoint "$tmp/full" "$tmp/flat" "a flat checkpoint resumed to 80"
+[ "$(ls -A "$tmp/flat" | tr '\n' ' ')" = "cfg.json current gen-1 notes.txt optimizer.safetensors sae_weights.safetensors train_state.txt " ] ||
+    fail "flat checkpoint: converted to $(ls -A "$tmp/flat" | tr '\n' ' ')"
+[ "$(readlink "$tmp/flat/sae_weights.safetensors")" = current/sae_weights.safetensors ] || fail "flat: not converted"
+[ "$(cat "$tmp/flat/notes.txt")" = "my notes" ] || fail "flat: notes.txt changed"
 
 # --- --save and --log problems, before any training --------------------------
 expect_usage_error "--save '$tmp/no/ck': the parent directory does not exist" "$train" --save "$tmp/no/ck"

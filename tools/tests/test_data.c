@@ -6,9 +6,10 @@
  * afterwards.
  */
 #include "common/data.h"
-#include "common/rng.h"
 
 #include "check.h"
+
+#include <libsae/sae.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -97,23 +98,23 @@ static void fuzz(void)
     f = fopen(path, "rb");
     size_t good_len = fread(good, 1, sizeof good, f);
     fclose(f);
-    tool_rng rng;
-    tool_rng_seed(&rng, 2024, 0);
+    sae_rng rng;
+    sae_rng_seed(&rng, 2024, 0);
     size_t accepted = 0;
     for (int iter = 0; iter < 3000; iter++) {
         unsigned char buf[256];
         size_t len = good_len;
         memcpy(buf, good, len);
-        int edits = 1 + (int)tool_rng_below(&rng, 4);
+        int edits = 1 + (int)sae_rng_below(&rng, 4);
         for (int e = 0; e < edits; e++) {
-            size_t at = (size_t)tool_rng_below(&rng, 80); /* mostly the header */
-            if (tool_rng_below(&rng, 2))
-                buf[at] = (unsigned char)tool_rng_next(&rng);
+            size_t at = (size_t)sae_rng_below(&rng, 80); /* mostly the header */
+            if (sae_rng_below(&rng, 2))
+                buf[at] = (unsigned char)sae_rng_next(&rng);
             else
-                buf[at] = (unsigned char)tokens[tool_rng_below(&rng, sizeof tokens - 1)];
+                buf[at] = (unsigned char)tokens[sae_rng_below(&rng, sizeof tokens - 1)];
         }
-        if (tool_rng_below(&rng, 4) == 0)
-            len = (size_t)tool_rng_below(&rng, len + 1);
+        if (sae_rng_below(&rng, 4) == 0)
+            len = (size_t)sae_rng_below(&rng, len + 1);
         f = fopen(path, "wb");
         fwrite(buf, 1, len, f);
         fclose(f);
@@ -134,13 +135,15 @@ static void fuzz(void)
     remove(path);
 }
 
-int main(void)
-{
-    check_scratch_begin("sae-test-data");
-    const char *std = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), }";
+/* numpy's standard header of a 4 x 3 float32 array */
+static const char std_dict[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), }";
 
-    /* Accepted: numpy's own header, versions 1/2/3, other key orders and
-     * spacing, double quotes, no trailing comma, Python 2 long ints. */
+/* Accepted: numpy's own header, versions 1/2/3, other key orders and
+ * spacing, double quotes, no trailing comma, Python 2 long ints; our own
+ * writer's header; raw float32 with --d-in. */
+static void test_accepted(void)
+{
+    const char *std = std_dict;
     expect_ok(write_npy("v1.npy", 1, std, true, 48), 0, 4, 3, "npy v1.0");
     expect_ok(write_npy("v2.npy", 2, std, true, 48), 0, 4, 3, "npy v2.0");
     expect_ok(write_npy("v3.npy", 3, std, true, 48), 0, 4, 3, "npy v3.0");
@@ -164,8 +167,12 @@ int main(void)
     /* Raw float32 with --d-in. */
     expect_ok(write_bytes("raw.f32", values, 48), 4, 3, 4, "raw float32");
     expect_ok(check_path_of("raw.f32"), 12, 1, 12, "raw float32");
+}
 
-    /* Rejected, each naming its problem. */
+/* Rejected, each naming its problem. */
+static void test_rejected(void)
+{
+    const char *std = std_dict;
     expect_error(check_path_of("missing.npy"), 0, "No such file");
     expect_error(write_bytes("empty.npy", "", 0), 0, "empty");
     expect_error(write_npy("trunc.npy", 1, std, true, 40), 0, "truncated");
@@ -191,6 +198,20 @@ int main(void)
     expect_error(write_npy("zero.npy", 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3), }",
                            true, 0), 0, "no data");
     expect_error(write_npy("version.npy", 4, std, true, 48), 0, "version 4.0");
+    /* only the versions numpy writes: x.0 (a minor version is not a variant
+     * numpy reads either) */
+    static const unsigned char versions[][2] = {{1, 1}, {1, 255}, {2, 1}, {3, 1}, {0, 0}, {255, 0}};
+    for (size_t i = 0; i < sizeof versions / sizeof *versions; i++) {
+        char want[80];
+        const char *path = write_npy("minor.npy", versions[i][0], std, true, 48);
+        FILE *f = fopen(path, "r+b"); /* the minor version byte */
+        fseek(f, 7, SEEK_SET);
+        fputc(versions[i][1], f);
+        fclose(f);
+        snprintf(want, sizeof want, "unsupported .npy version %u.%u (need 1.0, 2.0 or 3.0)",
+                 versions[i][0], versions[i][1]);
+        expect_error(path, 0, want);
+    }
     expect_error(write_npy("nokey.npy", 1, "{'descr': '<f4', 'shape': (4, 3), }", true, 48), 0,
                  "fortran_order");
     expect_error(write_npy("badkey.npy", 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 3), 'x': 1}",
@@ -204,6 +225,13 @@ int main(void)
     expect_error(check_path_of("raw.f32"), 5, "not a multiple");
     expect_error(write_bytes("raw10.f32", values, 10), 1, "not a multiple");
     expect_error(check_scratch_dir(), 0, "not a regular file");
+}
+
+int main(void)
+{
+    check_scratch_begin("sae-test-data");
+    test_accepted();
+    test_rejected();
     fuzz();
 
     return check_finish();

@@ -186,6 +186,7 @@ static void test_state_file(void)
         CHECK(tool_run_state_read(check_path_of("state.txt"), &back, err, sizeof err) == 0, "read: %s", err);
         CHECK(same_state(&s, &back), "the state does not read back as written (synthetic %d)",
               synthetic);
+        CHECK(back.format == TOOL_STATE_FORMAT, "format %d", back.format);
     }
     /* every truncation of a valid file is refused */
     size_t len;
@@ -205,7 +206,7 @@ static void test_state_file(void)
     expect_rejected(check_path_of("bad.txt"), "bad value for 'batch'", "batch 0");
     write_edited(check_path_of("bad.txt"), text, "seed 18446744073709551615", "seed 18446744073709551616");
     expect_rejected(check_path_of("bad.txt"), "bad value for 'seed'", "a seed beyond 64 bits");
-    write_edited(check_path_of("bad.txt"), text, "format 2", "format 3");
+    write_edited(check_path_of("bad.txt"), text, "format 3", "format 4");
     expect_rejected(check_path_of("bad.txt"), "bad value for 'format'", "another format");
     write_edited(check_path_of("bad.txt"), text, "tokens ", "tokenz ");
     expect_rejected(check_path_of("bad.txt"), "'tokens' is missing", "a missing key");
@@ -232,11 +233,11 @@ static void test_state_file(void)
         if (!recipe)
             abort();
         strcpy(recipe, "end\n");
-        write_edited(check_path_of("old.txt"), old, "format 2", "format 1");
+        write_edited(check_path_of("old.txt"), old, "format 3", "format 1");
         tool_run_state s1;
         CHECK(tool_run_state_read(check_path_of("old.txt"), &s1, err, sizeof err) == 0, "format 1: %s", err);
-        CHECK(s1.arch == -1 && !s1.normalize && s1.scale == 1.0 && s1.b_dec_init == -1 &&
-              s1.sample == 0 && s1.resample_every == 0 && s1.step == 1234,
+        CHECK(s1.format == 1 && s1.arch == -1 && !s1.normalize && s1.scale == 1.0 &&
+              s1.b_dec_init == -1 && s1.sample == 0 && s1.resample_every == 0 && s1.step == 1234,
               "format 1: arch %d normalize %d scale %g b_dec_init %d", s1.arch, s1.normalize,
               s1.scale, s1.b_dec_init);
     }

@@ -28,18 +28,12 @@ static bool near(double got, double want, double rel)
     return fabs(got - want) <= rel * fabs(want) + 1e-12;
 }
 
-/* Train `steps` steps of architecture arch with the loop (log_every 1, the
- * batcher scaled by scale) and with the replica; compare. */
-static void compare(int arch, double scale)
-{
-    enum { D_IN = 12, D_SAE = 24, BATCH = 16, STEPS = 12 };
-    tool_synth truth;
-    if (tool_synth_init(&truth, D_IN, 16, 3.0, 5) != 0)
-        abort();
-    float *x = tool_synth_matrix(&truth, 500, 5, 1);
-    tool_data data;
-    tool_data_wrap(&data, x, 500, D_IN, "synthetic");
+enum { D_IN = 12, D_SAE = 24, BATCH = 16, STEPS = 12 };
 
+/* The run both sides make: a linear lr schedule with warm-up, a lambda
+ * warm-up. */
+static tool_config run_config(int arch)
+{
     tool_config c;
     tool_config_defaults(&c);
     c.d_sae = D_SAE;
@@ -52,6 +46,66 @@ static void compare(int arch, double scale)
     c.lr_warmup = 4;
     c.lr_decay = 0.25;
     c.l1_warmup = 0.5;
+    return c;
+}
+
+/* One step of the replica: the batch's sae_fvu before the update, the
+ * schedules' values, then sae_step; and the loop's CSV row of that step
+ * against them. */
+static void replica_step(sae_model *m, sae_optimizer *o, tool_batcher *b, double scale,
+                         uint64_t step, int arch, FILE *csv)
+{
+    float batch[BATCH * D_IN];
+    tool_batcher_next(b, batch, BATCH, NULL);
+    tool_scale(batch, BATCH * D_IN, scale);
+    double fvu, lr, lambda;
+    CHECK(sae_fvu(m, batch, BATCH, &fvu) == SAE_OK, "fvu");
+    CHECK(sae_optimizer_lr_at(o, step, &lr) == SAE_OK, "lr_at");
+    CHECK(sae_optimizer_l1_coeff_at(o, step, &lambda) == SAE_OK, "l1_coeff_at");
+    sae_losses l;
+    CHECK(sae_step(m, o, batch, BATCH, &l) == SAE_OK, "step");
+
+    char line[512];
+    unsigned long long s, tokens, resampled;
+    int checkpoint;
+    double seconds, loss, l2, l1, l0, l0_frac, dead, lr_t, lambda_t, fvu_t;
+    CHECK(fgets(line, sizeof line, csv) != NULL, "no row for step %llu", (unsigned long long)step);
+    int n = sscanf(line, "%llu,%llu,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%d,%lf,%lf,%lf,%llu", &s, &tokens,
+                   &seconds, &loss, &l2, &l1, &l0, &l0_frac, &dead, &checkpoint, &lr_t, &lambda_t,
+                   &fvu_t, &resampled);
+    CHECK(n == 14 && s == step, "row '%s'", line);
+    CHECK(near(l2, l.l2, 1e-5) && near(l0, l.l0, 1e-5), "step %llu: l2 %g l0 %g, replica %g %g", s,
+          l2, l0, l.l2, l.l0);
+    CHECK(near(fvu_t, fvu, 1e-5), "step %llu (arch %d, scale %g): fvu %.9g, sae_fvu %.9g", s, arch,
+          scale, fvu_t, fvu);
+    CHECK(near(lr_t, lr, 1e-5), "step %llu: lr_t %g, lr_at %g", s, lr_t, lr);
+    CHECK(near(lambda_t, tool_arch_is_topk(arch) ? 0.0 : lambda, 1e-5),
+          "step %llu: lambda_t %g, l1_coeff_at %g", s, lambda_t, lambda);
+    CHECK(resampled == 0, "resampled %llu", resampled);
+}
+
+static bool same_w_dec(const sae_model *a, const sae_model *b)
+{
+    size_t n = sae_model_tensor_size(a, SAE_W_DEC);
+    float *w1 = malloc(n * sizeof *w1), *w2 = malloc(n * sizeof *w2);
+    sae_model_get_tensor(a, SAE_W_DEC, w1, n);
+    sae_model_get_tensor(b, SAE_W_DEC, w2, n);
+    bool same = memcmp(w1, w2, n * sizeof *w1) == 0;
+    free(w1);
+    free(w2);
+    return same;
+}
+
+/* Train STEPS steps of architecture arch with the loop (log_every 1, the
+ * batcher scaled by scale) and with the replica; compare. */
+static void compare(int arch, double scale)
+{
+    tool_synth truth;
+    if (tool_synth_init(&truth, D_IN, 16, 3.0, 5) != 0)
+        abort();
+    tool_data data;
+    tool_data_wrap(&data, tool_synth_matrix(&truth, 500, 5, 1), 500, D_IN, "synthetic");
+    const tool_config c = run_config(arch);
     sae_model *m, *m2;
     sae_optimizer *o, *o2;
     CHECK(tool_make_sae(&c, D_IN, &m, &o) == SAE_OK, "make");
@@ -73,48 +127,14 @@ static void compare(int arch, double scale)
     char line[512];
     CHECK(fgets(line, sizeof line, csv) && strncmp(line, TOOL_CSV_COLUMNS, strlen(TOOL_CSV_COLUMNS)) == 0,
           "header");
-    float batch[BATCH * D_IN];
-    for (uint64_t step = 1; step <= STEPS; step++) {
-        tool_batcher_next(&b2, batch, BATCH, NULL);
-        tool_scale(batch, BATCH * D_IN, scale);
-        double fvu, lr, lambda;
-        CHECK(sae_fvu(m2, batch, BATCH, &fvu) == SAE_OK, "fvu");
-        CHECK(sae_optimizer_lr_at(o2, step, &lr) == SAE_OK, "lr_at");
-        CHECK(sae_optimizer_l1_coeff_at(o2, step, &lambda) == SAE_OK, "l1_coeff_at");
-        sae_losses l;
-        CHECK(sae_step(m2, o2, batch, BATCH, &l) == SAE_OK, "step");
-
-        unsigned long long s, tokens, resampled;
-        int checkpoint;
-        double seconds, loss, l2, l1, l0, l0_frac, dead, lr_t, lambda_t, fvu_t;
-        CHECK(fgets(line, sizeof line, csv) != NULL, "no row for step %llu", (unsigned long long)step);
-        int n = sscanf(line, "%llu,%llu,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%d,%lf,%lf,%lf,%llu", &s,
-                       &tokens, &seconds, &loss, &l2, &l1, &l0, &l0_frac, &dead, &checkpoint,
-                       &lr_t, &lambda_t, &fvu_t, &resampled);
-        CHECK(n == 14 && s == step, "row '%s'", line);
-        CHECK(near(l2, l.l2, 1e-5) && near(l0, l.l0, 1e-5), "step %llu: l2 %g l0 %g, replica %g %g",
-              s, l2, l0, l.l2, l.l0);
-        CHECK(near(fvu_t, fvu, 1e-5), "step %llu (arch %d, scale %g): fvu %.9g, sae_fvu %.9g", s,
-              arch, scale, fvu_t, fvu);
-        CHECK(near(lr_t, lr, 1e-5), "step %llu: lr_t %g, lr_at %g", s, lr_t, lr);
-        CHECK(near(lambda_t, tool_arch_is_topk(arch) ? 0.0 : lambda, 1e-5),
-              "step %llu: lambda_t %g, l1_coeff_at %g", s, lambda_t, lambda);
-        CHECK(resampled == 0, "resampled %llu", resampled);
-    }
+    for (uint64_t step = 1; step <= STEPS; step++)
+        replica_step(m2, o2, &b2, scale, step, arch, csv);
     /* the lr does what the schedule says: warm-up, then decay to 0 */
     double lr1, lr12;
     sae_optimizer_lr_at(o2, 1, &lr1);
     sae_optimizer_lr_at(o2, 12, &lr12);
     CHECK(near(lr1, 2e-3 / 4, 1e-12) && lr12 == 0.0, "lr at 1: %g, at 12: %g", lr1, lr12);
-    /* same parameters */
-    size_t n = sae_model_tensor_size(m, SAE_W_DEC);
-    float *w1 = malloc(n * sizeof *w1), *w2 = malloc(n * sizeof *w2);
-    sae_model_get_tensor(m, SAE_W_DEC, w1, n);
-    sae_model_get_tensor(m2, SAE_W_DEC, w2, n);
-    CHECK(memcmp(w1, w2, n * sizeof *w1) == 0, "arch %d: the loop's W_dec differs from the replica's",
-          arch);
-    free(w1);
-    free(w2);
+    CHECK(same_w_dec(m, m2), "arch %d: the loop's W_dec differs from the replica's", arch);
     fclose(csv);
     tool_batcher_free(&b);
     tool_batcher_free(&b2);
