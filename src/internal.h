@@ -129,6 +129,16 @@ int sae__fail_context(int status, const char *fmt, ...) SAE_PRINTF(2, 3);
 int sae__check_rows(const char *fn, const char *name, const void *ptr, size_t rows,
                     const char *rows_name, size_t width, const char *width_name, size_t elem_size);
 
+/* A buffer of capacity elements of elem_size bytes that may be short (the
+ * function writes at most capacity): ptr may be NULL only when capacity is
+ * 0, and the byte size must fit size_t. */
+int sae__check_capacity(const char *fn, const char *name, const void *ptr, size_t capacity,
+                        const char *capacity_name, size_t elem_size);
+
+/* offsets of a sparse batch: n_tokens + 1 size_t entries, n_tokens > 0, the
+ * byte size within size_t. */
+int sae__check_offsets(const char *fn, const char *name, const void *ptr, size_t n_tokens);
+
 /* SAE_E_NONFINITE (naming the first NaN or Inf of v; fn may be NULL for a
  * caller that adds its name) unless v[0..count) is finite. */
 int sae__check_finite(const char *fn, const char *name, const float *v, size_t count);

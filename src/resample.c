@@ -33,8 +33,9 @@ int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens, 
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "n_dead");
     if (window_tokens == 0)
         return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
-    if (capacity > 0 && !idx)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: idx is NULL with capacity %zu", fn, capacity);
+    int rc = sae__check_capacity(fn, "idx", idx, capacity, "capacity", sizeof(size_t));
+    if (rc != SAE_OK)
+        return rc;
     size_t dead = 0;
     for (size_t i = 0; i < o->d_sae; i++) {
         if (o->since_fired[i] < window_tokens)
@@ -182,7 +183,7 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
                          "model is [%zu, %zu]", fn, o->d_in, o->d_sae, m->d_in, m->d_sae);
     int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK) /* the weights: n_tokens doubles */
-        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", 1, "1", sizeof(double));
+        rc = sae__check_rows(fn, "weights", x, n_tokens, "n_tokens", 1, "1", sizeof(double));
     if (rc == SAE_OK)
         rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
     if (rc != SAE_OK)

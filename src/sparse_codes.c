@@ -127,13 +127,19 @@ int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens, size_
                       size_t *n_encoded)
 {
     static const char fn[] = "sae_encode_sparse";
-    if (!offsets || !n_encoded)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !offsets ? "offsets" : "n_encoded");
-    if (capacity > 0 && (!features || !values))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL with capacity %zu", fn,
-                         !features ? "features" : "values", capacity);
+    if (!n_encoded)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: n_encoded is NULL", fn);
+    /* the byte size of every buffer before any of them is read */
+    int rc = sae__check_offsets(fn, "offsets", offsets, n_tokens);
+    if (rc == SAE_OK)
+        rc = sae__check_capacity(fn, "features", features, capacity, "capacity",
+                                 sizeof(uint32_t));
+    if (rc == SAE_OK)
+        rc = sae__check_capacity(fn, "values", values, capacity, "capacity", sizeof(float));
+    if (rc != SAE_OK)
+        return rc;
     sae_sparse_encoder e;
-    int rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
+    rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
     if (rc == SAE_OK && (rc = sae__forward_check(&e.fw, fn, x, n_tokens)) != SAE_OK)
         sae__sparse_encoder_free(&e);
     if (rc != SAE_OK)
