@@ -33,6 +33,7 @@
  * the thread count, only BLAS's own threading can change bits.
  */
 #include "internal.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <cblas.h>
@@ -97,19 +98,24 @@ static void bias_groups_range(void *ctx, size_t begin, size_t end, int tid)
     }
 }
 
-static void bias_gradients(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
-                           sae_pool *pool)
+static int bias_gradients(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
+                          sae_workspace *ws, float *grad)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     float *g_b_enc = grad + m->lay.b_enc, *g_b_dec = grad + m->lay.b_dec;
     bias_task b = {m, ws, n_tokens};
-    sae__parallel_for(pool, (d_in + BIAS_GROUP - 1) / BIAS_GROUP, bias_groups_range, &b);
+    sae__parallel_for(cfg->pool, (d_in + BIAS_GROUP - 1) / BIAS_GROUP, bias_groups_range, &b);
     for (size_t i = 0; i < d_sae; i++)
         g_b_enc[i] = (float)ws->g_b_enc[i];
     for (size_t j = 0; j < d_in; j++)
         g_b_dec[j] = (float)ws->g_b_dec[j];
-    cblas_sgemv(CblasRowMajor, CblasTrans, (int)d_sae, (int)d_in, -1.0f, sae__w_enc_t(m),
-                (int)d_in, g_b_enc, 1, 1.0f, g_b_dec, 1);
+    if (!cfg->par || !cfg->par->features) {
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)d_sae, (int)d_in, -1.0f, sae__w_enc_t(m),
+                    (int)d_in, g_b_enc, 1, 1.0f, g_b_dec, 1);
+        return SAE_OK;
+    }
+    /* feature shards: W_enc dL/db_enc sums over every shard's features */
+    return sae__par_enc_term(cfg->par, m, g_b_enc, g_b_dec);
 }
 
 /* ---- dense path -------------------------------------------------------------- */
@@ -218,21 +224,31 @@ static void dpre_range(void *ctx, size_t begin, size_t end, int tid)
                     ws->d_sae);
 }
 
-static void dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
-                                 size_t n_tokens, size_t t0, size_t rows, sae_workspace *ws,
-                                 float *grad)
+static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
+                                size_t n_tokens, size_t t0, size_t rows, sae_workspace *ws,
+                                float *grad)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
     const float *f = ws->f;            /* rows x d_sae: the features */
     float *dxh = ws->dxh + t0 * d_in;  /* rows x d_in: x_hat, then dL/dx_hat */
+    /* n_tokens: the tokens the loss averages over (a data-parallel step's global batch) */
     dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_tokens,
                     .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_tokens),
                     .l1_scale = m->arch == SAE_ARCH_RELU ? (float)(cfg->lambda / (double)n_tokens)
                                                          : 0.0f};
 
-    /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token */
-    sae__forward_decode(m, f, rows, dxh);
+    /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token
+     * (feature shards: each decodes its features, b_dec on rank 0, summed) */
+    sae_par_step *par = cfg->par;
+    if (par && par->features) {
+        sae__forward_decode_onto(m, f, rows, par->features->rank == 0 ? sae__b_dec(m) : NULL, dxh);
+        int rc = sae__par_reconstruct(par, dxh, rows, d_in);
+        if (rc != SAE_OK)
+            return rc;
+    } else {
+        sae__forward_decode(m, f, rows, dxh);
+    }
     sae__parallel_for(cfg->pool, rows, error_range, &d);
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
@@ -256,6 +272,7 @@ static void dense_backward_block(const sae_model *m, const sae_step_config *cfg,
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
                 g_pre, (int)d_sae, ws->xc + t0 * d_in, (int)d_in, beta, grad + m->lay.w_enc_t,
                 (int)d_in);
+    return SAE_OK;
 }
 
 /* After the dense blocks: the L1 term's gradient through the decoder row norms
@@ -295,12 +312,56 @@ static void dense_finish_rows(const sae_model *m, const sae_step_config *cfg, si
 
 /* ---- AuxK (sparse path) ---------------------------------------------------------- */
 
+/* A failure of this rank alone: a single process stops; a distributed step
+ * records it and goes on to its next exchange, where every rank stops. */
+static int local_failure(const sae_step_config *cfg, int rc)
+{
+    if (rc == SAE_OK || !cfg->par)
+        return rc;
+    if (cfg->par->status == SAE_OK)
+        cfg->par->status = rc;
+    return SAE_OK;
+}
+
+static bool failed(const sae_step_config *cfg) { return cfg->par && cfg->par->status != SAE_OK; }
+
+/* The sparse decoder of rows [t0, t0 + count) of ws->dxh: scale * (x_hat -
+ * target) where x_hat = base + the pairs' rows of W_dec. Feature shards each
+ * decode their pairs (base on rank 0), the sum is taken, then the error. */
+static int sparse_decode(const sae_model *m, const sae_step_config *cfg, const float *target,
+                         size_t t0, size_t count, const float *base, float scale,
+                         sae_workspace *ws)
+{
+    sae__sparse_token_phase(m, target, t0, count, base, scale, ws, cfg->pool);
+    return SAE_OK;
+}
+
+/* The same for feature shards: each decodes its pairs (base on rank 0), the
+ * sum is taken, then the error against target_scale * target (the target
+ * rows may be overwritten by the decoder: AuxK's residuals come from rows
+ * 0 .. n - 1 of dL/dx_hat). */
+static int sparse_decode_shards(const sae_model *m, const sae_step_config *cfg,
+                                const float *target, float target_scale, size_t t0, size_t count,
+                                const float *base, float scale, sae_workspace *ws)
+{
+    sae_par_step *par = cfg->par;
+    if (!failed(cfg))
+        sae__sparse_token_phase(m, NULL, t0, count, par->features->rank == 0 ? base : ws->zeros,
+                                1.0f, ws, cfg->pool);
+    int rc = sae__par_reconstruct(par, ws->dxh + t0 * m->d_in, count, m->d_in);
+    if (rc == SAE_OK)
+        sae__par_error_rows(ws, target, target_scale, t0, count, m->d_in, scale, cfg->pool);
+    return rc;
+}
+
 /* After the main token phase: append AuxK's picks as rows n .. 2n - 1 of the
  * CSR, decode them without b_dec against the detached residual e = x - x_hat,
  * and leave dL/de_aux in dxh rows n .. 2n - 1. Returns the rows the feature
- * phase must cover (n without AuxK) and sets *aux_loss (normalised). */
+ * phase must cover (n without AuxK) and sets *aux_loss (normalised). The
+ * normalisation is over the loss's tokens n_loss (a data-parallel step's
+ * global batch, whose sums the ranks add up). */
 static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
-                         sae_workspace *ws, size_t *n_rows, double *aux_loss)
+                         size_t n_loss, sae_workspace *ws, size_t *n_rows, double *aux_loss)
 {
     const size_t d_in = m->d_in;
     *n_rows = n_tokens;
@@ -308,11 +369,11 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
     size_t picks = 0;
     for (size_t t = 0; t < n_tokens; t++)
         picks += ws->aux_count[t];
-    if (picks == 0)
+    if (picks == 0 && !cfg->par) /* (distributed: the ranks decide together) */
         return SAE_OK;
     /* targets e_t = x_t - x_hat_t = -(n/2) dL/dx_hat_t, and their variance */
     float *target = ws->dxh + n_tokens * d_in;
-    const float back = -(float)((double)n_tokens / 2.0);
+    const float back = -(float)((double)n_loss / 2.0);
     double total = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
         total += ws->l2_tok[t];
@@ -324,30 +385,40 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
             target[t * d_in + j] = e;
             mean[j] += e;
         }
+    int rc = sae__par_auxk_sums(cfg->par, &picks, &total, mean, d_in);
+    if (rc != SAE_OK || picks == 0)
+        return rc;
     double mean_sq = 0.0;
     for (size_t j = 0; j < d_in; j++) {
-        mean[j] /= (double)n_tokens;
+        mean[j] /= (double)n_loss;
         mean_sq += mean[j] * mean[j];
     }
-    double denom = total / (double)n_tokens - mean_sq;
+    double denom = total / (double)n_loss - mean_sq;
     if (!(denom > 0.0))
         return SAE_OK; /* a residual without variance: AuxK is 0 (as the anchors' nan_to_num) */
-    size_t main_pairs = ws->row_ptr[n_tokens];
-    int rc = sae__workspace_reserve_pairs(ws, main_pairs + picks, main_pairs);
+    size_t main_pairs = ws->row_ptr[n_tokens], my_picks = 0;
+    for (size_t t = 0; t < n_tokens; t++)
+        my_picks += ws->aux_count[t];
+    rc = local_failure(cfg, sae__workspace_reserve_pairs(ws, main_pairs + my_picks, main_pairs));
     if (rc != SAE_OK)
         return rc;
-    for (size_t t = 0; t < n_tokens; t++) {
+    for (size_t t = 0; t < n_tokens && !failed(cfg); t++) {
         size_t at = ws->row_ptr[n_tokens + t], count = ws->aux_count[t];
         memcpy(ws->feat + at, ws->aux_feat + t * ws->aux_cap, count * sizeof(uint32_t));
         memcpy(ws->fval + at, ws->aux_fval + t * ws->aux_cap, count * sizeof(float));
         ws->row_ptr[n_tokens + t + 1] = at + count;
     }
-    float scale = (float)(2.0 * cfg->auxk_coeff / ((double)n_tokens * denom));
-    sae__sparse_token_phase(m, target, n_tokens, n_tokens, ws->zeros, scale, ws, cfg->pool);
+    float scale = (float)(2.0 * cfg->auxk_coeff / ((double)n_loss * denom));
+    if (cfg->par && cfg->par->features)
+        rc = sparse_decode_shards(m, cfg, ws->dxh, back, n_tokens, n_tokens, ws->zeros, scale, ws);
+    else
+        rc = sparse_decode(m, cfg, target, n_tokens, n_tokens, ws->zeros, scale, ws);
+    if (rc != SAE_OK)
+        return rc;
     double aux = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
         aux += ws->l2_tok[n_tokens + t];
-    *aux_loss = aux / (double)n_tokens / denom;
+    *aux_loss = aux / (double)n_loss / denom;
     *n_rows = 2 * n_tokens;
     return SAE_OK;
 }
@@ -355,7 +426,8 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
 /* ---- the pass ------------------------------------------------------------------ */
 
 /* The forward pass of tokens [t0, t0 + rows) into the workspace; each token's
- * pair count goes to row_ptr[t + 1]. *pairs = the block's pairs. */
+ * pair count goes to row_ptr[t + 1]. *pairs = the block's pairs. Feature
+ * shards select TopK and AuxK's picks across shards here. */
 static int forward_block(const sae_model *m, const sae_step_config *cfg,
                          const sae_activation *act, const float *x, size_t t0, size_t rows,
                          sae_workspace *ws, size_t *pairs, sae_backward_result *res)
@@ -370,14 +442,20 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
         out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap, ws->aux_fval + t0 * ws->aux_cap,
                                   ws->aux_count + t0, ws->aux_cap};
     if (sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs) !=
-        SAE_OK) { /* x holds NaN or Inf: name the first */
-        sae__check_finite(NULL, "x", x, (t0 + rows) * d_in);
-        return SAE_E_NONFINITE;
+        SAE_OK)
+        return local_failure(cfg, SAE_E_NONFINITE);
+    int rc = sae__par_topk_block(cfg->par, m, &out, rows, ws->norms);
+    if (rc == SAE_OK && cfg->dead)
+        rc = sae__par_aux_block(cfg->par, &out.aux, rows, cfg->k_aux);
+    if (rc == SAE_OK && m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
+        rc = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out, ws->ties,
+                             ws->radix_hist, cfg->pool, cfg->par, &res->batch_min_kept);
+    if (rc == SAE_OK && cfg->par && cfg->par->features && m->arch == SAE_ARCH_TOPK) {
+        *pairs = 0; /* TopK kept fewer than the local selection */
+        for (size_t t = 0; t < rows; t++)
+            *pairs += out.pairs[t];
     }
-    if (m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
-        res->batch_min_kept = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out,
-                                              ws->ties, ws->radix_hist, cfg->pool);
-    return SAE_OK;
+    return rc;
 }
 
 /* The sparse path's share of a block: the CSR row starts of its tokens (the
@@ -387,13 +465,15 @@ static int sparse_block(const sae_model *m, const sae_step_config *cfg, size_t n
 {
     for (size_t t = t0; t < t0 + rows; t++)
         ws->row_ptr[t + 1] += ws->row_ptr[t];
+    if (failed(cfg))
+        return SAE_OK;
     /* expect the rest of the batch to be about as dense as what came so far */
     size_t so_far = ws->row_ptr[t0 + rows];
     size_t expect = (size_t)((double)so_far * (double)n_tokens / (double)(t0 + rows));
     int rc = sae__workspace_reserve_pairs(ws, expect > so_far ? expect : so_far, ws->row_ptr[t0]);
     if (rc == SAE_OK)
         sae__sparse_compress_block(ws, t0, rows, m->arch == SAE_ARCH_JUMPRELU, cfg->pool);
-    return rc;
+    return local_failure(cfg, rc);
 }
 
 /* The loss sums and the gradient norm, each summed in a fixed order, and
@@ -433,6 +513,9 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     const bool topk = m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK;
     const size_t block = m->arch == SAE_ARCH_BATCHTOPK ? n_tokens
                          : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
+    /* the tokens the loss averages over (a data-parallel step's global batch) */
+    const size_t n_loss = cfg->loss_tokens ? cfg->loss_tokens : n_tokens;
+    sae_par_step *par = cfg->par;
 
     sae__decoder_row_norms(m, ws->norms, cfg->pool);
     memset(ws->f_sum, 0, d_sae * sizeof(double));
@@ -451,37 +534,47 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     res->aux_loss = 0.0;
 
     /* TopK and BatchTopK are sparse by construction; the sparse path indexes
-     * tokens and features with 32 bits. */
+     * tokens and features with 32 bits. Feature shards take the path all of
+     * them can: the exchanges of the two differ. */
     bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
     for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
-        size_t rows = sae__block_rows(n_tokens, t0, block), pairs;
+        size_t rows = sae__block_rows(n_tokens, t0, block), pairs = 0;
         int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
         if (rc != SAE_OK)
             return rc;
-        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk)
+        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk) {
             sparse = n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
+            if (par && par->features &&
+                (rc = sae__par_sparse_choice(par, pairs, rows, sae__total_features(m),
+                                             &sparse)) != SAE_OK)
+                return rc;
+        }
         if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
             return rc;
-        if (!sparse)
-            dense_backward_block(m, cfg, x, n_tokens, t0, rows, ws, grad);
+        if (!sparse && (rc = dense_backward_block(m, cfg, x, n_loss, t0, rows, ws, grad)) != SAE_OK)
+            return rc;
     }
 
     if (sparse) {
         size_t n_rows = n_tokens;
-        sae__sparse_token_phase(m, x, 0, n_tokens, sae__b_dec(m), (float)(2.0 / (double)n_tokens),
-                                ws, cfg->pool);
-        if (cfg->dead) {
-            int rc = add_auxk_rows(m, cfg, n_tokens, ws, &n_rows, &res->aux_loss);
-            if (rc != SAE_OK)
-                return rc;
-        }
-        sae__sparse_feature_phase(m, cfg, n_tokens, n_rows, ws, grad);
+        const float scale = (float)(2.0 / (double)n_loss);
+        int rc = par && par->features
+                     ? sparse_decode_shards(m, cfg, x, 1.0f, 0, n_tokens, sae__b_dec(m), scale, ws)
+                     : sparse_decode(m, cfg, x, 0, n_tokens, sae__b_dec(m), scale, ws);
+        if (rc == SAE_OK && cfg->dead)
+            rc = add_auxk_rows(m, cfg, n_tokens, n_loss, ws, &n_rows, &res->aux_loss);
+        if (rc != SAE_OK)
+            return rc;
+        if (!failed(cfg))
+            sae__sparse_feature_phase(m, cfg, n_tokens, n_rows, ws, grad);
     } else {
-        dense_finish_rows(m, cfg, n_tokens, ws, grad);
+        dense_finish_rows(m, cfg, n_loss, ws, grad);
     }
-    bias_gradients(m, n_tokens, ws, grad, cfg->pool);
+    int rc = bias_gradients(m, cfg, n_tokens, ws, grad);
+    if (rc != SAE_OK)
+        return rc;
     finish_sums(m, n_tokens, ws, grad, res);
     res->used_sparse = sparse;
-    return SAE_OK;
+    return par ? par->status : SAE_OK;
 }

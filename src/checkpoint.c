@@ -15,12 +15,29 @@
 
 #include <string.h>
 
-#define WEIGHTS_FILE "sae_weights.safetensors"
-#define OPTIMIZER_FILE "optimizer.safetensors"
+#define WEIGHTS_FILE SAE_WEIGHTS_FILE
+#define OPTIMIZER_FILE SAE_OPTIMIZER_FILE
 
 /* ---- saving ---------------------------------------------------------------------- */
 
 typedef int (*encode_fn)(const void *obj, const sae_st_sink *sink, size_t *size);
+
+/* SAE_E_STATE for a shard or its optimizer: its file would not be the
+ * model's (the collective saves write a shard's part). */
+static int check_model_whole(const char *fn, const void *obj)
+{
+    return sae__check_whole(fn, obj);
+}
+
+static int check_optimizer_whole(const char *fn, const void *obj)
+{
+    const sae_optimizer *o = obj;
+    if (o->d_sae_total > o->d_sae)
+        return sae__fail(SAE_E_STATE, "%s: the optimizer is a shard's (features [%zu, %zu) of "
+                         "%zu): save it collectively", fn, o->shard_begin,
+                         o->shard_begin + o->d_sae, o->d_sae_total);
+    return SAE_OK;
+}
 
 static int encode_model(const void *obj, const sae_st_sink *sink, size_t *size)
 {
@@ -42,21 +59,26 @@ static int encode_optimizer(const void *obj, const sae_st_sink *sink, size_t *si
  * directory its cfg.json. */
 typedef struct save_kind {
     const char *object;      /* the argument's name, for messages */
+    int (*check_whole)(const char *fn, const void *obj); /* SAE_E_STATE for a shard's */
     encode_fn encode;
     const char *file_in_dir; /* its file in a directory */
     encode_fn encode_extra;  /* NULL, or the directory's second file */
     const char *extra_file;
 } save_kind;
 
-static const save_kind model_kind = {"m", encode_model, WEIGHTS_FILE, encode_config,
-                                     SAE_CONFIG_FILE};
-static const save_kind optimizer_kind = {"o", encode_optimizer, OPTIMIZER_FILE, NULL, NULL};
+static const save_kind model_kind = {"m", check_model_whole, encode_model, WEIGHTS_FILE,
+                                     encode_config, SAE_CONFIG_FILE};
+static const save_kind optimizer_kind = {"o", check_optimizer_whole, encode_optimizer,
+                                         OPTIMIZER_FILE, NULL, NULL};
 
 static int save_size(const char *fn, const save_kind *kind, const void *obj, size_t *size)
 {
     if (!obj || !size)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !obj ? kind->object : "size");
-    int rc = kind->encode(obj, NULL, size);
+    int rc = kind->check_whole(fn, obj);
+    if (rc != SAE_OK)
+        return rc;
+    rc = kind->encode(obj, NULL, size);
     return rc == SAE_OK ? rc : sae__fail_context(rc, "%s", fn);
 }
 
@@ -120,8 +142,10 @@ static int save(const char *fn, const save_kind *kind, const void *obj, const ch
 {
     if (!obj || !path)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !obj ? kind->object : "path");
+    int rc = kind->check_whole(fn, obj);
+    if (rc != SAE_OK)
+        return rc;
     char *file = NULL, *extra = NULL;
-    int rc;
     if (!sae__is_directory(path)) {
         rc = save_files(path, kind->encode, NULL, NULL, obj);
     } else if (!(file = sae__path_join(path, kind->file_in_dir)) ||
@@ -170,10 +194,19 @@ int sae_optimizer_save(const sae_optimizer *o, const char *path)
 /* A loader of one kind: arg is the cfg.json (models) or the model (optimizers). */
 typedef int (*load_fn)(const sae_st_source *src, const void *arg, void **out);
 
-static int load_model(const sae_st_source *src, const void *cfg, void **out)
+/* A model's features [begin, end) (end 0: the whole model) and what its
+ * cfg.json said. */
+typedef struct model_part {
+    const sae_saelens_config *cfg;
+    size_t begin, end;
+} model_part;
+
+static int load_model(const sae_st_source *src, const void *arg, void **out)
 {
+    const model_part *part = arg;
     sae_model *m = NULL;
-    int rc = sae__model_file_load(src, cfg, &m);
+    int rc = part ? sae__model_file_load(src, part->cfg, part->begin, part->end, &m)
+                  : sae__model_file_load(src, NULL, 0, 0, &m);
     *out = m;
     return rc;
 }
@@ -230,26 +263,43 @@ int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, const voi
     return load_buffer(fn, load_optimizer, m, buf, size, (void **)out);
 }
 
-int sae_model_load(sae_model **out, const char *path)
+/* sae_model_load, or (end > 0) sae_model_load_shard. */
+static int load_model_path(const char *fn, sae_model **out, const char *path, size_t begin,
+                           size_t end)
 {
-    static const char fn[] = "sae_model_load";
     if (!out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!path)
         return sae__fail(SAE_E_INVALID_ARG, "%s: path is NULL", fn);
     sae_saelens_config cfg = {0, 0, -1, 0};
+    const model_part part = {&cfg, begin, end};
     if (!sae__is_directory(path))
-        return load_file(fn, load_model, &cfg, path, (void **)out);
+        return load_file(fn, load_model, &part, path, (void **)out);
     int rc = sae__config_read(path, &cfg);
     if (rc != SAE_OK)
         return sae__fail_context(rc, "%s", fn);
     char *weights = sae__path_join(path, WEIGHTS_FILE);
     if (!weights)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for a path", fn);
-    rc = load_file(fn, load_model, &cfg, weights, (void **)out);
+    rc = load_file(fn, load_model, &part, weights, (void **)out);
     sae__free(weights);
     return rc;
+}
+
+int sae_model_load(sae_model **out, const char *path)
+{
+    return load_model_path("sae_model_load", out, path, 0, 0);
+}
+
+int sae_model_load_shard(sae_model **out, const char *path, size_t begin, size_t end)
+{
+    static const char fn[] = "sae_model_load_shard";
+    if (out && begin >= end) {
+        *out = NULL;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: [%zu, %zu) is empty", fn, begin, end);
+    }
+    return load_model_path(fn, out, path, begin, end);
 }
 
 int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path)

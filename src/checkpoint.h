@@ -7,6 +7,8 @@
  *   optimizer_file.c  what an optimizer file holds, and its loader
  *   checkpoint.c      the public save/load functions over buffers, files and
  *                     directories, one body for models and optimizers
+ *   collective.c      the collective saves of distributed runs (each rank
+ *                     writes its slices of the same files)
  *
  * The container is safetensors (safetensors.c), atomic writing fileio.c.
  */
@@ -57,6 +59,8 @@ int sae__saelens_arch(int arch);
 /* ---- SAELens's cfg.json (saelens_config.c) --------------------------------------- */
 
 #define SAE_CONFIG_FILE "cfg.json"
+#define SAE_WEIGHTS_FILE "sae_weights.safetensors"
+#define SAE_OPTIMIZER_FILE "optimizer.safetensors"
 
 /* What a cfg.json says about the SAE, as SAELens would build it. */
 typedef struct sae_saelens_config {
@@ -66,7 +70,7 @@ typedef struct sae_saelens_config {
     uint64_t k;           /* TopK: k (always given) */
 } sae_saelens_config;
 
-/* Write m's cfg.json to sink. */
+/* Write m's cfg.json to sink (a shard: the whole model's d_sae). */
 int sae__config_write(const sae_model *m, const sae_st_sink *sink);
 
 /* Read and check dir/cfg.json into *cfg (cfg->arch -1 if there is none).
@@ -81,11 +85,44 @@ int sae__config_read(const char *dir, sae_saelens_config *cfg);
 int sae__model_file_encode(const sae_model *m, const sae_st_sink *sink, size_t *size);
 int sae__optimizer_file_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size);
 
+/* Everything a model file is made of. Points into itself: not to be copied.
+ * The shapes are the whole model's; for a shard, the data are its slices
+ * (see collective.c) and the JumpReLU log thresholds' hex digits are left
+ * to be placed (hex_floats NULL). */
+enum { SAE_MODEL_MAX_TENSORS = 5, SAE_MODEL_MAX_META = 5, SAE_OPT_MAX_TENSORS = 11 };
+typedef struct sae_model_contents {
+    sae_st_out t[SAE_MODEL_MAX_TENSORS];
+    size_t n_t;
+    sae_st_kv meta[SAE_MODEL_MAX_META];
+    size_t n_meta;
+    char k_text[SAE_DECIMAL_BYTES];
+    char threshold_text[SAE_HEX_DOUBLE_BYTES];
+    float saelens_threshold; /* BatchTopK: the threshold SAELens gets */
+} sae_model_contents;
+
+void sae__model_contents(const sae_model *m, sae_model_contents *c);
+
+/* The tensors of o's file (shapes of the whole model; a shard's data are its
+ * slices); returns their count. */
+size_t sae__optimizer_tensors(const sae_optimizer *o, sae_st_out t[SAE_OPT_MAX_TENSORS]);
+
+/* The metadata of o's file: keys and values in one allocation (*block, to
+ * free with sae__free). step: room for the step's decimal. */
+int sae__optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
+                            char step[SAE_DECIMAL_BYTES]);
+
 /* Load from src: the model (cfg: what a cfg.json beside it said, or NULL),
- * the optimizer for models shaped like m. On error *out is untouched and the
- * detail says what in the file was wrong. */
+ * or with end > 0 its features [begin, end) as a shard; the optimizer for
+ * models shaped like m (a shard's: its features' part). On error *out is
+ * untouched and the detail says what in the file was wrong. */
 int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg,
-                         sae_model **out);
+                         size_t begin, size_t end, sae_model **out);
 int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_optimizer **out);
+
+/* A float tensor whose first axis (or, with columns, second axis) is the
+ * features: features [begin, end) of it into dst (transposed with columns,
+ * as W_enc is kept); all of it when end is 0. */
+int sae__read_f32_part(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                       float *dst, bool columns, size_t begin, size_t end);
 
 #endif /* LIBSAE_CHECKPOINT_H */

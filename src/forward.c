@@ -27,6 +27,7 @@
  * their bit patterns read as unsigned integers).
  */
 #include "internal.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <cblas.h>
@@ -408,11 +409,12 @@ static void radix_count_range(void *ctx, size_t begin, size_t end, int tid)
     }
 }
 
-static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, uint64_t *hist,
-                               sae_pool *pool)
+static int batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, uint64_t *hist,
+                          sae_pool *pool, sae_par_step *par, uint32_t *kth)
 {
     const int n_threads = sae__pool_threads(pool);
     radix_task r = {f, d, hist, 0, 0, 16};
+    *kth = 0;
     for (int level = 0; level < 2; level++) {
         r.shift = level == 0 ? 16 : 0;
         memset(hist, 0, (size_t)n_threads * 65536 * sizeof(uint64_t));
@@ -420,6 +422,9 @@ static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, 
         for (int h = 1; h < n_threads; h++)
             for (size_t b = 0; b < 65536; b++)
                 hist[b] += hist[(size_t)h * 65536 + b];
+        int rc = sae__par_batch_hist(par, hist); /* a distributed batch: every rank's */
+        if (rc != SAE_OK)
+            return rc;
         /* walk buckets from the largest values down */
         uint64_t seen = 0;
         size_t bucket = 65536;
@@ -429,12 +434,13 @@ static uint32_t batch_kth_bits(const float *f, size_t rows, size_t d, size_t K, 
             seen += hist[bucket];
         }
         if (bucket == (size_t)-1)
-            return 0; /* fewer than K positive values */
+            return SAE_OK; /* fewer than K positive values */
         K -= (size_t)seen;
         r.prefix |= (uint32_t)bucket << r.shift;
         r.prefix_mask |= 0xFFFFu << r.shift;
     }
-    return r.prefix;
+    *kth = r.prefix;
+    return SAE_OK;
 }
 
 typedef struct select_task {
@@ -444,14 +450,15 @@ typedef struct select_task {
     const sae_encoded *out;
     size_t *ties;   /* per token: its ties at the K-th value, then those it keeps */
     float kth_value;
+    bool min_positive; /* also each thread's smallest positive value (distributed) */
     uint32_t min_bits[SAE_MAX_THREADS];
 } select_task;
 
 /* Per token: entries above the K-th value (into out->active) and equal to it. */
 static void count_ties_range(void *ctx, size_t begin, size_t end, int tid)
 {
-    (void)tid;
     select_task *s = ctx;
+    uint32_t min_bits = UINT32_MAX;
     for (size_t t = begin; t < end; t++) {
         size_t above = 0, ties = 0;
         const float *row = s->f + t * s->d;
@@ -459,9 +466,15 @@ static void count_ties_range(void *ctx, size_t begin, size_t end, int tid)
             above += row[i] > s->kth_value;
             ties += s->kth_value > 0.0f && row[i] == s->kth_value;
         }
+        for (size_t i = 0; s->min_positive && i < s->d; i++) {
+            uint32_t b = float_bits(row[i]);
+            if (row[i] > 0.0f && b < min_bits)
+                min_bits = b;
+        }
         s->ties[t] = ties;
         s->out->active[t] = above;
     }
+    s->min_bits[tid] = min_bits;
 }
 
 /* Keep what is selected, zero the rest; statistics and the mask per token. */
@@ -496,47 +509,77 @@ static void keep_selected_range(void *ctx, size_t begin, size_t end, int tid)
     s->min_bits[tid] = min_bits;
 }
 
-float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
-                      const sae_encoded *out, size_t *ties, uint64_t *radix_hist, sae_pool *pool)
+/* The smallest of the threads' bit patterns, as a float (0 if none). */
+static float min_of_threads(const select_task *s, int n_threads)
+{
+    uint32_t min_bits = UINT32_MAX;
+    for (int h = 0; h < n_threads; h++)
+        min_bits = s->min_bits[h] < min_bits ? s->min_bits[h] : min_bits;
+    float v;
+    memcpy(&v, &min_bits, sizeof v);
+    return min_bits == UINT32_MAX ? 0.0f : v;
+}
+
+int sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
+                    const sae_encoded *out, size_t *ties, uint64_t *radix_hist, sae_pool *pool,
+                    sae_par_step *par, float *min_kept)
 {
     const int n_threads = sae__pool_threads(pool);
-    size_t K = rows * k;
-    select_task s = {.f = f, .d = d, .norms = norms, .out = out, .ties = ties};
-    uint32_t kth = batch_kth_bits(f, rows, d, K, radix_hist, pool);
+    /* the batch: these rows, or a data-parallel step's global batch */
+    size_t K = (par && par->data ? par->n_global : rows) * k;
+    select_task s = {.f = f, .d = d, .norms = norms, .out = out, .ties = ties,
+                     .min_positive = par != NULL};
+    uint32_t kth;
+    int rc = batch_kth_bits(f, rows, d, K, radix_hist, pool, par, &kth);
+    if (rc != SAE_OK)
+        return rc;
     memcpy(&s.kth_value, &kth, sizeof s.kth_value);
     /* values above the K-th are kept; ties at it are kept in token, then
      * feature order until K: count ties per token, then each token's allowance */
+    for (int h = 0; h < n_threads; h++)
+        s.min_bits[h] = UINT32_MAX;
     sae__parallel_for(pool, rows, count_ties_range, &s);
     size_t above_total = 0;
     for (size_t t = 0; t < rows; t++)
         above_total += out->active[t];
-    size_t ties_left = kth ? K - above_total : 0;
-    for (size_t t = 0; t < rows; t++) {
-        size_t take = ties[t] < ties_left ? ties[t] : ties_left;
-        ties[t] = take;
-        ties_left -= take;
+    float min_positive = min_of_threads(&s, n_threads);
+    if (par) { /* the ranks' shares of the ties, in the global order */
+        rc = sae__par_batch_ties(par, ties, rows, K, kth != 0, &above_total, &min_positive);
+        if (rc != SAE_OK)
+            return rc;
+    } else {
+        size_t ties_left = kth ? K - above_total : 0;
+        for (size_t t = 0; t < rows; t++) {
+            size_t take = ties[t] < ties_left ? ties[t] : ties_left;
+            ties[t] = take;
+            ties_left -= take;
+        }
     }
     for (int h = 0; h < n_threads; h++)
         s.min_bits[h] = UINT32_MAX;
     sae__parallel_for(pool, rows, keep_selected_range, &s);
-    uint32_t min_bits = UINT32_MAX;
-    for (int h = 0; h < n_threads; h++)
-        min_bits = s.min_bits[h] < min_bits ? s.min_bits[h] : min_bits;
-    float min_kept;
-    memcpy(&min_kept, &min_bits, sizeof min_kept);
-    return min_bits == UINT32_MAX ? 0.0f : min_kept;
+    /* the smallest value kept: the K-th if there were K positive values, else
+     * the smallest positive one (over every rank) */
+    *min_kept = par ? (kth ? s.kth_value : min_positive) : min_of_threads(&s, n_threads);
+    return SAE_OK;
 }
 
 /* ---- the decoder ------------------------------------------------------------------ */
 
-void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat)
+void sae__forward_decode_onto(const sae_model *m, const float *f, size_t rows, const float *base,
+                              float *x_hat)
 {
     const size_t d_in = m->d_in;
-    const float *b_dec = sae__b_dec(m);
-    for (size_t t = 0; t < rows; t++)
-        memcpy(x_hat + t * d_in, b_dec, d_in * sizeof(float));
+    for (size_t t = 0; base && t < rows; t++)
+        memcpy(x_hat + t * d_in, base, d_in * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_in, (int)m->d_sae,
-                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)d_in, 1.0f, x_hat, (int)d_in);
+                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)d_in, base ? 1.0f : 0.0f, x_hat,
+                (int)d_in);
+}
+
+void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat)
+{
+    sae__forward_decode_onto(m, f, rows, sae__b_dec(m), x_hat);
 }
 
 /* ---- the forward pass for read-only callers ----------------------------------------- */

@@ -15,7 +15,9 @@ int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
     static const char fn[] = "sae_encode";
     if (!m)
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
     if (rc == SAE_OK)
@@ -77,7 +79,9 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
     static const char fn[] = "sae_decode";
     if (!m)
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "x_hat", x_hat, n_tokens, "n_tokens", m->d_in, "d_in",
                              sizeof(float));
@@ -124,7 +128,9 @@ int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda,
     static const char fn[] = "sae_loss";
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc != SAE_OK)
         return rc;
     if (!isfinite(lambda))
@@ -148,7 +154,9 @@ int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out)
     static const char fn[] = "sae_fvu";
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc != SAE_OK)
         return rc;
     if (n_tokens < 2)

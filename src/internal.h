@@ -66,6 +66,8 @@ static inline size_t sae__block_rows(size_t n_tokens, size_t t0, size_t block)
 }
 
 typedef struct sae_pool sae_pool; /* threads.c */
+typedef struct sae_par sae_par;           /* distributed training (parallel.h) */
+typedef struct sae_par_step sae_par_step;
 
 /* ---- allocation (alloc.c) -------------------------------------------------
  * Every allocation in the library goes through these, so tests can count bytes
@@ -170,7 +172,29 @@ struct sae_model {
     /* max |p| over all parameters: lets the optimizer prove cheaply that an
      * update cannot overflow. Kept exact by every function that writes params. */
     float param_absmax;
+    /* A shard of a feature-sharded model (sae_model_create_shard) holds
+     * features [shard_begin, shard_begin + d_sae) of d_sae_total (a whole
+     * model: 0 and d_sae; 0 and 0 in a zeroed struct, which is whole too). */
+    size_t shard_begin, d_sae_total;
 };
+
+/* Create features [begin, end) of the model sae_model_create_arch(d_in,
+ * d_sae, seed, arch, param) creates: exactly its slice (a whole model:
+ * 0, d_sae). SAE_E_INVALID_ARG / SAE_E_NONFINITE / SAE_E_NOMEM as there, and
+ * for an empty or out-of-range slice. */
+int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
+                      uint64_t seed, int arch, double param);
+
+/* SAE_E_STATE (naming fn) if m is a shard: for functions that need every
+ * feature (shard.c). */
+int sae__check_whole(const char *fn, const sae_model *m);
+
+/* Whether m is a proper part of a feature-sharded model, and its d_sae_total. */
+static inline bool sae__is_shard(const sae_model *m) { return m->d_sae_total > m->d_sae; }
+static inline size_t sae__total_features(const sae_model *m)
+{
+    return m->d_sae_total > m->d_sae ? m->d_sae_total : m->d_sae;
+}
 
 static inline float *sae__w_enc_t(const sae_model *m) { return m->params + m->lay.w_enc_t; }
 static inline float *sae__w_dec(const sae_model *m) { return m->params + m->lay.w_dec; }
@@ -466,12 +490,21 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
  * x_hat: rows x d_in). */
 void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat);
 
+/* The same onto another base row (d_in floats; NULL: zeros): x_hat = f W_dec
+ * + base. A feature shard decodes its part of x_hat so. */
+void sae__forward_decode_onto(const sae_model *m, const float *f, size_t rows, const float *base,
+                              float *x_hat);
+
 /* BatchTopK's training selection: keep the rows * k largest values of the
  * ReLU'd block f (rows x d) over all rows, zero the rest, and rewrite out's
  * l1, active, pairs and mask. ties: rows counters of scratch. radix_hist:
- * pool threads x 65536 counters. Returns the smallest value kept. */
-float sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
-                      const sae_encoded *out, size_t *ties, uint64_t *radix_hist, sae_pool *pool);
+ * pool threads x 65536 counters. *min_kept = the smallest value kept. With
+ * par (a distributed step), the selection spans every rank's batch (a
+ * data-parallel step's global batch of n k values) or features; the ranks
+ * exchange (SAE_E_COMM, or another rank's failure, is returned). */
+int sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norms,
+                    const sae_encoded *out, size_t *ties, uint64_t *radix_hist, sae_pool *pool,
+                    sae_par_step *par, float *min_kept);
 
 /* The forward pass for read-only callers (sae_encode, sae_loss, sae_fvu,
  * resampling, metrics), on the calling thread, with per-call scratch (so
@@ -644,6 +677,9 @@ typedef struct sae_step_config {
     size_t k_aux;
     const uint8_t *dead;  /* d_sae flags for AuxK, NULL when it is off */
     double bandwidth;     /* JumpReLU's eps */
+    size_t loss_tokens;   /* the tokens the loss averages over: the global batch
+                             of a data-parallel step (0: n_tokens) */
+    sae_par_step *par;    /* a distributed step's exchanges (parallel.h), or NULL */
 } sae_step_config;
 
 typedef struct sae_backward_result {
@@ -675,7 +711,7 @@ void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, bool 
 /* Decode tokens [t0, t0 + count) from the CSR: out row t of ws->dxh =
  * scale * (base + sum_k f_k W_dec[i_k,:] - target row t - t0), and
  * ws->l2_tok[t] = the squared norm before scaling. target rows may be the
- * output rows themselves. */
+ * output rows themselves; a NULL target is zeros. */
 void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
                              const float *base, float scale, sae_workspace *ws, sae_pool *pool);
 
@@ -775,6 +811,8 @@ struct sae_optimizer {
     float m2_max;        /* max m2 after the last update */
     uint64_t *since_fired; /* d_sae: training tokens since each feature last fired */
     sae_workspace ws;
+    size_t shard_begin, d_sae_total; /* the model's (a shard's: see struct sae_model) */
+    sae_par *par;        /* attached communicators (sae_optimizer_set_comm), or NULL */
 };
 
 /* ---- training recipe (schedule.c) ---------------------------------------- */

@@ -43,7 +43,9 @@ int sae_feature_fire_counts(const sae_model *m, const float *x, size_t n_tokens,
     if (count != m->d_sae)
         return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae = %zu", fn, count,
                          m->d_sae);
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
     if (rc != SAE_OK)
@@ -69,7 +71,9 @@ int sae_feature_density_histogram(const sae_model *m, const float *x, size_t n_t
     if (!m || !counts || !n_dead)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
                          !m ? "m" : !counts ? "counts" : "n_dead");
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "counts", counts, n_bins, "n_bins", 1, "1", sizeof(uint64_t));
     if (rc != SAE_OK)

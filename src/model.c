@@ -89,14 +89,15 @@ void sae__mean_rows(const float *x, size_t n, size_t d, double *mean)
 }
 
 /* One random direction of L2 norm 0.1 in each row, from an independent stream
- * per row (so rows could be drawn in any order or in parallel). */
+ * per row, numbered by the feature's index in the whole model (so rows could
+ * be drawn in any order or in parallel, and a shard draws exactly its rows). */
 static void init_decoder_rows(sae_model *m, uint64_t seed)
 {
     float *w_dec = sae__w_dec(m);
     for (size_t i = 0; i < m->d_sae; i++) {
         float *row = w_dec + i * m->d_in;
         sae_rng rng;
-        sae_rng_seed(&rng, seed, (uint64_t)i);
+        sae_rng_seed(&rng, seed, (uint64_t)(m->shard_begin + i));
         double sum;
         do {
             sum = 0.0;
@@ -112,49 +113,46 @@ static void init_decoder_rows(sae_model *m, uint64_t seed)
     }
 }
 
-static int create(const char *fn, sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
-                  int arch, double param)
+int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
+                      uint64_t seed, int arch, double param)
 {
     if (!out)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
+        return SAE_E_INVALID_ARG;
     *out = NULL;
     sae_layout lay;
     /* CBLAS takes dimensions as int. */
-    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: d_in = %zu, d_sae = %zu: each must be 1 to %d",
-                         fn, d_in, d_sae, INT_MAX);
-    if (!sae__layout_init(&lay, d_in, d_sae, arch == SAE_ARCH_JUMPRELU))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: d_in x d_sae = %zu x %zu parameters: their "
-                         "byte size overflows size_t", fn, d_in, d_sae);
+    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX || begin >= end ||
+        end > d_sae || !sae__layout_init(&lay, d_in, end - begin, arch == SAE_ARCH_JUMPRELU))
+        return SAE_E_INVALID_ARG;
     if (!isfinite(param))
-        return sae__fail(SAE_E_NONFINITE, "%s: param is %g", fn, param);
+        return SAE_E_NONFINITE;
     size_t k = 0;
     switch (arch) {
     case SAE_ARCH_RELU:
         if (param != 0.0)
-            return sae__fail(SAE_E_INVALID_ARG, "%s: param = %g: a ReLU SAE takes 0", fn, param);
+            return SAE_E_INVALID_ARG;
         break;
     case SAE_ARCH_TOPK:
     case SAE_ARCH_BATCHTOPK:
         if (param < 1.0 || param > (double)d_sae || param != floor(param))
-            return sae__fail(SAE_E_INVALID_ARG, "%s: k = %g is not a whole number in "
-                             "[1, d_sae = %zu]", fn, param, d_sae);
+            return SAE_E_INVALID_ARG;
         k = (size_t)param;
         break;
     case SAE_ARCH_JUMPRELU:
         /* log(theta) must be a finite float */
         if (!(param >= 1e-30 && param <= 1e30))
-            return sae__fail(SAE_E_INVALID_ARG, "%s: threshold %g is not in [1e-30, 1e30]", fn,
-                             param);
+            return SAE_E_INVALID_ARG;
         break;
     default:
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not an architecture", fn, arch);
+        return SAE_E_INVALID_ARG;
     }
     sae_model *m = sae__alloc_zero(sizeof *m);
     if (!m)
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the model", fn);
+        return SAE_E_NOMEM;
     m->d_in = d_in;
-    m->d_sae = d_sae;
+    m->d_sae = end - begin;
+    m->shard_begin = begin;
+    m->d_sae_total = d_sae;
     m->arch = arch;
     m->k = k;
     m->batch_threshold = -1.0f;
@@ -162,11 +160,11 @@ static int create(const char *fn, sae_model **out, size_t d_in, size_t d_sae, ui
     m->params = sae__alloc_zero(lay.total * sizeof(float));
     if (!m->params) {
         sae__free(m);
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu parameters", fn, lay.total);
+        return SAE_E_NOMEM;
     }
     init_decoder_rows(m, seed);
     /* W_enc = W_dec^T, and the model stores W_enc transposed: a plain copy. */
-    memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * d_sae * sizeof(float));
+    memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * m->d_sae * sizeof(float));
     float log_theta = (float)log(param);
     for (size_t i = 0; i < lay.log_thr_count; i++)
         sae__log_thr(m)[i] = log_theta;
@@ -178,12 +176,12 @@ static int create(const char *fn, sae_model **out, size_t d_in, size_t d_sae, ui
 int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
                           double param)
 {
-    return create("sae_model_create_arch", out, d_in, d_sae, seed, arch, param);
+    return sae__model_create(out, d_in, d_sae, 0, d_sae, seed, arch, param);
 }
 
 int sae_model_create(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed)
 {
-    return create("sae_model_create", out, d_in, d_sae, seed, SAE_ARCH_RELU, 0.0);
+    return sae_model_create_arch(out, d_in, d_sae, seed, SAE_ARCH_RELU, 0.0);
 }
 
 int sae_model_arch(const sae_model *m) { return m ? m->arch : -1; }

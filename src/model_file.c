@@ -46,24 +46,11 @@ int sae__saelens_arch(int arch) { return arch == SAE_ARCH_BATCHTOPK ? SAE_ARCH_J
 
 /* ---- writing -------------------------------------------------------------------- */
 
-enum { MODEL_MAX_TENSORS = 5, MODEL_MAX_META = 5 };
-
-/* Everything a model file is made of. Points into itself: not to be copied. */
-typedef struct model_contents {
-    sae_st_out t[MODEL_MAX_TENSORS];
-    size_t n_t;
-    sae_st_kv meta[MODEL_MAX_META];
-    size_t n_meta;
-    char k_text[SAE_DECIMAL_BYTES];
-    char threshold_text[SAE_HEX_DOUBLE_BYTES];
-    float saelens_threshold; /* BatchTopK: the threshold SAELens gets */
-} model_contents;
-
 /* The tensors in the order safetensors.torch.save_file would write them (by
  * name), then the metadata. */
-static void model_contents_init(const sae_model *m, model_contents *c)
+void sae__model_contents(const sae_model *m, sae_model_contents *c)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_sae = sae__total_features(m);
     memset(c, 0, sizeof *c);
     const sae_st_values as_is = SAE_ST_AS_IS;
     c->t[0] = (sae_st_out){"W_dec", SAE_ST_F32, 2, {d_sae, d_in}, sae__w_dec(m), false, as_is};
@@ -92,14 +79,15 @@ static void model_contents_init(const sae_model *m, model_contents *c)
          * it; and t itself, exactly (log(exp(t)) in float is not always t). */
         c->t[c->n_t++] = (sae_st_out){THRESHOLD_NAME, SAE_ST_F32, 1, {d_sae, 0}, sae__log_thr(m),
                                       false, SAE_ST_EXP};
-        c->meta[c->n_meta++] = (sae_st_kv){META_LOG_THRESHOLD, NULL, sae__log_thr(m), d_sae};
+        c->meta[c->n_meta++] = (sae_st_kv){META_LOG_THRESHOLD, NULL,
+                                           sae__is_shard(m) ? NULL : sae__log_thr(m), d_sae};
     }
 }
 
 int sae__model_file_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
 {
-    model_contents c;
-    model_contents_init(m, &c);
+    sae_model_contents c;
+    sae__model_contents(m, &c);
     if (!size)
         return sae__st_write(sink, c.meta, c.n_meta, c.t, c.n_t);
     if (!sae__st_size(c.meta, c.n_meta, c.t, c.n_t, size))
@@ -276,6 +264,43 @@ static int read_tensor(const sae_st_source *src, const sae_st_header *h, const s
     return rc == SAE_OK ? rc : sae__fail_context(rc, "tensor \"%s\"", t->name);
 }
 
+/* A shard's part of a float tensor whose first axis (rows of a rank-2
+ * tensor, whole) or, with columns, second axis is the features: features
+ * [begin, end), to dst ((end - begin) x shape[0], transposed, as W_enc is
+ * kept, with columns). The whole tensor when end is 0. */
+int sae__read_f32_part(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                       float *dst, bool columns, size_t begin, size_t end)
+{
+    const size_t rows = (size_t)t->shape[0], cols = t->rank == 2 ? (size_t)t->shape[1] : 1;
+    if (end == 0)
+        return read_tensor(src, h, t, dst, columns ? cols : 0, columns);
+    if (!sae__st_is_float(t->dtype) || t->count == 0)
+        return BAD("tensor \"%s\": not a float tensor", t->name);
+    const uint64_t esize = (t->end - t->begin) / t->count;
+    sae_st_tensor part = *t;
+    if (!columns) { /* rows [begin, end): one run */
+        part.begin = t->begin + (uint64_t)begin * cols * esize;
+        part.count = (uint64_t)(end - begin) * cols;
+        part.end = part.begin + part.count * esize;
+        return read_tensor(src, h, &part, dst, 0, false);
+    }
+    const size_t width = end - begin; /* a run of each row, gathered into a column of dst */
+    float *run = sae__alloc(width * sizeof(float));
+    if (!run)
+        return sae__fail(SAE_E_NOMEM, "out of memory for %zu floats", width);
+    int rc = SAE_OK;
+    for (size_t r = 0; r < rows && rc == SAE_OK; r++) {
+        part.begin = t->begin + ((uint64_t)r * cols + begin) * esize;
+        part.count = width;
+        part.end = part.begin + width * esize;
+        rc = read_tensor(src, h, &part, run, 0, false);
+        for (size_t c = 0; rc == SAE_OK && c < width; c++)
+            dst[c * rows + r] = run[c];
+    }
+    sae__free(run);
+    return rc;
+}
+
 /* JumpReLU: the thresholds theta (each in [1e-30, 1e30], the range of
  * sae_model_create_arch, so that exp(log(theta)) stays finite) become the log
  * thresholds t: exactly those of libsae_log_threshold when the file has them
@@ -283,54 +308,57 @@ static int read_tensor(const sae_st_source *src, const sae_st_header *h, const s
  * differ from ours in the last bit), else logf(theta) as
  * sae_model_set_tensor computes them. */
 static int read_log_thresholds(const sae_st_source *src, const sae_st_header *h,
-                               const model_plan *p, sae_model *m)
+                               const model_plan *p, sae_model *m, size_t end)
 {
     float *t = sae__log_thr(m);
-    int rc = read_tensor(src, h, p->threshold, t, 0, false);
+    const size_t begin = m->shard_begin;
+    int rc = sae__read_f32_part(src, h, p->threshold, t, false, begin, end);
     if (rc != SAE_OK)
         return rc;
     for (size_t i = 0; i < m->d_sae; i++) {
         const float theta = t[i];
         if (!(theta >= 1e-30f && theta <= 1e30f))
-            return BAD("tensor \"" THRESHOLD_NAME "\": feature %zu: %g is not in [1e-30, 1e30]", i,
-                       (double)theta);
+            return BAD("tensor \"" THRESHOLD_NAME "\": feature %zu: %g is not in [1e-30, 1e30]",
+                       begin + i, (double)theta);
         if (!p->log_hex) {
             t[i] = logf(theta);
             continue;
         }
         uint64_t bits = 0;
-        sae__parse_hex(p->log_hex + 8 * i, 8, &bits); /* checked by plan_values */
+        sae__parse_hex(p->log_hex + 8 * (begin + i), 8, &bits); /* checked by plan_values */
         uint32_t bits32 = (uint32_t)bits;
         float exact;
         memcpy(&exact, &bits32, sizeof exact);
         if (!(fabsf(expf(exact) - theta) <= theta * 0x1p-20f))
             return BAD("\"" META_LOG_THRESHOLD "\": feature %zu: exp(%g) is not the threshold %g",
-                       i, (double)exact, (double)theta);
+                       begin + i, (double)exact, (double)theta);
         t[i] = exact;
     }
     return SAE_OK;
 }
 
 /* BatchTopK: every threshold must be the one SAELens was given for
- * libsae_threshold (itself, or 0 while it is unset). scratch: d_sae floats. */
+ * libsae_threshold (itself, or 0 while it is unset). scratch: m->d_sae floats
+ * (a shard checks its features). */
 static int read_batch_threshold(const sae_st_source *src, const sae_st_header *h,
-                                const model_plan *p, sae_model *m, float *scratch)
+                                const model_plan *p, sae_model *m, float *scratch, size_t end)
 {
-    int rc = read_tensor(src, h, p->threshold, scratch, 0, false);
+    int rc = sae__read_f32_part(src, h, p->threshold, scratch, false, m->shard_begin, end);
     if (rc != SAE_OK)
         return rc;
     const float want = p->batch_threshold > 0.0f ? p->batch_threshold : 0.0f;
     for (size_t i = 0; i < m->d_sae; i++)
         if (scratch[i] != want)
             return BAD("tensor \"" THRESHOLD_NAME "\": feature %zu holds %g, not the recorded "
-                       "threshold %g", i, (double)scratch[i], (double)want);
+                       "threshold %g", m->shard_begin + i, (double)scratch[i], (double)want);
     m->batch_threshold = p->batch_threshold;
     return SAE_OK;
 }
 
-/* Older SAELens files' decoder scales must be all ones. scratch: d_sae floats. */
+/* Older SAELens files' decoder scales must be all ones (a shard checks its
+ * features [begin, end); end 0: all). scratch: the model's d_sae floats. */
 static int check_scales(const sae_st_source *src, const sae_st_header *h, size_t d_sae,
-                        float *scratch)
+                        size_t begin, size_t end, float *scratch)
 {
     for (size_t k = 0; k < sizeof scale_tensors / sizeof scale_tensors[0]; k++) {
         const sae_st_tensor *s = sae__st_find(h, scale_tensors[k]);
@@ -338,19 +366,19 @@ static int check_scales(const sae_st_source *src, const sae_st_header *h, size_t
             continue;
         if (!sae__st_shape_is(s, 1, d_sae, 0))
             return BAD("tensor \"%s\": not [d_sae] = [%zu]", scale_tensors[k], d_sae);
-        int rc = read_tensor(src, h, s, scratch, 0, false);
+        int rc = sae__read_f32_part(src, h, s, scratch, false, begin, end);
         if (rc != SAE_OK)
             return rc;
-        for (size_t i = 0; i < d_sae; i++)
+        for (size_t i = 0; i < (end ? end - begin : d_sae); i++)
             if (scratch[i] != 1.0f)
                 return BAD("tensor \"%s\": feature %zu scales the decoder by %g, not 1",
-                           scale_tensors[k], i, (double)scratch[i]);
+                           scale_tensors[k], begin + i, (double)scratch[i]);
     }
     return SAE_OK;
 }
 
 int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg,
-                         sae_model **out)
+                         size_t begin, size_t end, sae_model **out)
 {
     sae_st_header h;
     int rc = sae__st_read_header(src, &h);
@@ -362,26 +390,34 @@ int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg
     if ((rc = plan_model(&h, cfg, &plan)) != SAE_OK)
         goto cleanup;
     const size_t d_in = (size_t)plan.d_in, d_sae = (size_t)plan.d_sae;
-    rc = sae_model_create_arch(&m, d_in, d_sae, 0, plan.arch,
-                               plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k);
+    if (end > d_sae) { /* a slice this model does not have */
+        rc = sae__fail(SAE_E_INVALID_ARG, "features [%zu, %zu) of a model of d_sae = %zu", begin,
+                       end, d_sae);
+        goto cleanup;
+    }
+    rc = sae__model_create(&m, d_in, d_sae, begin, end ? end : d_sae, 0, plan.arch,
+                           plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k);
     if (rc != SAE_OK) {
         rc = rc == SAE_E_NOMEM ? rc : BAD("a model of [%zu, %zu] cannot be made", d_in, d_sae);
         goto cleanup;
     }
-    if (!(scratch = sae__alloc(d_sae * sizeof(float)))) {
-        rc = sae__fail(SAE_E_NOMEM, "out of memory for %zu floats", d_sae);
+    if (!(scratch = sae__alloc(m->d_sae * sizeof(float)))) {
+        rc = sae__fail(SAE_E_NOMEM, "out of memory for %zu floats", m->d_sae);
         goto cleanup;
     }
-    if ((rc = check_scales(src, &h, d_sae, scratch)) != SAE_OK)
+    if ((rc = check_scales(src, &h, d_sae, begin, end, scratch)) != SAE_OK)
         goto cleanup;
     if (plan.arch == SAE_ARCH_BATCHTOPK)
-        rc = read_batch_threshold(src, &h, &plan, m, scratch);
+        rc = read_batch_threshold(src, &h, &plan, m, scratch, end);
     else if (plan.arch == SAE_ARCH_JUMPRELU)
-        rc = read_log_thresholds(src, &h, &plan, m);
+        rc = read_log_thresholds(src, &h, &plan, m, end);
     if (rc != SAE_OK ||
-        (rc = read_tensor(src, &h, sae__st_find(&h, "W_enc"), sae__w_enc_t(m), d_sae, true)) != SAE_OK ||
-        (rc = read_tensor(src, &h, sae__st_find(&h, "W_dec"), sae__w_dec(m), 0, false)) != SAE_OK ||
-        (rc = read_tensor(src, &h, sae__st_find(&h, "b_enc"), sae__b_enc(m), 0, false)) != SAE_OK ||
+        (rc = sae__read_f32_part(src, &h, sae__st_find(&h, "W_enc"), sae__w_enc_t(m), true, begin,
+                                 end)) != SAE_OK ||
+        (rc = sae__read_f32_part(src, &h, sae__st_find(&h, "W_dec"), sae__w_dec(m), false, begin,
+                                 end)) != SAE_OK ||
+        (rc = sae__read_f32_part(src, &h, sae__st_find(&h, "b_enc"), sae__b_enc(m), false, begin,
+                                 end)) != SAE_OK ||
         (rc = read_tensor(src, &h, sae__st_find(&h, "b_dec"), sae__b_dec(m), 0, false)) != SAE_OK)
         goto cleanup;
     sae__model_refresh_absmax(m);

@@ -9,6 +9,7 @@
  * before anything is written.
  */
 #include "internal.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <float.h>
@@ -30,6 +31,8 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
+    o->shard_begin = m->shard_begin;
+    o->d_sae_total = sae__total_features(m);
     sae__options_init(&o->opt);
     size_t bytes = m->lay.total * sizeof(float); /* bounded by the layout check */
     o->grad = sae__alloc_zero(bytes);
@@ -38,8 +41,7 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->since_fired = o->m2 ? sae__alloc_zero(m->d_sae * sizeof(uint64_t)) : NULL;
     if (!o->since_fired) {
         sae_optimizer_free(o);
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the moments of %zu parameters", fn,
-                         m->lay.total);
+        return SAE_E_NOMEM;
     }
     *out = o;
     return SAE_OK;
@@ -50,6 +52,7 @@ void sae_optimizer_free(sae_optimizer *o)
     if (!o)
         return;
     sae__workspace_free(&o->ws);
+    sae__par_free(o->par);
     sae__free(o->since_fired);
     sae__free(o->m2);
     sae__free(o->m1);
@@ -299,7 +302,8 @@ static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
     size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
         k_aux = m->d_in / 2 > 0 ? m->d_in / 2 : 1;
-    return k_aux < m->d_sae ? k_aux : m->d_sae;
+    const size_t d_sae = sae__total_features(m); /* a shard picks among all features */
+    return k_aux < d_sae ? k_aux : d_sae;
 }
 
 static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
@@ -313,11 +317,86 @@ static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
     return n_dead;
 }
 
-/* One Adam update of every parameter with the gradients in o->grad (global
- * norm `norm`), at step t with learning rate lr; nothing is written unless
- * every new value is finite. */
-static int adam_update(sae_model *m, sae_optimizer *o, double lr, uint64_t t, double norm)
+/* The pairs a distributed TopK or BatchTopK step can make, reserved before
+ * its exchanges begin (nothing may fail on one rank alone once they have):
+ * n k per rank (data-parallel BatchTopK: up to all of the global batch's
+ * n k), and n k_aux more with AuxK. ReLU and JumpReLU grow theirs as usual. */
+static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n_tokens,
+                                  size_t n_global, size_t k_aux)
 {
+    if (m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK)
+        return SAE_OK;
+    size_t main_pairs, aux_pairs, total;
+    size_t n = m->arch == SAE_ARCH_BATCHTOPK ? n_global : n_tokens;
+    if (!sae__mul(n, m->k, &main_pairs) || !sae__mul(n_tokens, k_aux, &aux_pairs) ||
+        !sae__add(main_pairs, aux_pairs, &total))
+        return SAE_E_NOMEM;
+    return sae__workspace_reserve_pairs(&o->ws, total, 0);
+}
+
+int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+{
+    static const char fn[] = "sae_step";
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    /* With communicators attached, a failure is not returned before the
+     * step's first exchange: the other ranks learn of it there, and every
+     * rank returns the same status. */
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    /* the moments must match the model's parameter block (JumpReLU has more) */
+    if (rc == SAE_OK &&
+        (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total ||
+         m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total))
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for another model "
+                       "(d_in %zu, d_sae %zu, %zu parameters; the model: %zu, %zu, %zu)", fn,
+                       o->d_in, o->d_sae, o->lay.total, m->d_in, m->d_sae, m->lay.total);
+    /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
+    uint64_t t = o->steps + 1;
+    double lr = 0.0, lambda = 0.0;
+    if (rc == SAE_OK)
+        rc = sae__schedule_values(o, t, &lr, &lambda);
+    /* ------------------------------------------------------------------------ */
+    const int n_threads = sae__resolve_threads(o->opt.threads);
+    size_t k_aux = auxk_setup(m, o);
+    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
+    if (rc == SAE_OK)
+        rc = sae__workspace_reserve(&o->ws, &shape);
+    sae_par_step ps, *par = NULL;
+    if (o->par) {
+        par = &ps;
+        rc = sae__par_begin(o, m, x, n_tokens, k_aux, rc, &ps);
+        if (rc != SAE_OK) /* agreed by every rank */
+            return rc;
+        /* a reservation that fails now: the others learn of it at the pass's
+         * next exchange */
+        ps.status = reserve_parallel_pairs(m, o, n_tokens, ps.n_global, k_aux);
+    } else if (rc != SAE_OK) {
+        return rc;
+    }
+    /* AuxK runs when some feature is dead (feature shards: in some shard) */
+    if (k_aux && mark_dead(o, o->ws.dead) == 0 && !(par && par->features && par->n_dead_total))
+        k_aux = 0;
+    sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
+                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth,
+                           par ? par->n_global : n_tokens, par};
+
+    sae_backward_result res;
+    memset(&res, 0, sizeof res);
+    /* (a distributed step runs the pass whatever this rank's status: its
+     * exchanges tell the others) */
+    rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
+    float param_absmax = m->param_absmax, m1_absmax = o->m1_absmax, m2_max = o->m2_max;
+    if (par) /* the ranks' gradients and statistics, or the first failure */
+        rc = sae__par_reduce(par, o, m, rc, &res, &param_absmax, &m1_absmax, &m2_max);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t n_loss = cfg.loss_tokens;
+    /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
+     * (it is summed in double, which finite float squares cannot overflow). */
+    if (!isfinite(res.grad_sumsq))
+        return SAE_E_NONFINITE;
+    double norm = sqrt(res.grad_sumsq);
+
     adam_consts c;
     c.beta1 = (float)o->opt.beta1;
     c.one_minus_beta1 = (float)(1.0 - o->opt.beta1);
@@ -326,86 +405,40 @@ static int adam_update(sae_model *m, sae_optimizer *o, double lr, uint64_t t, do
     c.step_size = (float)(lr / (1.0 - pow(o->opt.beta1, (double)t)));
     c.bc2_sqrt = (float)sqrt(1.0 - pow(o->opt.beta2, (double)t));
     c.eps = (float)o->opt.eps;
-    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip)
-                       ? (float)(o->opt.grad_clip / norm) : 1.0f;
-    if (!adam_provably_finite(&c, norm, m->param_absmax, o->m1_absmax, o->m2_max) &&
-        !adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL))
-        return sae__fail(SAE_E_NONFINITE, "the update would make a parameter or an Adam "
-                         "moment overflow (lr %g, gradient norm %g)", lr, norm);
+    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
+
+    /* every rank takes the same decision: the bound reads maxima over all */
+    if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
+        bool finite =
+            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL);
+        if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
+            return rc;
+        if (!finite)
+            return SAE_E_NONFINITE;
+    }
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
     m->param_absmax = mx.param_absmax;
     o->m1_absmax = mx.m1_absmax;
     o->m2_max = mx.m2_max;
-    return SAE_OK;
-}
+    o->steps = t;
 
-/* After a step of n_tokens tokens: the tokens since each feature fired, and
- * BatchTopK's threshold. */
-static void update_activity(sae_model *m, sae_optimizer *o, size_t n_tokens,
-                            const sae_backward_result *res)
-{
+    /* tokens since each feature last fired (last_fired counts in the batch the
+     * loss averages over: the global one of a data-parallel step) */
     for (size_t i = 0; i < o->d_sae; i++) {
         uint64_t last = o->ws.last_fired[i];
         uint64_t since = o->since_fired[i];
-        o->since_fired[i] = last ? n_tokens - last
-                                 : (since > UINT64_MAX - n_tokens ? UINT64_MAX : since + n_tokens);
+        o->since_fired[i] = last ? n_loss - last
+                                 : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
     }
-    if (m->arch == SAE_ARCH_BATCHTOPK && res->batch_min_kept > 0.0f) {
+    if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
         m->batch_threshold = m->batch_threshold < 0.0f
-                                 ? res->batch_min_kept
-                                 : beta * m->batch_threshold + (1.0f - beta) * res->batch_min_kept;
+                                 ? res.batch_min_kept
+                                 : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
     }
-}
-
-int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
-{
-    static const char fn[] = "sae_step";
-    if (!m || !o)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
-    /* the moments must match the model's parameter block (JumpReLU has more) */
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for a model of [%zu, "
-                         "%zu]%s, not this [%zu, %zu]%s", fn, o->d_in, o->d_sae,
-                         o->lay.log_thr_count ? " with thresholds" : "", m->d_in, m->d_sae,
-                         m->lay.log_thr_count ? " with thresholds" : "");
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
-    if (rc != SAE_OK)
-        return rc;
-    /* the lr and lambda of this step (schedule.c) */
-    uint64_t t = o->steps + 1;
-    double lr, lambda;
-    if ((rc = sae__schedule_values(o, t, &lr, &lambda)) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
-    const int n_threads = sae__resolve_threads(o->opt.threads);
-    size_t k_aux = auxk_setup(m, o);
-    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
-    if ((rc = sae__workspace_reserve(&o->ws, &shape)) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
-    if (k_aux && mark_dead(o, o->ws.dead) == 0)
-        k_aux = 0;
-    sae_step_config cfg = {lambda, o->opt.kernel, o->ws.pool, o->opt.auxk_coeff, k_aux,
-                           k_aux ? o->ws.dead : NULL, o->opt.jumprelu_bandwidth};
-
-    sae_backward_result res;
-    if ((rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res)) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
-    /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
-     * (it is summed in double, which finite float squares cannot overflow). */
-    if (!isfinite(res.grad_sumsq))
-        return sae__fail(SAE_E_NONFINITE, "%s: the gradients are not finite (the model's "
-                         "weights overflow on this batch)", fn);
-    sae_losses losses;
-    sae__losses_from_sums(&res.sums, n_tokens, m->arch, lambda, o->opt.auxk_coeff * res.aux_loss,
-                          &losses);
-    if ((rc = sae__check_losses(fn, &losses)) != SAE_OK)
-        return rc;
-    if ((rc = adam_update(m, o, lr, t, sqrt(res.grad_sumsq))) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
-    o->steps = t;
-    update_activity(m, o, n_tokens, &res);
     if (out)
-        *out = losses;
+        sae__losses_from_sums(&res.sums, n_loss, m->arch, lambda,
+                              o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
 }

@@ -11,7 +11,7 @@
 
 /* The Adam moments by parameter: W_dec, W_enc, b_dec, b_enc, and JumpReLU's
  * log thresholds (SAELens's name of the trained t). */
-enum { N_MOMENTS = 10, N_BASE_MOMENTS = 8, OPT_MAX_TENSORS = 1 + N_MOMENTS, OPT_FIXED_META = 4 };
+enum { N_MOMENTS = 10, N_BASE_MOMENTS = 8, OPT_MAX_TENSORS = SAE_OPT_MAX_TENSORS, OPT_FIXED_META = 4 };
 
 static const char *const moment_names[N_MOMENTS] = {
     "W_dec.exp_avg", "W_dec.exp_avg_sq", "W_enc.exp_avg", "W_enc.exp_avg_sq",
@@ -56,19 +56,18 @@ static void moment_shape(size_t k, size_t d_in, size_t d_sae, size_t *rank, size
 
 /* ---- writing -------------------------------------------------------------------- */
 
-/* The tensors of o's file; returns their count. */
-static size_t optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_MAX_TENSORS])
+size_t sae__optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_MAX_TENSORS])
 {
     /* the 8-byte counters first keep every tensor naturally aligned */
-    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae, 0}, o->since_fired, false,
-                        SAE_ST_AS_IS};
+    t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae_total, 0}, o->since_fired,
+                        false, SAE_ST_AS_IS};
     const size_t n = moment_count(&o->lay);
     for (size_t k = 0; k < n; k++) {
         sae_st_out *x = &t[1 + k];
         memset(x, 0, sizeof *x);
         x->name = moment_names[k];
         x->dtype = SAE_ST_F32;
-        moment_shape(k, o->d_in, o->d_sae, &x->rank, x->shape);
+        moment_shape(k, o->d_in, o->d_sae_total, &x->rank, x->shape);
         x->data = moment_view(o, k);
         x->transpose = k / 2 == 1; /* W_enc is stored transposed */
     }
@@ -83,8 +82,8 @@ typedef struct option_text {
 
 /* The metadata: format, version, step, and every option of the table in
  * increasing number. Keys and values live in one allocation, *block. */
-static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
-                              char step[SAE_DECIMAL_BYTES])
+int sae__optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, void **block,
+                            char step[SAE_DECIMAL_BYTES])
 {
     const size_t n_options = sae__option_count();
     size_t count = OPT_FIXED_META + n_options;
@@ -114,12 +113,12 @@ static int optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n,
 int sae__optimizer_file_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size)
 {
     sae_st_out t[OPT_MAX_TENSORS];
-    const size_t n_t = optimizer_tensors(o, t);
+    const size_t n_t = sae__optimizer_tensors(o, t);
     sae_st_kv *meta = NULL;
     size_t n_meta = 0;
     void *block = NULL;
     char step[SAE_DECIMAL_BYTES];
-    int rc = optimizer_metadata(o, &meta, &n_meta, &block, step);
+    int rc = sae__optimizer_metadata(o, &meta, &n_meta, &block, step);
     if (rc != SAE_OK)
         return rc;
     if (!size)
@@ -223,22 +222,40 @@ static int check_tensors(const sae_st_header *h, const sae_st_tensor *moments[N_
     return SAE_OK;
 }
 
-/* The moments into o; second moments, averages of squares, must be >= 0. */
+/* The moments into o; second moments, averages of squares, must be >= 0.
+ * An optimizer of a shard reads its features' part (b_dec's moments whole). */
 static int read_moments(const sae_st_source *src, const sae_st_header *h,
                         const sae_st_tensor *moments[N_MOMENTS], size_t n_moments,
                         sae_optimizer *o)
 {
+    const bool shard = o->d_sae_total > o->d_sae;
+    const size_t begin = o->shard_begin, end = shard ? begin + o->d_sae : 0;
     for (size_t k = 0; k < n_moments; k++) {
         float *dst = moment_view(o, k);
-        int rc = sae__st_read_f32(src, h, moments[k], dst, o->d_sae, k / 2 == 1);
+        int rc = k / 2 == 2 ? sae__st_read_f32(src, h, moments[k], dst, 0, false)
+                            : sae__read_f32_part(src, h, moments[k], dst, k / 2 == 1, begin, end);
         if (rc != SAE_OK)
             return sae__fail_context(rc, "tensor \"%s\"", moment_names[k]);
+        const size_t count = k / 2 == 2 ? o->d_in : k / 2 <= 1 ? o->d_in * o->d_sae : o->d_sae;
         if (k % 2 == 1)
-            for (size_t i = 0; i < (size_t)moments[k]->count; i++)
+            for (size_t i = 0; i < count; i++)
                 if (dst[i] < 0.0f)
                     return BAD("tensor \"%s\": element %zu is negative", moment_names[k], i);
     }
     return SAE_OK;
+}
+
+/* Elements [begin, end) of a rank-1 U64 tensor (all of it when end is 0). */
+static int read_u64_part(const sae_st_source *src, const sae_st_header *h, const sae_st_tensor *t,
+                         uint64_t *dst, size_t begin, size_t end)
+{
+    if (end == 0)
+        return sae__st_read_u64(src, h, t, dst);
+    sae_st_tensor part = *t;
+    part.begin = t->begin + (uint64_t)begin * 8;
+    part.count = end - begin;
+    part.end = part.begin + part.count * 8;
+    return sae__st_read_u64(src, h, &part, dst);
 }
 
 int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_optimizer **out)
@@ -263,12 +280,13 @@ int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_o
         rc = check_tensors(&h, moments, &d_in, &d_sae, &jumprelu);
     if (rc != SAE_OK)
         goto cleanup;
-    if (d_in != m->d_in || d_sae != m->d_sae || jumprelu != (m->lay.log_thr_count > 0)) {
+    if (d_in != m->d_in || d_sae != sae__total_features(m) ||
+        jumprelu != (m->lay.log_thr_count > 0)) {
         /* a good file, for another model */
         rc = sae__fail(SAE_E_INVALID_ARG, "the file is a%s optimizer for [%llu, %llu], the model "
                        "a%s model of [%zu, %zu]", jumprelu ? " JumpReLU" : "n",
                        (unsigned long long)d_in, (unsigned long long)d_sae,
-                       m->lay.log_thr_count ? " JumpReLU" : "", m->d_in, m->d_sae);
+                       m->lay.log_thr_count ? " JumpReLU" : "", m->d_in, sae__total_features(m));
         goto cleanup;
     }
     if ((rc = sae_optimizer_create(&o, m)) != SAE_OK)
@@ -276,8 +294,9 @@ int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_o
     apply_options(&h, o);
     if ((rc = read_moments(src, &h, moments, jumprelu ? N_MOMENTS : N_BASE_MOMENTS, o)) !=
             SAE_OK ||
-        (rc = sae__st_read_u64(src, &h, sae__st_find(&h, SINCE_FIRED_NAME), o->since_fired)) !=
-            SAE_OK) {
+        (rc = read_u64_part(src, &h, sae__st_find(&h, SINCE_FIRED_NAME), o->since_fired,
+                            o->shard_begin, o->d_sae_total > o->d_sae ? o->shard_begin + o->d_sae
+                                                                      : 0)) != SAE_OK) {
         if (rc != SAE_OK && !strstr(sae_error_detail(), "tensor \""))
             sae__fail_context(rc, "tensor \"" SINCE_FIRED_NAME "\"");
         goto cleanup;

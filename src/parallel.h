@@ -74,4 +74,145 @@ double sae__sumsq_hash_f32(const float *v, size_t count, uint64_t *hash);
 int sae__comm_same_or_root(const sae_comm *c, float *buf, size_t count, const void *records,
                            size_t stride, size_t offset, bool *replaced);
 
+/* Bytes before the payload of the step's records: the int32_t status, then
+ * padding (payloads stay 8-byte aligned). */
+#define SAE_RECORD_HEADER 8
+
+/* ---- feature shards (shard.c) ------------------------------------------------ */
+
+/* One token's cut across shards (see shard.c): keep values above kth (all
+ * positive ones when kth is 0) and the first `allow` values equal to it. */
+typedef struct sae_shard_cut {
+    float kth;
+    uint32_t allow;
+} sae_shard_cut;
+
+/* The record of one block's candidate exchange, and the scratch
+ * sae__shard_select needs (the caller checks them for overflow). */
+static inline size_t sae__shard_select_record(size_t rows, size_t k)
+{
+    return SAE_RECORD_HEADER + rows * k * sizeof(float);
+}
+static inline size_t sae__shard_select_scratch(int n_ranks, size_t rows, size_t k)
+{
+    return ((size_t)n_ranks + 1) * sae__shard_select_record(rows, k) +
+           (size_t)n_ranks * k * sizeof(float);
+}
+
+/* TopK / AuxK across feature shards, for a block of rows tokens: cand holds
+ * this shard's values kept by its local selection (rows x k floats, each
+ * token's in any order, 0-padded); status is this rank's (the exchange
+ * carries it: *agreed is the first failure, then cut is not written). Every
+ * rank gets cut[t] for each token. Returns SAE_OK or SAE_E_COMM. */
+int sae__shard_select(const sae_comm *c, int status, size_t rows, size_t k, const float *cand,
+                      sae_shard_cut *cut, void *scratch, int *agreed);
+
+/* Apply a cut to one token's values v[0..count) of this shard, in feature
+ * order: zero what the whole model does not keep. Returns how many stay. */
+size_t sae__shard_keep(float *v, size_t count, sae_shard_cut cut);
+
+/* ---- the distributed step (parallel.c) ----------------------------------------- */
+
+/* What an optimizer keeps for distributed training (sae_optimizer_set_comm). */
+struct sae_par {
+    sae_comm data;           /* struct_size 0: not attached */
+    sae_comm features;
+    unsigned char *scratch;  /* the step's exchanges, reserved before the first */
+    size_t scratch_cap;
+#ifdef SAE_TESTING
+    bool no_settle;          /* test hook: skip the hash check of allreduces */
+#endif
+};
+
+/* One step's distributed state (sae_step_config.par). */
+struct sae_par_step {
+    sae_par *par;
+    const sae_comm *data;     /* the data-parallel ranks, or NULL */
+    const sae_comm *features; /* the feature shards, or NULL */
+    size_t n_global;          /* the global batch (data), else the batch */
+    size_t token_offset;      /* data: this rank's first token in it */
+    size_t n_dead_total;      /* features: dead features over all shards */
+    int status;               /* this rank's own failure in the step (sticky) */
+};
+
+void sae__par_free(sae_par *p);
+
+/* The step's first exchange, after sae_step's own checks gave `status`:
+ * every rank's status, batch, shape, options, shard and (features) the hash
+ * of x; reserves the step's scratch first. Fills *ps. Returns the agreed
+ * status (SAE_E_INVALID_ARG when the ranks disagree). */
+int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t n_tokens,
+                   size_t k_aux, int status, sae_par_step *ps);
+
+/* After sae__forward_backward (status: its result): combine the gradients
+ * and statistics of the ranks into *res, ws->last_fired (global token
+ * positions), the maxima Adam's overflow bound reads, and the gradient.
+ * Returns the agreed status. */
+int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int status,
+                    sae_backward_result *res, float *param_absmax, float *m1_absmax,
+                    float *m2_max);
+
+/* When Adam's cheap bound fails, each rank dry-runs its update: whether all
+ * of them came out finite (the same answer everywhere). */
+int sae__par_all_true(sae_par_step *ps, bool mine, bool *all);
+
+/* ---- hooks inside sae__forward_backward (NULL ps: nothing to do) --------- */
+
+/* Feature shards, after each block's encoder: TopK's selection across
+ * shards (rewrites the block's f, mask, l1, active and pair counts), and
+ * AuxK's picks likewise. */
+int sae__par_topk_block(sae_par_step *ps, const sae_model *m, const sae_encoded *out,
+                        size_t rows, const float *norms);
+int sae__par_aux_block(sae_par_step *ps, const sae_aux_picks *aux, size_t rows, size_t k_aux);
+
+/* Feature shards, with SAE_KERNEL_AUTO: the path the density of all shards'
+ * first block picks (the same on every rank). */
+int sae__par_sparse_choice(sae_par_step *ps, size_t pairs, size_t rows, size_t d_sae_total,
+                           bool *sparse);
+
+/* Feature shards: x_hat rows (rows x d_in floats, this shard's part, b_dec
+ * on rank 0 only) become the sum over shards, the same bits on every rank. */
+int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_in);
+
+/* Feature shards, sparse path: rows of ws->dxh [t0, t0 + count) hold the
+ * summed reconstruction y; make them scale * (y - e) with e = target_scale *
+ * target (rounded to float as one process computes e), and ws->l2_tok the
+ * squared norm of y - e (target rows: count x d_in). */
+void sae__par_error_rows(sae_workspace *ws, const float *target, float target_scale, size_t t0,
+                         size_t count, size_t d_in, float scale, sae_pool *pool);
+
+/* AuxK's global statistics: its picks, and the residuals' sum of squares
+ * and sum (d_in doubles) over the global batch. Data-parallel ranks add
+ * theirs; shards have the same already and agree on the picks. */
+int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *sum_e,
+                       size_t d_in);
+
+/* Feature shards: g_b_dec (d_in floats) -= W_enc dL/db_enc summed over every
+ * shard's features (each shard's part added in rank order). */
+int sae__par_enc_term(sae_par_step *ps, const sae_model *m, const float *g_b_enc, float *g_b_dec);
+
+/* BatchTopK across ranks: the per-level radix histograms (65536 counts)
+ * summed, and each token's share of the ties at the K-th value in the
+ * global order (token, then feature). ties: rows counts, in and out;
+ * *above_total, *min_positive: this rank's, then everyone's. */
+int sae__par_batch_hist(sae_par_step *ps, uint64_t *hist);
+int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, bool have_kth,
+                        size_t *above_total, float *min_positive);
+
+/* ---- resampling (sae_resample_dead with communicators) ---------------------- */
+
+/* The first exchange of a resampling: statuses, and the dead features, live
+ * ones and their encoder norms' sum of every shard (summed into *n_dead,
+ * *n_live, *live_norm_sum; *dead_before: the dead features of the shards
+ * before this one); data-parallel ranks check they share the sample. Fills
+ * *ps (NULL ->features for data-parallel ranks, which resample alone).
+ * Returns the agreed status. */
+int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x,
+                            size_t n_tokens, int status, size_t *n_dead, size_t *n_live,
+                            double *live_norm_sum, size_t *dead_before, sae_par_step *ps);
+
+/* Feature shards, inference: TopK across shards on dense rows of features
+ * (rows x d, each after this shard's own TopK). */
+int sae__par_topk_rows(sae_par_step *ps, float *f, size_t rows, size_t d, size_t k);
+
 #endif /* LIBSAE_PARALLEL_H */

@@ -21,6 +21,7 @@
  * comes before the first write, so a failed call changes nothing.
  */
 #include "internal.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <string.h>
@@ -53,17 +54,32 @@ int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens, 
 
 /* cum[t] = sum over tokens u <= t of their weights: the squared reconstruction
  * loss, squared, for tokens with x_t != 0 (a zero input has no direction).
- * Returns SAE_E_NONFINITE if the model's reconstruction overflows. */
-static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double *cum)
+ * Returns SAE_E_NONFINITE if the model's reconstruction overflows. Feature
+ * shards (ps->features) select TopK across shards and sum their partial
+ * reconstructions, so every shard gets the same weights. */
+static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double *cum,
+                        sae_par_step *ps)
 {
     const sae_model *m = fw->m;
     const size_t d_in = m->d_in;
+    const bool shards = ps && ps->features;
     double total = 0.0;
     for (size_t t0 = 0; t0 < n_tokens; t0 += fw->block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw->block);
         const float *xb = x + t0 * d_in;
         sae__forward_encode(fw, xb, rows, fw->f, NULL);
-        sae__forward_decode(m, fw->f, rows, fw->x_hat);
+        if (!shards) {
+            sae__forward_decode(m, fw->f, rows, fw->x_hat);
+        } else {
+            int rc = m->arch == SAE_ARCH_TOPK
+                         ? sae__par_topk_rows(ps, fw->f, rows, m->d_sae, m->k) : SAE_OK;
+            if (rc != SAE_OK)
+                return rc;
+            sae__forward_decode_onto(m, fw->f, rows,
+                                     ps->features->rank == 0 ? sae__b_dec(m) : NULL, fw->x_hat);
+            if ((rc = sae__par_reconstruct(ps, fw->x_hat, rows, d_in)) != SAE_OK)
+                return rc;
+        }
         for (size_t t = 0; t < rows; t++) {
             double loss = 0.0, norm2 = 0.0;
             for (size_t j = 0; j < d_in; j++) {
@@ -72,8 +88,7 @@ static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double
                 norm2 += xj * xj;
             }
             if (!isfinite(loss))
-                return sae__fail(SAE_E_NONFINITE, "the reconstruction of x row %zu overflows",
-                                 t0 + t);
+                return SAE_E_NONFINITE;
             /* loss < 2^(2*129) * d_in: its square stays far below DBL_MAX */
             total += norm2 > 0.0 ? loss * loss : 0.0;
             cum[t0 + t] = total;
@@ -146,19 +161,38 @@ static void reinit_feature(sae_model *m, sae_optimizer *o, size_t i, const float
     o->since_fired[i] = 0;
 }
 
-/* 0.2 times the mean encoder norm of the live features (those that fired
- * within window_tokens); *n_dead = the others. 0 when every feature is dead. */
-static double live_encoder_scale(const sae_model *m, const sae_optimizer *o,
-                                 uint64_t window_tokens, size_t *n_dead)
+int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
+                      uint64_t window_tokens, uint64_t seed, size_t *n_resampled)
 {
-    const size_t d_in = m->d_in;
-    const float *w_enc_t = sae__w_enc_t(m);
-    size_t n_live = 0;
+    static const char fn[] = "sae_resample_dead";
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    /* With communicators attached (a collective call), failures are returned
+     * after the first exchange, by every rank. x: n_tokens x d_in floats, and
+     * n_tokens doubles of weights. */
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "weights", x, n_tokens, "n_tokens", 1, "1", sizeof(double));
+    if (rc == SAE_OK && window_tokens == 0)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
+    else if (rc == SAE_OK &&
+             (m->d_in != o->d_in || m->d_sae != o->d_sae || m->shard_begin != o->shard_begin))
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for [%zu, %zu], the "
+                       "model is [%zu, %zu]", fn, o->d_in, o->d_sae, m->d_in, m->d_sae);
+    else if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc == SAE_OK && sae__is_shard(m) && !(o->par && o->par->features.struct_size))
+        rc = sae__check_whole("sae_resample_dead (without a feature-sharded communicator)", m);
+    if (rc != SAE_OK && !o->par)
+        return rc;
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+
+    size_t n_dead = 0, n_live = 0, dead_before = 0;
     double live_norm_sum = 0.0;
-    *n_dead = 0;
-    for (size_t i = 0; i < m->d_sae; i++) {
+    const float *w_enc_t = sae__w_enc_t(m);
+    for (size_t i = 0; rc == SAE_OK && i < d_sae; i++) {
         if (o->since_fired[i] >= window_tokens) {
-            (*n_dead)++;
+            n_dead++;
             continue;
         }
         double s = 0.0;
@@ -167,69 +201,54 @@ static double live_encoder_scale(const sae_model *m, const sae_optimizer *o,
         live_norm_sum += sqrt(s);
         n_live++;
     }
-    return n_live ? 0.2 * live_norm_sum / (double)n_live : 0.0;
-}
-
-int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
-                      uint64_t window_tokens, uint64_t seed, size_t *n_resampled)
-{
-    static const char fn[] = "sae_resample_dead";
-    if (!m || !o)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
-    if (window_tokens == 0)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
-    if (m->d_in != o->d_in || m->d_sae != o->d_sae)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for [%zu, %zu], the "
-                         "model is [%zu, %zu]", fn, o->d_in, o->d_sae, m->d_in, m->d_sae);
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
-    if (rc == SAE_OK) /* the weights: n_tokens doubles */
-        rc = sae__check_rows(fn, "weights", x, n_tokens, "n_tokens", 1, "1", sizeof(double));
-    if (rc == SAE_OK)
-        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
-    if (rc != SAE_OK)
-        return rc;
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    size_t n_dead;
-    const double enc_norm = live_encoder_scale(m, o, window_tokens, &n_dead);
-    if (n_dead == 0) {
+    /* the scratch of the forward pass, before the ranks compare notes */
+    sae_forward fw;
+    memset(&fw, 0, sizeof fw);
+    double *cum = NULL;
+    bool need_forward = o->par || n_dead > 0;
+    if (rc == SAE_OK && need_forward &&
+        (sae__forward_init(&fw, m, sae__block_size(n_tokens),
+                           SAE_FORWARD_F | SAE_FORWARD_X_HAT) != SAE_OK ||
+         !(cum = sae__alloc(n_tokens * sizeof(double)))))
+        rc = SAE_E_NOMEM;
+    sae_par_step ps, *par = NULL;
+    if (o->par) {
+        rc = sae__par_resample_begin(o, m, x, n_tokens, rc, &n_dead, &n_live, &live_norm_sum,
+                                     &dead_before, &ps);
+        par = ps.features ? &ps : NULL;
+    }
+    if (rc == SAE_OK && n_dead == 0) {
         if (n_resampled)
             *n_resampled = 0;
-        return SAE_OK;
+    } else if (rc == SAE_OK && n_live == 0) {
+        rc = SAE_E_STATE; /* no live encoder row to take the scale from */
+    } else if (rc == SAE_OK) {
+        const double enc_norm = 0.2 * live_norm_sum / (double)n_live;
+        rc = loss_weights(&fw, x, n_tokens, cum, par);
+        double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;
+        if (rc == SAE_OK && total == 0.0) {
+            total = uniform_weights(x, n_tokens, d_in, cum);
+            if (total == 0.0)
+                rc = SAE_E_INVALID_ARG; /* every input is zero: no direction to copy */
+        }
+        if (rc == SAE_OK) {
+            /* one stream for the whole model's dead features in ascending
+             * order: a shard first skips the draws of the shards before it */
+            sae_rng rng;
+            sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
+            for (size_t k = 0; k < dead_before; k++)
+                (void)sae_rng_uniform(&rng);
+            for (size_t i = 0; i < d_sae; i++) {
+                if (o->since_fired[i] < window_tokens)
+                    continue;
+                size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
+                reinit_feature(m, o, i, x + t * d_in, enc_norm);
+            }
+            sae__model_refresh_absmax(m);
+            if (n_resampled)
+                *n_resampled = n_dead;
+        }
     }
-    if (n_dead == d_sae) /* no live encoder row to take the scale from */
-        return sae__fail(SAE_E_STATE, "%s: every feature is dead (no live encoder norm to "
-                         "scale by)", fn);
-
-    sae_forward fw;
-    double *cum = NULL;
-    if ((rc = sae__forward_init(&fw, m, sae__block_size(n_tokens),
-                                SAE_FORWARD_F | SAE_FORWARD_X_HAT)) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
-    if (!(cum = sae__alloc(n_tokens * sizeof(double)))) {
-        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu weights", fn, n_tokens);
-        goto cleanup;
-    }
-    if ((rc = loss_weights(&fw, x, n_tokens, cum)) != SAE_OK) {
-        sae__fail_context(rc, "%s", fn);
-        goto cleanup;
-    }
-    double total = cum[n_tokens - 1];
-    if (total == 0.0 && (total = uniform_weights(x, n_tokens, d_in, cum)) == 0.0) {
-        rc = sae__fail(SAE_E_INVALID_ARG, "%s: every input is zero: no direction to copy", fn);
-        goto cleanup;
-    }
-    sae_rng rng;
-    sae_rng_seed(&rng, seed, RESAMPLE_STREAM);
-    for (size_t i = 0; i < d_sae; i++) {
-        if (o->since_fired[i] < window_tokens)
-            continue;
-        size_t t = pick_token(cum, n_tokens, sae_rng_uniform(&rng) * total);
-        reinit_feature(m, o, i, x + t * d_in, enc_norm);
-    }
-    sae__model_refresh_absmax(m);
-    if (n_resampled)
-        *n_resampled = n_dead;
-cleanup:
     sae__free(cum);
     sae__forward_free(&fw);
     return rc;

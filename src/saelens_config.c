@@ -28,7 +28,7 @@ int sae__config_write(const sae_model *m, const sae_st_sink *sink)
     sae__emit_str(&e, ",\n  \"d_in\": ");
     sae__emit_u64(&e, m->d_in);
     sae__emit_str(&e, ",\n  \"d_sae\": ");
-    sae__emit_u64(&e, m->d_sae);
+    sae__emit_u64(&e, sae__total_features(m));
     if (arch == SAE_ARCH_TOPK) {
         sae__emit_str(&e, ",\n  \"k\": ");
         sae__emit_u64(&e, m->k);

@@ -487,26 +487,35 @@ static bool tensor_bytes(const sae_st_out *t, size_t *bytes)
 }
 
 /* A metadata value made of floats' bit patterns (see sae_st_kv), quoted. */
-static void emit_hex_floats(sae_emitter *e, const float *v, size_t count)
+/* The hex digits of count floats' bit patterns (no quotes); v NULL: zeros. */
+static void emit_hex_digits(sae_emitter *e, const float *v, size_t count)
 {
     static const char hex[] = "0123456789abcdef";
-    sae__emit_str(e, "\"");
     if (!e->sink) {
         e->bytes += 8 * count; /* counting only: count <= INT_MAX (a d_sae) */
-    } else {
-        char chunk[8 * 128];
-        for (size_t k = 0; k < count;) {
-            size_t n = count - k < 128 ? count - k : 128;
-            for (size_t j = 0; j < n; j++) {
-                uint32_t bits;
-                memcpy(&bits, &v[k + j], sizeof bits);
-                for (int d = 0; d < 8; d++)
-                    chunk[8 * j + (size_t)d] = hex[(bits >> (28 - 4 * d)) & 15];
-            }
-            sae__emit(e, chunk, 8 * n);
-            k += n;
-        }
+        return;
     }
+    char chunk[8 * 128];
+    for (size_t k = 0; k < count;) {
+        size_t n = count - k < 128 ? count - k : 128;
+        for (size_t j = 0; j < n; j++) {
+            uint32_t bits = 0;
+            if (v)
+                memcpy(&bits, &v[k + j], sizeof bits);
+            for (int d = 0; d < 8; d++)
+                chunk[8 * j + (size_t)d] = hex[(bits >> (28 - 4 * d)) & 15];
+        }
+        sae__emit(e, chunk, 8 * n);
+        k += n;
+    }
+}
+
+static void emit_hex_floats(sae_emitter *e, const float *v, size_t count)
+{
+    sae__emit_str(e, "\"");
+    if (e->mark_hex)
+        e->mark = e->bytes; /* where the digits start */
+    emit_hex_digits(e, v, count);
     sae__emit_str(e, "\"");
 }
 
@@ -523,7 +532,7 @@ static void emit_header(sae_emitter *e, const sae_st_kv *meta, size_t n_meta,
                 sae__emit_str(e, ",");
             sae__emit_json_string(e, meta[i].key);
             sae__emit_str(e, ":");
-            if (meta[i].hex_floats)
+            if (meta[i].hex_floats || meta[i].hex_count)
                 emit_hex_floats(e, meta[i].hex_floats, meta[i].hex_count);
             else
                 sae__emit_json_string(e, meta[i].value);
@@ -647,5 +656,39 @@ int sae__st_write(const sae_st_sink *sink, const sae_st_kv *meta, size_t n_meta,
     emit_header(&e, meta, n_meta, t, n_t, pad);
     for (size_t i = 0; i < n_t && e.rc == SAE_OK; i++)
         emit_tensor_data(&e, &t[i]);
+    return e.rc;
+}
+
+/* ---- a file written in parts (collective saves) ------------------------------ */
+
+int sae__st_write_header(const sae_st_sink *sink, const sae_st_kv *meta, size_t n_meta,
+                         const sae_st_out *t, size_t n_t, size_t *data_start, size_t *hex_at)
+{
+    size_t size, len, pad;
+    if (!sae__st_size(meta, n_meta, t, n_t, &size))
+        return SAE_E_INVALID_ARG;
+    header_length(meta, n_meta, t, n_t, &len, &pad);
+    sae_emitter e = {.sink = sink, .mark_hex = hex_at != NULL};
+    unsigned char prefix[8];
+    store_le64(prefix, len);
+    sae__emit(&e, (const char *)prefix, sizeof prefix);
+    emit_header(&e, meta, n_meta, t, n_t, pad);
+    *data_start = 8 + len;
+    if (hex_at)
+        *hex_at = e.mark;
+    return e.rc;
+}
+
+int sae__st_write_data(const sae_st_sink *sink, const sae_st_out *t)
+{
+    sae_emitter e = {.sink = sink};
+    emit_tensor_data(&e, t);
+    return e.rc;
+}
+
+int sae__st_write_hex(const sae_st_sink *sink, const float *v, size_t count)
+{
+    sae_emitter e = {.sink = sink};
+    emit_hex_digits(&e, v, count);
     return e.rc;
 }

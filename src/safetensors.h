@@ -181,11 +181,31 @@ typedef struct sae_emitter {
     const sae_st_sink *sink;
     size_t bytes; /* emitted so far */
     int rc;       /* first sink error */
+    bool mark_hex; /* note in mark where a hex_floats value's digits start */
+    size_t mark;
 } sae_emitter;
 
 void sae__emit(sae_emitter *e, const char *s, size_t len);
 void sae__emit_str(sae_emitter *e, const char *s);        /* raw text */
 void sae__emit_json_string(sae_emitter *e, const char *s); /* quoted, escaped */
 void sae__emit_u64(sae_emitter *e, uint64_t v);            /* decimal */
+
+/* ---- a file written in parts (collective saves: several writers, each
+ * placing its parts with positioned writes) -------------------------------- */
+
+/* The bytes before the data section (the length and the header) of the file
+ * sae__st_write would write; *data_start = their count. A hex_floats entry
+ * whose hex_floats is NULL gets 8 hex_count zeros in place of the digits, and
+ * *hex_at (may be NULL) the byte offset where that entry's digits start (one
+ * such entry at most). SAE_E_INVALID_ARG as sae__st_write. */
+int sae__st_write_header(const sae_st_sink *sink, const sae_st_kv *meta, size_t n_meta,
+                         const sae_st_out *t, size_t n_t, size_t *data_start, size_t *hex_at);
+
+/* The data of tensor t alone, as sae__st_write writes it (little-endian, in
+ * row-major order of t's shape; EXP, REPEAT and transpose applied). */
+int sae__st_write_data(const sae_st_sink *sink, const sae_st_out *t);
+
+/* The hex digits of count floats, as in a hex_floats metadata value. */
+int sae__st_write_hex(const sae_st_sink *sink, const float *v, size_t count);
 
 #endif /* LIBSAE_SAFETENSORS_H */

@@ -384,6 +384,12 @@ static bool use_direct(const sae_workspace *ws, size_t t0, size_t count)
     return ws->row_ptr[t0 + count] - ws->row_ptr[t0] <= (size_t)SAE_DIRECT_MAX_PAIRS * count;
 }
 
+/* Row t's target from column j0 (no target: zeros). */
+static inline const float *target_at(const token_task *k, size_t t, size_t j0)
+{
+    return k->target ? k->target + (t - k->t0) * k->m->d_in + j0 : k->ws->zeros + j0;
+}
+
 static void token_run(void *ctx, int tid, int n_threads)
 {
     const token_task *k = ctx;
@@ -405,7 +411,7 @@ static void token_run(void *ctx, int tid, int n_threads)
                 size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
                 tile_rows src = {w_dec + j0, d_in, SIZE_MAX};
                 ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk,
-                                                  k->base + j0, k->target + (t - t0) * d_in + j0,
+                                                  k->base + j0, target_at(k, t, j0),
                                                   w, k->scale, ws->dxh + t * d_in + j0);
             }
         }
@@ -417,7 +423,7 @@ static void token_run(void *ctx, int tid, int n_threads)
     for (size_t t = begin; t < end; t++) {
         size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
         ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk, k->base + j0,
-                                          k->target + (t - t0) * d_in + j0, w, k->scale,
+                                          target_at(k, t, j0), w, k->scale,
                                           ws->dxh + t * d_in + j0);
     }
 }
@@ -605,13 +611,15 @@ static void feature_run(void *ctx, int tid, int n_threads)
     sae_workspace *ws = task->ws;
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     const size_t n_tokens = task->n_tokens;
+    /* the tokens the loss averages over (a data-parallel step's global batch) */
+    const double n_loss = (double)(cfg->loss_tokens ? cfg->loss_tokens : n_tokens);
     const bool jump = m->arch == SAE_ARCH_JUMPRELU;
     feature_ctx fc = {
         .m = m, .cfg = cfg, .kern = pick_kernels(), .ws = ws, .n_tokens = n_tokens,
         /* the L1 terms belong to the ReLU SAE only */
-        .l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / (double)n_tokens : 0.0,
+        .l1_scale = m->arch == SAE_ARCH_RELU ? cfg->lambda / n_loss : 0.0,
         .inv_eps = jump ? 1.0 / cfg->bandwidth : 0.0,
-        .l0_term = jump ? -cfg->lambda / ((double)n_tokens * cfg->bandwidth) : 0.0,
+        .l0_term = jump ? -cfg->lambda / (n_loss * cfg->bandwidth) : 0.0,
         .half_band = (float)(0.5 * cfg->bandwidth), .jump = jump,
         .g_w_dec = task->grad + m->lay.w_dec, .g_w_enc = task->grad + m->lay.w_enc_t,
         .c = ws->norm_coeff,

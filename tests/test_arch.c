@@ -37,7 +37,7 @@ static void lib_gradients(const sae_model *m, const float *x, size_t n, const re
         memcpy(ws.dead, t->dead, d_sae);
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
     sae_step_config cfg = {t->lambda, kernel, ws.pool, t->auxk_coeff, k_aux, k_aux ? ws.dead : NULL,
-                           t->bandwidth};
+                           t->bandwidth, n, NULL};
     sae_backward_result res;
     ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, grad, &res), SAE_OK);
     for (size_t i = 0; i < d_sae; i++) {

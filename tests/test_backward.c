@@ -26,7 +26,7 @@ static void lib_gradients_with(const sae_model *m, const float *x, size_t n, dou
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(grad);
     sae_backward_result res;
-    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001};
+    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
     ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, grad, &res), SAE_OK);
     double sumsq = 0.0;
     for (size_t i = 0; i < d_sae; i++) {

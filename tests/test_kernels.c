@@ -28,7 +28,7 @@ static run run_backward(const sae_model *m, const float *x, size_t n, double lam
     run r;
     r.grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(r.grad);
-    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001};
+    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
     ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, r.grad, &r.res), SAE_OK);
     sae__workspace_free(&ws);
     return r;

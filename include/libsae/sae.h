@@ -675,7 +675,9 @@ SAE_API int sae_optimizer_load_buffer(sae_optimizer **out, const sae_model *m, c
 
 /* Load an optimizer from path: a file, or a directory holding
  * optimizer.safetensors. Errors as sae_optimizer_load_buffer, plus SAE_E_IO.
- * On error *out is NULL. */
+ * On error *out is NULL. sae_optimizer_load and sae_optimizer_load_buffer
+ * also take a shard (sae_model_load_shard): they read the part of the whole
+ * model's optimizer that belongs to its features. */
 SAE_API int sae_optimizer_load(sae_optimizer **out, const sae_model *m, const char *path);
 
 /* ------------------------------------------------------------------------ */
@@ -1048,50 +1050,6 @@ SAE_API int sae_rng_shuffle(sae_rng *r, uint64_t *v, size_t n);
 /* A NULL r makes sae_rng_seed do nothing and the draws return 0. */
 
 /* ------------------------------------------------------------------------ */
-/* Distributed training: the communicator                                   */
-/* ------------------------------------------------------------------------ */
-
-/* libsae trains across processes (ranks) without depending on any transport:
- * the host hands it a communicator, a struct of function pointers it fills
- * in over whatever its cluster uses (MPI, NCCL, sockets, threads). The
- * companion library libsae-mpi (<libsae/sae_mpi.h>) fills one in over an
- * MPI_Comm.
- *
- * Every function returns 0 on success and nonzero on failure, which libsae
- * reports as SAE_E_COMM. The functions are collective: every rank of the
- * communicator calls the same functions in the same order with the same
- * counts (libsae guarantees this of its own calls). libsae calls them only
- * from the thread that called into libsae, never from its own threads. It
- * never passes a count or byte size of 0.
- *
- *   allreduce_f32  buf[0..count) on every rank becomes the elementwise sum
- *   allreduce_f64  over all ranks of their buf (in place). The sums need
- *                  not be bitwise reproducible, nor even give the same bits
- *                  on every rank: libsae keeps its replicas identical itself
- *                  (it checks a hash of what it reduced and takes rank 0's
- *                  result where they differ).
- *   allgather      recv (n_ranks * bytes) receives every rank's send
- *                  (bytes), rank r's at recv + r * bytes. send and recv do
- *                  not overlap.
- *   broadcast      buf (bytes) on every rank becomes root's buf.
- *
- * The struct grows only at the end: set struct_size to sizeof(sae_comm) as
- * your program was compiled (a later library reads only the fields your
- * struct has; an earlier one refuses a struct_size it does not know to be
- * complete with SAE_E_INVALID_ARG). libsae copies the struct where it keeps
- * it; ctx must stay valid as long as the copy is in use. */
-typedef struct sae_comm {
-    size_t struct_size;  /* sizeof(sae_comm): set it first */
-    void *ctx;           /* the host's, passed back to every function */
-    int rank;            /* this process's rank, 0 <= rank < n_ranks */
-    int n_ranks;         /* ranks in the communicator, >= 1 */
-    int (*allreduce_f32)(void *ctx, float *buf, size_t count);
-    int (*allreduce_f64)(void *ctx, double *buf, size_t count);
-    int (*allgather)(void *ctx, const void *send, size_t bytes, void *recv);
-    int (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
-} sae_comm;
-
-/* ------------------------------------------------------------------------ */
 /* Sparse codes                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -1333,6 +1291,172 @@ SAE_API int sae_feature_stats_load(sae_feature_stats **out, const char *path);
  * SAE_E_NOMEM. Read-only on the model. */
 SAE_API int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *cosine,
                                   size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Distributed training: the communicator                                   */
+/* ------------------------------------------------------------------------ */
+
+/* libsae trains across processes (ranks) without depending on any transport:
+ * the host hands it a communicator, a struct of function pointers it fills
+ * in over whatever its cluster uses (MPI, NCCL, sockets, threads). The
+ * companion library libsae-mpi (<libsae/sae_mpi.h>) fills one in over an
+ * MPI_Comm.
+ *
+ * Every function returns 0 on success and nonzero on failure, which libsae
+ * reports as SAE_E_COMM. The functions are collective: every rank of the
+ * communicator calls the same functions in the same order with the same
+ * counts (libsae guarantees this of its own calls). libsae calls them only
+ * from the thread that called into libsae, never from its own threads. It
+ * never passes a count or byte size of 0.
+ *
+ *   allreduce_f32  buf[0..count) on every rank becomes the elementwise sum
+ *   allreduce_f64  over all ranks of their buf (in place). The sums need
+ *                  not be bitwise reproducible, nor even give the same bits
+ *                  on every rank: libsae keeps its replicas identical itself
+ *                  (it checks a hash of what it reduced and takes rank 0's
+ *                  result where they differ).
+ *   allgather      recv (n_ranks * bytes) receives every rank's send
+ *                  (bytes), rank r's at recv + r * bytes. send and recv do
+ *                  not overlap.
+ *   broadcast      buf (bytes) on every rank becomes root's buf.
+ *
+ * The struct grows only at the end: set struct_size to sizeof(sae_comm) as
+ * your program was compiled (a later library reads only the fields your
+ * struct has; an earlier one refuses a struct_size it does not know to be
+ * complete with SAE_E_INVALID_ARG). libsae copies the struct where it keeps
+ * it; ctx must stay valid as long as the copy is in use. */
+typedef struct sae_comm {
+    size_t struct_size;  /* sizeof(sae_comm): set it first */
+    void *ctx;           /* the host's, passed back to every function */
+    int rank;            /* this process's rank, 0 <= rank < n_ranks */
+    int n_ranks;         /* ranks in the communicator, >= 1 */
+    int (*allreduce_f32)(void *ctx, float *buf, size_t count);
+    int (*allreduce_f64)(void *ctx, double *buf, size_t count);
+    int (*allgather)(void *ctx, const void *send, size_t bytes, void *recv);
+    int (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+} sae_comm;
+
+/* ------------------------------------------------------------------------ */
+/* Distributed training: data-parallel and feature-sharded steps             */
+/* ------------------------------------------------------------------------ */
+
+/* Two ways to train one SAE on several ranks, chosen per optimizer:
+ *
+ * SAE_PARALLEL_DATA: every rank holds the whole model (created the same way:
+ *   same shape, seed, architecture, options) and calls sae_step on its own
+ *   rows; the global batch is the ranks' rows in rank order (their counts
+ *   may differ). The step is the single-process step on the global batch:
+ *   losses averaged over it, BatchTopK's n k largest over it, AuxK normalised
+ *   by its residual variance, dead-feature counters counting its tokens. The
+ *   gradients are summed with one allreduce_f32 of the whole gradient block
+ *   (2 d_in d_sae + d_sae + d_in floats, a little padding included) per step;
+ *   the statistics, a 64-bit hash of the summed gradient and each feature's
+ *   last firing (4 d_sae bytes) travel in one allgather. The replicas stay
+ *   bit-identical: where the hashes differ, rank 0's sum is broadcast.
+ *
+ * SAE_PARALLEL_FEATURES: rank r holds features [begin_r, end_r) of a d_sae-
+ *   feature model (sae_model_create_shard; in rank order the shards cover
+ *   [0, d_sae), uneven ones allowed), with their Adam moments and activity
+ *   counters; b_dec is on every rank. Every rank calls sae_step on the same
+ *   x (checked by hash). Each computes its features' activations; TopK and
+ *   BatchTopK (and AuxK's picks) select across shards as one process would
+ *   (each shard sends its k largest values per token: 4 n k bytes); the
+ *   shards' partial reconstructions are summed (allreduce_f32 of n d_in
+ *   floats, twice with AuxK), so the communication does not grow with
+ *   d_sae; every gradient but b_dec's is the shard's own. No rank holds a
+ *   tensor of the whole model.
+ *
+ * With the same seed, data and global batch, both give the single-process
+ * model up to the order of floating-point sums. Collective calls (the step,
+ * and sae_resample_dead with a feature-sharded optimizer) must be made by
+ * every rank in the same order. Argument errors, a NaN in one rank's rows
+ * or an allocation that fails on one rank are found in the step's exchanges
+ * and returned by every rank (the same status; nothing changes on any rank),
+ * as are ranks that disagree on the batch (feature-sharded), the shape, the
+ * shards, the step count or the options (all but SAE_OPT_THREADS must be
+ * equal). A NULL model or optimizer cannot be reported to the other ranks.
+ */
+enum sae_parallel {
+    SAE_PARALLEL_DATA = 1,
+    SAE_PARALLEL_FEATURES = 2
+};
+
+/* Attach a communicator to o for mode (SAE_PARALLEL_DATA or
+ * SAE_PARALLEL_FEATURES): from now on sae_step is a distributed step over
+ * comm's ranks. comm is copied (its ctx must stay valid while attached); a
+ * NULL comm detaches the mode's communicator, and o steps alone again. Not a
+ * collective call: the ranks check each other at the next step. An optimizer
+ * holds one mode at a time. Attachments are not saved with the optimizer.
+ * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
+ * struct_size, rank, n_ranks or functions are invalid, the other mode
+ * attached already), SAE_E_NOMEM. o is unchanged on error. */
+SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
+
+/* The even split of d_sae features into n_shards shards: shard s holds
+ * [d_sae s / n_shards, d_sae (s + 1) / n_shards) (sizes differ by at most
+ * one). Errors: SAE_E_INVALID_ARG (NULL output, d_sae 0, n_shards < 1 or
+ * above d_sae, shard outside [0, n_shards)); the outputs are then untouched. */
+SAE_API int sae_shard_range(size_t d_sae, int n_shards, int shard, size_t *begin, size_t *end);
+
+/* Create features [begin, end) of the model sae_model_create_arch(out, d_in,
+ * d_sae, seed, arch, param) creates: exactly its slice, bit for bit (each
+ * decoder row has its own random stream), of size O((end - begin) d_in).
+ * The shard is a model of end - begin features: sae_model_d_sae, the tensor
+ * sizes and sae_model_get/set_tensor are those of its slice (W_enc: d_in x
+ * (end - begin), the columns begin .. end - 1), while k stays the whole
+ * model's. Functions that need every feature (sae_encode, sae_decode,
+ * sae_loss, sae_fvu, the density and firing statistics, sae_model_save,
+ * sae_optimizer_save) return SAE_E_STATE on a shard. [begin, end) =
+ * [0, d_sae) is an ordinary model.
+ * Errors: as sae_model_create_arch, and SAE_E_INVALID_ARG for begin >= end
+ * or end > d_sae. On error *out is NULL. */
+SAE_API int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, size_t begin,
+                                   size_t end, uint64_t seed, int arch, double param);
+
+/* The features m holds: [*begin, *end) of *d_sae_total ([0, d_sae) of d_sae
+ * for an ordinary model). Any output may be NULL. Errors: SAE_E_INVALID_ARG
+ * (m NULL). */
+SAE_API int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size_t *d_sae_total);
+
+/* Checkpoints of a distributed run are the single-process files ("Checkpoints"
+ * above): sae_weights.safetensors and cfg.json (SAELens opens them) and
+ * optimizer.safetensors, which one process loads with sae_model_load and
+ * sae_optimizer_load, and any number of shards with sae_model_load_shard and
+ * sae_optimizer_load (resharding is just loading other slices). No rank
+ * holds more than its own part to save or load them.
+ *
+ * Save m collectively into path (a file, or an existing directory for
+ * sae_weights.safetensors and cfg.json, as sae_model_save): every rank of
+ * comm calls it. If the ranks hold the same whole model (data-parallel),
+ * rank 0 writes it (sae_model_save) and the others return its status. If
+ * they hold shards that cover [0, d_sae) in rank order, rank 0 creates the
+ * temporary files, every rank writes its slices into them at their offsets
+ * (rows of W_dec, columns of W_enc, its b_enc, thresholds and JumpReLU log
+ * thresholds' digits; b_dec by rank 0), then rank 0 renames them into
+ * place once all have succeeded: atomic as sae_model_save, the same bytes as
+ * a single process saving the whole model. Every rank returns the same
+ * status. path must name the same file on every rank: a shared file system
+ * whose writes, fsync'ed and closed, are seen by another host's rename and
+ * open (Lustre, GPFS, BeeGFS, NFS with close-to-open consistency).
+ * Errors: SAE_E_INVALID_ARG (NULL, ranks that disagree on the model's shape
+ * or shards), SAE_E_IO (as sae_model_save, on any rank), SAE_E_NOMEM,
+ * SAE_E_COMM. */
+SAE_API int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const char *path);
+
+/* The same for an optimizer (a file, or path/optimizer.safetensors in an
+ * existing directory): a shard's optimizer writes the moments and counters of
+ * its features. */
+SAE_API int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm,
+                                          const char *path);
+
+/* Load features [begin, end) of the model saved at path (a file or a
+ * directory, as sae_model_load) as a shard (sae_model_create_shard): reads
+ * only those features' rows, columns and values (and b_dec), checked as
+ * sae_model_load checks a file. The shard's optimizer: sae_optimizer_load
+ * with the shard, which reads its part of the whole model's optimizer file.
+ * Errors: as sae_model_load; SAE_E_INVALID_ARG for begin >= end or an end
+ * past the file's d_sae. On error *out is NULL. */
+SAE_API int sae_model_load_shard(sae_model **out, const char *path, size_t begin, size_t end);
 
 #ifdef __cplusplus
 }

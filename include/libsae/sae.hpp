@@ -90,6 +90,12 @@ enum class arch : int {
     jumprelu = SAE_ARCH_JUMPRELU,
 };
 
+// The modes of optimizer::set_comm (distributed training).
+enum class parallel : int {
+    data = SAE_PARALLEL_DATA,         // every rank the whole model, a share of the batch
+    features = SAE_PARALLEL_FEATURES, // every rank a shard of the features, the whole batch
+};
+
 enum class option : int {
     lr = SAE_OPT_LR,
     beta1 = SAE_OPT_BETA1,
@@ -369,6 +375,21 @@ struct density_histogram {
     std::size_t n_dead = 0;            // features that fired on no token
 };
 
+// Features [begin, end) of d_sae_total (model::shard, shard_range).
+struct shard_span {
+    std::size_t begin = 0, end = 0, d_sae_total = 0;
+};
+
+// The even split of d_sae features into n_shards: shard s's range
+// (sae_shard_range).
+inline shard_span shard_range(std::size_t d_sae, int n_shards, int shard)
+{
+    shard_span r;
+    check(sae_shard_range(d_sae, n_shards, shard, &r.begin, &r.end), "sae_shard_range");
+    r.d_sae_total = d_sae;
+    return r;
+}
+
 // ---------------------------------------------------------------------------
 // Model
 // ---------------------------------------------------------------------------
@@ -389,6 +410,44 @@ public:
     }
     // Adopt a model made through the C API; it is freed with this object.
     explicit model(sae_model *owned) noexcept : owner(owned) {}
+
+    // Features [begin, end) of the model the constructor above would make:
+    // exactly its slice (sae_model_create_shard).
+    static model create_shard(std::size_t d_in, std::size_t d_sae, std::size_t begin,
+                              std::size_t end, std::uint64_t seed, arch_arg a, double param)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_shard(&m, d_in, d_sae, begin, end, seed, a.value(), param),
+              "sae_model_create_shard");
+        return model(m);
+    }
+    // Features [begin, end) of a saved model (sae_model_load_shard).
+    static model load_shard(const char *path, std::size_t begin, std::size_t end)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_load_shard(&m, path, begin, end), "sae_model_load_shard");
+        return model(m);
+    }
+    static model load_shard(const std::string &path, std::size_t begin, std::size_t end)
+    {
+        return load_shard(path.c_str(), begin, end);
+    }
+    // The features this model holds (a whole model: [0, d_sae) of d_sae).
+    shard_span shard() const
+    {
+        shard_span r;
+        check(sae_model_shard(p_, &r.begin, &r.end, &r.d_sae_total), "sae_model_shard");
+        return r;
+    }
+    // Save with every rank of comm (sae_model_save_collective).
+    void save_collective(const sae_comm &comm, const char *path) const
+    {
+        check(sae_model_save_collective(p_, &comm, path), "sae_model_save_collective");
+    }
+    void save_collective(const sae_comm &comm, const std::string &path) const
+    {
+        save_collective(comm, path.c_str());
+    }
 
     // An independent deep copy, every tensor and the architecture's state bit
     // for bit (sae_model_clone).
@@ -737,6 +796,23 @@ public:
     {
         return resample_dead(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_resample_dead"),
                              window_tokens, seed);
+    }
+
+    // Distributed training: attach comm for mode (copied; its ctx must outlive
+    // the attachment), or detach with nullptr (sae_optimizer_set_comm).
+    optimizer &set_comm(parallel mode, const sae_comm *comm)
+    {
+        check(sae_optimizer_set_comm(p_, static_cast<int>(mode), comm), "sae_optimizer_set_comm");
+        return *this;
+    }
+    // Save with every rank of comm (sae_optimizer_save_collective).
+    void save_collective(const sae_comm &comm, const char *path) const
+    {
+        check(sae_optimizer_save_collective(p_, &comm, path), "sae_optimizer_save_collective");
+    }
+    void save_collective(const sae_comm &comm, const std::string &path) const
+    {
+        save_collective(comm, path.c_str());
     }
 
     // Checkpoints: a file, or optimizer.safetensors in an existing directory.

@@ -150,6 +150,15 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_rng_normal": (c_double, [_rng_ptr]),
     "sae_rng_below": (c_uint64, [_rng_ptr, c_uint64]),
     "sae_rng_shuffle": (c_int, [_rng_ptr, uint64_ptr, c_size_t]),
+    # distributed training
+    "sae_optimizer_set_comm": (c_int, [_handle, c_int, POINTER(Comm)]),
+    "sae_shard_range": (c_int, [c_size_t, c_int, c_int, size_ptr, size_ptr]),
+    "sae_model_create_shard": (c_int, [_out_handle, c_size_t, c_size_t, c_size_t, c_size_t,
+                                       c_uint64, c_int, c_double]),
+    "sae_model_shard": (c_int, [_handle, size_ptr, size_ptr, size_ptr]),
+    "sae_model_save_collective": (c_int, [_handle, POINTER(Comm), c_char_p]),
+    "sae_optimizer_save_collective": (c_int, [_handle, POINTER(Comm), c_char_p]),
+    "sae_model_load_shard": (c_int, [_out_handle, c_char_p, c_size_t, c_size_t]),
 }
 
 # sae.h's "Sparse codes", "Feature statistics over a stream" and "Decoder

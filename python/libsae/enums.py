@@ -84,6 +84,12 @@ class BDecInit(enum.IntEnum):
     GEOMETRIC_MEDIAN = 1
 
 
+class Parallel(enum.IntEnum):
+    """enum sae_parallel: the modes of Optimizer.set_comm."""
+    DATA = 1      # every rank the whole model, its share of the global batch
+    FEATURES = 2  # every rank a shard of the features, the whole batch
+
+
 class OptionFlag(enum.IntFlag):
     """enum sae_option_flags: how to read sae_option_bounds."""
     LOWER_OPEN = 1
@@ -101,6 +107,7 @@ C_ENUMS: Dict[str, Tuple[Type[enum.Enum], str]] = {
     "sae_lr_schedule": (LrSchedule, "SAE_LR_"),
     "sae_b_dec_init": (BDecInit, "SAE_B_DEC_"),
     "sae_option_flags": (OptionFlag, "SAE_OPTION_"),
+    "sae_parallel": (Parallel, "SAE_PARALLEL_"),
 }
 
 # Options whose values are members of an enum (set by name or member too).

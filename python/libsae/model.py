@@ -12,8 +12,9 @@ import numpy as np
 from . import _arrays
 from ._arrays import ArrayLike, as_rows, float_pointer, out_array
 from ._handle import Handle, free_model, handle_address
+from .capi import Comm as capi_Comm
 from .capi import Losses as _CLosses
-from .capi import lib, uint64_ptr
+from .capi import lib, size_ptr, uint64_ptr
 from .enums import Arch, BDecInit, Tensor, enum_value
 from .errors import check
 
@@ -46,6 +47,33 @@ def _path(path: PathLike) -> bytes:
     return os.fsencode(path)
 
 
+def _arch_param(arch: Union[Arch, str, int], k: Optional[int],
+                threshold: Optional[float]) -> Tuple[Arch, float]:
+    """The architecture and sae_model_create_arch's param from Model's keywords."""
+    a = enum_value(Arch, arch, "arch")
+    if a in (Arch.TOPK, Arch.BATCHTOPK):
+        if k is None:
+            raise TypeError(f"Model(arch={a.name.lower()!r}) needs k")
+        if threshold is not None:
+            raise TypeError(f"threshold applies to jumprelu models, not {a.name.lower()}")
+        return a, float(k)  # type: ignore[return-value]
+    if a == Arch.JUMPRELU:
+        if k is not None:
+            raise TypeError("k applies to topk and batchtopk models, not jumprelu")
+        return a, JUMPRELU_THRESHOLD if threshold is None else float(threshold)  # type: ignore[return-value]
+    if k is not None or threshold is not None:
+        raise TypeError(f"{'k' if k is not None else 'threshold'} does not apply to "
+                        f"{a.name.lower()} models")
+    return a, 0.0  # type: ignore[return-value]
+
+
+def _comm_ref(comm: Any) -> Any:
+    """A pointer to a struct sae_comm (libsae.capi.Comm) for the C API."""
+    if isinstance(comm, capi_Comm):
+        return ctypes.byref(comm)
+    raise TypeError(f"comm: expected a libsae.capi.Comm, got {type(comm).__name__}")
+
+
 class Model(Handle):
     """A sparse autoencoder (sae_model).
 
@@ -69,22 +97,7 @@ class Model(Handle):
     def __init__(self, d_in: int, d_sae: int, *, arch: Union[Arch, str, int] = Arch.RELU,
                  k: Optional[int] = None, threshold: Optional[float] = None,
                  seed: int = 0) -> None:
-        a = enum_value(Arch, arch, "arch")
-        if a in (Arch.TOPK, Arch.BATCHTOPK):
-            if k is None:
-                raise TypeError(f"Model(arch={a.name.lower()!r}) needs k")
-            if threshold is not None:
-                raise TypeError(f"threshold applies to jumprelu models, not {a.name.lower()}")
-            param = float(k)
-        elif a == Arch.JUMPRELU:
-            if k is not None:
-                raise TypeError("k applies to topk and batchtopk models, not jumprelu")
-            param = JUMPRELU_THRESHOLD if threshold is None else float(threshold)
-        else:
-            if k is not None or threshold is not None:
-                raise TypeError(f"{'k' if k is not None else 'threshold'} does not apply to "
-                                f"{a.name.lower()} models")
-            param = 0.0
+        a, param = _arch_param(arch, k, threshold)
         out = ctypes.c_void_p()
         check(lib.sae_model_create_arch(ctypes.byref(out), d_in, d_sae, seed, a, param),
               "sae_model_create_arch")
@@ -128,6 +141,44 @@ class Model(Handle):
         check(lib.sae_model_load_buffer(ctypes.byref(out), _arrays.void_pointer(buf), buf.size),
               "sae_model_load_buffer")
         return cls._wrap(out.value)  # type: ignore[arg-type]
+
+    # --- distributed training: shards ---------------------------------------
+    @classmethod
+    def create_shard(cls, d_in: int, d_sae: int, begin: int, end: int, *,
+                     arch: Union[Arch, str, int] = Arch.RELU, k: Optional[int] = None,
+                     threshold: Optional[float] = None, seed: int = 0) -> "Model":
+        """Features [begin, end) of Model(d_in, d_sae, arch=..., seed=...):
+        exactly its slice, as a model of end - begin features
+        (sae_model_create_shard). k stays the whole model's."""
+        a, param = _arch_param(arch, k, threshold)
+        out = ctypes.c_void_p()
+        check(lib.sae_model_create_shard(ctypes.byref(out), d_in, d_sae, begin, end, seed, a,
+                                         param), "sae_model_create_shard")
+        return cls._wrap(out.value)  # type: ignore[arg-type]
+
+    @classmethod
+    def load_shard(cls, path: PathLike, begin: int, end: int) -> "Model":
+        """Features [begin, end) of the model saved at path, reading only
+        those (sae_model_load_shard)."""
+        out = ctypes.c_void_p()
+        check(lib.sae_model_load_shard(ctypes.byref(out), _path(path), begin, end),
+              "sae_model_load_shard")
+        return cls._wrap(out.value)  # type: ignore[arg-type]
+
+    @property
+    def shard(self) -> Tuple[int, int, int]:
+        """(begin, end, d_sae_total): the features this model holds; (0,
+        d_sae, d_sae) for a whole model (sae_model_shard)."""
+        b, e, t = ctypes.c_size_t(), ctypes.c_size_t(), ctypes.c_size_t()
+        check(lib.sae_model_shard(self.handle, ctypes.byref(b), ctypes.byref(e), ctypes.byref(t)),
+              "sae_model_shard")
+        return b.value, e.value, t.value
+
+    def save_collective(self, comm: Any, path: PathLike) -> None:
+        """Save with every rank of comm (a libsae.capi.Comm): shards write
+        their parts of the single-process files (sae_model_save_collective)."""
+        check(lib.sae_model_save_collective(self.handle, _comm_ref(comm), _path(path)),
+              "sae_model_save_collective")
 
     def clone(self) -> "Model":
         """An independent deep copy: every tensor and the architecture's state
@@ -337,6 +388,15 @@ def _tensor(which: Union[Tensor, str, int]) -> Tensor:
     return enum_value(Tensor, which, "which")  # type: ignore[return-value]
 
 
+def shard_range(d_sae: int, n_shards: int, shard: int) -> Tuple[int, int]:
+    """(begin, end) of shard `shard` in the even split of d_sae features into
+    n_shards (sae_shard_range)."""
+    b, e = ctypes.c_size_t(), ctypes.c_size_t()
+    check(lib.sae_shard_range(d_sae, n_shards, shard, ctypes.byref(b), ctypes.byref(e)),
+          "sae_shard_range")
+    return b.value, e.value
+
+
 def estimate_input_scale(x: ArrayLike) -> float:
     """s = sqrt(d_in / mean ||x_t||^2) of a sample x (n, d_in), so that s x
     has mean squared norm d_in (sae_estimate_input_scale)."""
@@ -349,4 +409,4 @@ def estimate_input_scale(x: ArrayLike) -> float:
     return out.value
 
 
-__all__ = ["Model", "Losses", "estimate_input_scale", "TENSOR_NAMES"]
+__all__ = ["Model", "Losses", "estimate_input_scale", "shard_range", "TENSOR_NAMES"]

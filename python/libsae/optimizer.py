@@ -12,9 +12,9 @@ from ._arrays import ArrayLike, as_rows, float_pointer
 from ._handle import Handle, free_optimizer, handle_address
 from .capi import Losses as _CLosses
 from .capi import lib, size_ptr, uint64_ptr
-from .enums import OPTION_VALUES, Arch, Option
+from .enums import OPTION_VALUES, Arch, Option, Parallel, enum_value
 from .errors import check
-from .model import Losses, Model, PathLike, _path
+from .model import Losses, Model, PathLike, _comm_ref, _path
 from .options import OptionKey, check_value, info, option_key, option_value, parse_options
 
 
@@ -94,6 +94,28 @@ class Optimizer(Handle):
         """Save atomically: a file, or optimizer.safetensors in an existing
         directory (beside the model's files)."""
         check(lib.sae_optimizer_save(self.handle, _path(path)), "sae_optimizer_save")
+
+    def save_collective(self, comm: Any, path: PathLike) -> None:
+        """Save with every rank of comm (a libsae.capi.Comm): a shard's
+        optimizer writes its part (sae_optimizer_save_collective)."""
+        check(lib.sae_optimizer_save_collective(self.handle, _comm_ref(comm), _path(path)),
+              "sae_optimizer_save_collective")
+
+    # --- distributed training --------------------------------------------------
+    def set_comm(self, mode: Union[Parallel, str, int], comm: Optional[Any]) -> None:
+        """Attach a communicator (a libsae.capi.Comm, whose functions may be
+        ctypes callbacks of a Python host) for mode "data" or "features", or
+        detach with None: step() is then a collective step
+        (sae_optimizer_set_comm). The Comm is kept alive while attached."""
+        m = enum_value(Parallel, mode, "mode")
+        check(lib.sae_optimizer_set_comm(self.handle, m,
+                                         _comm_ref(comm) if comm is not None else None),
+              "sae_optimizer_set_comm")
+        comms = self.__dict__.setdefault("_comms", {})
+        if comm is None:
+            comms.pop(m, None)
+        else:
+            comms[m] = comm
 
     def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
         shape = getattr(self, "_shape", None)

@@ -446,6 +446,49 @@ void test_0_2_api()
     }
 }
 
+// A communicator of one rank: every collective is the identity.
+int solo_f32(void *, float *, std::size_t) { return 0; }
+int solo_f64(void *, double *, std::size_t) { return 0; }
+int solo_gather(void *, const void *send, std::size_t bytes, void *recv)
+{
+    std::memcpy(recv, send, bytes);
+    return 0;
+}
+int solo_bcast(void *, void *, std::size_t, int) { return 0; }
+
+void test_distributed()
+{
+    sae::shard_span r = sae::shard_range(10, 3, 2);
+    EXPECT(r.begin == 6 && r.end == 10 && r.d_sae_total == 10);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, sae::shard_range(10, 3, 3));
+    sae::model whole(d_in, d_sae, 5, sae::arch::topk, 3);
+    sae::model part = sae::model::create_shard(d_in, d_sae, 2, 7, 5, sae::arch::topk, 3);
+    sae::shard_span s = part.shard();
+    EXPECT(s.begin == 2 && s.end == 7 && s.d_sae_total == d_sae && part.d_sae() == 5);
+    std::vector<float> w(d_sae * d_in), p(5 * d_in);
+    whole.get(sae::tensor::w_dec, w.data(), w.size());
+    part.get(sae::tensor::w_dec, p.data(), p.size());
+    EXPECT(std::memcmp(w.data() + 2 * d_in, p.data(), p.size() * sizeof(float)) == 0);
+    EXPECT_THROWS(sae::state_error, sae::status::state, part.encode(batch(n, d_in, 1)));
+    // one rank, data-parallel: the single-process step, saved by rank 0
+    sae_comm solo = {sizeof(sae_comm), nullptr, 0, 1, solo_f32, solo_f64, solo_gather, solo_bcast};
+    sae::model a(d_in, d_sae, 3), b(d_in, d_sae, 3);
+    sae::optimizer oa(a), ob(b);
+    ob.set_comm(sae::parallel::data, &solo);
+    const std::vector<float> x = batch(n, d_in, 9);
+    EXPECT(oa.step(a, x).loss == ob.step(b, x).loss);
+    ob.set_comm(sae::parallel::data, nullptr);
+    char dir[] = "/tmp/sae-hpp-XXXXXX";
+    EXPECT(mkdtemp(dir) != nullptr);
+    b.save_collective(solo, dir);
+    ob.save_collective(solo, std::string(dir));
+    sae::model back = sae::model::load_shard(std::string(dir), 0, d_sae);
+    EXPECT(back.shard().end == d_sae);
+    for (const char *f : {"sae_weights.safetensors", "cfg.json", "optimizer.safetensors"})
+        std::remove((std::string(dir) + "/" + f).c_str());
+    rmdir(dir);
+}
+
 #if __cplusplus >= 202002L
 void test_spans()
 {
@@ -480,6 +523,7 @@ int main()
     test_checkpoint_dirs();
     test_0_2_api();
     test_status_classes();
+    test_distributed();
     test_checkpoint_directories();
 #if __cplusplus >= 202002L
     test_spans();

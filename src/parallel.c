@@ -1,0 +1,851 @@
+/*
+ * The distributed step: what sae_step and sae__forward_backward exchange when
+ * an optimizer has communicators attached (sae_optimizer_set_comm). The rules
+ * are in parallel.h; the design, mode by mode:
+ *
+ * Data-parallel (every rank holds the whole model, steps on its rows of the
+ * global batch, rank order being token order). The loss averages over the
+ * global batch (gradients scaled by 1 / n_global), so the ranks' gradients
+ * add up to the single-process gradient: one allreduce_f32 of the gradient
+ * block, checked by hash. BatchTopK selects over the global batch (radix
+ * histograms summed, ties in global token order), AuxK normalises by the
+ * global residual variance, and each feature's last firing is the last over
+ * the ranks (allgathered with the statistics).
+ *
+ * Feature-sharded (rank r holds features [begin_r, end_r), every rank steps
+ * on the same x): TopK and AuxK select across shards per token (shard.c),
+ * the shards' partial reconstructions are summed (allreduce_f32 of n x d_in,
+ * checked by hash) so every rank has x_hat, and dL/db_dec's encoder term is
+ * summed over shards; every other gradient is the shard's own. b_dec and its
+ * moments stay identical on every rank.
+ *
+ * Every exchange carries the ranks' statuses (sae__comm_exchange); every
+ * allreduce is followed by one.
+ */
+#include "parallel.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- attaching ----------------------------------------------------------------- */
+
+void sae__par_free(sae_par *p)
+{
+    if (!p)
+        return;
+    sae__free(p->scratch);
+    sae__free(p);
+}
+
+int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
+{
+    static const char fn[] = "sae_optimizer_set_comm";
+    if (!o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: o is NULL", fn);
+    if (mode != SAE_PARALLEL_DATA && mode != SAE_PARALLEL_FEATURES)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: mode %d is neither SAE_PARALLEL_DATA (1) nor "
+                         "SAE_PARALLEL_FEATURES (2)", fn, mode);
+    sae_comm copy;
+    memset(&copy, 0, sizeof copy);
+    if (comm) {
+        int rc = sae__comm_copy(&copy, comm);
+        if (rc != SAE_OK)
+            return sae__fail(rc, "%s: comm: struct_size %zu (at least %zu), rank %d of %d, or "
+                             "a NULL function", fn, comm->struct_size,
+                             (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
+    }
+    const sae_par *p = o->par;
+    const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
+                                                 : p && p->data.struct_size;
+    if (comm && other)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: a data-parallel and a feature-sharded "
+                         "communicator on one optimizer (a 2-D grid) is not supported", fn);
+    if (!comm && !p)
+        return SAE_OK; /* nothing attached, nothing to detach */
+    if (!o->par && !(o->par = sae__alloc_zero(sizeof *o->par)))
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
+    if (mode == SAE_PARALLEL_DATA)
+        o->par->data = copy;
+    else
+        o->par->features = copy;
+    if (!o->par->data.struct_size && !o->par->features.struct_size) {
+        sae__par_free(o->par); /* all detached: a single process again */
+        o->par = NULL;
+    }
+    return SAE_OK;
+}
+
+/* ---- scratch ------------------------------------------------------------------- */
+
+static bool reserve(sae_par *p, size_t bytes)
+{
+    if (bytes <= p->scratch_cap)
+        return true;
+    unsigned char *fresh = sae__alloc(bytes);
+    if (!fresh)
+        return false;
+    sae__free(p->scratch);
+    p->scratch = fresh;
+    p->scratch_cap = bytes;
+    return true;
+}
+
+/* a * b + c bytes, or SIZE_MAX when that overflows (no allocation fits it) */
+static size_t bytes_of(size_t a, size_t b, size_t c)
+{
+    size_t ab, total;
+    return sae__mul(a, b, &ab) && sae__add(ab, c, &total) ? total : SIZE_MAX;
+}
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Records of every rank plus one of this rank's: the common shape of the
+ * exchanges below (mine at the start of the scratch, all after it). */
+static size_t exchange_bytes(const sae_comm *c, size_t record)
+{
+    return bytes_of((size_t)c->n_ranks + 1, record, 0);
+}
+
+/* ---- the step's first exchange ------------------------------------------------- */
+
+typedef struct header_record {
+    int32_t status;
+    int32_t arch;
+    uint64_t n_tokens, d_in, d_sae_total, shard_begin, shard_end, k, steps;
+    uint64_t options_hash; /* every option but the thread count */
+    uint64_t x_hash;       /* features: the batch */
+    uint64_t n_dead;       /* features: this shard's dead features */
+} header_record;
+
+static uint64_t options_hash(const sae_optimizer *o)
+{
+    uint64_t h = 0;
+    for (size_t i = 0; i < sae__option_count(); i++) {
+        const sae_option_info *info = sae__option_at(i);
+        if (info->id == SAE_OPT_THREADS)
+            continue; /* results do not depend on it */
+        double v = sae__option_read(&o->opt, info);
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        h = (h ^ bits) * 0x100000001b3ull + (uint64_t)info->id;
+    }
+    return h;
+}
+
+/* The scratch a step needs at most, so that nothing is allocated once the
+ * ranks have started exchanging. */
+static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_tokens,
+                           size_t k_aux)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t block = sae__block_size(n_tokens);
+    size_t need = 0;
+    const sae_comm *c = ps->data ? ps->data : ps->features;
+    need = max_size(need, exchange_bytes(c, sizeof(header_record)));
+    need = max_size(need, bytes_of(65536, sizeof(double), 0)); /* BatchTopK's histograms */
+    need = max_size(need, exchange_bytes(c, SAE_RECORD_HEADER + 4 * sizeof(double)));
+    if (ps->data) {
+        /* the statistics with each feature's last firing; AuxK's sums */
+        need = max_size(need, exchange_bytes(c, bytes_of(d_sae, sizeof(uint32_t),
+                                                         SAE_RECORD_HEADER + 96)));
+        need = max_size(need, exchange_bytes(c, bytes_of(d_in + 3, sizeof(double),
+                                                         SAE_RECORD_HEADER)));
+    }
+    if (ps->features) {
+        const int n = c->n_ranks;
+        size_t kk = max_size(m->k, k_aux);
+        /* candidates, their cut, and the exchange */
+        need = max_size(need, bytes_of(block, kk * sizeof(float) + sizeof(sae_shard_cut),
+                                       sae__shard_select_scratch(n, block, kk)));
+        /* BatchTopK's per-token ties */
+        need = max_size(need, exchange_bytes(c, bytes_of(n_tokens, sizeof(uint32_t),
+                                                         SAE_RECORD_HEADER)));
+        need = max_size(need, exchange_bytes(c, bytes_of(d_in, sizeof(float), SAE_RECORD_HEADER)));
+    }
+    return need;
+}
+
+int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t n_tokens,
+                   size_t k_aux, int status, sae_par_step *ps)
+{
+    static const char fn[] = "sae_step";
+    sae_par *p = o->par;
+    memset(ps, 0, sizeof *ps);
+    ps->par = p;
+    ps->data = p->data.struct_size ? &p->data : NULL;
+    ps->features = p->features.struct_size ? &p->features : NULL;
+    const sae_comm *c = ps->data ? ps->data : ps->features;
+
+    header_record mine;
+    memset(&mine, 0, sizeof mine);
+    if (status == SAE_OK && !reserve(p, step_scratch(ps, m, n_tokens, k_aux)))
+        status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges of a "
+                           "distributed step", fn);
+    /* a rank whose rows hold NaN must say so now, before any rank starts the
+     * exchanges of the pass (features: every rank has the same x) */
+    if (status == SAE_OK && ps->data && !sae__all_finite(x, n_tokens * m->d_in))
+        status = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (status == SAE_OK && ps->features) {
+        if (!sae__all_finite(x, n_tokens * m->d_in))
+            status = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+        else
+            mine.x_hash = sae__hash_f32(x, n_tokens * m->d_in);
+    }
+    mine.status = status;
+    mine.arch = m->arch;
+    mine.n_tokens = n_tokens;
+    mine.d_in = m->d_in;
+    mine.d_sae_total = sae__total_features(m);
+    mine.shard_begin = m->shard_begin;
+    mine.shard_end = m->shard_begin + m->d_sae;
+    mine.k = m->k;
+    mine.steps = o->steps;
+    mine.options_hash = options_hash(o);
+    for (size_t i = 0; ps->features && i < o->d_sae; i++)
+        mine.n_dead += o->since_fired[i] >= o->opt.dead_window;
+
+    /* the header exchange needs its own scratch even when the reservation
+     * above failed: a few records, on the stack if they fit */
+    header_record stack_records[17];
+    header_record *all = stack_records;
+    const size_t n = (size_t)c->n_ranks;
+    if (p->scratch_cap >= n * sizeof(header_record))
+        all = (header_record *)(void *)p->scratch;
+    else if (n > sizeof stack_records / sizeof stack_records[0])
+        return SAE_E_NOMEM; /* cannot even tell the others (a transport would time out) */
+    int agreed;
+    int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK)
+        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                     sae_status_string(agreed));
+    /* the ranks must agree on what they train */
+    size_t expect_begin = 0;
+    for (size_t r = 0; r < n; r++) {
+        const header_record *h = &all[r];
+        const char *what = NULL;
+        if (h->arch != mine.arch || h->d_in != mine.d_in || h->k != mine.k)
+            what = "the architecture, d_in or k";
+        else if (h->d_sae_total != mine.d_sae_total)
+            what = "d_sae";
+        else if (h->steps != mine.steps)
+            what = "the optimizer's step count";
+        else if (h->options_hash != mine.options_hash)
+            what = "the optimizer's options (all but SAE_OPT_THREADS must be equal)";
+        else if (ps->data && (h->shard_begin != 0 || h->shard_end != h->d_sae_total))
+            what = "the model: data-parallel ranks hold the whole model, not a shard";
+        else if (ps->features && h->shard_begin != expect_begin)
+            what = "the shards: in rank order they must cover [0, d_sae) without a gap";
+        else if (ps->features && (h->n_tokens != mine.n_tokens || h->x_hash != mine.x_hash))
+            what = "x: feature-sharded ranks step on the same batch";
+        if (what)
+            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on %s", fn, r,
+                             c->rank, what);
+        expect_begin = h->shard_end;
+        ps->n_global += h->n_tokens;
+        if (r < (size_t)c->rank)
+            ps->token_offset += h->n_tokens;
+        ps->n_dead_total += h->n_dead;
+    }
+    if (ps->features && expect_begin != mine.d_sae_total)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the shards end at feature %zu, not at d_sae %zu",
+                         fn, (size_t)expect_begin, (size_t)mine.d_sae_total);
+    if (ps->features) { /* the same batch on every shard */
+        ps->n_global = n_tokens;
+        ps->token_offset = 0;
+    }
+    return SAE_OK;
+}
+
+/* ---- hooks of the pass ------------------------------------------------------- */
+
+/* An exchange of small records from the scratch: mine at the start, all
+ * after it. Returns the agreed status, or SAE_E_COMM. */
+static int exchange_small(sae_par_step *ps, const sae_comm *c, void *mine, size_t bytes,
+                          void **all)
+{
+    unsigned char *base = ps->par->scratch;
+    memcpy(base, mine, bytes);
+    int32_t st = ps->status;
+    memcpy(base, &st, sizeof st);
+    *all = base + bytes;
+    int agreed;
+    int rc = sae__comm_exchange(c, base, bytes, *all, &agreed);
+    return rc != SAE_OK ? rc : agreed;
+}
+
+/* Rows of an allreduced buffer made the same on every rank: hash, exchange
+ * the hashes (with the statuses), take rank 0's where they differ. */
+/* Records of the small exchanges (each starts with the status). */
+typedef struct hash_record {
+    int32_t status, pad;
+    uint64_t hash;
+} hash_record;
+
+typedef struct count_record {
+    int32_t status, pad;
+    double count;
+} count_record;
+
+typedef struct ties_record {
+    int32_t status, pad;
+    double above, ties, min_positive;
+} ties_record;
+
+/* The sum over ranks of a count_record's count (whole numbers: exact). */
+static double count_total(const sae_comm *c, const void *all)
+{
+    double total = 0.0;
+    for (int r = 0; r < c->n_ranks; r++) {
+        count_record q;
+        memcpy(&q, (const unsigned char *)all + (size_t)r * sizeof q, sizeof q);
+        total += q.count;
+    }
+    return total;
+}
+
+static int settle(sae_par_step *ps, const sae_comm *c, float *buf, size_t count)
+{
+    hash_record rec = {ps->status, 0, sae__hash_f32(buf, count)};
+    void *all;
+    int rc = exchange_small(ps, c, &rec, sizeof rec, &all);
+    if (rc != SAE_OK)
+        return rc;
+#ifdef SAE_TESTING
+    if (ps->par->no_settle)
+        return SAE_OK;
+#endif
+    bool replaced;
+    return sae__comm_same_or_root(c, buf, count, all, sizeof rec, offsetof(hash_record, hash),
+                                  &replaced);
+}
+
+int sae__par_topk_block(sae_par_step *ps, const sae_model *m, const sae_encoded *out, size_t rows,
+                        const float *norms)
+{
+    if (!ps || !ps->features || m->arch != SAE_ARCH_TOPK)
+        return SAE_OK;
+    const size_t k = m->k, d = m->d_sae, chunks = out->mask_chunks;
+    float *cand = (float *)(void *)ps->par->scratch;
+    sae_shard_cut *cut = (sae_shard_cut *)(void *)(cand + rows * k);
+    void *scratch = cut + rows;
+    memset(cand, 0, rows * k * sizeof(float));
+    for (size_t t = 0; t < rows; t++) { /* the local TopK's values */
+        const float *f = out->f + t * d;
+        size_t n = 0;
+        for (size_t c = 0; c < chunks; c++)
+            for (unsigned bits = out->mask[t * chunks + c]; bits; bits &= bits - 1)
+                cand[t * k + n++] = f[16 * c + (size_t)__builtin_ctz(bits)];
+    }
+    int agreed;
+    int rc = sae__shard_select(ps->features, ps->status, rows, k, cand, cut, scratch, &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    for (size_t t = 0; t < rows; t++) { /* keep what the whole model keeps */
+        float *f = out->f + t * d;
+        uint16_t *mask = out->mask + t * chunks;
+        sae_shard_cut left = cut[t];
+        double l1 = 0.0;
+        size_t active = 0;
+        for (size_t c = 0; c < chunks; c++) {
+            unsigned kept = 0;
+            for (unsigned bits = mask[c]; bits; bits &= bits - 1) {
+                unsigned bit = (unsigned)__builtin_ctz(bits);
+                size_t i = 16 * c + bit;
+                if (sae__shard_keep(&f[i], 1, left) == 0)
+                    continue; /* f[i] is 0 now */
+                if (!(f[i] > left.kth))
+                    left.allow--;
+                kept |= 1u << bit;
+                l1 += (double)f[i] * norms[i];
+                active++;
+            }
+            mask[c] = (uint16_t)kept;
+        }
+        out->l1[t] = l1;
+        out->active[t] = active;
+        out->pairs[t] = active;
+    }
+    return SAE_OK;
+}
+
+int sae__par_aux_block(sae_par_step *ps, const sae_aux_picks *aux, size_t rows, size_t k_aux)
+{
+    if (!ps || !ps->features || !aux->count)
+        return SAE_OK;
+    float *cand = (float *)(void *)ps->par->scratch;
+    sae_shard_cut *cut = (sae_shard_cut *)(void *)(cand + rows * k_aux);
+    void *scratch = cut + rows;
+    memset(cand, 0, rows * k_aux * sizeof(float));
+    for (size_t t = 0; t < rows; t++)
+        memcpy(cand + t * k_aux, aux->fval + t * aux->cap, aux->count[t] * sizeof(float));
+    int agreed;
+    int rc = sae__shard_select(ps->features, ps->status, rows, k_aux, cand, cut, scratch,
+                               &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    for (size_t t = 0; t < rows; t++) { /* the picks in feature order, compacted */
+        uint32_t *feat = aux->feat + t * aux->cap;
+        float *fval = aux->fval + t * aux->cap;
+        size_t n = 0;
+        sae_shard_cut left = cut[t];
+        for (size_t j = 0; j < aux->count[t]; j++) {
+            float v = fval[j];
+            if (sae__shard_keep(&v, 1, left) == 0)
+                continue;
+            if (!(v > left.kth))
+                left.allow--;
+            feat[n] = feat[j];
+            fval[n] = fval[j];
+            n++;
+        }
+        aux->count[t] = n;
+    }
+    return SAE_OK;
+}
+
+int sae__par_sparse_choice(sae_par_step *ps, size_t pairs, size_t rows, size_t d_sae_total,
+                           bool *sparse)
+{
+    count_record rec = {ps->status, 0, (double)pairs};
+    void *all;
+    int rc = exchange_small(ps, ps->features, &rec, sizeof rec, &all);
+    if (rc != SAE_OK)
+        return rc;
+    double total = count_total(ps->features, all);
+    *sparse = total <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae_total;
+    return SAE_OK;
+}
+
+int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_in)
+{
+    if (!ps || !ps->features)
+        return SAE_OK;
+    int rc = sae__comm_allreduce_f32(ps->features, x_hat, rows * d_in);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "sae_step: the communicator failed");
+    return settle(ps, ps->features, x_hat, rows * d_in);
+}
+
+typedef struct error_task {
+    sae_workspace *ws;
+    const float *target;
+    float target_scale;
+    size_t t0, d_in;
+    float scale;
+} error_task;
+
+static void error_rows_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const error_task *e = ctx;
+    const size_t d_in = e->d_in;
+    for (size_t t = begin; t < end; t++) {
+        float *g = e->ws->dxh + (e->t0 + t) * d_in;
+        const float *y = e->target + t * d_in;
+        double l2 = 0.0;
+        for (size_t j = 0; j < d_in; j++) {
+            float v = g[j] - y[j] * e->target_scale;
+            l2 += (double)v * v;
+            g[j] = v * e->scale;
+        }
+        e->ws->l2_tok[e->t0 + t] = l2;
+    }
+}
+
+void sae__par_error_rows(sae_workspace *ws, const float *target, float target_scale, size_t t0,
+                         size_t count, size_t d_in, float scale, sae_pool *pool)
+{
+    error_task e = {ws, target, target_scale, t0, d_in, scale};
+    sae__parallel_for(pool, count, error_rows_range, &e);
+}
+
+int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *sum_e,
+                       size_t d_in)
+{
+    if (!ps)
+        return SAE_OK;
+    if (ps->features) { /* the same residuals everywhere: agree on whether any shard picked */
+        count_record rec = {ps->status, 0, (double)*picks};
+        void *all;
+        int rc = exchange_small(ps, ps->features, &rec, sizeof rec, &all);
+        if (rc == SAE_OK)
+            *picks = (size_t)count_total(ps->features, all);
+        return rc;
+    }
+    /* data-parallel: [status | picks, sumsq, sum_e...] added in rank order */
+    const sae_comm *c = ps->data;
+    const size_t count = d_in + 2, bytes = SAE_RECORD_HEADER + count * sizeof(double);
+    unsigned char *mine = ps->par->scratch, *all = mine + bytes;
+    int32_t st = ps->status;
+    memset(mine, 0, SAE_RECORD_HEADER);
+    memcpy(mine, &st, sizeof st);
+    double *v = (double *)(void *)(mine + SAE_RECORD_HEADER);
+    v[0] = (double)*picks;
+    v[1] = *sumsq;
+    memcpy(v + 2, sum_e, d_in * sizeof(double));
+    int agreed;
+    int rc = sae__comm_exchange(c, mine, bytes, all, &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    for (size_t k = 0; k < count; k++) {
+        double s = 0.0;
+        for (int r = 0; r < c->n_ranks; r++) {
+            double w;
+            memcpy(&w, all + (size_t)r * bytes + SAE_RECORD_HEADER + k * sizeof(double), sizeof w);
+            s += w;
+        }
+        v[k] = s;
+    }
+    *picks = (size_t)v[0];
+    *sumsq = v[1];
+    memcpy(sum_e, v + 2, d_in * sizeof(double));
+    return SAE_OK;
+}
+
+int sae__par_enc_term(sae_par_step *ps, const sae_model *m, const float *g_b_enc, float *g_b_dec)
+{
+    const size_t d_in = m->d_in;
+    const sae_comm *c = ps->features;
+    const size_t bytes = SAE_RECORD_HEADER + d_in * sizeof(float);
+    unsigned char *mine = ps->par->scratch, *all = mine + bytes;
+    int32_t st = ps->status;
+    memset(mine, 0, SAE_RECORD_HEADER);
+    memcpy(mine, &st, sizeof st);
+    float *term = (float *)(void *)(mine + SAE_RECORD_HEADER);
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)m->d_sae, (int)d_in, 1.0f, sae__w_enc_t(m),
+                (int)d_in, g_b_enc, 1, 0.0f, term, 1);
+    int agreed;
+    int rc = sae__comm_exchange(c, mine, bytes, all, &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    for (size_t j = 0; j < d_in; j++) {
+        float sum = 0.0f;
+        for (int r = 0; r < c->n_ranks; r++) {
+            float v;
+            memcpy(&v, all + (size_t)r * bytes + SAE_RECORD_HEADER + j * sizeof v, sizeof v);
+            sum += v;
+        }
+        g_b_dec[j] -= sum;
+    }
+    return SAE_OK;
+}
+
+/* ---- BatchTopK ------------------------------------------------------------------- */
+
+/* The communicators a batch-wide selection spans. */
+static const sae_comm *batch_comm(const sae_par_step *ps)
+{
+    return ps->data ? ps->data : ps->features;
+}
+
+int sae__par_batch_hist(sae_par_step *ps, uint64_t *hist)
+{
+    if (!ps)
+        return SAE_OK;
+    double *h = (double *)(void *)ps->par->scratch; /* counts below 2^53: exact sums */
+    for (size_t b = 0; b < 65536; b++)
+        h[b] = (double)hist[b];
+    int rc = sae__comm_allreduce_f64(batch_comm(ps), h, 65536);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "sae_step: the communicator failed");
+    for (size_t b = 0; b < 65536; b++)
+        hist[b] = (uint64_t)h[b];
+    return SAE_OK;
+}
+
+int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, bool have_kth,
+                        size_t *above_total, float *min_positive)
+{
+    const sae_comm *c = batch_comm(ps);
+    const size_t n = (size_t)c->n_ranks, me = (size_t)c->rank;
+    size_t tie_total = 0;
+    for (size_t t = 0; t < rows; t++)
+        tie_total += ties[t];
+    ties_record rec = {ps->status, 0, (double)*above_total, (double)tie_total,
+                       (double)*min_positive};
+    void *all;
+    int rc = exchange_small(ps, c, &rec, sizeof rec, &all);
+    if (rc != SAE_OK)
+        return rc;
+    double above = 0.0, ties_all = 0.0, ties_before = 0.0;
+    float min_pos = 0.0f;
+    for (size_t r = 0; r < n; r++) {
+        ties_record q;
+        memcpy(&q, (unsigned char *)all + r * sizeof rec, sizeof q);
+        above += q.above;
+        ties_all += q.ties;
+        if (r < me)
+            ties_before += q.ties;
+        if (q.min_positive > 0.0 && (min_pos == 0.0f || (float)q.min_positive < min_pos))
+            min_pos = (float)q.min_positive;
+    }
+    *above_total = (size_t)above;
+    *min_positive = min_pos;
+    size_t allowed = have_kth ? K - (size_t)above : 0;
+    if (ps->data || (double)allowed >= ties_all) {
+        /* data-parallel: token order is rank order, so the ranks before take
+         * theirs first; features with room for every tie: all are kept */
+        size_t left = (double)allowed > ties_before ? allowed - (size_t)ties_before : 0;
+        if (ps->features)
+            left = tie_total;
+        for (size_t t = 0; t < rows; t++) {
+            size_t take = ties[t] < left ? ties[t] : left;
+            ties[t] = take;
+            left -= take;
+        }
+        return SAE_OK;
+    }
+    /* features, more ties than room: token order first, then shard order */
+    const size_t bytes = SAE_RECORD_HEADER + rows * sizeof(uint32_t);
+    unsigned char *mine = ps->par->scratch, *recs = mine + bytes;
+    int32_t st = ps->status;
+    memset(mine, 0, SAE_RECORD_HEADER);
+    memcpy(mine, &st, sizeof st);
+    for (size_t t = 0; t < rows; t++) {
+        uint32_t v = (uint32_t)ties[t];
+        memcpy(mine + SAE_RECORD_HEADER + t * sizeof v, &v, sizeof v);
+    }
+    int agreed;
+    rc = sae__comm_exchange(c, mine, bytes, recs, &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    size_t before = 0; /* ties of earlier tokens, all shards */
+    for (size_t t = 0; t < rows; t++) {
+        size_t at_t = 0, mine_t = 0;
+        for (size_t r = 0; r < n; r++) {
+            uint32_t v;
+            memcpy(&v, recs + r * bytes + SAE_RECORD_HEADER + t * sizeof v, sizeof v);
+            if (r < me)
+                at_t += v;
+            if (r == me)
+                mine_t = v;
+        }
+        size_t start = before + at_t;
+        size_t left = allowed > start ? allowed - start : 0;
+        ties[t] = left < mine_t ? left : mine_t;
+        for (size_t r = 0; r < n; r++) {
+            uint32_t v;
+            memcpy(&v, recs + r * bytes + SAE_RECORD_HEADER + t * sizeof v, sizeof v);
+            before += v;
+        }
+    }
+    return SAE_OK;
+}
+
+/* ---- the end of the step ----------------------------------------------------------- */
+
+/* The statistics every rank brings to the last exchange of a step. */
+typedef struct stats_record {
+    int32_t status, pad;
+    uint64_t hash;        /* data: of the summed gradient */
+    double sumsq;         /* features: the shard's squared gradient norm, b_dec's excluded */
+    double l1, l2, active, aux_loss;
+    float param_absmax, m1_absmax, m2_max, pad2;
+} stats_record;
+
+static stats_record stats_at(const unsigned char *all, size_t stride, int r)
+{
+    stats_record q;
+    memcpy(&q, all + (size_t)r * stride, sizeof q);
+    return q;
+}
+
+static double b_dec_sumsq(const sae_model *m, const float *grad)
+{
+    double s = 0.0;
+    for (size_t j = 0; j < m->d_in; j++)
+        s += (double)grad[m->lay.b_dec + j] * grad[m->lay.b_dec + j];
+    return s;
+}
+
+int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int status,
+                    sae_backward_result *res, float *param_absmax, float *m1_absmax,
+                    float *m2_max)
+{
+    static const char fn[] = "sae_step";
+    const sae_comm *c = ps->data ? ps->data : ps->features;
+    if (ps->status == SAE_OK)
+        ps->status = status;
+    stats_record mine;
+    memset(&mine, 0, sizeof mine);
+    mine.status = ps->status;
+    mine.l1 = res->sums.l1;
+    mine.l2 = res->sums.l2;
+    mine.active = res->sums.active;
+    mine.aux_loss = res->aux_loss;
+    mine.param_absmax = *param_absmax;
+    mine.m1_absmax = *m1_absmax;
+    mine.m2_max = *m2_max;
+    size_t stride = sizeof mine;
+    const size_t d_sae = o->d_sae;
+    if (ps->data) {
+        /* one allreduce of the whole gradient block, then its hash and each
+         * feature's last firing (global token positions, 1-based) */
+        int rc = sae__comm_allreduce_f32(c, o->grad, o->lay.total);
+        if (rc != SAE_OK)
+            return sae__fail(rc, "%s: the communicator failed", fn);
+        mine.sumsq = sae__sumsq_hash_f32(o->grad, o->lay.total, &mine.hash);
+        stride += d_sae * sizeof(uint32_t);
+    } else {
+        mine.sumsq = res->grad_sumsq - b_dec_sumsq(m, o->grad);
+    }
+    unsigned char *rec = o->par->scratch, *all = rec + stride;
+    memcpy(rec, &mine, sizeof mine);
+    for (size_t i = 0; ps->data && i < d_sae; i++) {
+        uint64_t last = o->ws.last_fired[i];
+        uint32_t global = last ? (uint32_t)(ps->token_offset + last) : 0;
+        memcpy(rec + sizeof mine + i * sizeof global, &global, sizeof global);
+    }
+    int agreed;
+    int rc = sae__comm_exchange(c, rec, stride, all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK)
+        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                     sae_status_string(agreed));
+    sae_loss_sums sums = {0.0, 0.0, 0.0};
+    double sumsq = 0.0, aux = 0.0;
+    for (int r = 0; r < c->n_ranks; r++) {
+        stats_record q = stats_at(all, stride, r);
+        sums.l1 += q.l1;
+        sums.active += q.active;
+        if (ps->data) {
+            sums.l2 += q.l2;
+            aux += q.aux_loss;
+        } else {
+            sumsq += q.sumsq;
+            *param_absmax = fmaxf(*param_absmax, q.param_absmax);
+            *m1_absmax = fmaxf(*m1_absmax, q.m1_absmax);
+            *m2_max = fmaxf(*m2_max, q.m2_max);
+        }
+    }
+    if (ps->data) {
+        bool replaced = false;
+#ifdef SAE_TESTING
+        if (!o->par->no_settle)
+#endif
+            rc = sae__comm_same_or_root(c, o->grad, o->lay.total, all, stride,
+                                        offsetof(stats_record, hash), &replaced);
+        if (rc != SAE_OK)
+            return sae__fail(rc, "%s: the communicator failed", fn);
+        uint64_t unused;
+        res->grad_sumsq = replaced ? sae__sumsq_hash_f32(o->grad, o->lay.total, &unused)
+                                   : mine.sumsq;
+        res->aux_loss = aux;
+        for (size_t i = 0; i < d_sae; i++) {
+            uint32_t last = 0;
+            for (int r = 0; r < c->n_ranks; r++) {
+                uint32_t v;
+                memcpy(&v, all + (size_t)r * stride + sizeof mine + i * sizeof v, sizeof v);
+                last = v > last ? v : last;
+            }
+            o->ws.last_fired[i] = last;
+        }
+    } else {
+        sums.l2 = res->sums.l2; /* every shard has the whole reconstruction */
+        res->grad_sumsq = sumsq + b_dec_sumsq(m, o->grad);
+    }
+    res->sums = sums;
+    return SAE_OK;
+}
+
+int sae__par_all_true(sae_par_step *ps, bool mine, bool *all_true)
+{
+    const sae_comm *c = ps->data ? ps->data : ps->features;
+    count_record rec = {ps->status, 0, mine ? 0.0 : 1.0};
+    void *all;
+    int rc = exchange_small(ps, c, &rec, sizeof rec, &all);
+    if (rc == SAE_OK)
+        *all_true = count_total(c, all) == 0.0;
+    return rc;
+}
+
+/* ---- resampling ------------------------------------------------------------------ */
+
+typedef struct resample_record {
+    int32_t status, pad;
+    double n_dead, n_live, live_norm_sum;
+    uint64_t x_hash, n_tokens;
+} resample_record;
+
+int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x,
+                            size_t n_tokens, int status, size_t *n_dead, size_t *n_live,
+                            double *live_norm_sum, size_t *dead_before, sae_par_step *ps)
+{
+    static const char fn[] = "sae_resample_dead";
+    sae_par *p = o->par;
+    memset(ps, 0, sizeof *ps);
+    ps->par = p;
+    ps->features = p->features.struct_size ? &p->features : NULL;
+    const sae_comm *c = ps->features ? ps->features : &p->data;
+    const size_t block = sae__block_size(n_tokens), k = m->k;
+    size_t need = exchange_bytes(c, sizeof(resample_record));
+    if (ps->features) {
+        need = max_size(need, exchange_bytes(c, sizeof(hash_record)));
+        if (m->arch == SAE_ARCH_TOPK)
+            need = max_size(need, bytes_of(block, k * sizeof(float) + sizeof(sae_shard_cut),
+                                           sae__shard_select_scratch(c->n_ranks, block, k)));
+    }
+    if (status == SAE_OK && !reserve(p, need))
+        status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges", fn);
+    resample_record mine = {status, 0, (double)*n_dead, (double)*n_live, *live_norm_sum,
+                            status == SAE_OK ? sae__hash_f32(x, n_tokens * m->d_in) : 0,
+                            n_tokens};
+    resample_record stack_records[17], *all = stack_records;
+    const size_t n = (size_t)c->n_ranks;
+    if (p->scratch_cap >= n * sizeof(resample_record))
+        all = (resample_record *)(void *)p->scratch;
+    else if (n > sizeof stack_records / sizeof stack_records[0])
+        return SAE_E_NOMEM;
+    int agreed;
+    int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK)
+        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                     sae_status_string(agreed));
+    double dead = 0.0, live = 0.0, norms = 0.0, before = 0.0;
+    for (size_t r = 0; r < n; r++) {
+        if (all[r].x_hash != mine.x_hash || all[r].n_tokens != mine.n_tokens)
+            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on x: every "
+                             "rank resamples from the same sample", fn, r, c->rank);
+        dead += all[r].n_dead;
+        live += all[r].n_live;
+        norms += all[r].live_norm_sum;
+        if (r < (size_t)c->rank)
+            before += all[r].n_dead;
+    }
+    if (ps->features) { /* the shards' features together */
+        *n_dead = (size_t)dead;
+        *n_live = (size_t)live;
+        *live_norm_sum = norms;
+        *dead_before = (size_t)before;
+    } else {
+        *dead_before = 0; /* data-parallel ranks hold the same features */
+    }
+    return SAE_OK;
+}
+
+int sae__par_topk_rows(sae_par_step *ps, float *f, size_t rows, size_t d, size_t k)
+{
+    float *cand = (float *)(void *)ps->par->scratch;
+    sae_shard_cut *cut = (sae_shard_cut *)(void *)(cand + rows * k);
+    void *scratch = cut + rows;
+    memset(cand, 0, rows * k * sizeof(float));
+    for (size_t t = 0; t < rows; t++) {
+        size_t n = 0;
+        for (size_t i = 0; i < d && n < k; i++)
+            if (f[t * d + i] > 0.0f)
+                cand[t * k + n++] = f[t * d + i];
+    }
+    int agreed;
+    int rc = sae__shard_select(ps->features, ps->status, rows, k, cand, cut, scratch, &agreed);
+    if (rc != SAE_OK || agreed != SAE_OK)
+        return rc != SAE_OK ? rc : agreed;
+    for (size_t t = 0; t < rows; t++)
+        sae__shard_keep(f + t * d, d, cut[t]);
+    return SAE_OK;
+}

@@ -1,0 +1,366 @@
+/* Checkpoints of distributed runs (src/collective.c and the shard loaders),
+ * over the thread double: shards that save one model and one optimizer
+ * together write the single-process files (a single process loads them, and
+ * saving what it loaded gives the same bytes), which 2 shards, 3 shards or
+ * one process resume (resharding: each loads its slice); data-parallel
+ * ranks leave the writing to rank 0; a save that fails on any rank fails on
+ * every rank and leaves no file behind. */
+#define _XOPEN_SOURCE 700 /* mkdtemp */
+#include "../src/parallel.h"
+#include "comm_threads.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { D_IN = 10, D_SAE = 29, N_TOKENS = 32, MAX_RANKS = 3 };
+
+static const size_t shards3[] = {0, 8, 19, D_SAE}, shards2[] = {0, 15, D_SAE};
+
+static void configure(sae_optimizer *o)
+{
+    sae_optimizer_set(o, SAE_OPT_LR, 1e-2);
+    sae_optimizer_set(o, SAE_OPT_THREADS, 1);
+    sae_optimizer_set(o, SAE_OPT_L1_COEFF, 0.1);
+    sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
+    sae_optimizer_set(o, SAE_OPT_THRESHOLD_BETA, 0.5);
+}
+
+static double arch_param(int arch)
+{
+    return arch == SAE_ARCH_JUMPRELU ? 0.05 : arch == SAE_ARCH_RELU ? 0.0 : 4;
+}
+
+/* A temporary directory of the test's own. */
+static void temp_dir(char *dir, size_t len)
+{
+    snprintf(dir, len, "/tmp/sae-collective-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static size_t files_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static unsigned char *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc(*size ? *size : 1);
+    ck_assert_uint_eq(fread(buf, 1, *size, f), *size);
+    fclose(f);
+    return buf;
+}
+
+/* What the ranks do: train a few steps (features mode on the same x, or
+ * data-parallel on a share), then save collectively into dir. */
+typedef struct save_run {
+    int mode, arch;
+    const size_t *split;
+    const float *x;
+    const char *dir;       /* the checkpoint directory */
+    int steps;
+    sae_model *models[MAX_RANKS];
+    sae_optimizer *opts[MAX_RANKS];
+    int step_status[MAX_RANKS], model_status[MAX_RANKS], opt_status[MAX_RANKS];
+} save_run;
+
+static void train_and_save(int rank, const sae_comm *comm, void *arg)
+{
+    save_run *s = arg;
+    const bool data = s->mode == SAE_PARALLEL_DATA;
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    if (data)
+        sae_model_create_arch(&m, D_IN, D_SAE, 5, s->arch, arch_param(s->arch));
+    else
+        sae_model_create_shard(&m, D_IN, D_SAE, s->split[rank], s->split[rank + 1], 5, s->arch,
+                               arch_param(s->arch));
+    sae_optimizer_create(&o, m);
+    configure(o);
+    sae_optimizer_set_comm(o, s->mode, comm);
+    int rc = SAE_OK;
+    for (int step = 0; step < s->steps && rc == SAE_OK; step++) {
+        const float *x = s->x + (size_t)step * N_TOKENS * D_IN;
+        size_t n = N_TOKENS;
+        if (data) {
+            x += s->split[rank] * D_IN;
+            n = s->split[rank + 1] - s->split[rank];
+        }
+        rc = sae_step(m, o, x, n, NULL);
+    }
+    s->step_status[rank] = rc;
+    s->model_status[rank] = sae_model_save_collective(m, comm, s->dir);
+    s->opt_status[rank] = sae_optimizer_save_collective(o, comm, s->dir);
+    s->models[rank] = m;
+    s->opts[rank] = o;
+}
+
+static void run_ranks(save_run *s, int n_ranks)
+{
+    test_comm_group *g = test_comm_group_create(n_ranks, 0);
+    ck_assert_ptr_nonnull(g);
+    test_comm_run(g, train_and_save, s);
+    test_comm_group_free(g);
+}
+
+static void free_run(save_run *s, int n_ranks)
+{
+    for (int r = 0; r < n_ranks; r++) {
+        sae_optimizer_free(s->opts[r]);
+        sae_model_free(s->models[r]);
+    }
+}
+
+/* The whole model's tensor of a shard's slice: W_enc columns, W_dec rows, b_enc
+ * and thresholds entries, at [begin, end). */
+static void check_slice(const sae_model *whole, const sae_model *shard, int which)
+{
+    size_t begin, end, total;
+    sae_model_shard(shard, &begin, &end, &total);
+    size_t n_whole = sae_model_tensor_size(whole, which), n = sae_model_tensor_size(shard, which);
+    if (n == 0)
+        return;
+    float *a = malloc(n_whole * sizeof *a), *b = malloc(n * sizeof *b);
+    ck_assert_int_eq(sae_model_get_tensor(whole, which, a, n_whole), SAE_OK);
+    ck_assert_int_eq(sae_model_get_tensor(shard, which, b, n), SAE_OK);
+    const size_t w = end - begin;
+    for (size_t k = 0; k < n; k++) {
+        size_t at = k;
+        if (which == SAE_W_ENC)
+            at = (k / w) * total + begin + k % w;
+        else if (which == SAE_W_DEC)
+            at = begin * D_IN + k;
+        else if (which == SAE_B_ENC || (which == SAE_THRESHOLD && n == w))
+            at = begin + k;
+        ck_assert_msg(memcmp(&a[at], &b[k], sizeof(float)) == 0,
+                      "tensor %d [%zu] of the shard [%zu, %zu): %a, the file has %a", which, k,
+                      begin, end, (double)b[k], (double)a[at]);
+    }
+    free(a);
+    free(b);
+}
+
+static void check_optimizer_slice(const sae_optimizer *whole, const sae_optimizer *shard)
+{
+    const size_t b = shard->shard_begin, w = shard->d_sae, total = whole->d_sae;
+    ck_assert_uint_eq(whole->steps, shard->steps);
+    for (size_t i = 0; i < w; i++)
+        ck_assert_uint_eq(whole->since_fired[b + i], shard->since_fired[i]);
+    const float *blocks[2][2] = {{whole->m1, shard->m1}, {whole->m2, shard->m2}};
+    for (int k = 0; k < 2; k++) {
+        const float *a = blocks[k][0], *s = blocks[k][1];
+        /* W_enc (transposed) and W_dec: the shard's rows; b_enc: its entries; b_dec whole */
+        ck_assert_mem_eq(a + whole->lay.w_enc_t + b * D_IN, s + shard->lay.w_enc_t,
+                         w * D_IN * sizeof(float));
+        ck_assert_mem_eq(a + whole->lay.w_dec + b * D_IN, s + shard->lay.w_dec,
+                         w * D_IN * sizeof(float));
+        ck_assert_mem_eq(a + whole->lay.b_enc + b, s + shard->lay.b_enc, w * sizeof(float));
+        ck_assert_mem_eq(a + whole->lay.b_dec, s + shard->lay.b_dec, D_IN * sizeof(float));
+        if (whole->lay.log_thr_count)
+            ck_assert_mem_eq(a + whole->lay.log_thr + b, s + shard->lay.log_thr,
+                             w * sizeof(float));
+    }
+    (void)total;
+}
+
+static void check_arch(int arch)
+{
+    char dir[64], again[64];
+    temp_dir(dir, sizeof dir);
+    temp_dir(again, sizeof again);
+    float *x = test_gaussian(3 * N_TOKENS, D_IN, 1.0, 0.2, 77);
+    save_run s = {.mode = SAE_PARALLEL_FEATURES, .arch = arch, .split = shards3, .x = x,
+                  .dir = dir, .steps = 3};
+    run_ranks(&s, 3);
+    for (int r = 0; r < 3; r++) {
+        ck_assert_int_eq(s.step_status[r], SAE_OK);
+        ck_assert_msg(s.model_status[r] == SAE_OK, "rank %d: %s", r,
+                      sae_status_string(s.model_status[r]));
+        ck_assert_int_eq(s.opt_status[r], SAE_OK);
+    }
+    ck_assert_uint_eq(files_in(dir), 3); /* weights, cfg.json, optimizer: nothing else */
+    /* one process loads the files: every shard's values, exactly */
+    sae_model *whole;
+    sae_optimizer *whole_o;
+    ck_assert_int_eq(sae_model_load(&whole, dir), SAE_OK);
+    ck_assert_int_eq(sae_model_arch(whole), arch);
+    ck_assert_uint_eq(sae_model_d_sae(whole), D_SAE);
+    ck_assert_int_eq(sae_optimizer_load(&whole_o, whole, dir), SAE_OK);
+    static const int tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC, SAE_THRESHOLD};
+    for (int r = 0; r < 3; r++) {
+        for (size_t k = 0; k < sizeof tensors / sizeof tensors[0]; k++)
+            check_slice(whole, s.models[r], tensors[k]);
+        check_optimizer_slice(whole_o, s.opts[r]);
+    }
+    /* and saving what it loaded gives the same bytes: the single-process format */
+    ck_assert_int_eq(sae_model_save(whole, again), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_save(whole_o, again), SAE_OK);
+    static const char *const names[] = {"sae_weights.safetensors", "cfg.json",
+                                        "optimizer.safetensors"};
+    for (int k = 0; k < 3; k++) {
+        char a[128], b[128];
+        snprintf(a, sizeof a, "%s/%s", dir, names[k]);
+        snprintf(b, sizeof b, "%s/%s", again, names[k]);
+        size_t na, nb;
+        unsigned char *fa = read_file(a, &na), *fb = read_file(b, &nb);
+        ck_assert_uint_eq(na, nb);
+        ck_assert_msg(memcmp(fa, fb, na) == 0, "%s differs from a single process's", names[k]);
+        free(fa);
+        free(fb);
+    }
+    /* resharding: 2 shards load their slices, and equal the 3 shards' values */
+    for (int r = 0; r < 2; r++) {
+        sae_model *shard;
+        sae_optimizer *so;
+        ck_assert_int_eq(sae_model_load_shard(&shard, dir, shards2[r], shards2[r + 1]), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_load(&so, shard, dir), SAE_OK);
+        for (size_t k = 0; k < sizeof tensors / sizeof tensors[0]; k++)
+            check_slice(whole, shard, tensors[k]);
+        check_optimizer_slice(whole_o, so);
+        sae_optimizer_free(so);
+        sae_model_free(shard);
+    }
+    sae_optimizer_free(whole_o);
+    sae_model_free(whole);
+    free_run(&s, 3);
+    free(x);
+    remove_dir(dir);
+    remove_dir(again);
+}
+
+START_TEST(relu_shards_save_the_single_process_files) { check_arch(SAE_ARCH_RELU); }
+END_TEST
+
+START_TEST(topk_shards_save_the_single_process_files) { check_arch(SAE_ARCH_TOPK); }
+END_TEST
+
+START_TEST(batchtopk_shards_save_the_single_process_files) { check_arch(SAE_ARCH_BATCHTOPK); }
+END_TEST
+
+START_TEST(jumprelu_shards_save_the_single_process_files) { check_arch(SAE_ARCH_JUMPRELU); }
+END_TEST
+
+START_TEST(data_parallel_ranks_leave_the_writing_to_rank_0)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    float *x = test_gaussian(2 * N_TOKENS, D_IN, 1.0, 0.2, 78);
+    static const size_t tokens3[] = {0, 10, 21, N_TOKENS};
+    save_run s = {.mode = SAE_PARALLEL_DATA, .arch = SAE_ARCH_TOPK, .split = tokens3, .x = x,
+                  .dir = dir, .steps = 2};
+    run_ranks(&s, 3);
+    for (int r = 0; r < 3; r++) {
+        ck_assert_int_eq(s.step_status[r], SAE_OK);
+        ck_assert_int_eq(s.model_status[r], SAE_OK);
+        ck_assert_int_eq(s.opt_status[r], SAE_OK);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    size_t n, n_ref;
+    unsigned char *saved = read_file(path, &n);
+    ck_assert_int_eq(sae_model_save_size(s.models[1], &n_ref), SAE_OK);
+    unsigned char *ref = malloc(n_ref);
+    ck_assert_int_eq(sae_model_save_buffer(s.models[1], ref, n_ref, NULL), SAE_OK);
+    ck_assert_uint_eq(n, n_ref); /* every replica is the same: rank 1's bytes */
+    ck_assert(memcmp(saved, ref, n) == 0);
+    free(saved);
+    free(ref);
+    free_run(&s, 3);
+    free(x);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(a_failed_save_fails_everywhere_and_leaves_nothing)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    float *x = test_gaussian(N_TOKENS, D_IN, 1.0, 0.2, 79);
+    /* a file in a directory that does not exist */
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/no/such/dir/model.safetensors", dir);
+    save_run s = {.mode = SAE_PARALLEL_FEATURES, .arch = SAE_ARCH_RELU, .split = shards3, .x = x,
+                  .dir = missing, .steps = 1};
+    run_ranks(&s, 3);
+    for (int r = 0; r < 3; r++) {
+        ck_assert_int_eq(s.model_status[r], SAE_E_IO);
+        ck_assert_int_eq(s.opt_status[r], SAE_E_IO);
+    }
+    free_run(&s, 3);
+    free(x);
+    ck_assert_uint_eq(files_in(dir), 0);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(shard_loading_checks_its_range)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    sae_model *m;
+    ck_assert_int_eq(sae_model_create(&m, D_IN, D_SAE, 1), SAE_OK);
+    ck_assert_int_eq(sae_model_save(m, dir), SAE_OK);
+    sae_model *shard = (sae_model *)&m;
+    ck_assert_int_eq(sae_model_load_shard(&shard, dir, 5, 5), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(shard);
+    ck_assert_int_eq(sae_model_load_shard(&shard, dir, 5, D_SAE + 1), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(shard);
+    ck_assert_int_eq(sae_model_load_shard(NULL, dir, 0, 5), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_load_shard(&shard, dir, 3, 11), SAE_OK);
+    check_slice(m, shard, SAE_W_ENC);
+    check_slice(m, shard, SAE_W_DEC);
+    sae_model_free(shard);
+    sae_model_free(m);
+    remove_dir(dir);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("collective");
+    TCase *tc = tcase_create("checkpoints");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, relu_shards_save_the_single_process_files);
+    tcase_add_test(tc, topk_shards_save_the_single_process_files);
+    tcase_add_test(tc, batchtopk_shards_save_the_single_process_files);
+    tcase_add_test(tc, jumprelu_shards_save_the_single_process_files);
+    tcase_add_test(tc, data_parallel_ranks_leave_the_writing_to_rank_0);
+    tcase_add_test(tc, a_failed_save_fails_everywhere_and_leaves_nothing);
+    tcase_add_test(tc, shard_loading_checks_its_range);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(make_suite)

@@ -1,0 +1,764 @@
+/* Distributed training over the thread double (tests/comm_threads.c): 2 and 3
+ * ranks, data-parallel on uneven shares of the global batch and
+ * feature-sharded with uneven shards, every architecture, against the
+ * single-process run on the same seed, data and global batch: every tensor
+ * within 1e-4 relative, the losses too; shards that start as exactly the
+ * slice of the single-process initialisation; replicas bit-identical when
+ * the transport's sums differ between ranks; a failure on one rank (NaN in
+ * its rows, a transport error, ranks that disagree) returned by all with
+ * nothing changed. */
+#include "../src/parallel.h"
+#include "comm_threads.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { D_IN = 12, D_SAE = 37, N_TOKENS = 48, STEPS = 5, MAX_RANKS = 3, N_TENSORS = 5 };
+
+static const int tensors[N_TENSORS] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC, SAE_THRESHOLD};
+
+/* One training run's settings. */
+typedef struct run_spec {
+    int arch;
+    double param;          /* k, or JumpReLU's initial threshold */
+    int kernel;            /* SAE_KERNEL_* */
+    bool auxk;             /* a short dead window, so that AuxK trains */
+    const float *x;        /* STEPS batches of N_TOKENS x D_IN */
+    bool resample;         /* resample the features dead for a step after step 2 */
+} run_spec;
+
+/* Resampling: after step RESAMPLE_AFTER (1-based), the features silent for a
+ * step's tokens, from a sample of the first batch's rows. */
+enum { RESAMPLE_AFTER = 2, RESAMPLE_SAMPLE = 40 };
+
+static int resample_if_due(const run_spec *s, sae_model *m, sae_optimizer *o, int step,
+                           size_t *n)
+{
+    *n = 0;
+    if (!s->resample || step + 1 != RESAMPLE_AFTER)
+        return SAE_OK;
+    return sae_resample_dead(m, o, s->x, RESAMPLE_SAMPLE, N_TOKENS, 99, n);
+}
+
+static void configure(sae_optimizer *o, const run_spec *s)
+{
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_L1_COEFF, s->arch == SAE_ARCH_JUMPRELU ? 0.02 : 0.3),
+                     SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 1), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_KERNEL, s->kernel), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_JUMPRELU_BANDWIDTH, 0.05), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THRESHOLD_BETA, 0.5), SAE_OK);
+    if (s->auxk) {
+        ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_AUXK_K, 4), SAE_OK);
+        ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_AUXK_COEFF, 0.5), SAE_OK);
+    }
+}
+
+/* Every tensor of a model, whole (the tensors a shard holds go to their
+ * columns or rows of the whole model's). */
+typedef struct tensors_of {
+    float *t[N_TENSORS];
+    size_t n[N_TENSORS];
+} tensors_of;
+
+static void tensors_alloc(tensors_of *w, const sae_model *whole_like)
+{
+    for (int k = 0; k < N_TENSORS; k++) {
+        w->n[k] = sae_model_tensor_size(whole_like, tensors[k]);
+        w->t[k] = calloc(w->n[k] ? w->n[k] : 1, sizeof(float));
+    }
+}
+
+static void tensors_free(tensors_of *w)
+{
+    for (int k = 0; k < N_TENSORS; k++)
+        free(w->t[k]);
+}
+
+/* Copy m's tensors into w; a shard's into its features' places. */
+static int tensors_put(tensors_of *w, const sae_model *m)
+{
+    size_t begin, end, total;
+    sae_model_shard(m, &begin, &end, &total);
+    const size_t width = end - begin;
+    for (int k = 0; k < N_TENSORS; k++) {
+        size_t n = sae_model_tensor_size(m, tensors[k]);
+        if (n == 0)
+            continue;
+        float *v = malloc(n * sizeof *v);
+        int rc = sae_model_get_tensor(m, tensors[k], v, n);
+        if (rc != SAE_OK) {
+            free(v);
+            return rc;
+        }
+        switch (tensors[k]) {
+        case SAE_W_ENC: /* d_in x width: columns begin.. */
+            for (size_t j = 0; j < D_IN; j++)
+                memcpy(w->t[k] + j * total + begin, v + j * width, width * sizeof(float));
+            break;
+        case SAE_W_DEC:
+            memcpy(w->t[k] + begin * D_IN, v, n * sizeof(float));
+            break;
+        case SAE_B_DEC:
+            memcpy(w->t[k], v, n * sizeof(float));
+            break;
+        default: /* b_enc, JumpReLU thresholds: one per feature; BatchTopK's: one */
+            memcpy(w->t[k] + (n == width ? begin : 0), v, n * sizeof(float));
+            break;
+        }
+        free(v);
+    }
+    return SAE_OK;
+}
+
+/* max |a - b| / max |b|: the relative error of a tensor */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double diff = 0.0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    return diff / scale;
+}
+
+/* The single-process run: its final tensors and losses. */
+static size_t reference_resampled;
+
+static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[STEPS])
+{
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create_arch(&m, D_IN, D_SAE, 42, s->arch, s->param), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    configure(o, s);
+    if (s->resample)
+        ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS), SAE_OK);
+    for (int step = 0; step < STEPS; step++) {
+        ck_assert_int_eq(sae_step(m, o, s->x + (size_t)step * N_TOKENS * D_IN, N_TOKENS,
+                                  &losses[step]), SAE_OK);
+        size_t n;
+        ck_assert_int_eq(resample_if_due(s, m, o, step, &n), SAE_OK);
+        if (step + 1 == RESAMPLE_AFTER)
+            reference_resampled = n;
+    }
+    tensors_alloc(out, m);
+    ck_assert_int_eq(tensors_put(out, m), SAE_OK);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+/* What the ranks of a distributed run do and bring back. */
+typedef struct dist_run {
+    const run_spec *spec;
+    int mode;                       /* SAE_PARALLEL_* */
+    size_t split[MAX_RANKS + 1];    /* data: token shares; features: shards */
+    sae_model *models[MAX_RANKS];   /* kept for the caller's checks */
+    sae_optimizer *opts[MAX_RANKS];
+    int status[MAX_RANKS][STEPS];
+    int resample_status[MAX_RANKS];
+    size_t resampled[MAX_RANKS];
+    sae_losses losses[MAX_RANKS][STEPS];
+    bool initial_slice[MAX_RANKS];  /* features: the shard began as the slice */
+    bool no_settle;                 /* test hook: trust the transport's sums */
+} dist_run;
+
+static bool equal_floats(const float *a, const float *b, size_t n)
+{
+    return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+/* Whether a fresh shard's tensors are the slice of a fresh whole model's. */
+static bool shard_is_slice(const sae_model *shard, const run_spec *s)
+{
+    sae_model *whole;
+    if (sae_model_create_arch(&whole, D_IN, D_SAE, 42, s->arch, s->param) != SAE_OK)
+        return false;
+    tensors_of a, b;
+    tensors_alloc(&a, whole);
+    tensors_alloc(&b, whole);
+    bool same = tensors_put(&a, whole) == SAE_OK;
+    /* b: NaN everywhere, then the shard's tensors in their places */
+    for (int k = 0; same && k < N_TENSORS; k++)
+        memset(b.t[k], 0xFF, b.n[k] * sizeof(float));
+    same = same && tensors_put(&b, shard) == SAE_OK;
+    size_t begin, end, total;
+    sae_model_shard(shard, &begin, &end, &total);
+    for (int k = 0; same && k < N_TENSORS; k++) {
+        for (size_t i = 0; same && i < a.n[k]; i++) {
+            /* the shard's places: the same bits as the whole model's */
+            bool mine = true;
+            if (tensors[k] == SAE_W_ENC)
+                mine = i % D_SAE >= begin && i % D_SAE < end;
+            else if (tensors[k] == SAE_W_DEC)
+                mine = i / D_IN >= begin && i / D_IN < end;
+            else if (tensors[k] == SAE_B_ENC || (tensors[k] == SAE_THRESHOLD && a.n[k] == D_SAE))
+                mine = i >= begin && i < end;
+            if (mine)
+                same = memcmp(&a.t[k][i], &b.t[k][i], sizeof(float)) == 0;
+        }
+    }
+    tensors_free(&a);
+    tensors_free(&b);
+    sae_model_free(whole);
+    return same;
+}
+
+static void rank_main(int rank, const sae_comm *comm, void *arg)
+{
+    dist_run *d = arg;
+    const run_spec *s = d->spec;
+    const bool data = d->mode == SAE_PARALLEL_DATA;
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    int rc = data ? sae_model_create_arch(&m, D_IN, D_SAE, 42, s->arch, s->param)
+                  : sae_model_create_shard(&m, D_IN, D_SAE, d->split[rank], d->split[rank + 1],
+                                           42, s->arch, s->param);
+    if (rc == SAE_OK && !data)
+        d->initial_slice[rank] = shard_is_slice(m, s);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_create(&o, m);
+    if (rc == SAE_OK) {
+        /* configure() asserts: only on the main thread; here the same calls */
+        sae_optimizer_set(o, SAE_OPT_LR, 1e-2);
+        sae_optimizer_set(o, SAE_OPT_L1_COEFF, s->arch == SAE_ARCH_JUMPRELU ? 0.02 : 0.3);
+        sae_optimizer_set(o, SAE_OPT_THREADS, 1);
+        sae_optimizer_set(o, SAE_OPT_KERNEL, s->kernel);
+        sae_optimizer_set(o, SAE_OPT_JUMPRELU_BANDWIDTH, 0.05);
+        sae_optimizer_set(o, SAE_OPT_THRESHOLD_BETA, 0.5);
+        if (s->auxk) {
+            sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
+            sae_optimizer_set(o, SAE_OPT_AUXK_K, 4);
+            sae_optimizer_set(o, SAE_OPT_AUXK_COEFF, 0.5);
+        }
+        if (s->resample)
+            sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
+        rc = sae_optimizer_set_comm(o, d->mode, comm);
+    }
+#ifdef SAE_TESTING
+    if (rc == SAE_OK && d->no_settle)
+        o->par->no_settle = true;
+#endif
+    for (int step = 0; step < STEPS; step++) {
+        const float *x = s->x + (size_t)step * N_TOKENS * D_IN;
+        size_t n = N_TOKENS;
+        if (data) { /* this rank's rows of the global batch */
+            x += d->split[rank] * D_IN;
+            n = d->split[rank + 1] - d->split[rank];
+        }
+        d->status[rank][step] = rc == SAE_OK ? sae_step(m, o, x, n, &d->losses[rank][step]) : rc;
+        /* every rank passes the same sample */
+        if (s->resample && step + 1 == RESAMPLE_AFTER)
+            d->resample_status[rank] = resample_if_due(s, m, o, step, &d->resampled[rank]);
+    }
+    d->models[rank] = m;
+    d->opts[rank] = o;
+}
+
+static void dist_free(dist_run *d, int n_ranks)
+{
+    for (int r = 0; r < n_ranks; r++) {
+        sae_optimizer_free(d->opts[r]);
+        sae_model_free(d->models[r]);
+    }
+}
+
+/* Run spec on n_ranks ranks in mode and compare with the single process. */
+static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
+                                      const size_t *split, unsigned flags)
+{
+    tensors_of want;
+    sae_losses want_losses[STEPS];
+    reference_run(s, &want, want_losses);
+
+    dist_run d;
+    memset(&d, 0, sizeof d);
+    d.spec = s;
+    d.mode = mode;
+    memcpy(d.split, split, (size_t)(n_ranks + 1) * sizeof *split);
+    test_comm_group *g = test_comm_group_create(n_ranks, flags);
+    ck_assert_ptr_nonnull(g);
+    test_comm_run(g, rank_main, &d);
+    test_comm_group_free(g);
+
+    const char *mode_name = mode == SAE_PARALLEL_DATA ? "data" : "features";
+    for (int r = 0; r < n_ranks; r++)
+        for (int step = 0; step < STEPS; step++)
+            ck_assert_msg(d.status[r][step] == SAE_OK, "%s, arch %d, %d ranks: rank %d step %d: %s",
+                          mode_name, s->arch, n_ranks, r, step,
+                          sae_status_string(d.status[r][step]));
+    for (int r = 0; s->resample && r < n_ranks; r++) {
+        ck_assert_msg(d.resample_status[r] == SAE_OK, "rank %d resampling: %s", r,
+                      sae_status_string(d.resample_status[r]));
+        ck_assert_uint_eq(d.resampled[r], reference_resampled);
+    }
+    tensors_of got;
+    tensors_alloc(&got, d.models[0]);
+    if (mode == SAE_PARALLEL_DATA) {
+        ck_assert_int_eq(tensors_put(&got, d.models[0]), SAE_OK);
+        /* the replicas: bit for bit the same */
+        for (int r = 1; r < n_ranks; r++) {
+            tensors_of other;
+            tensors_alloc(&other, d.models[r]);
+            ck_assert_int_eq(tensors_put(&other, d.models[r]), SAE_OK);
+            for (int k = 0; k < N_TENSORS; k++)
+                ck_assert_msg(equal_floats(other.t[k], got.t[k], got.n[k]),
+                              "rank %d's tensor %d differs from rank 0's", r, tensors[k]);
+            tensors_free(&other);
+        }
+    } else {
+        tensors_free(&got);
+        sae_model *whole;
+        ck_assert_int_eq(sae_model_create_arch(&whole, D_IN, D_SAE, 1, s->arch, s->param), SAE_OK);
+        tensors_alloc(&got, whole);
+        sae_model_free(whole);
+        for (int r = 0; r < n_ranks; r++) {
+            ck_assert_msg(d.initial_slice[r], "shard %d did not start as the slice", r);
+            ck_assert_int_eq(tensors_put(&got, d.models[r]), SAE_OK);
+        }
+        /* b_dec is on every shard: the same bits */
+        for (int r = 1; r < n_ranks; r++) {
+            float a[D_IN], b[D_IN];
+            ck_assert_int_eq(sae_model_get_tensor(d.models[0], SAE_B_DEC, a, D_IN), SAE_OK);
+            ck_assert_int_eq(sae_model_get_tensor(d.models[r], SAE_B_DEC, b, D_IN), SAE_OK);
+            ck_assert_msg(equal_floats(a, b, D_IN), "shard %d's b_dec differs from shard 0's", r);
+        }
+    }
+    for (int k = 0; k < N_TENSORS; k++) {
+        if (want.n[k] == 0)
+            continue;
+        double e = rel_err(got.t[k], want.t[k], want.n[k]);
+        ck_assert_msg(e <= 1e-4, "%s, arch %d, kernel %d, %d ranks: tensor %d off by %g relative",
+                      mode_name, s->arch, s->kernel, n_ranks, tensors[k], e);
+    }
+    for (int r = 0; r < n_ranks; r++)
+        for (int step = 0; step < STEPS; step++) {
+            const sae_losses *a = &d.losses[r][step], *b = &want_losses[step];
+            double e = fabs(a->loss - b->loss) + fabs(a->l2 - b->l2) + fabs(a->l1 - b->l1) +
+                       fabs(a->l0 - b->l0);
+            ck_assert_msg(e <= 1e-4 * (fabs(b->loss) + fabs(b->l1) + fabs(b->l0) + 1e-12),
+                          "%s, arch %d: rank %d step %d: losses %g %g %g %g, want %g %g %g %g",
+                          mode_name, s->arch, r, step, a->loss, a->l2, a->l1, a->l0, b->loss,
+                          b->l2, b->l1, b->l0);
+        }
+    tensors_free(&got);
+    tensors_free(&want);
+    dist_free(&d, n_ranks);
+}
+
+static float *steps_of_data(uint64_t seed)
+{
+    return test_gaussian((size_t)STEPS * N_TOKENS, D_IN, 1.0, 0.3, seed);
+}
+
+/* the uneven splits: token shares of a global batch, shards of d_sae */
+static const size_t tokens2[] = {0, 17, N_TOKENS}, tokens3[] = {0, 10, 29, N_TOKENS};
+static const size_t shards2[] = {0, 20, D_SAE}, shards3[] = {0, 9, 25, D_SAE};
+
+static void check_arch(int arch, double param, int kernel, bool auxk)
+{
+    float *x = steps_of_data(100 + (uint64_t)arch);
+    run_spec s = {arch, param, kernel, auxk, x, false};
+    if (auxk) { /* AuxK must really train: its term is in the loss */
+        tensors_of unused;
+        sae_losses l[STEPS];
+        reference_run(&s, &unused, l);
+        tensors_free(&unused);
+        bool aux = false;
+        for (int step = 0; step < STEPS; step++)
+            aux |= l[step].loss > l[step].l2 * (1.0 + 1e-6);
+        ck_assert_msg(aux, "AuxK never ran");
+    }
+    check_against_one_process(&s, SAE_PARALLEL_DATA, 2, tokens2, 0);
+    check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
+    check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
+    check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+    free(x);
+}
+
+START_TEST(relu_dense_matches_one_process) { check_arch(SAE_ARCH_RELU, 0.0, SAE_KERNEL_DENSE, false); }
+END_TEST
+
+START_TEST(relu_sparse_matches_one_process) { check_arch(SAE_ARCH_RELU, 0.0, SAE_KERNEL_SPARSE, false); }
+END_TEST
+
+START_TEST(relu_auto_matches_one_process) { check_arch(SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false); }
+END_TEST
+
+START_TEST(topk_matches_one_process) { check_arch(SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, false); }
+END_TEST
+
+START_TEST(topk_auxk_matches_one_process) { check_arch(SAE_ARCH_TOPK, 3, SAE_KERNEL_AUTO, true); }
+END_TEST
+
+START_TEST(batchtopk_auxk_matches_one_process)
+{
+    check_arch(SAE_ARCH_BATCHTOPK, 4, SAE_KERNEL_AUTO, true);
+}
+END_TEST
+
+START_TEST(resampling_matches_one_process)
+{
+    float *x = steps_of_data(12);
+    /* (with k 3 of 37 features, many are silent for a step's tokens) */
+    for (int a = 0; a < 2; a++) {
+        static const int archs[] = {SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK};
+        run_spec s = {archs[a], 3, SAE_KERNEL_AUTO, false, x, true};
+        tensors_of unused;
+        sae_losses l[STEPS];
+        reference_run(&s, &unused, l);
+        tensors_free(&unused);
+        ck_assert_msg(reference_resampled > 0, "arch %d: nothing to resample", archs[a]);
+        check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
+        check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
+        check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(jumprelu_matches_one_process)
+{
+    check_arch(SAE_ARCH_JUMPRELU, 0.05, SAE_KERNEL_DENSE, false);
+    check_arch(SAE_ARCH_JUMPRELU, 0.05, SAE_KERNEL_SPARSE, false);
+}
+END_TEST
+
+/* ---- bits, failures, disagreements ---------------------------------------------- */
+
+START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
+{
+    float *x = steps_of_data(7);
+    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x, false};
+    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x, false};
+    /* each rank adds the ranks' gradients in its own order: the hash check
+     * makes every rank take rank 0's (checked bit for bit inside) */
+    check_against_one_process(&relu, SAE_PARALLEL_DATA, 3, tokens3, TEST_COMM_SKEWED);
+    check_against_one_process(&topk, SAE_PARALLEL_DATA, 3, tokens3, TEST_COMM_SKEWED);
+    check_against_one_process(&topk, SAE_PARALLEL_FEATURES, 3, shards3, TEST_COMM_SKEWED);
+    check_against_one_process(&relu, SAE_PARALLEL_FEATURES, 3, shards3, TEST_COMM_SKEWED);
+    /* without the check, the same transport makes the replicas drift apart:
+     * the test above can fail */
+    dist_run d;
+    memset(&d, 0, sizeof d);
+    d.spec = &relu;
+    d.mode = SAE_PARALLEL_DATA;
+    d.no_settle = true;
+    memcpy(d.split, tokens3, sizeof tokens3);
+    test_comm_group *g = test_comm_group_create(3, TEST_COMM_SKEWED);
+    test_comm_run(g, rank_main, &d);
+    test_comm_group_free(g);
+    tensors_of a, b;
+    tensors_alloc(&a, d.models[0]);
+    tensors_alloc(&b, d.models[0]);
+    ck_assert_int_eq(tensors_put(&a, d.models[0]), SAE_OK);
+    ck_assert_int_eq(tensors_put(&b, d.models[1]), SAE_OK);
+    ck_assert(!equal_floats(a.t[0], b.t[0], a.n[0]));
+    tensors_free(&a);
+    tensors_free(&b);
+    dist_free(&d, 3);
+    free(x);
+}
+END_TEST
+
+/* A data-parallel run where the ranks may be given bad rows or settings:
+ * each rank's statuses, and its tensors before and after. */
+typedef struct fault_run {
+    int mode;
+    const size_t *split;
+    const float *x;            /* STEPS batches */
+    int nan_rank, nan_step;    /* rank whose rows hold a NaN at that step (-1: none, -2: all) */
+    int lr_rank;               /* rank with another learning rate (-1: none) */
+    int x_rank;                /* features: rank given other data (-1: none) */
+    const size_t (*ranges)[2]; /* features: each rank's [begin, end), else split */
+    int status[MAX_RANKS][STEPS];
+    bool unchanged[MAX_RANKS][STEPS]; /* a failed step left the model as it was */
+    uint64_t steps[MAX_RANKS];
+} fault_run;
+
+static void fault_rank(int rank, const sae_comm *comm, void *arg)
+{
+    fault_run *f = arg;
+    const bool data = f->mode == SAE_PARALLEL_DATA;
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    if (data)
+        sae_model_create_arch(&m, D_IN, D_SAE, 42, SAE_ARCH_TOPK, 4);
+    else if (f->ranges)
+        sae_model_create_shard(&m, D_IN, D_SAE, f->ranges[rank][0], f->ranges[rank][1], 42,
+                               SAE_ARCH_TOPK, 4);
+    else
+        sae_model_create_shard(&m, D_IN, D_SAE, f->split[rank], f->split[rank + 1], 42,
+                               SAE_ARCH_TOPK, 4);
+    sae_optimizer_create(&o, m);
+    sae_optimizer_set(o, SAE_OPT_THREADS, 1);
+    sae_optimizer_set(o, SAE_OPT_LR, rank == f->lr_rank ? 2e-3 : 1e-3);
+    sae_optimizer_set_comm(o, f->mode, comm);
+    float *batch = malloc(N_TOKENS * D_IN * sizeof *batch);
+    model_snapshot before;
+    for (int step = 0; step < STEPS; step++) {
+        memcpy(batch, f->x + (size_t)step * N_TOKENS * D_IN, N_TOKENS * D_IN * sizeof *batch);
+        size_t first = data ? f->split[rank] : 0;
+        size_t n = data ? f->split[rank + 1] - f->split[rank] : N_TOKENS;
+        if ((rank == f->nan_rank || f->nan_rank == -2) && step == f->nan_step)
+            batch[first * D_IN + 5] = NAN;
+        if (rank == f->x_rank)
+            batch[3] += 1.0f;
+        snapshot_take(&before, m);
+        f->status[rank][step] = sae_step(m, o, batch + first * D_IN, n, NULL);
+        f->unchanged[rank][step] = snapshot_equal(&before, m);
+        snapshot_free(&before);
+    }
+    f->steps[rank] = sae_optimizer_steps(o);
+    free(batch);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+/* A run with nothing wrong, to change one thing of. */
+static fault_run faults(int mode, const size_t *split, const float *x)
+{
+    fault_run f;
+    memset(&f, 0, sizeof f);
+    f.mode = mode;
+    f.split = split;
+    f.x = x;
+    f.nan_rank = f.lr_rank = f.x_rank = -1;
+    return f;
+}
+
+static void run_faults(fault_run *f, test_comm_group *g)
+{
+    test_comm_run(g, fault_rank, f);
+    test_comm_group_free(g);
+}
+
+START_TEST(nan_in_one_ranks_rows_stops_every_rank)
+{
+    float *x = steps_of_data(3);
+    for (int mode = SAE_PARALLEL_DATA; mode <= SAE_PARALLEL_FEATURES; mode++) {
+        fault_run f = faults(mode, mode == SAE_PARALLEL_DATA ? tokens3 : shards3, x);
+        f.nan_step = 2;
+        /* data: rank 1's rows; features: the batch every shard steps on */
+        f.nan_rank = mode == SAE_PARALLEL_DATA ? 1 : -2;
+        run_faults(&f, test_comm_group_create(3, 0));
+        for (int r = 0; r < 3; r++) {
+            for (int step = 0; step < STEPS; step++) {
+                ck_assert_msg(f.status[r][step] == (step == 2 ? SAE_E_NONFINITE : SAE_OK),
+                              "mode %d rank %d step %d: %s", mode, r, step,
+                              sae_status_string(f.status[r][step]));
+                if (step == 2)
+                    ck_assert(f.unchanged[r][step]);
+            }
+            /* the failed step is not counted, and the ranks go on together */
+            ck_assert_uint_eq(f.steps[r], STEPS - 1);
+        }
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(a_transport_failure_stops_every_rank_without_a_hang)
+{
+    float *x = steps_of_data(4);
+    /* rank 2's calls fail from its 9th on (in the second or third step) */
+    for (int mode = SAE_PARALLEL_DATA; mode <= SAE_PARALLEL_FEATURES; mode++) {
+        fault_run f = faults(mode, mode == SAE_PARALLEL_DATA ? tokens3 : shards3, x);
+        test_comm_group *g = test_comm_group_create(3, 0);
+        test_comm_fail_at(g, 2, 8);
+        run_faults(&f, g);
+        for (int r = 0; r < 3; r++) {
+            ck_assert_int_eq(f.status[r][0], SAE_OK);
+            ck_assert_int_eq(f.status[r][STEPS - 1], SAE_E_COMM);
+            for (int step = 0; step < STEPS; step++)
+                if (f.status[r][step] != SAE_OK) {
+                    ck_assert_int_eq(f.status[r][step], SAE_E_COMM);
+                    ck_assert(f.unchanged[r][step]);
+                }
+        }
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(ranks_that_disagree_are_refused)
+{
+    float *x = steps_of_data(5);
+    fault_run cases[3] = {faults(SAE_PARALLEL_DATA, tokens3, x),
+                          faults(SAE_PARALLEL_FEATURES, shards3, x),
+                          faults(SAE_PARALLEL_FEATURES, shards3, x)};
+    cases[0].lr_rank = 1; /* another learning rate */
+    cases[1].lr_rank = 2;
+    cases[2].x_rank = 1;  /* another batch on one shard */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        run_faults(&cases[c], test_comm_group_create(3, 0));
+        for (int r = 0; r < 3; r++)
+            for (int step = 0; step < STEPS; step++) {
+                ck_assert_msg(cases[c].status[r][step] == SAE_E_INVALID_ARG,
+                              "case %zu rank %d step %d: %s", c, r, step,
+                              sae_status_string(cases[c].status[r][step]));
+                ck_assert(cases[c].unchanged[r][step]);
+            }
+    }
+    /* shards that leave a gap, overlap, or stop short of d_sae */
+    static const size_t shard_sets[][MAX_RANKS][2] = {
+        {{0, 9}, {10, 25}, {25, D_SAE}},
+        {{0, 12}, {10, 25}, {25, D_SAE}},
+        {{0, 9}, {9, 25}, {25, D_SAE - 1}},
+    };
+    for (size_t c = 0; c < sizeof shard_sets / sizeof shard_sets[0]; c++) {
+        fault_run f = faults(SAE_PARALLEL_FEATURES, shards3, x);
+        f.ranges = shard_sets[c];
+        run_faults(&f, test_comm_group_create(3, 0));
+        for (int r = 0; r < 3; r++)
+            ck_assert_msg(f.status[r][0] == SAE_E_INVALID_ARG, "shard set %zu rank %d: %s", c, r,
+                          sae_status_string(f.status[r][0]));
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(set_comm_checks_its_arguments)
+{
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&m, 4, 6, 1), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    test_comm_group *g = test_comm_group_create(2, 0);
+    sae_comm c, bad;
+    test_comm_get(g, 0, &c);
+    ck_assert_int_eq(sae_optimizer_set_comm(NULL, SAE_PARALLEL_DATA, &c), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, 0, &c), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, 3, &c), SAE_E_INVALID_ARG);
+    bad = c;
+    bad.struct_size = 8;
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &bad), SAE_E_INVALID_ARG);
+    bad = c;
+    bad.rank = 2;
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &bad), SAE_E_INVALID_ARG);
+    bad = c;
+    bad.allgather = NULL;
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, &bad), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(o->par);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, NULL), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &c), SAE_OK);
+    /* one mode at a time */
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, &c), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &c), SAE_OK); /* replaced */
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, NULL), SAE_OK);
+    ck_assert_ptr_null(o->par);
+    /* a communicator of one rank: the single-process step */
+    test_comm_group *one = test_comm_group_create(1, 0);
+    sae_comm solo;
+    test_comm_get(one, 0, &solo);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &solo), SAE_OK);
+    float *x = test_gaussian(8, 4, 1.0, 0.0, 1);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(m, o, x, 8, &l), SAE_OK);
+    free(x);
+    sae_optimizer_free(o); /* frees what set_comm allocated */
+    sae_model_free(m);
+    test_comm_group_free(one);
+    test_comm_group_free(g);
+}
+END_TEST
+
+START_TEST(shards_are_slices_and_refuse_whole_model_calls)
+{
+    size_t b, e, total;
+    ck_assert_int_eq(sae_shard_range(10, 3, 0, &b, &e), SAE_OK);
+    ck_assert_uint_eq(b, 0);
+    ck_assert_uint_eq(e, 3);
+    ck_assert_int_eq(sae_shard_range(10, 3, 1, &b, &e), SAE_OK);
+    ck_assert_uint_eq(b, 3);
+    ck_assert_uint_eq(e, 6);
+    ck_assert_int_eq(sae_shard_range(10, 3, 2, &b, &e), SAE_OK);
+    ck_assert_uint_eq(b, 6);
+    ck_assert_uint_eq(e, 10);
+    /* the even split of a huge model: no overflow */
+    ck_assert_int_eq(sae_shard_range(SIZE_MAX, 7, 6, &b, &e), SAE_OK);
+    ck_assert_uint_eq(e, SIZE_MAX);
+    b = e = 77;
+    ck_assert_int_eq(sae_shard_range(10, 0, 0, &b, &e), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_shard_range(10, 11, 0, &b, &e), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_shard_range(10, 3, 3, &b, &e), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_shard_range(10, 3, -1, &b, &e), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_shard_range(0, 1, 0, &b, &e), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_shard_range(10, 3, 0, NULL, &e), SAE_E_INVALID_ARG);
+    ck_assert_uint_eq(b, 77);
+
+    sae_model *m = (sae_model *)&b;
+    ck_assert_int_eq(sae_model_create_shard(&m, 4, 10, 5, 5, 1, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(m);
+    ck_assert_int_eq(sae_model_create_shard(&m, 4, 10, 5, 11, 1, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    /* k counts the whole model's features, not the shard's */
+    ck_assert_int_eq(sae_model_create_shard(&m, 4, 10, 0, 3, 1, SAE_ARCH_TOPK, 5), SAE_OK);
+    ck_assert_uint_eq(sae_model_k(m), 5);
+    ck_assert_uint_eq(sae_model_d_sae(m), 3);
+    ck_assert_uint_eq(sae_model_tensor_size(m, SAE_W_ENC), 12);
+    ck_assert_int_eq(sae_model_shard(m, &b, &e, &total), SAE_OK);
+    ck_assert_uint_eq(b, 0);
+    ck_assert_uint_eq(e, 3);
+    ck_assert_uint_eq(total, 10);
+    ck_assert_int_eq(sae_model_shard(NULL, &b, &e, &total), SAE_E_INVALID_ARG);
+    float x[8] = {0}, f[6], xh[8];
+    sae_losses l;
+    double fvu;
+    uint64_t counts[3] = {0}, hist[4];
+    size_t n_dead, size;
+    ck_assert_int_eq(sae_encode(m, x, 2, f), SAE_E_STATE);
+    ck_assert_int_eq(sae_decode(m, f, 2, xh), SAE_E_STATE);
+    ck_assert_int_eq(sae_loss(m, x, 2, 0.0, &l), SAE_E_STATE);
+    ck_assert_int_eq(sae_fvu(m, x, 2, &fvu), SAE_E_STATE);
+    ck_assert_int_eq(sae_feature_fire_counts(m, x, 2, counts, 3), SAE_E_STATE);
+    ck_assert_int_eq(sae_feature_density_histogram(m, x, 2, -3, 0, 4, hist, &n_dead), SAE_E_STATE);
+    ck_assert_int_eq(sae_model_save_size(m, &size), SAE_E_STATE);
+    ck_assert_int_eq(sae_model_save(m, "/nonexistent/shard.safetensors"), SAE_E_STATE);
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_save_size(o, &size), SAE_E_STATE);
+    /* a whole model's optimizer does not step a shard of the same local size */
+    sae_model *small;
+    ck_assert_int_eq(sae_model_create_arch(&small, 4, 3, 1, SAE_ARCH_TOPK, 2), SAE_OK);
+    ck_assert_int_eq(sae_step(small, o, x, 2, NULL), SAE_E_INVALID_ARG);
+    sae_model_free(small);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+    /* the whole range is an ordinary model */
+    ck_assert_int_eq(sae_model_create_shard(&m, 4, 10, 0, 10, 1, SAE_ARCH_RELU, 0), SAE_OK);
+    ck_assert_int_eq(sae_model_save_size(m, &size), SAE_OK);
+    sae_model_free(m);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("parallel");
+    TCase *tc = tcase_create("against_one_process");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, relu_dense_matches_one_process);
+    tcase_add_test(tc, relu_sparse_matches_one_process);
+    tcase_add_test(tc, relu_auto_matches_one_process);
+    tcase_add_test(tc, topk_matches_one_process);
+    tcase_add_test(tc, topk_auxk_matches_one_process);
+    tcase_add_test(tc, batchtopk_auxk_matches_one_process);
+    tcase_add_test(tc, jumprelu_matches_one_process);
+    tcase_add_test(tc, resampling_matches_one_process);
+    suite_add_tcase(s, tc);
+    TCase *tf = tcase_create("faults");
+    tcase_set_timeout(tf, 120);
+    tcase_add_test(tf, replicas_stay_identical_when_the_transport_rounds_differently);
+    tcase_add_test(tf, nan_in_one_ranks_rows_stops_every_rank);
+    tcase_add_test(tf, a_transport_failure_stops_every_rank_without_a_hang);
+    tcase_add_test(tf, ranks_that_disagree_are_refused);
+    tcase_add_test(tf, set_comm_checks_its_arguments);
+    tcase_add_test(tf, shards_are_slices_and_refuse_whole_model_calls);
+    suite_add_tcase(s, tf);
+    return s;
+}
+
+TEST_MAIN(make_suite)
