@@ -318,14 +318,14 @@ typedef struct sae_batch_stream {
 void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K);
 
 /* Offer token tok's values v[0..w) as features base .. base + w - 1.
- * scratch: cap entries. */
+ * scratch: cap + 1 entries. */
 void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
                             uint32_t base, sae_batch_entry *scratch);
 
 /* Reduce e[0..n) (the union of streams' entries) to the K that come first
  * (larger value, then earlier token, then earlier feature), in their
  * relative order; returns how many remain (min(n, K)) and sets *kth to the
- * smallest value kept (0 if none). scratch: n entries. */
+ * smallest value kept (0 if none). scratch: n + 1 entries. */
 size_t sae__batch_select(sae_batch_entry *e, size_t n, size_t K, sae_batch_entry *scratch,
                          float *kth);
 
@@ -766,6 +766,59 @@ void sae__option_write(sae_options *opt, const sae_option_info *info, double val
 /* Whether value is allowed for the option: SAE_OK, SAE_E_NONFINITE or
  * SAE_E_INVALID_ARG (the detail names fn, the option and its range). */
 int sae__option_check(const char *fn, const sae_option_info *info, double value);
+
+/* ---- the sparse path's fused encoder (encode_fused.c) ----------------------------
+ * xc W_enc + b_enc made a tile at a time and turned into the step's pairs
+ * while in cache (see encode_fused.c). Tokens per sub-block: */
+#define SAE_FUSED_TILE_TOKENS 512
+
+/* What sae__encode_fused returns besides SAE_OK and errors (positive, so
+ * they never reach a caller of the library). */
+enum {
+    SAE_FUSED_TOO_DENSE = 1, /* a sub-block was denser than max_density */
+    SAE_FUSED_OUT_FULL = 2   /* out->cap < out->pairs: grow and call again */
+};
+
+typedef struct sae_fused_encoder sae_fused_encoder;
+
+/* Scratch for passes with the pool's threads (at most n_threads) and the
+ * tile shapes of a backend. */
+int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threads, int backend);
+void sae__fused_encoder_free(sae_fused_encoder *e); /* NULL is fine */
+
+typedef struct sae_fused_args {
+    const sae_activation *act;   /* training: JumpReLU's band, AuxK's dead features */
+    size_t d_in, n_tokens;
+    const float *xc;             /* n_tokens x d_in: x - b_dec */
+    const float *w_enc;          /* d_sae x d_in (W_enc transposed) */
+    const uint16_t *xc16, *w_enc16; /* both or neither: bf16 inputs of the GEMM */
+    double max_density;          /* ReLU, JumpReLU: pairs per token and feature a
+                                    sub-block may reach; >= 1: no limit */
+} sae_fused_args;
+
+/* Where the pairs go. row_ptr: n_tokens + 1; feat, fval: cap pairs; l1,
+ * active: n_tokens; with act->dead, AuxK's picks (aux_cap per token). */
+typedef struct sae_fused_out {
+    size_t *row_ptr;
+    uint32_t *feat;
+    float *fval;
+    size_t cap;
+    double *l1;
+    size_t *active;
+    uint32_t *aux_feat;
+    float *aux_fval;
+    size_t *aux_count, aux_cap;
+    size_t pairs;                /* set: the pairs of the pass */
+    float batch_min_kept;        /* set for BatchTopK: the smallest value kept */
+} sae_fused_out;
+
+/* The pass. The pairs of each token are in feature order: f > 0 for ReLU,
+ * the selections of TopK and BatchTopK (ties as sae.h says), and for JumpReLU
+ * those above the threshold or within its band (f = 0 for band-only pairs).
+ * Returns SAE_OK, SAE_FUSED_TOO_DENSE, SAE_FUSED_OUT_FULL (out->pairs says
+ * how many) or SAE_E_NOMEM. */
+int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
+                       sae_gemm_team *team, sae_pool *pool, sae_fused_out *out);
 
 /* ---- sparse codes (sparse_codes.c) ---------------------------------------- */
 

@@ -186,27 +186,26 @@ static inline bool ahead(const sae_batch_entry *a, const sae_batch_entry *b)
     return a->feat < b->feat;
 }
 
-/* The K-th entry (1-based, 1 <= K <= n) of v[0..n) in the order of
- * preference; reorders v. */
-static sae_batch_entry kth_entry(sae_batch_entry *v, size_t n, size_t K)
+static inline uint64_t key_of(const sae_batch_entry *e)
 {
-    size_t lo = 0, hi = n - 1, want = K - 1;
+    return (uint64_t)e->tok << 32 | e->feat;
+}
+
+/* The k-th smallest (1 <= k <= n) of v[0..n); reorders v. */
+static uint64_t kth_smallest_key(uint64_t *v, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n - 1, want = k - 1;
     while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        sae_batch_entry a = v[lo], b = v[mid], c = v[hi], pivot;
-        if (ahead(&a, &b))
-            pivot = ahead(&b, &c) ? b : (ahead(&a, &c) ? c : a);
-        else
-            pivot = ahead(&a, &c) ? a : (ahead(&b, &c) ? c : b);
+        uint64_t pivot = v[lo + (hi - lo) / 2];
         size_t i = lo, j = hi;
         for (;;) {
-            while (ahead(&v[i], &pivot))
+            while (v[i] < pivot)
                 i++;
-            while (ahead(&pivot, &v[j]))
+            while (v[j] > pivot)
                 j--;
             if (i >= j)
                 break;
-            sae_batch_entry t = v[i];
+            uint64_t t = v[i];
             v[i] = v[j];
             v[j] = t;
             i++;
@@ -221,20 +220,46 @@ static sae_batch_entry kth_entry(sae_batch_entry *v, size_t n, size_t K)
 }
 
 /* Keep exactly the K entries of e[0..*n) that come first in the order of
- * preference, in their relative order; returns the K-th. scratch: *n entries. */
+ * preference, in their relative order; returns the K-th. *n > K on entry.
+ * The selection runs on the values (ties at the K-th value, rare, are settled
+ * by (token, feature)). scratch: *n + 1 entries. */
 static sae_batch_entry batch_compact(sae_batch_entry *e, size_t *n, size_t K,
                                      sae_batch_entry *scratch)
 {
-    memcpy(scratch, e, *n * sizeof *e);
-    sae_batch_entry kth = kth_entry(scratch, *n, K);
+    const size_t count = *n;
+    float *vals = (float *)(void *)scratch;
+    for (size_t q = 0; q < count; q++)
+        vals[q] = e[q].val;
+    float kth = sae__kth_largest(vals, count, K);
+    size_t above = 0, tied = 0;
+    for (size_t q = 0; q < count; q++) {
+        above += e[q].val > kth;
+        tied += e[q].val == kth;
+    }
+    size_t ties = K - above; /* 1 <= ties <= tied */
+    /* the last tie kept: the ties-th smallest (token, feature) among the tied
+     * (keys after the values in scratch: 4 n + 8 (alignment) + 8 tied bytes
+     * fit in 12 (n + 1)) */
+    uint64_t *keys = (uint64_t *)(void *)(vals + count + (count & 1));
+    size_t m = 0;
+    for (size_t q = 0; q < count; q++)
+        if (e[q].val == kth)
+            keys[m++] = key_of(&e[q]);
+    uint64_t cut = ties == tied ? UINT64_MAX : kth_smallest_key(keys, m, ties);
+    sae_batch_entry bar = {0, 0, kth};
+    uint64_t bar_key = 0;
     size_t out = 0;
-    for (size_t q = 0; q < *n; q++) {
-        bool keep = !ahead(&kth, &e[q]); /* e[q] is kth or ahead of it */
+    for (size_t q = 0; q < count; q++) {
+        bool keep = e[q].val > kth || (e[q].val == kth && key_of(&e[q]) <= cut);
+        if (keep && e[q].val == kth && key_of(&e[q]) >= bar_key) {
+            bar_key = key_of(&e[q]);
+            bar = e[q];
+        }
         e[out] = e[q];
         out += keep;
     }
     *n = out;
-    return kth;
+    return bar;
 }
 
 void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K)
@@ -247,23 +272,61 @@ void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap,
     s->has_bar = false;
 }
 
+/* One value that passed the filter (positive, not below the bar's value). */
+static inline void batch_offer(sae_batch_stream *s, float v, uint32_t tok, uint32_t feat,
+                               sae_batch_entry *scratch)
+{
+    sae_batch_entry x = {tok, feat, v};
+    if (s->has_bar && !ahead(&x, &s->bar))
+        return;
+    if (s->count == s->cap) {
+        s->bar = batch_compact(s->e, &s->count, s->K, scratch);
+        s->has_bar = true;
+        if (!ahead(&x, &s->bar))
+            return;
+    }
+    s->e[s->count++] = x;
+}
+
+#ifdef SAE_HAVE_AVX512_SELECT
+__attribute__((target("avx512f"))) static void
+batch_push_avx512(sae_batch_stream *s, const float *v, size_t w, uint32_t tok, uint32_t base,
+                  sae_batch_entry *scratch)
+{
+    for (size_t j = 0; j < w; j += 16) {
+        __mmask16 in = w - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - j)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(in, v + j);
+        float low = s->bar.val; /* 0 before the first compaction: positives only */
+        __mmask16 hit = _mm512_mask_cmp_ps_mask(in, x, _mm512_set1_ps(low), _CMP_GE_OQ) &
+                        _mm512_mask_cmp_ps_mask(in, x, _mm512_setzero_ps(), _CMP_GT_OQ);
+        while (hit) {
+            unsigned b = (unsigned)__builtin_ctz(hit);
+            hit &= hit - 1;
+            float val = v[j + b];
+            if (val < s->bar.val) /* the bar rose within this vector */
+                continue;
+            batch_offer(s, val, tok, base + (uint32_t)(j + b), scratch);
+        }
+    }
+}
+#endif
+
 void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
                             uint32_t base, sae_batch_entry *scratch)
 {
-    for (size_t j = 0; j < w; j++) {
-        if (!(v[j] > 0.0f) || (s->has_bar && v[j] < s->bar.val))
-            continue;
-        sae_batch_entry x = {tok, base + (uint32_t)j, v[j]};
-        if (s->has_bar && !ahead(&x, &s->bar))
-            continue;
-        if (s->count == s->cap) {
-            s->bar = batch_compact(s->e, &s->count, s->K, scratch);
-            s->has_bar = true;
-            if (!ahead(&x, &s->bar))
-                continue;
-        }
-        s->e[s->count++] = x;
+#ifdef SAE_HAVE_AVX512_SELECT
+    bool vector = __builtin_cpu_supports("avx512f");
+#ifdef SAE_TESTING
+    vector = vector && !sae__test_portable_kernels;
+#endif
+    if (vector) {
+        batch_push_avx512(s, v, w, tok, base, scratch);
+        return;
     }
+#endif
+    for (size_t j = 0; j < w; j++)
+        if (v[j] > 0.0f && v[j] >= s->bar.val)
+            batch_offer(s, v[j], tok, base + (uint32_t)j, scratch);
 }
 
 size_t sae__batch_select(sae_batch_entry *e, size_t n, size_t K, sae_batch_entry *scratch,

@@ -162,7 +162,7 @@ static void check_batch_case(size_t n_tok, size_t d, size_t K, size_t cap, int l
     /* each stream takes a contiguous range of tokens and offers it tile by
      * tile (features in tiles, tokens within a tile), as the encoder does */
     sae_batch_entry *all = malloc((size_t)n_streams * cap * sizeof *all);
-    sae_batch_entry *scratch = malloc((size_t)n_streams * cap * sizeof *scratch);
+    sae_batch_entry *scratch = malloc(((size_t)n_streams * cap + 1) * sizeof *scratch);
     size_t total = 0;
     for (int st = 0; st < n_streams; st++) {
         sae_batch_stream s;
