@@ -16,7 +16,9 @@
  *     }
  *     sae_optimizer_free(o);  sae_model_free(m);
  *
- * The model (SAELens "standard" ReLU SAE, all tensors float32, row-major):
+ * The model (here the SAELens "standard" ReLU SAE that sae_model_create makes;
+ * TopK, BatchTopK and JumpReLU change f and the loss: see "Architectures"; all
+ * tensors float32, row-major):
  *
  *     W_enc: d_in x d_sae   b_enc: d_sae   W_dec: d_sae x d_in   b_dec: d_in
  *     f     = ReLU((x - b_dec) W_enc + b_enc)          features, 1 x d_sae per token
@@ -265,7 +267,9 @@ SAE_API size_t sae_model_k(const sae_model *m);
 /* Encode, decode, loss                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* f = ReLU((x - b_dec) W_enc + b_enc).
+/* f = the model's activation of (x - b_dec) W_enc + b_enc: ReLU for
+ * sae_model_create's model, TopK, BatchTopK's threshold or JumpReLU's for
+ * the others (see "Architectures").
  * x: n_tokens x d_in floats (read); f: n_tokens x d_sae floats (written).
  * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, or n_tokens x d_in or n_tokens
  * x d_sae floats overflowing size_t), SAE_E_NONFINITE (x holds NaN/Inf, or a
@@ -282,7 +286,7 @@ SAE_API int sae_decode(const sae_model *m, const float *f, size_t n_tokens, floa
 /* The losses of a batch, as defined at the top of this header. This struct is
  * frozen: it will never change size or layout. */
 typedef struct sae_losses {
-    double loss; /* l2 + lambda * l1 */
+    double loss; /* the loss trained: l2 + lambda * l1 for ReLU (see "Architectures") */
     double l2;   /* squared error summed over d_in, averaged over tokens */
     double l1;   /* sum_i f_i ||W_dec[i,:]||, averaged over tokens (no lambda) */
     double l0;   /* active features per token, averaged over tokens */
