@@ -86,6 +86,9 @@ void sae__model_contents(const sae_model *m, sae_model_contents *c)
 
 int sae__model_file_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
 {
+    int rc = sae__family_check("saving a model", m, 0);
+    if (rc != SAE_OK)
+        return rc;
     sae_model_contents c;
     sae__model_contents(m, &c);
     if (!size)

@@ -31,6 +31,8 @@ int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
+    o->arch = m->arch;
+    o->kind = m->kind;
     o->shard_begin = m->shard_begin;
     o->d_sae_total = sae__total_features(m);
     sae__options_init(&o->opt);
@@ -293,15 +295,17 @@ static bool adam_pass(const adam_consts *c, const float *grad, float *param, flo
     return finite;
 }
 
-/* AuxK's configuration for this step: on for TopK and BatchTopK with a
- * positive coefficient and at least one dead feature (flags in ws->dead). */
+/* AuxK's configuration for this step: on for TopK, BatchTopK and Matryoshka
+ * with a positive coefficient and at least one dead feature (flags in
+ * ws->dead). The default k_aux is half the output's width (d_out / 2, as
+ * sparsify's transcoders; d_in / 2 for an autoencoder). */
 static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
 {
-    if ((m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK) || !(o->opt.auxk_coeff > 0.0))
+    if (!sae__has_k(m->arch) || !(o->opt.auxk_coeff > 0.0))
         return 0;
     size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
-        k_aux = m->d_in / 2 > 0 ? m->d_in / 2 : 1;
+        k_aux = m->d_out / 2 > 0 ? m->d_out / 2 : 1;
     const size_t d_sae = sae__total_features(m); /* a shard picks among all features */
     return k_aux < d_sae ? k_aux : d_sae;
 }
@@ -334,22 +338,37 @@ static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n
     return sae__workspace_reserve_pairs(&o->ws, total, 0);
 }
 
-int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+/* The step on x against the target y (NULL: x); fn names the public function. */
+static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                size_t n_tokens, sae_losses *out)
 {
-    static const char fn[] = "sae_step";
     if (!m || !o)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
     /* With communicators attached, a failure is not returned before the
      * step's first exchange: the other ranks learn of it there, and every
      * rank returns the same status. */
-    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
-    /* the moments must match the model's parameter block (JumpReLU has more) */
-    if (rc == SAE_OK &&
-        (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total ||
-         m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total))
-        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for another model "
-                       "(d_in %zu, d_sae %zu, %zu parameters; the model: %zu, %zu, %zu)", fn,
-                       o->d_in, o->d_sae, o->lay.total, m->d_in, m->d_sae, m->lay.total);
+    int rc = SAE_OK;
+    /* the moments must match the model's parameter block, view by view (JumpReLU,
+     * Gated and skip transcoders have more; a transcoder's W_dec is d_out wide) */
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae || memcmp(&m->lay, &o->lay, sizeof m->lay) != 0 ||
+        m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for a model of another "
+                       "shape or parameter set", fn);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK && y &&
+        (rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out",
+                              sizeof(float))) == SAE_OK)
+        rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
+    /* Matryoshka's nested losses are not trained by this version */
+    if (rc == SAE_OK)
+        rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
+    if (rc == SAE_OK && y && o->par)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: distributed steps take no target y in this "
+                       "version", fn);
+    if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
+                       "sae_step_target", fn);
     /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
     uint64_t t = o->steps + 1;
     double lr = 0.0, lambda = 0.0;
@@ -358,7 +377,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
-    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux};
+    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out};
     if (rc == SAE_OK)
         rc = sae__workspace_reserve(&o->ws, &shape);
     sae_par_step ps, *par = NULL;
@@ -384,17 +403,19 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     memset(&res, 0, sizeof res);
     /* (a distributed step runs the pass whatever this rank's status: its
      * exchanges tell the others) */
-    rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
+    rc = sae__forward_backward(m, &cfg, x, y, n_tokens, &o->ws, o->grad, &res);
     float param_absmax = m->param_absmax, m1_absmax = o->m1_absmax, m2_max = o->m2_max;
     if (par) /* the ranks' gradients and statistics, or the first failure */
         rc = sae__par_reduce(par, o, m, rc, &res, &param_absmax, &m1_absmax, &m2_max);
     if (rc != SAE_OK)
-        return rc;
+        return par ? rc : rc == SAE_E_NONFINITE ? sae__fail(rc, "%s: x holds NaN or Inf", fn)
+                                                : sae__fail(rc, "%s: out of memory for the step's "
+                                                            "active pairs", fn);
     const size_t n_loss = cfg.loss_tokens;
     /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
      * (it is summed in double, which finite float squares cannot overflow). */
     if (!isfinite(res.grad_sumsq))
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "%s: the gradients are not finite", fn);
     double norm = sqrt(res.grad_sumsq);
 
     adam_consts c;
@@ -414,7 +435,8 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
             return rc;
         if (!finite)
-            return SAE_E_NONFINITE;
+            return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite",
+                             fn);
     }
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
@@ -431,7 +453,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         o->since_fired[i] = last ? n_loss - last
                                  : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
     }
-    if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
+    if (sae__batch_selected(m->arch) && res.batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
         m->batch_threshold = m->batch_threshold < 0.0f
                                  ? res.batch_min_kept
@@ -441,4 +463,17 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         sae__losses_from_sums(&res.sums, n_loss, m->arch, lambda,
                               o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
+}
+
+int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+{
+    return step("sae_step", m, o, x, NULL, n_tokens, out);
+}
+
+int sae_step_target(sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                    size_t n_tokens, sae_losses *out)
+{
+    if (!y)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_step_target: y is NULL");
+    return step("sae_step_target", m, o, x, y, n_tokens, out);
 }

@@ -48,19 +48,24 @@ int sae_estimate_input_scale(const float *x, size_t n_tokens, size_t d_in, doubl
 /* Each folded value, or false if one of them would not be a finite float. */
 static bool fold_values(sae_model *m, double scale, bool write)
 {
-    const size_t matrix = m->d_in * m->d_sae;
+    /* W_enc's columns read x (d_in), W_dec's rows and b_dec write the output
+     * (d_out; a skip transcoder's W_skip maps scaled x to scaled y: unchanged) */
+    const size_t enc = m->d_in * m->d_sae, dec = m->d_out * m->d_sae;
     float *w_enc_t = sae__w_enc_t(m), *w_dec = sae__w_dec(m), *b_dec = sae__b_dec(m);
     int bad = 0;
-    for (size_t k = 0; k < matrix; k++) {
+    for (size_t k = 0; k < enc; k++) {
         float e = (float)((double)w_enc_t[k] * scale);
-        float d = (float)((double)w_dec[k] / scale);
-        bad |= (e - e != 0.0f) | (d - d != 0.0f);
-        if (write) {
+        bad |= e - e != 0.0f;
+        if (write)
             w_enc_t[k] = e;
-            w_dec[k] = d;
-        }
     }
-    for (size_t j = 0; j < m->d_in; j++) {
+    for (size_t k = 0; k < dec; k++) {
+        float d = (float)((double)w_dec[k] / scale);
+        bad |= d - d != 0.0f;
+        if (write)
+            w_dec[k] = d;
+    }
+    for (size_t j = 0; j < m->d_out; j++) {
         float b = (float)((double)b_dec[j] / scale);
         bad |= b - b != 0.0f;
         if (write)
@@ -210,7 +215,11 @@ int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, int meth
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
     if (method != SAE_B_DEC_MEAN && method != SAE_B_DEC_GEOMETRIC_MEDIAN)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not a method", fn, method);
-    int rc = check_sample(fn, x, n_tokens, m->d_in);
+    /* a transcoder's b_dec lives in its target's space, not x's */
+    int rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_MATRYOSHKA);
+    if (rc != SAE_OK)
+        return rc;
+    rc = check_sample(fn, x, n_tokens, m->d_in);
     if (rc != SAE_OK)
         return rc;
     const size_t d_in = m->d_in;

@@ -183,6 +183,9 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
         rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
     if (rc == SAE_OK && sae__is_shard(m) && !(o->par && o->par->features.struct_size))
         rc = sae__check_whole("sae_resample_dead (without a feature-sharded communicator)", m);
+    /* Gated's magnitude path and a transcoder's output space need their own rule */
+    if (rc == SAE_OK)
+        rc = sae__family_check("sae_resample_dead", m, SAE_FAMILY_MATRYOSHKA);
     if (rc != SAE_OK && !o->par)
         return rc;
     const size_t d_in = m->d_in, d_sae = m->d_sae;
