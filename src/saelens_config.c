@@ -121,7 +121,6 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
     int rc = sae__json_parse(text, len, &limits, &doc);
     if (rc != SAE_OK)
         return rc;
-    rc = SAE_E_FORMAT;
     if (doc.nodes[0].type != SAE_JSON_OBJECT) {
         rc = sae__fail(SAE_E_FORMAT, "not a JSON object");
         goto cleanup;
@@ -145,7 +144,6 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
         goto cleanup;
     if (cfg->arch == SAE_ARCH_TOPK && (rc = config_k(&doc, &cfg->k)) != SAE_OK)
         goto cleanup;
-    rc = SAE_E_FORMAT;
     v = sae__json_member(&doc, 0, "rescale_acts_by_decoder_norm");
     if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_FALSE) {
         rc = sae__fail(SAE_E_FORMAT, "key \"rescale_acts_by_decoder_norm\": not false");
