@@ -412,7 +412,7 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
     for (int k = 0; k < sae__pool_threads(pool); k++)
         bad |= c.bad[k];
     if (bad)
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "x holds NaN or Inf");
     /* pre = xc W_enc; b_enc is added by the activation (one pass over the
      * block, not two) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
@@ -694,7 +694,7 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
                (fw->x_hat = sae__alloc(block * d_out * sizeof(float))));
     if (!ok) {
         sae__forward_free(fw);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for the forward pass of %zu tokens", block);
     }
     sae__decoder_row_norms(m, fw->norms, NULL);
     if (fw->theta)
@@ -713,7 +713,55 @@ int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
     return sae__encode_block(fw->m, &fw->act, NULL, fw->scratch, x, rows, &out, NULL);
 }
 
+int sae__check_features(const char *fn, const float *f, size_t rows, size_t d_sae, size_t t0)
+{
+    if (sae__all_finite(f, rows * d_sae))
+        return SAE_OK;
+    return sae__fail(SAE_E_NONFINITE, "%s: the features of tokens %zu..%zu are not finite (the "
+                     "model's weights overflow on this input)", fn, t0, t0 + rows - 1);
+}
+
+/* Whether every pre-activation of x (n_tokens x d_in) is provably below
+ * 2^126 in magnitude: |pre_i| <= (max|x| + max|b_dec|) d_in max|W_enc| +
+ * max|b_enc|, and every partial sum of the GEMM is bounded the same way. */
+static bool features_bounded(const sae_model *m, const float *x, size_t n_tokens)
+{
+    const double p = m->param_absmax;
+    const double x_max = sae__absmax(x, n_tokens * m->d_in);
+    return (x_max + p) * (double)m->d_in * p + p < 0x1p126;
+}
+
+int sae__forward_check(sae_forward *fw, const char *fn, const float *x, size_t n_tokens)
+{
+    const sae_model *m = fw->m;
+    if (features_bounded(m, x, n_tokens))
+        return SAE_OK;
+    /* the bound cannot tell: encode once to look, in the forward pass's f or
+     * a block of scratch */
+    float *f = fw->f ? fw->f : sae__alloc(fw->block * m->d_sae * sizeof(float));
+    if (!f)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of features", fn);
+    int rc = SAE_OK;
+    for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += fw->block) {
+        size_t rows = sae__block_rows(n_tokens, t0, fw->block);
+        if ((rc = sae__forward_encode(fw, x + t0 * m->d_in, rows, f, NULL)) == SAE_OK)
+            rc = sae__check_features(fn, f, rows, m->d_sae, t0);
+    }
+    if (f != fw->f)
+        sae__free(f);
+    return rc;
+}
+
 /* ---- the losses -------------------------------------------------------------------- */
+
+int sae__check_losses(const char *fn, const sae_losses *l)
+{
+    if (isfinite(l->loss) && isfinite(l->l2) && isfinite(l->l1) && isfinite(l->l0))
+        return SAE_OK;
+    return sae__fail(SAE_E_NONFINITE, "%s: the losses are not finite (loss %g, l2 %g, l1 %g): "
+                     "the model's weights overflow on this batch (e.g. a decoder row's norm)",
+                     fn, l->loss, l->l2, l->l1);
+}
 
 void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
                            double extra, sae_losses *out)

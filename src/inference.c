@@ -25,14 +25,53 @@ int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
     if (rc != SAE_OK)
         return rc;
     sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), 0) != SAE_OK)
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
-    for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
-        size_t rows = sae__block_rows(n_tokens, t0, fw.block);
-        sae__forward_encode(&fw, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
-    }
+    if ((rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), 0)) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    /* features that would not be finite are refused before f is written */
+    if ((rc = sae__forward_check(&fw, fn, x, n_tokens)) == SAE_OK)
+        for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
+            size_t rows = sae__block_rows(n_tokens, t0, fw.block);
+            sae__forward_encode(&fw, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
+        }
     sae__forward_free(&fw);
-    return SAE_OK;
+    return rc;
+}
+
+/* Whether every x_hat of f (n_tokens x d_sae) is provably below 2^126 in
+ * magnitude: |x_hat_tj| <= max_t ||f_t||_1 max|W_dec| + max|b_dec|. */
+static bool decode_bounded(const sae_model *m, const float *f, size_t n_tokens)
+{
+    double max_l1 = 0.0;
+    for (size_t t = 0; t < n_tokens; t++) {
+        double s = 0.0;
+        for (size_t i = 0; i < m->d_sae; i++)
+            s += fabs((double)f[t * m->d_sae + i]);
+        max_l1 = s > max_l1 ? s : max_l1;
+    }
+    const double p = m->param_absmax;
+    return max_l1 * p + p < 0x1p126;
+}
+
+/* SAE_OK if decoding f gives finite values: the bound, or a dry run. */
+static int check_decode(const char *fn, const sae_model *m, const float *f, size_t n_tokens)
+{
+    if (decode_bounded(m, f, n_tokens))
+        return SAE_OK;
+    const size_t block = sae__block_size(n_tokens);
+    float *x_hat = sae__alloc(block * m->d_out * sizeof(float));
+    if (!x_hat)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of x_hat", fn);
+    int rc = SAE_OK;
+    for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += block) {
+        size_t rows = sae__block_rows(n_tokens, t0, block);
+        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat);
+        if (!sae__all_finite(x_hat, rows * m->d_out))
+            rc = sae__fail(SAE_E_NONFINITE, "%s: x_hat of tokens %zu..%zu would not be finite "
+                           "(the decoder's weights overflow on these features)", fn, t0,
+                           t0 + rows - 1);
+    }
+    sae__free(x_hat);
+    return rc;
 }
 
 int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat)
@@ -48,6 +87,8 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
                              sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_finite(fn, "f", f, n_tokens * m->d_sae);
+    if (rc == SAE_OK)
+        rc = check_decode(fn, m, f, n_tokens);
     if (rc != SAE_OK)
         return rc;
     for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
@@ -108,9 +149,9 @@ static int forward_sums(const char *fn, const sae_model *m, const float *x, cons
 {
     const size_t d_in = m->d_in, d_out = m->d_out;
     sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens),
-                          SAE_FORWARD_F | SAE_FORWARD_X_HAT) != SAE_OK)
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
+    int rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F | SAE_FORWARD_X_HAT);
+    if (rc != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
     memset(sums, 0, sizeof *sums);
     for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw.block);
@@ -153,9 +194,12 @@ static int loss(const char *fn, const sae_model *m, const float *x, const float 
         (y != x && (rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out)) != SAE_OK))
         return rc;
     sae_loss_sums sums;
-    rc = forward_sums(fn, m, x, y, n_tokens, &sums);
-    if (rc == SAE_OK)
-        sae__losses_from_sums(&sums, n_tokens, m->arch, lambda, 0.0, out);
+    if ((rc = forward_sums(fn, m, x, y, n_tokens, &sums)) != SAE_OK)
+        return rc;
+    sae_losses l;
+    sae__losses_from_sums(&sums, n_tokens, m->arch, lambda, 0.0, &l);
+    if ((rc = sae__check_losses(fn, &l)) == SAE_OK)
+        *out = l;
     return rc;
 }
 
@@ -214,10 +258,14 @@ static int fvu(const char *fn, const sae_model *m, const float *x, const float *
     if (!(total > 0.0))
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s has no variance", fn, y == x ? "x" : "y");
     sae_loss_sums sums;
-    rc = forward_sums(fn, m, x, y, n_tokens, &sums);
-    if (rc == SAE_OK)
-        *out = sums.l2 / total;
-    return rc;
+    if ((rc = forward_sums(fn, m, x, y, n_tokens, &sums)) != SAE_OK)
+        return rc;
+    double fvu = sums.l2 / total;
+    if (!isfinite(fvu))
+        return sae__fail(SAE_E_NONFINITE, "%s: the reconstruction error is not finite (the "
+                         "model's weights overflow on this batch)", fn);
+    *out = fvu;
+    return SAE_OK;
 }
 
 int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out)

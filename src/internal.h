@@ -131,7 +131,18 @@ int sae__fail_context(int status, const char *fmt, ...) SAE_PRINTF(2, 3);
 int sae__check_rows(const char *fn, const char *name, const void *ptr, size_t rows,
                     const char *rows_name, size_t width, const char *width_name, size_t elem_size);
 
-/* SAE_E_NONFINITE (naming the first NaN or Inf of v) unless v[0..count) is finite. */
+/* A buffer of capacity elements of elem_size bytes that may be short (the
+ * function writes at most capacity): ptr may be NULL only when capacity is
+ * 0, and the byte size must fit size_t. */
+int sae__check_capacity(const char *fn, const char *name, const void *ptr, size_t capacity,
+                        const char *capacity_name, size_t elem_size);
+
+/* offsets of a sparse batch: n_tokens + 1 size_t entries, n_tokens > 0, the
+ * byte size within size_t. */
+int sae__check_offsets(const char *fn, const char *name, const void *ptr, size_t n_tokens);
+
+/* SAE_E_NONFINITE (naming the first NaN or Inf of v; fn may be NULL for a
+ * caller that adds its name) unless v[0..count) is finite. */
 int sae__check_finite(const char *fn, const char *name, const float *v, size_t count);
 
 /* The random numbers are the public sae_rng_* (rng.c): one generator. */
@@ -440,6 +451,9 @@ typedef struct sae_loss_sums {
 void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
                            double extra, sae_losses *out);
 
+/* SAE_E_NONFINITE (fn's detail) unless every loss of *l is finite. */
+int sae__check_losses(const char *fn, const sae_losses *l);
+
 /* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double),
  * on the pool's threads (NULL: the caller's). */
 void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
@@ -619,6 +633,17 @@ void sae__forward_free(sae_forward *fw);
  * NaN or Inf. */
 int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
                         sae_loss_sums *sums);
+
+/* SAE_E_NONFINITE (fn's detail naming the tokens) unless the features f of
+ * rows tokens from token t0 (rows x d_sae) are finite. */
+int sae__check_features(const char *fn, const float *f, size_t rows, size_t d_sae, size_t t0);
+
+/* SAE_OK if every feature of x (n_tokens x d_in, finite) is finite, which a
+ * model with huge weights or inputs can break: a bound from the largest
+ * parameter proves it cheaply for ordinary data; otherwise x is encoded once
+ * to look (into fw->f, or a block of scratch). Else SAE_E_NONFINITE with
+ * fn's detail, or SAE_E_NOMEM. Call it before writing any output. */
+int sae__forward_check(sae_forward *fw, const char *fn, const float *x, size_t n_tokens);
 
 /* ---- the step's workspace (workspace.c) --------------------------------------- */
 
@@ -916,14 +941,6 @@ typedef struct sae_sparse_encoder {
 int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n_tokens,
                              size_t cap);
 void sae__sparse_encoder_free(sae_sparse_encoder *e);
-
-/* SAE_OK, or SAE_E_NONFINITE (with fn's detail) if encoding x (n_tokens x
- * d_in, finite) gives a feature that is not finite, which a model with huge
- * weights or inputs can: a bound from the largest parameter proves it cannot
- * for ordinary data; otherwise the blocks are encoded once to look. Call it
- * before changing anything a caller can see. */
-int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
-                              size_t n_tokens);
 
 /* Encode the next rows (<= e->block) tokens of x (rows x d_in, finite). */
 void sae__sparse_encoder_run(sae_sparse_encoder *e, const float *x, size_t rows);

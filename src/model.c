@@ -330,13 +330,29 @@ static void transpose(const float *src, size_t rows, size_t cols, float *dst)
     }
 }
 
+/* Checks of get/set: the model, the buffer, the tensor and its size. */
+static int check_tensor_arg(const char *fn, const sae_model *m, int which, const void *buf,
+                            const char *buf_name, size_t count)
+{
+    if (!m || !buf)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : buf_name);
+    static const char *const names[] = {"SAE_W_ENC", "SAE_B_ENC", "SAE_W_DEC", "SAE_B_DEC",
+                                        "SAE_THRESHOLD"};
+    size_t size = sae_model_tensor_size(m, which);
+    if (size == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not a tensor of this model", fn, which);
+    if (count != size)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count %zu: %s holds %zu floats", fn, count,
+                         names[which], size);
+    return SAE_OK;
+}
+
 int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count)
 {
-    if (!m || !dst)
-        return SAE_E_INVALID_ARG;
-    size_t size = sae_model_tensor_size(m, which);
-    if (size == 0 || count != size)
-        return SAE_E_INVALID_ARG;
+    int rc = check_tensor_arg("sae_model_get_tensor", m, which, dst, "dst", count);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t size = count;
     switch (which) {
     case SAE_W_ENC: transpose(sae__w_enc_t(m), m->d_sae, m->d_in, dst); break;
     case SAE_W_DEC: memcpy(dst, sae__w_dec(m), size * sizeof(float)); break;
@@ -358,19 +374,20 @@ int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count
 
 int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count)
 {
-    if (!m || !src)
-        return SAE_E_INVALID_ARG;
-    size_t size = sae_model_tensor_size(m, which);
-    if (size == 0 || count != size)
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(src, size))
-        return SAE_E_NONFINITE;
+    static const char fn[] = "sae_model_set_tensor";
+    int rc = check_tensor_arg(fn, m, which, src, "src", count);
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "src", src, count);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t size = count;
     if (which == SAE_THRESHOLD && m->arch == SAE_ARCH_JUMPRELU) {
         /* thresholds are trained as logarithms: [1e-30, 1e30], as at creation,
          * keeps exp(log theta) finite and the model savable */
         for (size_t i = 0; i < size; i++)
             if (!(src[i] >= 1e-30f && src[i] <= 1e30f))
-                return SAE_E_INVALID_ARG;
+                return sae__fail(SAE_E_INVALID_ARG, "%s: threshold src[%zu] = %g is not in "
+                                 "[1e-30, 1e30]", fn, i, (double)src[i]);
     }
     switch (which) {
     case SAE_W_ENC: transpose(src, m->d_in, m->d_sae, sae__w_enc_t(m)); break;

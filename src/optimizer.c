@@ -19,14 +19,15 @@
 
 int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
 {
+    static const char fn[] = "sae_optimizer_create";
     if (!out)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!m)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
     sae_optimizer *o = sae__alloc_zero(sizeof *o);
     if (!o)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the optimizer", fn);
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
@@ -65,16 +66,23 @@ uint64_t sae_optimizer_steps(const sae_optimizer *o) { return o ? o->steps : 0; 
 
 int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *dst, size_t count)
 {
-    if (!o || !dst || count != o->d_sae)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_tokens_since_fired";
+    if (!o || !dst)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "dst");
+    if (count != o->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae = %zu", fn, count,
+                         o->d_sae);
     memcpy(dst, o->since_fired, count * sizeof(uint64_t));
     return SAE_OK;
 }
 
 int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens, size_t *n_dead)
 {
-    if (!o || !n_dead || window_tokens == 0)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_dead_count";
+    if (!o || !n_dead)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "n_dead");
+    if (window_tokens == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
     size_t dead = 0;
     for (size_t i = 0; i < o->d_sae; i++)
         dead += o->since_fired[i] >= window_tokens;

@@ -176,7 +176,6 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
     int rc = sae__json_parse(text, len, &limits, &doc);
     if (rc != SAE_OK)
         return rc;
-    rc = SAE_E_FORMAT;
     if (doc.nodes[0].type != SAE_JSON_OBJECT) {
         rc = sae__fail(SAE_E_FORMAT, "not a JSON object");
         goto cleanup;
@@ -210,7 +209,6 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
         goto cleanup;
     if (cfg->arch == SAE_ARCH_MATRYOSHKA && (rc = config_widths(&doc, cfg)) != SAE_OK)
         goto cleanup;
-    rc = SAE_E_FORMAT;
     /* SAELens's TopK family may rescale by the decoder norms: the load folds
      * them into the weights (as SAELens's own _fold_norm_topk) */
     v = sae__json_member(&doc, 0, "rescale_acts_by_decoder_norm");

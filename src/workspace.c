@@ -23,7 +23,8 @@ static int grow_all(grow_item *items, size_t count)
         if (!items[k].fresh) {
             for (size_t j = 0; j < k; j++)
                 sae__free(items[j].fresh);
-            return SAE_E_NOMEM;
+            return sae__fail(SAE_E_NOMEM, "out of memory for the step's workspace (%zu bytes)",
+                             items[k].bytes);
         }
     }
     for (size_t k = 0; k < count; k++) {
@@ -76,7 +77,7 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
         size_t xc_bytes, dxh_bytes;
         if (!bytes3(tokens, ws->d_in, sizeof(float), &xc_bytes) ||
             !bytes3(r, ws->d_out, sizeof(float), &dxh_bytes) || r > SIZE_MAX / sizeof(double) - 1)
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
         grow_item items[] = {
             ITEM(xc, xc_bytes),
             ITEM(dxh, dxh_bytes),
@@ -98,7 +99,7 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
         size_t cap = k_aux > ws->aux_cap ? k_aux : ws->aux_cap;
         size_t aux_bytes;
         if (!bytes3(tokens, cap, sizeof(float), &aux_bytes))
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
         grow_item items[] = {
             ITEM(aux_feat, aux_bytes), /* sizeof(uint32_t) == sizeof(float) */
             ITEM(aux_fval, aux_bytes),
@@ -121,7 +122,7 @@ static int reserve_block(sae_workspace *ws, size_t block, bool gated)
     size_t chunks = (ws->d_sae + 15) / 16, f_bytes, mask_bytes;
     if (!bytes3(block, ws->d_sae, sizeof(float), &f_bytes) ||
         !bytes3(block, chunks, sizeof(uint16_t), &mask_bytes))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     grow_item items[] = {
         ITEM(f, f_bytes),
         ITEM(mask, mask_bytes),
@@ -169,7 +170,7 @@ static int reserve_threads(sae_workspace *ws, int n_threads, size_t rows, bool r
         !bytes3(threads * ws->d_sae, SAE_DEC_TILE, sizeof(float), &w_bytes) ||
         !bytes3(threads, ws->d_sae, sizeof(size_t), &hist_bytes) ||
         !bytes3(threads, ws->d_sae, sizeof(float), &scratch_bytes))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     grow_item items[] = {
         ITEM(hist, hist_bytes),
         ITEM(w_panel, w_bytes),
@@ -194,7 +195,7 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
     const bool doubled = s->k_aux || s->arch == SAE_ARCH_GATED;
     size_t rows = doubled ? 2 * s->n_tokens : s->n_tokens;
     if (doubled && s->n_tokens > SIZE_MAX / 2)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     /* BatchTopK (and Matryoshka) select over the whole batch: one block of all
      * its tokens */
     const bool batch = sae__batch_selected(s->arch);
@@ -220,7 +221,7 @@ int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
         return SAE_OK;
     size_t cap = nnz + nnz / 4; /* headroom: density drifts between steps */
     if (cap > SIZE_MAX / sizeof(float) / 2)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for the step's sparse pairs");
     uint32_t *old_feat = ws->feat;
     float *old_fval = ws->fval;
     grow_item items[] = {
@@ -231,27 +232,23 @@ int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
     /* feat and fval hold pairs already stored this step: copy them over */
     uint32_t *feat = sae__alloc(cap * sizeof(uint32_t));
     float *fval = sae__alloc(cap * sizeof(float));
-    if (!feat || !fval) {
-        sae__free(feat);
-        sae__free(fval);
-        return SAE_E_NOMEM;
-    }
-    int rc = grow_all(items, sizeof items / sizeof items[0]);
-    if (rc != SAE_OK) {
-        sae__free(feat);
-        sae__free(fval);
-        return rc;
-    }
+    int rc = !feat || !fval ? sae__fail(SAE_E_NOMEM, "out of memory for %zu sparse pairs", cap)
+                            : grow_all(items, sizeof items / sizeof items[0]);
+    if (rc != SAE_OK)
+        goto cleanup;
     if (keep) {
         memcpy(feat, old_feat, keep * sizeof(uint32_t));
         memcpy(fval, old_fval, keep * sizeof(float));
     }
-    sae__free(old_feat);
-    sae__free(old_fval);
     ws->feat = feat;
     ws->fval = fval;
     ws->nnz_cap = cap;
-    return SAE_OK;
+    feat = old_feat; /* what is left to free */
+    fval = old_fval;
+cleanup:
+    sae__free(feat);
+    sae__free(fval);
+    return rc;
 }
 
 void sae__workspace_free(sae_workspace *ws)

@@ -16,7 +16,9 @@
  *     }
  *     sae_optimizer_free(o);  sae_model_free(m);
  *
- * The model (SAELens "standard" ReLU SAE, all tensors float32, row-major):
+ * The model (here the SAELens "standard" ReLU SAE that sae_model_create makes;
+ * TopK, BatchTopK and JumpReLU change f and the loss: see "Architectures"; all
+ * tensors float32, row-major):
  *
  *     W_enc: d_in x d_sae   b_enc: d_sae   W_dec: d_sae x d_in   b_dec: d_in
  *     f     = ReLU((x - b_dec) W_enc + b_enc)          features, 1 x d_sae per token
@@ -381,22 +383,28 @@ SAE_API int sae_model_reinit(sae_model *m, uint64_t seed, double decoder_init_no
 /* Encode, decode, loss                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* f = ReLU((x - b_dec) W_enc + b_enc).
+/* f = the model's activation of (x - b_dec) W_enc + b_enc: ReLU for
+ * sae_model_create's model, TopK, BatchTopK's threshold or JumpReLU's for
+ * the others (see "Architectures").
  * x: n_tokens x d_in floats (read); f: n_tokens x d_sae floats (written).
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing), SAE_E_NONFINITE
- * (x holds NaN/Inf; f is then untouched), SAE_E_NOMEM. */
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, or n_tokens x d_in or n_tokens
+ * x d_sae floats overflowing size_t), SAE_E_NONFINITE (x holds NaN/Inf, or a
+ * feature would overflow float: weights or inputs near FLT_MAX), SAE_E_NOMEM;
+ * f is untouched on error. */
 SAE_API int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f);
 
 /* x_hat = f W_dec + b_dec.
  * f: n_tokens x d_sae floats (read; any finite values); x_hat: n_tokens x d_out
  * floats (written; d_out = d_in for an autoencoder). A skip transcoder's skip
- * term needs x: sae_output adds it. Errors as sae_encode. */
+ * term needs x: sae_output adds it. Errors as sae_encode (SAE_E_NONFINITE:
+ * NaN/Inf in f, or an x_hat that would overflow float); x_hat is untouched on
+ * error. */
 SAE_API int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat);
 
 /* The losses of a batch, as defined at the top of this header. This struct is
  * frozen: it will never change size or layout. */
 typedef struct sae_losses {
-    double loss; /* l2 + lambda * l1 */
+    double loss; /* the loss trained: l2 + lambda * l1 for ReLU (see "Architectures") */
     double l2;   /* squared error summed over d_in, averaged over tokens */
     double l1;   /* sum_i f_i ||W_dec[i,:]||, averaged over tokens (no lambda) */
     double l0;   /* active features per token, averaged over tokens */
@@ -404,16 +412,19 @@ typedef struct sae_losses {
 
 /* Evaluate the losses of the batch x (n_tokens x d_in floats) with L1
  * coefficient lambda (>= 0, finite) without changing anything.
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, lambda < 0), SAE_E_NONFINITE
- * (NaN/Inf in x or lambda), SAE_E_NOMEM. */
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, lambda < 0),
+ * SAE_E_NONFINITE (NaN/Inf in x or lambda, or a loss that overflows: e.g.
+ * decoder rows whose norms exceed FLT_MAX), SAE_E_NOMEM; *out is untouched
+ * on error. */
 SAE_API int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda,
                      sae_losses *out);
 
 /* Fraction of variance unexplained on the batch x (n_tokens x d_in floats):
  *     sum_t ||x_t - x_hat_t||^2  /  sum_t ||x_t - mean_t(x)||^2
  * 0 is a perfect reconstruction, 1 is no better than predicting the batch mean.
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens < 2, or x with zero variance),
- * SAE_E_NONFINITE, SAE_E_NOMEM. */
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens < 2 or overflowing, or x with zero
+ * variance), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction error that
+ * overflows), SAE_E_NOMEM; *out is untouched on error. */
 SAE_API int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out);
 
 /* The model's output for the inputs x (n_tokens x d_in floats, read) into out
@@ -1089,7 +1100,7 @@ SAE_API int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, 
  * and idx NULL to size the buffer). idx entries past the written ones are
  * untouched. The dead fraction is *n_dead / d_sae.
  * Errors: SAE_E_INVALID_ARG (o or n_dead NULL, window_tokens 0, idx NULL with
- * capacity > 0). */
+ * capacity > 0, capacity x sizeof(size_t) overflowing size_t). */
 SAE_API int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens,
                                         size_t *idx, size_t capacity, size_t *n_dead);
 
@@ -1201,7 +1212,8 @@ SAE_API uint64_t sae_rng_below(sae_rng *r, uint64_t n);
 /* Shuffle v[0..n) in place (Fisher-Yates: for i = n-1 down to 1, swap v[i]
  * and v[sae_rng_below(r, i + 1)]); every order is equally likely. E.g. fill
  * v with 0 .. n-1 to draw a random order of n training batches.
- * Errors: SAE_E_INVALID_ARG (r NULL, or v NULL with n > 0; nothing changes). */
+ * Errors: SAE_E_INVALID_ARG (r NULL, v NULL with n > 0, or n x 8 bytes
+ * overflowing size_t; nothing changes). */
 SAE_API int sae_rng_shuffle(sae_rng *r, uint64_t *v, size_t n);
 
 /* A NULL r makes sae_rng_seed do nothing and the draws return 0. */
@@ -1250,8 +1262,10 @@ SAE_API int sae_encode_sparse_size(const sae_model *m, const float *x, size_t n_
  * sae_encode_sparse_size (or n_tokens * max_per_token) to encode all tokens
  * in one call.
  * Errors: SAE_E_INVALID_ARG (m, x, offsets or n_encoded NULL, features or
- * values NULL with capacity > 0, n_tokens 0 or overflowing), SAE_E_NONFINITE
- * (NaN/Inf in x), SAE_E_NOMEM; nothing is written on error. */
+ * values NULL with capacity > 0, n_tokens 0, or the byte size of x, offsets,
+ * features or values overflowing size_t), SAE_E_NONFINITE (NaN/Inf in x, or a
+ * feature that would overflow float), SAE_E_NOMEM; nothing is written on
+ * error. */
 SAE_API int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens,
                               size_t max_per_token, size_t *offsets, uint32_t *features,
                               float *values, size_t capacity, size_t *n_encoded);
@@ -1328,7 +1342,8 @@ SAE_API int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, cons
  * not be 0). Within a row, features must be strictly ascending and below
  * d_sae, and values positive and finite. For hosts that have the codes
  * already: no model is needed.
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, decreasing offsets, a feature
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, n_tokens + 1 offsets
+ * overflowing size_t, decreasing offsets, a feature
  * out of range or out of order, a value <= 0, row ids that would pass
  * 2^64 - 1), SAE_E_NONFINITE (a NaN/Inf value). The accumulator is unchanged
  * on error. */
@@ -1383,7 +1398,8 @@ SAE_API int sae_feature_stats_histogram(const sae_feature_stats *s, uint64_t *hi
 /* The top activating rows of one feature, the largest value first (ties: the
  * lower row id first): *n receives their number, min(count, top_n), and the
  * first min(*n, capacity) go to rows and values (may be NULL when capacity
- * is 0). Errors: SAE_E_INVALID_ARG (NULL, feature >= d_sae). */
+ * is 0). Errors: SAE_E_INVALID_ARG (NULL, feature >= d_sae, capacity entries
+ * overflowing size_t). */
 SAE_API int sae_feature_stats_top(const sae_feature_stats *s, size_t feature, uint64_t *rows,
                                   float *values, size_t capacity, size_t *n);
 
