@@ -240,7 +240,8 @@ static sae_batch_entry batch_compact(sae_batch_entry *e, size_t *n, size_t K,
     /* the last tie kept: the ties-th smallest (token, feature) among the tied
      * (keys after the values in scratch: 4 n + 8 (alignment) + 8 tied bytes
      * fit in 12 (n + 1)) */
-    uint64_t *keys = (uint64_t *)(void *)(vals + count + (count & 1));
+    uintptr_t keys_at = ((uintptr_t)(vals + count) + 7) & ~(uintptr_t)7;
+    uint64_t *keys = (uint64_t *)(void *)keys_at;
     size_t m = 0;
     for (size_t q = 0; q < count; q++)
         if (e[q].val == kth)
