@@ -786,7 +786,19 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
  * a topk activation, which 6.x reads as ReLU, is refused); for TopK, k as
  * "k" and/or "activation_fn_kwargs": {"k": ...}, whole numbers, equal to
  * each other and to the file's "libsae_k" if any (a TopK SAE saved by SAELens
- * takes its k from here); "rescale_acts_by_decoder_norm" absent or false;
+ * takes its k from here); "rescale_acts_by_decoder_norm" absent or false, or,
+ * for the TopK family, true: SAELens's TopK, BatchTopK and Matryoshka SAEs
+ * trained with it (its default since 6.14) compute TopK(pre * r) with
+ * r_i = ||W_dec[i,:]|| and decode f / r; the load folds the norms into the
+ * weights exactly as SAELens's _fold_norm_topk (n_i = max(r_i, 1e-8): b_enc_i
+ * and W_enc[:,i] times n_i, W_dec[i,:] over n_i), which computes the same SAE
+ * as plain TopK, and leaves an already folded file (an inference save, norms
+ * 1) as it is up to rounding; SAELens's BatchTopK and Matryoshka BatchTopK
+ * training checkpoints ("architecture" "batchtopk" / "matryoshka_batchtopk",
+ * "k" a whole number, which may be written as a float such as 32.0,
+ * Matryoshka's "matryoshka_widths" as sae_model_create_matryoshka takes them)
+ * load with their one-value "topk_threshold" as the BatchTopK threshold
+ * (there, and only there, that tensor is allowed);
  * "apply_b_dec_to_input" absent or true; "normalize_activations" absent,
  * null, false or "none"; and "d_in" / "d_sae", when present, equal to the
  * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
