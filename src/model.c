@@ -336,8 +336,8 @@ static int check_tensor_arg(const char *fn, const sae_model *m, int which, const
 {
     if (!m || !buf)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : buf_name);
-    static const char *const names[] = {"SAE_W_ENC", "SAE_B_ENC", "SAE_W_DEC", "SAE_B_DEC",
-                                        "SAE_THRESHOLD"};
+    static const char *const names[] = {"SAE_W_ENC", "SAE_B_ENC", "SAE_W_DEC",  "SAE_B_DEC",
+                                        "SAE_THRESHOLD", "SAE_W_SKIP", "SAE_B_MAG", "SAE_R_MAG"};
     size_t size = sae_model_tensor_size(m, which);
     if (size == 0)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not a tensor of this model", fn, which);
