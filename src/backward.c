@@ -22,6 +22,22 @@
  * through the selected entries) and may add AuxK's rows; JumpReLU drops them
  * too and adds the threshold estimators (header, "Architectures").
  *
+ * A transcoder's error is y_hat - y against its target y (d_out wide, like
+ * b_dec and W_dec's rows); its encoder reads x itself, so b_dec gets no
+ * gradient through the encoder; a skip transcoder adds x W_skip^T to y_hat and
+ * dL/dW_skip = dL/dy_hat^T x (one GEMM over the batch).
+ *
+ * Gated (dense path only) keeps two per-token paths: with g_t = dL/dx_hat_t,
+ * a_t = ReLU(pi_gate_t) and h_t = (2/n)(a_t W_dec + b_dec - x_t), the
+ * auxiliary reconstruction's gradient through the frozen decoder,
+ *   dL/dpi_mag_ti  = W_dec[i,:] . g_t            where f_ti > 0
+ *   dL/dpi_gate_ti = W_dec[i,:] . h_t + (lambda/n) r_i   where the gate is open
+ *   dL/du_ti       = dL/dpi_gate_ti + exp(r_mag_i) dL/dpi_mag_ti  (u = xc W_enc)
+ *   dL/dr_mag_i    = sum_t dL/dpi_mag_ti (f_ti - b_mag_i)
+ *                  = W_dec[i,:] . (sum_t f_ti g_t) - b_mag_i dL/db_mag_i
+ * (the first sum is dL/dW_dec's reconstruction part, so f is not kept), and
+ * the norm term of dL/dW_dec takes sum_t a_ti in place of sum_t f_ti.
+ *
  * Both paths run the forward pass of forward.c (sae__encode_block) in blocks
  * of SAE_BLOCK_TOKENS tokens (BatchTopK: the whole batch), with one SGEMM each:
  * the encoder is dense whatever the sparsity. The first block's density picks
@@ -84,12 +100,12 @@ static void bias_groups_range(void *ctx, size_t begin, size_t end, int tid)
 {
     (void)tid;
     const bias_task *b = ctx;
-    const size_t d_in = b->m->d_in;
+    const size_t d_out = b->m->d_out;
     for (size_t gi = begin; gi < end; gi++) {
-        size_t j0 = gi * BIAS_GROUP, width = d_in - j0 < BIAS_GROUP ? d_in - j0 : BIAS_GROUP;
+        size_t j0 = gi * BIAS_GROUP, width = d_out - j0 < BIAS_GROUP ? d_out - j0 : BIAS_GROUP;
         double acc[BIAS_GROUP] = {0};
         for (size_t t = 0; t < b->n_tokens; t++) {
-            const float *row = b->ws->dxh + t * d_in + j0;
+            const float *row = b->ws->dxh + t * d_out + j0;
             for (size_t j = 0; j < width; j++)
                 acc[j] += row[j];
         }
@@ -101,17 +117,27 @@ static void bias_groups_range(void *ctx, size_t begin, size_t end, int tid)
 static int bias_gradients(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                           sae_workspace *ws, float *grad)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
     float *g_b_enc = grad + m->lay.b_enc, *g_b_dec = grad + m->lay.b_dec;
     bias_task b = {m, ws, n_tokens};
-    sae__parallel_for(cfg->pool, (d_in + BIAS_GROUP - 1) / BIAS_GROUP, bias_groups_range, &b);
+    sae__parallel_for(cfg->pool, (d_out + BIAS_GROUP - 1) / BIAS_GROUP, bias_groups_range, &b);
     for (size_t i = 0; i < d_sae; i++)
         g_b_enc[i] = (float)ws->g_b_enc[i];
-    for (size_t j = 0; j < d_in; j++)
+    for (size_t j = 0; j < d_out; j++)
         g_b_dec[j] = (float)ws->g_b_dec[j];
+    if (m->kind != SAE_KIND_AUTOENCODER)
+        return SAE_OK; /* a transcoder's encoder does not read b_dec */
+    /* the encoder's path: minus W_enc times sum_t dL/du_t, which is dL/db_enc
+     * (Gated: dL/db_gate + exp(r_mag) dL/db_mag, kept in col_sum here) */
+    const float *g_u = g_b_enc;
+    if (m->arch == SAE_ARCH_GATED) {
+        for (size_t i = 0; i < d_sae; i++)
+            ws->col_sum[i] = (float)(ws->g_b_enc[i] + (double)ws->mag_scale[i] * ws->g_b_mag[i]);
+        g_u = ws->col_sum;
+    }
     if (!cfg->par || !cfg->par->features) {
         cblas_sgemv(CblasRowMajor, CblasTrans, (int)d_sae, (int)d_in, -1.0f, sae__w_enc_t(m),
-                    (int)d_in, g_b_enc, 1, 1.0f, g_b_dec, 1);
+                    (int)d_in, g_u, 1, 1.0f, g_b_dec, 1);
         return SAE_OK;
     }
     /* feature shards: W_enc dL/db_enc sums over every shard's features */
@@ -135,7 +161,7 @@ typedef struct dense_task {
     const sae_model *m;
     const sae_step_config *cfg;
     sae_workspace *ws;
-    const float *x;
+    const float *x;       /* the target: x, or a transcoder's y (n x d_out) */
     float *grad;
     size_t n_tokens, t0;
     size_t rows;          /* tokens of the block */
@@ -187,23 +213,42 @@ static void theta_grad_range(void *ctx, size_t begin, size_t end, int tid)
         }
 }
 
-/* dL/dx_hat = (2/n)(x_hat - x) in place, and each token's squared error. */
+/* dL/dx_hat = (2/n)(x_hat - x) in place, and each token's squared error, for
+ * the rows of the block starting at dxh row d->row0 (row0 + t0: the block's
+ * tokens; n_tokens + t0: their auxiliary rows). */
+typedef struct error_task {
+    const dense_task *d;
+    size_t row0;
+} error_task;
+
 static void error_range(void *ctx, size_t begin, size_t end, int tid)
 {
     (void)tid;
-    const dense_task *d = ctx;
-    const size_t d_in = d->m->d_in;
+    const error_task *e_task = ctx;
+    const dense_task *d = e_task->d;
+    const size_t d_out = d->m->d_out;
     for (size_t t = begin; t < end; t++) {
-        float *g = d->ws->dxh + (d->t0 + t) * d_in;
-        const float *xt = d->x + (d->t0 + t) * d_in;
+        float *g = d->ws->dxh + (e_task->row0 + t) * d_out;
+        const float *xt = d->x + (d->t0 + t) * d_out;
         double l2 = 0.0;
-        for (size_t j = 0; j < d_in; j++) {
+        for (size_t j = 0; j < d_out; j++) {
             float e = g[j] - xt[j];
             l2 += (double)e * e;
             g[j] = e * d->scale;
         }
-        d->ws->l2_tok[d->t0 + t] = l2;
+        d->ws->l2_tok[e_task->row0 + t] = l2;
     }
+}
+
+typedef void (*masked_dpre_fn)(float *, const uint16_t *, const float *, float, size_t);
+
+static masked_dpre_fn pick_masked_dpre(void)
+{
+#ifdef SAE_HAVE_AVX512
+    return sae__use_avx512() ? masked_dpre_avx512 : masked_dpre_portable;
+#else
+    return masked_dpre_portable;
+#endif
 }
 
 /* dL/dpre from dL/df in place (ws->f holds dL/df here). */
@@ -212,26 +257,32 @@ static void dpre_range(void *ctx, size_t begin, size_t end, int tid)
     (void)tid;
     const dense_task *d = ctx;
     sae_workspace *ws = d->ws;
-#ifdef SAE_HAVE_AVX512
-    void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t) =
-        sae__use_avx512() ? masked_dpre_avx512 : masked_dpre_portable;
-#else
-    void (*masked_dpre)(float *, const uint16_t *, const float *, float, size_t) =
-        masked_dpre_portable;
-#endif
+    masked_dpre_fn masked_dpre = pick_masked_dpre();
     for (size_t t = begin; t < end; t++)
         masked_dpre(ws->f + t * ws->d_sae, ws->mask + t * ws->mask_chunks, ws->norms, d->l1_scale,
                     ws->d_sae);
+}
+
+/* x_hat (the block's rows of dxh from dxh_row0) of features f, then
+ * dL/dx_hat and the squared errors: y_hat for transcoders, with the skip term. */
+static void decode_errors(const dense_task *d, const float *f, size_t dxh_row0)
+{
+    const sae_model *m = d->m;
+    float *out = d->ws->dxh + dxh_row0 * m->d_out;
+    sae__forward_decode(m, &d->ws->gemm, d->cfg->pool, f, d->rows, out);
+    sae__forward_skip(m, d->ws->xc + d->t0 * m->d_in, d->rows, out);
+    error_task e = {d, dxh_row0};
+    sae__parallel_for(d->cfg->pool, d->rows, error_range, &e);
 }
 
 static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
                                 size_t n_tokens, size_t t0, size_t rows, sae_workspace *ws,
                                 float *grad)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
-    const float *f = ws->f;            /* rows x d_sae: the features */
-    float *dxh = ws->dxh + t0 * d_in;  /* rows x d_in: x_hat, then dL/dx_hat */
+    const float *f = ws->f;             /* rows x d_sae: the features */
+    float *dxh = ws->dxh + t0 * d_out;  /* rows x d_out: x_hat, then dL/dx_hat */
     /* n_tokens: the tokens the loss averages over (a data-parallel step's global batch) */
     dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_tokens,
                     .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_tokens),
@@ -247,14 +298,15 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
         int rc = sae__par_reconstruct(par, dxh, rows, d_in);
         if (rc != SAE_OK)
             return rc;
+        error_task e = {&d, t0};
+        sae__parallel_for(cfg->pool, rows, error_range, &e);
     } else {
-        sae__forward_decode(m, &ws->gemm, cfg->pool, f, rows, dxh);
+        decode_errors(&d, f, t0);
     }
-    sae__parallel_for(cfg->pool, rows, error_range, &d);
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
-    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, f, d_sae, dxh,
-                      d_in, beta, grad + m->lay.w_dec, d_in);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_out, rows, 1.0f, f, d_sae, dxh,
+                      d_out, beta, grad + m->lay.w_dec, d_out);
     add_column_sums(f, rows, d_sae, ws, ws->f_sum);
     sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
 
@@ -262,8 +314,8 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
      * needed: the mask keeps where f > 0), then dL/dpre, and its column sums
      * are dL/db_enc. */
     float *g_pre = ws->f;
-    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_in, 1.0f, dxh, d_in,
-                      sae__w_dec(m), d_in, 0.0f, g_pre, d_sae);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_out, 1.0f, dxh, d_out,
+                      sae__w_dec(m), d_out, 0.0f, g_pre, d_sae);
     if (m->arch == SAE_ARCH_JUMPRELU)
         sae__parallel_for(cfg->pool, ws->mask_chunks, theta_grad_range, &d);
     sae__parallel_for(cfg->pool, rows, dpre_range, &d);
@@ -275,6 +327,94 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
     return SAE_OK;
 }
 
+/* Gated: the gradient of the open gates, dL/dpi_gate = dL/da + (lambda/n) r
+ * where the gate is open (band), else 0, in place (ws->gate holds dL/da). */
+static void gate_grad_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const dense_task *d = ctx;
+    sae_workspace *ws = d->ws;
+    const size_t d_sae = ws->d_sae;
+    const float l1 = (float)(d->cfg->lambda / (double)d->n_tokens);
+    for (size_t t = begin; t < end; t++) {
+        float *g = ws->gate + t * d_sae;
+        const uint16_t *open = ws->band + t * ws->mask_chunks;
+        for (size_t i = 0; i < d_sae; i++)
+            g[i] = (open[i / 16] >> (i % 16)) & 1u ? g[i] + l1 * ws->norms[i] : 0.0f;
+    }
+}
+
+/* Gated: dL/dpi_mag = dL/df where f > 0 (mask), in place in ws->f, and then
+ * (once its column sums are taken) dL/du = dL/dpi_gate + exp(r_mag) dL/dpi_mag. */
+static void gated_dmag_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const dense_task *d = ctx;
+    sae_workspace *ws = d->ws;
+    masked_dpre_fn masked = pick_masked_dpre();
+    for (size_t t = begin; t < end; t++) /* no L1 term on this path: add 0 */
+        masked(ws->f + t * ws->d_sae, ws->mask + t * ws->mask_chunks, ws->norms, 0.0f, ws->d_sae);
+}
+
+static void gated_du_range(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const dense_task *d = ctx;
+    sae_workspace *ws = d->ws;
+    const size_t d_sae = ws->d_sae;
+    for (size_t t = begin; t < end; t++) {
+        float *g = ws->f + t * d_sae;
+        const float *gate = ws->gate + t * d_sae;
+        for (size_t i = 0; i < d_sae; i++)
+            g[i] = gate[i] + ws->mag_scale[i] * g[i];
+    }
+}
+
+/* Gated's block on the dense path. ws->f holds f and ws->gate the gate values
+ * a = ReLU(pi_gate); the band flags say which gates are open. */
+static void dense_gated_block(const sae_model *m, const sae_step_config *cfg, const float *x,
+                              size_t n_tokens, size_t t0, size_t rows, sae_workspace *ws,
+                              float *grad)
+{
+    const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
+    const float beta = t0 == 0 ? 0.0f : 1.0f;
+    float *dxh = ws->dxh + t0 * d_out;                 /* dL/dx_hat */
+    float *dah = ws->dxh + (n_tokens + t0) * d_out;    /* the auxiliary path's h */
+    dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_tokens,
+                    .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_tokens)};
+
+    /* both reconstructions and their errors: x_hat from f, the auxiliary one
+     * from a through the same (frozen) W_dec and b_dec */
+    decode_errors(&d, ws->f, t0);
+    decode_errors(&d, ws->gate, n_tokens + t0);
+
+    /* dL/dW_dec += f^T dL/dx_hat (the auxiliary term trains no decoder);
+     * sum_t a_ti for the norm term; which features fired */
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_out, rows, 1.0f, ws->f, d_sae,
+                      dxh, d_out, beta, grad + m->lay.w_dec, d_out);
+    add_column_sums(ws->gate, rows, d_sae, ws, ws->gate_sum);
+    sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
+
+    /* the gate path: dL/da = h W_dec^T over a, then dL/dpi_gate, summed into
+     * dL/db_gate (g_b_enc) */
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_out, 1.0f, dah, d_out,
+                      sae__w_dec(m), d_out, 0.0f, ws->gate, d_sae);
+    sae__parallel_for(cfg->pool, rows, gate_grad_range, &d);
+    add_column_sums(ws->gate, rows, d_sae, ws, ws->g_b_enc);
+
+    /* the magnitude path: dL/df = g W_dec^T over f, dL/dpi_mag, summed into
+     * dL/db_mag; then dL/du */
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_out, 1.0f, dxh, d_out,
+                      sae__w_dec(m), d_out, 0.0f, ws->f, d_sae);
+    sae__parallel_for(cfg->pool, rows, gated_dmag_range, &d);
+    add_column_sums(ws->f, rows, d_sae, ws, ws->g_b_mag);
+    sae__parallel_for(cfg->pool, rows, gated_du_range, &d);
+
+    /* dL/dW_enc (stored transposed) += dL/du^T xc */
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, ws->f, d_sae,
+                      ws->xc + t0 * d_in, d_in, beta, grad + m->lay.w_enc_t, d_in);
+}
+
 /* After the dense blocks: the L1 term's gradient through the decoder row norms
  * (ReLU only), and each feature's squared gradient norm. */
 static void finish_rows_range(void *ctx, size_t begin, size_t end, int tid)
@@ -282,23 +422,32 @@ static void finish_rows_range(void *ctx, size_t begin, size_t end, int tid)
     (void)tid;
     const dense_task *d = ctx;
     const sae_model *m = d->m;
-    const size_t d_in = m->d_in;
-    const double l1_scale = m->arch == SAE_ARCH_RELU ? d->cfg->lambda / (double)d->n_tokens : 0.0;
+    const size_t d_in = m->d_in, d_out = m->d_out;
+    const bool gated = m->arch == SAE_ARCH_GATED;
+    const double l1_scale = m->arch == SAE_ARCH_RELU || gated
+                                ? d->cfg->lambda / (double)d->n_tokens : 0.0;
     const float *w_dec = sae__w_dec(m);
     float *g_w_dec = d->grad + m->lay.w_dec, *g_w_enc = d->grad + m->lay.w_enc_t;
     sae_workspace *ws = d->ws;
     for (size_t i = begin; i < end; i++) {
+        /* the norm term: sum_t f_ti, or Gated's sum_t a_ti, over r_i */
+        double mass = gated ? ws->gate_sum[i] : ws->f_sum[i];
         float c = 0.0f;
-        if (ws->norms[i] > 0.0f && ws->f_sum[i] != 0.0)
-            c = (float)(l1_scale * ws->f_sum[i] / ws->norms[i]);
-        float *gd = g_w_dec + i * d_in, *ge = g_w_enc + i * d_in;
-        const float *w = w_dec + i * d_in;
-        double sumsq = 0.0;
-        for (size_t j = 0; j < d_in; j++) {
+        if (ws->norms[i] > 0.0f && mass != 0.0)
+            c = (float)(l1_scale * mass / ws->norms[i]);
+        float *gd = g_w_dec + i * d_out, *ge = g_w_enc + i * d_in;
+        const float *w = w_dec + i * d_out;
+        double sumsq = 0.0, w_dot_g = 0.0;
+        for (size_t j = 0; j < d_out; j++) {
+            w_dot_g += (double)w[j] * gd[j];
             float g = gd[j] + c * w[j];
             gd[j] = g;
-            sumsq += (double)g * g + (double)ge[j] * ge[j];
+            sumsq += (double)g * g;
         }
+        for (size_t j = 0; j < d_in; j++)
+            sumsq += (double)ge[j] * ge[j];
+        if (gated) /* dL/dr_mag_i = W_dec[i,:] . sum_t f_ti g_t - b_mag_i dL/db_mag_i */
+            ws->g_r_mag[i] = w_dot_g - (double)sae__b_mag(m)[i] * ws->g_b_mag[i];
         ws->row_sumsq[i] = sumsq;
     }
 }
@@ -363,7 +512,7 @@ static int sparse_decode_shards(const sae_model *m, const sae_step_config *cfg,
 static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                          size_t n_loss, sae_workspace *ws, size_t *n_rows, double *aux_loss)
 {
-    const size_t d_in = m->d_in;
+    const size_t d_out = m->d_out;
     *n_rows = n_tokens;
     *aux_loss = 0.0;
     size_t picks = 0;
@@ -371,25 +520,26 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
         picks += ws->aux_count[t];
     if (picks == 0 && !cfg->par) /* (distributed: the ranks decide together) */
         return SAE_OK;
-    /* targets e_t = x_t - x_hat_t = -(n/2) dL/dx_hat_t, and their variance */
-    float *target = ws->dxh + n_tokens * d_in;
+    /* targets e_t = x_t - x_hat_t = -(n/2) dL/dx_hat_t (y - y_hat for transcoders),
+     * and their variance */
+    float *target = ws->dxh + n_tokens * d_out;
     const float back = -(float)((double)n_loss / 2.0);
     double total = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
         total += ws->l2_tok[t];
     double *mean = ws->aux_mean;
-    memset(mean, 0, d_in * sizeof(double));
+    memset(mean, 0, d_out * sizeof(double));
     for (size_t t = 0; t < n_tokens; t++)
-        for (size_t j = 0; j < d_in; j++) {
-            float e = ws->dxh[t * d_in + j] * back;
-            target[t * d_in + j] = e;
+        for (size_t j = 0; j < d_out; j++) {
+            float e = ws->dxh[t * d_out + j] * back;
+            target[t * d_out + j] = e;
             mean[j] += e;
         }
-    int rc = sae__par_auxk_sums(cfg->par, &picks, &total, mean, d_in);
+    int rc = sae__par_auxk_sums(cfg->par, &picks, &total, mean, d_out);
     if (rc != SAE_OK || picks == 0)
         return rc;
     double mean_sq = 0.0;
-    for (size_t j = 0; j < d_in; j++) {
+    for (size_t j = 0; j < d_out; j++) {
         mean[j] /= (double)n_loss;
         mean_sq += mean[j] * mean[j];
     }
@@ -433,9 +583,11 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
                          sae_workspace *ws, size_t *pairs, sae_backward_result *res)
 {
     const size_t d_in = m->d_in;
+    const bool gated = m->arch == SAE_ARCH_GATED;
     sae_encoded out = {
         .xc = ws->xc + t0 * d_in, .f = ws->f, .mask = ws->mask,
-        .band = m->arch == SAE_ARCH_JUMPRELU ? ws->band : NULL,
+        .band = m->arch == SAE_ARCH_JUMPRELU || gated ? ws->band : NULL,
+        .gate = gated ? ws->gate : NULL, .gate_l1 = gated ? ws->gate_tok + t0 : NULL,
         .mask_chunks = ws->mask_chunks, .l1 = ws->l1_tok + t0,
         .active = ws->active_tok + t0, .pairs = ws->row_ptr + t0 + 1};
     if (cfg->dead)
@@ -452,7 +604,7 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
     rc = sae__par_topk_block(cfg->par, m, &out, rows, ws->norms);
     if (rc == SAE_OK && cfg->dead)
         rc = sae__par_aux_block(cfg->par, &out.aux, rows, cfg->k_aux);
-    if (rc == SAE_OK && m->arch == SAE_ARCH_BATCHTOPK) /* the block is the whole batch */
+    if (rc == SAE_OK && sae__batch_selected(m->arch)) /* the block is the whole batch */
         rc = sae__batch_topk(ws->f, rows, m->d_sae, m->k, ws->norms, &out, ws->ties,
                              ws->radix_hist, cfg->pool, cfg->par, &res->batch_min_kept);
     if (rc == SAE_OK && cfg->par && cfg->par->features && m->arch == SAE_ARCH_TOPK) {
@@ -491,8 +643,9 @@ static int fused_forward(const sae_model *m, const sae_step_config *cfg,
                          double max_density, sae_workspace *ws, sae_backward_result *res)
 {
     uint16_t *xc16 = ws->bf16 ? ws->xc16 : NULL;
-    if (sae__center(m, cfg->pool, x, n_tokens, ws->xc, xc16) != SAE_OK)
-        return SAE_E_NONFINITE;
+    int rc = sae__center(m, cfg->pool, x, n_tokens, ws->xc, xc16);
+    if (rc != SAE_OK)
+        return rc;
     sae_fused_args args = {act, m->d_in, n_tokens, ws->xc, sae__w_enc_t(m), xc16,
                            ws->bf16 ? ws->w_enc16 : NULL, max_density};
     for (;;) {
@@ -504,7 +657,7 @@ static int fused_forward(const sae_model *m, const sae_step_config *cfg,
             out.aux_count = ws->aux_count;
             out.aux_cap = ws->aux_cap;
         }
-        int rc = sae__encode_fused(ws->fused, &args, ws->team, cfg->pool, &out);
+        rc = sae__encode_fused(ws->fused, &args, ws->team, cfg->pool, &out);
         if (rc == SAE_FUSED_OUT_FULL) { /* once, when the batch is denser than ever */
             rc = sae__workspace_reserve_pairs(ws, out.pairs, 0);
             if (rc != SAE_OK)
@@ -517,42 +670,91 @@ static int fused_forward(const sae_model *m, const sae_step_config *cfg,
     }
 }
 
+/* The sparse path's decoder over the batch: y_hat = b_dec + sum_k f_k
+ * W_dec[i_k,:] (+ a skip transcoder's x W_skip^T, added to b_dec's rows
+ * first), then scale * (y_hat - target) in ws->dxh. */
+static int sparse_decode_output(const sae_model *m, const sae_step_config *cfg,
+                                const float *target, size_t n_tokens, float scale,
+                                sae_workspace *ws)
+{
+    if (cfg->par && cfg->par->features)
+        return sparse_decode_shards(m, cfg, target, 1.0f, 0, n_tokens, sae__b_dec(m), scale, ws);
+    if (m->kind != SAE_KIND_SKIP_TRANSCODER)
+        return sparse_decode(m, cfg, target, 0, n_tokens, sae__b_dec(m), scale, ws);
+    const size_t d_out = m->d_out;
+    for (size_t t = 0; t < n_tokens; t++)
+        memcpy(ws->dxh + t * d_out, sae__b_dec(m), d_out * sizeof(float));
+    sae__forward_skip(m, ws->xc, n_tokens, ws->dxh);
+    return sparse_decode(m, cfg, target, 0, n_tokens, NULL, scale, ws);
+}
+
+/* A skip transcoder's dL/dW_skip = dL/dy_hat^T x (d_out x d_in), over the
+ * batch's rows of dxh (dL/dy_hat) and xc (x itself); returns its squared norm. */
+static double skip_gradient(const sae_model *m, size_t n_tokens, const sae_workspace *ws,
+                            float *grad)
+{
+    if (m->kind != SAE_KIND_SKIP_TRANSCODER)
+        return 0.0;
+    float *g = grad + m->lay.w_skip;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m->d_out, (int)m->d_in,
+                (int)n_tokens, 1.0f, ws->dxh, (int)m->d_out, ws->xc, (int)m->d_in, 0.0f, g,
+                (int)m->d_in);
+    double sumsq = 0.0;
+    for (size_t k = 0; k < m->lay.w_skip_count; k++)
+        sumsq += (double)g[k] * g[k];
+    return sumsq;
+}
+
 /* The loss sums and the gradient norm, each summed in a fixed order, and
- * JumpReLU's log-threshold gradients dL/dt_i = theta_i dL/dtheta_i. */
+ * JumpReLU's log-threshold gradients dL/dt_i = theta_i dL/dtheta_i; Gated's
+ * magnitude-path gradients. */
 static void finish_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws, float *grad,
                         sae_backward_result *res)
 {
-    sae_loss_sums sums = {0.0, 0.0, 0.0};
+    sae_loss_sums sums = {0.0, 0.0, 0.0, 0.0, 0.0};
+    const bool gated = m->arch == SAE_ARCH_GATED;
     for (size_t t = 0; t < n_tokens; t++) {
         sums.l1 += ws->l1_tok[t];
         sums.l2 += ws->l2_tok[t];
         sums.active += (double)ws->active_tok[t];
+        if (gated) {
+            sums.gate += ws->gate_tok[t];
+            sums.extra += ws->l2_tok[n_tokens + t];
+        }
     }
-    double sumsq = 0.0;
+    double sumsq = res->grad_sumsq; /* what the pass summed already (W_skip) */
     for (size_t i = 0; i < m->d_sae; i++)
         sumsq += ws->row_sumsq[i];
     const float *g_b = grad + m->lay.b_enc;
     for (size_t i = 0; i < m->d_sae; i++)
         sumsq += (double)g_b[i] * g_b[i];
     g_b = grad + m->lay.b_dec;
-    for (size_t j = 0; j < m->d_in; j++)
+    for (size_t j = 0; j < m->d_out; j++)
         sumsq += (double)g_b[j] * g_b[j];
     float *g_t = grad + m->lay.log_thr;
     for (size_t i = 0; i < m->lay.log_thr_count; i++) {
         g_t[i] = (float)((double)ws->theta[i] * ws->theta_grad[i]);
         sumsq += (double)g_t[i] * g_t[i];
     }
+    float *g_r = grad + m->lay.r_mag, *g_m = grad + m->lay.b_mag;
+    for (size_t i = 0; i < m->lay.gated_count; i++) {
+        g_r[i] = (float)ws->g_r_mag[i];
+        g_m[i] = (float)ws->g_b_mag[i];
+        sumsq += (double)g_r[i] * g_r[i] + (double)g_m[i] * g_m[i];
+    }
     res->sums = sums;
     res->grad_sumsq = sumsq;
 }
 
 int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
-                          size_t n_tokens, sae_workspace *ws, float *grad,
+                          const float *y, size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res)
 {
     const size_t d_sae = m->d_sae;
-    const bool topk = m->arch == SAE_ARCH_TOPK || m->arch == SAE_ARCH_BATCHTOPK;
-    const size_t block = m->arch == SAE_ARCH_BATCHTOPK ? n_tokens
+    const float *target = y ? y : x;
+    const bool topk = m->arch == SAE_ARCH_TOPK || sae__batch_selected(m->arch);
+    const bool gated = m->arch == SAE_ARCH_GATED;
+    const size_t block = sae__batch_selected(m->arch) ? n_tokens
                          : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
     /* the tokens the loss averages over (a data-parallel step's global batch) */
     const size_t n_loss = cfg->loss_tokens ? cfg->loss_tokens : n_tokens;
@@ -563,29 +765,37 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     memset(ws->g_b_enc, 0, d_sae * sizeof(double));
     memset(ws->last_fired, 0, d_sae * sizeof(uint64_t));
     memset(ws->theta_grad, 0, d_sae * sizeof(double));
+    memset(ws->gate_sum, 0, d_sae * sizeof(double));
+    memset(ws->g_b_mag, 0, d_sae * sizeof(double));
     sae__thresholds(m, ws->theta);
+    sae__mag_scales(m, ws->mag_scale);
     ws->row_ptr[0] = 0;
     sae_activation act;
-    sae__activation_init(&act, m, ws->norms, ws->theta);
+    sae__activation_init(&act, m, ws->norms, ws->theta, ws->mag_scale);
     act.bandwidth = (float)cfg->bandwidth;
     act.training = true;
     act.dead = cfg->dead;
     act.k_aux = cfg->k_aux;
     res->batch_min_kept = 0.0f;
     res->aux_loss = 0.0;
+    res->grad_sumsq = 0.0;
 
-    /* TopK and BatchTopK are sparse by construction; the sparse path indexes
-     * tokens and features with 32 bits. Feature shards take the path all of
-     * them can: the exchanges of the two differ. */
-    bool sparse = (topk || cfg->kernel == SAE_KERNEL_SPARSE) && n_tokens <= UINT32_MAX / 2;
+    /* TopK and BatchTopK are sparse by construction, Gated dense (its
+     * auxiliary path reads every open gate); the sparse path indexes tokens
+     * and features with 32 bits. Feature shards take the path all of them
+     * can: the exchanges of the two differ. */
+    bool sparse = !gated && (topk || cfg->kernel == SAE_KERNEL_SPARSE) &&
+                  n_tokens <= UINT32_MAX / 2;
     /* The sparse path's encoder is fused whenever the step may take that
-     * path; a ReLU or JumpReLU batch too dense for it takes the dense path.
-     * Feature shards and BatchTopK across data-parallel ranks select across
-     * ranks block by block: they take the block loop. A distributed step that
-     * fails here takes the block loop too, which meets the failure again and
-     * tells the other ranks. */
+     * path and the fused encoder covers the model (sae__fused_covers: not
+     * Gated, Matryoshka or transcoders); a ReLU or JumpReLU batch too dense
+     * for it takes the dense path. Feature shards and BatchTopK across
+     * data-parallel ranks select across ranks block by block: they take the
+     * block loop. A distributed step that fails here takes the block loop
+     * too, which meets the failure again and tells the other ranks. */
     bool fused = false, too_dense = false;
-    if (ws->fused && (!par || (!par->features && m->arch != SAE_ARCH_BATCHTOPK)) &&
+    if (ws->fused && sae__fused_covers(m) &&
+        (!par || (!par->features && m->arch != SAE_ARCH_BATCHTOPK)) &&
         n_tokens <= UINT32_MAX / 2 && (topk || cfg->kernel != SAE_KERNEL_DENSE)) {
         double max_density = sparse ? 1.0 : SAE_SPARSE_MAX_DENSITY;
         int rc = fused_forward(m, cfg, &act, x, n_tokens, max_density, ws, res);
@@ -601,7 +811,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
         if (rc != SAE_OK)
             return rc;
-        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk) {
+        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk && !gated) {
             sparse = !too_dense && n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
             if (par && par->features &&
@@ -611,16 +821,17 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         }
         if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
             return rc;
-        if (!sparse && (rc = dense_backward_block(m, cfg, x, n_loss, t0, rows, ws, grad)) != SAE_OK)
+        if (gated)
+            dense_gated_block(m, cfg, target, n_tokens, t0, rows, ws, grad);
+        else if (!sparse &&
+                 (rc = dense_backward_block(m, cfg, target, n_loss, t0, rows, ws, grad)) != SAE_OK)
             return rc;
     }
 
     if (sparse) {
         size_t n_rows = n_tokens;
         const float scale = (float)(2.0 / (double)n_loss);
-        int rc = par && par->features
-                     ? sparse_decode_shards(m, cfg, x, 1.0f, 0, n_tokens, sae__b_dec(m), scale, ws)
-                     : sparse_decode(m, cfg, x, 0, n_tokens, sae__b_dec(m), scale, ws);
+        int rc = sparse_decode_output(m, cfg, target, n_tokens, scale, ws);
         if (rc == SAE_OK && cfg->dead)
             rc = add_auxk_rows(m, cfg, n_tokens, n_loss, ws, &n_rows, &res->aux_loss);
         if (rc != SAE_OK)
@@ -633,6 +844,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     int rc = bias_gradients(m, cfg, n_tokens, ws, grad);
     if (rc != SAE_OK)
         return rc;
+    res->grad_sumsq = skip_gradient(m, n_tokens, ws, grad);
     finish_sums(m, n_tokens, ws, grad, res);
     res->used_sparse = sparse;
     return par ? par->status : SAE_OK;

@@ -272,7 +272,7 @@ static int load_model_path(const char *fn, sae_model **out, const char *path, si
     *out = NULL;
     if (!path)
         return sae__fail(SAE_E_INVALID_ARG, "%s: path is NULL", fn);
-    sae_saelens_config cfg = {0, 0, -1, 0};
+    sae_saelens_config cfg = {.arch = -1};
     const model_part part = {&cfg, begin, end};
     if (!sae__is_directory(path))
         return load_file(fn, load_model, &part, path, (void **)out);

@@ -65,9 +65,14 @@ int sae__saelens_arch(int arch);
 /* What a cfg.json says about the SAE, as SAELens would build it. */
 typedef struct sae_saelens_config {
     uint64_t d_in, d_sae; /* 0: not given */
-    int arch;             /* SAE_ARCH_RELU ("standard", also when absent), _TOPK or
-                             _JUMPRELU; -1: there is no cfg.json */
-    uint64_t k;           /* TopK: k (always given) */
+    int arch;             /* SAE_ARCH_RELU ("standard", also when absent), _TOPK,
+                             _JUMPRELU, or the training checkpoints' _BATCHTOPK
+                             ("batchtopk") and _MATRYOSHKA ("matryoshka_batchtopk");
+                             -1: there is no cfg.json */
+    uint64_t k;           /* TopK, BatchTopK, Matryoshka: k (always given) */
+    bool rescale;         /* TopK family: rescale_acts_by_decoder_norm, folded at load */
+    size_t n_widths;      /* Matryoshka: matryoshka_widths[0..n_widths) */
+    size_t widths[SAE_MAX_LEVELS];
 } sae_saelens_config;
 
 /* Write m's cfg.json to sink (a shard: the whole model's d_sae). */

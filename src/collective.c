@@ -438,8 +438,12 @@ int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const ch
     char *paths[2] = {NULL, NULL};
     size_t n = 0;
     s.status = destinations(path, names, 2, paths, &n);
+    if (s.status == SAE_OK) /* the families' files are not written yet */
+        s.status = sae__family_check(fn, m, 0);
     sae_model_contents contents;
-    sae__model_contents(m, &contents);
+    memset(&contents, 0, sizeof contents);
+    if (s.status == SAE_OK)
+        sae__model_contents(m, &contents);
     part_file files[2];
     memset(files, 0, sizeof files);
     files[0] = (part_file){.path = paths[0], .meta = contents.meta, .n_meta = contents.n_meta,
@@ -477,6 +481,10 @@ int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, 
     void *block = NULL;
     char step[24];
     s.status = destinations(path, names, 1, &file, &n);
+    if (s.status == SAE_OK && (o->kind != SAE_KIND_AUTOENCODER || o->arch == SAE_ARCH_GATED ||
+                               o->arch == SAE_ARCH_MATRYOSHKA))
+        s.status = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer of a family libsae %s does "
+                             "not save yet", fn, sae_version_string());
     if (s.status == SAE_OK)
         s.status = sae__optimizer_metadata(o, &meta, &n_meta, &block, step);
     sae_st_out t[SAE_OPT_MAX_TENSORS];

@@ -369,9 +369,11 @@ int sae_feature_stats_top(const sae_feature_stats *s, size_t feature, uint64_t *
     static const char fn[] = "sae_feature_stats_top";
     if (!s || !n)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : "n");
-    if (capacity > 0 && (!rows || !values))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL with capacity %zu", fn,
-                         !rows ? "rows" : "values", capacity);
+    int rc = sae__check_capacity(fn, "rows", rows, capacity, "capacity", sizeof(uint64_t));
+    if (rc == SAE_OK)
+        rc = sae__check_capacity(fn, "values", values, capacity, "capacity", sizeof(float));
+    if (rc != SAE_OK)
+        return rc;
     if (feature >= s->d_sae)
         return sae__fail(SAE_E_INVALID_ARG, "%s: feature %zu is not below d_sae = %zu", fn,
                          feature, s->d_sae);
@@ -418,7 +420,7 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
     if (!feat || !val)
         rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu pairs", fn, d_sae);
     else
-        rc = sae__sparse_encoder_check(&e, fn, x, n_tokens);
+        rc = sae__forward_check(&e.fw, fn, x, n_tokens);
     if (rc != SAE_OK) {
         sae__free(val);
         sae__free(feat);
@@ -426,7 +428,7 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
         return rc;
     }
     for (size_t t0 = 0; t0 < n_tokens; t0 += e.block) {
-        size_t rows = n_tokens - t0 < e.block ? n_tokens - t0 : e.block;
+        size_t rows = sae__block_rows(n_tokens, t0, e.block);
         sae__sparse_encoder_run(&e, x + t0 * m->d_in, rows);
         for (size_t t = 0; t < rows; t++) {
             size_t n = sae__sparse_encoder_token(&e, t, feat, val, d_sae);
@@ -448,8 +450,7 @@ int sae_feature_stats_add_sparse(sae_feature_stats *s, size_t n_tokens, const si
     static const char fn[] = "sae_feature_stats_add_sparse";
     if (!s)
         return sae__fail(SAE_E_INVALID_ARG, "%s: s is NULL", fn);
-    int rc = sae__check_rows(fn, "offsets", offsets, n_tokens, "n_tokens", 1, "1",
-                             sizeof(size_t));
+    int rc = sae__check_offsets(fn, "offsets", offsets, n_tokens);
     if (rc == SAE_OK)
         rc = check_row_ids(fn, s, n_tokens);
     if (rc != SAE_OK)

@@ -48,9 +48,9 @@ static void row_norms_range(void *ctx, size_t begin, size_t end, int tid)
     float *norms = ((row_norms_task *)ctx)->norms;
     const float *w_dec = sae__w_dec(m);
     for (size_t i = begin; i < end; i++) {
-        const float *row = w_dec + i * m->d_in;
+        const float *row = w_dec + i * m->d_out;
         double sum = 0.0;
-        for (size_t j = 0; j < m->d_in; j++)
+        for (size_t j = 0; j < m->d_out; j++)
             sum += (double)row[j] * row[j];
         norms[i] = (float)sqrt(sum);
     }
@@ -69,8 +69,15 @@ void sae__thresholds(const sae_model *m, float *theta)
         theta[i] = expf(t[i]);
 }
 
+void sae__mag_scales(const sae_model *m, float *scale)
+{
+    const float *r = sae__r_mag(m);
+    for (size_t i = 0; i < m->lay.gated_count; i++)
+        scale[i] = expf(r[i]);
+}
+
 void sae__activation_init(sae_activation *act, const sae_model *m, const float *norms,
-                          const float *theta)
+                          const float *theta, const float *mag_scale)
 {
     memset(act, 0, sizeof *act);
     act->arch = m->arch;
@@ -79,6 +86,8 @@ void sae__activation_init(sae_activation *act, const sae_model *m, const float *
     act->b_enc = sae__b_enc(m);
     act->norms = norms;
     act->theta = theta;
+    act->mag_scale = mag_scale;
+    act->b_mag = sae__b_mag(m);
     act->batch_threshold = m->batch_threshold;
 }
 
@@ -199,19 +208,52 @@ sae_topk_cut sae__topk_cut(const float *f, size_t d, size_t k, float *scratch)
 
 /* ---- the activation of one token ------------------------------------------------- */
 
+/* Gated: one token's u = xc W_enc to f = H(u + b_gate) ReLU(exp(r_mag) u +
+ * b_mag), in place, and gate = ReLU(u + b_gate) (may be NULL) with
+ * *gate_l1 = sum_i gate_i r_i; open (may be NULL): ceil(d / 16) chunks of
+ * flags, gate_i > 0. */
+static void gated_row(const sae_activation *a, float *f, float *gate, double *gate_l1,
+                      uint16_t *open)
+{
+    const size_t d = a->d_sae;
+    double s = 0.0;
+    for (size_t i0 = 0; i0 < d; i0 += 16) {
+        size_t i1 = d - i0 < 16 ? d : i0 + 16;
+        unsigned bits = 0;
+        for (size_t i = i0; i < i1; i++) {
+            float u = f[i], g = u + a->b_enc[i], mag = a->mag_scale[i] * u + a->b_mag[i];
+            g = g > 0.0f ? g : 0.0f;
+            f[i] = g > 0.0f && mag > 0.0f ? mag : 0.0f;
+            s += (double)g * a->norms[i];
+            bits |= (unsigned)(g > 0.0f) << (i - i0);
+            if (gate)
+                gate[i] = g;
+        }
+        if (open)
+            open[i0 / 16] = (uint16_t)bits;
+    }
+    *gate_l1 = s;
+}
+
 /* One token's GEMM output (pre-activations without b_enc) to features, in
  * place; *l1 = sum_i f_i r_i; returns the active count. mask, band (may be
  * NULL): ceil(d_sae / 16) chunks of flags (f_i > 0; JumpReLU's band). aux
- * (may be NULL): AuxK's top k_aux picks among dead features. scratch: d_sae
+ * (may be NULL): AuxK's top k_aux picks among dead features. gate, *gate_l1:
+ * Gated's gate values (may be NULL) and sparsity term. scratch: d_sae
  * floats. */
 static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16_t *mask,
-                           uint16_t *band, sae_aux_row *aux, float *scratch)
+                           uint16_t *band, sae_aux_row *aux, float *gate, double *gate_l1,
+                           float *scratch)
 {
     const size_t d = a->d_sae;
     const float *b_enc = a->b_enc;
     /* the ReLU SAE (never with AuxK): the vectorised pass does it all */
     if (a->arch == SAE_ARCH_RELU)
         return relu_stats(f, b_enc, a->norms, d, l1, mask);
+    if (a->arch == SAE_ARCH_GATED) { /* band: the gates that are open */
+        gated_row(a, f, gate, gate_l1, band);
+        return row_stats(f, NULL, a->norms, d, l1, mask, false);
+    }
     for (size_t i = 0; i < d; i++)
         f[i] += b_enc[i];
 
@@ -236,6 +278,7 @@ static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16
         break;
     }
     case SAE_ARCH_BATCHTOPK:
+    case SAE_ARCH_MATRYOSHKA:
         if (a->training || a->batch_threshold < 0.0f) {
             for (size_t i = 0; i < d; i++) /* training: the batch selection follows */
                 f[i] = f[i] > 0.0f ? f[i] : 0.0f;
@@ -270,8 +313,8 @@ static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16
 
 /* ---- the encoder ------------------------------------------------------------------ */
 
-/* xc = x - b_dec for the block's rows (and its bf16 rounding, xc16 when not
- * NULL); bad[tid] flags NaN or Inf in x. */
+/* xc = x - b_dec for the block's rows (b_dec NULL: xc = x), and its bf16
+ * rounding, xc16 when not NULL; bad[tid] flags NaN or Inf in x. */
 typedef struct center_task {
     const float *x, *b_dec;
     float *xc;
@@ -288,10 +331,16 @@ static void center_range(void *ctx, size_t begin, size_t end, int tid)
     for (size_t t = begin; t < end; t++) {
         const float *xt = c->x + t * d_in;
         float *xct = c->xc + t * d_in;
-        for (size_t j = 0; j < d_in; j++) {
-            bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
-            xct[j] = xt[j] - c->b_dec[j];
-        }
+        if (c->b_dec)
+            for (size_t j = 0; j < d_in; j++) {
+                bad |= (xt[j] - xt[j]) != 0.0f; /* NaN for Inf and NaN */
+                xct[j] = xt[j] - c->b_dec[j];
+            }
+        else
+            for (size_t j = 0; j < d_in; j++) {
+                bad |= (xt[j] - xt[j]) != 0.0f;
+                xct[j] = xt[j];
+            }
         if (c->xc16)
             sae__bf16_from_f32(c->xc16 + t * d_in, xct, d_in);
     }
@@ -320,12 +369,13 @@ static void activate_range(void *ctx, size_t begin, size_t end, int tid)
             aux.feat = out->aux.feat + t * out->aux.cap;
             aux.fval = out->aux.fval + t * out->aux.cap;
         }
-        double l1;
+        double l1, gate_l1 = 0.0;
         size_t active = activate_row(a->act, out->f + t * d_sae, &l1, mask, band,
                                      a->act->dead ? &aux : NULL,
+                                     out->gate ? out->gate + t * d_sae : NULL, &gate_l1,
                                      a->scratch + (size_t)tid * d_sae);
         size_t pairs = active;
-        if (band) { /* JumpReLU's pairs include its band */
+        if (band && a->act->arch == SAE_ARCH_JUMPRELU) { /* JumpReLU's pairs include its band */
             pairs = 0;
             for (size_t c = 0; c < chunks; c++)
                 pairs += (size_t)__builtin_popcount((unsigned)(mask[c] | band[c]));
@@ -338,9 +388,12 @@ static void activate_range(void *ctx, size_t begin, size_t end, int tid)
             out->active[t] = active;
         if (out->pairs)
             out->pairs[t] = pairs;
+        if (out->gate_l1)
+            out->gate_l1[t] = gate_l1;
         if (out->sums) {
             out->sums->l1 += l1;
             out->sums->active += (double)active;
+            out->sums->gate += gate_l1;
         }
         pairs_range += pairs;
     }
@@ -350,14 +403,16 @@ static void activate_range(void *ctx, size_t begin, size_t end, int tid)
 int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows, float *xc,
                 uint16_t *xc16)
 {
-    center_task c = {.x = x, .b_dec = sae__b_dec(m), .xc = xc, .xc16 = xc16, .d_in = m->d_in};
+    /* a transcoder's b_dec is in the output's space: its input is not centred */
+    center_task c = {.x = x, .b_dec = m->kind == SAE_KIND_AUTOENCODER ? sae__b_dec(m) : NULL,
+                     .xc = xc, .xc16 = xc16, .d_in = m->d_in};
     for (int k = 0; k < sae__pool_threads(pool); k++)
         c.bad[k] = 0;
     sae__parallel_for(pool, rows, center_range, &c);
     int bad = 0;
     for (int k = 0; k < sae__pool_threads(pool); k++)
         bad |= c.bad[k];
-    return bad ? SAE_E_NONFINITE : SAE_OK;
+    return bad ? sae__fail(SAE_E_NONFINITE, "x holds NaN or Inf") : SAE_OK;
 }
 
 int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
@@ -365,12 +420,13 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
                       size_t *pairs)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    if (sae__center(m, pool, x, rows, out->xc, out->w_enc16 ? out->xc16 : NULL) != SAE_OK)
-        return SAE_E_NONFINITE;
+    int rc = sae__center(m, pool, x, rows, out->xc, out->w_enc16 ? out->xc16 : NULL);
+    if (rc != SAE_OK)
+        return rc;
     /* pre = xc W_enc; b_enc is added by the activation (one pass over the
      * block, not two) */
     if (out->w_enc16) {
-        int rc = sae__gemm_use_bf16(out->gemm, pool, false, true, rows, d_sae, d_in, 1.0f,
+        rc = sae__gemm_use_bf16(out->gemm, pool, false, true, rows, d_sae, d_in, 1.0f,
                                     out->xc16, d_in, out->w_enc16, d_in, 0.0f, out->f, d_sae);
         if (rc != SAE_OK)
             return rc;
@@ -586,11 +642,11 @@ int sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norm
 void sae__forward_decode_onto(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
                               const float *f, size_t rows, const float *base, float *x_hat)
 {
-    const size_t d_in = m->d_in;
+    const size_t d_out = m->d_out;
     for (size_t t = 0; base && t < rows; t++)
-        memcpy(x_hat + t * d_in, base, d_in * sizeof(float));
-    sae__gemm_use_f32(gemm, pool, false, false, rows, d_in, m->d_sae, 1.0f, f, m->d_sae,
-                      sae__w_dec(m), d_in, base ? 1.0f : 0.0f, x_hat, d_in);
+        memcpy(x_hat + t * d_out, base, d_out * sizeof(float));
+    sae__gemm_use_f32(gemm, pool, false, false, rows, d_out, m->d_sae, 1.0f, f, m->d_sae,
+                      sae__w_dec(m), d_out, base ? 1.0f : 0.0f, x_hat, d_out);
 }
 
 void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
@@ -599,15 +655,37 @@ void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool 
     sae__forward_decode_onto(m, gemm, pool, f, rows, sae__b_dec(m), x_hat);
 }
 
+void sae__forward_decode_prefix(const sae_model *m, const float *f, size_t rows, size_t width,
+                                float *x_hat)
+{
+    const size_t d_out = m->d_out;
+    const float *b_dec = sae__b_dec(m);
+    for (size_t t = 0; t < rows; t++)
+        memcpy(x_hat + t * d_out, b_dec, d_out * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_out, (int)width,
+                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)d_out, 1.0f, x_hat, (int)d_out);
+}
+
+void sae__forward_skip(const sae_model *m, const float *x, size_t rows, float *y)
+{
+    if (m->kind != SAE_KIND_SKIP_TRANSCODER)
+        return;
+    /* y (rows x d_out) += x (rows x d_in) W_skip^T, W_skip: d_out x d_in */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)m->d_out, (int)m->d_in,
+                1.0f, x, (int)m->d_in, sae__w_skip(m), (int)m->d_in, 1.0f, y, (int)m->d_out);
+}
+
 /* ---- the forward pass for read-only callers ----------------------------------------- */
 
 void sae__forward_free(sae_forward *fw)
 {
     sae__free(fw->norms);
     sae__free(fw->theta);
+    sae__free(fw->mag_scale);
     sae__free(fw->scratch);
     sae__free(fw->xc);
     sae__free(fw->f);
+    sae__free(fw->gate);
     sae__free(fw->x_hat);
     sae__gemm_free(fw->ctx);
     memset(fw, 0, sizeof *fw);
@@ -615,7 +693,8 @@ void sae__forward_free(sae_forward *fw)
 
 int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigned buffers)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
+    const bool gated = m->arch == SAE_ARCH_GATED;
     memset(fw, 0, sizeof *fw);
     fw->m = m;
     fw->block = block;
@@ -625,18 +704,23 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
               (fw->scratch = sae__alloc(d_sae * sizeof(float))) &&
               (fw->xc = sae__alloc(block * d_in * sizeof(float))) &&
               (m->arch != SAE_ARCH_JUMPRELU || (fw->theta = sae__alloc(d_sae * sizeof(float)))) &&
+              (!gated || (fw->mag_scale = sae__alloc(d_sae * sizeof(float)))) &&
               (!(buffers & SAE_FORWARD_F) || (fw->f = sae__alloc(block * d_sae * sizeof(float)))) &&
+              (!(buffers & SAE_FORWARD_F) || !gated ||
+               (fw->gate = sae__alloc(block * d_sae * sizeof(float)))) &&
               (!(buffers & SAE_FORWARD_X_HAT) ||
-               (fw->x_hat = sae__alloc(block * d_in * sizeof(float)))) &&
+               (fw->x_hat = sae__alloc(block * d_out * sizeof(float)))) &&
               sae__gemm_create(&fw->ctx, SAE_GEMM_AUTO) == SAE_OK;
     if (!ok) {
         sae__forward_free(fw);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for the forward pass of %zu tokens", block);
     }
     sae__decoder_row_norms(m, fw->norms, NULL);
     if (fw->theta)
         sae__thresholds(m, fw->theta);
-    sae__activation_init(&fw->act, m, fw->norms, fw->theta);
+    if (fw->mag_scale)
+        sae__mag_scales(m, fw->mag_scale);
+    sae__activation_init(&fw->act, m, fw->norms, fw->theta, fw->mag_scale);
     fw->gemm = (sae_gemm_use){NULL, fw->ctx};
     return SAE_OK;
 }
@@ -644,11 +728,60 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
 int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
                         sae_loss_sums *sums)
 {
-    const sae_encoded out = {.xc = fw->xc, .f = f, .sums = sums, .gemm = &fw->gemm};
+    const sae_encoded out = {.xc = fw->xc, .f = f, .gate = f == fw->f ? fw->gate : NULL,
+                             .sums = sums, .gemm = &fw->gemm};
     return sae__encode_block(fw->m, &fw->act, NULL, fw->scratch, x, rows, &out, NULL);
 }
 
+int sae__check_features(const char *fn, const float *f, size_t rows, size_t d_sae, size_t t0)
+{
+    if (sae__all_finite(f, rows * d_sae))
+        return SAE_OK;
+    return sae__fail(SAE_E_NONFINITE, "%s: the features of tokens %zu..%zu are not finite (the "
+                     "model's weights overflow on this input)", fn, t0, t0 + rows - 1);
+}
+
+/* Whether every pre-activation of x (n_tokens x d_in) is provably below
+ * 2^126 in magnitude: |pre_i| <= (max|x| + max|b_dec|) d_in max|W_enc| +
+ * max|b_enc|, and every partial sum of the GEMM is bounded the same way. */
+static bool features_bounded(const sae_model *m, const float *x, size_t n_tokens)
+{
+    const double p = m->param_absmax;
+    const double x_max = sae__absmax(x, n_tokens * m->d_in);
+    return (x_max + p) * (double)m->d_in * p + p < 0x1p126;
+}
+
+int sae__forward_check(sae_forward *fw, const char *fn, const float *x, size_t n_tokens)
+{
+    const sae_model *m = fw->m;
+    if (features_bounded(m, x, n_tokens))
+        return SAE_OK;
+    /* the bound cannot tell: encode once to look, in the forward pass's f or
+     * a block of scratch */
+    float *f = fw->f ? fw->f : sae__alloc(fw->block * m->d_sae * sizeof(float));
+    if (!f)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of features", fn);
+    int rc = SAE_OK;
+    for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += fw->block) {
+        size_t rows = sae__block_rows(n_tokens, t0, fw->block);
+        if ((rc = sae__forward_encode(fw, x + t0 * m->d_in, rows, f, NULL)) == SAE_OK)
+            rc = sae__check_features(fn, f, rows, m->d_sae, t0);
+    }
+    if (f != fw->f)
+        sae__free(f);
+    return rc;
+}
+
 /* ---- the losses -------------------------------------------------------------------- */
+
+int sae__check_losses(const char *fn, const sae_losses *l)
+{
+    if (isfinite(l->loss) && isfinite(l->l2) && isfinite(l->l1) && isfinite(l->l0))
+        return SAE_OK;
+    return sae__fail(SAE_E_NONFINITE, "%s: the losses are not finite (loss %g, l2 %g, l1 %g): "
+                     "the model's weights overflow on this batch (e.g. a decoder row's norm)",
+                     fn, l->loss, l->l2, l->l1);
+}
 
 void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
                            double extra, sae_losses *out)
@@ -656,9 +789,12 @@ void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch,
     out->l2 = sums->l2 / (double)n_tokens;
     out->l1 = sums->l1 / (double)n_tokens;
     out->l0 = sums->active / (double)n_tokens;
+    const double n = (double)n_tokens;
     switch (arch) {
     case SAE_ARCH_RELU: out->loss = out->l2 + lambda * out->l1; break;
     case SAE_ARCH_JUMPRELU: out->loss = out->l2 + lambda * out->l0; break;
+    case SAE_ARCH_GATED: out->loss = out->l2 + lambda * sums->gate / n + sums->extra / n; break;
+    case SAE_ARCH_MATRYOSHKA: out->loss = out->l2 + sums->extra / n; break;
     default: out->loss = out->l2; break;
     }
     out->loss += extra;

@@ -25,14 +25,54 @@ int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
     if (rc != SAE_OK)
         return rc;
     sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), 0) != SAE_OK)
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
-    for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
-        size_t rows = sae__block_rows(n_tokens, t0, fw.block);
-        sae__forward_encode(&fw, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
-    }
+    if ((rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), 0)) != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    /* features that would not be finite are refused before f is written */
+    if ((rc = sae__forward_check(&fw, fn, x, n_tokens)) == SAE_OK)
+        for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
+            size_t rows = sae__block_rows(n_tokens, t0, fw.block);
+            sae__forward_encode(&fw, x + t0 * m->d_in, rows, f + t0 * m->d_sae, NULL);
+        }
     sae__forward_free(&fw);
-    return SAE_OK;
+    return rc;
+}
+
+/* Whether every x_hat of f (n_tokens x d_sae) is provably below 2^126 in
+ * magnitude: |x_hat_tj| <= max_t ||f_t||_1 max|W_dec| + max|b_dec|. */
+static bool decode_bounded(const sae_model *m, const float *f, size_t n_tokens)
+{
+    double max_l1 = 0.0;
+    for (size_t t = 0; t < n_tokens; t++) {
+        double s = 0.0;
+        for (size_t i = 0; i < m->d_sae; i++)
+            s += fabs((double)f[t * m->d_sae + i]);
+        max_l1 = s > max_l1 ? s : max_l1;
+    }
+    const double p = m->param_absmax;
+    return max_l1 * p + p < 0x1p126;
+}
+
+/* SAE_OK if decoding f gives finite values: the bound, or a dry run. */
+static int check_decode(const char *fn, const sae_model *m, const sae_gemm_use *gemm,
+                        const float *f, size_t n_tokens)
+{
+    if (decode_bounded(m, f, n_tokens))
+        return SAE_OK;
+    const size_t block = sae__block_size(n_tokens);
+    float *x_hat = sae__alloc(block * m->d_out * sizeof(float));
+    if (!x_hat)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of x_hat", fn);
+    int rc = SAE_OK;
+    for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += block) {
+        size_t rows = sae__block_rows(n_tokens, t0, block);
+        sae__forward_decode(m, gemm, NULL, f + t0 * m->d_sae, rows, x_hat);
+        if (!sae__all_finite(x_hat, rows * m->d_out))
+            rc = sae__fail(SAE_E_NONFINITE, "%s: x_hat of tokens %zu..%zu would not be finite "
+                           "(the decoder's weights overflow on these features)", fn, t0,
+                           t0 + rows - 1);
+    }
+    sae__free(x_hat);
+    return rc;
 }
 
 int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat)
@@ -44,105 +84,205 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
     if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "x_hat", x_hat, n_tokens, "n_tokens", m->d_in, "d_in",
+        rc = sae__check_rows(fn, "x_hat", x_hat, n_tokens, "n_tokens", m->d_out, "d_out",
                              sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_finite(fn, "f", f, n_tokens * m->d_sae);
     if (rc != SAE_OK)
         return rc;
     /* the product on the default backend; without memory for its context,
-     * on CBLAS (sae_decode needs no memory of its own) */
+     * on CBLAS (sae_decode needs no memory of its own); the dry run on the
+     * same, so it sees the same values */
     sae_gemm_use gemm = {NULL, NULL};
     if (sae__gemm_create(&gemm.g, SAE_GEMM_AUTO) != SAE_OK)
         gemm.g = NULL;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
+    rc = check_decode(fn, m, &gemm, f, n_tokens);
+    for (size_t t0 = 0; rc == SAE_OK && t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = sae__block_rows(n_tokens, t0, SAE_BLOCK_TOKENS);
-        sae__forward_decode(m, &gemm, NULL, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_in);
+        sae__forward_decode(m, &gemm, NULL, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_out);
     }
     sae__gemm_free(gemm.g);
-    return SAE_OK;
+    return rc;
 }
 
-/* The forward pass over the whole batch with per-call scratch, summing the
- * losses. Shared by sae_loss and sae_fvu. */
-static int forward_sums(const char *fn, const sae_model *m, const float *x, size_t n_tokens,
-                        sae_loss_sums *sums)
+int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
 {
-    const size_t d_in = m->d_in;
+    static const char fn[] = "sae_output";
+    if (!m)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
+    int rc = sae__check_whole(fn, m);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "out", out, n_tokens, "n_tokens", m->d_out, "d_out",
+                             sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc != SAE_OK)
+        return rc;
     sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens),
-                          SAE_FORWARD_F | SAE_FORWARD_X_HAT) != SAE_OK)
+    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F) != SAE_OK)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
-    memset(sums, 0, sizeof *sums);
     for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw.block);
-        const float *xb = x + t0 * d_in;
-        sae__forward_encode(&fw, xb, rows, fw.f, sums);
-        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, fw.x_hat);
-        for (size_t k = 0; k < rows * d_in; k++) {
-            double e = (double)fw.x_hat[k] - xb[k];
-            sums->l2 += e * e;
-        }
+        const float *xb = x + t0 * m->d_in;
+        float *ob = out + t0 * m->d_out;
+        sae__forward_encode(&fw, xb, rows, fw.f, NULL);
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, ob);
+        sae__forward_skip(m, xb, rows, ob);
     }
     sae__forward_free(&fw);
     return SAE_OK;
 }
 
-int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda, sae_losses *out)
+/* sum_k (out[k] - target[k])^2 over count values, in double. */
+static double squared_error(const float *out, const float *target, size_t count)
 {
-    static const char fn[] = "sae_loss";
+    double s = 0.0;
+    for (size_t k = 0; k < count; k++) {
+        double e = (double)out[k] - target[k];
+        s += e * e;
+    }
+    return s;
+}
+
+/* The forward pass over the whole batch x with per-call scratch, summing the
+ * losses against the target y (x for an autoencoder): the model's output with
+ * its skip term, Gated's auxiliary reconstruction through the decoder, and
+ * Matryoshka's inner levels. Shared by sae_loss, sae_fvu and their _target
+ * forms. */
+static int forward_sums(const char *fn, const sae_model *m, const float *x, const float *y,
+                        size_t n_tokens, sae_loss_sums *sums)
+{
+    const size_t d_in = m->d_in, d_out = m->d_out;
+    sae_forward fw;
+    int rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F | SAE_FORWARD_X_HAT);
+    if (rc != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    memset(sums, 0, sizeof *sums);
+    for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
+        size_t rows = sae__block_rows(n_tokens, t0, fw.block);
+        const float *xb = x + t0 * d_in, *yb = y + t0 * d_out;
+        sae__forward_encode(&fw, xb, rows, fw.f, sums);
+        if (m->arch == SAE_ARCH_GATED) { /* the auxiliary path: the gate's values decoded */
+            sae__forward_decode(m, &fw.gemm, NULL, fw.gate, rows, fw.x_hat);
+            sums->extra += squared_error(fw.x_hat, yb, rows * d_out);
+        }
+        for (size_t lv = 0; lv + 1 < m->n_levels; lv++) { /* Matryoshka's inner levels */
+            sae__forward_decode_prefix(m, fw.f, rows, m->widths[lv], fw.x_hat);
+            sums->extra += squared_error(fw.x_hat, yb, rows * d_out);
+        }
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, fw.x_hat);
+        sae__forward_skip(m, xb, rows, fw.x_hat);
+        sums->l2 += squared_error(fw.x_hat, yb, rows * d_out);
+    }
+    sae__forward_free(&fw);
+    return SAE_OK;
+}
+
+/* sae_loss and sae_loss_target: y is the target (x for sae_loss). */
+static int loss(const char *fn, const sae_model *m, const float *x, const float *y,
+                size_t n_tokens, double lambda, sae_losses *out)
+{
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
     int rc = sae__check_whole(fn, m);
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK && y != x)
+        rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
     if (rc != SAE_OK)
         return rc;
     if (!isfinite(lambda))
         return sae__fail(SAE_E_NONFINITE, "%s: lambda is %g", fn, lambda);
     if (lambda < 0.0)
         return sae__fail(SAE_E_INVALID_ARG, "%s: lambda = %g is negative", fn, lambda);
-    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK)
+    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK ||
+        (y != x && (rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out)) != SAE_OK))
         return rc;
     sae_loss_sums sums;
-    rc = forward_sums(fn, m, x, n_tokens, &sums);
-    if (rc == SAE_OK)
-        sae__losses_from_sums(&sums, n_tokens, m->arch, lambda, 0.0, out);
+    if ((rc = forward_sums(fn, m, x, y, n_tokens, &sums)) != SAE_OK)
+        return rc;
+    sae_losses l;
+    sae__losses_from_sums(&sums, n_tokens, m->arch, lambda, 0.0, &l);
+    if ((rc = sae__check_losses(fn, &l)) == SAE_OK)
+        *out = l;
     return rc;
 }
 
-int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out)
+/* Refuse a transcoder in the functions without a target. */
+static int needs_autoencoder(const char *fn, const sae_model *m, const char *instead)
 {
-    static const char fn[] = "sae_fvu";
+    if (m && m->kind != SAE_KIND_AUTOENCODER)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder's output is compared with a "
+                                            "target y: use %s", fn, instead);
+    return SAE_OK;
+}
+
+int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda, sae_losses *out)
+{
+    int rc = needs_autoencoder("sae_loss", m, "sae_loss_target");
+    return rc != SAE_OK ? rc : loss("sae_loss", m, x, x, n_tokens, lambda, out);
+}
+
+int sae_loss_target(const sae_model *m, const float *x, const float *y, size_t n_tokens,
+                    double lambda, sae_losses *out)
+{
+    return loss("sae_loss_target", m, x, y, n_tokens, lambda, out);
+}
+
+/* sae_fvu and sae_fvu_target: y is the target (x for sae_fvu). */
+static int fvu(const char *fn, const sae_model *m, const float *x, const float *y,
+               size_t n_tokens, double *out)
+{
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
     int rc = sae__check_whole(fn, m);
     if (rc == SAE_OK)
         rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK && y != x)
+        rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
     if (rc != SAE_OK)
         return rc;
     if (n_tokens < 2)
         return sae__fail(SAE_E_INVALID_ARG, "%s: n_tokens is 1: the variance needs 2", fn);
-    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK)
+    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK ||
+        (y != x && (rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out)) != SAE_OK))
         return rc;
-    /* Total variance around the batch mean, two-pass in double. */
-    const size_t d_in = m->d_in;
-    double *mean = sae__alloc(d_in * sizeof(double));
+    /* Total variance of the target around its batch mean, two-pass in double. */
+    const size_t d_out = m->d_out;
+    double *mean = sae__alloc(d_out * sizeof(double));
     if (!mean)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the mean", fn);
-    sae__mean_rows(x, n_tokens, d_in, mean);
+    sae__mean_rows(y, n_tokens, d_out, mean);
     double total = 0.0;
     for (size_t t = 0; t < n_tokens; t++)
-        for (size_t j = 0; j < d_in; j++) {
-            double d = x[t * d_in + j] - mean[j];
+        for (size_t j = 0; j < d_out; j++) {
+            double d = y[t * d_out + j] - mean[j];
             total += d * d;
         }
     sae__free(mean);
     if (!(total > 0.0))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: x has no variance", fn);
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s has no variance", fn, y == x ? "x" : "y");
     sae_loss_sums sums;
-    rc = forward_sums(fn, m, x, n_tokens, &sums);
-    if (rc == SAE_OK)
-        *out = sums.l2 / total;
-    return rc;
+    if ((rc = forward_sums(fn, m, x, y, n_tokens, &sums)) != SAE_OK)
+        return rc;
+    double fvu = sums.l2 / total;
+    if (!isfinite(fvu))
+        return sae__fail(SAE_E_NONFINITE, "%s: the reconstruction error is not finite (the "
+                         "model's weights overflow on this batch)", fn);
+    *out = fvu;
+    return SAE_OK;
+}
+
+int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out)
+{
+    int rc = needs_autoencoder("sae_fvu", m, "sae_fvu_target");
+    return rc != SAE_OK ? rc : fvu("sae_fvu", m, x, x, n_tokens, out);
+}
+
+int sae_fvu_target(const sae_model *m, const float *x, const float *y, size_t n_tokens,
+                   double *out)
+{
+    return fvu("sae_fvu_target", m, x, y, n_tokens, out);
 }

@@ -131,7 +131,18 @@ int sae__fail_context(int status, const char *fmt, ...) SAE_PRINTF(2, 3);
 int sae__check_rows(const char *fn, const char *name, const void *ptr, size_t rows,
                     const char *rows_name, size_t width, const char *width_name, size_t elem_size);
 
-/* SAE_E_NONFINITE (naming the first NaN or Inf of v) unless v[0..count) is finite. */
+/* A buffer of capacity elements of elem_size bytes that may be short (the
+ * function writes at most capacity): ptr may be NULL only when capacity is
+ * 0, and the byte size must fit size_t. */
+int sae__check_capacity(const char *fn, const char *name, const void *ptr, size_t capacity,
+                        const char *capacity_name, size_t elem_size);
+
+/* offsets of a sparse batch: n_tokens + 1 size_t entries, n_tokens > 0, the
+ * byte size within size_t. */
+int sae__check_offsets(const char *fn, const char *name, const void *ptr, size_t n_tokens);
+
+/* SAE_E_NONFINITE (naming the first NaN or Inf of v; fn may be NULL for a
+ * caller that adds its name) unless v[0..count) is finite. */
 int sae__check_finite(const char *fn, const char *name, const float *v, size_t count);
 
 /* The random numbers are the public sae_rng_* (rng.c): one generator. */
@@ -143,19 +154,41 @@ typedef struct sae_layout {
     size_t w_enc_t, w_dec, b_enc, b_dec;
     size_t log_thr;       /* JumpReLU: d_sae log thresholds t_i (theta_i = exp t_i) */
     size_t log_thr_count; /* d_sae for JumpReLU, else 0 */
+    size_t r_mag, b_mag;  /* Gated: d_sae each, the magnitude path's log scales and bias */
+    size_t gated_count;   /* d_sae for Gated, else 0 */
+    size_t w_skip;        /* skip transcoders: d_out x d_in, SAELens's W_skip as it is */
+    size_t w_skip_count;  /* d_out * d_in for skip transcoders, else 0 */
     size_t total;         /* floats in the block, padding included */
 } sae_layout;
 
-/* Fill *lay for the given shape (with_thresholds: JumpReLU's extra view);
- * false if any size overflows. */
+/* What a model's parameter block holds: its dimensions, architecture (SAE_ARCH_*)
+ * and kind (SAE_KIND_*). An autoencoder has d_out = d_in. */
+typedef struct sae_shape {
+    size_t d_in, d_out, d_sae;
+    int arch, kind;
+} sae_shape;
+
+/* Fill *lay for the shape: W_enc^T d_sae x d_in, W_dec d_sae x d_out, b_enc
+ * d_sae, b_dec d_out, and the views the architecture and kind add; false if any
+ * size overflows. */
+bool sae__layout_for(sae_layout *lay, const sae_shape *shape);
+
+/* The autoencoder layout (with_thresholds: JumpReLU's extra view). */
 bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thresholds);
+
+/* Matryoshka's level widths: at most this many. */
+#define SAE_MAX_LEVELS 64
 
 struct sae_model {
     size_t d_in, d_sae;
+    size_t d_out;         /* the output's width: d_in for autoencoders */
     int arch;             /* SAE_ARCH_* */
-    size_t k;             /* TopK / BatchTopK: active features per token */
-    float batch_threshold; /* BatchTopK at inference: f = pre where pre > it;
+    int kind;             /* SAE_KIND_* */
+    size_t k;             /* TopK / BatchTopK / Matryoshka: active features per token */
+    float batch_threshold; /* BatchTopK, Matryoshka at inference: f = pre where pre > it;
                               negative until training has set it */
+    size_t n_levels;      /* Matryoshka: widths[0..n_levels), increasing, the last d_sae */
+    size_t widths[SAE_MAX_LEVELS];
     sae_layout lay;
     float *params; /* lay.total floats */
     /* max |p| over all parameters: lets the optimizer prove cheaply that an
@@ -194,6 +227,45 @@ static inline float *sae__w_dec(const sae_model *m) { return m->params + m->lay.
 static inline float *sae__b_enc(const sae_model *m) { return m->params + m->lay.b_enc; }
 static inline float *sae__b_dec(const sae_model *m) { return m->params + m->lay.b_dec; }
 static inline float *sae__log_thr(const sae_model *m) { return m->params + m->lay.log_thr; }
+static inline float *sae__r_mag(const sae_model *m) { return m->params + m->lay.r_mag; }
+static inline float *sae__b_mag(const sae_model *m) { return m->params + m->lay.b_mag; }
+static inline float *sae__w_skip(const sae_model *m) { return m->params + m->lay.w_skip; }
+
+/* BatchTopK and Matryoshka select over the batch in training and keep one
+ * threshold for inference; TopK, BatchTopK and Matryoshka have a k. */
+static inline bool sae__batch_selected(int arch)
+{
+    return arch == SAE_ARCH_BATCHTOPK || arch == SAE_ARCH_MATRYOSHKA;
+}
+static inline bool sae__has_k(int arch) { return arch == SAE_ARCH_TOPK || sae__batch_selected(arch); }
+
+/* What a function computes beyond the plain autoencoders (ReLU, TopK,
+ * BatchTopK, JumpReLU): flags for sae__family_check. */
+enum { SAE_FAMILY_GATED = 1, SAE_FAMILY_MATRYOSHKA = 2, SAE_FAMILY_TRANSCODER = 4 };
+
+/* SAE_OK if m (not NULL) is a plain autoencoder or of a family in `accepts`;
+ * else SAE_E_INVALID_ARG with a detail naming fn and the family. */
+int sae__family_check(const char *fn, const sae_model *m, unsigned accepts);
+
+/* SAELens's decoder_init_norm default, and libsae's (Anthropic's April 2024 recipe). */
+#define SAE_DECODER_INIT_NORM 0.1
+
+/* Check param for arch (sae_model_create_arch's rules); *k = the k it gives
+ * (0 for architectures without one). Sets the detail, naming fn. */
+int sae__check_arch_param(const char *fn, int arch, double param, size_t d_sae, size_t *k);
+
+/* A model of the shape, or its features [begin, end) of shape->d_sae (a
+ * shard; [0, d_sae): the whole model), initialised as sae_model_create
+ * documents with decoder rows of L2 norm decoder_init_norm (transcoders:
+ * encoder columns drawn apart); param as sae_model_create_arch (checked by the
+ * caller), k and Matryoshka's widths set by the caller afterwards. fn names
+ * the public function in the error detail. */
+int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, size_t begin,
+                   size_t end, uint64_t seed, double param, double decoder_init_norm);
+
+/* Draw the initial parameters again (sae__model_new's), keeping the shape,
+ * architecture, k, widths and JumpReLU thresholds. */
+void sae__model_init_params(sae_model *m, uint64_t seed, double decoder_init_norm);
 
 /* A fresh version for a new model (see struct sae_model). */
 uint64_t sae__model_new_version(const sae_model *m);
@@ -387,16 +459,23 @@ int sae__resolve_threads(int requested);
 
 /* Unnormalised loss sums over tokens, in double. */
 typedef struct sae_loss_sums {
-    double l2;     /* sum_t sum_j (x_hat_tj - x_tj)^2 */
+    double l2;     /* sum_t sum_j (x_hat_tj - x_tj)^2 (y_hat - y for transcoders) */
     double l1;     /* sum_t sum_i f_ti * norms[i] */
     double active; /* sum_t #{i : f_ti > 0} */
+    double gate;   /* Gated: sum_t sum_i ReLU(pi_gate)_ti * norms[i], the sparsity term */
+    double extra;  /* Gated: the auxiliary reconstruction's squared error; Matryoshka:
+                      the inner levels' squared errors (the full width's is l2) */
 } sae_loss_sums;
 
 /* Per-token averages of the sums, and the architecture's loss: l2 + lambda * l1
- * (ReLU), l2 + lambda * l0 (JumpReLU), l2 (TopK, BatchTopK), plus extra
- * (AuxK's weighted term, or 0). */
+ * (ReLU), l2 + lambda * l0 (JumpReLU), l2 (TopK, BatchTopK), l2 + lambda * gate
+ * + extra (Gated), l2 + extra (Matryoshka), plus `extra` (AuxK's weighted
+ * term, or 0). */
 void sae__losses_from_sums(const sae_loss_sums *sums, size_t n_tokens, int arch, double lambda,
                            double extra, sae_losses *out);
+
+/* SAE_E_NONFINITE (fn's detail) unless every loss of *l is finite. */
+int sae__check_losses(const char *fn, const sae_losses *l);
 
 /* norms[i] = ||w_dec[i,:]||_2 for the d_sae rows (accumulated in double),
  * on the pool's threads (NULL: the caller's). */
@@ -414,16 +493,23 @@ typedef struct sae_activation {
     const float *b_enc;      /* d_sae, added to the GEMM's output */
     const float *norms;      /* d_sae decoder row norms, for the L1 sum */
     const float *theta;      /* JumpReLU: d_sae thresholds */
-    float batch_threshold;   /* BatchTopK at inference */
+    const float *mag_scale;  /* Gated: d_sae scales exp(r_mag) of the magnitude path */
+    const float *b_mag;      /* Gated: d_sae, the magnitude path's bias */
+    float batch_threshold;   /* BatchTopK, Matryoshka at inference */
     float bandwidth;         /* JumpReLU in training: eps of the band; 0: no band */
     bool training;           /* BatchTopK: leave the selection to sae__batch_topk */
     const uint8_t *dead;     /* AuxK: dead features; NULL: no AuxK picks */
     size_t k_aux;
 } sae_activation;
 
-/* The model's activation at inference (training sets the last four fields). */
+/* The model's activation at inference (training sets the last four fields).
+ * theta: JumpReLU's thresholds; mag_scale: Gated's exp(r_mag) (see
+ * sae__thresholds and sae__mag_scales; NULL for other architectures). */
 void sae__activation_init(sae_activation *act, const sae_model *m, const float *norms,
-                          const float *theta);
+                          const float *theta, const float *mag_scale);
+
+/* scale[i] = exp(r_mag_i), Gated's magnitude scales (nothing for others). */
+void sae__mag_scales(const sae_model *m, float *scale);
 
 /* TopK's selection of the k largest positive values of a row, visited in
  * index order: every value above kth is kept, then those equal to kth while
@@ -472,12 +558,15 @@ typedef struct sae_aux_picks {
  * the flags, one entry per token of the block for the others. Every field
  * but xc and f may be NULL / zero (not wanted). */
 typedef struct sae_encoded {
-    float *xc;            /* rows x d_in: x - b_dec */
+    float *xc;            /* rows x d_in: x - b_dec (transcoders: x itself) */
     float *f;             /* rows x d_sae: pre-activations, then features */
+    float *gate;          /* rows x d_sae: Gated, ReLU(pi_gate) (may be NULL) */
     uint16_t *mask;       /* rows x mask_chunks: bit i%16 of chunk i/16 set if f_ti > 0 */
-    uint16_t *band;       /* rows x mask_chunks: JumpReLU's |pre - theta| < eps/2 */
+    uint16_t *band;       /* rows x mask_chunks: JumpReLU's |pre - theta| < eps/2;
+                             Gated's open gates, pi_gate > 0 */
     size_t mask_chunks;   /* ceil(d_sae / 16) */
     double *l1;           /* rows: sum_i f_ti r_i */
+    double *gate_l1;      /* rows: Gated, sum_i ReLU(pi_gate)_ti r_i (may be NULL) */
     size_t *active;       /* rows: #{i : f_ti > 0} */
     size_t *pairs;        /* rows: the sparse path's pairs (active, plus JumpReLU's band) */
     sae_aux_picks aux;    /* with act->dead: AuxK's picks */
@@ -489,7 +578,8 @@ typedef struct sae_encoded {
 } sae_encoded;
 
 /* The encoder, for a block of `rows` tokens x (rows x d_in floats):
- * out->xc = x - b_dec, out->f = act(xc W_enc + b_enc) and the per-token
+ * out->xc = x - b_dec (an autoencoder) or x (a transcoder, whose b_dec lives
+ * in the output's space), out->f = act(xc W_enc + b_enc) and the per-token
  * outputs out asks for; *pairs (may be NULL) = the sum of the pairs. The
  * loops run on pool (NULL: the calling thread); scratch: pool threads x d_sae
  * floats (TopK's selection). SAE_E_NONFINITE if x holds NaN or Inf (found
@@ -504,11 +594,20 @@ int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows,
                 uint16_t *xc16);
 
 /* The decoder: x_hat = f W_dec + b_dec for rows tokens (f: rows x d_sae,
- * x_hat: rows x d_in), its product through gemm (NULL: CBLAS) on pool. */
+ * x_hat: rows x d_out), its product through gemm (NULL: CBLAS) on pool. */
 void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
                          const float *f, size_t rows, float *x_hat);
 
-/* The same onto another base row (d_in floats; NULL: zeros): x_hat = f W_dec
+/* The decoder over the first `width` features only: x_hat = b_dec +
+ * sum_{i < width} f_i W_dec[i,:] (Matryoshka's levels). */
+void sae__forward_decode_prefix(const sae_model *m, const float *f, size_t rows, size_t width,
+                                float *x_hat);
+
+/* A skip transcoder's skip term: y += x W_skip^T for rows tokens (x: rows x
+ * d_in, y: rows x d_out); nothing for other models. */
+void sae__forward_skip(const sae_model *m, const float *x, size_t rows, float *y);
+
+/* The same onto another base row (d_out floats; NULL: zeros): x_hat = f W_dec
  * + base. A feature shard decodes its part of x_hat so. */
 void sae__forward_decode_onto(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
                               const float *f, size_t rows, const float *base, float *x_hat);
@@ -543,10 +642,12 @@ typedef struct sae_forward {
     size_t block;    /* tokens one sae__forward_encode may take */
     float *norms;    /* d_sae decoder row norms */
     float *theta;    /* d_sae JumpReLU thresholds (NULL otherwise) */
+    float *mag_scale; /* d_sae Gated magnitude scales (NULL otherwise) */
     float *scratch;  /* d_sae for TopK's selection */
     float *xc;       /* block x d_in */
     float *f;        /* block x d_sae, with SAE_FORWARD_F (else NULL) */
-    float *x_hat;    /* block x d_in, with SAE_FORWARD_X_HAT (else NULL) */
+    float *gate;     /* block x d_sae, Gated with SAE_FORWARD_F: ReLU(pi_gate) (else NULL) */
+    float *x_hat;    /* block x d_out, with SAE_FORWARD_X_HAT (else NULL) */
     sae_gemm_ctx *ctx;   /* the products' context (SAE_GEMM_AUTO) */
     sae_gemm_use gemm;
 } sae_forward;
@@ -561,10 +662,22 @@ void sae__forward_free(sae_forward *fw);
 
 /* f = act((x - b_dec) W_enc + b_enc) for rows <= fw->block tokens (x: rows x
  * d_in, f: rows x d_sae), the model's architecture at inference; adds the L1
- * sums and active counts to *sums if it is not NULL. SAE_E_NONFINITE if x
- * holds NaN or Inf. */
+ * sums and active counts (Gated: and the gate's sparsity term, with the gate's
+ * values in fw->gate) to *sums if it is not NULL. SAE_E_NONFINITE if x holds
+ * NaN or Inf. */
 int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
                         sae_loss_sums *sums);
+
+/* SAE_E_NONFINITE (fn's detail naming the tokens) unless the features f of
+ * rows tokens from token t0 (rows x d_sae) are finite. */
+int sae__check_features(const char *fn, const float *f, size_t rows, size_t d_sae, size_t t0);
+
+/* SAE_OK if every feature of x (n_tokens x d_in, finite) is finite, which a
+ * model with huge weights or inputs can break: a bound from the largest
+ * parameter proves it cheaply for ordinary data; otherwise x is encoded once
+ * to look (into fw->f, or a block of scratch). Else SAE_E_NONFINITE with
+ * fn's detail, or SAE_E_NOMEM. Call it before writing any output. */
+int sae__forward_check(sae_forward *fw, const char *fn, const float *x, size_t n_tokens);
 
 /* ---- the step's workspace (workspace.c) --------------------------------------- */
 
@@ -581,6 +694,7 @@ int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
  * code that moves it on names the new stage. */
 typedef struct sae_workspace {
     size_t d_in, d_sae;
+    size_t d_out;         /* the output's width (d_in for autoencoders) */
 
     /* per feature (d_sae), allocated once */
     float *norms;         /* decoder row norms ||W_dec[i,:]|| */
@@ -589,21 +703,28 @@ typedef struct sae_workspace {
     double *row_sumsq;    /* squared norm of feature i's gradient rows */
     uint64_t *last_fired; /* 1 + index of the last token where f_ti > 0; 0: none */
     float *norm_coeff;    /* c_i: the L1 term's gradient through r_i is c_i W_dec[i,:] */
-    double *g_b_dec;      /* d_in: dL/db_dec, accumulated in double */
-    double *aux_mean;     /* d_in: AuxK, the mean of the residuals e_t */
+    double *g_b_dec;      /* d_out: dL/db_dec, accumulated in double */
+    double *aux_mean;     /* d_out: AuxK, the mean of the residuals e_t */
 
     float *theta;         /* d_sae: JumpReLU thresholds exp(t_i) */
     double *theta_grad;   /* d_sae: JumpReLU dL/dtheta_i */
     uint8_t *dead;        /* d_sae: AuxK's dead features (nonzero) */
-    float *zeros;         /* d_in zeros: AuxK decodes without b_dec */
+    float *zeros;         /* d_out zeros: AuxK decodes without b_dec */
+    float *mag_scale;     /* d_sae: Gated, exp(r_mag) */
+    double *gate_sum;     /* d_sae: Gated, sum over the batch of ReLU(pi_gate)_ti */
+    double *g_b_mag;      /* d_sae: Gated, dL/db_mag */
+    double *g_r_mag;      /* d_sae: Gated, dL/dr_mag */
 
-    /* per token of the batch; with AuxK the token arrays have 2 n rows: rows
-     * n + t hold token t's auxiliary reconstruction (a second "token") */
+    /* per token of the batch; with AuxK (and for Gated) the token arrays have
+     * 2 n rows: rows n + t hold token t's auxiliary reconstruction (a second
+     * "token") */
     size_t tokens_cap;    /* tokens the per-token arrays hold */
     size_t rows_cap;      /* rows the doubled arrays (dxh, l2_tok, row_ptr) hold */
     float *xc;            /* tokens_cap x d_in: x - b_dec */
-    float *dxh;           /* rows_cap x d_in: x_hat - x, then dL/dx_hat */
+    float *dxh;           /* rows_cap x d_out: x_hat - x, then dL/dx_hat (transcoders:
+                             y_hat and y) */
     double *l1_tok;       /* tokens_cap: sum_i f_ti r_i */
+    double *gate_tok;     /* tokens_cap: Gated, sum_i ReLU(pi_gate)_ti r_i */
     double *l2_tok;       /* rows_cap: sum_j (x_hat_tj - x_tj)^2 */
     size_t *active_tok;   /* tokens_cap: #{i : f_ti > 0} */
     size_t *ties;         /* tokens_cap: BatchTopK, each token's ties at the cut */
@@ -620,9 +741,12 @@ typedef struct sae_workspace {
     size_t block_cap;
     float *f;             /* block_cap x d_sae: pre-activations, f, then (dense
                              path) dL/df and dL/dpre */
+    float *gate;          /* block_cap x d_sae: Gated, ReLU(pi_gate), then dL/dpi_gate
+                             (NULL for other architectures) */
     uint16_t *mask;       /* block_cap x mask_chunks: bit i%16 of chunk i/16 of row t is
                              set if f_ti > 0 */
-    uint16_t *band;       /* block_cap x mask_chunks: JumpReLU, |pre - theta| < eps/2 */
+    uint16_t *band;       /* block_cap x mask_chunks: JumpReLU, |pre - theta| < eps/2;
+                             Gated, the open gates */
     size_t mask_chunks;   /* 16-bit chunks per row: ceil(d_sae / 16) */
     float *ones;          /* block_cap: 1.0f, for column sums by SGEMV */
     float *col_sum;       /* d_sae: one block's column sums */
@@ -672,6 +796,7 @@ typedef struct sae_step_shape {
     int n_threads;
     int arch;
     size_t k_aux;         /* AuxK picks per token; 0: no AuxK */
+    size_t d_out;         /* the output's width; 0: d_in (an autoencoder) */
     int gemm;             /* SAE_OPT_GEMM: the backend of the products' team */
     bool bf16;            /* SAE_OPT_PRECISION bf16: the encoder's bf16 inputs */
 } sae_step_shape;
@@ -719,12 +844,13 @@ typedef struct sae_backward_result {
 } sae_backward_result;
 
 /* Forward pass and exact gradients (estimators for JumpReLU's thresholds) of
- * the architecture's loss over the batch. grad: a parameter-layout block,
+ * the architecture's loss over the batch x (n_tokens x d_in) against the
+ * target y (n_tokens x d_out; NULL: x, an autoencoder's). grad: a parameter-layout block,
  * every view overwritten (padding untouched). Fills *res and ws->last_fired.
  * The workspace must be reserved for this shape. Errors: SAE_E_NONFINITE if x
  * holds NaN/Inf, SAE_E_NOMEM if the sparse buffers cannot grow. */
 int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
-                          size_t n_tokens, sae_workspace *ws, float *grad,
+                          const float *y, size_t n_tokens, sae_workspace *ws, float *grad,
                           sae_backward_result *res);
 
 /* ---- the sparse path (sparse.c), called by sae__forward_backward ------------- */
@@ -736,10 +862,11 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
 void sae__sparse_compress_block(sae_workspace *ws, size_t t0, size_t rows, bool with_band,
                                 sae_pool *pool);
 
-/* Decode tokens [t0, t0 + count) from the CSR: out row t of ws->dxh =
- * scale * (base + sum_k f_k W_dec[i_k,:] - target row t - t0), and
- * ws->l2_tok[t] = the squared norm before scaling. target rows may be the
- * output rows themselves; a NULL target is zeros. */
+/* Decode tokens [t0, t0 + count) from the CSR: out row t of ws->dxh (d_out
+ * wide) = scale * (base + sum_k f_k W_dec[i_k,:] - target row t - t0), and
+ * ws->l2_tok[t] = the squared norm before scaling. base NULL: each out row
+ * holds its own base already (a skip transcoder's b_dec + x_t W_skip^T).
+ * target rows may be the output rows themselves; a NULL target is zeros. */
 void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0, size_t count,
                              const float *base, float scale, sae_workspace *ws, sae_pool *pool);
 
@@ -811,6 +938,16 @@ enum {
 
 typedef struct sae_fused_encoder sae_fused_encoder;
 
+/* Whether the fused encoder (and the step's bf16 encoder product) covers m:
+ * the plain autoencoders (ReLU, TopK, BatchTopK, JumpReLU). Gated SAEs,
+ * Matryoshka and transcoders take the block-by-block float32 encoder. */
+static inline bool sae__fused_covers(const sae_model *m)
+{
+    return m->kind == SAE_KIND_AUTOENCODER &&
+           (m->arch == SAE_ARCH_RELU || m->arch == SAE_ARCH_TOPK ||
+            m->arch == SAE_ARCH_BATCHTOPK || m->arch == SAE_ARCH_JUMPRELU);
+}
+
 /* Scratch for passes with the pool's threads (at most n_threads) and the
  * tile shapes of a backend. */
 int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threads, int backend);
@@ -870,14 +1007,6 @@ int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n
                              size_t cap);
 void sae__sparse_encoder_free(sae_sparse_encoder *e);
 
-/* SAE_OK, or SAE_E_NONFINITE (with fn's detail) if encoding x (n_tokens x
- * d_in, finite) gives a feature that is not finite, which a model with huge
- * weights or inputs can: a bound from the largest parameter proves it cannot
- * for ordinary data; otherwise the blocks are encoded once to look. Call it
- * before changing anything a caller can see. */
-int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
-                              size_t n_tokens);
-
 /* Encode the next rows (<= e->block) tokens of x (rows x d_in, finite). */
 void sae__sparse_encoder_run(sae_sparse_encoder *e, const float *x, size_t rows);
 
@@ -893,6 +1022,7 @@ struct sae_optimizer {
     /* the shape of the models it steps */
     size_t d_in, d_sae;
     sae_layout lay;
+    int arch, kind;      /* the architecture and kind of the model it was made for */
     sae_options opt;
     uint64_t steps;
     float *grad;         /* lay.total floats: gradients, parameter layout */

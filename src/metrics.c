@@ -18,16 +18,13 @@ static int count_firing(const char *fn, const sae_model *m, const float *x, size
     sae_forward fw;
     int rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F);
     if (rc != SAE_OK)
-        return sae__fail(rc, "%s: out of memory for the forward pass", fn);
+        return sae__fail_context(rc, "%s", fn);
     memset(fired, 0, d_sae * sizeof(uint64_t));
     for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw.block);
         sae__forward_encode(&fw, x + t0 * d_in, rows, fw.f, NULL);
-        if (!sae__all_finite(fw.f, rows * d_sae)) {
-            rc = sae__fail(SAE_E_NONFINITE, "%s: the features of tokens %zu..%zu are not finite "
-                           "(the model's weights overflow on this input)", fn, t0, t0 + rows - 1);
+        if ((rc = sae__check_features(fn, fw.f, rows, d_sae, t0)) != SAE_OK)
             goto cleanup;
-        }
         for (size_t t = 0; t < rows; t++)
             for (size_t i = 0; i < d_sae; i++)
                 fired[i] += fw.f[t * d_sae + i] > 0.0f;

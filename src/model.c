@@ -20,25 +20,31 @@ static bool round_up_floats(size_t n, size_t *out)
     return true;
 }
 
-bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thresholds)
+/* *total += the padded size of a view of count floats, which starts at *at. */
+static bool add_view(size_t *total, size_t count, size_t *at)
 {
-    size_t matrix, matrix_padded, b_enc_padded, b_dec_padded, total, bytes;
-    if (!sae__mul(d_in, d_sae, &matrix) || !round_up_floats(matrix, &matrix_padded) ||
-        !round_up_floats(d_sae, &b_enc_padded) || !round_up_floats(d_in, &b_dec_padded))
+    size_t padded;
+    *at = *total;
+    return round_up_floats(count, &padded) && sae__add(*total, padded, total);
+}
+
+bool sae__layout_for(sae_layout *lay, const sae_shape *shape)
+{
+    const size_t d_in = shape->d_in, d_out = shape->d_out, d_sae = shape->d_sae;
+    size_t enc, dec, skip, total = 0, bytes;
+    if (!sae__mul(d_in, d_sae, &enc) || !sae__mul(d_out, d_sae, &dec) ||
+        !sae__mul(d_out, d_in, &skip))
         return false;
-    lay->w_enc_t = 0;
-    lay->w_dec = matrix_padded;
-    if (!sae__add(matrix_padded, matrix_padded, &total))
-        return false;
-    lay->b_enc = total;
-    if (!sae__add(total, b_enc_padded, &total))
-        return false;
-    lay->b_dec = total;
-    if (!sae__add(total, b_dec_padded, &total))
-        return false;
-    lay->log_thr = total;
-    lay->log_thr_count = with_thresholds ? d_sae : 0;
-    if (with_thresholds && !sae__add(total, b_enc_padded, &total))
+    memset(lay, 0, sizeof *lay);
+    lay->log_thr_count = shape->arch == SAE_ARCH_JUMPRELU ? d_sae : 0;
+    lay->gated_count = shape->arch == SAE_ARCH_GATED ? d_sae : 0;
+    lay->w_skip_count = shape->kind == SAE_KIND_SKIP_TRANSCODER ? skip : 0;
+    if (!add_view(&total, enc, &lay->w_enc_t) || !add_view(&total, dec, &lay->w_dec) ||
+        !add_view(&total, d_sae, &lay->b_enc) || !add_view(&total, d_out, &lay->b_dec) ||
+        !add_view(&total, lay->log_thr_count, &lay->log_thr) ||
+        !add_view(&total, lay->gated_count, &lay->r_mag) ||
+        !add_view(&total, lay->gated_count, &lay->b_mag) ||
+        !add_view(&total, lay->w_skip_count, &lay->w_skip))
         return false;
     if (!sae__mul(total, sizeof(float), &bytes))
         return false;
@@ -47,6 +53,13 @@ bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thre
         return false;
     lay->total = total;
     return true;
+}
+
+bool sae__layout_init(sae_layout *lay, size_t d_in, size_t d_sae, bool with_thresholds)
+{
+    sae_shape shape = {d_in, d_in, d_sae, with_thresholds ? SAE_ARCH_JUMPRELU : SAE_ARCH_RELU,
+                       SAE_KIND_AUTOENCODER};
+    return sae__layout_for(lay, &shape);
 }
 
 bool sae__all_finite(const float *v, size_t count)
@@ -100,90 +113,152 @@ void sae__mean_rows(const float *x, size_t n, size_t d, double *mean)
         mean[j] /= (double)n;
 }
 
-/* One random direction of L2 norm 0.1 in each row, from an independent stream
- * per row, numbered by the feature's index in the whole model (so rows could
- * be drawn in any order or in parallel, and a shard draws exactly its rows). */
-static void init_decoder_rows(sae_model *m, uint64_t seed)
+/* Random directions of L2 norm `norm` in the rows (count x width floats), row i
+ * from its own stream, stream0 + i: numbered by the feature's index in the
+ * whole model (so rows could be drawn in any order or in parallel, and a shard
+ * draws exactly its rows). */
+static void random_rows(float *rows, size_t count, size_t width, uint64_t seed, uint64_t stream0,
+                        double norm)
 {
-    float *w_dec = sae__w_dec(m);
-    for (size_t i = 0; i < m->d_sae; i++) {
-        float *row = w_dec + i * m->d_in;
+    for (size_t i = 0; i < count; i++) {
+        float *row = rows + i * width;
         sae_rng rng;
-        sae_rng_seed(&rng, seed, (uint64_t)(m->shard_begin + i));
+        sae_rng_seed(&rng, seed, stream0 + (uint64_t)i);
         double sum;
         do {
             sum = 0.0;
-            for (size_t j = 0; j < m->d_in; j++) {
+            for (size_t j = 0; j < width; j++) {
                 double z = sae_rng_normal(&rng);
                 row[j] = (float)z;
                 sum += (double)row[j] * row[j];
             }
         } while (sum == 0.0);
-        double scale = 0.1 / sqrt(sum);
-        for (size_t j = 0; j < m->d_in; j++)
+        double scale = norm / sqrt(sum);
+        for (size_t j = 0; j < width; j++)
             row[j] = (float)(row[j] * scale);
     }
 }
 
-int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
-                      uint64_t seed, int arch, double param)
+/* A transcoder's encoder columns draw from streams apart from its decoder rows'. */
+#define ENCODER_STREAMS ((uint64_t)1 << 40)
+
+void sae__model_init_params(sae_model *m, uint64_t seed, double decoder_init_norm)
 {
-    if (!out)
-        return SAE_E_INVALID_ARG;
-    *out = NULL;
-    sae_layout lay;
-    /* CBLAS takes dimensions as int. */
-    if (d_in == 0 || d_sae == 0 || d_in > INT_MAX || d_sae > INT_MAX || begin >= end ||
-        end > d_sae || !sae__layout_init(&lay, d_in, end - begin, arch == SAE_ARCH_JUMPRELU))
-        return SAE_E_INVALID_ARG;
+    const sae_layout *lay = &m->lay;
+    const uint64_t first = (uint64_t)m->shard_begin;
+    /* every view but the JumpReLU thresholds starts at 0 */
+    memset(sae__w_enc_t(m), 0, (lay->log_thr - lay->w_enc_t) * sizeof(float));
+    memset(sae__r_mag(m), 0, (lay->total - lay->r_mag) * sizeof(float));
+    random_rows(sae__w_dec(m), m->d_sae, m->d_out, seed, first, decoder_init_norm);
+    if (m->kind == SAE_KIND_AUTOENCODER) /* W_enc = W_dec^T, stored transposed: a copy */
+        memcpy(sae__w_enc_t(m), sae__w_dec(m), m->d_in * m->d_sae * sizeof(float));
+    else /* input and output spaces differ: the encoder draws its own directions */
+        random_rows(sae__w_enc_t(m), m->d_sae, m->d_in, seed, ENCODER_STREAMS + first,
+                    decoder_init_norm);
+    m->batch_threshold = -1.0f;
+    sae__model_refresh_absmax(m);
+}
+
+int sae__check_arch_param(const char *fn, int arch, double param, size_t d_sae, size_t *k)
+{
+    *k = 0;
     if (!isfinite(param))
-        return SAE_E_NONFINITE;
-    size_t k = 0;
+        return sae__fail(SAE_E_NONFINITE, "%s: param is %g", fn, param);
     switch (arch) {
     case SAE_ARCH_RELU:
+    case SAE_ARCH_GATED:
         if (param != 0.0)
-            return SAE_E_INVALID_ARG;
-        break;
+            return sae__fail(SAE_E_INVALID_ARG, "%s: param is %g: %s takes 0", fn, param,
+                             arch == SAE_ARCH_RELU ? "ReLU" : "Gated");
+        return SAE_OK;
     case SAE_ARCH_TOPK:
     case SAE_ARCH_BATCHTOPK:
+    case SAE_ARCH_MATRYOSHKA:
         if (param < 1.0 || param > (double)d_sae || param != floor(param))
-            return SAE_E_INVALID_ARG;
-        k = (size_t)param;
-        break;
+            return sae__fail(SAE_E_INVALID_ARG, "%s: k = %g is not a whole number in [1, d_sae = %zu]",
+                             fn, param, d_sae);
+        *k = (size_t)param;
+        return SAE_OK;
     case SAE_ARCH_JUMPRELU:
         /* log(theta) must be a finite float */
         if (!(param >= 1e-30 && param <= 1e30))
-            return SAE_E_INVALID_ARG;
-        break;
+            return sae__fail(SAE_E_INVALID_ARG,
+                             "%s: the initial threshold %g is outside [1e-30, 1e30]", fn, param);
+        return SAE_OK;
     default:
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: unknown architecture %d", fn, arch);
     }
+}
+
+int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, size_t begin,
+                   size_t end, uint64_t seed, double param, double decoder_init_norm)
+{
+    *out = NULL;
+    sae_layout lay;
+    sae_shape part = *shape;
+    part.d_sae = end - begin;
+    /* CBLAS takes dimensions as int. */
+    if (shape->d_in == 0 || shape->d_out == 0 || shape->d_sae == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: a dimension is 0 (d_in %zu, d_out %zu, d_sae %zu)",
+                         fn, shape->d_in, shape->d_out, shape->d_sae);
+    if (begin >= end || end > shape->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: [%zu, %zu) is not a slice of %zu features", fn,
+                         begin, end, shape->d_sae);
+    if (shape->d_in > INT_MAX || shape->d_out > INT_MAX || shape->d_sae > INT_MAX ||
+        !sae__layout_for(&lay, &part))
+        return sae__fail(SAE_E_INVALID_ARG,
+                         "%s: d_in %zu, d_out %zu, d_sae %zu: a dimension above INT_MAX or a "
+                         "parameter block too large",
+                         fn, shape->d_in, shape->d_out, shape->d_sae);
     sae_model *m = sae__alloc_zero(sizeof *m);
     if (!m)
-        return SAE_E_NOMEM;
-    m->d_in = d_in;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the model", fn);
+    m->d_in = shape->d_in;
+    m->d_out = shape->d_out;
     m->d_sae = end - begin;
     m->shard_begin = begin;
-    m->d_sae_total = d_sae;
-    m->arch = arch;
-    m->k = k;
-    m->batch_threshold = -1.0f;
+    m->d_sae_total = shape->d_sae;
+    m->arch = shape->arch;
+    m->kind = shape->kind;
     m->lay = lay;
     m->version = sae__model_new_version(m);
     m->params = sae__alloc_zero(lay.total * sizeof(float));
     if (!m->params) {
         sae__free(m);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu parameters", fn, lay.total);
     }
-    init_decoder_rows(m, seed);
-    /* W_enc = W_dec^T, and the model stores W_enc transposed: a plain copy. */
-    memcpy(sae__w_enc_t(m), sae__w_dec(m), d_in * m->d_sae * sizeof(float));
     float log_theta = (float)log(param);
     for (size_t i = 0; i < lay.log_thr_count; i++)
         sae__log_thr(m)[i] = log_theta;
-    sae__model_refresh_absmax(m);
+    sae__model_init_params(m, seed, decoder_init_norm);
     *out = m;
     return SAE_OK;
+}
+
+int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
+                      uint64_t seed, int arch, double param)
+{
+    static const char fn[] = "sae_model_create_arch";
+    if (!out)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
+    *out = NULL;
+    if (arch == SAE_ARCH_MATRYOSHKA)
+        return sae__fail(SAE_E_INVALID_ARG,
+                         "%s: a Matryoshka SAE needs its level widths: use "
+                         "sae_model_create_matryoshka", fn);
+    /* Gated's step has no feature-sharded path (its auxiliary reconstruction
+     * would need a second exchange): no Gated shards */
+    if (arch == SAE_ARCH_GATED && (begin != 0 || end != d_sae))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: Gated SAEs are not feature-sharded", fn);
+    size_t k;
+    int rc = sae__check_arch_param(fn, arch, param, d_sae, &k);
+    if (rc != SAE_OK)
+        return rc;
+    sae_shape shape = {d_in, d_in, d_sae, arch, SAE_KIND_AUTOENCODER};
+    rc = sae__model_new(out, fn, &shape, begin, end, seed, param, SAE_DECODER_INIT_NORM);
+    if (rc == SAE_OK)
+        (*out)->k = k;
+    return rc;
 }
 
 int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed, int arch,
@@ -240,13 +315,16 @@ size_t sae_model_tensor_size(const sae_model *m, int which)
 {
     if (!m)
         return 0;
-    switch (which) {
-    case SAE_W_ENC:
-    case SAE_W_DEC: return m->d_in * m->d_sae; /* cannot overflow: checked at create */
+    switch (which) { /* no product overflows: the layout was checked at creation */
+    case SAE_W_ENC: return m->d_in * m->d_sae;
+    case SAE_W_DEC: return m->d_sae * m->d_out;
     case SAE_B_ENC: return m->d_sae;
-    case SAE_B_DEC: return m->d_in;
+    case SAE_B_DEC: return m->d_out;
     case SAE_THRESHOLD:
-        return m->arch == SAE_ARCH_JUMPRELU ? m->d_sae : m->arch == SAE_ARCH_BATCHTOPK ? 1 : 0;
+        return m->arch == SAE_ARCH_JUMPRELU ? m->d_sae : sae__batch_selected(m->arch) ? 1 : 0;
+    case SAE_W_SKIP: return m->lay.w_skip_count;
+    case SAE_B_MAG:
+    case SAE_R_MAG: return m->lay.gated_count;
     default: return 0;
     }
 }
@@ -266,44 +344,64 @@ static void transpose(const float *src, size_t rows, size_t cols, float *dst)
     }
 }
 
+/* Checks of get/set: the model, the buffer, the tensor and its size. */
+static int check_tensor_arg(const char *fn, const sae_model *m, int which, const void *buf,
+                            const char *buf_name, size_t count)
+{
+    if (!m || !buf)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : buf_name);
+    static const char *const names[] = {"SAE_W_ENC", "SAE_B_ENC", "SAE_W_DEC",  "SAE_B_DEC",
+                                        "SAE_THRESHOLD", "SAE_W_SKIP", "SAE_B_MAG", "SAE_R_MAG"};
+    size_t size = sae_model_tensor_size(m, which);
+    if (size == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %d is not a tensor of this model", fn, which);
+    if (count != size)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count %zu: %s holds %zu floats", fn, count,
+                         names[which], size);
+    return SAE_OK;
+}
+
 int sae_model_get_tensor(const sae_model *m, int which, float *dst, size_t count)
 {
-    if (!m || !dst)
-        return SAE_E_INVALID_ARG;
-    size_t size = sae_model_tensor_size(m, which);
-    if (size == 0 || count != size)
-        return SAE_E_INVALID_ARG;
+    int rc = check_tensor_arg("sae_model_get_tensor", m, which, dst, "dst", count);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t size = count;
     switch (which) {
     case SAE_W_ENC: transpose(sae__w_enc_t(m), m->d_sae, m->d_in, dst); break;
     case SAE_W_DEC: memcpy(dst, sae__w_dec(m), size * sizeof(float)); break;
     case SAE_B_ENC: memcpy(dst, sae__b_enc(m), size * sizeof(float)); break;
     case SAE_B_DEC: memcpy(dst, sae__b_dec(m), size * sizeof(float)); break;
     case SAE_THRESHOLD:
-        if (m->arch == SAE_ARCH_BATCHTOPK)
+        if (sae__batch_selected(m->arch))
             dst[0] = m->batch_threshold;
         else
             for (size_t i = 0; i < size; i++)
                 dst[i] = expf(sae__log_thr(m)[i]);
         break;
+    case SAE_W_SKIP: memcpy(dst, sae__w_skip(m), size * sizeof(float)); break;
+    case SAE_B_MAG: memcpy(dst, sae__b_mag(m), size * sizeof(float)); break;
+    case SAE_R_MAG: memcpy(dst, sae__r_mag(m), size * sizeof(float)); break;
     }
     return SAE_OK;
 }
 
 int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count)
 {
-    if (!m || !src)
-        return SAE_E_INVALID_ARG;
-    size_t size = sae_model_tensor_size(m, which);
-    if (size == 0 || count != size)
-        return SAE_E_INVALID_ARG;
-    if (!sae__all_finite(src, size))
-        return SAE_E_NONFINITE;
+    static const char fn[] = "sae_model_set_tensor";
+    int rc = check_tensor_arg(fn, m, which, src, "src", count);
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "src", src, count);
+    if (rc != SAE_OK)
+        return rc;
+    const size_t size = count;
     if (which == SAE_THRESHOLD && m->arch == SAE_ARCH_JUMPRELU) {
         /* thresholds are trained as logarithms: [1e-30, 1e30], as at creation,
          * keeps exp(log theta) finite and the model savable */
         for (size_t i = 0; i < size; i++)
             if (!(src[i] >= 1e-30f && src[i] <= 1e30f))
-                return SAE_E_INVALID_ARG;
+                return sae__fail(SAE_E_INVALID_ARG, "%s: threshold src[%zu] = %g is not in "
+                                 "[1e-30, 1e30]", fn, i, (double)src[i]);
     }
     switch (which) {
     case SAE_W_ENC: transpose(src, m->d_in, m->d_sae, sae__w_enc_t(m)); break;
@@ -311,12 +409,15 @@ int sae_model_set_tensor(sae_model *m, int which, const float *src, size_t count
     case SAE_B_ENC: memcpy(sae__b_enc(m), src, size * sizeof(float)); break;
     case SAE_B_DEC: memcpy(sae__b_dec(m), src, size * sizeof(float)); break;
     case SAE_THRESHOLD:
-        if (m->arch == SAE_ARCH_BATCHTOPK)
+        if (sae__batch_selected(m->arch))
             m->batch_threshold = src[0];
         else
             for (size_t i = 0; i < size; i++)
                 sae__log_thr(m)[i] = logf(src[i]);
         break;
+    case SAE_W_SKIP: memcpy(sae__w_skip(m), src, size * sizeof(float)); break;
+    case SAE_B_MAG: memcpy(sae__b_mag(m), src, size * sizeof(float)); break;
+    case SAE_R_MAG: memcpy(sae__r_mag(m), src, size * sizeof(float)); break;
     }
     sae__model_refresh_absmax(m);
     return SAE_OK;

@@ -10,6 +10,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- architectures in files --------------------------------------------------- */
@@ -86,6 +87,9 @@ void sae__model_contents(const sae_model *m, sae_model_contents *c)
 
 int sae__model_file_encode(const sae_model *m, const sae_st_sink *sink, size_t *size)
 {
+    int rc = sae__family_check("saving a model", m, 0);
+    if (rc != SAE_OK)
+        return rc;
     sae_model_contents c;
     sae__model_contents(m, &c);
     if (!size)
@@ -109,10 +113,23 @@ static const char *const scale_tensors[] = {"scaling_factor", "finetuning_scalin
 
 #define BAD(...) sae__fail(SAE_E_FORMAT, __VA_ARGS__)
 
+/* SAELens's BatchTopK and Matryoshka training checkpoints: their threshold,
+ * a 0-dim float64 buffer (with cfg.json "architecture" "batchtopk" or
+ * "matryoshka_batchtopk"). */
+#define TOPK_THRESHOLD_NAME "topk_threshold"
+
+/* The cfg.json of a SAELens BatchTopK or Matryoshka training checkpoint. */
+static bool saelens_batch_config(const sae_saelens_config *cfg)
+{
+    return cfg && (cfg->arch == SAE_ARCH_BATCHTOPK || cfg->arch == SAE_ARCH_MATRYOSHKA);
+}
+
 /* What a model file turns out to hold, decided before anything is made. */
 typedef struct model_plan {
     uint64_t d_in, d_sae;
     int arch;
+    const sae_st_tensor *topk_threshold; /* SAELens's BatchTopK / Matryoshka checkpoints */
+    bool fold;                      /* fold the decoder norms (rescale_acts_by_decoder_norm) */
     uint64_t k;                     /* TopK, BatchTopK */
     const sae_st_tensor *threshold; /* JumpReLU, BatchTopK */
     float batch_threshold;          /* BatchTopK: libsae_threshold */
@@ -151,7 +168,8 @@ static int plan_shapes(const sae_st_header *h, const sae_saelens_config *cfg, mo
         return BAD("cfg.json's d_sae (%llu) differs from the tensors' (%llu)",
                    (unsigned long long)cfg->d_sae, (unsigned long long)d_sae);
     for (size_t k = 0; k < sizeof foreign_tensors / sizeof foreign_tensors[0]; k++)
-        if (sae__st_find(h, foreign_tensors[k]))
+        if (sae__st_find(h, foreign_tensors[k]) &&
+            !(saelens_batch_config(cfg) && strcmp(foreign_tensors[k], TOPK_THRESHOLD_NAME) == 0))
             return BAD("tensor \"%s\": a model libsae does not compute", foreign_tensors[k]);
     p->d_in = d_in;
     p->d_sae = d_sae;
@@ -168,6 +186,19 @@ static int plan_arch(const sae_st_header *h, const sae_saelens_config *cfg, mode
     if (arch_text) {
         if ((p->arch = sae__arch_by_name(arch_text, arch_len)) < 0)
             return BAD("\"" META_ARCH "\": \"%s\" is not an architecture", arch_text);
+    } else if (saelens_batch_config(cfg)) { /* a SAELens training checkpoint */
+        if (!(p->topk_threshold = sae__st_find(h, TOPK_THRESHOLD_NAME)))
+            return BAD("tensor \"" TOPK_THRESHOLD_NAME "\" is missing for cfg.json's "
+                       "architecture \"%s\"", cfg->arch == SAE_ARCH_BATCHTOPK ? "batchtopk"
+                                                                            : "matryoshka_batchtopk");
+        if (p->threshold)
+            return BAD("tensor \"" THRESHOLD_NAME "\" in a BatchTopK training checkpoint");
+        if (p->topk_threshold->count != 1 || p->topk_threshold->rank > 1 ||
+            !sae__st_is_float(p->topk_threshold->dtype))
+            return BAD("tensor \"" TOPK_THRESHOLD_NAME "\": not one float");
+        p->arch = cfg->arch;
+        p->fold = cfg->rescale;
+        return SAE_OK;
     } else if (sae__st_metadata(h, META_K, NULL) || sae__st_metadata(h, META_THRESHOLD, NULL) ||
                sae__st_metadata(h, META_LOG_THRESHOLD, NULL)) {
         return BAD("libsae metadata without \"" META_ARCH "\"");
@@ -176,6 +207,10 @@ static int plan_arch(const sae_st_header *h, const sae_saelens_config *cfg, mode
     } else {
         p->arch = cfg && cfg->arch == SAE_ARCH_TOPK ? SAE_ARCH_TOPK : SAE_ARCH_RELU;
     }
+    if (cfg && cfg->arch == SAE_ARCH_MATRYOSHKA)
+        return BAD("cfg.json's architecture \"matryoshka_batchtopk\" differs from the file's \"%s\"",
+                   arch_names[p->arch]);
+    p->fold = cfg && cfg->rescale; /* TopK (the configuration allows no other) */
     if (cfg && cfg->arch >= 0 && cfg->arch != sae__saelens_arch(p->arch))
         return BAD("cfg.json's architecture \"%s\" differs from the file's \"%s\"",
                    arch_names[cfg->arch], arch_names[p->arch]);
@@ -191,6 +226,15 @@ static int plan_values(const sae_st_header *h, const sae_saelens_config *cfg, mo
     const char *thr_text = sae__st_metadata(h, META_THRESHOLD, &thr_len);
     const char *log_text = sae__st_metadata(h, META_LOG_THRESHOLD, &log_len);
     const int arch = p->arch;
+    if (p->topk_threshold) { /* SAELens's checkpoint: k from cfg.json, no libsae metadata */
+        if (k_text || thr_text || log_text)
+            return BAD("libsae metadata in a SAELens BatchTopK training checkpoint");
+        if (cfg->k > p->d_sae)
+            return BAD("cfg.json's k = %llu is not in [1, d_sae = %llu]",
+                       (unsigned long long)cfg->k, (unsigned long long)p->d_sae);
+        p->k = cfg->k;
+        return SAE_OK;
+    }
     const bool with_k = arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK;
     const bool with_threshold = arch == SAE_ARCH_JUMPRELU || arch == SAE_ARCH_BATCHTOPK;
     const bool libsae_file = sae__st_metadata(h, META_ARCH, NULL) != NULL;
@@ -355,6 +399,54 @@ static int read_batch_threshold(const sae_st_source *src, const sae_st_header *h
     return SAE_OK;
 }
 
+/* SAELens's BatchTopK threshold (topk_threshold, on the rescaled
+ * pre-activations when rescale_acts_by_decoder_norm, which are the folded
+ * model's): every feature's, as its inference save gives it. Below 0 it
+ * selects what libsae's unset threshold does (ReLU); it is kept as it is. */
+static int read_topk_threshold(const sae_st_source *src, const sae_st_header *h,
+                               const model_plan *p, sae_model *m)
+{
+    float thr;
+    int rc = read_tensor(src, h, p->topk_threshold, &thr, 0, false);
+    if (rc == SAE_OK)
+        m->batch_threshold = thr;
+    return rc;
+}
+
+/* SAELens's _fold_norm_topk, for a TopK-family SAE trained with
+ * rescale_acts_by_decoder_norm: with n_i = max(||W_dec[i,:]||, 1e-8),
+ * b_enc_i *= n_i, W_enc[:,i] *= n_i, W_dec[i,:] /= n_i. The folded model's
+ * plain TopK (BatchTopK threshold) is SAELens's rescaled one exactly: its
+ * pre-activations are the rescaled ones and its decoder reads f / n. With
+ * norms of 1 (an inference save, already folded) it changes nothing beyond
+ * rounding. SAE_E_FORMAT if a folded value overflows. */
+static int fold_decoder_norms(sae_model *m)
+{
+    const size_t d_in = m->d_in, d_out = m->d_out;
+    float *w_enc_t = sae__w_enc_t(m), *w_dec = sae__w_dec(m), *b_enc = sae__b_enc(m);
+    for (size_t i = 0; i < m->d_sae; i++) {
+        double sum = 0.0;
+        for (size_t j = 0; j < d_out; j++)
+            sum += (double)w_dec[i * d_out + j] * w_dec[i * d_out + j];
+        float n = (float)sqrt(sum);
+        n = n > 1e-8f ? n : 1e-8f;
+        float b = b_enc[i] * n;
+        bool bad = b - b != 0.0f;
+        for (size_t j = 0; j < d_in; j++) {
+            float w = w_enc_t[i * d_in + j] * n;
+            bad |= w - w != 0.0f;
+            w_enc_t[i * d_in + j] = w;
+        }
+        if (bad)
+            return BAD("folding the decoder norms (rescale_acts_by_decoder_norm): feature %zu's "
+                       "encoder overflows", i);
+        b_enc[i] = b;
+        for (size_t j = 0; j < d_out; j++)
+            w_dec[i * d_out + j] /= n;
+    }
+    return SAE_OK;
+}
+
 /* Older SAELens files' decoder scales must be all ones (a shard checks its
  * features [begin, end); end 0: all). scratch: the model's d_sae floats. */
 static int check_scales(const sae_st_source *src, const sae_st_header *h, size_t d_sae,
@@ -395,9 +487,22 @@ int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg
                        end, d_sae);
         goto cleanup;
     }
-    rc = sae__model_create(&m, d_in, d_sae, begin, end ? end : d_sae, 0, plan.arch,
-                           plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k);
-    if (rc != SAE_OK) {
+    if (plan.arch == SAE_ARCH_MATRYOSHKA) {
+        if (begin != 0 || (end != 0 && end != d_sae)) {
+            rc = sae__fail(SAE_E_INVALID_ARG, "a Matryoshka SAE is not loaded in shards");
+            goto cleanup;
+        }
+        rc = sae_model_create_matryoshka(&m, d_in, d_sae, 0, (size_t)plan.k, cfg->widths,
+                                         cfg->n_widths);
+        if (rc != SAE_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", sae_error_detail());
+            rc = rc == SAE_E_NOMEM ? rc : BAD("cfg.json's \"matryoshka_widths\": %s", why);
+            goto cleanup;
+        }
+    } else if ((rc = sae__model_create(&m, d_in, d_sae, begin, end ? end : d_sae, 0, plan.arch,
+                                       plan.arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan.k)) !=
+               SAE_OK) {
         rc = rc == SAE_E_NOMEM ? rc : BAD("a model of [%zu, %zu] cannot be made", d_in, d_sae);
         goto cleanup;
     }
@@ -407,7 +512,9 @@ int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg
     }
     if ((rc = check_scales(src, &h, d_sae, begin, end, scratch)) != SAE_OK)
         goto cleanup;
-    if (plan.arch == SAE_ARCH_BATCHTOPK)
+    if (plan.topk_threshold)
+        rc = read_topk_threshold(src, &h, &plan, m);
+    else if (plan.arch == SAE_ARCH_BATCHTOPK)
         rc = read_batch_threshold(src, &h, &plan, m, scratch, end);
     else if (plan.arch == SAE_ARCH_JUMPRELU)
         rc = read_log_thresholds(src, &h, &plan, m, end);
@@ -419,6 +526,8 @@ int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg
         (rc = sae__read_f32_part(src, &h, sae__st_find(&h, "b_enc"), sae__b_enc(m), false, begin,
                                  end)) != SAE_OK ||
         (rc = read_tensor(src, &h, sae__st_find(&h, "b_dec"), sae__b_dec(m), 0, false)) != SAE_OK)
+        goto cleanup;
+    if (plan.fold && (rc = fold_decoder_norms(m)) != SAE_OK)
         goto cleanup;
     sae__model_refresh_absmax(m);
     *out = m;

@@ -52,7 +52,7 @@ int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *co
     if (count / k != m->d_sae || count % k != 0)
         return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae * k = %zu * %zu", fn,
                          count, m->d_sae, k);
-    const size_t d_sae = m->d_sae, d_in = m->d_in;
+    const size_t d_sae = m->d_sae, d_out = m->d_out; /* W_dec's rows: d_out wide */
     size_t block = NEIGHBOR_BLOCK_FLOATS / d_sae;
     block = block == 0 ? 1 : block > d_sae ? d_sae : block;
     float *norms = sae__alloc(d_sae * sizeof(float));
@@ -69,8 +69,8 @@ int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *co
     const float *w_dec = sae__w_dec(m);
     for (size_t i0 = 0; i0 < d_sae; i0 += block) {
         size_t rows = d_sae - i0 < block ? d_sae - i0 : block;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in,
-                    1.0f, w_dec + i0 * d_in, (int)d_in, w_dec, (int)d_in, 0.0f, gram,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_out,
+                    1.0f, w_dec + i0 * d_out, (int)d_out, w_dec, (int)d_out, 0.0f, gram,
                     (int)d_sae);
         for (size_t r = 0; r < rows; r++) {
             size_t i = i0 + r;

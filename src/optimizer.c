@@ -19,17 +19,20 @@
 
 int sae_optimizer_create(sae_optimizer **out, const sae_model *m)
 {
+    static const char fn[] = "sae_optimizer_create";
     if (!out)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!m)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
     sae_optimizer *o = sae__alloc_zero(sizeof *o);
     if (!o)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the optimizer", fn);
     o->d_in = m->d_in;
     o->d_sae = m->d_sae;
     o->lay = m->lay;
+    o->arch = m->arch;
+    o->kind = m->kind;
     o->shard_begin = m->shard_begin;
     o->d_sae_total = sae__total_features(m);
     sae__options_init(&o->opt);
@@ -63,16 +66,23 @@ uint64_t sae_optimizer_steps(const sae_optimizer *o) { return o ? o->steps : 0; 
 
 int sae_optimizer_tokens_since_fired(const sae_optimizer *o, uint64_t *dst, size_t count)
 {
-    if (!o || !dst || count != o->d_sae)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_tokens_since_fired";
+    if (!o || !dst)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "dst");
+    if (count != o->d_sae)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, not d_sae = %zu", fn, count,
+                         o->d_sae);
     memcpy(dst, o->since_fired, count * sizeof(uint64_t));
     return SAE_OK;
 }
 
 int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tokens, size_t *n_dead)
 {
-    if (!o || !n_dead || window_tokens == 0)
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_dead_count";
+    if (!o || !n_dead)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "n_dead");
+    if (window_tokens == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
     size_t dead = 0;
     for (size_t i = 0; i < o->d_sae; i++)
         dead += o->since_fired[i] >= window_tokens;
@@ -341,15 +351,17 @@ static void bf16_rows(void *ctx, size_t begin, size_t end, int tid)
     sae__bf16_from_f32(b->w16 + begin * b->d_in, b->w + begin * b->d_in, (end - begin) * b->d_in);
 }
 
-/* AuxK's configuration for this step: on for TopK and BatchTopK with a
- * positive coefficient and at least one dead feature (flags in ws->dead). */
+/* AuxK's configuration for this step: on for TopK, BatchTopK and Matryoshka
+ * with a positive coefficient and at least one dead feature (flags in
+ * ws->dead). The default k_aux is half the output's width (d_out / 2, as
+ * sparsify's transcoders; d_in / 2 for an autoencoder). */
 static size_t auxk_setup(const sae_model *m, sae_optimizer *o)
 {
-    if ((m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK) || !(o->opt.auxk_coeff > 0.0))
+    if (!sae__has_k(m->arch) || !(o->opt.auxk_coeff > 0.0))
         return 0;
     size_t k_aux = (size_t)o->opt.auxk_k;
     if (k_aux == 0)
-        k_aux = m->d_in / 2 > 0 ? m->d_in / 2 : 1;
+        k_aux = m->d_out / 2 > 0 ? m->d_out / 2 : 1;
     const size_t d_sae = sae__total_features(m); /* a shard picks among all features */
     return k_aux < d_sae ? k_aux : d_sae;
 }
@@ -382,23 +394,37 @@ static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n
     return sae__workspace_reserve_pairs(&o->ws, total, 0);
 }
 
-int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+/* The step on x against the target y (NULL: x); fn names the public function. */
+static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                size_t n_tokens, sae_losses *out)
 {
-    size_t elems, bytes;
     if (!m || !o)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
     /* With communicators attached, a failure is not returned before the
      * step's first exchange: the other ranks learn of it there, and every
      * rank returns the same status. */
     int rc = SAE_OK;
-    if (!x || n_tokens == 0)
-        rc = SAE_E_INVALID_ARG;
-    /* the moments must match the model's parameter block (JumpReLU has more) */
-    else if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->lay.total != o->lay.total ||
-             m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total)
-        rc = SAE_E_INVALID_ARG;
-    else if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes))
-        rc = SAE_E_INVALID_ARG;
+    /* the moments must match the model's parameter block, view by view (JumpReLU,
+     * Gated and skip transcoders have more; a transcoder's W_dec is d_out wide) */
+    if (m->d_in != o->d_in || m->d_sae != o->d_sae || memcmp(&m->lay, &o->lay, sizeof m->lay) != 0 ||
+        m->shard_begin != o->shard_begin || sae__total_features(m) != o->d_sae_total)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for a model of another "
+                       "shape or parameter set", fn);
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK && y &&
+        (rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out",
+                              sizeof(float))) == SAE_OK)
+        rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
+    /* Matryoshka's nested losses are not trained by this version */
+    if (rc == SAE_OK)
+        rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
+    if (rc == SAE_OK && y && o->par)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: distributed steps take no target y in this "
+                       "version", fn);
+    if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
+                       "sae_step_target", fn);
     /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
     uint64_t t = o->steps + 1;
     double lr = 0.0, lambda = 0.0;
@@ -407,9 +433,10 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
-    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16;
-    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, o->opt.gemm,
-                            bf16};
+    /* bf16 where the fused encoder covers the model (others: float32) */
+    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__fused_covers(m);
+    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out,
+                            o->opt.gemm, bf16};
     const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
     if (rc == SAE_OK)
         rc = sae__workspace_reserve(&o->ws, &shape);
@@ -445,19 +472,21 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
     memset(&res, 0, sizeof res);
     /* (a distributed step runs the pass whatever this rank's status: its
      * exchanges tell the others) */
-    rc = sae__forward_backward(m, &cfg, x, n_tokens, &o->ws, o->grad, &res);
+    rc = sae__forward_backward(m, &cfg, x, y, n_tokens, &o->ws, o->grad, &res);
     float param_absmax = m->param_absmax, m1_absmax = o->m1_absmax, m2_max = o->m2_max;
     if (par) /* the ranks' gradients and statistics, or the first failure */
         rc = sae__par_reduce(par, o, m, rc, &res, &param_absmax, &m1_absmax, &m2_max);
     else if (rc == SAE_E_NOMEM && fresh)
         sae__workspace_free(&o->ws);
     if (rc != SAE_OK)
-        return rc;
+        return par ? rc : rc == SAE_E_NONFINITE ? sae__fail(rc, "%s: x holds NaN or Inf", fn)
+                                                : sae__fail(rc, "%s: out of memory for the step's "
+                                                            "active pairs", fn);
     const size_t n_loss = cfg.loss_tokens;
     /* Non-finite gradients stop the step: their squared norm is then NaN or Inf
      * (it is summed in double, which finite float squares cannot overflow). */
     if (!isfinite(res.grad_sumsq))
-        return SAE_E_NONFINITE;
+        return sae__fail(SAE_E_NONFINITE, "%s: the gradients are not finite", fn);
     double norm = sqrt(res.grad_sumsq);
 
     adam_consts c;
@@ -479,7 +508,8 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
             return rc;
         if (!finite)
-            return SAE_E_NONFINITE;
+            return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite",
+                             fn);
     }
     adam_maxima mx;
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx,
@@ -500,7 +530,7 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         o->since_fired[i] = last ? n_loss - last
                                  : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
     }
-    if (m->arch == SAE_ARCH_BATCHTOPK && res.batch_min_kept > 0.0f) {
+    if (sae__batch_selected(m->arch) && res.batch_min_kept > 0.0f) {
         float beta = (float)o->opt.threshold_beta;
         m->batch_threshold = m->batch_threshold < 0.0f
                                  ? res.batch_min_kept
@@ -510,4 +540,17 @@ int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sa
         sae__losses_from_sums(&res.sums, n_loss, m->arch, lambda,
                               o->opt.auxk_coeff * res.aux_loss, out);
     return SAE_OK;
+}
+
+int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens, sae_losses *out)
+{
+    return step("sae_step", m, o, x, NULL, n_tokens, out);
+}
+
+int sae_step_target(sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                    size_t n_tokens, sae_losses *out)
+{
+    if (!y)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_step_target: y is NULL");
+    return step("sae_step_target", m, o, x, y, n_tokens, out);
 }

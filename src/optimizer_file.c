@@ -112,6 +112,13 @@ int sae__optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, v
 
 int sae__optimizer_file_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size)
 {
+    /* the families' files (their models' and optimizers') are not written yet */
+    if (o->kind != SAE_KIND_AUTOENCODER || o->arch == SAE_ARCH_GATED ||
+        o->arch == SAE_ARCH_MATRYOSHKA)
+        return sae__fail(SAE_E_INVALID_ARG, "saving the optimizer of %s: not available in "
+                         "libsae %s", o->kind != SAE_KIND_AUTOENCODER ? "a transcoder"
+                         : o->arch == SAE_ARCH_GATED ? "a Gated SAE" : "a Matryoshka SAE",
+                         sae_version_string());
     sae_st_out t[OPT_MAX_TENSORS];
     const size_t n_t = sae__optimizer_tensors(o, t);
     sae_st_kv *meta = NULL;

@@ -55,6 +55,11 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
+    /* the families' steps have no distributed path in this version */
+    if (comm && (o->kind != SAE_KIND_AUTOENCODER || o->arch == SAE_ARCH_GATED ||
+                 o->arch == SAE_ARCH_MATRYOSHKA))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: Gated and Matryoshka SAEs and transcoders are "
+                         "not trained distributed by libsae %s", fn, sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
                                                  : p && p->data.struct_size;
@@ -706,7 +711,7 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
     if (agreed != SAE_OK)
         return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
                                                      sae_status_string(agreed));
-    sae_loss_sums sums = {0.0, 0.0, 0.0};
+    sae_loss_sums sums = {0.0, 0.0, 0.0, 0.0, 0.0};
     double sumsq = 0.0, aux = 0.0;
     for (int r = 0; r < c->n_ranks; r++) {
         stats_record q = stats_at(all, stride, r);

@@ -29,8 +29,14 @@
 int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens, size_t *idx,
                                 size_t capacity, size_t *n_dead)
 {
-    if (!o || !n_dead || window_tokens == 0 || (capacity > 0 && !idx))
-        return SAE_E_INVALID_ARG;
+    static const char fn[] = "sae_optimizer_dead_features";
+    if (!o || !n_dead)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "n_dead");
+    if (window_tokens == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
+    int rc = sae__check_capacity(fn, "idx", idx, capacity, "capacity", sizeof(size_t));
+    if (rc != SAE_OK)
+        return rc;
     size_t dead = 0;
     for (size_t i = 0; i < o->d_sae; i++) {
         if (o->since_fired[i] < window_tokens)
@@ -158,23 +164,28 @@ static void reinit_feature(sae_model *m, sae_optimizer *o, size_t i, const float
 int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
                       uint64_t window_tokens, uint64_t seed, size_t *n_resampled)
 {
-    size_t elems, bytes;
+    static const char fn[] = "sae_resample_dead";
     if (!m || !o)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
     /* With communicators attached (a collective call), failures are returned
-     * after the first exchange, by every rank. */
-    int rc = SAE_OK;
-    if (!x || n_tokens == 0 || window_tokens == 0)
-        rc = SAE_E_INVALID_ARG;
-    else if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->shard_begin != o->shard_begin)
-        rc = SAE_E_INVALID_ARG;
-    else if (!sae__mul(n_tokens, m->d_in, &elems) || !sae__mul(elems, sizeof(float), &bytes) ||
-             n_tokens > SIZE_MAX / sizeof(double))
-        rc = SAE_E_INVALID_ARG;
-    else if (!sae__all_finite(x, elems))
-        rc = SAE_E_NONFINITE;
-    else if (sae__is_shard(m) && !(o->par && o->par->features.struct_size))
+     * after the first exchange, by every rank. x: n_tokens x d_in floats, and
+     * n_tokens doubles of weights. */
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae__check_rows(fn, "weights", x, n_tokens, "n_tokens", 1, "1", sizeof(double));
+    if (rc == SAE_OK && window_tokens == 0)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: window_tokens is 0", fn);
+    else if (rc == SAE_OK &&
+             (m->d_in != o->d_in || m->d_sae != o->d_sae || m->shard_begin != o->shard_begin))
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer was made for [%zu, %zu], the "
+                       "model is [%zu, %zu]", fn, o->d_in, o->d_sae, m->d_in, m->d_sae);
+    else if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc == SAE_OK && sae__is_shard(m) && !(o->par && o->par->features.struct_size))
         rc = sae__check_whole("sae_resample_dead (without a feature-sharded communicator)", m);
+    /* Gated's magnitude path and a transcoder's output space need their own rule */
+    if (rc == SAE_OK)
+        rc = sae__family_check("sae_resample_dead", m, SAE_FAMILY_MATRYOSHKA);
     if (rc != SAE_OK && !o->par)
         return rc;
     const size_t d_in = m->d_in, d_sae = m->d_sae;

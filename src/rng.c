@@ -78,8 +78,9 @@ int sae_rng_shuffle(sae_rng *r, uint64_t *v, size_t n)
 {
     if (!r)
         return sae__fail(SAE_E_INVALID_ARG, "sae_rng_shuffle: r is NULL");
-    if (!v && n > 0)
-        return sae__fail(SAE_E_INVALID_ARG, "sae_rng_shuffle: v is NULL with n = %zu", n);
+    int rc = sae__check_capacity("sae_rng_shuffle", "v", v, n, "n", sizeof(uint64_t));
+    if (rc != SAE_OK)
+        return rc;
     for (size_t i = n; i-- > 1;) {
         size_t j = (size_t)sae_rng_below(r, (uint64_t)i + 1);
         uint64_t t = v[i];

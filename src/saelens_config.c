@@ -89,12 +89,67 @@ static int positive_whole(const sae_json_doc *doc, size_t obj, const char *key, 
     return SAE_OK;
 }
 
-/* The k of a TopK cfg.json: "k" (SAELens 6) and/or "activation_fn_kwargs":
- * {"k": ...} (before 6.0); at least one, all equal and nonzero. */
-static int config_k(const sae_json_doc *doc, uint64_t *k)
+/* A JSON number that is a whole number >= 1 written as an integer or, as
+ * Python's json.dump writes a float, with a fraction of zeros ("32.0"). */
+static bool whole_number(const sae_json *node, uint64_t *out)
+{
+    if (sae__json_u64(node, out))
+        return *out > 0;
+    if (node->type != SAE_JSON_NUMBER)
+        return false;
+    size_t dot = 0;
+    while (dot < node->len && node->str[dot] != '.')
+        dot++;
+    if (dot == 0 || dot + 1 >= node->len)
+        return false;
+    for (size_t i = dot + 1; i < node->len; i++)
+        if (node->str[i] != '0')
+            return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < dot; i++) {
+        if (node->str[i] < '0' || node->str[i] > '9' || v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(node->str[i] - '0');
+    }
+    *out = v;
+    return v > 0;
+}
+
+/* Matryoshka's "matryoshka_widths": absent or an array of at most
+ * SAE_MAX_LEVELS whole numbers (checked against d_sae when the model is made). */
+static int config_widths(const sae_json_doc *doc, sae_saelens_config *cfg)
+{
+    size_t v = sae__json_member(doc, 0, "matryoshka_widths");
+    if (v == SIZE_MAX)
+        return SAE_OK;
+    const sae_json *a = &doc->nodes[v];
+    if (a->type != SAE_JSON_ARRAY || a->len > SAE_MAX_LEVELS)
+        return sae__fail(SAE_E_FORMAT, "key \"matryoshka_widths\": not an array of at most %d "
+                         "whole numbers", SAE_MAX_LEVELS);
+    size_t e = v + 1;
+    for (size_t i = 0; i < a->len; i++, e = doc->nodes[e].next) {
+        uint64_t w;
+        if (!whole_number(&doc->nodes[e], &w) || w > SIZE_MAX)
+            return sae__fail(SAE_E_FORMAT, "key \"matryoshka_widths\": element %zu is not a "
+                             "whole number >= 1", i);
+        cfg->widths[i] = (size_t)w;
+    }
+    cfg->n_widths = a->len;
+    return SAE_OK;
+}
+
+/* The k of a TopK-family cfg.json: "k" (SAELens 6; BatchTopK's training
+ * configuration, as_float, writes it as a float, e.g. 32.0; TopK's is an
+ * integer) and/or "activation_fn_kwargs": {"k": ...} (before 6.0); at least
+ * one, all equal and nonzero. */
+static int config_k(const sae_json_doc *doc, bool as_float, uint64_t *k)
 {
     uint64_t top = 0, kw = 0;
-    int rc = positive_whole(doc, 0, "k", &top);
+    int rc = SAE_OK;
+    size_t kv = sae__json_member(doc, 0, "k");
+    if (kv != SIZE_MAX && !(as_float ? whole_number(&doc->nodes[kv], &top)
+                                     : sae__json_u64(&doc->nodes[kv], &top) && top > 0))
+        rc = sae__fail(SAE_E_FORMAT, "key \"k\": not a whole number >= 1");
     if (rc != SAE_OK)
         return rc;
     size_t v = sae__json_member(doc, 0, "activation_fn_kwargs");
@@ -121,7 +176,6 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
     int rc = sae__json_parse(text, len, &limits, &doc);
     if (rc != SAE_OK)
         return rc;
-    rc = SAE_E_FORMAT;
     if (doc.nodes[0].type != SAE_JSON_OBJECT) {
         rc = sae__fail(SAE_E_FORMAT, "not a JSON object");
         goto cleanup;
@@ -130,25 +184,39 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
     cfg->arch = SAE_ARCH_RELU; /* SAELens's default */
     if (v != SIZE_MAX) {
         const sae_json *a = &doc.nodes[v];
-        cfg->arch = a->type != SAE_JSON_STRING ? -1 : sae__arch_by_name(a->str, a->len);
+        cfg->arch = a->type != SAE_JSON_STRING ? -1
+                    : sae__json_is_string(a, "matryoshka_batchtopk") ? SAE_ARCH_MATRYOSHKA
+                                                                     : sae__arch_by_name(a->str, a->len);
         if (cfg->arch != SAE_ARCH_RELU && cfg->arch != SAE_ARCH_TOPK &&
-            cfg->arch != SAE_ARCH_JUMPRELU) {
+            cfg->arch != SAE_ARCH_JUMPRELU && cfg->arch != SAE_ARCH_BATCHTOPK &&
+            cfg->arch != SAE_ARCH_MATRYOSHKA) {
             rc = sae__fail(SAE_E_FORMAT,
-                           "key \"architecture\": not \"standard\", \"topk\" or \"jumprelu\"");
+                           "key \"architecture\": not \"standard\", \"topk\", \"jumprelu\", "
+                           "\"batchtopk\" or \"matryoshka_batchtopk\"");
             goto cleanup;
         }
     }
-    /* the activation: TopK's own, or ReLU (inside the jump for JumpReLU) */
+    /* the activation: TopK's own, or ReLU (inside the jump for JumpReLU; the
+     * BatchTopK training configurations, 6.x only, have none) */
+    const bool topk_family = cfg->arch == SAE_ARCH_TOPK || cfg->arch == SAE_ARCH_BATCHTOPK ||
+                             cfg->arch == SAE_ARCH_MATRYOSHKA;
     const char *activation = cfg->arch == SAE_ARCH_TOPK ? "topk" : "relu";
-    if ((rc = absent_or_string(&doc, "activation_fn", activation)) != SAE_OK ||
-        (rc = absent_or_string(&doc, "activation_fn_str", activation)) != SAE_OK)
+    if (cfg->arch != SAE_ARCH_BATCHTOPK && cfg->arch != SAE_ARCH_MATRYOSHKA &&
+        ((rc = absent_or_string(&doc, "activation_fn", activation)) != SAE_OK ||
+         (rc = absent_or_string(&doc, "activation_fn_str", activation)) != SAE_OK))
         goto cleanup;
-    if (cfg->arch == SAE_ARCH_TOPK && (rc = config_k(&doc, &cfg->k)) != SAE_OK)
+    if (topk_family && (rc = config_k(&doc, cfg->arch != SAE_ARCH_TOPK, &cfg->k)) != SAE_OK)
         goto cleanup;
-    rc = SAE_E_FORMAT;
+    if (cfg->arch == SAE_ARCH_MATRYOSHKA && (rc = config_widths(&doc, cfg)) != SAE_OK)
+        goto cleanup;
+    /* SAELens's TopK family may rescale by the decoder norms: the load folds
+     * them into the weights (as SAELens's own _fold_norm_topk) */
     v = sae__json_member(&doc, 0, "rescale_acts_by_decoder_norm");
-    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_FALSE) {
-        rc = sae__fail(SAE_E_FORMAT, "key \"rescale_acts_by_decoder_norm\": not false");
+    cfg->rescale = v != SIZE_MAX && doc.nodes[v].type == SAE_JSON_TRUE;
+    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_FALSE &&
+        !(topk_family && cfg->rescale)) {
+        rc = sae__fail(SAE_E_FORMAT, "key \"rescale_acts_by_decoder_norm\": not %s",
+                       topk_family ? "true or false" : "false");
         goto cleanup;
     }
     v = sae__json_member(&doc, 0, "apply_b_dec_to_input");

@@ -70,8 +70,14 @@ static double l1_factor(const sae_optimizer *o, double t)
 
 int sae__schedule_values(const sae_optimizer *o, uint64_t t, double *lr, double *lambda)
 {
-    if (t == 0 || !schedule_consistent(o))
-        return SAE_E_INVALID_ARG;
+    if (t == 0)
+        return sae__fail(SAE_E_INVALID_ARG, "step 0: steps are numbered from 1");
+    if (!schedule_consistent(o))
+        return sae__fail(SAE_E_INVALID_ARG, "the schedule options contradict each other: "
+                         "lr_warmup_steps %llu, lr_decay_fraction %g, lr_schedule %d, "
+                         "total_steps %llu (see \"Training recipe\" in sae.h)",
+                         (unsigned long long)o->opt.lr_warmup_steps, o->opt.lr_decay_fraction,
+                         o->opt.lr_schedule, (unsigned long long)o->opt.total_steps);
     /* t above 2^53 rounds to a nearby double: every factor is then constant */
     const double step = (double)t;
     *lr = o->opt.lr * lr_factor(o, step);
@@ -79,24 +85,26 @@ int sae__schedule_values(const sae_optimizer *o, uint64_t t, double *lr, double 
     return SAE_OK;
 }
 
+/* The query of one of the two values (which: 0 lr, 1 lambda). */
+static int value_at(const char *fn, const sae_optimizer *o, uint64_t step, double *out,
+                    int which)
+{
+    double v[2] = {0.0, 0.0};
+    if (!o || !out)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !o ? "o" : "the output");
+    int rc = sae__schedule_values(o, step, &v[0], &v[1]);
+    if (rc != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    *out = v[which];
+    return SAE_OK;
+}
+
 int sae_optimizer_lr_at(const sae_optimizer *o, uint64_t step, double *lr)
 {
-    double value, unused;
-    if (!o || !lr)
-        return SAE_E_INVALID_ARG;
-    int rc = sae__schedule_values(o, step, &value, &unused);
-    if (rc == SAE_OK)
-        *lr = value;
-    return rc;
+    return value_at("sae_optimizer_lr_at", o, step, lr, 0);
 }
 
 int sae_optimizer_l1_coeff_at(const sae_optimizer *o, uint64_t step, double *lambda)
 {
-    double value, unused;
-    if (!o || !lambda)
-        return SAE_E_INVALID_ARG;
-    int rc = sae__schedule_values(o, step, &unused, &value);
-    if (rc == SAE_OK)
-        *lambda = value;
-    return rc;
+    return value_at("sae_optimizer_l1_coeff_at", o, step, lambda, 1);
 }

@@ -387,7 +387,7 @@ static bool use_direct(const sae_workspace *ws, size_t t0, size_t count)
 /* Row t's target from column j0 (no target: zeros). */
 static inline const float *target_at(const token_task *k, size_t t, size_t j0)
 {
-    return k->target ? k->target + (t - k->t0) * k->m->d_in + j0 : k->ws->zeros + j0;
+    return k->target ? k->target + (t - k->t0) * k->m->d_out + j0 : k->ws->zeros + j0;
 }
 
 static void token_run(void *ctx, int tid, int n_threads)
@@ -395,7 +395,7 @@ static void token_run(void *ctx, int tid, int n_threads)
     const token_task *k = ctx;
     const sparse_kernels kern = pick_kernels();
     sae_workspace *ws = k->ws;
-    const size_t d_in = k->m->d_in, t0 = k->t0;
+    const size_t d_out = k->m->d_out, t0 = k->t0;
     const float *w_dec = sae__w_dec(k->m);
     size_t begin, end;
     balanced_range(ws->row_ptr + t0, k->count, SAE_ITEM_COST, tid, n_threads, &begin, &end);
@@ -407,24 +407,27 @@ static void token_run(void *ctx, int tid, int n_threads)
         /* token by token: its rows of W_dec stay in cache across the tiles */
         for (size_t t = begin; t < end; t++) {
             size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
-            for (size_t j0 = 0; j0 < d_in; j0 += SAE_DEC_TILE) {
-                size_t w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
-                tile_rows src = {w_dec + j0, d_in, SIZE_MAX};
+            for (size_t j0 = 0; j0 < d_out; j0 += SAE_DEC_TILE) {
+                size_t w = d_out - j0 < SAE_DEC_TILE ? d_out - j0 : SAE_DEC_TILE;
+                tile_rows src = {w_dec + j0, d_out, SIZE_MAX};
+                float *out = ws->dxh + t * d_out + j0;
                 ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk,
-                                                  k->base + j0, target_at(k, t, j0),
-                                                  w, k->scale, ws->dxh + t * d_in + j0);
+                                                  k->base ? k->base + j0 : out,
+                                                  target_at(k, t, j0), w,
+                                                  k->scale, out);
             }
         }
         return;
     }
     /* packed panels: one tile, already packed by all threads (k->j0) */
     tile_rows src = {ws->w_panel, SAE_DEC_TILE, SIZE_MAX};
-    size_t j0 = k->j0, w = d_in - j0 < SAE_DEC_TILE ? d_in - j0 : SAE_DEC_TILE;
+    size_t j0 = k->j0, w = d_out - j0 < SAE_DEC_TILE ? d_out - j0 : SAE_DEC_TILE;
     for (size_t t = begin; t < end; t++) {
         size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
-        ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk, k->base + j0,
-                                          target_at(k, t, j0), w, k->scale,
-                                          ws->dxh + t * d_in + j0);
+        float *out = ws->dxh + t * d_out + j0;
+        ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk,
+                                          k->base ? k->base + j0 : out,
+                                          target_at(k, t, j0), w, k->scale, out);
     }
 }
 
@@ -440,9 +443,9 @@ void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0,
     /* packed panels, shared: all threads pack a tile of W_dec, then decode it */
     for (size_t t = t0; t < t0 + count; t++)
         ws->l2_tok[t] = 0.0;
-    for (k.j0 = 0; k.j0 < m->d_in; k.j0 += SAE_DEC_TILE) {
-        size_t w = m->d_in - k.j0 < SAE_DEC_TILE ? m->d_in - k.j0 : SAE_DEC_TILE;
-        pack_shared(pool, sae__w_dec(m), m->d_in, m->d_sae, m->d_sae, k.j0, w, SAE_DEC_TILE,
+    for (k.j0 = 0; k.j0 < m->d_out; k.j0 += SAE_DEC_TILE) {
+        size_t w = m->d_out - k.j0 < SAE_DEC_TILE ? m->d_out - k.j0 : SAE_DEC_TILE;
+        pack_shared(pool, sae__w_dec(m), m->d_out, m->d_sae, m->d_sae, k.j0, w, SAE_DEC_TILE,
                     ws->w_panel);
         sae__pool_run(pool, token_run, &k);
     }
@@ -585,12 +588,12 @@ static void feature_dec(const feature_ctx *fc, size_t i, const tile_rows *src, s
                         size_t w)
 {
     sae_workspace *ws = fc->ws;
-    const size_t d_in = fc->m->d_in;
+    const size_t d_out = fc->m->d_out;
     size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
     ws->row_sumsq[i] += fc->kern.feature_dec_tile(src, ws->tok + k0, ws->cfval + k0,
                                                   ws->cgval + k0, nk, fc->c[i],
-                                                  sae__w_dec(fc->m) + i * d_in + j0, w,
-                                                  fc->g_w_dec + i * d_in + j0);
+                                                  sae__w_dec(fc->m) + i * d_out + j0, w,
+                                                  fc->g_w_dec + i * d_out + j0);
 }
 
 static void feature_enc(const feature_ctx *fc, size_t i, const tile_rows *src, size_t j0,
@@ -609,7 +612,7 @@ static void feature_run(void *ctx, int tid, int n_threads)
     const sae_model *m = task->m;
     const sae_step_config *cfg = task->cfg;
     sae_workspace *ws = task->ws;
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
     const size_t n_tokens = task->n_tokens;
     /* the tokens the loss averages over (a data-parallel step's global batch) */
     const double n_loss = (double)(cfg->loss_tokens ? cfg->loss_tokens : n_tokens);
@@ -630,9 +633,10 @@ static void feature_run(void *ctx, int tid, int n_threads)
         /* feature by feature: its tokens' rows stay in cache across the tiles */
         for (size_t i = begin; i < end; i++) {
             feature_prepare(&fc, i);
-            for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
-                tile_rows src = {ws->dxh + j0, d_in, SIZE_MAX};
-                feature_dec(&fc, i, &src, j0, d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE);
+            for (size_t j0 = 0; j0 < d_out; j0 += SAE_FEAT_TILE) {
+                tile_rows src = {ws->dxh + j0, d_out, SIZE_MAX};
+                feature_dec(&fc, i, &src, j0,
+                            d_out - j0 < SAE_FEAT_TILE ? d_out - j0 : SAE_FEAT_TILE);
             }
             feature_settle(&fc, i);
             for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
@@ -644,7 +648,8 @@ static void feature_run(void *ctx, int tid, int n_threads)
     }
     /* packed panels: one stage of the shared schedule (task->stage) */
     tile_rows src = {ws->t_panel, SAE_FEAT_TILE, SIZE_MAX};
-    size_t j0 = task->j0, w = d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE;
+    const size_t width = task->stage == FEATURE_DEC ? d_out : d_in; /* of the tile's matrix */
+    size_t j0 = task->j0, w = width - j0 < SAE_FEAT_TILE ? width - j0 : SAE_FEAT_TILE;
     for (size_t i = begin; i < end; i++) {
         switch (task->stage) {
         case FEATURE_PREPARE: feature_prepare(&fc, i); break;
@@ -665,11 +670,11 @@ void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, s
     if (task.direct)
         return;
     /* packed panels, shared: all threads pack a tile, then work on it */
-    const size_t d_in = m->d_in;
+    const size_t d_in = m->d_in, d_out = m->d_out;
     task.stage = FEATURE_DEC;
-    for (task.j0 = 0; task.j0 < d_in; task.j0 += SAE_FEAT_TILE) {
-        size_t w = d_in - task.j0 < SAE_FEAT_TILE ? d_in - task.j0 : SAE_FEAT_TILE;
-        pack_shared(cfg->pool, ws->dxh, d_in, n_rows, n_rows, task.j0, w, SAE_FEAT_TILE,
+    for (task.j0 = 0; task.j0 < d_out; task.j0 += SAE_FEAT_TILE) {
+        size_t w = d_out - task.j0 < SAE_FEAT_TILE ? d_out - task.j0 : SAE_FEAT_TILE;
+        pack_shared(cfg->pool, ws->dxh, d_out, n_rows, n_rows, task.j0, w, SAE_FEAT_TILE,
                     ws->t_panel);
         sae__pool_run(cfg->pool, feature_run, &task);
     }

@@ -23,13 +23,14 @@ int sae__sparse_encoder_init(sae_sparse_encoder *e, const sae_model *m, size_t n
     e->block = block;
     e->cap = cap;
     e->d_sae = m->d_sae;
-    if (sae__forward_init(&e->fw, m, block, SAE_FORWARD_F) != SAE_OK)
-        return SAE_E_NOMEM;
+    int rc = sae__forward_init(&e->fw, m, block, SAE_FORWARD_F);
+    if (rc != SAE_OK)
+        return rc;
     e->f = e->fw.f;
     e->select = cap > 0 ? sae__alloc(m->d_sae * sizeof(float)) : NULL;
     if (cap > 0 && !e->select) {
         sae__sparse_encoder_free(e);
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for the cap's selection");
     }
     return SAE_OK;
 }
@@ -77,28 +78,6 @@ size_t sae__sparse_encoder_token(sae_sparse_encoder *e, size_t t, uint32_t *feat
     return count;
 }
 
-int sae__sparse_encoder_check(sae_sparse_encoder *e, const char *fn, const float *x,
-                              size_t n_tokens)
-{
-    const sae_model *m = e->fw.m;
-    const size_t d_in = m->d_in;
-    /* |pre_i| <= (max|x| + max|b_dec|) * d_in * max|W_enc| + max|b_enc|, and
-     * every partial sum of the GEMM is bounded the same way */
-    const double p = m->param_absmax;
-    const double bound = ((double)sae__absmax(x, n_tokens * d_in) + p) * (double)d_in * p + p;
-    if (bound < 0x1p126)
-        return SAE_OK;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += e->block) {
-        size_t rows = sae__block_rows(n_tokens, t0, e->block);
-        sae__sparse_encoder_run(e, x + t0 * d_in, rows);
-        if (!sae__all_finite(e->f, rows * e->d_sae))
-            return sae__fail(SAE_E_NONFINITE,
-                             "%s: the features of tokens %zu..%zu are not finite (the model's "
-                             "weights overflow on this input)", fn, t0, t0 + rows - 1);
-    }
-    return SAE_OK;
-}
-
 /* The checks of the two entry points: m, and x as n_tokens x d_in finite
  * floats; then the encoder's scratch. */
 static int start_encoding(const char *fn, const sae_model *m, const float *x, size_t n_tokens,
@@ -130,14 +109,10 @@ int sae_encode_sparse_size(const sae_model *m, const float *x, size_t n_tokens,
         return rc;
     size_t total = 0; /* at most n_tokens * d_sae pairs: no overflow */
     for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += e.block) {
-        size_t rows = n_tokens - t0 < e.block ? n_tokens - t0 : e.block;
+        size_t rows = sae__block_rows(n_tokens, t0, e.block);
         sae__sparse_encoder_run(&e, x + t0 * m->d_in, rows);
-        if (!sae__all_finite(e.f, rows * e.d_sae)) {
-            rc = sae__fail(SAE_E_NONFINITE,
-                           "%s: the features of tokens %zu..%zu are not finite (the model's "
-                           "weights overflow on this input)", fn, t0, t0 + rows - 1);
+        if ((rc = sae__check_features(fn, e.f, rows, e.d_sae, t0)) != SAE_OK)
             break;
-        }
         for (size_t t = 0; t < rows; t++)
             total += sae__sparse_encoder_token(&e, t, NULL, NULL, 0);
     }
@@ -152,21 +127,27 @@ int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens, size_
                       size_t *n_encoded)
 {
     static const char fn[] = "sae_encode_sparse";
-    if (!offsets || !n_encoded)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !offsets ? "offsets" : "n_encoded");
-    if (capacity > 0 && (!features || !values))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL with capacity %zu", fn,
-                         !features ? "features" : "values", capacity);
+    if (!n_encoded)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: n_encoded is NULL", fn);
+    /* the byte size of every buffer before any of them is read */
+    int rc = sae__check_offsets(fn, "offsets", offsets, n_tokens);
+    if (rc == SAE_OK)
+        rc = sae__check_capacity(fn, "features", features, capacity, "capacity",
+                                 sizeof(uint32_t));
+    if (rc == SAE_OK)
+        rc = sae__check_capacity(fn, "values", values, capacity, "capacity", sizeof(float));
+    if (rc != SAE_OK)
+        return rc;
     sae_sparse_encoder e;
-    int rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
-    if (rc == SAE_OK && (rc = sae__sparse_encoder_check(&e, fn, x, n_tokens)) != SAE_OK)
+    rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
+    if (rc == SAE_OK && (rc = sae__forward_check(&e.fw, fn, x, n_tokens)) != SAE_OK)
         sae__sparse_encoder_free(&e);
     if (rc != SAE_OK)
         return rc;
     size_t nnz = 0, done = 0;
     offsets[0] = 0;
     for (size_t t0 = 0; t0 < n_tokens && done == t0; t0 += e.block) {
-        size_t rows = n_tokens - t0 < e.block ? n_tokens - t0 : e.block;
+        size_t rows = sae__block_rows(n_tokens, t0, e.block);
         sae__sparse_encoder_run(&e, x + t0 * m->d_in, rows);
         for (size_t t = 0; t < rows; t++) {
             size_t room = capacity - nnz;

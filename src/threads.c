@@ -90,10 +90,10 @@ int sae__pool_create(sae_pool **out, int n_threads)
 {
     *out = NULL;
     if (n_threads < 1)
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "a pool of %d threads", n_threads);
     sae_pool *p = sae__alloc_zero(sizeof *p);
     if (!p)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for a thread pool");
     p->n_threads = n_threads;
     p->owner = getpid();
     atomic_init(&p->generation, 0);
@@ -102,25 +102,16 @@ int sae__pool_create(sae_pool **out, int n_threads)
         *out = p;
         return SAE_OK;
     }
-    p->workers = sae__alloc((size_t)(n_threads - 1) * sizeof(pthread_t));
-    if (!p->workers || pthread_mutex_init(&p->mutex, NULL) != 0) {
-        sae__free(p->workers);
-        sae__free(p);
-        return SAE_E_NOMEM;
-    }
-    if (pthread_cond_init(&p->start, NULL) != 0) {
-        pthread_mutex_destroy(&p->mutex);
-        sae__free(p->workers);
-        sae__free(p);
-        return SAE_E_NOMEM;
-    }
-    if (pthread_cond_init(&p->done, NULL) != 0) {
-        pthread_cond_destroy(&p->start);
-        pthread_mutex_destroy(&p->mutex);
-        sae__free(p->workers);
-        sae__free(p);
-        return SAE_E_NOMEM;
-    }
+    int made = 0; /* the synchronisation objects initialised so far */
+    if (!(p->workers = sae__alloc((size_t)(n_threads - 1) * sizeof(pthread_t))) ||
+        pthread_mutex_init(&p->mutex, NULL) != 0)
+        goto cleanup;
+    made = 1;
+    if (pthread_cond_init(&p->start, NULL) != 0)
+        goto cleanup;
+    made = 2;
+    if (pthread_cond_init(&p->done, NULL) != 0)
+        goto cleanup;
     for (int k = 0; k < n_threads - 1; k++) {
         worker_arg *arg = sae__alloc(sizeof *arg);
         if (arg) {
@@ -129,13 +120,22 @@ int sae__pool_create(sae_pool **out, int n_threads)
         }
         if (!arg || pthread_create(&p->workers[k], NULL, worker_main, arg) != 0) {
             sae__free(arg);
-            p->n_threads = k + 1;
+            p->n_threads = k + 1; /* the pool as far as it got: freed as a whole */
             sae__pool_free(p);
-            return SAE_E_NOMEM; /* out of threads is out of a resource, like memory */
+            /* out of threads is out of a resource, like memory */
+            return sae__fail(SAE_E_NOMEM, "cannot start thread %d of %d", k + 1, n_threads);
         }
     }
     *out = p;
     return SAE_OK;
+cleanup:
+    if (made >= 2)
+        pthread_cond_destroy(&p->start);
+    if (made >= 1)
+        pthread_mutex_destroy(&p->mutex);
+    sae__free(p->workers);
+    sae__free(p);
+    return sae__fail(SAE_E_NOMEM, "cannot make a pool of %d threads", n_threads);
 }
 
 void sae__pool_free(sae_pool *p)

@@ -23,7 +23,8 @@ static int grow_all(grow_item *items, size_t count)
         if (!items[k].fresh) {
             for (size_t j = 0; j < k; j++)
                 sae__free(items[j].fresh);
-            return SAE_E_NOMEM;
+            return sae__fail(SAE_E_NOMEM, "out of memory for the step's workspace (%zu bytes)",
+                             items[k].bytes);
         }
     }
     for (size_t k = 0; k < count; k++) {
@@ -42,7 +43,7 @@ static bool bytes3(size_t a, size_t b, size_t c, size_t *bytes)
 
 #define ITEM(field, n_bytes) {(void **)&ws->field, (n_bytes), NULL}
 
-static int reserve_features(sae_workspace *ws, size_t d_in, size_t d_sae)
+static int reserve_features(sae_workspace *ws, size_t d_in, size_t d_out, size_t d_sae)
 {
     if (ws->norms)
         return SAE_OK;
@@ -50,15 +51,18 @@ static int reserve_features(sae_workspace *ws, size_t d_in, size_t d_sae)
         ITEM(norms, d_sae * sizeof(float)),          ITEM(f_sum, d_sae * sizeof(double)),
         ITEM(g_b_enc, d_sae * sizeof(double)),       ITEM(row_sumsq, d_sae * sizeof(double)),
         ITEM(last_fired, d_sae * sizeof(uint64_t)),  ITEM(norm_coeff, d_sae * sizeof(float)),
-        ITEM(g_b_dec, d_in * sizeof(double)),        ITEM(aux_mean, d_in * sizeof(double)),
+        ITEM(g_b_dec, d_out * sizeof(double)),       ITEM(aux_mean, d_out * sizeof(double)),
         ITEM(col_ptr, (d_sae + 1) * sizeof(size_t)), ITEM(theta, d_sae * sizeof(float)),
         ITEM(theta_grad, d_sae * sizeof(double)),    ITEM(dead, d_sae),
-        ITEM(zeros, d_in * sizeof(float)),
+        ITEM(zeros, d_out * sizeof(float)),          ITEM(mag_scale, d_sae * sizeof(float)),
+        ITEM(gate_sum, d_sae * sizeof(double)),      ITEM(g_b_mag, d_sae * sizeof(double)),
+        ITEM(g_r_mag, d_sae * sizeof(double)),
     };
     int rc = grow_all(items, sizeof items / sizeof items[0]);
     if (rc == SAE_OK) {
-        memset(ws->zeros, 0, d_in * sizeof(float));
+        memset(ws->zeros, 0, d_out * sizeof(float));
         ws->d_in = d_in;
+        ws->d_out = d_out;
         ws->d_sae = d_sae;
     }
     return rc;
@@ -72,12 +76,13 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
         size_t r = rows > ws->rows_cap ? rows : ws->rows_cap;
         size_t xc_bytes, dxh_bytes;
         if (!bytes3(tokens, ws->d_in, sizeof(float), &xc_bytes) ||
-            !bytes3(r, ws->d_in, sizeof(float), &dxh_bytes) || r > SIZE_MAX / sizeof(double) - 1)
-            return SAE_E_INVALID_ARG;
+            !bytes3(r, ws->d_out, sizeof(float), &dxh_bytes) || r > SIZE_MAX / sizeof(double) - 1)
+            return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
         grow_item items[] = {
             ITEM(xc, xc_bytes),
             ITEM(dxh, dxh_bytes),
             ITEM(l1_tok, tokens * sizeof(double)),
+            ITEM(gate_tok, tokens * sizeof(double)),
             ITEM(active_tok, tokens * sizeof(size_t)),
             ITEM(ties, tokens * sizeof(size_t)),
             ITEM(l2_tok, r * sizeof(double)),
@@ -94,7 +99,7 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
         size_t cap = k_aux > ws->aux_cap ? k_aux : ws->aux_cap;
         size_t aux_bytes;
         if (!bytes3(tokens, cap, sizeof(float), &aux_bytes))
-            return SAE_E_INVALID_ARG;
+            return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
         grow_item items[] = {
             ITEM(aux_feat, aux_bytes), /* sizeof(uint32_t) == sizeof(float) */
             ITEM(aux_fval, aux_bytes),
@@ -109,22 +114,26 @@ static int reserve_tokens(sae_workspace *ws, size_t n_tokens, size_t rows, size_
     return SAE_OK;
 }
 
-static int reserve_block(sae_workspace *ws, size_t block)
+static int reserve_block(sae_workspace *ws, size_t block, bool gated)
 {
-    if (block <= ws->block_cap)
+    if (block <= ws->block_cap && (!gated || ws->gate))
         return SAE_OK;
+    block = block > ws->block_cap ? block : ws->block_cap;
     size_t chunks = (ws->d_sae + 15) / 16, f_bytes, mask_bytes;
     if (!bytes3(block, ws->d_sae, sizeof(float), &f_bytes) ||
         !bytes3(block, chunks, sizeof(uint16_t), &mask_bytes))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     grow_item items[] = {
         ITEM(f, f_bytes),
         ITEM(mask, mask_bytes),
         ITEM(band, mask_bytes),
         ITEM(ones, block * sizeof(float)),
         ITEM(col_sum, ws->d_sae * sizeof(float)),
+        ITEM(gate, f_bytes),
     };
-    int rc = grow_all(items, sizeof items / sizeof items[0]);
+    /* Gated's gate values only for Gated (or if they exist already) */
+    size_t count = sizeof items / sizeof items[0] - (gated || ws->gate ? 0 : 1);
+    int rc = grow_all(items, count);
     if (rc != SAE_OK)
         return rc;
     for (size_t t = 0; t < block; t++)
@@ -209,7 +218,7 @@ static int reserve_threads(sae_workspace *ws, int n_threads, size_t rows, bool r
         !bytes3(threads * ws->d_sae, SAE_DEC_TILE, sizeof(float), &w_bytes) ||
         !bytes3(threads, ws->d_sae, sizeof(size_t), &hist_bytes) ||
         !bytes3(threads, ws->d_sae, sizeof(float), &scratch_bytes))
-        return SAE_E_INVALID_ARG;
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     grow_item items[] = {
         ITEM(hist, hist_bytes),
         ITEM(w_panel, w_bytes),
@@ -230,19 +239,23 @@ static int reserve_threads(sae_workspace *ws, int n_threads, size_t rows, bool r
 int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
 {
     bool fresh = !ws->norms;
-    size_t rows = s->k_aux ? 2 * s->n_tokens : s->n_tokens;
-    if (s->k_aux && s->n_tokens > SIZE_MAX / 2)
-        return SAE_E_INVALID_ARG;
-    /* BatchTopK selects over the whole batch: one block of all its tokens */
-    size_t block = s->arch == SAE_ARCH_BATCHTOPK ? s->n_tokens
+    /* AuxK, and Gated's auxiliary reconstruction, take a second row per token */
+    const bool doubled = s->k_aux || s->arch == SAE_ARCH_GATED;
+    size_t rows = doubled ? 2 * s->n_tokens : s->n_tokens;
+    if (doubled && s->n_tokens > SIZE_MAX / 2)
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
+    /* BatchTopK (and Matryoshka) select over the whole batch: one block of all
+     * its tokens */
+    const bool batch = sae__batch_selected(s->arch);
+    size_t block = batch ? s->n_tokens
                    : s->n_tokens < SAE_BLOCK_TOKENS ? s->n_tokens : SAE_BLOCK_TOKENS;
-    int rc = reserve_features(ws, s->d_in, s->d_sae);
+    int rc = reserve_features(ws, s->d_in, s->d_out ? s->d_out : s->d_in, s->d_sae);
     if (rc == SAE_OK)
         rc = reserve_tokens(ws, s->n_tokens, rows, s->k_aux);
     if (rc == SAE_OK)
-        rc = reserve_block(ws, block);
+        rc = reserve_block(ws, block, s->arch == SAE_ARCH_GATED);
     if (rc == SAE_OK)
-        rc = reserve_threads(ws, s->n_threads, rows, s->arch == SAE_ARCH_BATCHTOPK);
+        rc = reserve_threads(ws, s->n_threads, rows, batch);
     if (rc == SAE_OK)
         rc = reserve_pool(ws, s->n_threads);
     if (rc == SAE_OK)
@@ -260,7 +273,7 @@ int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
         return SAE_OK;
     size_t cap = nnz + nnz / 4; /* headroom: density drifts between steps */
     if (cap > SIZE_MAX / sizeof(float) / 2)
-        return SAE_E_NOMEM;
+        return sae__fail(SAE_E_NOMEM, "out of memory for the step's sparse pairs");
     uint32_t *old_feat = ws->feat;
     float *old_fval = ws->fval;
     grow_item items[] = {
@@ -271,27 +284,23 @@ int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
     /* feat and fval hold pairs already stored this step: copy them over */
     uint32_t *feat = sae__alloc(cap * sizeof(uint32_t));
     float *fval = sae__alloc(cap * sizeof(float));
-    if (!feat || !fval) {
-        sae__free(feat);
-        sae__free(fval);
-        return SAE_E_NOMEM;
-    }
-    int rc = grow_all(items, sizeof items / sizeof items[0]);
-    if (rc != SAE_OK) {
-        sae__free(feat);
-        sae__free(fval);
-        return rc;
-    }
+    int rc = !feat || !fval ? sae__fail(SAE_E_NOMEM, "out of memory for %zu sparse pairs", cap)
+                            : grow_all(items, sizeof items / sizeof items[0]);
+    if (rc != SAE_OK)
+        goto cleanup;
     if (keep) {
         memcpy(feat, old_feat, keep * sizeof(uint32_t));
         memcpy(fval, old_fval, keep * sizeof(float));
     }
-    sae__free(old_feat);
-    sae__free(old_fval);
     ws->feat = feat;
     ws->fval = fval;
     ws->nnz_cap = cap;
-    return SAE_OK;
+    feat = old_feat; /* what is left to free */
+    fval = old_fval;
+cleanup:
+    sae__free(feat);
+    sae__free(fval);
+    return rc;
 }
 
 void sae__workspace_free(sae_workspace *ws)
@@ -299,7 +308,8 @@ void sae__workspace_free(sae_workspace *ws)
     void *buffers[] = {
         ws->norms, ws->f_sum, ws->g_b_enc, ws->row_sumsq, ws->last_fired, ws->norm_coeff,
         ws->g_b_dec, ws->aux_mean, ws->col_ptr, ws->theta, ws->theta_grad, ws->dead, ws->zeros,
-        ws->xc, ws->dxh, ws->l1_tok, ws->l2_tok, ws->active_tok, ws->ties, ws->row_ptr,
+        ws->mag_scale, ws->gate_sum, ws->g_b_mag, ws->g_r_mag, ws->gate,
+        ws->xc, ws->dxh, ws->l1_tok, ws->gate_tok, ws->l2_tok, ws->active_tok, ws->ties, ws->row_ptr,
         ws->aux_feat, ws->aux_fval, ws->aux_count,
         ws->f, ws->mask, ws->band, ws->ones, ws->col_sum,
         ws->feat, ws->fval, ws->tok, ws->cfval, ws->cgval,

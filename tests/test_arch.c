@@ -31,7 +31,7 @@ static void lib_gradients(const sae_model *m, const float *x, size_t n, const re
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
     size_t k_aux = t->auxk_coeff > 0.0 ? t->k_aux : 0;
-    sae_step_shape shape = {d_in, d_sae, n, 2, m->arch, k_aux, SAE_GEMM_AUTO, false};
+    sae_step_shape shape = {d_in, d_sae, n, 2, m->arch, k_aux, m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     if (k_aux)
         memcpy(ws.dead, t->dead, d_sae);
@@ -39,7 +39,7 @@ static void lib_gradients(const sae_model *m, const float *x, size_t n, const re
     sae_step_config cfg = {t->lambda, kernel, ws.pool, t->auxk_coeff, k_aux, k_aux ? ws.dead : NULL,
                            t->bandwidth, n, NULL};
     sae_backward_result res;
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, grad, &res), SAE_OK);
+    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, NULL, n, &ws, grad, &res), SAE_OK);
     for (size_t i = 0; i < d_sae; i++) {
         out->b_enc[i] = grad[m->lay.b_enc + i];
         for (size_t j = 0; j < d_in; j++) {

@@ -21,13 +21,13 @@ static void lib_gradients_with(const sae_model *m, const float *x, size_t n, dou
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {d_in, d_sae, n, n_threads, m->arch, 0, SAE_GEMM_AUTO, false};
+    sae_step_shape shape = {d_in, d_sae, n, n_threads, m->arch, 0, m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(grad);
     sae_backward_result res;
     sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, grad, &res), SAE_OK);
+    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, NULL, n, &ws, grad, &res), SAE_OK);
     double sumsq = 0.0;
     for (size_t i = 0; i < d_sae; i++) {
         out->b_enc[i] = grad[m->lay.b_enc + i];

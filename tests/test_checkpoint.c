@@ -1324,7 +1324,6 @@ START_TEST(saelens_config_per_architecture)
         {1, "{\"architecture\": \"topk\", \"k\": \"2\"}", SAE_E_FORMAT},
         {1, "{\"architecture\": \"topk\", \"k\": 2, \"activation_fn_kwargs\": [2]}", SAE_E_FORMAT},
         {1, "{\"architecture\": \"topk\", \"k\": 2, \"activation_fn_str\": \"relu\"}", SAE_E_FORMAT},
-        {1, "{\"architecture\": \"topk\", \"k\": 2, \"rescale_acts_by_decoder_norm\": true}", SAE_E_FORMAT},
         {1, "{\"architecture\": \"topk\", \"k\": 2, \"apply_b_dec_to_input\": false}", SAE_E_FORMAT},
         /* before SAELens 6 TopK was also "standard" with a topk activation;
          * 6.x reads that as ReLU: ambiguous */
@@ -1376,6 +1375,34 @@ START_TEST(saelens_config_per_architecture)
     write_file(cfg, saelens, strlen(saelens));
     ck_assert_int_eq(sae_model_load(&back, dir), SAE_OK);
     ck_assert(models_equal(topk, back));
+    sae_model_free(back);
+    /* trained with rescale_acts_by_decoder_norm (SAELens's default since
+     * 6.14): folded at load as SAELens's _fold_norm_topk, n_i = ||W_dec[i,:]||:
+     * unit decoder rows, W_enc's columns and b_enc times n_i
+     * (tests/python/test_saelens_files.py checks the forward) */
+    const char *rescaled = "{\"architecture\": \"topk\", \"k\": 2, "
+                           "\"rescale_acts_by_decoder_norm\": true}";
+    write_file(cfg, rescaled, strlen(rescaled));
+    ck_assert_int_eq(sae_model_load(&back, dir), SAE_OK);
+    {
+        float w0[15], w1[15], e0[15], e1[15], b0[5], b1[5];
+        ck_assert_int_eq(sae_model_get_tensor(topk, SAE_W_DEC, w0, 15), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(back, SAE_W_DEC, w1, 15), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(topk, SAE_W_ENC, e0, 15), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(back, SAE_W_ENC, e1, 15), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(topk, SAE_B_ENC, b0, 5), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(back, SAE_B_ENC, b1, 5), SAE_OK);
+        for (size_t i = 0; i < 5; i++) {
+            double n = sqrt(pow(w0[i * 3], 2) + pow(w0[i * 3 + 1], 2) + pow(w0[i * 3 + 2], 2));
+            ck_assert_double_gt(fabs(n - 1.0), 1e-3); /* the fold is not the identity */
+            ck_assert_double_eq_tol(b1[i], b0[i] * n, 1e-6 * (1 + fabs(b0[i] * n)));
+            for (size_t j = 0; j < 3; j++) {
+                ck_assert_double_eq_tol(w1[i * 3 + j], w0[i * 3 + j] / n, 1e-6);
+                ck_assert_double_eq_tol(e1[j * 5 + i], e0[j * 5 + i] * n,
+                                        1e-6 * (1 + fabs(e0[j * 5 + i] * n)));
+            }
+        }
+    }
     sae_model_free(back);
     const char *too_big = "{\"architecture\": \"topk\", \"k\": 6}";
     write_file(cfg, too_big, strlen(too_big));

@@ -23,13 +23,13 @@ static run run_backward(const sae_model *m, const float *x, size_t n, double lam
 {
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {m->d_in, m->d_sae, n, n_threads, m->arch, 0, SAE_GEMM_AUTO, false};
+    sae_step_shape shape = {m->d_in, m->d_sae, n, n_threads, m->arch, 0, m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     run r;
     r.grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(r.grad);
     sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, n, &ws, r.grad, &r.res), SAE_OK);
+    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, NULL, n, &ws, r.grad, &r.res), SAE_OK);
     sae__workspace_free(&ws);
     return r;
 }

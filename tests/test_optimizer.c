@@ -619,6 +619,59 @@ START_TEST(bf16_weights_follow_the_model)
 }
 END_TEST
 
+/* SAE_OPT_PRECISION bf16 covers the plain autoencoders only: a Gated SAE and
+ * transcoders (with and without W_skip, on either kernel) train in float32,
+ * bit for bit as without the option, and through the unfused encoder (whose
+ * results test_families_train checks against the reference). */
+START_TEST(families_step_in_float32_whatever_the_precision)
+{
+    const size_t d_in = 24, d_out = 10, d_sae = 48, n = 200;
+    float *x = test_gaussian(n, d_in, 1.0, 0.2, 61), *y = test_gaussian(n, d_out, 1.0, 0.0, 62);
+    static const struct {
+        int kind, arch, kernel;
+        double param;
+    } cases[] = {
+        {SAE_KIND_AUTOENCODER, SAE_ARCH_GATED, SAE_KERNEL_AUTO, 0},
+        {SAE_KIND_TRANSCODER, SAE_ARCH_RELU, SAE_KERNEL_SPARSE, 0},
+        {SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_TOPK, SAE_KERNEL_AUTO, 6},
+        {SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_JUMPRELU, SAE_KERNEL_AUTO, 0.05},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        sae_model *m[2];
+        for (int p = 0; p < 2; p++) {
+            sae_optimizer *o;
+            if (cases[c].kind == SAE_KIND_AUTOENCODER)
+                ck_assert_int_eq(sae_model_create_arch(&m[p], d_in, d_sae, 4, cases[c].arch,
+                                                       cases[c].param), SAE_OK);
+            else
+                ck_assert_int_eq(sae_model_create_transcoder(&m[p], d_in, d_out, d_sae, 4,
+                                                             cases[c].kind, cases[c].arch,
+                                                             cases[c].param), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_create(&o, m[p]), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION,
+                                               p ? SAE_PRECISION_BF16 : SAE_PRECISION_FP32),
+                             SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_KERNEL, cases[c].kernel), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+            for (int s = 0; s < 3; s++) {
+                int rc = cases[c].kind == SAE_KIND_AUTOENCODER
+                             ? sae_step(m[p], o, x, n, NULL)
+                             : sae_step_target(m[p], o, x, y, n, NULL);
+                ck_assert_int_eq(rc, SAE_OK);
+            }
+            sae_optimizer_free(o);
+        }
+        ck_assert_uint_eq(m[0]->lay.total, m[1]->lay.total);
+        ck_assert_msg(memcmp(m[0]->params, m[1]->params, m[0]->lay.total * sizeof(float)) == 0,
+                      "case %zu: bf16 changed a family's step", c);
+        sae_model_free(m[0]);
+        sae_model_free(m[1]);
+    }
+    free(x);
+    free(y);
+}
+END_TEST
+
 /* After fork() the child has none of the optimizer's threads: its steps run
  * on the calling thread, finish, and give the parent's bits; freeing joins
  * nothing. */
@@ -685,6 +738,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, gemm_backends_train_alike);
     tcase_add_test(tc, gemm_backend_reports_the_resolved_backend);
     tcase_add_test(tc, bf16_weights_follow_the_model);
+    tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
     tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);
     return s;

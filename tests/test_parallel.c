@@ -27,6 +27,8 @@ typedef struct run_spec {
     bool auxk;             /* a short dead window, so that AuxK trains */
     const float *x;        /* STEPS batches of N_TOKENS x D_IN */
     bool resample;         /* resample the features dead for a step after step 2 */
+    int recipe;            /* 0, or the training recipe with this SAE_LR_* schedule
+                              (recipe_before, recipe_after) */
 } run_spec;
 
 /* Resampling: after step RESAMPLE_AFTER (1-based), the features silent for a
@@ -40,6 +42,33 @@ static int resample_if_due(const run_spec *s, sae_model *m, sae_optimizer *o, in
     if (!s->resample || step + 1 != RESAMPLE_AFTER)
         return SAE_OK;
     return sae_resample_dead(m, o, s->x, RESAMPLE_SAMPLE, N_TOKENS, 99, n);
+}
+
+/* The training recipe: b_dec at the geometric median of the first batch, an
+ * lr schedule with warm-up and decay, lambda warm-up, gradient clipping
+ * tight enough to act at every step (a rank-local norm would clip
+ * differently) and, after training, the input scale folded in. Every rank
+ * makes the same calls. */
+enum { FOLDED_SCALE_X1000 = 700 };
+
+static int recipe_before(const run_spec *s, sae_model *m, sae_optimizer *o)
+{
+    if (!s->recipe)
+        return SAE_OK;
+    int rc = sae_model_init_b_dec(m, s->x, N_TOKENS, SAE_B_DEC_GEOMETRIC_MEDIAN);
+    const struct { int option; double value; } recipe[] = {
+        {SAE_OPT_TOTAL_STEPS, STEPS},         {SAE_OPT_LR_SCHEDULE, s->recipe},
+        {SAE_OPT_LR_WARMUP_STEPS, 2},         {SAE_OPT_LR_DECAY_FRACTION, 0.4},
+        {SAE_OPT_L1_WARMUP_FRACTION, 0.5},    {SAE_OPT_GRAD_CLIP, 0.05},
+    };
+    for (size_t k = 0; rc == SAE_OK && k < sizeof recipe / sizeof recipe[0]; k++)
+        rc = sae_optimizer_set(o, recipe[k].option, recipe[k].value);
+    return rc;
+}
+
+static int recipe_after(const run_spec *s, sae_model *m)
+{
+    return s->recipe ? sae_model_fold_input_scale(m, FOLDED_SCALE_X1000 / 1000.0) : SAE_OK;
 }
 
 static void configure(sae_optimizer *o, const run_spec *s)
@@ -138,6 +167,7 @@ static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[
     configure(o, s);
     if (s->resample)
         ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS), SAE_OK);
+    ck_assert_int_eq(recipe_before(s, m, o), SAE_OK);
     for (int step = 0; step < STEPS; step++) {
         ck_assert_int_eq(sae_step(m, o, s->x + (size_t)step * N_TOKENS * D_IN, N_TOKENS,
                                   &losses[step]), SAE_OK);
@@ -146,6 +176,7 @@ static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[
         if (step + 1 == RESAMPLE_AFTER)
             reference_resampled = n;
     }
+    ck_assert_int_eq(recipe_after(s, m), SAE_OK);
     tensors_alloc(out, m);
     ck_assert_int_eq(tensors_put(out, m), SAE_OK);
     sae_optimizer_free(o);
@@ -161,6 +192,7 @@ typedef struct dist_run {
     sae_optimizer *opts[MAX_RANKS];
     int status[MAX_RANKS][STEPS];
     int resample_status[MAX_RANKS];
+    int recipe_status[MAX_RANKS];   /* recipe_before's, then recipe_after's */
     size_t resampled[MAX_RANKS];
     sae_losses losses[MAX_RANKS][STEPS];
     bool initial_slice[MAX_RANKS];  /* features: the shard began as the slice */
@@ -239,6 +271,7 @@ static void rank_main(int rank, const sae_comm *comm, void *arg)
             sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
         rc = sae_optimizer_set_comm(o, d->mode, comm);
     }
+    d->recipe_status[rank] = rc == SAE_OK ? recipe_before(s, m, o) : rc;
 #ifdef SAE_TESTING
     if (rc == SAE_OK && d->no_settle)
         o->par->no_settle = true;
@@ -255,6 +288,8 @@ static void rank_main(int rank, const sae_comm *comm, void *arg)
         if (s->resample && step + 1 == RESAMPLE_AFTER)
             d->resample_status[rank] = resample_if_due(s, m, o, step, &d->resampled[rank]);
     }
+    if (d->recipe_status[rank] == SAE_OK)
+        d->recipe_status[rank] = rc == SAE_OK ? recipe_after(s, m) : rc;
     d->models[rank] = m;
     d->opts[rank] = o;
 }
@@ -286,6 +321,9 @@ static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
     test_comm_group_free(g);
 
     const char *mode_name = mode == SAE_PARALLEL_DATA ? "data" : "features";
+    for (int r = 0; r < n_ranks; r++)
+        ck_assert_msg(d.recipe_status[r] == SAE_OK, "%s: rank %d: the recipe: %s", mode_name, r,
+                      sae_status_string(d.recipe_status[r]));
     for (int r = 0; r < n_ranks; r++)
         for (int step = 0; step < STEPS; step++)
             ck_assert_msg(d.status[r][step] == SAE_OK, "%s, arch %d, %d ranks: rank %d step %d: %s",
@@ -362,7 +400,7 @@ static const size_t shards2[] = {0, 20, D_SAE}, shards3[] = {0, 9, 25, D_SAE};
 static void check_arch(int arch, double param, int kernel, bool auxk)
 {
     float *x = steps_of_data(100 + (uint64_t)arch);
-    run_spec s = {arch, param, kernel, auxk, x, false};
+    run_spec s = {arch, param, kernel, auxk, x, false, 0};
     if (auxk) { /* AuxK must really train: its term is in the loss */
         tensors_of unused;
         sae_losses l[STEPS];
@@ -407,12 +445,44 @@ START_TEST(resampling_matches_one_process)
     /* (with k 3 of 37 features, many are silent for a step's tokens) */
     for (int a = 0; a < 2; a++) {
         static const int archs[] = {SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK};
-        run_spec s = {archs[a], 3, SAE_KERNEL_AUTO, false, x, true};
+        run_spec s = {archs[a], 3, SAE_KERNEL_AUTO, false, x, true, 0};
         tensors_of unused;
         sae_losses l[STEPS];
         reference_run(&s, &unused, l);
         tensors_free(&unused);
         ck_assert_msg(reference_resampled > 0, "arch %d: nothing to resample", archs[a]);
+        check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
+        check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
+        check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+    }
+    free(x);
+}
+END_TEST
+
+/* The schedules and the recipe's steps in both modes (the recipe must
+ * change the result: without it the run ends elsewhere). */
+START_TEST(recipe_matches_one_process)
+{
+    float *x = steps_of_data(21);
+    static const struct { int arch; double param; int schedule; } runs[] = {
+        {SAE_ARCH_RELU, 0.0, SAE_LR_LINEAR},
+        {SAE_ARCH_TOPK, 4, SAE_LR_COSINE},
+        {SAE_ARCH_JUMPRELU, 0.05, SAE_LR_LINEAR},
+    };
+    for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
+        run_spec s = {runs[k].arch, runs[k].param, SAE_KERNEL_AUTO, false, x, false,
+                      runs[k].schedule};
+        tensors_of clipped, free_run;
+        sae_losses l[STEPS];
+        reference_run(&s, &clipped, l);
+        s.recipe = 0;
+        reference_run(&s, &free_run, l);
+        ck_assert_msg(rel_err(clipped.t[0], free_run.t[0], clipped.n[0]) > 1e-3,
+                      "arch %d: the recipe changed nothing", runs[k].arch);
+        tensors_free(&clipped);
+        tensors_free(&free_run);
+        s.recipe = runs[k].schedule;
+        check_against_one_process(&s, SAE_PARALLEL_DATA, 2, tokens2, 0);
         check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
         check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
         check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
@@ -433,8 +503,8 @@ END_TEST
 START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
 {
     float *x = steps_of_data(7);
-    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x, false};
-    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x, false};
+    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x, false, 0};
+    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x, false, 0};
     /* each rank adds the ranks' gradients in its own order: the hash check
      * makes every rank take rank 0's (checked bit for bit inside) */
     check_against_one_process(&relu, SAE_PARALLEL_DATA, 3, tokens3, TEST_COMM_SKEWED);
@@ -748,6 +818,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, batchtopk_auxk_matches_one_process);
     tcase_add_test(tc, jumprelu_matches_one_process);
     tcase_add_test(tc, resampling_matches_one_process);
+    tcase_add_test(tc, recipe_matches_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

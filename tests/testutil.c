@@ -61,7 +61,8 @@ float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uin
 }
 
 static const int every_tensor[TEST_N_TENSORS] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC,
-                                                 SAE_THRESHOLD};
+                                                  SAE_THRESHOLD, SAE_W_SKIP, SAE_B_MAG,
+                                                  SAE_R_MAG};
 
 sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
                              const double sd[4])
@@ -105,6 +106,12 @@ void snapshot_take(model_snapshot *s, const sae_model *m)
     s->d_sae = sae_model_d_sae(m);
     s->arch = sae_model_arch(m);
     s->k = sae_model_k(m);
+    s->d_out = sae_model_d_out(m);
+    s->kind = sae_model_kind(m);
+    s->n_levels = sae_model_matryoshka_levels(m);
+    memset(s->widths, 0, sizeof s->widths);
+    if (s->n_levels)
+        ck_assert_int_eq(sae_model_matryoshka_widths(m, s->widths, s->n_levels), SAE_OK);
     for (int k = 0; k < TEST_N_TENSORS; k++) {
         s->sizes[k] = sae_model_tensor_size(m, every_tensor[k]);
         s->tensors[k] = NULL;
@@ -122,7 +129,9 @@ bool snapshot_equal(const model_snapshot *s, const sae_model *m)
     model_snapshot now;
     snapshot_take(&now, m);
     bool same = now.d_in == s->d_in && now.d_sae == s->d_sae && now.arch == s->arch &&
-                now.k == s->k && memcmp(now.sizes, s->sizes, sizeof s->sizes) == 0;
+                now.k == s->k && now.d_out == s->d_out && now.kind == s->kind &&
+                now.n_levels == s->n_levels && memcmp(now.widths, s->widths, sizeof s->widths) == 0 &&
+                memcmp(now.sizes, s->sizes, sizeof s->sizes) == 0;
     for (int k = 0; k < TEST_N_TENSORS && same; k++)
         same = s->sizes[k] == 0 ||
                memcmp(now.tensors[k], s->tensors[k], s->sizes[k] * sizeof(float)) == 0;

@@ -41,12 +41,15 @@ sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, 
 sae_model *test_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed);
 
 /* Everything observable about a model, for "unchanged" checks: its shape,
- * architecture, k and every tensor, SAE_THRESHOLD included (JumpReLU's
- * thresholds, BatchTopK's threshold). */
-#define TEST_N_TENSORS 5
+ * architecture, kind, k, Matryoshka widths and every tensor, SAE_THRESHOLD
+ * included (JumpReLU's thresholds, BatchTopK's threshold), and the families'
+ * (W_skip, b_mag, r_mag). */
+#define TEST_N_TENSORS 8
 typedef struct model_snapshot {
     size_t d_in, d_sae, k;
     int arch;
+    size_t d_out, n_levels, widths[64];
+    int kind;
     size_t sizes[TEST_N_TENSORS];
     float *tensors[TEST_N_TENSORS]; /* NULL for a tensor of size 0 */
 } model_snapshot;

@@ -234,14 +234,6 @@ static void describe_recipe(const tool_config *c, double scale, size_t sample)
         fprintf(stderr, "recipe: %s\n", line + 2);
 }
 
-/* "relu, lambda 0.3", "topk k 8", "jumprelu, lambda 0.01" */
-static void describe_arch(const tool_config *c, char *buf, size_t len)
-{
-    if (tool_arch_is_topk(c->arch))
-        snprintf(buf, len, "%s k %zu", tool_arch_name(c->arch), c->k);
-    else
-        snprintf(buf, len, "%s, lambda %g", tool_arch_name(c->arch), c->lambda);
-}
 
 /* sae-train's own options (the shared ones are in tool_config). */
 typedef struct options {
@@ -406,7 +398,7 @@ static int train(job *j)
     if (opt->resume_dir)
         fprintf(stderr, "resuming %s at step %llu of %llu\n", opt->resume_dir,
                 (unsigned long long)j->state.step, (unsigned long long)cfg->steps);
-    describe_arch(cfg, j->arch, sizeof j->arch);
+    tool_describe_arch(cfg, j->arch, sizeof j->arch);
     fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, %s, lr %g, batch %zu, %llu steps\n",
             cfg->input ? cfg->input : "synthetic data", j->in.train.rows, j->in.train.cols,
             j->in.train.format, cfg->d_sae, j->arch, cfg->lr, cfg->batch,

@@ -16,7 +16,9 @@
  *     }
  *     sae_optimizer_free(o);  sae_model_free(m);
  *
- * The model (SAELens "standard" ReLU SAE, all tensors float32, row-major):
+ * The model (here the SAELens "standard" ReLU SAE that sae_model_create makes;
+ * TopK, BatchTopK and JumpReLU change f and the loss: see "Architectures"; all
+ * tensors float32, row-major):
  *
  *     W_enc: d_in x d_sae   b_enc: d_sae   W_dec: d_sae x d_in   b_dec: d_in
  *     f     = ReLU((x - b_dec) W_enc + b_enc)          features, 1 x d_sae per token
@@ -182,7 +184,10 @@ enum sae_tensor {
     SAE_B_ENC = 1,
     SAE_W_DEC = 2,
     SAE_B_DEC = 3,
-    SAE_THRESHOLD = 4
+    SAE_THRESHOLD = 4,
+    SAE_W_SKIP = 5,   /* skip transcoders: d_out x d_in (SAELens's layout) */
+    SAE_B_MAG = 6,    /* Gated: d_sae, the magnitude path's bias */
+    SAE_R_MAG = 7     /* Gated: d_sae, the magnitude path's log scales */
 };
 
 /* The number of floats in tensor `which` (e.g. d_in * d_sae for SAE_W_ENC), or 0
@@ -227,6 +232,35 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       dL/dtheta_i gets -(theta_i / eps) K((pre - theta_i)/eps) dL/df
  *                       from the jump and -(1 / eps) K(...) lambda / n from l0;
  *                       dL/dt_i = theta_i dL/dtheta_i.
+ *   SAE_ARCH_GATED      Gated SAE (Rajamanoharan et al. 2024). A gate path and a
+ *                       magnitude path share the encoder matrix: with
+ *                       u = (x - b_dec) W_enc,
+ *                           pi_gate = u + b_gate,   pi_mag = exp(r_mag) u + b_mag,
+ *                           f = H(pi_gate) ReLU(pi_mag)   (H(0) = 0),
+ *                       one GEMM for both paths. b_gate is SAE_B_ENC, b_mag
+ *                       SAE_B_MAG, r_mag SAE_R_MAG (all start at 0). Trained on
+ *                       the paper's loss, with the sparsity term weighted by the
+ *                       decoder norms r_i as everywhere in libsae:
+ *                           l2 + lambda (1/n) sum_t sum_i ReLU(pi_gate)_ti r_i
+ *                              + (1/n) sum_t ||ReLU(pi_gate_t) W_dec + b_dec - x_t||^2
+ *                       where the last term (the auxiliary reconstruction) reads a
+ *                       frozen copy of the decoder: it trains the gate path (and
+ *                       b_dec through the encoder's input), not W_dec or b_dec
+ *                       (SAELens 6.18 lets that term train the decoder;
+ *                       dictionary_learning and the paper freeze it). sae_loss and
+ *                       sae_step report that whole loss; the step always runs the
+ *                       dense kernel (SAE_OPT_KERNEL does not apply).
+ *                       Gated needs a larger lambda than ReLU for the same l0
+ *                       (the penalty acts on the gate, not on f).
+ *   SAE_ARCH_MATRYOSHKA Matryoshka BatchTopK (Bussmann et al. 2025): a BatchTopK
+ *                       SAE whose first w_1 < w_2 < ... < w_M = d_sae features
+ *                       each reconstruct x on their own: level m decodes the
+ *                       features below w_m, x_hat_m = b_dec + sum_{i < w_m} f_i
+ *                       W_dec[i,:], and the loss is sum_m l2(x_hat_m) (sae_loss:
+ *                       sae_losses.l2 is the full width's, .loss the sum).
+ *                       Inference (sae_encode, sae_output) as BatchTopK, with its
+ *                       threshold. This version does not train it: sae_step
+ *                       refuses a Matryoshka model (SAE_E_INVALID_ARG).
  *
  * AuxK (TopK and BatchTopK, Gao et al. 2024): with e = x - x_hat (held fixed),
  * the features dead for at least SAE_OPT_DEAD_WINDOW training tokens, and
@@ -243,7 +277,9 @@ enum sae_arch {
     SAE_ARCH_RELU = 0,
     SAE_ARCH_TOPK = 1,
     SAE_ARCH_BATCHTOPK = 2,
-    SAE_ARCH_JUMPRELU = 3
+    SAE_ARCH_JUMPRELU = 3,
+    SAE_ARCH_GATED = 4,
+    SAE_ARCH_MATRYOSHKA = 5
 };
 
 /* Create a model of architecture `arch`, initialised like sae_model_create
@@ -258,28 +294,117 @@ SAE_API int sae_model_create_arch(sae_model **out, size_t d_in, size_t d_sae, ui
 /* The model's architecture (SAE_ARCH_*), or -1 if m is NULL. */
 SAE_API int sae_model_arch(const sae_model *m);
 
-/* k of a TopK or BatchTopK model; 0 for other architectures or NULL. */
+/* k of a TopK, BatchTopK or Matryoshka model; 0 for other architectures or NULL. */
 SAE_API size_t sae_model_k(const sae_model *m);
+
+/* Create a Matryoshka BatchTopK SAE (SAE_ARCH_MATRYOSHKA) with k as BatchTopK's
+ * and the level widths widths[0..n_widths): strictly increasing, each in
+ * [1, d_sae]; d_sae is appended when the list does not end with it (as SAELens
+ * does), so n_widths 0 (widths may then be NULL) gives one level, d_sae: plain
+ * BatchTopK's loss. At most 64 levels. Initialised like sae_model_create.
+ * Errors: as sae_model_create_arch; SAE_E_INVALID_ARG for widths that are
+ * NULL with n_widths > 0, 0, above d_sae, not increasing, or too many.
+ * On error *out is NULL. */
+SAE_API int sae_model_create_matryoshka(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
+                                        size_t k, const size_t *widths, size_t n_widths);
+
+/* The number of levels of a Matryoshka model (its last width is d_sae); 0 for
+ * other architectures or NULL. */
+SAE_API size_t sae_model_matryoshka_levels(const sae_model *m);
+
+/* Copy the level widths of a Matryoshka model to widths (count must be exactly
+ * sae_model_matryoshka_levels). Errors: SAE_E_INVALID_ARG. */
+SAE_API int sae_model_matryoshka_widths(const sae_model *m, size_t *widths, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Transcoders                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A transcoder reads x (d_in values per token) and predicts a different target
+ * y (d_out values per token; d_out may differ from d_in), e.g. an MLP's output
+ * from its input (Dunefsky et al. 2024):
+ *
+ *     f     = act(x W_enc + b_enc)           no b_dec is subtracted from x
+ *     y_hat = f W_dec + b_dec                W_dec: d_sae x d_out, b_dec: d_out
+ *
+ * A skip transcoder (Paulo et al. 2025) adds a learned linear map of the input:
+ *
+ *     y_hat = f W_dec + b_dec + x W_skip^T   W_skip: d_out x d_in (SAE_W_SKIP)
+ *
+ * act is ReLU, TopK, BatchTopK or JumpReLU, trained on that architecture's
+ * loss with y_hat - y as the error (AuxK's residual is y - y_hat). There are
+ * no Gated or Matryoshka transcoders. Initialisation: W_dec's rows and W_enc's
+ * columns are independent random directions of norm 0.1 (there is no tied
+ * initialisation between different spaces), b_enc, b_dec and W_skip are 0.
+ *
+ * Train with sae_step_target and evaluate with sae_loss_target and
+ * sae_fvu_target (x and y of the same tokens); sae_step, sae_loss and sae_fvu
+ * refuse a transcoder. sae_encode reads x (n x d_in); sae_decode gives
+ * f W_dec + b_dec (n x d_out, without the skip term: it has no x);
+ * sae_output gives y_hat.
+ */
+
+/* What a model maps: an autoencoder reconstructs its input; the others are
+ * transcoders. */
+enum sae_model_kind {
+    SAE_KIND_AUTOENCODER = 0,
+    SAE_KIND_TRANSCODER = 1,
+    SAE_KIND_SKIP_TRANSCODER = 2
+};
+
+/* Create a transcoder of kind SAE_KIND_TRANSCODER or SAE_KIND_SKIP_TRANSCODER
+ * with activation arch (SAE_ARCH_RELU, _TOPK, _BATCHTOPK or _JUMPRELU) and param
+ * as sae_model_create_arch. Errors: as sae_model_create_arch (d_out as d_in);
+ * SAE_E_INVALID_ARG for another kind or architecture. On error *out is NULL. */
+SAE_API int sae_model_create_transcoder(sae_model **out, size_t d_in, size_t d_out,
+                                        size_t d_sae, uint64_t seed, int kind, int arch,
+                                        double param);
+
+/* The width of the model's output: d_out of a transcoder, d_in of an
+ * autoencoder; 0 if m is NULL. */
+SAE_API size_t sae_model_d_out(const sae_model *m);
+
+/* The model's kind (SAE_KIND_*), or -1 if m is NULL. */
+SAE_API int sae_model_kind(const sae_model *m);
+
+/* Draw the model's initial parameters again, as its create function does, from
+ * seed and with decoder rows of L2 norm decoder_init_norm (SAELens's
+ * decoder_init_norm; the create functions use 0.1, the April 2024 recipe's).
+ * Every tensor is re-initialised except JumpReLU's thresholds; the
+ * architecture, k, widths and shape stay, and a BatchTopK or Matryoshka
+ * threshold becomes unset. An optimizer's state refers to the old parameters:
+ * reinitialise before training (e.g. right after creating the model).
+ * Errors: SAE_E_INVALID_ARG (m NULL, decoder_init_norm not in (0, 1e30]),
+ * SAE_E_NONFINITE (NaN or Inf); the model is then unchanged. Needs the model
+ * to itself. */
+SAE_API int sae_model_reinit(sae_model *m, uint64_t seed, double decoder_init_norm);
 
 /* ------------------------------------------------------------------------ */
 /* Encode, decode, loss                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* f = ReLU((x - b_dec) W_enc + b_enc).
+/* f = the model's activation of (x - b_dec) W_enc + b_enc: ReLU for
+ * sae_model_create's model, TopK, BatchTopK's threshold or JumpReLU's for
+ * the others (see "Architectures").
  * x: n_tokens x d_in floats (read); f: n_tokens x d_sae floats (written).
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing), SAE_E_NONFINITE
- * (x holds NaN/Inf; f is then untouched), SAE_E_NOMEM. */
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, or n_tokens x d_in or n_tokens
+ * x d_sae floats overflowing size_t), SAE_E_NONFINITE (x holds NaN/Inf, or a
+ * feature would overflow float: weights or inputs near FLT_MAX), SAE_E_NOMEM;
+ * f is untouched on error. */
 SAE_API int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f);
 
 /* x_hat = f W_dec + b_dec.
- * f: n_tokens x d_sae floats (read; any finite values); x_hat: n_tokens x d_in
- * floats (written). Errors as sae_encode. */
+ * f: n_tokens x d_sae floats (read; any finite values); x_hat: n_tokens x d_out
+ * floats (written; d_out = d_in for an autoencoder). A skip transcoder's skip
+ * term needs x: sae_output adds it. Errors as sae_encode (SAE_E_NONFINITE:
+ * NaN/Inf in f, or an x_hat that would overflow float); x_hat is untouched on
+ * error. */
 SAE_API int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat);
 
 /* The losses of a batch, as defined at the top of this header. This struct is
  * frozen: it will never change size or layout. */
 typedef struct sae_losses {
-    double loss; /* l2 + lambda * l1 */
+    double loss; /* the loss trained: l2 + lambda * l1 for ReLU (see "Architectures") */
     double l2;   /* squared error summed over d_in, averaged over tokens */
     double l1;   /* sum_i f_i ||W_dec[i,:]||, averaged over tokens (no lambda) */
     double l0;   /* active features per token, averaged over tokens */
@@ -287,17 +412,38 @@ typedef struct sae_losses {
 
 /* Evaluate the losses of the batch x (n_tokens x d_in floats) with L1
  * coefficient lambda (>= 0, finite) without changing anything.
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, lambda < 0), SAE_E_NONFINITE
- * (NaN/Inf in x or lambda), SAE_E_NOMEM. */
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, lambda < 0),
+ * SAE_E_NONFINITE (NaN/Inf in x or lambda, or a loss that overflows: e.g.
+ * decoder rows whose norms exceed FLT_MAX), SAE_E_NOMEM; *out is untouched
+ * on error. */
 SAE_API int sae_loss(const sae_model *m, const float *x, size_t n_tokens, double lambda,
                      sae_losses *out);
 
 /* Fraction of variance unexplained on the batch x (n_tokens x d_in floats):
  *     sum_t ||x_t - x_hat_t||^2  /  sum_t ||x_t - mean_t(x)||^2
  * 0 is a perfect reconstruction, 1 is no better than predicting the batch mean.
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens < 2, or x with zero variance),
- * SAE_E_NONFINITE, SAE_E_NOMEM. */
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens < 2 or overflowing, or x with zero
+ * variance), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction error that
+ * overflows), SAE_E_NOMEM; *out is untouched on error. */
 SAE_API int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double *out);
+
+/* The model's output for the inputs x (n_tokens x d_in floats, read) into out
+ * (n_tokens x d_out floats, written): an autoencoder's reconstruction x_hat, a
+ * transcoder's y_hat (with the skip term: see "Transcoders"), from the
+ * inference features of sae_encode, without materialising them for the caller.
+ * Errors as sae_encode. */
+SAE_API int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out);
+
+/* sae_loss and sae_fvu against a target: the model reads x (n_tokens x d_in
+ * floats) and its output is compared with y (n_tokens x d_out floats), e.g. a
+ * transcoder's; for an autoencoder, y == x gives sae_loss and sae_fvu. The
+ * FVU's denominator is y's variance around its batch mean. sae_loss,
+ * sae_fvu and sae_step refuse transcoders (SAE_E_INVALID_ARG): they have no
+ * target to compare with. Errors as sae_loss and sae_fvu, for y as for x. */
+SAE_API int sae_loss_target(const sae_model *m, const float *x, const float *y, size_t n_tokens,
+                            double lambda, sae_losses *out);
+SAE_API int sae_fvu_target(const sae_model *m, const float *x, const float *y, size_t n_tokens,
+                           double *out);
 
 /* ------------------------------------------------------------------------ */
 /* Optimizer and training step                                               */
@@ -374,7 +520,9 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                about half the time of float32 ones; elsewhere
  *                                the same numbers are computed in float32.
  *                                sae_encode and the other read-only calls stay
- *                                float32. Since 0.2.
+ *                                float32, and so do the steps of Gated SAEs and
+ *                                transcoders (bf16 covers the ReLU, TopK,
+ *                                BatchTopK and JumpReLU autoencoders). Since 0.2.
  *
  * Architecture options (see "Architectures"; ignored by the others):
  *   SAE_OPT_AUXK_COEFF  1/32     >= 0, finite: AuxK weight (TopK, BatchTopK); 0: off
@@ -494,13 +642,22 @@ SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
  * lost are below 1e-30 * lr.
  * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, optimizer made
  * for a model of another shape or architecture's parameter set, schedule
- * options that contradict each other), SAE_E_NONFINITE (NaN/Inf in x, or
+ * options that contradict each other, a transcoder: see sae_step_target, a
+ * Matryoshka model: not trained by this version), SAE_E_NONFINITE (NaN/Inf in x, or
  * gradients or updated parameters that would not be finite), SAE_E_NOMEM (the
  * step's workspace grows when a larger or denser batch than ever before
  * arrives). On any error the model, the
  * optimizer and *out are unchanged. */
 SAE_API int sae_step(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
                      sae_losses *out);
+
+/* sae_step against a target: the model reads x (n_tokens x d_in floats) and
+ * learns to output y (n_tokens x d_out floats, finite), the error being
+ * y_hat - y wherever sae_step's is x_hat - x (and AuxK's residual y - y_hat).
+ * Transcoders train with it (sae_step refuses them); for an autoencoder,
+ * y == x is sae_step. Errors as sae_step, for y as for x. */
+SAE_API int sae_step_target(sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                            size_t n_tokens, sae_losses *out);
 
 /* ------------------------------------------------------------------------ */
 /* Feature activity (dead features)                                          */
@@ -552,6 +709,9 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
  *     SAE.load_from_disk("run/checkpoint")
  * and SAELens sees a "standard", "topk" (with k) or "jumprelu" SAE (JumpReLU
  * and BatchTopK).
+ * Gated and Matryoshka SAEs and transcoders are not saved by this version:
+ * saving one of them (or its optimizer) is SAE_E_INVALID_ARG, with nothing
+ * written.
  *
  * An optimizer file (libsae's own, same container) holds the Adam moments in
  * SAELens's shapes as F32 tensors "<tensor>.exp_avg" and "<tensor>.exp_avg_sq"
@@ -673,7 +833,19 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
  * a topk activation, which 6.x reads as ReLU, is refused); for TopK, k as
  * "k" and/or "activation_fn_kwargs": {"k": ...}, whole numbers, equal to
  * each other and to the file's "libsae_k" if any (a TopK SAE saved by SAELens
- * takes its k from here); "rescale_acts_by_decoder_norm" absent or false;
+ * takes its k from here); "rescale_acts_by_decoder_norm" absent or false, or,
+ * for the TopK family, true: SAELens's TopK, BatchTopK and Matryoshka SAEs
+ * trained with it (its default since 6.14) compute TopK(pre * r) with
+ * r_i = ||W_dec[i,:]|| and decode f / r; the load folds the norms into the
+ * weights exactly as SAELens's _fold_norm_topk (n_i = max(r_i, 1e-8): b_enc_i
+ * and W_enc[:,i] times n_i, W_dec[i,:] over n_i), which computes the same SAE
+ * as plain TopK, and leaves an already folded file (an inference save, norms
+ * 1) as it is up to rounding; SAELens's BatchTopK and Matryoshka BatchTopK
+ * training checkpoints ("architecture" "batchtopk" / "matryoshka_batchtopk",
+ * "k" a whole number, which may be written as a float such as 32.0,
+ * Matryoshka's "matryoshka_widths" as sae_model_create_matryoshka takes them)
+ * load with their one-value "topk_threshold" as the BatchTopK threshold
+ * (there, and only there, that tensor is allowed);
  * "apply_b_dec_to_input" absent or true; "normalize_activations" absent,
  * null, false or "none"; and "d_in" / "d_sae", when present, equal to the
  * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
@@ -931,7 +1103,10 @@ SAE_API int sae_estimate_input_scale(const float *x, size_t n_tokens, size_t d_i
  * double and rounded once to float (when s is a power of two, and nothing
  * under- or overflows, the fold is exact). Folding with 1 / s undoes it up to
  * that rounding. An optimizer's Adam moments refer to the unfolded weights:
- * fold when training is over (to save or deploy the model).
+ * fold when training is over (to save or deploy the model). The same holds for
+ * every family: Gated's gate and magnitude paths read the same u = (x - b_dec)
+ * W_enc; a transcoder trained on (s x, s y) gets W_enc' = s W_enc, W_dec' =
+ * W_dec / s, b_dec' = b_dec / s, and a skip transcoder's W_skip is unchanged.
  * Errors: SAE_E_INVALID_ARG (m NULL, scale <= 0), SAE_E_NONFINITE (scale NaN
  * or Inf, or a folded weight that would overflow float). The model is
  * unchanged on error. Needs the model to itself. */
@@ -959,7 +1134,8 @@ enum sae_b_dec_init {
  * The result is rounded once to float. Only b_dec changes: call before
  * training (an optimizer's moments are not touched).
  * Errors: SAE_E_INVALID_ARG (m or x NULL, n_tokens 0 or overflowing, unknown
- * method), SAE_E_NONFINITE (NaN/Inf in x), SAE_E_NOMEM. The model is
+ * method, a transcoder: its b_dec lives in its target's space, not x's),
+ * SAE_E_NONFINITE (NaN/Inf in x), SAE_E_NOMEM. The model is
  * unchanged on error. Needs the model to itself. */
 SAE_API int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, int method);
 
@@ -971,7 +1147,7 @@ SAE_API int sae_model_init_b_dec(sae_model *m, const float *x, size_t n_tokens, 
  * and idx NULL to size the buffer). idx entries past the written ones are
  * untouched. The dead fraction is *n_dead / d_sae.
  * Errors: SAE_E_INVALID_ARG (o or n_dead NULL, window_tokens 0, idx NULL with
- * capacity > 0). */
+ * capacity > 0, capacity x sizeof(size_t) overflowing size_t). */
 SAE_API int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_tokens,
                                         size_t *idx, size_t capacity, size_t *n_dead);
 
@@ -998,7 +1174,8 @@ SAE_API int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_
  * NULL) gets the number of features resampled (0 if none is dead).
  * Errors: SAE_E_INVALID_ARG (m, o or x NULL, n_tokens 0 or overflowing,
  * window_tokens 0, o made for another shape, every input zero while a feature
- * is dead), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction that
+ * is dead, a Gated SAE or a transcoder: not resampled by this version; a
+ * Matryoshka SAE is resampled as BatchTopK), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction that
  * overflows), SAE_E_STATE (every feature is dead: there is no live encoder
  * norm to scale by), SAE_E_NOMEM. The model, the optimizer and *n_resampled
  * are unchanged on error. Needs the model and the optimizer to itself. */
@@ -1082,7 +1259,8 @@ SAE_API uint64_t sae_rng_below(sae_rng *r, uint64_t n);
 /* Shuffle v[0..n) in place (Fisher-Yates: for i = n-1 down to 1, swap v[i]
  * and v[sae_rng_below(r, i + 1)]); every order is equally likely. E.g. fill
  * v with 0 .. n-1 to draw a random order of n training batches.
- * Errors: SAE_E_INVALID_ARG (r NULL, or v NULL with n > 0; nothing changes). */
+ * Errors: SAE_E_INVALID_ARG (r NULL, v NULL with n > 0, or n x 8 bytes
+ * overflowing size_t; nothing changes). */
 SAE_API int sae_rng_shuffle(sae_rng *r, uint64_t *v, size_t n);
 
 /* A NULL r makes sae_rng_seed do nothing and the draws return 0. */
@@ -1131,8 +1309,10 @@ SAE_API int sae_encode_sparse_size(const sae_model *m, const float *x, size_t n_
  * sae_encode_sparse_size (or n_tokens * max_per_token) to encode all tokens
  * in one call.
  * Errors: SAE_E_INVALID_ARG (m, x, offsets or n_encoded NULL, features or
- * values NULL with capacity > 0, n_tokens 0 or overflowing), SAE_E_NONFINITE
- * (NaN/Inf in x), SAE_E_NOMEM; nothing is written on error. */
+ * values NULL with capacity > 0, n_tokens 0, or the byte size of x, offsets,
+ * features or values overflowing size_t), SAE_E_NONFINITE (NaN/Inf in x, or a
+ * feature that would overflow float), SAE_E_NOMEM; nothing is written on
+ * error. */
 SAE_API int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens,
                               size_t max_per_token, size_t *offsets, uint32_t *features,
                               float *values, size_t capacity, size_t *n_encoded);
@@ -1209,7 +1389,8 @@ SAE_API int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, cons
  * not be 0). Within a row, features must be strictly ascending and below
  * d_sae, and values positive and finite. For hosts that have the codes
  * already: no model is needed.
- * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, decreasing offsets, a feature
+ * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0, n_tokens + 1 offsets
+ * overflowing size_t, decreasing offsets, a feature
  * out of range or out of order, a value <= 0, row ids that would pass
  * 2^64 - 1), SAE_E_NONFINITE (a NaN/Inf value). The accumulator is unchanged
  * on error. */
@@ -1264,7 +1445,8 @@ SAE_API int sae_feature_stats_histogram(const sae_feature_stats *s, uint64_t *hi
 /* The top activating rows of one feature, the largest value first (ties: the
  * lower row id first): *n receives their number, min(count, top_n), and the
  * first min(*n, capacity) go to rows and values (may be NULL when capacity
- * is 0). Errors: SAE_E_INVALID_ARG (NULL, feature >= d_sae). */
+ * is 0). Errors: SAE_E_INVALID_ARG (NULL, feature >= d_sae, capacity entries
+ * overflowing size_t). */
 SAE_API int sae_feature_stats_top(const sae_feature_stats *s, size_t feature, uint64_t *rows,
                                   float *values, size_t capacity, size_t *n);
 
@@ -1320,7 +1502,7 @@ SAE_API int sae_feature_stats_load(sae_feature_stats **out, const char *path);
  * to the lower index) and cosine[i * k + r] (may be NULL) its cosine.
  * idx and cosine hold count = d_sae * k entries; 1 <= k < d_sae. The Gram
  * matrix is computed by SGEMM in blocks of rows (about 16 MB of scratch):
- * O(d_sae^2 d_in) work, about a second at d_sae 10,000 and d_in 768.
+ * O(d_sae^2 d_out) work (a transcoder's rows are d_out wide), about a second at d_sae 10,000 and d_in 768.
  * Errors: SAE_E_INVALID_ARG (NULL m or idx, k out of range, another count),
  * SAE_E_NOMEM. Read-only on the model. */
 SAE_API int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *cosine,
@@ -1423,7 +1605,10 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already), SAE_E_NOMEM. o is unchanged on error. */
+ * attached already, an optimizer of a Gated or Matryoshka SAE or of a
+ * transcoder: not trained distributed by this version), SAE_E_NOMEM. o is
+ * unchanged on error. With a communicator attached, sae_step_target (a
+ * target other than x) is SAE_E_INVALID_ARG. */
 SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
 
 /* The even split of d_sae features into n_shards shards: shard s holds
@@ -1443,7 +1628,7 @@ SAE_API int sae_shard_range(size_t d_sae, int n_shards, int shard, size_t *begin
  * sae_optimizer_save) return SAE_E_STATE on a shard. [begin, end) =
  * [0, d_sae) is an ordinary model.
  * Errors: as sae_model_create_arch, and SAE_E_INVALID_ARG for begin >= end
- * or end > d_sae. On error *out is NULL. */
+ * or end > d_sae, or a Gated shard (not feature-sharded). On error *out is NULL. */
 SAE_API int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, size_t begin,
                                    size_t end, uint64_t seed, int arch, double param);
 

@@ -81,7 +81,10 @@ enum class tensor : int {
     b_enc = SAE_B_ENC,         // d_sae
     w_dec = SAE_W_DEC,         // d_sae x d_in
     b_dec = SAE_B_DEC,         // d_in
-    threshold = SAE_THRESHOLD, // JumpReLU: d_sae; BatchTopK: 1; others: none
+    threshold = SAE_THRESHOLD, // JumpReLU: d_sae; BatchTopK, Matryoshka: 1; others: none
+    w_skip = SAE_W_SKIP,       // skip transcoders: d_out x d_in
+    b_mag = SAE_B_MAG,         // Gated: d_sae
+    r_mag = SAE_R_MAG,         // Gated: d_sae
 };
 
 enum class arch : int {
@@ -89,6 +92,14 @@ enum class arch : int {
     topk = SAE_ARCH_TOPK,
     batchtopk = SAE_ARCH_BATCHTOPK,
     jumprelu = SAE_ARCH_JUMPRELU,
+    gated = SAE_ARCH_GATED,
+    matryoshka = SAE_ARCH_MATRYOSHKA,
+};
+
+enum class model_kind : int {
+    autoencoder = SAE_KIND_AUTOENCODER,
+    transcoder = SAE_KIND_TRANSCODER,
+    skip_transcoder = SAE_KIND_SKIP_TRANSCODER,
 };
 
 // The modes of optimizer::set_comm (distributed training).
@@ -370,6 +381,18 @@ inline std::size_t rows_of(std::size_t count, std::size_t width, const char *fun
                                     std::to_string(width));
     return count / width;
 }
+// The rows of x (x_count floats of width x_width) and of the target y, which
+// must be as many.
+inline std::size_t paired_rows(std::size_t x_count, std::size_t x_width, std::size_t y_count,
+                               std::size_t y_width, const char *function)
+{
+    std::size_t n = rows_of(x_count, x_width, function);
+    if (rows_of(y_count, y_width, function) != n)
+        throw invalid_arg_error(SAE_E_INVALID_ARG, function,
+                                "x has " + std::to_string(n) + " rows, y " +
+                                    std::to_string(y_count / y_width));
+    return n;
+}
 } // namespace detail
 
 // s with E ||s x||^2 = d_in over the sample x (n_tokens x d_in floats).
@@ -505,6 +528,48 @@ public:
     std::size_t d_sae() const noexcept { return sae_model_d_sae(p_); }
     sae::arch architecture() const noexcept { return static_cast<sae::arch>(sae_model_arch(p_)); }
     std::size_t k() const noexcept { return sae_model_k(p_); }
+    std::size_t d_out() const noexcept { return sae_model_d_out(p_); }
+    sae::model_kind kind() const noexcept
+    {
+        return static_cast<sae::model_kind>(sae_model_kind(p_));
+    }
+
+    // A Matryoshka BatchTopK SAE with level widths (sae_model_create_matryoshka).
+    static model matryoshka(std::size_t d_in, std::size_t d_sae, std::uint64_t seed, std::size_t k,
+                            const std::vector<std::size_t> &widths)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_matryoshka(&m, d_in, d_sae, seed, k,
+                                          widths.empty() ? nullptr : widths.data(), widths.size()),
+              "sae_model_create_matryoshka");
+        return model(m);
+    }
+    // Its level widths, the last d_sae; empty for other architectures.
+    std::vector<std::size_t> matryoshka_widths() const
+    {
+        std::vector<std::size_t> w(sae_model_matryoshka_levels(p_));
+        if (!w.empty())
+            check(sae_model_matryoshka_widths(p_, w.data(), w.size()),
+                  "sae_model_matryoshka_widths");
+        return w;
+    }
+    // A transcoder x (d_in) -> y (d_out) of kind transcoder or skip_transcoder,
+    // activation `a` with its parameter (sae_model_create_transcoder).
+    static model transcoder(std::size_t d_in, std::size_t d_out, std::size_t d_sae,
+                            std::uint64_t seed, sae::model_kind kind, arch_arg a, double param)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_transcoder(&m, d_in, d_out, d_sae, seed, static_cast<int>(kind),
+                                          a.value(), param),
+              "sae_model_create_transcoder");
+        return model(m);
+    }
+    // The initialisation drawn again, decoder rows of norm decoder_init_norm
+    // (sae_model_reinit).
+    void reinit(std::uint64_t seed, double decoder_init_norm)
+    {
+        check(sae_model_reinit(p_, seed, decoder_init_norm), "sae_model_reinit");
+    }
     std::size_t tensor_size(tensor_arg which) const noexcept
     {
         return sae_model_tensor_size(p_, which.value());
@@ -567,6 +632,47 @@ public:
     double fvu(const std::vector<float> &x) const
     {
         return fvu(x.data(), rows(x.size(), d_in(), "sae_fvu"));
+    }
+
+    // The model's output (n_tokens x d_out) for inputs x (n_tokens x d_in): an
+    // autoencoder's reconstruction, a transcoder's y_hat with its skip term.
+    void output(const float *x, std::size_t n_tokens, float *out) const
+    {
+        check(sae_output(p_, x, n_tokens, out), "sae_output");
+    }
+    std::vector<float> output(const std::vector<float> &x) const
+    {
+        std::size_t n = rows(x.size(), d_in(), "sae_output");
+        std::vector<float> out(n * d_out());
+        output(x.data(), n, out.data());
+        return out;
+    }
+    // loss and fvu against a target y (n_tokens x d_out), e.g. a transcoder's.
+    losses loss_target(const float *x, const float *y, std::size_t n_tokens, double lambda) const
+    {
+        losses l{};
+        check(sae_loss_target(p_, x, y, n_tokens, lambda, &l), "sae_loss_target");
+        return l;
+    }
+    losses loss_target(const std::vector<float> &x, const std::vector<float> &y,
+                       double lambda) const
+    {
+        return loss_target(x.data(), y.data(),
+                           detail::paired_rows(x.size(), d_in(), y.size(), d_out(),
+                                               "sae_loss_target"),
+                           lambda);
+    }
+    double fvu_target(const float *x, const float *y, std::size_t n_tokens) const
+    {
+        double v = 0;
+        check(sae_fvu_target(p_, x, y, n_tokens, &v), "sae_fvu_target");
+        return v;
+    }
+    double fvu_target(const std::vector<float> &x, const std::vector<float> &y) const
+    {
+        return fvu_target(x.data(), y.data(),
+                          detail::paired_rows(x.size(), d_in(), y.size(), d_out(),
+                                              "sae_fvu_target"));
     }
 
     // Checkpoints: an existing directory gets sae_weights.safetensors and
@@ -774,6 +880,20 @@ public:
     losses step(model &m, const std::vector<float> &x)
     {
         return step(m, x.data(), detail::rows_of(x.size(), m.d_in(), "sae_step"));
+    }
+    // One training step on x (n_tokens x d_in) against the target y (n_tokens x
+    // d_out): how transcoders train.
+    losses step_target(model &m, const float *x, const float *y, std::size_t n_tokens)
+    {
+        losses l{};
+        check(sae_step_target(m.handle(), p_, x, y, n_tokens, &l), "sae_step_target");
+        return l;
+    }
+    losses step_target(model &m, const std::vector<float> &x, const std::vector<float> &y)
+    {
+        return step_target(m, x.data(), y.data(),
+                           detail::paired_rows(x.size(), m.d_in(), y.size(), m.d_out(),
+                                               "sae_step_target"));
     }
 #ifdef LIBSAE_HPP_SPAN
     losses step(model &m, std::span<const float> x)

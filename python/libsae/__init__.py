@@ -28,8 +28,8 @@ from __future__ import annotations
 from . import capi
 from .checkpoint_dir import (CheckpointWriter, checkpoint_abort, checkpoint_begin,
                              checkpoint_commit, checkpoint_current)
-from .enums import (Arch, BDecInit, Gemm, Kernel, LrSchedule, Option, OptionFlag, Parallel,
-                    Precision, Status, Tensor)
+from .enums import (Arch, BDecInit, Gemm, Kernel, LrSchedule, ModelKind, Option, OptionFlag,
+                    Parallel, Precision, Status, Tensor)
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale, shard_range
@@ -59,8 +59,8 @@ def library_path() -> str:
 
 
 __all__ = [
-    "Arch", "BDecInit", "Gemm", "Kernel", "LrSchedule", "Option", "OptionFlag", "Parallel",
-    "Precision", "Status", "Tensor", "gemm_backend", "shard_range",
+    "Arch", "BDecInit", "Gemm", "Kernel", "LrSchedule", "ModelKind", "Option", "OptionFlag",
+    "Parallel", "Precision", "Status", "Tensor", "gemm_backend", "shard_range",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "CommError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",

@@ -97,11 +97,24 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_model_create_arch": (c_int, [_out_handle, c_size_t, c_size_t, c_uint64, c_int, c_double]),
     "sae_model_arch": (c_int, [_handle]),
     "sae_model_k": (c_size_t, [_handle]),
+    "sae_model_create_matryoshka": (c_int, [_out_handle, c_size_t, c_size_t, c_uint64, c_size_t,
+                                            size_ptr, c_size_t]),
+    "sae_model_matryoshka_levels": (c_size_t, [_handle]),
+    "sae_model_matryoshka_widths": (c_int, [_handle, size_ptr, c_size_t]),
+    # transcoders
+    "sae_model_create_transcoder": (c_int, [_out_handle, c_size_t, c_size_t, c_size_t, c_uint64,
+                                            c_int, c_int, c_double]),
+    "sae_model_d_out": (c_size_t, [_handle]),
+    "sae_model_kind": (c_int, [_handle]),
+    "sae_model_reinit": (c_int, [_handle, c_uint64, c_double]),
     # encode, decode, loss
     "sae_encode": (c_int, [_handle, float_ptr, c_size_t, float_ptr]),
     "sae_decode": (c_int, [_handle, float_ptr, c_size_t, float_ptr]),
     "sae_loss": (c_int, [_handle, float_ptr, c_size_t, c_double, _losses_ptr]),
     "sae_fvu": (c_int, [_handle, float_ptr, c_size_t, _double_ptr]),
+    "sae_output": (c_int, [_handle, float_ptr, c_size_t, float_ptr]),
+    "sae_loss_target": (c_int, [_handle, float_ptr, float_ptr, c_size_t, c_double, _losses_ptr]),
+    "sae_fvu_target": (c_int, [_handle, float_ptr, float_ptr, c_size_t, _double_ptr]),
     # optimizer and training step
     "sae_optimizer_create": (c_int, [_out_handle, _handle]),
     "sae_optimizer_free": (None, [_handle]),
@@ -113,6 +126,7 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_gemm_backend": (c_int, [c_int]),
     "sae_optimizer_steps": (c_uint64, [_handle]),
     "sae_step": (c_int, [_handle, _handle, float_ptr, c_size_t, _losses_ptr]),
+    "sae_step_target": (c_int, [_handle, _handle, float_ptr, float_ptr, c_size_t, _losses_ptr]),
     # feature activity
     "sae_optimizer_tokens_since_fired": (c_int, [_handle, uint64_ptr, c_size_t]),
     "sae_optimizer_dead_count": (c_int, [_handle, c_uint64, size_ptr]),

@@ -30,7 +30,10 @@ class Tensor(enum.IntEnum):
     B_ENC = 1      # d_sae
     W_DEC = 2      # d_sae x d_in
     B_DEC = 3      # d_in
-    THRESHOLD = 4  # JumpReLU: d_sae; BatchTopK: 1; others: none
+    THRESHOLD = 4  # JumpReLU: d_sae; BatchTopK, Matryoshka: 1; others: none
+    W_SKIP = 5     # skip transcoders: d_out x d_in
+    B_MAG = 6      # Gated: d_sae
+    R_MAG = 7      # Gated: d_sae
 
 
 class Arch(enum.IntEnum):
@@ -39,6 +42,15 @@ class Arch(enum.IntEnum):
     TOPK = 1
     BATCHTOPK = 2
     JUMPRELU = 3
+    GATED = 4
+    MATRYOSHKA = 5
+
+
+class ModelKind(enum.IntEnum):
+    """enum sae_model_kind: an autoencoder, or a transcoder (x -> y)."""
+    AUTOENCODER = 0
+    TRANSCODER = 1
+    SKIP_TRANSCODER = 2
 
 
 class Option(enum.IntEnum):
@@ -117,6 +129,7 @@ C_ENUMS: Dict[str, Tuple[Type[enum.Enum], str]] = {
     "sae_status": (Status, "SAE_"),
     "sae_tensor": (Tensor, "SAE_"),
     "sae_arch": (Arch, "SAE_ARCH_"),
+    "sae_model_kind": (ModelKind, "SAE_KIND_"),
     "sae_option": (Option, "SAE_OPT_"),
     "sae_kernel": (Kernel, "SAE_KERNEL_"),
     "sae_gemm": (Gemm, "SAE_GEMM_"),
@@ -138,7 +151,8 @@ OPTION_VALUES: Dict[Option, Type[enum.IntEnum]] = {
 # Architecture names as SAELens and sae-train spell them.
 ARCH_NAMES: Dict[str, Arch] = {
     "relu": Arch.RELU, "standard": Arch.RELU, "topk": Arch.TOPK,
-    "batchtopk": Arch.BATCHTOPK, "jumprelu": Arch.JUMPRELU,
+    "batchtopk": Arch.BATCHTOPK, "jumprelu": Arch.JUMPRELU, "gated": Arch.GATED,
+    "matryoshka": Arch.MATRYOSHKA, "matryoshka_batchtopk": Arch.MATRYOSHKA,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ._handle import Handle, free_model, handle_address
 from .capi import Comm as capi_Comm
 from .capi import Losses as _CLosses
 from .capi import lib, size_ptr, uint64_ptr
-from .enums import Arch, BDecInit, Tensor, enum_value
+from .enums import Arch, BDecInit, ModelKind, Tensor, enum_value
 from .errors import check
 
 PathLike = Union[str, bytes, "os.PathLike[str]"]
@@ -23,7 +23,8 @@ PathLike = Union[str, bytes, "os.PathLike[str]"]
 # SAELens's names of the tensors, as Model.tensors() returns them.
 TENSOR_NAMES: Dict[Tensor, str] = {
     Tensor.W_ENC: "W_enc", Tensor.B_ENC: "b_enc", Tensor.W_DEC: "W_dec", Tensor.B_DEC: "b_dec",
-    Tensor.THRESHOLD: "threshold",
+    Tensor.THRESHOLD: "threshold", Tensor.W_SKIP: "W_skip", Tensor.B_MAG: "b_mag",
+    Tensor.R_MAG: "r_mag",
 }
 
 
@@ -96,12 +97,48 @@ class Model(Handle):
 
     def __init__(self, d_in: int, d_sae: int, *, arch: Union[Arch, str, int] = Arch.RELU,
                  k: Optional[int] = None, threshold: Optional[float] = None,
-                 seed: int = 0) -> None:
-        a, param = _arch_param(arch, k, threshold)
+                 widths: Optional[Sequence[int]] = None, seed: int = 0) -> None:
+        a = enum_value(Arch, arch, "arch")
+        if a == Arch.MATRYOSHKA:
+            if k is None:
+                raise TypeError("Model(arch='matryoshka') needs k")
+            if threshold is not None:
+                raise TypeError("threshold applies to jumprelu models, not matryoshka")
+            levels = _widths(widths)
+            out = ctypes.c_void_p()
+            check(lib.sae_model_create_matryoshka(ctypes.byref(out), d_in, d_sae, seed, k,
+                                                  levels, len(levels)),
+                  "sae_model_create_matryoshka")
+            self._adopt(out.value)  # type: ignore[arg-type]
+            return
+        if widths is not None:
+            raise TypeError(f"widths apply to matryoshka models, not {a.name.lower()}")
+        _, param = _arch_param(a, k, threshold)
         out = ctypes.c_void_p()
         check(lib.sae_model_create_arch(ctypes.byref(out), d_in, d_sae, seed, a, param),
               "sae_model_create_arch")
         self._adopt(out.value)  # type: ignore[arg-type]
+
+    @classmethod
+    def transcoder(cls, d_in: int, d_out: int, d_sae: int, *,
+                   arch: Union[Arch, str, int] = Arch.RELU, skip: bool = False,
+                   k: Optional[int] = None, threshold: Optional[float] = None,
+                   seed: int = 0) -> "Model":
+        """A transcoder from x (d_in) to a target y (d_out), with a learned
+        skip map W_skip (d_out, d_in) when skip=True (sae_model_create_transcoder).
+        arch: relu, topk, batchtopk or jumprelu, with k / threshold as Model()."""
+        a = enum_value(Arch, arch, "arch")
+        kind = ModelKind.SKIP_TRANSCODER if skip else ModelKind.TRANSCODER
+        _, param = _arch_param(a, k, threshold)
+        out = ctypes.c_void_p()
+        check(lib.sae_model_create_transcoder(ctypes.byref(out), d_in, d_out, d_sae, seed, kind,
+                                              a, param), "sae_model_create_transcoder")
+        return cls._wrap(out.value)  # type: ignore[arg-type]
+
+    def reinit(self, seed: int = 0, decoder_init_norm: float = 0.1) -> None:
+        """Draw the initial parameters again from seed, with decoder rows of
+        L2 norm decoder_init_norm, SAELens's option (sae_model_reinit)."""
+        check(lib.sae_model_reinit(self.handle, seed, decoder_init_norm), "sae_model_reinit")
 
     @classmethod
     def _wrap(cls, addr: int, owned: bool = True) -> "Model":
@@ -221,8 +258,31 @@ class Model(Handle):
 
     @property
     def k(self) -> int:
-        """k of a TopK or BatchTopK model; 0 for the others."""
+        """k of a TopK, BatchTopK or Matryoshka model; 0 for the others."""
         return int(lib.sae_model_k(self.handle))
+
+    @property
+    def d_out(self) -> int:
+        """The output's width: d_out of a transcoder, d_in of an autoencoder."""
+        return int(lib.sae_model_d_out(self.handle))
+
+    @property
+    def kind(self) -> ModelKind:
+        value = lib.sae_model_kind(self.handle)
+        try:
+            return ModelKind(value)
+        except ValueError:  # a kind newer than this package
+            return value  # type: ignore[return-value]
+
+    @property
+    def widths(self) -> Tuple[int, ...]:
+        """A Matryoshka model's level widths (the last is d_sae); () for the others."""
+        n = int(lib.sae_model_matryoshka_levels(self.handle))
+        if n == 0:
+            return ()
+        buf = (ctypes.c_size_t * n)()
+        check(lib.sae_model_matryoshka_widths(self.handle, buf, n), "sae_model_matryoshka_widths")
+        return tuple(int(w) for w in buf)
 
     def __repr__(self) -> str:
         if self.closed:
@@ -230,6 +290,8 @@ class Model(Handle):
         arch = self.arch
         name = arch.name.lower() if isinstance(arch, Arch) else str(arch)
         extra = f", k={self.k}" if self.k else ""
+        if self.kind != ModelKind.AUTOENCODER:
+            extra += f" kind={self.kind.name.lower()} d_out={self.d_out}"
         return f"<libsae.Model d_in={self.d_in} d_sae={self.d_sae} arch={name}{extra}>"
 
     # --- tensors ---------------------------------------------------------------
@@ -239,9 +301,11 @@ class Model(Handle):
 
     def tensor_shape(self, which: Union[Tensor, str, int]) -> Tuple[int, ...]:
         t = enum_value(Tensor, which, "which")
-        d_in, d_sae = self.d_in, self.d_sae
+        d_in, d_sae, d_out = self.d_in, self.d_sae, self.d_out
         shapes = {Tensor.W_ENC: (d_in, d_sae), Tensor.B_ENC: (d_sae,),
-                  Tensor.W_DEC: (d_sae, d_in), Tensor.B_DEC: (d_in,)}
+                  Tensor.W_DEC: (d_sae, d_out), Tensor.B_DEC: (d_out,)}
+        if t == Tensor.W_SKIP and self.tensor_size(t):
+            return (d_out, d_in)
         return shapes.get(t, (self.tensor_size(t),))  # type: ignore[call-overload]
 
     def get(self, which: Union[Tensor, str, int], out: Optional[ArrayLike] = None) -> np.ndarray:
@@ -266,9 +330,11 @@ class Model(Handle):
               "sae_model_set_tensor")
 
     def tensors(self) -> Dict[str, np.ndarray]:
-        """Copies of every tensor the architecture has, by SAELens name."""
-        return {TENSOR_NAMES[t]: self.get(t) for t in Tensor
-                if t != Tensor.THRESHOLD or self.tensor_size(t) > 0}
+        """Copies of every tensor the model has, by SAELens name (a Gated
+        model's b_enc is SAELens's b_gate)."""
+        gated = self.arch == Arch.GATED
+        return {("b_gate" if gated and t == Tensor.B_ENC else TENSOR_NAMES[t]): self.get(t)
+                for t in Tensor if self.tensor_size(t) > 0}
 
     W_enc = property(lambda self: self.get(Tensor.W_ENC),
                      lambda self, v: self.set(Tensor.W_ENC, v), doc="(d_in, d_sae), a copy")
@@ -293,9 +359,10 @@ class Model(Handle):
         return f
 
     def decode(self, f: ArrayLike, out: Optional[ArrayLike] = None) -> np.ndarray:
-        """Reconstruction x_hat = f W_dec + b_dec, (n, d_in), of f (n, d_sae)."""
+        """f W_dec + b_dec, (n, d_out), of f (n, d_sae): an autoencoder's
+        reconstruction (a skip transcoder's output without its skip term)."""
         rows, single = as_rows(f, self.d_sae, "f", "d_sae")
-        x_hat = out_array(out, (rows.shape[0], self.d_in) if not single else (self.d_in,))
+        x_hat = out_array(out, (rows.shape[0], self.d_out) if not single else (self.d_out,))
         check(lib.sae_decode(self.handle, float_pointer(rows), rows.shape[0],
                              float_pointer(x_hat)), "sae_decode")
         return x_hat
@@ -318,6 +385,32 @@ class Model(Handle):
         out = ctypes.c_double()
         check(lib.sae_fvu(self.handle, float_pointer(rows), rows.shape[0], ctypes.byref(out)),
               "sae_fvu")
+        return out.value
+
+    def output(self, x: ArrayLike, out: Optional[ArrayLike] = None) -> np.ndarray:
+        """The model's output (n, d_out) for inputs x (n, d_in): an autoencoder's
+        reconstruction, a transcoder's y_hat with its skip term (sae_output)."""
+        rows, single = as_rows(x, self.d_in, "x")
+        y_hat = out_array(out, (rows.shape[0], self.d_out) if not single else (self.d_out,))
+        check(lib.sae_output(self.handle, float_pointer(rows), rows.shape[0],
+                             float_pointer(y_hat)), "sae_output")
+        return y_hat
+
+    def loss_target(self, x: ArrayLike, y: ArrayLike, l1_coeff: float) -> Losses:
+        """The losses of the model's output for x (n, d_in) against the target
+        y (n, d_out), changing nothing (sae_loss_target)."""
+        xr, yr = _paired_rows(self, x, y)
+        out = _CLosses()
+        check(lib.sae_loss_target(self.handle, float_pointer(xr), float_pointer(yr),
+                                  xr.shape[0], l1_coeff, ctypes.byref(out)), "sae_loss_target")
+        return Losses._from_c(out)
+
+    def fvu_target(self, x: ArrayLike, y: ArrayLike) -> float:
+        """Fraction of y's variance (n, d_out) the output for x leaves unexplained."""
+        xr, yr = _paired_rows(self, x, y)
+        out = ctypes.c_double()
+        check(lib.sae_fvu_target(self.handle, float_pointer(xr), float_pointer(yr), xr.shape[0],
+                                 ctypes.byref(out)), "sae_fvu_target")
         return out.value
 
     def to_torch(self) -> Any:
@@ -380,8 +473,27 @@ class Model(Handle):
         return counts
 
 
+def _paired_rows(model: "Model", x: ArrayLike, y: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+    """x (n, d_in) and its target y (n, d_out) as float32 rows, as many of each."""
+    xr, _ = as_rows(x, model.d_in, "x")
+    yr, _ = as_rows(y, model.d_out, "y", "d_out")
+    if xr.shape[0] != yr.shape[0]:
+        raise ValueError(f"x has {xr.shape[0]} rows, y {yr.shape[0]}")
+    return xr, yr
+
+
+def _widths(widths: Optional[Sequence[int]]) -> Any:
+    """Matryoshka's level widths as a C array of size_t."""
+    values = [] if widths is None else [int(w) for w in widths]
+    if any(w < 0 for w in values):
+        raise ValueError(f"widths must be positive, got {values}")
+    return (ctypes.c_size_t * max(len(values), 1))(*values)
+
+
 def _tensor(which: Union[Tensor, str, int]) -> Tensor:
     if isinstance(which, str):
+        if which == "b_gate":
+            return Tensor.B_ENC
         for t, name in TENSOR_NAMES.items():
             if which == name:
                 return t

@@ -14,7 +14,7 @@ from .capi import Losses as _CLosses
 from .capi import lib, size_ptr, uint64_ptr
 from .enums import OPTION_VALUES, Arch, Option, Parallel, enum_value
 from .errors import check
-from .model import Losses, Model, PathLike, _comm_ref, _path
+from .model import Losses, Model, PathLike, _comm_ref, _paired_rows, _path
 from .options import OptionKey, check_value, info, option_key, option_value, parse_options
 
 
@@ -181,6 +181,15 @@ class Optimizer(Handle):
         out = _CLosses()
         check(lib.sae_step(model.handle, self.handle, float_pointer(rows), rows.shape[0],
                            ctypes.byref(out)), "sae_step")
+        return Losses._from_c(out)
+
+    def step_target(self, model: Model, x: ArrayLike, y: ArrayLike) -> Losses:
+        """One training step on inputs x (n, d_in) against the target y (n,
+        d_out), as transcoders train (sae_step_target). On error nothing changed."""
+        xr, yr = _paired_rows(model, x, y)
+        out = _CLosses()
+        check(lib.sae_step_target(model.handle, self.handle, float_pointer(xr), float_pointer(yr),
+                                  xr.shape[0], ctypes.byref(out)), "sae_step_target")
         return Losses._from_c(out)
 
     @property

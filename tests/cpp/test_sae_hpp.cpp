@@ -455,6 +455,37 @@ void test_0_2_api()
     }
 }
 
+// The families (issue 16): a skip transcoder's output, loss, FVU and step
+// against the C calls, and the shape checks of the target overloads.
+void test_families()
+{
+    const std::size_t d_out = 5;
+    sae::model m = sae::model::transcoder(d_in, d_out, d_sae, 3, sae::model_kind::skip_transcoder,
+                                          sae::arch::topk, 3);
+    EXPECT(m.d_out() == d_out && m.kind() == sae::model_kind::skip_transcoder);
+    const std::vector<float> x = batch(n, d_in, 7), y = batch(n, d_out, 8);
+    std::vector<float> out_c(n * d_out);
+    EXPECT(sae_output(m.handle(), x.data(), n, out_c.data()) == SAE_OK);
+    EXPECT(same_bits(m.output(x), out_c));
+    sae_losses lc;
+    EXPECT(sae_loss_target(m.handle(), x.data(), y.data(), n, 0.1, &lc) == SAE_OK);
+    EXPECT(m.loss_target(x, y, 0.1).loss == lc.loss);
+    double fc = 0;
+    EXPECT(sae_fvu_target(m.handle(), x.data(), y.data(), n, &fc) == SAE_OK);
+    EXPECT(m.fvu_target(x, y) == fc);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  m.fvu_target(x, std::vector<float>(y.begin(), y.end() - d_out)));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, m.loss(x, 0.1));
+
+    sae::model m2 = m.clone();
+    sae::optimizer o(m), o2(m2);
+    sae_losses step_c;
+    EXPECT(sae_step_target(m2.handle(), o2.handle(), x.data(), y.data(), n, &step_c) == SAE_OK);
+    EXPECT(o.step_target(m, x, y).loss == step_c.loss);
+    EXPECT(same_bits(m.output(x), m2.output(x)));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, o.step(m, x));
+}
+
 // A communicator of one rank: every collective is the identity.
 int solo_f32(void *, float *, std::size_t) { return 0; }
 int solo_f64(void *, double *, std::size_t) { return 0; }
@@ -534,6 +565,7 @@ int main()
     test_status_classes();
     test_distributed();
     test_checkpoint_directories();
+    test_families();
 #if __cplusplus >= 202002L
     test_spans();
 #endif

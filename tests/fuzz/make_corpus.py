@@ -439,7 +439,15 @@ def main():
     write("cfg-topk-bad-k-float.json", json.dumps(dict(topk, k=2.0)))
     write("cfg-topk-bad-kwargs-list.json", json.dumps(dict(topk, activation_fn_kwargs=[2])))
     write("cfg-topk-bad-relu.json", json.dumps(dict(topk, activation_fn_str="relu")))
-    write("cfg-topk-bad-rescale.json", json.dumps(dict(topk, rescale_acts_by_decoder_norm=True)))
+    write("cfg-topk-ok-rescale.json", json.dumps(dict(topk, rescale_acts_by_decoder_norm=True)))
+    write("cfg-topk-bad-rescale-int.json", json.dumps(dict(topk, rescale_acts_by_decoder_norm=1)))
+    # SAELens's BatchTopK / Matryoshka training checkpoints need topk_threshold
+    write("cfg-topk-bad-batchtopk-saelens.json", json.dumps(dict(
+        topk, architecture="batchtopk", k=2.0, topk_threshold_lr=0.01)))
+    write("cfg-topk-bad-matryoshka-saelens.json", json.dumps(dict(
+        topk, architecture="matryoshka_batchtopk", k=2.0, matryoshka_widths=[1, 3])))
+    write("cfg-bad-matryoshka-widths.json", json.dumps(dict(
+        cfg, architecture="matryoshka_batchtopk", k=2.0, matryoshka_widths=[1, "x"])))
     write("cfg-topk-bad-pre6-standard.json", json.dumps(dict(
         topk, architecture="standard")))  # SAELens 6 reads this as ReLU
     write("cfg-topk-bad-empty.json", "{}")

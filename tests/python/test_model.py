@@ -39,7 +39,7 @@ def test_bad_construction():
     with pytest.raises(TypeError, match="does not apply"):
         libsae.Model(4, 8, k=2)
     with pytest.raises(ValueError, match="unknown Arch"):
-        libsae.Model(4, 8, arch="gated")
+        libsae.Model(4, 8, arch="temporal")
     with pytest.raises(libsae.InvalidArgError) as e:
         libsae.Model(4, 8, arch=libsae.Arch.TOPK, k=9)  # k > d_sae
     assert e.value.status == libsae.Status.E_INVALID_ARG

@@ -116,15 +116,114 @@ int tool_checkpoint_save(const char *dir, const sae_model *m, const sae_optimize
     return rc;
 }
 
+/* What rank 0 tells the others at each stage of a collective save. */
+typedef struct stage_news {
+    int32_t status;
+    char text[DIR_BYTES]; /* the staging directory, or what failed */
+} stage_news;
+
+/* Rank 0's news to every rank; a transport failure is SAE_E_COMM. */
+static int from_rank0(const sae_comm *comm, stage_news *news)
+{
+    if (comm->broadcast(comm->ctx, news, sizeof *news, 0) != 0) {
+        snprintf(news->text, sizeof news->text, "the communicator failed");
+        news->status = SAE_E_COMM;
+    }
+    return news->status;
+}
+
+int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const sae_optimizer *o,
+                                    const tool_run_state *s, const sae_comm *comm, char *err,
+                                    size_t errlen)
+{
+    const bool root = comm->rank == 0;
+    if (errlen)
+        err[0] = '\0';
+    stage_news news;
+    memset(&news, 0, sizeof news);
+    if (root) {
+        remove_old_staging(dir);
+        news.status = sae_checkpoint_begin(dir, news.text, sizeof news.text);
+        if (news.status != SAE_OK)
+            snprintf(news.text, sizeof news.text, "%s: %s", dir, tool_status(news.status));
+    }
+    if (from_rank0(comm, &news) != SAE_OK)
+        return snprintf(err, errlen, "%s", news.text), news.status;
+    char stage[DIR_BYTES], path[FILE_BYTES];
+    memcpy(stage, news.text, sizeof stage);
+    stage[sizeof stage - 1] = '\0';
+    /* with --normalize: the model as trained (train_weights), and the files
+     * SAELens reads with the scale folded in (every rank folds its part) */
+    sae_model *export = NULL;
+    int rc = SAE_OK;
+    if (s->normalize) {
+        snprintf(path, sizeof path, "%s/%s", stage, TRAIN_WEIGHTS);
+        rc = sae_model_save_collective(m, comm, path);
+        if (rc != SAE_OK) {
+            snprintf(err, errlen, "%s: %s", path, tool_status(rc));
+        } else {
+            /* local and the same on every rank: they agree on the outcome */
+            rc = sae_model_clone(&export, m);
+            if (rc == SAE_OK)
+                rc = sae_model_fold_input_scale(export, s->scale);
+            if (rc != SAE_OK)
+                snprintf(err, errlen, "%s/sae_weights.safetensors: folding the input scale %g: %s",
+                         stage, s->scale, tool_status(rc));
+        }
+    }
+    if (rc == SAE_OK && (rc = sae_model_save_collective(export ? export : m, comm, stage)) != SAE_OK)
+        snprintf(err, errlen, "%s/sae_weights.safetensors: %s", stage, tool_status(rc));
+    sae_model_free(export);
+    if (rc == SAE_OK && (rc = sae_optimizer_save_collective(o, comm, stage)) != SAE_OK)
+        snprintf(err, errlen, "%s/optimizer.safetensors: %s", stage, tool_status(rc));
+    /* rank 0: the state, then the commit (or, on any failure, the abort) */
+    memset(&news, 0, sizeof news);
+    if (root) {
+        news.status = rc;
+        snprintf(path, sizeof path, "%s/%s", stage, TOOL_STATE_FILE);
+        if (rc == SAE_OK && tool_run_state_write(path, s) != 0) {
+            news.status = SAE_E_IO;
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        }
+        if (news.status == SAE_OK && (news.status = sae_checkpoint_commit(dir, stage)) != SAE_OK)
+            snprintf(err, errlen, "%s: %s", dir, tool_status(news.status));
+        if (news.status != SAE_OK)
+            (void)sae_checkpoint_abort(dir, stage);
+        snprintf(news.text, sizeof news.text, "%s", err);
+    }
+    if (from_rank0(comm, &news) != SAE_OK && rc == SAE_OK)
+        snprintf(err, errlen, "%s", news.text);
+    return news.status;
+}
+
+/* The model (n_shards > 0: shard `shard` of n_shards, sae_shard_range) of
+ * the checkpoint in path. */
+static int load_model_part(sae_model **m, const char *path, int n_shards, int shard)
+{
+    if (n_shards == 0)
+        return sae_model_load(m, path);
+    /* d_sae from a one-feature slice (d_in floats), then this shard's */
+    size_t begin, end, d_sae;
+    int rc = sae_model_load_shard(m, path, 0, 1);
+    if (rc != SAE_OK)
+        return rc;
+    sae_model_shard(*m, NULL, NULL, &d_sae);
+    sae_model_free(*m);
+    *m = NULL;
+    if ((rc = sae_shard_range(d_sae, n_shards, shard, &begin, &end)) != SAE_OK)
+        return rc;
+    return sae_model_load_shard(m, path, begin, end);
+}
+
 /* The model and optimizer of the checkpoint in path (its current
  * generation), checked against the state s. Exits 2 on a problem. */
-static void load_generation(const char *path, sae_model **m, sae_optimizer **o,
-                            const tool_run_state *s)
+static void load_generation(const char *path, int n_shards, int shard, sae_model **m,
+                            sae_optimizer **o, const tool_run_state *s)
 {
     char file[FILE_BYTES];
     /* a --normalize run trains on s x: its own model is the unfolded one */
     snprintf(file, sizeof file, "%s/%s", path, s->normalize ? TRAIN_WEIGHTS : "sae_weights.safetensors");
-    int rc = sae_model_load(m, s->normalize ? file : path);
+    int rc = load_model_part(m, s->normalize ? file : path, n_shards, shard);
     if (rc != SAE_OK)
         tool_usage_error("--resume: %s: %s", file, tool_status(rc));
     if (s->arch >= 0 && (sae_model_arch(*m) != s->arch || sae_model_k(*m) != s->k)) {
@@ -148,6 +247,12 @@ static void load_generation(const char *path, sae_model **m, sae_optimizer **o,
 
 void tool_checkpoint_load(const char *dir, sae_model **m, sae_optimizer **o, tool_run_state *s)
 {
+    tool_checkpoint_load_shard(dir, 0, 0, m, o, s);
+}
+
+void tool_checkpoint_load_shard(const char *dir, int n_shards, int shard, sae_model **m,
+                                sae_optimizer **o, tool_run_state *s)
+{
     struct stat st;
     if (stat(dir, &st) != 0)
         tool_usage_error("--resume '%s': %s", dir, strerror(errno));
@@ -164,7 +269,7 @@ void tool_checkpoint_load(const char *dir, sae_model **m, sae_optimizer **o, too
         fprintf(stderr, "%s: note: %s was written by an earlier sae-train, whose batches, sample "
                         "and synthetic data came from another random number generator: the run "
                         "goes on, but not with the batches it would have drawn\n", tool_program(), file);
-    load_generation(path, m, o, s);
+    load_generation(path, n_shards, shard, m, o, s);
     uint64_t steps = sae_optimizer_steps(*o);
     size_t d_in = sae_model_d_in(*m);
     if (steps != s->step || d_in != s->d_in) {

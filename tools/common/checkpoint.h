@@ -46,6 +46,17 @@ void tool_checkpoint_prepare(const char *opt, const char *dir);
 int tool_checkpoint_save(const char *dir, const sae_model *m, const sae_optimizer *o,
                          const tool_run_state *s, char *err, size_t errlen);
 
+/* The same, collectively (sae-train-mpi): every rank of comm calls it with
+ * its model and optimizer (whole replicas or shards) and the same state.
+ * Rank 0 stages and commits the generation; the model and optimizer files
+ * are written with sae_model_save_collective and
+ * sae_optimizer_save_collective (each rank its slices: dir must be on a
+ * file system every rank sees); rank 0 writes train_state.txt. Every rank
+ * returns the same status; err (on rank 0 at least) says what failed. */
+int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const sae_optimizer *o,
+                                    const tool_run_state *s, const sae_comm *comm, char *err,
+                                    size_t errlen);
+
 /* Load dir's current checkpoint: the model as trained
  * (train_weights.safetensors of a --normalize run, else
  * sae_weights.safetensors), the optimizer and the state. On any problem (a
@@ -53,5 +64,11 @@ int tool_checkpoint_save(const char *dir, const sae_model *m, const sae_optimize
  * whose architecture is not the state's) exits 2 with one line naming the
  * file and the problem. */
 void tool_checkpoint_load(const char *dir, sae_model **m, sae_optimizer **o, tool_run_state *s);
+
+/* The same for shard `shard` of n_shards (sae-train-mpi --parallel
+ * features): its slice (sae_shard_range) of the checkpoint's model and
+ * optimizer, whatever number of shards wrote it. n_shards 0: the whole. */
+void tool_checkpoint_load_shard(const char *dir, int n_shards, int shard, sae_model **m,
+                                sae_optimizer **o, tool_run_state *s);
 
 #endif

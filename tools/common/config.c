@@ -359,13 +359,20 @@ int tool_config_apply(const tool_config *c, sae_optimizer *o)
 
 int tool_make_sae(const tool_config *c, size_t d_in, sae_model **m, sae_optimizer **o)
 {
+    return tool_make_sae_shard(c, d_in, 0, 0, m, o);
+}
+
+int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t end,
+                        sae_model **m, sae_optimizer **o)
+{
     *o = NULL;
     double param = 0.0;
     if (tool_arch_is_topk(c->arch))
         param = (double)c->k;
     else if (c->arch == SAE_ARCH_JUMPRELU)
         param = c->threshold0;
-    int rc = sae_model_create_arch(m, d_in, c->d_sae, c->seed, c->arch, param);
+    int rc = end > 0 ? sae_model_create_shard(m, d_in, c->d_sae, begin, end, c->seed, c->arch, param)
+                     : sae_model_create_arch(m, d_in, c->d_sae, c->seed, c->arch, param);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(o, *m);
     if (rc == SAE_OK)
@@ -379,3 +386,10 @@ int tool_make_sae(const tool_config *c, size_t d_in, sae_model **m, sae_optimize
     return rc;
 }
 
+void tool_describe_arch(const tool_config *c, char *buf, size_t len)
+{
+    if (tool_arch_is_topk(c->arch))
+        snprintf(buf, len, "%s k %zu", tool_arch_name(c->arch), c->k);
+    else
+        snprintf(buf, len, "%s, lambda %g", tool_arch_name(c->arch), c->lambda);
+}

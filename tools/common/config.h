@@ -136,6 +136,15 @@ void tool_config_help(FILE *f, const tool_config *c);
  * c->dead_window. Returns a libsae status; on failure both are NULL. */
 int tool_make_sae(const tool_config *c, size_t d_in, sae_model **m, sae_optimizer **o);
 
+/* The same for features [begin, end) of the model (sae_model_create_shard:
+ * exactly its slice); end 0: the whole model. */
+int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t end,
+                        sae_model **m, sae_optimizer **o);
+
+/* The architecture in a few words, for messages: "relu, lambda 0.3",
+ * "topk k 8", "jumprelu, lambda 0.01". */
+void tool_describe_arch(const tool_config *c, char *buf, size_t len);
+
 /* Set the optimizer options of c in o (what tool_make_sae sets after lr).
  * Returns a libsae status; o may be partly set on failure. */
 int tool_config_apply(const tool_config *c, sae_optimizer *o);

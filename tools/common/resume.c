@@ -50,7 +50,9 @@ static const char *b_dec_name(int method)
  * a moved copy); d_in, d_sae and the seed. */
 static void resume_data(tool_config *c, const char *dir, const tool_run_state *s, const sae_model *m)
 {
-    const size_t d_in = sae_model_d_in(m), d_sae = sae_model_d_sae(m);
+    const size_t d_in = sae_model_d_in(m);
+    size_t d_sae = 0; /* all features, also of a shard (sae-train-mpi) */
+    sae_model_shard(m, NULL, NULL, &d_sae);
     agree(c, TOOL_OPT_D_SAE, "--d-sae", c->d_sae, d_sae, dir);
     agree(c, TOOL_OPT_D_IN, "--d-in", c->d_in, d_in, dir);
     agree(c, TOOL_OPT_SEED, "--seed", c->seed, s->seed, dir);

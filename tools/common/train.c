@@ -38,11 +38,48 @@ typedef struct window {
     uint64_t steps, resampled;
 } window;
 
+/* Sum v[0..count) over the ranks of comm: allgathered, added in rank order
+ * (every rank gets the same bits). Returns 0, or -1 (transport, memory). */
+static int sum_over_ranks(const sae_comm *comm, double *v, size_t count)
+{
+    double *all = malloc((size_t)comm->n_ranks * count * sizeof *all);
+    if (!all || comm->allgather(comm->ctx, v, count * sizeof *v, all) != 0) {
+        free(all);
+        return -1;
+    }
+    for (size_t k = 0; k < count; k++) {
+        v[k] = 0.0;
+        for (int r = 0; r < comm->n_ranks; r++)
+            v[k] += all[(size_t)r * count + k];
+    }
+    free(all);
+    return 0;
+}
+
+/* A shard's model: the ranks' counts are summed (data-parallel replicas
+ * count the same features). */
+static bool sharded(const tool_train *t)
+{
+    size_t begin, end, total;
+    sae_model_shard(t->model, &begin, &end, &total);
+    return end - begin < total;
+}
+
 static size_t dead_count(const tool_train *t)
 {
     size_t dead = 0;
     sae_optimizer_dead_count(t->opt, t->dead_window, &dead);
-    return dead;
+    double v = (double)dead;
+    if (t->comm && sharded(t) && sum_over_ranks(t->comm, &v, 1) != 0)
+        return SIZE_MAX; /* the step's exchanges would have failed first */
+    return (size_t)v;
+}
+
+static size_t total_features(const tool_train *t)
+{
+    size_t total = 0;
+    sae_model_shard(t->model, NULL, NULL, &total);
+    return total;
 }
 
 /* dead: the dead features at this step, before any resampling */
@@ -57,8 +94,8 @@ static tool_row make_row(const tool_train *t, const window *w, double seconds, s
     r.l2 = w->l2 / n;
     r.l1 = w->l1 / n;
     r.l0 = w->l0 / n;
-    r.l0_frac = r.l0 / (double)sae_model_d_sae(t->model);
-    r.dead_frac = (double)dead / (double)sae_model_d_sae(t->model);
+    r.l0_frac = r.l0 / (double)total_features(t);
+    r.dead_frac = dead == SIZE_MAX ? NAN : (double)dead / (double)total_features(t);
     /* the schedules' values at this step (step 1's before any) */
     uint64_t step = r.step ? r.step : 1;
     if (sae_optimizer_lr_at(t->opt, step, &r.lr_t) != SAE_OK)
@@ -88,6 +125,46 @@ static double batch_variance(const float *x, size_t n, size_t d, double *mean)
             sum += e * e;
         }
     return sum;
+}
+
+/* Data-parallel: the variance of the whole batch from each rank's rows:
+ * the ranks' (count, mean, sum of squared deviations) allgathered and
+ * combined in rank order (Chan et al.), the same bits on every rank. mean:
+ * the rank's mean (d doubles, as batch_variance left it). NAN on a
+ * transport or memory failure (the step's own exchanges report it). */
+static double variance_over_ranks(const sae_comm *comm, size_t n, size_t d, const double *mean,
+                                  double m2)
+{
+    const size_t block = d + 2, ranks = (size_t)comm->n_ranks;
+    double *mine = malloc(block * sizeof *mine), *all = malloc(ranks * block * sizeof *all);
+    double *global = calloc(d ? d : 1, sizeof *global);
+    double result = NAN;
+    if (mine && all && global) {
+        mine[0] = (double)n;
+        mine[1] = m2;
+        memcpy(mine + 2, mean, d * sizeof *mean);
+        if (comm->allgather(comm->ctx, mine, block * sizeof *mine, all) == 0) {
+            double count = 0.0;
+            for (size_t r = 0; r < ranks; r++)
+                count += all[r * block];
+            for (size_t r = 0; r < ranks; r++)
+                for (size_t j = 0; j < d; j++)
+                    global[j] += all[r * block] / count * all[r * block + 2 + j];
+            result = 0.0;
+            for (size_t r = 0; r < ranks; r++) {
+                double gap = 0.0;
+                for (size_t j = 0; j < d; j++) {
+                    double e = all[r * block + 2 + j] - global[j];
+                    gap += e * e;
+                }
+                result += all[r * block + 1] + all[r * block] * gap;
+            }
+        }
+    }
+    free(global);
+    free(all);
+    free(mine);
+    return result;
 }
 
 /* The seed sae_resample_dead gets after step `step`: the first draw of
@@ -136,11 +213,22 @@ static int take_step(tool_train *t, loop *lp)
 {
     const size_t d_in = sae_model_d_in(t->model);
     sae_losses l;
-    tool_batcher_next(t->batches, lp->x, t->batch, lp->rows);
-    double variance = batch_variance(lp->x, t->batch, d_in, lp->mean);
-    int rc = sae_step(t->model, t->opt, lp->x, t->batch, &l);
+    size_t n = t->batch; /* the rows this rank steps on */
+    double variance;
+    if (t->share_end > 0) { /* data-parallel: this rank's rows alone */
+        n = t->share_end - t->share_begin;
+        tool_batcher_skip(t->batches, t->share_begin);
+        tool_batcher_next(t->batches, lp->x, n, lp->rows);
+        tool_batcher_skip(t->batches, t->batch - t->share_end);
+        double m2 = batch_variance(lp->x, n, d_in, lp->mean);
+        variance = variance_over_ranks(t->comm, n, d_in, lp->mean, m2);
+    } else {
+        tool_batcher_next(t->batches, lp->x, n, lp->rows);
+        variance = batch_variance(lp->x, n, d_in, lp->mean);
+    }
+    int rc = sae_step(t->model, t->opt, lp->x, n, &l);
     if (rc == SAE_E_NONFINITE) { /* bad data, or a diverging step? */
-        for (size_t k = 0; k < t->batch * d_in && t->bad_row == SIZE_MAX; k++)
+        for (size_t k = 0; k < n * d_in && t->bad_row == SIZE_MAX; k++)
             if (!isfinite(lp->x[k]))
                 t->bad_row = lp->rows[k / d_in];
     }
@@ -194,7 +282,10 @@ static int save_checkpoint(tool_train *t, double seconds)
     t->state->tokens = t->batches->drawn;
     t->state->seconds = seconds;
     char err[512];
-    int rc = tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state, err, sizeof err);
+    int rc = t->comm ? tool_checkpoint_save_collective(t->checkpoint_dir, t->model, t->opt,
+                                                       t->state, t->comm, err, sizeof err)
+                     : tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state, err,
+                                            sizeof err);
     if (rc != SAE_OK) {
         snprintf(t->error, sizeof t->error, "step %llu: checkpoint: %s",
                  (unsigned long long)t->steps_done, err);

@@ -26,6 +26,18 @@
  * appends the density histogram over the sample to hist. The histogram and
  * the log's dead share are taken before the step's resampling.
  * Batches are scaled as the batcher's scale says (--normalize).
+ *
+ * Distributed runs (sae-train-mpi: comm set, the optimizer's communicator):
+ * every rank runs the loop with the same settings and draws the same
+ * sequence of batches. Data-parallel, a rank copies only its rows
+ * [share_begin, share_end) of each batch (the others are skipped, never
+ * read) and steps on them; feature-sharded, every rank steps on the whole
+ * batch. The log's fvu (variance over the whole batch) and dead share (over
+ * all features) are combined across ranks, checkpoints are written
+ * collectively (tool_checkpoint_save_collective), and the ranks agree on
+ * every value the log and the loop's decisions depend on. Pass progress,
+ * csv and hist on one rank only, and no stop flag (a signal reaches the
+ * ranks at different steps).
  */
 #ifndef TOOL_TRAIN_H
 #define TOOL_TRAIN_H
@@ -77,6 +89,9 @@ typedef struct tool_train {
     uint64_t checkpoints;        /* checkpoints written */
     uint64_t resampled;          /* features resampled by this call */
     uint64_t resamplings;        /* resampling calls that resampled any */
+    const sae_comm *comm;        /* distributed runs (see above); NULL: one process */
+    size_t share_begin, share_end; /* data-parallel: this rank's rows of each batch;
+                                      both 0: the whole batch */
     size_t hist_dead;            /* dead features in the last histogram written */
     tool_row last;               /* the last row logged */
     size_t bad_row;              /* after SAE_E_NONFINITE: a data row holding

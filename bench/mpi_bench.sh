@@ -1,0 +1,72 @@
+#!/bin/sh
+# Distributed training, measured (issue 12): per-rank collectives, payload
+# bytes and peak memory of a training step, from libsae-mpi's counting
+# communicator (bench/mpi_step.c), against the formulas; the step time of 2
+# ranks against 1 on this machine; and a projected step time per N on a
+# 25 Gb/s network from the measured single-rank compute and the measured
+# volume. TopK k 32, d_in 768, B 4096, one BLAS thread per rank.
+#
+#   bench/mpi_bench.sh [BUILD_DIR]        (default: build; results: RESULTS.md)
+#
+# A 1M-feature model does not fit this shared machine; the feature-sharded
+# runs at d_sae 10,000 and 40,000 show that a rank's traffic does not depend
+# on d_sae and its memory follows its shard (RESULTS.md extrapolates).
+# The machine has 2 shared cores, so wall-clock scaling is not measured
+# here: 2 ranks share the 2 cores the 1-rank run had to itself.
+set -eu
+bin=${1:-build}/bench/mpi_step
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+mpirun="mpirun --oversubscribe"
+shape="--d-in 768 --batch 4096 --k 32 --steps ${STEPS:-3}"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+# shellcheck disable=SC2086
+{
+    "$bin" --ranks 1 $shape --d-sae 10000
+    $mpirun -np 2 "$bin" --mode data $shape --d-sae 10000
+    $mpirun -np 2 "$bin" --mode features $shape --d-sae 10000
+    $mpirun -np 3 "$bin" --mode features $shape --d-sae 10000
+    $mpirun -np 2 "$bin" --mode features $shape --d-sae 40000
+} >"$out"
+grep -m1 -o 'blas=.*' "$out" | sed 's/^blas=/# BLAS core (openblas_get_corename): /'
+awk -v bw_gbit=25 '
+function get(line, key,   i, n, kv) {
+    n = split(line, f, " ")
+    for (i = 1; i <= n; i++) { split(f[i], kv, "="); if (kv[1] == key) return kv[2] }
+    return ""
+}
+{ rows[NR] = $0 }
+END {
+    printf "| mode | N | rank | features | tokens | ms/step | collectives/step | bytes/step | formula bytes | bytes/formula | <= target | peak RSS MB | state+batch MB | RSS/(state+batch) |\n"
+    printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n"
+    for (r = 1; r <= NR; r++) {
+        l = rows[r]; mode = get(l, "mode"); n = get(l, "ranks"); bytes = get(l, "bytes")
+        d_in = get(l, "d_in"); k = get(l, "k"); tok = get(l, "tokens")
+        formula = mode == "none" ? 0 : get(l, "formula_bytes")
+        # targets: data, one allreduce of the gradients (plus small allgathers);
+        # features, 3 n d_in floats plus the TopK candidates
+        target = "-"
+        if (mode == "features") target = (bytes <= 4 * (3 * 4096 * d_in + 4096 * k)) ? "yes" : "NO"
+        if (mode == "data") target = (get(l, "allreduce_f32_bytes") <= formula) ? "yes" : "NO"
+        sb = get(l, "state_mb") + get(l, "batch_mb")
+        printf "| %s | %s | %s | %s | %s | %.0f | %.2f | %.0f | %s | %s | %s | %.0f | %.0f | %.2f |\n",
+            mode, n, get(l, "rank"), get(l, "features"), tok, get(l, "ms"), get(l, "calls"),
+            bytes, formula ? formula : "-", formula ? sprintf("%.3f", bytes / formula) : "-",
+            target, get(l, "peak_rss_mb"), sb, get(l, "peak_rss_mb") / sb
+        if (mode == "none") t1 = get(l, "ms")
+        small = get(l, "d_sae") == 10000
+        if (mode == "data" && get(l, "rank") == 0) { t_data2 = get(l, "ms"); ar = get(l, "allreduce_f32_bytes"); ag_d = get(l, "allgather_bytes") }
+        if (mode == "features" && n == 2 && small && get(l, "rank") == 0) { t_feat2 = get(l, "ms"); fr = get(l, "allreduce_f32_bytes"); ag_f = get(l, "allgather_bytes") }
+    }
+    printf "\n2 ranks vs 1 on this 2-core machine, d_sae 10,000: step time of 2 ranks / 1 rank: data-parallel %.2f, feature-sharded %.2f (tokens/s: %.2fx and %.2fx of 1 rank)\n", t_data2 / t1, t_feat2 / t1, t1 / t_data2, t1 / t_feat2
+    bw = bw_gbit * 1e9 / 8
+    printf "\nProjected step time at %d Gb/s (d_sae 10,000; compute = 1-rank %.0f ms / N; ring allreduce moves 2 (N-1)/N x payload per rank, an allgather receives (N-1) x the block):\n\n", bw_gbit, t1
+    printf "| N | data-parallel ms | of which network | feature-sharded ms | of which network |\n|---:|---:|---:|---:|---:|\n"
+    split("1 2 4 8 16 64", ns, " ")
+    for (i = 1; i <= 6; i++) {
+        N = ns[i]
+        wd = N > 1 ? 1e3 * (2 * (N - 1) / N * ar + (N - 1) * ag_d) / bw : 0
+        wf = N > 1 ? 1e3 * (2 * (N - 1) / N * fr + (N - 1) * ag_f) / bw : 0
+        printf "| %d | %.0f | %.1f | %.0f | %.1f |\n", N, t1 / N + wd, wd, t1 / N + wf, wf
+    }
+}' "$out"

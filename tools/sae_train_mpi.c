@@ -1,0 +1,429 @@
+/*
+ * sae-train-mpi: sae-train's training on several MPI ranks, data-parallel
+ * (every rank holds the model and steps on its share of each batch) or
+ * feature-sharded (rank r holds its slice of the features and steps on the
+ * whole batch). Same options as sae-train, plus --parallel; the same model
+ * as one sae-train process with the same options, up to the order of sums.
+ *
+ *   mpirun -np 4 sae-train-mpi acts.npy --parallel data --d-sae 16384 --save run
+ *   mpirun -np 8 --hostfile hosts sae-train-mpi /shared/acts.npy --parallel features \
+ *          --d-sae 1M --arch topk --k 32 --save /shared/run
+ *   srun -n 8 sae-train-mpi ...                  # Slurm
+ *   mpirun -np 3 sae-train-mpi acts.npy --parallel features --resume run --steps 200k
+ *
+ * Every rank maps the data file and reads only the rows it trains on (its
+ * share of each batch, or the whole batch), plus the recipe's sample.
+ * Rank 0 alone prints the progress and the report and writes the log;
+ * checkpoints are written collectively (each rank its slices) into one
+ * checkpoint directory on a file system all ranks see, which sae-train,
+ * SAELens and sae-train-mpi with any number of ranks open.
+ *
+ * Exit status: 0 done, 1 a libsae call, the transport or a write failed, 2
+ * bad command line or input file. A rank that dies makes mpirun end the
+ * others.
+ */
+#include "common/args.h"
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "common/inputs.h"
+#include "common/recipe.h"
+#include "common/resume.h"
+#include "common/train.h"
+
+#include <libsae/sae.h>
+#include <libsae/sae_mpi.h>
+#include <fcntl.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { OPT_PARALLEL = 1, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_CHECKPOINT_EVERY, OPT_COMM_STATS };
+
+static const struct option long_options[] = {
+    TOOL_CONFIG_LONG_OPTIONS,
+    {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"log", required_argument, NULL, OPT_LOG},
+    {"save", required_argument, NULL, OPT_SAVE},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
+    {"comm-stats", no_argument, NULL, OPT_COMM_STATS},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(const tool_config *defaults)
+{
+    printf("Usage: mpirun -np N sae-train-mpi [OPTION]... [FILE]\n"
+           "Train one sparse autoencoder with libsae %s on N MPI ranks, on FILE or on\n"
+           "built-in synthetic data when FILE is omitted.\n\n"
+           "Distribution:\n"
+           "  --parallel MODE     data: every rank holds the model and steps on its\n"
+           "                      share of each batch (--batch is the global batch);\n"
+           "                      features: rank r holds features [d_sae r / N,\n"
+           "                      d_sae (r+1) / N) and every rank steps on the whole\n"
+           "                      batch (default: data)\n"
+           "  --comm-stats        print what each rank sent per step (calls, bytes)\n\n",
+           sae_version_string());
+    tool_config_help(stdout, defaults);
+    printf("Output (rank 0 writes them; DIR must be on a file system every rank sees):\n"
+           "  --log FILE          CSV log, as sae-train's\n"
+           "  --save DIR          checkpoint directory (sae-train's layout: SAELens opens\n"
+           "                      it, sae-train and sae-train-mpi with any N resume it)\n"
+           "  --checkpoint-every N  also every N steps\n"
+           "  --resume DIR        continue the run checkpointed in DIR (any N, any mode)\n");
+}
+
+typedef struct options {
+    const char *log_path, *save_dir, *resume_dir;
+    uint64_t checkpoint_every;
+    int mode; /* SAE_PARALLEL_* */
+    bool comm_stats;
+} options;
+
+/* Everything a rank holds, freed in one place. */
+typedef struct job {
+    sae_comm world;         /* libsae-mpi's, over MPI_COMM_WORLD */
+    sae_comm counted;       /* --comm-stats: world, counting the optimizer's calls */
+    sae_mpi_counts counts;
+    tool_config cfg;
+    options opt;
+    tool_inputs in;
+    sae_model *m;           /* the whole model (data) or this rank's shard */
+    sae_optimizer *o;
+    tool_run_state state;
+    tool_sample sample;
+    double scale;
+    FILE *log;
+    tool_batcher batches;
+    tool_progress progress;
+    tool_train run;
+    char arch[64];
+} job;
+
+static bool root(const job *j) { return j->world.rank == 0; }
+
+static void parse_command_line(job *j, int argc, char **argv)
+{
+    tool_config *cfg = &j->cfg;
+    options *opt = &j->opt;
+    tool_config_defaults(cfg);
+    const tool_config defaults = *cfg;
+    opt->mode = SAE_PARALLEL_DATA;
+    int c;
+    while ((c = tool_getopt(argc, argv, long_options)) != -1) {
+        if (tool_config_option(cfg, c, optarg))
+            continue;
+        switch (c) {
+        case 'h':
+            if (root(j))
+                usage(&defaults);
+            MPI_Finalize();
+            exit(0);
+        case OPT_PARALLEL:
+            if (strcmp(optarg, "data") == 0)
+                opt->mode = SAE_PARALLEL_DATA;
+            else if (strcmp(optarg, "features") == 0)
+                opt->mode = SAE_PARALLEL_FEATURES;
+            else
+                tool_usage_error("--parallel '%s': data or features", optarg);
+            break;
+        case OPT_LOG: opt->log_path = optarg; break;
+        case OPT_SAVE: opt->save_dir = optarg; break;
+        case OPT_RESUME: opt->resume_dir = optarg; break;
+        case OPT_CHECKPOINT_EVERY:
+            opt->checkpoint_every = tool_arg_count("--checkpoint-every", optarg, 1);
+            break;
+        case OPT_COMM_STATS: opt->comm_stats = true; break;
+        }
+    }
+    tool_config_finish(cfg, argc, argv, optind);
+    if (cfg->n_archs > 1)
+        tool_usage_error("--arch: sae-train-mpi trains one architecture");
+    if (opt->checkpoint_every && !opt->save_dir && !opt->resume_dir)
+        tool_usage_error("--checkpoint-every: give --save DIR (or --resume DIR) to write them in");
+}
+
+/* The run's settings (a resumed run's from its checkpoint: this rank's
+ * shard of it, feature-sharded), its data, and the checks every rank makes
+ * alike. Exits 2 on a contradiction. */
+static void load_run(job *j)
+{
+    const options *opt = &j->opt;
+    const int n = j->world.n_ranks;
+    if (opt->resume_dir) {
+        if (opt->mode == SAE_PARALLEL_FEATURES)
+            tool_checkpoint_load_shard(opt->resume_dir, n, j->world.rank, &j->m, &j->o, &j->state);
+        else
+            tool_checkpoint_load(opt->resume_dir, &j->m, &j->o, &j->state);
+        tool_config_resume(&j->cfg, opt->resume_dir, &j->state, j->m, j->o);
+    } else {
+        tool_config_check(&j->cfg);
+        tool_config_check_schedule(&j->cfg);
+    }
+    if (opt->mode == SAE_PARALLEL_DATA && j->cfg.batch < (size_t)n)
+        tool_usage_error("--batch %zu: data-parallel on %d ranks needs at least one token per rank",
+                         j->cfg.batch, n);
+    if (opt->mode == SAE_PARALLEL_FEATURES && j->cfg.d_sae < (size_t)n)
+        tool_usage_error("--d-sae %zu: feature-sharded on %d ranks needs a feature per rank",
+                         j->cfg.d_sae, n);
+    tool_inputs_load(&j->in, &j->cfg);
+    if (opt->resume_dir)
+        tool_inputs_check_resume(&j->in, &j->cfg, opt->resume_dir, &j->state);
+}
+
+/* Rank 0 makes the checkpoint directory; the others wait for it. */
+static void prepare_outputs(job *j)
+{
+    options *opt = &j->opt;
+    if (opt->resume_dir && !opt->save_dir)
+        opt->save_dir = opt->resume_dir;
+    if (opt->save_dir && root(j))
+        tool_checkpoint_prepare(opt->save_dir == opt->resume_dir ? "--resume" : "--save",
+                                opt->save_dir);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Whether every rank got here with status 0 (a rank that failed alone, say
+ * out of memory for its shard, must not leave the others waiting in a
+ * collective). Returns the worst status. */
+static int agree(int status)
+{
+    int worst = 0;
+    if (MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return 1;
+    return worst;
+}
+
+/* The model (this rank's part), the recipe, the state, the log (rank 0), the
+ * batches and the communicator. Returns 0 or an exit status, printed. */
+static int set_up(job *j)
+{
+    tool_config *cfg = &j->cfg;
+    const options *opt = &j->opt;
+    const bool resuming = opt->resume_dir != NULL;
+    const size_t d_in = j->in.train.cols;
+    char err[600];
+    size_t begin = 0, end = 0;
+    if (opt->mode == SAE_PARALLEL_FEATURES)
+        sae_shard_range(cfg->d_sae, j->world.n_ranks, j->world.rank, &begin, &end);
+    int rc = resuming ? SAE_OK : tool_make_sae_shard(cfg, d_in, begin, end, &j->m, &j->o);
+    if (rc != SAE_OK)
+        return tool_library_error(rc, "creating the model");
+    if (tool_recipe_needs_sample(cfg, false) &&
+        tool_sample_draw(&j->sample, &j->in.train, cfg->sample, cfg->seed) != 0)
+        return tool_library_error(SAE_E_NOMEM, "the recipe's sample");
+    j->scale = resuming ? j->state.scale : 1.0;
+    rc = tool_recipe_scale(cfg, &j->sample, !resuming, &j->scale, err, sizeof err);
+    if (rc == SAE_OK && !resuming)
+        rc = tool_recipe_b_dec(cfg, j->m, &j->sample, err, sizeof err);
+    if (rc != SAE_OK) {
+        fprintf(stderr, "%s: %s\n", tool_program(), err);
+        return rc == SAE_E_NONFINITE ? TOOL_EXIT_USAGE : 1;
+    }
+    if (!resuming)
+        tool_run_state_init(&j->state, cfg, &j->in, j->scale);
+    if (opt->log_path && root(j)) {
+        if (resuming) {
+            uint64_t last_step;
+            if (!(j->log = tool_csv_append(opt->log_path, &last_step, err, sizeof err))) {
+                fprintf(stderr, "%s: --log '%s': %s\n", tool_program(), opt->log_path, err);
+                return TOOL_EXIT_USAGE;
+            }
+        } else if ((j->log = fopen(opt->log_path, "w")) != NULL) {
+            tool_csv_header(j->log, "", "");
+        } else {
+            fprintf(stderr, "%s: --log: cannot write '%s'\n", tool_program(), opt->log_path);
+            return TOOL_EXIT_USAGE;
+        }
+        setvbuf(j->log, NULL, _IOLBF, 0);
+    }
+    if (tool_batcher_init(&j->batches, &j->in.train, cfg->seed) != 0)
+        return tool_library_error(SAE_E_NOMEM, "the batches");
+    j->batches.scale = j->scale;
+    tool_batcher_skip(&j->batches, j->state.tokens);
+    const sae_comm *comm = &j->world;
+    if (opt->comm_stats) {
+        if ((rc = sae_mpi_counting_create(&j->counted, &j->world, &j->counts)) != SAE_OK)
+            return tool_library_error(rc, "the counting communicator");
+        comm = &j->counted;
+    }
+    if ((rc = sae_optimizer_set_comm(j->o, opt->mode, comm)) != SAE_OK)
+        return tool_library_error(rc, "attaching the communicator");
+    return 0;
+}
+
+
+static int train(job *j)
+{
+    const tool_config *cfg = &j->cfg;
+    const options *opt = &j->opt;
+    const bool data = opt->mode == SAE_PARALLEL_DATA;
+    const int n = j->world.n_ranks;
+    size_t share_begin = 0, share_end = 0;
+    if (data)
+        sae_shard_range(cfg->batch, n, j->world.rank, &share_begin, &share_end);
+    tool_describe_arch(cfg, j->arch, sizeof j->arch);
+    if (root(j)) {
+        if (opt->resume_dir)
+            fprintf(stderr, "resuming %s at step %llu of %llu\n", opt->resume_dir,
+                    (unsigned long long)j->state.step, (unsigned long long)cfg->steps);
+        fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, %s, lr %g, batch %zu, "
+                        "%llu steps; %d ranks, %s\n",
+                cfg->input ? cfg->input : "synthetic data", j->in.train.rows, j->in.train.cols,
+                j->in.train.format, cfg->d_sae, j->arch, cfg->lr, cfg->batch,
+                (unsigned long long)cfg->steps, n,
+                data ? "data-parallel" : "feature-sharded");
+        tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps,
+                           cfg->log_every);
+    }
+    j->run = (tool_train){
+        .model = j->m, .opt = j->o, .batches = &j->batches, .batch = cfg->batch,
+        .steps = cfg->steps, .log_every = cfg->log_every, .dead_window = cfg->dead_window,
+        .csv = j->log, .csv_lead = "", .csv_trail = "",
+        .progress = root(j) ? &j->progress : NULL, .seconds_before = j->state.seconds,
+        .checkpoint_dir = opt->save_dir, .checkpoint_every = opt->checkpoint_every,
+        .state = &j->state, .sample = &j->sample, .resample_every = cfg->resample_every,
+        .resample_window = cfg->resample_window ? cfg->resample_window : cfg->dead_window,
+        .seed = cfg->seed, .comm = &j->world, .share_begin = share_begin, .share_end = share_end,
+    };
+    int rc = tool_train_run(&j->run);
+    if (j->run.bad_row != SIZE_MAX) {
+        fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
+                j->world.rank, cfg->input ? cfg->input : "synthetic data", j->run.bad_row);
+        return TOOL_EXIT_USAGE;
+    }
+    if (rc != SAE_OK) {
+        if (root(j) || rc != SAE_E_COMM)
+            fprintf(stderr, "%s: rank %d: %s\n", tool_program(), j->world.rank, j->run.error);
+        return 1;
+    }
+    return 0;
+}
+
+/* --comm-stats: every rank's calls and bytes per step of the optimizer's
+ * collectives (steps and resampling), printed by rank 0. */
+static void print_comm_stats(job *j)
+{
+    const int n = j->world.n_ranks;
+    sae_mpi_counts *all = root(j) ? calloc((size_t)n, sizeof *all) : NULL;
+    MPI_Gather(&j->counts, (int)sizeof j->counts, MPI_BYTE, all, (int)sizeof j->counts, MPI_BYTE,
+               0, MPI_COMM_WORLD);
+    if (!root(j) || !all || j->run.steps_run == 0) {
+        free(all);
+        return;
+    }
+    static const char *const kinds[4] = {"allreduce_f32", "allreduce_f64", "allgather",
+                                         "broadcast"};
+    const double steps = (double)j->run.steps_run;
+    printf("communication per step (payload this rank sent; %s, %d ranks, %llu steps):\n",
+           j->opt.mode == SAE_PARALLEL_DATA ? "data-parallel" : "feature-sharded", n,
+           (unsigned long long)j->run.steps_run);
+    for (int r = 0; r < n; r++) {
+        double bytes = 0.0, calls = 0.0;
+        printf("  rank %d:", r);
+        for (int k = 0; k < 4; k++) {
+            bytes += (double)all[r].bytes[k];
+            calls += (double)all[r].calls[k];
+            if (all[r].calls[k])
+                printf(" %s %.1f calls %.0f B;", kinds[k], (double)all[r].calls[k] / steps,
+                       (double)all[r].bytes[k] / steps);
+        }
+        printf(" total %.1f calls %.0f bytes\n", calls / steps, bytes / steps);
+    }
+    free(all);
+}
+
+/* Rank 0: what the run did and how the model does (data-parallel: on the
+ * evaluation rows; feature-sharded: no rank holds the model, so the last
+ * logged training losses). */
+static int report(job *j, int status)
+{
+    const tool_config *cfg = &j->cfg;
+    const tool_train *run = &j->run;
+    if (j->cfg.normalize) { /* the model takes raw activations from here on */
+        int rc = sae_model_fold_input_scale(j->m, j->scale);
+        if (rc != SAE_OK && status == 0)
+            status = tool_library_error(rc, "folding the input scale into the model");
+    }
+    if (!root(j) || status != 0)
+        return status;
+    printf("trained %llu steps (%llu tokens) in %.1f s on %d ranks (%s)\n",
+           (unsigned long long)run->steps_run, (unsigned long long)run->tokens_run,
+           run->seconds_run, j->world.n_ranks,
+           j->opt.mode == SAE_PARALLEL_DATA ? "data-parallel" : "feature-sharded");
+    if (run->checkpoints && run->last.checkpoint)
+        printf("checkpoint: %s (step %llu; continue with --resume %s)\n", j->opt.save_dir,
+               (unsigned long long)run->steps_done, j->opt.save_dir);
+    if (cfg->resample_every)
+        printf("resampled: %llu dead features in %llu of the resamplings (every %llu steps)\n",
+               (unsigned long long)run->resampled, (unsigned long long)run->resamplings,
+               (unsigned long long)cfg->resample_every);
+    if (run->steps_done == 0)
+        return status;
+    if (j->opt.mode == SAE_PARALLEL_FEATURES) {
+        printf("last logged (training batches, step %llu): l2 %.5g  l1 %.5g  l0 %.2f  fvu %.4f  "
+               "dead %.1f%%\n", (unsigned long long)run->last.step, run->last.l2, run->last.l1,
+               run->last.l0, run->last.fvu, 100.0 * run->last.dead_frac);
+        return status;
+    }
+    sae_losses l;
+    double fvu;
+    int rc = tool_evaluate(j->m, &j->in, tool_arch_is_topk(cfg->arch) ? 0.0 : cfg->lambda, &l, &fvu);
+    if (rc != SAE_OK)
+        return tool_library_error(rc, "evaluating the model");
+    printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", j->in.eval_label,
+           l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg->d_sae, cfg->d_sae, fvu);
+    return status;
+}
+
+static void job_free(job *j)
+{
+    if (j->log && fclose(j->log) != 0)
+        tool_write_error(j->opt.log_path);
+    j->log = NULL;
+    tool_batcher_free(&j->batches);
+    tool_sample_free(&j->sample);
+    sae_optimizer_free(j->o);
+    sae_model_free(j->m);
+    tool_inputs_free(&j->in);
+    sae_mpi_counting_free(&j->counted);
+    sae_mpi_comm_free(&j->world);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    tool_set_program(argv[0]);
+    static job j; /* zeroed: job_free is safe at any point */
+    int rc = sae_mpi_comm_create(&j.world, MPI_COMM_WORLD);
+    if (rc != SAE_OK) {
+        fprintf(stderr, "%s: the MPI communicator: %s\n", tool_program(), sae_status_string(rc));
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    /* The command line and the inputs are the same on every rank, and so are
+     * their errors: rank 0 alone says them (every rank exits 2). */
+    int saved_stderr = -1, devnull = root(&j) ? -1 : open("/dev/null", O_WRONLY);
+    if (devnull >= 0 && (saved_stderr = dup(STDERR_FILENO)) >= 0)
+        dup2(devnull, STDERR_FILENO);
+    parse_command_line(&j, argc, argv);
+    load_run(&j);
+    prepare_outputs(&j);
+    if (saved_stderr >= 0) {
+        fflush(stderr);
+        dup2(saved_stderr, STDERR_FILENO);
+        close(saved_stderr);
+    }
+    if (devnull >= 0)
+        close(devnull);
+    int status = agree(set_up(&j));
+    if (status == 0) {
+        status = report(&j, train(&j));
+        if (j.opt.comm_stats)
+            print_comm_stats(&j);
+    }
+    status = agree(status); /* every rank exits with the same status */
+    job_free(&j);
+    MPI_Finalize();
+    return status;
+}

@@ -1,0 +1,110 @@
+#!/bin/sh
+# sae-train-mpi against sae-train: the same run (a file, TopK with the whole
+# recipe: --normalize, --b-dec-init, a linear lr schedule with warm-up and
+# decay, resampling) on 2 data-parallel and 3 feature-sharded ranks gives
+# sae-train's model (every tensor within 1e-4 relative: check_same_model)
+# and log (within 1e-4); the checkpoint of 3 shards resumes on 2 shards as
+# sae-train resumes its own; a bad option is exit status 2 on every rank;
+# a rank killed mid-run ends the job with an error instead of a hang.
+# Usage: mpi.sh BINDIR MPIEXEC [MPIEXEC FLAGS...]
+. "$(dirname "$0")/lib.sh"
+bin=$1
+shift
+MPIRUN="$*"
+train=$bin/sae-train
+raw_f32 "$tmp/acts.f32" 600 16
+# shellcheck disable=SC2089
+opts="$tmp/acts.f32 --d-in 16 --d-sae 40 --arch topk --k 3 --batch 50 --log-every 5 --lr 3e-3
+      --normalize --b-dec-init median --lr-schedule linear --lr-warmup 4 --lr-decay 0.3
+      --resample-every 12 --resample-window 50 --dead-window 100 --sample 200"
+
+# close_logs A B: the same rows, every number within 1e-4 relative (seconds
+# and the checkpoint column aside)
+close_logs() {
+    awk -F, 'NR == FNR { a[FNR] = $0; n = FNR; next }
+        FNR == 1 { for (i = 1; i <= NF; i++) col[i] = $i; next }
+        { split(a[FNR], x, ","); for (i = 1; i <= NF; i++) {
+            if (col[i] == "seconds") continue
+            d = x[i] - $i; if (d < 0) d = -d; m = $i < 0 ? -$i : $i
+            if (d > 1e-4 * m + 1e-9) { print "row " FNR " " col[i] ": " x[i] " vs " $i; bad = 1 } } }
+        END { if (FNR != n) { print FNR " rows vs " n; bad = 1 } exit bad }' "$1" "$2"
+}
+
+# --- one process, 2 data-parallel ranks, 3 feature shards ---------------------
+# shellcheck disable=SC2086,SC2090
+run "$train" $opts --steps 30 --save "$tmp/one" --log "$tmp/one.csv"
+[ "$rc" -eq 0 ] || fail "sae-train: exit $rc: $(cat "$tmp/err")"
+for mode in data:2 features:3; do
+    m=${mode%:*}
+    n=${mode#*:}
+    # shellcheck disable=SC2086,SC2090
+    run $MPIRUN -np "$n" "$bin/sae-train-mpi" $opts --steps 30 --parallel "$m" \
+        --save "$tmp/$m" --log "$tmp/$m.csv" --comm-stats
+    [ "$rc" -eq 0 ] || fail "$m on $n ranks: exit $rc: $(cat "$tmp/err")"
+    grep -q "^trained 30 steps (1500 tokens) in [0-9.]* s on $n ranks" "$tmp/out" ||
+        fail "$m: report: $(cat "$tmp/out")"
+    [ "$(grep -c '^  rank [0-9]*: allreduce_f32 1\.[0-9] calls' "$tmp/out")" -eq "$n" ] ||
+        fail "$m: --comm-stats: $(cat "$tmp/out")"
+    grep -q "^resampled: [1-9]" "$tmp/out" || fail "$m: nothing resampled: $(cat "$tmp/out")"
+    run "$bin/check_same_model" "$tmp/$m" "$tmp/one"
+    [ "$rc" -eq 0 ] || fail "$m on $n ranks: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
+    run "$bin/check_same_model" "$tmp/$m/train_weights.safetensors" "$tmp/one/train_weights.safetensors"
+    [ "$rc" -eq 0 ] || fail "$m on $n ranks: train_weights: $(cat "$tmp/out" "$tmp/err")"
+    cmp -s "$tmp/$m/cfg.json" "$tmp/one/cfg.json" || fail "$m: cfg.json differs"
+    grep -v '^seconds ' "$tmp/$m/train_state.txt" >"$tmp/state.mpi"
+    grep -v '^seconds ' "$tmp/one/train_state.txt" >"$tmp/state.one"
+    cmp -s "$tmp/state.mpi" "$tmp/state.one" || fail "$m: train_state.txt differs"
+    close_logs "$tmp/$m.csv" "$tmp/one.csv" >"$tmp/diff" || fail "$m: log: $(head -3 "$tmp/diff")"
+done
+echo "ok: 2 data-parallel and 3 feature-sharded ranks train sae-train's model"
+
+# --- 3 shards' checkpoint resumed on 2 shards, as sae-train resumes its own ---
+run "$train" --resume "$tmp/one" --steps 45 --log "$tmp/one.csv"
+[ "$rc" -eq 0 ] || fail "sae-train --resume: exit $rc: $(cat "$tmp/err")"
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" --resume "$tmp/features" --steps 45 --parallel features \
+    --log "$tmp/features.csv"
+[ "$rc" -eq 0 ] || fail "resume on 2 shards: exit $rc: $(cat "$tmp/err")"
+grep -q "^resuming $tmp/features at step 30 of 45" "$tmp/err" || fail "resume: $(cat "$tmp/err")"
+run "$bin/check_same_model" "$tmp/features" "$tmp/one"
+[ "$rc" -eq 0 ] || fail "3 shards resumed on 2: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
+close_logs "$tmp/features.csv" "$tmp/one.csv" >"$tmp/diff" || fail "resumed log: $(head -3 "$tmp/diff")"
+echo "ok: 3 shards' checkpoint resumed on 2 shards"
+
+# --- a bad option: exit status 2, the message once (rank 0's) -----------------
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" --parallel rows
+[ "$rc" -ne 0 ] || fail "--parallel rows: exit 0"
+[ "$(grep -c "sae-train-mpi: --parallel 'rows': data or features" "$tmp/err")" -eq 1 ] ||
+    fail "--parallel rows: $(cat "$tmp/err")"
+echo "ok: a bad option stops every rank"
+
+# --- a rank killed mid-run: the job ends with an error, no hang ---------------
+# shellcheck disable=SC2086
+$MPIRUN -np 2 "$bin/sae-train-mpi" --d-sae 64 --batch 256 --steps 100000000 --log-every 10 \
+    --parallel features >"$tmp/kill.out" 2>"$tmp/kill.err" &
+job=$!
+victim=
+for _ in $(seq 100); do # the ranks: mpirun's children (up to 10 s)
+    victim=$(ps -o pid= -o comm= --ppid "$job" | awk '$2 == "sae-train-mpi" { print $1; exit }')
+    [ -n "$victim" ] && grep -q "^step" "$tmp/kill.err" 2>/dev/null && break
+    sleep 0.1
+done
+if [ -z "$victim" ]; then
+    fail "no rank of the job to kill: $(cat "$tmp/kill.err")"
+    kill "$job" 2>/dev/null
+else
+    sleep 1
+    kill -9 "$victim"
+    # wait for mpirun, at most 60 s
+    for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$job" 2>/dev/null; then
+        fail "the job still runs 60 s after a rank was killed"
+        kill -9 "$job"
+    fi
+    krc=0
+    wait "$job" || krc=$?
+    [ "$krc" -ne 0 ] || fail "the job of a killed rank exits 0"
+    echo "ok: a killed rank ends the job (exit $krc)"
+fi
+finish
