@@ -806,6 +806,14 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         else if (!par)
             return rc;
     }
+    /* a batch selected block by block after all: one block of the batch (a
+     * workspace reserved for the fused encoder holds less; never in a
+     * distributed step, whose workspace holds the batch) */
+    if (!fused && sae__batch_selected(m->arch) && ws->block_cap < n_tokens) {
+        int rc = sae__workspace_reserve_batch(ws, n_tokens);
+        if (rc != SAE_OK)
+            return rc;
+    }
     for (size_t t0 = 0; !fused && t0 < n_tokens; t0 += block) {
         size_t rows = sae__block_rows(n_tokens, t0, block), pairs = 0;
         int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);

@@ -799,6 +799,9 @@ typedef struct sae_step_shape {
     size_t d_out;         /* the output's width; 0: d_in (an autoencoder) */
     int gemm;             /* SAE_OPT_GEMM: the backend of the products' team */
     bool bf16;            /* SAE_OPT_PRECISION bf16: the encoder's bf16 inputs */
+    bool batch_fused;     /* BatchTopK selects in the fused encoder (one process,
+                             sae__fused_covers): blocks of SAE_BLOCK_TOKENS
+                             suffice, not one block of the whole batch */
 } sae_step_shape;
 
 /* Make the workspace hold a step of this shape: every buffer except the
@@ -808,6 +811,12 @@ typedef struct sae_step_shape {
  * On SAE_E_NOMEM the workspace is as it was (a first reservation frees all). */
 int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *shape);
 void sae__workspace_free(sae_workspace *ws);
+
+/* Make the block buffers (f, mask, band: n_tokens x d_sae) and the radix
+ * histograms hold a BatchTopK batch of n_tokens as one block, for a step
+ * that takes the block loop after all (SAE_E_NOMEM: the workspace is as it
+ * was). */
+int sae__workspace_reserve_batch(sae_workspace *ws, size_t n_tokens);
 
 /* Grow the pair arrays to hold nnz pairs, keeping the first `keep` pairs of
  * feat and fval (stored earlier in the step). */

@@ -672,6 +672,53 @@ START_TEST(families_step_in_float32_whatever_the_precision)
 }
 END_TEST
 
+/* BatchTopK's step selects over the batch in the fused encoder, in O(n k):
+ * its workspace holds blocks of SAE_BLOCK_TOKENS features, not the batch's
+ * n x d_sae; a step that takes the block loop after all (a transcoder)
+ * grows the block to the batch and gives the gradients of a workspace
+ * reserved for the batch from the start. */
+START_TEST(batchtopk_workspace_is_not_batch_wide)
+{
+    const size_t d_in = 16, d_out = 12, d_sae = 64, n = 2 * SAE_BLOCK_TOKENS + 100;
+    float *x = test_gaussian(n, d_in, 1.0, 0.1, 71), *y = test_gaussian(n, d_out, 1.0, 0.0, 72);
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create_arch(&m, d_in, d_sae, 2, SAE_ARCH_BATCHTOPK, 4), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(m, o, x, n, &l), SAE_OK);
+    ck_assert_double_le(l.l0, 4.0);
+    ck_assert_uint_le(o->ws.block_cap, SAE_BLOCK_TOKENS);
+    ck_assert_ptr_null(o->ws.radix_hist);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+
+    ck_assert_int_eq(sae_model_create_transcoder(&m, d_in, d_out, d_sae, 2, SAE_KIND_TRANSCODER,
+                                                 SAE_ARCH_BATCHTOPK, 4), SAE_OK);
+    float *grad[2];
+    for (int small = 0; small < 2; small++) {
+        sae_workspace ws;
+        memset(&ws, 0, sizeof ws);
+        sae_step_shape shape = {d_in, d_sae, n, 2, SAE_ARCH_BATCHTOPK, 0, d_out,
+                                SAE_GEMM_AUTO, false, small != 0};
+        ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
+        ck_assert_uint_eq(ws.block_cap, small ? SAE_BLOCK_TOKENS : n);
+        grad[small] = sae__alloc_zero(m->lay.total * sizeof(float));
+        sae_step_config cfg = {0.0, SAE_KERNEL_AUTO, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
+        sae_backward_result res;
+        ck_assert_int_eq(sae__forward_backward(m, &cfg, x, y, n, &ws, grad[small], &res), SAE_OK);
+        ck_assert_uint_eq(ws.block_cap, n);
+        sae__workspace_free(&ws);
+    }
+    ck_assert(memcmp(grad[0], grad[1], m->lay.total * sizeof(float)) == 0);
+    sae__free(grad[0]);
+    sae__free(grad[1]);
+    sae_model_free(m);
+    free(x);
+    free(y);
+}
+END_TEST
+
 /* After fork() the child has none of the optimizer's threads: its steps run
  * on the calling thread, finish, and give the parent's bits; freeing joins
  * nothing. */
@@ -739,6 +786,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, gemm_backend_reports_the_resolved_backend);
     tcase_add_test(tc, bf16_weights_follow_the_model);
     tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
+    tcase_add_test(tc, batchtopk_workspace_is_not_batch_wide);
     tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);
     return s;
