@@ -760,7 +760,13 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     const size_t n_loss = cfg->loss_tokens ? cfg->loss_tokens : n_tokens;
     sae_par_step *par = cfg->par;
 
-    sae__decoder_row_norms(m, ws->norms, cfg->pool);
+    /* the decoder row norms: those the last Adam pass wrote, unless the model
+     * is another one or was changed since */
+    if (ws->norms_model != m || ws->norms_version != m->version) {
+        sae__decoder_row_norms(m, ws->norms, cfg->pool);
+        ws->norms_model = m;
+        ws->norms_version = m->version;
+    }
     memset(ws->f_sum, 0, d_sae * sizeof(double));
     memset(ws->g_b_enc, 0, d_sae * sizeof(double));
     memset(ws->last_fired, 0, d_sae * sizeof(uint64_t));

@@ -481,6 +481,9 @@ int sae__check_losses(const char *fn, const sae_losses *l);
  * on the pool's threads (NULL: the caller's). */
 void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
 
+/* One row's norm as sae__decoder_row_norms computes it (the same bits). */
+float sae__row_norm(const float *row, size_t d);
+
 /* theta[i] = exp(t_i), JumpReLU's thresholds from its log thresholds
  * (nothing for other architectures). */
 void sae__thresholds(const sae_model *m, float *theta);
@@ -698,6 +701,9 @@ typedef struct sae_workspace {
 
     /* per feature (d_sae), allocated once */
     float *norms;         /* decoder row norms ||W_dec[i,:]|| */
+    const sae_model *norms_model; /* the model and version whose norms they are */
+    uint64_t norms_version;       /* (the Adam pass writes them: no step reads
+                                     W_dec for them again) */
     double *f_sum;        /* sum over the batch of f_ti */
     double *g_b_enc;      /* dL/db_enc, accumulated in double */
     double *row_sumsq;    /* squared norm of feature i's gradient rows */
