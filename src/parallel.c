@@ -114,15 +114,6 @@ static size_t exchange_bytes(const sae_comm *c, size_t record)
 
 /* ---- the step's first exchange ------------------------------------------------- */
 
-typedef struct header_record {
-    int32_t status;
-    int32_t arch;
-    uint64_t n_tokens, d_in, d_sae_total, shard_begin, shard_end, k, steps;
-    uint64_t options_hash; /* every option but the thread count */
-    uint64_t x_hash;       /* features: the batch */
-    uint64_t n_dead;       /* features: this shard's dead features */
-} header_record;
-
 static uint64_t options_hash(const sae_optimizer *o)
 {
     uint64_t h = 0;
