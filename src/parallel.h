@@ -122,6 +122,7 @@ typedef struct header_record {
     uint64_t n_tokens, d_in, d_sae_total, shard_begin, shard_end, k, steps;
     uint64_t options_hash; /* every option but the thread count */
     uint64_t x_hash;       /* features: the batch */
+    uint64_t d_out, kind;  /* the output's width, the model's kind (SAE_KIND_*) */
     uint64_t n_dead;       /* features: this shard's dead features */
 } header_record;
 
