@@ -760,7 +760,13 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     const size_t n_loss = cfg->loss_tokens ? cfg->loss_tokens : n_tokens;
     sae_par_step *par = cfg->par;
 
-    sae__decoder_row_norms(m, ws->norms, cfg->pool);
+    /* the decoder row norms: those the last Adam pass wrote, unless the model
+     * is another one or was changed since */
+    if (ws->norms_model != m || ws->norms_version != m->version) {
+        sae__decoder_row_norms(m, ws->norms, cfg->pool);
+        ws->norms_model = m;
+        ws->norms_version = m->version;
+    }
     memset(ws->f_sum, 0, d_sae * sizeof(double));
     memset(ws->g_b_enc, 0, d_sae * sizeof(double));
     memset(ws->last_fired, 0, d_sae * sizeof(uint64_t));
@@ -804,6 +810,14 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         else if (rc == SAE_FUSED_TOO_DENSE)
             too_dense = true;
         else if (!par)
+            return rc;
+    }
+    /* a batch selected block by block after all: one block of the batch (a
+     * workspace reserved for the fused encoder holds less; never in a
+     * distributed step, whose workspace holds the batch) */
+    if (!fused && sae__batch_selected(m->arch) && ws->block_cap < n_tokens) {
+        int rc = sae__workspace_reserve_batch(ws, n_tokens);
+        if (rc != SAE_OK)
             return rc;
     }
     for (size_t t0 = 0; !fused && t0 < n_tokens; t0 += block) {

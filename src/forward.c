@@ -47,13 +47,23 @@ static void row_norms_range(void *ctx, size_t begin, size_t end, int tid)
     const sae_model *m = ((row_norms_task *)ctx)->m;
     float *norms = ((row_norms_task *)ctx)->norms;
     const float *w_dec = sae__w_dec(m);
-    for (size_t i = begin; i < end; i++) {
-        const float *row = w_dec + i * m->d_out;
-        double sum = 0.0;
-        for (size_t j = 0; j < m->d_out; j++)
-            sum += (double)row[j] * row[j];
-        norms[i] = (float)sqrt(sum);
-    }
+    for (size_t i = begin; i < end; i++)
+        norms[i] = sae__row_norm(w_dec + i * m->d_out, m->d_out);
+}
+
+float sae__row_norm(const float *row, size_t d)
+{
+    /* eight partial sums in a fixed order (the products are exact in double):
+     * independent chains the compiler can keep in one vector register */
+    double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8)
+        for (size_t l = 0; l < 8; l++)
+            acc[l] += (double)row[j + l] * row[j + l];
+    for (size_t l = 0; j < d; j++, l++)
+        acc[l] += (double)row[j] * row[j];
+    double sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    return (float)sqrt(sum);
 }
 
 void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool)

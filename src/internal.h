@@ -481,6 +481,9 @@ int sae__check_losses(const char *fn, const sae_losses *l);
  * on the pool's threads (NULL: the caller's). */
 void sae__decoder_row_norms(const sae_model *m, float *norms, sae_pool *pool);
 
+/* One row's norm as sae__decoder_row_norms computes it (the same bits). */
+float sae__row_norm(const float *row, size_t d);
+
 /* theta[i] = exp(t_i), JumpReLU's thresholds from its log thresholds
  * (nothing for other architectures). */
 void sae__thresholds(const sae_model *m, float *theta);
@@ -698,6 +701,9 @@ typedef struct sae_workspace {
 
     /* per feature (d_sae), allocated once */
     float *norms;         /* decoder row norms ||W_dec[i,:]|| */
+    const sae_model *norms_model; /* the model and version whose norms they are */
+    uint64_t norms_version;       /* (the Adam pass writes them: no step reads
+                                     W_dec for them again) */
     double *f_sum;        /* sum over the batch of f_ti */
     double *g_b_enc;      /* dL/db_enc, accumulated in double */
     double *row_sumsq;    /* squared norm of feature i's gradient rows */
@@ -799,6 +805,9 @@ typedef struct sae_step_shape {
     size_t d_out;         /* the output's width; 0: d_in (an autoencoder) */
     int gemm;             /* SAE_OPT_GEMM: the backend of the products' team */
     bool bf16;            /* SAE_OPT_PRECISION bf16: the encoder's bf16 inputs */
+    bool batch_fused;     /* BatchTopK selects in the fused encoder (one process,
+                             sae__fused_covers): blocks of SAE_BLOCK_TOKENS
+                             suffice, not one block of the whole batch */
 } sae_step_shape;
 
 /* Make the workspace hold a step of this shape: every buffer except the
@@ -808,6 +817,12 @@ typedef struct sae_step_shape {
  * On SAE_E_NOMEM the workspace is as it was (a first reservation frees all). */
 int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *shape);
 void sae__workspace_free(sae_workspace *ws);
+
+/* Make the block buffers (f, mask, band: n_tokens x d_sae) and the radix
+ * histograms hold a BatchTopK batch of n_tokens as one block, for a step
+ * that takes the block loop after all (SAE_E_NOMEM: the workspace is as it
+ * was). */
+int sae__workspace_reserve_batch(sae_workspace *ws, size_t n_tokens);
 
 /* Grow the pair arrays to hold nnz pairs, keeping the first `keep` pairs of
  * feat and fval (stored earlier in the step). */

@@ -252,6 +252,11 @@ typedef struct adam_task {
      * in [w16_begin, w16_end) (W_enc), written while the values are in cache */
     uint16_t *w16;
     size_t w16_begin, w16_end;
+    /* with norms: norms[i] = ||param[dec_begin + i d_row ..][0 .. d_row)||
+     * for the d_sae rows of W_dec, each by the thread whose range holds it
+     * whole, while in cache (the others after the pass) */
+    float *norms;
+    size_t dec_begin, dec_end, d_row;
     bool finite[SAE_MAX_THREADS];
     adam_maxima maxima[SAE_MAX_THREADS];
 } adam_task;
@@ -263,67 +268,147 @@ static void maxima_merge(adam_maxima *into, const adam_maxima *part)
     into->m2_max = fmaxf(into->m2_max, part->m2_max);
 }
 
-/* Elements per chunk of the bf16 copy: updated, then rounded from L1. */
-#define ADAM_BF16_CHUNK 2048
+/* Elements per chunk of the bf16 copy and of the norms' rows: updated, then
+ * read again from L1/L2. */
+#define ADAM_CHUNK 2048
 
-/* The update of [begin, end), with the bf16 copy where it covers. */
-static void adam_apply_copying(const adam_task *a, size_t begin, size_t end, adam_maxima *mx)
+static void apply_plain(const adam_task *a, size_t begin, size_t end, adam_maxima *mx)
 {
-    *mx = (adam_maxima){0.0f, 0.0f, 0.0f};
-    size_t lo = begin > a->w16_begin ? begin : a->w16_begin;
-    size_t hi = end < a->w16_end ? end : a->w16_end;
-    if (!a->w16 || lo >= hi) {
-        a->apply(a->c, a->grad, a->param, a->m1, a->m2, begin, end, mx);
+    if (begin >= end)
         return;
-    }
     adam_maxima part;
-    if (begin < lo) {
-        a->apply(a->c, a->grad, a->param, a->m1, a->m2, begin, lo, &part);
-        maxima_merge(mx, &part);
-    }
-    for (size_t k = lo; k < hi; k += ADAM_BF16_CHUNK) {
-        size_t k1 = hi - k < ADAM_BF16_CHUNK ? hi : k + ADAM_BF16_CHUNK;
-        a->apply(a->c, a->grad, a->param, a->m1, a->m2, k, k1, &part);
-        maxima_merge(mx, &part);
+    a->apply(a->c, a->grad, a->param, a->m1, a->m2, begin, end, &part);
+    maxima_merge(mx, &part);
+}
+
+/* [lo, hi) inside W_enc: updated, then rounded to the bf16 copy, by chunks. */
+static void apply_w16(const adam_task *a, size_t lo, size_t hi, adam_maxima *mx)
+{
+    for (size_t k = lo; k < hi; k += ADAM_CHUNK) {
+        size_t k1 = hi - k < ADAM_CHUNK ? hi : k + ADAM_CHUNK;
+        apply_plain(a, k, k1, mx);
         sae__bf16_from_f32(a->w16 + (k - a->w16_begin), a->param + k, k1 - k);
     }
-    if (hi < end) {
-        a->apply(a->c, a->grad, a->param, a->m1, a->m2, hi, end, &part);
-        maxima_merge(mx, &part);
+}
+
+/* [lo, hi) inside W_dec: updated, and the norms of the rows it holds whole,
+ * by chunks of rows. */
+static void apply_norms(const adam_task *a, size_t lo, size_t hi, adam_maxima *mx)
+{
+    const size_t d = a->d_row;
+    size_t r0 = (lo - a->dec_begin + d - 1) / d, r1 = (hi - a->dec_begin) / d;
+    if (r0 >= r1) {
+        apply_plain(a, lo, hi, mx);
+        return;
     }
+    apply_plain(a, lo, a->dec_begin + r0 * d, mx);
+    const size_t chunk_rows = d < ADAM_CHUNK ? ADAM_CHUNK / d : 1;
+    for (size_t r = r0; r < r1; r += chunk_rows) {
+        size_t re = r1 - r < chunk_rows ? r1 : r + chunk_rows;
+        apply_plain(a, a->dec_begin + r * d, a->dec_begin + re * d, mx);
+        for (size_t i = r; i < re; i++)
+            a->norms[i] = sae__row_norm(a->param + a->dec_begin + i * d, d);
+    }
+    apply_plain(a, a->dec_begin + r1 * d, hi, mx);
+}
+
+/* The update of [begin, end), with the bf16 copy and the row norms where
+ * they cover. */
+typedef struct adam_region {
+    size_t lo, hi;
+    void (*fn)(const adam_task *, size_t, size_t, adam_maxima *);
+} adam_region;
+
+static void adam_apply_regions(const adam_task *a, size_t begin, size_t end, adam_maxima *mx)
+{
+    *mx = (adam_maxima){0.0f, 0.0f, 0.0f};
+    adam_region region[2];
+    int n = 0;
+    if (a->w16)
+        region[n++] = (adam_region){a->w16_begin, a->w16_end, apply_w16};
+    if (a->norms)
+        region[n++] = (adam_region){a->dec_begin, a->dec_end, apply_norms};
+    if (n == 2 && region[1].lo < region[0].lo) {
+        adam_region first = region[1];
+        region[1] = region[0];
+        region[0] = first;
+    }
+    size_t pos = begin;
+    for (int r = 0; r < n; r++) {
+        size_t lo = pos > region[r].lo ? pos : region[r].lo;
+        size_t hi = end < region[r].hi ? end : region[r].hi;
+        if (lo >= hi)
+            continue;
+        apply_plain(a, pos, lo, mx);
+        region[r].fn(a, lo, hi, mx);
+        pos = hi;
+    }
+    apply_plain(a, pos, end, mx);
+}
+
+/* Thread tid's range of the block: on 64-byte boundaries. */
+static void adam_range(size_t count, int tid, int n_threads, size_t *begin, size_t *end)
+{
+    size_t lines = (count + SAE_ALIGN_FLOATS - 1) / SAE_ALIGN_FLOATS;
+    sae__share(lines, tid, n_threads, begin, end);
+    *begin *= SAE_ALIGN_FLOATS;
+    *end = *end * SAE_ALIGN_FLOATS < count ? *end * SAE_ALIGN_FLOATS : count;
+    *begin = *begin < *end ? *begin : *end;
 }
 
 static void adam_run(void *ctx, int tid, int n_threads)
 {
     adam_task *a = ctx;
-    /* ranges on 64-byte boundaries */
-    size_t lines = (a->count + SAE_ALIGN_FLOATS - 1) / SAE_ALIGN_FLOATS, begin, end;
-    sae__share(lines, tid, n_threads, &begin, &end);
-    begin *= SAE_ALIGN_FLOATS;
-    end = end * SAE_ALIGN_FLOATS < a->count ? end * SAE_ALIGN_FLOATS : a->count;
-    begin = begin < end ? begin : end;
+    size_t begin, end;
+    adam_range(a->count, tid, n_threads, &begin, &end);
     if (a->check)
         a->finite[tid] = adam_check_range(a->c, a->grad, a->param, a->m1, a->m2, begin, end);
     else
-        adam_apply_copying(a, begin, end, &a->maxima[tid]);
+        adam_apply_regions(a, begin, end, &a->maxima[tid]);
 }
 
+/* What the Adam pass writes besides the update (NULL pointers: nothing): the
+ * bf16 copy of W_enc (w16_count values from param[w_enc]), and the d_rows row
+ * norms of W_dec (rows of d_row values from param[w_dec]). */
+typedef struct adam_extras {
+    uint16_t *w16;
+    size_t w_enc, w16_count;
+    float *norms;
+    size_t w_dec, d_rows, d_row;
+} adam_extras;
+
 /* The update over the whole parameter block, one contiguous range per thread.
- * With check set it only reports whether the result would be finite. With
- * w16, the bf16 copy of W_enc (param[w_enc .. w_enc + w16_count)) is
- * rewritten as the update goes. */
+ * With check set it only reports whether the result would be finite; else
+ * it also writes x's extras as the update goes. */
 static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
                       size_t count, sae_pool *pool, bool check, adam_maxima *maxima,
-                      uint16_t *w16, size_t w_enc, size_t w16_count)
+                      const adam_extras *x)
 {
     adam_task a = {.apply = adam_apply_range, .c = c, .grad = grad, .param = param, .m1 = m1,
-                   .m2 = m2, .count = count, .check = check, .w16 = w16, .w16_begin = w_enc,
-                   .w16_end = w_enc + w16_count};
+                   .m2 = m2, .count = count, .check = check};
+    if (x && !check) {
+        a.w16 = x->w16;
+        a.w16_begin = x->w_enc;
+        a.w16_end = x->w_enc + x->w16_count;
+        a.norms = x->d_row ? x->norms : NULL;
+        a.dec_begin = x->w_dec;
+        a.dec_end = x->w_dec + x->d_rows * x->d_row;
+        a.d_row = x->d_row;
+    }
 #ifdef SAE_HAVE_AVX512
     if (sae__use_avx512())
         a.apply = adam_apply_range_avx512;
 #endif
     sae__pool_run(pool, adam_run, &a);
+    /* the rows no thread held whole: those across a boundary of two ranges */
+    for (int k = 1; a.norms && k < sae__pool_threads(pool); k++) {
+        size_t begin, end;
+        adam_range(count, k, sae__pool_threads(pool), &begin, &end);
+        if (begin > a.dec_begin && begin < a.dec_end && (begin - a.dec_begin) % a.d_row != 0) {
+            size_t i = (begin - a.dec_begin) / a.d_row;
+            a.norms[i] = sae__row_norm(param + a.dec_begin + i * a.d_row, a.d_row);
+        }
+    }
     bool finite = true;
     adam_maxima mx = {0.0f, 0.0f, 0.0f};
     for (int k = 0; k < sae__pool_threads(pool); k++) {
@@ -436,7 +521,7 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     /* bf16 where the fused encoder covers the model (others: float32) */
     const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__fused_covers(m);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out,
-                            o->opt.gemm, bf16};
+                            o->opt.gemm, bf16, sae__fused_covers(m) && !o->par};
     const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
     if (rc == SAE_OK)
         rc = sae__workspace_reserve(&o->ws, &shape);
@@ -504,7 +589,7 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
         bool finite =
             adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL,
-                      NULL, 0, 0);
+                      NULL);
         if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
             return rc;
         if (!finite)
@@ -512,11 +597,17 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
                              fn);
     }
     adam_maxima mx;
+    /* the pass also writes the bf16 copy of W_enc and the next step's decoder
+     * row norms */
+    adam_extras extras = {bf16 ? o->ws.w_enc16 : NULL, m->lay.w_enc_t, w_enc_count,
+                          o->ws.norms, m->lay.w_dec, m->d_sae, m->d_out};
     adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx,
-              bf16 ? o->ws.w_enc16 : NULL, m->lay.w_enc_t, w_enc_count);
-    m->version++; /* the parameters changed; the bf16 copy followed them */
+              &extras);
+    m->version++; /* the parameters changed; the bf16 copy and norms followed them */
     if (bf16)
         o->ws.w16_version = m->version;
+    o->ws.norms_model = m;
+    o->ws.norms_version = m->version;
     m->param_absmax = mx.param_absmax;
     o->m1_absmax = mx.m1_absmax;
     o->m2_max = mx.m2_max;

@@ -245,8 +245,8 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
     if (doubled && s->n_tokens > SIZE_MAX / 2)
         return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     /* BatchTopK (and Matryoshka) select over the whole batch: one block of all
-     * its tokens */
-    const bool batch = sae__batch_selected(s->arch);
+     * its tokens, unless the fused encoder selects (in O(n k) of its own) */
+    const bool batch = sae__batch_selected(s->arch) && !s->batch_fused;
     size_t block = batch ? s->n_tokens
                    : s->n_tokens < SAE_BLOCK_TOKENS ? s->n_tokens : SAE_BLOCK_TOKENS;
     int rc = reserve_features(ws, s->d_in, s->d_out ? s->d_out : s->d_in, s->d_sae);
@@ -264,6 +264,14 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
         rc = reserve_bf16(ws, s->n_tokens);
     if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
         sae__workspace_free(ws);
+    return rc;
+}
+
+int sae__workspace_reserve_batch(sae_workspace *ws, size_t n_tokens)
+{
+    int rc = reserve_block(ws, n_tokens, ws->gate != NULL);
+    if (rc == SAE_OK)
+        rc = reserve_threads(ws, (int)ws->thread_cap, ws->panel_tokens, true);
     return rc;
 }
 

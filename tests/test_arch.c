@@ -31,7 +31,7 @@ static void lib_gradients(const sae_model *m, const float *x, size_t n, const re
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
     size_t k_aux = t->auxk_coeff > 0.0 ? t->k_aux : 0;
-    sae_step_shape shape = {d_in, d_sae, n, 2, m->arch, k_aux, m->d_out, SAE_GEMM_AUTO, false};
+    sae_step_shape shape = {d_in, d_sae, n, 2, m->arch, k_aux, m->d_out, SAE_GEMM_AUTO, false, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     if (k_aux)
         memcpy(ws.dead, t->dead, d_sae);

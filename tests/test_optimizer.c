@@ -619,6 +619,61 @@ START_TEST(bf16_weights_follow_the_model)
 }
 END_TEST
 
+/* The decoder row norms the Adam pass leaves for the next step are those the
+ * step would compute itself: each step's L1 equals a fresh optimizer's on the
+ * same model, after Adam passes (2 threads: rows across the threads' ranges
+ * included), after W_dec changed from outside, and for another model. */
+static double first_l1(const sae_model *m, const float *x, size_t n)
+{
+    sae_model *copy;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 2), SAE_OK);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
+    sae_optimizer_free(o);
+    sae_model_free(copy);
+    return l.l1;
+}
+
+START_TEST(cached_row_norms_follow_the_model)
+{
+    const size_t d_in = 37, d_sae = 101, n = 64; /* rows that straddle 64-byte lines */
+    float *x = test_gaussian(n, d_in, 1.0, 0.0, 19);
+    sae_model *a, *b;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&a, d_in, d_sae, 8), SAE_OK);
+    ck_assert_int_eq(sae_model_create(&b, d_in, d_sae, 9), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, a), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 2), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 3e-2), SAE_OK);
+    sae_losses l;
+    for (int s = 0; s < 4; s++) {
+        double want = first_l1(a, x, n);
+        ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
+        ck_assert_double_eq(l.l1, want);
+    }
+    ck_assert_ptr_eq(o->ws.norms_model, a);
+    float *w = malloc(d_in * d_sae * sizeof(float));
+    ck_assert_int_eq(sae_model_get_tensor(a, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
+    for (size_t k = 0; k < d_in * d_sae; k++)
+        w[k] *= 0.5f;
+    ck_assert_int_eq(sae_model_set_tensor(a, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
+    double want = first_l1(a, x, n);
+    ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
+    ck_assert_double_eq(l.l1, want);
+    want = first_l1(b, x, n);
+    ck_assert_int_eq(sae_step(b, o, x, n, &l), SAE_OK);
+    ck_assert_double_eq(l.l1, want);
+    free(w);
+    free(x);
+    sae_optimizer_free(o);
+    sae_model_free(a);
+    sae_model_free(b);
+}
+END_TEST
+
 /* SAE_OPT_PRECISION bf16 covers the plain autoencoders only: a Gated SAE and
  * transcoders (with and without W_skip, on either kernel) train in float32,
  * bit for bit as without the option, and through the unfused encoder (whose
@@ -667,6 +722,53 @@ START_TEST(families_step_in_float32_whatever_the_precision)
         sae_model_free(m[0]);
         sae_model_free(m[1]);
     }
+    free(x);
+    free(y);
+}
+END_TEST
+
+/* BatchTopK's step selects over the batch in the fused encoder, in O(n k):
+ * its workspace holds blocks of SAE_BLOCK_TOKENS features, not the batch's
+ * n x d_sae; a step that takes the block loop after all (a transcoder)
+ * grows the block to the batch and gives the gradients of a workspace
+ * reserved for the batch from the start. */
+START_TEST(batchtopk_workspace_is_not_batch_wide)
+{
+    const size_t d_in = 16, d_out = 12, d_sae = 64, n = 2 * SAE_BLOCK_TOKENS + 100;
+    float *x = test_gaussian(n, d_in, 1.0, 0.1, 71), *y = test_gaussian(n, d_out, 1.0, 0.0, 72);
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create_arch(&m, d_in, d_sae, 2, SAE_ARCH_BATCHTOPK, 4), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(m, o, x, n, &l), SAE_OK);
+    ck_assert_double_le(l.l0, 4.0);
+    ck_assert_uint_le(o->ws.block_cap, SAE_BLOCK_TOKENS);
+    ck_assert_ptr_null(o->ws.radix_hist);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+
+    ck_assert_int_eq(sae_model_create_transcoder(&m, d_in, d_out, d_sae, 2, SAE_KIND_TRANSCODER,
+                                                 SAE_ARCH_BATCHTOPK, 4), SAE_OK);
+    float *grad[2];
+    for (int small = 0; small < 2; small++) {
+        sae_workspace ws;
+        memset(&ws, 0, sizeof ws);
+        sae_step_shape shape = {d_in, d_sae, n, 2, SAE_ARCH_BATCHTOPK, 0, d_out,
+                                SAE_GEMM_AUTO, false, small != 0};
+        ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
+        ck_assert_uint_eq(ws.block_cap, small ? SAE_BLOCK_TOKENS : n);
+        grad[small] = sae__alloc_zero(m->lay.total * sizeof(float));
+        sae_step_config cfg = {0.0, SAE_KERNEL_AUTO, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
+        sae_backward_result res;
+        ck_assert_int_eq(sae__forward_backward(m, &cfg, x, y, n, &ws, grad[small], &res), SAE_OK);
+        ck_assert_uint_eq(ws.block_cap, n);
+        sae__workspace_free(&ws);
+    }
+    ck_assert(memcmp(grad[0], grad[1], m->lay.total * sizeof(float)) == 0);
+    sae__free(grad[0]);
+    sae__free(grad[1]);
+    sae_model_free(m);
     free(x);
     free(y);
 }
@@ -739,6 +841,8 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, gemm_backend_reports_the_resolved_backend);
     tcase_add_test(tc, bf16_weights_follow_the_model);
     tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
+    tcase_add_test(tc, batchtopk_workspace_is_not_batch_wide);
+    tcase_add_test(tc, cached_row_norms_follow_the_model);
     tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);
     return s;
