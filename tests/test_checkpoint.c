@@ -559,8 +559,9 @@ static const struct corrupt_case {
                                 "[3]", 68, 80) "}", 80},
     {"JumpReLU threshold of another shape", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC ","
                                             T("threshold", "F32", "[2]", 68, 76) "}", 76},
-    {"JumpReLU log_threshold", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("log_threshold", "F32",
-                               "[3]", 68, 80) "}", 80},
+    /* (a [d_sae] log_threshold is SAELens's JumpReLU training checkpoint: it loads) */
+    {"JumpReLU log_threshold of another shape", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC ","
+                                                T("log_threshold", "F32", "[2]", 68, 76) "}", 76},
     {"BatchTopK training state", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("topk_threshold",
                                  "F64", "[]", 68, 76) "}", 76},
     {"gated b_gate", "{" W_ENC "," W_DEC "," B_ENC "," B_DEC "," T("b_gate", "F32", "[3]", 68, 80) "}", 80},
