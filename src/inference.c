@@ -53,7 +53,8 @@ static bool decode_bounded(const sae_model *m, const float *f, size_t n_tokens)
 }
 
 /* SAE_OK if decoding f gives finite values: the bound, or a dry run. */
-static int check_decode(const char *fn, const sae_model *m, const float *f, size_t n_tokens)
+static int check_decode(const char *fn, const sae_model *m, const sae_gemm_use *gemm,
+                        const float *f, size_t n_tokens)
 {
     if (decode_bounded(m, f, n_tokens))
         return SAE_OK;
@@ -64,7 +65,7 @@ static int check_decode(const char *fn, const sae_model *m, const float *f, size
     int rc = SAE_OK;
     for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += block) {
         size_t rows = sae__block_rows(n_tokens, t0, block);
-        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat);
+        sae__forward_decode(m, gemm, NULL, f + t0 * m->d_sae, rows, x_hat);
         if (!sae__all_finite(x_hat, rows * m->d_out))
             rc = sae__fail(SAE_E_NONFINITE, "%s: x_hat of tokens %zu..%zu would not be finite "
                            "(the decoder's weights overflow on these features)", fn, t0,
@@ -87,15 +88,21 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
                              sizeof(float));
     if (rc == SAE_OK)
         rc = sae__check_finite(fn, "f", f, n_tokens * m->d_sae);
-    if (rc == SAE_OK)
-        rc = check_decode(fn, m, f, n_tokens);
     if (rc != SAE_OK)
         return rc;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
+    /* the product on the default backend; without memory for its context,
+     * on CBLAS (sae_decode needs no memory of its own); the dry run on the
+     * same, so it sees the same values */
+    sae_gemm_use gemm = {NULL, NULL};
+    if (sae__gemm_create(&gemm.g, SAE_GEMM_AUTO) != SAE_OK)
+        gemm.g = NULL;
+    rc = check_decode(fn, m, &gemm, f, n_tokens);
+    for (size_t t0 = 0; rc == SAE_OK && t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = sae__block_rows(n_tokens, t0, SAE_BLOCK_TOKENS);
-        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_out);
+        sae__forward_decode(m, &gemm, NULL, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_out);
     }
-    return SAE_OK;
+    sae__gemm_free(gemm.g);
+    return rc;
 }
 
 int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
@@ -121,7 +128,7 @@ int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
         const float *xb = x + t0 * m->d_in;
         float *ob = out + t0 * m->d_out;
         sae__forward_encode(&fw, xb, rows, fw.f, NULL);
-        sae__forward_decode(m, fw.f, rows, ob);
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, ob);
         sae__forward_skip(m, xb, rows, ob);
     }
     sae__forward_free(&fw);
@@ -158,14 +165,14 @@ static int forward_sums(const char *fn, const sae_model *m, const float *x, cons
         const float *xb = x + t0 * d_in, *yb = y + t0 * d_out;
         sae__forward_encode(&fw, xb, rows, fw.f, sums);
         if (m->arch == SAE_ARCH_GATED) { /* the auxiliary path: the gate's values decoded */
-            sae__forward_decode(m, fw.gate, rows, fw.x_hat);
+            sae__forward_decode(m, &fw.gemm, NULL, fw.gate, rows, fw.x_hat);
             sums->extra += squared_error(fw.x_hat, yb, rows * d_out);
         }
         for (size_t lv = 0; lv + 1 < m->n_levels; lv++) { /* Matryoshka's inner levels */
             sae__forward_decode_prefix(m, fw.f, rows, m->widths[lv], fw.x_hat);
             sums->extra += squared_error(fw.x_hat, yb, rows * d_out);
         }
-        sae__forward_decode(m, fw.f, rows, fw.x_hat);
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, fw.x_hat);
         sae__forward_skip(m, xb, rows, fw.x_hat);
         sums->l2 += squared_error(fw.x_hat, yb, rows * d_out);
     }

@@ -21,7 +21,7 @@ static void lib_gradients_with(const sae_model *m, const float *x, size_t n, dou
     const size_t d_in = m->d_in, d_sae = m->d_sae;
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {d_in, d_sae, n, n_threads, m->arch, 0, m->d_out};
+    sae_step_shape shape = {d_in, d_sae, n, n_threads, m->arch, 0, m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
     ck_assert_ptr_nonnull(grad);

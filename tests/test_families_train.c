@@ -89,7 +89,7 @@ static double gradient_error(reff_model *r, const reff_train *t, const float *x,
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
     const size_t k_aux = t->auxk_coeff > 0.0 ? t->k_aux : 0;
-    sae_step_shape shape = {m->d_in, m->d_sae, n, 2, m->arch, k_aux, m->d_out};
+    sae_step_shape shape = {m->d_in, m->d_sae, n, 2, m->arch, k_aux, m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     if (k_aux)
         memcpy(ws.dead, t->dead, m->d_sae);

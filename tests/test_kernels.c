@@ -23,7 +23,7 @@ static run run_backward(const sae_model *m, const float *x, size_t n, double lam
 {
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {m->d_in, m->d_sae, n, n_threads, m->arch, 0, m->d_out};
+    sae_step_shape shape = {m->d_in, m->d_sae, n, n_threads, m->arch, 0, m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     run r;
     r.grad = sae__alloc_zero(m->lay.total * sizeof(float));
