@@ -50,6 +50,9 @@ static const char *b_dec_name(int method)
  * a moved copy); d_in, d_sae and the seed. */
 static void resume_data(tool_config *c, const char *dir, const tool_run_state *s, const sae_model *m)
 {
+    if (tool_config_given(c, TOOL_OPT_DECODER_INIT_NORM))
+        tool_usage_error("--decoder-init-norm: applies to a new model, not to the checkpoint in "
+                         "'%s'", dir);
     const size_t d_in = sae_model_d_in(m);
     size_t d_sae = 0; /* all features, also of a shard (sae-train-mpi) */
     sae_model_shard(m, NULL, NULL, &d_sae);
