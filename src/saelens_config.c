@@ -12,9 +12,10 @@
 
 #define CONFIG_MAX_BYTES (1u << 20)
 
-/* The keys beyond the essentials are those older SAELens versions (before
- * 6.0) require to build their SAEConfig; 6.x converts such a configuration
- * itself. A TopK SAE is "architecture": "topk" with "k" (6.x) and
+/* The layout is SAELens 6's (the config dataclass's fields at the top level,
+ * "metadata" with "sae_lens_version"), and the keys beyond the essentials are
+ * those older SAELens versions (before 6.0) require to build their SAEConfig,
+ * which 6.x ignores in a native configuration. A TopK SAE is "architecture": "topk" with "k" (6.x) and
  * "activation_fn_str": "topk" with "activation_fn_kwargs": {"k": k} (5.x,
  * and 6.x's conversion of pre-6.0 configurations, which reads k there);
  * JumpReLU and BatchTopK SAEs are "jumprelu", with ReLU as the activation
@@ -68,9 +69,25 @@ int sae__config_write(const sae_model *m, const sae_st_sink *sink)
                       "  \"sae_lens_training_version\": null,\n"
                       "  \"neuronpedia_id\": null,\n"
                       "  \"model_from_pretrained_kwargs\": {},\n"
-                      "  \"metadata\": {\"producer\": \"libsae\", \"libsae_version\": ");
+                      /* SAELens 6's layout: a "metadata" with a version of at
+                       * least 6.0.0 is read natively (SAEMetadata keeps every
+                       * key, libsae's too); without one SAELens 6 converts the
+                       * configuration as a pre-6.0 one and rebuilds "metadata"
+                       * from the LLM keys above, dropping the producer's */
+                      "  \"metadata\": {\n"
+                      "    \"sae_lens_version\": \"6.0.0\",\n"
+                      "    \"sae_lens_training_version\": null,\n"
+                      "    \"model_name\": \"\",\n"
+                      "    \"hook_name\": \"\",\n"
+                      "    \"hook_head_index\": null,\n"
+                      "    \"context_size\": null,\n"
+                      "    \"prepend_bos\": true,\n"
+                      "    \"dataset_path\": \"\",\n"
+                      "    \"model_from_pretrained_kwargs\": {},\n"
+                      "    \"producer\": \"libsae\",\n"
+                      "    \"libsae_version\": ");
     sae__emit_json_string(&e, sae_version_string());
-    sae__emit_str(&e, "}\n}\n");
+    sae__emit_str(&e, "\n  }\n}\n");
     return e.rc;
 }
 

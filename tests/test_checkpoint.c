@@ -1173,7 +1173,9 @@ START_TEST(file_and_directory_round_trip)
     const char *expect[] = {"\"architecture\": \"standard\"", "\"d_in\": 4,", "\"d_sae\": 6,",
                             "\"dtype\": \"float32\"", "\"apply_b_dec_to_input\": true",
                             "\"normalize_activations\": \"none\"",
-                            "\"metadata\": {\"producer\": \"libsae\", \"libsae_version\": \"" TEST_VERSION_TEXT "\"}"};
+                            /* SAELens 6's layout, which keeps the producer */
+                            "\"metadata\": {\n    \"sae_lens_version\": \"6.0.0\",",
+                            "\"producer\": \"libsae\",\n    \"libsae_version\": \"" TEST_VERSION_TEXT "\"\n  }"};
     for (size_t k = 0; k < sizeof expect / sizeof expect[0]; k++)
         ck_assert_msg(strstr((char *)c.p, expect[k]) != NULL, "cfg.json lacks %s", expect[k]);
     free(c.p);
