@@ -795,9 +795,11 @@ SAE_API int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity
  * - If path is an existing directory, write path/sae_weights.safetensors and
  *   path/cfg.json (SAELens's configuration: d_in, d_sae, "dtype": "float32",
  *   "architecture", "apply_b_dec_to_input": true (transcoders: false, and
- *   "d_out"), "normalize_activations": "none", and "metadata": {"producer":
- *   "libsae", "libsae_version": ...}, plus the fields older SAELens versions
- *   require). "architecture" is "standard" (ReLU), "gated", "topk" or
+ *   "d_out"), "normalize_activations": "none", and, in SAELens 6's layout,
+ *   "metadata": {"sae_lens_version": "6.0.0" (the layout's: SAELens 6 reads
+ *   the file natively and keeps every metadata key), its LLM keys (model_name,
+ *   hook_name, ... empty), "producer": "libsae", "libsae_version": ...}, plus
+ *   the top-level fields older SAELens versions require). "architecture" is "standard" (ReLU), "gated", "topk" or
  *   "jumprelu" (JumpReLU, BatchTopK and Matryoshka), or a transcoder's (see
  *   above); a TopK configuration (TopK transcoders too) also has "k", "rescale_acts_by_decoder_norm": false,
  *   "activation_fn_str": "topk" and "activation_fn_kwargs": {"k": k} (where
