@@ -53,8 +53,20 @@ const char *sae__arch_name(int arch);
 /* The architecture called name[0..len), or -1. */
 int sae__arch_by_name(const char *name, size_t len);
 
-/* The architecture SAELens is told: BatchTopK is a JumpReLU SAE to it. */
+/* The architecture SAELens is told: BatchTopK and Matryoshka are JumpReLU SAEs
+ * to it. */
 int sae__saelens_arch(int arch);
+
+/* cfg.json's "architecture" of a model of arch and kind (SAE_KIND_*):
+ * "standard", "gated", "jumprelu", ..., "transcoder", "skip_transcoder",
+ * "jumprelu_transcoder", "jumprelu_skip_transcoder", and libsae's
+ * "topk_transcoder" / "topk_skip_transcoder". */
+const char *sae__saelens_name(int arch, int kind);
+
+/* The architecture (SAE_ARCH_*) and *kind of a cfg.json "architecture"
+ * name[0..len) (sae__saelens_name's, libsae's own, "batchtopk" and
+ * "matryoshka_batchtopk"), or -1. */
+int sae__saelens_by_name(const char *name, size_t len, int *kind);
 
 /* ---- SAELens's cfg.json (saelens_config.c) --------------------------------------- */
 
@@ -65,6 +77,8 @@ int sae__saelens_arch(int arch);
 /* What a cfg.json says about the SAE, as SAELens would build it. */
 typedef struct sae_saelens_config {
     uint64_t d_in, d_sae; /* 0: not given */
+    uint64_t d_out;       /* transcoders' "d_out"; 0: not given */
+    int kind;             /* SAE_KIND_*: "transcoder" etc. are transcoders */
     int arch;             /* SAE_ARCH_RELU ("standard", also when absent), _TOPK,
                              _JUMPRELU, or the training checkpoints' _BATCHTOPK
                              ("batchtopk") and _MATRYOSHKA ("matryoshka_batchtopk");
@@ -94,7 +108,7 @@ int sae__optimizer_file_encode(const sae_optimizer *o, const sae_st_sink *sink, 
  * The shapes are the whole model's; for a shard, the data are its slices
  * (see collective.c) and the JumpReLU log thresholds' hex digits are left
  * to be placed (hex_floats NULL). */
-enum { SAE_MODEL_MAX_TENSORS = 5, SAE_MODEL_MAX_META = 5, SAE_OPT_MAX_TENSORS = 11 };
+enum { SAE_MODEL_MAX_TENSORS = 7, SAE_MODEL_MAX_META = 8, SAE_OPT_MAX_TENSORS = 19 };
 typedef struct sae_model_contents {
     sae_st_out t[SAE_MODEL_MAX_TENSORS];
     size_t n_t;
@@ -102,6 +116,7 @@ typedef struct sae_model_contents {
     size_t n_meta;
     char k_text[SAE_DECIMAL_BYTES];
     char threshold_text[SAE_HEX_DOUBLE_BYTES];
+    char widths_text[SAE_MAX_LEVELS * SAE_DECIMAL_BYTES]; /* Matryoshka: "w1,w2,..." */
     float saelens_threshold; /* BatchTopK: the threshold SAELens gets */
 } sae_model_contents;
 

@@ -158,6 +158,7 @@ typedef struct sae_layout {
     size_t gated_count;   /* d_sae for Gated, else 0 */
     size_t w_skip;        /* skip transcoders: d_out x d_in, SAELens's W_skip as it is */
     size_t w_skip_count;  /* d_out * d_in for skip transcoders, else 0 */
+    size_t d_out;         /* the width of W_dec's rows and b_dec (d_in for autoencoders) */
     size_t total;         /* floats in the block, padding included */
 } sae_layout;
 

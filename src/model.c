@@ -36,6 +36,7 @@ bool sae__layout_for(sae_layout *lay, const sae_shape *shape)
         !sae__mul(d_out, d_in, &skip))
         return false;
     memset(lay, 0, sizeof *lay);
+    lay->d_out = d_out;
     lay->log_thr_count = shape->arch == SAE_ARCH_JUMPRELU ? d_sae : 0;
     lay->gated_count = shape->arch == SAE_ARCH_GATED ? d_sae : 0;
     lay->w_skip_count = shape->kind == SAE_KIND_SKIP_TRANSCODER ? skip : 0;

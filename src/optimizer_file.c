@@ -7,52 +7,89 @@
 #include "checkpoint.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
-/* The Adam moments by parameter: W_dec, W_enc, b_dec, b_enc, and JumpReLU's
- * log thresholds (SAELens's name of the trained t). */
-enum { N_MOMENTS = 10, N_BASE_MOMENTS = 8, OPT_MAX_TENSORS = SAE_OPT_MAX_TENSORS, OPT_FIXED_META = 4 };
+/* The Adam moments by parameter, two each (exp_avg = m1, exp_avg_sq = m2):
+ * W_dec, W_enc, b_dec, b_enc, and the parameters some models add: JumpReLU's
+ * log thresholds (SAELens's name of the trained t), a Gated SAE's gate bias
+ * (its b_enc, SAELens's "b_gate"), b_mag and r_mag, a skip transcoder's
+ * W_skip. */
+enum { P_W_DEC, P_W_ENC, P_B_DEC, P_B_ENC, P_LOG_THR, P_B_GATE, P_B_MAG, P_R_MAG, P_W_SKIP,
+       N_PARAMS };
+enum { N_MOMENTS = 2 * N_PARAMS, OPT_MAX_TENSORS = SAE_OPT_MAX_TENSORS, OPT_FIXED_META = 4 };
+_Static_assert(1 + 2 * 7 <= OPT_MAX_TENSORS, "the counters and at most 7 parameters' moments");
 
 static const char *const moment_names[N_MOMENTS] = {
     "W_dec.exp_avg", "W_dec.exp_avg_sq", "W_enc.exp_avg", "W_enc.exp_avg_sq",
     "b_dec.exp_avg", "b_dec.exp_avg_sq", "b_enc.exp_avg", "b_enc.exp_avg_sq",
-    "log_threshold.exp_avg", "log_threshold.exp_avg_sq",
+    "log_threshold.exp_avg", "log_threshold.exp_avg_sq", "b_gate.exp_avg", "b_gate.exp_avg_sq",
+    "b_mag.exp_avg", "b_mag.exp_avg_sq", "r_mag.exp_avg", "r_mag.exp_avg_sq",
+    "W_skip.exp_avg", "W_skip.exp_avg_sq",
 };
 #define SINCE_FIRED_NAME "tokens_since_fired"
 #define OPTION_PREFIX "option."
 
 #define BAD(...) sae__fail(SAE_E_FORMAT, __VA_ARGS__)
 
-/* The moments an optimizer (of this layout) has: JumpReLU's two more. */
-static size_t moment_count(const sae_layout *lay)
+/* What an optimizer's file holds: its parameters (P_*) in file order. */
+typedef struct opt_shape {
+    size_t d_in, d_out, d_sae;
+    int params[N_PARAMS];
+    size_t n_params;
+} opt_shape;
+
+/* The parameters of a layout (an optimizer's, a model's). */
+static void shape_of_layout(const sae_layout *lay, size_t d_in, size_t d_sae, opt_shape *s)
 {
-    return lay->log_thr_count ? N_MOMENTS : N_BASE_MOMENTS;
+    s->d_in = d_in;
+    s->d_out = lay->d_out;
+    s->d_sae = d_sae;
+    s->n_params = 0;
+    s->params[s->n_params++] = P_W_DEC;
+    s->params[s->n_params++] = P_W_ENC;
+    s->params[s->n_params++] = P_B_DEC;
+    s->params[s->n_params++] = lay->gated_count ? P_B_GATE : P_B_ENC;
+    if (lay->log_thr_count)
+        s->params[s->n_params++] = P_LOG_THR;
+    if (lay->gated_count) {
+        s->params[s->n_params++] = P_B_MAG;
+        s->params[s->n_params++] = P_R_MAG;
+    }
+    if (lay->w_skip_count)
+        s->params[s->n_params++] = P_W_SKIP;
 }
 
-/* The view of tensor k of moment_names (k / 2: W_dec, W_enc, b_dec, b_enc,
- * log thresholds; k % 2: exp_avg = m1, exp_avg_sq = m2) inside an optimizer. */
-static float *moment_view(const sae_optimizer *o, size_t k)
+/* The view of parameter p's moment (second: exp_avg_sq) inside an optimizer. */
+static float *moment_view(const sae_optimizer *o, int p, bool second)
 {
-    float *block = k % 2 ? o->m2 : o->m1;
-    switch (k / 2) {
-    case 0: return block + o->lay.w_dec;
-    case 1: return block + o->lay.w_enc_t;
-    case 2: return block + o->lay.b_dec;
-    case 3: return block + o->lay.b_enc;
-    default: return block + o->lay.log_thr;
+    float *block = second ? o->m2 : o->m1;
+    switch (p) {
+    case P_W_DEC: return block + o->lay.w_dec;
+    case P_W_ENC: return block + o->lay.w_enc_t;
+    case P_B_DEC: return block + o->lay.b_dec;
+    case P_B_ENC: case P_B_GATE: return block + o->lay.b_enc;
+    case P_LOG_THR: return block + o->lay.log_thr;
+    case P_B_MAG: return block + o->lay.b_mag;
+    case P_R_MAG: return block + o->lay.r_mag;
+    default: return block + o->lay.w_skip;
     }
 }
 
-/* The SAELens shape of moment k (rank in *rank). */
-static void moment_shape(size_t k, size_t d_in, size_t d_sae, size_t *rank, size_t shape[2])
+/* The SAELens shape of parameter p (rank in *rank). */
+static void param_shape(int p, const opt_shape *s, size_t *rank, size_t shape[2])
 {
-    switch (k / 2) {
-    case 0: *rank = 2; shape[0] = d_sae; shape[1] = d_in; break;  /* W_dec */
-    case 1: *rank = 2; shape[0] = d_in; shape[1] = d_sae; break;  /* W_enc */
-    case 2: *rank = 1; shape[0] = d_in; shape[1] = 0; break;      /* b_dec */
-    default: *rank = 1; shape[0] = d_sae; shape[1] = 0; break;    /* b_enc, log_threshold */
+    switch (p) {
+    case P_W_DEC: *rank = 2; shape[0] = s->d_sae; shape[1] = s->d_out; break;
+    case P_W_ENC: *rank = 2; shape[0] = s->d_in; shape[1] = s->d_sae; break;
+    case P_B_DEC: *rank = 1; shape[0] = s->d_out; shape[1] = 0; break;
+    case P_W_SKIP: *rank = 2; shape[0] = s->d_out; shape[1] = s->d_in; break;
+    default: *rank = 1; shape[0] = s->d_sae; shape[1] = 0; break; /* per feature */
     }
 }
+
+/* Whether parameter p is per feature (a shard holds its features' part). */
+static bool per_feature(int p) { return p != P_B_DEC && p != P_W_SKIP; }
 
 /* ---- writing -------------------------------------------------------------------- */
 
@@ -61,17 +98,20 @@ size_t sae__optimizer_tensors(const sae_optimizer *o, sae_st_out t[OPT_MAX_TENSO
     /* the 8-byte counters first keep every tensor naturally aligned */
     t[0] = (sae_st_out){SINCE_FIRED_NAME, SAE_ST_U64, 1, {o->d_sae_total, 0}, o->since_fired,
                         false, SAE_ST_AS_IS};
-    const size_t n = moment_count(&o->lay);
-    for (size_t k = 0; k < n; k++) {
-        sae_st_out *x = &t[1 + k];
-        memset(x, 0, sizeof *x);
-        x->name = moment_names[k];
-        x->dtype = SAE_ST_F32;
-        moment_shape(k, o->d_in, o->d_sae_total, &x->rank, x->shape);
-        x->data = moment_view(o, k);
-        x->transpose = k / 2 == 1; /* W_enc is stored transposed */
-    }
-    return 1 + n;
+    opt_shape s;
+    shape_of_layout(&o->lay, o->d_in, o->d_sae_total, &s);
+    size_t n = 1;
+    for (size_t i = 0; i < s.n_params; i++)
+        for (int second = 0; second < 2; second++) {
+            sae_st_out *x = &t[n++];
+            memset(x, 0, sizeof *x);
+            x->name = moment_names[2 * s.params[i] + second];
+            x->dtype = SAE_ST_F32;
+            param_shape(s.params[i], &s, &x->rank, x->shape);
+            x->data = moment_view(o, s.params[i], second);
+            x->transpose = s.params[i] == P_W_ENC; /* W_enc is stored transposed */
+        }
+    return n;
 }
 
 /* The text of one option's metadata entry. */
@@ -112,13 +152,6 @@ int sae__optimizer_metadata(const sae_optimizer *o, sae_st_kv **kv, size_t *n, v
 
 int sae__optimizer_file_encode(const sae_optimizer *o, const sae_st_sink *sink, size_t *size)
 {
-    /* the families' files (their models' and optimizers') are not written yet */
-    if (o->kind != SAE_KIND_AUTOENCODER || o->arch == SAE_ARCH_GATED ||
-        o->arch == SAE_ARCH_MATRYOSHKA)
-        return sae__fail(SAE_E_INVALID_ARG, "saving the optimizer of %s: not available in "
-                         "libsae %s", o->kind != SAE_KIND_AUTOENCODER ? "a transcoder"
-                         : o->arch == SAE_ARCH_GATED ? "a Gated SAE" : "a Matryoshka SAE",
-                         sae_version_string());
     sae_st_out t[OPT_MAX_TENSORS];
     const size_t n_t = sae__optimizer_tensors(o, t);
     sae_st_kv *meta = NULL;
@@ -192,39 +225,56 @@ static void apply_options(const sae_st_header *h, sae_optimizer *o)
     }
 }
 
-/* Exactly the counters and the moments (JumpReLU's two more), in consistent
- * SAELens shapes: *d_in, *d_sae and whether it is a JumpReLU optimizer. */
+/* Exactly the counters and the moments of some layout, in consistent SAELens
+ * shapes: *s gets what the file holds (its parameters from the names
+ * present, d_in and d_sae from W_enc's moment, d_out from b_dec's). */
 static int check_tensors(const sae_st_header *h, const sae_st_tensor *moments[N_MOMENTS],
-                         uint64_t *d_in, uint64_t *d_sae, bool *jumprelu)
+                         opt_shape *s)
 {
     const sae_st_tensor *since = sae__st_find(h, SINCE_FIRED_NAME);
     for (size_t k = 0; k < N_MOMENTS; k++)
         moments[k] = sae__st_find(h, moment_names[k]);
-    *jumprelu = moments[N_BASE_MOMENTS] || moments[N_BASE_MOMENTS + 1];
-    const size_t n_moments = *jumprelu ? N_MOMENTS : N_BASE_MOMENTS;
-    if (h->n_tensors != 1 + n_moments)
-        return BAD("%zu tensors, not the %zu of a%s optimizer", h->n_tensors, 1 + n_moments,
-                   *jumprelu ? " JumpReLU" : "n");
+    const bool gated = moments[2 * P_B_GATE] || moments[2 * P_B_GATE + 1];
+    sae_layout lay = {.log_thr_count = moments[2 * P_LOG_THR] || moments[2 * P_LOG_THR + 1],
+                      .gated_count = gated,
+                      .w_skip_count = moments[2 * P_W_SKIP] || moments[2 * P_W_SKIP + 1]};
+    shape_of_layout(&lay, 0, 0, s);
+    if (gated && (moments[2 * P_B_ENC] || moments[2 * P_B_ENC + 1]))
+        return BAD("tensors \"b_enc.*\" and \"b_gate.*\": a Gated SAE has no b_enc");
+    if (h->n_tensors != 1 + 2 * s->n_params)
+        return BAD("%zu tensors, not the %zu of the optimizer its moments' names describe",
+                   h->n_tensors, 1 + 2 * s->n_params);
     if (!since || since->dtype != SAE_ST_U64 || since->rank != 1)
         return BAD("tensor \"" SINCE_FIRED_NAME "\": %s", since ? "not a U64 vector" : "missing");
-    for (size_t k = 0; k < n_moments; k++)
-        if (!moments[k] || moments[k]->dtype != SAE_ST_F32)
-            return BAD("tensor \"%s\": %s", moment_names[k], moments[k] ? "not F32" : "missing");
-    if (moments[2]->rank != 2)
-        return BAD("tensor \"%s\": rank %zu, not 2", moment_names[2], moments[2]->rank);
-    *d_in = moments[2]->shape[0];
-    *d_sae = moments[2]->shape[1];
-    if (*d_in == 0 || *d_sae == 0)
-        return BAD("tensor \"%s\": a zero dimension", moment_names[2]);
-    if (since->shape[0] != *d_sae)
-        return BAD("tensor \"" SINCE_FIRED_NAME "\": not [d_sae] = [%llu]",
-                   (unsigned long long)*d_sae);
-    for (size_t k = 0; k < n_moments; k++) {
+    for (size_t i = 0; i < s->n_params; i++)
+        for (int second = 0; second < 2; second++) {
+            const int k = 2 * s->params[i] + second;
+            if (!moments[k] || moments[k]->dtype != SAE_ST_F32)
+                return BAD("tensor \"%s\": %s", moment_names[k], moments[k] ? "not F32" : "missing");
+        }
+    const sae_st_tensor *w_enc = moments[2 * P_W_ENC], *b_dec = moments[2 * P_B_DEC];
+    if (w_enc->rank != 2)
+        return BAD("tensor \"%s\": rank %zu, not 2", w_enc->name, w_enc->rank);
+    if (b_dec->rank != 1)
+        return BAD("tensor \"%s\": rank %zu, not 1", b_dec->name, b_dec->rank);
+    s->d_in = w_enc->shape[0];
+    s->d_sae = w_enc->shape[1];
+    s->d_out = b_dec->shape[0];
+    if (s->d_in == 0 || s->d_sae == 0 || s->d_out == 0 || s->d_in > INT_MAX ||
+        s->d_sae > INT_MAX || s->d_out > INT_MAX)
+        return BAD("tensors \"%s\" and \"%s\": a dimension is 0 or above %d", w_enc->name,
+                   b_dec->name, INT_MAX);
+    if (since->shape[0] != s->d_sae)
+        return BAD("tensor \"" SINCE_FIRED_NAME "\": not [d_sae] = [%zu]", s->d_sae);
+    for (size_t i = 0; i < s->n_params; i++) {
         size_t rank, shape[2];
-        moment_shape(k, (size_t)*d_in, (size_t)*d_sae, &rank, shape);
-        if (!sae__st_shape_is(moments[k], rank, shape[0], shape[1]))
-            return BAD("tensor \"%s\": its shape disagrees with the other moments'",
-                       moment_names[k]);
+        param_shape(s->params[i], s, &rank, shape);
+        for (int second = 0; second < 2; second++) {
+            const int k = 2 * s->params[i] + second;
+            if (!sae__st_shape_is(moments[k], rank, shape[0], shape[1]))
+                return BAD("tensor \"%s\": its shape disagrees with the other moments'",
+                           moment_names[k]);
+        }
     }
     return SAE_OK;
 }
@@ -232,23 +282,29 @@ static int check_tensors(const sae_st_header *h, const sae_st_tensor *moments[N_
 /* The moments into o; second moments, averages of squares, must be >= 0.
  * An optimizer of a shard reads its features' part (b_dec's moments whole). */
 static int read_moments(const sae_st_source *src, const sae_st_header *h,
-                        const sae_st_tensor *moments[N_MOMENTS], size_t n_moments,
+                        const sae_st_tensor *moments[N_MOMENTS], const opt_shape *s,
                         sae_optimizer *o)
 {
     const bool shard = o->d_sae_total > o->d_sae;
     const size_t begin = o->shard_begin, end = shard ? begin + o->d_sae : 0;
-    for (size_t k = 0; k < n_moments; k++) {
-        float *dst = moment_view(o, k);
-        int rc = k / 2 == 2 ? sae__st_read_f32(src, h, moments[k], dst, 0, false)
-                            : sae__read_f32_part(src, h, moments[k], dst, k / 2 == 1, begin, end);
-        if (rc != SAE_OK)
-            return sae__fail_context(rc, "tensor \"%s\"", moment_names[k]);
-        const size_t count = k / 2 == 2 ? o->d_in : k / 2 <= 1 ? o->d_in * o->d_sae : o->d_sae;
-        if (k % 2 == 1)
-            for (size_t i = 0; i < count; i++)
-                if (dst[i] < 0.0f)
-                    return BAD("tensor \"%s\": element %zu is negative", moment_names[k], i);
-    }
+    for (size_t i = 0; i < s->n_params; i++)
+        for (int second = 0; second < 2; second++) {
+            const int p = s->params[i], k = 2 * p + second;
+            float *dst = moment_view(o, p, second);
+            int rc = per_feature(p) ? sae__read_f32_part(src, h, moments[k], dst, p == P_W_ENC,
+                                                         begin, end)
+                                    : sae__st_read_f32(src, h, moments[k], dst, 0, false);
+            if (rc != SAE_OK)
+                return sae__fail_context(rc, "tensor \"%s\"", moment_names[k]);
+            size_t rank, shape[2];
+            opt_shape mine = *s; /* this optimizer's part: its features */
+            mine.d_sae = o->d_sae;
+            param_shape(p, &mine, &rank, shape);
+            const size_t count = rank == 2 ? shape[0] * shape[1] : shape[0];
+            for (size_t j = 0; second && j < count; j++)
+                if (dst[j] < 0.0f)
+                    return BAD("tensor \"%s\": element %zu is negative", moment_names[k], j);
+        }
     return SAE_OK;
 }
 
@@ -265,6 +321,22 @@ static int read_u64_part(const sae_st_source *src, const sae_st_header *h, const
     return sae__st_read_u64(src, h, &part, dst);
 }
 
+/* "for [d_in, d_out, d_sae] with b_gate, b_mag, r_mag": what an optimizer
+ * holds, for messages. */
+static void describe(const opt_shape *s, char *buf, size_t len)
+{
+    static const char *const extra[N_PARAMS] = {
+        [P_LOG_THR] = "log_threshold", [P_B_GATE] = "b_gate", [P_B_MAG] = "b_mag",
+        [P_R_MAG] = "r_mag", [P_W_SKIP] = "W_skip"};
+    int at = snprintf(buf, len, "for [%zu, %zu, %zu]", s->d_in, s->d_out, s->d_sae);
+    const char *sep = " with ";
+    for (size_t i = 0; i < s->n_params && at > 0 && (size_t)at < len; i++)
+        if (extra[s->params[i]]) {
+            at += snprintf(buf + at, len - (size_t)at, "%s%s", sep, extra[s->params[i]]);
+            sep = ", ";
+        }
+}
+
 int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_optimizer **out)
 {
     sae_st_header h;
@@ -272,9 +344,9 @@ int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_o
     if (rc != SAE_OK)
         return rc;
     sae_optimizer *o = NULL;
-    uint64_t step = 0, d_in = 0, d_sae = 0;
+    uint64_t step = 0;
     size_t step_len;
-    bool jumprelu = false;
+    opt_shape file, model;
     const sae_st_tensor *moments[N_MOMENTS];
     const char *step_text = sae__st_metadata(&h, "step", &step_len);
     if (!sae__st_metadata_is(&h, "libsae_format", "optimizer"))
@@ -284,22 +356,25 @@ int sae__optimizer_file_load(const sae_st_source *src, const sae_model *m, sae_o
     else if (!step_text || !sae__parse_decimal(step_text, step_len, UINT64_MAX, &step))
         rc = BAD("metadata \"step\": %s", step_text ? "not a whole number" : "missing");
     else if ((rc = check_options(&h)) == SAE_OK)
-        rc = check_tensors(&h, moments, &d_in, &d_sae, &jumprelu);
+        rc = check_tensors(&h, moments, &file);
     if (rc != SAE_OK)
         goto cleanup;
-    if (d_in != m->d_in || d_sae != sae__total_features(m) ||
-        jumprelu != (m->lay.log_thr_count > 0)) {
+    shape_of_layout(&m->lay, m->d_in, sae__total_features(m), &model);
+    if (file.d_in != model.d_in || file.d_out != model.d_out || file.d_sae != model.d_sae ||
+        file.n_params != model.n_params ||
+        memcmp(file.params, model.params, file.n_params * sizeof *file.params) != 0) {
         /* a good file, for another model */
-        rc = sae__fail(SAE_E_INVALID_ARG, "the file is a%s optimizer for [%llu, %llu], the model "
-                       "a%s model of [%zu, %zu]", jumprelu ? " JumpReLU" : "n",
-                       (unsigned long long)d_in, (unsigned long long)d_sae,
-                       m->lay.log_thr_count ? " JumpReLU" : "", m->d_in, sae__total_features(m));
+        char has[96], wants[96];
+        describe(&file, has, sizeof has);
+        describe(&model, wants, sizeof wants);
+        rc = sae__fail(SAE_E_INVALID_ARG, "the file is an optimizer %s, the model needs one %s",
+                       has, wants);
         goto cleanup;
     }
     if ((rc = sae_optimizer_create(&o, m)) != SAE_OK)
         goto cleanup;
     apply_options(&h, o);
-    if ((rc = read_moments(src, &h, moments, jumprelu ? N_MOMENTS : N_BASE_MOMENTS, o)) !=
+    if ((rc = read_moments(src, &h, moments, &file, o)) !=
             SAE_OK ||
         (rc = read_u64_part(src, &h, sae__st_find(&h, SINCE_FIRED_NAME), o->since_fired,
                             o->shard_begin, o->d_sae_total > o->d_sae ? o->shard_begin + o->d_sae

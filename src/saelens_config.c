@@ -12,9 +12,10 @@
 
 #define CONFIG_MAX_BYTES (1u << 20)
 
-/* The keys beyond the essentials are those older SAELens versions (before
- * 6.0) require to build their SAEConfig; 6.x converts such a configuration
- * itself. A TopK SAE is "architecture": "topk" with "k" (6.x) and
+/* The layout is SAELens 6's (the config dataclass's fields at the top level,
+ * "metadata" with "sae_lens_version"), and the keys beyond the essentials are
+ * those older SAELens versions (before 6.0) require to build their SAEConfig,
+ * which 6.x ignores in a native configuration. A TopK SAE is "architecture": "topk" with "k" (6.x) and
  * "activation_fn_str": "topk" with "activation_fn_kwargs": {"k": k} (5.x,
  * and 6.x's conversion of pre-6.0 configurations, which reads k there);
  * JumpReLU and BatchTopK SAEs are "jumprelu", with ReLU as the activation
@@ -23,12 +24,17 @@ int sae__config_write(const sae_model *m, const sae_st_sink *sink)
 {
     sae_emitter e = {.sink = sink};
     const int arch = sae__saelens_arch(m->arch);
+    const bool transcoder = m->kind != SAE_KIND_AUTOENCODER;
     sae__emit_str(&e, "{\n  \"architecture\": ");
-    sae__emit_json_string(&e, sae__arch_name(arch));
+    sae__emit_json_string(&e, sae__saelens_name(m->arch, m->kind));
     sae__emit_str(&e, ",\n  \"d_in\": ");
     sae__emit_u64(&e, m->d_in);
     sae__emit_str(&e, ",\n  \"d_sae\": ");
     sae__emit_u64(&e, sae__total_features(m));
+    if (transcoder) { /* SAELens's TranscoderConfig */
+        sae__emit_str(&e, ",\n  \"d_out\": ");
+        sae__emit_u64(&e, m->d_out);
+    }
     if (arch == SAE_ARCH_TOPK) {
         sae__emit_str(&e, ",\n  \"k\": ");
         sae__emit_u64(&e, m->k);
@@ -36,9 +42,11 @@ int sae__config_write(const sae_model *m, const sae_st_sink *sink)
     }
     sae__emit_str(&e, ",\n"
                       "  \"dtype\": \"float32\",\n"
-                      "  \"device\": \"cpu\",\n"
-                      "  \"apply_b_dec_to_input\": true,\n"
-                      "  \"normalize_activations\": \"none\",\n");
+                      "  \"device\": \"cpu\",\n");
+    /* a transcoder's input is not centred (b_dec is in the output's space) */
+    sae__emit_str(&e, transcoder ? "  \"apply_b_dec_to_input\": false,\n"
+                                 : "  \"apply_b_dec_to_input\": true,\n");
+    sae__emit_str(&e, "  \"normalize_activations\": \"none\",\n");
     if (arch == SAE_ARCH_TOPK) {
         sae__emit_str(&e, "  \"activation_fn_str\": \"topk\",\n"
                           "  \"activation_fn_kwargs\": {\"k\": ");
@@ -61,9 +69,25 @@ int sae__config_write(const sae_model *m, const sae_st_sink *sink)
                       "  \"sae_lens_training_version\": null,\n"
                       "  \"neuronpedia_id\": null,\n"
                       "  \"model_from_pretrained_kwargs\": {},\n"
-                      "  \"metadata\": {\"producer\": \"libsae\", \"libsae_version\": ");
+                      /* SAELens 6's layout: a "metadata" with a version of at
+                       * least 6.0.0 is read natively (SAEMetadata keeps every
+                       * key, libsae's too); without one SAELens 6 converts the
+                       * configuration as a pre-6.0 one and rebuilds "metadata"
+                       * from the LLM keys above, dropping the producer's */
+                      "  \"metadata\": {\n"
+                      "    \"sae_lens_version\": \"6.0.0\",\n"
+                      "    \"sae_lens_training_version\": null,\n"
+                      "    \"model_name\": \"\",\n"
+                      "    \"hook_name\": \"\",\n"
+                      "    \"hook_head_index\": null,\n"
+                      "    \"context_size\": null,\n"
+                      "    \"prepend_bos\": true,\n"
+                      "    \"dataset_path\": \"\",\n"
+                      "    \"model_from_pretrained_kwargs\": {},\n"
+                      "    \"producer\": \"libsae\",\n"
+                      "    \"libsae_version\": ");
     sae__emit_json_string(&e, sae_version_string());
-    sae__emit_str(&e, "}\n}\n");
+    sae__emit_str(&e, "\n  }\n}\n");
     return e.rc;
 }
 
@@ -182,24 +206,27 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
     }
     size_t v = sae__json_member(&doc, 0, "architecture");
     cfg->arch = SAE_ARCH_RELU; /* SAELens's default */
+    cfg->kind = SAE_KIND_AUTOENCODER;
     if (v != SIZE_MAX) {
         const sae_json *a = &doc.nodes[v];
-        cfg->arch = a->type != SAE_JSON_STRING ? -1
-                    : sae__json_is_string(a, "matryoshka_batchtopk") ? SAE_ARCH_MATRYOSHKA
-                                                                     : sae__arch_by_name(a->str, a->len);
-        if (cfg->arch != SAE_ARCH_RELU && cfg->arch != SAE_ARCH_TOPK &&
-            cfg->arch != SAE_ARCH_JUMPRELU && cfg->arch != SAE_ARCH_BATCHTOPK &&
-            cfg->arch != SAE_ARCH_MATRYOSHKA) {
-            rc = sae__fail(SAE_E_FORMAT,
-                           "key \"architecture\": not \"standard\", \"topk\", \"jumprelu\", "
-                           "\"batchtopk\" or \"matryoshka_batchtopk\"");
+        if (a->type != SAE_JSON_STRING) {
+            rc = sae__fail(SAE_E_FORMAT, "key \"architecture\": not a string");
+            goto cleanup;
+        }
+        cfg->arch = sae__saelens_by_name(a->str, a->len, &cfg->kind);
+        if (cfg->arch < 0) {
+            rc = sae__fail(SAE_E_FORMAT, "key \"architecture\": \"%s\" is not a family libsae "
+                           "computes (standard, gated, topk, jumprelu, batchtopk, "
+                           "matryoshka_batchtopk, transcoder, skip_transcoder, jumprelu_transcoder, "
+                           "jumprelu_skip_transcoder, topk_transcoder, topk_skip_transcoder)",
+                           a->str);
             goto cleanup;
         }
     }
+    const bool transcoder = cfg->kind != SAE_KIND_AUTOENCODER;
     /* the activation: TopK's own, or ReLU (inside the jump for JumpReLU; the
      * BatchTopK training configurations, 6.x only, have none) */
-    const bool topk_family = cfg->arch == SAE_ARCH_TOPK || cfg->arch == SAE_ARCH_BATCHTOPK ||
-                             cfg->arch == SAE_ARCH_MATRYOSHKA;
+    const bool topk_family = sae__has_k(cfg->arch);
     const char *activation = cfg->arch == SAE_ARCH_TOPK ? "topk" : "relu";
     if (cfg->arch != SAE_ARCH_BATCHTOPK && cfg->arch != SAE_ARCH_MATRYOSHKA &&
         ((rc = absent_or_string(&doc, "activation_fn", activation)) != SAE_OK ||
@@ -214,16 +241,25 @@ static int check_config(const char *text, size_t len, sae_saelens_config *cfg)
     v = sae__json_member(&doc, 0, "rescale_acts_by_decoder_norm");
     cfg->rescale = v != SIZE_MAX && doc.nodes[v].type == SAE_JSON_TRUE;
     if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_FALSE &&
-        !(topk_family && cfg->rescale)) {
+        !(topk_family && !transcoder && cfg->rescale)) {
         rc = sae__fail(SAE_E_FORMAT, "key \"rescale_acts_by_decoder_norm\": not %s",
-                       topk_family ? "true or false" : "false");
+                       topk_family && !transcoder ? "true or false" : "false");
         goto cleanup;
     }
+    /* SAELens's transcoders never subtract b_dec (it is d_out wide) whatever
+     * the key says (later versions refuse true); SAEs must */
     v = sae__json_member(&doc, 0, "apply_b_dec_to_input");
-    if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_TRUE) {
+    if (v != SIZE_MAX && !transcoder && doc.nodes[v].type != SAE_JSON_TRUE) {
         rc = sae__fail(SAE_E_FORMAT, "key \"apply_b_dec_to_input\": not true");
         goto cleanup;
     }
+    if (v != SIZE_MAX && transcoder && doc.nodes[v].type != SAE_JSON_TRUE &&
+        doc.nodes[v].type != SAE_JSON_FALSE) {
+        rc = sae__fail(SAE_E_FORMAT, "key \"apply_b_dec_to_input\": not true or false");
+        goto cleanup;
+    }
+    if (transcoder && (rc = positive_whole(&doc, 0, "d_out", &cfg->d_out)) != SAE_OK)
+        goto cleanup;
     v = sae__json_member(&doc, 0, "normalize_activations");
     if (v != SIZE_MAX && doc.nodes[v].type != SAE_JSON_NULL &&
         doc.nodes[v].type != SAE_JSON_FALSE && !sae__json_is_string(&doc.nodes[v], "none")) {

@@ -688,17 +688,23 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
  *
  * A model file holds exactly SAELens's tensors for the model's architecture,
  * float32:
- *   W_enc [d_in, d_sae]   W_dec [d_sae, d_in]   b_enc [d_sae]   b_dec [d_in]
- * plus, for JumpReLU, "threshold" [d_sae]: theta = exp(t) as SAE_THRESHOLD
+ *   W_enc [d_in, d_sae]   W_dec [d_sae, d_out]   b_enc [d_sae]   b_dec [d_out]
+ * (d_out = d_in but for transcoders); a Gated SAE has "b_gate" (its SAE_B_ENC)
+ * instead of b_enc, and "b_mag", "r_mag" [d_sae] (SAELens's names); a skip
+ * transcoder "W_skip" [d_out, d_in]; for JumpReLU, "threshold" [d_sae]: theta = exp(t) as SAE_THRESHOLD
  * reads it (SAELens's inference format, not the log thresholds t), and for
- * BatchTopK the same tensor holding its threshold in every feature (0 while
- * it is unset, which is ReLU), which is how SAELens saves a BatchTopK SAE for
- * inference: as a JumpReLU SAE. "__metadata__" records what SAELens's files
+ * BatchTopK and Matryoshka the same tensor holding the threshold in every
+ * feature (0 while it is unset, which is ReLU), which is how SAELens saves
+ * them for inference: as JumpReLU SAEs. "__metadata__" records what SAELens's files
  * leave to cfg.json, so that a single file says what it is:
- *   "libsae_architecture"   "standard" (ReLU), "topk", "batchtopk" or "jumprelu"
- *   "libsae_k"              TopK, BatchTopK: k, decimal
- *   "libsae_threshold"      BatchTopK: its threshold exactly (negative: unset),
- *                           as a C99/Python hexadecimal float
+ *   "libsae_architecture"   "standard" (ReLU), "topk", "batchtopk", "jumprelu",
+ *                           "gated" or "matryoshka_batchtopk"
+ *   "libsae_kind"           transcoders only: "transcoder" or "skip_transcoder"
+ *   "libsae_k"              TopK, BatchTopK, Matryoshka: k, decimal
+ *   "libsae_threshold"      BatchTopK, Matryoshka: the threshold exactly
+ *                           (negative: unset), as a C99/Python hexadecimal float
+ *   "libsae_matryoshka_widths"  Matryoshka: the level widths, decimal,
+ *                           comma-separated ("256,1024,4096": the last is d_sae)
  *   "libsae_log_threshold"  JumpReLU: the log thresholds t themselves, each
  *                           float's IEEE-754 bits as 8 lower-case hex digits
  *                           (Python: numpy.frombuffer(bytes.fromhex(s), ">f4")),
@@ -707,16 +713,20 @@ SAE_API int sae_optimizer_dead_count(const sae_optimizer *o, uint64_t window_tok
  * Saved into a directory with a cfg.json beside it, it loads unchanged in
  * SAELens (6.x, and earlier versions that know the architecture):
  *     SAE.load_from_disk("run/checkpoint")
- * and SAELens sees a "standard", "topk" (with k) or "jumprelu" SAE (JumpReLU
- * and BatchTopK).
- * Gated and Matryoshka SAEs and transcoders are not saved by this version:
- * saving one of them (or its optimizer) is SAE_E_INVALID_ARG, with nothing
- * written.
+ * and SAELens sees a "standard", "gated", "topk" (with k) or "jumprelu" SAE
+ * (JumpReLU, BatchTopK and Matryoshka), or a "transcoder", "skip_transcoder",
+ * "jumprelu_transcoder" (JumpReLU and BatchTopK) or "jumprelu_skip_transcoder"
+ * (SAELens after 6.18) with "d_out". A TopK transcoder is
+ * "topk_transcoder" / "topk_skip_transcoder": SAELens has no such class and
+ * refuses the directory rather than computing something else; libsae loads
+ * it.
  *
  * An optimizer file (libsae's own, same container) holds the Adam moments in
  * SAELens's shapes as F32 tensors "<tensor>.exp_avg" and "<tensor>.exp_avg_sq"
  * (torch.optim.Adam's state names) for W_enc, W_dec, b_enc and b_dec (and, for
- * JumpReLU, "log_threshold" [d_sae], SAELens's name of the trained t), the
+ * JumpReLU, "log_threshold" [d_sae], SAELens's name of the trained t; for a
+ * Gated SAE "b_gate" instead of b_enc, "b_mag" and "r_mag"; for a skip
+ * transcoder "W_skip"), the
  * per-feature counters as U64 "tokens_since_fired" [d_sae], and in
  * "__metadata__": "libsae_format": "optimizer", "libsae_format_version": "1",
  * "step" (decimal), and one "option.<n>" entry per option number n the library
@@ -784,11 +794,14 @@ SAE_API int sae_model_save_buffer(const sae_model *m, void *buf, size_t capacity
 /* Save the model to path, atomically (see above).
  * - If path is an existing directory, write path/sae_weights.safetensors and
  *   path/cfg.json (SAELens's configuration: d_in, d_sae, "dtype": "float32",
- *   "architecture", "apply_b_dec_to_input": true, "normalize_activations":
- *   "none", and "metadata": {"producer": "libsae", "libsae_version": ...},
- *   plus the fields older SAELens versions require). "architecture" is
- *   "standard" (ReLU), "topk" or "jumprelu" (JumpReLU and BatchTopK); a TopK
- *   configuration also has "k", "rescale_acts_by_decoder_norm": false,
+ *   "architecture", "apply_b_dec_to_input": true (transcoders: false, and
+ *   "d_out"), "normalize_activations": "none", and, in SAELens 6's layout,
+ *   "metadata": {"sae_lens_version": "6.0.0" (the layout's: SAELens 6 reads
+ *   the file natively and keeps every metadata key), its LLM keys (model_name,
+ *   hook_name, ... empty), "producer": "libsae", "libsae_version": ...}, plus
+ *   the top-level fields older SAELens versions require). "architecture" is "standard" (ReLU), "gated", "topk" or
+ *   "jumprelu" (JumpReLU, BatchTopK and Matryoshka), or a transcoder's (see
+ *   above); a TopK configuration (TopK transcoders too) also has "k", "rescale_acts_by_decoder_norm": false,
  *   "activation_fn_str": "topk" and "activation_fn_kwargs": {"k": k} (where
  *   SAELens before 6.0 reads k), the others "activation_fn_str": "relu".
  *   Both files are written and fsync'ed before either is renamed into place.
@@ -806,15 +819,22 @@ SAE_API int sae_model_save(const sae_model *m, const char *path);
  * float32; F64 values beyond float's range are rejected); files written by
  * PyTorch (safetensors.torch.save_file) and SAELens load as they are.
  * The architecture is the file's "libsae_architecture"; in files without it
- * (SAELens's), a "threshold" tensor makes a JumpReLU model (as SAELens saves
- * JumpReLU and BatchTopK SAEs; its thresholds become t = logf(theta), as
- * sae_model_set_tensor(SAE_THRESHOLD) computes them), and otherwise the model
- * is ReLU (a SAELens TopK SAE keeps its k in cfg.json: load its directory).
+ * (SAELens's), "b_gate" makes a Gated SAE (with "b_mag" and "r_mag", and no
+ * "b_enc"), a "threshold" tensor a JumpReLU model (as SAELens saves JumpReLU
+ * and BatchTopK SAEs; its thresholds become t = logf(theta), as
+ * sae_model_set_tensor(SAE_THRESHOLD) computes them), or a "log_threshold"
+ * tensor (SAELens's JumpReLU training checkpoints: t itself, in
+ * [logf(1e-30), logf(1e30)]; never beside "threshold" or in libsae's own
+ * files), and otherwise the model is ReLU (a SAELens TopK SAE keeps its k in
+ * cfg.json: load its directory). The kind is the file's "libsae_kind", else
+ * cfg.json's architecture, else the tensors': "W_skip" [d_out, d_in] makes a
+ * skip transcoder, a W_dec of d_out != d_in a transcoder. Gated and
+ * Matryoshka models and transcoders load whole (sae_model_load_shard of one
+ * is SAE_E_INVALID_ARG).
  * Tensors with other names are ignored, except those that would change what
- * the SAE computes and that libsae cannot represent: "log_threshold" (a
- * JumpReLU training state, which SAELens saves as "threshold"),
- * "topk_threshold" (SAELens's BatchTopK training state), "b_gate", "b_mag"
- * and "r_mag" (gated), which are SAE_E_FORMAT; "scaling_factor" /
+ * the SAE computes and that libsae cannot represent: "topk_threshold"
+ * (SAELens's BatchTopK training state, outside its training checkpoints),
+ * which is SAE_E_FORMAT; "scaling_factor" /
  * "finetuning_scaling_factor" (older SAELens files) are accepted only as
  * [d_sae] vectors of ones.
  * Errors: SAE_E_INVALID_ARG (out or buf NULL), SAE_E_FORMAT (see above; also
@@ -827,8 +847,11 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
  * directory, a cfg.json, when present, must be strict JSON (at most 1 MB)
  * describing, as SAELens reads it, the SAE the weights hold and libsae
  * computes the same way: "architecture" "standard" (also when absent: SAELens's
- * default), "topk" or "jumprelu", agreeing with the weights (a BatchTopK
- * file is "jumprelu"); "activation_fn" / "activation_fn_str" absent or "topk"
+ * default), "gated", "topk", "jumprelu", "transcoder", "skip_transcoder",
+ * "jumprelu_transcoder", "jumprelu_skip_transcoder" (with "d_out", equal to
+ * the tensors'), or libsae's "topk_transcoder" / "topk_skip_transcoder",
+ * agreeing with the weights (a BatchTopK or Matryoshka file is "jumprelu");
+ * any other is SAE_E_FORMAT with a detail naming the key and the value; "activation_fn" / "activation_fn_str" absent or "topk"
  * for TopK, absent or "relu" otherwise (so SAELens's pre-6.0 "standard" with
  * a topk activation, which 6.x reads as ReLU, is refused); for TopK, k as
  * "k" and/or "activation_fn_kwargs": {"k": ...}, whole numbers, equal to
@@ -846,7 +869,9 @@ SAE_API int sae_model_load_buffer(sae_model **out, const void *buf, size_t size)
  * Matryoshka's "matryoshka_widths" as sae_model_create_matryoshka takes them)
  * load with their one-value "topk_threshold" as the BatchTopK threshold
  * (there, and only there, that tensor is allowed);
- * "apply_b_dec_to_input" absent or true; "normalize_activations" absent,
+ * "apply_b_dec_to_input" absent or true (transcoders: true or false, both
+ * meaning no b_dec subtraction, as SAELens's transcoders compute);
+ * "normalize_activations" absent,
  * null, false or "none"; and "d_in" / "d_sae", when present, equal to the
  * tensors' shapes; otherwise SAE_E_FORMAT. Other keys are ignored.
  * Errors: as sae_model_load_buffer, plus SAE_E_IO (path missing, unreadable,

@@ -78,13 +78,55 @@ def model_arch(arch, k=2, threshold=None, log_thresholds=None, metadata=True, me
     return st_min.pack(tensors, meta if metadata else None)
 
 
+D_OUT = 2  # the transcoders' output width
+
+
+def family_model(kind="autoencoder", arch="standard", metadata=True, meta_extra=None, drop=(),
+                 extra=(), k=2, threshold=0.25, widths="2,5"):
+    """A model file of the families (issue 16), D_IN x D_SAE: a Gated SAE
+    (SAELens's b_gate, b_mag, r_mag for b_enc), a transcoder to D_OUT (kind
+    "transcoder", or "skip_transcoder" with W_skip [D_OUT, D_IN]) or a
+    Matryoshka SAE (arch "matryoshka_batchtopk", widths); libsae's metadata
+    unless metadata is False (as SAELens writes them)."""
+    d_out = D_IN if kind == "autoencoder" else D_OUT
+    f = st_min.f32
+    tensors = [("W_dec", "F32", (D_SAE, d_out), f(values(D_SAE * d_out, 1))),
+               ("W_enc", "F32", (D_IN, D_SAE), f(values(D_IN * D_SAE, 2))),
+               ("b_dec", "F32", (d_out,), f(values(d_out, 3)))]
+    meta = {"libsae_architecture": arch}
+    if arch == "gated":
+        tensors += [("b_gate", "F32", (D_SAE,), f(values(D_SAE, 4))),
+                    ("b_mag", "F32", (D_SAE,), f(values(D_SAE, 5))),
+                    ("r_mag", "F32", (D_SAE,), f(values(D_SAE, 6)))]
+    else:
+        tensors.append(("b_enc", "F32", (D_SAE,), f(values(D_SAE, 4))))
+    if kind == "skip_transcoder":
+        tensors.append(("W_skip", "F32", (D_OUT, D_IN), f(values(D_OUT * D_IN, 7))))
+    if kind != "autoencoder":
+        meta["libsae_kind"] = kind
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
+        meta["libsae_k"] = str(k)
+    if arch in ("batchtopk", "matryoshka_batchtopk"):
+        meta["libsae_threshold"] = float.hex(threshold)
+        tensors.append(("threshold", "F32", (D_SAE,), f([threshold] * D_SAE)))
+    if arch == "matryoshka_batchtopk":
+        meta["libsae_matryoshka_widths"] = widths
+    if arch == "jumprelu":
+        tensors.append(("threshold", "F32", (D_SAE,), f([0.5, 0.25, 1.5, 0.001, 0.9])))
+    meta["libsae_version"] = "0.2.0"
+    meta.update(meta_extra or {})
+    meta = {key: value for key, value in meta.items() if value is not None}
+    tensors = [t for t in tensors if t[0] not in drop] + list(extra)
+    return st_min.pack(tensors, meta if metadata else None)
+
+
 def f32_round(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 def optimizer_file(options=None, step="7", meta_extra=None, drop=None, extra=None,
                    m2_value=None, m1_value=None, since_dtype="U64", version="1", jumprelu=False,
-                   thr_shape=(D_SAE,)):
+                   thr_shape=(D_SAE,), gated=False, skip=False):
     meta = {"libsae_format": "optimizer", "libsae_format_version": version,
             "libsae_version": "0.1.0", "step": step}
     for k, v in (OPTIONS if options is None else options).items():
@@ -95,6 +137,11 @@ def optimizer_file(options=None, step="7", meta_extra=None, drop=None, extra=Non
     shapes = {"W_dec": (D_SAE, D_IN), "W_enc": (D_IN, D_SAE), "b_dec": (D_IN,), "b_enc": (D_SAE,)}
     if jumprelu:
         shapes["log_threshold"] = thr_shape
+    if gated:  # the gate's bias is SAELens's b_gate
+        del shapes["b_enc"]
+        shapes.update({"b_gate": (D_SAE,), "b_mag": (D_SAE,), "r_mag": (D_SAE,)})
+    if skip:
+        shapes["W_skip"] = (D_IN, D_IN)
     for name, shape in shapes.items():
         n = 1
         for d in shape:
@@ -239,6 +286,46 @@ def main():
     write("model-ok-jumprelu-saelens", model_arch("jumprelu", metadata=False))
     write("model-ok-batchtopk-saelens", model_arch("batchtopk", metadata=False))
 
+    # ---- the families (issue 16): Gated, transcoders, Matryoshka, SAELens's
+    # JumpReLU training parameter
+    write("model-ok-gated", family_model(arch="gated"))
+    write("model-ok-gated-saelens", family_model(arch="gated", metadata=False))
+    write("bad-model-gated-b-enc", family_model(arch="gated", extra=[
+        ("b_enc", "F32", (D_SAE,), st_min.f32([0.0] * D_SAE))]))
+    write("bad-model-gated-no-r-mag", family_model(arch="gated", metadata=False, drop=("r_mag",)))
+    write("bad-model-b-mag-alone", family_model(metadata=False, extra=[
+        ("b_mag", "F32", (D_SAE,), st_min.f32([0.0] * D_SAE))]))
+    write("model-ok-transcoder", family_model("transcoder"))
+    write("model-ok-transcoder-saelens", family_model("transcoder", metadata=False))
+    write("model-ok-skip-transcoder", family_model("skip_transcoder", arch="topk"))
+    write("model-ok-skip-transcoder-saelens", family_model("skip_transcoder", metadata=False))
+    write("model-ok-jumprelu-skip-transcoder", family_model("skip_transcoder", arch="jumprelu"))
+    write("model-ok-batchtopk-transcoder", family_model("transcoder", arch="batchtopk"))
+    write("bad-model-kind", family_model("transcoder", meta_extra={"libsae_kind": "encoder"}))
+    write("bad-model-kind-no-skip", family_model("transcoder", meta_extra={
+        "libsae_kind": "skip_transcoder"}))
+    write("bad-model-gated-transcoder", family_model("transcoder", arch="gated"))
+    write("model-ok-transcoder-no-kind", family_model("transcoder", meta_extra={
+        "libsae_kind": None}))
+    write("bad-model-skip-shape", family_model("transcoder", metadata=False, extra=[
+        ("W_skip", "F32", (D_IN, D_OUT), st_min.f32([0.0] * D_OUT * D_IN))]))
+    write("model-ok-matryoshka", family_model(arch="matryoshka_batchtopk"))
+    write("bad-model-matryoshka-widths", family_model(arch="matryoshka_batchtopk", widths="2,x"))
+    write("bad-model-matryoshka-order", family_model(arch="matryoshka_batchtopk", widths="3,2"))
+    write("bad-model-matryoshka-empty", family_model(arch="matryoshka_batchtopk", widths=""))
+    write("bad-model-widths-alone", family_model(meta_extra={"libsae_matryoshka_widths": "2"}))
+    logs = [f32_round(math.log(th)) for th in (0.5, 0.25, 1.5, 0.001, 0.9)]
+    saelens_training = model_tensors() + [("log_threshold", "F32", (D_SAE,), st_min.f32(logs))]
+    write("model-ok-jumprelu-log-threshold", st_min.pack(saelens_training))
+    write("bad-model-both-thresholds", st_min.pack(saelens_training + [
+        ("threshold", "F32", (D_SAE,), st_min.f32([0.5] * D_SAE))]))
+    write("bad-model-log-threshold-range", st_min.pack(model_tensors() + [
+        ("log_threshold", "F32", (D_SAE,), st_min.f32([100.0] * D_SAE))]))
+    write("opt-family-gated-1", optimizer_file(gated=True))
+    write("opt-family-skip-1", optimizer_file(skip=True))
+    write("bad-opt-gated-b-enc", optimizer_file(gated=True, extra=[
+        ("b_enc.exp_avg", "F32", (D_SAE,), st_min.f32([0.0] * D_SAE))]))
+
     # ---- the header length and framing
     write("bad-empty", b"")
     write("bad-short", b"\x02\0\0\0\0")
@@ -294,12 +381,19 @@ def main():
     write("bad-float-number", replace_header('"shape":[3,5]', '"shape":[3.0,5]'))
     write("bad-threshold-zero", st_min.pack(model_tensors() + [("threshold", "F32", (D_SAE,),
                                                                  st_min.f32([0.0] * D_SAE))]))
-    write("bad-log-threshold-tensor", st_min.pack(model_tensors() + [
-        ("log_threshold", "F32", (D_SAE,), st_min.f32([-1.0] * D_SAE))]))
+    # SAELens's JumpReLU training parameter loads (model-ok-jumprelu-log-threshold),
+    # never beside libsae's own thresholds
+    _, jr = st_min.unpack(model_arch("jumprelu"))
+    write("bad-log-threshold-tensor", st_min.pack(
+        [(n, dt, sh, raw) for n, (dt, sh, raw) in jr.items()] +
+        [("log_threshold", "F32", (D_SAE,), st_min.f32([-1.0] * D_SAE))],
+        st_min.unpack(model_arch("jumprelu"))[0]))
     write("bad-topk-threshold-tensor", st_min.pack(model_tensors() + [
         ("topk_threshold", "F64", (), struct.pack("<d", 0.5))]))
     # ---- architectures
-    write("bad-arch-unknown", model_arch("standard", meta_extra={"libsae_architecture": "gated"}))
+    write("bad-arch-unknown", model_arch("standard", meta_extra={"libsae_architecture": "temporal"}))
+    write("bad-arch-gated-without-b-gate", model_arch(
+        "standard", meta_extra={"libsae_architecture": "gated"}))
     write("bad-arch-case", model_arch("topk", meta_extra={"libsae_architecture": "TopK"}))
     write("bad-arch-relu", model_arch("standard", meta_extra={"libsae_architecture": "relu"}))
     write("bad-standard-with-k", model_arch("standard", meta_extra={"libsae_k": "2"}))
@@ -463,6 +557,20 @@ def main():
     write("cfg-batchtopk-bad-batchtopk.json", json.dumps(dict(jump, architecture="batchtopk", k=2)))
     write("cfg-batchtopk-bad-topk.json", json.dumps(topk))
     write("cfg-batchtopk-bad-dim.json", json.dumps(dict(jump, d_in=4)))
+    # the families' architectures (beside autoencoders' weights: each refused)
+    trans = dict(cfg, architecture="transcoder", d_out=D_OUT, apply_b_dec_to_input=False)
+    write("cfg-bad-transcoder.json", json.dumps(trans, indent=2))
+    write("cfg-bad-skip-transcoder.json", json.dumps(dict(trans, architecture="skip_transcoder")))
+    write("cfg-bad-jumprelu-transcoder.json", json.dumps(dict(
+        trans, architecture="jumprelu_transcoder")))
+    write("cfg-bad-topk-transcoder.json", json.dumps(dict(
+        trans, architecture="topk_transcoder", k=2)))
+    write("cfg-bad-transcoder-d-out.json", json.dumps(dict(trans, d_out=0)))
+    write("cfg-bad-transcoder-b-dec.json", json.dumps(dict(trans, apply_b_dec_to_input="no")))
+    write("cfg-bad-gated.json", json.dumps(dict(cfg, architecture="gated")))
+    write("cfg-bad-temporal.json", json.dumps(dict(cfg, architecture="temporal")))
+    write("cfg-bad-architecture-number.json", json.dumps(dict(cfg, architecture=3)))
+    write("cfg-ok-d-out-ignored.json", json.dumps(dict(cfg, d_out=9)))
 
     # ---- feature statistics (sae_feature_stats_save's format)
     write("stats-ok-1", stats_file())

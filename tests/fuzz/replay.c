@@ -5,6 +5,8 @@
  *   model-ok-*              sae_model_load_buffer succeeds
  *   opt-ok-*                sae_optimizer_load_buffer succeeds (3 x 5 ReLU model)
  *   opt-jumprelu-ok-*       ... for a 3 x 5 JumpReLU model
+ *   opt-family-*            a valid optimizer of a family (Gated, skip
+ *                           transcoder): SAE_E_INVALID_ARG for the ReLU model
  *   bad-*                   the model loader returns SAE_E_FORMAT, and so does
  *                           the optimizer loader for at least one of the two
  *                           models; for the other it may return
@@ -40,6 +42,7 @@ static const struct kind {
     {"model-ok-", MODEL, 0, SAE_OK},
     {"opt-ok-", OPTIMIZER, SAE_ARCH_RELU, SAE_OK},
     {"opt-jumprelu-ok-", OPTIMIZER, SAE_ARCH_JUMPRELU, SAE_OK},
+    {"opt-family-", OPTIMIZER, SAE_ARCH_RELU, SAE_E_INVALID_ARG},
     {"bad-", BAD, 0, SAE_E_FORMAT},
     {"cfg-ok-", CONFIG, SAE_ARCH_RELU, SAE_OK},
     {"cfg-bad-", CONFIG, SAE_ARCH_RELU, SAE_E_FORMAT},

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import saelens_files as sl  # noqa: E402
 import st_min  # noqa: E402
 from libsae import capi  # noqa: E402
 from reference import (encode_as_saelens, jumprelu_encode,  # noqa: E402
@@ -334,7 +335,14 @@ class LibsaeWritesPythonReads(unittest.TestCase):
                            "apply_b_dec_to_input": True, "normalize_activations": "none",
                            "activation_fn_str": "relu", "finetuning_scaling_factor": False}.items():
             self.assertEqual(cfg[key], value, key)
-        self.assertEqual(cfg["metadata"], {"producer": "libsae", "libsae_version": LIB.sae_version_string().decode()})
+        # SAELens 6's layout: "metadata" with its version, so that SAELens 6 reads
+        # the configuration natively (SAEMetadata keeps libsae's keys)
+        self.assertEqual(cfg["metadata"]["producer"], "libsae")
+        self.assertEqual(cfg["metadata"]["libsae_version"], LIB.sae_version_string().decode())
+        self.assertEqual(cfg["metadata"]["sae_lens_version"], "6.0.0")
+        for key in ("model_name", "hook_name", "hook_head_index", "context_size", "prepend_bos",
+                    "dataset_path", "model_from_pretrained_kwargs", "sae_lens_training_version"):
+            self.assertIn(key, cfg["metadata"])
         # SAELens < 6 builds its SAEConfig from these keys, none with a default:
         for key in ("architecture", "d_in", "d_sae", "activation_fn_str", "apply_b_dec_to_input",
                     "finetuning_scaling_factor", "context_size", "model_name", "hook_name",
@@ -343,10 +351,8 @@ class LibsaeWritesPythonReads(unittest.TestCase):
                     "sae_lens_training_version"):
             self.assertIn(key, cfg)
         self.assertIsInstance(cfg["hook_name"], str)  # it calls hook_name.endswith("_z")
-        # SAELens >= 6 converts a configuration without "sae_lens_version" as a
-        # pre-6.0 one (rebuilding "metadata" from the top-level keys)
-        self.assertNotIn("sae_lens_version", cfg)
-        self.assertNotIn("sae_lens_version", cfg["metadata"])
+        # SAELens >= 6's own rule (handle_config_defaulting) finds it native
+        self.assertTrue(sl.defaulting_is_native(cfg))
 
     def test_optimizer_file(self):
         m, o = trained(4, 6, steps=7)
@@ -592,7 +598,7 @@ class ArchitecturesLibsaeWritesPythonReads(unittest.TestCase):
                             "dataset_trust_remote_code", "normalize_activations", "dtype", "device",
                             "sae_lens_training_version"):
                     self.assertIn(key, cfg)
-                self.assertNotIn("sae_lens_version", cfg["metadata"])
+                self.assertTrue(sl.defaulting_is_native(cfg))
 
     def test_jumprelu_optimizer_file(self):
         m, o = trained_arch(JUMPRELU, 4, 6, 0.5, steps=5)

@@ -49,6 +49,7 @@ void tool_config_defaults(tool_config *c)
     c->synth_active = 4.0;
     c->synth_tokens = 65536;
     c->d_sae = 512;
+    c->decoder_init_norm = 0.1;
     c->lambda = 0.3;
     c->lr = 1e-3;
     c->clip = 1.0;
@@ -80,7 +81,7 @@ static size_t arg_size(const char *opt, const char *s, uint64_t min)
     return (size_t)v;
 }
 
-_Static_assert(TOOL_OPT_D_OUT - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
+_Static_assert(TOOL_OPT_DECODER_INIT_NORM - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
 
 static double arg_fraction(const char *opt, const char *s)
 {
@@ -130,6 +131,11 @@ bool tool_config_option(tool_config *c, int code, const char *arg)
     case TOOL_OPT_SYNTH_ACTIVE: c->synth_active = tool_arg_double("--synth-active", arg, 0.0, false); break;
     case TOOL_OPT_SYNTH_TOKENS: c->synth_tokens = arg_size("--synth-tokens", arg, 2); break;
     case TOOL_OPT_D_SAE: c->d_sae = arg_size("--d-sae", arg, 1); break;
+    case TOOL_OPT_DECODER_INIT_NORM:
+        c->decoder_init_norm = tool_arg_double("--decoder-init-norm", arg, 0.0, false);
+        if (c->decoder_init_norm > 1e30)
+            tool_usage_error("--decoder-init-norm: must be in (0, 1e30], got '%s'", arg);
+        break;
     case TOOL_OPT_LAMBDA: c->lambda = tool_arg_double("--lambda", arg, 0.0, true); break;
     case TOOL_OPT_LR: c->lr = tool_arg_double("--lr", arg, 0.0, false); break;
     case TOOL_OPT_CLIP: c->clip = tool_arg_double("--clip", arg, 0.0, true); break;
@@ -332,6 +338,8 @@ void tool_config_help(FILE *f, const tool_config *c)
             "  --synth-tokens N    synthetic: training tokens generated (default %llu)\n"
             "Model and training:\n"
             "  --d-sae N           SAE features (default %zu)\n"
+            "  --decoder-init-norm X  the decoder rows' L2 norm at initialisation, > 0\n"
+            "                      (SAELens's decoder_init_norm; default %g)\n"
             "  --lambda X          sparsity coefficient, >= 0: of L1 (relu) or of L0\n"
             "                      (jumprelu); topk has none (default %g)\n"
             "  --lr X              Adam learning rate, > 0 (default %g)\n"
@@ -346,7 +354,7 @@ void tool_config_help(FILE *f, const tool_config *c)
             "                      training tokens: for reports, AuxK and resampling\n"
             "                      (default %llu)\n",
             TOOL_SYNTH_D_IN, TOOL_TRAIN_EVAL_ROWS, c->synth_features, c->synth_active,
-            (unsigned long long)c->synth_tokens, c->d_sae, c->lambda, c->lr,
+            (unsigned long long)c->synth_tokens, c->d_sae, c->decoder_init_norm, c->lambda, c->lr,
             c->clip, c->batch, (unsigned long long)c->steps, (unsigned long long)c->seed,
             (unsigned long long)c->log_every, (unsigned long long)c->dead_window);
     fprintf(f,
@@ -463,6 +471,10 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
     else
         rc = end > 0 ? sae_model_create_shard(m, d_in, c->d_sae, begin, end, c->seed, c->arch, param)
                      : sae_model_create_arch(m, d_in, c->d_sae, c->seed, c->arch, param);
+    /* the initialisation again with the option's norm (the same draws: create's
+     * is reinit's at 0.1) */
+    if (rc == SAE_OK && tool_config_given(c, TOOL_OPT_DECODER_INIT_NORM))
+        rc = sae_model_reinit(*m, c->seed, c->decoder_init_norm);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(o, *m);
     if (rc == SAE_OK)

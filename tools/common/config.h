@@ -21,6 +21,8 @@ typedef struct tool_config {
     double synth_active;      /* synthetic: mean active features per token */
     uint64_t synth_tokens;    /* synthetic: training tokens generated */
     size_t d_sae;
+    double decoder_init_norm; /* decoder rows' L2 norm at initialisation (sae_model_reinit;
+                                 SAELens's decoder_init_norm, 0.1 = create's) */
     double lambda, lr, clip;
     size_t batch;
     uint64_t steps, tokens;   /* tokens != 0 overrides steps */
@@ -68,7 +70,7 @@ enum {
     TOOL_OPT_THRESHOLD_BETA, TOOL_OPT_LR_SCHEDULE, TOOL_OPT_LR_WARMUP, TOOL_OPT_LR_DECAY,
     TOOL_OPT_L1_WARMUP, TOOL_OPT_SAMPLE, TOOL_OPT_NORMALIZE, TOOL_OPT_B_DEC_INIT, TOOL_OPT_RESAMPLE_EVERY,
     TOOL_OPT_RESAMPLE_WINDOW, TOOL_OPT_TARGET, TOOL_OPT_EVAL_TARGET, TOOL_OPT_SYNTH_TARGET,
-    TOOL_OPT_SKIP, TOOL_OPT_D_OUT
+    TOOL_OPT_SKIP, TOOL_OPT_D_OUT, TOOL_OPT_DECODER_INIT_NORM
 };
 
 #define TOOL_CONFIG_LONG_OPTIONS                                                   \
@@ -78,6 +80,7 @@ enum {
     {"synth-active", required_argument, NULL, TOOL_OPT_SYNTH_ACTIVE},              \
     {"synth-tokens", required_argument, NULL, TOOL_OPT_SYNTH_TOKENS},              \
     {"d-sae", required_argument, NULL, TOOL_OPT_D_SAE},                            \
+    {"decoder-init-norm", required_argument, NULL, TOOL_OPT_DECODER_INIT_NORM},    \
     {"lambda", required_argument, NULL, TOOL_OPT_LAMBDA},                          \
     {"lr", required_argument, NULL, TOOL_OPT_LR},                                  \
     {"clip", required_argument, NULL, TOOL_OPT_CLIP},                              \
@@ -151,7 +154,8 @@ bool tool_arch_is_topk(int arch);    /* TopK or BatchTopK: sparsity is k, no lam
 void tool_config_help(FILE *f, const tool_config *c);
 void tool_target_help(FILE *f);
 
-/* A model of architecture c->arch (k c->k, or initial threshold
+/* A model of architecture c->arch (decoder rows of norm c->decoder_init_norm;
+ * k c->k, or initial threshold
  * c->threshold0; a transcoder from d_in to c->d_out when
  * tool_config_transcoder, skip with c->skip) and an optimizer with every option of c: lr, lambda (0 for
  * TopK and BatchTopK, which ignore it), clip, the architecture's options,

@@ -50,6 +50,9 @@ static const char *b_dec_name(int method)
  * a moved copy); d_in, d_sae and the seed. */
 static void resume_data(tool_config *c, const char *dir, const tool_run_state *s, const sae_model *m)
 {
+    if (tool_config_given(c, TOOL_OPT_DECODER_INIT_NORM))
+        tool_usage_error("--decoder-init-norm: applies to a new model, not to the checkpoint in "
+                         "'%s'", dir);
     const size_t d_in = sae_model_d_in(m);
     size_t d_sae = 0; /* all features, also of a shard (sae-train-mpi) */
     sae_model_shard(m, NULL, NULL, &d_sae);
@@ -82,6 +85,36 @@ static void resume_data(tool_config *c, const char *dir, const tool_run_state *s
     c->synth_tokens = s->synth_tokens;
 }
 
+/* A transcoder's settings (the model's kind and d_out, the checkpoint's
+ * target file unless --target names a moved copy). */
+static void resume_kind(tool_config *c, const char *dir, const tool_run_state *s, const sae_model *m)
+{
+    const int kind = sae_model_kind(m);
+    const bool synthetic = strcmp(s->data, "synthetic") == 0;
+    if (kind == SAE_KIND_AUTOENCODER) {
+        if (tool_config_transcoder(c))
+            tool_usage_error("--%s: the checkpoint in '%s' is an autoencoder",
+                             c->synth_target ? "synth-target" : "target", dir);
+        return;
+    }
+    fixed(c, TOOL_OPT_SKIP, "--skip", kind == SAE_KIND_SKIP_TRANSCODER, dir,
+          "a transcoder without a skip map");
+    agree(c, TOOL_OPT_D_OUT, "--d-out", c->d_out, sae_model_d_out(m), dir);
+    c->skip = kind == SAE_KIND_SKIP_TRANSCODER;
+    c->d_out = sae_model_d_out(m);
+    if (synthetic) {
+        if (c->target_path)
+            tool_usage_error("--target '%s': the checkpoint in '%s' was trained on synthetic "
+                             "pairs", c->target_path, dir);
+        c->synth_target = true;
+    } else if (!c->target_path) {
+        if (!s->target[0])
+            tool_usage_error("--resume '%s': the checkpoint is a transcoder: give its --target "
+                             "FILE (%zu x %zu floats)", dir, s->rows, c->d_out);
+        c->target_path = s->target;
+    }
+}
+
 /* The architecture (the model's) and what was fixed at the start of the run. */
 static void resume_arch(tool_config *c, const char *dir, const tool_run_state *s, const sae_model *m)
 {
@@ -91,13 +124,6 @@ static void resume_arch(tool_config *c, const char *dir, const tool_run_state *s
         tool_usage_error("--arch: one architecture (the checkpoint's %s)", tool_arch_name(arch));
     snprintf(saved, sizeof saved, "%s", tool_arch_name(arch));
     fixed(c, TOOL_OPT_ARCH, "--arch", c->arch == arch, dir, saved);
-    const bool transcoder = sae_model_kind(m) != SAE_KIND_AUTOENCODER;
-    if (tool_config_transcoder(c) && !transcoder)
-        tool_usage_error("--%s: the checkpoint in '%s' is an autoencoder",
-                         c->synth_target ? "synth-target" : "target", dir);
-    if (!tool_config_transcoder(c) && transcoder)
-        tool_usage_error("--resume '%s': the checkpoint is a transcoder: give its --target FILE",
-                         dir);
     snprintf(saved, sizeof saved, "%s k %zu", tool_arch_name(arch), sae_model_k(m));
     fixed(c, TOOL_OPT_K, "--k", !tool_arch_is_topk(arch) || c->k == sae_model_k(m), dir, saved);
     snprintf(saved, sizeof saved, "%g", s->threshold0);
@@ -181,12 +207,15 @@ void tool_config_resume(tool_config *c, const char *dir, tool_run_state *s, cons
                         sae_optimizer *o)
 {
     resume_data(c, dir, s, m);
+    resume_kind(c, dir, s, m);
     resume_arch(c, dir, s, m);
     resume_settings(c, s, o);
     resume_total(c, dir, s, o);
     tool_run_state_settings(s, c); /* what the next checkpoint records */
     if (c->input && c->input != s->input)
         tool_run_state_set_input(s, c->input);
+    if (c->target_path && c->target_path != s->target)
+        tool_run_state_set_target(s, c->target_path);
 }
 
 void tool_inputs_check_resume(const tool_inputs *in, const tool_config *c, const char *dir,
@@ -196,6 +225,9 @@ void tool_inputs_check_resume(const tool_inputs *in, const tool_config *c, const
         tool_usage_error("--resume '%s': %s has %zu x %zu floats, the checkpoint was trained on "
                          "%zu x %zu", dir, c->input ? c->input : "the synthetic data", in->train.rows,
                          in->train.cols, s->rows, s->d_in);
+    if (in->target.x && s->d_out && in->target.cols != s->d_out)
+        tool_usage_error("--resume '%s': the targets %s have %zu columns, the checkpoint's %zu", dir,
+                         c->target_path ? c->target_path : "(synthetic)", in->target.cols, s->d_out);
     if (!in->synthetic)
         snprintf(s->data, sizeof s->data, "%s",
                  strncmp(in->train.format, "npy", 3) == 0 ? "npy" : "raw");

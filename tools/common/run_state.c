@@ -15,14 +15,25 @@
 
 #define STATE_MAX_BYTES 65536
 
+/* path into dst (size bytes) if it fits on one line, else "". */
+static void set_path(char *dst, size_t size, const char *path)
+{
+    if (strlen(path) < size && !strchr(path, '\n'))
+        snprintf(dst, size, "%s", path);
+    else
+        dst[0] = '\0';
+}
+
+void tool_run_state_set_target(tool_run_state *s, const char *path)
+{
+    set_path(s->target, sizeof s->target, path);
+}
+
 /* A path that does not fit on one line is not recorded: FILE must then be
  * given again when resuming. */
 void tool_run_state_set_input(tool_run_state *s, const char *path)
 {
-    if (strlen(path) < sizeof s->input && !strchr(path, '\n'))
-        snprintf(s->input, sizeof s->input, "%s", path);
-    else
-        s->input[0] = '\0';
+    set_path(s->input, sizeof s->input, path);
 }
 
 void tool_run_state_settings(tool_run_state *s, const tool_config *c)
@@ -59,6 +70,9 @@ void tool_run_state_init(tool_run_state *s, const tool_config *c, const tool_inp
                  strncmp(in->train.format, "npy", 3) == 0 ? "npy" : "raw");
         tool_run_state_set_input(s, c->input);
     }
+    s->d_out = in->target.x ? in->target.cols : 0;
+    if (c->target_path)
+        tool_run_state_set_target(s, c->target_path);
 }
 
 int tool_run_state_write(const char *path, const tool_run_state *s)
@@ -106,6 +120,10 @@ int tool_run_state_write(const char *path, const tool_run_state *s)
                 s->synth_active, (unsigned long long)s->synth_tokens);
     else if (s->input[0])
         fprintf(f, "input %s\n", s->input);
+    if (s->target[0])
+        fprintf(f, "target %s\n", s->target);
+    if (s->d_out)
+        fprintf(f, "d_out %zu\n", s->d_out);
     if (s->arch >= 0)
         fprintf(f, "arch %s\n", tool_arch_name(s->arch));
     if (s->k)
@@ -177,13 +195,13 @@ enum {
     K_FORMAT, K_STEP, K_TOKENS, K_SECONDS, K_STEPS, K_SEED, K_BATCH, K_LOG_EVERY, K_DEAD_WINDOW,
     K_DATA, K_ROWS, K_D_IN, K_SYNTH_FEATURES, K_SYNTH_ACTIVE, K_SYNTH_TOKENS, K_INPUT, K_END,
     K_ARCH, K_K, K_THRESHOLD0, K_SCALE, K_B_DEC_INIT, K_SAMPLE, K_RESAMPLE_EVERY,
-    K_RESAMPLE_WINDOW, K_HIST_EVERY, K_COUNT
+    K_RESAMPLE_WINDOW, K_HIST_EVERY, K_TARGET, K_D_OUT, K_COUNT
 };
 static const char *const keys[K_COUNT] = {
     "format", "step", "tokens", "seconds", "steps", "seed", "batch", "log_every", "dead_window",
     "data", "rows", "d_in", "synth_features", "synth_active", "synth_tokens", "input", "end",
     "arch", "k", "threshold0", "scale", "b_dec_init", "sample", "resample_every",
-    "resample_window", "hist_every",
+    "resample_window", "hist_every", "target", "d_out",
 };
 
 static bool parse_value(tool_run_state *s, int key, const char *v)
@@ -232,6 +250,12 @@ static bool parse_value(tool_run_state *s, int key, const char *v)
     case K_RESAMPLE_EVERY: return parse_u64(v, &s->resample_every);
     case K_RESAMPLE_WINDOW: return parse_u64(v, &s->resample_window);
     case K_HIST_EVERY: return parse_u64(v, &s->hist_every);
+    case K_TARGET:
+        if (strlen(v) >= sizeof s->target)
+            return false;
+        snprintf(s->target, sizeof s->target, "%s", v);
+        return true;
+    case K_D_OUT: return parse_size(v, &s->d_out, 1);
     }
     return false;
 }

@@ -14,6 +14,9 @@
  *   rows R, d_in D         synthetic data is regenerated from seed and
  *   synth_features ...     synth_features, synth_active, synth_tokens;
  *   input PATH             a file's path as given (the rest of the line)
+ *   target PATH, d_out N   transcoders: the targets' file (not for synthetic
+ *                          pairs) and their width (optional keys; the kind,
+ *                          skip or not, is the model's)
  *   arch NAME, k K         the architecture (k for TopK and BatchTopK), checked
  *   threshold0 X           against the model loaded; JumpReLU's initial threshold
  *   scale S                with --normalize only: the input scale s
@@ -56,6 +59,8 @@ typedef struct tool_run_state {
     double synth_active;
     uint64_t synth_tokens;
     char input[1024];      /* the file's path; "" if synthetic or not recorded */
+    char target[1024];     /* transcoders: the targets' path; "" if synthetic or none */
+    size_t d_out;          /* transcoders: the targets' width; 0: an autoencoder */
     int arch;              /* SAE_ARCH_*, or -1 if not recorded (format 1) */
     size_t k;
     double threshold0;     /* JumpReLU; 0 if not recorded */
@@ -83,5 +88,6 @@ int tool_run_state_read(const char *path, tool_run_state *s, char *err, size_t e
 /* Record path as the run's input file (not recorded, "", if it does not fit
  * on one line of the file). */
 void tool_run_state_set_input(tool_run_state *s, const char *path);
+void tool_run_state_set_target(tool_run_state *s, const char *path);
 
 #endif

@@ -80,6 +80,40 @@ expect_usage_error "--normalize: applies to autoencoders" "$train" --synth-targe
 expect_usage_error "--b-dec-init: applies to autoencoders" "$train" --synth-target --b-dec-init mean
 expect_usage_error "--resample-every: libsae" "$train" --arch gated --resample-every 100
 expect_usage_error "--resample-every: libsae" "$train" --synth-target --resample-every 100
+# Checkpoints: a transcoder run stopped and resumed ends as the uninterrupted
+# run, bit for bit (the same evaluation line); the checkpoint records the
+# target file, so --resume needs neither FILE nor --target; SAELens's cfg.json.
+pairs="--d-in 16 --synth-features 16 --synth-active 2 --synth-tokens 2048 --d-sae 32 --steps 40
+       --batch 64 --synth-target --skip --d-out 8 --arch topk --k 2"
+# shellcheck disable=SC2086
+run "$train" $pairs
+[ "$rc" -eq 0 ] || fail "uninterrupted pairs: exit $rc: $(cat "$tmp/err")"
+want=$(grep "^eval on" "$tmp/out")
+# shellcheck disable=SC2086
+run "$train" $pairs --save "$tmp/ck" --stop-at 20
+[ "$rc" -eq 0 ] || fail "stopped pairs: exit $rc: $(cat "$tmp/err")"
+grep -q '"architecture": "topk_skip_transcoder"' "$tmp/ck/cfg.json" || fail "cfg.json: $(head -3 "$tmp/ck/cfg.json")"
+grep -q '"d_out": 8' "$tmp/ck/cfg.json" || fail "cfg.json lacks d_out"
+run "$train" --resume "$tmp/ck"
+[ "$rc" -eq 0 ] || fail "resumed pairs: exit $rc: $(cat "$tmp/err")"
+[ "$(grep "^eval on" "$tmp/out")" = "$want" ] || fail "resumed: '$(grep "^eval on" "$tmp/out")', want '$want'"
+run "$train" "$tmp/x.f32" --d-in 8 --target "$tmp/y.f32" --d-out 4 --d-sae 16 --steps 12 --batch 64
+want=$(grep "^eval on" "$tmp/out")
+run "$train" "$tmp/x.f32" --d-in 8 --target "$tmp/y.f32" --d-out 4 --d-sae 16 --steps 12 --batch 64 \
+    --save "$tmp/ck2" --stop-at 5
+[ "$rc" -eq 0 ] || fail "stopped file run: exit $rc: $(cat "$tmp/err")"
+grep -q "^target $tmp/y.f32$" "$tmp/ck2/train_state.txt" || fail "train_state.txt lacks the target"
+run "$train" --resume "$tmp/ck2"
+[ "$rc" -eq 0 ] || fail "resumed file run: exit $rc: $(cat "$tmp/err")"
+[ "$(grep "^eval on" "$tmp/out")" = "$want" ] || fail "resumed file run: '$(grep "^eval on" "$tmp/out")', want '$want'"
+expect_usage_error "--skip: the checkpoint in '$tmp/ck2' has a transcoder without a skip map" \
+    "$train" --resume "$tmp/ck2" --skip
+run "$train" --arch gated --lambda 1 --steps 5 --save "$tmp/ck4"
+[ "$rc" -eq 0 ] || fail "gated --save: exit $rc: $(cat "$tmp/err")"
+grep -q '"architecture": "gated"' "$tmp/ck4/cfg.json" || fail "gated cfg.json: $(head -3 "$tmp/ck4/cfg.json")"
+expect_usage_error "--synth-target: the checkpoint in '$tmp/ck4' is an autoencoder" \
+    "$train" --resume "$tmp/ck4" --synth-target
+
 run "$train" --help
 for word in --target --eval-target --skip --d-out --synth-target gated; do
     grep -qF -- "$word" "$tmp/out" || fail "--help does not mention $word"

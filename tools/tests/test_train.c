@@ -146,8 +146,40 @@ static void compare(int arch, double scale)
     tool_synth_free(&truth);
 }
 
+/* --decoder-init-norm X: the model tool_make_sae makes is the library's
+ * initialisation with decoder rows of norm X (sae_model_reinit), bit for bit;
+ * without it, sae_model_create_arch's (norm 0.1). */
+static void decoder_init_norm_option(void)
+{
+    for (int given = 0; given < 2; given++) {
+        tool_config c;
+        tool_config_defaults(&c);
+        c.d_sae = D_SAE;
+        if (given)
+            CHECK(tool_config_option(&c, TOOL_OPT_DECODER_INIT_NORM, "0.5"), "option");
+        sae_model *m, *want;
+        sae_optimizer *o;
+        CHECK(tool_make_sae(&c, D_IN, &m, &o) == SAE_OK, "make");
+        CHECK(sae_model_create_arch(&want, D_IN, D_SAE, c.seed, SAE_ARCH_RELU, 0.0) == SAE_OK, "create");
+        if (given)
+            CHECK(sae_model_reinit(want, c.seed, 0.5) == SAE_OK, "reinit");
+        CHECK(same_w_dec(m, want), "--decoder-init-norm (given %d): another W_dec", given);
+        float *w = malloc(D_SAE * D_IN * sizeof *w);
+        CHECK(w && sae_model_get_tensor(m, SAE_W_DEC, w, D_SAE * D_IN) == SAE_OK, "W_dec");
+        double norm = 0.0;
+        for (int j = 0; j < D_IN; j++)
+            norm += (double)w[j] * w[j];
+        CHECK(near(sqrt(norm), given ? 0.5 : 0.1, 1e-6), "row 0 has norm %g", sqrt(norm));
+        free(w);
+        sae_optimizer_free(o);
+        sae_model_free(want);
+        sae_model_free(m);
+    }
+}
+
 int main(void)
 {
+    decoder_init_norm_option();
     compare(SAE_ARCH_RELU, 1.0);
     compare(SAE_ARCH_RELU, 2.75);
     compare(SAE_ARCH_TOPK, 0.3);
