@@ -373,15 +373,17 @@ static void gated_du_range(void *ctx, size_t begin, size_t end, int tid)
 /* Gated's block on the dense path. ws->f holds f and ws->gate the gate values
  * a = ReLU(pi_gate); the band flags say which gates are open. */
 static void dense_gated_block(const sae_model *m, const sae_step_config *cfg, const float *x,
-                              size_t n_tokens, size_t t0, size_t rows, sae_workspace *ws,
-                              float *grad)
+                              size_t n_tokens, size_t n_loss, size_t t0, size_t rows,
+                              sae_workspace *ws, float *grad)
 {
     const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
     float *dxh = ws->dxh + t0 * d_out;                 /* dL/dx_hat */
     float *dah = ws->dxh + (n_tokens + t0) * d_out;    /* the auxiliary path's h */
-    dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_tokens,
-                    .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_tokens)};
+    /* d.n_tokens: the tokens the loss averages over (a data-parallel step's
+     * global batch); n_tokens: this rank's, the rows of the workspace */
+    dense_task d = {.m = m, .cfg = cfg, .ws = ws, .x = x, .grad = grad, .n_tokens = n_loss,
+                    .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_loss)};
 
     /* both reconstructions and their errors: x_hat from f, the auxiliary one
      * from a through the same (frozen) W_dec and b_dec */
@@ -836,7 +838,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
             return rc;
         if (gated)
-            dense_gated_block(m, cfg, target, n_tokens, t0, rows, ws, grad);
+            dense_gated_block(m, cfg, target, n_tokens, n_loss, t0, rows, ws, grad);
         else if (!sparse &&
                  (rc = dense_backward_block(m, cfg, target, n_loss, t0, rows, ws, grad)) != SAE_OK)
             return rc;

@@ -504,9 +504,9 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     /* Matryoshka's nested losses are not trained by this version */
     if (rc == SAE_OK)
         rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
-    if (rc == SAE_OK && y && o->par)
-        rc = sae__fail(SAE_E_INVALID_ARG, "%s: distributed steps take no target y in this "
-                       "version", fn);
+    if (rc == SAE_OK && y && o->par && o->par->features.struct_size)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: feature-sharded steps take no target y in this "
+                       "version (data-parallel ones do)", fn);
     if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
         rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
                        "sae_step_target", fn);

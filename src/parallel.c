@@ -55,14 +55,19 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
-    /* the families have no distributed step in this version: Matryoshka SAEs
-     * are not trained at all, transcoders and Gated SAEs not across ranks */
-    if (comm && (o->arch == SAE_ARCH_MATRYOSHKA || o->arch == SAE_ARCH_GATED ||
-                 o->kind != SAE_KIND_AUTOENCODER))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s are not trained distributed by libsae %s",
-                         fn, o->arch == SAE_ARCH_MATRYOSHKA ? "Matryoshka SAEs"
-                             : o->arch == SAE_ARCH_GATED    ? "Gated SAEs"
-                                                            : "transcoders",
+    /* Matryoshka SAEs are not trained by this version at all; Gated SAEs and
+     * transcoders train data-parallel (every gradient and loss term summed)
+     * but not feature-sharded: the Gated auxiliary decoder path, W_skip and a
+     * d_out-wide reconstruction have no sharded pass (and
+     * sae_model_create_shard makes neither) */
+    if (comm && o->arch == SAE_ARCH_MATRYOSHKA)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: Matryoshka SAEs are not trained by libsae %s",
+                         fn, sae_version_string());
+    if (comm && mode == SAE_PARALLEL_FEATURES &&
+        (o->arch == SAE_ARCH_GATED || o->kind != SAE_KIND_AUTOENCODER))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s are trained data-parallel, not "
+                         "feature-sharded, by libsae %s", fn,
+                         o->arch == SAE_ARCH_GATED ? "Gated SAEs" : "transcoders",
                          sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size

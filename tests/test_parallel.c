@@ -498,6 +498,158 @@ START_TEST(jumprelu_matches_one_process)
 }
 END_TEST
 
+/* ---- Gated SAEs and transcoders, data-parallel ------------------------------ */
+
+/* Every tensor a model may hold (Gated: b_mag, r_mag; skip transcoders: W_skip). */
+static const int all_tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC,  SAE_B_DEC,
+                                  SAE_THRESHOLD, SAE_W_SKIP, SAE_B_MAG, SAE_R_MAG};
+enum { N_ALL_TENSORS = sizeof all_tensors / sizeof all_tensors[0], D_OUT = 9 };
+
+typedef struct family_run {
+    int kind, arch;                  /* SAE_KIND_*, SAE_ARCH_* */
+    double param;
+    bool auxk;
+    const float *x, *y;              /* STEPS batches of x (D_IN) and, for transcoders, y (D_OUT) */
+    const size_t *split;             /* token shares */
+    float *t[MAX_RANKS][N_ALL_TENSORS]; /* each rank's tensors after training */
+    size_t n[N_ALL_TENSORS];
+    int status[MAX_RANKS];           /* the first failure of the rank's calls */
+    sae_losses losses[MAX_RANKS][STEPS];
+} family_run;
+
+/* Train the family's model: alone (comm NULL, rank 0) or as a rank of comm.
+ * No ck_assert here: it runs on the ranks' threads. */
+static void family_train(family_run *g, int rank, const sae_comm *comm)
+{
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    const bool transcoder = g->kind != SAE_KIND_AUTOENCODER;
+    int rc = transcoder ? sae_model_create_transcoder(&m, D_IN, D_OUT, D_SAE, 42, g->kind, g->arch,
+                                                      g->param)
+                        : sae_model_create_arch(&m, D_IN, D_SAE, 42, g->arch, g->param);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_create(&o, m);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_set(o, SAE_OPT_LR, 1e-2);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_set(o, SAE_OPT_L1_COEFF, 0.3);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_set(o, SAE_OPT_THREADS, 1);
+    if (rc == SAE_OK && g->auxk)
+        rc = sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
+    if (rc == SAE_OK && g->auxk)
+        rc = sae_optimizer_set(o, SAE_OPT_AUXK_K, 4);
+    if (rc == SAE_OK && g->auxk)
+        rc = sae_optimizer_set(o, SAE_OPT_AUXK_COEFF, 0.5);
+    if (rc == SAE_OK && comm) /* feature shards refused, data-parallel attached */
+        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, comm) == SAE_E_INVALID_ARG
+                 ? sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, comm)
+                 : SAE_E_STATE;
+    for (int step = 0; rc == SAE_OK && step < STEPS; step++) {
+        size_t first = (size_t)step * N_TOKENS + (comm ? g->split[rank] : 0);
+        size_t n = comm ? g->split[rank + 1] - g->split[rank] : N_TOKENS;
+        rc = transcoder ? sae_step_target(m, o, g->x + first * D_IN, g->y + first * D_OUT, n,
+                                          &g->losses[rank][step])
+                        : sae_step(m, o, g->x + first * D_IN, n, &g->losses[rank][step]);
+    }
+    for (int k = 0; rc == SAE_OK && k < N_ALL_TENSORS; k++) {
+        g->n[k] = sae_model_tensor_size(m, all_tensors[k]);
+        g->t[rank][k] = calloc(g->n[k] ? g->n[k] : 1, sizeof(float));
+        if (!g->t[rank][k])
+            rc = SAE_E_NOMEM;
+        else if (g->n[k])
+            rc = sae_model_get_tensor(m, all_tensors[k], g->t[rank][k], g->n[k]);
+    }
+    g->status[rank] = rc;
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+static void family_rank(int rank, const sae_comm *comm, void *arg) { family_train(arg, rank, comm); }
+
+static void family_free(family_run *g)
+{
+    for (int r = 0; r < MAX_RANKS; r++)
+        for (int k = 0; k < N_ALL_TENSORS; k++)
+            free(g->t[r][k]);
+}
+
+/* spec (kind, arch, param, auxk) on 2 and 3 data-parallel ranks, the
+ * transport rounding differently on every rank: the single-process model
+ * within 1e-4, replicas bit for bit, losses within 1e-4; feature shards
+ * refused (inside family_train). extra_tensor: one the family has. */
+static void check_family(const family_run *spec, int extra_tensor)
+{
+    float *x = steps_of_data(23 + (uint64_t)spec->arch);
+    float *y = test_gaussian((size_t)STEPS * N_TOKENS, D_OUT, 1.0, 0.2, 31);
+    family_run want = *spec;
+    want.x = x;
+    want.y = y;
+    family_train(&want, 0, NULL);
+    ck_assert_int_eq(want.status[0], SAE_OK);
+    ck_assert_uint_gt(want.n[extra_tensor], 0);
+    for (int n_ranks = 2; n_ranks <= 3; n_ranks++) {
+        family_run got = *spec;
+        got.x = x;
+        got.y = y;
+        got.split = n_ranks == 2 ? tokens2 : tokens3;
+        test_comm_group *grp = test_comm_group_create(n_ranks, TEST_COMM_SKEWED);
+        ck_assert_ptr_nonnull(grp);
+        test_comm_run(grp, family_rank, &got);
+        test_comm_group_free(grp);
+        for (int r = 0; r < n_ranks; r++)
+            ck_assert_msg(got.status[r] == SAE_OK, "kind %d arch %d, %d ranks: rank %d: %s",
+                          spec->kind, spec->arch, n_ranks, r, sae_status_string(got.status[r]));
+        for (int k = 0; k < N_ALL_TENSORS; k++) {
+            for (int r = 1; r < n_ranks; r++)
+                ck_assert_msg(equal_floats(got.t[r][k], got.t[0][k], got.n[k]),
+                              "kind %d arch %d, %d ranks: rank %d's tensor %d differs from "
+                              "rank 0's", spec->kind, spec->arch, n_ranks, r, all_tensors[k]);
+            double e = rel_err(got.t[0][k], want.t[0][k], want.n[k]);
+            ck_assert_msg(e <= 1e-4, "kind %d arch %d, %d ranks: tensor %d off by %g relative",
+                          spec->kind, spec->arch, n_ranks, all_tensors[k], e);
+        }
+        for (int r = 0; r < n_ranks; r++)
+            for (int step = 0; step < STEPS; step++) {
+                const sae_losses *a = &got.losses[r][step], *b = &want.losses[0][step];
+                double e = fabs(a->loss - b->loss) + fabs(a->l2 - b->l2) + fabs(a->l1 - b->l1) +
+                           fabs(a->l0 - b->l0);
+                ck_assert_msg(e <= 1e-4 * (fabs(b->loss) + fabs(b->l1) + fabs(b->l0)),
+                              "kind %d arch %d, %d ranks: rank %d step %d: loss %g, want %g",
+                              spec->kind, spec->arch, n_ranks, r, step, a->loss, b->loss);
+            }
+        family_free(&got);
+    }
+    /* the loss has the family's terms: Gated's gate and auxiliary
+     * reconstruction, AuxK's */
+    if (spec->arch == SAE_ARCH_GATED || spec->auxk) {
+        bool extra = false;
+        for (int step = 0; step < STEPS; step++)
+            extra |= want.losses[0][step].loss > want.losses[0][step].l2 * (1.0 + 1e-6);
+        ck_assert(extra);
+    }
+    family_free(&want);
+    free(y);
+    free(x);
+}
+
+START_TEST(gated_data_parallel_matches_one_process)
+{
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED};
+    check_family(&s, 6); /* b_mag */
+}
+END_TEST
+
+START_TEST(transcoders_data_parallel_match_one_process)
+{
+    family_run relu = {.kind = SAE_KIND_TRANSCODER, .arch = SAE_ARCH_RELU};
+    check_family(&relu, 2); /* W_dec, D_SAE x D_OUT */
+    family_run skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
+                       .auxk = true};
+    check_family(&skip, 5); /* W_skip */
+}
+END_TEST
+
 /* ---- bits, failures, disagreements ---------------------------------------------- */
 
 START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
@@ -819,6 +971,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, jumprelu_matches_one_process);
     tcase_add_test(tc, resampling_matches_one_process);
     tcase_add_test(tc, recipe_matches_one_process);
+    tcase_add_test(tc, gated_data_parallel_matches_one_process);
+    tcase_add_test(tc, transcoders_data_parallel_match_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

@@ -1630,10 +1630,13 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already, an optimizer of a Gated or Matryoshka SAE or of a
- * transcoder: not trained distributed by this version), SAE_E_NOMEM. o is
- * unchanged on error. With a communicator attached, sae_step_target (a
- * target other than x) is SAE_E_INVALID_ARG. */
+ * attached already; an optimizer of a Matryoshka SAE: not trained by this
+ * version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
+ * train data-parallel only: the Gated auxiliary decoder path, W_skip and a
+ * d_out-wide reconstruction have no sharded pass), SAE_E_NOMEM. o is
+ * unchanged on error. Data-parallel transcoders step with sae_step_target,
+ * each rank on its rows of x and y; with a feature-sharded communicator
+ * attached, sae_step_target is SAE_E_INVALID_ARG. */
 SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
 
 /* The even split of d_sae features into n_shards shards: shard s holds
