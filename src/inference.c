@@ -98,6 +98,47 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
     return SAE_OK;
 }
 
+/* Whether every output of x (n_tokens x d_in) is provably below 2^126 in
+ * magnitude without encoding it. With p = max|parameter| (p e^p for Gated's
+ * magnitude scales exp(r_mag)), each feature is at most the pre-activation
+ * bound B = (max|x| + p) d_in p + p of sae__forward_check, so
+ * |out| <= d_sae B p + p + d_in max|x| p (decoder, b_dec, skip term). */
+static bool output_bounded(const sae_model *m, const float *x, size_t n_tokens)
+{
+    const double p = m->param_absmax * (m->arch == SAE_ARCH_GATED ? exp(m->param_absmax) : 1.0);
+    const double x_max = sae__absmax(x, n_tokens * m->d_in);
+    const double feature = (x_max + p) * (double)m->d_in * p + p;
+    return (double)m->d_sae * feature * p + p + (double)m->d_in * x_max * p < 0x1p126;
+}
+
+/* SAE_OK if the output of x is finite: the bound, or a dry run over the
+ * forward pass fw (with its f buffer) into a block of scratch. */
+static int check_output(const char *fn, sae_forward *fw, const float *x, size_t n_tokens)
+{
+    const sae_model *m = fw->m;
+    if (output_bounded(m, x, n_tokens))
+        return SAE_OK;
+    float *out = sae__alloc(fw->block * m->d_out * sizeof(float));
+    if (!out)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of the output", fn);
+    int rc = SAE_OK;
+    for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += fw->block) {
+        size_t rows = sae__block_rows(n_tokens, t0, fw->block);
+        const float *xb = x + t0 * m->d_in;
+        if ((rc = sae__forward_encode(fw, xb, rows, fw->f, NULL)) != SAE_OK ||
+            (rc = sae__check_features(fn, fw->f, rows, m->d_sae, t0)) != SAE_OK)
+            break;
+        sae__forward_decode(m, fw->f, rows, out);
+        sae__forward_skip(m, xb, rows, out);
+        if (!sae__all_finite(out, rows * m->d_out))
+            rc = sae__fail(SAE_E_NONFINITE, "%s: the output of tokens %zu..%zu is not finite "
+                           "(the model's weights overflow on this input)", fn, t0,
+                           t0 + rows - 1);
+    }
+    sae__free(out);
+    return rc;
+}
+
 int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
 {
     static const char fn[] = "sae_output";
@@ -116,16 +157,18 @@ int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
     sae_forward fw;
     if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F) != SAE_OK)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
-    for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
-        size_t rows = sae__block_rows(n_tokens, t0, fw.block);
-        const float *xb = x + t0 * m->d_in;
-        float *ob = out + t0 * m->d_out;
-        sae__forward_encode(&fw, xb, rows, fw.f, NULL);
-        sae__forward_decode(m, fw.f, rows, ob);
-        sae__forward_skip(m, xb, rows, ob);
-    }
+    /* an output that would not be finite is refused before out is written */
+    if ((rc = check_output(fn, &fw, x, n_tokens)) == SAE_OK)
+        for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
+            size_t rows = sae__block_rows(n_tokens, t0, fw.block);
+            const float *xb = x + t0 * m->d_in;
+            float *ob = out + t0 * m->d_out;
+            sae__forward_encode(&fw, xb, rows, fw.f, NULL);
+            sae__forward_decode(m, fw.f, rows, ob);
+            sae__forward_skip(m, xb, rows, ob);
+        }
     sae__forward_free(&fw);
-    return SAE_OK;
+    return rc;
 }
 
 /* sum_k (out[k] - target[k])^2 over count values, in double. */
