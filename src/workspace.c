@@ -217,6 +217,9 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
 
 int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
 {
+    /* at least one pair, so that the arrays exist even when no feature fires
+     * (ws->feat + row_ptr[t] with feat NULL is undefined, even + 0) */
+    nnz = nnz ? nnz : 1;
     if (nnz <= ws->nnz_cap)
         return SAE_OK;
     size_t cap = nnz + nnz / 4; /* headroom: density drifts between steps */
