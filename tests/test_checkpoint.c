@@ -1656,19 +1656,13 @@ END_TEST
 /* A trained model and optimizer with every option away from its default. */
 static void trained_pair(size_t d_in, size_t d_sae, size_t steps, sae_model **m, sae_optimizer **o)
 {
-    ck_assert_int_eq(sae_model_create(m, d_in, d_sae, 5), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(o, *m), SAE_OK);
+    test_trained_pair(d_in, d_sae, 5, steps, m, o);
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_LR, 3e-3), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_BETA1, 0.8), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_BETA2, 0.99), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_EPS, 1e-7), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_L1_COEFF, 5e-324), SAE_OK); /* subnormal */
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_GRAD_CLIP, 0.0), SAE_OK);    /* zero */
-    for (size_t s = 0; s < steps; s++) {
-        float *x = test_gaussian(24, d_in, 1.0, 0.2, 100 + s);
-        ck_assert_int_eq(sae_step(*m, *o, x, 24, NULL), SAE_OK);
-        free(x);
-    }
 }
 
 START_TEST(optimizer_round_trip)
