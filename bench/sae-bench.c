@@ -333,6 +333,9 @@ typedef struct options {
     int archs[MAX_LIST];
     int n_archs;
     int reps, threads, kernel;
+    int gemm;                 /* SAE_OPT_GEMM */
+    int precisions[2];        /* SAE_OPT_PRECISION values, each a configuration */
+    int n_precisions;
     const char *data, *model;
     int rss_only, keep_blas_env;
     double b_enc;             /* with --b-enc: set b_enc directly instead of searching */
@@ -380,6 +383,10 @@ static void usage(void)
          "  --reps N        timed repetitions per measurement (5)\n"
          "  --threads N     SAE_OPT_THREADS and the Adam pass's threads (0 = all cores)\n"
          "  --kernel K      auto | dense | sparse (auto)\n"
+         "  --gemm G        auto | cblas | onednn: SAE_OPT_GEMM, the step's GEMM backend\n"
+         "                  (auto: oneDNN when libsae was built with it)\n"
+         "  --precision L   fp32 and/or bf16, comma-separated: SAE_OPT_PRECISION, the\n"
+         "                  encoder GEMM's inputs (fp32); each is a configuration\n"
          "  --data FILE     activations: .npy (float32, 2-D) or raw float32 rows of d_in\n"
          "                  (default: N(0,1) from a fixed seed)\n"
          "  --model PATH    a trained model (sae_model_load: a checkpoint directory or a\n"
@@ -396,7 +403,8 @@ static options parse(int argc, char **argv)
 {
     options o = {.d_in = 768, .d_sae = 10000, .k = 32, .batches = {256, 1024, 4096},
                  .n_batches = 3, .regimes = {0, 300, 30}, .n_regimes = 3,
-                 .archs = {0}, .n_archs = 1, .reps = 5, .kernel = SAE_KERNEL_AUTO};
+                 .archs = {0}, .n_archs = 1, .reps = 5, .kernel = SAE_KERNEL_AUTO,
+                 .precisions = {SAE_PRECISION_FP32}, .n_precisions = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
@@ -435,7 +443,22 @@ static options parse(int argc, char **argv)
             o.kernel = strcmp(v, "dense") == 0    ? SAE_KERNEL_DENSE
                        : strcmp(v, "sparse") == 0 ? SAE_KERNEL_SPARSE
                                                   : SAE_KERNEL_AUTO;
-        else if (strcmp(a, "--regimes") == 0)
+        else if (strcmp(a, "--gemm") == 0) {
+            o.gemm = strcmp(v, "auto") == 0     ? SAE_GEMM_AUTO
+                     : strcmp(v, "cblas") == 0  ? SAE_GEMM_CBLAS
+                     : strcmp(v, "onednn") == 0 ? SAE_GEMM_ONEDNN
+                                                : -1;
+            if (o.gemm < 0)
+                die("--gemm: auto, cblas or onednn");
+        } else if (strcmp(a, "--precision") == 0) {
+            o.n_precisions = 0;
+            if (strstr(v, "fp32"))
+                o.precisions[o.n_precisions++] = SAE_PRECISION_FP32;
+            if (strstr(v, "bf16"))
+                o.precisions[o.n_precisions++] = SAE_PRECISION_BF16;
+            if (o.n_precisions == 0)
+                die("--precision: fp32, bf16 or fp32,bf16");
+        } else if (strcmp(a, "--regimes") == 0)
             o.n_regimes = parse_list(v, o.regimes, MAX_LIST);
         else if (strcmp(a, "--batch") == 0) {
             double b[MAX_LIST];
@@ -509,8 +532,12 @@ static void print_header(const options *o, int threads)
     char *(*corename)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
     printf("# libsae %s, %s, %d threads, d_in %zu, d_sae %zu, %d reps (medians)\n",
            sae_version_string(), cpu, threads, o->d_in, o->d_sae, o->reps);
-    printf("# BLAS core: %s (openblas_get_corename); the step's GEMMs: CBLAS, fp32\n",
-           corename ? corename() : "not OpenBLAS");
+    static const char *gemm_names[] = {"auto", "cblas", "onednn"};
+    int backend = sae_gemm_backend(o->gemm);
+    printf("# BLAS core: %s (openblas_get_corename); the step's GEMMs: %s (--gemm %s); "
+           "prec: the encoder GEMM's inputs\n",
+           corename ? corename() : "not OpenBLAS", backend == SAE_GEMM_ONEDNN ? "oneDNN" : "CBLAS",
+           gemm_names[o->gemm]);
     const char *unset = getenv("SAE_BENCH_UNSET");
     printf("# environment: OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s OPENBLAS_NUM_THREADS=%s "
            "OMP_NUM_THREADS=%s%s%s%s\n",
@@ -532,7 +559,7 @@ static void print_header(const options *o, int threads)
 /* One timed configuration: a model and its optimizer on one batch. */
 typedef struct config {
     size_t batch;
-    int arch;
+    int arch, precision;
     char regime[24];
     sae_model *m;
     sae_optimizer *o;
@@ -592,26 +619,41 @@ int main(int argc, char **argv)
 
     /* the configurations */
     int n_cfg = 0;
-    config *cfg = xmalloc(sizeof(config) * (size_t)opt.n_batches * (size_t)(opt.n_archs * opt.n_regimes + 1));
+    config *cfg = xmalloc(sizeof(config) * (size_t)opt.n_batches *
+                          (size_t)(opt.n_archs * opt.n_regimes + 1) * (size_t)opt.n_precisions);
     for (int bi = 0; bi < opt.n_batches; bi++) {
         size_t n = opt.batches[bi];
         for (int ai = 0; ai < opt.n_archs; ai++)
-            for (int ri = 0; ri < opt.n_regimes; ri++) {
-                int arch = opt.archs[ai];
-                if ((arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK) && opt.regimes[ri] == 0.0)
-                    continue; /* a TopK SAE has no dense regime */
-                config *c = &cfg[n_cfg++];
-                memset(c, 0, sizeof *c);
-                c->batch = n;
-                c->arch = arch;
-                fprintf(stderr, "sae-bench: setting up batch %zu, %s ...\n", n, arch_names[arch]);
-                c->m = make_model(&opt, arch, opt.regimes[ri], x, n, c->regime, sizeof c->regime);
-            }
-        if (opt.model) {
+            for (int ri = 0; ri < opt.n_regimes; ri++)
+                for (int pi = 0; pi < opt.n_precisions; pi++) {
+                    int arch = opt.archs[ai];
+                    if ((arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK) &&
+                        opt.regimes[ri] == 0.0)
+                        continue; /* a TopK SAE has no dense regime */
+                    config *c = &cfg[n_cfg++];
+                    memset(c, 0, sizeof *c);
+                    c->batch = n;
+                    c->arch = arch;
+                    c->precision = opt.precisions[pi];
+                    if (pi > 0) { /* the same model in another precision */
+                        check(sae_model_clone(&c->m, c[-1].m), "clone model");
+                        memcpy(c->regime, c[-1].regime, sizeof c->regime);
+                        continue;
+                    }
+                    fprintf(stderr, "sae-bench: setting up batch %zu, %s ...\n", n,
+                            arch_names[arch]);
+                    c->m = make_model(&opt, arch, opt.regimes[ri], x, n, c->regime,
+                                      sizeof c->regime);
+                }
+        for (int pi = 0; opt.model && pi < opt.n_precisions; pi++) {
             config *c = &cfg[n_cfg++];
             memset(c, 0, sizeof *c);
             c->batch = n;
-            check(sae_model_load(&c->m, opt.model), "load --model");
+            c->precision = opt.precisions[pi];
+            if (pi > 0)
+                check(sae_model_clone(&c->m, c[-1].m), "clone model");
+            else
+                check(sae_model_load(&c->m, opt.model), "load --model");
             if (sae_model_d_in(c->m) != opt.d_in || sae_model_d_sae(c->m) != opt.d_sae)
                 die("--model's d_in / d_sae differ from --d-in / --d-sae");
             c->arch = sae_model_arch(c->m);
@@ -629,6 +671,8 @@ int main(int argc, char **argv)
             check(sae_optimizer_create(&c->o, c->m), "create optimizer");
         check(sae_optimizer_set(c->o, SAE_OPT_THREADS, opt.threads), "threads");
         check(sae_optimizer_set(c->o, SAE_OPT_KERNEL, opt.kernel), "kernel");
+        check(sae_optimizer_set(c->o, SAE_OPT_GEMM, opt.gemm), "gemm");
+        check(sae_optimizer_set(c->o, SAE_OPT_PRECISION, c->precision), "precision");
         /* a step of a trained model keeps its scale: the bench measures, not trains */
         check(sae_optimizer_set(c->o, SAE_OPT_LR, 1e-7), "lr");
         sae_losses l;
@@ -726,7 +770,8 @@ int main(int argc, char **argv)
         double bf = median(f->t_bf16, opt.reps), adam = median(f->t_adam, opt.reps);
         double best = isnan(od) || cb < od ? cb : od;
         printf("%6zu %9s %9s %4s %7.0f %9.1f %9.1f %9.1f %9.1f %8.1f %9.1f %7.2f %10.0f\n",
-               c->batch, arch_names[c->arch], c->regime, "fp32", l0,
+               c->batch, arch_names[c->arch], c->regime,
+               c->precision == SAE_PRECISION_BF16 ? "bf16" : "fp32", l0,
                step * 1e3, cb * 1e3, od * 1e3, bf * 1e3, adam * 1e3, (best + adam) * 1e3,
                step / (best + adam), (double)c->batch / step);
     }

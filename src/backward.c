@@ -269,7 +269,7 @@ static void decode_errors(const dense_task *d, const float *f, size_t dxh_row0)
 {
     const sae_model *m = d->m;
     float *out = d->ws->dxh + dxh_row0 * m->d_out;
-    sae__forward_decode(m, f, d->rows, out);
+    sae__forward_decode(m, &d->ws->gemm, d->cfg->pool, f, d->rows, out);
     sae__forward_skip(m, d->ws->xc + d->t0 * m->d_in, d->rows, out);
     error_task e = {d, dxh_row0};
     sae__parallel_for(d->cfg->pool, d->rows, error_range, &e);
@@ -293,7 +293,8 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
      * (feature shards: each decodes its features, b_dec on rank 0, summed) */
     sae_par_step *par = cfg->par;
     if (par && par->features) {
-        sae__forward_decode_onto(m, f, rows, par->features->rank == 0 ? sae__b_dec(m) : NULL, dxh);
+        sae__forward_decode_onto(m, &ws->gemm, cfg->pool, f, rows,
+                                 par->features->rank == 0 ? sae__b_dec(m) : NULL, dxh);
         int rc = sae__par_reconstruct(par, dxh, rows, d_in);
         if (rc != SAE_OK)
             return rc;
@@ -304,8 +305,8 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
     }
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_out, (int)rows, 1.0f,
-                f, (int)d_sae, dxh, (int)d_out, beta, grad + m->lay.w_dec, (int)d_out);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_out, rows, 1.0f, f, d_sae, dxh,
+                      d_out, beta, grad + m->lay.w_dec, d_out);
     add_column_sums(f, rows, d_sae, ws, ws->f_sum);
     sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
 
@@ -313,17 +314,16 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
      * needed: the mask keeps where f > 0), then dL/dpre, and its column sums
      * are dL/db_enc. */
     float *g_pre = ws->f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_out, 1.0f,
-                dxh, (int)d_out, sae__w_dec(m), (int)d_out, 0.0f, g_pre, (int)d_sae);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_out, 1.0f, dxh, d_out,
+                      sae__w_dec(m), d_out, 0.0f, g_pre, d_sae);
     if (m->arch == SAE_ARCH_JUMPRELU)
         sae__parallel_for(cfg->pool, ws->mask_chunks, theta_grad_range, &d);
     sae__parallel_for(cfg->pool, rows, dpre_range, &d);
     add_column_sums(g_pre, rows, d_sae, ws, ws->g_b_enc);
 
     /* dL/dW_enc (stored transposed) += dL/dpre^T xc */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
-                g_pre, (int)d_sae, ws->xc + t0 * d_in, (int)d_in, beta, grad + m->lay.w_enc_t,
-                (int)d_in);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, g_pre, d_sae,
+                      ws->xc + t0 * d_in, d_in, beta, grad + m->lay.w_enc_t, d_in);
     return SAE_OK;
 }
 
@@ -390,30 +390,29 @@ static void dense_gated_block(const sae_model *m, const sae_step_config *cfg, co
 
     /* dL/dW_dec += f^T dL/dx_hat (the auxiliary term trains no decoder);
      * sum_t a_ti for the norm term; which features fired */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_out, (int)rows, 1.0f,
-                ws->f, (int)d_sae, dxh, (int)d_out, beta, grad + m->lay.w_dec, (int)d_out);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_out, rows, 1.0f, ws->f, d_sae,
+                      dxh, d_out, beta, grad + m->lay.w_dec, d_out);
     add_column_sums(ws->gate, rows, d_sae, ws, ws->gate_sum);
     sae__parallel_for(cfg->pool, ws->mask_chunks, last_fired_range, &d);
 
     /* the gate path: dL/da = h W_dec^T over a, then dL/dpi_gate, summed into
      * dL/db_gate (g_b_enc) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_out, 1.0f,
-                dah, (int)d_out, sae__w_dec(m), (int)d_out, 0.0f, ws->gate, (int)d_sae);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_out, 1.0f, dah, d_out,
+                      sae__w_dec(m), d_out, 0.0f, ws->gate, d_sae);
     sae__parallel_for(cfg->pool, rows, gate_grad_range, &d);
     add_column_sums(ws->gate, rows, d_sae, ws, ws->g_b_enc);
 
     /* the magnitude path: dL/df = g W_dec^T over f, dL/dpi_mag, summed into
      * dL/db_mag; then dL/du */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_out, 1.0f,
-                dxh, (int)d_out, sae__w_dec(m), (int)d_out, 0.0f, ws->f, (int)d_sae);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, false, true, rows, d_sae, d_out, 1.0f, dxh, d_out,
+                      sae__w_dec(m), d_out, 0.0f, ws->f, d_sae);
     sae__parallel_for(cfg->pool, rows, gated_dmag_range, &d);
     add_column_sums(ws->f, rows, d_sae, ws, ws->g_b_mag);
     sae__parallel_for(cfg->pool, rows, gated_du_range, &d);
 
     /* dL/dW_enc (stored transposed) += dL/du^T xc */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d_sae, (int)d_in, (int)rows, 1.0f,
-                ws->f, (int)d_sae, ws->xc + t0 * d_in, (int)d_in, beta, grad + m->lay.w_enc_t,
-                (int)d_in);
+    sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, ws->f, d_sae,
+                      ws->xc + t0 * d_in, d_in, beta, grad + m->lay.w_enc_t, d_in);
 }
 
 /* After the dense blocks: the L1 term's gradient through the decoder row norms
@@ -594,10 +593,15 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
     if (cfg->dead)
         out.aux = (sae_aux_picks){ws->aux_feat + t0 * ws->aux_cap, ws->aux_fval + t0 * ws->aux_cap,
                                   ws->aux_count + t0, ws->aux_cap};
-    if (sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs) !=
-        SAE_OK)
-        return local_failure(cfg, SAE_E_NONFINITE);
-    int rc = sae__par_topk_block(cfg->par, m, &out, rows, ws->norms);
+    out.gemm = &ws->gemm;
+    if (ws->bf16) {
+        out.xc16 = ws->xc16 + t0 * d_in;
+        out.w_enc16 = ws->w_enc16;
+    }
+    int rc = sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs);
+    if (rc != SAE_OK)
+        return local_failure(cfg, rc);
+    rc = sae__par_topk_block(cfg->par, m, &out, rows, ws->norms);
     if (rc == SAE_OK && cfg->dead)
         rc = sae__par_aux_block(cfg->par, &out.aux, rows, cfg->k_aux);
     if (rc == SAE_OK && sae__batch_selected(m->arch)) /* the block is the whole batch */
@@ -627,6 +631,43 @@ static int sparse_block(const sae_model *m, const sae_step_config *cfg, size_t n
     if (rc == SAE_OK)
         sae__sparse_compress_block(ws, t0, rows, m->arch == SAE_ARCH_JUMPRELU, cfg->pool);
     return local_failure(cfg, rc);
+}
+
+/* The sparse path's forward pass with the fused encoder (encode_fused.c): xc
+ * (and its bf16 rounding), then the batch's pairs straight into the CSR, the
+ * per-token L1 sums and active counts, and AuxK's picks. SAE_FUSED_TOO_DENSE
+ * when ReLU or JumpReLU is denser than max_density (the dense path is then
+ * the faster one). */
+static int fused_forward(const sae_model *m, const sae_step_config *cfg,
+                         const sae_activation *act, const float *x, size_t n_tokens,
+                         double max_density, sae_workspace *ws, sae_backward_result *res)
+{
+    uint16_t *xc16 = ws->bf16 ? ws->xc16 : NULL;
+    int rc = sae__center(m, cfg->pool, x, n_tokens, ws->xc, xc16);
+    if (rc != SAE_OK)
+        return rc;
+    sae_fused_args args = {act, m->d_in, n_tokens, ws->xc, sae__w_enc_t(m), xc16,
+                           ws->bf16 ? ws->w_enc16 : NULL, max_density};
+    for (;;) {
+        sae_fused_out out = {.row_ptr = ws->row_ptr, .feat = ws->feat, .fval = ws->fval,
+                             .cap = ws->nnz_cap, .l1 = ws->l1_tok, .active = ws->active_tok};
+        if (cfg->dead) {
+            out.aux_feat = ws->aux_feat;
+            out.aux_fval = ws->aux_fval;
+            out.aux_count = ws->aux_count;
+            out.aux_cap = ws->aux_cap;
+        }
+        rc = sae__encode_fused(ws->fused, &args, ws->team, cfg->pool, &out);
+        if (rc == SAE_FUSED_OUT_FULL) { /* once, when the batch is denser than ever */
+            rc = sae__workspace_reserve_pairs(ws, out.pairs, 0);
+            if (rc != SAE_OK)
+                return rc;
+            continue;
+        }
+        if (rc == SAE_OK && m->arch == SAE_ARCH_BATCHTOPK)
+            res->batch_min_kept = out.batch_min_kept;
+        return rc;
+    }
 }
 
 /* The sparse path's decoder over the batch: y_hat = b_dec + sum_k f_k
@@ -745,13 +786,33 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
      * can: the exchanges of the two differ. */
     bool sparse = !gated && (topk || cfg->kernel == SAE_KERNEL_SPARSE) &&
                   n_tokens <= UINT32_MAX / 2;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
+    /* The sparse path's encoder is fused whenever the step may take that
+     * path and the fused encoder covers the model (sae__fused_covers: not
+     * Gated, Matryoshka or transcoders); a ReLU or JumpReLU batch too dense
+     * for it takes the dense path. Feature shards and BatchTopK across
+     * data-parallel ranks select across ranks block by block: they take the
+     * block loop. A distributed step that fails here takes the block loop
+     * too, which meets the failure again and tells the other ranks. */
+    bool fused = false, too_dense = false;
+    if (ws->fused && sae__fused_covers(m) &&
+        (!par || (!par->features && m->arch != SAE_ARCH_BATCHTOPK)) &&
+        n_tokens <= UINT32_MAX / 2 && (topk || cfg->kernel != SAE_KERNEL_DENSE)) {
+        double max_density = sparse ? 1.0 : SAE_SPARSE_MAX_DENSITY;
+        int rc = fused_forward(m, cfg, &act, x, n_tokens, max_density, ws, res);
+        if (rc == SAE_OK)
+            fused = sparse = true;
+        else if (rc == SAE_FUSED_TOO_DENSE)
+            too_dense = true;
+        else if (!par)
+            return rc;
+    }
+    for (size_t t0 = 0; !fused && t0 < n_tokens; t0 += block) {
         size_t rows = sae__block_rows(n_tokens, t0, block), pairs = 0;
         int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
         if (rc != SAE_OK)
             return rc;
         if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk && !gated) {
-            sparse = n_tokens <= UINT32_MAX / 2 &&
+            sparse = !too_dense && n_tokens <= UINT32_MAX / 2 &&
                      (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
             if (par && par->features &&
                 (rc = sae__par_sparse_choice(par, pairs, rows, sae__total_features(m),

@@ -163,7 +163,7 @@ int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threa
         return SAE_E_NOMEM;
     e->n_threads = n_threads;
     e->d_sae = d_sae;
-    e->tile_features = backend == SAE__GEMM_ONEDNN ? TILE_FEATURES_ONEDNN
+    e->tile_features = backend == SAE_GEMM_ONEDNN ? TILE_FEATURES_ONEDNN
                        : d_sae < TILE_FEATURES_CBLAS ? d_sae : TILE_FEATURES_CBLAS;
     e->n_tiles = (d_sae + e->tile_features - 1) / e->tile_features;
     e->th = sae__alloc_zero((size_t)n_threads * sizeof *e->th);
@@ -569,7 +569,7 @@ static void finish_sub_block(enc_pass *ps, int p, size_t sb)
 /* ---- the pass --------------------------------------------------------------------------- */
 
 /* The GEMM of thread p's tile j of sub-block sb, on the calling thread. */
-static int tile_gemm(enc_pass *ps, sae_gemm *g, float *tile, size_t t0, size_t rows, size_t f0,
+static int tile_gemm(enc_pass *ps, sae_gemm_ctx *g, float *tile, size_t t0, size_t rows, size_t f0,
                      size_t w)
 {
     const size_t d_in = ps->d_in, ld = ps->e->tile_features;
@@ -588,7 +588,7 @@ static void pass_serial(void *ctx, int p, int n_threads)
     sae_fused_encoder *e = ps->e;
     enc_thread *t = &e->th[p];
     const bool vector = use_vector();
-    sae_gemm *g = sae__gemm_team_member(ps->team, p);
+    sae_gemm_ctx *g = sae__gemm_team_member(ps->team, p);
     int saved = sae__gemm_serial_begin(ps->team);
     ps->gemm_rc[p] = SAE_OK;
     for (size_t sb = (size_t)p; sb < ps->n_sub && t->status == THREAD_OK; sb += (size_t)n_threads) {
@@ -639,7 +639,7 @@ static int pass_rounds(enc_pass *ps, sae_pool *pool)
 {
     sae_fused_encoder *e = ps->e;
     const size_t T = (size_t)sae__pool_threads(pool);
-    sae_gemm *g = sae__gemm_team_member(ps->team, 0);
+    sae_gemm_ctx *g = sae__gemm_team_member(ps->team, 0);
     for (size_t round = 0; round * T < ps->n_sub; round++) {
         size_t t0 = round * T * SAE_FUSED_TILE_TOKENS;
         size_t rows = ps->n_tokens - t0 < T * SAE_FUSED_TILE_TOKENS ? ps->n_tokens - t0
@@ -649,10 +649,16 @@ static int pass_rounds(enc_pass *ps, sae_pool *pool)
         for (size_t j = 0; j < e->n_tiles; j++) {
             size_t f0 = j * e->tile_features;
             size_t w = e->d_sae - f0 < e->tile_features ? e->d_sae - f0 : e->tile_features;
-            /* the threads' tile buffers are contiguous: one GEMM fills them all */
-            int rc = tile_gemm(ps, g, e->th[0].tile, t0, rows, f0, w);
-            if (rc != SAE_OK)
-                return rc;
+            /* one GEMM per sub-block, of a shape that does not depend on the
+             * thread count (so neither do the bits: BLAS kernels may differ
+             * by shape); the BLAS's own threads share each */
+            for (size_t p = 0; p * SAE_FUSED_TILE_TOKENS < rows; p++) {
+                size_t s0 = p * SAE_FUSED_TILE_TOKENS;
+                size_t sub = rows - s0 < SAE_FUSED_TILE_TOKENS ? rows - s0 : SAE_FUSED_TILE_TOKENS;
+                int rc = tile_gemm(ps, g, e->th[p].tile, t0 + s0, sub, f0, w);
+                if (rc != SAE_OK)
+                    return rc;
+            }
             r.stage = 1;
             r.j = j;
             sae__pool_run(pool, round_run, &r);
@@ -755,7 +761,7 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
             else
                 t->batch_stream.e = NULL;
         }
-        if (sae__gemm_team_backend(team) == SAE__GEMM_ONEDNN) {
+        if (sae__gemm_team_backend(team) == SAE_GEMM_ONEDNN) {
             sae__pool_run(pool, pass_serial, &ps);
             for (int p = 0; p < T; p++)
                 if (ps.gemm_rc[p] != SAE_OK)
@@ -800,6 +806,8 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
             size_t t0 = sb * SAE_FUSED_TILE_TOKENS;
             size_t t1 = t0 + SAE_FUSED_TILE_TOKENS < n ? t0 + SAE_FUSED_TILE_TOKENS : n;
             size_t at = out->row_ptr[t0], count = out->row_ptr[t1] - at;
+            if (count == 0) /* (out->feat may be NULL: no pairs yet) */
+                continue;
             memcpy(out->feat + at, t->arena_feat + e->sub_offset[sb], count * sizeof(uint32_t));
             memcpy(out->fval + at, t->arena_val + e->sub_offset[sb], count * sizeof(float));
         }

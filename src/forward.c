@@ -313,11 +313,12 @@ static size_t activate_row(const sae_activation *a, float *f, double *l1, uint16
 
 /* ---- the encoder ------------------------------------------------------------------ */
 
-/* xc = x - b_dec for the block's rows (b_dec NULL: xc = x); bad[tid] flags
- * NaN or Inf in x. */
+/* xc = x - b_dec for the block's rows (b_dec NULL: xc = x), and its bf16
+ * rounding, xc16 when not NULL; bad[tid] flags NaN or Inf in x. */
 typedef struct center_task {
     const float *x, *b_dec;
     float *xc;
+    uint16_t *xc16;
     size_t d_in;
     int bad[SAE_MAX_THREADS];
 } center_task;
@@ -340,6 +341,8 @@ static void center_range(void *ctx, size_t begin, size_t end, int tid)
                 bad |= (xt[j] - xt[j]) != 0.0f;
                 xct[j] = xt[j];
             }
+        if (c->xc16)
+            sae__bf16_from_f32(c->xc16 + t * d_in, xct, d_in);
     }
     c->bad[tid] = bad;
 }
@@ -397,26 +400,40 @@ static void activate_range(void *ctx, size_t begin, size_t end, int tid)
     a->pairs[tid] = pairs_range;
 }
 
-int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
-                      float *scratch, const float *x, size_t rows, const sae_encoded *out,
-                      size_t *pairs)
+int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows, float *xc,
+                uint16_t *xc16)
 {
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
     /* a transcoder's b_dec is in the output's space: its input is not centred */
     center_task c = {.x = x, .b_dec = m->kind == SAE_KIND_AUTOENCODER ? sae__b_dec(m) : NULL,
-                     .xc = out->xc, .d_in = d_in};
+                     .xc = xc, .xc16 = xc16, .d_in = m->d_in};
     for (int k = 0; k < sae__pool_threads(pool); k++)
         c.bad[k] = 0;
     sae__parallel_for(pool, rows, center_range, &c);
     int bad = 0;
     for (int k = 0; k < sae__pool_threads(pool); k++)
         bad |= c.bad[k];
-    if (bad)
-        return sae__fail(SAE_E_NONFINITE, "x holds NaN or Inf");
+    return bad ? sae__fail(SAE_E_NONFINITE, "x holds NaN or Inf") : SAE_OK;
+}
+
+int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
+                      float *scratch, const float *x, size_t rows, const sae_encoded *out,
+                      size_t *pairs)
+{
+    const size_t d_in = m->d_in, d_sae = m->d_sae;
+    int rc = sae__center(m, pool, x, rows, out->xc, out->w_enc16 ? out->xc16 : NULL);
+    if (rc != SAE_OK)
+        return rc;
     /* pre = xc W_enc; b_enc is added by the activation (one pass over the
      * block, not two) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d_sae, (int)d_in, 1.0f,
-                out->xc, (int)d_in, sae__w_enc_t(m), (int)d_in, 0.0f, out->f, (int)d_sae);
+    if (out->w_enc16) {
+        rc = sae__gemm_use_bf16(out->gemm, pool, false, true, rows, d_sae, d_in, 1.0f,
+                                    out->xc16, d_in, out->w_enc16, d_in, 0.0f, out->f, d_sae);
+        if (rc != SAE_OK)
+            return rc;
+    } else {
+        sae__gemm_use_f32(out->gemm, pool, false, true, rows, d_sae, d_in, 1.0f, out->xc, d_in,
+                          sae__w_enc_t(m), d_in, 0.0f, out->f, d_sae);
+    }
     /* sums are added token by token: on one thread, in token order */
     sae_pool *act_pool = out->sums ? NULL : pool;
     activate_task a = {.act = act, .out = out, .scratch = scratch};
@@ -622,20 +639,20 @@ int sae__batch_topk(float *f, size_t rows, size_t d, size_t k, const float *norm
 
 /* ---- the decoder ------------------------------------------------------------------ */
 
-void sae__forward_decode_onto(const sae_model *m, const float *f, size_t rows, const float *base,
-                              float *x_hat)
+void sae__forward_decode_onto(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
+                              const float *f, size_t rows, const float *base, float *x_hat)
 {
     const size_t d_out = m->d_out;
     for (size_t t = 0; base && t < rows; t++)
         memcpy(x_hat + t * d_out, base, d_out * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d_out, (int)m->d_sae,
-                1.0f, f, (int)m->d_sae, sae__w_dec(m), (int)d_out, base ? 1.0f : 0.0f, x_hat,
-                (int)d_out);
+    sae__gemm_use_f32(gemm, pool, false, false, rows, d_out, m->d_sae, 1.0f, f, m->d_sae,
+                      sae__w_dec(m), d_out, base ? 1.0f : 0.0f, x_hat, d_out);
 }
 
-void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat)
+void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
+                         const float *f, size_t rows, float *x_hat)
 {
-    sae__forward_decode_onto(m, f, rows, sae__b_dec(m), x_hat);
+    sae__forward_decode_onto(m, gemm, pool, f, rows, sae__b_dec(m), x_hat);
 }
 
 void sae__forward_decode_prefix(const sae_model *m, const float *f, size_t rows, size_t width,
@@ -670,6 +687,7 @@ void sae__forward_free(sae_forward *fw)
     sae__free(fw->f);
     sae__free(fw->gate);
     sae__free(fw->x_hat);
+    sae__gemm_free(fw->ctx);
     memset(fw, 0, sizeof *fw);
 }
 
@@ -691,7 +709,8 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
               (!(buffers & SAE_FORWARD_F) || !gated ||
                (fw->gate = sae__alloc(block * d_sae * sizeof(float)))) &&
               (!(buffers & SAE_FORWARD_X_HAT) ||
-               (fw->x_hat = sae__alloc(block * d_out * sizeof(float))));
+               (fw->x_hat = sae__alloc(block * d_out * sizeof(float)))) &&
+              sae__gemm_create(&fw->ctx, SAE_GEMM_AUTO) == SAE_OK;
     if (!ok) {
         sae__forward_free(fw);
         return sae__fail(SAE_E_NOMEM, "out of memory for the forward pass of %zu tokens", block);
@@ -702,6 +721,7 @@ int sae__forward_init(sae_forward *fw, const sae_model *m, size_t block, unsigne
     if (fw->mag_scale)
         sae__mag_scales(m, fw->mag_scale);
     sae__activation_init(&fw->act, m, fw->norms, fw->theta, fw->mag_scale);
+    fw->gemm = (sae_gemm_use){NULL, fw->ctx};
     return SAE_OK;
 }
 
@@ -709,7 +729,7 @@ int sae__forward_encode(sae_forward *fw, const float *x, size_t rows, float *f,
                         sae_loss_sums *sums)
 {
     const sae_encoded out = {.xc = fw->xc, .f = f, .gate = f == fw->f ? fw->gate : NULL,
-                             .sums = sums};
+                             .sums = sums, .gemm = &fw->gemm};
     return sae__encode_block(fw->m, &fw->act, NULL, fw->scratch, x, rows, &out, NULL);
 }
 

@@ -54,8 +54,8 @@ typedef struct gemm_plan {
 } gemm_plan;
 #endif
 
-struct sae_gemm {
-    int backend; /* SAE__GEMM_CBLAS or SAE__GEMM_ONEDNN: what this context runs */
+struct sae_gemm_ctx {
+    int backend; /* SAE_GEMM_CBLAS or SAE_GEMM_ONEDNN: what this context runs */
 #ifdef SAE_HAVE_ONEDNN
     dnnl_engine_t engine;
     dnnl_stream_t stream;
@@ -70,10 +70,10 @@ struct sae_gemm {
 bool sae__gemm_available(int backend)
 {
     switch (backend) {
-    case SAE__GEMM_AUTO:
-    case SAE__GEMM_CBLAS: return true;
+    case SAE_GEMM_AUTO:
+    case SAE_GEMM_CBLAS: return true;
 #ifdef SAE_HAVE_ONEDNN
-    case SAE__GEMM_ONEDNN: return true;
+    case SAE_GEMM_ONEDNN: return true;
 #endif
     default: return false;
     }
@@ -81,28 +81,35 @@ bool sae__gemm_available(int backend)
 
 int sae__gemm_resolve(int backend)
 {
-    if (backend != SAE__GEMM_AUTO)
+    if (backend != SAE_GEMM_AUTO)
         return backend;
 #ifdef SAE_HAVE_ONEDNN
-    return SAE__GEMM_ONEDNN;
+    return SAE_GEMM_ONEDNN;
 #else
-    return SAE__GEMM_CBLAS;
+    return SAE_GEMM_CBLAS;
 #endif
 }
 
 const char *sae__gemm_name(int backend)
 {
     switch (backend) {
-    case SAE__GEMM_AUTO: return "auto";
-    case SAE__GEMM_CBLAS: return "cblas";
-    case SAE__GEMM_ONEDNN: return "onednn";
+    case SAE_GEMM_AUTO: return "auto";
+    case SAE_GEMM_CBLAS: return "cblas";
+    case SAE_GEMM_ONEDNN: return "onednn";
     default: return "unknown";
     }
 }
 
-int sae__gemm_backend(const sae_gemm *g)
+int sae_gemm_backend(int gemm)
 {
-    return g ? g->backend : SAE__GEMM_CBLAS;
+    if (gemm != SAE_GEMM_AUTO && gemm != SAE_GEMM_CBLAS && gemm != SAE_GEMM_ONEDNN)
+        return sae__fail(SAE_E_INVALID_ARG, "sae_gemm_backend: %d is not an enum sae_gemm", gemm);
+    return sae__gemm_resolve(sae__gemm_available(gemm) ? gemm : SAE_GEMM_CBLAS);
+}
+
+int sae__gemm_backend(const sae_gemm_ctx *g)
+{
+    return g ? g->backend : SAE_GEMM_CBLAS;
 }
 
 /* ---- oneDNN ------------------------------------------------------------------- */
@@ -133,7 +140,7 @@ static bool key_equal(const gemm_key *x, const gemm_key *y)
 /* Make the matmul primitive of a key: row-major A, B, C described by their
  * strides (a transposed operand swaps them), alpha as an output scale, beta as
  * a sum post-op. Returns false (leaving p empty) if oneDNN cannot. */
-static bool plan_make(sae_gemm *g, gemm_plan *p, const gemm_key *key)
+static bool plan_make(sae_gemm_ctx *g, gemm_plan *p, const gemm_key *key)
 {
     const dnnl_data_type_t in = key->bf16 ? dnnl_bf16 : dnnl_f32;
     dnnl_dims_t a_dims = {(dnnl_dim_t)key->m, (dnnl_dim_t)key->k};
@@ -185,7 +192,7 @@ static bool plan_make(sae_gemm *g, gemm_plan *p, const gemm_key *key)
 
 /* The plan for key: cached, or made in the least recently used slot. NULL if
  * oneDNN cannot make it (remembered, so a failing shape is not retried). */
-static gemm_plan *plan_get(sae_gemm *g, const gemm_key *key)
+static gemm_plan *plan_get(sae_gemm_ctx *g, const gemm_key *key)
 {
     gemm_plan *victim = &g->plans[0];
     g->clock++;
@@ -207,7 +214,7 @@ static gemm_plan *plan_get(sae_gemm *g, const gemm_key *key)
     return made ? victim : NULL;
 }
 
-static bool onednn_run(sae_gemm *g, const gemm_key *key, const void *a, const void *b, float *c)
+static bool onednn_run(sae_gemm_ctx *g, const gemm_key *key, const void *a, const void *b, float *c)
 {
     gemm_plan *p = plan_get(g, key);
     if (!p)
@@ -223,17 +230,17 @@ static bool onednn_run(sae_gemm *g, const gemm_key *key, const void *a, const vo
 
 /* ---- contexts -------------------------------------------------------------------- */
 
-int sae__gemm_create(sae_gemm **out, int backend)
+int sae__gemm_create(sae_gemm_ctx **out, int backend)
 {
     *out = NULL;
     if (!sae__gemm_available(backend))
         return SAE_E_INVALID_ARG;
-    sae_gemm *g = sae__alloc_zero(sizeof *g);
+    sae_gemm_ctx *g = sae__alloc_zero(sizeof *g);
     if (!g)
         return SAE_E_NOMEM;
     g->backend = sae__gemm_resolve(backend);
 #ifdef SAE_HAVE_ONEDNN
-    if (g->backend == SAE__GEMM_ONEDNN) {
+    if (g->backend == SAE_GEMM_ONEDNN) {
         if (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success) {
             sae__free(g);
             return SAE_E_NOMEM;
@@ -249,7 +256,7 @@ int sae__gemm_create(sae_gemm **out, int backend)
     return SAE_OK;
 }
 
-void sae__gemm_free(sae_gemm *g)
+void sae__gemm_free(sae_gemm_ctx *g)
 {
     if (!g)
         return;
@@ -285,7 +292,7 @@ static void cblas_run(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, 
                 b, (int)ldb, beta, c, (int)ldc);
 }
 
-void sae__gemm_f32(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+void sae__gemm_f32(sae_gemm_ctx *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                    float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
                    float *c, size_t ldc)
 {
@@ -296,7 +303,7 @@ void sae__gemm_f32(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, 
         return;
     }
 #ifdef SAE_HAVE_ONEDNN
-    if (g && g->backend == SAE__GEMM_ONEDNN) {
+    if (g && g->backend == SAE_GEMM_ONEDNN) {
         gemm_key key = {0, trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta};
         if (onednn_run(g, &key, a, b, c))
             return;
@@ -335,7 +342,7 @@ static void widen(float *dst, const uint16_t *src, size_t rows, size_t cols, siz
         sae__bf16_to_f32(dst + r * cols, src + r * ld, cols);
 }
 
-static int bf16_fallback(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+static int bf16_fallback(sae_gemm_ctx *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                          float alpha, const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb,
                          float beta, float *c, size_t ldc)
 {
@@ -363,7 +370,7 @@ static int bf16_fallback(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size
     return SAE_OK;
 }
 
-int sae__gemm_bf16(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+int sae__gemm_bf16(sae_gemm_ctx *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                    float alpha, const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb,
                    float beta, float *c, size_t ldc)
 {
@@ -374,7 +381,7 @@ int sae__gemm_bf16(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, 
         return SAE_OK;
     }
 #ifdef SAE_HAVE_ONEDNN
-    if (g->backend == SAE__GEMM_ONEDNN) {
+    if (g->backend == SAE_GEMM_ONEDNN) {
         gemm_key key = {1, trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta};
         if (onednn_run(g, &key, a, b, c))
             return SAE_OK;
@@ -383,10 +390,10 @@ int sae__gemm_bf16(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, 
     return bf16_fallback(g, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-bool sae__gemm_bf16_native(sae_gemm *g)
+bool sae__gemm_bf16_native(sae_gemm_ctx *g)
 {
 #ifdef SAE_HAVE_ONEDNN
-    if (g->backend != SAE__GEMM_ONEDNN)
+    if (g->backend != SAE_GEMM_ONEDNN)
         return false;
     /* whether oneDNN makes a bf16 matmul here (a tiny one; cached) */
     gemm_key key = {1, 0, 1, 16, 16, 16, 16, 16, 16, 1.0f, 0.0f};
@@ -410,7 +417,7 @@ bool sae__gemm_bf16_native(sae_gemm *g)
 struct sae_gemm_team {
     int backend;
     int n;                       /* members, one per pool thread */
-    sae_gemm **member;
+    sae_gemm_ctx **member;
     void (*omp_set_num_threads)(int); /* the OpenMP runtime's, when loaded */
     int (*omp_get_max_threads)(void);
 };
@@ -456,7 +463,7 @@ void sae__gemm_team_free(sae_gemm_team *t)
 
 int sae__gemm_team_backend(const sae_gemm_team *t)
 {
-    return t ? t->backend : SAE__GEMM_CBLAS;
+    return t ? t->backend : SAE_GEMM_CBLAS;
 }
 
 int sae__gemm_team_size(const sae_gemm_team *t)
@@ -464,14 +471,14 @@ int sae__gemm_team_size(const sae_gemm_team *t)
     return t ? t->n : 0;
 }
 
-sae_gemm *sae__gemm_team_member(sae_gemm_team *t, int tid)
+sae_gemm_ctx *sae__gemm_team_member(sae_gemm_team *t, int tid)
 {
     return t && tid < t->n ? t->member[tid] : NULL;
 }
 
 int sae__gemm_serial_begin(const sae_gemm_team *t)
 {
-    if (!t || t->backend != SAE__GEMM_ONEDNN || !t->omp_set_num_threads)
+    if (!t || t->backend != SAE_GEMM_ONEDNN || !t->omp_set_num_threads)
         return 0;
     int saved = t->omp_get_max_threads();
     t->omp_set_num_threads(1);
@@ -484,7 +491,14 @@ void sae__gemm_serial_end(const sae_gemm_team *t, int saved)
         t->omp_set_num_threads(saved);
 }
 
-/* One thread's share of rows of C. */
+/* The rows of C are cut into SPLIT_CHUNKS chunks of whole 16-row groups,
+ * whatever the thread count, and thread p computes chunks p, p + T, ...: each
+ * chunk is one product of a shape that depends on m alone, so oneDNN picks
+ * the same kernel and sums in the same order at any thread count (sae.h:
+ * results do not depend on SAE_OPT_THREADS). Four chunks balance 1, 2 and 4
+ * threads. */
+#define SPLIT_CHUNKS 4
+
 typedef struct split_task {
     sae_gemm_team *team;
     bool trans_a, trans_b, bf16;
@@ -498,28 +512,30 @@ typedef struct split_task {
 static void split_run(void *ctx, int tid, int n_threads)
 {
     split_task *s = ctx;
-    size_t begin, end;
-    /* shares of whole 16-row groups, so each call's rows start aligned */
     size_t groups = (s->m + 15) / 16;
-    sae__share(groups, tid, n_threads, &begin, &end);
-    begin *= 16;
-    end = end * 16 < s->m ? end * 16 : s->m;
-    s->rc[tid] = SAE_OK;
-    if (begin >= end)
-        return;
-    sae_gemm *g = sae__gemm_team_member(s->team, tid);
+    sae_gemm_ctx *g = sae__gemm_team_member(s->team, tid);
     size_t esize = s->bf16 ? sizeof(uint16_t) : sizeof(float);
-    /* rows [begin, end) of op(A): rows of A, or columns of A stored k x m */
-    const char *a = (const char *)s->a + (s->trans_a ? begin : begin * s->lda) * esize;
-    float *c = s->c + begin * s->ldc;
+    s->rc[tid] = SAE_OK;
     int saved = sae__gemm_serial_begin(s->team);
-    if (s->bf16)
-        s->rc[tid] = sae__gemm_bf16(g, s->trans_a, s->trans_b, end - begin, s->n, s->k, s->alpha,
-                                    (const uint16_t *)(const void *)a, s->lda, s->b, s->ldb,
-                                    s->beta, c, s->ldc);
-    else
-        sae__gemm_f32(g, s->trans_a, s->trans_b, end - begin, s->n, s->k, s->alpha,
-                      (const float *)(const void *)a, s->lda, s->b, s->ldb, s->beta, c, s->ldc);
+    for (int chunk = tid; chunk < SPLIT_CHUNKS && s->rc[tid] == SAE_OK; chunk += n_threads) {
+        size_t begin, end;
+        sae__share(groups, chunk, SPLIT_CHUNKS, &begin, &end);
+        begin *= 16;
+        end = end * 16 < s->m ? end * 16 : s->m;
+        if (begin >= end)
+            continue;
+        /* rows [begin, end) of op(A): rows of A, or columns of A stored k x m */
+        const char *a = (const char *)s->a + (s->trans_a ? begin : begin * s->lda) * esize;
+        float *c = s->c + begin * s->ldc;
+        if (s->bf16)
+            s->rc[tid] = sae__gemm_bf16(g, s->trans_a, s->trans_b, end - begin, s->n, s->k,
+                                        s->alpha, (const uint16_t *)(const void *)a, s->lda, s->b,
+                                        s->ldb, s->beta, c, s->ldc);
+        else
+            sae__gemm_f32(g, s->trans_a, s->trans_b, end - begin, s->n, s->k, s->alpha,
+                          (const float *)(const void *)a, s->lda, s->b, s->ldb, s->beta, c,
+                          s->ldc);
+    }
     sae__gemm_serial_end(s->team, saved);
 }
 
@@ -537,7 +553,7 @@ void sae__gemm_f32_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool tra
                         size_t n, size_t k, float alpha, const float *a, size_t lda,
                         const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
-    if (!t || t->backend != SAE__GEMM_ONEDNN || sae__pool_threads(pool) > t->n) {
+    if (!t || t->backend != SAE_GEMM_ONEDNN || sae__pool_threads(pool) > t->n) {
         sae__gemm_f32(t ? t->member[0] : NULL, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
                       beta, c, ldc);
         return;
@@ -550,9 +566,47 @@ int sae__gemm_bf16_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool tra
                         size_t n, size_t k, float alpha, const uint16_t *a, size_t lda,
                         const uint16_t *b, size_t ldb, float beta, float *c, size_t ldc)
 {
-    if (t->backend != SAE__GEMM_ONEDNN || sae__pool_threads(pool) > t->n)
+    if (t->backend != SAE_GEMM_ONEDNN || sae__pool_threads(pool) > t->n)
         return sae__gemm_bf16(t->member[0], trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
                               c, ldc);
     split_task s = {t, trans_a, trans_b, true, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c, {0}};
     return split(t, pool, &s);
+}
+
+/* ---- the library's callers ------------------------------------------------------------ */
+
+/* Below this many multiply-adds a product runs on CBLAS when it is not split
+ * over a pool: oneDNN generates a kernel for each new shape (tens of ms the
+ * first time), which a small product of a read-only call does not repay. */
+#define SAE_GEMM_ONEDNN_MIN_MACS 16777216.0
+
+static sae_gemm_ctx *plain_context(const sae_gemm_use *u, size_t m, size_t n, size_t k)
+{
+    if (!u || !u->g)
+        return NULL;
+    if (u->g->backend == SAE_GEMM_ONEDNN && (double)m * (double)n * (double)k < SAE_GEMM_ONEDNN_MIN_MACS)
+        return NULL;
+    return u->g;
+}
+
+void sae__gemm_use_f32(const sae_gemm_use *u, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                       size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
+                       size_t ldb, float beta, float *c, size_t ldc)
+{
+    if (u && u->team)
+        sae__gemm_f32_team(u->team, pool, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                           c, ldc);
+    else
+        sae__gemm_f32(plain_context(u, m, n, k), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                      beta, c, ldc);
+}
+
+int sae__gemm_use_bf16(const sae_gemm_use *u, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                       size_t n, size_t k, float alpha, const uint16_t *a, size_t lda,
+                       const uint16_t *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    if (u->team)
+        return sae__gemm_bf16_team(u->team, pool, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                                   beta, c, ldc);
+    return sae__gemm_bf16(u->g, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -84,11 +84,14 @@ static bool output_bounded(const sae_model *m, const float *x, size_t n_tokens)
 }
 
 /* For the bounds' rare failures: SAE_OK if decoding is finite, by a dry run
- * into a block of scratch. With fw (and its f buffer) src is x, encoded
- * first (its features checked) and decoded with the skip term: sae_output's
- * values; without, src is f: sae_decode's. `what` names the result. */
+ * into a block of scratch on the products' backend gemm (the one the call
+ * then uses, so it sees the same values). With fw (and its f buffer) src is
+ * x, encoded first (its features checked) and decoded with the skip term:
+ * sae_output's values; without, src is f: sae_decode's. `what` names the
+ * result. */
 static int check_by_dry_run(const char *fn, const char *what, const sae_model *m,
-                            sae_forward *fw, const float *src, size_t n_tokens)
+                            const sae_gemm_use *gemm, sae_forward *fw, const float *src,
+                            size_t n_tokens)
 {
     const size_t block = fw ? fw->block : sae__block_size(n_tokens);
     const size_t src_width = fw ? m->d_in : m->d_sae;
@@ -105,7 +108,7 @@ static int check_by_dry_run(const char *fn, const char *what, const sae_model *m
                 break;
             f = fw->f;
         }
-        sae__forward_decode(m, f, rows, out);
+        sae__forward_decode(m, gemm, NULL, f, rows, out);
         if (fw)
             sae__forward_skip(m, sb, rows, out);
         if (!sae__all_finite(out, rows * m->d_out))
@@ -122,15 +125,21 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
     static const char fn[] = "sae_decode";
     const map_args a = {"f", "d_sae", "x_hat", "d_out", m ? m->d_sae : 0, m ? m->d_out : 0};
     int rc = check_map(fn, m, &a, f, n_tokens, x_hat);
-    if (rc == SAE_OK && !decode_bounded(m, f, n_tokens))
-        rc = check_by_dry_run(fn, "x_hat", m, NULL, f, n_tokens);
     if (rc != SAE_OK)
         return rc;
-    for (size_t t0 = 0; t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
+    /* the product on the default backend; without memory for its context,
+     * on CBLAS (sae_decode needs no memory of its own) */
+    sae_gemm_use gemm = {NULL, NULL};
+    if (sae__gemm_create(&gemm.g, SAE_GEMM_AUTO) != SAE_OK)
+        gemm.g = NULL;
+    if (!decode_bounded(m, f, n_tokens))
+        rc = check_by_dry_run(fn, "x_hat", m, &gemm, NULL, f, n_tokens);
+    for (size_t t0 = 0; rc == SAE_OK && t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = sae__block_rows(n_tokens, t0, SAE_BLOCK_TOKENS);
-        sae__forward_decode(m, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_out);
+        sae__forward_decode(m, &gemm, NULL, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_out);
     }
-    return SAE_OK;
+    sae__gemm_free(gemm.g);
+    return rc;
 }
 
 int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
@@ -145,13 +154,13 @@ int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
     /* an output that would not be finite is refused before out is written */
     if (!output_bounded(m, x, n_tokens))
-        rc = check_by_dry_run(fn, "the output", m, &fw, x, n_tokens);
+        rc = check_by_dry_run(fn, "the output", m, &fw.gemm, &fw, x, n_tokens);
     for (size_t t0 = 0; rc == SAE_OK && t0 < n_tokens; t0 += fw.block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw.block);
         const float *xb = x + t0 * m->d_in;
         float *ob = out + t0 * m->d_out;
         sae__forward_encode(&fw, xb, rows, fw.f, NULL);
-        sae__forward_decode(m, fw.f, rows, ob);
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, ob);
         sae__forward_skip(m, xb, rows, ob);
     }
     sae__forward_free(&fw);
@@ -188,14 +197,14 @@ static int forward_sums(const char *fn, const sae_model *m, const float *x, cons
         const float *xb = x + t0 * d_in, *yb = y + t0 * d_out;
         sae__forward_encode(&fw, xb, rows, fw.f, sums);
         if (m->arch == SAE_ARCH_GATED) { /* the auxiliary path: the gate's values decoded */
-            sae__forward_decode(m, fw.gate, rows, fw.x_hat);
+            sae__forward_decode(m, &fw.gemm, NULL, fw.gate, rows, fw.x_hat);
             sums->extra += squared_error(fw.x_hat, yb, rows * d_out);
         }
         for (size_t lv = 0; lv + 1 < m->n_levels; lv++) { /* Matryoshka's inner levels */
             sae__forward_decode_prefix(m, fw.f, rows, m->widths[lv], fw.x_hat);
             sums->extra += squared_error(fw.x_hat, yb, rows * d_out);
         }
-        sae__forward_decode(m, fw.f, rows, fw.x_hat);
+        sae__forward_decode(m, &fw.gemm, NULL, fw.f, rows, fw.x_hat);
         sae__forward_skip(m, xb, rows, fw.x_hat);
         sums->l2 += squared_error(fw.x_hat, yb, rows * d_out);
     }

@@ -194,6 +194,10 @@ struct sae_model {
     /* max |p| over all parameters: lets the optimizer prove cheaply that an
      * update cannot overflow. Kept exact by every function that writes params. */
     float param_absmax;
+    /* changes whenever the parameters do (sae__model_refresh_absmax, a step),
+     * and starts from a value no other model is likely to have: caches of
+     * derived tensors (the optimizer's bf16 W_enc) key on (model, version) */
+    uint64_t version;
     /* A shard of a feature-sharded model (sae_model_create_shard) holds
      * features [shard_begin, shard_begin + d_sae) of d_sae_total (a whole
      * model: 0 and d_sae; 0 and 0 in a zeroed struct, which is whole too). */
@@ -263,7 +267,11 @@ int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, size
  * architecture, k, widths and JumpReLU thresholds. */
 void sae__model_init_params(sae_model *m, uint64_t seed, double decoder_init_norm);
 
-/* Recompute m->param_absmax after the parameters changed wholesale. */
+/* A fresh version for a new model (see struct sae_model). */
+uint64_t sae__model_new_version(const sae_model *m);
+
+/* Recompute m->param_absmax after the parameters changed wholesale (and
+ * advance m->version). */
 void sae__model_refresh_absmax(sae_model *m);
 
 /* ---- small vector helpers (model.c) --------------------------------------- */
@@ -277,9 +285,8 @@ void sae__mean_rows(const float *x, size_t n, size_t d, double *mean);
  * Every dense matrix product goes through a context of one backend: CBLAS, or
  * oneDNN when the library was built with it (SAE_HAVE_ONEDNN). A context is
  * used by one thread at a time. */
-enum sae__gemm_backend { SAE__GEMM_AUTO = 0, SAE__GEMM_CBLAS = 1, SAE__GEMM_ONEDNN = 2 };
 
-typedef struct sae_gemm sae_gemm;
+typedef struct sae_gemm_ctx sae_gemm_ctx;
 
 bool sae__gemm_available(int backend);   /* built in (AUTO and CBLAS always) */
 int sae__gemm_resolve(int backend);      /* AUTO: oneDNN when built in, else CBLAS */
@@ -287,27 +294,27 @@ const char *sae__gemm_name(int backend); /* "auto", "cblas", "onednn" */
 
 /* A context for backend (AUTO resolves as above). SAE_E_INVALID_ARG if the
  * backend is not built in, SAE_E_NOMEM; *out is NULL on error. */
-int sae__gemm_create(sae_gemm **out, int backend);
-void sae__gemm_free(sae_gemm *g);            /* NULL is fine */
-int sae__gemm_backend(const sae_gemm *g);    /* what it runs; CBLAS for NULL */
+int sae__gemm_create(sae_gemm_ctx **out, int backend);
+void sae__gemm_free(sae_gemm_ctx *g);            /* NULL is fine */
+int sae__gemm_backend(const sae_gemm_ctx *g);    /* what it runs; CBLAS for NULL */
 
 /* C (m x n, row stride ldc) = alpha op(A) op(B) + beta C, row-major float32;
  * op(A) is m x k (A stored k x m when trans_a), op(B) k x n (B stored n x k
  * when trans_b). g NULL: CBLAS. Never fails: a product oneDNN cannot make runs
  * on CBLAS. */
-void sae__gemm_f32(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+void sae__gemm_f32(sae_gemm_ctx *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                    float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
                    float *c, size_t ldc);
 
 /* The same with bfloat16 A and B: float32 products, float32 accumulation and C.
  * Natively on oneDNN; otherwise the inputs are widened to float32 in panels
  * (the same products) for SGEMM, which may fail with SAE_E_NOMEM. */
-int sae__gemm_bf16(sae_gemm *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+int sae__gemm_bf16(sae_gemm_ctx *g, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                    float alpha, const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb,
                    float beta, float *c, size_t ldc);
 
 /* Whether sae__gemm_bf16 runs natively (faster than float32) on g. */
-bool sae__gemm_bf16_native(sae_gemm *g);
+bool sae__gemm_bf16_native(sae_gemm_ctx *g);
 
 /* Products over a pool's threads (gemm.c): a team holds one context per
  * thread. On oneDNN each thread computes its share of rows of C serially (no
@@ -320,7 +327,7 @@ int sae__gemm_team_create(sae_gemm_team **out, int backend, int n_threads);
 void sae__gemm_team_free(sae_gemm_team *t);          /* NULL is fine */
 int sae__gemm_team_backend(const sae_gemm_team *t);  /* CBLAS for NULL */
 int sae__gemm_team_size(const sae_gemm_team *t);
-sae_gemm *sae__gemm_team_member(sae_gemm_team *t, int tid);
+sae_gemm_ctx *sae__gemm_team_member(sae_gemm_team *t, int tid);
 
 /* Hold the calling thread's OpenMP to one thread while it runs oneDNN products
  * (a no-op for CBLAS); returns what sae__gemm_serial_end restores. */
@@ -333,6 +340,22 @@ void sae__gemm_f32_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool tra
 int sae__gemm_bf16_team(sae_gemm_team *t, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
                         size_t n, size_t k, float alpha, const uint16_t *a, size_t lda,
                         const uint16_t *b, size_t ldb, float beta, float *c, size_t ldc);
+
+/* How a caller runs its products: split over its pool by a team (the step),
+ * or on one context from the calling thread (read-only calls: OpenMP or BLAS
+ * threads; small products on CBLAS). Both NULL, or a NULL use: CBLAS. */
+typedef struct sae_gemm_use {
+    sae_gemm_team *team;
+    sae_gemm_ctx *g;
+} sae_gemm_use;
+
+void sae__gemm_use_f32(const sae_gemm_use *u, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                       size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
+                       size_t ldb, float beta, float *c, size_t ldc);
+/* u must have a team or a context (the widened fallback's scratch). */
+int sae__gemm_use_bf16(const sae_gemm_use *u, sae_pool *pool, bool trans_a, bool trans_b, size_t m,
+                       size_t n, size_t k, float alpha, const uint16_t *a, size_t lda,
+                       const uint16_t *b, size_t ldb, float beta, float *c, size_t ldc);
 
 /* ---- selection on streams (select.c) ------------------------------------------
  * The k largest positive values of a stream that arrives a tile at a time, in
@@ -549,6 +572,9 @@ typedef struct sae_encoded {
     sae_aux_picks aux;    /* with act->dead: AuxK's picks */
     sae_loss_sums *sums;  /* += the block's L1 sums and active counts, in token
                              order (the activation then runs on one thread) */
+    const sae_gemm_use *gemm; /* the encoder's product (NULL: CBLAS) */
+    uint16_t *xc16;       /* with w_enc16, rows x d_in: bf16(xc), the product's input */
+    const uint16_t *w_enc16; /* d_sae x d_in: bf16(W_enc), or NULL: a float32 product */
 } sae_encoded;
 
 /* The encoder, for a block of `rows` tokens x (rows x d_in floats):
@@ -562,9 +588,15 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
                       float *scratch, const float *x, size_t rows, const sae_encoded *out,
                       size_t *pairs);
 
+/* xc = x - b_dec for rows tokens (x, xc: rows x d_in), and its bf16 rounding
+ * when xc16 is not NULL. SAE_E_NONFINITE if x holds NaN or Inf. */
+int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows, float *xc,
+                uint16_t *xc16);
+
 /* The decoder: x_hat = f W_dec + b_dec for rows tokens (f: rows x d_sae,
- * x_hat: rows x d_out). */
-void sae__forward_decode(const sae_model *m, const float *f, size_t rows, float *x_hat);
+ * x_hat: rows x d_out), its product through gemm (NULL: CBLAS) on pool. */
+void sae__forward_decode(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
+                         const float *f, size_t rows, float *x_hat);
 
 /* The decoder over the first `width` features only: x_hat = b_dec +
  * sum_{i < width} f_i W_dec[i,:] (Matryoshka's levels). */
@@ -577,8 +609,8 @@ void sae__forward_skip(const sae_model *m, const float *x, size_t rows, float *y
 
 /* The same onto another base row (d_out floats; NULL: zeros): x_hat = f W_dec
  * + base. A feature shard decodes its part of x_hat so. */
-void sae__forward_decode_onto(const sae_model *m, const float *f, size_t rows, const float *base,
-                              float *x_hat);
+void sae__forward_decode_onto(const sae_model *m, const sae_gemm_use *gemm, sae_pool *pool,
+                              const float *f, size_t rows, const float *base, float *x_hat);
 
 /* BatchTopK's training selection: keep the rows * k largest values of the
  * ReLU'd block f (rows x d) over all rows, zero the rest, and rewrite out's
@@ -616,6 +648,8 @@ typedef struct sae_forward {
     float *f;        /* block x d_sae, with SAE_FORWARD_F (else NULL) */
     float *gate;     /* block x d_sae, Gated with SAE_FORWARD_F: ReLU(pi_gate) (else NULL) */
     float *x_hat;    /* block x d_out, with SAE_FORWARD_X_HAT (else NULL) */
+    sae_gemm_ctx *ctx;   /* the products' context (SAE_GEMM_AUTO) */
+    sae_gemm_use gemm;
 } sae_forward;
 
 enum { SAE_FORWARD_F = 1, SAE_FORWARD_X_HAT = 2 };
@@ -738,6 +772,21 @@ typedef struct sae_workspace {
     float *t_panel;       /* thread_cap x panel_tokens x SAE_FEAT_TILE: tiles of dL/dx_hat or xc */
     float *scratch;       /* thread_cap x d_sae: TopK selection */
     uint64_t *radix_hist; /* thread_cap x 65536: BatchTopK's radix select (or NULL) */
+
+    /* the step's matrix products (gemm.c): a team of one context per pool
+     * thread, of the backend SAE_OPT_GEMM resolves to */
+    sae_gemm_team *team;
+    sae_gemm_use gemm;    /* {team, NULL} */
+    struct sae_fused_encoder *fused; /* the sparse path's encoder, for the team's
+                                        backend and thread count */
+    /* SAE_OPT_PRECISION bf16: the encoder product's inputs */
+    bool bf16;            /* this step's encoder product is bf16 (w_enc16 holds
+                             the model's W_enc) */
+    uint16_t *xc16;       /* tokens_cap x d_in: bf16(xc) */
+    uint16_t *w_enc16;    /* d_sae x d_in: bf16(W_enc), rewritten by each Adam pass */
+    const sae_model *w16_model; /* the model and version whose W_enc it holds */
+    uint64_t w16_version;
+    size_t xc16_tokens;   /* tokens xc16 holds */
 } sae_workspace;
 
 /* What a step needs its workspace to hold. */
@@ -748,10 +797,14 @@ typedef struct sae_step_shape {
     int arch;
     size_t k_aux;         /* AuxK picks per token; 0: no AuxK */
     size_t d_out;         /* the output's width; 0: d_in (an autoencoder) */
+    int gemm;             /* SAE_OPT_GEMM: the backend of the products' team */
+    bool bf16;            /* SAE_OPT_PRECISION bf16: the encoder's bf16 inputs */
 } sae_step_shape;
 
 /* Make the workspace hold a step of this shape: every buffer except the
- * sparse pair arrays, which grow inside the step as density requires.
+ * sparse pair arrays, which grow inside the step as density requires; the
+ * products' team (one context per pool thread, of the backend shape->gemm
+ * resolves to) and, with bf16, the bf16 copies of xc and W_enc.
  * On SAE_E_NOMEM the workspace is as it was (a first reservation frees all). */
 int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *shape);
 void sae__workspace_free(sae_workspace *ws);
@@ -842,6 +895,8 @@ typedef struct sae_options {
     uint64_t dead_window;       /* tokens */
     double jumprelu_bandwidth;
     double threshold_beta;
+    int gemm;                   /* SAE_GEMM_* */
+    int precision;              /* SAE_PRECISION_* */
 } sae_options;
 
 enum sae_option_store { SAE_OPTION_STORE_REAL, SAE_OPTION_STORE_INT, SAE_OPTION_STORE_U64 };
@@ -882,6 +937,16 @@ enum {
 };
 
 typedef struct sae_fused_encoder sae_fused_encoder;
+
+/* Whether the fused encoder (and the step's bf16 encoder product) covers m:
+ * the plain autoencoders (ReLU, TopK, BatchTopK, JumpReLU). Gated SAEs,
+ * Matryoshka and transcoders take the block-by-block float32 encoder. */
+static inline bool sae__fused_covers(const sae_model *m)
+{
+    return m->kind == SAE_KIND_AUTOENCODER &&
+           (m->arch == SAE_ARCH_RELU || m->arch == SAE_ARCH_TOPK ||
+            m->arch == SAE_ARCH_BATCHTOPK || m->arch == SAE_ARCH_JUMPRELU);
+}
 
 /* Scratch for passes with the pool's threads (at most n_threads) and the
  * tile shapes of a backend. */

@@ -2,11 +2,13 @@
  * The model: creation with the April 2024 initialisation, the parameter block
  * and its views, and tensor get/set in SAELens's layout.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "internal.h"
 
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 /* Round a float count up to the next 64-byte boundary. */
 static bool round_up_floats(size_t n, size_t *out)
@@ -89,6 +91,16 @@ float sae__absmax(const float *v, size_t count)
 void sae__model_refresh_absmax(sae_model *m)
 {
     m->param_absmax = sae__absmax(m->params, m->lay.total);
+    m->version++;
+}
+
+uint64_t sae__model_new_version(const sae_model *m)
+{
+    /* the time and the address: a later model at the same address differs */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t v = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (v ^ (uint64_t)(uintptr_t)m * 0x9e3779b97f4a7c15ull) << 8; /* room to count */
 }
 
 void sae__mean_rows(const float *x, size_t n, size_t d, double *mean)
@@ -209,6 +221,7 @@ int sae__model_new(sae_model **out, const char *fn, const sae_shape *shape, size
     m->arch = shape->arch;
     m->kind = shape->kind;
     m->lay = lay;
+    m->version = sae__model_new_version(m);
     m->params = sae__alloc_zero(lay.total * sizeof(float));
     if (!m->params) {
         sae__free(m);
@@ -282,6 +295,7 @@ int sae_model_clone(sae_model **out, const sae_model *m)
     if (!copy)
         return sae__fail(SAE_E_NOMEM, "sae_model_clone: out of memory for the model");
     *copy = *m;
+    copy->version = sae__model_new_version(copy);
     /* the whole block, padding included: a copy bit for bit */
     copy->params = sae__alloc(m->lay.total * sizeof(float));
     if (!copy->params) {

@@ -248,9 +248,50 @@ typedef struct adam_task {
     float *param, *m1, *m2;
     size_t count;
     bool check;
+    /* with SAE_OPT_PRECISION bf16: bf16(param[k]) to w16[k - w16_begin] for k
+     * in [w16_begin, w16_end) (W_enc), written while the values are in cache */
+    uint16_t *w16;
+    size_t w16_begin, w16_end;
     bool finite[SAE_MAX_THREADS];
     adam_maxima maxima[SAE_MAX_THREADS];
 } adam_task;
+
+static void maxima_merge(adam_maxima *into, const adam_maxima *part)
+{
+    into->param_absmax = fmaxf(into->param_absmax, part->param_absmax);
+    into->m1_absmax = fmaxf(into->m1_absmax, part->m1_absmax);
+    into->m2_max = fmaxf(into->m2_max, part->m2_max);
+}
+
+/* Elements per chunk of the bf16 copy: updated, then rounded from L1. */
+#define ADAM_BF16_CHUNK 2048
+
+/* The update of [begin, end), with the bf16 copy where it covers. */
+static void adam_apply_copying(const adam_task *a, size_t begin, size_t end, adam_maxima *mx)
+{
+    *mx = (adam_maxima){0.0f, 0.0f, 0.0f};
+    size_t lo = begin > a->w16_begin ? begin : a->w16_begin;
+    size_t hi = end < a->w16_end ? end : a->w16_end;
+    if (!a->w16 || lo >= hi) {
+        a->apply(a->c, a->grad, a->param, a->m1, a->m2, begin, end, mx);
+        return;
+    }
+    adam_maxima part;
+    if (begin < lo) {
+        a->apply(a->c, a->grad, a->param, a->m1, a->m2, begin, lo, &part);
+        maxima_merge(mx, &part);
+    }
+    for (size_t k = lo; k < hi; k += ADAM_BF16_CHUNK) {
+        size_t k1 = hi - k < ADAM_BF16_CHUNK ? hi : k + ADAM_BF16_CHUNK;
+        a->apply(a->c, a->grad, a->param, a->m1, a->m2, k, k1, &part);
+        maxima_merge(mx, &part);
+        sae__bf16_from_f32(a->w16 + (k - a->w16_begin), a->param + k, k1 - k);
+    }
+    if (hi < end) {
+        a->apply(a->c, a->grad, a->param, a->m1, a->m2, hi, end, &part);
+        maxima_merge(mx, &part);
+    }
+}
 
 static void adam_run(void *ctx, int tid, int n_threads)
 {
@@ -264,16 +305,20 @@ static void adam_run(void *ctx, int tid, int n_threads)
     if (a->check)
         a->finite[tid] = adam_check_range(a->c, a->grad, a->param, a->m1, a->m2, begin, end);
     else
-        a->apply(a->c, a->grad, a->param, a->m1, a->m2, begin, end, &a->maxima[tid]);
+        adam_apply_copying(a, begin, end, &a->maxima[tid]);
 }
 
 /* The update over the whole parameter block, one contiguous range per thread.
- * With check set it only reports whether the result would be finite. */
+ * With check set it only reports whether the result would be finite. With
+ * w16, the bf16 copy of W_enc (param[w_enc .. w_enc + w16_count)) is
+ * rewritten as the update goes. */
 static bool adam_pass(const adam_consts *c, const float *grad, float *param, float *m1, float *m2,
-                      size_t count, sae_pool *pool, bool check, adam_maxima *maxima)
+                      size_t count, sae_pool *pool, bool check, adam_maxima *maxima,
+                      uint16_t *w16, size_t w_enc, size_t w16_count)
 {
     adam_task a = {.apply = adam_apply_range, .c = c, .grad = grad, .param = param, .m1 = m1,
-                   .m2 = m2, .count = count, .check = check};
+                   .m2 = m2, .count = count, .check = check, .w16 = w16, .w16_begin = w_enc,
+                   .w16_end = w_enc + w16_count};
 #ifdef SAE_HAVE_AVX512
     if (sae__use_avx512())
         a.apply = adam_apply_range_avx512;
@@ -282,17 +327,28 @@ static bool adam_pass(const adam_consts *c, const float *grad, float *param, flo
     bool finite = true;
     adam_maxima mx = {0.0f, 0.0f, 0.0f};
     for (int k = 0; k < sae__pool_threads(pool); k++) {
-        if (check) {
+        if (check)
             finite &= a.finite[k];
-        } else {
-            mx.param_absmax = fmaxf(mx.param_absmax, a.maxima[k].param_absmax);
-            mx.m1_absmax = fmaxf(mx.m1_absmax, a.maxima[k].m1_absmax);
-            mx.m2_max = fmaxf(mx.m2_max, a.maxima[k].m2_max);
-        }
+        else
+            maxima_merge(&mx, &a.maxima[k]);
     }
     if (!check)
         *maxima = mx;
     return finite;
+}
+
+/* bf16(W_enc) row by row (d_sae rows of d_in). */
+typedef struct bf16_task {
+    const float *w;
+    uint16_t *w16;
+    size_t d_in;
+} bf16_task;
+
+static void bf16_rows(void *ctx, size_t begin, size_t end, int tid)
+{
+    (void)tid;
+    const bf16_task *b = ctx;
+    sae__bf16_from_f32(b->w16 + begin * b->d_in, b->w + begin * b->d_in, (end - begin) * b->d_in);
 }
 
 /* AuxK's configuration for this step: on for TopK, BatchTopK and Matryoshka
@@ -377,7 +433,11 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
-    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out};
+    /* bf16 where the fused encoder covers the model (others: float32) */
+    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__fused_covers(m);
+    sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out,
+                            o->opt.gemm, bf16};
+    const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
     if (rc == SAE_OK)
         rc = sae__workspace_reserve(&o->ws, &shape);
     sae_par_step ps, *par = NULL;
@@ -391,6 +451,15 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
         ps.status = reserve_parallel_pairs(m, o, n_tokens, ps.n_global, k_aux);
     } else if (rc != SAE_OK) {
         return rc;
+    }
+    /* bf16: the copy of W_enc that the last Adam pass wrote, unless the model
+     * is another one or was changed since (then it is made here) */
+    o->ws.bf16 = bf16;
+    if (bf16 && (o->ws.w16_model != m || o->ws.w16_version != m->version)) {
+        bf16_task b = {sae__w_enc_t(m), o->ws.w_enc16, m->d_in};
+        sae__parallel_for(o->ws.pool, m->d_sae, bf16_rows, &b);
+        o->ws.w16_model = m;
+        o->ws.w16_version = m->version;
     }
     /* AuxK runs when some feature is dead (feature shards: in some shard) */
     if (k_aux && mark_dead(o, o->ws.dead) == 0 && !(par && par->features && par->n_dead_total))
@@ -407,6 +476,8 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     float param_absmax = m->param_absmax, m1_absmax = o->m1_absmax, m2_max = o->m2_max;
     if (par) /* the ranks' gradients and statistics, or the first failure */
         rc = sae__par_reduce(par, o, m, rc, &res, &param_absmax, &m1_absmax, &m2_max);
+    else if (rc == SAE_E_NOMEM && fresh)
+        sae__workspace_free(&o->ws);
     if (rc != SAE_OK)
         return par ? rc : rc == SAE_E_NONFINITE ? sae__fail(rc, "%s: x holds NaN or Inf", fn)
                                                 : sae__fail(rc, "%s: out of memory for the step's "
@@ -428,10 +499,12 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     c.eps = (float)o->opt.eps;
     c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
 
+    const size_t w_enc_count = m->d_sae * m->d_in;
     /* every rank takes the same decision: the bound reads maxima over all */
     if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
         bool finite =
-            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL);
+            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL,
+                      NULL, 0, 0);
         if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
             return rc;
         if (!finite)
@@ -439,7 +512,11 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
                              fn);
     }
     adam_maxima mx;
-    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx);
+    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx,
+              bf16 ? o->ws.w_enc16 : NULL, m->lay.w_enc_t, w_enc_count);
+    m->version++; /* the parameters changed; the bf16 copy followed them */
+    if (bf16)
+        o->ws.w16_version = m->version;
     m->param_absmax = mx.param_absmax;
     o->m1_absmax = mx.m1_absmax;
     o->m2_max = mx.m2_max;

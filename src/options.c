@@ -49,6 +49,9 @@ static const sae_option_info option_table[] = {
     {SAE_OPT_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", REAL(jumprelu_bandwidth), 0.001, 0.0,
      DBL_MAX, OPEN_LOW},
     {SAE_OPT_THRESHOLD_BETA, "threshold_beta", REAL(threshold_beta), 0.999, 0.0, 1.0, OPEN_HIGH},
+    {SAE_OPT_GEMM, "gemm", INT(gemm), SAE_GEMM_AUTO, SAE_GEMM_AUTO, SAE_GEMM_ONEDNN, WHOLE},
+    {SAE_OPT_PRECISION, "precision", INT(precision), SAE_PRECISION_FP32, SAE_PRECISION_FP32,
+     SAE_PRECISION_BF16, WHOLE},
 };
 
 #define N_OPTIONS (sizeof option_table / sizeof option_table[0])

@@ -70,13 +70,13 @@ static int loss_weights(sae_forward *fw, const float *x, size_t n_tokens, double
         const float *xb = x + t0 * d_in;
         sae__forward_encode(fw, xb, rows, fw->f, NULL);
         if (!shards) {
-            sae__forward_decode(m, fw->f, rows, fw->x_hat);
+            sae__forward_decode(m, &fw->gemm, NULL, fw->f, rows, fw->x_hat);
         } else {
             int rc = m->arch == SAE_ARCH_TOPK
                          ? sae__par_topk_rows(ps, fw->f, rows, m->d_sae, m->k) : SAE_OK;
             if (rc != SAE_OK)
                 return rc;
-            sae__forward_decode_onto(m, fw->f, rows,
+            sae__forward_decode_onto(m, &fw->gemm, NULL, fw->f, rows,
                                      ps->features->rank == 0 ? sae__b_dec(m) : NULL, fw->x_hat);
             if ((rc = sae__par_reconstruct(ps, fw->x_hat, rows, d_in)) != SAE_OK)
                 return rc;

@@ -157,6 +157,54 @@ static int reserve_pool(sae_workspace *ws, int n_threads)
     return SAE_OK;
 }
 
+/* The products' team: one context per pool thread, of the shape's backend;
+ * and the fused encoder of the sparse path, for the same backend and threads. */
+static int reserve_team(sae_workspace *ws, int gemm, int n_threads)
+{
+    int backend = sae__gemm_resolve(sae__gemm_available(gemm) ? gemm : SAE_GEMM_CBLAS);
+    if (ws->team && sae__gemm_team_backend(ws->team) == backend &&
+        sae__gemm_team_size(ws->team) == n_threads)
+        return SAE_OK;
+    sae_gemm_team *team;
+    sae_fused_encoder *fused;
+    int rc = sae__gemm_team_create(&team, backend, n_threads);
+    if (rc != SAE_OK)
+        return rc;
+    rc = sae__fused_encoder_create(&fused, ws->d_sae, n_threads, backend);
+    if (rc != SAE_OK) {
+        sae__gemm_team_free(team);
+        return rc;
+    }
+    sae__gemm_team_free(ws->team);
+    sae__fused_encoder_free(ws->fused);
+    ws->team = team;
+    ws->fused = fused;
+    ws->gemm = (sae_gemm_use){team, NULL};
+    return SAE_OK;
+}
+
+/* bf16 inputs of the encoder: x - b_dec for the batch, and W_enc (which the
+ * optimizer fills). A new W_enc copy holds no model yet. */
+static int reserve_bf16(sae_workspace *ws, size_t n_tokens)
+{
+    if (ws->w_enc16 && n_tokens <= ws->xc16_tokens)
+        return SAE_OK;
+    size_t tokens = n_tokens > ws->xc16_tokens ? n_tokens : ws->xc16_tokens, xc_bytes, w_bytes;
+    if (!bytes3(tokens, ws->d_in, sizeof(uint16_t), &xc_bytes) ||
+        !bytes3(ws->d_sae, ws->d_in, sizeof(uint16_t), &w_bytes))
+        return SAE_E_INVALID_ARG;
+    grow_item items[] = {ITEM(xc16, xc_bytes)};
+    int rc = grow_all(items, 1);
+    if (rc == SAE_OK && !ws->w_enc16) {
+        ws->w_enc16 = sae__alloc(w_bytes);
+        rc = ws->w_enc16 ? SAE_OK : SAE_E_NOMEM;
+        ws->w16_model = NULL;
+    }
+    if (rc == SAE_OK)
+        ws->xc16_tokens = tokens;
+    return rc;
+}
+
 static int reserve_threads(sae_workspace *ws, int n_threads, size_t rows, bool radix)
 {
     size_t threads = (size_t)n_threads;
@@ -210,6 +258,10 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
         rc = reserve_threads(ws, s->n_threads, rows, batch);
     if (rc == SAE_OK)
         rc = reserve_pool(ws, s->n_threads);
+    if (rc == SAE_OK)
+        rc = reserve_team(ws, s->gemm, s->n_threads);
+    if (rc == SAE_OK && s->bf16)
+        rc = reserve_bf16(ws, s->n_tokens);
     if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
         sae__workspace_free(ws);
     return rc;
@@ -265,9 +317,12 @@ void sae__workspace_free(sae_workspace *ws)
         ws->f, ws->mask, ws->band, ws->ones, ws->col_sum,
         ws->feat, ws->fval, ws->tok, ws->cfval, ws->cgval,
         ws->hist, ws->w_panel, ws->t_panel, ws->scratch, ws->radix_hist,
+        ws->xc16, ws->w_enc16,
     };
     for (size_t k = 0; k < sizeof buffers / sizeof buffers[0]; k++)
         sae__free(buffers[k]);
+    sae__gemm_team_free(ws->team);
+    sae__fused_encoder_free(ws->fused);
     sae__pool_free(ws->pool);
     memset(ws, 0, sizeof *ws);
 }

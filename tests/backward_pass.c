@@ -9,7 +9,8 @@ float *test_lib_backward(const sae_model *m, const float *x, const float *y, siz
     const size_t k_aux = p->auxk_coeff > 0.0 ? p->k_aux : 0;
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {m->d_in, m->d_sae, n, p->n_threads, m->arch, k_aux, m->d_out};
+    sae_step_shape shape = {m->d_in, m->d_sae,    n,    p->n_threads, m->arch,
+                            k_aux,   m->d_out, SAE_GEMM_AUTO, false};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     if (k_aux)
         memcpy(ws.dead, p->dead, m->d_sae);

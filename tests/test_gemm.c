@@ -217,13 +217,13 @@ static void check_result(const product *p, const float *a, const float *b, const
     }
 }
 
-static const int backends[] = {SAE__GEMM_CBLAS, SAE__GEMM_ONEDNN};
+static const int backends[] = {SAE_GEMM_CBLAS, SAE_GEMM_ONEDNN};
 
 /* fn on every backend built in, every transpose, three (alpha, beta) pairs
  * and five shapes; quick (the valgrind runs): two shapes and one pair, and on
  * oneDNN, whose kernels are generated at run time (slow under valgrind), only
  * the encoder's transpose (B transposed) of the first shape. */
-static void for_each_case(void (*fn)(sae_gemm *g, const product *p), bool quick)
+static void for_each_case(void (*fn)(sae_gemm_ctx *g, const product *p), bool quick)
 {
     static const size_t shapes[][3] = {{33, 17, 64}, {5, 7, 3}, {1, 1, 1}, {64, 130, 96},
                                        {3, 200, 1}};
@@ -233,11 +233,11 @@ static void for_each_case(void (*fn)(sae_gemm *g, const product *p), bool quick)
     for (size_t bi = 0; bi < sizeof backends / sizeof backends[0]; bi++) {
         if (!sae__gemm_available(backends[bi]))
             continue;
-        sae_gemm *g;
+        sae_gemm_ctx *g;
         ck_assert_int_eq(sae__gemm_create(&g, backends[bi]), SAE_OK);
         ck_assert_int_eq(sae__gemm_backend(g), backends[bi]);
         uint64_t seed = 100;
-        bool few = quick && backends[bi] == SAE__GEMM_ONEDNN;
+        bool few = quick && backends[bi] == SAE_GEMM_ONEDNN;
         for (size_t s = 0; s < (few ? 1 : n_shapes); s++)
             for (int t = few ? 2 : 0; t < (few ? 3 : 4); t++)
                 for (size_t q = 0; q < n_ab; q++) {
@@ -250,7 +250,7 @@ static void for_each_case(void (*fn)(sae_gemm *g, const product *p), bool quick)
     }
 }
 
-static void run_f32(sae_gemm *g, const product *p)
+static void run_f32(sae_gemm_ctx *g, const product *p)
 {
     float *c = malloc(p->m * p->ldc * sizeof(float));
     memcpy(c, p->c0, p->m * p->ldc * sizeof(float));
@@ -288,7 +288,7 @@ static void round_matrix(const float *src, size_t count, uint16_t **half, float 
     sae__bf16_to_f32(*wide, *half, count);
 }
 
-static void run_bf16(sae_gemm *g, const product *p)
+static void run_bf16(sae_gemm_ctx *g, const product *p)
 {
     size_t a_count = (p->trans_a ? p->k : p->m) * p->lda;
     size_t b_count = (p->trans_b ? p->n : p->k) * p->ldb;
@@ -327,7 +327,7 @@ START_TEST(gemm_k_zero_scales_c)
     for (size_t bi = 0; bi < sizeof backends / sizeof backends[0]; bi++) {
         if (!sae__gemm_available(backends[bi]))
             continue;
-        sae_gemm *g;
+        sae_gemm_ctx *g;
         ck_assert_int_eq(sae__gemm_create(&g, backends[bi]), SAE_OK);
         float c[6] = {1, 2, 3, 4, 5, 6};
         sae__gemm_f32(g, false, false, 2, 3, 0, 1.0f, NULL, 1, NULL, 3, 0.5f, c, 3);
@@ -345,29 +345,29 @@ END_TEST
 
 START_TEST(gemm_backend_names_and_resolution)
 {
-    ck_assert(sae__gemm_available(SAE__GEMM_AUTO));
-    ck_assert(sae__gemm_available(SAE__GEMM_CBLAS));
+    ck_assert(sae__gemm_available(SAE_GEMM_AUTO));
+    ck_assert(sae__gemm_available(SAE_GEMM_CBLAS));
     ck_assert(!sae__gemm_available(3));
     ck_assert(!sae__gemm_available(-1));
-    ck_assert_str_eq(sae__gemm_name(SAE__GEMM_CBLAS), "cblas");
-    ck_assert_str_eq(sae__gemm_name(SAE__GEMM_ONEDNN), "onednn");
-    ck_assert_str_eq(sae__gemm_name(SAE__GEMM_AUTO), "auto");
+    ck_assert_str_eq(sae__gemm_name(SAE_GEMM_CBLAS), "cblas");
+    ck_assert_str_eq(sae__gemm_name(SAE_GEMM_ONEDNN), "onednn");
+    ck_assert_str_eq(sae__gemm_name(SAE_GEMM_AUTO), "auto");
 #ifdef SAE_TEST_HAVE_ONEDNN
-    ck_assert(sae__gemm_available(SAE__GEMM_ONEDNN));
-    ck_assert_int_eq(sae__gemm_resolve(SAE__GEMM_AUTO), SAE__GEMM_ONEDNN);
+    ck_assert(sae__gemm_available(SAE_GEMM_ONEDNN));
+    ck_assert_int_eq(sae__gemm_resolve(SAE_GEMM_AUTO), SAE_GEMM_ONEDNN);
 #else
-    ck_assert(!sae__gemm_available(SAE__GEMM_ONEDNN));
-    ck_assert_int_eq(sae__gemm_resolve(SAE__GEMM_AUTO), SAE__GEMM_CBLAS);
-    sae_gemm *g = (sae_gemm *)&g;
-    ck_assert_int_eq(sae__gemm_create(&g, SAE__GEMM_ONEDNN), SAE_E_INVALID_ARG);
+    ck_assert(!sae__gemm_available(SAE_GEMM_ONEDNN));
+    ck_assert_int_eq(sae__gemm_resolve(SAE_GEMM_AUTO), SAE_GEMM_CBLAS);
+    sae_gemm_ctx *g = (sae_gemm_ctx *)&g;
+    ck_assert_int_eq(sae__gemm_create(&g, SAE_GEMM_ONEDNN), SAE_E_INVALID_ARG);
     ck_assert_ptr_null(g);
 #endif
-    sae_gemm *g2;
-    ck_assert_int_eq(sae__gemm_create(&g2, SAE__GEMM_AUTO), SAE_OK);
-    ck_assert_int_eq(sae__gemm_backend(g2), sae__gemm_resolve(SAE__GEMM_AUTO));
+    sae_gemm_ctx *g2;
+    ck_assert_int_eq(sae__gemm_create(&g2, SAE_GEMM_AUTO), SAE_OK);
+    ck_assert_int_eq(sae__gemm_backend(g2), sae__gemm_resolve(SAE_GEMM_AUTO));
     sae__gemm_free(g2);
     sae__gemm_free(NULL);
-    ck_assert_int_eq(sae__gemm_backend(NULL), SAE__GEMM_CBLAS);
+    ck_assert_int_eq(sae__gemm_backend(NULL), SAE_GEMM_CBLAS);
 }
 END_TEST
 
@@ -380,9 +380,9 @@ START_TEST(gemm_allocation_failures)
     sae__bf16_from_f32(b16, p.b, 300 * p.ldb);
     float *c = malloc(9 * p.ldc * sizeof(float));
     for (long fail_at = 1;; fail_at++) {
-        sae_gemm *g;
+        sae_gemm_ctx *g;
         sae__test_fail_countdown = fail_at;
-        int rc = sae__gemm_create(&g, SAE__GEMM_CBLAS);
+        int rc = sae__gemm_create(&g, SAE_GEMM_CBLAS);
         if (rc == SAE_OK)
             rc = sae__gemm_bf16(g, false, true, 9, 300, 20, 1.0f, a16, p.lda, b16, p.ldb, 0.0f, c,
                                 p.ldc);

@@ -127,6 +127,8 @@ START_TEST(option_table_matches_the_header)
         {SAE_OPT_DEAD_WINDOW, "dead_window", 1e7, 1, 1.8e19, W},
         {SAE_OPT_JUMPRELU_BANDWIDTH, "jumprelu_bandwidth", 0.001, 0, DBL_MAX, L},
         {SAE_OPT_THRESHOLD_BETA, "threshold_beta", 0.999, 0, 1, U},
+        {SAE_OPT_GEMM, "gemm", SAE_GEMM_AUTO, 0, 2, W},
+        {SAE_OPT_PRECISION, "precision", SAE_PRECISION_FP32, 0, 1, W},
     };
     const size_t n = sizeof table / sizeof table[0];
     sae_model *m;
@@ -566,6 +568,168 @@ START_TEST(steps_reduce_the_loss)
 }
 END_TEST
 
+/* Every value of SAE_OPT_GEMM trains the same model up to float rounding:
+ * the losses of five steps (dense and sparse path) agree to 1e-5. */
+START_TEST(gemm_backends_train_alike)
+{
+    const size_t d_in = 48, d_sae = 96, n = 300;
+    float *x = test_sparse_data(n, d_in, 20, 3.0, 8, NULL);
+    const int kernels[] = {SAE_KERNEL_DENSE, SAE_KERNEL_SPARSE};
+    for (size_t kk = 0; kk < 2; kk++) {
+        double ref[5];
+        const int backends[] = {SAE_GEMM_CBLAS, SAE_GEMM_ONEDNN, SAE_GEMM_AUTO};
+        for (size_t bi = 0; bi < 3; bi++) {
+            const int gemm = backends[bi];
+            sae_model *m;
+            sae_optimizer *o;
+            ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, 5), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_GEMM, gemm), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_KERNEL, kernels[kk]), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_L1_COEFF, 0.5), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 2), SAE_OK);
+            for (int s = 0; s < 5; s++) {
+                sae_losses l;
+                ck_assert_int_eq(sae_step(m, o, x, n, &l), SAE_OK);
+                if (gemm == SAE_GEMM_CBLAS)
+                    ref[s] = l.loss;
+                else
+                    ck_assert_msg(fabs(l.loss - ref[s]) <= 1e-5 * ref[s],
+                                  "gemm %d, kernel %d, step %d: loss %.9g vs %.9g on CBLAS",
+                                  gemm, kernels[kk], s, l.loss, ref[s]);
+            }
+            sae_optimizer_free(o);
+            sae_model_free(m);
+        }
+    }
+    free(x);
+}
+END_TEST
+
+/* sae_gemm_backend: what each SAE_OPT_GEMM value runs on in this build. */
+START_TEST(gemm_backend_reports_the_resolved_backend)
+{
+    ck_assert_int_eq(sae_gemm_backend(SAE_GEMM_CBLAS), SAE_GEMM_CBLAS);
+    int automatic = sae_gemm_backend(SAE_GEMM_AUTO);
+    ck_assert(automatic == SAE_GEMM_CBLAS || automatic == SAE_GEMM_ONEDNN);
+    ck_assert_int_eq(sae_gemm_backend(SAE_GEMM_ONEDNN), automatic);
+    ck_assert_int_eq(sae_gemm_backend(3), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_gemm_backend(-1), SAE_E_INVALID_ARG);
+}
+END_TEST
+
+/* The bf16 copy of W_enc that SAE_OPT_PRECISION bf16 keeps follows the model:
+ * after sae_model_set_tensor, or for another model, a step computes the same
+ * losses as a fresh optimizer would; and it is really bf16 (the losses
+ * differ from float32's). */
+static double first_loss(const sae_model *m, const float *x, size_t n, int precision)
+{
+    sae_model *copy;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION, precision), SAE_OK);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
+    sae_optimizer_free(o);
+    sae_model_free(copy);
+    return l.loss;
+}
+
+START_TEST(bf16_weights_follow_the_model)
+{
+    const size_t d_in = 64, d_sae = 128, n = 100;
+    float *x = test_gaussian(n, d_in, 1.0, 0.0, 9);
+    sae_model *a, *b;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create(&a, d_in, d_sae, 3), SAE_OK);
+    ck_assert_int_eq(sae_model_clone(&b, a), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, a), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION, SAE_PRECISION_BF16), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+    sae_losses l;
+    double want = first_loss(a, x, n, SAE_PRECISION_BF16);
+    ck_assert_double_ne(want, first_loss(a, x, n, SAE_PRECISION_FP32));
+    ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
+    ck_assert_double_eq(l.loss, want);
+    /* the Adam pass rewrote the copy: the next step sees the new W_enc */
+    want = first_loss(a, x, n, SAE_PRECISION_BF16);
+    ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
+    ck_assert_double_eq(l.loss, want);
+    /* W_enc changed from outside */
+    float *w = malloc(d_in * d_sae * sizeof(float));
+    ck_assert_int_eq(sae_model_get_tensor(a, SAE_W_ENC, w, d_in * d_sae), SAE_OK);
+    for (size_t k = 0; k < d_in * d_sae; k++)
+        w[k] *= 1.5f;
+    ck_assert_int_eq(sae_model_set_tensor(a, SAE_W_ENC, w, d_in * d_sae), SAE_OK);
+    want = first_loss(a, x, n, SAE_PRECISION_BF16);
+    ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
+    ck_assert_double_eq(l.loss, want);
+    /* another model of the same shape */
+    want = first_loss(b, x, n, SAE_PRECISION_BF16);
+    ck_assert_int_eq(sae_step(b, o, x, n, &l), SAE_OK);
+    ck_assert_double_eq(l.loss, want);
+    free(w);
+    free(x);
+    sae_optimizer_free(o);
+    sae_model_free(a);
+    sae_model_free(b);
+}
+END_TEST
+
+/* SAE_OPT_PRECISION bf16 covers the plain autoencoders only: a Gated SAE and
+ * transcoders (with and without W_skip, on either kernel) train in float32,
+ * bit for bit as without the option, and through the unfused encoder (whose
+ * results test_families_train checks against the reference). */
+START_TEST(families_step_in_float32_whatever_the_precision)
+{
+    const size_t d_in = 24, d_out = 10, d_sae = 48, n = 200;
+    float *x = test_gaussian(n, d_in, 1.0, 0.2, 61), *y = test_gaussian(n, d_out, 1.0, 0.0, 62);
+    static const struct {
+        int kind, arch, kernel;
+        double param;
+    } cases[] = {
+        {SAE_KIND_AUTOENCODER, SAE_ARCH_GATED, SAE_KERNEL_AUTO, 0},
+        {SAE_KIND_TRANSCODER, SAE_ARCH_RELU, SAE_KERNEL_SPARSE, 0},
+        {SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_TOPK, SAE_KERNEL_AUTO, 6},
+        {SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_JUMPRELU, SAE_KERNEL_AUTO, 0.05},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        sae_model *m[2];
+        for (int p = 0; p < 2; p++) {
+            sae_optimizer *o;
+            if (cases[c].kind == SAE_KIND_AUTOENCODER)
+                ck_assert_int_eq(sae_model_create_arch(&m[p], d_in, d_sae, 4, cases[c].arch,
+                                                       cases[c].param), SAE_OK);
+            else
+                ck_assert_int_eq(sae_model_create_transcoder(&m[p], d_in, d_out, d_sae, 4,
+                                                             cases[c].kind, cases[c].arch,
+                                                             cases[c].param), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_create(&o, m[p]), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION,
+                                               p ? SAE_PRECISION_BF16 : SAE_PRECISION_FP32),
+                             SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_KERNEL, cases[c].kernel), SAE_OK);
+            ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_LR, 1e-2), SAE_OK);
+            for (int s = 0; s < 3; s++) {
+                int rc = cases[c].kind == SAE_KIND_AUTOENCODER
+                             ? sae_step(m[p], o, x, n, NULL)
+                             : sae_step_target(m[p], o, x, y, n, NULL);
+                ck_assert_int_eq(rc, SAE_OK);
+            }
+            sae_optimizer_free(o);
+        }
+        ck_assert_uint_eq(m[0]->lay.total, m[1]->lay.total);
+        ck_assert_msg(memcmp(m[0]->params, m[1]->params, m[0]->lay.total * sizeof(float)) == 0,
+                      "case %zu: bf16 changed a family's step", c);
+        sae_model_free(m[0]);
+        sae_model_free(m[1]);
+    }
+    free(x);
+    free(y);
+}
+END_TEST
+
 /* After fork() the child has none of the optimizer's threads: its steps run
  * on the calling thread, finish, and give the parent's bits; freeing joins
  * nothing. */
@@ -630,6 +794,10 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, step_refuses_nonfinite_gradients_and_updates);
     tcase_add_test(tc, step_allows_huge_finite_updates);
     tcase_add_test(tc, steps_reduce_the_loss);
+    tcase_add_test(tc, gemm_backends_train_alike);
+    tcase_add_test(tc, gemm_backend_reports_the_resolved_backend);
+    tcase_add_test(tc, bf16_weights_follow_the_model);
+    tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
     tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);
     return s;

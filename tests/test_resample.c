@@ -531,9 +531,10 @@ START_TEST(resampling_fails_cleanly_at_every_allocation)
     c.n = 2 * SAE_BLOCK_TOKENS + 5; /* several blocks */
     c.x = test_gaussian(c.n, 4, 1.0, 0.0, 4);
     state_take(&c.before, c.m, c.o);
-    /* 6 sites: the forward pass's 3 scratch buffers (norms, selection scratch,
-     * centred block), then the cumulative weights, x_hat and f */
-    ck_assert_int_eq(nomem_fail_each_allocation(call_resample, &c, resample_unchanged), 6);
+    /* 7 sites: the forward pass's 3 scratch buffers (norms, selection scratch,
+     * centred block) and its GEMM context, then the cumulative weights, x_hat
+     * and f */
+    ck_assert_int_eq(nomem_fail_each_allocation(call_resample, &c, resample_unchanged), 7);
     ck_assert(!state_equal(&c.before, c.m, c.o)); /* the last call succeeded */
     state_free(&c.before);
     free(c.x);
@@ -761,7 +762,8 @@ START_TEST(metrics_fail_cleanly_at_every_allocation)
     for (int k = 0; k < 8; k++)
         c.counts[k] = 5;
     nomem_call call = _i == 0 ? call_histogram : call_fire_counts;
-    ck_assert_int_eq(nomem_fail_each_allocation(call, &c, histogram_unchanged), 5);
+    /* the forward pass's buffers and GEMM context, and the counts */
+    ck_assert_int_eq(nomem_fail_each_allocation(call, &c, histogram_unchanged), 6);
     free(c.x);
     sae_model_free(c.m);
 }

@@ -21,7 +21,7 @@
  *               l1.png, l2.png, l0_frac.png (vs step), tradeoff.png (L2 vs L0,
  *               a curve per architecture)
  * and with --save-dir DIR a checkpoint per run in DIR/lambda_<lambda>/ (ReLU),
- * DIR/jumprelu_lambda_<lambda>/ or DIR/<arch>_k_<k>/, which SAELens opens and
+ * DIR/<jumprelu or gated>_lambda_<lambda>/ or DIR/<arch>_k_<k>/, which SAELens opens and
  * sae-train --resume continues.
  */
 #include "common/checkpoint.h"
@@ -92,7 +92,7 @@ static void usage(const tool_config *defaults)
            "                      l1.png, l2.png, l0_frac.png, tradeoff.png (when gnuplot\n"
            "                      is installed)\n"
            "  --save-dir DIR      save each run's model in DIR/lambda_<lambda>/ (relu),\n"
-           "                      DIR/jumprelu_lambda_<lambda>/ or DIR/<arch>_k_<k>/\n"
+           "                      DIR/<jumprelu or gated>_lambda_<lambda>/ or DIR/<arch>_k_<k>/\n"
            "                      (created if missing, DIR's parent not):\n"
            "                      sae_weights.safetensors and cfg.json for SAELens,\n"
            "                      optimizer.safetensors and train_state.txt for\n"
@@ -343,8 +343,9 @@ static void prepare_save_dirs(sweep *s)
         int len;
         if (r->arch == SAE_ARCH_RELU)
             len = snprintf(r->dir, sizeof r->dir, "%s/lambda_%s", s->save_dir, r->lambda_s);
-        else if (r->arch == SAE_ARCH_JUMPRELU)
-            len = snprintf(r->dir, sizeof r->dir, "%s/jumprelu_lambda_%s", s->save_dir, r->lambda_s);
+        else if (!tool_arch_is_topk(r->arch)) /* jumprelu, gated */
+            len = snprintf(r->dir, sizeof r->dir, "%s/%s_lambda_%s", s->save_dir,
+                           tool_arch_name(r->arch), r->lambda_s);
         else
             len = snprintf(r->dir, sizeof r->dir, "%s/%s_k_%s", s->save_dir, tool_arch_name(r->arch),
                            r->k_s);
@@ -394,7 +395,7 @@ static int evaluate_run(sweep *s, const run_spec *r, const sae_model *m, double 
     double fvu, mmcs = 0.0, recovered;
     int rc = tool_evaluate(m, &s->in, r->lambda, &l, &fvu);
     if (rc == SAE_OK && s->in.synthetic)
-        rc = tool_truth_mmcs(m, &s->in.synth, &mmcs, &recovered);
+        rc = tool_truth_mmcs(m, &s->in, &mmcs, &recovered);
     if (rc != SAE_OK)
         return rc;
     char mmcs_csv[32] = "", mmcs_col[32] = "";

@@ -10,6 +10,7 @@
  *   sae-train --resume ck --steps 200k         # 100k more steps, same batches
  *   sae-train --arch topk --k 8 --normalize --b-dec-init median \
  *             --lr-schedule linear --lr-warmup 100 --lr-decay 0.2 --hist density.csv
+ *   sae-train mlp_in.npy --target mlp_out.npy --arch topk --k 32   # a transcoder
  *
  * Exit status: 0 done, 1 a libsae call or a write failed, 2 bad command line
  * or input file, 130 stopped by Ctrl-C (the log is complete up to that step).
@@ -41,6 +42,7 @@ enum {
 
 static const struct option long_options[] = {
     TOOL_CONFIG_LONG_OPTIONS,
+    TOOL_TARGET_LONG_OPTIONS,
     {"log", required_argument, NULL, OPT_LOG},
     {"info", no_argument, NULL, OPT_INFO},
     {"tiles", required_argument, NULL, OPT_TILES},
@@ -61,6 +63,7 @@ static void usage(const tool_config *defaults)
            "data with known features when FILE is omitted.\n\n",
            sae_version_string());
     tool_config_help(stdout, defaults);
+    tool_target_help(stdout);
     printf("Output:\n"
            "  --log FILE          CSV log, a row every --log-every steps (and at steps\n"
            "                      1, 2, 5, 10, 20, ... before that, and at the end):\n");
@@ -77,8 +80,9 @@ static void usage(const tool_config *defaults)
            "                      gnuplot when it is installed\n"
            "  --hist-every N      also every N steps\n"
            "  --info              describe the input data and exit\n"
-           "  --tiles PNG         draw decoder rows as square tiles (d_in must be a square,\n"
-           "                      e.g. 784 = 28x28): the most often active features\n"
+           "  --tiles PNG         draw decoder rows as square tiles (d_in, a transcoder's\n"
+           "                      d_out, must be a square, e.g. 784 = 28x28): the most\n"
+           "                      often active features\n"
            "  --tiles-count N     how many tiles (default 100)\n"
            "  -h, --help          this help\n"
            "Checkpoints (a checkpoint directory: each checkpoint DIR/gen-<n>, DIR/current\n"
@@ -139,7 +143,7 @@ static size_t most_active(const sae_model *m, const tool_inputs *in, size_t *idx
 static int draw_tiles(const sae_model *m, const tool_inputs *in, const char *png, size_t count,
                       size_t side)
 {
-    const size_t d_in = sae_model_d_in(m), d_sae = sae_model_d_sae(m);
+    const size_t d_in = sae_model_d_out(m), d_sae = sae_model_d_sae(m); /* a row's width */
     float *w_dec = malloc(d_sae * d_in * sizeof *w_dec);
     float *tiles = malloc(count * d_in * sizeof *tiles);
     size_t *idx = malloc(count * sizeof *idx);
@@ -327,9 +331,15 @@ static void print_info(const job *j)
     const tool_inputs *in = &j->in;
     printf("%s: %s, %zu x %zu float32\n", j->cfg.input ? j->cfg.input : "synthetic",
            in->train.format, in->train.rows, in->train.cols);
+    if (j->cfg.target_path)
+        printf("%s: %s, %zu x %zu float32 (targets)\n", j->cfg.target_path, in->target.format,
+               in->target.rows, in->target.cols);
     if (j->cfg.eval_path)
         printf("%s: %s, %zu x %zu float32\n", j->cfg.eval_path, in->eval.format, in->eval.rows,
                in->eval.cols);
+    if (j->cfg.eval_target_path)
+        printf("%s: %s, %zu x %zu float32 (targets)\n", j->cfg.eval_target_path,
+               in->eval_target.format, in->eval_target.rows, in->eval_target.cols);
 }
 
 /* Where checkpoints go (--save, else back into --resume's directory), made
@@ -337,12 +347,13 @@ static void print_info(const job *j)
 static void prepare_outputs(job *j)
 {
     options *opt = &j->opt;
-    const size_t d_in = j->in.train.cols;
+    const size_t d_in = j->in.train.cols, d_out = j->cfg.d_out ? j->cfg.d_out : d_in;
     if (opt->resume_dir)
         tool_inputs_check_resume(&j->in, &j->cfg, opt->resume_dir, &j->state);
-    j->side = (size_t)(sqrt((double)d_in) + 0.5);
-    if (opt->tiles_path && j->side * j->side != d_in)
-        tool_usage_error("--tiles: d_in %zu is not a square number of pixels", d_in);
+    j->side = (size_t)(sqrt((double)d_out) + 0.5);
+    if (opt->tiles_path && j->side * j->side != d_out)
+        tool_usage_error("--tiles: %s %zu is not a square number of pixels",
+                         j->cfg.d_out ? "d_out" : "d_in", d_out);
     if (opt->resume_dir && (!opt->save_dir || same_dir(opt->save_dir, opt->resume_dir)))
         opt->save_dir = opt->resume_dir;
     if (opt->save_dir)
@@ -363,6 +374,9 @@ static int set_up(job *j)
     int rc = resuming ? SAE_OK : tool_make_sae(cfg, d_in, &j->m, &j->o);
     if (rc != SAE_OK)
         return tool_library_error(rc, "creating the model");
+    size_t bytes;
+    if (opt->save_dir && (rc = sae_model_save_size(j->m, &bytes)) != SAE_OK) /* before training */
+        tool_usage_error("--save '%s': %s", opt->save_dir, tool_status(rc));
     if (tool_recipe_needs_sample(cfg, opt->hist_path != NULL) &&
         tool_sample_draw(&j->sample, &j->in.train, cfg->sample, cfg->seed) != 0)
         tool_usage_error("out of memory for a sample of %zu x %zu floats (see --sample)",
@@ -399,15 +413,21 @@ static int train(job *j)
         fprintf(stderr, "resuming %s at step %llu of %llu\n", opt->resume_dir,
                 (unsigned long long)j->state.step, (unsigned long long)cfg->steps);
     tool_describe_arch(cfg, j->arch, sizeof j->arch);
-    fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, %s, lr %g, batch %zu, %llu steps\n",
+    char target[1200] = "";
+    if (j->in.target.x)
+        snprintf(target, sizeof target, " -> %s: %zu x %zu (%s)",
+                 cfg->target_path ? cfg->target_path : "synthetic targets", j->in.target.rows,
+                 j->in.target.cols, j->in.target.format);
+    fprintf(stderr, "training on %s: %zu x %zu (%s)%s; d_sae %zu, %s, lr %g, batch %zu, %llu steps\n",
             cfg->input ? cfg->input : "synthetic data", j->in.train.rows, j->in.train.cols,
-            j->in.train.format, cfg->d_sae, j->arch, cfg->lr, cfg->batch,
+            j->in.train.format, target, cfg->d_sae, j->arch, cfg->lr, cfg->batch,
             (unsigned long long)cfg->steps);
     describe_recipe(cfg, j->scale, j->sample.n);
     tool_catch_sigint();
     tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps, cfg->log_every);
     j->run = (tool_train){
         .model = j->m, .opt = j->o, .batches = &j->batches, .batch = cfg->batch,
+        .target = j->in.target.x ? &j->in.target : NULL,
         .steps = cfg->steps, .stop_at = opt->stop_at, .log_every = cfg->log_every,
         .dead_window = cfg->dead_window, .csv = j->log, .csv_lead = "", .csv_trail = "",
         .progress = &j->progress, .stop = &tool_interrupted, .seconds_before = j->state.seconds,
@@ -420,8 +440,9 @@ static int train(job *j)
     int rc = tool_train_run(&j->run);
     tool_release_sigint();
     if (j->run.bad_row != SIZE_MAX) {
+        const char *data = j->run.bad_row_in_target ? cfg->target_path : cfg->input;
         fprintf(stderr, "%s: %s: row %zu holds NaN or Inf\n", tool_program(),
-                cfg->input ? cfg->input : "synthetic data", j->run.bad_row);
+                data ? data : "synthetic data", j->run.bad_row);
         return TOOL_EXIT_USAGE;
     }
     if (rc != SAE_OK) {
@@ -526,9 +547,12 @@ static int report(job *j, int status)
            l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg->d_sae, cfg->d_sae, fvu);
     printf("dead: %.1f%% of features fired on none of the last %llu training tokens\n",
            100.0 * run->last.dead_frac, (unsigned long long)cfg->dead_window);
-    if (j->in.synthetic && tool_truth_mmcs(j->m, &j->in.synth, &mmcs, &recovered) == SAE_OK)
-        printf("ground truth: mmcs %.4f  recovered %.1f%% of %zu true features (cosine > 0.9)\n",
-               mmcs, 100.0 * recovered, j->in.synth.n_feat);
+    if (j->in.synthetic && tool_truth_mmcs(j->m, &j->in, &mmcs, &recovered) == SAE_OK)
+        printf("ground truth: mmcs %.4f  recovered %.1f%% of %zu true %sfeatures (cosine > 0.9)\n",
+               mmcs, 100.0 * recovered, j->in.synth.n_feat, j->in.target.x ? "output " : "");
+    double skip_error;
+    if (j->in.pairs.skip && tool_truth_skip_error(j->m, &j->in, &skip_error) == SAE_OK)
+        printf("ground truth: ||W_skip - A|| / ||A|| = %.4f\n", skip_error);
     return draw(j, status);
 }
 

@@ -498,6 +498,32 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                the reference machine). All give the same
  *                                gradients up to float rounding. TopK and
  *                                BatchTopK always run sparse (L0 <= k).
+ *   SAE_OPT_GEMM        0        SAE_GEMM_AUTO (0), SAE_GEMM_CBLAS (1) or
+ *                                SAE_GEMM_ONEDNN (2): the backend of the step's
+ *                                matrix products. Auto is oneDNN when libsae was
+ *                                built with it (it picks kernels by instruction
+ *                                set, and is the faster one on AVX-512 CPUs),
+ *                                else CBLAS. A build without oneDNN runs
+ *                                SAE_GEMM_ONEDNN on CBLAS: sae_gemm_backend says
+ *                                what a value runs on. Results differ between
+ *                                backends by float rounding only. Since 0.2.
+ *   SAE_OPT_PRECISION   0        SAE_PRECISION_FP32 (0) or SAE_PRECISION_BF16
+ *                                (1): the inputs of the encoder's product, the
+ *                                step's largest. With bf16, x - b_dec and W_enc
+ *                                enter it rounded to bfloat16 (8 significant
+ *                                bits), products are summed in float32, and
+ *                                everything else stays float32: the parameters
+ *                                (master weights), Adam's moments, the decoder
+ *                                and every gradient. The optimizer keeps a bf16
+ *                                copy of W_enc (d_in x d_sae x 2 bytes), written
+ *                                by the Adam pass itself. Native bf16 products
+ *                                (oneDNN, on CPUs with AVX512_BF16 or AMX) take
+ *                                about half the time of float32 ones; elsewhere
+ *                                the same numbers are computed in float32.
+ *                                sae_encode and the other read-only calls stay
+ *                                float32, and so do the steps of Gated SAEs and
+ *                                transcoders (bf16 covers the ReLU, TopK,
+ *                                BatchTopK and JumpReLU autoencoders). Since 0.2.
  *
  * Architecture options (see "Architectures"; ignored by the others):
  *   SAE_OPT_AUXK_COEFF  1/32     >= 0, finite: AuxK weight (TopK, BatchTopK); 0: off
@@ -531,7 +557,9 @@ enum sae_option {
     SAE_OPT_AUXK_K = 21,
     SAE_OPT_DEAD_WINDOW = 22,
     SAE_OPT_JUMPRELU_BANDWIDTH = 23,
-    SAE_OPT_THRESHOLD_BETA = 24
+    SAE_OPT_THRESHOLD_BETA = 24,
+    SAE_OPT_GEMM = 30,               /* since 0.2 */
+    SAE_OPT_PRECISION = 31           /* since 0.2 */
 };
 
 /* Values of SAE_OPT_KERNEL. */
@@ -540,6 +568,25 @@ enum sae_kernel {
     SAE_KERNEL_DENSE = 1,
     SAE_KERNEL_SPARSE = 2
 };
+
+/* Values of SAE_OPT_GEMM (since 0.2). */
+enum sae_gemm {
+    SAE_GEMM_AUTO = 0,
+    SAE_GEMM_CBLAS = 1,
+    SAE_GEMM_ONEDNN = 2
+};
+
+/* Values of SAE_OPT_PRECISION (since 0.2). */
+enum sae_precision {
+    SAE_PRECISION_FP32 = 0,
+    SAE_PRECISION_BF16 = 1
+};
+
+/* The backend a value of SAE_OPT_GEMM runs on in this build of the library:
+ * SAE_GEMM_CBLAS or SAE_GEMM_ONEDNN (SAE_GEMM_AUTO: oneDNN when built in, else
+ * CBLAS; SAE_GEMM_ONEDNN: CBLAS when not built in). Errors: SAE_E_INVALID_ARG
+ * (a value that is not an enum sae_gemm). Since 0.2. */
+SAE_API int sae_gemm_backend(int gemm);
 
 /* Set an option. Errors: SAE_E_INVALID_ARG (o NULL, unknown option, value out
  * of the allowed range), SAE_E_NONFINITE (NaN or Inf). The optimizer is

@@ -12,7 +12,8 @@
 //                               one subclass per status
 //                               (sae::invalid_arg_error, sae::format_error, ...)
 //   sae::status, sae::arch, sae::tensor, sae::option, sae::kernel,
-//   sae::lr_schedule, sae::b_dec_init, sae::option_flags
+//   sae::gemm, sae::precision, sae::lr_schedule, sae::b_dec_init,
+//   sae::option_flags
 //                               scoped enums with the C values; every call
 //                               also takes the C constants (SAE_OPT_LR, ...)
 //   sae::rng                    the library's random number generator
@@ -21,7 +22,7 @@
 //                               also sae::checkpoint_begin/commit/abort/current
 //   free functions              version, status strings, error detail, the
 //                               option table (option_name, option_default,
-//                               bounds), input scale
+//                               bounds), gemm_backend, input scale
 //
 // Buffers are caller-owned floats, row-major, as in sae.h: each call that
 // takes one has a pointer + count overload (n_tokens rows), a std::vector
@@ -126,12 +127,25 @@ enum class option : int {
     dead_window = SAE_OPT_DEAD_WINDOW,
     jumprelu_bandwidth = SAE_OPT_JUMPRELU_BANDWIDTH,
     threshold_beta = SAE_OPT_THRESHOLD_BETA,
+    gemm = SAE_OPT_GEMM,
+    precision = SAE_OPT_PRECISION,
 };
 
 enum class kernel : int {
     automatic = SAE_KERNEL_AUTO, // "auto" is a keyword
     dense = SAE_KERNEL_DENSE,
     sparse = SAE_KERNEL_SPARSE,
+};
+
+enum class gemm : int {
+    automatic = SAE_GEMM_AUTO, // "auto" is a keyword
+    cblas = SAE_GEMM_CBLAS,
+    onednn = SAE_GEMM_ONEDNN,
+};
+
+enum class precision : int {
+    fp32 = SAE_PRECISION_FP32,
+    bf16 = SAE_PRECISION_BF16,
 };
 
 enum class lr_schedule : int {
@@ -284,6 +298,15 @@ inline option_bounds bounds(option_arg opt)
     option_bounds b;
     check(sae_option_bounds(opt.value(), &b.lower, &b.upper, &b.flags), "sae_option_bounds");
     return b;
+}
+
+// The backend a value of SAE_OPT_GEMM runs on in this build of the library
+// (sae::gemm::cblas or sae::gemm::onednn; sae_gemm_backend).
+inline sae::gemm gemm_backend(sae::gemm requested)
+{
+    int backend = sae_gemm_backend(static_cast<int>(requested));
+    check(backend < 0 ? backend : SAE_OK, "sae_gemm_backend");
+    return static_cast<sae::gemm>(backend);
 }
 
 // The library's random number generator (sae_rng_*): the same bits as the
@@ -816,6 +839,14 @@ public:
         return set(opt, static_cast<double>(static_cast<int>(value)));
     }
     optimizer &set(option_arg opt, sae::lr_schedule value)
+    {
+        return set(opt, static_cast<double>(static_cast<int>(value)));
+    }
+    optimizer &set(option_arg opt, sae::gemm value)
+    {
+        return set(opt, static_cast<double>(static_cast<int>(value)));
+    }
+    optimizer &set(option_arg opt, sae::precision value)
     {
         return set(opt, static_cast<double>(static_cast<int>(value)));
     }

@@ -28,14 +28,14 @@ from __future__ import annotations
 from . import capi
 from .checkpoint_dir import (CheckpointWriter, checkpoint_abort, checkpoint_begin,
                              checkpoint_commit, checkpoint_current)
-from .enums import (Arch, BDecInit, Kernel, LrSchedule, ModelKind, Option, OptionFlag, Parallel,
-                    Status, Tensor)
+from .enums import (Arch, BDecInit, Gemm, Kernel, LrSchedule, ModelKind, Option, OptionFlag,
+                    Parallel, Precision, Status, Tensor)
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale, shard_range
 from .features import FeatureStats, SparseCodes, decoder_neighbors, encode_sparse
 from .optimizer import Optimizer
-from .options import OptionInfo
+from .options import OptionInfo, gemm_backend
 from .options import info as option_info
 from .rng import Rng
 from .train import TrainResult, train
@@ -59,8 +59,8 @@ def library_path() -> str:
 
 
 __all__ = [
-    "Arch", "BDecInit", "Kernel", "LrSchedule", "ModelKind", "Option", "OptionFlag", "Parallel",
-    "Status", "Tensor", "shard_range",
+    "Arch", "BDecInit", "Gemm", "Kernel", "LrSchedule", "ModelKind", "Option", "OptionFlag",
+    "Parallel", "Precision", "Status", "Tensor", "gemm_backend", "shard_range",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "CommError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",

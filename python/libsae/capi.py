@@ -123,6 +123,7 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_option_name": (c_char_p, [c_int]),
     "sae_option_default": (c_int, [c_int, _double_ptr]),
     "sae_option_bounds": (c_int, [c_int, _double_ptr, _double_ptr, POINTER(c_uint)]),
+    "sae_gemm_backend": (c_int, [c_int]),
     "sae_optimizer_steps": (c_uint64, [_handle]),
     "sae_step": (c_int, [_handle, _handle, float_ptr, c_size_t, _losses_ptr]),
     "sae_step_target": (c_int, [_handle, _handle, float_ptr, float_ptr, c_size_t, _losses_ptr]),

@@ -74,6 +74,8 @@ class Option(enum.IntEnum):
     DEAD_WINDOW = 22
     JUMPRELU_BANDWIDTH = 23
     THRESHOLD_BETA = 24
+    GEMM = 30
+    PRECISION = 31
 
 
 class Kernel(enum.IntEnum):
@@ -81,6 +83,19 @@ class Kernel(enum.IntEnum):
     AUTO = 0
     DENSE = 1
     SPARSE = 2
+
+
+class Gemm(enum.IntEnum):
+    """enum sae_gemm: values of Option.GEMM, the step's GEMM backend."""
+    AUTO = 0
+    CBLAS = 1
+    ONEDNN = 2
+
+
+class Precision(enum.IntEnum):
+    """enum sae_precision: values of Option.PRECISION, the encoder GEMM's inputs."""
+    FP32 = 0
+    BF16 = 1
 
 
 class LrSchedule(enum.IntEnum):
@@ -117,6 +132,8 @@ C_ENUMS: Dict[str, Tuple[Type[enum.Enum], str]] = {
     "sae_model_kind": (ModelKind, "SAE_KIND_"),
     "sae_option": (Option, "SAE_OPT_"),
     "sae_kernel": (Kernel, "SAE_KERNEL_"),
+    "sae_gemm": (Gemm, "SAE_GEMM_"),
+    "sae_precision": (Precision, "SAE_PRECISION_"),
     "sae_lr_schedule": (LrSchedule, "SAE_LR_"),
     "sae_b_dec_init": (BDecInit, "SAE_B_DEC_"),
     "sae_option_flags": (OptionFlag, "SAE_OPTION_"),
@@ -127,6 +144,8 @@ C_ENUMS: Dict[str, Tuple[Type[enum.Enum], str]] = {
 OPTION_VALUES: Dict[Option, Type[enum.IntEnum]] = {
     Option.KERNEL: Kernel,
     Option.LR_SCHEDULE: LrSchedule,
+    Option.GEMM: Gemm,
+    Option.PRECISION: Precision,
 }
 
 # Architecture names as SAELens and sae-train spell them.

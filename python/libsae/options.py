@@ -16,7 +16,7 @@ import sys
 from typing import Any, Dict, NamedTuple, Union
 
 from .capi import lib
-from .enums import OPTION_VALUES, Option, OptionFlag, Status, enum_value
+from .enums import OPTION_VALUES, Gemm, Option, OptionFlag, Status, enum_value
 from .errors import check, error
 
 OptionKey = Union[Option, str, int]
@@ -147,3 +147,14 @@ def parse_options(options: Dict[str, Any], function: str) -> Dict[Option, float]
         check_value(opt, v, function)
         out[opt] = v
     return out
+
+
+def gemm_backend(requested: Any = "auto") -> Gemm:
+    """The backend a value of the gemm option runs on in this build of the
+    library: Gemm.CBLAS or Gemm.ONEDNN (sae_gemm_backend). requested is a
+    Gemm, its name ("auto", "cblas", "onednn") or its number."""
+    value = enum_value(Gemm, requested, "gemm_backend")
+    backend = lib.sae_gemm_backend(int(value))
+    if backend < 0:
+        check(backend, "sae_gemm_backend")
+    return Gemm(backend)

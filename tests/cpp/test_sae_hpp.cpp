@@ -153,6 +153,15 @@ void test_training_against_c()
     opt.set(sae::option::lr, 1e-2).set(SAE_OPT_L1_COEFF, 0.5).set(sae::option::total_steps, 20);
     opt.set(sae::option::lr_schedule, sae::lr_schedule::cosine).set(SAE_OPT_KERNEL, sae::kernel::dense);
     EXPECT(opt.get(sae::option::lr) == 1e-2 && opt.get(SAE_OPT_LR_SCHEDULE) == double(SAE_LR_COSINE));
+    // the GEMM backend and the encoder's precision: set, read back, resolved
+    sae::optimizer other(m);
+    other.set(sae::option::gemm, sae::gemm::cblas).set(sae::option::precision, sae::precision::bf16);
+    EXPECT(other.get(SAE_OPT_GEMM) == double(SAE_GEMM_CBLAS) &&
+           other.get(sae::option::precision) == double(SAE_PRECISION_BF16));
+    EXPECT(sae::gemm_backend(sae::gemm::cblas) == sae::gemm::cblas);
+    EXPECT(sae::gemm_backend(sae::gemm::automatic) == sae::gemm_backend(sae::gemm::onednn));
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::gemm_backend(static_cast<sae::gemm>(3)));
 
     sae_model *rm = nullptr;
     sae_optimizer *ro = nullptr;

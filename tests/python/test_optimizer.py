@@ -230,3 +230,21 @@ def test_adopted_optimizer():
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(opt)
     assert libsae.Optimizer.from_handle(opt.release(), m).tokens_since_fired().shape == (8,)
+
+
+def test_gemm_backend_and_precision_options():
+    # auto and onednn run on one of the two backends; cblas is always itself
+    assert libsae.gemm_backend("cblas") is libsae.Gemm.CBLAS
+    auto = libsae.gemm_backend()
+    assert auto in (libsae.Gemm.CBLAS, libsae.Gemm.ONEDNN)
+    assert libsae.gemm_backend(libsae.Gemm.ONEDNN) is auto  # oneDNN when built in, else CBLAS
+    with pytest.raises(ValueError, match="not a Gemm"):
+        libsae.gemm_backend(3)
+    assert capi.lib.sae_gemm_backend(3) == libsae.Status.E_INVALID_ARG
+    m = libsae.Model(8, 16)
+    opt = libsae.Optimizer(m, gemm="cblas", precision="bf16")
+    assert opt.get("gemm") is libsae.Gemm.CBLAS
+    assert opt.get(libsae.Option.PRECISION) is libsae.Precision.BF16
+    with pytest.raises(ValueError):
+        opt.set("precision", 2)
+    assert opt.get("precision") is libsae.Precision.BF16

@@ -9,17 +9,19 @@
 
 #define DEFAULT_K 8            /* TopK, BatchTopK: about the L0 of ReLU at the default lambda */
 
-static const char *const arch_names[] = {"relu", "topk", "batchtopk", "jumprelu"};
+/* indexed by SAE_ARCH_* (Matryoshka, 5, is not trained by the tools yet) */
+static const char *const arch_names[] = {"relu", "topk", "batchtopk", "jumprelu", "gated"};
+#define N_ARCH_NAMES (int)(sizeof arch_names / sizeof *arch_names)
 static const char *const schedule_names[] = {"constant", "linear", "cosine"};
 
 const char *tool_arch_name(int arch)
 {
-    return arch >= 0 && arch < 4 ? arch_names[arch] : "unknown";
+    return arch >= 0 && arch < N_ARCH_NAMES ? arch_names[arch] : "unknown";
 }
 
 int tool_arch_parse(const char *name)
 {
-    for (int a = 0; a < 4; a++)
+    for (int a = 0; a < N_ARCH_NAMES; a++)
         if (strcmp(name, arch_names[a]) == 0)
             return a;
     return -1;
@@ -33,6 +35,11 @@ const char *tool_lr_schedule_name(int schedule)
 bool tool_arch_is_topk(int arch)
 {
     return arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK;
+}
+
+bool tool_config_transcoder(const tool_config *c)
+{
+    return c->target_path != NULL || c->synth_target;
 }
 
 void tool_config_defaults(tool_config *c)
@@ -73,7 +80,7 @@ static size_t arg_size(const char *opt, const char *s, uint64_t min)
     return (size_t)v;
 }
 
-_Static_assert(TOOL_OPT_RESAMPLE_WINDOW - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
+_Static_assert(TOOL_OPT_D_OUT - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
 
 static double arg_fraction(const char *opt, const char *s)
 {
@@ -98,7 +105,8 @@ static void parse_archs(tool_config *c, const char *arg)
             a = tool_arch_parse(name);
         }
         if (a < 0)
-            tool_usage_error("--arch: expected relu, topk, batchtopk or jumprelu, got '%s'", arg);
+            tool_usage_error("--arch: expected relu, topk, batchtopk, jumprelu or gated, got '%s'",
+                             arg);
         for (size_t i = 0; i < n; i++)
             if (c->archs[i] == a)
                 tool_usage_error("--arch: '%s' lists %s twice", arg, tool_arch_name(a));
@@ -168,6 +176,11 @@ bool tool_config_option(tool_config *c, int code, const char *arg)
         break;
     case TOOL_OPT_RESAMPLE_EVERY: c->resample_every = tool_arg_count("--resample-every", arg, 1); break;
     case TOOL_OPT_RESAMPLE_WINDOW: c->resample_window = tool_arg_count("--resample-window", arg, 1); break;
+    case TOOL_OPT_TARGET: c->target_path = arg; break;
+    case TOOL_OPT_EVAL_TARGET: c->eval_target_path = arg; break;
+    case TOOL_OPT_SYNTH_TARGET: c->synth_target = true; break;
+    case TOOL_OPT_SKIP: c->skip = true; break;
+    case TOOL_OPT_D_OUT: c->d_out = arg_size("--d-out", arg, 1); break;
     default: return false;
     }
     c->given |= UINT64_C(1) << (code - TOOL_OPT_D_IN);
@@ -191,6 +204,7 @@ static bool any_arch(const tool_config *c, bool (*pred)(int))
 static bool is_lambda_arch(int a) { return !tool_arch_is_topk(a); }
 static bool is_jumprelu(int a) { return a == SAE_ARCH_JUMPRELU; }
 static bool is_batchtopk(int a) { return a == SAE_ARCH_BATCHTOPK; }
+static bool is_gated(int a) { return a == SAE_ARCH_GATED; }
 
 /* An option given that no chosen architecture uses is a mistake, not a no-op. */
 static void only_for(const tool_config *c, int code, const char *opt, bool (*pred)(int),
@@ -241,10 +255,49 @@ void tool_config_finish(tool_config *c, int argc, char **argv, int optind_)
         c->steps = c->tokens / c->batch + (c->tokens % c->batch != 0);
 }
 
+/* The transcoder options together, and with the data and the recipe. */
+static void check_target(const tool_config *c)
+{
+    const bool transcoder = tool_config_transcoder(c);
+    if (c->target_path && c->synth_target)
+        tool_usage_error("--synth-target: the targets come from --target '%s'", c->target_path);
+    if (c->target_path && !c->input)
+        tool_usage_error("--target '%s': give the input FILE too (--synth-target: synthetic "
+                         "pairs)", c->target_path);
+    if (c->synth_target && c->input)
+        tool_usage_error("--synth-target: synthetic pairs, not FILE '%s' (its targets: --target)",
+                         c->input);
+    if (!transcoder) {
+        const struct { int code; const char *opt; } needs[] = {
+            {TOOL_OPT_SKIP, "--skip"}, {TOOL_OPT_D_OUT, "--d-out"},
+            {TOOL_OPT_EVAL_TARGET, "--eval-target"},
+        };
+        for (size_t i = 0; i < sizeof needs / sizeof *needs; i++)
+            if (tool_config_given(c, needs[i].code))
+                tool_usage_error("%s: applies to transcoders (--target FILE or --synth-target)",
+                                 needs[i].opt);
+        return;
+    }
+    if (c->eval_path && !c->eval_target_path)
+        tool_usage_error("--eval '%s': give its targets too (--eval-target FILE)", c->eval_path);
+    if (c->eval_target_path && !c->eval_path)
+        tool_usage_error("--eval-target '%s': give the rows it is the target of (--eval FILE)",
+                         c->eval_target_path);
+    if (any_arch(c, is_gated))
+        tool_usage_error("--arch gated: transcoders are relu, topk, batchtopk or jumprelu");
+    if (c->normalize)
+        tool_usage_error("--normalize: applies to autoencoders (a transcoder's input and "
+                         "target would need two scales)");
+    if (c->b_dec_init >= 0)
+        tool_usage_error("--b-dec-init: applies to autoencoders (a transcoder's b_dec is in "
+                         "the target's space)");
+}
+
 void tool_config_check(tool_config *c)
 {
-    only_for(c, TOOL_OPT_LAMBDA, "--lambda", is_lambda_arch, "relu or jumprelu (topk's sparsity is --k)");
-    only_for(c, TOOL_OPT_L1_WARMUP, "--l1-warmup", is_lambda_arch, "relu or jumprelu");
+    only_for(c, TOOL_OPT_LAMBDA, "--lambda", is_lambda_arch,
+             "relu, jumprelu or gated (topk's sparsity is --k)");
+    only_for(c, TOOL_OPT_L1_WARMUP, "--l1-warmup", is_lambda_arch, "relu, jumprelu or gated");
     only_for(c, TOOL_OPT_K, "--k", tool_arch_is_topk, "topk or batchtopk");
     only_for(c, TOOL_OPT_AUXK_COEFF, "--auxk-coeff", tool_arch_is_topk, "topk or batchtopk");
     only_for(c, TOOL_OPT_AUXK_K, "--auxk-k", tool_arch_is_topk, "topk or batchtopk");
@@ -253,6 +306,11 @@ void tool_config_check(tool_config *c)
     only_for(c, TOOL_OPT_BANDWIDTH, "--bandwidth", is_jumprelu, "jumprelu");
     if (tool_config_given(c, TOOL_OPT_RESAMPLE_WINDOW) && !c->resample_every)
         tool_usage_error("--resample-window: give --resample-every N too");
+    check_target(c);
+    if (c->resample_every && (tool_config_transcoder(c) || any_arch(c, is_gated)))
+        tool_usage_error("--resample-every: libsae %s resamples the features of SAEs of "
+                         "architecture relu, topk, batchtopk or jumprelu, not of %s",
+                         sae_version_string(), tool_config_transcoder(c) ? "transcoders" : "gated");
     if (tool_config_given(c, TOOL_OPT_K) && c->k > c->d_sae)
         tool_usage_error("--k %zu: more than --d-sae %zu features", c->k, c->d_sae);
     if (!tool_config_given(c, TOOL_OPT_K) && c->k > c->d_sae)
@@ -296,7 +354,9 @@ void tool_config_help(FILE *f, const tool_config *c)
             "  --arch NAME         relu: f = ReLU(pre), L1 penalty; topk: the k largest\n"
             "                      per token; batchtopk: the n*k largest in a batch of n\n"
             "                      (a threshold at inference); jumprelu: learned\n"
-            "                      per-feature thresholds, L0 penalty (default %s)\n"
+            "                      per-feature thresholds, L0 penalty; gated: a gate and\n"
+            "                      a magnitude path, L1 penalty on the gate and its\n"
+            "                      auxiliary reconstruction (default %s)\n"
             "  --k N               topk, batchtopk: active features per token (default %zu)\n"
             "  --threshold X       jumprelu: initial threshold, > 0 (default %g; the\n"
             "                      paper's 0.001 suits long runs on --normalize'd data)\n"
@@ -325,6 +385,28 @@ void tool_config_help(FILE *f, const tool_config *c)
             "Counts accept a k, M or G suffix (--tokens 2M).\n",
             tool_arch_name(c->arch), c->k, c->threshold0, c->bandwidth, c->auxk_coeff,
             c->threshold_beta, tool_lr_schedule_name(c->lr_schedule), c->sample);
+}
+
+void tool_target_help(FILE *f)
+{
+    fprintf(f,
+            "Transcoders (the model reads x and predicts another vector y of the same token,\n"
+            "e.g. an MLP's output from its input: d_out may differ from d_in):\n"
+            "  --target FILE       the targets y of FILE's rows, row for row (same row count;\n"
+            "                      .npy, or raw float32 with --d-out); trains a transcoder\n"
+            "  --eval-target FILE  the targets of the --eval FILE's rows (needed with --eval)\n"
+            "  --skip              a skip transcoder: y_hat also gets a learned linear map\n"
+            "                      W_skip x (d_out x d_in, starting at 0)\n"
+            "  --d-out N           columns of a raw --target; with --synth-target, the\n"
+            "                      dimension of the synthetic y (default d_in)\n"
+            "  --synth-target      synthetic pairs instead of FILE: y is each token's sparse\n"
+            "                      code written in d_out other true directions; with --skip,\n"
+            "                      x also gets dense noise z and y gets A x (A: d_out x d_in,\n"
+            "                      random); the report gives the decoder's MMCS against the\n"
+            "                      output directions and ||W_skip - A|| / ||A||\n"
+            "                      (the relu/topk/batchtopk/jumprelu options apply as to\n"
+            "                      autoencoders; --normalize, --b-dec-init and --resample-every\n"
+            "                      apply to autoencoders only)\n");
 }
 
 int tool_config_apply(const tool_config *c, sae_optimizer *o)
@@ -371,7 +453,15 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
         param = (double)c->k;
     else if (c->arch == SAE_ARCH_JUMPRELU)
         param = c->threshold0;
-    int rc = end > 0 ? sae_model_create_shard(m, d_in, c->d_sae, begin, end, c->seed, c->arch, param)
+    int rc;
+    if (tool_config_transcoder(c))
+        rc = end > 0 ? SAE_E_INVALID_ARG /* sae-train-mpi trains autoencoders */
+                     : sae_model_create_transcoder(m, d_in, c->d_out ? c->d_out : d_in, c->d_sae,
+                                                   c->seed, c->skip ? SAE_KIND_SKIP_TRANSCODER
+                                                                    : SAE_KIND_TRANSCODER,
+                                                   c->arch, param);
+    else
+        rc = end > 0 ? sae_model_create_shard(m, d_in, c->d_sae, begin, end, c->seed, c->arch, param)
                      : sae_model_create_arch(m, d_in, c->d_sae, c->seed, c->arch, param);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(o, *m);
@@ -388,8 +478,10 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
 
 void tool_describe_arch(const tool_config *c, char *buf, size_t len)
 {
+    const char *kind = !tool_config_transcoder(c) ? "" : c->skip ? " skip transcoder"
+                                                                 : " transcoder";
     if (tool_arch_is_topk(c->arch))
-        snprintf(buf, len, "%s k %zu", tool_arch_name(c->arch), c->k);
+        snprintf(buf, len, "%s%s k %zu", tool_arch_name(c->arch), kind, c->k);
     else
-        snprintf(buf, len, "%s, lambda %g", tool_arch_name(c->arch), c->lambda);
+        snprintf(buf, len, "%s%s, lambda %g", tool_arch_name(c->arch), kind, c->lambda);
 }

@@ -48,6 +48,14 @@ typedef struct tool_config {
     int b_dec_init;           /* SAE_B_DEC_*, or -1: b_dec starts at 0 */
     uint64_t resample_every;  /* steps; 0: never */
     uint64_t resample_window; /* tokens; 0: dead_window */
+    /* transcoders (sae-train's --target options, TOOL_TARGET_LONG_OPTIONS): the
+     * model reads the input rows and predicts the target rows of the same tokens */
+    const char *target_path;  /* --target FILE: the targets of FILE's rows; NULL: none */
+    const char *eval_target_path; /* --eval-target FILE: the targets of --eval's rows */
+    bool synth_target;        /* --synth-target: synthetic pairs (synth.h) */
+    bool skip;                /* --skip: a skip transcoder (learns W_skip too) */
+    size_t d_out;             /* raw --target: columns; synthetic: target dimension
+                                 (0: d_in); after tool_inputs_load, the target's width */
     uint64_t given;           /* the shared options on the command line (tool_config_given) */
 } tool_config;
 
@@ -59,7 +67,8 @@ enum {
     TOOL_OPT_ARCH, TOOL_OPT_K, TOOL_OPT_THRESHOLD, TOOL_OPT_BANDWIDTH, TOOL_OPT_AUXK_COEFF, TOOL_OPT_AUXK_K,
     TOOL_OPT_THRESHOLD_BETA, TOOL_OPT_LR_SCHEDULE, TOOL_OPT_LR_WARMUP, TOOL_OPT_LR_DECAY,
     TOOL_OPT_L1_WARMUP, TOOL_OPT_SAMPLE, TOOL_OPT_NORMALIZE, TOOL_OPT_B_DEC_INIT, TOOL_OPT_RESAMPLE_EVERY,
-    TOOL_OPT_RESAMPLE_WINDOW
+    TOOL_OPT_RESAMPLE_WINDOW, TOOL_OPT_TARGET, TOOL_OPT_EVAL_TARGET, TOOL_OPT_SYNTH_TARGET,
+    TOOL_OPT_SKIP, TOOL_OPT_D_OUT
 };
 
 #define TOOL_CONFIG_LONG_OPTIONS                                                   \
@@ -96,6 +105,17 @@ enum {
     {"resample-window", required_argument, NULL, TOOL_OPT_RESAMPLE_WINDOW},        \
     {"help", no_argument, NULL, 'h'}
 
+/* The transcoder options (sae-train; tool_config_option parses them). */
+#define TOOL_TARGET_LONG_OPTIONS                                                   \
+    {"target", required_argument, NULL, TOOL_OPT_TARGET},                          \
+    {"eval-target", required_argument, NULL, TOOL_OPT_EVAL_TARGET},                \
+    {"synth-target", no_argument, NULL, TOOL_OPT_SYNTH_TARGET},                    \
+    {"skip", no_argument, NULL, TOOL_OPT_SKIP},                                    \
+    {"d-out", required_argument, NULL, TOOL_OPT_D_OUT}
+
+/* Whether c trains a transcoder (--target or --synth-target). */
+bool tool_config_transcoder(const tool_config *c);
+
 /* The defaults: tuned so the built-in synthetic data trains well in seconds. */
 void tool_config_defaults(tool_config *c);
 
@@ -119,18 +139,21 @@ void tool_config_check(tool_config *c);
  * total is known (after tool_config_resume when resuming). */
 void tool_config_check_schedule(const tool_config *c);
 
-/* Architecture names: "relu", "topk", "batchtopk", "jumprelu" (SAE_ARCH_*),
+/* Architecture names: "relu", "topk", "batchtopk", "jumprelu", "gated" (SAE_ARCH_*),
  * and the name of the learning-rate schedule SAE_LR_*. */
 const char *tool_arch_name(int arch);
 int tool_arch_parse(const char *name); /* -1 if unknown */
 const char *tool_lr_schedule_name(int schedule);
 bool tool_arch_is_topk(int arch);    /* TopK or BatchTopK: sparsity is k, no lambda */
 
-/* The --help lines of the shared options, with the defaults of c. */
+/* The --help lines of the shared options, with the defaults of c, and of the
+ * transcoder options. */
 void tool_config_help(FILE *f, const tool_config *c);
+void tool_target_help(FILE *f);
 
 /* A model of architecture c->arch (k c->k, or initial threshold
- * c->threshold0) and an optimizer with every option of c: lr, lambda (0 for
+ * c->threshold0; a transcoder from d_in to c->d_out when
+ * tool_config_transcoder, skip with c->skip) and an optimizer with every option of c: lr, lambda (0 for
  * TopK and BatchTopK, which ignore it), clip, the architecture's options,
  * the schedules with SAE_OPT_TOTAL_STEPS = c->steps, and SAE_OPT_DEAD_WINDOW =
  * c->dead_window. Returns a libsae status; on failure both are NULL. */

@@ -240,6 +240,12 @@ static int parse_npy(const unsigned char *p, size_t size, size_t *offset, size_t
 
 int tool_data_open(tool_data *d, const char *path, size_t d_in, char *err, size_t errlen)
 {
+    return tool_data_open_cols(d, path, d_in, "--d-in", err, errlen);
+}
+
+int tool_data_open_cols(tool_data *d, const char *path, size_t d_in, const char *option, char *err,
+                        size_t errlen)
+{
     memset(d, 0, sizeof *d);
     if (!host_is_little_endian())
         return fail(err, errlen, "this reader supports little-endian hosts only");
@@ -278,13 +284,18 @@ int tool_data_open(tool_data *d, const char *path, size_t d_in, char *err, size_
     if (size >= 6 && memcmp(p, "\x93NUMPY", 6) == 0) {
         rc = parse_npy(p, size, &offset, &rows, &cols, format, sizeof format, err, errlen);
         if (rc == 0 && d_in != 0 && d_in != cols)
-            rc = fail(err, errlen, "the array has %zu columns but --d-in is %zu", cols, d_in);
+            rc = fail(err, errlen, "the array has %zu columns but %s is %zu", cols, option, d_in);
     } else if (d_in == 0) {
-        rc = fail(err, errlen, "not a .npy file (no \\x93NUMPY magic); for raw float32 give --d-in");
+        rc = fail(err, errlen, "not a .npy file (no \\x93NUMPY magic); for raw float32 give %s",
+                  option);
     } else if (d_in > SIZE_MAX / sizeof(float) || size % (d_in * sizeof(float)) != 0) {
+        char name[16]; /* "--d-in" -> "d_in" */
+        snprintf(name, sizeof name, "%s", option + 2);
+        for (char *c = name; *c; c++)
+            *c = *c == '-' ? '_' : *c;
         rc = fail(err, errlen,
-                  "size %zu bytes is not a multiple of d_in x 4 = %zu x 4 bytes (is --d-in right?)",
-                  size, d_in);
+                  "size %zu bytes is not a multiple of %s x 4 = %zu x 4 bytes (is %s right?)",
+                  size, name, d_in, option);
     } else {
         rows = size / (d_in * sizeof(float));
         cols = d_in;

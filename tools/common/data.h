@@ -32,6 +32,11 @@ typedef struct tool_data {
  * newline) and *d zeroed. */
 int tool_data_open(tool_data *d, const char *path, size_t d_in, char *err, size_t errlen);
 
+/* The same, with the option that gives the columns named in messages
+ * ("--d-out": "... give --d-out", "a multiple of d-out x 4 ..."). */
+int tool_data_open_cols(tool_data *d, const char *path, size_t cols, const char *option, char *err,
+                        size_t errlen);
+
 /* Take ownership of buf (rows x cols floats from malloc). */
 void tool_data_wrap(tool_data *d, float *buf, size_t rows, size_t cols, const char *format);
 

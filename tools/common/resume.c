@@ -91,6 +91,13 @@ static void resume_arch(tool_config *c, const char *dir, const tool_run_state *s
         tool_usage_error("--arch: one architecture (the checkpoint's %s)", tool_arch_name(arch));
     snprintf(saved, sizeof saved, "%s", tool_arch_name(arch));
     fixed(c, TOOL_OPT_ARCH, "--arch", c->arch == arch, dir, saved);
+    const bool transcoder = sae_model_kind(m) != SAE_KIND_AUTOENCODER;
+    if (tool_config_transcoder(c) && !transcoder)
+        tool_usage_error("--%s: the checkpoint in '%s' is an autoencoder",
+                         c->synth_target ? "synth-target" : "target", dir);
+    if (!tool_config_transcoder(c) && transcoder)
+        tool_usage_error("--resume '%s': the checkpoint is a transcoder: give its --target FILE",
+                         dir);
     snprintf(saved, sizeof saved, "%s k %zu", tool_arch_name(arch), sae_model_k(m));
     fixed(c, TOOL_OPT_K, "--k", !tool_arch_is_topk(arch) || c->k == sae_model_k(m), dir, saved);
     snprintf(saved, sizeof saved, "%g", s->threshold0);

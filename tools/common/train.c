@@ -194,8 +194,9 @@ static bool stopped(const tool_train *t)
 /* What one call of tool_train_run keeps between steps. */
 typedef struct loop {
     float *x;        /* the batch: batch x d_in floats */
+    float *y;        /* transcoders: its targets, batch x d_out floats; else NULL */
     size_t *rows;    /* its rows' indices in the data */
-    double *mean;    /* d_in doubles of scratch for the batch's variance */
+    double *mean;    /* d_out doubles of scratch for the batch's variance */
     window w;        /* the losses since the last logged row */
     double start;    /* tool_now() when the call began */
     uint64_t end;    /* the step to stop after: steps, or stop_at */
@@ -208,29 +209,45 @@ static int fail(tool_train *t, int rc, const char *what, uint64_t step)
     return rc;
 }
 
-/* Draw the next batch and take a step on it; the window gets its losses. */
+/* The first of the n rows of x (n x d) holding NaN or Inf (its index in the
+ * data), or SIZE_MAX. */
+static size_t nonfinite_row(const float *x, size_t n, size_t d, const size_t *rows)
+{
+    for (size_t k = 0; k < n * d; k++)
+        if (!isfinite(x[k]))
+            return rows[k / d];
+    return SIZE_MAX;
+}
+
+/* Draw the next batch (with its targets) and take a step on it; the window
+ * gets its losses. */
 static int take_step(tool_train *t, loop *lp)
 {
-    const size_t d_in = sae_model_d_in(t->model);
+    const size_t d_in = sae_model_d_in(t->model), d_out = sae_model_d_out(t->model);
     sae_losses l;
     size_t n = t->batch; /* the rows this rank steps on */
-    double variance;
     if (t->share_end > 0) { /* data-parallel: this rank's rows alone */
         n = t->share_end - t->share_begin;
         tool_batcher_skip(t->batches, t->share_begin);
         tool_batcher_next(t->batches, lp->x, n, lp->rows);
         tool_batcher_skip(t->batches, t->batch - t->share_end);
-        double m2 = batch_variance(lp->x, n, d_in, lp->mean);
-        variance = variance_over_ranks(t->comm, n, d_in, lp->mean, m2);
     } else {
         tool_batcher_next(t->batches, lp->x, n, lp->rows);
-        variance = batch_variance(lp->x, n, d_in, lp->mean);
     }
-    int rc = sae_step(t->model, t->opt, lp->x, n, &l);
+    for (size_t r = 0; lp->y && r < n; r++)
+        memcpy(lp->y + r * d_out, t->target->x + lp->rows[r] * d_out, d_out * sizeof(float));
+    const float *y = lp->y ? lp->y : lp->x; /* what the model reconstructs */
+    double variance = batch_variance(y, n, d_out, lp->mean);
+    if (t->share_end > 0)
+        variance = variance_over_ranks(t->comm, n, d_out, lp->mean, variance);
+    int rc = lp->y ? sae_step_target(t->model, t->opt, lp->x, lp->y, n, &l)
+                   : sae_step(t->model, t->opt, lp->x, n, &l);
     if (rc == SAE_E_NONFINITE) { /* bad data, or a diverging step? */
-        for (size_t k = 0; k < n * d_in && t->bad_row == SIZE_MAX; k++)
-            if (!isfinite(lp->x[k]))
-                t->bad_row = lp->rows[k / d_in];
+        t->bad_row = nonfinite_row(lp->x, n, d_in, lp->rows);
+        if (t->bad_row == SIZE_MAX && lp->y) {
+            t->bad_row = nonfinite_row(lp->y, n, d_out, lp->rows);
+            t->bad_row_in_target = t->bad_row != SIZE_MAX;
+        }
     }
     if (rc != SAE_OK) {
         snprintf(t->error, sizeof t->error, "step %llu: %s",
@@ -347,23 +364,25 @@ static int step_and_report(tool_train *t, loop *lp, bool *last)
 
 int tool_train_run(tool_train *t)
 {
-    const size_t d_in = sae_model_d_in(t->model);
+    const size_t d_in = sae_model_d_in(t->model), d_out = sae_model_d_out(t->model);
     const uint64_t drawn_before = t->batches->drawn;
     loop lp = {
         .x = malloc(t->batch * d_in * sizeof(float)),
+        .y = t->target ? malloc(t->batch * d_out * sizeof(float)) : NULL,
         .rows = malloc(t->batch * sizeof(size_t)),
-        .mean = malloc(d_in * sizeof(double)),
+        .mean = malloc(d_out * sizeof(double)),
         .start = tool_now(),
         .end = t->stop_at && t->stop_at < t->steps ? t->stop_at : t->steps,
     };
     int rc = SAE_OK;
     t->bad_row = SIZE_MAX;
+    t->bad_row_in_target = false;
     t->steps_done = sae_optimizer_steps(t->opt);
     t->steps_run = t->checkpoints = t->resampled = t->resamplings = 0;
     t->hist_dead = 0;
     t->error[0] = '\0';
     t->last = make_row(t, &lp.w, t->seconds_before, dead_count(t));
-    if (!lp.x || !lp.rows || !lp.mean) {
+    if (!lp.x || !lp.rows || !lp.mean || (t->target && !lp.y)) {
         rc = SAE_E_NOMEM;
         snprintf(t->error, sizeof t->error, "%s", tool_status(rc));
     }
@@ -374,6 +393,7 @@ int tool_train_run(tool_train *t)
         tool_progress_end(t->progress);
     free(lp.mean);
     free(lp.rows);
+    free(lp.y);
     free(lp.x);
     t->tokens_run = t->batches->drawn - drawn_before;
     t->seconds_run = tool_now() - lp.start;

@@ -25,7 +25,9 @@
  * progress display; every hist_every steps and after its last step it
  * appends the density histogram over the sample to hist. The histogram and
  * the log's dead share are taken before the step's resampling.
- * Batches are scaled as the batcher's scale says (--normalize).
+ * Batches are scaled as the batcher's scale says (--normalize). With a target
+ * (transcoders), each batch's rows come with their targets, copied as they
+ * are, and the log's fvu is that of the targets.
  *
  * Distributed runs (sae-train-mpi: comm set, the optimizer's communicator):
  * every rank runs the loop with the same settings and draws the same
@@ -50,6 +52,7 @@
 
 #include <libsae/sae.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -58,6 +61,8 @@ typedef struct tool_train {
     sae_model *model;
     sae_optimizer *opt;
     tool_batcher *batches;
+    const tool_data *target;     /* transcoders: the targets of the batches' data,
+                                    row for row (sae_step_target); NULL: sae_step */
     size_t batch;                /* tokens per step */
     uint64_t steps;              /* total steps, counting the optimizer's earlier ones */
     uint64_t stop_at;            /* 0, or stop after this step (< steps) as if done */
@@ -96,6 +101,7 @@ typedef struct tool_train {
     tool_row last;               /* the last row logged */
     size_t bad_row;              /* after SAE_E_NONFINITE: a data row holding
                                     NaN or Inf, or SIZE_MAX if the data was fine */
+    bool bad_row_in_target;      /* that row is the target's (the input row is fine) */
     char error[600];             /* on failure: what failed, one line */
 } tool_train;
 

@@ -47,13 +47,13 @@ expect_usage_error "$tmp/trunc.npy: truncated" "$train" "$tmp/ok.npy" --eval "$t
 expect_usage_error "--log: cannot write '$tmp/no/such/dir/log.csv'" "$train" --log "$tmp/no/such/dir/log.csv"
 
 # The recipe's options: each bad value, and each option no chosen architecture uses.
-expect_usage_error "--arch: expected relu, topk, batchtopk or jumprelu, got 'gated'" "$train" --arch gated
+expect_usage_error "--arch: expected relu, topk, batchtopk, jumprelu or gated, got 'temporal'" "$train" --arch temporal
 expect_usage_error "--arch: 'relu,relu' lists relu twice" "$train" --arch relu,relu
 expect_usage_error "--arch: sae-train trains one architecture (sae-sweep compares several)" "$train" --arch relu,topk
 expect_usage_error "--k: must be at least 1, got '0'" "$train" --arch topk --k 0
 expect_usage_error "--k: applies to --arch topk or batchtopk, not to relu" "$train" --k 3
 expect_usage_error "--k 40: more than --d-sae 32 features" "$train" --arch topk --k 40 --d-sae 32
-expect_usage_error "--lambda: applies to --arch relu or jumprelu (topk's sparsity is --k), not to topk" "$train" --arch topk --lambda 1
+expect_usage_error "--lambda: applies to --arch relu, jumprelu or gated (topk's sparsity is --k), not to topk" "$train" --arch topk --lambda 1
 expect_usage_error "--threshold: must be > 0, got '0'" "$train" --arch jumprelu --threshold 0
 expect_usage_error "--threshold: must be in [1e-30, 1e30], got '1e31'" "$train" --arch jumprelu --threshold 1e31
 expect_usage_error "--threshold: applies to --arch jumprelu, not to batchtopk" "$train" --arch batchtopk --threshold 0.1
@@ -74,7 +74,7 @@ expect_usage_error "--lr-warmup 50 and --lr-decay 0.6 (60 steps): more than the 
 expect_usage_error "--lr-warmup 100: leaves none of the 100 steps to the cosine" \
     "$train" --steps 100 --lr-schedule cosine --lr-warmup 100
 expect_usage_error "--l1-warmup: must be >= 0, got '-0.1'" "$train" --l1-warmup -0.1
-expect_usage_error "--l1-warmup: applies to --arch relu or jumprelu, not to batchtopk" "$train" --arch batchtopk --l1-warmup 0.05
+expect_usage_error "--l1-warmup: applies to --arch relu, jumprelu or gated, not to batchtopk" "$train" --arch batchtopk --l1-warmup 0.05
 expect_usage_error "--sample: must be at least 1, got '0'" "$train" --sample 0
 expect_usage_error "--b-dec-init: expected mean or median, got 'mode'" "$train" --b-dec-init mode
 expect_usage_error "--resample-every: must be at least 1, got '0'" "$train" --resample-every 0

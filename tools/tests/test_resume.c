@@ -218,7 +218,7 @@ static void test_state_file(void)
     expect_rejected(check_path_of("bad.txt"), "after the end line", "text after the end");
     write_edited(check_path_of("bad.txt"), text, "d_in", "d\001in");
     expect_rejected(check_path_of("bad.txt"), "'d_in' is missing", "a control character");
-    write_edited(check_path_of("bad.txt"), text, "arch topk", "arch gated");
+    write_edited(check_path_of("bad.txt"), text, "arch topk", "arch temporal");
     expect_rejected(check_path_of("bad.txt"), "bad value for 'arch'", "an unknown architecture");
     write_edited(check_path_of("bad.txt"), text, "scale 0.1", "scale -0.1");
     expect_rejected(check_path_of("bad.txt"), "bad value for 'scale'", "a negative scale");
