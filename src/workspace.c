@@ -262,6 +262,10 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
         rc = reserve_team(ws, s->gemm, s->n_threads);
     if (rc == SAE_OK && s->bf16)
         rc = reserve_bf16(ws, s->n_tokens);
+    /* the pair arrays exist from the start (the fused encoder writes into
+     * ws->feat + row_ptr[t] even when no feature fires: NULL + 0 is undefined) */
+    if (rc == SAE_OK)
+        rc = sae__workspace_reserve_pairs(ws, 1, 0);
     if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
         sae__workspace_free(ws);
     return rc;
