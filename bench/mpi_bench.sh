@@ -6,11 +6,16 @@
 # 25 Gb/s network from the measured single-rank compute and the measured
 # volume. TopK k 32, d_in 768, B 4096, one BLAS thread per rank.
 #
-#   bench/mpi_bench.sh [BUILD_DIR]        (default: build; results: RESULTS.md)
+#   bench/mpi_bench.sh [BUILD_DIR] [all|real|simulated]
+#                                          (default: build all; results: RESULTS.md)
 #
-# A 1M-feature model does not fit this shared machine; the feature-sharded
-# runs at d_sae 10,000 and 40,000 show that a rank's traffic does not depend
-# on d_sae and its memory follows its shard (RESULTS.md extrapolates).
+# real: mpirun jobs of 1-3 ranks at d_sae 10,000 and 40,000.
+# simulated: d_sae 1,000,000 feature-sharded, whose 24.6 GB of state do not
+# fit this machine: ONE real rank of an N-rank job (N = 32, 64, 100) holds
+# only its 1/N slice and runs the real step; its collectives are counted and
+# completed by simulated peers (mpi_step --simulate, see mpi_step.c). The
+# same simulation at N = 2 and 3, d_sae 10,000, is checked against the real
+# mpirun jobs' counts (the script fails if they differ).
 # The machine has 2 shared cores, so wall-clock scaling is not measured
 # here: 2 ranks share the 2 cores the 1-rank run had to itself.
 set -eu
@@ -18,8 +23,63 @@ bin=${1:-build}/bench/mpi_step
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 mpirun="mpirun --oversubscribe"
 shape="--d-in 768 --batch 4096 --k 32 --steps ${STEPS:-3}"
+parts=${2:-all}
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+sim=$(mktemp)
+trap 'rm -f "$out" "$sim"' EXIT
+if [ "$parts" = all ] || [ "$parts" = simulated ]; then
+    # shellcheck disable=SC2086
+    {
+        # the check: the simulation against the real jobs' counts
+        "$bin" --simulate 2 --rank 1 $shape --d-sae 10000
+        "$bin" --simulate 3 --rank 2 $shape --d-sae 10000
+        $mpirun -np 3 "$bin" --mode features $shape --d-sae 10000 --steps 1
+        for n in 32 64 100; do
+            "$bin" --simulate "$n" --rank $((n / 2)) $shape --d-sae 1000000
+        done
+    } >"$sim"
+    grep -m1 -o 'blas=.*' "$sim" | sed 's/^blas=/# BLAS core (openblas_get_corename): /'
+    awk -v bw_gbit=25 '
+    function get(line, key,   i, n, kv) {
+        n = split(line, f, " ")
+        for (i = 1; i <= n; i++) { split(f[i], kv, "="); if (kv[1] == key) return kv[2] }
+        return ""
+    }
+    { rows[NR] = $0 }
+    END {
+        # the simulation reproduces a real job: the same calls and bytes per step
+        for (r = 1; r <= NR; r++) {
+            l = rows[r]
+            if (get(l, "simulated") == 0 && get(l, "d_sae") == 10000) { real_calls = get(l, "calls"); real_bytes = get(l, "bytes") }
+        }
+        bad = 0
+        for (r = 1; r <= NR; r++) {
+            l = rows[r]
+            if (get(l, "simulated") > 0 && get(l, "d_sae") == 10000) {
+                same = get(l, "calls") == real_calls && get(l, "bytes") == real_bytes
+                printf "check: simulated rank %s of %s at d_sae 10,000: %s collectives, %s bytes per step; real 3-rank job: %s, %s: %s\n", get(l, "rank"), get(l, "ranks"), get(l, "calls"), get(l, "bytes"), real_calls, real_bytes, same ? "the same" : "DIFFERENT"
+                if (!same) bad = 1
+            }
+        }
+        bw = bw_gbit * 1e9 / 8
+        printf "\n| N | rank | features | ms/step | collectives/step | bytes sent/step | of which allreduce | formula 4 n (d_in + k) | <= target 4 n (3 d_in + k) | bytes received/step | peak RSS MB | state+batch MB | RSS/(state+batch) | network ms at %d Gb/s | projected ms/step |\n", bw_gbit
+        printf "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n"
+        for (r = 1; r <= NR; r++) {
+            l = rows[r]
+            if (get(l, "d_sae") != 1000000) continue
+            N = get(l, "ranks"); bytes = get(l, "bytes"); ar = get(l, "allreduce_f32_bytes"); ag = get(l, "allgather_bytes")
+            d_in = get(l, "d_in"); k = get(l, "k"); n = get(l, "tokens")
+            target = 4 * n * (3 * d_in + k)
+            # ring allreduce: 2 (N-1)/N x payload each way; allgather: (N-1) blocks in
+            recv = 2 * (N - 1) / N * ar + (N - 1) * ag
+            wire = 1e3 * recv / bw
+            sb = get(l, "state_mb") + get(l, "batch_mb")
+            printf "| %d | %d | %d | %.0f | %.2f | %.0f | %.0f | %.0f | %s | %.0f | %.0f | %.0f | %.2f | %.1f | %.0f |\n", N, get(l, "rank"), get(l, "features"), get(l, "ms"), get(l, "calls"), bytes, ar, get(l, "formula_bytes"), bytes <= target ? "yes" : "NO", recv, get(l, "peak_rss_mb"), sb, get(l, "peak_rss_mb") / sb, wire, get(l, "ms") + wire
+        }
+        exit bad
+    }' "$sim"
+    [ "$parts" = simulated ] && exit 0
+fi
 # shellcheck disable=SC2086
 {
     "$bin" --ranks 1 $shape --d-sae 10000

@@ -55,11 +55,15 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
-    /* the families' steps have no distributed path in this version */
-    if (comm && (o->kind != SAE_KIND_AUTOENCODER || o->arch == SAE_ARCH_GATED ||
-                 o->arch == SAE_ARCH_MATRYOSHKA))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: Gated and Matryoshka SAEs and transcoders are "
-                         "not trained distributed by libsae %s", fn, sae_version_string());
+    /* the families have no distributed step in this version: Matryoshka SAEs
+     * are not trained at all, transcoders and Gated SAEs not across ranks */
+    if (comm && (o->arch == SAE_ARCH_MATRYOSHKA || o->arch == SAE_ARCH_GATED ||
+                 o->kind != SAE_KIND_AUTOENCODER))
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s are not trained distributed by libsae %s",
+                         fn, o->arch == SAE_ARCH_MATRYOSHKA ? "Matryoshka SAEs"
+                             : o->arch == SAE_ARCH_GATED    ? "Gated SAEs"
+                                                            : "transcoders",
+                         sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
                                                  : p && p->data.struct_size;
@@ -114,15 +118,6 @@ static size_t exchange_bytes(const sae_comm *c, size_t record)
 
 /* ---- the step's first exchange ------------------------------------------------- */
 
-typedef struct header_record {
-    int32_t status;
-    int32_t arch;
-    uint64_t n_tokens, d_in, d_sae_total, shard_begin, shard_end, k, steps;
-    uint64_t options_hash; /* every option but the thread count */
-    uint64_t x_hash;       /* features: the batch */
-    uint64_t n_dead;       /* features: this shard's dead features */
-} header_record;
-
 static uint64_t options_hash(const sae_optimizer *o)
 {
     uint64_t h = 0;
@@ -149,13 +144,16 @@ static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_
     const sae_comm *c = ps->data ? ps->data : ps->features;
     need = max_size(need, exchange_bytes(c, sizeof(header_record)));
     need = max_size(need, bytes_of(65536, sizeof(double), 0)); /* BatchTopK's histograms */
-    need = max_size(need, exchange_bytes(c, SAE_RECORD_HEADER + 4 * sizeof(double)));
+    /* the small records: counts, ties, hashes, the statistics (at most
+     * SAE_RECORD_HEADER + 96 bytes: stats_record) */
+    need = max_size(need, exchange_bytes(c, SAE_RECORD_HEADER + 96));
     if (ps->data) {
         /* the statistics with each feature's last firing; AuxK's sums */
         need = max_size(need, exchange_bytes(c, bytes_of(d_sae, sizeof(uint32_t),
                                                          SAE_RECORD_HEADER + 96)));
-        need = max_size(need, exchange_bytes(c, bytes_of(d_in + 3, sizeof(double),
-                                                         SAE_RECORD_HEADER)));
+        /* AuxK's residual sums: d_out wide (a transcoder's output) */
+        need = max_size(need, exchange_bytes(c, bytes_of(max_size(d_in, m->d_out) + 3,
+                                                         sizeof(double), SAE_RECORD_HEADER)));
     }
     if (ps->features) {
         const int n = c->n_ranks;
@@ -205,6 +203,8 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t 
     mine.shard_begin = m->shard_begin;
     mine.shard_end = m->shard_begin + m->d_sae;
     mine.k = m->k;
+    mine.d_out = m->d_out;
+    mine.kind = (uint64_t)m->kind;
     mine.steps = o->steps;
     mine.options_hash = options_hash(o);
     for (size_t i = 0; ps->features && i < o->d_sae; i++)
@@ -231,8 +231,9 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t 
     for (size_t r = 0; r < n; r++) {
         const header_record *h = &all[r];
         const char *what = NULL;
-        if (h->arch != mine.arch || h->d_in != mine.d_in || h->k != mine.k)
-            what = "the architecture, d_in or k";
+        if (h->arch != mine.arch || h->d_in != mine.d_in || h->k != mine.k ||
+            h->d_out != mine.d_out || h->kind != mine.kind)
+            what = "the architecture, kind, d_in, d_out or k";
         else if (h->d_sae_total != mine.d_sae_total)
             what = "d_sae";
         else if (h->steps != mine.steps)
@@ -648,8 +649,12 @@ typedef struct stats_record {
     uint64_t hash;        /* data: of the summed gradient */
     double sumsq;         /* features: the shard's squared gradient norm, b_dec's excluded */
     double l1, l2, active, aux_loss;
+    double gate, extra;   /* Gated's sparsity term and auxiliary reconstruction */
     float param_absmax, m1_absmax, m2_max, pad2;
 } stats_record;
+
+_Static_assert(sizeof(stats_record) <= SAE_RECORD_HEADER + 96,
+               "step_scratch reserves SAE_RECORD_HEADER + 96 bytes per statistics record");
 
 static stats_record stats_at(const unsigned char *all, size_t stride, int r)
 {
@@ -680,6 +685,8 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
     mine.l1 = res->sums.l1;
     mine.l2 = res->sums.l2;
     mine.active = res->sums.active;
+    mine.gate = res->sums.gate;
+    mine.extra = res->sums.extra;
     mine.aux_loss = res->aux_loss;
     mine.param_absmax = *param_absmax;
     mine.m1_absmax = *m1_absmax;
@@ -719,6 +726,8 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
         sums.active += q.active;
         if (ps->data) {
             sums.l2 += q.l2;
+            sums.gate += q.gate;
+            sums.extra += q.extra;
             aux += q.aux_loss;
         } else {
             sumsq += q.sumsq;

@@ -113,6 +113,19 @@ size_t sae__shard_keep(float *v, size_t count, sae_shard_cut cut);
 
 /* ---- the distributed step (parallel.c) ----------------------------------------- */
 
+/* The record of a step's first exchange (sae__par_begin), one per rank.
+ * Here rather than in parallel.c for bench/mpi_step.c's simulated peers,
+ * which answer it with the other ranks' shards. */
+typedef struct header_record {
+    int32_t status;
+    int32_t arch;
+    uint64_t n_tokens, d_in, d_sae_total, shard_begin, shard_end, k, steps;
+    uint64_t options_hash; /* every option but the thread count */
+    uint64_t x_hash;       /* features: the batch */
+    uint64_t d_out, kind;  /* the output's width, the model's kind (SAE_KIND_*) */
+    uint64_t n_dead;       /* features: this shard's dead features */
+} header_record;
+
 /* What an optimizer keeps for distributed training (sae_optimizer_set_comm). */
 struct sae_par {
     sae_comm data;           /* struct_size 0: not attached */
