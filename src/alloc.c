@@ -26,8 +26,14 @@ void *sae__alloc(size_t bytes)
     if (bytes == 0 || bytes > SIZE_MAX - SAE_ALIGN_BYTES - SAE_HEADER_BYTES)
         return NULL;
 #ifdef SAE_TESTING
-    sae__test_alloc_calls++;
-    if (sae__test_fail_countdown >= 0 && sae__test_fail_countdown-- == 0)
+    /* atomics: read-only calls and the step's threads allocate concurrently */
+    __atomic_fetch_add(&sae__test_alloc_calls, 1, __ATOMIC_RELAXED);
+    long countdown = __atomic_load_n(&sae__test_fail_countdown, __ATOMIC_RELAXED);
+    while (countdown >= 0 &&
+           !__atomic_compare_exchange_n(&sae__test_fail_countdown, &countdown, countdown - 1,
+                                        false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    if (countdown == 0)
         return NULL;
 #endif
     void *p = NULL;
@@ -35,9 +41,11 @@ void *sae__alloc(size_t bytes)
         return NULL;
 #ifdef SAE_TESTING
     memcpy(p, &bytes, sizeof bytes);
-    sae__test_bytes_live += bytes;
-    if (sae__test_bytes_live > sae__test_bytes_peak)
-        sae__test_bytes_peak = sae__test_bytes_live;
+    size_t live = __atomic_add_fetch(&sae__test_bytes_live, bytes, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&sae__test_bytes_peak, __ATOMIC_RELAXED);
+    while (live > peak && !__atomic_compare_exchange_n(&sae__test_bytes_peak, &peak, live, false,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
 #endif
     return (char *)p + SAE_HEADER_BYTES;
 }
@@ -58,7 +66,7 @@ void sae__free(void *p)
 #ifdef SAE_TESTING
     size_t bytes;
     memcpy(&bytes, base, sizeof bytes);
-    sae__test_bytes_live -= bytes;
+    __atomic_fetch_sub(&sae__test_bytes_live, bytes, __ATOMIC_RELAXED);
 #endif
     free(base);
 }

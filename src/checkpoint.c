@@ -20,8 +20,6 @@
 
 /* ---- saving ---------------------------------------------------------------------- */
 
-typedef int (*encode_fn)(const void *obj, const sae_st_sink *sink, size_t *size);
-
 /* SAE_E_STATE for a shard or its optimizer: its file would not be the
  * model's (the collective saves write a shard's part). */
 static int check_model_whole(const char *fn, const void *obj)
@@ -60,9 +58,9 @@ static int encode_optimizer(const void *obj, const sae_st_sink *sink, size_t *si
 typedef struct save_kind {
     const char *object;      /* the argument's name, for messages */
     int (*check_whole)(const char *fn, const void *obj); /* SAE_E_STATE for a shard's */
-    encode_fn encode;
+    sae_st_encode_fn encode;
     const char *file_in_dir; /* its file in a directory */
-    encode_fn encode_extra;  /* NULL, or the directory's second file */
+    sae_st_encode_fn encode_extra;  /* NULL, or the directory's second file */
     const char *extra_file;
 } save_kind;
 
@@ -89,23 +87,14 @@ static int save_buffer(const char *fn, const save_kind *kind, const void *obj, v
     if (!buf)
         return sae__fail(SAE_E_INVALID_ARG, "%s: buf is NULL", fn);
     int rc = save_size(fn, kind, obj, &size);
-    if (rc != SAE_OK)
-        return rc;
-    if (capacity < size)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: capacity %zu is below the %zu bytes needed", fn,
-                         capacity, size);
-    sae_st_buffer_sink b;
-    sae__st_buffer_sink_init(&b, buf, capacity);
-    if ((rc = kind->encode(obj, &b.sink, NULL)) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
-    if (written)
-        *written = b.pos;
-    return SAE_OK;
+    return rc == SAE_OK ? sae__st_save_buffer(fn, kind->encode, obj, size, buf, capacity, written)
+                        : rc;
 }
 
 /* Write one temporary file, finished (flushed, fsync'ed, closed) but not yet
  * renamed into place. */
-static int prepare_file(sae_tmpfile *t, const char *path, encode_fn encode, const void *obj)
+static int prepare_file(sae_tmpfile *t, const char *path, sae_st_encode_fn encode,
+                        const void *obj)
 {
     int rc = sae__tmpfile_open(t, path);
     if (rc != SAE_OK)
@@ -119,8 +108,8 @@ static int prepare_file(sae_tmpfile *t, const char *path, encode_fn encode, cons
 }
 
 /* Save one or two files: all are written before any replaces its destination. */
-static int save_files(const char *path1, encode_fn encode1, const char *path2, encode_fn encode2,
-                      const void *obj)
+static int save_files(const char *path1, sae_st_encode_fn encode1, const char *path2,
+                      sae_st_encode_fn encode2, const void *obj)
 {
     sae_tmpfile t1, t2;
     memset(&t2, 0, sizeof t2);

@@ -604,9 +604,11 @@ static void stats_tensors(const sae_feature_stats *s, const double range[2],
     t[T_ROWS] = (sae_st_out){"rows", SAE_ST_U64, 1, {3, 0}, rows, false, SAE_ST_AS_IS};
 }
 
-/* Write the encoding to sink, or (sink NULL) only measure it. */
-static int stats_encode(const sae_feature_stats *s, const sae_st_sink *sink, size_t *size)
+/* Write the encoding of s (a sae_feature_stats) to sink, or (sink NULL) only
+ * measure it. */
+static int stats_encode(const void *obj, const sae_st_sink *sink, size_t *size)
 {
+    const sae_feature_stats *s = obj;
     const double range[2] = {s->log10_min, s->log10_max};
     const uint64_t rows[3] = {s->rows, s->first_row, s->next_row};
     sae_st_out t[N_TENSORS];
@@ -634,17 +636,8 @@ int sae_feature_stats_save_buffer(const sae_feature_stats *s, void *buf, size_t 
     if (!s || !buf)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !s ? "s" : "buf");
     int rc = stats_encode(s, NULL, &size);
-    if (rc != SAE_OK)
-        return rc;
-    if (capacity < size)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: capacity %zu is below the %zu bytes needed", fn,
-                         capacity, size);
-    sae_st_buffer_sink b;
-    sae__st_buffer_sink_init(&b, buf, capacity);
-    rc = stats_encode(s, &b.sink, NULL);
-    if (rc == SAE_OK && written)
-        *written = b.pos;
-    return rc;
+    return rc == SAE_OK ? sae__st_save_buffer(fn, stats_encode, s, size, buf, capacity, written)
+                        : rc;
 }
 
 int sae_feature_stats_save(const sae_feature_stats *s, const char *path)

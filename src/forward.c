@@ -753,10 +753,11 @@ int sae__check_features(const char *fn, const float *f, size_t rows, size_t d_sa
 
 /* Whether every pre-activation of x (n_tokens x d_in) is provably below
  * 2^126 in magnitude: |pre_i| <= (max|x| + max|b_dec|) d_in max|W_enc| +
- * max|b_enc|, and every partial sum of the GEMM is bounded the same way. */
+ * max|b_enc|, and every partial sum of the GEMM is bounded the same way.
+ * Gated's magnitude path scales by exp(r_mag) <= exp(p): p e^p bounds both. */
 static bool features_bounded(const sae_model *m, const float *x, size_t n_tokens)
 {
-    const double p = m->param_absmax;
+    const double p = m->param_absmax * (m->arch == SAE_ARCH_GATED ? exp(m->param_absmax) : 1.0);
     const double x_max = sae__absmax(x, n_tokens * m->d_in);
     return (x_max + p) * (double)m->d_in * p + p < 0x1p126;
 }

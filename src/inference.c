@@ -10,18 +10,36 @@
 #include <math.h>
 #include <string.h>
 
-int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
+/* The arguments of the three maps from one batch to another (encode, decode,
+ * output): a whole model, n_tokens rows of `in` (in_width floats each, all
+ * finite) and of `out` (out_width floats each). */
+typedef struct map_args {
+    const char *in_name, *in_width_name, *out_name, *out_width_name;
+    size_t in_width, out_width;
+} map_args;
+
+static int check_map(const char *fn, const sae_model *m, const map_args *a, const float *in,
+                     size_t n_tokens, const float *out)
 {
-    static const char fn[] = "sae_encode";
     if (!m)
         return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
     int rc = sae__check_whole(fn, m);
     if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
+        rc = sae__check_rows(fn, a->in_name, in, n_tokens, "n_tokens", a->in_width,
+                             a->in_width_name, sizeof(float));
     if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
+        rc = sae__check_rows(fn, a->out_name, out, n_tokens, "n_tokens", a->out_width,
+                             a->out_width_name, sizeof(float));
     if (rc == SAE_OK)
-        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+        rc = sae__check_finite(fn, a->in_name, in, n_tokens * a->in_width);
+    return rc;
+}
+
+int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
+{
+    static const char fn[] = "sae_encode";
+    const map_args a = {"x", "d_in", "f", "d_sae", m ? m->d_in : 0, m ? m->d_sae : 0};
+    int rc = check_map(fn, m, &a, x, n_tokens, f);
     if (rc != SAE_OK)
         return rc;
     sae_forward fw;
@@ -52,51 +70,70 @@ static bool decode_bounded(const sae_model *m, const float *f, size_t n_tokens)
     return max_l1 * p + p < 0x1p126;
 }
 
-/* SAE_OK if decoding f gives finite values: the bound, or a dry run. */
-static int check_decode(const char *fn, const sae_model *m, const sae_gemm_use *gemm,
-                        const float *f, size_t n_tokens)
+/* Whether every output of x (n_tokens x d_in) is provably below 2^126 in
+ * magnitude without encoding it. With p = max|parameter| (p e^p for Gated's
+ * magnitude scales exp(r_mag)), each feature is at most the pre-activation
+ * bound B = (max|x| + p) d_in p + p of sae__forward_check, so
+ * |out| <= d_sae B p + p + d_in max|x| p (decoder, b_dec, skip term). */
+static bool output_bounded(const sae_model *m, const float *x, size_t n_tokens)
 {
-    if (decode_bounded(m, f, n_tokens))
-        return SAE_OK;
-    const size_t block = sae__block_size(n_tokens);
-    float *x_hat = sae__alloc(block * m->d_out * sizeof(float));
-    if (!x_hat)
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of x_hat", fn);
+    const double p = m->param_absmax * (m->arch == SAE_ARCH_GATED ? exp(m->param_absmax) : 1.0);
+    const double x_max = sae__absmax(x, n_tokens * m->d_in);
+    const double feature = (x_max + p) * (double)m->d_in * p + p;
+    return (double)m->d_sae * feature * p + p + (double)m->d_in * x_max * p < 0x1p126;
+}
+
+/* For the bounds' rare failures: SAE_OK if decoding is finite, by a dry run
+ * into a block of scratch on the products' backend gemm (the one the call
+ * then uses, so it sees the same values). With fw (and its f buffer) src is
+ * x, encoded first (its features checked) and decoded with the skip term:
+ * sae_output's values; without, src is f: sae_decode's. `what` names the
+ * result. */
+static int check_by_dry_run(const char *fn, const char *what, const sae_model *m,
+                            const sae_gemm_use *gemm, sae_forward *fw, const float *src,
+                            size_t n_tokens)
+{
+    const size_t block = fw ? fw->block : sae__block_size(n_tokens);
+    const size_t src_width = fw ? m->d_in : m->d_sae;
+    float *out = sae__alloc(block * m->d_out * sizeof(float));
+    if (!out)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for a block of %s", fn, what);
     int rc = SAE_OK;
     for (size_t t0 = 0; t0 < n_tokens && rc == SAE_OK; t0 += block) {
         size_t rows = sae__block_rows(n_tokens, t0, block);
-        sae__forward_decode(m, gemm, NULL, f + t0 * m->d_sae, rows, x_hat);
-        if (!sae__all_finite(x_hat, rows * m->d_out))
-            rc = sae__fail(SAE_E_NONFINITE, "%s: x_hat of tokens %zu..%zu would not be finite "
-                           "(the decoder's weights overflow on these features)", fn, t0,
+        const float *sb = src + t0 * src_width, *f = sb;
+        if (fw) {
+            if ((rc = sae__forward_encode(fw, sb, rows, fw->f, NULL)) != SAE_OK ||
+                (rc = sae__check_features(fn, fw->f, rows, m->d_sae, t0)) != SAE_OK)
+                break;
+            f = fw->f;
+        }
+        sae__forward_decode(m, gemm, NULL, f, rows, out);
+        if (fw)
+            sae__forward_skip(m, sb, rows, out);
+        if (!sae__all_finite(out, rows * m->d_out))
+            rc = sae__fail(SAE_E_NONFINITE, "%s: %s of tokens %zu..%zu is not finite (the "
+                           "model's weights overflow on this input)", fn, what, t0,
                            t0 + rows - 1);
     }
-    sae__free(x_hat);
+    sae__free(out);
     return rc;
 }
 
 int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat)
 {
     static const char fn[] = "sae_decode";
-    if (!m)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_whole(fn, m);
-    if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "f", f, n_tokens, "n_tokens", m->d_sae, "d_sae", sizeof(float));
-    if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "x_hat", x_hat, n_tokens, "n_tokens", m->d_out, "d_out",
-                             sizeof(float));
-    if (rc == SAE_OK)
-        rc = sae__check_finite(fn, "f", f, n_tokens * m->d_sae);
+    const map_args a = {"f", "d_sae", "x_hat", "d_out", m ? m->d_sae : 0, m ? m->d_out : 0};
+    int rc = check_map(fn, m, &a, f, n_tokens, x_hat);
     if (rc != SAE_OK)
         return rc;
     /* the product on the default backend; without memory for its context,
-     * on CBLAS (sae_decode needs no memory of its own); the dry run on the
-     * same, so it sees the same values */
+     * on CBLAS (sae_decode needs no memory of its own) */
     sae_gemm_use gemm = {NULL, NULL};
     if (sae__gemm_create(&gemm.g, SAE_GEMM_AUTO) != SAE_OK)
         gemm.g = NULL;
-    rc = check_decode(fn, m, &gemm, f, n_tokens);
+    if (!decode_bounded(m, f, n_tokens))
+        rc = check_by_dry_run(fn, "x_hat", m, &gemm, NULL, f, n_tokens);
     for (size_t t0 = 0; rc == SAE_OK && t0 < n_tokens; t0 += SAE_BLOCK_TOKENS) {
         size_t rows = sae__block_rows(n_tokens, t0, SAE_BLOCK_TOKENS);
         sae__forward_decode(m, &gemm, NULL, f + t0 * m->d_sae, rows, x_hat + t0 * m->d_out);
@@ -108,22 +145,17 @@ int sae_decode(const sae_model *m, const float *f, size_t n_tokens, float *x_hat
 int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
 {
     static const char fn[] = "sae_output";
-    if (!m)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
-    int rc = sae__check_whole(fn, m);
-    if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
-    if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "out", out, n_tokens, "n_tokens", m->d_out, "d_out",
-                             sizeof(float));
-    if (rc == SAE_OK)
-        rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    const map_args a = {"x", "d_in", "out", "d_out", m ? m->d_in : 0, m ? m->d_out : 0};
+    int rc = check_map(fn, m, &a, x, n_tokens, out);
     if (rc != SAE_OK)
         return rc;
     sae_forward fw;
     if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F) != SAE_OK)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
-    for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
+    /* an output that would not be finite is refused before out is written */
+    if (!output_bounded(m, x, n_tokens))
+        rc = check_by_dry_run(fn, "the output", m, &fw.gemm, &fw, x, n_tokens);
+    for (size_t t0 = 0; rc == SAE_OK && t0 < n_tokens; t0 += fw.block) {
         size_t rows = sae__block_rows(n_tokens, t0, fw.block);
         const float *xb = x + t0 * m->d_in;
         float *ob = out + t0 * m->d_out;
@@ -132,7 +164,7 @@ int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
         sae__forward_skip(m, xb, rows, ob);
     }
     sae__forward_free(&fw);
-    return SAE_OK;
+    return rc;
 }
 
 /* sum_k (out[k] - target[k])^2 over count values, in double. */

@@ -26,6 +26,7 @@
  *                architecture's activation per token) -> x_hat
  *                (sae__forward_decode); the same encoder and decoder serve
  *                sae_encode, sae_loss and every read-only call (sae_forward)
+ *                (the sparse path encodes in encode_fused.c, with select.c's TopK)
  *   sparse.c     the sparse path: pairs (token, feature) with f > 0, the
  *                decoder and the gradients over them
  */

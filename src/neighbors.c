@@ -27,7 +27,10 @@ static void row_neighbors(const float *gram, const float *norms, size_t d_sae, s
     for (size_t j = 0; j < d_sae; j++) {
         if (j == self)
             continue;
-        float c = ni > 0.0f && norms[j] > 0.0f ? gram[j] / (ni * norms[j]) : 0.0f;
+        /* in double: the product of two tiny norms may underflow float */
+        float c = ni > 0.0f && norms[j] > 0.0f
+                      ? (float)((double)gram[j] / ((double)ni * norms[j]))
+                      : 0.0f;
         if (len == k && !ranks_before(c, (uint32_t)j, cos[k - 1], idx[k - 1]))
             continue;
         size_t pos = len < k ? len++ : k - 1;
@@ -55,17 +58,25 @@ int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *co
     const size_t d_sae = m->d_sae, d_out = m->d_out; /* W_dec's rows: d_out wide */
     size_t block = NEIGHBOR_BLOCK_FLOATS / d_sae;
     block = block == 0 ? 1 : block > d_sae ? d_sae : block;
+    int rc = SAE_OK;
     float *norms = sae__alloc(d_sae * sizeof(float));
     float *gram = sae__alloc(block * d_sae * sizeof(float)); /* <= max(2^22, d_sae) floats */
     float *cos_row = sae__alloc(k * sizeof(float));
     if (!norms || !gram || !cos_row) {
-        sae__free(cos_row);
-        sae__free(gram);
-        sae__free(norms);
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu x %zu cosines", fn, block,
-                         d_sae);
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu x %zu cosines", fn, block, d_sae);
+        goto cleanup;
     }
     sae__decoder_row_norms(m, norms, NULL);
+    /* |W_dec[i] . W_dec[j]| <= n_i n_j (Cauchy-Schwarz, every partial sum of
+     * the GEMM too): finite when the largest norm squared is */
+    double max_norm = 0.0;
+    for (size_t i = 0; i < d_sae; i++)
+        max_norm = norms[i] > max_norm ? norms[i] : max_norm;
+    if (!(max_norm * max_norm < 0x1p126)) {
+        rc = sae__fail(SAE_E_NONFINITE, "%s: a decoder row's norm is %g: the rows' dot "
+                       "products are not finite in float", fn, max_norm);
+        goto cleanup;
+    }
     const float *w_dec = sae__w_dec(m);
     for (size_t i0 = 0; i0 < d_sae; i0 += block) {
         size_t rows = d_sae - i0 < block ? d_sae - i0 : block;
@@ -78,8 +89,9 @@ int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *co
                           cosine ? cosine + i * k : cos_row);
         }
     }
+cleanup:
     sae__free(cos_row);
     sae__free(gram);
     sae__free(norms);
-    return SAE_OK;
+    return rc;
 }

@@ -23,6 +23,7 @@
 #include "internal.h"
 #include "parallel.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -234,6 +235,10 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
             if (total == 0.0)
                 rc = SAE_E_INVALID_ARG; /* every input is zero: no direction to copy */
         }
+        /* new encoder rows have norm enc_norm (every rank computes the same) */
+        if (rc == SAE_OK && !(enc_norm <= FLT_MAX))
+            rc = sae__fail(SAE_E_NONFINITE, "%s: the new encoder rows' norm (0.2 x the live "
+                           "rows' mean, %g) is not finite in float", fn, enc_norm);
         if (rc == SAE_OK) {
             /* one stream for the whole model's dead features in ascending
              * order: a shard first skips the draws of the shards before it */

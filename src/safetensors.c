@@ -419,6 +419,22 @@ void sae__st_buffer_sink_init(sae_st_buffer_sink *b, void *buf, size_t capacity)
     b->pos = 0;
 }
 
+int sae__st_save_buffer(const char *fn, sae_st_encode_fn encode, const void *obj, size_t size,
+                        void *buf, size_t capacity, size_t *written)
+{
+    if (capacity < size)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: capacity %zu is below the %zu bytes needed", fn,
+                         capacity, size);
+    sae_st_buffer_sink b;
+    sae__st_buffer_sink_init(&b, buf, capacity);
+    int rc = encode(obj, &b.sink, NULL);
+    if (rc != SAE_OK)
+        return sae__fail_context(rc, "%s", fn);
+    if (written)
+        *written = b.pos;
+    return SAE_OK;
+}
+
 static int buffer_source_read(void *ctx, uint64_t offset, void *dst, size_t len)
 {
     const sae_st_buffer_source *b = ctx;

@@ -133,6 +133,17 @@ typedef struct sae_st_buffer_sink {
 
 void sae__st_buffer_sink_init(sae_st_buffer_sink *b, void *buf, size_t capacity);
 
+/* What writes a file's bytes to sink, or with size non-NULL only measures
+ * them into *size (sink unused). */
+typedef int (*sae_st_encode_fn)(const void *obj, const sae_st_sink *sink, size_t *size);
+
+/* The *_save_buffer functions: obj's `size` bytes (as encode measured them)
+ * into the caller's buf (not NULL) of capacity bytes; SAE_E_INVALID_ARG if
+ * capacity is below size, or encode's error, each with a detail naming fn;
+ * *written (may be NULL) gets the bytes written. */
+int sae__st_save_buffer(const char *fn, sae_st_encode_fn encode, const void *obj, size_t size,
+                        void *buf, size_t capacity, size_t *written);
+
 /* How an F32 tensor's values come from its data. */
 typedef enum sae_st_values {
     SAE_ST_AS_IS = 0,   /* the floats themselves */

@@ -262,6 +262,10 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
         rc = reserve_team(ws, s->gemm, s->n_threads);
     if (rc == SAE_OK && s->bf16)
         rc = reserve_bf16(ws, s->n_tokens);
+    /* the pair arrays exist from the start (the fused encoder writes into
+     * ws->feat + row_ptr[t] even when no feature fires: NULL + 0 is undefined) */
+    if (rc == SAE_OK)
+        rc = sae__workspace_reserve_pairs(ws, 1, 0);
     if (rc != SAE_OK && fresh) /* all or nothing on the first reservation */
         sae__workspace_free(ws);
     return rc;
@@ -277,6 +281,9 @@ int sae__workspace_reserve_batch(sae_workspace *ws, size_t n_tokens)
 
 int sae__workspace_reserve_pairs(sae_workspace *ws, size_t nnz, size_t keep)
 {
+    /* at least one pair, so that the arrays exist even when no feature fires
+     * (ws->feat + row_ptr[t] with feat NULL is undefined, even + 0) */
+    nnz = nnz ? nnz : 1;
     if (nnz <= ws->nnz_cap)
         return SAE_OK;
     size_t cap = nnz + nnz / 4; /* headroom: density drifts between steps */

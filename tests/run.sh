@@ -5,7 +5,9 @@
 #      (default 60) in a clang build (build-fuzz/),
 #   3. builds and runs every test under AddressSanitizer + UBSan (build-asan/),
 #      with CBLAS as the only GEMM backend (SAE_WITH_ONEDNN=OFF),
-#   4. builds the optimised library (build/, with oneDNN when installed) and
+#   4. builds the suites that run threads (label "threads") with clang-14's
+#      ThreadSanitizer + UBSan and runs them (build-tsan/, about 2 minutes),
+#   5. builds the optimised library (build/, with oneDNN when installed) and
 #      runs every test, including the valgrind runs of the unit tests; its
 #      CTest summary is the last output.
 # Exit status 0 only if everything passed.
@@ -32,6 +34,14 @@ echo "== ASan + UBSan build (build-asan/) =="
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 ctest --preset asan -j "$jobs"
+
+echo "== ThreadSanitizer + clang's UBSan, the thread tests (build-tsan/) =="
+# Only the targets of the thread tests are built (the build preset lists
+# them) and only they run (label "threads"); OPENBLAS_NUM_THREADS=1 in the
+# test preset, because OpenBLAS's own threads are not instrumented.
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j "$jobs"
+ctest --preset tsan -j "$jobs"
 
 echo "== Optimised build (build/) =="
 cmake --preset default >/dev/null

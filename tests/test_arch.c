@@ -5,57 +5,13 @@
  * it is not), the BatchTopK threshold, bad input, and learning on synthetic
  * data with known features.
  */
-#include "../src/internal.h"
-#include "reference.h"
+#include "backward_pass.h"
 #include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* A model of the given architecture with perturbed parameters, so that
- * biases and decoder norms matter. */
-static sae_model *make_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed)
-{
-    static const double sd[4] = {0.5, 0.2, 0.3, 0.3}; /* W_enc, b_enc, W_dec, b_dec */
-    return test_random_model(arch, param, d_in, d_sae, seed, sd);
-}
-
-/* The library's gradients through its internal backward entry point, in the
- * reference layout (log thresholds included). */
-static void lib_gradients(const sae_model *m, const float *x, size_t n, const ref_train *t,
-                          int kernel, ref_grads *out, sae_backward_result *res_out)
-{
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    sae_workspace ws;
-    memset(&ws, 0, sizeof ws);
-    size_t k_aux = t->auxk_coeff > 0.0 ? t->k_aux : 0;
-    sae_step_shape shape = {d_in, d_sae, n, 2, m->arch, k_aux, m->d_out, SAE_GEMM_AUTO, false, false};
-    ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
-    if (k_aux)
-        memcpy(ws.dead, t->dead, d_sae);
-    float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
-    sae_step_config cfg = {t->lambda, kernel, ws.pool, t->auxk_coeff, k_aux, k_aux ? ws.dead : NULL,
-                           t->bandwidth, n, NULL};
-    sae_backward_result res;
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, NULL, n, &ws, grad, &res), SAE_OK);
-    for (size_t i = 0; i < d_sae; i++) {
-        out->b_enc[i] = grad[m->lay.b_enc + i];
-        for (size_t j = 0; j < d_in; j++) {
-            out->W_enc[j * d_sae + i] = grad[m->lay.w_enc_t + i * d_in + j];
-            out->W_dec[i * d_in + j] = grad[m->lay.w_dec + i * d_in + j];
-        }
-        if (out->log_theta)
-            out->log_theta[i] = grad[m->lay.log_thr + i];
-    }
-    for (size_t j = 0; j < d_in; j++)
-        out->b_dec[j] = grad[m->lay.b_dec + j];
-    if (res_out)
-        *res_out = res;
-    sae__free(grad);
-    sae__workspace_free(&ws);
-}
 
 /* Largest |library - reference| and the largest reference gradient. */
 static void compare(const ref_model *shape, ref_grads *lib, ref_grads *want, double *err,
@@ -114,7 +70,7 @@ static double *residual(const ref_model *r, const float *x, size_t n)
 static void check_gradients(int arch, double param, const ref_train *t, uint64_t seed)
 {
     const size_t d_in = 5, d_sae = 12, n = 7;
-    sae_model *m = make_model(arch, param, d_in, d_sae, seed);
+    sae_model *m = test_perturbed_model(arch, param, d_in, d_sae, seed);
     float *x = test_gaussian(n, d_in, 1.0, 0.1, seed + 10);
     ref_model r;
     ref_from_model(&r, m);
@@ -126,7 +82,10 @@ static void check_gradients(int arch, double param, const ref_train *t, uint64_t
     int kernels[3] = {SAE_KERNEL_DENSE, SAE_KERNEL_SPARSE, SAE_KERNEL_SPARSE};
     for (int kk = 0; kk < 3; kk++) {
         sae__test_sparse_layout = kk;
-        lib_gradients(m, x, n, t, kernels[kk], &lib, NULL);
+        const test_pass p = {t->lambda, t->bandwidth, t->auxk_coeff, t->k_aux, t->dead,
+                             kernels[kk], 2};
+        sae_backward_result res;
+        test_lib_gradients(m, x, n, &p, &lib, &res);
         sae__test_sparse_layout = 0;
         double err, scale;
         compare(&r, &lib, &want, &err, &scale);
@@ -236,7 +195,7 @@ START_TEST(encode_matches_reference)
     float *f = malloc(n * d_sae * sizeof(float));
     double *want = malloc(n * d_sae * sizeof(double));
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        sae_model *m = make_model(cases[c].arch, cases[c].param, d_in, d_sae, 50 + c);
+        sae_model *m = test_perturbed_model(cases[c].arch, cases[c].param, d_in, d_sae, 50 + c);
         ref_model r;
         ref_from_model(&r, m);
         ref_features(&r, x, n, want, NULL);
@@ -336,7 +295,7 @@ END_TEST
 START_TEST(batchtopk_threshold_tracks_the_smallest_kept_value)
 {
     const size_t d_in = 6, d_sae = 16, n = 10, k = 2;
-    sae_model *m = make_model(SAE_ARCH_BATCHTOPK, (double)k, d_in, d_sae, 600);
+    sae_model *m = test_perturbed_model(SAE_ARCH_BATCHTOPK, (double)k, d_in, d_sae, 600);
     sae_optimizer *o;
     ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THRESHOLD_BETA, 0.75), SAE_OK);

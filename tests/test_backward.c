@@ -5,58 +5,28 @@
  * active on a single token, a zero decoder row, and b_dec (both paths).
  * Uses the library's internal backward entry point (test build).
  */
-#include "../src/internal.h"
-#include "reference.h"
+#include "backward_pass.h"
 #include "testutil.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The library's gradients, converted to the reference (SAELens) layout, on the
- * chosen kernel path (SAE_KERNEL_*). */
-static void lib_gradients_with(const sae_model *m, const float *x, size_t n, double lambda,
-                               int kernel, int n_threads, ref_grads *out, bool *used_sparse)
-{
-    const size_t d_in = m->d_in, d_sae = m->d_sae;
-    sae_workspace ws;
-    memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {d_in, d_sae, n, n_threads, m->arch, 0, m->d_out, SAE_GEMM_AUTO, false, false};
-    ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
-    float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
-    ck_assert_ptr_nonnull(grad);
-    sae_backward_result res;
-    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, NULL, n, &ws, grad, &res), SAE_OK);
-    double sumsq = 0.0;
-    for (size_t i = 0; i < d_sae; i++) {
-        out->b_enc[i] = grad[m->lay.b_enc + i];
-        sumsq += pow(out->b_enc[i], 2);
-        for (size_t j = 0; j < d_in; j++) {
-            out->W_enc[j * d_sae + i] = grad[m->lay.w_enc_t + i * d_in + j];
-            out->W_dec[i * d_in + j] = grad[m->lay.w_dec + i * d_in + j];
-            sumsq += pow(out->W_enc[j * d_sae + i], 2) + pow(out->W_dec[i * d_in + j], 2);
-        }
-    }
-    for (size_t j = 0; j < d_in; j++) {
-        out->b_dec[j] = grad[m->lay.b_dec + j];
-        sumsq += pow(out->b_dec[j], 2);
-    }
-    /* the norm the step clips with is the norm of these very gradients */
-    ck_assert_double_eq_tol(res.grad_sumsq, sumsq, 1e-5 * sumsq + 1e-30);
-    if (used_sparse)
-        *used_sparse = res.used_sparse;
-    sae__free(grad);
-    sae__workspace_free(&ws);
-}
-
-/* Default: the sparse path (the dense one is checked against it below). */
+/* The library's gradients in the reference (SAELens) layout, on the sparse
+ * path (the dense one is checked against it in test_kernels.c). */
 static void lib_gradients(const sae_model *m, const float *x, size_t n, double lambda,
                           ref_grads *out)
 {
-    bool used_sparse = false;
-    lib_gradients_with(m, x, n, lambda, SAE_KERNEL_SPARSE, 2, out, &used_sparse);
-    ck_assert(used_sparse);
+    const test_pass p = {.lambda = lambda, .bandwidth = 0.001, .kernel = SAE_KERNEL_SPARSE,
+                         .n_threads = 2};
+    sae_backward_result res;
+    test_lib_gradients(m, x, n, &p, out, &res);
+    ck_assert(res.used_sparse);
+    /* the norm the step clips with is the norm of these very gradients */
+    double sumsq = 0.0;
+    for (size_t k = 0; k < ref_n_params(out); k++)
+        sumsq += pow(*ref_param(out, k), 2);
+    ck_assert_double_eq_tol(res.grad_sumsq, sumsq, 1e-5 * sumsq + 1e-30);
 }
 
 /* Smallest |pre-activation| over the batch: finite differences need it to stay
@@ -114,16 +84,9 @@ static grad_check compare_gradients(const sae_model *m, const float *x, size_t n
     return c;
 }
 
-/* A model with non-trivial biases and decoder rows of different norms. */
-static sae_model *make_model(size_t d_in, size_t d_sae, uint64_t seed)
-{
-    static const double sd[4] = {0.5, 0.2, 0.3, 0.3}; /* W_enc, b_enc, W_dec, b_dec */
-    return test_random_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, seed, sd);
-}
-
 static void check_shape(size_t d_in, size_t d_sae, size_t n, double lambda, uint64_t seed)
 {
-    sae_model *m = make_model(d_in, d_sae, seed);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, seed);
     float *x = test_gaussian(n, d_in, 1.0, 0.1, seed + 10);
     grad_check c = compare_gradients(m, x, n, lambda, true);
     ck_assert_double_gt(c.scale, 1e-3);
@@ -150,7 +113,7 @@ END_TEST
 START_TEST(gradients_of_dead_and_single_token_features)
 {
     const size_t d_in = 4, d_sae = 6, n = 5;
-    sae_model *m = make_model(d_in, d_sae, 600);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 600);
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 610);
     ref_model r;
     ref_from_model(&r, m);
@@ -212,7 +175,7 @@ END_TEST
 START_TEST(b_dec_gradient_has_both_paths)
 {
     const size_t d_in = 3, d_sae = 2, n = 4;
-    sae_model *m = make_model(d_in, d_sae, 700);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 700);
     float *x = test_gaussian(n, d_in, 1.0, 0.5, 710);
     float zeros[6] = {0};
     ck_assert_int_eq(sae_model_set_tensor(m, SAE_W_DEC, zeros, 6), SAE_OK);
@@ -231,7 +194,7 @@ START_TEST(b_dec_gradient_has_both_paths)
     ref_free(&lib);
     /* and with the encoder path switched on, the full gradient matches FD */
     sae_model_free(m);
-    m = make_model(d_in, d_sae, 720);
+    m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 720);
     grad_check c = compare_gradients(m, x, n, 1.0, true);
     ck_assert(c.max_lib_err < 2e-5 * (1 + c.scale));
     free(x);
@@ -243,7 +206,7 @@ END_TEST
 START_TEST(zero_decoder_row_uses_zero_subgradient)
 {
     const size_t d_in = 4, d_sae = 3, n = 6;
-    sae_model *m = make_model(d_in, d_sae, 800);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 800);
     float w_dec[12];
     ck_assert_int_eq(sae_model_get_tensor(m, SAE_W_DEC, w_dec, 12), SAE_OK);
     for (size_t j = 0; j < d_in; j++)
@@ -261,7 +224,7 @@ END_TEST
 START_TEST(gradients_accumulate_across_blocks)
 {
     const size_t d_in = 3, d_sae = 5, n = 2 * SAE_BLOCK_TOKENS + 77;
-    sae_model *m = make_model(d_in, d_sae, 900);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 900);
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 910);
     grad_check c = compare_gradients(m, x, n, 1.5, false);
     ck_assert_double_gt(c.scale, 1e-3);

@@ -6,10 +6,9 @@
  * included) through sae_encode / sae_output / sae_loss_target; recovery of a
  * synthetic sparse map by a skip transcoder; and the refusals.
  */
+#include "backward_pass.h"
 #include "reference_families.h"
 #include "testutil.h"
-
-#include "../src/internal.h"
 
 #include <check.h>
 #include <math.h>
@@ -86,17 +85,8 @@ static double gradient_error(reff_model *r, const reff_train *t, const float *x,
                              size_t n, int kernel, sae_backward_result *res)
 {
     sae_model *m = lib_from_reff(r);
-    sae_workspace ws;
-    memset(&ws, 0, sizeof ws);
-    const size_t k_aux = t->auxk_coeff > 0.0 ? t->k_aux : 0;
-    sae_step_shape shape = {m->d_in, m->d_sae, n, 2, m->arch, k_aux, m->d_out, SAE_GEMM_AUTO, false, false};
-    ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
-    if (k_aux)
-        memcpy(ws.dead, t->dead, m->d_sae);
-    float *grad = sae__alloc_zero(m->lay.total * sizeof(float));
-    sae_step_config cfg = {t->lambda, kernel, ws.pool, t->auxk_coeff, k_aux,
-                           k_aux ? ws.dead : NULL, t->bandwidth, n, NULL};
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, y, n, &ws, grad, res), SAE_OK);
+    const test_pass p = {t->lambda, t->bandwidth, t->auxk_coeff, t->k_aux, t->dead, kernel, 2};
+    float *grad = test_lib_backward(m, x, y, n, &p, res);
 
     reff_model want, got;
     reff_alloc_like(&want, r);
@@ -119,7 +109,6 @@ static double gradient_error(reff_model *r, const reff_train *t, const float *x,
     reff_free(&got);
     reff_free(&want);
     sae__free(grad);
-    sae__workspace_free(&ws);
     sae_model_free(m);
     ck_assert_double_gt(scale, 0.0);
     return err / scale;

@@ -7,23 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A model with every tensor perturbed away from the init, so biases matter. */
-static sae_model *make_model(size_t d_in, size_t d_sae, uint64_t seed)
-{
-    sae_model *m;
-    ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, seed), SAE_OK);
-    float *b_enc = test_gaussian(1, d_sae, 0.05, 0.0, seed + 1);
-    float *b_dec = test_gaussian(1, d_in, 0.3, 0.1, seed + 2);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, b_enc, d_sae), SAE_OK);
-    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_DEC, b_dec, d_in), SAE_OK);
-    free(b_enc);
-    free(b_dec);
-    return m;
-}
-
 static void check_forward_against_reference(size_t d_in, size_t d_sae, size_t n)
 {
-    sae_model *m = make_model(d_in, d_sae, 11 + d_in);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 11 + d_in);
     float *x = test_gaussian(n, d_in, 1.0, 0.2, 5 + n);
     float *f = malloc(n * d_sae * sizeof(float));
     float *x_hat = malloc(n * d_in * sizeof(float));
@@ -80,7 +66,7 @@ END_TEST
 START_TEST(l1_from_row_norms_equals_explicit_tensor)
 {
     const size_t d_in = 6, d_sae = 10, n = 9;
-    sae_model *m = make_model(d_in, d_sae, 77);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 77);
     /* decoder rows of very different norms, so the weighting matters */
     float w_dec[60];
     ck_assert_int_eq(sae_model_get_tensor(m, SAE_W_DEC, w_dec, 60), SAE_OK);
@@ -105,7 +91,7 @@ END_TEST
 START_TEST(fvu_is_error_over_variance)
 {
     const size_t d_in = 8, d_sae = 16, n = 50;
-    sae_model *m = make_model(d_in, d_sae, 5);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 5);
     float *x = test_gaussian(n, d_in, 2.0, 1.0, 9);
     ref_model r;
     ref_from_model(&r, m);
@@ -155,7 +141,7 @@ END_TEST
 START_TEST(forward_functions_reject_bad_input)
 {
     const size_t d_in = 3, d_sae = 4;
-    sae_model *m = make_model(d_in, d_sae, 2);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 2);
     model_snapshot before;
     snapshot_take(&before, m);
     float x[6] = {1, 2, 3, 4, 5, 6}, f[8], x_hat[6];
@@ -237,7 +223,7 @@ static void *encode_worker(void *arg)
 START_TEST(read_only_calls_run_concurrently)
 {
     const size_t d_in = 32, d_sae = 64, n = 100;
-    sae_model *m = make_model(d_in, d_sae, 8);
+    sae_model *m = test_perturbed_model(SAE_ARCH_RELU, 0.0, d_in, d_sae, 8);
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 10);
     float *expect = malloc(n * d_sae * sizeof(float));
     ck_assert_int_eq(sae_encode(m, x, n, expect), SAE_OK);

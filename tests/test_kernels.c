@@ -4,8 +4,7 @@
  * AVX-512 and portable kernels agree, and results do not depend on the thread
  * count. Uses the library's internal backward entry point (test build).
  */
-#include "../src/internal.h"
-#include "reference.h"
+#include "backward_pass.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -21,16 +20,10 @@ typedef struct run {
 static run run_backward(const sae_model *m, const float *x, size_t n, double lambda, int kernel,
                         int n_threads)
 {
-    sae_workspace ws;
-    memset(&ws, 0, sizeof ws);
-    sae_step_shape shape = {m->d_in, m->d_sae, n, n_threads, m->arch, 0, m->d_out, SAE_GEMM_AUTO, false, false};
-    ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
+    const test_pass p = {.lambda = lambda, .bandwidth = 0.001, .kernel = kernel,
+                         .n_threads = n_threads};
     run r;
-    r.grad = sae__alloc_zero(m->lay.total * sizeof(float));
-    ck_assert_ptr_nonnull(r.grad);
-    sae_step_config cfg = {lambda, kernel, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
-    ck_assert_int_eq(sae__forward_backward(m, &cfg, x, NULL, n, &ws, r.grad, &r.res), SAE_OK);
-    sae__workspace_free(&ws);
+    r.grad = test_lib_backward(m, x, NULL, n, &p, &r.res);
     return r;
 }
 

@@ -486,6 +486,64 @@ START_TEST(step_allows_huge_finite_updates)
 }
 END_TEST
 
+/* A batch on which no feature fires (x = b_dec, every b_enc < 0: no active
+ * pair at all) is a valid step on either kernel and any architecture: the
+ * reconstruction is exact, every gradient is 0, so Adam moves nothing, and
+ * every feature's silence grows by the batch. Its empty pair arrays once made
+ * pointer arithmetic on NULL (UBSan, issue 10). */
+START_TEST(steps_with_no_active_feature)
+{
+    static const int archs[] = {SAE_ARCH_RELU, SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK,
+                                SAE_ARCH_JUMPRELU, SAE_ARCH_GATED};
+    static const double params[] = {0.0, 3.0, 3.0, 0.05, 0.0};
+    const int arch = archs[_i / 2];
+    const int kernel = _i % 2 ? SAE_KERNEL_SPARSE : SAE_KERNEL_DENSE;
+    enum { D_IN = 8, D_SAE = 16, N = 5 };
+    sae_model *m;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_create_arch(&m, D_IN, D_SAE, 2, archs[_i / 2], params[_i / 2]),
+                     SAE_OK);
+    float b_enc[D_SAE], b_dec[D_IN], x[N * D_IN];
+    for (size_t i = 0; i < D_SAE; i++)
+        b_enc[i] = -1.0f;
+    for (size_t j = 0; j < D_IN; j++)
+        b_dec[j] = 0.25f * (float)j - 1.0f;
+    for (size_t t = 0; t < N; t++)
+        memcpy(x + t * D_IN, b_dec, sizeof b_dec);
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, b_enc, D_SAE), SAE_OK);
+    ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_DEC, b_dec, D_IN), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_KERNEL, kernel), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 2), SAE_OK);
+    model_snapshot before;
+    snapshot_take(&before, m);
+    sae_losses l;
+    for (int s = 0; s < 2; s++) {
+        ck_assert_int_eq(sae_step(m, o, x, N, &l), SAE_OK);
+        ck_assert_double_eq(l.l0, 0.0);
+        ck_assert_double_eq(l.l2, 0.0);
+    }
+    ck_assert_uint_eq(sae_optimizer_steps(o), 2);
+    uint64_t dead = 0;
+    ck_assert_int_eq(sae_optimizer_dead_count(o, 2 * N, &dead), SAE_OK);
+    ck_assert_uint_eq(dead, D_SAE);
+    /* BatchTopK's first step sets its inference threshold; nothing else moves */
+    if (arch != SAE_ARCH_BATCHTOPK)
+        ck_assert(snapshot_equal(&before, m));
+    /* the read-only calls on the same batch */
+    float f[N * D_SAE];
+    ck_assert_int_eq(sae_encode(m, x, N, f), SAE_OK);
+    for (size_t k = 0; k < N * D_SAE; k++)
+        ck_assert_float_eq(f[k], 0.0f);
+    size_t nnz = 99;
+    ck_assert_int_eq(sae_encode_sparse_size(m, x, N, 0, &nnz), SAE_OK);
+    ck_assert_uint_eq(nnz, 0);
+    snapshot_free(&before);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+END_TEST
+
 /* On a fixed batch, steps at the default settings (but a larger lr) drive the
  * loss down. */
 START_TEST(steps_reduce_the_loss)
@@ -830,6 +888,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, defaults_follow_the_recipe);
     tcase_add_test(tc, options_are_validated);
     tcase_add_test(tc, option_table_matches_the_header);
+    tcase_add_loop_test(tc, steps_with_no_active_feature, 0, 10);
     tcase_add_loop_test(tc, adam_matches_hand_computed_steps, 0, 2);
     tcase_add_loop_test(tc, clipping_scales_the_global_gradient_norm, 0, 2);
     tcase_add_test(tc, activity_counts_tokens_since_last_fired);

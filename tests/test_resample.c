@@ -73,26 +73,13 @@ static void state_free(full_state *s)
     free(s->since);
 }
 
-/* A model and optimizer after a few real steps (so the moments are not zero). */
-static void trained_pair(size_t d_in, size_t d_sae, uint64_t seed, sae_model **m,
-                         sae_optimizer **o)
-{
-    ck_assert_int_eq(sae_model_create(m, d_in, d_sae, seed), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(o, *m), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_LR, 1e-2), SAE_OK);
-    float *x = test_gaussian(32, d_in, 1.0, 0.0, seed + 1);
-    for (int s = 0; s < 3; s++)
-        ck_assert_int_eq(sae_step(*m, *o, x, 32, NULL), SAE_OK);
-    free(x);
-}
-
 /* ---- dead features --------------------------------------------------------------- */
 
 START_TEST(dead_features_are_listed_in_order)
 {
     sae_model *m;
     sae_optimizer *o;
-    trained_pair(3, 7, 1, &m, &o);
+    test_trained_pair(3, 7, 1, 3, &m, &o);
     const uint64_t since[7] = {0, 100, 5, 100, 99, 1000, 0};
     memcpy(o->since_fired, since, sizeof since);
     size_t idx[8], n = 0;
@@ -176,7 +163,7 @@ START_TEST(resampling_changes_only_the_dead_features)
     const uint64_t window = 1000;
     sae_model *m;
     sae_optimizer *o;
-    trained_pair(d_in, d_sae, 11, &m, &o);
+    test_trained_pair(d_in, d_sae, 11, 3, &m, &o);
     /* declare dead three features whose moments are not zero (they fired in
      * the steps so far), so that the reset is visible */
     size_t dead[3], n_found = 0;
@@ -271,8 +258,8 @@ START_TEST(resampling_changes_only_the_dead_features)
     /* the same call on a copy gives the same bits; another seed, other picks */
     sae_model *m2, *m3;
     sae_optimizer *o2, *o3;
-    trained_pair(d_in, d_sae, 11, &m2, &o2);
-    trained_pair(d_in, d_sae, 11, &m3, &o3);
+    test_trained_pair(d_in, d_sae, 11, 3, &m2, &o2);
+    test_trained_pair(d_in, d_sae, 11, 3, &m3, &o3);
     memcpy(o2->since_fired, before.since, d_sae * sizeof(uint64_t));
     memcpy(o3->since_fired, before.since, d_sae * sizeof(uint64_t));
     ck_assert_int_eq(sae_resample_dead(m2, o2, x, n, window, 42, NULL), SAE_OK);
@@ -430,7 +417,7 @@ START_TEST(resampling_with_no_dead_feature_changes_nothing)
 {
     sae_model *m;
     sae_optimizer *o;
-    trained_pair(4, 6, 3, &m, &o);
+    test_trained_pair(4, 6, 3, 3, &m, &o);
     float *x = test_gaussian(10, 4, 1.0, 0.0, 4);
     full_state before;
     state_take(&before, m, o);
@@ -465,7 +452,7 @@ START_TEST(resampling_rejects_bad_input_and_changes_nothing)
     const size_t d_in = 4, d_sae = 6, n = 10;
     sae_model *m, *other;
     sae_optimizer *o, *other_o;
-    trained_pair(d_in, d_sae, 3, &m, &o);
+    test_trained_pair(d_in, d_sae, 3, 3, &m, &o);
     ck_assert_int_eq(sae_model_create(&other, d_in + 1, d_sae, 1), SAE_OK);
     ck_assert_int_eq(sae_optimizer_create(&other_o, other), SAE_OK);
     o->since_fired[1] = o->since_fired[4] = 500;
@@ -539,7 +526,7 @@ static void resample_unchanged(void *p)
 START_TEST(resampling_fails_cleanly_at_every_allocation)
 {
     nomem_ctx c;
-    trained_pair(4, 6, 3, &c.m, &c.o);
+    test_trained_pair(4, 6, 3, 3, &c.m, &c.o);
     c.o->since_fired[2] = 100;
     c.n = 2 * SAE_BLOCK_TOKENS + 5; /* several blocks */
     c.x = test_gaussian(c.n, 4, 1.0, 0.0, 4);

@@ -53,6 +53,37 @@ static sae_model *model(size_t d_in, size_t d_sae)
     return m;
 }
 
+/* A model with d_sae 4, its optimizer, a small buffer of sentinels and
+ * snapshots of both handles: what a refused call must leave as it was. */
+typedef struct fixture {
+    sae_model *m;
+    sae_optimizer *o;
+    float x[16];
+    model_snapshot sm;
+    optimizer_snapshot so;
+} fixture;
+
+static void fixture_setup(fixture *fx, sae_model *m)
+{
+    fx->m = m;
+    fx->o = NULL;
+    ck_assert_int_eq(sae_optimizer_create(&fx->o, fx->m), SAE_OK);
+    fill(fx->x, 16);
+    snapshot_take(&fx->sm, fx->m);
+    opt_snapshot_take(&fx->so, fx->o, 4);
+}
+
+/* The buffer and both handles are as they were; frees the fixture. */
+static void fixture_check_and_free(fixture *fx)
+{
+    ck_assert(untouched(fx->x, 16));
+    ck_assert(snapshot_equal(&fx->sm, fx->m) && opt_snapshot_equal(&fx->so, fx->o));
+    snapshot_free(&fx->sm);
+    opt_snapshot_free(&fx->so);
+    sae_optimizer_free(fx->o);
+    sae_model_free(fx->m);
+}
+
 START_TEST(encode_and_decode_check_each_buffer)
 {
     /* narrow: d_in > d_sae; wide: d_in < d_sae */
@@ -73,6 +104,9 @@ START_TEST(encode_and_decode_check_each_buffer)
     ASSERT_REFUSED(sae_decode(wide, f, n, x), "sae_decode", "f");
     ASSERT_REFUSED(sae_encode(wide, x, n, f), "sae_encode", "f");
 
+    /* sae_output reads x like sae_encode (its output: see transcoders below) */
+    ASSERT_REFUSED(sae_output(narrow, x, n, f), "sae_output", "x");
+
     ck_assert(untouched(x, 16) && untouched(f, 16));
     ck_assert(snapshot_equal(&s_narrow, narrow) && snapshot_equal(&s_wide, wide));
     snapshot_free(&s_narrow);
@@ -85,15 +119,11 @@ END_TEST
 START_TEST(batch_functions_check_x)
 {
     const size_t d_in = 8;
-    sae_model *m = model(d_in, 4);
-    sae_optimizer *o = NULL;
-    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
-    float x[16];
-    fill(x, 16);
-    model_snapshot sm;
-    optimizer_snapshot so;
-    snapshot_take(&sm, m);
-    opt_snapshot_take(&so, o, 4);
+    fixture fx;
+    fixture_setup(&fx, model(d_in, 4));
+    sae_model *m = fx.m;
+    sae_optimizer *o = fx.o;
+    float *x = fx.x;
     const size_t n = overflowing(d_in, sizeof(float));
 
     sae_losses l = {1, 2, 3, 4};
@@ -117,28 +147,19 @@ START_TEST(batch_functions_check_x)
 
     ck_assert(l.loss == 1 && l.l2 == 2 && l.l1 == 3 && l.l0 == 4);
     ck_assert(v == 5.0 && count == 6 && counts[0] == 9 && counts[3] == 9);
-    ck_assert(untouched(x, 16));
-    ck_assert(snapshot_equal(&sm, m) && opt_snapshot_equal(&so, o));
     sae_feature_stats_free(fs);
-    snapshot_free(&sm);
-    opt_snapshot_free(&so);
-    sae_optimizer_free(o);
-    sae_model_free(m);
+    fixture_check_and_free(&fx);
 }
 END_TEST
 
 START_TEST(second_buffers_are_checked_too)
 {
     /* d_in = 1: x (n floats) fits where a buffer of 8-byte entries does not */
-    sae_model *m = model(1, 4);
-    sae_optimizer *o = NULL;
-    ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
-    float x[16];
-    fill(x, 16);
-    model_snapshot sm;
-    optimizer_snapshot so;
-    snapshot_take(&sm, m);
-    opt_snapshot_take(&so, o, 4);
+    fixture fx;
+    fixture_setup(&fx, model(1, 4));
+    sae_model *m = fx.m;
+    sae_optimizer *o = fx.o;
+    float *x = fx.x;
     const size_t n = overflowing(1, sizeof(size_t));
     ck_assert(fits(n, 1, sizeof(float)));
 
@@ -166,14 +187,36 @@ START_TEST(second_buffers_are_checked_too)
     size_t idx[4] = {5, 5, 5, 5};
     ASSERT_REFUSED(sae_optimizer_dead_features(o, 1, idx, overflowing(1, sizeof(size_t)), &count),
                    "sae_optimizer_dead_features", "idx");
-    ck_assert(untouched(x, 16));
     ck_assert(count == 6 && offsets[0] == 7 && offsets[3] == 7 && feat[0] == 3 && counts[0] == 9);
     ck_assert(idx[0] == 5 && idx[3] == 5);
-    ck_assert(snapshot_equal(&sm, m) && opt_snapshot_equal(&so, o));
-    snapshot_free(&sm);
-    opt_snapshot_free(&so);
-    sae_optimizer_free(o);
-    sae_model_free(m);
+    fixture_check_and_free(&fx);
+}
+END_TEST
+
+/* A transcoder reads x (d_in wide) and writes or compares y (d_out wide):
+ * with d_in 1 and d_out 8, n tokens of x fit where n of y do not. */
+START_TEST(transcoders_check_x_and_y)
+{
+    sae_model *t = NULL;
+    ck_assert_int_eq(sae_model_create_transcoder(&t, 1, 8, 4, 7, SAE_KIND_SKIP_TRANSCODER,
+                                                 SAE_ARCH_RELU, 0.0),
+                     SAE_OK);
+    fixture fx;
+    fixture_setup(&fx, t);
+    sae_model *m = fx.m;
+    sae_optimizer *o = fx.o;
+    float *x = fx.x, y[16];
+    fill(y, 16);
+    const size_t n = overflowing(8, sizeof(float));
+    ck_assert(fits(n, 1, sizeof(float)));
+    sae_losses l = {1, 2, 3, 4};
+    double v = 5.0;
+    ASSERT_REFUSED(sae_output(m, x, n, y), "sae_output", "out");
+    ASSERT_REFUSED(sae_loss_target(m, x, y, n, 1.0, &l), "sae_loss_target", "y");
+    ASSERT_REFUSED(sae_fvu_target(m, x, y, n, &v), "sae_fvu_target", "y");
+    ASSERT_REFUSED(sae_step_target(m, o, x, y, n, &l), "sae_step_target", "y");
+    ck_assert(l.loss == 1 && l.l2 == 2 && v == 5.0 && untouched(y, 16));
+    fixture_check_and_free(&fx);
 }
 END_TEST
 
@@ -214,6 +257,7 @@ static Suite *sizes_suite(void)
     tcase_add_test(tc, encode_and_decode_check_each_buffer);
     tcase_add_test(tc, batch_functions_check_x);
     tcase_add_test(tc, second_buffers_are_checked_too);
+    tcase_add_test(tc, transcoders_check_x_and_y);
     tcase_add_test(tc, feature_stats_and_rng_check_their_counts);
     suite_add_tcase(s, tc);
     return s;

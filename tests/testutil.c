@@ -79,6 +79,13 @@ sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, 
     return m;
 }
 
+sae_model *test_perturbed_model(int arch, double param, size_t d_in, size_t d_sae,
+                                uint64_t seed)
+{
+    static const double sd[4] = {0.5, 0.2, 0.3, 0.3}; /* W_enc, b_enc, W_dec, b_dec */
+    return test_random_model(arch, param, d_in, d_sae, seed, sd);
+}
+
 sae_model *test_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed)
 {
     static const double sd[4] = {0.3, 0.05, 0.3, 0.3};
@@ -98,6 +105,18 @@ sae_model *test_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed)
         free(x);
     }
     return m;
+}
+
+void test_trained_pair(size_t d_in, size_t d_sae, uint64_t seed, size_t steps, sae_model **m,
+                       sae_optimizer **o)
+{
+    ck_assert_int_eq(sae_model_create(m, d_in, d_sae, seed), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(o, *m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_LR, 1e-2), SAE_OK);
+    float *x = test_gaussian(32, d_in, 1.0, 0.0, seed + 1);
+    for (size_t s = 0; s < steps; s++)
+        ck_assert_int_eq(sae_step(*m, *o, x, 32, NULL), SAE_OK);
+    free(x);
 }
 
 void snapshot_take(model_snapshot *s, const sae_model *m)

@@ -34,11 +34,24 @@ float *test_sparse_data(size_t n, size_t d_in, size_t n_true, double active, uin
 sae_model *test_random_model(int arch, double param, size_t d_in, size_t d_sae, uint64_t seed,
                              const double sd[4]);
 
+/* A model of architecture arch with every tensor perturbed well away from
+ * the init (test_random_model with sd 0.5 for W_enc, 0.2 for b_enc, 0.3 for
+ * W_dec and b_dec), so that biases and decoder norms matter: the model of
+ * the gradient and forward-pass tests. */
+sae_model *test_perturbed_model(int arch, double param, size_t d_in, size_t d_sae,
+                                uint64_t seed);
+
 /* A random model (test_random_model, sd 0.3 for the weights and b_dec,
  * 0.05 for b_enc) of each architecture with typical parameters: k = 3 for
  * TopK and BatchTopK, thresholds 0.05 for JumpReLU. The BatchTopK model has
  * taken one step on Gaussian data, so that its inference threshold is set. */
 sae_model *test_arch_model(int arch, size_t d_in, size_t d_sae, uint64_t seed);
+
+/* A model (sae_model_create with seed) and its optimizer (lr 1e-2) after
+ * `steps` steps on one batch of 32 tokens of N(0, 1) (seed + 1): moments,
+ * counters and the step count are not zero. */
+void test_trained_pair(size_t d_in, size_t d_sae, uint64_t seed, size_t steps, sae_model **m,
+                       sae_optimizer **o);
 
 /* Everything observable about a model, for "unchanged" checks: its shape,
  * architecture, kind, k, Matryoshka widths and every tensor, SAE_THRESHOLD

@@ -431,7 +431,8 @@ SAE_API int sae_fvu(const sae_model *m, const float *x, size_t n_tokens, double 
  * (n_tokens x d_out floats, written): an autoencoder's reconstruction x_hat, a
  * transcoder's y_hat (with the skip term: see "Transcoders"), from the
  * inference features of sae_encode, without materialising them for the caller.
- * Errors as sae_encode. */
+ * Errors as sae_encode (SAE_E_NONFINITE also for an output that would
+ * overflow float); out is untouched on error. */
 SAE_API int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out);
 
 /* sae_loss and sae_fvu against a target: the model reads x (n_tokens x d_in
@@ -1200,8 +1201,9 @@ SAE_API int sae_optimizer_dead_features(const sae_optimizer *o, uint64_t window_
  * Errors: SAE_E_INVALID_ARG (m, o or x NULL, n_tokens 0 or overflowing,
  * window_tokens 0, o made for another shape, every input zero while a feature
  * is dead, a Gated SAE or a transcoder: not resampled by this version; a
- * Matryoshka SAE is resampled as BatchTopK), SAE_E_NONFINITE (NaN/Inf in x, or a reconstruction that
- * overflows), SAE_E_STATE (every feature is dead: there is no live encoder
+ * Matryoshka SAE is resampled as BatchTopK), SAE_E_NONFINITE (NaN/Inf in x, a
+ * reconstruction that overflows, or new encoder rows whose norm is not a
+ * finite float), SAE_E_STATE (every feature is dead: there is no live encoder
  * norm to scale by), SAE_E_NOMEM. The model, the optimizer and *n_resampled
  * are unchanged on error. Needs the model and the optimizer to itself. */
 SAE_API int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_tokens,
@@ -1529,7 +1531,9 @@ SAE_API int sae_feature_stats_load(sae_feature_stats **out, const char *path);
  * matrix is computed by SGEMM in blocks of rows (about 16 MB of scratch):
  * O(d_sae^2 d_out) work (a transcoder's rows are d_out wide), about a second at d_sae 10,000 and d_in 768.
  * Errors: SAE_E_INVALID_ARG (NULL m or idx, k out of range, another count),
- * SAE_E_NOMEM. Read-only on the model. */
+ * SAE_E_NONFINITE (a decoder row's norm squared is not below 2^126: its dot
+ * products would overflow float), SAE_E_NOMEM; idx and cosine are untouched
+ * on error. Read-only on the model. */
 SAE_API int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *cosine,
                                   size_t count);
 
