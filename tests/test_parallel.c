@@ -553,12 +553,14 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
                         : sae_step(m, o, g->x + first * D_IN, n, &g->losses[rank][step]);
     }
     for (int k = 0; rc == SAE_OK && k < N_ALL_TENSORS; k++) {
-        g->n[k] = sae_model_tensor_size(m, all_tensors[k]);
-        g->t[rank][k] = calloc(g->n[k] ? g->n[k] : 1, sizeof(float));
+        const size_t n_k = sae_model_tensor_size(m, all_tensors[k]);
+        if (rank == 0) /* the replicas' sizes are rank 0's: one writer */
+            g->n[k] = n_k;
+        g->t[rank][k] = calloc(n_k ? n_k : 1, sizeof(float));
         if (!g->t[rank][k])
             rc = SAE_E_NOMEM;
-        else if (g->n[k])
-            rc = sae_model_get_tensor(m, all_tensors[k], g->t[rank][k], g->n[k]);
+        else if (n_k)
+            rc = sae_model_get_tensor(m, all_tensors[k], g->t[rank][k], n_k);
     }
     g->status[rank] = rc;
     sae_optimizer_free(o);
