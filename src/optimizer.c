@@ -479,15 +479,11 @@ static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n
     return sae__workspace_reserve_pairs(&o->ws, total, 0);
 }
 
-/* The step on x against the target y (NULL: x); fn names the public function. */
-static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, const float *y,
-                size_t n_tokens, sae_losses *out)
+/* The step's arguments against the model and the optimizer: SAE_OK or the
+ * failure, with its detail set (fn names the public function). */
+static int step_check_args(const char *fn, const sae_model *m, const sae_optimizer *o,
+                           const float *x, const float *y, size_t n_tokens)
 {
-    if (!m || !o)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
-    /* With communicators attached, a failure is not returned before the
-     * step's first exchange: the other ranks learn of it there, and every
-     * rank returns the same status. */
     int rc = SAE_OK;
     /* the moments must match the model's parameter block, view by view (JumpReLU,
      * Gated and skip transcoders have more; a transcoder's W_dec is d_out wide) */
@@ -510,6 +506,89 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
         rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
                        "sae_step_target", fn);
+    return rc;
+}
+
+/* Adam's update of step t from the gradients in o->grad (norm: theirs; the
+ * maxima bound the update, see adam_provably_finite), and what it refreshes on
+ * the way: the bf16 copy of W_enc and the next step's decoder row norms. */
+static int adam_update(const char *fn, sae_model *m, sae_optimizer *o, sae_par_step *par,
+                       uint64_t t, double lr, double norm, float param_absmax, float m1_absmax,
+                       float m2_max, bool bf16)
+{
+    int rc;
+    adam_consts c;
+    c.beta1 = (float)o->opt.beta1;
+    c.one_minus_beta1 = (float)(1.0 - o->opt.beta1);
+    c.beta2 = (float)o->opt.beta2;
+    c.one_minus_beta2 = (float)(1.0 - o->opt.beta2);
+    c.step_size = (float)(lr / (1.0 - pow(o->opt.beta1, (double)t)));
+    c.bc2_sqrt = (float)sqrt(1.0 - pow(o->opt.beta2, (double)t));
+    c.eps = (float)o->opt.eps;
+    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
+
+    const size_t w_enc_count = m->d_sae * m->d_in;
+    /* every rank takes the same decision: the bound reads maxima over all */
+    if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
+        bool finite =
+            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL,
+                      NULL);
+        if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
+            return rc;
+        if (!finite)
+            return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite",
+                             fn);
+    }
+    adam_maxima mx;
+    /* the pass also writes the bf16 copy of W_enc and the next step's decoder
+     * row norms */
+    adam_extras extras = {bf16 ? o->ws.w_enc16 : NULL, m->lay.w_enc_t, w_enc_count,
+                          o->ws.norms, m->lay.w_dec, m->d_sae, m->d_out};
+    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx,
+              &extras);
+    m->version++; /* the parameters changed; the bf16 copy and norms followed them */
+    if (bf16)
+        o->ws.w16_version = m->version;
+    o->ws.norms_model = m;
+    o->ws.norms_version = m->version;
+    m->param_absmax = mx.param_absmax;
+    o->m1_absmax = mx.m1_absmax;
+    o->m2_max = mx.m2_max;
+    o->steps = t;
+    return SAE_OK;
+}
+
+/* After the update: tokens since each feature last fired (n_loss: the tokens
+ * the loss averages over) and BatchTopK's threshold estimate. */
+static void step_bookkeeping(sae_model *m, sae_optimizer *o, size_t n_loss,
+                             const sae_backward_result *res)
+{
+    /* (last_fired counts in the batch the loss averages over: the global one
+     * of a data-parallel step) */
+    for (size_t i = 0; i < o->d_sae; i++) {
+        uint64_t last = o->ws.last_fired[i];
+        uint64_t since = o->since_fired[i];
+        o->since_fired[i] = last ? n_loss - last
+                                 : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
+    }
+    if (sae__batch_selected(m->arch) && res->batch_min_kept > 0.0f) {
+        float beta = (float)o->opt.threshold_beta;
+        m->batch_threshold = m->batch_threshold < 0.0f
+                                 ? res->batch_min_kept
+                                 : beta * m->batch_threshold + (1.0f - beta) * res->batch_min_kept;
+    }
+}
+
+/* The step on x against the target y (NULL: x); fn names the public function. */
+static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, const float *y,
+                size_t n_tokens, sae_losses *out)
+{
+    if (!m || !o)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "o");
+    /* With communicators attached, a failure is not returned before the
+     * step's first exchange: the other ranks learn of it there, and every
+     * rank returns the same status. */
+    int rc = step_check_args(fn, m, o, x, y, n_tokens);
     /* ---- schedule hook (schedule.c): the lr and lambda of this step -------- */
     uint64_t t = o->steps + 1;
     double lr = 0.0, lambda = 0.0;
@@ -574,59 +653,10 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
         return sae__fail(SAE_E_NONFINITE, "%s: the gradients are not finite", fn);
     double norm = sqrt(res.grad_sumsq);
 
-    adam_consts c;
-    c.beta1 = (float)o->opt.beta1;
-    c.one_minus_beta1 = (float)(1.0 - o->opt.beta1);
-    c.beta2 = (float)o->opt.beta2;
-    c.one_minus_beta2 = (float)(1.0 - o->opt.beta2);
-    c.step_size = (float)(lr / (1.0 - pow(o->opt.beta1, (double)t)));
-    c.bc2_sqrt = (float)sqrt(1.0 - pow(o->opt.beta2, (double)t));
-    c.eps = (float)o->opt.eps;
-    c.grad_scale = (o->opt.grad_clip > 0.0 && norm > o->opt.grad_clip) ? (float)(o->opt.grad_clip / norm) : 1.0f;
-
-    const size_t w_enc_count = m->d_sae * m->d_in;
-    /* every rank takes the same decision: the bound reads maxima over all */
-    if (!adam_provably_finite(&c, norm, param_absmax, m1_absmax, m2_max)) {
-        bool finite =
-            adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, true, NULL,
-                      NULL);
-        if (par && (rc = sae__par_all_true(par, finite, &finite)) != SAE_OK)
-            return rc;
-        if (!finite)
-            return sae__fail(SAE_E_NONFINITE, "%s: the updated parameters would not be finite",
-                             fn);
-    }
-    adam_maxima mx;
-    /* the pass also writes the bf16 copy of W_enc and the next step's decoder
-     * row norms */
-    adam_extras extras = {bf16 ? o->ws.w_enc16 : NULL, m->lay.w_enc_t, w_enc_count,
-                          o->ws.norms, m->lay.w_dec, m->d_sae, m->d_out};
-    adam_pass(&c, o->grad, m->params, o->m1, o->m2, o->lay.total, o->ws.pool, false, &mx,
-              &extras);
-    m->version++; /* the parameters changed; the bf16 copy and norms followed them */
-    if (bf16)
-        o->ws.w16_version = m->version;
-    o->ws.norms_model = m;
-    o->ws.norms_version = m->version;
-    m->param_absmax = mx.param_absmax;
-    o->m1_absmax = mx.m1_absmax;
-    o->m2_max = mx.m2_max;
-    o->steps = t;
-
-    /* tokens since each feature last fired (last_fired counts in the batch the
-     * loss averages over: the global one of a data-parallel step) */
-    for (size_t i = 0; i < o->d_sae; i++) {
-        uint64_t last = o->ws.last_fired[i];
-        uint64_t since = o->since_fired[i];
-        o->since_fired[i] = last ? n_loss - last
-                                 : (since > UINT64_MAX - n_loss ? UINT64_MAX : since + n_loss);
-    }
-    if (sae__batch_selected(m->arch) && res.batch_min_kept > 0.0f) {
-        float beta = (float)o->opt.threshold_beta;
-        m->batch_threshold = m->batch_threshold < 0.0f
-                                 ? res.batch_min_kept
-                                 : beta * m->batch_threshold + (1.0f - beta) * res.batch_min_kept;
-    }
+    if ((rc = adam_update(fn, m, o, par, t, lr, norm, param_absmax, m1_absmax, m2_max, bf16)) !=
+        SAE_OK)
+        return rc;
+    step_bookkeeping(m, o, n_loss, &res);
     if (out)
         sae__losses_from_sums(&res.sums, n_loss, m->arch, lambda,
                               o->opt.auxk_coeff * res.aux_loss, out);
