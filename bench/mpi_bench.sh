@@ -27,6 +27,15 @@ parts=${2:-all}
 out=$(mktemp)
 sim=$(mktemp)
 trap 'rm -f "$out" "$sim"' EXIT
+# the start of both tables' awk programs: mpi_step's key=value lines kept in
+# rows[], and get(line, key) reading one value
+awk_rows='
+function get(line, key,   i, n, kv) {
+    n = split(line, f, " ")
+    for (i = 1; i <= n; i++) { split(f[i], kv, "="); if (kv[1] == key) return kv[2] }
+    return ""
+}
+{ rows[NR] = $0 }'
 if [ "$parts" = all ] || [ "$parts" = simulated ]; then
     # shellcheck disable=SC2086
     {
@@ -39,13 +48,7 @@ if [ "$parts" = all ] || [ "$parts" = simulated ]; then
         done
     } >"$sim"
     grep -m1 -o 'blas=.*' "$sim" | sed 's/^blas=/# BLAS core (openblas_get_corename): /'
-    awk -v bw_gbit=25 '
-    function get(line, key,   i, n, kv) {
-        n = split(line, f, " ")
-        for (i = 1; i <= n; i++) { split(f[i], kv, "="); if (kv[1] == key) return kv[2] }
-        return ""
-    }
-    { rows[NR] = $0 }
+    awk -v bw_gbit=25 "$awk_rows"'
     END {
         # the simulation reproduces a real job: the same calls and bytes per step
         for (r = 1; r <= NR; r++) {
@@ -89,13 +92,7 @@ fi
     $mpirun -np 2 "$bin" --mode features $shape --d-sae 40000
 } >"$out"
 grep -m1 -o 'blas=.*' "$out" | sed 's/^blas=/# BLAS core (openblas_get_corename): /'
-awk -v bw_gbit=25 '
-function get(line, key,   i, n, kv) {
-    n = split(line, f, " ")
-    for (i = 1; i <= n; i++) { split(f[i], kv, "="); if (kv[1] == key) return kv[2] }
-    return ""
-}
-{ rows[NR] = $0 }
+awk -v bw_gbit=25 "$awk_rows"'
 END {
     printf "| mode | N | rank | features | tokens | ms/step | collectives/step | bytes/step | formula bytes | bytes/formula | <= target | peak RSS MB | state+batch MB | RSS/(state+batch) |\n"
     printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n"
