@@ -179,13 +179,15 @@ double sae__matryoshka_inner_l2(const sae_model *m, size_t n_tokens, const sae_w
 int sae_loss_levels(const sae_model *m, const float *x, size_t n_tokens, double *l2, size_t count)
 {
     static const char fn[] = "sae_loss_levels";
-    if (!m || !l2)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "l2");
+    if (!m)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: m is NULL", fn);
+    if (m->arch != SAE_ARCH_MATRYOSHKA)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the model is not a Matryoshka SAE", fn);
+    if (!l2)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: l2 is NULL", fn);
     int rc = sae__check_whole(fn, m);
     if (rc != SAE_OK)
         return rc;
-    if (m->arch != SAE_ARCH_MATRYOSHKA)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: the model is not a Matryoshka SAE", fn);
     if (count != m->n_levels)
         return sae__fail(SAE_E_INVALID_ARG, "%s: count is %zu, the model has %zu levels", fn,
                          count, m->n_levels);

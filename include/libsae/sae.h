@@ -274,8 +274,9 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       UINT32_MAX / 2 tokens per step. Inference (sae_encode,
  *                       sae_output) as BatchTopK, with its threshold.
  *
- * AuxK (TopK and BatchTopK, Gao et al. 2024): with e = x - x_hat (held fixed),
- * the features dead for at least SAE_OPT_DEAD_WINDOW training tokens, and
+ * AuxK (TopK, BatchTopK and Matryoshka; Gao et al. 2024): with e = x - x_hat
+ * (held fixed; Matryoshka: the full width's), the features dead for at least
+ * SAE_OPT_DEAD_WINDOW training tokens, and
  * e_aux = sum of the top k_aux values of ReLU(pre) among dead features times
  * their decoder rows (no b_dec),
  *     AuxK = (1/n) sum_t ||e_aux_t - e_t||^2 / ((1/n) sum_t ||e_t - mean(e)||^2),
@@ -1659,8 +1660,8 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already; an optimizer of a Matryoshka SAE: not trained by this
- * version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
+ * attached already; an optimizer of a Matryoshka SAE: trained in one process
+ * only by this version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
  * train data-parallel only: the Gated auxiliary decoder path, W_skip and a
  * d_out-wide reconstruction have no sharded pass), SAE_E_NOMEM. o is
  * unchanged on error. Data-parallel transcoders step with sae_step_target,
