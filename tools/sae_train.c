@@ -507,6 +507,21 @@ static int draw(job *j, int status)
     return status;
 }
 
+/* A Matryoshka model's levels on the eval rows: each width's l2 and FVU (the
+ * total variance is the full width's l2 over its FVU). */
+static void print_levels(const job *j, const sae_losses *full, double fvu)
+{
+    size_t n = sae_model_matryoshka_levels(j->m), widths[64];
+    double l2[64];
+    if (n > 64 || sae_model_matryoshka_widths(j->m, widths, n) != SAE_OK ||
+        sae_loss_levels(j->m, tool_inputs_eval_x(&j->in), j->in.eval_rows, l2, n) != SAE_OK)
+        return;
+    printf("eval levels (features: l2 fvu):");
+    for (size_t i = 0; i < n; i++)
+        printf("  %zu: %.5g %.4f", widths[i], l2[i], full->l2 > 0.0 ? l2[i] * fvu / full->l2 : 0.0);
+    printf("\n");
+}
+
 /* What the run did, and the model on the evaluation data. */
 static int report(job *j, int status)
 {
@@ -545,6 +560,8 @@ static int report(job *j, int status)
         return status ? status : tool_library_error(rc, "evaluating the model");
     printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", j->in.eval_label,
            l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg->d_sae, cfg->d_sae, fvu);
+    if (sae_model_arch(j->m) == SAE_ARCH_MATRYOSHKA)
+        print_levels(j, &l, fvu);
     printf("dead: %.1f%% of features fired on none of the last %llu training tokens\n",
            100.0 * run->last.dead_frac, (unsigned long long)cfg->dead_window);
     if (j->in.synthetic && tool_truth_mmcs(j->m, &j->in, &mmcs, &recovered) == SAE_OK)
