@@ -55,19 +55,19 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
-    /* Matryoshka SAEs are not trained by this version at all; Gated SAEs and
-     * transcoders train data-parallel (every gradient and loss term summed)
-     * but not feature-sharded: the Gated auxiliary decoder path, W_skip and a
-     * d_out-wide reconstruction have no sharded pass (and
-     * sae_model_create_shard makes neither) */
-    if (comm && o->arch == SAE_ARCH_MATRYOSHKA)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: Matryoshka SAEs are not trained by libsae %s",
-                         fn, sae_version_string());
+    /* Gated SAEs, Matryoshka SAEs and transcoders train data-parallel (every
+     * gradient and loss term summed) but not feature-sharded: the Gated
+     * auxiliary decoder path, Matryoshka's level reconstructions, W_skip and
+     * a d_out-wide reconstruction have no sharded pass (and
+     * sae_model_create_shard makes none of them) */
     if (comm && mode == SAE_PARALLEL_FEATURES &&
-        (o->arch == SAE_ARCH_GATED || o->kind != SAE_KIND_AUTOENCODER))
+        (o->arch == SAE_ARCH_GATED || o->arch == SAE_ARCH_MATRYOSHKA ||
+         o->kind != SAE_KIND_AUTOENCODER))
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s are trained data-parallel, not "
                          "feature-sharded, by libsae %s", fn,
-                         o->arch == SAE_ARCH_GATED ? "Gated SAEs" : "transcoders",
+                         o->arch == SAE_ARCH_GATED        ? "Gated SAEs"
+                         : o->arch == SAE_ARCH_MATRYOSHKA ? "Matryoshka SAEs"
+                                                          : "transcoders",
                          sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
@@ -208,6 +208,7 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t 
     mine.shard_begin = m->shard_begin;
     mine.shard_end = m->shard_begin + m->d_sae;
     mine.k = m->k;
+    mine.widths_hash = sae__matryoshka_widths_hash(m);
     mine.d_out = m->d_out;
     mine.kind = (uint64_t)m->kind;
     mine.steps = o->steps;
@@ -237,8 +238,8 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t 
         const header_record *h = &all[r];
         const char *what = NULL;
         if (h->arch != mine.arch || h->d_in != mine.d_in || h->k != mine.k ||
-            h->d_out != mine.d_out || h->kind != mine.kind)
-            what = "the architecture, kind, d_in, d_out or k";
+            h->d_out != mine.d_out || h->kind != mine.kind || h->widths_hash != mine.widths_hash)
+            what = "the architecture, kind, d_in, d_out, k or Matryoshka widths";
         else if (h->d_sae_total != mine.d_sae_total)
             what = "d_sae";
         else if (h->steps != mine.steps)

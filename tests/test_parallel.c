@@ -498,7 +498,7 @@ START_TEST(jumprelu_matches_one_process)
 }
 END_TEST
 
-/* ---- Gated SAEs and transcoders, data-parallel ------------------------------ */
+/* ---- Gated SAEs, Matryoshka SAEs and transcoders, data-parallel ---------------- */
 
 /* Every tensor a model may hold (Gated: b_mag, r_mag; skip transcoders: W_skip). */
 static const int all_tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC,  SAE_B_DEC,
@@ -524,9 +524,12 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
     sae_model *m = NULL;
     sae_optimizer *o = NULL;
     const bool transcoder = g->kind != SAE_KIND_AUTOENCODER;
+    const size_t widths[2] = {5, 20}; /* Matryoshka's levels: 5, 20, D_SAE */
     int rc = transcoder ? sae_model_create_transcoder(&m, D_IN, D_OUT, D_SAE, 42, g->kind, g->arch,
                                                       g->param)
-                        : sae_model_create_arch(&m, D_IN, D_SAE, 42, g->arch, g->param);
+             : g->arch == SAE_ARCH_MATRYOSHKA
+                 ? sae_model_create_matryoshka(&m, D_IN, D_SAE, 42, (size_t)g->param, widths, 2)
+                 : sae_model_create_arch(&m, D_IN, D_SAE, 42, g->arch, g->param);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(&o, m);
     if (rc == SAE_OK)
@@ -639,6 +642,14 @@ START_TEST(gated_data_parallel_matches_one_process)
 {
     family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED};
     check_family(&s, 6); /* b_mag */
+}
+END_TEST
+
+START_TEST(matryoshka_data_parallel_matches_one_process)
+{
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_MATRYOSHKA, .param = 3,
+                    .auxk = true};
+    check_family(&s, 4); /* the BatchTopK threshold */
 }
 END_TEST
 
@@ -975,6 +986,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, recipe_matches_one_process);
     tcase_add_test(tc, gated_data_parallel_matches_one_process);
     tcase_add_test(tc, transcoders_data_parallel_match_one_process);
+    tcase_add_test(tc, matryoshka_data_parallel_matches_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

@@ -161,6 +161,9 @@ static void load_run(job *j)
         tool_config_check(&j->cfg);
         tool_config_check_schedule(&j->cfg);
     }
+    if (opt->mode == SAE_PARALLEL_FEATURES && j->cfg.arch == SAE_ARCH_MATRYOSHKA)
+        tool_usage_error("--arch matryoshka: trained data-parallel (--parallel data), not "
+                         "feature-sharded, by libsae %s", sae_version_string());
     if (opt->mode == SAE_PARALLEL_DATA && j->cfg.batch < (size_t)n)
         tool_usage_error("--batch %zu: data-parallel on %d ranks needs at least one token per rank",
                          j->cfg.batch, n);

@@ -271,8 +271,10 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       passes over n x d_in, and its workspace holds
  *                       (M + 1) n x d_in floats of gradient rows. Always the
  *                       sparse kernel (SAE_OPT_KERNEL does not apply); at most
- *                       UINT32_MAX / 2 tokens per step. Inference (sae_encode,
- *                       sae_output) as BatchTopK, with its threshold.
+ *                       UINT32_MAX / 2 tokens per step. Trains data-parallel
+ *                       too, not feature-sharded (sae_optimizer_set_comm).
+ *                       Inference (sae_encode, sae_output) as BatchTopK, with
+ *                       its threshold.
  *
  * AuxK (TopK, BatchTopK and Matryoshka; Gao et al. 2024): with e = x - x_hat
  * (held fixed; Matryoshka: the full width's), the features dead for at least
@@ -1660,9 +1662,9 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already; an optimizer of a Matryoshka SAE: trained in one process
- * only by this version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
- * train data-parallel only: the Gated auxiliary decoder path, W_skip and a
+ * attached already; SAE_PARALLEL_FEATURES for a Gated SAE, a Matryoshka SAE
+ * or a transcoder, which train data-parallel only: the Gated auxiliary
+ * decoder path, Matryoshka's level reconstructions, W_skip and a
  * d_out-wide reconstruction have no sharded pass), SAE_E_NOMEM. o is
  * unchanged on error. Data-parallel transcoders step with sae_step_target,
  * each rank on its rows of x and y; with a feature-sharded communicator

@@ -71,6 +71,25 @@ run "$bin/check_same_model" "$tmp/features" "$tmp/one"
 close_logs "$tmp/features.csv" "$tmp/one.csv" >"$tmp/diff" || fail "resumed log: $(head -3 "$tmp/diff")"
 echo "ok: 3 shards' checkpoint resumed on 2 shards"
 
+# --- Matryoshka, 2 data-parallel ranks: sae-train's log -------------------------
+# (the tensors: tests/test_parallel.c; sae-train-mpi's checkpoints of the
+# families come with the collective saves of every family)
+mopts="$tmp/acts.f32 --d-in 16 --d-sae 40 --arch matryoshka --k 3 --widths 8,20 --batch 50
+       --log-every 5 --lr 3e-3 --dead-window 100 --steps 20"
+# shellcheck disable=SC2086
+run "$train" $mopts --log "$tmp/m_one.csv"
+[ "$rc" -eq 0 ] || fail "sae-train matryoshka: exit $rc: $(cat "$tmp/err")"
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" $mopts --parallel data --log "$tmp/m_data.csv"
+[ "$rc" -eq 0 ] || fail "matryoshka on 2 ranks: exit $rc: $(cat "$tmp/err")"
+close_logs "$tmp/m_data.csv" "$tmp/m_one.csv" >"$tmp/diff" ||
+    fail "matryoshka: log: $(head -3 "$tmp/diff")"
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" $mopts --parallel features
+[ "$rc" -ne 0 ] && [ "$(grep -c "sae-train-mpi: --arch matryoshka: trained data-parallel" "$tmp/err")" -eq 1 ] ||
+    fail "matryoshka feature-sharded: exit $rc: $(cat "$tmp/err")"
+echo "ok: 2 data-parallel ranks train sae-train's Matryoshka model"
+
 # --- a bad option: exit status 2, the message once (rank 0's) -----------------
 # shellcheck disable=SC2086
 run $MPIRUN -np 2 "$bin/sae-train-mpi" --parallel rows
