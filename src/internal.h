@@ -810,6 +810,7 @@ typedef struct sae_step_shape {
     bool batch_fused;     /* BatchTopK selects in the fused encoder (one process,
                              sae__fused_covers): blocks of SAE_BLOCK_TOKENS
                              suffice, not one block of the whole batch */
+    size_t levels;        /* Matryoshka: its level count (dL/dx_hat rows per level) */
 } sae_step_shape;
 
 /* Make the workspace hold a step of this shape: every buffer except the
@@ -892,6 +893,38 @@ void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0,
  * n_tokens real ones, then AuxK's rows). */
 void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                                size_t n_rows, sae_workspace *ws, float *grad);
+
+/* ---- Matryoshka's nested losses on the sparse path (matryoshka.c) -----------------
+ * ws->dxh and ws->l2_tok hold (n_levels + 1) blocks of n_tokens rows: block 0
+ * the full width's dL/dx_hat (then the sum over all levels), block 1 AuxK's
+ * rows, block l + 1 level l - 1's (then the sum over levels >= l). */
+
+/* The rows of dxh a Matryoshka step uses: (n_levels + 1) n_tokens; 0 for
+ * other architectures. */
+size_t sae__matryoshka_rows(const sae_model *m, size_t n_tokens);
+
+/* The block of n_tokens rows of dxh whose rows feature i's pairs read
+ * dL/dx_hat from (the sum over the levels that contain i): 0 for the first
+ * band and for every other architecture. */
+size_t sae__matryoshka_block(const sae_model *m, size_t feature);
+
+/* SAE_E_INVALID_ARG (detail naming fn) for a Matryoshka batch the sparse
+ * path cannot index (more than UINT32_MAX / 2 tokens); SAE_OK otherwise. */
+int sae__matryoshka_check_batch(const char *fn, const sae_model *m, size_t n_tokens);
+
+/* The token phase over the CSR (pairs in ascending feature order per token):
+ * each level's reconstruction as a prefix sum of the token's pairs, then its
+ * dL/dx_hat = scale * (x_hat_l - target) and squared error into its block. */
+void sae__matryoshka_decode(const sae_model *m, const float *target, size_t n_tokens,
+                            float scale, sae_workspace *ws, sae_pool *pool);
+
+/* After AuxK has read block 0: each level's block becomes the sum over the
+ * levels at or above it (block 0: all of them). */
+void sae__matryoshka_suffix_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws,
+                                 sae_pool *pool);
+
+/* The inner levels' squared errors summed over the batch (sums.extra). */
+double sae__matryoshka_inner_l2(const sae_model *m, size_t n_tokens, const sae_workspace *ws);
 
 /* ---- options (options.c) --------------------------------------------------- */
 

@@ -813,7 +813,7 @@ START_TEST(batchtopk_workspace_is_not_batch_wide)
         sae_workspace ws;
         memset(&ws, 0, sizeof ws);
         sae_step_shape shape = {d_in, d_sae, n, 2, SAE_ARCH_BATCHTOPK, 0, d_out,
-                                SAE_GEMM_AUTO, false, small != 0};
+                                SAE_GEMM_AUTO, false, small != 0, 0};
         ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
         ck_assert_uint_eq(ws.block_cap, small ? SAE_BLOCK_TOKENS : n);
         grad[small] = sae__alloc_zero(m->lay.total * sizeof(float));
