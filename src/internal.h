@@ -403,6 +403,12 @@ typedef struct sae_batch_stream {
 
 void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K);
 
+/* Refuse values below floor (> 0; 0 or less: no effect) from the start, as
+ * if a compaction had set the bar there: the stream then keeps the values
+ * at or above floor that can still be selected. Exact only if the batch has
+ * at least K such values (the caller checks and passes again without one). */
+void sae__batch_stream_floor(sae_batch_stream *s, float floor);
+
 /* Offer token tok's values v[0..w) as features base .. base + w - 1.
  * scratch: cap + 1 entries. */
 void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
@@ -969,6 +975,10 @@ static inline bool sae__fused_covers(const sae_model *m)
  * tile shapes of a backend. */
 int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threads, int backend);
 void sae__fused_encoder_free(sae_fused_encoder *e); /* NULL is fine */
+
+/* BatchTopK: passes made again because the floor taken from the previous
+ * pass's K-th value let fewer than K values through (encode_fused.c). */
+uint64_t sae__fused_encoder_batch_repasses(const sae_fused_encoder *e);
 
 typedef struct sae_fused_args {
     const sae_activation *act;   /* training: JumpReLU's band, AuxK's dead features */
