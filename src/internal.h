@@ -332,7 +332,8 @@ int sae__gemm_team_size(const sae_gemm_team *t);
 sae_gemm_ctx *sae__gemm_team_member(sae_gemm_team *t, int tid);
 
 /* Hold the calling thread's OpenMP to one thread while it runs oneDNN products
- * (a no-op for CBLAS); returns what sae__gemm_serial_end restores. */
+ * (a no-op for CBLAS); returns what sae__gemm_serial_end restores. A pool
+ * worker is held from its first product on, for good (0: nothing to restore). */
 int sae__gemm_serial_begin(const sae_gemm_team *t);
 void sae__gemm_serial_end(const sae_gemm_team *t, int saved);
 
@@ -443,6 +444,9 @@ typedef void (*sae_task_fn)(void *ctx, int tid, int n_threads);
 int sae__pool_create(sae_pool **out, int n_threads);
 void sae__pool_free(sae_pool *p);
 int sae__pool_threads(const sae_pool *p); /* 1 for NULL */
+/* Whether the calling thread is a worker of some pool (the library's own
+ * thread, never the caller's): per-thread settings made there need no undoing. */
+bool sae__pool_worker(void);
 
 /* fn(ctx, tid, n) on every thread tid of the pool, the caller as tid 0;
  * returns when all have finished. */
