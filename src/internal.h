@@ -965,14 +965,21 @@ enum {
 
 typedef struct sae_fused_encoder sae_fused_encoder;
 
-/* Whether the fused encoder (and the step's bf16 encoder product) covers m:
- * the plain autoencoders (ReLU, TopK, BatchTopK, JumpReLU). Gated SAEs,
- * Matryoshka and transcoders take the block-by-block float32 encoder. */
+/* Whether the fused encoder covers m: ReLU, TopK, BatchTopK and JumpReLU,
+ * autoencoders and transcoders alike (a transcoder's encoder is the same
+ * product of its uncentred input x). Gated SAEs and Matryoshka take the
+ * block-by-block encoder. */
 static inline bool sae__fused_covers(const sae_model *m)
 {
-    return m->kind == SAE_KIND_AUTOENCODER &&
-           (m->arch == SAE_ARCH_RELU || m->arch == SAE_ARCH_TOPK ||
-            m->arch == SAE_ARCH_BATCHTOPK || m->arch == SAE_ARCH_JUMPRELU);
+    return m->arch == SAE_ARCH_RELU || m->arch == SAE_ARCH_TOPK ||
+           m->arch == SAE_ARCH_BATCHTOPK || m->arch == SAE_ARCH_JUMPRELU;
+}
+
+/* Whether SAE_OPT_PRECISION bf16 applies to m's encoder product: the plain
+ * autoencoders the fused encoder covers (transcoders train in float32). */
+static inline bool sae__bf16_covers(const sae_model *m)
+{
+    return m->kind == SAE_KIND_AUTOENCODER && sae__fused_covers(m);
 }
 
 /* Scratch for passes with the pool's threads (at most n_threads) and the
