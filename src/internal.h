@@ -14,21 +14,32 @@
  *   b_enc    d_sae
  *   b_dec    d_in
  *
- * A training step's data path (sae_step), in four files:
+ * A training step's data path (sae_step), x -> f -> x_hat -> gradients ->
+ * Adam, file by file (each named for what it holds):
  *
  *   optimizer.c  sae_step: the lr and lambda of the step (schedule.c), the
  *                workspace (workspace.c), then sae__forward_backward, then
  *                clipping and one Adam pass over the flat parameter block
  *   backward.c   sae__forward_backward: for each block of tokens the forward
- *                pass (forward.c), then the gradients on the dense path
- *                (CBLAS) or the sparse path (sparse.c), AuxK, the biases
- *   forward.c    x -> xc -> f (sae__encode_block: one SGEMM and the
- *                architecture's activation per token) -> x_hat
+ *                pass, then the gradients on the dense path (CBLAS) or the
+ *                sparse path (sparse.c), AuxK, the biases
+ *   forward.c    the forward pass: x -> xc -> f (sae__encode_block: one GEMM
+ *                and the architecture's activation per token) -> x_hat
  *                (sae__forward_decode); the same encoder and decoder serve
- *                sae_encode, sae_loss and every read-only call (sae_forward)
- *                (the sparse path encodes in encode_fused.c, with select.c's TopK)
- *   sparse.c     the sparse path: pairs (token, feature) with f > 0, the
- *                decoder and the gradients over them
+ *                sae_encode, sae_loss and every read-only call (sae_output).
+ *                The dense path's encoder and decoder.
+ *   encode_fused.c  the sparse path's encoder: x -> f as (token, feature)
+ *                pairs, a tile of features at a time, with select.c's
+ *                streaming TopK / BatchTopK selection (the one file beside
+ *                it that the path reads)
+ *   sparse.c     the sparse path's decoder and gradients over those pairs
+ *
+ * The dense path reads three of them: optimizer.c -> backward.c -> forward.c.
+ * The sparse path: optimizer.c -> backward.c -> encode_fused.c (+ select.c)
+ * -> sparse.c, with forward.c's activation parameters and, where the fused
+ * encoder does not apply (a BatchTopK transcoder), its block encoder. Every
+ * product goes through gemm.c (CBLAS or oneDNN); distributed steps add
+ * parallel.c's hooks, which exchange what the ranks computed.
  */
 #ifndef LIBSAE_INTERNAL_H
 #define LIBSAE_INTERNAL_H
