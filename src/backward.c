@@ -798,7 +798,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
                   n_tokens <= UINT32_MAX / 2;
     /* The sparse path's encoder is fused whenever the step may take that
      * path and the fused encoder covers the model (sae__fused_covers: not
-     * Gated, Matryoshka or transcoders); a ReLU or JumpReLU batch too dense
+     * Gated or Matryoshka); a ReLU or JumpReLU batch too dense
      * for it takes the dense path. Feature shards and BatchTopK across
      * data-parallel ranks select across ranks block by block: they take the
      * block loop. A distributed step that fails here takes the block loop

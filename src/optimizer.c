@@ -596,8 +596,8 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
-    /* bf16 where the fused encoder covers the model (others: float32) */
-    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__fused_covers(m);
+    /* bf16 for the plain autoencoders (others: float32) */
+    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__bf16_covers(m);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out,
                             o->opt.gemm, bf16, sae__fused_covers(m) && !o->par, m->n_levels};
     const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
