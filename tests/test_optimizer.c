@@ -786,11 +786,71 @@ START_TEST(families_step_in_float32_whatever_the_precision)
 }
 END_TEST
 
+/* Transcoders and skip transcoders encode with the fused encoder too (their
+ * encoder is the autoencoder's product, of x uncentred): on the sparse path,
+ * every architecture it covers, with AuxK, gives the gradients and losses of
+ * the block-by-block encoder (the same workspace without its fused encoder),
+ * to rounding: the encoder's products have other shapes (tiles), and a BLAS
+ * may sum a shape in another order (OpenBLAS's small-matrix kernels do). */
+START_TEST(transcoder_steps_fused_match_the_block_loop)
+{
+    const size_t d_in = 16, d_out = 12, d_sae = 64, n = SAE_BLOCK_TOKENS + 100;
+    float *x = test_gaussian(n, d_in, 1.0, 0.1, 81), *y = test_gaussian(n, d_out, 1.0, 0.0, 82);
+    static const int archs[] = {SAE_ARCH_RELU, SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK,
+                                SAE_ARCH_JUMPRELU};
+    uint8_t dead[64];
+    for (size_t i = 0; i < d_sae; i++)
+        dead[i] = i % 3 == 0;
+    for (int kind = SAE_KIND_TRANSCODER; kind <= SAE_KIND_SKIP_TRANSCODER; kind++)
+        for (size_t a = 0; a < 4; a++) {
+            const int arch = archs[a];
+            const bool topk = arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK;
+            const double param = topk ? 4 : arch == SAE_ARCH_JUMPRELU ? 0.05 : 0;
+            sae_model *m;
+            ck_assert_int_eq(sae_model_create_transcoder(&m, d_in, d_out, d_sae, 3, kind, arch,
+                                                         param), SAE_OK);
+            float *grad[2];
+            double loss[2];
+            for (int block = 0; block < 2; block++) {
+                sae_workspace ws;
+                memset(&ws, 0, sizeof ws);
+                sae_step_shape shape = {d_in, d_sae, n, 2, arch, topk ? 6 : 0, d_out,
+                                        SAE_GEMM_AUTO, false, true};
+                ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
+                ck_assert_ptr_nonnull(ws.fused);
+                if (block) {
+                    sae__fused_encoder_free(ws.fused);
+                    ws.fused = NULL;
+                }
+                grad[block] = sae__alloc_zero(m->lay.total * sizeof(float));
+                sae_step_config cfg = {0.01, SAE_KERNEL_SPARSE, ws.pool, topk ? 0.03 : 0.0,
+                                       topk ? 6 : 0, topk ? dead : NULL, 0.001, n, NULL};
+                sae_backward_result res;
+                ck_assert_int_eq(sae__forward_backward(m, &cfg, x, y, n, &ws, grad[block], &res),
+                                 SAE_OK);
+                ck_assert(res.used_sparse);
+                loss[block] = res.sums.l2 + res.aux_loss;
+                sae__workspace_free(&ws);
+            }
+            for (size_t q = 0; q < m->lay.total; q++)
+                if (!(fabsf(grad[0][q] - grad[1][q]) <= 1e-5f + 1e-4f * fabsf(grad[1][q])))
+                    ck_abort_msg("kind %d arch %d: gradient %zu is %g, the block loop's %g",
+                                 kind, arch, q, (double)grad[0][q], (double)grad[1][q]);
+            ck_assert_double_eq_tol(loss[0], loss[1], 1e-6 * loss[1]);
+            sae__free(grad[0]);
+            sae__free(grad[1]);
+            sae_model_free(m);
+        }
+    free(x);
+    free(y);
+}
+END_TEST
+
 /* BatchTopK's step selects over the batch in the fused encoder, in O(n k):
  * its workspace holds blocks of SAE_BLOCK_TOKENS features, not the batch's
- * n x d_sae; a step that takes the block loop after all (a transcoder)
- * grows the block to the batch and gives the gradients of a workspace
- * reserved for the batch from the start. */
+ * n x d_sae; a step that takes the block loop after all (here a transcoder's
+ * step without its fused encoder) grows the block to the batch and gives
+ * the gradients of a workspace reserved for the batch from the start. */
 START_TEST(batchtopk_workspace_is_not_batch_wide)
 {
     const size_t d_in = 16, d_out = 12, d_sae = 64, n = 2 * SAE_BLOCK_TOKENS + 100;
@@ -814,9 +874,11 @@ START_TEST(batchtopk_workspace_is_not_batch_wide)
         sae_workspace ws;
         memset(&ws, 0, sizeof ws);
         sae_step_shape shape = {d_in, d_sae, n, 2, SAE_ARCH_BATCHTOPK, 0, d_out,
-                                SAE_GEMM_AUTO, false, small != 0};
+                                SAE_GEMM_AUTO, false, small != 0, 0};
         ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
         ck_assert_uint_eq(ws.block_cap, small ? SAE_BLOCK_TOKENS : n);
+        sae__fused_encoder_free(ws.fused); /* the block loop */
+        ws.fused = NULL;
         grad[small] = sae__alloc_zero(m->lay.total * sizeof(float));
         sae_step_config cfg = {0.0, SAE_KERNEL_AUTO, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
         sae_backward_result res;
@@ -902,6 +964,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, bf16_weights_follow_the_model);
     tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
     tcase_add_test(tc, batchtopk_workspace_is_not_batch_wide);
+    tcase_add_test(tc, transcoder_steps_fused_match_the_block_loop);
     tcase_add_test(tc, cached_row_norms_follow_the_model);
     tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);
