@@ -10,7 +10,10 @@
  *          --d-sae 1M --arch topk --k 32 --save /shared/run
  *   srun -n 8 sae-train-mpi ...                  # Slurm
  *   mpirun -np 3 sae-train-mpi acts.npy --parallel features --resume run --steps 200k
+ *   mpirun -np 4 sae-train-mpi mlp_in.npy --target mlp_out.npy --skip --parallel features ...
  *
+ * Every architecture sae-train trains (Gated too) and transcoders (--target,
+ * --skip) train in both modes.
  * Every rank maps the data file and reads only the rows it trains on (its
  * share of each batch, or the whole batch), plus the recipe's sample.
  * Rank 0 alone prints the progress and the report and writes the log;
@@ -43,6 +46,7 @@ enum { OPT_PARALLEL = 1, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_CHECKPOINT_EVERY, OP
 
 static const struct option long_options[] = {
     TOOL_CONFIG_LONG_OPTIONS,
+    TOOL_TARGET_LONG_OPTIONS,
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"log", required_argument, NULL, OPT_LOG},
     {"save", required_argument, NULL, OPT_SAVE},
@@ -66,6 +70,7 @@ static void usage(const tool_config *defaults)
            "  --comm-stats        print what each rank sent per step (calls, bytes)\n\n",
            sae_version_string());
     tool_config_help(stdout, defaults);
+    tool_target_help(stdout);
     printf("Output (rank 0 writes them; DIR must be on a file system every rank sees):\n"
            "  --log FILE          CSV log, as sae-train's\n"
            "  --save DIR          checkpoint directory (sae-train's layout: SAELens opens\n"
@@ -195,8 +200,25 @@ static int agree(int status)
     return worst;
 }
 
+/* A failure of a libsae call while setting up: one that follows from the
+ * options and the data (an invalid argument, a non-finite value) is the
+ * same on every rank and rank 0 alone says it; any other (out of memory)
+ * the rank that meets it. Returns the exit status. */
+static int setup_error(const job *j, int rc, const char *what)
+{
+    if (rc == SAE_E_INVALID_ARG || rc == SAE_E_NONFINITE) {
+        if (root(j))
+            tool_library_error(rc, what);
+        return 1;
+    }
+    char where[128];
+    snprintf(where, sizeof where, "rank %d: %s", j->world.rank, what);
+    return tool_library_error(rc, where);
+}
+
 /* The model (this rank's part), the recipe, the state, the log (rank 0), the
- * batches and the communicator. Returns 0 or an exit status, printed. */
+ * batches and the communicator. Returns 0 or an exit status, printed once
+ * when every rank meets the problem alike. */
 static int set_up(job *j)
 {
     tool_config *cfg = &j->cfg;
@@ -209,16 +231,17 @@ static int set_up(job *j)
         sae_shard_range(cfg->d_sae, j->world.n_ranks, j->world.rank, &begin, &end);
     int rc = resuming ? SAE_OK : tool_make_sae_shard(cfg, d_in, begin, end, &j->m, &j->o);
     if (rc != SAE_OK)
-        return tool_library_error(rc, "creating the model");
+        return setup_error(j, rc, "creating the model");
     if (tool_recipe_needs_sample(cfg, false) &&
         tool_sample_draw(&j->sample, &j->in.train, cfg->sample, cfg->seed) != 0)
-        return tool_library_error(SAE_E_NOMEM, "the recipe's sample");
+        return setup_error(j, SAE_E_NOMEM, "the recipe's sample");
     j->scale = resuming ? j->state.scale : 1.0;
     rc = tool_recipe_scale(cfg, &j->sample, !resuming, &j->scale, err, sizeof err);
     if (rc == SAE_OK && !resuming)
         rc = tool_recipe_b_dec(cfg, j->m, &j->sample, err, sizeof err);
-    if (rc != SAE_OK) {
-        fprintf(stderr, "%s: %s\n", tool_program(), err);
+    if (rc != SAE_OK) { /* the same sample on every rank: the same failure */
+        if (root(j) || (rc != SAE_E_NONFINITE && rc != SAE_E_INVALID_ARG))
+            fprintf(stderr, "%s: %s\n", tool_program(), err);
         return rc == SAE_E_NONFINITE ? TOOL_EXIT_USAGE : 1;
     }
     if (!resuming)
@@ -239,17 +262,17 @@ static int set_up(job *j)
         setvbuf(j->log, NULL, _IOLBF, 0);
     }
     if (tool_batcher_init(&j->batches, &j->in.train, cfg->seed) != 0)
-        return tool_library_error(SAE_E_NOMEM, "the batches");
+        return setup_error(j, SAE_E_NOMEM, "the batches");
     j->batches.scale = j->scale;
     tool_batcher_skip(&j->batches, j->state.tokens);
     const sae_comm *comm = &j->world;
     if (opt->comm_stats) {
         if ((rc = sae_mpi_counting_create(&j->counted, &j->world, &j->counts)) != SAE_OK)
-            return tool_library_error(rc, "the counting communicator");
+            return setup_error(j, rc, "the counting communicator");
         comm = &j->counted;
     }
     if ((rc = sae_optimizer_set_comm(j->o, opt->mode, comm)) != SAE_OK)
-        return tool_library_error(rc, "attaching the communicator");
+        return setup_error(j, rc, "attaching the communicator");
     return 0;
 }
 
@@ -286,15 +309,20 @@ static int train(job *j)
         .state = &j->state, .sample = &j->sample, .resample_every = cfg->resample_every,
         .resample_window = cfg->resample_window ? cfg->resample_window : cfg->dead_window,
         .seed = cfg->seed, .comm = &j->world, .share_begin = share_begin, .share_end = share_end,
+        .target = j->in.target.x ? &j->in.target : NULL,
     };
     int rc = tool_train_run(&j->run);
-    if (j->run.bad_row != SIZE_MAX) {
-        fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
-                j->world.rank, cfg->input ? cfg->input : "synthetic data", j->run.bad_row);
+    if (j->run.bad_row != SIZE_MAX) { /* feature shards: every rank read the same row */
+        const char *file = j->run.bad_row_in_target ? cfg->target_path : cfg->input;
+        if (data || root(j))
+            fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
+                    j->world.rank, file ? file : "synthetic data", j->run.bad_row);
         return TOOL_EXIT_USAGE;
     }
     if (rc != SAE_OK) {
-        if (root(j) || rc != SAE_E_COMM)
+        /* every rank returns the step's agreed status: rank 0 says it, and a
+         * rank whose own allocation or write failed says that too */
+        if (root(j) || rc == SAE_E_NOMEM || rc == SAE_E_IO)
             fprintf(stderr, "%s: rank %d: %s\n", tool_program(), j->world.rank, j->run.error);
         return 1;
     }
