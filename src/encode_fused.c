@@ -16,7 +16,16 @@
  *
  * so the n x d_sae pre-activations are never written to memory and read back,
  * BatchTopK needs O(n k) memory rather than O(n d_sae), and no selection
- * ever looks at a whole row. Every token belongs to one thread, which sees its
+ * ever looks at a whole row.
+ *
+ * BatchTopK's streams start with a floor: a little below the previous pass's
+ * K-th value (the batch's K-th value moves little from step to step). Without
+ * it each thread's stream takes every positive value until it first fills
+ * (2 n k entries), then compacts again and again while its bar climbs; with
+ * it a thread keeps about its share of K entries and never compacts, and the
+ * final selection runs on about K. The selection stays exact: when fewer
+ * than K values reach the floor (the model moved, another batch), the pass
+ * is made again without one (sae__fused_encoder_batch_repasses counts them). Every token belongs to one thread, which sees its
  * features in increasing order: sums, selections and pairs do not depend on
  * the thread count.
  *
@@ -87,7 +96,19 @@ struct sae_fused_encoder {
     sae_batch_entry *batch_scratch; /* n_threads x (batch_cap + 1) + 1: their compactions,
                                        then the final selection's */
     size_t last_pairs;     /* the previous pass's pairs, to size the arenas */
+    float batch_floor;     /* BatchTopK: the next pass's floor (0: none) */
+    uint64_t batch_repasses;
 };
+
+/* The floor under the last K-th value: entries between the two cost a little
+ * in the final selection; a floor above the next pass's K-th value costs a
+ * pass. */
+#define BATCH_FLOOR_FRACTION 0.85f
+
+uint64_t sae__fused_encoder_batch_repasses(const sae_fused_encoder *e)
+{
+    return e->batch_repasses;
+}
 
 /* ---- scratch ------------------------------------------------------------------------- */
 
@@ -672,6 +693,15 @@ static int pass_rounds(enc_pass *ps, sae_pool *pool)
     return SAE_OK;
 }
 
+/* BatchTopK after the pass: the entries the threads' streams hold. */
+static size_t batch_reached(const sae_fused_encoder *e, int T)
+{
+    size_t n = 0;
+    for (int p = 0; p < T; p++)
+        n += e->th[p].batch_stream.count;
+    return n;
+}
+
 /* BatchTopK after the pass: the K = n k first entries of the threads'
  * streams, as CSR (tokens in order, features in order within a token). */
 static int batch_assemble(enc_pass *ps, size_t *pairs)
@@ -692,6 +722,7 @@ static int batch_assemble(enc_pass *ps, size_t *pairs)
     float kth;
     n = sae__batch_select(u, n, ps->n_tokens * a->k, e->batch_scratch, &kth);
     *pairs = n;
+    e->batch_floor = n ? BATCH_FLOOR_FRACTION * kth : 0.0f;
     if (n > out->cap)
         return SAE_FUSED_OUT_FULL;
     out->batch_min_kept = n ? kth : 0.0f;
@@ -742,6 +773,7 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
                    .max_sub_pairs = max_sub, .out = out};
     /* the arenas: the previous pass's pairs and a quarter more, split by thread */
     size_t arena = e->last_pairs + e->last_pairs / 4;
+    float floor = a->arch == SAE_ARCH_BATCHTOPK ? e->batch_floor : 0.0f;
     for (;;) {
         for (int p = 0; p < T; p++) {
             enc_thread *t = &e->th[p];
@@ -755,10 +787,11 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
             t->arena_used = 0;
             t->status = THREAD_OK;
             t->need = 0;
-            if (a->arch == SAE_ARCH_BATCHTOPK)
+            if (a->arch == SAE_ARCH_BATCHTOPK) {
                 sae__batch_stream_init(&t->batch_stream, e->batch_all + (size_t)p * e->batch_cap,
                                        e->batch_cap, n * a->k);
-            else
+                sae__batch_stream_floor(&t->batch_stream, floor);
+            } else
                 t->batch_stream.e = NULL;
         }
         if (sae__gemm_team_backend(team) == SAE_GEMM_ONEDNN) {
@@ -779,6 +812,11 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
                 full = true;
                 e->th[p].need += e->th[p].need / 2;
             }
+        }
+        if (!full && floor > 0.0f && batch_reached(e, T) < n * a->k) {
+            floor = 0.0f; /* the floor was too high: the exact selection needs another pass */
+            e->batch_repasses++;
+            continue;
         }
         if (!full)
             break;

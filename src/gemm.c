@@ -240,16 +240,11 @@ int sae__gemm_create(sae_gemm_ctx **out, int backend)
         return SAE_E_NOMEM;
     g->backend = sae__gemm_resolve(backend);
 #ifdef SAE_HAVE_ONEDNN
-    if (g->backend == SAE_GEMM_ONEDNN) {
-        if (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success) {
-            sae__free(g);
-            return SAE_E_NOMEM;
-        }
-        if (dnnl_stream_create(&g->stream, g->engine, dnnl_stream_default_flags) != dnnl_success) {
-            dnnl_engine_destroy(g->engine);
-            sae__free(g);
-            return SAE_E_NOMEM;
-        }
+    if (g->backend == SAE_GEMM_ONEDNN &&
+        (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success ||
+         dnnl_stream_create(&g->stream, g->engine, dnnl_stream_default_flags) != dnnl_success)) {
+        sae__gemm_free(g); /* the engine, if it was made */
+        return SAE_E_NOMEM;
     }
 #endif
     *out = g;
@@ -411,7 +406,9 @@ bool sae__gemm_bf16_native(sae_gemm_ctx *g)
  * threads.c on why the library has its own pool). So within a step every
  * oneDNN product runs serially on the pool's threads, each on its share of
  * rows of C (or, in the fused encoder, on its own tiles), with OpenMP held to
- * one thread on that thread for the duration: no OpenMP team is ever started.
+ * one thread on that thread: no OpenMP team is ever started. A pool's worker
+ * is held once, for its lifetime (only oneDNN's products run OpenMP there);
+ * the caller's thread for the duration of each product, then restored.
  * CBLAS products run on the calling thread and the BLAS's own threads. */
 
 struct sae_gemm_team {
@@ -476,11 +473,25 @@ sae_gemm_ctx *sae__gemm_team_member(sae_gemm_team *t, int tid)
     return t && tid < t->n ? t->member[tid] : NULL;
 }
 
+/* Whether this thread, a pool worker, has OpenMP held to one thread already
+ * (one OpenMP runtime per process: whatever team set it). */
+static _Thread_local bool omp_held;
+
 int sae__gemm_serial_begin(const sae_gemm_team *t)
 {
     if (!t || t->backend != SAE_GEMM_ONEDNN || !t->omp_set_num_threads)
         return 0;
+    if (sae__pool_worker()) { /* the library's own thread: once, for good */
+        if (!omp_held) {
+            t->omp_set_num_threads(1);
+            omp_held = true;
+        }
+        return 0;
+    }
+    /* the caller's thread: its setting is restored after the product */
     int saved = t->omp_get_max_threads();
+    if (saved == 1)
+        return 0;
     t->omp_set_num_threads(1);
     return saved;
 }

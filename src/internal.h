@@ -14,21 +14,32 @@
  *   b_enc    d_sae
  *   b_dec    d_in
  *
- * A training step's data path (sae_step), in four files:
+ * A training step's data path (sae_step), x -> f -> x_hat -> gradients ->
+ * Adam, file by file (each named for what it holds):
  *
  *   optimizer.c  sae_step: the lr and lambda of the step (schedule.c), the
  *                workspace (workspace.c), then sae__forward_backward, then
  *                clipping and one Adam pass over the flat parameter block
  *   backward.c   sae__forward_backward: for each block of tokens the forward
- *                pass (forward.c), then the gradients on the dense path
- *                (CBLAS) or the sparse path (sparse.c), AuxK, the biases
- *   forward.c    x -> xc -> f (sae__encode_block: one SGEMM and the
- *                architecture's activation per token) -> x_hat
+ *                pass, then the gradients on the dense path (CBLAS) or the
+ *                sparse path (sparse.c), AuxK, the biases
+ *   forward.c    the forward pass: x -> xc -> f (sae__encode_block: one GEMM
+ *                and the architecture's activation per token) -> x_hat
  *                (sae__forward_decode); the same encoder and decoder serve
- *                sae_encode, sae_loss and every read-only call (sae_forward)
- *                (the sparse path encodes in encode_fused.c, with select.c's TopK)
- *   sparse.c     the sparse path: pairs (token, feature) with f > 0, the
- *                decoder and the gradients over them
+ *                sae_encode, sae_loss and every read-only call (sae_output).
+ *                The dense path's encoder and decoder.
+ *   encode_fused.c  the sparse path's encoder: x -> f as (token, feature)
+ *                pairs, a tile of features at a time, with select.c's
+ *                streaming TopK / BatchTopK selection (the one file beside
+ *                it that the path reads)
+ *   sparse.c     the sparse path's decoder and gradients over those pairs
+ *
+ * The dense path reads three of them: optimizer.c -> backward.c -> forward.c.
+ * The sparse path: optimizer.c -> backward.c -> encode_fused.c (+ select.c)
+ * -> sparse.c, with forward.c's activation parameters and, where the fused
+ * encoder does not apply (a BatchTopK transcoder), its block encoder. Every
+ * product goes through gemm.c (CBLAS or oneDNN); distributed steps add
+ * parallel.c's hooks, which exchange what the ranks computed.
  */
 #ifndef LIBSAE_INTERNAL_H
 #define LIBSAE_INTERNAL_H
@@ -338,7 +349,8 @@ int sae__gemm_team_size(const sae_gemm_team *t);
 sae_gemm_ctx *sae__gemm_team_member(sae_gemm_team *t, int tid);
 
 /* Hold the calling thread's OpenMP to one thread while it runs oneDNN products
- * (a no-op for CBLAS); returns what sae__gemm_serial_end restores. */
+ * (a no-op for CBLAS); returns what sae__gemm_serial_end restores. A pool
+ * worker is held from its first product on, for good (0: nothing to restore). */
 int sae__gemm_serial_begin(const sae_gemm_team *t);
 void sae__gemm_serial_end(const sae_gemm_team *t, int saved);
 
@@ -409,6 +421,12 @@ typedef struct sae_batch_stream {
 
 void sae__batch_stream_init(sae_batch_stream *s, sae_batch_entry *e, size_t cap, size_t K);
 
+/* Refuse values below floor (> 0; 0 or less: no effect) from the start, as
+ * if a compaction had set the bar there: the stream then keeps the values
+ * at or above floor that can still be selected. Exact only if the batch has
+ * at least K such values (the caller checks and passes again without one). */
+void sae__batch_stream_floor(sae_batch_stream *s, float floor);
+
 /* Offer token tok's values v[0..w) as features base .. base + w - 1.
  * scratch: cap + 1 entries. */
 void sae__batch_stream_push(sae_batch_stream *s, const float *v, size_t w, uint32_t tok,
@@ -443,6 +461,9 @@ typedef void (*sae_task_fn)(void *ctx, int tid, int n_threads);
 int sae__pool_create(sae_pool **out, int n_threads);
 void sae__pool_free(sae_pool *p);
 int sae__pool_threads(const sae_pool *p); /* 1 for NULL */
+/* Whether the calling thread is a worker of some pool (the library's own
+ * thread, never the caller's): per-thread settings made there need no undoing. */
+bool sae__pool_worker(void);
 
 /* fn(ctx, tid, n) on every thread tid of the pool, the caller as tid 0;
  * returns when all have finished. */
@@ -816,6 +837,7 @@ typedef struct sae_step_shape {
     bool batch_fused;     /* BatchTopK selects in the fused encoder (one process,
                              sae__fused_covers): blocks of SAE_BLOCK_TOKENS
                              suffice, not one block of the whole batch */
+    size_t levels;        /* Matryoshka: its level count (dL/dx_hat rows per level) */
 } sae_step_shape;
 
 /* Make the workspace hold a step of this shape: every buffer except the
@@ -899,6 +921,38 @@ void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0,
 void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                                size_t n_rows, sae_workspace *ws, float *grad);
 
+/* ---- Matryoshka's nested losses on the sparse path (matryoshka.c) -----------------
+ * ws->dxh and ws->l2_tok hold (n_levels + 1) blocks of n_tokens rows: block 0
+ * the full width's dL/dx_hat (then the sum over all levels), block 1 AuxK's
+ * rows, block l + 1 level l - 1's (then the sum over levels >= l). */
+
+/* The rows of dxh a Matryoshka step uses: (n_levels + 1) n_tokens; 0 for
+ * other architectures. */
+size_t sae__matryoshka_rows(const sae_model *m, size_t n_tokens);
+
+/* The block of n_tokens rows of dxh whose rows feature i's pairs read
+ * dL/dx_hat from (the sum over the levels that contain i): 0 for the first
+ * band and for every other architecture. */
+size_t sae__matryoshka_block(const sae_model *m, size_t feature);
+
+/* SAE_E_INVALID_ARG (detail naming fn) for a Matryoshka batch the sparse
+ * path cannot index (more than UINT32_MAX / 2 tokens); SAE_OK otherwise. */
+int sae__matryoshka_check_batch(const char *fn, const sae_model *m, size_t n_tokens);
+
+/* The token phase over the CSR (pairs in ascending feature order per token):
+ * each level's reconstruction as a prefix sum of the token's pairs, then its
+ * dL/dx_hat = scale * (x_hat_l - target) and squared error into its block. */
+void sae__matryoshka_decode(const sae_model *m, const float *target, size_t n_tokens,
+                            float scale, sae_workspace *ws, sae_pool *pool);
+
+/* After AuxK has read block 0: each level's block becomes the sum over the
+ * levels at or above it (block 0: all of them). */
+void sae__matryoshka_suffix_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws,
+                                 sae_pool *pool);
+
+/* The inner levels' squared errors summed over the batch (sums.extra). */
+double sae__matryoshka_inner_l2(const sae_model *m, size_t n_tokens, const sae_workspace *ws);
+
 /* ---- options (options.c) --------------------------------------------------- */
 
 /* The values of the SAE_OPT_* options, typed (the ABI passes doubles). */
@@ -961,20 +1015,31 @@ enum {
 
 typedef struct sae_fused_encoder sae_fused_encoder;
 
-/* Whether the fused encoder (and the step's bf16 encoder product) covers m:
- * the plain autoencoders (ReLU, TopK, BatchTopK, JumpReLU). Gated SAEs,
- * Matryoshka and transcoders take the block-by-block float32 encoder. */
+/* Whether the fused encoder covers m: ReLU, TopK, BatchTopK and JumpReLU,
+ * autoencoders and transcoders alike (a transcoder's encoder is the same
+ * product of its uncentred input x). Gated SAEs and Matryoshka take the
+ * block-by-block encoder. */
 static inline bool sae__fused_covers(const sae_model *m)
 {
-    return m->kind == SAE_KIND_AUTOENCODER &&
-           (m->arch == SAE_ARCH_RELU || m->arch == SAE_ARCH_TOPK ||
-            m->arch == SAE_ARCH_BATCHTOPK || m->arch == SAE_ARCH_JUMPRELU);
+    return m->arch == SAE_ARCH_RELU || m->arch == SAE_ARCH_TOPK ||
+           m->arch == SAE_ARCH_BATCHTOPK || m->arch == SAE_ARCH_JUMPRELU;
+}
+
+/* Whether SAE_OPT_PRECISION bf16 applies to m's encoder product: the plain
+ * autoencoders the fused encoder covers (transcoders train in float32). */
+static inline bool sae__bf16_covers(const sae_model *m)
+{
+    return m->kind == SAE_KIND_AUTOENCODER && sae__fused_covers(m);
 }
 
 /* Scratch for passes with the pool's threads (at most n_threads) and the
  * tile shapes of a backend. */
 int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threads, int backend);
 void sae__fused_encoder_free(sae_fused_encoder *e); /* NULL is fine */
+
+/* BatchTopK: passes made again because the floor taken from the previous
+ * pass's K-th value let fewer than K values through (encode_fused.c). */
+uint64_t sae__fused_encoder_batch_repasses(const sae_fused_encoder *e);
 
 typedef struct sae_fused_args {
     const sae_activation *act;   /* training: JumpReLU's band, AuxK's dead features */

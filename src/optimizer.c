@@ -497,9 +497,8 @@ static int step_check_args(const char *fn, const sae_model *m, const sae_optimiz
         (rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out",
                               sizeof(float))) == SAE_OK)
         rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
-    /* Matryoshka's nested losses are not trained by this version */
     if (rc == SAE_OK)
-        rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
+        rc = sae__matryoshka_check_batch(fn, m, n_tokens);
     if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
         rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
                        "sae_step_target", fn);
@@ -594,10 +593,10 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     /* ------------------------------------------------------------------------ */
     const int n_threads = sae__resolve_threads(o->opt.threads);
     size_t k_aux = auxk_setup(m, o);
-    /* bf16 where the fused encoder covers the model (others: float32) */
-    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__fused_covers(m);
+    /* bf16 for the plain autoencoders (others: float32) */
+    const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__bf16_covers(m);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out,
-                            o->opt.gemm, bf16, sae__fused_covers(m) && !o->par};
+                            o->opt.gemm, bf16, sae__fused_covers(m) && !o->par, m->n_levels};
     const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
     if (rc == SAE_OK)
         rc = sae__workspace_reserve(&o->ws, &shape);

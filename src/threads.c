@@ -47,8 +47,16 @@ typedef struct worker_arg {
     int tid;
 } worker_arg;
 
+static _Thread_local bool is_worker; /* set on the pools' workers */
+
+bool sae__pool_worker(void)
+{
+    return is_worker;
+}
+
 static void *worker_main(void *arg_)
 {
+    is_worker = true;
     worker_arg *arg = arg_;
     sae_pool *p = arg->pool;
     const int tid = arg->tid;

@@ -205,18 +205,12 @@ static size_t first_size_mismatch(const size_t *a, const size_t *b, size_t count
     return k;
 }
 
-/* One pass of the encoder against the reference. */
-static void check_case(const problem *p, int arch, size_t k, bool with_aux, int backend,
-                       int n_threads, bool bf16)
+/* One pass of the encoder enc (with its team and pool) against the reference. */
+static void check_pass(sae_fused_encoder *enc, sae_gemm_team *team, sae_pool *pool,
+                       const problem *p, int arch, size_t k, bool with_aux, bool bf16)
 {
     const float half = 0.125f;
     const size_t k_aux = 5;
-    sae_pool *pool;
-    ck_assert_int_eq(sae__pool_create(&pool, n_threads), SAE_OK);
-    sae_gemm_team *team;
-    ck_assert_int_eq(sae__gemm_team_create(&team, backend, n_threads), SAE_OK);
-    sae_fused_encoder *enc;
-    ck_assert_int_eq(sae__fused_encoder_create(&enc, p->d_sae, n_threads, backend), SAE_OK);
     sae_activation act = {.arch = arch, .d_sae = p->d_sae, .k = k, .b_enc = p->b_enc,
                           .norms = p->norms, .theta = p->theta, .bandwidth = 2 * half,
                           .training = true, .dead = with_aux ? p->dead : NULL, .k_aux = k_aux};
@@ -268,6 +262,19 @@ static void check_case(const problem *p, int arch, size_t k, bool with_aux, int 
     free_expected(&x);
     free(out.row_ptr), free(out.feat), free(out.fval), free(out.l1), free(out.active);
     free(out.aux_feat), free(out.aux_fval), free(out.aux_count);
+}
+
+/* One pass of a fresh encoder against the reference. */
+static void check_case(const problem *p, int arch, size_t k, bool with_aux, int backend,
+                       int n_threads, bool bf16)
+{
+    sae_pool *pool;
+    ck_assert_int_eq(sae__pool_create(&pool, n_threads), SAE_OK);
+    sae_gemm_team *team;
+    ck_assert_int_eq(sae__gemm_team_create(&team, backend, n_threads), SAE_OK);
+    sae_fused_encoder *enc;
+    ck_assert_int_eq(sae__fused_encoder_create(&enc, p->d_sae, n_threads, backend), SAE_OK);
+    check_pass(enc, team, pool, p, arch, k, with_aux, bf16);
     sae__fused_encoder_free(enc);
     sae__gemm_team_free(team);
     sae__pool_free(pool);
@@ -325,6 +332,33 @@ START_TEST(quick_every_arch)
 }
 END_TEST
 
+/* BatchTopK's streams start at a floor below the previous pass's K-th value:
+ * a batch much like the last passes once, one whose K-th value fell below
+ * the floor (lower biases) is passed again without it; both are exact. */
+START_TEST(batchtopk_floor_from_the_previous_pass)
+{
+    problem near = make_problem(600, 48, 300, 0.0, 5), low = make_problem(600, 48, 300, 2.0, 5);
+    sae_pool *pool;
+    ck_assert_int_eq(sae__pool_create(&pool, 2), SAE_OK);
+    sae_gemm_team *team;
+    ck_assert_int_eq(sae__gemm_team_create(&team, SAE_GEMM_AUTO, 2), SAE_OK);
+    sae_fused_encoder *enc;
+    ck_assert_int_eq(sae__fused_encoder_create(&enc, near.d_sae, 2, sae__gemm_team_backend(team)),
+                     SAE_OK);
+    check_pass(enc, team, pool, &near, SAE_ARCH_BATCHTOPK, 6, true, false); /* sets the floor */
+    uint64_t repasses = sae__fused_encoder_batch_repasses(enc);
+    check_pass(enc, team, pool, &near, SAE_ARCH_BATCHTOPK, 6, true, false);
+    ck_assert_uint_eq(sae__fused_encoder_batch_repasses(enc), repasses);
+    check_pass(enc, team, pool, &low, SAE_ARCH_BATCHTOPK, 6, true, false);
+    ck_assert_uint_eq(sae__fused_encoder_batch_repasses(enc), repasses + 1);
+    sae__fused_encoder_free(enc);
+    sae__gemm_team_free(team);
+    sae__pool_free(pool);
+    free_problem(&near);
+    free_problem(&low);
+}
+END_TEST
+
 START_TEST(density_limit_stops_the_pass)
 {
     problem p = make_problem(700, 32, 300, -5.0, 3); /* nearly every pre-activation > 0 */
@@ -361,6 +395,7 @@ static Suite *encode_fused_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, quick_every_arch);
     tcase_add_test(tc, density_limit_stops_the_pass);
+    tcase_add_test(tc, batchtopk_floor_from_the_previous_pass);
     suite_add_tcase(s, tc);
     tc = tcase_create("sweep");
     tcase_set_tags(tc, "slow");

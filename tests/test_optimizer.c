@@ -618,22 +618,42 @@ START_TEST(gemm_backend_reports_the_resolved_backend)
 }
 END_TEST
 
+/* One step of a fresh optimizer, with `option` set to `value`, on a copy of
+ * m: the losses a step of any optimizer on m must report. */
+static sae_losses fresh_step(const sae_model *m, const float *x, size_t n, int option,
+                             double value)
+{
+    sae_model *copy;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, option, value), SAE_OK);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
+    sae_optimizer_free(o);
+    sae_model_free(copy);
+    return l;
+}
+
+/* Tensor `which` of m (d_in x d_sae values) times factor. */
+static void scale_tensor(sae_model *m, int which, float factor)
+{
+    const size_t count = sae_model_d_in(m) * sae_model_d_sae(m);
+    float *w = malloc(count * sizeof *w);
+    ck_assert_int_eq(sae_model_get_tensor(m, which, w, count), SAE_OK);
+    for (size_t k = 0; k < count; k++)
+        w[k] *= factor;
+    ck_assert_int_eq(sae_model_set_tensor(m, which, w, count), SAE_OK);
+    free(w);
+}
+
 /* The bf16 copy of W_enc that SAE_OPT_PRECISION bf16 keeps follows the model:
  * after sae_model_set_tensor, or for another model, a step computes the same
  * losses as a fresh optimizer would; and it is really bf16 (the losses
  * differ from float32's). */
 static double first_loss(const sae_model *m, const float *x, size_t n, int precision)
 {
-    sae_model *copy;
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION, precision), SAE_OK);
-    sae_losses l;
-    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
-    sae_optimizer_free(o);
-    sae_model_free(copy);
-    return l.loss;
+    return fresh_step(m, x, n, SAE_OPT_PRECISION, precision).loss;
 }
 
 START_TEST(bf16_weights_follow_the_model)
@@ -657,11 +677,7 @@ START_TEST(bf16_weights_follow_the_model)
     ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.loss, want);
     /* W_enc changed from outside */
-    float *w = malloc(d_in * d_sae * sizeof(float));
-    ck_assert_int_eq(sae_model_get_tensor(a, SAE_W_ENC, w, d_in * d_sae), SAE_OK);
-    for (size_t k = 0; k < d_in * d_sae; k++)
-        w[k] *= 1.5f;
-    ck_assert_int_eq(sae_model_set_tensor(a, SAE_W_ENC, w, d_in * d_sae), SAE_OK);
+    scale_tensor(a, SAE_W_ENC, 1.5f);
     want = first_loss(a, x, n, SAE_PRECISION_BF16);
     ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.loss, want);
@@ -669,7 +685,6 @@ START_TEST(bf16_weights_follow_the_model)
     want = first_loss(b, x, n, SAE_PRECISION_BF16);
     ck_assert_int_eq(sae_step(b, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.loss, want);
-    free(w);
     free(x);
     sae_optimizer_free(o);
     sae_model_free(a);
@@ -683,16 +698,7 @@ END_TEST
  * included), after W_dec changed from outside, and for another model. */
 static double first_l1(const sae_model *m, const float *x, size_t n)
 {
-    sae_model *copy;
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 2), SAE_OK);
-    sae_losses l;
-    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
-    sae_optimizer_free(o);
-    sae_model_free(copy);
-    return l.l1;
+    return fresh_step(m, x, n, SAE_OPT_THREADS, 2).l1;
 }
 
 START_TEST(cached_row_norms_follow_the_model)
@@ -713,18 +719,13 @@ START_TEST(cached_row_norms_follow_the_model)
         ck_assert_double_eq(l.l1, want);
     }
     ck_assert_ptr_eq(o->ws.norms_model, a);
-    float *w = malloc(d_in * d_sae * sizeof(float));
-    ck_assert_int_eq(sae_model_get_tensor(a, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
-    for (size_t k = 0; k < d_in * d_sae; k++)
-        w[k] *= 0.5f;
-    ck_assert_int_eq(sae_model_set_tensor(a, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
+    scale_tensor(a, SAE_W_DEC, 0.5f);
     double want = first_l1(a, x, n);
     ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.l1, want);
     want = first_l1(b, x, n);
     ck_assert_int_eq(sae_step(b, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.l1, want);
-    free(w);
     free(x);
     sae_optimizer_free(o);
     sae_model_free(a);
@@ -785,11 +786,71 @@ START_TEST(families_step_in_float32_whatever_the_precision)
 }
 END_TEST
 
+/* Transcoders and skip transcoders encode with the fused encoder too (their
+ * encoder is the autoencoder's product, of x uncentred): on the sparse path,
+ * every architecture it covers, with AuxK, gives the gradients and losses of
+ * the block-by-block encoder (the same workspace without its fused encoder),
+ * to rounding: the encoder's products have other shapes (tiles), and a BLAS
+ * may sum a shape in another order (OpenBLAS's small-matrix kernels do). */
+START_TEST(transcoder_steps_fused_match_the_block_loop)
+{
+    const size_t d_in = 16, d_out = 12, d_sae = 64, n = SAE_BLOCK_TOKENS + 100;
+    float *x = test_gaussian(n, d_in, 1.0, 0.1, 81), *y = test_gaussian(n, d_out, 1.0, 0.0, 82);
+    static const int archs[] = {SAE_ARCH_RELU, SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK,
+                                SAE_ARCH_JUMPRELU};
+    uint8_t dead[64];
+    for (size_t i = 0; i < d_sae; i++)
+        dead[i] = i % 3 == 0;
+    for (int kind = SAE_KIND_TRANSCODER; kind <= SAE_KIND_SKIP_TRANSCODER; kind++)
+        for (size_t a = 0; a < 4; a++) {
+            const int arch = archs[a];
+            const bool topk = arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK;
+            const double param = topk ? 4 : arch == SAE_ARCH_JUMPRELU ? 0.05 : 0;
+            sae_model *m;
+            ck_assert_int_eq(sae_model_create_transcoder(&m, d_in, d_out, d_sae, 3, kind, arch,
+                                                         param), SAE_OK);
+            float *grad[2];
+            double loss[2];
+            for (int block = 0; block < 2; block++) {
+                sae_workspace ws;
+                memset(&ws, 0, sizeof ws);
+                sae_step_shape shape = {d_in, d_sae, n, 2, arch, topk ? 6 : 0, d_out,
+                                        SAE_GEMM_AUTO, false, true};
+                ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
+                ck_assert_ptr_nonnull(ws.fused);
+                if (block) {
+                    sae__fused_encoder_free(ws.fused);
+                    ws.fused = NULL;
+                }
+                grad[block] = sae__alloc_zero(m->lay.total * sizeof(float));
+                sae_step_config cfg = {0.01, SAE_KERNEL_SPARSE, ws.pool, topk ? 0.03 : 0.0,
+                                       topk ? 6 : 0, topk ? dead : NULL, 0.001, n, NULL};
+                sae_backward_result res;
+                ck_assert_int_eq(sae__forward_backward(m, &cfg, x, y, n, &ws, grad[block], &res),
+                                 SAE_OK);
+                ck_assert(res.used_sparse);
+                loss[block] = res.sums.l2 + res.aux_loss;
+                sae__workspace_free(&ws);
+            }
+            for (size_t q = 0; q < m->lay.total; q++)
+                if (!(fabsf(grad[0][q] - grad[1][q]) <= 1e-5f + 1e-4f * fabsf(grad[1][q])))
+                    ck_abort_msg("kind %d arch %d: gradient %zu is %g, the block loop's %g",
+                                 kind, arch, q, (double)grad[0][q], (double)grad[1][q]);
+            ck_assert_double_eq_tol(loss[0], loss[1], 1e-6 * loss[1]);
+            sae__free(grad[0]);
+            sae__free(grad[1]);
+            sae_model_free(m);
+        }
+    free(x);
+    free(y);
+}
+END_TEST
+
 /* BatchTopK's step selects over the batch in the fused encoder, in O(n k):
  * its workspace holds blocks of SAE_BLOCK_TOKENS features, not the batch's
- * n x d_sae; a step that takes the block loop after all (a transcoder)
- * grows the block to the batch and gives the gradients of a workspace
- * reserved for the batch from the start. */
+ * n x d_sae; a step that takes the block loop after all (here a transcoder's
+ * step without its fused encoder) grows the block to the batch and gives
+ * the gradients of a workspace reserved for the batch from the start. */
 START_TEST(batchtopk_workspace_is_not_batch_wide)
 {
     const size_t d_in = 16, d_out = 12, d_sae = 64, n = 2 * SAE_BLOCK_TOKENS + 100;
@@ -813,9 +874,11 @@ START_TEST(batchtopk_workspace_is_not_batch_wide)
         sae_workspace ws;
         memset(&ws, 0, sizeof ws);
         sae_step_shape shape = {d_in, d_sae, n, 2, SAE_ARCH_BATCHTOPK, 0, d_out,
-                                SAE_GEMM_AUTO, false, small != 0};
+                                SAE_GEMM_AUTO, false, small != 0, 0};
         ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
         ck_assert_uint_eq(ws.block_cap, small ? SAE_BLOCK_TOKENS : n);
+        sae__fused_encoder_free(ws.fused); /* the block loop */
+        ws.fused = NULL;
         grad[small] = sae__alloc_zero(m->lay.total * sizeof(float));
         sae_step_config cfg = {0.0, SAE_KERNEL_AUTO, ws.pool, 0.0, 0, NULL, 0.001, n, NULL};
         sae_backward_result res;
@@ -901,6 +964,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, bf16_weights_follow_the_model);
     tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
     tcase_add_test(tc, batchtopk_workspace_is_not_batch_wide);
+    tcase_add_test(tc, transcoder_steps_fused_match_the_block_loop);
     tcase_add_test(tc, cached_row_norms_follow_the_model);
     tcase_add_test(tc, steps_work_in_a_forked_child);
     suite_add_tcase(s, tc);

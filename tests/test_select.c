@@ -152,13 +152,25 @@ static int by_batch_preference(const void *a, const void *b)
     return (x->feat > y->feat) - (x->feat < y->feat);
 }
 
+/* floor: 0, or the streams start at the K-th value itself (ties included: a
+ * floor at the K-th value still lets the exact selection through). */
 static void check_batch_case(size_t n_tok, size_t d, size_t K, size_t cap, int levels,
-                             int n_streams, uint64_t seed)
+                             int n_streams, bool floor_at_kth, uint64_t seed)
 {
     test_rng r = {seed};
     float *v = malloc(n_tok * d * sizeof(float));
     for (size_t q = 0; q < n_tok * d; q++)
         v[q] = tied_value(&r, levels);
+    /* expected: every positive entry, sorted by preference, the first K */
+    sae_batch_entry *want = malloc(n_tok * d * sizeof *want);
+    size_t n = 0;
+    for (size_t t = 0; t < n_tok; t++)
+        for (size_t i = 0; i < d; i++)
+            if (v[t * d + i] > 0.0f)
+                want[n++] = (sae_batch_entry){(uint32_t)t, (uint32_t)i, v[t * d + i]};
+    qsort(want, n, sizeof *want, by_batch_preference);
+    n = n < K ? n : K;
+    float floor = floor_at_kth && n ? want[n - 1].val : 0.0f;
     /* each stream takes a contiguous range of tokens and offers it tile by
      * tile (features in tiles, tokens within a tile), as the encoder does */
     sae_batch_entry *all = malloc((size_t)n_streams * cap * sizeof *all);
@@ -167,6 +179,7 @@ static void check_batch_case(size_t n_tok, size_t d, size_t K, size_t cap, int l
     for (int st = 0; st < n_streams; st++) {
         sae_batch_stream s;
         sae__batch_stream_init(&s, all + total, cap, K);
+        sae__batch_stream_floor(&s, floor);
         size_t t0 = n_tok * (size_t)st / (size_t)n_streams;
         size_t t1 = n_tok * (size_t)(st + 1) / (size_t)n_streams;
         for (size_t f0 = 0; f0 < d; f0 += 13) {
@@ -179,15 +192,6 @@ static void check_batch_case(size_t n_tok, size_t d, size_t K, size_t cap, int l
     }
     float kth;
     size_t kept = sae__batch_select(all, total, K, scratch, &kth);
-    /* expected: every positive entry, sorted by preference, the first K */
-    sae_batch_entry *want = malloc(n_tok * d * sizeof *want);
-    size_t n = 0;
-    for (size_t t = 0; t < n_tok; t++)
-        for (size_t i = 0; i < d; i++)
-            if (v[t * d + i] > 0.0f)
-                want[n++] = (sae_batch_entry){(uint32_t)t, (uint32_t)i, v[t * d + i]};
-    qsort(want, n, sizeof *want, by_batch_preference);
-    n = n < K ? n : K;
     ck_assert_uint_eq(kept, n);
     ck_assert_float_eq(kth, n ? want[n - 1].val : 0.0f);
     qsort(want, n, sizeof *want, by_batch_preference);
@@ -208,13 +212,34 @@ START_TEST(batch_stream_matches_sort)
     uint64_t seed = 500;
     static const int levels[] = {3, 50, 1 << 20};
     for (size_t l = 0; l < 3; l++)
-        for (int streams = 1; streams <= 3; streams++) {
-            check_batch_case(40, 57, 40 * 3, 40 * 3 + 1, levels[l], streams, seed++);
-            check_batch_case(40, 57, 40 * 3, 2 * 40 * 3, levels[l], streams, seed++);
-            check_batch_case(16, 100, 16 * 8, 3 * 16 * 8, levels[l], streams, seed++);
-        }
+        for (int streams = 1; streams <= 3; streams++)
+            for (int floor = 0; floor < 2; floor++) {
+                check_batch_case(40, 57, 40 * 3, 40 * 3 + 1, levels[l], streams, floor, seed++);
+                check_batch_case(40, 57, 40 * 3, 2 * 40 * 3, levels[l], streams, floor, seed++);
+                check_batch_case(16, 100, 16 * 8, 3 * 16 * 8, levels[l], streams, floor, seed++);
+            }
     /* fewer positives than K */
-    check_batch_case(4, 10, 100, 200, 5, 2, seed++);
+    check_batch_case(4, 10, 100, 200, 5, 2, false, seed++);
+}
+END_TEST
+
+/* A floor above the K-th value keeps fewer than K: what tells the fused
+ * encoder that its floor was too high (encode_fused.c passes again). */
+START_TEST(batch_stream_floor_too_high)
+{
+    const float v[8] = {0.5f, 0.9f, 0.1f, 0.7f, 0.3f, 0.8f, 0.2f, 0.6f};
+    sae_batch_entry e[16], scratch[17];
+    sae_batch_stream s;
+    sae__batch_stream_init(&s, e, 16, 4); /* the 4th largest: 0.6 */
+    sae__batch_stream_floor(&s, 0.65f);
+    sae__batch_stream_push(&s, v, 8, 0, 0, scratch);
+    ck_assert_uint_eq(s.count, 3); /* 0.9, 0.7, 0.8 */
+    sae__batch_stream_init(&s, e, 16, 4);
+    sae__batch_stream_floor(&s, 0.6f); /* at the 4th: exact */
+    sae__batch_stream_push(&s, v, 8, 0, 0, scratch);
+    float kth;
+    ck_assert_uint_eq(sae__batch_select(e, s.count, 4, scratch, &kth), 4);
+    ck_assert_float_eq(kth, 0.6f);
 }
 END_TEST
 
@@ -227,6 +252,7 @@ static Suite *select_suite(void)
     tcase_add_test(tc, topk_stream_vector);
     tcase_add_test(tc, topk_stream_portable);
     tcase_add_test(tc, batch_stream_matches_sort);
+    tcase_add_test(tc, batch_stream_floor_too_high);
     suite_add_tcase(s, tc);
     return s;
 }
