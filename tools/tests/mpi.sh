@@ -4,7 +4,9 @@
 # decay, resampling) on 2 data-parallel and 3 feature-sharded ranks gives
 # sae-train's model (every tensor within 1e-4 relative: check_same_model)
 # and log (within 1e-4); the checkpoint of 3 shards resumes on 2 shards as
-# sae-train resumes its own; a bad option is exit status 2 on every rank;
+# sae-train resumes its own; a skip transcoder (--target) on 3 shards and a
+# Gated SAE on 2 give sae-train's models; an error every rank meets is said
+# once; a bad option is exit status 2 on every rank;
 # a rank killed mid-run ends the job with an error instead of a hang.
 # Usage: mpi.sh BINDIR MPIEXEC [MPIEXEC FLAGS...]
 . "$(dirname "$0")/lib.sh"
@@ -71,24 +73,49 @@ run "$bin/check_same_model" "$tmp/features" "$tmp/one"
 close_logs "$tmp/features.csv" "$tmp/one.csv" >"$tmp/diff" || fail "resumed log: $(head -3 "$tmp/diff")"
 echo "ok: 3 shards' checkpoint resumed on 2 shards"
 
-# --- Matryoshka, 2 data-parallel ranks: sae-train's log -------------------------
-# (the tensors: tests/test_parallel.c; sae-train-mpi's checkpoints of the
-# families come with the collective saves of every family)
-mopts="$tmp/acts.f32 --d-in 16 --d-sae 40 --arch matryoshka --k 3 --widths 8,20 --batch 50
-       --log-every 5 --lr 3e-3 --dead-window 100 --steps 20"
+# --- the families: a skip transcoder (--target) on 3 shards, Gated on 2,
+# Matryoshka on 2 data-parallel ranks ------------------------------------------
+raw_f32 "$tmp/y.f32" 600 10
+for spec in "features:3:skip:--target $tmp/y.f32 --d-out 10 --skip --arch topk --k 3 --auxk-k 4 --dead-window 50" \
+            "features:2:gated:--arch gated --lambda 0.1" \
+            "data:2:matryoshka:--arch matryoshka --k 3 --widths 8,20 --dead-window 100"; do
+    m=${spec%%:*}
+    rest=${spec#*:}
+    n=${rest%%:*}
+    rest=${rest#*:}
+    name=${rest%%:*}
+    fam=${rest#*:}
+    # shellcheck disable=SC2086
+    run "$train" "$tmp/acts.f32" --d-in 16 --d-sae 40 --batch 50 --log-every 5 --steps 20 $fam \
+        --save "$tmp/$name.one"
+    [ "$rc" -eq 0 ] || fail "sae-train $name: exit $rc: $(cat "$tmp/err")"
+    # shellcheck disable=SC2086
+    run $MPIRUN -np "$n" "$bin/sae-train-mpi" "$tmp/acts.f32" --d-in 16 --d-sae 40 --batch 50 \
+        --log-every 5 --steps 20 $fam --parallel "$m" --save "$tmp/$name.mpi"
+    [ "$rc" -eq 0 ] || fail "$name on $n $m ranks: exit $rc: $(cat "$tmp/err")"
+    run "$bin/check_same_model" "$tmp/$name.mpi" "$tmp/$name.one"
+    [ "$rc" -eq 0 ] || fail "$name on $n ranks: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
+    cmp -s "$tmp/$name.mpi/cfg.json" "$tmp/$name.one/cfg.json" || fail "$name: cfg.json differs"
+done
+grep -q '"architecture": "topk_skip_transcoder"' "$tmp/skip.mpi/cfg.json" ||
+    fail "skip transcoder: cfg.json: $(cat "$tmp/skip.mpi/cfg.json")"
+grep -q '"architecture": "gated"' "$tmp/gated.mpi/cfg.json" || fail "gated: cfg.json"
+grep -a -q '"libsae_matryoshka_widths":"8,20,40"' "$tmp/matryoshka.mpi/sae_weights.safetensors" ||
+    fail "matryoshka: no widths in the weights' metadata"
 # shellcheck disable=SC2086
-run "$train" $mopts --log "$tmp/m_one.csv"
-[ "$rc" -eq 0 ] || fail "sae-train matryoshka: exit $rc: $(cat "$tmp/err")"
-# shellcheck disable=SC2086
-run $MPIRUN -np 2 "$bin/sae-train-mpi" $mopts --parallel data --log "$tmp/m_data.csv"
-[ "$rc" -eq 0 ] || fail "matryoshka on 2 ranks: exit $rc: $(cat "$tmp/err")"
-close_logs "$tmp/m_data.csv" "$tmp/m_one.csv" >"$tmp/diff" ||
-    fail "matryoshka: log: $(head -3 "$tmp/diff")"
-# shellcheck disable=SC2086
-run $MPIRUN -np 2 "$bin/sae-train-mpi" $mopts --parallel features
+run $MPIRUN -np 2 "$bin/sae-train-mpi" "$tmp/acts.f32" --d-in 16 --arch matryoshka --widths 8 \
+    --parallel features
 [ "$rc" -ne 0 ] && [ "$(grep -c "sae-train-mpi: --arch matryoshka: trained data-parallel" "$tmp/err")" -eq 1 ] ||
     fail "matryoshka feature-sharded: exit $rc: $(cat "$tmp/err")"
-echo "ok: 2 data-parallel ranks train sae-train's Matryoshka model"
+echo "ok: a skip transcoder on 3 shards, a Gated SAE on 2 and a Matryoshka SAE on 2 data-parallel ranks train sae-train's models"
+
+# --- an error every rank meets (a step's): said once, by rank 0 ---------------
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" --lr 1e300 --steps 2 --parallel features
+[ "$rc" -ne 0 ] || fail "--lr 1e300: exit 0"
+[ "$(grep -c "sae-train-mpi: rank 0: step 1: non-finite" "$tmp/err")" -eq 1 ] &&
+    [ "$(grep -c "non-finite" "$tmp/err")" -eq 1 ] || fail "--lr 1e300: $(cat "$tmp/err")"
+echo "ok: a step's error is said once"
 
 # --- a bad option: exit status 2, the message once (rank 0's) -----------------
 # shellcheck disable=SC2086
