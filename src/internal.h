@@ -950,6 +950,10 @@ void sae__matryoshka_decode(const sae_model *m, const float *target, size_t n_to
 void sae__matryoshka_suffix_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws,
                                  sae_pool *pool);
 
+/* A hash of a Matryoshka model's level widths (0 for other architectures),
+ * for distributed ranks to check that they train the same model. */
+uint64_t sae__matryoshka_widths_hash(const sae_model *m);
+
 /* The inner levels' squared errors summed over the batch (sums.extra). */
 double sae__matryoshka_inner_l2(const sae_model *m, size_t n_tokens, const sae_workspace *ws);
 

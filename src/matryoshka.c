@@ -228,3 +228,16 @@ int sae_loss_levels(const sae_model *m, const float *x, size_t n_tokens, double 
         l2[l] = sums[l] / (double)n_tokens;
     return SAE_OK;
 }
+
+uint64_t sae__matryoshka_widths_hash(const sae_model *m)
+{
+    if (m->arch != SAE_ARCH_MATRYOSHKA)
+        return 0;
+    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a over the widths' values */
+    for (size_t l = 0; l < m->n_levels; l++)
+        for (int b = 0; b < 64; b += 8) {
+            h ^= (uint64_t)m->widths[l] >> b & 0xffu;
+            h *= 0x100000001b3u;
+        }
+    return h;
+}

@@ -462,17 +462,17 @@ static size_t mark_dead(const sae_optimizer *o, uint8_t *dead)
     return n_dead;
 }
 
-/* The pairs a distributed TopK or BatchTopK step can make, reserved before
- * its exchanges begin (nothing may fail on one rank alone once they have):
- * n k per rank (data-parallel BatchTopK: up to all of the global batch's
- * n k), and n k_aux more with AuxK. ReLU and JumpReLU grow theirs as usual. */
+/* The pairs a distributed TopK, BatchTopK or Matryoshka step can make,
+ * reserved before its exchanges begin (nothing may fail on one rank alone
+ * once they have): n k per rank (data-parallel BatchTopK and Matryoshka: up
+ * to all of the global batch's n k), and n k_aux more with AuxK. ReLU and JumpReLU grow theirs as usual. */
 static int reserve_parallel_pairs(const sae_model *m, sae_optimizer *o, size_t n_tokens,
                                   size_t n_global, size_t k_aux)
 {
-    if (m->arch != SAE_ARCH_TOPK && m->arch != SAE_ARCH_BATCHTOPK)
+    if (!sae__has_k(m->arch))
         return SAE_OK;
     size_t main_pairs, aux_pairs, total;
-    size_t n = m->arch == SAE_ARCH_BATCHTOPK ? n_global : n_tokens;
+    size_t n = sae__batch_selected(m->arch) ? n_global : n_tokens;
     if (!sae__mul(n, m->k, &main_pairs) || !sae__mul(n_tokens, k_aux, &aux_pairs) ||
         !sae__add(main_pairs, aux_pairs, &total))
         return SAE_E_NOMEM;

@@ -55,12 +55,14 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
-    /* Matryoshka SAEs are not trained by this version at all. Gated SAEs and
-     * transcoders train in both modes (feature shards: their reconstructions,
-     * Gated's auxiliary one too, summed d_out wide; W_skip replicated) */
-    if (comm && o->arch == SAE_ARCH_MATRYOSHKA)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: Matryoshka SAEs are not trained by libsae %s",
-                         fn, sae_version_string());
+    /* Gated SAEs and transcoders train in both modes (feature shards: their
+     * reconstructions, Gated's auxiliary one too, summed d_out wide; W_skip
+     * replicated); Matryoshka SAEs data-parallel only: their level
+     * reconstructions have no sharded pass (and sae_model_create_shard makes
+     * no Matryoshka shard) */
+    if (comm && mode == SAE_PARALLEL_FEATURES && o->arch == SAE_ARCH_MATRYOSHKA)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: Matryoshka SAEs are trained data-parallel, not "
+                         "feature-sharded, by libsae %s", fn, sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
                                                  : p && p->data.struct_size;
@@ -202,6 +204,7 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
     mine.shard_begin = m->shard_begin;
     mine.shard_end = m->shard_begin + m->d_sae;
     mine.k = m->k;
+    mine.widths_hash = sae__matryoshka_widths_hash(m);
     mine.d_out = m->d_out;
     mine.kind = (uint64_t)m->kind;
     mine.steps = o->steps;
@@ -231,8 +234,8 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
         const header_record *h = &all[r];
         const char *what = NULL;
         if (h->arch != mine.arch || h->d_in != mine.d_in || h->k != mine.k ||
-            h->d_out != mine.d_out || h->kind != mine.kind)
-            what = "the architecture, kind, d_in, d_out or k";
+            h->d_out != mine.d_out || h->kind != mine.kind || h->widths_hash != mine.widths_hash)
+            what = "the architecture, kind, d_in, d_out, k or Matryoshka widths";
         else if (h->d_sae_total != mine.d_sae_total)
             what = "d_sae";
         else if (h->steps != mine.steps)

@@ -124,6 +124,7 @@ typedef struct header_record {
     uint64_t x_hash;       /* features: the batch */
     uint64_t d_out, kind;  /* the output's width, the model's kind (SAE_KIND_*) */
     uint64_t n_dead;       /* features: this shard's dead features */
+    uint64_t widths_hash;  /* Matryoshka: its level widths (sae__matryoshka_widths_hash) */
 } header_record;
 
 /* What an optimizer keeps for distributed training (sae_optimizer_set_comm). */

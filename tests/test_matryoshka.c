@@ -7,6 +7,7 @@
  * without AuxK, whatever the thread count. Then sae_loss_levels, the losses a
  * step reports, and the recovery of sparse directions, level by level.
  */
+#include "comm_threads.h"
 #include "families_pass.h"
 #include "testutil.h"
 
@@ -241,6 +242,51 @@ START_TEST(loss_levels_bad_input_changes_nothing)
 }
 END_TEST
 
+/* ---- distributed ----------------------------------------------------------------------- */
+
+/* Data-parallel ranks whose models have other widths: every rank's step is
+ * refused, naming what differs (training them: tests/test_parallel.c). */
+typedef struct widths_run {
+    int status[2];
+    char detail[2][256];
+} widths_run;
+
+static void widths_rank(int rank, const sae_comm *comm, void *arg)
+{
+    widths_run *w = arg;
+    const size_t widths[2][2] = {{4, 12}, {5, 12}};
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    float *x = test_gaussian(16, 6, 1.0, 0.0, 71 + (uint64_t)rank);
+    int rc = sae_model_create_matryoshka(&m, 6, 20, 1, 2, widths[rank], 2);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_create(&o, m);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, comm);
+    if (rc == SAE_OK)
+        rc = sae_step(m, o, x, 16, NULL);
+    w->status[rank] = rc;
+    snprintf(w->detail[rank], sizeof w->detail[rank], "%s", sae_error_detail());
+    free(x);
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+START_TEST(ranks_with_other_widths_are_refused)
+{
+    widths_run w;
+    memset(&w, 0, sizeof w);
+    test_comm_group *g = test_comm_group_create(2, 0);
+    ck_assert_ptr_nonnull(g);
+    test_comm_run(g, widths_rank, &w);
+    test_comm_group_free(g);
+    for (int r = 0; r < 2; r++) {
+        ck_assert_int_eq(w.status[r], SAE_E_INVALID_ARG);
+        ck_assert_msg(strstr(w.detail[r], "Matryoshka widths"), "rank %d: %s", r, w.detail[r]);
+    }
+}
+END_TEST
+
 /* ---- learning ------------------------------------------------------------------------ */
 
 /* A Matryoshka SAE finds the true directions of sparse data, and its first
@@ -332,6 +378,7 @@ static Suite *matryoshka_suite(void)
     tcase_add_test(tc, a_step_reports_the_nested_loss);
     tcase_add_test(tc, loss_levels_match_the_reference);
     tcase_add_test(tc, loss_levels_bad_input_changes_nothing);
+    tcase_add_test(tc, ranks_with_other_widths_are_refused);
     suite_add_tcase(s, tc);
     /* training runs: tagged "slow" so the valgrind runs skip them */
     TCase *learning = tcase_create("learning");

@@ -498,7 +498,10 @@ START_TEST(jumprelu_matches_one_process)
 }
 END_TEST
 
-/* ---- Gated SAEs and transcoders, both modes ------------------------------------ */
+/* ---- Gated SAEs and transcoders, both modes; Matryoshka SAEs, data-parallel --- */
+
+/* Matryoshka's levels: 5, 20, D_SAE (whole models only: no Matryoshka shards) */
+static const size_t matryoshka_widths[2] = {5, 20};
 
 /* Every tensor a model may hold (Gated: b_mag, r_mag; skip transcoders: W_skip). */
 static const int all_tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC,  SAE_B_DEC,
@@ -546,8 +549,10 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
     const size_t begin = shard ? g->split[rank] : 0, end = shard ? g->split[rank + 1] : D_SAE;
     int rc = transcoder ? sae_model_create_transcoder_shard(&m, D_IN, D_OUT, D_SAE, begin, end,
                                                             42, g->kind, g->arch, g->param)
-                        : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, g->arch,
-                                                 g->param);
+             : g->arch == SAE_ARCH_MATRYOSHKA
+                 ? sae_model_create_matryoshka(&m, D_IN, D_SAE, 42, (size_t)g->param,
+                                               matryoshka_widths, 2)
+                 : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, g->arch, g->param);
     size_t unused[N_ALL_TENSORS];
     if (rc == SAE_OK && shard)
         rc = family_tensors(m, g->initial[rank], unused);
@@ -653,6 +658,9 @@ static void check_family(const family_run *spec, int extra_tensor)
     ck_assert_int_eq(spec->kind != SAE_KIND_AUTOENCODER
                          ? sae_model_create_transcoder(&m0, D_IN, D_OUT, D_SAE, 42, spec->kind,
                                                        spec->arch, spec->param)
+                     : spec->arch == SAE_ARCH_MATRYOSHKA
+                         ? sae_model_create_matryoshka(&m0, D_IN, D_SAE, 42, (size_t)spec->param,
+                                                       matryoshka_widths, 2)
                          : sae_model_create_arch(&m0, D_IN, D_SAE, 42, spec->arch, spec->param),
                      SAE_OK);
     ck_assert_int_eq(family_tensors(m0, init, init_n), SAE_OK);
@@ -727,6 +735,14 @@ START_TEST(gated_data_parallel_matches_one_process)
     family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED,
                     .mode = SAE_PARALLEL_DATA};
     check_family(&s, 6); /* b_mag */
+}
+END_TEST
+
+START_TEST(matryoshka_data_parallel_matches_one_process)
+{
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_MATRYOSHKA, .param = 3,
+                    .auxk = true, .mode = SAE_PARALLEL_DATA};
+    check_family(&s, 4); /* the BatchTopK threshold */
 }
 END_TEST
 
@@ -1090,6 +1106,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, transcoders_data_parallel_match_one_process);
     tcase_add_test(tc, gated_feature_shards_match_one_process);
     tcase_add_test(tc, transcoder_feature_shards_match_one_process);
+    tcase_add_test(tc, matryoshka_data_parallel_matches_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

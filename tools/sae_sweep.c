@@ -82,8 +82,8 @@ static void usage(const tool_config *defaults)
            "                      ");
     print_list(default_lambdas, sizeof default_lambdas / sizeof *default_lambdas);
     printf(")\n"
-           "  --ks A,B,...        topk, batchtopk: the values of k, one run each (default\n"
-           "                      ");
+           "  --ks A,B,...        topk, batchtopk, matryoshka: the values of k, one run\n"
+           "                      each (default ");
     print_list(default_ks, sizeof default_ks / sizeof *default_ks);
     printf("; --k N alone: just N)\n"
            "  --out DIR           output directory (default sweep), gets sweep.csv\n");
@@ -283,7 +283,7 @@ static void parse_command_line(sweep *s, int argc, char **argv)
         any_lambda |= !tool_arch_is_topk(cfg->archs[a]);
     }
     if (s->n_ks && !any_topk)
-        tool_usage_error("--ks: applies to --arch topk or batchtopk");
+        tool_usage_error("--ks: applies to --arch topk, batchtopk or matryoshka");
     if (s->n_lambdas && !any_lambda)
         tool_usage_error("--lambdas: applies to --arch relu or jumprelu");
     if (!s->n_ks && tool_config_given(cfg, TOOL_OPT_K)) {

@@ -271,8 +271,10 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       passes over n x d_in, and its workspace holds
  *                       (M + 1) n x d_in floats of gradient rows. Always the
  *                       sparse kernel (SAE_OPT_KERNEL does not apply); at most
- *                       UINT32_MAX / 2 tokens per step. Inference (sae_encode,
- *                       sae_output) as BatchTopK, with its threshold.
+ *                       UINT32_MAX / 2 tokens per step. Trains data-parallel
+ *                       too, not feature-sharded (sae_optimizer_set_comm).
+ *                       Inference (sae_encode, sae_output) as BatchTopK, with
+ *                       its threshold.
  *
  * AuxK (TopK, BatchTopK and Matryoshka; Gao et al. 2024): with e = x - x_hat
  * (held fixed; Matryoshka: the full width's), the features dead for at least
@@ -1663,8 +1665,9 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already; an optimizer of a Matryoshka SAE: trained in one process
- * only by this version), SAE_E_NOMEM. o is unchanged on error. Transcoders step with
+ * attached already; SAE_PARALLEL_FEATURES for a Matryoshka SAE, which trains
+ * data-parallel only: its level reconstructions have no sharded pass),
+ * SAE_E_NOMEM. o is unchanged on error. Transcoders step with
  * sae_step_target: data-parallel ranks each on their rows of x and y,
  * feature shards all on the same x and y. */
 SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);

@@ -9,8 +9,9 @@
 
 #define DEFAULT_K 8            /* TopK, BatchTopK: about the L0 of ReLU at the default lambda */
 
-/* indexed by SAE_ARCH_* (Matryoshka, 5, is not trained by the tools yet) */
-static const char *const arch_names[] = {"relu", "topk", "batchtopk", "jumprelu", "gated"};
+/* indexed by SAE_ARCH_* */
+static const char *const arch_names[] = {"relu", "topk", "batchtopk", "jumprelu", "gated",
+                                         "matryoshka"};
 #define N_ARCH_NAMES (int)(sizeof arch_names / sizeof *arch_names)
 static const char *const schedule_names[] = {"constant", "linear", "cosine"};
 
@@ -34,7 +35,7 @@ const char *tool_lr_schedule_name(int schedule)
 
 bool tool_arch_is_topk(int arch)
 {
-    return arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK;
+    return arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK || arch == SAE_ARCH_MATRYOSHKA;
 }
 
 bool tool_config_transcoder(const tool_config *c)
@@ -81,7 +82,31 @@ static size_t arg_size(const char *opt, const char *s, uint64_t min)
     return (size_t)v;
 }
 
-_Static_assert(TOOL_OPT_DECODER_INIT_NORM - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
+_Static_assert(TOOL_OPT_WIDTHS - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
+
+/* --widths W1,W2,...: Matryoshka's level widths, each >= 1 (increasing and
+ * within --d-sae: tool_config_check, once d_sae is known) */
+static void parse_widths(tool_config *c, const char *arg)
+{
+    const size_t cap = sizeof c->widths / sizeof *c->widths;
+    size_t n = 0;
+    for (const char *p = arg;;) {
+        size_t len = strcspn(p, ",");
+        char word[32];
+        if (len == 0 || len >= sizeof word)
+            tool_usage_error("--widths: expected W1,W2,... (increasing feature counts), got '%s'",
+                             arg);
+        memcpy(word, p, len);
+        word[len] = '\0';
+        if (n == cap)
+            tool_usage_error("--widths: at most %zu levels, got '%s'", cap, arg);
+        c->widths[n++] = arg_size("--widths", word, 1);
+        if (p[len] == '\0')
+            break;
+        p += len + 1;
+    }
+    c->n_widths = n;
+}
 
 static double arg_fraction(const char *opt, const char *s)
 {
@@ -106,8 +131,8 @@ static void parse_archs(tool_config *c, const char *arg)
             a = tool_arch_parse(name);
         }
         if (a < 0)
-            tool_usage_error("--arch: expected relu, topk, batchtopk, jumprelu or gated, got '%s'",
-                             arg);
+            tool_usage_error("--arch: expected relu, topk, batchtopk, jumprelu, gated or "
+                             "matryoshka, got '%s'", arg);
         for (size_t i = 0; i < n; i++)
             if (c->archs[i] == a)
                 tool_usage_error("--arch: '%s' lists %s twice", arg, tool_arch_name(a));
@@ -147,6 +172,7 @@ bool tool_config_option(tool_config *c, int code, const char *arg)
     case TOOL_OPT_DEAD_WINDOW: c->dead_window = tool_arg_count("--dead-window", arg, 1); break;
     case TOOL_OPT_ARCH: parse_archs(c, arg); break;
     case TOOL_OPT_K: c->k = arg_size("--k", arg, 1); break;
+    case TOOL_OPT_WIDTHS: parse_widths(c, arg); break;
     case TOOL_OPT_THRESHOLD:
         c->threshold0 = tool_arg_double("--threshold", arg, 0.0, false);
         if (c->threshold0 < 1e-30 || c->threshold0 > 1e30)
@@ -209,8 +235,9 @@ static bool any_arch(const tool_config *c, bool (*pred)(int))
 
 static bool is_lambda_arch(int a) { return !tool_arch_is_topk(a); }
 static bool is_jumprelu(int a) { return a == SAE_ARCH_JUMPRELU; }
-static bool is_batchtopk(int a) { return a == SAE_ARCH_BATCHTOPK; }
+static bool is_batchtopk(int a) { return a == SAE_ARCH_BATCHTOPK || a == SAE_ARCH_MATRYOSHKA; }
 static bool is_gated(int a) { return a == SAE_ARCH_GATED; }
+static bool is_matryoshka(int a) { return a == SAE_ARCH_MATRYOSHKA; }
 
 /* An option given that no chosen architecture uses is a mistake, not a no-op. */
 static void only_for(const tool_config *c, int code, const char *opt, bool (*pred)(int),
@@ -289,8 +316,9 @@ static void check_target(const tool_config *c)
     if (c->eval_target_path && !c->eval_path)
         tool_usage_error("--eval-target '%s': give the rows it is the target of (--eval FILE)",
                          c->eval_target_path);
-    if (any_arch(c, is_gated))
-        tool_usage_error("--arch gated: transcoders are relu, topk, batchtopk or jumprelu");
+    if (any_arch(c, is_gated) || any_arch(c, is_matryoshka))
+        tool_usage_error("--arch %s: transcoders are relu, topk, batchtopk or jumprelu",
+                         any_arch(c, is_gated) ? "gated" : "matryoshka");
     if (c->normalize)
         tool_usage_error("--normalize: applies to autoencoders (a transcoder's input and "
                          "target would need two scales)");
@@ -299,15 +327,42 @@ static void check_target(const tool_config *c)
                          "the target's space)");
 }
 
+/* Matryoshka's widths: given, increasing, within d_sae; d_sae appended */
+static void check_widths(tool_config *c)
+{
+    if (!any_arch(c, is_matryoshka))
+        return;
+    if (c->n_widths == 0)
+        tool_usage_error("--arch matryoshka: give the level widths (--widths W1,W2,..., e.g. "
+                         "--widths %zu,%zu)", c->d_sae / 4 ? c->d_sae / 4 : 1, c->d_sae);
+    for (size_t i = 0; i < c->n_widths; i++) {
+        if (c->widths[i] > c->d_sae)
+            tool_usage_error("--widths: %zu is more than --d-sae %zu features", c->widths[i],
+                             c->d_sae);
+        if (i > 0 && c->widths[i] <= c->widths[i - 1])
+            tool_usage_error("--widths: the widths must increase (%zu after %zu)", c->widths[i],
+                             c->widths[i - 1]);
+    }
+    if (c->widths[c->n_widths - 1] != c->d_sae) {
+        if (c->n_widths == sizeof c->widths / sizeof *c->widths)
+            tool_usage_error("--widths: at most %zu levels with --d-sae %zu", c->n_widths,
+                             c->d_sae);
+        c->widths[c->n_widths++] = c->d_sae;
+    }
+}
+
 void tool_config_check(tool_config *c)
 {
     only_for(c, TOOL_OPT_LAMBDA, "--lambda", is_lambda_arch,
              "relu, jumprelu or gated (topk's sparsity is --k)");
     only_for(c, TOOL_OPT_L1_WARMUP, "--l1-warmup", is_lambda_arch, "relu, jumprelu or gated");
-    only_for(c, TOOL_OPT_K, "--k", tool_arch_is_topk, "topk or batchtopk");
-    only_for(c, TOOL_OPT_AUXK_COEFF, "--auxk-coeff", tool_arch_is_topk, "topk or batchtopk");
-    only_for(c, TOOL_OPT_AUXK_K, "--auxk-k", tool_arch_is_topk, "topk or batchtopk");
-    only_for(c, TOOL_OPT_THRESHOLD_BETA, "--threshold-beta", is_batchtopk, "batchtopk");
+    only_for(c, TOOL_OPT_K, "--k", tool_arch_is_topk, "topk, batchtopk or matryoshka");
+    only_for(c, TOOL_OPT_AUXK_COEFF, "--auxk-coeff", tool_arch_is_topk,
+             "topk, batchtopk or matryoshka");
+    only_for(c, TOOL_OPT_AUXK_K, "--auxk-k", tool_arch_is_topk, "topk, batchtopk or matryoshka");
+    only_for(c, TOOL_OPT_THRESHOLD_BETA, "--threshold-beta", is_batchtopk,
+             "batchtopk or matryoshka");
+    only_for(c, TOOL_OPT_WIDTHS, "--widths", is_matryoshka, "matryoshka");
     only_for(c, TOOL_OPT_THRESHOLD, "--threshold", is_jumprelu, "jumprelu");
     only_for(c, TOOL_OPT_BANDWIDTH, "--bandwidth", is_jumprelu, "jumprelu");
     if (tool_config_given(c, TOOL_OPT_RESAMPLE_WINDOW) && !c->resample_every)
@@ -321,6 +376,7 @@ void tool_config_check(tool_config *c)
         tool_usage_error("--k %zu: more than --d-sae %zu features", c->k, c->d_sae);
     if (!tool_config_given(c, TOOL_OPT_K) && c->k > c->d_sae)
         c->k = c->d_sae;
+    check_widths(c);
 }
 
 void tool_config_help(FILE *f, const tool_config *c)
@@ -365,15 +421,23 @@ void tool_config_help(FILE *f, const tool_config *c)
             "                      per-feature thresholds, L0 penalty; gated: a gate and\n"
             "                      a magnitude path, L1 penalty on the gate and its\n"
             "                      auxiliary reconstruction (default %s)\n"
-            "  --k N               topk, batchtopk: active features per token (default %zu)\n"
+            "                      matryoshka: batchtopk whose first W1 < W2 < ... features\n"
+            "                      each reconstruct on their own (the sum of the levels'\n"
+            "                      losses; Bussmann et al. 2025)\n"
+            "  --k N               topk, batchtopk, matryoshka: active features per token\n"
+            "                      (default %zu)\n"
+            "  --widths W1,W2,...  matryoshka: the level widths, increasing (--d-sae is\n"
+            "                      the last, appended if missing)\n"
             "  --threshold X       jumprelu: initial threshold, > 0 (default %g; the\n"
             "                      paper's 0.001 suits long runs on --normalize'd data)\n"
             "  --bandwidth X       jumprelu: bandwidth of the straight-through estimators\n"
             "                      (default %g; the paper's 0.001, likewise)\n"
-            "  --auxk-coeff X      topk, batchtopk: weight of the AuxK loss on dead\n"
-            "                      features; 0 = off (default %g)\n"
-            "  --auxk-k N          topk, batchtopk: dead features AuxK uses (default d_in/2)\n"
-            "  --threshold-beta X  batchtopk: moving average of the threshold (default %g)\n"
+            "  --auxk-coeff X      topk, batchtopk, matryoshka: weight of the AuxK loss on\n"
+            "                      dead features; 0 = off (default %g)\n"
+            "  --auxk-k N          topk, batchtopk, matryoshka: dead features AuxK uses\n"
+            "                      (default d_in/2)\n"
+            "  --threshold-beta X  batchtopk, matryoshka: moving average of the threshold\n"
+            "                      (default %g)\n"
             "Schedules (over the --steps of the run):\n"
             "  --lr-schedule S     constant; linear: decays to 0 over the last --lr-decay\n"
             "                      of the steps; cosine: to 0 at the last step\n"
@@ -469,6 +533,10 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
                                                          c->seed, kind, c->arch, param)
                      : sae_model_create_transcoder(m, d_in, d_out, c->d_sae, c->seed, kind,
                                                    c->arch, param);
+    else if (c->arch == SAE_ARCH_MATRYOSHKA)
+        rc = end > 0 ? SAE_E_INVALID_ARG /* not trained feature-sharded */
+                     : sae_model_create_matryoshka(m, d_in, c->d_sae, c->seed, c->k, c->widths,
+                                                   c->n_widths);
     else
         rc = end > 0 ? sae_model_create_shard(m, d_in, c->d_sae, begin, end, c->seed, c->arch, param)
                      : sae_model_create_arch(m, d_in, c->d_sae, c->seed, c->arch, param);
@@ -493,7 +561,11 @@ void tool_describe_arch(const tool_config *c, char *buf, size_t len)
 {
     const char *kind = !tool_config_transcoder(c) ? "" : c->skip ? " skip transcoder"
                                                                  : " transcoder";
-    if (tool_arch_is_topk(c->arch))
+    if (c->arch == SAE_ARCH_MATRYOSHKA) {
+        int at = snprintf(buf, len, "matryoshka k %zu, widths ", c->k);
+        for (size_t i = 0; i < c->n_widths && at >= 0 && (size_t)at < len; i++)
+            at += snprintf(buf + at, len - (size_t)at, "%s%zu", i ? "," : "", c->widths[i]);
+    } else if (tool_arch_is_topk(c->arch))
         snprintf(buf, len, "%s%s k %zu", tool_arch_name(c->arch), kind, c->k);
     else
         snprintf(buf, len, "%s%s, lambda %g", tool_arch_name(c->arch), kind, c->lambda);

@@ -33,10 +33,13 @@ typedef struct tool_config {
     int arch;                 /* SAE_ARCH_*: archs[0] */
     int archs[4];
     size_t n_archs;
-    size_t k;                 /* TopK, BatchTopK */
+    size_t k;                 /* TopK, BatchTopK, Matryoshka */
+    size_t widths[64];        /* Matryoshka: --widths, the level widths (d_sae appended
+                                 when the list does not end with it) */
+    size_t n_widths;
     double threshold0;        /* JumpReLU: initial threshold */
     double bandwidth;         /* JumpReLU: SAE_OPT_JUMPRELU_BANDWIDTH */
-    double auxk_coeff;        /* TopK, BatchTopK: SAE_OPT_AUXK_COEFF */
+    double auxk_coeff;        /* TopK, BatchTopK, Matryoshka: SAE_OPT_AUXK_COEFF */
     uint64_t auxk_k;          /* SAE_OPT_AUXK_K (0: d_in / 2) */
     double threshold_beta;    /* BatchTopK: SAE_OPT_THRESHOLD_BETA */
     /* schedules (SAE_OPT_TOTAL_STEPS is set to steps) */
@@ -70,7 +73,7 @@ enum {
     TOOL_OPT_THRESHOLD_BETA, TOOL_OPT_LR_SCHEDULE, TOOL_OPT_LR_WARMUP, TOOL_OPT_LR_DECAY,
     TOOL_OPT_L1_WARMUP, TOOL_OPT_SAMPLE, TOOL_OPT_NORMALIZE, TOOL_OPT_B_DEC_INIT, TOOL_OPT_RESAMPLE_EVERY,
     TOOL_OPT_RESAMPLE_WINDOW, TOOL_OPT_TARGET, TOOL_OPT_EVAL_TARGET, TOOL_OPT_SYNTH_TARGET,
-    TOOL_OPT_SKIP, TOOL_OPT_D_OUT, TOOL_OPT_DECODER_INIT_NORM
+    TOOL_OPT_SKIP, TOOL_OPT_D_OUT, TOOL_OPT_DECODER_INIT_NORM, TOOL_OPT_WIDTHS
 };
 
 #define TOOL_CONFIG_LONG_OPTIONS                                                   \
@@ -92,6 +95,7 @@ enum {
     {"dead-window", required_argument, NULL, TOOL_OPT_DEAD_WINDOW},                \
     {"arch", required_argument, NULL, TOOL_OPT_ARCH},                              \
     {"k", required_argument, NULL, TOOL_OPT_K},                                    \
+    {"widths", required_argument, NULL, TOOL_OPT_WIDTHS},                          \
     {"threshold", required_argument, NULL, TOOL_OPT_THRESHOLD},                    \
     {"bandwidth", required_argument, NULL, TOOL_OPT_BANDWIDTH},                    \
     {"auxk-coeff", required_argument, NULL, TOOL_OPT_AUXK_COEFF},                  \
@@ -142,12 +146,12 @@ void tool_config_check(tool_config *c);
  * total is known (after tool_config_resume when resuming). */
 void tool_config_check_schedule(const tool_config *c);
 
-/* Architecture names: "relu", "topk", "batchtopk", "jumprelu", "gated" (SAE_ARCH_*),
+/* Architecture names: "relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka" (SAE_ARCH_*),
  * and the name of the learning-rate schedule SAE_LR_*. */
 const char *tool_arch_name(int arch);
 int tool_arch_parse(const char *name); /* -1 if unknown */
 const char *tool_lr_schedule_name(int schedule);
-bool tool_arch_is_topk(int arch);    /* TopK or BatchTopK: sparsity is k, no lambda */
+bool tool_arch_is_topk(int arch);    /* TopK, BatchTopK or Matryoshka: sparsity is k, no lambda */
 
 /* The --help lines of the shared options, with the defaults of c, and of the
  * transcoder options. */

@@ -141,6 +141,25 @@ int tool_evaluate(const sae_model *m, const tool_inputs *in, double lambda, sae_
     return rc;
 }
 
+/* A Matryoshka model's levels on the eval rows: each width's l2 and FVU (the
+ * total variance is the full width's l2 over its FVU). */
+static int print_levels(const sae_model *m, const tool_inputs *in, const sae_losses *full,
+                        double fvu)
+{
+    size_t n = sae_model_matryoshka_levels(m), widths[64];
+    double l2[64];
+    int rc = n > 64 ? SAE_E_INVALID_ARG : sae_model_matryoshka_widths(m, widths, n);
+    if (rc == SAE_OK)
+        rc = sae_loss_levels(m, tool_inputs_eval_x(in), in->eval_rows, l2, n);
+    if (rc != SAE_OK)
+        return rc;
+    printf("eval levels (features: l2 fvu):");
+    for (size_t i = 0; i < n; i++)
+        printf("  %zu: %.5g %.4f", widths[i], l2[i], full->l2 > 0.0 ? l2[i] * fvu / full->l2 : 0.0);
+    printf("\n");
+    return SAE_OK;
+}
+
 int tool_evaluate_print(const sae_model *m, const tool_inputs *in, const tool_config *c)
 {
     sae_losses l;
@@ -149,6 +168,8 @@ int tool_evaluate_print(const sae_model *m, const tool_inputs *in, const tool_co
     if (rc == SAE_OK)
         printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", in->eval_label,
                l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)c->d_sae, c->d_sae, fvu);
+    if (rc == SAE_OK && sae_model_arch(m) == SAE_ARCH_MATRYOSHKA)
+        rc = print_levels(m, in, &l, fvu);
     return rc;
 }
 

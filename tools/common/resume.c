@@ -116,6 +116,26 @@ static void resume_kind(tool_config *c, const char *dir, const tool_run_state *s
     }
 }
 
+/* Whether --widths (as given: d_sae may be left out) are a Matryoshka
+ * model's level widths; the model's go into c, and into text as "widths
+ * W1,W2,...". */
+static bool same_widths(tool_config *c, const sae_model *m, char *text, size_t len)
+{
+    size_t n = sae_model_matryoshka_levels(m), w[64];
+    text[0] = '\0';
+    if (n == 0 || n > 64 || sae_model_matryoshka_widths(m, w, n) != SAE_OK)
+        return true; /* not Matryoshka: --widths is refused as not applying */
+    bool same = !tool_config_given(c, TOOL_OPT_WIDTHS) ||
+                ((c->n_widths == n || c->n_widths + 1 == n) &&
+                 memcmp(c->widths, w, c->n_widths * sizeof *w) == 0);
+    memcpy(c->widths, w, n * sizeof *w);
+    c->n_widths = n;
+    int at = snprintf(text, len, "widths ");
+    for (size_t i = 0; i < n && at >= 0 && (size_t)at < len; i++)
+        at += snprintf(text + at, len - (size_t)at, "%s%zu", i ? "," : "", w[i]);
+    return same;
+}
+
 /* The architecture (the model's) and what was fixed at the start of the run. */
 static void resume_arch(tool_config *c, const char *dir, const tool_run_state *s, const sae_model *m)
 {
@@ -127,6 +147,9 @@ static void resume_arch(tool_config *c, const char *dir, const tool_run_state *s
     fixed(c, TOOL_OPT_ARCH, "--arch", c->arch == arch, dir, saved);
     snprintf(saved, sizeof saved, "%s k %zu", tool_arch_name(arch), sae_model_k(m));
     fixed(c, TOOL_OPT_K, "--k", !tool_arch_is_topk(arch) || c->k == sae_model_k(m), dir, saved);
+    char widths[64 * 22];
+    bool same = same_widths(c, m, widths, sizeof widths);
+    fixed(c, TOOL_OPT_WIDTHS, "--widths", same, dir, widths);
     snprintf(saved, sizeof saved, "%g", s->threshold0);
     fixed(c, TOOL_OPT_THRESHOLD, "--threshold", arch != SAE_ARCH_JUMPRELU || s->threshold0 == 0.0 ||
           c->threshold0 == s->threshold0, dir, saved);

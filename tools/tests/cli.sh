@@ -47,11 +47,11 @@ expect_usage_error "$tmp/trunc.npy: truncated" "$train" "$tmp/ok.npy" --eval "$t
 expect_usage_error "--log: cannot write '$tmp/no/such/dir/log.csv'" "$train" --log "$tmp/no/such/dir/log.csv"
 
 # The recipe's options: each bad value, and each option no chosen architecture uses.
-expect_usage_error "--arch: expected relu, topk, batchtopk, jumprelu or gated, got 'temporal'" "$train" --arch temporal
+expect_usage_error "--arch: expected relu, topk, batchtopk, jumprelu, gated or matryoshka, got 'temporal'" "$train" --arch temporal
 expect_usage_error "--arch: 'relu,relu' lists relu twice" "$train" --arch relu,relu
 expect_usage_error "--arch: sae-train trains one architecture (sae-sweep compares several)" "$train" --arch relu,topk
 expect_usage_error "--k: must be at least 1, got '0'" "$train" --arch topk --k 0
-expect_usage_error "--k: applies to --arch topk or batchtopk, not to relu" "$train" --k 3
+expect_usage_error "--k: applies to --arch topk, batchtopk or matryoshka, not to relu" "$train" --k 3
 expect_usage_error "--k 40: more than --d-sae 32 features" "$train" --arch topk --k 40 --d-sae 32
 expect_usage_error "--lambda: applies to --arch relu, jumprelu or gated (topk's sparsity is --k), not to topk" "$train" --arch topk --lambda 1
 expect_usage_error "--threshold: must be > 0, got '0'" "$train" --arch jumprelu --threshold 0
@@ -61,9 +61,9 @@ expect_usage_error "--bandwidth: must be > 0, got '0'" "$train" --arch jumprelu 
 expect_usage_error "--bandwidth: applies to --arch jumprelu, not to relu" "$train" --bandwidth 0.1
 expect_usage_error "--auxk-coeff: must be >= 0, got '-1'" "$train" --arch topk --auxk-coeff -1
 expect_usage_error "--auxk-k: must be at least 1, got '0'" "$train" --arch topk --auxk-k 0
-expect_usage_error "--auxk-k: applies to --arch topk or batchtopk, not to jumprelu" "$train" --arch jumprelu --auxk-k 4
+expect_usage_error "--auxk-k: applies to --arch topk, batchtopk or matryoshka, not to jumprelu" "$train" --arch jumprelu --auxk-k 4
 expect_usage_error "--threshold-beta: must be in [0, 1), got '1'" "$train" --arch batchtopk --threshold-beta 1
-expect_usage_error "--threshold-beta: applies to --arch batchtopk, not to topk" "$train" --arch topk --threshold-beta 0.9
+expect_usage_error "--threshold-beta: applies to --arch batchtopk or matryoshka, not to topk" "$train" --arch topk --threshold-beta 0.9
 expect_usage_error "--lr-schedule: expected constant, linear or cosine, got 'exp'" "$train" --lr-schedule exp
 expect_usage_error "--lr-decay: must be in [0, 1], got '1.5'" "$train" --lr-schedule linear --lr-decay 1.5
 expect_usage_error "--lr-decay: applies to --lr-schedule linear, not constant" "$train" --lr-decay 0.2

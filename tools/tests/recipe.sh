@@ -166,7 +166,7 @@ cmp -s "$tmp/full-h.csv" "$tmp/half-h.csv" || fail "the resumed histograms diffe
 
 # --- what is fixed at the start of a run cannot change on resuming -------------
 expect_usage_error "--arch: the checkpoint in '$tmp/half' has relu" "$train" --resume "$tmp/half" --arch topk
-expect_usage_error "--k: applies to --arch topk or batchtopk, not to relu" "$train" --resume "$tmp/half" --k 3
+expect_usage_error "--k: applies to --arch topk, batchtopk or matryoshka, not to relu" "$train" --resume "$tmp/half" --k 3
 expect_usage_error "--b-dec-init: the checkpoint in '$tmp/half' has median" "$train" --resume "$tmp/half" --b-dec-init mean
 expect_usage_error "--normalize: the checkpoint in '$tmp/median' has none (it trained on raw x)" \
     "$train" --resume "$tmp/median" --normalize

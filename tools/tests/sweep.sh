@@ -76,7 +76,7 @@ awk -F, 'NR > 1 && $9 == "topk" {
     } END { exit bad }' "$tmp/archs/final.csv" || fail "topk: trends in final.csv"
 [ "$(awk '($1 == "relu" || $1 == "topk") && NF == 10' "$tmp/out" | wc -l)" -eq 5 ] || fail "the table should have 5 rows"
 grep -q "^arch_list = 'relu topk'$" "$tmp/archs/sweep.gp" || fail "sweep.gp: no curve per architecture"
-expect_usage_error "--ks: applies to --arch topk or batchtopk" "$sweep" --ks 2,4 --out "$tmp/x"
+expect_usage_error "--ks: applies to --arch topk, batchtopk or matryoshka" "$sweep" --ks 2,4 --out "$tmp/x"
 expect_usage_error "--lambdas: applies to --arch relu or jumprelu" "$sweep" --arch topk --lambdas 1 --out "$tmp/x"
 expect_usage_error "--ks: 2.5 is not a whole number in [1, d_sae = 96]" "$sweep" --arch topk --ks 2.5 --d-sae 96 --out "$tmp/x"
 expect_usage_error "--ks: 0 is not a whole number in [1, d_sae = 512]" "$sweep" --arch batchtopk --ks 0,4 --out "$tmp/x"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# sae-train's transcoders (--target, --synth-target, --skip) and Gated SAEs:
+# sae-train's transcoders (--target, --synth-target, --skip), Gated and Matryoshka SAEs:
 # synthetic pairs are learned (the decoder finds the output directions, W_skip
 # the skip map), a target file is read row for row and checked, and every
 # contradiction is one line with exit status 2.
@@ -34,6 +34,37 @@ run "$train" $small --arch gated --lambda 1
 cat "$tmp/out"
 mmcs=$(report_value "ground truth: mmcs ")
 awk -v m="${mmcs:-0}" 'BEGIN { exit !(m > 0.9) }' || fail "gated MMCS '$mmcs' is not above 0.9"
+
+# A Matryoshka SAE on the synthetic set: each level's l2 reported, decreasing.
+# shellcheck disable=SC2086
+run "$train" $small --arch matryoshka --k 2 --widths 16,48
+[ "$rc" -eq 0 ] || fail "matryoshka: exit $rc: $(cat "$tmp/err")"
+cat "$tmp/out"
+grep -q "d_sae 96, matryoshka k 2, widths 16,48,96" "$tmp/err" ||
+    fail "no training line for matryoshka: $(head -1 "$tmp/err")"
+mmcs=$(report_value "ground truth: mmcs ")
+awk -v m="${mmcs:-0}" 'BEGIN { exit !(m > 0.9) }' || fail "matryoshka MMCS '$mmcs' is not above 0.9"
+levels=$(sed -n 's/^eval levels (features: l2 fvu):  16: \([0-9.]*\) [0-9.]*  48: \([0-9.]*\) [0-9.]*  96: \([0-9.]*\) .*/\1 \2 \3/p' "$tmp/out")
+echo "$levels" | awk '{ exit !(NF == 3 && $1 > $2 && $2 > $3) }' ||
+    fail "matryoshka levels: '$(grep "^eval levels" "$tmp/out")'"
+# its checkpoint resumes with its widths; other widths are refused
+run "$train" --arch matryoshka --k 2 --widths 128 --steps 6 --save "$tmp/ck5" --stop-at 3
+[ "$rc" -eq 0 ] || fail "matryoshka --save: exit $rc: $(cat "$tmp/err")"
+run "$train" --resume "$tmp/ck5"
+[ "$rc" -eq 0 ] || fail "matryoshka --resume: exit $rc: $(cat "$tmp/err")"
+grep -q "^eval levels (features: l2 fvu):  128: [0-9.]* [0-9.]*  512: " "$tmp/out" ||
+    fail "resumed matryoshka: $(cat "$tmp/out")"
+expect_usage_error "--widths: the checkpoint in '$tmp/ck5' has widths 128,512" \
+    "$train" --resume "$tmp/ck5" --widths 64
+expect_usage_error "--arch matryoshka: give the level widths (--widths W1,W2,..., e.g. --widths 128,512)" \
+    "$train" --arch matryoshka
+expect_usage_error "--widths: the widths must increase (32 after 64)" \
+    "$train" --arch matryoshka --widths 64,32
+expect_usage_error "--widths: 600 is more than --d-sae 512 features" \
+    "$train" --arch matryoshka --widths 600
+expect_usage_error "--widths: applies to --arch matryoshka, not to topk" "$train" --arch topk --widths 8
+expect_usage_error "--arch matryoshka: transcoders are relu, topk, batchtopk or jumprelu" \
+    "$train" --synth-target --arch matryoshka --widths 8
 
 # Files: x (256 x 8, raw), y (256 x 4, raw with --d-out, and as .npy).
 raw_f32 "$tmp/x.f32" 256 8
@@ -115,7 +146,7 @@ expect_usage_error "--synth-target: the checkpoint in '$tmp/ck4' is an autoencod
     "$train" --resume "$tmp/ck4" --synth-target
 
 run "$train" --help
-for word in --target --eval-target --skip --d-out --synth-target gated; do
+for word in --target --eval-target --skip --d-out --synth-target gated matryoshka --widths; do
     grep -qF -- "$word" "$tmp/out" || fail "--help does not mention $word"
 done
 finish
