@@ -724,6 +724,8 @@ static void finish_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws, 
             sums.extra += ws->l2_tok[n_tokens + t];
         }
     }
+    if (m->arch == SAE_ARCH_MATRYOSHKA)
+        sums.extra = sae__matryoshka_inner_l2(m, n_tokens, ws);
     double sumsq = res->grad_sumsq; /* what the pass summed already (W_skip) */
     for (size_t i = 0; i < m->d_sae; i++)
         sumsq += ws->row_sumsq[i];
@@ -755,7 +757,7 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     const size_t d_sae = m->d_sae;
     const float *target = y ? y : x;
     const bool topk = m->arch == SAE_ARCH_TOPK || sae__batch_selected(m->arch);
-    const bool gated = m->arch == SAE_ARCH_GATED;
+    const bool gated = m->arch == SAE_ARCH_GATED, matryoshka = m->arch == SAE_ARCH_MATRYOSHKA;
     const size_t block = sae__batch_selected(m->arch) ? n_tokens
                          : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
     /* the tokens the loss averages over (a data-parallel step's global batch) */
@@ -847,11 +849,17 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     if (sparse) {
         size_t n_rows = n_tokens;
         const float scale = (float)(2.0 / (double)n_loss);
-        int rc = sparse_decode_output(m, cfg, target, n_tokens, scale, ws);
+        int rc = SAE_OK;
+        if (matryoshka) /* every level's reconstruction (matryoshka.c) */
+            sae__matryoshka_decode(m, target, n_tokens, scale, ws, cfg->pool);
+        else
+            rc = sparse_decode_output(m, cfg, target, n_tokens, scale, ws);
         if (rc == SAE_OK && cfg->dead)
             rc = add_auxk_rows(m, cfg, n_tokens, n_loss, ws, &n_rows, &res->aux_loss);
         if (rc != SAE_OK)
             return rc;
+        if (matryoshka) /* AuxK has read the full width's rows */
+            sae__matryoshka_suffix_sums(m, n_tokens, ws, cfg->pool);
         if (!failed(cfg))
             sae__sparse_feature_phase(m, cfg, n_tokens, n_rows, ws, grad);
     } else {

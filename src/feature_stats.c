@@ -421,12 +421,8 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
         rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for %zu pairs", fn, d_sae);
     else
         rc = sae__forward_check(&e.fw, fn, x, n_tokens);
-    if (rc != SAE_OK) {
-        sae__free(val);
-        sae__free(feat);
-        sae__sparse_encoder_free(&e);
-        return rc;
-    }
+    if (rc != SAE_OK)
+        goto cleanup;
     for (size_t t0 = 0; t0 < n_tokens; t0 += e.block) {
         size_t rows = sae__block_rows(n_tokens, t0, e.block);
         sae__sparse_encoder_run(&e, x + t0 * m->d_in, rows);
@@ -438,10 +434,11 @@ int sae_feature_stats_add(sae_feature_stats *s, const sae_model *m, const float 
             s->rows++;
         }
     }
+cleanup:
     sae__free(val);
     sae__free(feat);
     sae__sparse_encoder_free(&e);
-    return SAE_OK;
+    return rc;
 }
 
 int sae_feature_stats_add_sparse(sae_feature_stats *s, size_t n_tokens, const size_t *offsets,
@@ -519,12 +516,12 @@ int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src
                          (unsigned long long)src->rows, (unsigned long long)first,
                          (unsigned long long)next);
     const size_t n = dst->top_n;
+    int rc = SAE_OK;
     uint64_t *rows = sae__alloc(n * sizeof(uint64_t));
     float *vals = sae__alloc(n * sizeof(float));
     if (!rows || !vals) {
-        sae__free(vals);
-        sae__free(rows);
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory", fn);
+        goto cleanup;
     }
     /* a row in both top lists of a feature proves the rows overlap: refuse
      * before anything changes (the span check above cannot see it) */
@@ -534,11 +531,10 @@ int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src
         qsort(rows, la, sizeof(uint64_t), compare_row_ids);
         for (size_t b = 0; b < lb; b++)
             if (bsearch(src->top_row + i * n + b, rows, la, sizeof(uint64_t), compare_row_ids)) {
-                unsigned long long row = src->top_row[i * n + b];
-                sae__free(vals);
-                sae__free(rows);
-                return sae__fail(SAE_E_INVALID_ARG, "%s: row %llu is in both accumulators "
-                                 "(feature %zu's top rows): the rows are not disjoint", fn, row, i);
+                rc = sae__fail(SAE_E_INVALID_ARG, "%s: row %llu is in both accumulators "
+                               "(feature %zu's top rows): the rows are not disjoint", fn,
+                               (unsigned long long)src->top_row[i * n + b], i);
+                goto cleanup;
             }
     }
     for (size_t i = 0; i < dst->d_sae; i++) {
@@ -564,9 +560,10 @@ int sae_feature_stats_merge(sae_feature_stats *dst, const sae_feature_stats *src
     dst->rows += src->rows;
     dst->first_row = first;
     dst->next_row = next;
+cleanup:
     sae__free(vals);
     sae__free(rows);
-    return SAE_OK;
+    return rc;
 }
 
 /* ---- saving ------------------------------------------------------------------- */

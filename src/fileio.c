@@ -89,11 +89,12 @@ int sae__tmpfile_open(sae_tmpfile *t, const char *path)
     size_t len = strlen(path), bytes;
     if (!sae__add(len, sizeof suffix, &bytes))
         return sae__fail(SAE_E_IO, "the path is too long");
+    int rc = SAE_OK, fd = -1, e = 0;
     t->tmp_path = sae__alloc(bytes);
     t->dir_path = t->tmp_path ? directory_of(path) : NULL;
     if (!t->dir_path) {
-        sae__tmpfile_abort(t);
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the temporary file's name", path);
+        rc = sae__fail(SAE_E_NOMEM, "%s: out of memory for the temporary file's name", path);
+        goto cleanup;
     }
     memcpy(t->tmp_path, path, len);
     memcpy(t->tmp_path + len, suffix, 5);
@@ -103,7 +104,6 @@ int sae__tmpfile_open(sae_tmpfile *t, const char *path)
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t seed = splitmix((uint64_t)getpid() ^ ((uint64_t)ts.tv_sec << 32) ^
                              (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)t);
-    int fd = -1, e = 0;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         uint64_t r = splitmix(seed + (uint64_t)attempt);
         for (int k = 0; k < 16; k++)
@@ -115,19 +115,20 @@ int sae__tmpfile_open(sae_tmpfile *t, const char *path)
             break;
     }
     if (fd < 0) {
-        fail_errno(SAE_E_IO, "cannot create a temporary file beside it", path, e);
-        sae__tmpfile_abort(t);
-        return SAE_E_IO;
+        rc = fail_errno(SAE_E_IO, "cannot create a temporary file beside it", path, e);
+        goto cleanup;
     }
     t->created = true;
     t->f = fdopen(fd, "wb");
-    if (!t->f) {
-        fail_errno(SAE_E_IO, "cannot open the temporary file", path, errno);
-        close(fd);
+    if (!t->f)
+        rc = fail_errno(SAE_E_IO, "cannot open the temporary file", path, errno);
+cleanup:
+    if (rc != SAE_OK) {
+        if (fd >= 0 && !t->f)
+            close(fd);
         sae__tmpfile_abort(t);
-        return SAE_E_IO;
     }
-    return SAE_OK;
+    return rc;
 }
 
 int sae__tmpfile_write(void *ctx, const void *data, size_t len)

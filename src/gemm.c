@@ -240,16 +240,11 @@ int sae__gemm_create(sae_gemm_ctx **out, int backend)
         return SAE_E_NOMEM;
     g->backend = sae__gemm_resolve(backend);
 #ifdef SAE_HAVE_ONEDNN
-    if (g->backend == SAE_GEMM_ONEDNN) {
-        if (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success) {
-            sae__free(g);
-            return SAE_E_NOMEM;
-        }
-        if (dnnl_stream_create(&g->stream, g->engine, dnnl_stream_default_flags) != dnnl_success) {
-            dnnl_engine_destroy(g->engine);
-            sae__free(g);
-            return SAE_E_NOMEM;
-        }
+    if (g->backend == SAE_GEMM_ONEDNN &&
+        (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success ||
+         dnnl_stream_create(&g->stream, g->engine, dnnl_stream_default_flags) != dnnl_success)) {
+        sae__gemm_free(g); /* the engine, if it was made */
+        return SAE_E_NOMEM;
     }
 #endif
     *out = g;

@@ -14,21 +14,32 @@
  *   b_enc    d_sae
  *   b_dec    d_in
  *
- * A training step's data path (sae_step), in four files:
+ * A training step's data path (sae_step), x -> f -> x_hat -> gradients ->
+ * Adam, file by file (each named for what it holds):
  *
  *   optimizer.c  sae_step: the lr and lambda of the step (schedule.c), the
  *                workspace (workspace.c), then sae__forward_backward, then
  *                clipping and one Adam pass over the flat parameter block
  *   backward.c   sae__forward_backward: for each block of tokens the forward
- *                pass (forward.c), then the gradients on the dense path
- *                (CBLAS) or the sparse path (sparse.c), AuxK, the biases
- *   forward.c    x -> xc -> f (sae__encode_block: one SGEMM and the
- *                architecture's activation per token) -> x_hat
+ *                pass, then the gradients on the dense path (CBLAS) or the
+ *                sparse path (sparse.c), AuxK, the biases
+ *   forward.c    the forward pass: x -> xc -> f (sae__encode_block: one GEMM
+ *                and the architecture's activation per token) -> x_hat
  *                (sae__forward_decode); the same encoder and decoder serve
- *                sae_encode, sae_loss and every read-only call (sae_forward)
- *                (the sparse path encodes in encode_fused.c, with select.c's TopK)
- *   sparse.c     the sparse path: pairs (token, feature) with f > 0, the
- *                decoder and the gradients over them
+ *                sae_encode, sae_loss and every read-only call (sae_output).
+ *                The dense path's encoder and decoder.
+ *   encode_fused.c  the sparse path's encoder: x -> f as (token, feature)
+ *                pairs, a tile of features at a time, with select.c's
+ *                streaming TopK / BatchTopK selection (the one file beside
+ *                it that the path reads)
+ *   sparse.c     the sparse path's decoder and gradients over those pairs
+ *
+ * The dense path reads three of them: optimizer.c -> backward.c -> forward.c.
+ * The sparse path: optimizer.c -> backward.c -> encode_fused.c (+ select.c)
+ * -> sparse.c, with forward.c's activation parameters and, where the fused
+ * encoder does not apply (a BatchTopK transcoder), its block encoder. Every
+ * product goes through gemm.c (CBLAS or oneDNN); distributed steps add
+ * parallel.c's hooks, which exchange what the ranks computed.
  */
 #ifndef LIBSAE_INTERNAL_H
 #define LIBSAE_INTERNAL_H
@@ -820,6 +831,7 @@ typedef struct sae_step_shape {
     bool batch_fused;     /* BatchTopK selects in the fused encoder (one process,
                              sae__fused_covers): blocks of SAE_BLOCK_TOKENS
                              suffice, not one block of the whole batch */
+    size_t levels;        /* Matryoshka: its level count (dL/dx_hat rows per level) */
 } sae_step_shape;
 
 /* Make the workspace hold a step of this shape: every buffer except the
@@ -902,6 +914,38 @@ void sae__sparse_token_phase(const sae_model *m, const float *target, size_t t0,
  * n_tokens real ones, then AuxK's rows). */
 void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, size_t n_tokens,
                                size_t n_rows, sae_workspace *ws, float *grad);
+
+/* ---- Matryoshka's nested losses on the sparse path (matryoshka.c) -----------------
+ * ws->dxh and ws->l2_tok hold (n_levels + 1) blocks of n_tokens rows: block 0
+ * the full width's dL/dx_hat (then the sum over all levels), block 1 AuxK's
+ * rows, block l + 1 level l - 1's (then the sum over levels >= l). */
+
+/* The rows of dxh a Matryoshka step uses: (n_levels + 1) n_tokens; 0 for
+ * other architectures. */
+size_t sae__matryoshka_rows(const sae_model *m, size_t n_tokens);
+
+/* The block of n_tokens rows of dxh whose rows feature i's pairs read
+ * dL/dx_hat from (the sum over the levels that contain i): 0 for the first
+ * band and for every other architecture. */
+size_t sae__matryoshka_block(const sae_model *m, size_t feature);
+
+/* SAE_E_INVALID_ARG (detail naming fn) for a Matryoshka batch the sparse
+ * path cannot index (more than UINT32_MAX / 2 tokens); SAE_OK otherwise. */
+int sae__matryoshka_check_batch(const char *fn, const sae_model *m, size_t n_tokens);
+
+/* The token phase over the CSR (pairs in ascending feature order per token):
+ * each level's reconstruction as a prefix sum of the token's pairs, then its
+ * dL/dx_hat = scale * (x_hat_l - target) and squared error into its block. */
+void sae__matryoshka_decode(const sae_model *m, const float *target, size_t n_tokens,
+                            float scale, sae_workspace *ws, sae_pool *pool);
+
+/* After AuxK has read block 0: each level's block becomes the sum over the
+ * levels at or above it (block 0: all of them). */
+void sae__matryoshka_suffix_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws,
+                                 sae_pool *pool);
+
+/* The inner levels' squared errors summed over the batch (sums.extra). */
+double sae__matryoshka_inner_l2(const sae_model *m, size_t n_tokens, const sae_workspace *ws);
 
 /* ---- options (options.c) --------------------------------------------------- */
 

@@ -439,21 +439,20 @@ int sae__json_parse(const char *text, size_t len, const sae_json_limits *limits,
     size_t node_bytes;
     if (!sae__mul(ps.n_nodes, sizeof(sae_json), &node_bytes))
         return sae__fail(SAE_E_FORMAT, "too many JSON values");
-    sae_json *nodes = sae__alloc(node_bytes);
-    char *strings = nodes && ps.n_bytes ? sae__alloc(ps.n_bytes) : NULL;
-    if (!nodes || (ps.n_bytes && !strings)) {
-        sae__free(nodes);
-        sae__free(strings);
-        return sae__fail(SAE_E_NOMEM, "out of memory for %zu JSON values", ps.n_nodes);
+    int rc;
+    doc->nodes = sae__alloc(node_bytes);
+    doc->strings = doc->nodes && ps.n_bytes ? sae__alloc(ps.n_bytes) : NULL;
+    if (!doc->nodes || (ps.n_bytes && !doc->strings)) {
+        rc = sae__fail(SAE_E_NOMEM, "out of memory for %zu JSON values", ps.n_nodes);
+        goto cleanup;
     }
-    ps.nodes = nodes;
-    ps.strings = strings;
+    ps.nodes = doc->nodes;
+    ps.strings = doc->strings;
     bool ok = parse_document(&ps, text, len);
     (void)ok; /* the same text parsed the same way a moment ago */
-    doc->nodes = nodes;
     doc->count = ps.n_nodes;
-    doc->strings = strings;
-    int rc = check_duplicate_keys(doc);
+    rc = check_duplicate_keys(doc);
+cleanup:
     if (rc != SAE_OK)
         sae__json_free(doc);
     return rc;

@@ -497,9 +497,8 @@ static int step_check_args(const char *fn, const sae_model *m, const sae_optimiz
         (rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out",
                               sizeof(float))) == SAE_OK)
         rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
-    /* Matryoshka's nested losses are not trained by this version */
     if (rc == SAE_OK)
-        rc = sae__family_check(fn, m, SAE_FAMILY_GATED | SAE_FAMILY_TRANSCODER);
+        rc = sae__matryoshka_check_batch(fn, m, n_tokens);
     if (rc == SAE_OK && y && o->par && o->par->features.struct_size)
         rc = sae__fail(SAE_E_INVALID_ARG, "%s: feature-sharded steps take no target y in this "
                        "version (data-parallel ones do)", fn);
@@ -600,7 +599,7 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     /* bf16 for the plain autoencoders (others: float32) */
     const bool bf16 = o->opt.precision == SAE_PRECISION_BF16 && sae__bf16_covers(m);
     sae_step_shape shape = {m->d_in, m->d_sae, n_tokens, n_threads, m->arch, k_aux, m->d_out,
-                            o->opt.gemm, bf16, sae__fused_covers(m) && !o->par};
+                            o->opt.gemm, bf16, sae__fused_covers(m) && !o->par, m->n_levels};
     const bool fresh = o->ws.norms == NULL; /* the first step: all or nothing */
     if (rc == SAE_OK)
         rc = sae__workspace_reserve(&o->ws, &shape);

@@ -287,8 +287,36 @@ static int exchange_small(sae_par_step *ps, const sae_comm *c, void *mine, size_
     return rc != SAE_OK ? rc : agreed;
 }
 
-/* Rows of an allreduced buffer made the same on every rank: hash, exchange
- * the hashes (with the statuses), take rank 0's where they differ. */
+/* Records of a size known only at run time (a header with the status, then
+ * a payload): record_payload starts this rank's at the start of the scratch
+ * and returns where its payload goes; exchange_records then exchanges the
+ * records of `bytes` each and points *all at every rank's, in rank order,
+ * after it; record_of is rank r's payload there (unaligned: read with
+ * memcpy). Returns the agreed status, or the communicator's failure. */
+static unsigned char *record_payload(sae_par_step *ps)
+{
+    unsigned char *mine = ps->par->scratch;
+    int32_t st = ps->status;
+    memset(mine, 0, SAE_RECORD_HEADER);
+    memcpy(mine, &st, sizeof st);
+    return mine + SAE_RECORD_HEADER;
+}
+
+static int exchange_records(sae_par_step *ps, const sae_comm *c, size_t bytes,
+                            const unsigned char **all)
+{
+    unsigned char *mine = ps->par->scratch;
+    *all = mine + bytes;
+    int agreed;
+    int rc = sae__comm_exchange(c, mine, bytes, mine + bytes, &agreed);
+    return rc != SAE_OK ? rc : agreed;
+}
+
+static const unsigned char *record_of(const unsigned char *all, size_t bytes, size_t r)
+{
+    return all + r * bytes + SAE_RECORD_HEADER;
+}
+
 /* Records of the small exchanges (each starts with the status). */
 typedef struct hash_record {
     int32_t status, pad;
@@ -317,6 +345,8 @@ static double count_total(const sae_comm *c, const void *all)
     return total;
 }
 
+/* Rows of an allreduced buffer made the same on every rank: hash, exchange
+ * the hashes (with the statuses), take rank 0's where they differ. */
 static int settle(sae_par_step *ps, const sae_comm *c, float *buf, size_t count)
 {
     hash_record rec = {ps->status, 0, sae__hash_f32(buf, count)};
@@ -489,23 +519,19 @@ int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *s
     /* data-parallel: [status | picks, sumsq, sum_e...] added in rank order */
     const sae_comm *c = ps->data;
     const size_t count = d_in + 2, bytes = SAE_RECORD_HEADER + count * sizeof(double);
-    unsigned char *mine = ps->par->scratch, *all = mine + bytes;
-    int32_t st = ps->status;
-    memset(mine, 0, SAE_RECORD_HEADER);
-    memcpy(mine, &st, sizeof st);
-    double *v = (double *)(void *)(mine + SAE_RECORD_HEADER);
+    double *v = (double *)(void *)record_payload(ps);
     v[0] = (double)*picks;
     v[1] = *sumsq;
     memcpy(v + 2, sum_e, d_in * sizeof(double));
-    int agreed;
-    int rc = sae__comm_exchange(c, mine, bytes, all, &agreed);
-    if (rc != SAE_OK || agreed != SAE_OK)
-        return rc != SAE_OK ? rc : agreed;
+    const unsigned char *all;
+    int rc = exchange_records(ps, c, bytes, &all);
+    if (rc != SAE_OK)
+        return rc;
     for (size_t k = 0; k < count; k++) {
         double s = 0.0;
         for (int r = 0; r < c->n_ranks; r++) {
             double w;
-            memcpy(&w, all + (size_t)r * bytes + SAE_RECORD_HEADER + k * sizeof(double), sizeof w);
+            memcpy(&w, record_of(all, bytes, (size_t)r) + k * sizeof w, sizeof w);
             s += w;
         }
         v[k] = s;
@@ -521,22 +547,18 @@ int sae__par_enc_term(sae_par_step *ps, const sae_model *m, const float *g_b_enc
     const size_t d_in = m->d_in;
     const sae_comm *c = ps->features;
     const size_t bytes = SAE_RECORD_HEADER + d_in * sizeof(float);
-    unsigned char *mine = ps->par->scratch, *all = mine + bytes;
-    int32_t st = ps->status;
-    memset(mine, 0, SAE_RECORD_HEADER);
-    memcpy(mine, &st, sizeof st);
-    float *term = (float *)(void *)(mine + SAE_RECORD_HEADER);
+    float *term = (float *)(void *)record_payload(ps);
     cblas_sgemv(CblasRowMajor, CblasTrans, (int)m->d_sae, (int)d_in, 1.0f, sae__w_enc_t(m),
                 (int)d_in, g_b_enc, 1, 0.0f, term, 1);
-    int agreed;
-    int rc = sae__comm_exchange(c, mine, bytes, all, &agreed);
-    if (rc != SAE_OK || agreed != SAE_OK)
-        return rc != SAE_OK ? rc : agreed;
+    const unsigned char *all;
+    int rc = exchange_records(ps, c, bytes, &all);
+    if (rc != SAE_OK)
+        return rc;
     for (size_t j = 0; j < d_in; j++) {
         float sum = 0.0f;
         for (int r = 0; r < c->n_ranks; r++) {
             float v;
-            memcpy(&v, all + (size_t)r * bytes + SAE_RECORD_HEADER + j * sizeof v, sizeof v);
+            memcpy(&v, record_of(all, bytes, (size_t)r) + j * sizeof v, sizeof v);
             sum += v;
         }
         g_b_dec[j] -= sum;
@@ -611,24 +633,20 @@ int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, b
     }
     /* features, more ties than room: token order first, then shard order */
     const size_t bytes = SAE_RECORD_HEADER + rows * sizeof(uint32_t);
-    unsigned char *mine = ps->par->scratch, *recs = mine + bytes;
-    int32_t st = ps->status;
-    memset(mine, 0, SAE_RECORD_HEADER);
-    memcpy(mine, &st, sizeof st);
+    unsigned char *mine = record_payload(ps);
     for (size_t t = 0; t < rows; t++) {
         uint32_t v = (uint32_t)ties[t];
-        memcpy(mine + SAE_RECORD_HEADER + t * sizeof v, &v, sizeof v);
+        memcpy(mine + t * sizeof v, &v, sizeof v);
     }
-    int agreed;
-    rc = sae__comm_exchange(c, mine, bytes, recs, &agreed);
-    if (rc != SAE_OK || agreed != SAE_OK)
-        return rc != SAE_OK ? rc : agreed;
+    const unsigned char *recs;
+    if ((rc = exchange_records(ps, c, bytes, &recs)) != SAE_OK)
+        return rc;
     size_t before = 0; /* ties of earlier tokens, all shards */
     for (size_t t = 0; t < rows; t++) {
         size_t at_t = 0, mine_t = 0;
         for (size_t r = 0; r < n; r++) {
             uint32_t v;
-            memcpy(&v, recs + r * bytes + SAE_RECORD_HEADER + t * sizeof v, sizeof v);
+            memcpy(&v, record_of(recs, bytes, r) + t * sizeof v, sizeof v);
             if (r < me)
                 at_t += v;
             if (r == me)
@@ -639,7 +657,7 @@ int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, b
         ties[t] = left < mine_t ? left : mine_t;
         for (size_t r = 0; r < n; r++) {
             uint32_t v;
-            memcpy(&v, recs + r * bytes + SAE_RECORD_HEADER + t * sizeof v, sizeof v);
+            memcpy(&v, record_of(recs, bytes, r) + t * sizeof v, sizeof v);
             before += v;
         }
     }

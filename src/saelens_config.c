@@ -285,8 +285,9 @@ int sae__config_read(const char *dir, sae_saelens_config *cfg)
     char *text = NULL;
     int rc = sae__file_source_open(&fs, path, &missing);
     if (rc != SAE_OK) {
-        sae__free(path);
-        return missing ? SAE_OK : rc; /* no cfg.json: cfg->arch stays -1 */
+        if (missing)
+            rc = SAE_OK; /* no cfg.json: cfg->arch stays -1 */
+        goto cleanup;
     }
     if (fs.src.size == 0 || fs.src.size > CONFIG_MAX_BYTES)
         rc = sae__fail(SAE_E_FORMAT, "%s: %llu bytes, not 1 to %u", path,
@@ -299,6 +300,7 @@ int sae__config_read(const char *dir, sae_saelens_config *cfg)
         sae__fail_context(rc, "%s", path);
     sae__free(text);
     sae__file_source_close(&fs);
+cleanup:
     sae__free(path);
     return rc;
 }

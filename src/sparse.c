@@ -34,17 +34,19 @@
 
 /* Where the tile kernels read row r of what they gather from: a packed panel
  * (ld = the tile width) or the matrix itself (ld = d_in, base at column j0).
- * Rows at or past `wrap` read row r - wrap (AuxK's rows n + t read xc_t). */
+ * Rows at or past `wrap` read row r - wrap of `high` (AuxK's rows n + t read
+ * xc_t; a Matryoshka feature's rows t < n read its band's block of dL/dx_hat,
+ * its AuxK rows n + t the AuxK block). */
 typedef struct tile_rows {
     const float *base;
     size_t ld;
     size_t wrap;
+    const float *high;
 } tile_rows;
 
 static inline const float *tile_row(const tile_rows *src, uint32_t r)
 {
-    size_t q = r >= src->wrap ? r - src->wrap : r;
-    return src->base + q * src->ld;
+    return r < src->wrap ? src->base + r * src->ld : src->high + (r - src->wrap) * src->ld;
 }
 
 /* One token, one column tile of width w <= SAE_DEC_TILE:
@@ -409,7 +411,7 @@ static void token_run(void *ctx, int tid, int n_threads)
             size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
             for (size_t j0 = 0; j0 < d_out; j0 += SAE_DEC_TILE) {
                 size_t w = d_out - j0 < SAE_DEC_TILE ? d_out - j0 : SAE_DEC_TILE;
-                tile_rows src = {w_dec + j0, d_out, SIZE_MAX};
+                tile_rows src = {w_dec + j0, d_out, SIZE_MAX, NULL};
                 float *out = ws->dxh + t * d_out + j0;
                 ws->l2_tok[t] += kern.decode_tile(&src, ws->feat + p0, ws->fval + p0, nk,
                                                   k->base ? k->base + j0 : out,
@@ -420,7 +422,7 @@ static void token_run(void *ctx, int tid, int n_threads)
         return;
     }
     /* packed panels: one tile, already packed by all threads (k->j0) */
-    tile_rows src = {ws->w_panel, SAE_DEC_TILE, SIZE_MAX};
+    tile_rows src = {ws->w_panel, SAE_DEC_TILE, SIZE_MAX, NULL};
     size_t j0 = k->j0, w = d_out - j0 < SAE_DEC_TILE ? d_out - j0 : SAE_DEC_TILE;
     for (size_t t = begin; t < end; t++) {
         size_t p0 = ws->row_ptr[t], nk = ws->row_ptr[t + 1] - p0;
@@ -584,12 +586,24 @@ static void feature_settle(const feature_ctx *fc, size_t i)
     ws->g_b_enc[i] = g_sum;
 }
 
-static void feature_dec(const feature_ctx *fc, size_t i, const tile_rows *src, size_t j0,
+/* The rows of dL/dx_hat feature i's pairs read, in grad (ws->dxh from column
+ * j0, or its packed panel; ld its row stride): a Matryoshka feature's tokens
+ * read the block of its band (matryoshka.c), its AuxK rows block 1. */
+static tile_rows grad_rows(const feature_ctx *fc, size_t i, const float *grad, size_t ld)
+{
+    size_t block = sae__matryoshka_block(fc->m, i), n = fc->n_tokens;
+    if (block == 0)
+        return (tile_rows){grad, ld, SIZE_MAX, NULL};
+    return (tile_rows){grad + block * n * ld, ld, n, grad + n * ld};
+}
+
+static void feature_dec(const feature_ctx *fc, size_t i, const float *grad, size_t ld, size_t j0,
                         size_t w)
 {
     sae_workspace *ws = fc->ws;
     const size_t d_out = fc->m->d_out;
     size_t k0 = ws->col_ptr[i], nk = ws->col_ptr[i + 1] - k0;
+    const tile_rows rows = grad_rows(fc, i, grad, ld), *src = &rows;
     ws->row_sumsq[i] += fc->kern.feature_dec_tile(src, ws->tok + k0, ws->cfval + k0,
                                                   ws->cgval + k0, nk, fc->c[i],
                                                   sae__w_dec(fc->m) + i * d_out + j0, w,
@@ -633,27 +647,25 @@ static void feature_run(void *ctx, int tid, int n_threads)
         /* feature by feature: its tokens' rows stay in cache across the tiles */
         for (size_t i = begin; i < end; i++) {
             feature_prepare(&fc, i);
-            for (size_t j0 = 0; j0 < d_out; j0 += SAE_FEAT_TILE) {
-                tile_rows src = {ws->dxh + j0, d_out, SIZE_MAX};
-                feature_dec(&fc, i, &src, j0,
+            for (size_t j0 = 0; j0 < d_out; j0 += SAE_FEAT_TILE)
+                feature_dec(&fc, i, ws->dxh + j0, d_out, j0,
                             d_out - j0 < SAE_FEAT_TILE ? d_out - j0 : SAE_FEAT_TILE);
-            }
             feature_settle(&fc, i);
             for (size_t j0 = 0; j0 < d_in; j0 += SAE_FEAT_TILE) {
-                tile_rows src = {ws->xc + j0, d_in, n_tokens};
+                tile_rows src = {ws->xc + j0, d_in, n_tokens, ws->xc + j0};
                 feature_enc(&fc, i, &src, j0, d_in - j0 < SAE_FEAT_TILE ? d_in - j0 : SAE_FEAT_TILE);
             }
         }
         return;
     }
     /* packed panels: one stage of the shared schedule (task->stage) */
-    tile_rows src = {ws->t_panel, SAE_FEAT_TILE, SIZE_MAX};
+    tile_rows src = {ws->t_panel, SAE_FEAT_TILE, SIZE_MAX, NULL};
     const size_t width = task->stage == FEATURE_DEC ? d_out : d_in; /* of the tile's matrix */
     size_t j0 = task->j0, w = width - j0 < SAE_FEAT_TILE ? width - j0 : SAE_FEAT_TILE;
     for (size_t i = begin; i < end; i++) {
         switch (task->stage) {
         case FEATURE_PREPARE: feature_prepare(&fc, i); break;
-        case FEATURE_DEC: feature_dec(&fc, i, &src, j0, w); break;
+        case FEATURE_DEC: feature_dec(&fc, i, ws->t_panel, SAE_FEAT_TILE, j0, w); break;
         case FEATURE_SETTLE: feature_settle(&fc, i); break;
         default: feature_enc(&fc, i, &src, j0, w); break;
         }
@@ -671,10 +683,13 @@ void sae__sparse_feature_phase(const sae_model *m, const sae_step_config *cfg, s
         return;
     /* packed panels, shared: all threads pack a tile, then work on it */
     const size_t d_in = m->d_in, d_out = m->d_out;
+    /* the rows of dL/dx_hat: one per row of the CSR, or Matryoshka's blocks */
+    const size_t matryoshka_rows = sae__matryoshka_rows(m, n_tokens);
+    const size_t dxh_rows = matryoshka_rows ? matryoshka_rows : n_rows;
     task.stage = FEATURE_DEC;
     for (task.j0 = 0; task.j0 < d_out; task.j0 += SAE_FEAT_TILE) {
         size_t w = d_out - task.j0 < SAE_FEAT_TILE ? d_out - task.j0 : SAE_FEAT_TILE;
-        pack_shared(cfg->pool, ws->dxh, d_out, n_rows, n_rows, task.j0, w, SAE_FEAT_TILE,
+        pack_shared(cfg->pool, ws->dxh, d_out, dxh_rows, dxh_rows, task.j0, w, SAE_FEAT_TILE,
                     ws->t_panel);
         sae__pool_run(cfg->pool, feature_run, &task);
     }

@@ -138,12 +138,12 @@ int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens, size_
         rc = sae__check_capacity(fn, "values", values, capacity, "capacity", sizeof(float));
     if (rc != SAE_OK)
         return rc;
-    sae_sparse_encoder e;
+    sae_sparse_encoder e = {0}; /* start_encoding may return before it is set */
     rc = start_encoding(fn, m, x, n_tokens, max_per_token, &e);
-    if (rc == SAE_OK && (rc = sae__forward_check(&e.fw, fn, x, n_tokens)) != SAE_OK)
-        sae__sparse_encoder_free(&e);
+    if (rc == SAE_OK)
+        rc = sae__forward_check(&e.fw, fn, x, n_tokens);
     if (rc != SAE_OK)
-        return rc;
+        goto cleanup;
     size_t nnz = 0, done = 0;
     offsets[0] = 0;
     for (size_t t0 = 0; t0 < n_tokens && done == t0; t0 += e.block) {
@@ -159,7 +159,8 @@ int sae_encode_sparse(const sae_model *m, const float *x, size_t n_tokens, size_
             offsets[++done] = nnz;
         }
     }
-    sae__sparse_encoder_free(&e);
     *n_encoded = done;
-    return SAE_OK;
+cleanup:
+    sae__sparse_encoder_free(&e);
+    return rc;
 }

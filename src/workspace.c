@@ -244,6 +244,10 @@ int sae__workspace_reserve(sae_workspace *ws, const sae_step_shape *s)
     size_t rows = doubled ? 2 * s->n_tokens : s->n_tokens;
     if (doubled && s->n_tokens > SIZE_MAX / 2)
         return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
+    /* Matryoshka: a block of rows per level and AuxK's (matryoshka.c) */
+    if (s->arch == SAE_ARCH_MATRYOSHKA && s->levels &&
+        !sae__mul(s->levels + 1, s->n_tokens, &rows))
+        return sae__fail(SAE_E_INVALID_ARG, "the step's workspace: its size overflows size_t");
     /* BatchTopK (and Matryoshka) select over the whole batch: one block of all
      * its tokens, unless the fused encoder selects (in O(n k) of its own) */
     const bool batch = sae__batch_selected(s->arch) && !s->batch_fused;

@@ -10,7 +10,7 @@ float *test_lib_backward(const sae_model *m, const float *x, const float *y, siz
     sae_workspace ws;
     memset(&ws, 0, sizeof ws);
     sae_step_shape shape = {m->d_in, m->d_sae,    n,    p->n_threads, m->arch,
-                            k_aux,   m->d_out, SAE_GEMM_AUTO, false, false};
+                            k_aux,   m->d_out, SAE_GEMM_AUTO, false, false, m->n_levels};
     ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
     if (k_aux)
         memcpy(ws.dead, p->dead, m->d_sae);

@@ -32,6 +32,25 @@
 
 /* ---- the model file ----------------------------------------------------------- */
 
+/* a and b (a model and the same loaded back) compute the same features, bit
+ * for bit, on n Gaussian rows (test_gaussian's scale, offset and seed);
+ * a's go to f (n x d_sae) unless f is NULL. */
+static void expect_same_features(const sae_model *a, const sae_model *b, size_t n, double scale,
+                                 double offset, uint64_t seed, float *f)
+{
+    const size_t count = n * sae_model_d_sae(a);
+    float *x = test_gaussian(n, sae_model_d_in(a), scale, offset, seed);
+    float *fa = malloc(count * sizeof *fa), *fb = malloc(count * sizeof *fb);
+    ck_assert_int_eq(sae_encode(a, x, n, fa), SAE_OK);
+    ck_assert_int_eq(sae_encode(b, x, n, fb), SAE_OK);
+    ck_assert_mem_eq(fa, fb, count * sizeof *fa);
+    if (f)
+        memcpy(f, fa, count * sizeof *fa);
+    free(fb);
+    free(fa);
+    free(x);
+}
+
 START_TEST(model_file_is_saelens_layout)
 {
     const size_t d_in = 3, d_sae = 5;
@@ -66,12 +85,7 @@ START_TEST(model_file_is_saelens_layout)
     ck_assert_int_eq(sae_model_load_buffer(&back, b.p, b.len), SAE_OK);
     ck_assert(models_equal(m, back));
     /* a loaded model works: encode agrees with the original */
-    float *x = test_gaussian(4, d_in, 1.0, 0.0, 5);
-    float f1[4 * 5], f2[4 * 5];
-    ck_assert_int_eq(sae_encode(m, x, 4, f1), SAE_OK);
-    ck_assert_int_eq(sae_encode(back, x, 4, f2), SAE_OK);
-    ck_assert_mem_eq(f1, f2, sizeof f1);
-    free(x);
+    expect_same_features(m, back, 4, 1.0, 0.0, 5, NULL);
     sae_model_free(back);
     free(b.p);
     sae_model_free(m);
@@ -524,12 +538,7 @@ START_TEST(each_architecture_round_trips)
         ck_assert(models_equal(m, back));
         bytes again = model_bytes(back);
         ck_assert(same_bytes(b, again));
-        float *x = test_gaussian(8, d_in, 3.0, 0.5, 99);
-        float f1[8 * 5], f2[8 * 5];
-        ck_assert_int_eq(sae_encode(m, x, 8, f1), SAE_OK);
-        ck_assert_int_eq(sae_encode(back, x, 8, f2), SAE_OK);
-        ck_assert_mem_eq(f1, f2, sizeof f1);
-        free(x);
+        expect_same_features(m, back, 8, 3.0, 0.5, 99, NULL);
         free(again.p);
         sae_model_free(back);
         free(b.p);
@@ -622,18 +631,14 @@ START_TEST(batchtopk_threshold_round_trips)
     for (int i = 0; i < 5; i++)
         ck_assert(theta[i] == thr);
     /* ... that computes the same features */
-    float *x = test_gaussian(64, 3, 1.0, 0.3, 4);
-    float f1[64 * 5], f2[64 * 5];
-    ck_assert_int_eq(sae_encode(m, x, 64, f1), SAE_OK);
-    ck_assert_int_eq(sae_encode(j, x, 64, f2), SAE_OK);
-    ck_assert_mem_eq(f1, f2, sizeof f1);
+    float f1[64 * 5];
+    expect_same_features(m, j, 64, 1.0, 0.3, 4, f1);
     int active = 0, below = 0;
     for (int i = 0; i < 64 * 5; i++) {
         active += f1[i] > 0.0f;
         below += f1[i] == 0.0f;
     }
     ck_assert(active > 0 && below > 0);
-    free(x);
     sae_model_free(j);
     free(plain.p);
     free(b.p);

@@ -19,6 +19,13 @@ static void fill(float *v, size_t n, float value)
         v[k] = value;
 }
 
+/* v[k] = scale * ((k % period) + offset): data with some spread. */
+static void fill_ramp(float *v, size_t n, size_t period, float offset, float scale)
+{
+    for (size_t k = 0; k < n; k++)
+        v[k] = scale * ((float)(k % period) + offset);
+}
+
 static bool all_equal(const float *v, size_t n, float value)
 {
     for (size_t k = 0; k < n; k++)
@@ -58,8 +65,7 @@ START_TEST(huge_decoder_losses_are_refused)
     model_snapshot before;
     snapshot_take(&before, m);
     float x[N * D_IN];
-    for (size_t k = 0; k < N * D_IN; k++)
-        x[k] = (float)(k % 5) - 1.5f; /* some features fire */
+    fill_ramp(x, N * D_IN, 5, -1.5f, 1.0f); /* some features fire */
     sae_losses l = {1, 2, 3, 4};
     expect_nonfinite(sae_loss(m, x, N, 1.0, &l));
     ck_assert(l.loss == 1 && l.l2 == 2 && l.l1 == 3 && l.l0 == 4);
@@ -93,8 +99,7 @@ START_TEST(huge_encoder_features_are_refused)
     model_snapshot before;
     snapshot_take(&before, m);
     float x[N * D_IN];
-    for (size_t k = 0; k < N * D_IN; k++)
-        x[k] = 1.0f + (float)(k % 3); /* positive, with variance */
+    fill_ramp(x, N * D_IN, 3, 1.0f, 1.0f); /* positive, with variance */
     float f[N * D_SAE];
     fill(f, N * D_SAE, SENTINEL);
 
@@ -144,8 +149,7 @@ START_TEST(huge_outputs_are_refused)
 {
     sae_model *m = model_with(SAE_W_DEC, 3e38f);
     float x[N * D_IN], out[N * D_IN];
-    for (size_t k = 0; k < N * D_IN; k++)
-        x[k] = 40.0f * ((float)(k % 5) - 1.5f); /* features of about 1 and more */
+    fill_ramp(x, N * D_IN, 5, -1.5f, 40.0f); /* features of about 1 and more */
     fill(out, N * D_IN, SENTINEL);
     expect_nonfinite(sae_output(m, x, N, out));
     ck_assert_ptr_nonnull(strstr(sae_error_detail(), "sae_output"));
@@ -162,8 +166,7 @@ START_TEST(huge_outputs_are_refused)
     model_snapshot before;
     snapshot_take(&before, m);
     float y[N * D_OUT], y_hat[N * D_OUT];
-    for (size_t k = 0; k < N * D_OUT; k++)
-        y[k] = (float)(k % 3);
+    fill_ramp(y, N * D_OUT, 3, 0.0f, 1.0f);
     fill(y_hat, N * D_OUT, SENTINEL);
     fill(x, N * D_IN, 1.0f); /* x W_skip^T = 4 * 3e38 per value */
     expect_nonfinite(sae_output(m, x, N, y_hat));
@@ -196,8 +199,7 @@ START_TEST(huge_gated_magnitudes_are_refused)
     ck_assert_int_eq(sae_model_set_tensor(m, SAE_R_MAG, r_mag, D_SAE), SAE_OK);
     ck_assert_int_eq(sae_model_set_tensor(m, SAE_B_ENC, b_enc, D_SAE), SAE_OK);
     float x[N * D_IN], f[N * D_SAE], out[N * D_IN];
-    for (size_t k = 0; k < N * D_IN; k++)
-        x[k] = 50.0f * ((float)(k % 5) - 2.0f);
+    fill_ramp(x, N * D_IN, 5, -2.0f, 50.0f);
     fill(f, N * D_SAE, SENTINEL);
     fill(out, N * D_IN, SENTINEL);
     expect_nonfinite(sae_encode(m, x, N, f));

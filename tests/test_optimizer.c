@@ -618,22 +618,42 @@ START_TEST(gemm_backend_reports_the_resolved_backend)
 }
 END_TEST
 
+/* One step of a fresh optimizer, with `option` set to `value`, on a copy of
+ * m: the losses a step of any optimizer on m must report. */
+static sae_losses fresh_step(const sae_model *m, const float *x, size_t n, int option,
+                             double value)
+{
+    sae_model *copy;
+    sae_optimizer *o;
+    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set(o, option, value), SAE_OK);
+    sae_losses l;
+    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
+    sae_optimizer_free(o);
+    sae_model_free(copy);
+    return l;
+}
+
+/* Tensor `which` of m (d_in x d_sae values) times factor. */
+static void scale_tensor(sae_model *m, int which, float factor)
+{
+    const size_t count = sae_model_d_in(m) * sae_model_d_sae(m);
+    float *w = malloc(count * sizeof *w);
+    ck_assert_int_eq(sae_model_get_tensor(m, which, w, count), SAE_OK);
+    for (size_t k = 0; k < count; k++)
+        w[k] *= factor;
+    ck_assert_int_eq(sae_model_set_tensor(m, which, w, count), SAE_OK);
+    free(w);
+}
+
 /* The bf16 copy of W_enc that SAE_OPT_PRECISION bf16 keeps follows the model:
  * after sae_model_set_tensor, or for another model, a step computes the same
  * losses as a fresh optimizer would; and it is really bf16 (the losses
  * differ from float32's). */
 static double first_loss(const sae_model *m, const float *x, size_t n, int precision)
 {
-    sae_model *copy;
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION, precision), SAE_OK);
-    sae_losses l;
-    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
-    sae_optimizer_free(o);
-    sae_model_free(copy);
-    return l.loss;
+    return fresh_step(m, x, n, SAE_OPT_PRECISION, precision).loss;
 }
 
 START_TEST(bf16_weights_follow_the_model)
@@ -657,11 +677,7 @@ START_TEST(bf16_weights_follow_the_model)
     ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.loss, want);
     /* W_enc changed from outside */
-    float *w = malloc(d_in * d_sae * sizeof(float));
-    ck_assert_int_eq(sae_model_get_tensor(a, SAE_W_ENC, w, d_in * d_sae), SAE_OK);
-    for (size_t k = 0; k < d_in * d_sae; k++)
-        w[k] *= 1.5f;
-    ck_assert_int_eq(sae_model_set_tensor(a, SAE_W_ENC, w, d_in * d_sae), SAE_OK);
+    scale_tensor(a, SAE_W_ENC, 1.5f);
     want = first_loss(a, x, n, SAE_PRECISION_BF16);
     ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.loss, want);
@@ -669,7 +685,6 @@ START_TEST(bf16_weights_follow_the_model)
     want = first_loss(b, x, n, SAE_PRECISION_BF16);
     ck_assert_int_eq(sae_step(b, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.loss, want);
-    free(w);
     free(x);
     sae_optimizer_free(o);
     sae_model_free(a);
@@ -683,16 +698,7 @@ END_TEST
  * included), after W_dec changed from outside, and for another model. */
 static double first_l1(const sae_model *m, const float *x, size_t n)
 {
-    sae_model *copy;
-    sae_optimizer *o;
-    ck_assert_int_eq(sae_model_clone(&copy, m), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_create(&o, copy), SAE_OK);
-    ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_THREADS, 2), SAE_OK);
-    sae_losses l;
-    ck_assert_int_eq(sae_step(copy, o, x, n, &l), SAE_OK);
-    sae_optimizer_free(o);
-    sae_model_free(copy);
-    return l.l1;
+    return fresh_step(m, x, n, SAE_OPT_THREADS, 2).l1;
 }
 
 START_TEST(cached_row_norms_follow_the_model)
@@ -713,18 +719,13 @@ START_TEST(cached_row_norms_follow_the_model)
         ck_assert_double_eq(l.l1, want);
     }
     ck_assert_ptr_eq(o->ws.norms_model, a);
-    float *w = malloc(d_in * d_sae * sizeof(float));
-    ck_assert_int_eq(sae_model_get_tensor(a, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
-    for (size_t k = 0; k < d_in * d_sae; k++)
-        w[k] *= 0.5f;
-    ck_assert_int_eq(sae_model_set_tensor(a, SAE_W_DEC, w, d_in * d_sae), SAE_OK);
+    scale_tensor(a, SAE_W_DEC, 0.5f);
     double want = first_l1(a, x, n);
     ck_assert_int_eq(sae_step(a, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.l1, want);
     want = first_l1(b, x, n);
     ck_assert_int_eq(sae_step(b, o, x, n, &l), SAE_OK);
     ck_assert_double_eq(l.l1, want);
-    free(w);
     free(x);
     sae_optimizer_free(o);
     sae_model_free(a);
@@ -873,7 +874,7 @@ START_TEST(batchtopk_workspace_is_not_batch_wide)
         sae_workspace ws;
         memset(&ws, 0, sizeof ws);
         sae_step_shape shape = {d_in, d_sae, n, 2, SAE_ARCH_BATCHTOPK, 0, d_out,
-                                SAE_GEMM_AUTO, false, small != 0};
+                                SAE_GEMM_AUTO, false, small != 0, 0};
         ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
         ck_assert_uint_eq(ws.block_cap, small ? SAE_BLOCK_TOKENS : n);
         sae__fused_encoder_free(ws.fused); /* the block loop */

@@ -41,6 +41,32 @@ static void trained_pair(size_t d_in, size_t d_sae, size_t steps, sae_model **m,
     ck_assert_int_eq(sae_optimizer_set(*o, SAE_OPT_GRAD_CLIP, 0.0), SAE_OK);    /* zero */
 }
 
+/* sae_optimizer_load_buffer refuses (SAE_E_FORMAT, *out set to NULL) a copy
+ * of the file b with the float at `at` bytes into tensor `name`'s data set to
+ * value (at < 0: from the end of the data). */
+static void expect_value_refused(const sae_model *m, bytes b, const char *name, long at, float value)
+{
+    bytes e = {malloc(b.len), b.len};
+    memcpy(e.p, b.p, b.len);
+    size_t len;
+    unsigned char *p = (unsigned char *)st_tensor(e, name, "F32", &len);
+    put_le_float(p + (at < 0 ? (long)len + at : at), value);
+    sae_optimizer *back = (sae_optimizer *)&e;
+    ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, e.p, e.len), SAE_E_FORMAT);
+    ck_assert_ptr_null(back);
+    free(e.p);
+}
+
+/* ... and every strict prefix of b. */
+static void expect_truncations_refused(const sae_model *m, bytes b)
+{
+    for (size_t len = 0; len < b.len; len++) {
+        sae_optimizer *back = (sae_optimizer *)&b;
+        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, b.p, len), SAE_E_FORMAT);
+        ck_assert_ptr_null(back);
+    }
+}
+
 START_TEST(optimizer_round_trip)
 {
     sae_model *m;
@@ -220,25 +246,9 @@ START_TEST(optimizer_file_per_architecture)
         free(e.p);
     }
     /* values: a negative second moment, a NaN first moment */
-    {
-        size_t len;
-        bytes e = {malloc(b.len), b.len};
-        memcpy(e.p, b.p, b.len);
-        const unsigned char *p = st_tensor(e, "log_threshold.exp_avg_sq", "F32", &len);
-        put_le_float((unsigned char *)p + 8, -1e-9f); /* negative second moment */
-        back = o;
-        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, e.p, e.len), SAE_E_FORMAT);
-        p = st_tensor(e, "log_threshold.exp_avg", "F32", &len);
-        put_le_float((unsigned char *)p + 8, NAN);
-        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, e.p, e.len), SAE_E_FORMAT);
-        ck_assert_ptr_null(back);
-        free(e.p);
-    }
-    for (size_t len = 0; len < b.len; len++) {
-        back = o;
-        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, b.p, len), SAE_E_FORMAT);
-        ck_assert_ptr_null(back);
-    }
+    expect_value_refused(m, b, "log_threshold.exp_avg_sq", 8, -1e-9f);
+    expect_value_refused(m, b, "log_threshold.exp_avg", 8, NAN);
+    expect_truncations_refused(m, b);
     free(rb.p);
     sae_optimizer_free(ro);
     sae_model_free(topk);
@@ -361,21 +371,10 @@ START_TEST(optimizer_load_errors)
         for (int v = 0; v < 3; v++) {
             if (v == 2 && k % 2 == 0)
                 continue; /* first moments may be negative */
-            bytes e = {malloc(b.len), b.len};
-            memcpy(e.p, b.p, b.len);
-            size_t len;
-            const unsigned char *p = st_tensor(e, names[k], "F32", &len);
-            put_le_float((unsigned char *)p + len - 4, values[v]);
-            ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, e.p, e.len), SAE_E_FORMAT);
-            ck_assert_ptr_null(back);
-            free(e.p);
+            expect_value_refused(m, b, names[k], -4, values[v]);
         }
     /* truncation at every byte */
-    for (size_t len = 0; len < b.len; len++) {
-        back = o;
-        ck_assert_int_eq(sae_optimizer_load_buffer(&back, m, b.p, len), SAE_E_FORMAT);
-        ck_assert_ptr_null(back);
-    }
+    expect_truncations_refused(m, b);
     free(b.p);
     sae_optimizer_free(o);
     sae_model_free(m);

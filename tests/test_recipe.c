@@ -80,16 +80,8 @@ static sae_model *random_model(size_t d_in, size_t d_sae, uint64_t seed)
 
 static sae_model *copy_model(const sae_model *src)
 {
-    size_t d_in = sae_model_d_in(src), d_sae = sae_model_d_sae(src);
     sae_model *m;
-    ck_assert_int_eq(sae_model_create(&m, d_in, d_sae, 0), SAE_OK);
-    for (int which = 0; which < 4; which++) {
-        size_t count = sae_model_tensor_size(src, which);
-        float *buf = malloc(count * sizeof(float));
-        ck_assert_int_eq(sae_model_get_tensor(src, which, buf, count), SAE_OK);
-        ck_assert_int_eq(sae_model_set_tensor(m, which, buf, count), SAE_OK);
-        free(buf);
-    }
+    ck_assert_int_eq(sae_model_clone(&m, src), SAE_OK);
     return m;
 }
 
@@ -99,6 +91,26 @@ static float *tensor(const sae_model *m, int which)
     float *buf = malloc(count * sizeof(float));
     ck_assert_int_eq(sae_model_get_tensor(m, which, buf, count), SAE_OK);
     return buf;
+}
+
+/* The trained model on s x and the folded one on raw x: the features
+ * (n x d_sae) and reconstructions (n x d_in) of each, malloc'ed. */
+static void run_both(const sae_model *trained, const sae_model *folded, const float *x, size_t n,
+                     double s, float **f_t, float **f_f, float **xh_t, float **xh_f)
+{
+    const size_t d_in = sae_model_d_in(trained), d_sae = sae_model_d_sae(trained);
+    float *sx = malloc(n * d_in * sizeof(float));
+    for (size_t k = 0; k < n * d_in; k++)
+        sx[k] = (float)(s * x[k]);
+    *f_t = malloc(n * d_sae * sizeof(float));
+    *f_f = malloc(n * d_sae * sizeof(float));
+    *xh_t = malloc(n * d_in * sizeof(float));
+    *xh_f = malloc(n * d_in * sizeof(float));
+    ck_assert_int_eq(sae_encode(trained, sx, n, *f_t), SAE_OK);
+    ck_assert_int_eq(sae_encode(folded, x, n, *f_f), SAE_OK);
+    ck_assert_int_eq(sae_decode(trained, *f_t, n, *xh_t), SAE_OK);
+    ck_assert_int_eq(sae_decode(folded, *f_f, n, *xh_f), SAE_OK);
+    free(sx);
 }
 
 /* The trained model on s x and the folded one on raw x, for a power of two:
@@ -112,21 +124,14 @@ START_TEST(fold_is_exact_for_a_power_of_two)
     sae_model *folded = copy_model(trained);
     ck_assert_int_eq(sae_model_fold_input_scale(folded, s), SAE_OK);
     float *x = test_gaussian(n, d_in, 1.0, 0.1, 7);
-    float *sx = malloc(n * d_in * sizeof(float));
-    for (size_t k = 0; k < n * d_in; k++)
-        sx[k] = (float)(s * x[k]);
-    float *f_t = malloc(n * d_sae * sizeof(float)), *f_f = malloc(n * d_sae * sizeof(float));
-    float *xh_t = malloc(n * d_in * sizeof(float)), *xh_f = malloc(n * d_in * sizeof(float));
-    ck_assert_int_eq(sae_encode(trained, sx, n, f_t), SAE_OK);
-    ck_assert_int_eq(sae_encode(folded, x, n, f_f), SAE_OK);
+    float *f_t, *f_f, *xh_t, *xh_f;
+    run_both(trained, folded, x, n, s, &f_t, &f_f, &xh_t, &xh_f);
     ck_assert_mem_eq(f_t, f_f, n * d_sae * sizeof(float));
     size_t active = 0;
     for (size_t k = 0; k < n * d_sae; k++)
         active += f_t[k] > 0.0f;
     ck_assert_uint_gt(active, n * d_sae / 8); /* not a vacuous comparison */
     ck_assert_uint_lt(active, n * d_sae);
-    ck_assert_int_eq(sae_decode(trained, f_t, n, xh_t), SAE_OK);
-    ck_assert_int_eq(sae_decode(folded, f_f, n, xh_f), SAE_OK);
     for (size_t k = 0; k < n * d_in; k++)
         ck_assert_msg(xh_f[k] * (float)s == xh_t[k], "x_hat %zu: %a * 4 != %a", k, xh_f[k],
                       xh_t[k]);
@@ -158,7 +163,6 @@ START_TEST(fold_is_exact_for_a_power_of_two)
     free(xh_t);
     free(xh_f);
     free(x);
-    free(sx);
     sae_model_free(trained);
     sae_model_free(folded);
 }
@@ -185,15 +189,8 @@ START_TEST(fold_matches_the_trained_model_within_rounding)
     sae_model *trained = random_model(d_in, d_sae, 200);
     sae_model *folded = copy_model(trained);
     ck_assert_int_eq(sae_model_fold_input_scale(folded, s), SAE_OK);
-    float *sx = malloc(n * d_in * sizeof(float));
-    for (size_t k = 0; k < n * d_in; k++)
-        sx[k] = (float)(s * x[k]);
-    float *f_t = malloc(n * d_sae * sizeof(float)), *f_f = malloc(n * d_sae * sizeof(float));
-    float *xh_t = malloc(n * d_in * sizeof(float)), *xh_f = malloc(n * d_in * sizeof(float));
-    ck_assert_int_eq(sae_encode(trained, sx, n, f_t), SAE_OK);
-    ck_assert_int_eq(sae_encode(folded, x, n, f_f), SAE_OK);
-    ck_assert_int_eq(sae_decode(trained, f_t, n, xh_t), SAE_OK);
-    ck_assert_int_eq(sae_decode(folded, f_f, n, xh_f), SAE_OK);
+    float *f_t, *f_f, *xh_t, *xh_f;
+    run_both(trained, folded, x, n, s, &f_t, &f_f, &xh_t, &xh_f);
     float *w_enc = tensor(trained, SAE_W_ENC), *b_enc = tensor(trained, SAE_B_ENC);
     float *w_dec = tensor(trained, SAE_W_DEC), *b_dec = tensor(trained, SAE_B_DEC);
     double *tol_f = malloc(d_sae * sizeof(double));
@@ -249,7 +246,6 @@ START_TEST(fold_matches_the_trained_model_within_rounding)
     free(f_f);
     free(xh_t);
     free(xh_f);
-    free(sx);
     free(x);
     sae_model_free(trained);
     sae_model_free(folded);

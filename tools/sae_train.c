@@ -18,6 +18,7 @@
 #include "common/checkpoint.h"
 #include "common/hist.h"
 #include "common/inputs.h"
+#include "common/outputs.h"
 #include "common/resume.h"
 #include "common/config.h"
 #include "common/args.h"
@@ -35,21 +36,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum {
-    OPT_LOG = 1, OPT_INFO, OPT_TILES, OPT_TILES_COUNT, OPT_SAVE, OPT_RESUME, OPT_CHECKPOINT_EVERY,
-    OPT_HIST, OPT_HIST_EVERY, OPT_STOP_AT
-};
+enum { OPT_INFO = 1, OPT_TILES, OPT_TILES_COUNT, OPT_HIST, OPT_HIST_EVERY, OPT_STOP_AT };
 
 static const struct option long_options[] = {
     TOOL_CONFIG_LONG_OPTIONS,
     TOOL_TARGET_LONG_OPTIONS,
-    {"log", required_argument, NULL, OPT_LOG},
+    TOOL_OUTPUTS_LONG_OPTIONS,
     {"info", no_argument, NULL, OPT_INFO},
     {"tiles", required_argument, NULL, OPT_TILES},
     {"tiles-count", required_argument, NULL, OPT_TILES_COUNT},
-    {"save", required_argument, NULL, OPT_SAVE},
-    {"resume", required_argument, NULL, OPT_RESUME},
-    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {"hist", required_argument, NULL, OPT_HIST},
     {"hist-every", required_argument, NULL, OPT_HIST_EVERY},
     {"stop-at", required_argument, NULL, OPT_STOP_AT},
@@ -178,36 +173,6 @@ static bool dir_writable(const char *path)
     return ok;
 }
 
-static bool same_dir(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-/* The CSV log: a new file, or (resuming) the old one continued. */
-static FILE *open_log(const char *path, bool append, uint64_t resume_step)
-{
-    FILE *log;
-    if (append) {
-        char err[256];
-        uint64_t last_step;
-        log = tool_csv_append(path, &last_step, err, sizeof err);
-        if (!log)
-            tool_usage_error("--log '%s': %s", path, err);
-        if (last_step > resume_step)
-            fprintf(stderr, "%s: note: --log '%s' goes on to step %llu, past the checkpoint's "
-                            "step %llu; the new rows follow\n", tool_program(), path,
-                    (unsigned long long)last_step, (unsigned long long)resume_step);
-    } else {
-        log = fopen(path, "w");
-        if (!log)
-            tool_usage_error("--log: cannot write '%s'", path);
-        tool_csv_header(log, "", "");
-    }
-    setvbuf(log, NULL, _IOLBF, 0); /* complete rows on disk as they come */
-    return log;
-}
-
 /* One line on the recipe's options in use (none: nothing printed). */
 static void describe_recipe(const tool_config *c, double scale, size_t sample)
 {
@@ -239,9 +204,10 @@ static void describe_recipe(const tool_config *c, double scale, size_t sample)
 }
 
 
-/* sae-train's own options (the shared ones are in tool_config). */
+/* sae-train's own options (the shared ones are in tool_config and
+ * tool_outputs). */
 typedef struct options {
-    const char *log_path, *tiles_path, *save_dir, *resume_dir, *hist_path;
+    const char *tiles_path, *hist_path;
     size_t tiles_count;
     uint64_t checkpoint_every, hist_every, stop_at;
     bool info;
@@ -251,6 +217,7 @@ typedef struct options {
 typedef struct job {
     tool_config cfg;
     options opt;
+    tool_outputs out;
     tool_inputs in;
     sae_model *m;
     sae_optimizer *o;
@@ -275,17 +242,13 @@ static void parse_command_line(job *j, int argc, char **argv)
     opt->tiles_count = 100;
     int c;
     while ((c = tool_getopt(argc, argv, long_options)) != -1) {
-        if (tool_config_option(cfg, c, optarg))
+        if (tool_config_option(cfg, c, optarg) || tool_outputs_option(&j->out, c, optarg))
             continue;
         switch (c) {
         case 'h': usage(&defaults); exit(0);
-        case OPT_LOG: opt->log_path = optarg; break;
         case OPT_INFO: opt->info = true; break;
         case OPT_TILES: opt->tiles_path = optarg; break;
         case OPT_TILES_COUNT: opt->tiles_count = (size_t)tool_arg_count("--tiles-count", optarg, 1); break;
-        case OPT_SAVE: opt->save_dir = optarg; break;
-        case OPT_RESUME: opt->resume_dir = optarg; break;
-        case OPT_CHECKPOINT_EVERY: opt->checkpoint_every = tool_arg_count("--checkpoint-every", optarg, 1); break;
         case OPT_HIST: opt->hist_path = optarg; break;
         case OPT_HIST_EVERY: opt->hist_every = tool_arg_count("--hist-every", optarg, 1); break;
         case OPT_STOP_AT: opt->stop_at = tool_arg_count("--stop-at", optarg, 1); break;
@@ -301,8 +264,7 @@ static void parse_command_line(job *j, int argc, char **argv)
         tool_usage_error("--tiles: '%s' does not end in .png", tiles);
     if (tiles && !dir_writable(tiles))
         tool_usage_error("--tiles: cannot write in the directory of '%s'", tiles);
-    if (opt->checkpoint_every && !opt->save_dir && !opt->resume_dir)
-        tool_usage_error("--checkpoint-every: give --save DIR (or --resume DIR) to write them in");
+    tool_outputs_check(&j->out);
     if (opt->hist_every && !opt->hist_path)
         tool_usage_error("--hist-every: give --hist FILE to write them in");
     /* (resuming without --hist: no histograms, whatever the checkpoint's --hist-every) */
@@ -312,14 +274,8 @@ static void parse_command_line(job *j, int argc, char **argv)
  * model and the optimizer), and its data. Exits 2 on a contradiction. */
 static void load_run(job *j)
 {
-    options *opt = &j->opt;
-    if (opt->resume_dir) {
-        tool_checkpoint_load(opt->resume_dir, &j->m, &j->o, &j->state);
-        tool_config_resume(&j->cfg, opt->resume_dir, &j->state, j->m, j->o);
-    } else {
-        tool_config_check(&j->cfg);
-        tool_config_check_schedule(&j->cfg);
-    }
+    const options *opt = &j->opt;
+    tool_config_load_run(&j->cfg, j->out.resume_dir, 0, 0, &j->m, &j->o, &j->state);
     if (opt->stop_at && opt->stop_at >= j->cfg.steps)
         tool_usage_error("--stop-at %llu: not before the last step, %llu",
                          (unsigned long long)opt->stop_at, (unsigned long long)j->cfg.steps);
@@ -346,19 +302,15 @@ static void print_info(const job *j)
  * and checked before any training. */
 static void prepare_outputs(job *j)
 {
-    options *opt = &j->opt;
+    const options *opt = &j->opt;
     const size_t d_in = j->in.train.cols, d_out = j->cfg.d_out ? j->cfg.d_out : d_in;
-    if (opt->resume_dir)
-        tool_inputs_check_resume(&j->in, &j->cfg, opt->resume_dir, &j->state);
+    if (j->out.resume_dir)
+        tool_inputs_check_resume(&j->in, &j->cfg, j->out.resume_dir, &j->state);
     j->side = (size_t)(sqrt((double)d_out) + 0.5);
     if (opt->tiles_path && j->side * j->side != d_out)
         tool_usage_error("--tiles: %s %zu is not a square number of pixels",
                          j->cfg.d_out ? "d_out" : "d_in", d_out);
-    if (opt->resume_dir && (!opt->save_dir || same_dir(opt->save_dir, opt->resume_dir)))
-        opt->save_dir = opt->resume_dir;
-    if (opt->save_dir)
-        tool_checkpoint_prepare(opt->save_dir == opt->resume_dir ? "--resume" : "--save",
-                                opt->save_dir);
+    tool_outputs_prepare(&j->out, true);
 }
 
 /* The model (new unless resumed), the recipe's sample, input scale and
@@ -368,39 +320,31 @@ static int set_up(job *j)
 {
     tool_config *cfg = &j->cfg;
     const options *opt = &j->opt;
-    const bool resuming = opt->resume_dir != NULL;
-    const size_t d_in = j->in.train.cols;
+    const tool_outputs *out = &j->out;
+    const bool resuming = out->resume_dir != NULL;
     char err[600];
-    int rc = resuming ? SAE_OK : tool_make_sae(cfg, d_in, &j->m, &j->o);
+    int rc = resuming ? SAE_OK : tool_make_sae(cfg, j->in.train.cols, &j->m, &j->o);
     if (rc != SAE_OK)
         return tool_library_error(rc, "creating the model");
     size_t bytes;
-    if (opt->save_dir && (rc = sae_model_save_size(j->m, &bytes)) != SAE_OK) /* before training */
-        tool_usage_error("--save '%s': %s", opt->save_dir, tool_status(rc));
-    if (tool_recipe_needs_sample(cfg, opt->hist_path != NULL) &&
-        tool_sample_draw(&j->sample, &j->in.train, cfg->sample, cfg->seed) != 0)
-        tool_usage_error("out of memory for a sample of %zu x %zu floats (see --sample)",
-                         cfg->sample, d_in);
+    if (out->save_dir && (rc = sae_model_save_size(j->m, &bytes)) != SAE_OK) /* before training */
+        tool_usage_error("--save '%s': %s", out->save_dir, tool_status(rc));
     j->scale = resuming ? j->state.scale : 1.0;
-    rc = tool_recipe_scale(cfg, &j->sample, !resuming, &j->scale, err, sizeof err);
-    if (rc == SAE_OK && !resuming)
-        rc = tool_recipe_b_dec(cfg, j->m, &j->sample, err, sizeof err);
-    if (rc != SAE_OK) {
-        fprintf(stderr, "%s: %s\n", tool_program(), err);
-        return rc == SAE_E_NONFINITE ? TOOL_EXIT_USAGE : 1;
-    }
+    int status = tool_recipe_prepare(cfg, &j->in.train, resuming, opt->hist_path != NULL, j->m,
+                                     &j->sample, &j->scale);
+    if (status != 0)
+        return status;
     if (!resuming)
         tool_run_state_init(&j->state, cfg, &j->in, j->scale);
     if (!resuming || opt->hist_every) /* resuming: the checkpoint's, unless given */
         j->state.hist_every = opt->hist_every;
-    if (opt->log_path)
-        j->log = open_log(opt->log_path, resuming, j->state.step);
+    if (out->log_path && !(j->log = tool_csv_open_log(out->log_path, resuming, j->state.step, err,
+                                                      sizeof err)))
+        tool_usage_error("%s", err);
     if (opt->hist_path && !(j->hist = tool_hist_open(opt->hist_path, resuming, err, sizeof err)))
         tool_usage_error("--hist '%s': %s", opt->hist_path, err);
-    if (tool_batcher_init(&j->batches, &j->in.train, cfg->seed) != 0)
+    if (tool_batcher_start(&j->batches, &j->in.train, cfg->seed, j->scale, j->state.tokens) != 0)
         return tool_library_error(SAE_E_NOMEM, "the batches");
-    j->batches.scale = j->scale;
-    tool_batcher_skip(&j->batches, j->state.tokens); /* the rows a resumed run has drawn */
     return 0;
 }
 
@@ -408,9 +352,9 @@ static int set_up(job *j)
 static int train(job *j)
 {
     const tool_config *cfg = &j->cfg;
-    const options *opt = &j->opt;
-    if (opt->resume_dir)
-        fprintf(stderr, "resuming %s at step %llu of %llu\n", opt->resume_dir,
+    const tool_outputs *out = &j->out;
+    if (out->resume_dir)
+        fprintf(stderr, "resuming %s at step %llu of %llu\n", out->resume_dir,
                 (unsigned long long)j->state.step, (unsigned long long)cfg->steps);
     tool_describe_arch(cfg, j->arch, sizeof j->arch);
     char target[1200] = "";
@@ -425,18 +369,17 @@ static int train(job *j)
     describe_recipe(cfg, j->scale, j->sample.n);
     tool_catch_sigint();
     tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps, cfg->log_every);
-    j->run = (tool_train){
-        .model = j->m, .opt = j->o, .batches = &j->batches, .batch = cfg->batch,
-        .target = j->in.target.x ? &j->in.target : NULL,
-        .steps = cfg->steps, .stop_at = opt->stop_at, .log_every = cfg->log_every,
-        .dead_window = cfg->dead_window, .csv = j->log, .csv_lead = "", .csv_trail = "",
-        .progress = &j->progress, .stop = &tool_interrupted, .seconds_before = j->state.seconds,
-        .checkpoint_dir = opt->save_dir, .checkpoint_every = opt->checkpoint_every,
-        .state = &j->state, .sample = &j->sample,
-        .resample_every = cfg->resample_every,
-        .resample_window = cfg->resample_window ? cfg->resample_window : cfg->dead_window,
-        .seed = cfg->seed, .hist = j->hist, .hist_every = j->hist ? j->state.hist_every : 0,
-    };
+    tool_train *run = &j->run;
+    tool_train_init(run, cfg, j->m, j->o, &j->batches, &j->state, &j->sample);
+    run->target = j->in.target.x ? &j->in.target : NULL;
+    run->stop_at = j->opt.stop_at;
+    run->csv = j->log;
+    run->progress = &j->progress;
+    run->stop = &tool_interrupted;
+    run->checkpoint_dir = out->save_dir;
+    run->checkpoint_every = out->checkpoint_every;
+    run->hist = j->hist;
+    run->hist_every = j->hist ? j->state.hist_every : 0;
     int rc = tool_train_run(&j->run);
     tool_release_sigint();
     if (j->run.bad_row != SIZE_MAX) {
@@ -459,7 +402,7 @@ static int finish_outputs(job *j, int status)
 {
     const options *opt = &j->opt;
     if (j->log && fclose(j->log) != 0 && status == 0)
-        status = tool_write_error(opt->log_path);
+        status = tool_write_error(j->out.log_path);
     j->log = NULL;
     if (j->hist && status == 0 && j->run.steps_run == 0) {
         int rc = tool_hist_write(j->hist, j->m, &j->sample, j->run.steps_done, &j->run.hist_dead);
@@ -521,7 +464,7 @@ static int report(job *j, int status)
     } else {
         printf("trained %llu steps (%llu tokens) in %.1f s", (unsigned long long)run->steps_run,
                (unsigned long long)run->tokens_run, run->seconds_run);
-        if (j->opt.resume_dir)
+        if (j->out.resume_dir)
             printf(", from step %llu to %llu", (unsigned long long)(run->steps_done - run->steps_run),
                    (unsigned long long)run->steps_done);
         printf("\n");
@@ -529,22 +472,13 @@ static int report(job *j, int status)
     if (run->steps_done < cfg->steps && !tool_interrupted && stop_at && run->steps_done == stop_at)
         printf("stopped at step %llu of %llu (--stop-at)\n", (unsigned long long)stop_at,
                (unsigned long long)cfg->steps);
-    if (run->checkpoints && run->last.checkpoint)
-        printf("checkpoint: %s (step %llu; continue with --resume %s)\n", j->opt.save_dir,
-               (unsigned long long)run->steps_done, j->opt.save_dir);
-    if (cfg->resample_every)
-        printf("resampled: %llu dead features in %llu of the resamplings (every %llu steps)\n",
-               (unsigned long long)run->resampled, (unsigned long long)run->resamplings,
-               (unsigned long long)cfg->resample_every);
-    sae_losses l;
-    double fvu, mmcs, recovered;
+    tool_train_summary(run);
+    double mmcs, recovered;
     if (run->steps_done == 0 || !j->raw)
         return status;
-    int rc = tool_evaluate(j->m, &j->in, tool_arch_is_topk(cfg->arch) ? 0.0 : cfg->lambda, &l, &fvu);
+    int rc = tool_evaluate_print(j->m, &j->in, cfg);
     if (rc != SAE_OK)
         return status ? status : tool_library_error(rc, "evaluating the model");
-    printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", j->in.eval_label,
-           l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg->d_sae, cfg->d_sae, fvu);
     printf("dead: %.1f%% of features fired on none of the last %llu training tokens\n",
            100.0 * run->last.dead_frac, (unsigned long long)cfg->dead_window);
     if (j->in.synthetic && tool_truth_mmcs(j->m, &j->in, &mmcs, &recovered) == SAE_OK)
@@ -558,10 +492,10 @@ static int report(job *j, int status)
 
 static void note_interrupt(const job *j)
 {
-    const char *ck = j->run.last.checkpoint ? j->opt.save_dir : NULL;
+    const char *ck = j->run.last.checkpoint ? j->out.save_dir : NULL;
     fprintf(stderr, "%s: interrupted after step %llu%s%s%s%s\n", tool_program(),
-            (unsigned long long)j->run.steps_done, j->opt.log_path ? "; log kept in " : "",
-            j->opt.log_path ? j->opt.log_path : "", ck ? "; checkpoint in " : "", ck ? ck : "");
+            (unsigned long long)j->run.steps_done, j->out.log_path ? "; log kept in " : "",
+            j->out.log_path ? j->out.log_path : "", ck ? "; checkpoint in " : "", ck ? ck : "");
 }
 
 static void job_free(job *j)

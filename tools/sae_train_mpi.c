@@ -26,6 +26,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/inputs.h"
+#include "common/outputs.h"
 #include "common/recipe.h"
 #include "common/resume.h"
 #include "common/train.h"
@@ -39,15 +40,12 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { OPT_PARALLEL = 1, OPT_LOG, OPT_SAVE, OPT_RESUME, OPT_CHECKPOINT_EVERY, OPT_COMM_STATS };
+enum { OPT_PARALLEL = 1, OPT_COMM_STATS };
 
 static const struct option long_options[] = {
     TOOL_CONFIG_LONG_OPTIONS,
+    TOOL_OUTPUTS_LONG_OPTIONS,
     {"parallel", required_argument, NULL, OPT_PARALLEL},
-    {"log", required_argument, NULL, OPT_LOG},
-    {"save", required_argument, NULL, OPT_SAVE},
-    {"resume", required_argument, NULL, OPT_RESUME},
-    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {"comm-stats", no_argument, NULL, OPT_COMM_STATS},
     {NULL, 0, NULL, 0},
 };
@@ -74,9 +72,9 @@ static void usage(const tool_config *defaults)
            "  --resume DIR        continue the run checkpointed in DIR (any N, any mode)\n");
 }
 
+/* sae-train-mpi's own options (the shared ones are in tool_config and
+ * tool_outputs). */
 typedef struct options {
-    const char *log_path, *save_dir, *resume_dir;
-    uint64_t checkpoint_every;
     int mode; /* SAE_PARALLEL_* */
     bool comm_stats;
 } options;
@@ -88,6 +86,7 @@ typedef struct job {
     sae_mpi_counts counts;
     tool_config cfg;
     options opt;
+    tool_outputs out;
     tool_inputs in;
     sae_model *m;           /* the whole model (data) or this rank's shard */
     sae_optimizer *o;
@@ -112,7 +111,7 @@ static void parse_command_line(job *j, int argc, char **argv)
     opt->mode = SAE_PARALLEL_DATA;
     int c;
     while ((c = tool_getopt(argc, argv, long_options)) != -1) {
-        if (tool_config_option(cfg, c, optarg))
+        if (tool_config_option(cfg, c, optarg) || tool_outputs_option(&j->out, c, optarg))
             continue;
         switch (c) {
         case 'h':
@@ -128,20 +127,13 @@ static void parse_command_line(job *j, int argc, char **argv)
             else
                 tool_usage_error("--parallel '%s': data or features", optarg);
             break;
-        case OPT_LOG: opt->log_path = optarg; break;
-        case OPT_SAVE: opt->save_dir = optarg; break;
-        case OPT_RESUME: opt->resume_dir = optarg; break;
-        case OPT_CHECKPOINT_EVERY:
-            opt->checkpoint_every = tool_arg_count("--checkpoint-every", optarg, 1);
-            break;
         case OPT_COMM_STATS: opt->comm_stats = true; break;
         }
     }
     tool_config_finish(cfg, argc, argv, optind);
     if (cfg->n_archs > 1)
         tool_usage_error("--arch: sae-train-mpi trains one architecture");
-    if (opt->checkpoint_every && !opt->save_dir && !opt->resume_dir)
-        tool_usage_error("--checkpoint-every: give --save DIR (or --resume DIR) to write them in");
+    tool_outputs_check(&j->out);
 }
 
 /* The run's settings (a resumed run's from its checkpoint: this rank's
@@ -151,16 +143,8 @@ static void load_run(job *j)
 {
     const options *opt = &j->opt;
     const int n = j->world.n_ranks;
-    if (opt->resume_dir) {
-        if (opt->mode == SAE_PARALLEL_FEATURES)
-            tool_checkpoint_load_shard(opt->resume_dir, n, j->world.rank, &j->m, &j->o, &j->state);
-        else
-            tool_checkpoint_load(opt->resume_dir, &j->m, &j->o, &j->state);
-        tool_config_resume(&j->cfg, opt->resume_dir, &j->state, j->m, j->o);
-    } else {
-        tool_config_check(&j->cfg);
-        tool_config_check_schedule(&j->cfg);
-    }
+    tool_config_load_run(&j->cfg, j->out.resume_dir, opt->mode == SAE_PARALLEL_FEATURES ? n : 0,
+                         j->world.rank, &j->m, &j->o, &j->state);
     if (opt->mode == SAE_PARALLEL_DATA && j->cfg.batch < (size_t)n)
         tool_usage_error("--batch %zu: data-parallel on %d ranks needs at least one token per rank",
                          j->cfg.batch, n);
@@ -168,19 +152,14 @@ static void load_run(job *j)
         tool_usage_error("--d-sae %zu: feature-sharded on %d ranks needs a feature per rank",
                          j->cfg.d_sae, n);
     tool_inputs_load(&j->in, &j->cfg);
-    if (opt->resume_dir)
-        tool_inputs_check_resume(&j->in, &j->cfg, opt->resume_dir, &j->state);
+    if (j->out.resume_dir)
+        tool_inputs_check_resume(&j->in, &j->cfg, j->out.resume_dir, &j->state);
 }
 
 /* Rank 0 makes the checkpoint directory; the others wait for it. */
 static void prepare_outputs(job *j)
 {
-    options *opt = &j->opt;
-    if (opt->resume_dir && !opt->save_dir)
-        opt->save_dir = opt->resume_dir;
-    if (opt->save_dir && root(j))
-        tool_checkpoint_prepare(opt->save_dir == opt->resume_dir ? "--resume" : "--save",
-                                opt->save_dir);
+    tool_outputs_prepare(&j->out, root(j));
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
@@ -201,47 +180,30 @@ static int set_up(job *j)
 {
     tool_config *cfg = &j->cfg;
     const options *opt = &j->opt;
-    const bool resuming = opt->resume_dir != NULL;
+    const tool_outputs *out = &j->out;
+    const bool resuming = out->resume_dir != NULL;
     const size_t d_in = j->in.train.cols;
-    char err[600];
     size_t begin = 0, end = 0;
     if (opt->mode == SAE_PARALLEL_FEATURES)
         sae_shard_range(cfg->d_sae, j->world.n_ranks, j->world.rank, &begin, &end);
     int rc = resuming ? SAE_OK : tool_make_sae_shard(cfg, d_in, begin, end, &j->m, &j->o);
     if (rc != SAE_OK)
         return tool_library_error(rc, "creating the model");
-    if (tool_recipe_needs_sample(cfg, false) &&
-        tool_sample_draw(&j->sample, &j->in.train, cfg->sample, cfg->seed) != 0)
-        return tool_library_error(SAE_E_NOMEM, "the recipe's sample");
     j->scale = resuming ? j->state.scale : 1.0;
-    rc = tool_recipe_scale(cfg, &j->sample, !resuming, &j->scale, err, sizeof err);
-    if (rc == SAE_OK && !resuming)
-        rc = tool_recipe_b_dec(cfg, j->m, &j->sample, err, sizeof err);
-    if (rc != SAE_OK) {
-        fprintf(stderr, "%s: %s\n", tool_program(), err);
-        return rc == SAE_E_NONFINITE ? TOOL_EXIT_USAGE : 1;
-    }
+    int status = tool_recipe_prepare(cfg, &j->in.train, resuming, false, j->m, &j->sample,
+                                     &j->scale);
+    if (status != 0)
+        return status;
     if (!resuming)
         tool_run_state_init(&j->state, cfg, &j->in, j->scale);
-    if (opt->log_path && root(j)) {
-        if (resuming) {
-            uint64_t last_step;
-            if (!(j->log = tool_csv_append(opt->log_path, &last_step, err, sizeof err))) {
-                fprintf(stderr, "%s: --log '%s': %s\n", tool_program(), opt->log_path, err);
-                return TOOL_EXIT_USAGE;
-            }
-        } else if ((j->log = fopen(opt->log_path, "w")) != NULL) {
-            tool_csv_header(j->log, "", "");
-        } else {
-            fprintf(stderr, "%s: --log: cannot write '%s'\n", tool_program(), opt->log_path);
-            return TOOL_EXIT_USAGE;
-        }
-        setvbuf(j->log, NULL, _IOLBF, 0);
+    char err[600];
+    if (out->log_path && root(j) &&
+        !(j->log = tool_csv_open_log(out->log_path, resuming, j->state.step, err, sizeof err))) {
+        fprintf(stderr, "%s: %s\n", tool_program(), err);
+        return TOOL_EXIT_USAGE;
     }
-    if (tool_batcher_init(&j->batches, &j->in.train, cfg->seed) != 0)
+    if (tool_batcher_start(&j->batches, &j->in.train, cfg->seed, j->scale, j->state.tokens) != 0)
         return tool_library_error(SAE_E_NOMEM, "the batches");
-    j->batches.scale = j->scale;
-    tool_batcher_skip(&j->batches, j->state.tokens);
     const sae_comm *comm = &j->world;
     if (opt->comm_stats) {
         if ((rc = sae_mpi_counting_create(&j->counted, &j->world, &j->counts)) != SAE_OK)
@@ -265,8 +227,8 @@ static int train(job *j)
         sae_shard_range(cfg->batch, n, j->world.rank, &share_begin, &share_end);
     tool_describe_arch(cfg, j->arch, sizeof j->arch);
     if (root(j)) {
-        if (opt->resume_dir)
-            fprintf(stderr, "resuming %s at step %llu of %llu\n", opt->resume_dir,
+        if (j->out.resume_dir)
+            fprintf(stderr, "resuming %s at step %llu of %llu\n", j->out.resume_dir,
                     (unsigned long long)j->state.step, (unsigned long long)cfg->steps);
         fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, %s, lr %g, batch %zu, "
                         "%llu steps; %d ranks, %s\n",
@@ -277,16 +239,15 @@ static int train(job *j)
         tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps,
                            cfg->log_every);
     }
-    j->run = (tool_train){
-        .model = j->m, .opt = j->o, .batches = &j->batches, .batch = cfg->batch,
-        .steps = cfg->steps, .log_every = cfg->log_every, .dead_window = cfg->dead_window,
-        .csv = j->log, .csv_lead = "", .csv_trail = "",
-        .progress = root(j) ? &j->progress : NULL, .seconds_before = j->state.seconds,
-        .checkpoint_dir = opt->save_dir, .checkpoint_every = opt->checkpoint_every,
-        .state = &j->state, .sample = &j->sample, .resample_every = cfg->resample_every,
-        .resample_window = cfg->resample_window ? cfg->resample_window : cfg->dead_window,
-        .seed = cfg->seed, .comm = &j->world, .share_begin = share_begin, .share_end = share_end,
-    };
+    tool_train *run = &j->run;
+    tool_train_init(run, cfg, j->m, j->o, &j->batches, &j->state, &j->sample);
+    run->csv = j->log;
+    run->progress = root(j) ? &j->progress : NULL;
+    run->checkpoint_dir = j->out.save_dir;
+    run->checkpoint_every = j->out.checkpoint_every;
+    run->comm = &j->world;
+    run->share_begin = share_begin;
+    run->share_end = share_end;
     int rc = tool_train_run(&j->run);
     if (j->run.bad_row != SIZE_MAX) {
         fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
@@ -352,13 +313,7 @@ static int report(job *j, int status)
            (unsigned long long)run->steps_run, (unsigned long long)run->tokens_run,
            run->seconds_run, j->world.n_ranks,
            j->opt.mode == SAE_PARALLEL_DATA ? "data-parallel" : "feature-sharded");
-    if (run->checkpoints && run->last.checkpoint)
-        printf("checkpoint: %s (step %llu; continue with --resume %s)\n", j->opt.save_dir,
-               (unsigned long long)run->steps_done, j->opt.save_dir);
-    if (cfg->resample_every)
-        printf("resampled: %llu dead features in %llu of the resamplings (every %llu steps)\n",
-               (unsigned long long)run->resampled, (unsigned long long)run->resamplings,
-               (unsigned long long)cfg->resample_every);
+    tool_train_summary(run);
     if (run->steps_done == 0)
         return status;
     if (j->opt.mode == SAE_PARALLEL_FEATURES) {
@@ -367,20 +322,14 @@ static int report(job *j, int status)
                run->last.l0, run->last.fvu, 100.0 * run->last.dead_frac);
         return status;
     }
-    sae_losses l;
-    double fvu;
-    int rc = tool_evaluate(j->m, &j->in, tool_arch_is_topk(cfg->arch) ? 0.0 : cfg->lambda, &l, &fvu);
-    if (rc != SAE_OK)
-        return tool_library_error(rc, "evaluating the model");
-    printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", j->in.eval_label,
-           l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)cfg->d_sae, cfg->d_sae, fvu);
-    return status;
+    int rc = tool_evaluate_print(j->m, &j->in, cfg);
+    return rc == SAE_OK ? status : tool_library_error(rc, "evaluating the model");
 }
 
 static void job_free(job *j)
 {
     if (j->log && fclose(j->log) != 0)
-        tool_write_error(j->opt.log_path);
+        tool_write_error(j->out.log_path);
     j->log = NULL;
     tool_batcher_free(&j->batches);
     tool_sample_free(&j->sample);

@@ -256,14 +256,27 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       SAE whose first w_1 < w_2 < ... < w_M = d_sae features
  *                       each reconstruct x on their own: level m decodes the
  *                       features below w_m, x_hat_m = b_dec + sum_{i < w_m} f_i
- *                       W_dec[i,:], and the loss is sum_m l2(x_hat_m) (sae_loss:
- *                       sae_losses.l2 is the full width's, .loss the sum).
- *                       Inference (sae_encode, sae_output) as BatchTopK, with its
- *                       threshold. This version does not train it: sae_step
- *                       refuses a Matryoshka model (SAE_E_INVALID_ARG).
+ *                       W_dec[i,:], and the loss is sum_m l2(x_hat_m) (sae_loss
+ *                       and sae_step: sae_losses.l2 is the full width's, .loss
+ *                       the sum, plus AuxK's term in a step; sae_loss_levels
+ *                       gives each level's l2). The unweighted sum is the
+ *                       paper's and SAELens's (6.16.3+); dictionary_learning
+ *                       averages the levels (the same gradient over M: scale lr
+ *                       and the AuxK coefficient to match it). Trained with one
+ *                       BatchTopK selection over the full width (its threshold
+ *                       estimate and AuxK as BatchTopK's, AuxK on the full
+ *                       width's residual); each level's reconstruction is a
+ *                       prefix sum of a token's selected features, not a decode
+ *                       of its own, so a step costs BatchTopK's plus M - 1
+ *                       passes over n x d_in, and its workspace holds
+ *                       (M + 1) n x d_in floats of gradient rows. Always the
+ *                       sparse kernel (SAE_OPT_KERNEL does not apply); at most
+ *                       UINT32_MAX / 2 tokens per step. Inference (sae_encode,
+ *                       sae_output) as BatchTopK, with its threshold.
  *
- * AuxK (TopK and BatchTopK, Gao et al. 2024): with e = x - x_hat (held fixed),
- * the features dead for at least SAE_OPT_DEAD_WINDOW training tokens, and
+ * AuxK (TopK, BatchTopK and Matryoshka; Gao et al. 2024): with e = x - x_hat
+ * (held fixed; Matryoshka: the full width's), the features dead for at least
+ * SAE_OPT_DEAD_WINDOW training tokens, and
  * e_aux = sum of the top k_aux values of ReLU(pre) among dead features times
  * their decoder rows (no b_dec),
  *     AuxK = (1/n) sum_t ||e_aux_t - e_t||^2 / ((1/n) sum_t ||e_t - mean(e)||^2),
@@ -315,6 +328,19 @@ SAE_API size_t sae_model_matryoshka_levels(const sae_model *m);
 /* Copy the level widths of a Matryoshka model to widths (count must be exactly
  * sae_model_matryoshka_levels). Errors: SAE_E_INVALID_ARG. */
 SAE_API int sae_model_matryoshka_widths(const sae_model *m, size_t *widths, size_t count);
+
+/* Each level's reconstruction error of a Matryoshka model on x (n_tokens x
+ * d_in): l2[m] = (1/n) sum_t ||x_hat_m,t - x_t||^2 with x_hat_m decoded from
+ * the features below widths[m] (the inference features, as sae_encode: the
+ * BatchTopK threshold), for m < count; count must be exactly
+ * sae_model_matryoshka_levels (the last level is sae_loss's l2, their sum its
+ * loss). One encoder pass and one decoder pass whatever the level count.
+ * Read-only. Errors: SAE_E_INVALID_ARG (m, x or l2 NULL, n_tokens 0 or
+ * overflowing, a model that is not Matryoshka, count not the level count, a
+ * shard), SAE_E_NONFINITE (NaN/Inf in x, or errors that are not finite),
+ * SAE_E_NOMEM. On error l2 is unchanged. */
+SAE_API int sae_loss_levels(const sae_model *m, const float *x, size_t n_tokens, double *l2,
+                            size_t count);
 
 /* ------------------------------------------------------------------------ */
 /* Transcoders                                                               */
@@ -644,7 +670,7 @@ SAE_API uint64_t sae_optimizer_steps(const sae_optimizer *o);
  * Errors: SAE_E_INVALID_ARG (NULL, n_tokens 0 or overflowing, optimizer made
  * for a model of another shape or architecture's parameter set, schedule
  * options that contradict each other, a transcoder: see sae_step_target, a
- * Matryoshka model: not trained by this version), SAE_E_NONFINITE (NaN/Inf in x, or
+ * Matryoshka batch above UINT32_MAX / 2 tokens), SAE_E_NONFINITE (NaN/Inf in x, or
  * gradients or updated parameters that would not be finite), SAE_E_NOMEM (the
  * step's workspace grows when a larger or denser batch than ever before
  * arrives). On any error the model, the
@@ -1634,8 +1660,8 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already; an optimizer of a Matryoshka SAE: not trained by this
- * version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
+ * attached already; an optimizer of a Matryoshka SAE: trained in one process
+ * only by this version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
  * train data-parallel only: the Gated auxiliary decoder path, W_skip and a
  * d_out-wide reconstruction have no sharded pass), SAE_E_NOMEM. o is
  * unchanged on error. Data-parallel transcoders step with sae_step_target,

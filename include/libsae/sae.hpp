@@ -647,6 +647,17 @@ public:
         output(x.data(), n, out.data());
         return out;
     }
+    // A Matryoshka model's l2 at each level (sae_loss_levels): one per width.
+    std::vector<double> loss_levels(const float *x, std::size_t n_tokens) const
+    {
+        std::vector<double> l2(sae_model_matryoshka_levels(p_));
+        check(sae_loss_levels(p_, x, n_tokens, l2.data(), l2.size()), "sae_loss_levels");
+        return l2;
+    }
+    std::vector<double> loss_levels(const std::vector<float> &x) const
+    {
+        return loss_levels(x.data(), rows(x.size(), d_in(), "sae_loss_levels"));
+    }
     // loss and fvu against a target y (n_tokens x d_out), e.g. a transcoder's.
     losses loss_target(const float *x, const float *y, std::size_t n_tokens, double lambda) const
     {

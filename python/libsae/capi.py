@@ -101,6 +101,7 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
                                             size_ptr, c_size_t]),
     "sae_model_matryoshka_levels": (c_size_t, [_handle]),
     "sae_model_matryoshka_widths": (c_int, [_handle, size_ptr, c_size_t]),
+    "sae_loss_levels": (c_int, [_handle, float_ptr, c_size_t, _double_ptr, c_size_t]),
     # transcoders
     "sae_model_create_transcoder": (c_int, [_out_handle, c_size_t, c_size_t, c_size_t, c_uint64,
                                             c_int, c_int, c_double]),

@@ -379,6 +379,17 @@ class Model(Handle):
                            ctypes.byref(out)), "sae_loss")
         return Losses._from_c(out)
 
+    def loss_levels(self, x: ArrayLike) -> np.ndarray:
+        """A Matryoshka model's l2 at each level on x (float64, one per
+        width: the last is loss().l2, their sum loss().loss)."""
+        rows, _ = as_rows(x, self.d_in, "x")
+        n = int(lib.sae_model_matryoshka_levels(self.handle))
+        out = np.zeros(n, dtype=np.float64)
+        check(lib.sae_loss_levels(self.handle, float_pointer(rows), rows.shape[0],
+                                  out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), n),
+              "sae_loss_levels")
+        return out
+
     def fvu(self, x: ArrayLike) -> float:
         """Fraction of variance unexplained on x (at least 2 rows)."""
         rows, _ = as_rows(x, self.d_in, "x")

@@ -484,6 +484,18 @@ void test_families()
     EXPECT(o.step_target(m, x, y).loss == step_c.loss);
     EXPECT(same_bits(m.output(x), m2.output(x)));
     EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, o.step(m, x));
+
+    // a Matryoshka model trains and reports each level's l2 as the C call does
+    const std::vector<std::size_t> widths = {4, 10};
+    sae::model mat = sae::model::matryoshka(d_in, d_sae, 5, 2, widths);
+    sae::optimizer om(mat);
+    EXPECT(om.step(mat, x).loss > 0);
+    std::vector<double> levels_c(3);
+    EXPECT(sae_loss_levels(mat.handle(), x.data(), n, levels_c.data(), 3) == SAE_OK);
+    EXPECT(mat.loss_levels(x) == levels_c);
+    const double full = mat.loss(x, 0.0).l2; // the same sum, in another order
+    EXPECT(std::fabs(mat.loss_levels(x).back() - full) <= 1e-6 * full);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg, m2.loss_levels(x));
 }
 
 // A communicator of one rank: every collective is the identity.

@@ -49,6 +49,27 @@ def test_gated_model_trains_with_sae_step():
     assert m.loss(x, 0.1).loss == pytest.approx(m.loss_target(x, x, 0.1).loss)
 
 
+def test_matryoshka_trains_its_levels():
+    x = np.abs(data(256, 8, 9))
+    m = libsae.Model(8, 32, arch="matryoshka", k=3, widths=[4, 12], seed=2)
+    o = libsae.Optimizer(m, lr=3e-3)
+    first = o.step(m, x).loss
+    for _ in range(50):
+        last = o.step(m, x).loss
+    assert last < first
+    levels = m.loss_levels(x)
+    assert levels.shape == (3,)
+    # sae_loss: the full width's l2, the sum of the levels as the loss
+    l = m.loss(x, 0.0)
+    assert levels[-1] == pytest.approx(l.l2, rel=1e-6)
+    assert levels.sum() == pytest.approx(l.loss, rel=1e-6)
+    # level 0 decodes the first 4 features alone
+    f = m.encode(x)
+    f[:, 4:] = 0
+    want = ((m.decode(f) - x) ** 2).sum(1).mean()
+    assert levels[0] == pytest.approx(want, rel=1e-4)
+
+
 def test_errors_leave_the_model_as_it_was():
     m = libsae.Model.transcoder(6, 4, 16, arch="relu", seed=3)
     o = libsae.Optimizer(m)
@@ -65,5 +86,9 @@ def test_errors_leave_the_model_as_it_was():
     after = m.tensors()
     assert all(np.array_equal(before[k], after[k]) for k in before)
     mat = libsae.Model(6, 16, arch="matryoshka", k=2, widths=[4, 8], seed=1)
-    with pytest.raises(libsae.InvalidArgError, match="Matryoshka"):
-        libsae.Optimizer(mat).step(mat, x)
+    bad = x.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(libsae.NonFiniteError):
+        mat.loss_levels(bad)
+    with pytest.raises(libsae.InvalidArgError, match="not a Matryoshka"):
+        libsae.Model(6, 16, seed=1).loss_levels(x)

@@ -72,3 +72,13 @@ void tool_batcher_free(tool_batcher *b)
     free(b->order);
     memset(b, 0, sizeof *b);
 }
+
+int tool_batcher_start(tool_batcher *b, const tool_data *data, uint64_t seed, double scale,
+                       uint64_t drawn)
+{
+    if (tool_batcher_init(b, data, seed) != 0)
+        return -1;
+    b->scale = scale;
+    tool_batcher_skip(b, drawn);
+    return 0;
+}

@@ -42,6 +42,12 @@ void tool_scale(float *v, size_t count, double s);
  * The scale starts at 1. */
 int tool_batcher_init(tool_batcher *b, const tool_data *data, uint64_t seed);
 
+/* A run's batches: tool_batcher_init, rows multiplied by scale, and the
+ * `drawn` rows a resumed run has drawn skipped (tool_batcher_skip). Returns
+ * 0, or -1 when out of memory. */
+int tool_batcher_start(tool_batcher *b, const tool_data *data, uint64_t seed, double scale,
+                       uint64_t drawn);
+
 /* Copy the next n rows into dst (n x cols floats), times the scale; rows (may
  * be NULL) gets their indices in the data. */
 void tool_batcher_next(tool_batcher *b, float *dst, size_t n, size_t *rows);

@@ -1,5 +1,7 @@
 #include "csvlog.h"
 
+#include "args.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,3 +106,29 @@ FILE *tool_csv_append(const char *path, uint64_t *last_step, char *err, size_t e
     return f;
 }
 
+
+FILE *tool_csv_open_log(const char *path, bool append, uint64_t resume_step, char *err,
+                        size_t errlen)
+{
+    FILE *log;
+    if (append) {
+        char why[256];
+        uint64_t last_step;
+        if (!(log = tool_csv_append(path, &last_step, why, sizeof why))) {
+            snprintf(err, errlen, "--log '%s': %s", path, why);
+            return NULL;
+        }
+        if (last_step > resume_step)
+            fprintf(stderr, "%s: note: --log '%s' goes on to step %llu, past the checkpoint's "
+                            "step %llu; the new rows follow\n", tool_program(), path,
+                    (unsigned long long)last_step, (unsigned long long)resume_step);
+    } else {
+        if (!(log = fopen(path, "w"))) {
+            snprintf(err, errlen, "--log: cannot write '%s'", path);
+            return NULL;
+        }
+        tool_csv_header(log, "", "");
+    }
+    setvbuf(log, NULL, _IOLBF, 0);
+    return log;
+}

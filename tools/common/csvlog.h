@@ -61,4 +61,13 @@ void tool_csv_columns_help(FILE *f, const char *lead, const char *trail);
  * in err (one line). */
 FILE *tool_csv_append(const char *path, uint64_t *last_step, char *err, size_t errlen);
 
+/* A run's --log (sae-train, sae-train-mpi): a new file with the header, or,
+ * resuming (append), the old one continued (tool_csv_append), with a note on
+ * stderr when its rows go past the checkpoint's step resume_step (the new
+ * rows follow them). Line-buffered, so that complete rows reach the disk as
+ * they come. Returns NULL with the problem in err, one line naming --log and
+ * the path. */
+FILE *tool_csv_open_log(const char *path, bool append, uint64_t resume_step, char *err,
+                        size_t errlen);
+
 #endif

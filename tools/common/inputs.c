@@ -3,6 +3,7 @@
 #include "args.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +138,17 @@ int tool_evaluate(const sae_model *m, const tool_inputs *in, double lambda, sae_
                : sae_loss(m, x, in->eval_rows, lambda, l);
     if (rc == SAE_OK)
         rc = y ? sae_fvu_target(m, x, y, in->eval_rows, fvu) : sae_fvu(m, x, in->eval_rows, fvu);
+    return rc;
+}
+
+int tool_evaluate_print(const sae_model *m, const tool_inputs *in, const tool_config *c)
+{
+    sae_losses l;
+    double fvu;
+    int rc = tool_evaluate(m, in, tool_arch_is_topk(c->arch) ? 0.0 : c->lambda, &l, &fvu);
+    if (rc == SAE_OK)
+        printf("eval on %s: l2 %.5g  l1 %.5g  l0 %.2f (%.2f%% of %zu)  fvu %.4f\n", in->eval_label,
+               l.l2, l.l1, l.l0, 100.0 * l.l0 / (double)c->d_sae, c->d_sae, fvu);
     return rc;
 }
 

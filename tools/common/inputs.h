@@ -48,6 +48,12 @@ const float *tool_inputs_eval_y(const tool_inputs *in);
 int tool_evaluate(const sae_model *m, const tool_inputs *in, double lambda, sae_losses *l,
                   double *fvu);
 
+/* tool_evaluate of m with c's lambda (0 for TopK and BatchTopK, which have
+ * none), printed on stdout as one line: "eval on <rows>: l2 ..  l1 ..  l0 ..
+ * (..% of d_sae)  fvu ..". Returns a libsae status (nothing printed on a
+ * failure). */
+int tool_evaluate_print(const sae_model *m, const tool_inputs *in, const tool_config *c);
+
 /* MMCS of m's decoder rows against the synthetic ground truth (of synthetic
  * pairs: the output directions), and the share of true features found with
  * cosine > 0.9 (see tool_mmcs). Returns a libsae status (SAE_E_NOMEM when

@@ -77,3 +77,22 @@ int tool_recipe_b_dec(const tool_config *c, sae_model *m, const tool_sample *s, 
         snprintf(err, errlen, "--b-dec-init: %s", tool_status(rc));
     return rc;
 }
+
+int tool_recipe_prepare(const tool_config *c, const tool_data *data, bool resuming, bool hist,
+                        sae_model *m, tool_sample *s, double *scale)
+{
+    if (tool_recipe_needs_sample(c, hist) && tool_sample_draw(s, data, c->sample, c->seed) != 0) {
+        fprintf(stderr, "%s: out of memory for a sample of %zu x %zu floats (see --sample)\n",
+                tool_program(), c->sample, data->cols);
+        return TOOL_EXIT_USAGE;
+    }
+    char err[600];
+    int rc = tool_recipe_scale(c, s, !resuming, scale, err, sizeof err);
+    if (rc == SAE_OK && !resuming)
+        rc = tool_recipe_b_dec(c, m, s, err, sizeof err);
+    if (rc != SAE_OK) {
+        fprintf(stderr, "%s: %s\n", tool_program(), err);
+        return rc == SAE_E_NONFINITE ? TOOL_EXIT_USAGE : 1;
+    }
+    return 0;
+}

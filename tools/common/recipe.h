@@ -52,4 +52,14 @@ int tool_recipe_scale(const tool_config *c, tool_sample *s, bool estimate, doubl
 int tool_recipe_b_dec(const tool_config *c, sae_model *m, const tool_sample *s, char *err,
                       size_t errlen);
 
+/* All of the above for a run of sae-train or sae-train-mpi on data: draw the
+ * sample when the run needs it (tool_recipe_needs_sample with hist), its
+ * input scale (a new run estimates it; resuming keeps the checkpoint's
+ * *scale) and a new run's b_dec in m. Returns 0, or an exit status with the
+ * problem printed: TOOL_EXIT_USAGE for a sample that does not fit in memory
+ * (see --sample) or data the recipe cannot use (non-finite), 1 when libsae
+ * failed. */
+int tool_recipe_prepare(const tool_config *c, const tool_data *data, bool resuming, bool hist,
+                        sae_model *m, tool_sample *s, double *scale);
+
 #endif

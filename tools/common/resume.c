@@ -1,6 +1,7 @@
 #include "resume.h"
 
 #include "args.h"
+#include "checkpoint.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -231,4 +232,16 @@ void tool_inputs_check_resume(const tool_inputs *in, const tool_config *c, const
     if (!in->synthetic)
         snprintf(s->data, sizeof s->data, "%s",
                  strncmp(in->train.format, "npy", 3) == 0 ? "npy" : "raw");
+}
+
+void tool_config_load_run(tool_config *c, const char *dir, int n_shards, int shard, sae_model **m,
+                          sae_optimizer **o, tool_run_state *s)
+{
+    if (dir) {
+        tool_checkpoint_load_shard(dir, n_shards, shard, m, o, s);
+        tool_config_resume(c, dir, s, *m, *o);
+    } else {
+        tool_config_check(c);
+        tool_config_check_schedule(c);
+    }
 }

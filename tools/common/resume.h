@@ -24,6 +24,14 @@
 void tool_config_resume(tool_config *c, const char *dir, tool_run_state *s, const sae_model *m,
                         sae_optimizer *o);
 
+/* The settings of a run of sae-train or sae-train-mpi. Resuming (dir not
+ * NULL): load dir's checkpoint into *m, *o and *s (tool_checkpoint_load_shard:
+ * shard `shard` of n_shards, n_shards 0 the whole model) and make c describe
+ * it (tool_config_resume). A new run: check c (tool_config_check,
+ * tool_config_check_schedule). Exits 2 on a contradiction. */
+void tool_config_load_run(tool_config *c, const char *dir, int n_shards, int shard, sae_model **m,
+                          sae_optimizer **o, tool_run_state *s);
+
 /* Check that the loaded training data has the checkpoint's shape (exit 2),
  * and record its format in s. */
 void tool_inputs_check_resume(const tool_inputs *in, const tool_config *c, const char *dir,

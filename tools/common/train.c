@@ -362,6 +362,30 @@ static int step_and_report(tool_train *t, loop *lp, bool *last)
     return rc != SAE_OK ? rc : save_rc;
 }
 
+void tool_train_init(tool_train *t, const tool_config *c, sae_model *m, sae_optimizer *o,
+                     tool_batcher *b, tool_run_state *s, const tool_sample *sample)
+{
+    *t = (tool_train){
+        .model = m, .opt = o, .batches = b, .batch = c->batch, .steps = c->steps,
+        .log_every = c->log_every, .dead_window = c->dead_window, .csv_lead = "",
+        .csv_trail = "", .seconds_before = s->seconds, .state = s, .sample = sample,
+        .resample_every = c->resample_every,
+        .resample_window = c->resample_window ? c->resample_window : c->dead_window,
+        .seed = c->seed, .bad_row = SIZE_MAX,
+    };
+}
+
+void tool_train_summary(const tool_train *t)
+{
+    if (t->checkpoints && t->last.checkpoint)
+        printf("checkpoint: %s (step %llu; continue with --resume %s)\n", t->checkpoint_dir,
+               (unsigned long long)t->steps_done, t->checkpoint_dir);
+    if (t->resample_every)
+        printf("resampled: %llu dead features in %llu of the resamplings (every %llu steps)\n",
+               (unsigned long long)t->resampled, (unsigned long long)t->resamplings,
+               (unsigned long long)t->resample_every);
+}
+
 int tool_train_run(tool_train *t)
 {
     const size_t d_in = sae_model_d_in(t->model), d_out = sae_model_d_out(t->model);

@@ -116,6 +116,19 @@ extern volatile sig_atomic_t tool_interrupted;
 void tool_catch_sigint(void);
 void tool_release_sigint(void);
 
+/* The settings of t that come from the run's options c (batch, steps,
+ * log_every, dead_window, resample_every, resample_window: c's or else its
+ * dead_window, seed), with its model, optimizer, batches, state
+ * (seconds_before: the state's seconds) and sample; the rest zero: no csv
+ * (lead and trail ""), progress, stop flag, stop_at, checkpoints,
+ * histograms, target or communicator. */
+void tool_train_init(tool_train *t, const tool_config *c, sae_model *m, sae_optimizer *o,
+                     tool_batcher *b, tool_run_state *s, const tool_sample *sample);
+
+/* After tool_train_run, for the report on stdout: where the checkpoint
+ * written after the last step is, and what resampling did (when on). */
+void tool_train_summary(const tool_train *t);
+
 /* Returns SAE_OK, the libsae status of a failed step (the run stops there;
  * the rows logged so far stay in the CSV), the status of a failed checkpoint,
  * or SAE_E_IO if a CSV row could not be written; `error` describes it. */
