@@ -815,7 +815,7 @@ START_TEST(transcoder_steps_fused_match_the_block_loop)
                 sae_workspace ws;
                 memset(&ws, 0, sizeof ws);
                 sae_step_shape shape = {d_in, d_sae, n, 2, arch, topk ? 6 : 0, d_out,
-                                        SAE_GEMM_AUTO, false, true};
+                                        SAE_GEMM_AUTO, false, true, 0};
                 ck_assert_int_eq(sae__workspace_reserve(&ws, &shape), SAE_OK);
                 ck_assert_ptr_nonnull(ws.fused);
                 if (block) {
