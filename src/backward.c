@@ -140,8 +140,8 @@ static int bias_gradients(const sae_model *m, const sae_step_config *cfg, size_t
                     (int)d_in, g_u, 1, 1.0f, g_b_dec, 1);
         return SAE_OK;
     }
-    /* feature shards: W_enc dL/db_enc sums over every shard's features */
-    return sae__par_enc_term(cfg->par, m, g_b_enc, g_b_dec);
+    /* feature shards: W_enc dL/du sums over every shard's features */
+    return sae__par_enc_term(cfg->par, m, g_u, g_b_dec);
 }
 
 /* ---- dense path -------------------------------------------------------------- */
@@ -264,15 +264,27 @@ static void dpre_range(void *ctx, size_t begin, size_t end, int tid)
 }
 
 /* x_hat (the block's rows of dxh from dxh_row0) of features f, then
- * dL/dx_hat and the squared errors: y_hat for transcoders, with the skip term. */
-static void decode_errors(const dense_task *d, const float *f, size_t dxh_row0)
+ * dL/dx_hat and the squared errors: y_hat for transcoders, with the skip term.
+ * Feature shards each decode their features (b_dec and the skip term on
+ * rank 0), and the sum over shards is taken before the errors. */
+static int decode_errors(const dense_task *d, const float *f, size_t dxh_row0)
 {
     const sae_model *m = d->m;
+    sae_par_step *par = d->cfg->par;
+    const bool shards = par && par->features, base = !shards || par->features->rank == 0;
     float *out = d->ws->dxh + dxh_row0 * m->d_out;
-    sae__forward_decode(m, &d->ws->gemm, d->cfg->pool, f, d->rows, out);
-    sae__forward_skip(m, d->ws->xc + d->t0 * m->d_in, d->rows, out);
+    sae__forward_decode_onto(m, &d->ws->gemm, d->cfg->pool, f, d->rows,
+                             base ? sae__b_dec(m) : NULL, out);
+    if (base)
+        sae__forward_skip(m, d->ws->xc + d->t0 * m->d_in, d->rows, out);
+    if (shards) {
+        int rc = sae__par_reconstruct(par, out, d->rows, m->d_out);
+        if (rc != SAE_OK)
+            return rc;
+    }
     error_task e = {d, dxh_row0};
     sae__parallel_for(d->cfg->pool, d->rows, error_range, &e);
+    return SAE_OK;
 }
 
 static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, const float *x,
@@ -291,18 +303,9 @@ static int dense_backward_block(const sae_model *m, const sae_step_config *cfg, 
 
     /* x_hat, then dL/dx_hat = (2/n)(x_hat - x) and the squared error per token
      * (feature shards: each decodes its features, b_dec on rank 0, summed) */
-    sae_par_step *par = cfg->par;
-    if (par && par->features) {
-        sae__forward_decode_onto(m, &ws->gemm, cfg->pool, f, rows,
-                                 par->features->rank == 0 ? sae__b_dec(m) : NULL, dxh);
-        int rc = sae__par_reconstruct(par, dxh, rows, d_in);
-        if (rc != SAE_OK)
-            return rc;
-        error_task e = {&d, t0};
-        sae__parallel_for(cfg->pool, rows, error_range, &e);
-    } else {
-        decode_errors(&d, f, t0);
-    }
+    int rc = decode_errors(&d, f, t0);
+    if (rc != SAE_OK)
+        return rc;
 
     /* dL/dW_dec (reconstruction part) += f^T dL/dx_hat; feature statistics */
     sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_out, rows, 1.0f, f, d_sae, dxh,
@@ -372,9 +375,9 @@ static void gated_du_range(void *ctx, size_t begin, size_t end, int tid)
 
 /* Gated's block on the dense path. ws->f holds f and ws->gate the gate values
  * a = ReLU(pi_gate); the band flags say which gates are open. */
-static void dense_gated_block(const sae_model *m, const sae_step_config *cfg, const float *x,
-                              size_t n_tokens, size_t n_loss, size_t t0, size_t rows,
-                              sae_workspace *ws, float *grad)
+static int dense_gated_block(const sae_model *m, const sae_step_config *cfg, const float *x,
+                             size_t n_tokens, size_t n_loss, size_t t0, size_t rows,
+                             sae_workspace *ws, float *grad)
 {
     const size_t d_in = m->d_in, d_out = m->d_out, d_sae = m->d_sae;
     const float beta = t0 == 0 ? 0.0f : 1.0f;
@@ -386,9 +389,13 @@ static void dense_gated_block(const sae_model *m, const sae_step_config *cfg, co
                     .t0 = t0, .rows = rows, .scale = (float)(2.0 / (double)n_loss)};
 
     /* both reconstructions and their errors: x_hat from f, the auxiliary one
-     * from a through the same (frozen) W_dec and b_dec */
-    decode_errors(&d, ws->f, t0);
-    decode_errors(&d, ws->gate, n_tokens + t0);
+     * from a through the same (frozen) W_dec and b_dec (feature shards: two
+     * sums over the shards) */
+    int rc = decode_errors(&d, ws->f, t0);
+    if (rc == SAE_OK)
+        rc = decode_errors(&d, ws->gate, n_tokens + t0);
+    if (rc != SAE_OK)
+        return rc;
 
     /* dL/dW_dec += f^T dL/dx_hat (the auxiliary term trains no decoder);
      * sum_t a_ti for the norm term; which features fired */
@@ -415,6 +422,7 @@ static void dense_gated_block(const sae_model *m, const sae_step_config *cfg, co
     /* dL/dW_enc (stored transposed) += dL/du^T xc */
     sae__gemm_use_f32(&ws->gemm, cfg->pool, true, false, d_sae, d_in, rows, 1.0f, ws->f, d_sae,
                       ws->xc + t0 * d_in, d_in, beta, grad + m->lay.w_enc_t, d_in);
+    return SAE_OK;
 }
 
 /* After the dense blocks: the L1 term's gradient through the decoder row norms
@@ -499,9 +507,9 @@ static int sparse_decode_shards(const sae_model *m, const sae_step_config *cfg,
     if (!failed(cfg))
         sae__sparse_token_phase(m, NULL, t0, count, par->features->rank == 0 ? base : ws->zeros,
                                 1.0f, ws, cfg->pool);
-    int rc = sae__par_reconstruct(par, ws->dxh + t0 * m->d_in, count, m->d_in);
+    int rc = sae__par_reconstruct(par, ws->dxh + t0 * m->d_out, count, m->d_out);
     if (rc == SAE_OK)
-        sae__par_error_rows(ws, target, target_scale, t0, count, m->d_in, scale, cfg->pool);
+        sae__par_error_rows(ws, target, target_scale, t0, count, m->d_out, scale, cfg->pool);
     return rc;
 }
 
@@ -679,15 +687,20 @@ static int sparse_decode_output(const sae_model *m, const sae_step_config *cfg,
                                 const float *target, size_t n_tokens, float scale,
                                 sae_workspace *ws)
 {
-    if (cfg->par && cfg->par->features)
-        return sparse_decode_shards(m, cfg, target, 1.0f, 0, n_tokens, sae__b_dec(m), scale, ws);
+    const bool shards = cfg->par && cfg->par->features;
     if (m->kind != SAE_KIND_SKIP_TRANSCODER)
-        return sparse_decode(m, cfg, target, 0, n_tokens, sae__b_dec(m), scale, ws);
+        return shards ? sparse_decode_shards(m, cfg, target, 1.0f, 0, n_tokens, sae__b_dec(m),
+                                             scale, ws)
+                      : sparse_decode(m, cfg, target, 0, n_tokens, sae__b_dec(m), scale, ws);
+    /* the skip term (feature shards: rank 0's, as b_dec) */
     const size_t d_out = m->d_out;
-    for (size_t t = 0; t < n_tokens; t++)
-        memcpy(ws->dxh + t * d_out, sae__b_dec(m), d_out * sizeof(float));
-    sae__forward_skip(m, ws->xc, n_tokens, ws->dxh);
-    return sparse_decode(m, cfg, target, 0, n_tokens, NULL, scale, ws);
+    if (!shards || cfg->par->features->rank == 0) {
+        for (size_t t = 0; t < n_tokens; t++)
+            memcpy(ws->dxh + t * d_out, sae__b_dec(m), d_out * sizeof(float));
+        sae__forward_skip(m, ws->xc, n_tokens, ws->dxh);
+    }
+    return shards ? sparse_decode_shards(m, cfg, target, 1.0f, 0, n_tokens, NULL, scale, ws)
+                  : sparse_decode(m, cfg, target, 0, n_tokens, NULL, scale, ws);
 }
 
 /* A skip transcoder's dL/dW_skip = dL/dy_hat^T x (d_out x d_in), over the
@@ -839,9 +852,10 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         }
         if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
             return rc;
-        if (gated)
-            dense_gated_block(m, cfg, target, n_tokens, n_loss, t0, rows, ws, grad);
-        else if (!sparse &&
+        if (gated &&
+            (rc = dense_gated_block(m, cfg, target, n_tokens, n_loss, t0, rows, ws, grad)) != SAE_OK)
+            return rc;
+        if (!gated && !sparse &&
                  (rc = dense_backward_block(m, cfg, target, n_loss, t0, rows, ws, grad)) != SAE_OK)
             return rc;
     }

@@ -295,23 +295,18 @@ static int adopt_flat_files(int dir_fd, const name_list *staged, bool *has_curre
     const char *p = flat.names;
     for (size_t i = 0; i < flat.count && !shared; i++, p += strlen(p) + 1)
         shared = names_contain(staged, p);
-    if (!shared) {
-        names_free(&flat);
-        return SAE_OK;
-    }
-    (void)remove_generation(dir_fd, GEN_PREFIX "0");
     int gen_fd = -1;
+    if (!shared)
+        goto cleanup;
+    (void)remove_generation(dir_fd, GEN_PREFIX "0");
     if (mkdirat(dir_fd, GEN_PREFIX "0", 0777) != 0 || (gen_fd = open_dir_at(dir_fd, GEN_PREFIX "0")) < 0)
         rc = sae__fail(SAE_E_IO, "cannot create " GEN_PREFIX "0 for the flat files: %s", strerror(errno));
     p = flat.names;
     for (size_t i = 0; i < flat.count && rc == SAE_OK; i++, p += strlen(p) + 1)
         if (linkat(dir_fd, p, gen_fd, p, 0) != 0)
             rc = sae__fail(SAE_E_IO, "cannot link %s into " GEN_PREFIX "0: %s", p, strerror(errno));
-    if (gen_fd >= 0) {
+    if (gen_fd >= 0)
         sync_dir(gen_fd);
-        close(gen_fd);
-    }
-    names_free(&flat);
     if (rc == SAE_OK) {
         sync_dir(dir_fd);
         rc = switch_current(dir_fd, 0);
@@ -319,6 +314,10 @@ static int adopt_flat_files(int dir_fd, const name_list *staged, bool *has_curre
     if (rc != SAE_OK)
         (void)remove_generation(dir_fd, GEN_PREFIX "0");
     *has_current = rc == SAE_OK;
+cleanup:
+    if (gen_fd >= 0)
+        close(gen_fd);
+    names_free(&flat);
     return rc;
 }
 

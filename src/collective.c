@@ -11,10 +11,11 @@
  * all have succeeded rank 0 renames the files into place. Parts of a shard
  * holding features [b, b + w) of d_sae:
  *
- *   W_dec [d_sae, d_in]    rows b .. b + w - 1: one run
+ *   W_dec [d_sae, d_out]   rows b .. b + w - 1: one run
  *   W_enc [d_in, d_sae]    columns b .. b + w - 1: d_in runs of w values
- *   b_dec [d_in]           rank 0 (every rank holds the same)
- *   b_enc, threshold, log_threshold, tokens_since_fired [d_sae]: one run
+ *   b_dec [d_out], W_skip [d_out, d_in]   rank 0 (every rank holds the same)
+ *   b_enc (Gated: b_gate, b_mag, r_mag), threshold, log_threshold,
+ *   tokens_since_fired [d_sae]: one run
  *   libsae_log_threshold   JumpReLU: its 8 w hex digits in the header
  *
  * and the same for each tensor's Adam moments ("W_enc.exp_avg", ...).
@@ -82,7 +83,7 @@ static enum part_kind part_kind(const char *name)
 {
     if (strncmp(name, "W_enc", 5) == 0)
         return PART_COLUMNS;
-    if (strncmp(name, "b_dec", 5) == 0)
+    if (strncmp(name, "b_dec", 5) == 0 || strncmp(name, "W_skip", 6) == 0)
         return PART_REPLICATED;
     return PART_ROWS; /* W_dec, and every [d_sae] tensor */
 }
@@ -376,9 +377,10 @@ static int cfg_fn(const void *obj, const sae_st_sink *sink)
     return sae__config_write(obj, sink);
 }
 
-static uint64_t shape_digest(size_t d_in, int arch, size_t k)
+static uint64_t shape_digest(size_t d_in, size_t d_out, int arch, int kind, size_t k)
 {
-    return (uint64_t)d_in * 1000003u + (uint64_t)arch * 131u + (uint64_t)k;
+    return ((uint64_t)d_in * 1000003u + (uint64_t)arch * 131u + (uint64_t)k) * 0x100000001b3ull +
+           (uint64_t)d_out * 7u + (uint64_t)kind;
 }
 
 /* A save of part files by the ranks of c (see the top of this file), or by
@@ -430,7 +432,7 @@ int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const ch
                          !m ? "m" : !comm ? "comm" : "path");
     collective_save s = {.fn = fn, .begin = m->shard_begin, .width = m->d_sae,
                          .total = sae__total_features(m),
-                         .shape = shape_digest(m->d_in, m->arch, m->k),
+                         .shape = shape_digest(m->d_in, m->d_out, m->arch, m->kind, m->k),
                          .save_whole = save_model_fn, .obj = m, .path = path};
     if (sae__comm_copy(&s.c, comm) != SAE_OK)
         return sae__fail(SAE_E_INVALID_ARG, "%s: comm is not a valid communicator", fn);
@@ -438,8 +440,6 @@ int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const ch
     char *paths[2] = {NULL, NULL};
     size_t n = 0;
     s.status = destinations(path, names, 2, paths, &n);
-    if (s.status == SAE_OK) /* the families' files are not written yet */
-        s.status = sae__family_check(fn, m, 0);
     sae_model_contents contents;
     memset(&contents, 0, sizeof contents);
     if (s.status == SAE_OK)
@@ -469,7 +469,8 @@ int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, 
                          !o ? "o" : !comm ? "comm" : "path");
     collective_save s = {.fn = fn, .begin = o->shard_begin, .width = o->d_sae,
                          .total = o->d_sae_total,
-                         .shape = shape_digest(o->d_in, o->lay.log_thr_count > 0, o->steps),
+                         .shape = shape_digest(o->d_in, o->lay.d_out, o->arch, o->kind,
+                                               o->steps),
                          .save_whole = save_optimizer_fn, .obj = o, .path = path};
     if (sae__comm_copy(&s.c, comm) != SAE_OK)
         return sae__fail(SAE_E_INVALID_ARG, "%s: comm is not a valid communicator", fn);
@@ -481,10 +482,6 @@ int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, 
     void *block = NULL;
     char step[24];
     s.status = destinations(path, names, 1, &file, &n);
-    if (s.status == SAE_OK && (o->kind != SAE_KIND_AUTOENCODER || o->arch == SAE_ARCH_GATED ||
-                               o->arch == SAE_ARCH_MATRYOSHKA))
-        s.status = sae__fail(SAE_E_INVALID_ARG, "%s: the optimizer of a family libsae %s does "
-                             "not save yet", fn, sae_version_string());
     if (s.status == SAE_OK)
         s.status = sae__optimizer_metadata(o, &meta, &n_meta, &block, step);
     sae_st_out t[SAE_OPT_MAX_TENSORS];

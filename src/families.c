@@ -69,7 +69,14 @@ int sae_model_matryoshka_widths(const sae_model *m, size_t *widths, size_t count
 int sae_model_create_transcoder(sae_model **out, size_t d_in, size_t d_out, size_t d_sae,
                                 uint64_t seed, int kind, int arch, double param)
 {
-    static const char fn[] = "sae_model_create_transcoder";
+    return sae__transcoder_create(out, "sae_model_create_transcoder", d_in, d_out, d_sae, 0,
+                                  d_sae, seed, kind, arch, param);
+}
+
+int sae__transcoder_create(sae_model **out, const char *fn, size_t d_in, size_t d_out,
+                           size_t d_sae, size_t begin, size_t end, uint64_t seed, int kind,
+                           int arch, double param)
+{
     if (!out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
@@ -86,7 +93,7 @@ int sae_model_create_transcoder(sae_model **out, size_t d_in, size_t d_out, size
     if (rc != SAE_OK)
         return rc;
     sae_shape shape = {d_in, d_out, d_sae, arch, kind};
-    rc = sae__model_new(out, fn, &shape, 0, d_sae, seed, param, SAE_DECODER_INIT_NORM);
+    rc = sae__model_new(out, fn, &shape, begin, end, seed, param, SAE_DECODER_INIT_NORM);
     if (rc == SAE_OK)
         (*out)->k = k;
     return rc;

@@ -35,16 +35,26 @@ static int check_map(const char *fn, const sae_model *m, const map_args *a, cons
     return rc;
 }
 
+/* check_map, then the forward pass of a batch of n_tokens (sae_encode,
+ * sae_output) with the given buffers. */
+static int start_forward(const char *fn, const sae_model *m, const map_args *a, const float *in,
+                         size_t n_tokens, const float *out, unsigned buffers, sae_forward *fw)
+{
+    int rc = check_map(fn, m, a, in, n_tokens, out);
+    if (rc == SAE_OK &&
+        (rc = sae__forward_init(fw, m, sae__block_size(n_tokens), buffers)) != SAE_OK)
+        sae__fail_context(rc, "%s", fn);
+    return rc;
+}
+
 int sae_encode(const sae_model *m, const float *x, size_t n_tokens, float *f)
 {
     static const char fn[] = "sae_encode";
     const map_args a = {"x", "d_in", "f", "d_sae", m ? m->d_in : 0, m ? m->d_sae : 0};
-    int rc = check_map(fn, m, &a, x, n_tokens, f);
+    sae_forward fw;
+    int rc = start_forward(fn, m, &a, x, n_tokens, f, 0, &fw);
     if (rc != SAE_OK)
         return rc;
-    sae_forward fw;
-    if ((rc = sae__forward_init(&fw, m, sae__block_size(n_tokens), 0)) != SAE_OK)
-        return sae__fail_context(rc, "%s", fn);
     /* features that would not be finite are refused before f is written */
     if ((rc = sae__forward_check(&fw, fn, x, n_tokens)) == SAE_OK)
         for (size_t t0 = 0; t0 < n_tokens; t0 += fw.block) {
@@ -146,12 +156,10 @@ int sae_output(const sae_model *m, const float *x, size_t n_tokens, float *out)
 {
     static const char fn[] = "sae_output";
     const map_args a = {"x", "d_in", "out", "d_out", m ? m->d_in : 0, m ? m->d_out : 0};
-    int rc = check_map(fn, m, &a, x, n_tokens, out);
+    sae_forward fw;
+    int rc = start_forward(fn, m, &a, x, n_tokens, out, SAE_FORWARD_F, &fw);
     if (rc != SAE_OK)
         return rc;
-    sae_forward fw;
-    if (sae__forward_init(&fw, m, sae__block_size(n_tokens), SAE_FORWARD_F) != SAE_OK)
-        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the forward pass", fn);
     /* an output that would not be finite is refused before out is written */
     if (!output_bounded(m, x, n_tokens))
         rc = check_by_dry_run(fn, "the output", m, &fw.gemm, &fw, x, n_tokens);

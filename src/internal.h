@@ -224,6 +224,12 @@ struct sae_model {
 int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
                       uint64_t seed, int arch, double param);
 
+/* Features [begin, end) of the transcoder sae_model_create_transcoder makes
+ * (a whole one: 0, d_sae); its errors, naming fn. */
+int sae__transcoder_create(sae_model **out, const char *fn, size_t d_in, size_t d_out,
+                           size_t d_sae, size_t begin, size_t end, uint64_t seed, int kind,
+                           int arch, double param);
+
 /* SAE_E_STATE (naming fn) if m is a shard: for functions that need every
  * feature (shard.c). */
 int sae__check_whole(const char *fn, const sae_model *m);

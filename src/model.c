@@ -247,10 +247,6 @@ int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, 
         return sae__fail(SAE_E_INVALID_ARG,
                          "%s: a Matryoshka SAE needs its level widths: use "
                          "sae_model_create_matryoshka", fn);
-    /* Gated's step has no feature-sharded path (its auxiliary reconstruction
-     * would need a second exchange): no Gated shards */
-    if (arch == SAE_ARCH_GATED && (begin != 0 || end != d_sae))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: Gated SAEs are not feature-sharded", fn);
     size_t k;
     int rc = sae__check_arch_param(fn, arch, param, d_sae, &k);
     if (rc != SAE_OK)

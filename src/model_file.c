@@ -684,15 +684,12 @@ static int make_model(const model_plan *plan, const sae_saelens_config *cfg, siz
 {
     const size_t d_in = (size_t)plan->d_in, d_sae = (size_t)plan->d_sae;
     const double param = plan->arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan->k;
-    const bool whole_only = plan->arch == SAE_ARCH_MATRYOSHKA || plan->arch == SAE_ARCH_GATED ||
-                            plan->kind != SAE_KIND_AUTOENCODER;
+    const bool whole_only = plan->arch == SAE_ARCH_MATRYOSHKA;
     if (end > d_sae) /* a slice this model does not have */
         return sae__fail(SAE_E_INVALID_ARG, "features [%zu, %zu) of a model of d_sae = %zu", begin,
                          end, d_sae);
     if (whole_only && (begin != 0 || (end != 0 && end != d_sae)))
-        return sae__fail(SAE_E_INVALID_ARG, "a %s is not loaded in shards",
-                         plan->kind != SAE_KIND_AUTOENCODER ? "transcoder"
-                         : plan->arch == SAE_ARCH_GATED    ? "Gated SAE" : "Matryoshka SAE");
+        return sae__fail(SAE_E_INVALID_ARG, "a Matryoshka SAE is not loaded in shards");
     int rc;
     if (plan->arch == SAE_ARCH_MATRYOSHKA) {
         const bool own = plan->n_widths > 0; /* libsae's metadata, else SAELens's cfg.json */
@@ -708,8 +705,8 @@ static int make_model(const model_plan *plan, const sae_saelens_config *cfg, siz
         return rc;
     }
     if (plan->kind != SAE_KIND_AUTOENCODER)
-        rc = sae_model_create_transcoder(m, d_in, (size_t)plan->d_out, d_sae, 0, plan->kind,
-                                         plan->arch, param);
+        rc = sae__transcoder_create(m, "sae_model_load", d_in, (size_t)plan->d_out, d_sae, begin,
+                                    end ? end : d_sae, 0, plan->kind, plan->arch, param);
     else
         rc = sae__model_create(m, d_in, d_sae, begin, end ? end : d_sae, 0, plan->arch, param);
     if (rc != SAE_OK && rc != SAE_E_NOMEM)
@@ -717,15 +714,19 @@ static int make_model(const model_plan *plan, const sae_saelens_config *cfg, siz
     return rc;
 }
 
-/* The parameters of a whole-only model beyond W_enc, W_dec, b_enc and b_dec:
- * Gated's b_mag and r_mag, a skip transcoder's W_skip. */
+/* The parameters of the families beyond W_enc, W_dec, b_enc and b_dec:
+ * Gated's b_mag and r_mag (a shard's features [m->shard_begin, end); end 0:
+ * all), a skip transcoder's W_skip (whole on every shard). */
 static int read_family_tensors(const sae_st_source *src, const sae_st_header *h,
-                               const model_plan *p, sae_model *m)
+                               const model_plan *p, sae_model *m, size_t end)
 {
     int rc = SAE_OK;
+    const size_t begin = m->shard_begin;
     if (p->gated &&
-        ((rc = read_tensor(src, h, sae__st_find(h, "b_mag"), sae__b_mag(m), 0, false)) != SAE_OK ||
-         (rc = read_tensor(src, h, sae__st_find(h, "r_mag"), sae__r_mag(m), 0, false)) != SAE_OK))
+        ((rc = sae__read_f32_part(src, h, sae__st_find(h, "b_mag"), sae__b_mag(m), false, begin,
+                                  end)) != SAE_OK ||
+         (rc = sae__read_f32_part(src, h, sae__st_find(h, "r_mag"), sae__r_mag(m), false, begin,
+                                  end)) != SAE_OK))
         return rc;
     if (p->w_skip)
         rc = read_tensor(src, h, p->w_skip, sae__w_skip(m), 0, false);
@@ -766,7 +767,7 @@ int sae__model_file_load(const sae_st_source *src, const sae_saelens_config *cfg
         (rc = sae__read_f32_part(src, &h, sae__st_find(&h, plan.gated ? "b_gate" : "b_enc"),
                                  sae__b_enc(m), false, begin, end)) != SAE_OK ||
         (rc = read_tensor(src, &h, sae__st_find(&h, "b_dec"), sae__b_dec(m), 0, false)) != SAE_OK ||
-        (rc = read_family_tensors(src, &h, &plan, m)) != SAE_OK)
+        (rc = read_family_tensors(src, &h, &plan, m, end)) != SAE_OK)
         goto cleanup;
     if (plan.fold && (rc = fold_decoder_norms(m)) != SAE_OK)
         goto cleanup;

@@ -499,9 +499,6 @@ static int step_check_args(const char *fn, const sae_model *m, const sae_optimiz
         rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
     if (rc == SAE_OK)
         rc = sae__matryoshka_check_batch(fn, m, n_tokens);
-    if (rc == SAE_OK && y && o->par && o->par->features.struct_size)
-        rc = sae__fail(SAE_E_INVALID_ARG, "%s: feature-sharded steps take no target y in this "
-                       "version (data-parallel ones do)", fn);
     if (rc == SAE_OK && !y && m->kind != SAE_KIND_AUTOENCODER)
         rc = sae__fail(SAE_E_INVALID_ARG, "%s: a transcoder learns a target y: use "
                        "sae_step_target", fn);
@@ -606,7 +603,7 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
     sae_par_step ps, *par = NULL;
     if (o->par) {
         par = &ps;
-        rc = sae__par_begin(o, m, x, n_tokens, k_aux, rc, &ps);
+        rc = sae__par_begin(o, m, x, y, n_tokens, k_aux, rc, &ps);
         if (rc != SAE_OK) /* agreed by every rank */
             return rc;
         /* a reservation that fails now: the others learn of it at the pass's

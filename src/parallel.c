@@ -55,20 +55,12 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
-    /* Matryoshka SAEs are not trained by this version at all; Gated SAEs and
-     * transcoders train data-parallel (every gradient and loss term summed)
-     * but not feature-sharded: the Gated auxiliary decoder path, W_skip and a
-     * d_out-wide reconstruction have no sharded pass (and
-     * sae_model_create_shard makes neither) */
+    /* Matryoshka SAEs are not trained by this version at all. Gated SAEs and
+     * transcoders train in both modes (feature shards: their reconstructions,
+     * Gated's auxiliary one too, summed d_out wide; W_skip replicated) */
     if (comm && o->arch == SAE_ARCH_MATRYOSHKA)
         return sae__fail(SAE_E_INVALID_ARG, "%s: Matryoshka SAEs are not trained by libsae %s",
                          fn, sae_version_string());
-    if (comm && mode == SAE_PARALLEL_FEATURES &&
-        (o->arch == SAE_ARCH_GATED || o->kind != SAE_KIND_AUTOENCODER))
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s are trained data-parallel, not "
-                         "feature-sharded, by libsae %s", fn,
-                         o->arch == SAE_ARCH_GATED ? "Gated SAEs" : "transcoders",
-                         sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
                                                  : p && p->data.struct_size;
@@ -174,8 +166,8 @@ static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_
     return need;
 }
 
-int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t n_tokens,
-                   size_t k_aux, int status, sae_par_step *ps)
+int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const float *y,
+                   size_t n_tokens, size_t k_aux, int status, sae_par_step *ps)
 {
     static const char fn[] = "sae_step";
     sae_par *p = o->par;
@@ -197,8 +189,10 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t 
     if (status == SAE_OK && ps->features) {
         if (!sae__all_finite(x, n_tokens * m->d_in))
             status = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
-        else
-            mine.x_hash = sae__hash_f32(x, n_tokens * m->d_in);
+        else /* and a transcoder's target y (checked finite by the caller) */
+            mine.x_hash = sae__hash_f32(x, n_tokens * m->d_in) ^
+                          (y ? sae__hash_f32(y, n_tokens * m->d_out) * 0x9e3779b97f4a7c15ull
+                             : 0);
     }
     mine.status = status;
     mine.arch = m->arch;
@@ -250,7 +244,7 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t 
         else if (ps->features && h->shard_begin != expect_begin)
             what = "the shards: in rank order they must cover [0, d_sae) without a gap";
         else if (ps->features && (h->n_tokens != mine.n_tokens || h->x_hash != mine.x_hash))
-            what = "x: feature-sharded ranks step on the same batch";
+            what = "x (and y): feature-sharded ranks step on the same batch";
         if (what)
             return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on %s", fn, r,
                              c->rank, what);
@@ -460,21 +454,21 @@ int sae__par_sparse_choice(sae_par_step *ps, size_t pairs, size_t rows, size_t d
     return SAE_OK;
 }
 
-int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_in)
+int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_out)
 {
     if (!ps || !ps->features)
         return SAE_OK;
-    int rc = sae__comm_allreduce_f32(ps->features, x_hat, rows * d_in);
+    int rc = sae__comm_allreduce_f32(ps->features, x_hat, rows * d_out);
     if (rc != SAE_OK)
         return sae__fail(rc, "sae_step: the communicator failed");
-    return settle(ps, ps->features, x_hat, rows * d_in);
+    return settle(ps, ps->features, x_hat, rows * d_out);
 }
 
 typedef struct error_task {
     sae_workspace *ws;
     const float *target;
     float target_scale;
-    size_t t0, d_in;
+    size_t t0, d_out;
     float scale;
 } error_task;
 
@@ -482,12 +476,12 @@ static void error_rows_range(void *ctx, size_t begin, size_t end, int tid)
 {
     (void)tid;
     const error_task *e = ctx;
-    const size_t d_in = e->d_in;
+    const size_t d_out = e->d_out;
     for (size_t t = begin; t < end; t++) {
-        float *g = e->ws->dxh + (e->t0 + t) * d_in;
-        const float *y = e->target + t * d_in;
+        float *g = e->ws->dxh + (e->t0 + t) * d_out;
+        const float *y = e->target + t * d_out;
         double l2 = 0.0;
-        for (size_t j = 0; j < d_in; j++) {
+        for (size_t j = 0; j < d_out; j++) {
             float v = g[j] - y[j] * e->target_scale;
             l2 += (double)v * v;
             g[j] = v * e->scale;
@@ -497,9 +491,9 @@ static void error_rows_range(void *ctx, size_t begin, size_t end, int tid)
 }
 
 void sae__par_error_rows(sae_workspace *ws, const float *target, float target_scale, size_t t0,
-                         size_t count, size_t d_in, float scale, sae_pool *pool)
+                         size_t count, size_t d_out, float scale, sae_pool *pool)
 {
-    error_task e = {ws, target, target_scale, t0, d_in, scale};
+    error_task e = {ws, target, target_scale, t0, d_out, scale};
     sae__parallel_for(pool, count, error_rows_range, &e);
 }
 
@@ -669,8 +663,9 @@ int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, b
 /* The statistics every rank brings to the last exchange of a step. */
 typedef struct stats_record {
     int32_t status, pad;
-    uint64_t hash;        /* data: of the summed gradient */
-    double sumsq;         /* features: the shard's squared gradient norm, b_dec's excluded */
+    uint64_t hash;        /* data: of the summed gradient; features: of W_skip's gradient */
+    double sumsq;         /* features: the shard's squared gradient norm, without the
+                             replicated tensors' (b_dec, W_skip) */
     double l1, l2, active, aux_loss;
     double gate, extra;   /* Gated's sparsity term and auxiliary reconstruction */
     float param_absmax, m1_absmax, m2_max, pad2;
@@ -686,10 +681,12 @@ static stats_record stats_at(const unsigned char *all, size_t stride, int r)
     return q;
 }
 
+/* The squared gradient norm of b_dec (d_out wide), which every shard holds
+ * and computes alike. */
 static double b_dec_sumsq(const sae_model *m, const float *grad)
 {
     double s = 0.0;
-    for (size_t j = 0; j < m->d_in; j++)
+    for (size_t j = 0; j < m->d_out; j++)
         s += (double)grad[m->lay.b_dec + j] * grad[m->lay.b_dec + j];
     return s;
 }
@@ -725,7 +722,14 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
         mine.sumsq = sae__sumsq_hash_f32(o->grad, o->lay.total, &mine.hash);
         stride += d_sae * sizeof(uint32_t);
     } else {
-        mine.sumsq = res->grad_sumsq - b_dec_sumsq(m, o->grad);
+        /* b_dec's and W_skip's gradients are the same on every shard (the
+         * summed reconstruction's): counted once, and W_skip's checked by
+         * hash (a BLAS may round differently on another host) */
+        double skip_sumsq = 0.0;
+        if (m->lay.w_skip_count)
+            skip_sumsq = sae__sumsq_hash_f32(o->grad + m->lay.w_skip, m->lay.w_skip_count,
+                                             &mine.hash);
+        mine.sumsq = res->grad_sumsq - b_dec_sumsq(m, o->grad) - skip_sumsq;
     }
     unsigned char *rec = o->par->scratch, *all = rec + stride;
     memcpy(rec, &mine, sizeof mine);
@@ -754,6 +758,7 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
             aux += q.aux_loss;
         } else {
             sumsq += q.sumsq;
+            sums.gate += q.gate; /* Gated's sparsity term: each shard's features */
             *param_absmax = fmaxf(*param_absmax, q.param_absmax);
             *m1_absmax = fmaxf(*m1_absmax, q.m1_absmax);
             *m2_max = fmaxf(*m2_max, q.m2_max);
@@ -782,8 +787,24 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
             o->ws.last_fired[i] = last;
         }
     } else {
-        sums.l2 = res->sums.l2; /* every shard has the whole reconstruction */
-        res->grad_sumsq = sumsq + b_dec_sumsq(m, o->grad);
+        /* every shard has the whole reconstruction (and Gated's auxiliary one) */
+        sums.l2 = res->sums.l2;
+        sums.extra = res->sums.extra;
+        double skip_sumsq = 0.0;
+        if (m->lay.w_skip_count) {
+            float *g_skip = o->grad + m->lay.w_skip;
+            bool replaced = false;
+#ifdef SAE_TESTING
+            if (!o->par->no_settle)
+#endif
+                rc = sae__comm_same_or_root(c, g_skip, m->lay.w_skip_count, all, stride,
+                                            offsetof(stats_record, hash), &replaced);
+            if (rc != SAE_OK)
+                return sae__fail(rc, "%s: the communicator failed", fn);
+            uint64_t unused;
+            skip_sumsq = sae__sumsq_hash_f32(g_skip, m->lay.w_skip_count, &unused);
+        }
+        res->grad_sumsq = sumsq + b_dec_sumsq(m, o->grad) + skip_sumsq;
     }
     res->sums = sums;
     return SAE_OK;

@@ -152,10 +152,11 @@ void sae__par_free(sae_par *p);
 
 /* The step's first exchange, after sae_step's own checks gave `status`:
  * every rank's status, batch, shape, options, shard and (features) the hash
- * of x; reserves the step's scratch first. Fills *ps. Returns the agreed
+ * of x (and of a transcoder's target y, NULL otherwise); reserves the step's
+ * scratch first. Fills *ps. Returns the agreed
  * status (SAE_E_INVALID_ARG when the ranks disagree). */
-int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, size_t n_tokens,
-                   size_t k_aux, int status, sae_par_step *ps);
+int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const float *y,
+                   size_t n_tokens, size_t k_aux, int status, sae_par_step *ps);
 
 /* After sae__forward_backward (status: its result): combine the gradients
  * and statistics of the ranks into *res, ws->last_fired (global token
@@ -183,16 +184,17 @@ int sae__par_aux_block(sae_par_step *ps, const sae_aux_picks *aux, size_t rows, 
 int sae__par_sparse_choice(sae_par_step *ps, size_t pairs, size_t rows, size_t d_sae_total,
                            bool *sparse);
 
-/* Feature shards: x_hat rows (rows x d_in floats, this shard's part, b_dec
- * on rank 0 only) become the sum over shards, the same bits on every rank. */
-int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_in);
+/* Feature shards: x_hat rows (rows x d_out floats, this shard's part; b_dec
+ * and a skip transcoder's x W_skip^T on rank 0 only) become the sum over
+ * shards, the same bits on every rank. */
+int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_out);
 
 /* Feature shards, sparse path: rows of ws->dxh [t0, t0 + count) hold the
  * summed reconstruction y; make them scale * (y - e) with e = target_scale *
  * target (rounded to float as one process computes e), and ws->l2_tok the
- * squared norm of y - e (target rows: count x d_in). */
+ * squared norm of y - e (rows of d_out floats). */
 void sae__par_error_rows(sae_workspace *ws, const float *target, float target_scale, size_t t0,
-                         size_t count, size_t d_in, float scale, sae_pool *pool);
+                         size_t count, size_t d_out, float scale, sae_pool *pool);
 
 /* AuxK's global statistics: its picks, and the residuals' sum of squares
  * and sum (d_in doubles) over the global batch. Data-parallel ranks add

@@ -121,6 +121,14 @@ int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, size_t be
     return rc;
 }
 
+int sae_model_create_transcoder_shard(sae_model **out, size_t d_in, size_t d_out, size_t d_sae,
+                                      size_t begin, size_t end, uint64_t seed, int kind, int arch,
+                                      double param)
+{
+    return sae__transcoder_create(out, "sae_model_create_transcoder_shard", d_in, d_out, d_sae,
+                                  begin, end, seed, kind, arch, param);
+}
+
 int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size_t *d_sae_total)
 {
     if (!m)

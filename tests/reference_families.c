@@ -506,155 +506,190 @@ void reff_loss(const reff_model *r, const reff_train *t, const float *x, const f
 
 /* ---- gradients ------------------------------------------------------------------ */
 
-void reff_gradients(const reff_model *r, const reff_train *t, const float *x, const float *y,
-                    size_t n, reff_model *g)
+/* The arrays of one backward pass: per token and feature (n x d_sae: f,
+ * pre, gate, u = x W_enc, dL/df, dL/dpre, Gated's dL/du), per token and
+ * output (n x d_out: y_hat, the scaled error, the residual e = y - y_hat of
+ * the full model), and the decoder row norms. */
+typedef struct grad_pass {
+    const float *x, *target;
+    size_t n;
+    double *f, *pre, *gate, *u, *df, *dpre, *du;
+    double *y_hat, *err, *e, *norms;
+} grad_pass;
+
+/* Each level's reconstruction error reaches the features below its width,
+ * b_dec and W_skip: dL/dy_hat_m = (2/n)(y_hat_m - y); then e of the last. */
+static void reconstruction_gradients(const reff_model *r, grad_pass *p, reff_model *g)
 {
-    if (r->rescale)
-        abort(); /* libsae does not train with SAELens's decoder-norm rescaling */
-    const size_t d = r->d_sae, d_in = r->d_in, d_out = r->d_out;
-    const float *target = target_of(r, x, y);
-    tensor_view gv[8];
-    size_t n_tensors = tensors_of(g, gv);
-    for (size_t a = 0; a < n_tensors; a++)
-        memset(gv[a].data, 0, gv[a].count * sizeof(double));
-
-    double *f = dalloc(n * d), *pre = dalloc(n * d), *gate = dalloc(n * d), *u = dalloc(n * d);
-    double *df = dalloc(n * d), *dpre = dalloc(n * d), *du = dalloc(n * d);
-    double *y_hat = dalloc(n * d_out), *err = dalloc(n * d_out), *norms = dalloc(d);
-    reff_features(r, NULL, x, n, f, pre, gate);
-    encoder_product(r, x, n, u);
-    for (size_t i = 0; i < d; i++)
-        norms[i] = row_norm(r, i);
-
-    /* Each level's reconstruction error reaches the features below its width,
-     * b_dec and W_skip: dL/dy_hat_m = (2/n)(y_hat_m - y). */
+    const size_t d = r->d_sae, d_in = r->d_in, d_out = r->d_out, n = p->n;
     size_t widths[REFF_MAX_LEVELS], levels = levels_of(r, widths);
     for (size_t m = 0; m < levels; m++) {
-        decode_prefix(r, x, f, n, widths[m], true, true, y_hat);
+        decode_prefix(r, p->x, p->f, n, widths[m], true, true, p->y_hat);
         for (size_t k = 0; k < n * d_out; k++)
-            err[k] = 2.0 * (y_hat[k] - target[k]) / (double)n;
+            p->err[k] = 2.0 * (p->y_hat[k] - p->target[k]) / (double)n;
         for (size_t tok = 0; tok < n; tok++)
             for (size_t o = 0; o < d_out; o++) {
-                double gk = err[tok * d_out + o];
+                double gk = p->err[tok * d_out + o];
                 g->b_dec[o] += gk;
                 for (size_t j = 0; g->W_skip && j < d_in; j++)
-                    g->W_skip[o * d_in + j] += gk * x[tok * d_in + j];
+                    g->W_skip[o * d_in + j] += gk * p->x[tok * d_in + j];
                 for (size_t i = 0; i < widths[m]; i++) {
-                    df[tok * d + i] += r->W_dec[i * d_out + o] * gk;
-                    g->W_dec[i * d_out + o] += f[tok * d + i] * gk;
+                    p->df[tok * d + i] += r->W_dec[i * d_out + o] * gk;
+                    g->W_dec[i * d_out + o] += p->f[tok * d + i] * gk;
                 }
             }
     }
-    /* y_hat and the residual of the full model (the last level) */
-    double *e = dalloc(n * d_out);
     for (size_t k = 0; k < n * d_out; k++)
-        e[k] = target[k] - y_hat[k];
+        p->e[k] = p->target[k] - p->y_hat[k];
+}
 
+/* Gated: the auxiliary reconstruction through the frozen decoder reaches the
+ * gate path only; dL/du, b_gate, b_mag, r_mag and the norm term of W_dec. */
+static void gated_gradients(const reff_model *r, const reff_train *t, grad_pass *p,
+                            reff_model *g)
+{
+    const size_t d = r->d_sae, d_out = r->d_out, n = p->n;
+    double *via_gate = dalloc(n * d_out);
+    decode_prefix(r, p->x, p->gate, n, d, true, true, via_gate);
+    for (size_t tok = 0; tok < n; tok++)
+        for (size_t i = 0; i < d; i++) {
+            size_t a = tok * d + i;
+            double gate_pre = p->u[a] + r->b_enc[i], dgate = 0.0, dmag = 0.0;
+            if (gate_pre > 0.0) {
+                dgate = t->lambda * p->norms[i] / (double)n;
+                for (size_t o = 0; o < d_out; o++)
+                    dgate += r->W_dec[i * d_out + o] * 2.0 *
+                             (via_gate[tok * d_out + o] - p->target[tok * d_out + o]) /
+                             (double)n;
+            }
+            if (p->f[a] > 0.0)
+                dmag = p->df[a];
+            p->du[a] = dgate + exp(r->r_mag[i]) * dmag;
+            g->b_enc[i] += dgate; /* b_gate */
+            g->b_mag[i] += dmag;
+            g->r_mag[i] += dmag * exp(r->r_mag[i]) * p->u[a];
+            if (p->gate[a] > 0.0 && p->norms[i] > 0.0)
+                for (size_t o = 0; o < d_out; o++)
+                    g->W_dec[i * d_out + o] += t->lambda / (double)n * p->gate[a] *
+                                               r->W_dec[i * d_out + o] / p->norms[i];
+        }
+    free(via_gate);
+}
+
+/* dL/dpre through the architecture's activation (Gated: dL/du), with the
+ * sparsity terms: the L1 norm term of W_dec (ReLU), the threshold's
+ * straight-through estimator (JumpReLU). */
+static void activation_gradients(const reff_model *r, const reff_train *t, grad_pass *p,
+                                 reff_model *g)
+{
+    const size_t d = r->d_sae, d_out = r->d_out, n = p->n;
     switch (r->arch) {
     case REFF_RELU:
         for (size_t a = 0; a < n * d; a++) {
             size_t i = a % d;
-            dpre[a] = f[a] > 0.0 ? df[a] + t->lambda * norms[i] / (double)n : 0.0;
-            if (f[a] > 0.0 && norms[i] > 0.0)
+            p->dpre[a] = p->f[a] > 0.0 ? p->df[a] + t->lambda * p->norms[i] / (double)n : 0.0;
+            if (p->f[a] > 0.0 && p->norms[i] > 0.0)
                 for (size_t o = 0; o < d_out; o++)
                     g->W_dec[i * d_out + o] +=
-                        t->lambda / (double)n * f[a] * r->W_dec[i * d_out + o] / norms[i];
+                        t->lambda / (double)n * p->f[a] * r->W_dec[i * d_out + o] / p->norms[i];
         }
         break;
     case REFF_JUMPRELU:
         for (size_t a = 0; a < n * d; a++) {
             size_t i = a % d;
-            double theta = exp(r->log_theta[i]), dist = pre[a] - theta;
-            dpre[a] = f[a] > 0.0 ? df[a] : 0.0;
+            double theta = exp(r->log_theta[i]), dist = p->pre[a] - theta;
+            p->dpre[a] = p->f[a] > 0.0 ? p->df[a] : 0.0;
             if (dist > -0.5 * t->bandwidth && dist < 0.5 * t->bandwidth)
-                g->log_theta[i] += theta * (-(theta / t->bandwidth) * df[a] -
+                g->log_theta[i] += theta * (-(theta / t->bandwidth) * p->df[a] -
                                             t->lambda / ((double)n * t->bandwidth));
         }
         break;
-    case REFF_GATED: {
-        /* the auxiliary reconstruction through the frozen decoder: its error
-         * reaches the gate path only */
-        double *via_gate = dalloc(n * d_out);
-        decode_prefix(r, x, gate, n, d, true, true, via_gate);
-        for (size_t tok = 0; tok < n; tok++)
-            for (size_t i = 0; i < d; i++) {
-                size_t a = tok * d + i;
-                double gate_pre = u[a] + r->b_enc[i], dgate = 0.0, dmag = 0.0;
-                if (gate_pre > 0.0) {
-                    dgate = t->lambda * norms[i] / (double)n;
-                    for (size_t o = 0; o < d_out; o++)
-                        dgate += r->W_dec[i * d_out + o] * 2.0 *
-                                 (via_gate[tok * d_out + o] - target[tok * d_out + o]) /
-                                 (double)n;
-                }
-                if (f[a] > 0.0)
-                    dmag = df[a];
-                du[a] = dgate + exp(r->r_mag[i]) * dmag;
-                g->b_enc[i] += dgate; /* b_gate */
-                g->b_mag[i] += dmag;
-                g->r_mag[i] += dmag * exp(r->r_mag[i]) * u[a];
-                if (gate[a] > 0.0 && norms[i] > 0.0)
-                    for (size_t o = 0; o < d_out; o++)
-                        g->W_dec[i * d_out + o] +=
-                            t->lambda / (double)n * gate[a] * r->W_dec[i * d_out + o] / norms[i];
-            }
-        free(via_gate);
+    case REFF_GATED:
+        gated_gradients(r, t, p, g);
         break;
-    }
     default: /* the TopK family: through the selected entries */
         for (size_t a = 0; a < n * d; a++)
-            dpre[a] = f[a] > 0.0 ? df[a] : 0.0;
+            p->dpre[a] = p->f[a] > 0.0 ? p->df[a] : 0.0;
         break;
     }
+}
 
-    if (topk_family(r->arch) && t->auxk_coeff > 0.0) {
-        double *f_aux = dalloc(n * d), *e_hat = dalloc(n * d_out);
-        auxk_picks(r, t, pre, n, f_aux);
-        auxk_reconstruction(r, f_aux, n, e_hat);
-        double denom = residual_variance(e, n, d_out);
-        if (denom > 0.0)
-            for (size_t tok = 0; tok < n; tok++)
-                for (size_t i = 0; i < d; i++) {
-                    double fa = f_aux[tok * d + i];
-                    if (fa == 0.0)
-                        continue;
-                    for (size_t o = 0; o < d_out; o++) {
-                        size_t k = tok * d_out + o;
-                        double de = 2.0 * t->auxk_coeff * (e_hat[k] - e[k]) / ((double)n * denom);
-                        dpre[tok * d + i] += r->W_dec[i * d_out + o] * de;
-                        g->W_dec[i * d_out + o] += fa * de;
-                    }
+/* AuxK (the TopK family): the dead features' reconstruction of e. */
+static void auxk_gradients(const reff_model *r, const reff_train *t, grad_pass *p,
+                           reff_model *g)
+{
+    const size_t d = r->d_sae, d_out = r->d_out, n = p->n;
+    double *f_aux = dalloc(n * d), *e_hat = dalloc(n * d_out);
+    auxk_picks(r, t, p->pre, n, f_aux);
+    auxk_reconstruction(r, f_aux, n, e_hat);
+    double denom = residual_variance(p->e, n, d_out);
+    if (denom > 0.0)
+        for (size_t tok = 0; tok < n; tok++)
+            for (size_t i = 0; i < d; i++) {
+                double fa = f_aux[tok * d + i];
+                if (fa == 0.0)
+                    continue;
+                for (size_t o = 0; o < d_out; o++) {
+                    size_t k = tok * d_out + o;
+                    double de = 2.0 * t->auxk_coeff * (e_hat[k] - p->e[k]) / ((double)n * denom);
+                    p->dpre[tok * d + i] += r->W_dec[i * d_out + o] * de;
+                    g->W_dec[i * d_out + o] += fa * de;
                 }
-        free(f_aux);
-        free(e_hat);
-    }
+            }
+    free(f_aux);
+    free(e_hat);
+}
 
-    /* the encoder, from dL/du (= dL/dpre outside Gated) */
-    for (size_t tok = 0; tok < n; tok++)
+/* The encoder, from dL/du (= dL/dpre outside Gated): W_enc, b_enc and, for
+ * an autoencoder, b_dec through x - b_dec. */
+static void encoder_gradients(const reff_model *r, const grad_pass *p, reff_model *g)
+{
+    const size_t d = r->d_sae, d_in = r->d_in;
+    for (size_t tok = 0; tok < p->n; tok++)
         for (size_t i = 0; i < d; i++) {
             size_t a = tok * d + i;
-            double gu = is_gated(r->arch) ? du[a] : dpre[a];
+            double gu = is_gated(r->arch) ? p->du[a] : p->dpre[a];
             if (!is_gated(r->arch))
                 g->b_enc[i] += gu;
             if (gu == 0.0)
                 continue;
             for (size_t j = 0; j < d_in; j++) {
-                g->W_enc[j * d + i] += encoder_input(r, x, tok, j) * gu;
+                g->W_enc[j * d + i] += encoder_input(r, p->x, tok, j) * gu;
                 if (r->kind == REFF_AUTOENCODER)
                     g->b_dec[j] -= r->W_enc[j * d + i] * gu;
             }
         }
-    free(e);
-    free(f);
-    free(pre);
-    free(gate);
-    free(u);
-    free(df);
-    free(dpre);
-    free(du);
-    free(y_hat);
-    free(err);
-    free(norms);
+}
+
+void reff_gradients(const reff_model *r, const reff_train *t, const float *x, const float *y,
+                    size_t n, reff_model *g)
+{
+    if (r->rescale)
+        abort(); /* libsae does not train with SAELens's decoder-norm rescaling */
+    const size_t d = r->d_sae, d_out = r->d_out;
+    tensor_view gv[8];
+    size_t n_tensors = tensors_of(g, gv);
+    for (size_t a = 0; a < n_tensors; a++)
+        memset(gv[a].data, 0, gv[a].count * sizeof(double));
+    grad_pass p = {
+        .x = x, .target = target_of(r, x, y), .n = n,
+        .f = dalloc(n * d), .pre = dalloc(n * d), .gate = dalloc(n * d), .u = dalloc(n * d),
+        .df = dalloc(n * d), .dpre = dalloc(n * d), .du = dalloc(n * d),
+        .y_hat = dalloc(n * d_out), .err = dalloc(n * d_out), .e = dalloc(n * d_out),
+        .norms = dalloc(d),
+    };
+    reff_features(r, NULL, x, n, p.f, p.pre, p.gate);
+    encoder_product(r, x, n, p.u);
+    for (size_t i = 0; i < d; i++)
+        p.norms[i] = row_norm(r, i);
+    reconstruction_gradients(r, &p, g);
+    activation_gradients(r, t, &p, g);
+    if (topk_family(r->arch) && t->auxk_coeff > 0.0)
+        auxk_gradients(r, t, &p, g);
+    encoder_gradients(r, &p, g);
+    double *arrays[] = {p.f, p.pre, p.gate, p.u, p.df, p.dpre, p.du, p.y_hat, p.err, p.e, p.norms};
+    for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++)
+        free(arrays[k]);
 }
 
 void reff_fold_decoder_norms(reff_model *r)

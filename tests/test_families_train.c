@@ -408,16 +408,11 @@ START_TEST(bad_input_changes_nothing)
     /* what this version does not do for the families yet, it refuses */
     ck_assert_int_eq(sae_model_init_b_dec(tc, x, n, SAE_B_DEC_MEAN), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_resample_dead(tc, o, x, n, 1, 1, NULL), SAE_E_INVALID_ARG);
-    /* no feature-sharded transcoders, no distributed Matryoshka (yet), no Gated
-     * shards (data-parallel transcoders: tests/test_parallel.c) */
+    /* no distributed Matryoshka (Gated SAEs and transcoders in both modes:
+     * tests/test_parallel.c) */
     sae_comm solo = {sizeof(sae_comm), NULL, 0, 1, solo_f32, solo_f64, solo_gather, solo_bcast};
-    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, &solo), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_DATA, &solo), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_FEATURES, &solo), SAE_E_INVALID_ARG);
-    sae_model *shard = NULL;
-    ck_assert_int_eq(sae_model_create_shard(&shard, d_in, d_sae, 0, 6, 1, SAE_ARCH_GATED, 0.0),
-                     SAE_E_INVALID_ARG);
-    ck_assert_ptr_null(shard);
     ck_assert(snapshot_equal(&s, tc));
     ck_assert(opt_snapshot_equal(&os, o));
     ck_assert_uint_eq(sae_optimizer_steps(o), 0);

@@ -557,12 +557,20 @@ END_TEST
 
 /* ---- bad input ------------------------------------------------------------- */
 
-START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
+/* Fail unless s still encodes to before's `size` bytes; frees before. */
+static void expect_encoding(const sae_feature_stats *s, unsigned char *before, size_t size)
 {
-    sae_feature_stats *s = small_stats(), *t;
-    size_t size;
-    unsigned char *before = encoding(s, &size);
-    t = (sae_feature_stats *)&t;
+    size_t after_size;
+    unsigned char *after = encoding(s, &after_size);
+    ck_assert_uint_eq(after_size, size);
+    ck_assert_mem_eq(after, before, size);
+    free(after);
+    free(before);
+}
+
+START_TEST(bad_configurations_are_refused)
+{
+    sae_feature_stats *t = (sae_feature_stats *)&t;
     ck_assert_int_eq(sae_feature_stats_create(&t, 0, 3, 4, -2, 1), SAE_E_INVALID_ARG);
     ck_assert_ptr_null(t);
     ck_assert_int_eq(sae_feature_stats_create(&t, 5, 0, 4, -2, 1), SAE_E_INVALID_ARG);
@@ -575,7 +583,14 @@ START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
     ck_assert_int_eq(sae_feature_stats_create(&t, (size_t)1 << 40, 3, 4, -2, 1),
                      SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_feature_stats_create(NULL, 5, 3, 4, -2, 1), SAE_E_INVALID_ARG);
+}
+END_TEST
 
+START_TEST(bad_batches_are_refused_and_the_accumulator_is_unchanged)
+{
+    sae_feature_stats *s = small_stats();
+    size_t size;
+    unsigned char *before = encoding(s, &size);
     sae_model *m = test_arch_model(SAE_ARCH_RELU, 6, 5, 60), *other = test_arch_model(SAE_ARCH_RELU, 6, 4, 61);
     float x[12] = {1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6};
     ck_assert_int_eq(sae_feature_stats_add(NULL, m, x, 2), SAE_E_INVALID_ARG);
@@ -632,8 +647,20 @@ START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
     /* ids only move forward */
     ck_assert_int_eq(sae_feature_stats_set_next_row(s, 16), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_feature_stats_set_next_row(NULL, 16), SAE_E_INVALID_ARG);
+    expect_encoding(s, before, size);
+    sae_feature_stats_free(late);
+    sae_model_free(other);
+    sae_model_free(m);
+    sae_feature_stats_free(s);
+}
+END_TEST
 
-    /* merges: other configurations, overlapping rows, itself */
+/* Merges of other configurations, of overlapping rows, of itself. */
+START_TEST(bad_merges_are_refused_and_the_accumulator_is_unchanged)
+{
+    sae_feature_stats *s = small_stats();
+    size_t size;
+    unsigned char *before = encoding(s, &size);
     sae_feature_stats *wider;
     ck_assert_int_eq(sae_feature_stats_create(&wider, 5, 3, 5, -2.0, 1.0), SAE_OK);
     ck_assert_int_eq(sae_feature_stats_merge(s, wider), SAE_E_INVALID_ARG);
@@ -661,14 +688,20 @@ START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
     unsigned char *gappy_before = encoding(gappy, &gappy_size);
     ck_assert_int_eq(sae_feature_stats_merge(gappy, first), SAE_E_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(sae_error_detail(), "row 0 is in both"));
-    unsigned char *gappy_after = encoding(gappy, &gappy_size);
-    ck_assert_mem_eq(gappy_after, gappy_before, gappy_size);
-    free(gappy_after);
-    free(gappy_before);
+    expect_encoding(gappy, gappy_before, gappy_size);
     sae_feature_stats_free(first);
     sae_feature_stats_free(gappy);
+    expect_encoding(s, before, size);
+    sae_feature_stats_free(s);
+}
+END_TEST
 
-    /* queries with the wrong counts */
+/* Queries with the wrong counts. */
+START_TEST(bad_queries_are_refused)
+{
+    sae_feature_stats *s = small_stats();
+    size_t size;
+    unsigned char *before = encoding(s, &size);
     uint64_t u[10];
     double d[10];
     float fl[10];
@@ -685,16 +718,7 @@ START_TEST(bad_input_is_refused_and_the_accumulator_is_unchanged)
     ck_assert_uint_eq(sae_feature_stats_d_sae(NULL), 0);
     ck_assert_uint_eq(sae_feature_stats_rows(NULL), 0);
     sae_feature_stats_free(NULL);
-
-    size_t after_size;
-    unsigned char *after = encoding(s, &after_size);
-    ck_assert_uint_eq(after_size, size);
-    ck_assert_mem_eq(after, before, size);
-    free(after);
-    free(before);
-    sae_feature_stats_free(late);
-    sae_model_free(other);
-    sae_model_free(m);
+    expect_encoding(s, before, size);
     sae_feature_stats_free(s);
 }
 END_TEST
@@ -814,7 +838,10 @@ static Suite *feature_stats_suite(void)
     tcase_add_test(tc, histogram_bins_follow_the_documented_edges);
     tcase_add_test(tc, save_and_load_round_trip_through_buffers_files_and_directories);
     tcase_add_test(tc, inconsistent_files_are_refused);
-    tcase_add_test(tc, bad_input_is_refused_and_the_accumulator_is_unchanged);
+    tcase_add_test(tc, bad_configurations_are_refused);
+    tcase_add_test(tc, bad_batches_are_refused_and_the_accumulator_is_unchanged);
+    tcase_add_test(tc, bad_merges_are_refused_and_the_accumulator_is_unchanged);
+    tcase_add_test(tc, bad_queries_are_refused);
     tcase_add_test(tc, every_allocation_failure_is_reported_and_changes_nothing);
     tcase_add_test(tc, memory_does_not_grow_with_the_rows);
     suite_add_tcase(s, tc);

@@ -207,7 +207,18 @@ START_TEST(saelens_config_per_architecture)
         sae_model_free(back);
         sae_model_free(m);
     }
-    /* other configurations beside each architecture's weights */
+    free(cfg);
+    remove_tree(dir);
+    free(dir);
+}
+END_TEST
+
+/* Other configurations beside each architecture's weights: accepted when
+ * they agree with the weights, SAE_E_FORMAT otherwise. */
+START_TEST(saelens_config_must_agree)
+{
+    char *dir = make_tmpdir();
+    char *cfg = join(dir, "cfg.json");
     static const struct { size_t c; const char *json; int expect; } cases[] = {
         {1, "{\"architecture\": \"topk\", \"k\": 2}", SAE_OK},
         {1, "{\"architecture\": \"topk\", \"activation_fn_kwargs\": {\"k\": 2}}", SAE_OK},
@@ -258,8 +269,18 @@ START_TEST(saelens_config_per_architecture)
         }
         sae_model_free(m);
     }
-    /* SAELens's own TopK directory has no libsae metadata: cfg.json gives k,
-     * and the weights alone are a ReLU SAE */
+    free(cfg);
+    remove_tree(dir);
+    free(dir);
+}
+END_TEST
+
+/* SAELens's own TopK directory has no libsae metadata: cfg.json gives k,
+ * and the weights alone are a ReLU SAE. */
+START_TEST(saelens_topk_directory)
+{
+    char *dir = make_tmpdir();
+    char *cfg = join(dir, "cfg.json");
     sae_model *topk = edit_base_model(1), *back;
     bytes b = model_bytes(topk);
     bytes plain = st_drop_metadata(b);
@@ -514,6 +535,8 @@ static Suite *files_suite(void)
     tcase_add_test(files, file_and_directory_round_trip);
     tcase_add_test(files, checks_saelens_config);
     tcase_add_test(files, saelens_config_per_architecture);
+    tcase_add_test(files, saelens_config_must_agree);
+    tcase_add_test(files, saelens_topk_directory);
     tcase_add_test(files, io_errors);
     tcase_add_test(files, failed_save_keeps_the_previous_file);
     tcase_add_test(files, full_disk_keeps_the_previous_file);

@@ -498,7 +498,7 @@ START_TEST(jumprelu_matches_one_process)
 }
 END_TEST
 
-/* ---- Gated SAEs and transcoders, data-parallel ------------------------------ */
+/* ---- Gated SAEs and transcoders, both modes ------------------------------------ */
 
 /* Every tensor a model may hold (Gated: b_mag, r_mag; skip transcoders: W_skip). */
 static const int all_tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC,  SAE_B_DEC,
@@ -509,24 +509,48 @@ typedef struct family_run {
     int kind, arch;                  /* SAE_KIND_*, SAE_ARCH_* */
     double param;
     bool auxk;
+    int mode;                        /* SAE_PARALLEL_DATA or SAE_PARALLEL_FEATURES */
     const float *x, *y;              /* STEPS batches of x (D_IN) and, for transcoders, y (D_OUT) */
-    const size_t *split;             /* token shares */
-    float *t[MAX_RANKS][N_ALL_TENSORS]; /* each rank's tensors after training */
-    size_t n[N_ALL_TENSORS];
+    const size_t *split;             /* data: token shares; features: shards */
+    float *t[MAX_RANKS][N_ALL_TENSORS]; /* each rank's tensors (a shard's: its part) */
+    size_t n[MAX_RANKS][N_ALL_TENSORS];
+    float *initial[MAX_RANKS][N_ALL_TENSORS]; /* features: each shard's tensors when made */
     int status[MAX_RANKS];           /* the first failure of the rank's calls */
     sae_losses losses[MAX_RANKS][STEPS];
 } family_run;
 
-/* Train the family's model: alone (comm NULL, rank 0) or as a rank of comm.
- * No ck_assert here: it runs on the ranks' threads. */
+/* The model's tensors into out[k] (allocated), their sizes into n[k]. */
+static int family_tensors(const sae_model *m, float *out[N_ALL_TENSORS], size_t n[N_ALL_TENSORS])
+{
+    int rc = SAE_OK;
+    for (int k = 0; rc == SAE_OK && k < N_ALL_TENSORS; k++) {
+        n[k] = sae_model_tensor_size(m, all_tensors[k]);
+        out[k] = calloc(n[k] ? n[k] : 1, sizeof(float));
+        if (!out[k])
+            rc = SAE_E_NOMEM;
+        else if (n[k])
+            rc = sae_model_get_tensor(m, all_tensors[k], out[k], n[k]);
+    }
+    return rc;
+}
+
+/* Train the family's model: alone (comm NULL, rank 0) or as a rank of comm
+ * in g->mode (features: the shard [split[rank], split[rank + 1])). No
+ * ck_assert here: it runs on the ranks' threads. */
 static void family_train(family_run *g, int rank, const sae_comm *comm)
 {
     sae_model *m = NULL;
     sae_optimizer *o = NULL;
     const bool transcoder = g->kind != SAE_KIND_AUTOENCODER;
-    int rc = transcoder ? sae_model_create_transcoder(&m, D_IN, D_OUT, D_SAE, 42, g->kind, g->arch,
-                                                      g->param)
-                        : sae_model_create_arch(&m, D_IN, D_SAE, 42, g->arch, g->param);
+    const bool shard = comm && g->mode == SAE_PARALLEL_FEATURES;
+    const size_t begin = shard ? g->split[rank] : 0, end = shard ? g->split[rank + 1] : D_SAE;
+    int rc = transcoder ? sae_model_create_transcoder_shard(&m, D_IN, D_OUT, D_SAE, begin, end,
+                                                            42, g->kind, g->arch, g->param)
+                        : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, g->arch,
+                                                 g->param);
+    size_t unused[N_ALL_TENSORS];
+    if (rc == SAE_OK && shard)
+        rc = family_tensors(m, g->initial[rank], unused);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(&o, m);
     if (rc == SAE_OK)
@@ -541,27 +565,19 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
         rc = sae_optimizer_set(o, SAE_OPT_AUXK_K, 4);
     if (rc == SAE_OK && g->auxk)
         rc = sae_optimizer_set(o, SAE_OPT_AUXK_COEFF, 0.5);
-    if (rc == SAE_OK && comm) /* feature shards refused, data-parallel attached */
-        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, comm) == SAE_E_INVALID_ARG
-                 ? sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, comm)
-                 : SAE_E_STATE;
+    if (rc == SAE_OK && comm)
+        rc = sae_optimizer_set_comm(o, g->mode, comm);
     for (int step = 0; rc == SAE_OK && step < STEPS; step++) {
-        size_t first = (size_t)step * N_TOKENS + (comm ? g->split[rank] : 0);
-        size_t n = comm ? g->split[rank + 1] - g->split[rank] : N_TOKENS;
+        /* data-parallel: this rank's rows; feature shards: the whole batch */
+        const bool rows = comm && g->mode == SAE_PARALLEL_DATA;
+        size_t first = (size_t)step * N_TOKENS + (rows ? g->split[rank] : 0);
+        size_t n = rows ? g->split[rank + 1] - g->split[rank] : N_TOKENS;
         rc = transcoder ? sae_step_target(m, o, g->x + first * D_IN, g->y + first * D_OUT, n,
                                           &g->losses[rank][step])
                         : sae_step(m, o, g->x + first * D_IN, n, &g->losses[rank][step]);
     }
-    for (int k = 0; rc == SAE_OK && k < N_ALL_TENSORS; k++) {
-        const size_t n_k = sae_model_tensor_size(m, all_tensors[k]);
-        if (rank == 0) /* the replicas' sizes are rank 0's: one writer */
-            g->n[k] = n_k;
-        g->t[rank][k] = calloc(n_k ? n_k : 1, sizeof(float));
-        if (!g->t[rank][k])
-            rc = SAE_E_NOMEM;
-        else if (n_k)
-            rc = sae_model_get_tensor(m, all_tensors[k], g->t[rank][k], n_k);
-    }
+    if (rc == SAE_OK)
+        rc = family_tensors(m, g->t[rank], g->n[rank]);
     g->status[rank] = rc;
     sae_optimizer_free(o);
     sae_model_free(m);
@@ -572,44 +588,113 @@ static void family_rank(int rank, const sae_comm *comm, void *arg) { family_trai
 static void family_free(family_run *g)
 {
     for (int r = 0; r < MAX_RANKS; r++)
-        for (int k = 0; k < N_ALL_TENSORS; k++)
+        for (int k = 0; k < N_ALL_TENSORS; k++) {
             free(g->t[r][k]);
+            free(g->initial[r][k]);
+        }
 }
 
-/* spec (kind, arch, param, auxk) on 2 and 3 data-parallel ranks, the
- * transport rounding differently on every rank: the single-process model
- * within 1e-4, replicas bit for bit, losses within 1e-4; feature shards
- * refused (inside family_train). extra_tensor: one the family has. */
+/* Tensor k of the whole model (n floats, d_out wide rows of W_dec) from the
+ * shards' parts (part[r]: shard [split[r], split[r + 1])'s): W_enc's columns,
+ * W_dec's rows, one value per feature; b_dec, W_skip and BatchTopK's one
+ * threshold are whole on every shard (rank 0's taken). */
+static void family_assemble(int k, float *const part[MAX_RANKS][N_ALL_TENSORS], const size_t *split,
+                            int n_ranks, float *whole, size_t n)
+{
+    for (int r = 0; r < n_ranks; r++) {
+        const size_t begin = split[r], width = split[r + 1] - begin;
+        const float *v = part[r][k];
+        switch (all_tensors[k]) {
+        case SAE_W_ENC: /* D_IN x width: columns begin.. */
+            for (size_t j = 0; j < D_IN; j++)
+                memcpy(whole + j * D_SAE + begin, v + j * width, width * sizeof(float));
+            break;
+        case SAE_W_DEC: /* width x d_out: rows begin.. */
+            memcpy(whole + begin * (n / D_SAE), v, width * (n / D_SAE) * sizeof(float));
+            break;
+        default:
+            if (n == D_SAE) /* per feature */
+                memcpy(whole + begin, v, width * sizeof(float));
+            else if (r == 0) /* whole on every shard */
+                memcpy(whole, v, n * sizeof(float));
+            break;
+        }
+    }
+}
+
+/* Whether tensor k is whole on every shard (b_dec, W_skip, BatchTopK's threshold). */
+static bool family_replicated(int k, size_t n_whole)
+{
+    return all_tensors[k] != SAE_W_ENC && all_tensors[k] != SAE_W_DEC && n_whole != D_SAE;
+}
+
+/* spec (kind, arch, param, auxk) on 2 and 3 ranks in spec->mode (data:
+ * uneven token shares; features: uneven shards, each starting as exactly
+ * the slice of the single-process model), the transport rounding
+ * differently on every rank: the single-process model within 1e-4, the
+ * replicated tensors bit for bit on every rank, losses within 1e-4.
+ * extra_tensor: one the family has. */
 static void check_family(const family_run *spec, int extra_tensor)
 {
     float *x = steps_of_data(23 + (uint64_t)spec->arch);
     float *y = test_gaussian((size_t)STEPS * N_TOKENS, D_OUT, 1.0, 0.2, 31);
+    const bool features = spec->mode == SAE_PARALLEL_FEATURES;
+    const char *mode = features ? "features" : "data";
     family_run want = *spec;
     want.x = x;
     want.y = y;
     family_train(&want, 0, NULL);
     ck_assert_int_eq(want.status[0], SAE_OK);
-    ck_assert_uint_gt(want.n[extra_tensor], 0);
+    ck_assert_uint_gt(want.n[0][extra_tensor], 0);
+    /* the initial whole model, for the shards' first tensors */
+    float *init[N_ALL_TENSORS];
+    size_t init_n[N_ALL_TENSORS];
+    sae_model *m0;
+    ck_assert_int_eq(spec->kind != SAE_KIND_AUTOENCODER
+                         ? sae_model_create_transcoder(&m0, D_IN, D_OUT, D_SAE, 42, spec->kind,
+                                                       spec->arch, spec->param)
+                         : sae_model_create_arch(&m0, D_IN, D_SAE, 42, spec->arch, spec->param),
+                     SAE_OK);
+    ck_assert_int_eq(family_tensors(m0, init, init_n), SAE_OK);
+    sae_model_free(m0);
     for (int n_ranks = 2; n_ranks <= 3; n_ranks++) {
         family_run got = *spec;
         got.x = x;
         got.y = y;
-        got.split = n_ranks == 2 ? tokens2 : tokens3;
+        got.split = features ? (n_ranks == 2 ? shards2 : shards3)
+                             : (n_ranks == 2 ? tokens2 : tokens3);
         test_comm_group *grp = test_comm_group_create(n_ranks, TEST_COMM_SKEWED);
         ck_assert_ptr_nonnull(grp);
         test_comm_run(grp, family_rank, &got);
         test_comm_group_free(grp);
         for (int r = 0; r < n_ranks; r++)
-            ck_assert_msg(got.status[r] == SAE_OK, "kind %d arch %d, %d ranks: rank %d: %s",
-                          spec->kind, spec->arch, n_ranks, r, sae_status_string(got.status[r]));
+            ck_assert_msg(got.status[r] == SAE_OK, "%s, kind %d arch %d, %d ranks: rank %d: %s",
+                          mode, spec->kind, spec->arch, n_ranks, r,
+                          sae_status_string(got.status[r]));
         for (int k = 0; k < N_ALL_TENSORS; k++) {
-            for (int r = 1; r < n_ranks; r++)
-                ck_assert_msg(equal_floats(got.t[r][k], got.t[0][k], got.n[k]),
-                              "kind %d arch %d, %d ranks: rank %d's tensor %d differs from "
-                              "rank 0's", spec->kind, spec->arch, n_ranks, r, all_tensors[k]);
-            double e = rel_err(got.t[0][k], want.t[0][k], want.n[k]);
-            ck_assert_msg(e <= 1e-4, "kind %d arch %d, %d ranks: tensor %d off by %g relative",
-                          spec->kind, spec->arch, n_ranks, all_tensors[k], e);
+            const size_t n = want.n[0][k];
+            float *whole = calloc(n ? n : 1, sizeof(float));
+            ck_assert_ptr_nonnull(whole);
+            if (features) {
+                /* each shard began as exactly its slice */
+                family_assemble(k, got.initial, got.split, n_ranks, whole, n);
+                ck_assert_msg(equal_floats(whole, init[k], n), "kind %d arch %d, %d shards: "
+                              "tensor %d did not start as the slice", spec->kind, spec->arch,
+                              n_ranks, all_tensors[k]);
+                family_assemble(k, got.t, got.split, n_ranks, whole, n);
+            } else {
+                memcpy(whole, got.t[0][k], n * sizeof(float));
+            }
+            /* replicas, and what every shard holds whole: bit for bit rank 0's */
+            for (int r = 1; r < n_ranks && (!features || family_replicated(k, n)); r++)
+                ck_assert_msg(equal_floats(got.t[r][k], got.t[0][k], n),
+                              "%s, kind %d arch %d, %d ranks: rank %d's tensor %d differs from "
+                              "rank 0's", mode, spec->kind, spec->arch, n_ranks, r,
+                              all_tensors[k]);
+            double e = rel_err(whole, want.t[0][k], n);
+            ck_assert_msg(e <= 1e-4, "%s, kind %d arch %d, %d ranks: tensor %d off by %g relative",
+                          mode, spec->kind, spec->arch, n_ranks, all_tensors[k], e);
+            free(whole);
         }
         for (int r = 0; r < n_ranks; r++)
             for (int step = 0; step < STEPS; step++) {
@@ -617,8 +702,8 @@ static void check_family(const family_run *spec, int extra_tensor)
                 double e = fabs(a->loss - b->loss) + fabs(a->l2 - b->l2) + fabs(a->l1 - b->l1) +
                            fabs(a->l0 - b->l0);
                 ck_assert_msg(e <= 1e-4 * (fabs(b->loss) + fabs(b->l1) + fabs(b->l0)),
-                              "kind %d arch %d, %d ranks: rank %d step %d: loss %g, want %g",
-                              spec->kind, spec->arch, n_ranks, r, step, a->loss, b->loss);
+                              "%s, kind %d arch %d, %d ranks: rank %d step %d: loss %g, want %g",
+                              mode, spec->kind, spec->arch, n_ranks, r, step, a->loss, b->loss);
             }
         family_free(&got);
     }
@@ -630,6 +715,8 @@ static void check_family(const family_run *spec, int extra_tensor)
             extra |= want.losses[0][step].loss > want.losses[0][step].l2 * (1.0 + 1e-6);
         ck_assert(extra);
     }
+    for (int k = 0; k < N_ALL_TENSORS; k++)
+        free(init[k]);
     family_free(&want);
     free(y);
     free(x);
@@ -637,18 +724,44 @@ static void check_family(const family_run *spec, int extra_tensor)
 
 START_TEST(gated_data_parallel_matches_one_process)
 {
-    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED};
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED,
+                    .mode = SAE_PARALLEL_DATA};
     check_family(&s, 6); /* b_mag */
 }
 END_TEST
 
 START_TEST(transcoders_data_parallel_match_one_process)
 {
-    family_run relu = {.kind = SAE_KIND_TRANSCODER, .arch = SAE_ARCH_RELU};
+    family_run relu = {.kind = SAE_KIND_TRANSCODER, .arch = SAE_ARCH_RELU,
+                       .mode = SAE_PARALLEL_DATA};
     check_family(&relu, 2); /* W_dec, D_SAE x D_OUT */
     family_run skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
-                       .auxk = true};
+                       .auxk = true, .mode = SAE_PARALLEL_DATA};
     check_family(&skip, 5); /* W_skip */
+}
+END_TEST
+
+START_TEST(gated_feature_shards_match_one_process)
+{
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED,
+                    .mode = SAE_PARALLEL_FEATURES};
+    check_family(&s, 7); /* r_mag */
+}
+END_TEST
+
+START_TEST(transcoder_feature_shards_match_one_process)
+{
+    /* the dense path (ReLU), with and without the skip map, and the sparse
+     * path with AuxK's second reconstruction (TopK) */
+    family_run relu = {.kind = SAE_KIND_TRANSCODER, .arch = SAE_ARCH_RELU,
+                       .mode = SAE_PARALLEL_FEATURES};
+    check_family(&relu, 2);
+    family_run relu_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_RELU,
+                            .mode = SAE_PARALLEL_FEATURES};
+    check_family(&relu_skip, 5);
+    family_run topk_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
+                            .auxk = true, .mode = SAE_PARALLEL_FEATURES};
+    check_family(&topk_skip, 5);
 }
 END_TEST
 
@@ -975,6 +1088,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, recipe_matches_one_process);
     tcase_add_test(tc, gated_data_parallel_matches_one_process);
     tcase_add_test(tc, transcoders_data_parallel_match_one_process);
+    tcase_add_test(tc, gated_feature_shards_match_one_process);
+    tcase_add_test(tc, transcoder_feature_shards_match_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

@@ -94,23 +94,34 @@ static float *tensor(const sae_model *m, int which)
 }
 
 /* The trained model on s x and the folded one on raw x: the features
- * (n x d_sae) and reconstructions (n x d_in) of each, malloc'ed. */
-static void run_both(const sae_model *trained, const sae_model *folded, const float *x, size_t n,
-                     double s, float **f_t, float **f_f, float **xh_t, float **xh_f)
+ * (n x d_sae) and reconstructions (n x d_in) of each. */
+typedef struct fold_runs {
+    float *f_t, *f_f, *xh_t, *xh_f;
+} fold_runs;
+
+static fold_runs run_both(const sae_model *trained, const sae_model *folded, const float *x,
+                          size_t n, double s)
 {
     const size_t d_in = sae_model_d_in(trained), d_sae = sae_model_d_sae(trained);
     float *sx = malloc(n * d_in * sizeof(float));
     for (size_t k = 0; k < n * d_in; k++)
         sx[k] = (float)(s * x[k]);
-    *f_t = malloc(n * d_sae * sizeof(float));
-    *f_f = malloc(n * d_sae * sizeof(float));
-    *xh_t = malloc(n * d_in * sizeof(float));
-    *xh_f = malloc(n * d_in * sizeof(float));
-    ck_assert_int_eq(sae_encode(trained, sx, n, *f_t), SAE_OK);
-    ck_assert_int_eq(sae_encode(folded, x, n, *f_f), SAE_OK);
-    ck_assert_int_eq(sae_decode(trained, *f_t, n, *xh_t), SAE_OK);
-    ck_assert_int_eq(sae_decode(folded, *f_f, n, *xh_f), SAE_OK);
+    fold_runs r = {malloc(n * d_sae * sizeof(float)), malloc(n * d_sae * sizeof(float)),
+                   malloc(n * d_in * sizeof(float)), malloc(n * d_in * sizeof(float))};
+    ck_assert_int_eq(sae_encode(trained, sx, n, r.f_t), SAE_OK);
+    ck_assert_int_eq(sae_encode(folded, x, n, r.f_f), SAE_OK);
+    ck_assert_int_eq(sae_decode(trained, r.f_t, n, r.xh_t), SAE_OK);
+    ck_assert_int_eq(sae_decode(folded, r.f_f, n, r.xh_f), SAE_OK);
     free(sx);
+    return r;
+}
+
+static void fold_runs_free(fold_runs *r)
+{
+    free(r->f_t);
+    free(r->f_f);
+    free(r->xh_t);
+    free(r->xh_f);
 }
 
 /* The trained model on s x and the folded one on raw x, for a power of two:
@@ -124,8 +135,8 @@ START_TEST(fold_is_exact_for_a_power_of_two)
     sae_model *folded = copy_model(trained);
     ck_assert_int_eq(sae_model_fold_input_scale(folded, s), SAE_OK);
     float *x = test_gaussian(n, d_in, 1.0, 0.1, 7);
-    float *f_t, *f_f, *xh_t, *xh_f;
-    run_both(trained, folded, x, n, s, &f_t, &f_f, &xh_t, &xh_f);
+    fold_runs runs = run_both(trained, folded, x, n, s);
+    const float *f_t = runs.f_t, *f_f = runs.f_f, *xh_t = runs.xh_t, *xh_f = runs.xh_f;
     ck_assert_mem_eq(f_t, f_f, n * d_sae * sizeof(float));
     size_t active = 0;
     for (size_t k = 0; k < n * d_sae; k++)
@@ -158,10 +169,7 @@ START_TEST(fold_is_exact_for_a_power_of_two)
         free(a[w]);
         free(b[w]);
     }
-    free(f_t);
-    free(f_f);
-    free(xh_t);
-    free(xh_f);
+    fold_runs_free(&runs);
     free(x);
     sae_model_free(trained);
     sae_model_free(folded);
@@ -189,8 +197,8 @@ START_TEST(fold_matches_the_trained_model_within_rounding)
     sae_model *trained = random_model(d_in, d_sae, 200);
     sae_model *folded = copy_model(trained);
     ck_assert_int_eq(sae_model_fold_input_scale(folded, s), SAE_OK);
-    float *f_t, *f_f, *xh_t, *xh_f;
-    run_both(trained, folded, x, n, s, &f_t, &f_f, &xh_t, &xh_f);
+    fold_runs runs = run_both(trained, folded, x, n, s);
+    const float *f_t = runs.f_t, *f_f = runs.f_f, *xh_t = runs.xh_t, *xh_f = runs.xh_f;
     float *w_enc = tensor(trained, SAE_W_ENC), *b_enc = tensor(trained, SAE_B_ENC);
     float *w_dec = tensor(trained, SAE_W_DEC), *b_dec = tensor(trained, SAE_B_DEC);
     double *tol_f = malloc(d_sae * sizeof(double));
@@ -242,10 +250,7 @@ START_TEST(fold_matches_the_trained_model_within_rounding)
     free(b_enc);
     free(w_dec);
     free(b_dec);
-    free(f_t);
-    free(f_f);
-    free(xh_t);
-    free(xh_f);
+    fold_runs_free(&runs);
     free(x);
     sae_model_free(trained);
     sae_model_free(folded);

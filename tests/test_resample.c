@@ -157,6 +157,57 @@ static bool all_zero(const float *v, size_t count)
     return true;
 }
 
+/* Feature i of m and o (a live one) as in before: its encoder and decoder
+ * rows, b_enc, their moments and its counter. */
+static void expect_feature_unchanged(const sae_model *m, const sae_optimizer *o,
+                                     const full_state *before, size_t i)
+{
+    const sae_layout *lay = &m->lay;
+    const size_t d_in = m->d_in, rows[2] = {lay->w_enc_t + i * d_in, lay->w_dec + i * d_in};
+    for (int r = 0; r < 2; r++) {
+        ck_assert_mem_eq(m->params + rows[r], before->params + rows[r], d_in * 4);
+        ck_assert_mem_eq(o->m1 + rows[r], before->m1 + rows[r], d_in * 4);
+        ck_assert_mem_eq(o->m2 + rows[r], before->m2 + rows[r], d_in * 4);
+    }
+    ck_assert_mem_eq(m->params + lay->b_enc + i, before->params + lay->b_enc + i, 4);
+    ck_assert_mem_eq(o->m1 + lay->b_enc + i, before->m1 + lay->b_enc + i, 4);
+    ck_assert_mem_eq(o->m2 + lay->b_enc + i, before->m2 + lay->b_enc + i, 4);
+    ck_assert_uint_eq(o->since_fired[i], before->since[i]);
+}
+
+/* Feature i (a dead one) resampled: its moments (nonzero before) and counter
+ * reset, b_enc 0, the decoder row the unit direction of one of the n inputs
+ * x, the encoder row the same direction at norm enc_norm. */
+static void expect_feature_resampled(const sae_model *m, const sae_optimizer *o,
+                                     const full_state *before, size_t i, const float *x,
+                                     size_t n, double enc_norm)
+{
+    const sae_layout *lay = &m->lay;
+    const size_t d_in = m->d_in, rows[2] = {lay->w_enc_t + i * d_in, lay->w_dec + i * d_in};
+    ck_assert(!all_zero(before->m1 + rows[0], d_in) && !all_zero(before->m2 + rows[1], d_in));
+    for (int r = 0; r < 2; r++) {
+        ck_assert(all_zero(o->m1 + rows[r], d_in));
+        ck_assert(all_zero(o->m2 + rows[r], d_in));
+    }
+    ck_assert(o->m1[lay->b_enc + i] == 0.0f && o->m2[lay->b_enc + i] == 0.0f);
+    ck_assert(m->params[lay->b_enc + i] == 0.0f);
+    ck_assert_uint_eq(o->since_fired[i], 0);
+    const float *dec = m->params + rows[1], *enc = m->params + rows[0];
+    ck_assert_double_eq_tol(row_norm(dec, d_in), 1.0, 1e-6);
+    ck_assert_double_eq_tol(row_norm(enc, d_in), enc_norm, 1e-6 * enc_norm);
+    size_t match = n;
+    for (size_t t = 0; t < n && match == n; t++) {
+        double norm = row_norm(x + t * d_in, d_in), err = 0.0;
+        for (size_t j = 0; j < d_in; j++)
+            err = fmax(err, fabs(dec[j] - x[t * d_in + j] / norm));
+        if (err < 1e-6)
+            match = t;
+    }
+    ck_assert_msg(match < n, "feature %zu: decoder row is no input's direction", i);
+    for (size_t j = 0; j < d_in; j++)
+        ck_assert_double_eq_tol(enc[j], dec[j] * enc_norm, 1e-6 * enc_norm);
+}
+
 START_TEST(resampling_changes_only_the_dead_features)
 {
     const size_t d_in = 8, d_sae = 16, n = 64;
@@ -199,45 +250,10 @@ START_TEST(resampling_changes_only_the_dead_features)
 
     const sae_layout *lay = &m->lay;
     for (size_t i = 0; i < d_sae; i++) {
-        bool is_dead = i == dead[0] || i == dead[1] || i == dead[2];
-        size_t rows[2] = {lay->w_enc_t + i * d_in, lay->w_dec + i * d_in};
-        if (!is_dead) {
-            for (int r = 0; r < 2; r++) {
-                ck_assert_mem_eq(m->params + rows[r], before.params + rows[r], d_in * 4);
-                ck_assert_mem_eq(o->m1 + rows[r], before.m1 + rows[r], d_in * 4);
-                ck_assert_mem_eq(o->m2 + rows[r], before.m2 + rows[r], d_in * 4);
-            }
-            ck_assert_mem_eq(m->params + lay->b_enc + i, before.params + lay->b_enc + i, 4);
-            ck_assert_mem_eq(o->m1 + lay->b_enc + i, before.m1 + lay->b_enc + i, 4);
-            ck_assert_mem_eq(o->m2 + lay->b_enc + i, before.m2 + lay->b_enc + i, 4);
-            ck_assert_uint_eq(o->since_fired[i], before.since[i]);
-            continue;
-        }
-        /* the moments were nonzero and are reset, with the counter */
-        ck_assert(!all_zero(before.m1 + rows[0], d_in) && !all_zero(before.m2 + rows[1], d_in));
-        for (int r = 0; r < 2; r++) {
-            ck_assert(all_zero(o->m1 + rows[r], d_in));
-            ck_assert(all_zero(o->m2 + rows[r], d_in));
-        }
-        ck_assert(o->m1[lay->b_enc + i] == 0.0f && o->m2[lay->b_enc + i] == 0.0f);
-        ck_assert(m->params[lay->b_enc + i] == 0.0f);
-        ck_assert_uint_eq(o->since_fired[i], 0);
-        /* decoder row: the direction of one of the inputs, unit norm;
-         * encoder row: the same direction, 0.2 x the mean live norm */
-        const float *dec = m->params + rows[1], *enc = m->params + rows[0];
-        ck_assert_double_eq_tol(row_norm(dec, d_in), 1.0, 1e-6);
-        ck_assert_double_eq_tol(row_norm(enc, d_in), enc_norm, 1e-6 * enc_norm);
-        size_t match = n;
-        for (size_t t = 0; t < n && match == n; t++) {
-            double norm = row_norm(x + t * d_in, d_in), err = 0.0;
-            for (size_t j = 0; j < d_in; j++)
-                err = fmax(err, fabs(dec[j] - x[t * d_in + j] / norm));
-            if (err < 1e-6)
-                match = t;
-        }
-        ck_assert_msg(match < n, "feature %zu: decoder row is no input's direction", i);
-        for (size_t j = 0; j < d_in; j++)
-            ck_assert_double_eq_tol(enc[j], dec[j] * enc_norm, 1e-6 * enc_norm);
+        if (i == dead[0] || i == dead[1] || i == dead[2])
+            expect_feature_resampled(m, o, &before, i, x, n, enc_norm);
+        else
+            expect_feature_unchanged(m, o, &before, i);
     }
     /* b_dec, its moments, the padding, the step count, the options: untouched */
     ck_assert_mem_eq(m->params + lay->b_dec, before.params + lay->b_dec,

@@ -10,7 +10,10 @@
  *          --d-sae 1M --arch topk --k 32 --save /shared/run
  *   srun -n 8 sae-train-mpi ...                  # Slurm
  *   mpirun -np 3 sae-train-mpi acts.npy --parallel features --resume run --steps 200k
+ *   mpirun -np 4 sae-train-mpi mlp_in.npy --target mlp_out.npy --skip --parallel features ...
  *
+ * Every architecture sae-train trains (Gated too) and transcoders (--target,
+ * --skip) train in both modes.
  * Every rank maps the data file and reads only the rows it trains on (its
  * share of each batch, or the whole batch), plus the recipe's sample.
  * Rank 0 alone prints the progress and the report and writes the log;
@@ -44,6 +47,7 @@ enum { OPT_PARALLEL = 1, OPT_COMM_STATS };
 
 static const struct option long_options[] = {
     TOOL_CONFIG_LONG_OPTIONS,
+    TOOL_TARGET_LONG_OPTIONS,
     TOOL_OUTPUTS_LONG_OPTIONS,
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"comm-stats", no_argument, NULL, OPT_COMM_STATS},
@@ -64,6 +68,7 @@ static void usage(const tool_config *defaults)
            "  --comm-stats        print what each rank sent per step (calls, bytes)\n\n",
            sae_version_string());
     tool_config_help(stdout, defaults);
+    tool_target_help(stdout);
     printf("Output (rank 0 writes them; DIR must be on a file system every rank sees):\n"
            "  --log FILE          CSV log, as sae-train's\n"
            "  --save DIR          checkpoint directory (sae-train's layout: SAELens opens\n"
@@ -101,6 +106,31 @@ typedef struct job {
 } job;
 
 static bool root(const job *j) { return j->world.rank == 0; }
+
+/* What every rank would say alike, rank 0 alone says: the other ranks'
+ * stderr goes to /dev/null until quiet_end (given quiet_begin's result). */
+static int quiet_begin(const job *j)
+{
+    if (root(j))
+        return -1;
+    int devnull = open("/dev/null", O_WRONLY), saved = devnull >= 0 ? dup(STDERR_FILENO) : -1;
+    if (saved >= 0) {
+        fflush(stderr);
+        dup2(devnull, STDERR_FILENO);
+    }
+    if (devnull >= 0)
+        close(devnull);
+    return saved;
+}
+
+static void quiet_end(int saved)
+{
+    if (saved < 0)
+        return;
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+}
 
 static void parse_command_line(job *j, int argc, char **argv)
 {
@@ -174,8 +204,25 @@ static int agree(int status)
     return worst;
 }
 
+/* A failure of a libsae call while setting up: one that follows from the
+ * options and the data (an invalid argument, a non-finite value) is the
+ * same on every rank and rank 0 alone says it; any other (out of memory)
+ * the rank that meets it. Returns the exit status. */
+static int setup_error(const job *j, int rc, const char *what)
+{
+    if (rc == SAE_E_INVALID_ARG || rc == SAE_E_NONFINITE) {
+        if (root(j))
+            tool_library_error(rc, what);
+        return 1;
+    }
+    char where[128];
+    snprintf(where, sizeof where, "rank %d: %s", j->world.rank, what);
+    return tool_library_error(rc, where);
+}
+
 /* The model (this rank's part), the recipe, the state, the log (rank 0), the
- * batches and the communicator. Returns 0 or an exit status, printed. */
+ * batches and the communicator. Returns 0 or an exit status, printed once
+ * when every rank meets the problem alike. */
 static int set_up(job *j)
 {
     tool_config *cfg = &j->cfg;
@@ -188,10 +235,13 @@ static int set_up(job *j)
         sae_shard_range(cfg->d_sae, j->world.n_ranks, j->world.rank, &begin, &end);
     int rc = resuming ? SAE_OK : tool_make_sae_shard(cfg, d_in, begin, end, &j->m, &j->o);
     if (rc != SAE_OK)
-        return tool_library_error(rc, "creating the model");
+        return setup_error(j, rc, "creating the model");
     j->scale = resuming ? j->state.scale : 1.0;
+    /* the same sample on every rank, the same failures: rank 0 says them */
+    int quiet = quiet_begin(j);
     int status = tool_recipe_prepare(cfg, &j->in.train, resuming, false, j->m, &j->sample,
                                      &j->scale);
+    quiet_end(quiet);
     if (status != 0)
         return status;
     if (!resuming)
@@ -203,15 +253,15 @@ static int set_up(job *j)
         return TOOL_EXIT_USAGE;
     }
     if (tool_batcher_start(&j->batches, &j->in.train, cfg->seed, j->scale, j->state.tokens) != 0)
-        return tool_library_error(SAE_E_NOMEM, "the batches");
+        return setup_error(j, SAE_E_NOMEM, "the batches");
     const sae_comm *comm = &j->world;
     if (opt->comm_stats) {
         if ((rc = sae_mpi_counting_create(&j->counted, &j->world, &j->counts)) != SAE_OK)
-            return tool_library_error(rc, "the counting communicator");
+            return setup_error(j, rc, "the counting communicator");
         comm = &j->counted;
     }
     if ((rc = sae_optimizer_set_comm(j->o, opt->mode, comm)) != SAE_OK)
-        return tool_library_error(rc, "attaching the communicator");
+        return setup_error(j, rc, "attaching the communicator");
     return 0;
 }
 
@@ -248,14 +298,19 @@ static int train(job *j)
     run->comm = &j->world;
     run->share_begin = share_begin;
     run->share_end = share_end;
+    run->target = j->in.target.x ? &j->in.target : NULL;
     int rc = tool_train_run(&j->run);
-    if (j->run.bad_row != SIZE_MAX) {
-        fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
-                j->world.rank, cfg->input ? cfg->input : "synthetic data", j->run.bad_row);
+    if (j->run.bad_row != SIZE_MAX) { /* feature shards: every rank read the same row */
+        const char *file = j->run.bad_row_in_target ? cfg->target_path : cfg->input;
+        if (data || root(j))
+            fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
+                    j->world.rank, file ? file : "synthetic data", j->run.bad_row);
         return TOOL_EXIT_USAGE;
     }
     if (rc != SAE_OK) {
-        if (root(j) || rc != SAE_E_COMM)
+        /* every rank returns the step's agreed status: rank 0 says it, and a
+         * rank whose own allocation or write failed says that too */
+        if (root(j) || rc == SAE_E_NOMEM || rc == SAE_E_IO)
             fprintf(stderr, "%s: rank %d: %s\n", tool_program(), j->world.rank, j->run.error);
         return 1;
     }
@@ -352,19 +407,11 @@ int main(int argc, char **argv)
     }
     /* The command line and the inputs are the same on every rank, and so are
      * their errors: rank 0 alone says them (every rank exits 2). */
-    int saved_stderr = -1, devnull = root(&j) ? -1 : open("/dev/null", O_WRONLY);
-    if (devnull >= 0 && (saved_stderr = dup(STDERR_FILENO)) >= 0)
-        dup2(devnull, STDERR_FILENO);
+    int quiet = quiet_begin(&j);
     parse_command_line(&j, argc, argv);
     load_run(&j);
     prepare_outputs(&j);
-    if (saved_stderr >= 0) {
-        fflush(stderr);
-        dup2(saved_stderr, STDERR_FILENO);
-        close(saved_stderr);
-    }
-    if (devnull >= 0)
-        close(devnull);
+    quiet_end(quiet);
     int status = agree(set_up(&j));
     if (status == 0) {
         status = report(&j, train(&j));

@@ -855,9 +855,8 @@ SAE_API int sae_model_save(const sae_model *m, const char *path);
  * files), and otherwise the model is ReLU (a SAELens TopK SAE keeps its k in
  * cfg.json: load its directory). The kind is the file's "libsae_kind", else
  * cfg.json's architecture, else the tensors': "W_skip" [d_out, d_in] makes a
- * skip transcoder, a W_dec of d_out != d_in a transcoder. Gated and
- * Matryoshka models and transcoders load whole (sae_model_load_shard of one
- * is SAE_E_INVALID_ARG).
+ * skip transcoder, a W_dec of d_out != d_in a transcoder. Matryoshka models
+ * load whole (sae_model_load_shard of one is SAE_E_INVALID_ARG).
  * Tensors with other names are ignored, except those that would change what
  * the SAE computes and that libsae cannot represent: "topk_threshold"
  * (SAELens's BatchTopK training state, outside its training checkpoints),
@@ -1632,10 +1631,14 @@ typedef struct sae_comm {
  *   x (checked by hash). Each computes its features' activations; TopK and
  *   BatchTopK (and AuxK's picks) select across shards as one process would
  *   (each shard sends its k largest values per token: 4 n k bytes); the
- *   shards' partial reconstructions are summed (allreduce_f32 of n d_in
- *   floats, twice with AuxK), so the communication does not grow with
- *   d_sae; every gradient but b_dec's is the shard's own. No rank holds a
- *   tensor of the whole model.
+ *   shards' partial reconstructions are summed (allreduce_f32 of n d_out
+ *   floats, twice with AuxK or for a Gated SAE's auxiliary reconstruction),
+ *   so the communication does not grow with d_sae; every gradient but
+ *   b_dec's (and a skip transcoder's W_skip's, which every shard holds and
+ *   updates alike) is the shard's own. Transcoders are sharded with
+ *   sae_model_create_transcoder_shard and step with sae_step_target, every
+ *   rank on the same x and y. No rank holds a per-feature tensor of the
+ *   whole model.
  *
  * With the same seed, data and global batch, both give the single-process
  * model up to the order of floating-point sums. Collective calls (the step,
@@ -1661,12 +1664,9 @@ enum sae_parallel {
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
  * attached already; an optimizer of a Matryoshka SAE: trained in one process
- * only by this version; SAE_PARALLEL_FEATURES for a Gated SAE or a transcoder, which
- * train data-parallel only: the Gated auxiliary decoder path, W_skip and a
- * d_out-wide reconstruction have no sharded pass), SAE_E_NOMEM. o is
- * unchanged on error. Data-parallel transcoders step with sae_step_target,
- * each rank on its rows of x and y; with a feature-sharded communicator
- * attached, sae_step_target is SAE_E_INVALID_ARG. */
+ * only by this version), SAE_E_NOMEM. o is unchanged on error. Transcoders step with
+ * sae_step_target: data-parallel ranks each on their rows of x and y,
+ * feature shards all on the same x and y. */
 SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
 
 /* The even split of d_sae features into n_shards shards: shard s holds
@@ -1684,11 +1684,23 @@ SAE_API int sae_shard_range(size_t d_sae, int n_shards, int shard, size_t *begin
  * model's. Functions that need every feature (sae_encode, sae_decode,
  * sae_loss, sae_fvu, the density and firing statistics, sae_model_save,
  * sae_optimizer_save) return SAE_E_STATE on a shard. [begin, end) =
- * [0, d_sae) is an ordinary model.
+ * [0, d_sae) is an ordinary model. Gated shards hold their features' b_gate,
+ * b_mag and r_mag.
  * Errors: as sae_model_create_arch, and SAE_E_INVALID_ARG for begin >= end
- * or end > d_sae, or a Gated shard (not feature-sharded). On error *out is NULL. */
+ * or end > d_sae. On error *out is NULL. */
 SAE_API int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, size_t begin,
                                    size_t end, uint64_t seed, int arch, double param);
+
+/* The same for a transcoder: features [begin, end) of the model
+ * sae_model_create_transcoder(out, d_in, d_out, d_sae, seed, kind, arch,
+ * param) creates, exactly its slice (W_enc's columns and W_dec's rows, d_out
+ * wide, each from its own random stream). b_dec (d_out) and a skip
+ * transcoder's W_skip (d_out x d_in) are whole on every shard.
+ * Errors: as sae_model_create_transcoder, and SAE_E_INVALID_ARG for
+ * begin >= end or end > d_sae. On error *out is NULL. */
+SAE_API int sae_model_create_transcoder_shard(sae_model **out, size_t d_in, size_t d_out,
+                                              size_t d_sae, size_t begin, size_t end,
+                                              uint64_t seed, int kind, int arch, double param);
 
 /* The features m holds: [*begin, *end) of *d_sae_total ([0, d_sae) of d_sae
  * for an ordinary model). Any output may be NULL. Errors: SAE_E_INVALID_ARG
@@ -1709,7 +1721,8 @@ SAE_API int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size
  * they hold shards that cover [0, d_sae) in rank order, rank 0 creates the
  * temporary files, every rank writes its slices into them at their offsets
  * (rows of W_dec, columns of W_enc, its b_enc, thresholds and JumpReLU log
- * thresholds' digits; b_dec by rank 0), then rank 0 renames them into
+ * thresholds' digits, a Gated SAE's b_gate, b_mag and r_mag; b_dec and
+ * W_skip by rank 0), then rank 0 renames them into
  * place once all have succeeded: atomic as sae_model_save, the same bytes as
  * a single process saving the whole model. Every rank returns the same
  * status. path must name the same file on every rank: a shared file system
@@ -1729,8 +1742,10 @@ SAE_API int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm
 /* Load features [begin, end) of the model saved at path (a file or a
  * directory, as sae_model_load) as a shard (sae_model_create_shard): reads
  * only those features' rows, columns and values (and b_dec), checked as
- * sae_model_load checks a file. The shard's optimizer: sae_optimizer_load
- * with the shard, which reads its part of the whole model's optimizer file.
+ * sae_model_load checks a file (a transcoder's shard: W_dec rows d_out wide,
+ * b_dec and W_skip whole; Matryoshka models load whole only). The shard's
+ * optimizer: sae_optimizer_load with the shard, which reads its part of the
+ * whole model's optimizer file.
  * Errors: as sae_model_load; SAE_E_INVALID_ARG for begin >= end or an end
  * past the file's d_sae. On error *out is NULL. */
 SAE_API int sae_model_load_shard(sae_model **out, const char *path, size_t begin, size_t end);

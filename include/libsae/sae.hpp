@@ -467,6 +467,18 @@ public:
               "sae_model_create_shard");
         return model(m);
     }
+    // Features [begin, end) of the transcoder model::transcoder would make:
+    // exactly its slice, b_dec and W_skip whole (sae_model_create_transcoder_shard).
+    static model transcoder_shard(std::size_t d_in, std::size_t d_out, std::size_t d_sae,
+                                  std::size_t begin, std::size_t end, std::uint64_t seed,
+                                  sae::model_kind kind, arch_arg a, double param)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_transcoder_shard(&m, d_in, d_out, d_sae, begin, end, seed,
+                                                static_cast<int>(kind), a.value(), param),
+              "sae_model_create_transcoder_shard");
+        return model(m);
+    }
     // Features [begin, end) of a saved model (sae_model_load_shard).
     static model load_shard(const char *path, std::size_t begin, std::size_t end)
     {

@@ -194,6 +194,23 @@ class Model(Handle):
         return cls._wrap(out.value)  # type: ignore[arg-type]
 
     @classmethod
+    def create_transcoder_shard(cls, d_in: int, d_out: int, d_sae: int, begin: int, end: int, *,
+                                arch: Union[Arch, str, int] = Arch.RELU, skip: bool = False,
+                                k: Optional[int] = None, threshold: Optional[float] = None,
+                                seed: int = 0) -> "Model":
+        """Features [begin, end) of Model.transcoder(d_in, d_out, d_sae, ...):
+        exactly its slice; b_dec and W_skip whole
+        (sae_model_create_transcoder_shard)."""
+        a = enum_value(Arch, arch, "arch")
+        kind = ModelKind.SKIP_TRANSCODER if skip else ModelKind.TRANSCODER
+        _, param = _arch_param(a, k, threshold)
+        out = ctypes.c_void_p()
+        check(lib.sae_model_create_transcoder_shard(ctypes.byref(out), d_in, d_out, d_sae, begin,
+                                                    end, seed, kind, a, param),
+              "sae_model_create_transcoder_shard")
+        return cls._wrap(out.value)  # type: ignore[arg-type]
+
+    @classmethod
     def load_shard(cls, path: PathLike, begin: int, end: int) -> "Model":
         """Features [begin, end) of the model saved at path, reading only
         those (sae_model_load_shard)."""

@@ -522,6 +522,17 @@ void test_distributed()
     part.get(sae::tensor::w_dec, p.data(), p.size());
     EXPECT(std::memcmp(w.data() + 2 * d_in, p.data(), p.size() * sizeof(float)) == 0);
     EXPECT_THROWS(sae::state_error, sae::status::state, part.encode(batch(n, d_in, 1)));
+    // a transcoder's shard: its W_dec rows (d_out wide)
+    const std::size_t d_out = 5;
+    sae::model tc = sae::model::transcoder(d_in, d_out, d_sae, 5, sae::model_kind::skip_transcoder,
+                                           sae::arch::relu, 0.0);
+    sae::model tc_part = sae::model::transcoder_shard(d_in, d_out, d_sae, 2, 7, 5,
+                                                      sae::model_kind::skip_transcoder,
+                                                      sae::arch::relu, 0.0);
+    std::vector<float> tw(d_sae * d_out), tp(5 * d_out);
+    tc.get(sae::tensor::w_dec, tw.data(), tw.size());
+    tc_part.get(sae::tensor::w_dec, tp.data(), tp.size());
+    EXPECT(std::memcmp(tw.data() + 2 * d_out, tp.data(), tp.size() * sizeof(float)) == 0);
     // one rank, data-parallel: the single-process step, saved by rank 0
     sae_comm solo = {sizeof(sae_comm), nullptr, 0, 1, solo_f32, solo_f64, solo_gather, solo_bcast};
     sae::model a(d_in, d_sae, 3), b(d_in, d_sae, 3);

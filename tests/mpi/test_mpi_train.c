@@ -13,7 +13,9 @@
  *   on the same seed, data and global batch (each rank trains that run
  *   itself and compares what it holds: the whole model, or its slice), the
  *   losses of every step likewise.
- * ReLU, TopK with AuxK, BatchTopK. */
+ * ReLU, TopK with AuxK, BatchTopK, Gated, and a TopK skip transcoder with AuxK
+ * (learning a target y; feature-sharded: W_skip, like b_dec, bit for bit on
+ * every rank). */
 #include "mpitest.h"
 
 #include <libsae/sae_mpi.h>
@@ -24,11 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { D_IN = 16, D_SAE = 40, N_TOKENS = 48, STEPS = 6, MAX_RANKS = 3, N_TENSORS = 5 };
+enum { D_IN = 16, D_OUT = 11, D_SAE = 40, N_TOKENS = 48, STEPS = 6, MAX_RANKS = 3,
+       N_TENSORS = 8 };
 
-static const int tensors[N_TENSORS] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC, SAE_THRESHOLD};
-static const char *const tensor_names[N_TENSORS] = {"W_enc", "b_enc", "W_dec", "b_dec",
-                                                    "threshold"};
+static const int tensors[N_TENSORS] = {SAE_W_ENC,     SAE_B_ENC,  SAE_W_DEC, SAE_B_DEC,
+                                       SAE_THRESHOLD, SAE_W_SKIP, SAE_B_MAG, SAE_R_MAG};
+static const char *const tensor_names[N_TENSORS] = {"W_enc",     "b_enc",  "W_dec", "b_dec",
+                                                    "threshold", "W_skip", "b_mag", "r_mag"};
 
 /* uneven token shares of the global batch, and uneven shards of d_sae */
 static const size_t tokens_split[MAX_RANKS + 1][MAX_RANKS + 1] = {
@@ -41,23 +45,24 @@ typedef struct run_spec {
     int arch;
     double param; /* k */
     bool auxk;    /* a short dead window and AuxK */
+    int kind;     /* SAE_KIND_*: transcoders learn y (D_OUT wide) */
 } run_spec;
 
-/* STEPS batches of N_TOKENS x D_IN: a few directions with sparse positive
+/* STEPS batches of N_TOKENS x d: a few directions with sparse positive
  * weights plus noise (so that features fire unevenly and some die), from a
  * fixed xorshift stream: the same on every rank. */
-static float *make_data(void)
+static float *make_data(size_t d, uint64_t seed)
 {
     const size_t n = (size_t)STEPS * N_TOKENS;
-    float *x = malloc(n * D_IN * sizeof *x);
+    float *x = malloc(n * d * sizeof *x);
     MPITEST_CHECK(x != NULL, "out of memory");
-    uint64_t s = 0x9E3779B97F4A7C15ull;
+    uint64_t s = seed;
 #define NEXT_UNIFORM() (s ^= s << 13, s ^= s >> 7, s ^= s << 17, (double)(s >> 11) / 9007199254740992.0)
     for (size_t t = 0; t < n; t++)
-        for (size_t j = 0; j < D_IN; j++) {
+        for (size_t j = 0; j < d; j++) {
             double noise = NEXT_UNIFORM() + NEXT_UNIFORM() + NEXT_UNIFORM() - 1.5;
             double dir = NEXT_UNIFORM() < 0.25 ? 2.0 * NEXT_UNIFORM() : 0.0;
-            x[t * D_IN + j] = (float)(0.3 * noise + dir + 0.1 * (double)(j % 3));
+            x[t * d + j] = (float)(0.3 * noise + dir + 0.1 * (double)(j % 3));
         }
 #undef NEXT_UNIFORM
     return x;
@@ -86,20 +91,24 @@ typedef struct trained {
     sae_losses losses[STEPS];
 } trained;
 
-/* Train s: alone (comm NULL), or as this rank of comm in mode. */
-static trained train(const run_spec *s, const float *x, const sae_comm *comm, int mode)
+/* Train s on x (and y): alone (comm NULL), or as this rank of comm in mode. */
+static trained train(const run_spec *s, const float *x, const float *y, const sae_comm *comm,
+                     int mode)
 {
     trained t;
     memset(&t, 0, sizeof t);
     const size_t *split = NULL;
-    int rc;
+    size_t begin = 0, end = D_SAE;
     if (comm && mode == SAE_PARALLEL_FEATURES) {
         split = shards_split[comm->n_ranks];
-        rc = sae_model_create_shard(&t.m, D_IN, D_SAE, split[comm->rank], split[comm->rank + 1],
-                                    42, s->arch, s->param);
-    } else {
-        rc = sae_model_create_arch(&t.m, D_IN, D_SAE, 42, s->arch, s->param);
+        begin = split[comm->rank];
+        end = split[comm->rank + 1];
     }
+    const bool transcoder = s->kind != SAE_KIND_AUTOENCODER;
+    int rc = transcoder ? sae_model_create_transcoder_shard(&t.m, D_IN, D_OUT, D_SAE, begin, end,
+                                                            42, s->kind, s->arch, s->param)
+                        : sae_model_create_shard(&t.m, D_IN, D_SAE, begin, end, 42, s->arch,
+                                                 s->param);
     MPITEST_CHECK(rc == SAE_OK, "%s: create: %s", s->name, sae_status_string(rc));
     rc = sae_optimizer_create(&t.o, t.m);
     MPITEST_CHECK(rc == SAE_OK, "%s: optimizer: %s", s->name, sae_status_string(rc));
@@ -109,14 +118,15 @@ static trained train(const run_spec *s, const float *x, const sae_comm *comm, in
         MPITEST_CHECK(rc == SAE_OK, "%s: set_comm: %s", s->name, sae_status_string(rc));
     }
     for (int step = 0; step < STEPS; step++) {
-        const float *batch = x + (size_t)step * N_TOKENS * D_IN;
-        size_t n = N_TOKENS;
+        size_t first = (size_t)step * N_TOKENS, n = N_TOKENS;
         if (comm && mode == SAE_PARALLEL_DATA) { /* this rank's rows of the global batch */
             split = tokens_split[comm->n_ranks];
-            batch += split[comm->rank] * D_IN;
+            first += split[comm->rank];
             n = split[comm->rank + 1] - split[comm->rank];
         }
-        rc = sae_step(t.m, t.o, batch, n, &t.losses[step]);
+        rc = transcoder ? sae_step_target(t.m, t.o, x + first * D_IN, y + first * D_OUT, n,
+                                          &t.losses[step])
+                        : sae_step(t.m, t.o, x + first * D_IN, n, &t.losses[step]);
         MPITEST_CHECK(rc == SAE_OK, "%s: step %d: %s (%s)", s->name, step, sae_status_string(rc),
                       sae_error_detail());
     }
@@ -190,7 +200,7 @@ static void check_against_one_process(const char *what, const sae_model *got,
 {
     size_t begin, end, total;
     sae_model_shard(got, &begin, &end, &total);
-    const size_t width = end - begin;
+    const size_t width = end - begin, d_out = sae_model_d_out(want);
     for (int k = 0; k < N_TENSORS; k++) {
         size_t n_got, n_want;
         float *g = get_tensor(got, k, &n_got), *w = get_tensor(want, k, &n_want);
@@ -201,10 +211,10 @@ static void check_against_one_process(const char *what, const sae_model *got,
             size_t at = i; /* the place of got's value i in the whole tensor */
             if (tensors[k] == SAE_W_ENC) /* d_in x width: the columns begin.. */
                 at = (i / width) * total + begin + i % width;
-            else if (tensors[k] == SAE_W_DEC)
-                at = begin * D_IN + i;
-            else if (tensors[k] != SAE_B_DEC && n_got == width && n_want == total)
-                at = begin + i; /* b_enc, per-feature thresholds */
+            else if (tensors[k] == SAE_W_DEC) /* width x d_out: the rows begin.. */
+                at = begin * d_out + i;
+            else if (n_got == width && n_want == total)
+                at = begin + i; /* b_enc, per-feature thresholds, b_mag, r_mag */
             MPITEST_CHECK(at < n_want, "%s: %s: value %zu outside the whole tensor", what,
                           tensor_names[k], i);
             diff = fmax(diff, fabs((double)g[i] - w[at]));
@@ -228,9 +238,19 @@ static void check_losses(const char *what, const trained *got, const trained *wa
     }
 }
 
-static void check_spec(const run_spec *s, const float *x, const sae_comm *comm)
+/* The hash of tensor k of m (which every shard holds whole). */
+static uint64_t tensor_hash(const sae_model *m, int k)
 {
-    trained one = train(s, x, NULL, 0);
+    size_t n;
+    float *v = get_tensor(m, k, &n);
+    uint64_t h = hash_bytes(v, n * sizeof *v);
+    free(v);
+    return h;
+}
+
+static void check_spec(const run_spec *s, const float *x, const float *y, const sae_comm *comm)
+{
+    trained one = train(s, x, y, NULL, 0);
     if (s->auxk) { /* AuxK must really train: its term is in the loss */
         bool aux = false;
         for (int step = 0; step < STEPS; step++)
@@ -242,7 +262,7 @@ static void check_spec(const run_spec *s, const float *x, const sae_comm *comm)
 
     /* data-parallel: replicas bit for bit, the single-process model */
     snprintf(what, sizeof what, "%s, data-parallel, %d ranks", s->name, comm->n_ranks);
-    trained data = train(s, x, comm, SAE_PARALLEL_DATA);
+    trained data = train(s, x, y, comm, SAE_PARALLEL_DATA);
     MPITEST_CHECK(same_on_every_rank(saved_hash(data.m, NULL), &r),
                   "%s: rank %d's model differs from rank 0's", what, r);
     MPITEST_CHECK(same_on_every_rank(saved_hash(NULL, data.o), &r),
@@ -253,14 +273,13 @@ static void check_spec(const run_spec *s, const float *x, const sae_comm *comm)
     check_losses(what, &data, &one);
     trained_free(&data);
 
-    /* feature-sharded: b_dec and the losses bit for bit, the slices */
+    /* feature-sharded: b_dec (and W_skip) and the losses bit for bit, the slices */
     snprintf(what, sizeof what, "%s, feature-sharded, %d ranks", s->name, comm->n_ranks);
-    trained shard = train(s, x, comm, SAE_PARALLEL_FEATURES);
-    float b_dec[D_IN];
-    int rc = sae_model_get_tensor(shard.m, SAE_B_DEC, b_dec, D_IN);
-    MPITEST_CHECK(rc == SAE_OK, "%s: b_dec: %s", what, sae_status_string(rc));
-    MPITEST_CHECK(same_on_every_rank(hash_bytes(b_dec, sizeof b_dec), &r),
+    trained shard = train(s, x, y, comm, SAE_PARALLEL_FEATURES);
+    MPITEST_CHECK(same_on_every_rank(tensor_hash(shard.m, 3), &r),
                   "%s: rank %d's b_dec differs from rank 0's", what, r);
+    MPITEST_CHECK(same_on_every_rank(tensor_hash(shard.m, 5), &r),
+                  "%s: rank %d's W_skip differs from rank 0's", what, r);
     MPITEST_CHECK(same_on_every_rank(hash_bytes(shard.losses, sizeof shard.losses), &r),
                   "%s: rank %d's losses differ from rank 0's", what, r);
     check_against_one_process(what, shard.m, one.m);
@@ -281,18 +300,21 @@ int main(int argc, char **argv)
     int rc = sae_mpi_comm_create(&comm, MPI_COMM_WORLD);
     MPITEST_CHECK(rc == SAE_OK, "sae_mpi_comm_create: %s", sae_status_string(rc));
 
-    float *x = make_data();
+    float *x = make_data(D_IN, 0x9E3779B97F4A7C15ull), *y = make_data(D_OUT, 0x2545F4914F6CDD1Dull);
     static const run_spec specs[] = {
-        {"relu", SAE_ARCH_RELU, 0.0, false},
-        {"topk+auxk", SAE_ARCH_TOPK, 4.0, true},
-        {"batchtopk", SAE_ARCH_BATCHTOPK, 4.0, false},
+        {"relu", SAE_ARCH_RELU, 0.0, false, SAE_KIND_AUTOENCODER},
+        {"topk+auxk", SAE_ARCH_TOPK, 4.0, true, SAE_KIND_AUTOENCODER},
+        {"batchtopk", SAE_ARCH_BATCHTOPK, 4.0, false, SAE_KIND_AUTOENCODER},
+        {"gated", SAE_ARCH_GATED, 0.0, false, SAE_KIND_AUTOENCODER},
+        {"topk+auxk skip transcoder", SAE_ARCH_TOPK, 4.0, true, SAE_KIND_SKIP_TRANSCODER},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
-        check_spec(&specs[i], x, &comm);
+        check_spec(&specs[i], x, y, &comm);
         if (mpitest_rank == 0)
             printf("ok: %s on %d ranks: replicas bit-identical, the single-process model\n",
                    specs[i].name, n_ranks);
     }
+    free(y);
     free(x);
     sae_mpi_comm_free(&comm);
     MPI_Finalize();

@@ -207,8 +207,24 @@ def test_libsae_files_round_trip_and_read_as_saelens(tmp_path, name):
         np.testing.assert_array_equal(back.get("W_ENC"), m.get("W_ENC"))
 
 
-def test_a_shard_of_a_family_is_refused(tmp_path):
-    m = libsae.Model.transcoder(D_IN, D_OUT, D_SAE, seed=1)
+def test_shards_of_the_families_are_their_slices(tmp_path):
+    # a skip transcoder's shard: its features' W_enc columns and W_dec rows,
+    # b_dec and W_skip whole; loaded from a file, or made fresh
+    half = D_SAE // 2
+    m = libsae.Model.transcoder(D_IN, D_OUT, D_SAE, skip=True, seed=1)
+    m.set("W_SKIP", np.random.default_rng(2).normal(0, 0.3, (D_OUT, D_IN)).astype(np.float32))
     m.save(str(tmp_path))
+    part = libsae.Model.load_shard(str(tmp_path), half, D_SAE)
+    assert part.shard == (half, D_SAE, D_SAE)
+    np.testing.assert_array_equal(part.get("W_ENC"), m.get("W_ENC")[:, half:])
+    np.testing.assert_array_equal(part.get("W_DEC"), m.get("W_DEC")[half:])
+    np.testing.assert_array_equal(part.get("W_SKIP"), m.get("W_SKIP"))
+    np.testing.assert_array_equal(part.get("B_DEC"), m.get("B_DEC"))
+    fresh = libsae.Model.create_transcoder_shard(D_IN, D_OUT, D_SAE, 0, half, skip=True, seed=1)
+    np.testing.assert_array_equal(fresh.get("W_DEC"), libsae.Model.transcoder(
+        D_IN, D_OUT, D_SAE, skip=True, seed=1).get("W_DEC")[:half])
+    # Matryoshka SAEs load whole only
+    mat = libsae.Model(D_IN, D_SAE, arch="matryoshka", k=3, widths=[6], seed=1)
+    mat.save(str(tmp_path / "m.safetensors"))
     with pytest.raises(libsae.InvalidArgError):
-        libsae.Model.load_shard(str(tmp_path), 0, D_SAE // 2)
+        libsae.Model.load_shard(str(tmp_path / "m.safetensors"), 0, half)

@@ -462,11 +462,12 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
     else if (c->arch == SAE_ARCH_JUMPRELU)
         param = c->threshold0;
     int rc;
+    const size_t d_out = c->d_out ? c->d_out : d_in;
+    const int kind = c->skip ? SAE_KIND_SKIP_TRANSCODER : SAE_KIND_TRANSCODER;
     if (tool_config_transcoder(c))
-        rc = end > 0 ? SAE_E_INVALID_ARG /* sae-train-mpi trains autoencoders */
-                     : sae_model_create_transcoder(m, d_in, c->d_out ? c->d_out : d_in, c->d_sae,
-                                                   c->seed, c->skip ? SAE_KIND_SKIP_TRANSCODER
-                                                                    : SAE_KIND_TRANSCODER,
+        rc = end > 0 ? sae_model_create_transcoder_shard(m, d_in, d_out, c->d_sae, begin, end,
+                                                         c->seed, kind, c->arch, param)
+                     : sae_model_create_transcoder(m, d_in, d_out, c->d_sae, c->seed, kind,
                                                    c->arch, param);
     else
         rc = end > 0 ? sae_model_create_shard(m, d_in, c->d_sae, begin, end, c->seed, c->arch, param)

@@ -32,12 +32,16 @@ int main(int argc, char **argv)
     int status = a && b ? 0 : 2;
     if (status == 0 && (sae_model_arch(a) != sae_model_arch(b) || sae_model_k(a) != sae_model_k(b) ||
                         sae_model_d_in(a) != sae_model_d_in(b) ||
-                        sae_model_d_sae(a) != sae_model_d_sae(b))) {
-        printf("different models: arch, k or shape\n");
+                        sae_model_d_sae(a) != sae_model_d_sae(b) ||
+                        sae_model_kind(a) != sae_model_kind(b) ||
+                        sae_model_d_out(a) != sae_model_d_out(b))) {
+        printf("different models: arch, kind, k or shape\n");
         status = 1;
     }
-    static const int tensors[] = {SAE_W_ENC, SAE_W_DEC, SAE_B_ENC, SAE_B_DEC, SAE_THRESHOLD};
-    static const char *const names[] = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"};
+    static const int tensors[] = {SAE_W_ENC,     SAE_W_DEC,  SAE_B_ENC, SAE_B_DEC,
+                                  SAE_THRESHOLD, SAE_W_SKIP, SAE_B_MAG, SAE_R_MAG};
+    static const char *const names[] = {"W_enc",     "W_dec",  "b_enc", "b_dec",
+                                        "threshold", "W_skip", "b_mag", "r_mag"};
     for (size_t k = 0; status == 0 && k < sizeof tensors / sizeof tensors[0]; k++) {
         size_t n = sae_model_tensor_size(a, tensors[k]);
         if (n == 0)

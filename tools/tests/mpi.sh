@@ -4,7 +4,9 @@
 # decay, resampling) on 2 data-parallel and 3 feature-sharded ranks gives
 # sae-train's model (every tensor within 1e-4 relative: check_same_model)
 # and log (within 1e-4); the checkpoint of 3 shards resumes on 2 shards as
-# sae-train resumes its own; a bad option is exit status 2 on every rank;
+# sae-train resumes its own; a skip transcoder (--target) on 3 shards and a
+# Gated SAE on 2 give sae-train's models; an error every rank meets is said
+# once; a bad option is exit status 2 on every rank;
 # a rank killed mid-run ends the job with an error instead of a hang.
 # Usage: mpi.sh BINDIR MPIEXEC [MPIEXEC FLAGS...]
 . "$(dirname "$0")/lib.sh"
@@ -70,6 +72,41 @@ run "$bin/check_same_model" "$tmp/features" "$tmp/one"
 [ "$rc" -eq 0 ] || fail "3 shards resumed on 2: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
 close_logs "$tmp/features.csv" "$tmp/one.csv" >"$tmp/diff" || fail "resumed log: $(head -3 "$tmp/diff")"
 echo "ok: 3 shards' checkpoint resumed on 2 shards"
+
+# --- the families: a skip transcoder (--target) on 3 shards, Gated on 2 -------
+raw_f32 "$tmp/y.f32" 600 10
+for spec in "features:3:skip:--target $tmp/y.f32 --d-out 10 --skip --arch topk --k 3 --auxk-k 4 --dead-window 50" \
+            "features:2:gated:--arch gated --lambda 0.1"; do
+    m=${spec%%:*}
+    rest=${spec#*:}
+    n=${rest%%:*}
+    rest=${rest#*:}
+    name=${rest%%:*}
+    fam=${rest#*:}
+    # shellcheck disable=SC2086
+    run "$train" "$tmp/acts.f32" --d-in 16 --d-sae 40 --batch 50 --log-every 5 --steps 20 $fam \
+        --save "$tmp/$name.one"
+    [ "$rc" -eq 0 ] || fail "sae-train $name: exit $rc: $(cat "$tmp/err")"
+    # shellcheck disable=SC2086
+    run $MPIRUN -np "$n" "$bin/sae-train-mpi" "$tmp/acts.f32" --d-in 16 --d-sae 40 --batch 50 \
+        --log-every 5 --steps 20 $fam --parallel "$m" --save "$tmp/$name.mpi"
+    [ "$rc" -eq 0 ] || fail "$name on $n $m ranks: exit $rc: $(cat "$tmp/err")"
+    run "$bin/check_same_model" "$tmp/$name.mpi" "$tmp/$name.one"
+    [ "$rc" -eq 0 ] || fail "$name on $n ranks: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
+    cmp -s "$tmp/$name.mpi/cfg.json" "$tmp/$name.one/cfg.json" || fail "$name: cfg.json differs"
+done
+grep -q '"architecture": "topk_skip_transcoder"' "$tmp/skip.mpi/cfg.json" ||
+    fail "skip transcoder: cfg.json: $(cat "$tmp/skip.mpi/cfg.json")"
+grep -q '"architecture": "gated"' "$tmp/gated.mpi/cfg.json" || fail "gated: cfg.json"
+echo "ok: a skip transcoder on 3 shards and a Gated SAE on 2 train sae-train's models"
+
+# --- an error every rank meets (a step's): said once, by rank 0 ---------------
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" --lr 1e300 --steps 2 --parallel features
+[ "$rc" -ne 0 ] || fail "--lr 1e300: exit 0"
+[ "$(grep -c "sae-train-mpi: rank 0: step 1: non-finite" "$tmp/err")" -eq 1 ] &&
+    [ "$(grep -c "non-finite" "$tmp/err")" -eq 1 ] || fail "--lr 1e300: $(cat "$tmp/err")"
+echo "ok: a step's error is said once"
 
 # --- a bad option: exit status 2, the message once (rank 0's) -----------------
 # shellcheck disable=SC2086
