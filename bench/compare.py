@@ -8,8 +8,11 @@ same run.
 1. writes a batch of N(0, 1) activations (max batch x 768 float32) to a temp file;
 2. runs build/bench/sae-bench on it: step vs (best fp32 encoder GEMM + Adam
    pass), interleaved in one process;
+   libsae in float32 and with its bf16 encoder (--precision fp32,bf16);
 3. runs bench/torch_step.py on the same file (PyTorch, same thread count),
-   once in float32 and once under torch.autocast(cpu, bfloat16);
+   once in float32 and once under torch.autocast(cpu, bfloat16); each libsae
+   row gets both speedups (fp32 against PyTorch fp32, bf16 against autocast
+   are the issue's pairs);
 4. runs sae-bench --rss and torch_step.py once per (batch, regime) in fresh
    processes, for each one's peak resident memory;
 5. prints the merged table with the ratios.
@@ -36,7 +39,7 @@ def run(cmd, env=None):
 
 
 def lib_rows(text):
-    """sae-bench's table: (batch, arch, regime) -> dict of columns."""
+    """sae-bench's table: (batch, arch, regime, prec) -> dict of columns."""
     rows, names = {}, None
     for line in text.splitlines():
         if line.startswith("#"):
@@ -45,7 +48,8 @@ def lib_rows(text):
         if f and f[0] == "batch":
             names = f
         elif names and len(f) == len(names) and f[0].isdigit():
-            rows[(int(f[0]), f[1], f[2])] = dict(zip(names, f))
+            row = dict(zip(names, f))
+            rows[(int(f[0]), f[1], f[2], row.get("prec", "fp32"))] = row
     return rows
 
 
@@ -68,6 +72,8 @@ def main():
     ap.add_argument("--regimes", default="dense,300,30")
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
+    ap.add_argument("--precision", default="fp32,bf16",
+                    help="libsae's encoder precisions (sae-bench --precision)")
     args = ap.parse_args()
     bench = os.path.join(args.build, "bench", "sae-bench")
     if not os.access(bench, os.X_OK):
@@ -84,7 +90,8 @@ def main():
         np.random.default_rng(12345).standard_normal((n_max, d_in), dtype=np.float32).tofile(data)
         common = ["--batch", args.batch, "--regimes", args.regimes, "--reps", str(args.reps)]
         print("running sae-bench ...", file=sys.stderr, flush=True)
-        lib_out = run([bench, "--data", data, "--threads", str(args.threads)] + common, env)
+        lib_out = run([bench, "--data", data, "--threads", str(args.threads),
+                       "--precision", args.precision] + common, env)
         torch_out = {}
         for mode in ("off", "bf16"):
             print(f"running torch_step.py (autocast {mode}) ...", file=sys.stderr, flush=True)
@@ -110,15 +117,15 @@ def main():
     print("# " + torch_out["bf16"].splitlines()[0])
     if unset:
         print("# compare.py ran every command without " + " ".join(unset))
-    hdr = (f"{'batch':>6} {'regime':>8} {'L0':>6} {'step ms':>8} {'floor ms':>9} {'/floor':>7} "
+    hdr = (f"{'batch':>6} {'regime':>8} {'prec':>5} {'L0':>6} {'step ms':>8} {'floor ms':>9} {'/floor':>7} "
            f"{'tok/s':>8} {'torch ms':>9} {'torch tok/s':>12} {'speedup':>8} "
            f"{'bf16ac ms':>9} {'bf16ac tok/s':>12} {'speedup':>8} {'RSS MB':>7} {'torch RSS':>9}")
     print(hdr)
     for key, f in lib.items():
-        batch, arch, regime = key
+        batch, arch, regime, prec = key
         tk = (batch, regime)
         tok = float(f["tokens/s"])
-        line = (f"{batch:>6} {regime:>8} {f['L0']:>6} {float(f['step_ms']):>8.1f} "
+        line = (f"{batch:>6} {regime:>8} {prec:>5} {f['L0']:>6} {float(f['step_ms']):>8.1f} "
                 f"{float(f['floor_ms']):>9.1f} {float(f['ratio']):>7.2f} {tok:>8.0f}")
         for t in (t32, t16):
             if tk in t:

@@ -97,13 +97,19 @@ struct sae_fused_encoder {
                                        then the final selection's */
     size_t last_pairs;     /* the previous pass's pairs, to size the arenas */
     float batch_floor;     /* BatchTopK: the next pass's floor (0: none) */
+    float batch_fraction;  /* the floor / the last K-th value */
     uint64_t batch_repasses;
 };
 
 /* The floor under the last K-th value: entries between the two cost a little
  * in the final selection; a floor above the next pass's K-th value costs a
- * pass. */
+ * pass. The fraction starts at BATCH_FLOOR_FRACTION, falls by a factor
+ * BATCH_FLOOR_BACKOFF after each pass made again (a K-th value falling fast,
+ * early in training), and climbs back by 1/BATCH_FLOOR_BACKOFF per pass that
+ * was not. */
 #define BATCH_FLOOR_FRACTION 0.85f
+#define BATCH_FLOOR_BACKOFF 0.7f
+#define BATCH_FLOOR_MIN 0.1f
 
 uint64_t sae__fused_encoder_batch_repasses(const sae_fused_encoder *e)
 {
@@ -184,6 +190,7 @@ int sae__fused_encoder_create(sae_fused_encoder **out, size_t d_sae, int n_threa
         return SAE_E_NOMEM;
     e->n_threads = n_threads;
     e->d_sae = d_sae;
+    e->batch_fraction = BATCH_FLOOR_FRACTION;
     e->tile_features = backend == SAE_GEMM_ONEDNN ? TILE_FEATURES_ONEDNN
                        : d_sae < TILE_FEATURES_CBLAS ? d_sae : TILE_FEATURES_CBLAS;
     e->n_tiles = (d_sae + e->tile_features - 1) / e->tile_features;
@@ -703,8 +710,9 @@ static size_t batch_reached(const sae_fused_encoder *e, int T)
 }
 
 /* BatchTopK after the pass: the K = n k first entries of the threads'
- * streams, as CSR (tokens in order, features in order within a token). */
-static int batch_assemble(enc_pass *ps, size_t *pairs)
+ * streams, as CSR (tokens in order, features in order within a token); the
+ * next pass's floor (floor: this pass's, 0 if none). */
+static int batch_assemble(enc_pass *ps, float floor, size_t *pairs)
 {
     sae_fused_encoder *e = ps->e;
     const sae_activation *a = ps->act;
@@ -722,7 +730,11 @@ static int batch_assemble(enc_pass *ps, size_t *pairs)
     float kth;
     n = sae__batch_select(u, n, ps->n_tokens * a->k, e->batch_scratch, &kth);
     *pairs = n;
-    e->batch_floor = n ? BATCH_FLOOR_FRACTION * kth : 0.0f;
+    if (floor > 0.0f) /* a floor that held: the next one a little closer */
+        e->batch_fraction = e->batch_fraction / BATCH_FLOOR_BACKOFF > BATCH_FLOOR_FRACTION
+                                ? BATCH_FLOOR_FRACTION
+                                : e->batch_fraction / BATCH_FLOOR_BACKOFF;
+    e->batch_floor = n ? e->batch_fraction * kth : 0.0f;
     if (n > out->cap)
         return SAE_FUSED_OUT_FULL;
     out->batch_min_kept = n ? kth : 0.0f;
@@ -816,6 +828,9 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
         if (!full && floor > 0.0f && batch_reached(e, T) < n * a->k) {
             floor = 0.0f; /* the floor was too high: the exact selection needs another pass */
             e->batch_repasses++;
+            e->batch_fraction = e->batch_fraction * BATCH_FLOOR_BACKOFF < BATCH_FLOOR_MIN
+                                    ? BATCH_FLOOR_MIN
+                                    : e->batch_fraction * BATCH_FLOOR_BACKOFF;
             continue;
         }
         if (!full)
@@ -826,7 +841,7 @@ int sae__encode_fused(sae_fused_encoder *e, const sae_fused_args *args,
     /* the pairs, in token order */
     size_t pairs = 0;
     if (a->arch == SAE_ARCH_BATCHTOPK) {
-        rc = batch_assemble(&ps, &pairs);
+        rc = batch_assemble(&ps, floor, &pairs);
         out->pairs = pairs;
         if (rc != SAE_OK)
             return rc;

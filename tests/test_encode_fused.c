@@ -334,7 +334,8 @@ END_TEST
 
 /* BatchTopK's streams start at a floor below the previous pass's K-th value:
  * a batch much like the last passes once, one whose K-th value fell below
- * the floor (lower biases) is passed again without it; both are exact. */
+ * the floor (lower biases) is passed again without it, and the floor then
+ * follows it; all exact. */
 START_TEST(batchtopk_floor_from_the_previous_pass)
 {
     problem near = make_problem(600, 48, 300, 0.0, 5), low = make_problem(600, 48, 300, 2.0, 5);
@@ -350,6 +351,10 @@ START_TEST(batchtopk_floor_from_the_previous_pass)
     check_pass(enc, team, pool, &near, SAE_ARCH_BATCHTOPK, 6, true, false);
     ck_assert_uint_eq(sae__fused_encoder_batch_repasses(enc), repasses);
     check_pass(enc, team, pool, &low, SAE_ARCH_BATCHTOPK, 6, true, false);
+    ck_assert_uint_eq(sae__fused_encoder_batch_repasses(enc), repasses + 1);
+    /* the floor follows: the same batch again, then the first one, pass once */
+    check_pass(enc, team, pool, &low, SAE_ARCH_BATCHTOPK, 6, true, false);
+    check_pass(enc, team, pool, &near, SAE_ARCH_BATCHTOPK, 6, true, false);
     ck_assert_uint_eq(sae__fused_encoder_batch_repasses(enc), repasses + 1);
     sae__fused_encoder_free(enc);
     sae__gemm_team_free(team);
