@@ -1058,6 +1058,33 @@ START_TEST(shards_are_slices_and_refuse_whole_model_calls)
     ck_assert_uint_eq(e, 3);
     ck_assert_uint_eq(total, 10);
     ck_assert_int_eq(sae_model_shard(NULL, &b, &e, &total), SAE_E_INVALID_ARG);
+
+    /* a skip transcoder's shard: its features' slice, d_out-wide decoder
+     * rows, the whole W_skip; a bad range, kind or d_out leaves *out NULL */
+    sae_model *tc = (sae_model *)&b;
+    ck_assert_int_eq(sae_model_create_transcoder_shard(&tc, 4, 6, 10, 5, 5, 1,
+                     SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(tc);
+    ck_assert_int_eq(sae_model_create_transcoder_shard(&tc, 4, 6, 10, 5, 11, 1,
+                     SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_create_transcoder_shard(&tc, 4, 0, 10, 0, 3, 1,
+                     SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_create_transcoder_shard(&tc, 4, 6, 10, 0, 3, 1,
+                     SAE_KIND_AUTOENCODER, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(tc);
+    ck_assert_int_eq(sae_model_create_transcoder_shard(NULL, 4, 6, 10, 0, 3, 1,
+                     SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_RELU, 0), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_create_transcoder_shard(&tc, 4, 6, 10, 7, 10, 1,
+                     SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_RELU, 0), SAE_OK);
+    ck_assert_uint_eq(sae_model_d_sae(tc), 3);
+    ck_assert_uint_eq(sae_model_tensor_size(tc, SAE_W_ENC), 3 * 4);
+    ck_assert_uint_eq(sae_model_tensor_size(tc, SAE_W_DEC), 3 * 6);
+    ck_assert_uint_eq(sae_model_tensor_size(tc, SAE_W_SKIP), 6 * 4);
+    ck_assert_int_eq(sae_model_shard(tc, &b, &e, &total), SAE_OK);
+    ck_assert_uint_eq(b, 7);
+    ck_assert_uint_eq(e, 10);
+    ck_assert_uint_eq(total, 10);
+    sae_model_free(tc);
     float x[8] = {0}, f[6], xh[8];
     sae_losses l;
     double fvu;
