@@ -173,7 +173,7 @@ def _check_family(arch: Optional[Union[Arch, str]], widths: Any, target: Any,
         raise TypeError("arch='matryoshka' needs widths (the nested level widths, e.g. "
                         "widths=[d_sae // 4, d_sae])")
     if target is None:
-        for key, v in (("skip", skip), ("d_out", d_out)):
+        for key, v in (("skip", skip or None), ("d_out", d_out)):  # skip=False: harmless
             if v is not None:
                 raise TypeError(f"{key} applies to transcoders (give target=)")
         if resample_every and a == Arch.GATED:

@@ -165,6 +165,9 @@ def test_bad_combinations_are_refused_before_any_work(tmp_path):
         y.tofile(tmp_path / "y.f32")
         libsae.train(x, target=str(tmp_path / "y.f32"), **out)
     assert not (tmp_path / "run").exists()
+    # skip=False without a target says nothing wrong: an autoencoder
+    r = libsae.train(x, skip=False, d_sae=16, steps=1, batch_size=50, progress=False)
+    assert r.model.kind == libsae.ModelKind.AUTOENCODER
 
 
 def test_resuming_against_the_checkpoint_is_refused(runs, tmp_path):
