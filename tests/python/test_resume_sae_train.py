@@ -1,5 +1,6 @@
 """libsae.train and sae-train resume each other's runs, for every family
-(ReLU, TopK, Gated, Matryoshka, a skip transcoder with its target file): a
+(ReLU, TopK, Gated, Matryoshka, a BatchTopK skip transcoder and a JumpReLU
+transcoder with their target file): a
 run stopped by one and finished by the other has, byte for byte, the
 checkpoint of the run done in one go (by either). Needs the built sae-train ($SAE_BUILD_DIR/tools,
 set by CTest); skipped without it."""
@@ -44,6 +45,10 @@ ARCHS = {
     "skip_transcoder": (["--target", TARGET, "--skip", "--arch", "batchtopk", "--k", "4"],
                         {"target": TARGET, "skip": True, "arch": "batchtopk", "k": 4,
                          "l1_coeff": 0}),
+    "jumprelu_transcoder": (["--target", TARGET, "--arch", "jumprelu", "--threshold", "0.01",
+                             "--lambda", "0.1"],
+                            {"target": TARGET, "arch": "jumprelu", "threshold": 0.01,
+                             "l1_coeff": 0.1}),
 }
 
 
@@ -85,9 +90,11 @@ def test_python_finishes_an_sae_train_run(acts, tmp_path, arch):
               "--log", str(tmp_path / "run.csv"))
     r = libsae.train(checkpoint_dir=tmp_path / "run", resume=True, progress=False,
                      metrics_csv=tmp_path / "run.csv")  # appends to sae-train's log
-    kind = libsae.ModelKind.SKIP_TRANSCODER if "skip" in py else libsae.ModelKind.AUTOENCODER
+    kind = (libsae.ModelKind.SKIP_TRANSCODER if "skip" in py else
+            libsae.ModelKind.TRANSCODER if "target" in py else libsae.ModelKind.AUTOENCODER)
     assert (r.steps, r.tokens, r.model.arch, r.model.kind) == \
         (10, 640, libsae.Arch[py.get("arch", "relu").upper()], kind)
+    assert len(files(tmp_path / "whole")) >= 3  # weights, cfg.json, optimizer
     assert files(tmp_path / "run") == files(tmp_path / "whole")
     with open(tmp_path / "run.csv") as f:
         steps = [line.split(",")[0] for line in f.read().splitlines()[1:]]
