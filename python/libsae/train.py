@@ -196,6 +196,7 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
           k: Optional[int] = None, threshold: Optional[float] = None,
           widths: Optional[List[int]] = None, target: Any = None,
           skip: Optional[bool] = None, d_out: Optional[int] = None,
+          decoder_init_norm: Optional[float] = None,
           steps: Optional[int] = None, tokens: Optional[int] = None,
           batch_size: Optional[int] = None, seed: Optional[int] = None,
           normalize: bool = False, b_dec_init: Optional[Union[BDecInit, str]] = None,
@@ -210,7 +211,9 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
     Model: d_sae, arch (default "relu"; "topk", "batchtopk", "jumprelu",
     "gated", "matryoshka"), k, threshold, widths (Matryoshka's level widths,
     d_sae appended when missing) as libsae.Model, seed (default 0: the
-    initialisation and the batch order).
+    initialisation and the batch order), decoder_init_norm (the decoder
+    rows' initial L2 norm, SAELens's option; default 0.1, the library's:
+    Model.reinit, as sae-train --decoder-init-norm).
     Transcoders: target (the rows x reconstructs: an array or file with a row
     per source row, raw float32 with d_out=, or an iterable of batches for a
     stream source), skip=True for a skip transcoder; relu, topk, batchtopk or
@@ -262,6 +265,10 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
         if checkpoint_dir is None:
             raise TypeError("resume=True needs checkpoint_dir")
         model, opt, state = _checkpoint.load(checkpoint_dir)
+        if decoder_init_norm is not None:
+            raise _checkpoint.CheckpointError(
+                f"{os.fspath(checkpoint_dir)}: decoder_init_norm applies to a new model, not "
+                f"to the checkpoint's")
         _checkpoint.check_given(state, model, checkpoint_dir, d_sae=d_sae, arch=arch, k=k,
                                 widths=widths, seed=seed, normalize=normalize,
                                 target=target, skip=skip, d_out=d_out)
@@ -302,6 +309,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
         else:
             model = Model(width, d_sae, arch=a, k=k, threshold=threshold, widths=widths,
                           seed=settings["seed"])
+        if decoder_init_norm is not None:  # the same draws: create's is reinit's at 0.1
+            model.reinit(settings["seed"], float(decoder_init_norm))
         opt = Optimizer(model)
         scale = 1.0
         if normalize or b_dec_init:

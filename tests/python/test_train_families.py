@@ -154,6 +154,8 @@ def test_bad_combinations_are_refused_before_any_work(tmp_path):
         (ValueError, "the target has 8 columns, d_out is 6", dict(target=y, d_out=6)),
         (TypeError, "target must be an array or a file", dict(target=iter([y]))),
         (TypeError, "dtype float64", dict(target=y.astype(np.float64))),
+        (libsae.InvalidArgError, "sae_model_reinit", dict(decoder_init_norm=-1.0)),
+        (libsae.NonFiniteError, "sae_model_reinit", dict(decoder_init_norm=float("nan"))),
     ]
     for kind, message, kw in cases:
         with pytest.raises(kind, match=message):
@@ -181,6 +183,7 @@ def test_resuming_against_the_checkpoint_is_refused(runs, tmp_path):
         ("tc", dict(target=y[:, :6].copy()), "the target has 6 columns, d_out is 8"),
         ("tc", dict(target=y[:200]), "the target has 200 rows but the training data 300"),
         ("tc", dict(), "a transcoder's and did not record a target file: give its target"),
+        ("gated", dict(decoder_init_norm=0.5), "decoder_init_norm applies to a new model"),
     ]
     for run, kw, message in cases:
         with pytest.raises((TypeError, ValueError), match=message):
