@@ -58,9 +58,14 @@ class Rows:
         self.target_path: Optional[str] = None
         self.rows, self.d_in = x.shape
         self.rng = Rng(seed, SHUFFLE_STREAM)
+        self.last_rows = np.zeros(0, np.intp)  # the data rows of the last batch
         self.order = np.arange(self.rows, dtype=np.uint64)
         self.pos = self.rows  # shuffled before the first draw
         self.drawn = 0
+
+    def row_of(self, i: int) -> int:
+        """The data row of row i of the last batch."""
+        return int(self.last_rows[i])
 
     def pair(self, y: np.ndarray, path: Optional[str] = None) -> None:
         """Give each row its target: row i of y (as many rows as x)."""
@@ -93,6 +98,7 @@ class Rows:
             left -= k
         self.drawn += n
         idx = (take[0] if len(take) == 1 else np.concatenate(take)).astype(np.intp)
+        self.last_rows = idx
         return scaled(self.x[idx], scale), None if self.y is None else self.y[idx]
 
     def skip(self, n: int) -> None:
@@ -116,6 +122,7 @@ class Stream:
         self.what = what
         self.target: Optional["Stream"] = None  # the targets of its rows, transcoders
         self.target_path = None
+        self.last_n = 0  # rows in the last batch
         self.pending: List[np.ndarray] = []
         self.n_pending = 0
         self.drawn = 0
@@ -149,6 +156,11 @@ class Stream:
         if self.d_in is None:
             raise ValueError(f"{self.what} yielded no batches")
         return self.d_in
+
+    def row_of(self, i: int) -> int:
+        """The stream row (counted from the start of this run's stream) of
+        row i of the last batch."""
+        return self.drawn - self.last_n + i
 
     def pair(self, target: "Stream") -> None:
         """Give each row its target: the rows of `target`, in order."""
@@ -187,6 +199,7 @@ class Stream:
         while self.n_pending < n:
             if not self._pull():
                 return None
+        self.last_n = n
         first = self.pending[0]
         if first.shape[0] == n and scale == 1.0:
             self.pending.pop(0)  # as the host gave it: no copy
@@ -207,6 +220,24 @@ class Stream:
         self.n_pending -= n
         self.drawn += n
         return out
+
+
+def nonfinite_row(error: Any, data: Any, x: np.ndarray, y: Optional[np.ndarray]) -> Any:
+    """The library's NonFiniteError of a step on x (and its target y), with
+    the data row of the batch's first NaN/Inf (x's, then y's) added to its
+    detail, as sae-train reports it: the batch's own index in the library's
+    detail says nothing about where the value sits in the data. The error
+    as it was when neither holds one (a diverging step)."""
+    for what, a, where in (("source", x, data.path), ("target", y, data.target_path)):
+        if a is None:
+            continue
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+        if bad.size:
+            name = f" {where}" if where else ""
+            row = f"the {what}{name} has a NaN or Inf in row {data.row_of(int(bad[0]))}"
+            return type(error)(error.status, error.function, error.description,
+                               f"{error.detail}; {row}" if error.detail else row)
+    return error
 
 
 def _open_matrix(source: Any, width: Optional[int], what: str, width_name: str

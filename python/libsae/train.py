@@ -49,9 +49,10 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from . import _checkpoint
-from ._data import Rows, open_source, open_target, scaled
+from ._data import Rows, nonfinite_row, open_source, open_target, scaled
 from ._progress import Progress, choose
 from .enums import Arch, BDecInit, ModelKind, Option, enum_value
+from .errors import NonFiniteError
 from .model import JUMPRELU_THRESHOLD, Model, estimate_input_scale
 from .optimizer import Optimizer
 from .options import parse_options
@@ -364,7 +365,11 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
                 if pair is None:
                     break  # the stream ended
                 x, y = pair
-                run.add(opt.step(model, x) if y is None else opt.step_target(model, x, y), x, y)
+                try:
+                    losses = opt.step(model, x) if y is None else opt.step_target(model, x, y)
+                except NonFiniteError as e:  # bad data, or a diverging step?
+                    raise nonfinite_row(e, data, x, y) from None
+                run.add(losses, x, y)
                 step += 1
                 bar.step()
                 if resample_every and step % resample_every == 0 and step != total:

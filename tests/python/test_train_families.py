@@ -191,3 +191,19 @@ def test_resuming_against_the_checkpoint_is_refused(runs, tmp_path):
     assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
     r = libsae.train(x, target=y, checkpoint_dir=d / "tc", resume=True, steps=3, progress=False)
     assert r.steps == 3 and r.model.kind == libsae.ModelKind.TRANSCODER
+
+
+def test_a_nan_names_its_data_row(tmp_path):
+    """The library's detail names the batch's index; the trainer adds the
+    data row (in the shuffled order: the row of the file), as sae-train."""
+    x, y, _ = synthetic(n=300, d_in=12, n_true=16, seed=6, active=2, d_out=8)
+    y[205, 3] = np.nan
+    np.save(tmp_path / "y.npy", y)
+    with pytest.raises(libsae.NonFiniteError,
+                       match=f"sae_step_target: y.*; the target {tmp_path / 'y.npy'} has a "
+                             f"NaN or Inf in row 205$"):
+        libsae.train(x, target=str(tmp_path / "y.npy"), d_sae=16, steps=20, batch_size=50,
+                     progress=False)
+    x[123, 0] = np.inf  # a stream's rows count from its start
+    with pytest.raises(libsae.NonFiniteError, match="the source has a NaN or Inf in row 123$"):
+        libsae.train(iter([x[:100], x[100:]]), d_sae=16, batch_size=50, progress=False)
