@@ -599,142 +599,202 @@ static sae_model *make_model(const options *o, int arch, double regime, const fl
     return m;
 }
 
-int main(int argc, char **argv)
+static int resolve_threads(const options *o)
 {
-    options opt = parse(argc, argv);
-    if (!opt.keep_blas_env)
-        drop_blas_env(argv);
-    int threads = opt.threads;
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
-    }
+    if (o->threads > 0)
+        return o->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static size_t largest_batch(const options *o)
+{
     size_t max_b = 0;
-    for (int k = 0; k < opt.n_batches; k++)
-        max_b = opt.batches[k] > max_b ? opt.batches[k] : max_b;
-    size_t rows = max_b;
-    float *x = opt.data ? read_data(opt.data, opt.d_in, &rows) : gaussian_data(max_b, opt.d_in);
-    if (rows < max_b)
-        die("the --data file holds fewer rows than the largest batch");
+    for (int k = 0; k < o->n_batches; k++)
+        max_b = o->batches[k] > max_b ? o->batches[k] : max_b;
+    return max_b;
+}
 
-    /* the configurations */
-    int n_cfg = 0;
-    config *cfg = xmalloc(sizeof(config) * (size_t)opt.n_batches *
-                          (size_t)(opt.n_archs * opt.n_regimes + 1) * (size_t)opt.n_precisions);
-    for (int bi = 0; bi < opt.n_batches; bi++) {
-        size_t n = opt.batches[bi];
-        for (int ai = 0; ai < opt.n_archs; ai++)
-            for (int ri = 0; ri < opt.n_regimes; ri++)
-                for (int pi = 0; pi < opt.n_precisions; pi++) {
-                    int arch = opt.archs[ai];
-                    if ((arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK) &&
-                        opt.regimes[ri] == 0.0)
-                        continue; /* a TopK SAE has no dense regime */
-                    config *c = &cfg[n_cfg++];
-                    memset(c, 0, sizeof *c);
-                    c->batch = n;
-                    c->arch = arch;
-                    c->precision = opt.precisions[pi];
-                    if (pi > 0) { /* the same model in another precision */
-                        check(sae_model_clone(&c->m, c[-1].m), "clone model");
-                        memcpy(c->regime, c[-1].regime, sizeof c->regime);
-                        continue;
-                    }
-                    fprintf(stderr, "sae-bench: setting up batch %zu, %s ...\n", n,
-                            arch_names[arch]);
-                    c->m = make_model(&opt, arch, opt.regimes[ri], x, n, c->regime,
-                                      sizeof c->regime);
+/* The configurations of one batch size n: each architecture x regime (a
+ * TopK SAE has no dense regime) x precision, then the --model checkpoint in
+ * each precision. A precision after the first clones the same model.
+ * Appends at cfg + *n_cfg. */
+static void add_configs(const options *o, size_t n, const float *x, config *cfg, int *n_cfg)
+{
+    for (int ai = 0; ai < o->n_archs; ai++)
+        for (int ri = 0; ri < o->n_regimes; ri++)
+            for (int pi = 0; pi < o->n_precisions; pi++) {
+                int arch = o->archs[ai];
+                if ((arch == SAE_ARCH_TOPK || arch == SAE_ARCH_BATCHTOPK) && o->regimes[ri] == 0.0)
+                    continue; /* a TopK SAE has no dense regime */
+                config *c = &cfg[(*n_cfg)++];
+                memset(c, 0, sizeof *c);
+                c->batch = n;
+                c->arch = arch;
+                c->precision = o->precisions[pi];
+                if (pi > 0) { /* the same model in another precision */
+                    check(sae_model_clone(&c->m, c[-1].m), "clone model");
+                    memcpy(c->regime, c[-1].regime, sizeof c->regime);
+                    continue;
                 }
-        for (int pi = 0; opt.model && pi < opt.n_precisions; pi++) {
-            config *c = &cfg[n_cfg++];
-            memset(c, 0, sizeof *c);
-            c->batch = n;
-            c->precision = opt.precisions[pi];
-            if (pi > 0)
-                check(sae_model_clone(&c->m, c[-1].m), "clone model");
-            else
-                check(sae_model_load(&c->m, opt.model), "load --model");
-            if (sae_model_d_in(c->m) != opt.d_in || sae_model_d_sae(c->m) != opt.d_sae)
-                die("--model's d_in / d_sae differ from --d-in / --d-sae");
-            c->arch = sae_model_arch(c->m);
-            snprintf(c->regime, sizeof c->regime, "ckpt");
-        }
-    }
-    for (int k = 0; k < n_cfg; k++) {
-        config *c = &cfg[k];
-        /* a checkpoint's optimizer too, when it has one: its activity counters
-         * say which features are dead, and AuxK works on those */
-        if (strcmp(c->regime, "ckpt") == 0 &&
-            sae_optimizer_load(&c->o, c->m, opt.model) == SAE_OK)
-            snprintf(c->regime, sizeof c->regime, "ckpt+opt");
-        else
-            check(sae_optimizer_create(&c->o, c->m), "create optimizer");
-        check(sae_optimizer_set(c->o, SAE_OPT_THREADS, opt.threads), "threads");
-        check(sae_optimizer_set(c->o, SAE_OPT_KERNEL, opt.kernel), "kernel");
-        check(sae_optimizer_set(c->o, SAE_OPT_GEMM, opt.gemm), "gemm");
-        check(sae_optimizer_set(c->o, SAE_OPT_PRECISION, c->precision), "precision");
-        /* a step of a trained model keeps its scale: the bench measures, not trains */
-        check(sae_optimizer_set(c->o, SAE_OPT_LR, 1e-7), "lr");
-        sae_losses l;
-        check(sae_step(c->m, c->o, x, c->batch, &l), "warm-up step");
-        c->t_step = xmalloc(sizeof(double) * (size_t)opt.reps);
-    }
-
-    /* the floors, per batch size */
-    size_t n_params = 2 * opt.d_in * opt.d_sae + opt.d_in + opt.d_sae;
-    float *ap = NULL, *ag = NULL, *am = NULL, *av = NULL, *w = NULL;
-    uint16_t *x16 = NULL, *w16 = NULL;
-    floor_set *fl = xmalloc(sizeof(floor_set) * (size_t)opt.n_batches);
-    if (!opt.rss_only) {
-        ap = calloc(n_params, sizeof(float));
-        ag = calloc(n_params, sizeof(float));
-        am = calloc(n_params, sizeof(float));
-        av = calloc(n_params, sizeof(float));
-        w = xmalloc(opt.d_sae * opt.d_in * sizeof(float));
-        w16 = xmalloc(opt.d_sae * opt.d_in * sizeof(uint16_t));
-        x16 = xmalloc(max_b * opt.d_in * sizeof(uint16_t));
-        if (!ap || !ag || !am || !av)
-            die("out of memory");
-        for (size_t k = 0; k < n_params; k++)
-            ag[k] = (float)((k % 17) * 1e-3);
-        for (size_t k = 0; k < opt.d_sae * opt.d_in; k++) {
-            w[k] = (float)((k % 13) * 1e-2);
-            w16[k] = to_bf16(w[k]);
-        }
-        for (size_t k = 0; k < max_b * opt.d_in; k++)
-            x16[k] = to_bf16(x[k]);
-        for (int bi = 0; bi < opt.n_batches; bi++) {
-            floor_set *f = &fl[bi];
-            memset(f, 0, sizeof *f);
-            f->batch = opt.batches[bi];
-            f->out = xmalloc(f->batch * opt.d_sae * sizeof(float));
-            onednn_encoder_init(&f->f32, f->batch, opt.d_in, opt.d_sae, 0, x, w, f->out);
-            onednn_encoder_init(&f->bf16, f->batch, opt.d_in, opt.d_sae, 1, x16, w16, f->out);
-            f->t_cblas = xmalloc(sizeof(double) * (size_t)opt.reps);
-            f->t_onednn = xmalloc(sizeof(double) * (size_t)opt.reps);
-            f->t_bf16 = xmalloc(sizeof(double) * (size_t)opt.reps);
-            f->t_adam = xmalloc(sizeof(double) * (size_t)opt.reps);
-        }
-        print_header(&opt, threads);
-    }
-
-    /* the rounds: per batch size the floor's parts, then every configuration */
-    for (int r = 0; r < opt.reps; r++) {
-        for (int bi = 0; bi < opt.n_batches; bi++) {
-            size_t n = opt.batches[bi];
-            if (!opt.rss_only) {
-                floor_set *f = &fl[bi];
-                double t0 = now();
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)opt.d_sae,
-                            (int)opt.d_in, 1.0f, x, (int)opt.d_in, w, (int)opt.d_in, 0.0f, f->out,
-                            (int)opt.d_sae);
-                f->t_cblas[r] = now() - t0;
-                f->t_onednn[r] = onednn_encoder_run(&f->f32);
-                f->t_bf16[r] = onednn_encoder_run(&f->bf16);
-                t0 = now();
-                adam_like_pass(ap, ag, am, av, n_params, threads);
-                f->t_adam[r] = now() - t0;
+                fprintf(stderr, "sae-bench: setting up batch %zu, %s ...\n", n, arch_names[arch]);
+                c->m = make_model(o, arch, o->regimes[ri], x, n, c->regime, sizeof c->regime);
             }
+    for (int pi = 0; o->model && pi < o->n_precisions; pi++) {
+        config *c = &cfg[(*n_cfg)++];
+        memset(c, 0, sizeof *c);
+        c->batch = n;
+        c->precision = o->precisions[pi];
+        if (pi > 0)
+            check(sae_model_clone(&c->m, c[-1].m), "clone model");
+        else
+            check(sae_model_load(&c->m, o->model), "load --model");
+        if (sae_model_d_in(c->m) != o->d_in || sae_model_d_sae(c->m) != o->d_sae)
+            die("--model's d_in / d_sae differ from --d-in / --d-sae");
+        c->arch = sae_model_arch(c->m);
+        snprintf(c->regime, sizeof c->regime, "ckpt");
+    }
+}
+
+/* c's optimizer with the bench's options, warmed up by one step on x. */
+static void make_optimizer(const options *o, config *c, const float *x)
+{
+    /* a checkpoint's optimizer too, when it has one: its activity counters
+     * say which features are dead, and AuxK works on those */
+    if (strcmp(c->regime, "ckpt") == 0 && sae_optimizer_load(&c->o, c->m, o->model) == SAE_OK)
+        snprintf(c->regime, sizeof c->regime, "ckpt+opt");
+    else
+        check(sae_optimizer_create(&c->o, c->m), "create optimizer");
+    check(sae_optimizer_set(c->o, SAE_OPT_THREADS, o->threads), "threads");
+    check(sae_optimizer_set(c->o, SAE_OPT_KERNEL, o->kernel), "kernel");
+    check(sae_optimizer_set(c->o, SAE_OPT_GEMM, o->gemm), "gemm");
+    check(sae_optimizer_set(c->o, SAE_OPT_PRECISION, c->precision), "precision");
+    /* a step of a trained model keeps its scale: the bench measures, not trains */
+    check(sae_optimizer_set(c->o, SAE_OPT_LR, 1e-7), "lr");
+    sae_losses l;
+    check(sae_step(c->m, c->o, x, c->batch, &l), "warm-up step");
+    c->t_step = xmalloc(sizeof(double) * (size_t)o->reps);
+}
+
+/* Every configuration, set up and warmed up; *n_cfg of them. */
+static config *make_configs(const options *o, const float *x, int *n_cfg)
+{
+    config *cfg = xmalloc(sizeof(config) * (size_t)o->n_batches *
+                          (size_t)(o->n_archs * o->n_regimes + 1) * (size_t)o->n_precisions);
+    *n_cfg = 0;
+    for (int bi = 0; bi < o->n_batches; bi++)
+        add_configs(o, o->batches[bi], x, cfg, n_cfg);
+    for (int k = 0; k < *n_cfg; k++)
+        make_optimizer(o, &cfg[k], x);
+    return cfg;
+}
+
+static void free_configs(config *cfg, int n_cfg)
+{
+    for (int k = 0; k < n_cfg; k++) {
+        free(cfg[k].t_step);
+        sae_optimizer_free(cfg[k].o);
+        sae_model_free(cfg[k].m);
+    }
+    free(cfg);
+}
+
+/* The floor's operands, shared by the batch sizes: the Adam-like pass's four
+ * buffers (n_params floats each), the encoder weights in fp32 and bf16, the
+ * batch in bf16; and each batch size's floor_set. */
+typedef struct floors {
+    size_t n_params;
+    float *ap, *ag, *am, *av, *w;
+    uint16_t *x16, *w16;
+    floor_set *fl; /* one per batch size */
+} floors;
+
+/* x: the batch (max batch x d_in floats), which oneDNN wraps, read only. */
+static void floors_create(floors *F, const options *o, float *x)
+{
+    const size_t max_b = largest_batch(o);
+    memset(F, 0, sizeof *F);
+    F->n_params = 2 * o->d_in * o->d_sae + o->d_in + o->d_sae;
+    F->ap = calloc(F->n_params, sizeof(float));
+    F->ag = calloc(F->n_params, sizeof(float));
+    F->am = calloc(F->n_params, sizeof(float));
+    F->av = calloc(F->n_params, sizeof(float));
+    F->w = xmalloc(o->d_sae * o->d_in * sizeof(float));
+    F->w16 = xmalloc(o->d_sae * o->d_in * sizeof(uint16_t));
+    F->x16 = xmalloc(max_b * o->d_in * sizeof(uint16_t));
+    if (!F->ap || !F->ag || !F->am || !F->av)
+        die("out of memory");
+    for (size_t k = 0; k < F->n_params; k++)
+        F->ag[k] = (float)((k % 17) * 1e-3);
+    for (size_t k = 0; k < o->d_sae * o->d_in; k++) {
+        F->w[k] = (float)((k % 13) * 1e-2);
+        F->w16[k] = to_bf16(F->w[k]);
+    }
+    for (size_t k = 0; k < max_b * o->d_in; k++)
+        F->x16[k] = to_bf16(x[k]);
+    F->fl = xmalloc(sizeof(floor_set) * (size_t)o->n_batches);
+    for (int bi = 0; bi < o->n_batches; bi++) {
+        floor_set *f = &F->fl[bi];
+        memset(f, 0, sizeof *f);
+        f->batch = o->batches[bi];
+        f->out = xmalloc(f->batch * o->d_sae * sizeof(float));
+        onednn_encoder_init(&f->f32, f->batch, o->d_in, o->d_sae, 0, x, F->w, f->out);
+        onednn_encoder_init(&f->bf16, f->batch, o->d_in, o->d_sae, 1, F->x16, F->w16, f->out);
+        f->t_cblas = xmalloc(sizeof(double) * (size_t)o->reps);
+        f->t_onednn = xmalloc(sizeof(double) * (size_t)o->reps);
+        f->t_bf16 = xmalloc(sizeof(double) * (size_t)o->reps);
+        f->t_adam = xmalloc(sizeof(double) * (size_t)o->reps);
+    }
+}
+
+static void floors_free(floors *F, const options *o)
+{
+    for (int bi = 0; F->fl && bi < o->n_batches; bi++) {
+        onednn_encoder_free(&F->fl[bi].f32);
+        onednn_encoder_free(&F->fl[bi].bf16);
+        free(F->fl[bi].out);
+        free(F->fl[bi].t_cblas);
+        free(F->fl[bi].t_onednn);
+        free(F->fl[bi].t_bf16);
+        free(F->fl[bi].t_adam);
+    }
+    free(F->fl);
+    free(F->x16);
+    free(F->w16);
+    free(F->ap);
+    free(F->ag);
+    free(F->am);
+    free(F->av);
+    free(F->w);
+}
+
+/* Repetition r of the floor's parts for batch size bi: the SGEMM, oneDNN's
+ * fp32 and bf16 matmuls, the Adam-like pass. */
+static void time_floor(const options *o, floors *F, int bi, int r, const float *x, int threads)
+{
+    floor_set *f = &F->fl[bi];
+    const size_t n = f->batch;
+    double t0 = now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)o->d_sae, (int)o->d_in, 1.0f,
+                x, (int)o->d_in, F->w, (int)o->d_in, 0.0f, f->out, (int)o->d_sae);
+    f->t_cblas[r] = now() - t0;
+    f->t_onednn[r] = onednn_encoder_run(&f->f32);
+    f->t_bf16[r] = onednn_encoder_run(&f->bf16);
+    t0 = now();
+    adam_like_pass(F->ap, F->ag, F->am, F->av, F->n_params, threads);
+    f->t_adam[r] = now() - t0;
+}
+
+/* The rounds: per batch size the floor's parts (F NULL: none, --rss), then
+ * one step of every configuration of that size. */
+static void run_rounds(const options *o, floors *F, config *cfg, int n_cfg, const float *x,
+                       int threads)
+{
+    for (int r = 0; r < o->reps; r++)
+        for (int bi = 0; bi < o->n_batches; bi++) {
+            size_t n = o->batches[bi];
+            if (F)
+                time_floor(o, F, bi, r, x, threads);
             for (int k = 0; k < n_cfg; k++) {
                 config *c = &cfg[k];
                 if (c->batch != n)
@@ -746,61 +806,69 @@ int main(int argc, char **argv)
                 c->l0_sum += l.l0;
             }
         }
-    }
+}
 
-    /* the table */
-    if (!opt.rss_only)
+/* One row of the table: c's median step against its batch size's floor. */
+static void print_row(const options *o, const floors *F, config *c)
+{
+    double step = median(c->t_step, o->reps), l0 = c->l0_sum / o->reps;
+    floor_set *f = NULL;
+    for (int bi = 0; bi < o->n_batches; bi++)
+        if (F->fl[bi].batch == c->batch)
+            f = &F->fl[bi];
+    double cb = median(f->t_cblas, o->reps), od = median(f->t_onednn, o->reps);
+    double bf = median(f->t_bf16, o->reps), adam = median(f->t_adam, o->reps);
+    double best = isnan(od) || cb < od ? cb : od;
+    printf("%6zu %9s %9s %4s %7.0f %9.1f %9.1f %9.1f %9.1f %8.1f %9.1f %7.2f %10.0f\n", c->batch,
+           arch_names[c->arch], c->regime, c->precision == SAE_PRECISION_BF16 ? "bf16" : "fp32",
+           l0, step * 1e3, cb * 1e3, od * 1e3, bf * 1e3, adam * 1e3, (best + adam) * 1e3,
+           step / (best + adam), (double)c->batch / step);
+}
+
+/* The table (F NULL, --rss: each configuration's step and peak RSS). */
+static void print_results(const options *o, const floors *F, config *cfg, int n_cfg)
+{
+    if (F)
         printf("%6s %9s %9s %4s %7s %9s %9s %9s %9s %8s %9s %7s %10s\n", "batch", "arch",
                "regime", "prec", "L0", "step_ms", "cblas_ms", "onednn_ms", "bf16_ms", "adam_ms",
                "floor_ms", "ratio", "tokens/s");
     for (int k = 0; k < n_cfg; k++) {
         config *c = &cfg[k];
-        double step = median(c->t_step, opt.reps), l0 = c->l0_sum / opt.reps;
-        if (opt.rss_only) {
-            printf("batch %zu, %s %s, L0 %.0f: step %.1f ms, peak RSS %.1f MB\n", c->batch,
-                   arch_names[c->arch], c->regime, l0, step * 1e3,
-                   (double)peak_rss_kb() / 1024.0);
+        if (F) {
+            print_row(o, F, c);
             continue;
         }
-        floor_set *f = NULL;
-        for (int bi = 0; bi < opt.n_batches; bi++)
-            if (fl[bi].batch == c->batch)
-                f = &fl[bi];
-        double cb = median(f->t_cblas, opt.reps), od = median(f->t_onednn, opt.reps);
-        double bf = median(f->t_bf16, opt.reps), adam = median(f->t_adam, opt.reps);
-        double best = isnan(od) || cb < od ? cb : od;
-        printf("%6zu %9s %9s %4s %7.0f %9.1f %9.1f %9.1f %9.1f %8.1f %9.1f %7.2f %10.0f\n",
-               c->batch, arch_names[c->arch], c->regime,
-               c->precision == SAE_PRECISION_BF16 ? "bf16" : "fp32", l0,
-               step * 1e3, cb * 1e3, od * 1e3, bf * 1e3, adam * 1e3, (best + adam) * 1e3,
-               step / (best + adam), (double)c->batch / step);
+        printf("batch %zu, %s %s, L0 %.0f: step %.1f ms, peak RSS %.1f MB\n", c->batch,
+               arch_names[c->arch], c->regime, c->l0_sum / o->reps,
+               median(c->t_step, o->reps) * 1e3, (double)peak_rss_kb() / 1024.0);
     }
     fflush(stdout);
+}
 
-    for (int k = 0; k < n_cfg; k++) {
-        free(cfg[k].t_step);
-        sae_optimizer_free(cfg[k].o);
-        sae_model_free(cfg[k].m);
+int main(int argc, char **argv)
+{
+    options opt = parse(argc, argv);
+    if (!opt.keep_blas_env)
+        drop_blas_env(argv);
+    const int threads = resolve_threads(&opt);
+    const size_t max_b = largest_batch(&opt);
+    size_t rows = max_b;
+    float *x = opt.data ? read_data(opt.data, opt.d_in, &rows) : gaussian_data(max_b, opt.d_in);
+    if (rows < max_b)
+        die("the --data file holds fewer rows than the largest batch");
+    int n_cfg;
+    config *cfg = make_configs(&opt, x, &n_cfg);
+    floors F, *with_floor = NULL; /* --rss: no floor, the step's memory alone */
+    if (!opt.rss_only) {
+        floors_create(&F, &opt, x);
+        with_floor = &F;
+        print_header(&opt, threads);
     }
-    if (!opt.rss_only)
-        for (int bi = 0; bi < opt.n_batches; bi++) {
-            onednn_encoder_free(&fl[bi].f32);
-            onednn_encoder_free(&fl[bi].bf16);
-            free(fl[bi].out);
-            free(fl[bi].t_cblas);
-            free(fl[bi].t_onednn);
-            free(fl[bi].t_bf16);
-            free(fl[bi].t_adam);
-        }
-    free(fl);
-    free(cfg);
+    run_rounds(&opt, with_floor, cfg, n_cfg, x, threads);
+    print_results(&opt, with_floor, cfg, n_cfg);
+    free_configs(cfg, n_cfg);
+    if (with_floor)
+        floors_free(with_floor, &opt);
     free(x);
-    free(x16);
-    free(w16);
-    free(ap);
-    free(ag);
-    free(am);
-    free(av);
-    free(w);
     return 0;
 }

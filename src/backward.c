@@ -763,22 +763,33 @@ static void finish_sums(const sae_model *m, size_t n_tokens, sae_workspace *ws, 
     res->grad_sumsq = sumsq;
 }
 
-int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
-                          const float *y, size_t n_tokens, sae_workspace *ws, float *grad,
-                          sae_backward_result *res)
-{
-    const size_t d_sae = m->d_sae;
-    const float *target = y ? y : x;
-    const bool topk = m->arch == SAE_ARCH_TOPK || sae__batch_selected(m->arch);
-    const bool gated = m->arch == SAE_ARCH_GATED, matryoshka = m->arch == SAE_ARCH_MATRYOSHKA;
-    const size_t block = sae__batch_selected(m->arch) ? n_tokens
-                         : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
-    /* the tokens the loss averages over (a data-parallel step's global batch) */
-    const size_t n_loss = cfg->loss_tokens ? cfg->loss_tokens : n_tokens;
-    sae_par_step *par = cfg->par;
+/* One call of sae__forward_backward: its arguments, the activation it runs
+ * and the paths it takes. */
+typedef struct pass {
+    const sae_model *m;
+    const sae_step_config *cfg;
+    const float *x, *target; /* target: y, or x for an autoencoder */
+    size_t n_tokens;
+    size_t n_loss; /* the tokens the loss averages over (a data-parallel step's global batch) */
+    sae_workspace *ws;
+    float *grad;
+    sae_backward_result *res;
+    sae_activation act;
+    bool topk, gated;
+    bool sparse;    /* the gradients take the sparse path */
+    bool fused;     /* the fused encoder made the pairs */
+    bool too_dense; /* it stopped: the batch is too dense for the sparse path */
+} pass;
 
-    /* the decoder row norms: those the last Adam pass wrote, unless the model
-     * is another one or was changed since */
+/* The pass's starting state: the decoder row norms (those the last Adam pass
+ * wrote, unless the model is another one or was changed since), the
+ * per-feature sums zeroed, the activation set up for training. */
+static void start_pass(pass *p)
+{
+    const sae_model *m = p->m;
+    const sae_step_config *cfg = p->cfg;
+    sae_workspace *ws = p->ws;
+    const size_t d_sae = m->d_sae;
     if (ws->norms_model != m || ws->norms_version != m->version) {
         sae__decoder_row_norms(m, ws->norms, cfg->pool);
         ws->norms_model = m;
@@ -793,97 +804,139 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
     sae__thresholds(m, ws->theta);
     sae__mag_scales(m, ws->mag_scale);
     ws->row_ptr[0] = 0;
-    sae_activation act;
-    sae__activation_init(&act, m, ws->norms, ws->theta, ws->mag_scale);
-    act.bandwidth = (float)cfg->bandwidth;
-    act.training = true;
-    act.dead = cfg->dead;
-    act.k_aux = cfg->k_aux;
-    res->batch_min_kept = 0.0f;
-    res->aux_loss = 0.0;
-    res->grad_sumsq = 0.0;
+    sae__activation_init(&p->act, m, ws->norms, ws->theta, ws->mag_scale);
+    p->act.bandwidth = (float)cfg->bandwidth;
+    p->act.training = true;
+    p->act.dead = cfg->dead;
+    p->act.k_aux = cfg->k_aux;
+    p->res->batch_min_kept = 0.0f;
+    p->res->aux_loss = 0.0;
+    p->res->grad_sumsq = 0.0;
+}
 
-    /* TopK and BatchTopK are sparse by construction, Gated dense (its
-     * auxiliary path reads every open gate); the sparse path indexes tokens
-     * and features with 32 bits. Feature shards take the path all of them
-     * can: the exchanges of the two differ. */
-    bool sparse = !gated && (topk || cfg->kernel == SAE_KERNEL_SPARSE) &&
-                  n_tokens <= UINT32_MAX / 2;
-    /* The sparse path's encoder is fused whenever the step may take that
-     * path and the fused encoder covers the model (sae__fused_covers: not
-     * Gated or Matryoshka); a ReLU or JumpReLU batch too dense
-     * for it takes the dense path. Feature shards and BatchTopK across
-     * data-parallel ranks select across ranks block by block: they take the
-     * block loop. A distributed step that fails here takes the block loop
-     * too, which meets the failure again and tells the other ranks. */
-    bool fused = false, too_dense = false;
-    if (ws->fused && sae__fused_covers(m) &&
-        (!par || (!par->features && m->arch != SAE_ARCH_BATCHTOPK)) &&
-        n_tokens <= UINT32_MAX / 2 && (topk || cfg->kernel != SAE_KERNEL_DENSE)) {
-        double max_density = sparse ? 1.0 : SAE_SPARSE_MAX_DENSITY;
-        int rc = fused_forward(m, cfg, &act, x, n_tokens, max_density, ws, res);
-        if (rc == SAE_OK)
-            fused = sparse = true;
-        else if (rc == SAE_FUSED_TOO_DENSE)
-            too_dense = true;
-        else if (!par)
-            return rc;
-    }
+/* The sparse path's encoder is fused whenever the step may take that path
+ * and the fused encoder covers the model (sae__fused_covers: not Gated or
+ * Matryoshka); a ReLU or JumpReLU batch too dense for it takes the dense
+ * path. Feature shards and BatchTopK across data-parallel ranks select
+ * across ranks block by block: they take the block loop. A distributed step
+ * that fails here takes the block loop too, which meets the failure again
+ * and tells the other ranks. */
+static int try_fused(pass *p)
+{
+    const sae_model *m = p->m;
+    const sae_step_config *cfg = p->cfg;
+    const sae_par_step *par = cfg->par;
+    if (!p->ws->fused || !sae__fused_covers(m) ||
+        (par && (par->features || m->arch == SAE_ARCH_BATCHTOPK)) ||
+        p->n_tokens > UINT32_MAX / 2 || (!p->topk && cfg->kernel == SAE_KERNEL_DENSE))
+        return SAE_OK;
+    double max_density = p->sparse ? 1.0 : SAE_SPARSE_MAX_DENSITY;
+    int rc = fused_forward(m, cfg, &p->act, p->x, p->n_tokens, max_density, p->ws, p->res);
+    if (rc == SAE_OK)
+        p->fused = p->sparse = true;
+    else if (rc == SAE_FUSED_TOO_DENSE)
+        p->too_dense = true;
+    else if (!par)
+        return rc;
+    return SAE_OK;
+}
+
+/* The forward pass block by block, each block's gradients on its path right
+ * after it; SAE_KERNEL_AUTO chooses the path on the first block's density. */
+static int block_loop(pass *p)
+{
+    const sae_model *m = p->m;
+    const sae_step_config *cfg = p->cfg;
+    sae_workspace *ws = p->ws;
+    const size_t n_tokens = p->n_tokens;
     /* a batch selected block by block after all: one block of the batch (a
      * workspace reserved for the fused encoder holds less; never in a
      * distributed step, whose workspace holds the batch) */
-    if (!fused && sae__batch_selected(m->arch) && ws->block_cap < n_tokens) {
+    if (sae__batch_selected(m->arch) && ws->block_cap < n_tokens) {
         int rc = sae__workspace_reserve_batch(ws, n_tokens);
         if (rc != SAE_OK)
             return rc;
     }
-    for (size_t t0 = 0; !fused && t0 < n_tokens; t0 += block) {
+    const size_t block = sae__batch_selected(m->arch) ? n_tokens
+                         : ws->block_cap < n_tokens ? ws->block_cap : n_tokens;
+    for (size_t t0 = 0; t0 < n_tokens; t0 += block) {
         size_t rows = sae__block_rows(n_tokens, t0, block), pairs = 0;
-        int rc = forward_block(m, cfg, &act, x, t0, rows, ws, &pairs, res);
+        int rc = forward_block(m, cfg, &p->act, p->x, t0, rows, ws, &pairs, p->res);
         if (rc != SAE_OK)
             return rc;
-        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !topk && !gated) {
-            sparse = !too_dense && n_tokens <= UINT32_MAX / 2 &&
-                     (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae;
-            if (par && par->features &&
-                (rc = sae__par_sparse_choice(par, pairs, rows, sae__total_features(m),
-                                             &sparse)) != SAE_OK)
+        if (t0 == 0 && cfg->kernel == SAE_KERNEL_AUTO && !p->topk && !p->gated) {
+            p->sparse = !p->too_dense && n_tokens <= UINT32_MAX / 2 &&
+                        (double)pairs <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)m->d_sae;
+            if (cfg->par && cfg->par->features &&
+                (rc = sae__par_sparse_choice(cfg->par, pairs, rows, sae__total_features(m),
+                                             &p->sparse)) != SAE_OK)
                 return rc;
         }
-        if (sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
+        if (p->sparse && (rc = sparse_block(m, cfg, n_tokens, t0, rows, ws)) != SAE_OK)
             return rc;
-        if (gated &&
-            (rc = dense_gated_block(m, cfg, target, n_tokens, n_loss, t0, rows, ws, grad)) != SAE_OK)
+        if (p->gated && (rc = dense_gated_block(m, cfg, p->target, n_tokens, p->n_loss, t0, rows,
+                                                ws, p->grad)) != SAE_OK)
             return rc;
-        if (!gated && !sparse &&
-                 (rc = dense_backward_block(m, cfg, target, n_loss, t0, rows, ws, grad)) != SAE_OK)
+        if (!p->gated && !p->sparse &&
+            (rc = dense_backward_block(m, cfg, p->target, p->n_loss, t0, rows, ws, p->grad)) !=
+                SAE_OK)
             return rc;
     }
+    return SAE_OK;
+}
 
-    if (sparse) {
-        size_t n_rows = n_tokens;
-        const float scale = (float)(2.0 / (double)n_loss);
-        int rc = SAE_OK;
-        if (matryoshka) /* every level's reconstruction (matryoshka.c) */
-            sae__matryoshka_decode(m, target, n_tokens, scale, ws, cfg->pool);
-        else
-            rc = sparse_decode_output(m, cfg, target, n_tokens, scale, ws);
-        if (rc == SAE_OK && cfg->dead)
-            rc = add_auxk_rows(m, cfg, n_tokens, n_loss, ws, &n_rows, &res->aux_loss);
-        if (rc != SAE_OK)
-            return rc;
-        if (matryoshka) /* AuxK has read the full width's rows */
-            sae__matryoshka_suffix_sums(m, n_tokens, ws, cfg->pool);
-        if (!failed(cfg))
-            sae__sparse_feature_phase(m, cfg, n_tokens, n_rows, ws, grad);
-    } else {
-        dense_finish_rows(m, cfg, n_loss, ws, grad);
-    }
-    int rc = bias_gradients(m, cfg, n_tokens, ws, grad);
+/* The sparse path after the encoder: the reconstruction (every level's for
+ * Matryoshka), AuxK's rows, then the feature phase over the pairs. */
+static int finish_sparse(pass *p)
+{
+    const sae_model *m = p->m;
+    const bool matryoshka = m->arch == SAE_ARCH_MATRYOSHKA;
+    const float scale = (float)(2.0 / (double)p->n_loss);
+    size_t n_rows = p->n_tokens; /* the tokens' rows, then AuxK's */
+    int rc = SAE_OK;
+    if (matryoshka) /* every level's reconstruction (matryoshka.c) */
+        sae__matryoshka_decode(m, p->target, p->n_tokens, scale, p->ws, p->cfg->pool);
+    else
+        rc = sparse_decode_output(m, p->cfg, p->target, p->n_tokens, scale, p->ws);
+    if (rc == SAE_OK && p->cfg->dead)
+        rc = add_auxk_rows(m, p->cfg, p->n_tokens, p->n_loss, p->ws, &n_rows, &p->res->aux_loss);
+    if (rc != SAE_OK)
+        return rc;
+    if (matryoshka) /* AuxK has read the full width's rows */
+        sae__matryoshka_suffix_sums(m, p->n_tokens, p->ws, p->cfg->pool);
+    if (!failed(p->cfg))
+        sae__sparse_feature_phase(m, p->cfg, p->n_tokens, n_rows, p->ws, p->grad);
+    return SAE_OK;
+}
+
+int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const float *x,
+                          const float *y, size_t n_tokens, sae_workspace *ws, float *grad,
+                          sae_backward_result *res)
+{
+    pass p = {.m = m, .cfg = cfg, .x = x, .target = y ? y : x, .n_tokens = n_tokens,
+              .n_loss = cfg->loss_tokens ? cfg->loss_tokens : n_tokens, .ws = ws, .grad = grad,
+              .res = res, .topk = m->arch == SAE_ARCH_TOPK || sae__batch_selected(m->arch),
+              .gated = m->arch == SAE_ARCH_GATED};
+    start_pass(&p);
+    /* TopK and BatchTopK are sparse by construction, Gated dense (its
+     * auxiliary path reads every open gate); the sparse path indexes tokens
+     * and features with 32 bits. Feature shards take the path all of them
+     * can: the exchanges of the two differ. */
+    p.sparse = !p.gated && (p.topk || cfg->kernel == SAE_KERNEL_SPARSE) &&
+               n_tokens <= UINT32_MAX / 2;
+    int rc = try_fused(&p);
+    if (rc == SAE_OK && !p.fused)
+        rc = block_loop(&p);
+    if (rc == SAE_OK && p.sparse)
+        rc = finish_sparse(&p);
+    else if (rc == SAE_OK)
+        dense_finish_rows(m, cfg, p.n_loss, ws, grad);
+    if (rc == SAE_OK)
+        rc = bias_gradients(m, cfg, n_tokens, ws, grad);
     if (rc != SAE_OK)
         return rc;
     res->grad_sumsq = skip_gradient(m, n_tokens, ws, grad);
     finish_sums(m, n_tokens, ws, grad, res);
-    res->used_sparse = sparse;
-    return par ? par->status : SAE_OK;
+    res->used_sparse = p.sparse;
+    return cfg->par ? cfg->par->status : SAE_OK;
 }

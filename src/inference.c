@@ -220,9 +220,11 @@ static int forward_sums(const char *fn, const sae_model *m, const float *x, cons
     return SAE_OK;
 }
 
-/* sae_loss and sae_loss_target: y is the target (x for sae_loss). */
-static int loss(const char *fn, const sae_model *m, const float *x, const float *y,
-                size_t n_tokens, double lambda, sae_losses *out)
+/* The batch arguments of sae_loss, sae_fvu and their _target forms: m and
+ * out non-NULL, a whole model, x (n_tokens x d_in floats) and the target y
+ * (n_tokens x d_out; y == x: x itself) within size_t. */
+static int check_batch(const char *fn, const sae_model *m, const float *x, const float *y,
+                       size_t n_tokens, const void *out)
 {
     if (!m || !out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
@@ -231,14 +233,31 @@ static int loss(const char *fn, const sae_model *m, const float *x, const float 
         rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
     if (rc == SAE_OK && y != x)
         rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
+    return rc;
+}
+
+/* SAE_E_NONFINITE, naming the first NaN or Inf of x or y, if there is one. */
+static int check_batch_finite(const char *fn, const sae_model *m, const float *x, const float *y,
+                              size_t n_tokens)
+{
+    int rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
+    if (rc == SAE_OK && y != x)
+        rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out);
+    return rc;
+}
+
+/* sae_loss and sae_loss_target: y is the target (x for sae_loss). */
+static int loss(const char *fn, const sae_model *m, const float *x, const float *y,
+                size_t n_tokens, double lambda, sae_losses *out)
+{
+    int rc = check_batch(fn, m, x, y, n_tokens, out);
     if (rc != SAE_OK)
         return rc;
     if (!isfinite(lambda))
         return sae__fail(SAE_E_NONFINITE, "%s: lambda is %g", fn, lambda);
     if (lambda < 0.0)
         return sae__fail(SAE_E_INVALID_ARG, "%s: lambda = %g is negative", fn, lambda);
-    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK ||
-        (y != x && (rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out)) != SAE_OK))
+    if ((rc = check_batch_finite(fn, m, x, y, n_tokens)) != SAE_OK)
         return rc;
     sae_loss_sums sums;
     if ((rc = forward_sums(fn, m, x, y, n_tokens, &sums)) != SAE_OK)
@@ -275,19 +294,12 @@ int sae_loss_target(const sae_model *m, const float *x, const float *y, size_t n
 static int fvu(const char *fn, const sae_model *m, const float *x, const float *y,
                size_t n_tokens, double *out)
 {
-    if (!m || !out)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : "out");
-    int rc = sae__check_whole(fn, m);
-    if (rc == SAE_OK)
-        rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", m->d_in, "d_in", sizeof(float));
-    if (rc == SAE_OK && y != x)
-        rc = sae__check_rows(fn, "y", y, n_tokens, "n_tokens", m->d_out, "d_out", sizeof(float));
+    int rc = check_batch(fn, m, x, y, n_tokens, out);
     if (rc != SAE_OK)
         return rc;
     if (n_tokens < 2)
         return sae__fail(SAE_E_INVALID_ARG, "%s: n_tokens is 1: the variance needs 2", fn);
-    if ((rc = sae__check_finite(fn, "x", x, n_tokens * m->d_in)) != SAE_OK ||
-        (y != x && (rc = sae__check_finite(fn, "y", y, n_tokens * m->d_out)) != SAE_OK))
+    if ((rc = check_batch_finite(fn, m, x, y, n_tokens)) != SAE_OK)
         return rc;
     /* Total variance of the target around its batch mean, two-pass in double. */
     const size_t d_out = m->d_out;

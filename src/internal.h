@@ -40,6 +40,13 @@
  * encoder does not apply (a BatchTopK transcoder), its block encoder. Every
  * product goes through gemm.c (CBLAS or oneDNN); distributed steps add
  * parallel.c's hooks, which exchange what the ranks computed.
+ *
+ * select.c is to the selection what gemm.c is to the products: kernels with
+ * the contracts stated below ("selection on streams"), shared by both paths
+ * (the dense path's TopK and BatchTopK cut with them too) and by
+ * sparse_codes.c. It is kept apart from encode_fused.c for that reason:
+ * folded into the fused encoder, the dense encoder would read the sparse
+ * path's file.
  */
 #ifndef LIBSAE_INTERNAL_H
 #define LIBSAE_INTERNAL_H

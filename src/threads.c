@@ -35,6 +35,8 @@ struct sae_pool {
     pthread_t *workers;            /* n_threads - 1 */
     pthread_mutex_t mutex;
     pthread_cond_t start, done;
+    int made;    /* of mutex, start, done: how many are initialised (in that order) */
+    int started; /* workers running */
     atomic_uint_fast64_t generation; /* bumped for each task */
     atomic_int remaining;            /* workers still running the task */
     bool stop;
@@ -94,6 +96,37 @@ static void stop_workers(sae_pool *p, int started)
         pthread_join(p->workers[k], NULL);
 }
 
+/* The workers of a pool of p->n_threads > 1 and what they synchronise with.
+ * On failure p->made and p->started say how far it got (sae__pool_free
+ * undoes exactly that). */
+static int start_workers(sae_pool *p)
+{
+    const int n = p->n_threads;
+    p->workers = sae__alloc((size_t)(n - 1) * sizeof(pthread_t));
+    if (p->workers && pthread_mutex_init(&p->mutex, NULL) == 0)
+        p->made = 1;
+    if (p->made == 1 && pthread_cond_init(&p->start, NULL) == 0)
+        p->made = 2;
+    if (p->made == 2 && pthread_cond_init(&p->done, NULL) == 0)
+        p->made = 3;
+    if (p->made < 3)
+        return sae__fail(SAE_E_NOMEM, "cannot make a pool of %d threads", n);
+    for (int k = 0; k < n - 1; k++) {
+        worker_arg *arg = sae__alloc(sizeof *arg);
+        if (arg) {
+            arg->pool = p;
+            arg->tid = k + 1;
+        }
+        if (!arg || pthread_create(&p->workers[k], NULL, worker_main, arg) != 0) {
+            sae__free(arg);
+            /* out of threads is out of a resource, like memory */
+            return sae__fail(SAE_E_NOMEM, "cannot start thread %d of %d", k + 1, n);
+        }
+        p->started = k + 1;
+    }
+    return SAE_OK;
+}
+
 int sae__pool_create(sae_pool **out, int n_threads)
 {
     *out = NULL;
@@ -106,44 +139,13 @@ int sae__pool_create(sae_pool **out, int n_threads)
     p->owner = getpid();
     atomic_init(&p->generation, 0);
     atomic_init(&p->remaining, 0);
-    if (n_threads == 1) {
-        *out = p;
-        return SAE_OK;
-    }
-    int made = 0; /* the synchronisation objects initialised so far */
-    if (!(p->workers = sae__alloc((size_t)(n_threads - 1) * sizeof(pthread_t))) ||
-        pthread_mutex_init(&p->mutex, NULL) != 0)
-        goto cleanup;
-    made = 1;
-    if (pthread_cond_init(&p->start, NULL) != 0)
-        goto cleanup;
-    made = 2;
-    if (pthread_cond_init(&p->done, NULL) != 0)
-        goto cleanup;
-    for (int k = 0; k < n_threads - 1; k++) {
-        worker_arg *arg = sae__alloc(sizeof *arg);
-        if (arg) {
-            arg->pool = p;
-            arg->tid = k + 1;
-        }
-        if (!arg || pthread_create(&p->workers[k], NULL, worker_main, arg) != 0) {
-            sae__free(arg);
-            p->n_threads = k + 1; /* the pool as far as it got: freed as a whole */
-            sae__pool_free(p);
-            /* out of threads is out of a resource, like memory */
-            return sae__fail(SAE_E_NOMEM, "cannot start thread %d of %d", k + 1, n_threads);
-        }
+    int rc = n_threads > 1 ? start_workers(p) : SAE_OK;
+    if (rc != SAE_OK) {
+        sae__pool_free(p); /* the one teardown, of the pool as far as it got */
+        return rc;
     }
     *out = p;
     return SAE_OK;
-cleanup:
-    if (made >= 2)
-        pthread_cond_destroy(&p->start);
-    if (made >= 1)
-        pthread_mutex_destroy(&p->mutex);
-    sae__free(p->workers);
-    sae__free(p);
-    return sae__fail(SAE_E_NOMEM, "cannot make a pool of %d threads", n_threads);
 }
 
 void sae__pool_free(sae_pool *p)
@@ -153,11 +155,15 @@ void sae__pool_free(sae_pool *p)
     /* In a forked child the workers, and the waiters the copied condition
      * variables still count, belong to the parent: destroying them would wait
      * for threads that do not exist here, so the child only frees memory. */
-    if (p->workers && p->owner == getpid()) {
-        stop_workers(p, p->n_threads - 1);
-        pthread_cond_destroy(&p->done);
-        pthread_cond_destroy(&p->start);
-        pthread_mutex_destroy(&p->mutex);
+    if (p->owner == getpid()) {
+        if (p->started > 0)
+            stop_workers(p, p->started);
+        if (p->made >= 3)
+            pthread_cond_destroy(&p->done);
+        if (p->made >= 2)
+            pthread_cond_destroy(&p->start);
+        if (p->made >= 1)
+            pthread_mutex_destroy(&p->mutex);
     }
     sae__free(p->workers);
     sae__free(p);

@@ -1,6 +1,8 @@
 // Tests of sae.hpp's sparse codes, feature statistics and decoder neighbours:
 // each wrapper against the C calls it wraps (same bits), errors as the right
 // exception, and ownership. Built and run by tests/cpp/run.sh (SAE_HPP_TEST).
+#include "expect.hpp"
+
 #include <libsae/sae.hpp>
 
 #include <cstdio>
@@ -9,15 +11,6 @@
 #include <vector>
 
 namespace {
-
-int failures = 0;
-#define EXPECT(cond)                                                                   \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);   \
-            failures++;                                                                \
-        }                                                                              \
-    } while (0)
 
 static_assert(!std::is_copy_constructible_v<sae::feature_stats> &&
               std::is_nothrow_move_constructible_v<sae::feature_stats>);

@@ -3,6 +3,8 @@
 // ownership (adopt, release, move), const-correctness at compile time, and the
 // C++20 span overloads when compiled as C++20. Built and run by
 // tests/cpp/run.sh with g++ and clang++, at C++17 and C++20.
+#include "expect.hpp"
+
 #include <libsae/sae.hpp>
 
 #include <cmath>
@@ -15,32 +17,6 @@
 #include <unistd.h>
 
 namespace {
-
-int failures = 0;
-#define EXPECT(cond)                                                                   \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);   \
-            failures++;                                                                \
-        }                                                                              \
-    } while (0)
-
-// Expect `stmt` to throw exception type E carrying status `st`.
-#define EXPECT_THROWS(E, st, stmt)                                                     \
-    do {                                                                               \
-        bool caught_ = false;                                                          \
-        try {                                                                          \
-            stmt;                                                                      \
-        } catch (const E &e_) {                                                        \
-            caught_ = e_.status() == (st) && e_.code() == static_cast<int>(st) &&      \
-                      std::strstr(e_.what(), sae_status_string(e_.code())) != nullptr;  \
-        }                                                                              \
-        if (!caught_) {                                                                \
-            std::fprintf(stderr, "%s:%d: expected %s from %s\n", __FILE__, __LINE__, #E, \
-                         #stmt);                                                       \
-            failures++;                                                                \
-        }                                                                              \
-    } while (0)
 
 // Compile-time promises.
 static_assert(!std::is_copy_constructible_v<sae::model> && !std::is_copy_assignable_v<sae::model>);

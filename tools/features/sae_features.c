@@ -233,131 +233,179 @@ static double file_mb(const char *path)
     return stat(path, &st) == 0 ? (double)st.st_size / 1e6 : 0.0;
 }
 
-int main(int argc, char **argv)
+/* The checkpoint of --checkpoint, or a usage error naming why not. */
+static sae_model *load_model(const options *o)
 {
-    tool_set_program("sae-features");
-    options o;
-    parse(argc, argv, &o);
-    double t0 = tool_now();
-
     sae_model *m;
-    int rc = sae_model_load(&m, o.checkpoint);
+    int rc = sae_model_load(&m, o->checkpoint);
     if (rc != SAE_OK)
-        tool_usage_error("%s: %s%s%s%s", o.checkpoint, sae_status_string(rc),
+        tool_usage_error("%s: %s%s%s%s", o->checkpoint, sae_status_string(rc),
                          *sae_error_detail() ? " (" : "", sae_error_detail(),
                          *sae_error_detail() ? ")" : "");
-    const size_t d_in = sae_model_d_in(m), d_sae = sae_model_d_sae(m);
-    tool_data data;
-    char err[512];
-    if (tool_data_open(&data, o.data, d_in, err, sizeof err) != 0)
-        tool_usage_error("%s: %s", o.data, err);
-    if (data.cols != d_in)
-        tool_usage_error("%s: rows of %zu values, but the model's d_in is %zu", o.data, data.cols,
-                         d_in);
-    size_t rows = data.rows;
-    if (o.rows && o.rows < rows)
-        rows = (size_t)o.rows;
-    if (rows == 0)
-        tool_usage_error("%s: no rows", o.data);
-    image_shape(&o, d_in);
-    if (o.labels && labels_check(o.labels, data.rows, err, sizeof err) != 0)
-        tool_usage_error("--labels: %s", err);
-    if (o.neighbors >= d_sae)
-        o.neighbors = d_sae - 1;
-    if (mkdir(o.out, 0777) != 0 && errno != EEXIST)
-        tool_usage_error("--out '%s': %s", o.out, strerror(errno));
-    progress(&o, "%s: d_in %zu, d_sae %zu; %s: %zu rows (%s)", o.checkpoint, d_in, d_sae, o.data,
-             rows, data.format);
+    return m;
+}
 
-    /* the statistics, batch by batch */
+/* The data (rows of d_in values) and the rows to read (--rows caps them);
+ * the image shape, the labels file, the neighbour count and the output
+ * directory checked against them. Usage errors exit. */
+static size_t open_inputs(options *o, tool_data *data, size_t d_in, size_t d_sae)
+{
+    char err[512];
+    if (tool_data_open(data, o->data, d_in, err, sizeof err) != 0)
+        tool_usage_error("%s: %s", o->data, err);
+    if (data->cols != d_in)
+        tool_usage_error("%s: rows of %zu values, but the model's d_in is %zu", o->data,
+                         data->cols, d_in);
+    size_t rows = data->rows;
+    if (o->rows && o->rows < rows)
+        rows = (size_t)o->rows;
+    if (rows == 0)
+        tool_usage_error("%s: no rows", o->data);
+    image_shape(o, d_in);
+    if (o->labels && labels_check(o->labels, data->rows, err, sizeof err) != 0)
+        tool_usage_error("--labels: %s", err);
+    if (o->neighbors >= d_sae)
+        o->neighbors = d_sae - 1;
+    if (mkdir(o->out, 0777) != 0 && errno != EEXIST)
+        tool_usage_error("--out '%s': %s", o->out, strerror(errno));
+    return rows;
+}
+
+/* The feature statistics of the rows of x (rows x d_in), batch by batch. */
+static sae_feature_stats *collect_stats(const options *o, const sae_model *m, const float *x,
+                                        size_t rows)
+{
+    const size_t d_in = sae_model_d_in(m);
     double range[2];
-    histogram_range(&o, m, data.x, rows, range);
+    histogram_range(o, m, x, rows, range);
     sae_feature_stats *stats;
-    rc = sae_feature_stats_create(&stats, d_sae, (size_t)o.top, (size_t)o.bins, range[0], range[1]);
+    int rc = sae_feature_stats_create(&stats, sae_model_d_sae(m), (size_t)o->top,
+                                      (size_t)o->bins, range[0], range[1]);
     if (rc != SAE_OK)
         library_failure(rc, "creating the statistics");
-    for (size_t t0r = 0; t0r < rows; t0r += (size_t)o.batch) {
-        size_t n = rows - t0r < o.batch ? rows - t0r : (size_t)o.batch;
-        rc = sae_feature_stats_add(stats, m, data.x + t0r * d_in, n);
-        if (rc != SAE_OK)
+    for (size_t t0 = 0; t0 < rows; t0 += (size_t)o->batch) {
+        size_t n = rows - t0 < o->batch ? rows - t0 : (size_t)o->batch;
+        if ((rc = sae_feature_stats_add(stats, m, x + t0 * d_in, n)) != SAE_OK)
             library_failure(rc, "the statistics");
     }
+    return stats;
+}
+
+/* Active features per row, and the features that never fired, from the
+ * statistics' counts over rows. */
+static double mean_l0(const sae_feature_stats *stats, size_t d_sae, size_t rows, size_t *dead)
+{
     uint64_t *counts = malloc(d_sae * sizeof(uint64_t));
     if (!counts)
         library_failure(SAE_E_NOMEM, "the counts");
     sae_feature_stats_counts(stats, counts, d_sae);
     double active = 0.0;
-    size_t dead = 0;
+    *dead = 0;
     for (size_t i = 0; i < d_sae; i++) {
         active += (double)counts[i];
-        dead += counts[i] == 0;
+        *dead += counts[i] == 0;
     }
     free(counts);
-    const double l0 = active / (double)rows;
+    return active / (double)rows;
+}
+
+/* sae_fvu on the rows; NaN where it is undefined (one row, no variance). */
+static double data_fvu(const sae_model *m, const float *x, size_t rows)
+{
     double fvu = NAN;
-    if (rows >= 2) {
-        rc = sae_fvu(m, data.x, rows, &fvu);
-        if (rc == SAE_E_INVALID_ARG) /* data without variance: FVU is undefined */
-            fvu = NAN;
-        else if (rc != SAE_OK)
-            library_failure(rc, "the FVU");
-    }
-    double t1 = tool_now();
-    progress(&o, "statistics of %zu rows in %.1f s: L0 %.2f, FVU %.4f, %zu dead features", rows,
-             t1 - t0, l0, fvu, dead);
+    if (rows < 2)
+        return fvu;
+    int rc = sae_fvu(m, x, rows, &fvu);
+    if (rc == SAE_E_INVALID_ARG) /* data without variance: FVU is undefined */
+        return NAN;
+    if (rc != SAE_OK)
+        library_failure(rc, "the FVU");
+    return fvu;
+}
 
-    uint32_t *nn = NULL;
-    float *nn_cos = NULL;
-    if (o.neighbors > 0) {
-        nn = malloc(d_sae * o.neighbors * sizeof(uint32_t));
-        nn_cos = malloc(d_sae * o.neighbors * sizeof(float));
-        rc = nn && nn_cos ? sae_decoder_neighbors(m, (size_t)o.neighbors, nn, nn_cos,
-                                                  d_sae * (size_t)o.neighbors)
-                          : SAE_E_NOMEM;
-        if (rc != SAE_OK)
-            library_failure(rc, "the decoder neighbours");
-        progress(&o, "nearest features by decoder cosine in %.1f s", tool_now() - t1);
-    }
+/* Each feature's --neighbors nearest by decoder cosine (d_sae x k each,
+ * malloc'ed), or NULL for none. */
+static void neighbors(const options *o, const sae_model *m, uint32_t **nn, float **nn_cos)
+{
+    const size_t d_sae = sae_model_d_sae(m), k = (size_t)o->neighbors;
+    *nn = NULL;
+    *nn_cos = NULL;
+    if (k == 0)
+        return;
+    double t0 = tool_now();
+    *nn = malloc(d_sae * k * sizeof(uint32_t));
+    *nn_cos = malloc(d_sae * k * sizeof(float));
+    int rc = *nn && *nn_cos ? sae_decoder_neighbors(m, k, *nn, *nn_cos, d_sae * k) : SAE_E_NOMEM;
+    if (rc != SAE_OK)
+        library_failure(rc, "the decoder neighbours");
+    progress(o, "nearest features by decoder cosine in %.1f s", tool_now() - t0);
+}
 
-    uint64_t *ids = NULL;
-    size_t n_ids = 0;
-    char **labels = NULL;
-    if (dashboard_top_rows(stats, &ids, &n_ids) != 0)
-        library_failure(SAE_E_NOMEM, "the top rows");
-    if (o.labels && labels_read(o.labels, data.rows, ids, n_ids, &labels, err, sizeof err) != 0)
-        tool_usage_error("--labels: %s", err);
-
-    const char *title = o.title;
-    char default_title[300];
-    if (!title) {
-        snprintf(default_title, sizeof default_title, "SAE features: %s", o.checkpoint);
-        title = default_title;
-    }
-    dashboard d = {.title = title, .checkpoint_path = o.checkpoint, .data_path = o.data,
-                   .labels_path = o.labels, .m = m, .stats = stats, .x = data.x, .rows = rows,
-                   .d_in = d_in, .nn = nn, .nn_cos = nn_cos, .nn_k = (size_t)o.neighbors,
-                   .l0 = l0, .fvu = fvu, .dense_threshold = o.dense, .image_h = o.image_h,
-                   .image_w = o.image_w, .labels = labels};
-    char *html = join(o.out, "dashboard.html"), *csv = join(o.out, "features.csv");
-    char *json = join(o.out, "features.json"), *st = join(o.out, "feature_stats.safetensors");
-    int status = 0;
-    if (dashboard_write_html(&d, html, err, sizeof err) != 0 ||
-        dashboard_write_csv(&d, csv, err, sizeof err) != 0 ||
-        dashboard_write_json(&d, json, err, sizeof err) != 0) {
+/* The four files into --out; returns the exit status (a failure said). */
+static int write_outputs(const options *o, const dashboard *d, double t0)
+{
+    char err[512];
+    char *html = join(o->out, "dashboard.html"), *csv = join(o->out, "features.csv");
+    char *json = join(o->out, "features.json"), *st = join(o->out, "feature_stats.safetensors");
+    int status = 0, rc;
+    if (dashboard_write_html(d, html, err, sizeof err) != 0 ||
+        dashboard_write_csv(d, csv, err, sizeof err) != 0 ||
+        dashboard_write_json(d, json, err, sizeof err) != 0) {
         fprintf(stderr, "%s: %s\n", tool_program(), err);
         status = 1;
-    } else if ((rc = sae_feature_stats_save(stats, st)) != SAE_OK) {
+    } else if ((rc = sae_feature_stats_save(d->stats, st)) != SAE_OK) {
         fprintf(stderr, "%s: %s: %s (%s)\n", tool_program(), st, sae_status_string(rc),
                 sae_error_detail());
         status = 1;
     } else {
-        progress(&o, "wrote %s (%.1f MB), features.csv, features.json, feature_stats.safetensors "
+        progress(o, "wrote %s (%.1f MB), features.csv, features.json, feature_stats.safetensors "
                  "in %.1f s", html, file_mb(html), tool_now() - t0);
     }
     free(st);
     free(json);
     free(csv);
     free(html);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    tool_set_program("sae-features");
+    options o;
+    parse(argc, argv, &o);
+    double t0 = tool_now();
+    sae_model *m = load_model(&o);
+    const size_t d_in = sae_model_d_in(m), d_sae = sae_model_d_sae(m);
+    tool_data data;
+    size_t rows = open_inputs(&o, &data, d_in, d_sae);
+    progress(&o, "%s: d_in %zu, d_sae %zu; %s: %zu rows (%s)", o.checkpoint, d_in, d_sae, o.data,
+             rows, data.format);
+
+    sae_feature_stats *stats = collect_stats(&o, m, data.x, rows);
+    size_t dead;
+    const double l0 = mean_l0(stats, d_sae, rows, &dead), fvu = data_fvu(m, data.x, rows);
+    progress(&o, "statistics of %zu rows in %.1f s: L0 %.2f, FVU %.4f, %zu dead features", rows,
+             tool_now() - t0, l0, fvu, dead);
+    uint32_t *nn;
+    float *nn_cos;
+    neighbors(&o, m, &nn, &nn_cos);
+
+    uint64_t *ids = NULL;
+    size_t n_ids = 0;
+    char **labels = NULL, err[512];
+    if (dashboard_top_rows(stats, &ids, &n_ids) != 0)
+        library_failure(SAE_E_NOMEM, "the top rows");
+    if (o.labels && labels_read(o.labels, data.rows, ids, n_ids, &labels, err, sizeof err) != 0)
+        tool_usage_error("--labels: %s", err);
+    char default_title[300];
+    snprintf(default_title, sizeof default_title, "SAE features: %s", o.checkpoint);
+    dashboard d = {.title = o.title ? o.title : default_title, .checkpoint_path = o.checkpoint,
+                   .data_path = o.data, .labels_path = o.labels, .m = m, .stats = stats,
+                   .x = data.x, .rows = rows, .d_in = d_in, .nn = nn, .nn_cos = nn_cos,
+                   .nn_k = (size_t)o.neighbors, .l0 = l0, .fvu = fvu,
+                   .dense_threshold = o.dense, .image_h = o.image_h, .image_w = o.image_w,
+                   .labels = labels};
+    int status = write_outputs(&o, &d, t0);
     labels_free(labels, n_ids);
     free(ids);
     free(nn_cos);
