@@ -51,6 +51,17 @@ def fptr(a):
     return a.ctypes.data_as(FLOATS)
 
 
+def loaded(cls, load, *args):
+    """cls over the handle that load(&out, *args) makes, or load's status,
+    with *out NULL on failure (as sae.h promises)."""
+    h = C.c_void_p(1)
+    rc = load(C.byref(h), *args)
+    if rc != SAE_OK:
+        assert not h.value  # *out is NULL on failure
+        return rc
+    return cls(h)
+
+
 class Model:
     """A libsae model handle."""
 
@@ -71,21 +82,11 @@ class Model:
 
     @classmethod
     def load_buffer(cls, blob):
-        h = C.c_void_p(1)
-        rc = LIB.sae_model_load_buffer(C.byref(h), blob, len(blob))
-        if rc != SAE_OK:
-            assert not h.value  # *out is NULL on failure
-            return rc
-        return cls(h)
+        return loaded(cls, LIB.sae_model_load_buffer, blob, len(blob))
 
     @classmethod
     def load(cls, path):
-        h = C.c_void_p(1)
-        rc = LIB.sae_model_load(C.byref(h), path.encode())
-        if rc != SAE_OK:
-            assert not h.value
-            return rc
-        return cls(h)
+        return loaded(cls, LIB.sae_model_load, path.encode())
 
     def __del__(self):
         if LIB is not None and self.h:
@@ -143,12 +144,7 @@ class Optimizer:
 
     @classmethod
     def load_buffer(cls, model, blob):
-        h = C.c_void_p(1)
-        rc = LIB.sae_optimizer_load_buffer(C.byref(h), model.h, blob, len(blob))
-        if rc != SAE_OK:
-            assert not h.value
-            return rc
-        return cls(h)
+        return loaded(cls, LIB.sae_optimizer_load_buffer, model.h, blob, len(blob))
 
     def __del__(self):
         if LIB is not None and self.h:
