@@ -864,7 +864,9 @@ int sae__forward_backward(const sae_model *m, const sae_step_config *cfg, const 
         size_t n_rows = n_tokens;
         const float scale = (float)(2.0 / (double)n_loss);
         int rc = SAE_OK;
-        if (matryoshka) /* every level's reconstruction (matryoshka.c) */
+        if (matryoshka && par && par->features) /* summed over the shards */
+            rc = sae__matryoshka_decode_shards(m, par, target, n_tokens, scale, ws, cfg->pool);
+        else if (matryoshka) /* every level's reconstruction (matryoshka.c) */
             sae__matryoshka_decode(m, target, n_tokens, scale, ws, cfg->pool);
         else
             rc = sparse_decode_output(m, cfg, target, n_tokens, scale, ws);

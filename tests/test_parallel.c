@@ -498,10 +498,12 @@ START_TEST(jumprelu_matches_one_process)
 }
 END_TEST
 
-/* ---- Gated SAEs and transcoders, both modes; Matryoshka SAEs, data-parallel --- */
+/* ---- Gated SAEs, transcoders and Matryoshka SAEs, both modes ------------------- */
 
-/* Matryoshka's levels: 5, 20, D_SAE (whole models only: no Matryoshka shards) */
-static const size_t matryoshka_widths[2] = {5, 20};
+/* Matryoshka's levels: 3, 8, 22, D_SAE. Their bands cross the shards'
+ * boundaries (20 of shards2; 9 and 25 of shards3), and shards3's last shard
+ * holds features of the last band only. */
+static const size_t matryoshka_widths[3] = {3, 8, 22};
 
 /* Every tensor a model may hold (Gated: b_mag, r_mag; skip transcoders: W_skip). */
 static const int all_tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC,  SAE_B_DEC,
@@ -550,8 +552,8 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
     int rc = transcoder ? sae_model_create_transcoder_shard(&m, D_IN, D_OUT, D_SAE, begin, end,
                                                             42, g->kind, g->arch, g->param)
              : g->arch == SAE_ARCH_MATRYOSHKA
-                 ? sae_model_create_matryoshka(&m, D_IN, D_SAE, 42, (size_t)g->param,
-                                               matryoshka_widths, 2)
+                 ? sae_model_create_matryoshka_shard(&m, D_IN, D_SAE, begin, end, 42,
+                                                     (size_t)g->param, matryoshka_widths, 3)
                  : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, g->arch, g->param);
     size_t unused[N_ALL_TENSORS];
     if (rc == SAE_OK && shard)
@@ -660,7 +662,7 @@ static void check_family(const family_run *spec, int extra_tensor)
                                                        spec->arch, spec->param)
                      : spec->arch == SAE_ARCH_MATRYOSHKA
                          ? sae_model_create_matryoshka(&m0, D_IN, D_SAE, 42, (size_t)spec->param,
-                                                       matryoshka_widths, 2)
+                                                       matryoshka_widths, 3)
                          : sae_model_create_arch(&m0, D_IN, D_SAE, 42, spec->arch, spec->param),
                      SAE_OK);
     ck_assert_int_eq(family_tensors(m0, init, init_n), SAE_OK);
@@ -778,6 +780,16 @@ START_TEST(transcoder_feature_shards_match_one_process)
     family_run topk_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
                             .auxk = true, .mode = SAE_PARALLEL_FEATURES};
     check_family(&topk_skip, 5);
+}
+END_TEST
+
+START_TEST(matryoshka_feature_shards_match_one_process)
+{
+    /* one BatchTopK selection across the shards, every level summed over
+     * them, AuxK's picks and second reconstruction */
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_MATRYOSHKA, .param = 3,
+                    .auxk = true, .mode = SAE_PARALLEL_FEATURES};
+    check_family(&s, 4); /* the BatchTopK threshold */
 }
 END_TEST
 
@@ -1134,6 +1146,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, gated_feature_shards_match_one_process);
     tcase_add_test(tc, transcoder_feature_shards_match_one_process);
     tcase_add_test(tc, matryoshka_data_parallel_matches_one_process);
+    tcase_add_test(tc, matryoshka_feature_shards_match_one_process);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);
