@@ -130,7 +130,9 @@ static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_
                            size_t k_aux)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const size_t block = sae__block_size(n_tokens);
+    /* BatchTopK and Matryoshka select over the batch as one block (AuxK's
+     * candidates too) */
+    const size_t block = sae__batch_selected(m->arch) ? n_tokens : sae__block_size(n_tokens);
     size_t need = 0;
     const sae_comm *c = ps->data ? ps->data : ps->features;
     need = max_size(need, exchange_bytes(c, sizeof(header_record)));

@@ -793,6 +793,66 @@ START_TEST(matryoshka_feature_shards_match_one_process)
 }
 END_TEST
 
+/* BatchTopK selects over the whole batch as one block: with more tokens than
+ * a block of the other architectures (SAE_BLOCK_TOKENS), AuxK's candidate
+ * exchange across 3 shards needs the batch's room (16 candidates per token),
+ * and gives the single process's losses. */
+enum { WIDE_TOKENS = 2048, WIDE_STEPS = 2 };
+
+typedef struct wide_run {
+    const float *x;
+    int status[MAX_RANKS];
+    sae_losses losses[MAX_RANKS][WIDE_STEPS];
+} wide_run;
+
+static void wide_train(wide_run *w, int rank, const sae_comm *comm)
+{
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    const size_t begin = comm ? shards3[rank] : 0, end = comm ? shards3[rank + 1] : D_SAE;
+    int rc = sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, SAE_ARCH_BATCHTOPK, 2);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_create(&o, m);
+    const struct { int option; double value; } opts[] = {
+        {SAE_OPT_LR, 1e-2}, {SAE_OPT_THREADS, 1}, {SAE_OPT_DEAD_WINDOW, 1},
+        {SAE_OPT_AUXK_K, 16}, {SAE_OPT_AUXK_COEFF, 0.5}};
+    for (size_t k = 0; rc == SAE_OK && k < sizeof opts / sizeof opts[0]; k++)
+        rc = sae_optimizer_set(o, opts[k].option, opts[k].value);
+    if (rc == SAE_OK && comm)
+        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, comm);
+    for (int step = 0; rc == SAE_OK && step < WIDE_STEPS; step++)
+        rc = sae_step(m, o, w->x + (size_t)step * WIDE_TOKENS * D_IN, WIDE_TOKENS,
+                      &w->losses[rank][step]);
+    w->status[rank] = rc;
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+static void wide_rank(int rank, const sae_comm *comm, void *arg) { wide_train(arg, rank, comm); }
+
+START_TEST(batchtopk_auxk_shards_take_a_batch_wider_than_a_block)
+{
+    float *x = test_gaussian((size_t)WIDE_STEPS * WIDE_TOKENS, D_IN, 1.0, 0.3, 5);
+    wide_run want = {.x = x}, got = {.x = x};
+    wide_train(&want, 0, NULL);
+    ck_assert_int_eq(want.status[0], SAE_OK);
+    ck_assert(want.losses[0][1].loss > want.losses[0][1].l2 * (1.0 + 1e-6)); /* AuxK ran */
+    test_comm_group *g = test_comm_group_create(3, 0);
+    ck_assert_ptr_nonnull(g);
+    test_comm_run(g, wide_rank, &got);
+    test_comm_group_free(g);
+    for (int r = 0; r < 3; r++) {
+        ck_assert_msg(got.status[r] == SAE_OK, "rank %d: %s", r, sae_status_string(got.status[r]));
+        for (int step = 0; step < WIDE_STEPS; step++) {
+            const sae_losses *a = &got.losses[r][step], *b = &want.losses[0][step];
+            ck_assert_msg(fabs(a->loss - b->loss) <= 1e-4 * b->loss, "rank %d step %d: loss %g, "
+                          "want %g", r, step, a->loss, b->loss);
+        }
+    }
+    free(x);
+}
+END_TEST
+
 /* ---- bits, failures, disagreements ---------------------------------------------- */
 
 START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
@@ -1147,6 +1207,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, transcoder_feature_shards_match_one_process);
     tcase_add_test(tc, matryoshka_data_parallel_matches_one_process);
     tcase_add_test(tc, matryoshka_feature_shards_match_one_process);
+    tcase_add_test(tc, batchtopk_auxk_shards_take_a_batch_wider_than_a_block);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

@@ -272,7 +272,8 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       (M + 1) n x d_in floats of gradient rows. Always the
  *                       sparse kernel (SAE_OPT_KERNEL does not apply); at most
  *                       UINT32_MAX / 2 tokens per step. Trains data-parallel
- *                       too, not feature-sharded (sae_optimizer_set_comm).
+ *                       and feature-sharded too (sae_optimizer_set_comm,
+ *                       sae_model_create_matryoshka_shard).
  *                       Inference (sae_encode, sae_output) as BatchTopK, with
  *                       its threshold.
  *
