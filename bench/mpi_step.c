@@ -119,140 +119,208 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
-int main(int argc, char **argv)
+/* The command line (see the top). */
+typedef struct options {
+    shape s;
+    int mode;        /* SAE_PARALLEL_DATA, SAE_PARALLEL_FEATURES, or 0: no communicator */
+    int ranks_alone; /* --ranks 1: one process without MPI */
+    int simulate;    /* --simulate N: rank sim_rank of N feature shards, alone */
+    int sim_rank;
+} options;
+
+static options parse_options(int argc, char **argv)
 {
-    shape s = {768, 10000, 4096, 32, 3};
-    int mode = 0, ranks_alone = 0, simulate = 0, sim_rank = 0;
+    options opt = {{768, 10000, 4096, 32, 3}, 0, 0, 0, 0};
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
         if (!strcmp(o, "--mode"))
-            mode = !strcmp(v, "data") ? SAE_PARALLEL_DATA : SAE_PARALLEL_FEATURES;
+            opt.mode = !strcmp(v, "data") ? SAE_PARALLEL_DATA : SAE_PARALLEL_FEATURES;
         else if (!strcmp(o, "--simulate"))
-            simulate = atoi(v);
+            opt.simulate = atoi(v);
         else if (!strcmp(o, "--rank"))
-            sim_rank = atoi(v);
+            opt.sim_rank = atoi(v);
         else if (!strcmp(o, "--ranks"))
-            ranks_alone = atoi(v);
+            opt.ranks_alone = atoi(v);
         else if (!strcmp(o, "--d-in"))
-            s.d_in = strtoul(v, NULL, 10);
+            opt.s.d_in = strtoul(v, NULL, 10);
         else if (!strcmp(o, "--d-sae"))
-            s.d_sae = strtoul(v, NULL, 10);
+            opt.s.d_sae = strtoul(v, NULL, 10);
         else if (!strcmp(o, "--batch"))
-            s.batch = strtoul(v, NULL, 10);
+            opt.s.batch = strtoul(v, NULL, 10);
         else if (!strcmp(o, "--k"))
-            s.k = strtoul(v, NULL, 10);
+            opt.s.k = strtoul(v, NULL, 10);
         else if (!strcmp(o, "--steps"))
-            s.steps = atoi(v);
+            opt.s.steps = atoi(v);
     }
-    if (simulate)
-        mode = SAE_PARALLEL_FEATURES;
-    const bool use_mpi = !ranks_alone && !simulate;
-    if (use_mpi)
-        MPI_Init(&argc, &argv);
-    sae_comm world = {0}, counted = {0};
+    if (opt.simulate)
+        opt.mode = SAE_PARALLEL_FEATURES;
+    if (opt.simulate && (opt.simulate < 2 || opt.sim_rank < 0 || opt.sim_rank >= opt.simulate ||
+                         (size_t)opt.simulate > opt.s.d_sae)) {
+        fprintf(stderr, "mpi_step: --simulate N >= 2 with 0 <= --rank < N\n");
+        exit(1);
+    }
+    return opt;
+}
+
+/* This rank's communicators: world (MPI, or the simulated peers) and
+ * counted, which counts every call that goes through world. Not to be
+ * moved once open: counted points at world and counts, world at sim. */
+typedef struct ranks {
+    bool use_mpi;
+    int n_ranks, rank;
+    peers sim;
+    sae_comm world, counted;
     sae_mpi_counts counts;
-    memset(&counts, 0, sizeof counts);
-    int n_ranks = 1, rank = 0;
-    peers sim = {simulate, s.d_sae, false};
-    if (simulate) {
-        if (simulate < 2 || sim_rank < 0 || sim_rank >= simulate || (size_t)simulate > s.d_sae) {
-            fprintf(stderr, "mpi_step: --simulate N >= 2 with 0 <= --rank < N\n");
-            return 1;
-        }
-        world = (sae_comm){sizeof(sae_comm), &sim, sim_rank, simulate, peers_allreduce_f32,
-                           peers_allreduce_f64, peers_allgather, peers_broadcast};
-        n_ranks = simulate;
-        rank = sim_rank;
-        int rc = sae_mpi_counting_create(&counted, &world, &counts);
-        if (rc != SAE_OK)
-            die("sae_mpi_counting_create", rc);
-    }
-    if (use_mpi) {
-        int rc = sae_mpi_comm_create(&world, MPI_COMM_WORLD);
-        if (rc != SAE_OK)
+} ranks;
+
+static void ranks_open(ranks *r, const options *opt, int *argc, char ***argv)
+{
+    memset(r, 0, sizeof *r);
+    r->use_mpi = !opt->ranks_alone && !opt->simulate;
+    r->n_ranks = 1;
+    r->sim = (peers){opt->simulate, opt->s.d_sae, false};
+    int rc = SAE_OK;
+    if (opt->simulate) {
+        r->world = (sae_comm){sizeof(sae_comm), &r->sim, opt->sim_rank, opt->simulate,
+                              peers_allreduce_f32, peers_allreduce_f64, peers_allgather,
+                              peers_broadcast};
+    } else if (r->use_mpi) {
+        MPI_Init(argc, argv);
+        if ((rc = sae_mpi_comm_create(&r->world, MPI_COMM_WORLD)) != SAE_OK)
             die("sae_mpi_comm_create", rc);
+    } else {
+        return; /* one process, no communicator */
     }
-    if (use_mpi) {
-        n_ranks = world.n_ranks;
-        rank = world.rank;
-        int rc = sae_mpi_counting_create(&counted, &world, &counts);
-        if (rc != SAE_OK)
-            die("sae_mpi_counting_create", rc);
+    r->n_ranks = r->world.n_ranks;
+    r->rank = r->world.rank;
+    if ((rc = sae_mpi_counting_create(&r->counted, &r->world, &r->counts)) != SAE_OK)
+        die("sae_mpi_counting_create", rc);
+}
+
+static void ranks_close(ranks *r)
+{
+    sae_mpi_counting_free(&r->counted);
+    if (r->use_mpi) {
+        sae_mpi_comm_free(&r->world);
+        MPI_Finalize();
     }
-    /* this rank's part: features [begin, end), tokens [t0, t1) */
-    size_t begin = 0, end = s.d_sae, t0 = 0, t1 = s.batch;
-    if (mode == SAE_PARALLEL_FEATURES)
-        sae_shard_range(s.d_sae, n_ranks, rank, &begin, &end);
-    if (mode == SAE_PARALLEL_DATA)
-        sae_shard_range(s.batch, n_ranks, rank, &t0, &t1);
-    sae_model *m;
-    sae_optimizer *o;
-    int rc = mode == SAE_PARALLEL_FEATURES
-                 ? sae_model_create_shard(&m, s.d_in, s.d_sae, begin, end, 1, SAE_ARCH_TOPK, (double)s.k)
-                 : sae_model_create_arch(&m, s.d_in, s.d_sae, 1, SAE_ARCH_TOPK, (double)s.k);
-    if (rc != SAE_OK || (rc = sae_optimizer_create(&o, m)) != SAE_OK)
+}
+
+/* This rank's TopK model (its shard of features [begin, end) when
+ * feature-sharded) and its optimizer on one thread, on the communicator. */
+static void make_trainer(const options *opt, ranks *r, size_t begin, size_t end, sae_model **m,
+                         sae_optimizer **o)
+{
+    const shape *s = &opt->s;
+    int rc = opt->mode == SAE_PARALLEL_FEATURES
+                 ? sae_model_create_shard(m, s->d_in, s->d_sae, begin, end, 1, SAE_ARCH_TOPK,
+                                          (double)s->k)
+                 : sae_model_create_arch(m, s->d_in, s->d_sae, 1, SAE_ARCH_TOPK, (double)s->k);
+    if (rc != SAE_OK || (rc = sae_optimizer_create(o, *m)) != SAE_OK)
         die("creating the model", rc);
-    sae_optimizer_set(o, SAE_OPT_THREADS, 1);
-    sae_optimizer_set(o, SAE_OPT_LR, 1e-4);
-    if (mode && (rc = sae_optimizer_set_comm(o, mode, &counted)) != SAE_OK)
+    sae_optimizer_set(*o, SAE_OPT_THREADS, 1);
+    sae_optimizer_set(*o, SAE_OPT_LR, 1e-4);
+    if (opt->mode && (rc = sae_optimizer_set_comm(*o, opt->mode, &r->counted)) != SAE_OK)
         die("sae_optimizer_set_comm", rc);
-    /* the global batch: the same N(0, 1) rows on every rank (rng stream 7) */
-    float *x = malloc(s.batch * s.d_in * sizeof *x);
+}
+
+/* The global batch: the same N(0, 1) rows on every rank (rng stream 7). */
+static float *make_batch(const shape *s)
+{
+    float *x = malloc(s->batch * s->d_in * sizeof *x);
+    if (!x)
+        die("the batch", SAE_E_NOMEM);
     sae_rng g;
     sae_rng_seed(&g, 7, 0);
-    for (size_t i = 0; i < s.batch * s.d_in; i++)
+    for (size_t i = 0; i < s->batch * s->d_in; i++)
         x[i] = (float)sae_rng_normal(&g);
+    return x;
+}
+
+/* The median time of `steps` steps on the n rows of x, in ms, after a
+ * warm-up step; the counts are those of the timed steps. */
+static double median_step_ms(sae_model *m, sae_optimizer *o, ranks *r, const float *x, size_t n,
+                             int steps)
+{
     sae_losses l;
-    const float *mine = x + t0 * s.d_in;
-    sim.header_next = true;
-    if ((rc = sae_step(m, o, mine, t1 - t0, &l)) != SAE_OK) /* warm-up */
+    int rc;
+    r->sim.header_next = true;
+    if ((rc = sae_step(m, o, x, n, &l)) != SAE_OK) /* warm-up */
         die("sae_step", rc);
-    memset(&counts, 0, sizeof counts);
-    double *ms = calloc((size_t)s.steps, sizeof *ms);
-    for (int i = 0; i < s.steps; i++) {
-        sim.header_next = true;
+    memset(&r->counts, 0, sizeof r->counts);
+    double *ms = calloc((size_t)steps, sizeof *ms);
+    if (!ms)
+        die("the step times", SAE_E_NOMEM);
+    for (int i = 0; i < steps; i++) {
+        r->sim.header_next = true;
         double t = now();
-        if ((rc = sae_step(m, o, mine, t1 - t0, &l)) != SAE_OK)
+        if ((rc = sae_step(m, o, x, n, &l)) != SAE_OK)
             die("sae_step", rc);
         ms[i] = 1e3 * (now() - t);
     }
-    qsort(ms, (size_t)s.steps, sizeof *ms, cmp_double);
+    qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+    double median = ms[steps / 2];
+    free(ms);
+    return median;
+}
+
+/* The rank's line (see the top): features and tokens are its part. */
+static void print_rank(const options *opt, const ranks *r, size_t features, size_t tokens,
+                       double ms)
+{
+    const shape *s = &opt->s;
+    const int mode = opt->mode, steps = s->steps;
+    const sae_mpi_counts *c = &r->counts;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    const double params = 2.0 * (double)s.d_in * (double)(end - begin) + (double)(end - begin) +
-                          (double)s.d_in;
+    const double params = 2.0 * (double)s->d_in * (double)features + (double)features +
+                          (double)s->d_in;
     /* the formulas (bytes per step per rank): data, the gradient block;
      * features, the partial reconstructions (n d_in floats) and the TopK
      * candidates (n k floats) */
     const double formula = mode == SAE_PARALLEL_DATA
-                               ? 4.0 * (2.0 * (double)s.d_in * (double)s.d_sae + (double)s.d_sae +
-                                        (double)s.d_in)
-                               : 4.0 * (double)s.batch * ((double)s.d_in + (double)s.k);
+                               ? 4.0 * (2.0 * (double)s->d_in * (double)s->d_sae +
+                                        (double)s->d_sae + (double)s->d_in)
+                               : 4.0 * (double)s->batch * ((double)s->d_in + (double)s->k);
     double bytes = 0, calls = 0;
     for (int k = 0; k < 4; k++) {
-        bytes += (double)counts.bytes[k];
-        calls += (double)counts.calls[k];
+        bytes += (double)c->bytes[k];
+        calls += (double)c->calls[k];
     }
     char *(*corename)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
     printf("simulated=%d mode=%s ranks=%d rank=%d d_in=%zu d_sae=%zu features=%zu tokens=%zu k=%zu "
            "ms=%.1f calls=%.2f bytes=%.0f allreduce_f32_bytes=%.0f allreduce_f64_bytes=%.0f "
            "allgather_bytes=%.0f broadcast_bytes=%.0f formula_bytes=%.0f state_mb=%.1f "
            "batch_mb=%.1f peak_rss_mb=%.1f blas=%s\n",
-           simulate, mode == SAE_PARALLEL_DATA ? "data" : mode ? "features" : "none", n_ranks, rank, s.d_in,
-           s.d_sae, end - begin, t1 - t0, s.k, ms[s.steps / 2], calls / s.steps, bytes / s.steps,
-           (double)counts.bytes[0] / s.steps, (double)counts.bytes[1] / s.steps,
-           (double)counts.bytes[2] / s.steps, (double)counts.bytes[3] / s.steps, formula,
-           16.0 * params / 1e6, 4.0 * (double)(s.batch * s.d_in) / 1e6, (double)ru.ru_maxrss / 1e3,
-           corename ? corename() : "(not OpenBLAS)");
+           opt->simulate, mode == SAE_PARALLEL_DATA ? "data" : mode ? "features" : "none",
+           r->n_ranks, r->rank, s->d_in, s->d_sae, features, tokens, s->k, ms, calls / steps,
+           bytes / steps, (double)c->bytes[0] / steps, (double)c->bytes[1] / steps,
+           (double)c->bytes[2] / steps, (double)c->bytes[3] / steps, formula,
+           16.0 * params / 1e6, 4.0 * (double)(s->batch * s->d_in) / 1e6,
+           (double)ru.ru_maxrss / 1e3, corename ? corename() : "(not OpenBLAS)");
     fflush(stdout);
-    free(ms);
+}
+
+int main(int argc, char **argv)
+{
+    const options opt = parse_options(argc, argv);
+    ranks r;
+    ranks_open(&r, &opt, &argc, &argv);
+    /* this rank's part: features [begin, end), tokens [t0, t1) */
+    size_t begin = 0, end = opt.s.d_sae, t0 = 0, t1 = opt.s.batch;
+    if (opt.mode == SAE_PARALLEL_FEATURES)
+        sae_shard_range(opt.s.d_sae, r.n_ranks, r.rank, &begin, &end);
+    if (opt.mode == SAE_PARALLEL_DATA)
+        sae_shard_range(opt.s.batch, r.n_ranks, r.rank, &t0, &t1);
+    sae_model *m;
+    sae_optimizer *o;
+    make_trainer(&opt, &r, begin, end, &m, &o);
+    float *x = make_batch(&opt.s);
+    double ms = median_step_ms(m, o, &r, x + t0 * opt.s.d_in, t1 - t0, opt.s.steps);
+    print_rank(&opt, &r, end - begin, t1 - t0, ms);
     free(x);
     sae_optimizer_free(o);
     sae_model_free(m);
-    sae_mpi_counting_free(&counted);
-    if (use_mpi) {
-        sae_mpi_comm_free(&world);
-        MPI_Finalize();
-    }
+    ranks_close(&r);
     return 0;
 }

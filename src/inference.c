@@ -294,13 +294,7 @@ static int fvu(const char *fn, const sae_model *m, const float *x, const float *
     double *mean = sae__alloc(d_out * sizeof(double));
     if (!mean)
         return sae__fail(SAE_E_NOMEM, "%s: out of memory for the mean", fn);
-    sae__mean_rows(y, n_tokens, d_out, mean);
-    double total = 0.0;
-    for (size_t t = 0; t < n_tokens; t++)
-        for (size_t j = 0; j < d_out; j++) {
-            double d = y[t * d_out + j] - mean[j];
-            total += d * d;
-        }
+    double total = sae__sum_squared_deviations(y, n_tokens, d_out, mean);
     sae__free(mean);
     if (!(total > 0.0))
         return sae__fail(SAE_E_INVALID_ARG, "%s: %s has no variance", fn, y == x ? "x" : "y");

@@ -305,6 +305,10 @@ float sae__absmax(const float *v, size_t count);
 
 /* mean[j] = (1/n) sum_t x[t][j] over the n rows of x (n x d floats), in double. */
 void sae__mean_rows(const float *x, size_t n, size_t d, double *mean);
+/* sum_t ||x_t - mean||^2 of the rows of x (n x d), two-pass in double; mean
+ * (d doubles) receives the rows' mean (sae__mean_rows). The one copy of this
+ * loop: sae_total_variance and the FVU's denominator (metrics.c). */
+double sae__sum_squared_deviations(const float *x, size_t n, size_t d, double *mean);
 
 /* ---- GEMM backends (gemm.c) ------------------------------------------------
  * Every dense matrix product goes through a context of one backend: CBLAS, or

@@ -1,12 +1,47 @@
 /*
- * Training metrics beyond the losses: per-feature firing counts over a stream
- * of batches, and the log10 feature-density histogram of a batch (the plot
- * SAELens and Anthropic use to spot dead and dense features).
+ * Training metrics beyond the losses: the total variance of a batch (the
+ * FVU's denominator), per-feature firing counts over a stream of batches,
+ * and the log10 feature-density histogram of a batch (the plot SAELens and
+ * Anthropic use to spot dead and dense features).
  */
 #include "internal.h"
 
 #include <math.h>
 #include <string.h>
+
+double sae__sum_squared_deviations(const float *x, size_t n, size_t d, double *mean)
+{
+    sae__mean_rows(x, n, d, mean);
+    double total = 0.0;
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < d; j++) {
+            double e = x[t * d + j] - mean[j];
+            total += e * e;
+        }
+    return total;
+}
+
+int sae_total_variance(const float *x, size_t n_tokens, size_t d, double *mean, double *out)
+{
+    static const char fn[] = "sae_total_variance";
+    if (!out)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
+    int rc = sae__check_rows(fn, "x", x, n_tokens, "n_tokens", d, "d", sizeof(float));
+    if (rc == SAE_OK && mean)
+        rc = sae__check_rows(fn, "mean", mean, d, "d", 1, "1", sizeof(double));
+    if (rc == SAE_OK)
+        rc = sae__check_finite(fn, "x", x, n_tokens * d);
+    if (rc != SAE_OK)
+        return rc;
+    double *m = mean ? mean : sae__alloc(d * sizeof(double));
+    if (!m)
+        return sae__fail(SAE_E_NOMEM, "%s: out of memory for the mean (%zu doubles)", fn, d);
+    /* finite floats: each square is below 2^258, the sum far below DBL_MAX */
+    *out = sae__sum_squared_deviations(x, n_tokens, d, m) / (double)n_tokens;
+    if (!mean)
+        sae__free(m);
+    return SAE_OK;
+}
 
 /* fired[i] = the tokens of x on which feature i fires (f_ti > 0, inference
  * activation). fired: d_sae counters, overwritten. The arguments are checked.

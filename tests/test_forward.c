@@ -88,6 +88,23 @@ START_TEST(l1_from_row_norms_equals_explicit_tensor)
 }
 END_TEST
 
+/* sum_t ||x_t - mean||^2 of x (n x d) computed directly in long double;
+ * mean: d entries, written. */
+static double direct_sum_squared_deviations(const float *x, size_t n, size_t d, long double *mean)
+{
+    for (size_t j = 0; j < d; j++) {
+        mean[j] = 0.0L;
+        for (size_t t = 0; t < n; t++)
+            mean[j] += x[t * d + j];
+        mean[j] /= (long double)n;
+    }
+    long double sum = 0.0L;
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < d; j++)
+            sum += (x[t * d + j] - mean[j]) * (x[t * d + j] - mean[j]);
+    return (double)sum;
+}
+
 START_TEST(fvu_is_error_over_variance)
 {
     const size_t d_in = 8, d_sae = 16, n = 50;
@@ -96,20 +113,72 @@ START_TEST(fvu_is_error_over_variance)
     ref_model r;
     ref_from_model(&r, m);
     sae_losses l = ref_losses(&r, x, n, 0.0);
-    double mean[8] = {0}, var = 0.0;
-    for (size_t t = 0; t < n; t++)
-        for (size_t j = 0; j < d_in; j++)
-            mean[j] += x[t * d_in + j] / (double)n;
-    for (size_t t = 0; t < n; t++)
-        for (size_t j = 0; j < d_in; j++)
-            var += pow(x[t * d_in + j] - mean[j], 2);
+    long double mean[8];
+    double var = direct_sum_squared_deviations(x, n, d_in, mean);
     double fvu;
     ck_assert_int_eq(sae_fvu(m, x, n, &fvu), SAE_OK);
     ck_assert_double_eq_tol(fvu, l.l2 * n / var, 1e-5);
 
+    /* the per-token total variance is its denominator: l2 / it is the FVU */
+    double per_token;
+    ck_assert_int_eq(sae_total_variance(x, n, d_in, NULL, &per_token), SAE_OK);
+    ck_assert_double_eq_tol(fvu, l.l2 / per_token, 1e-5);
+
     ref_free(&r);
     free(x);
     sae_model_free(m);
+}
+END_TEST
+
+/* sae_total_variance: the mean over tokens of ||x_t - mean(x)||^2 and the
+ * mean itself, against a direct computation, on data far from the origin
+ * (where a one-pass sum of squares would lose the variance). */
+START_TEST(total_variance_matches_direct_computation)
+{
+    const size_t d = 5, n = 300;
+    float *x = test_gaussian(n, d, 0.5, 1000.0, 21);
+    long double want_mean[5];
+    double want = direct_sum_squared_deviations(x, n, d, want_mean) / (double)n;
+    double got = -1.0, mean[5];
+    ck_assert_int_eq(sae_total_variance(x, n, d, mean, &got), SAE_OK);
+    ck_assert_double_eq_tol(got, want, 1e-9 * want);
+    for (size_t j = 0; j < d; j++)
+        ck_assert_double_eq_tol(mean[j], (double)want_mean[j], 1e-9);
+    double without_mean = -1.0;
+    ck_assert_int_eq(sae_total_variance(x, n, d, NULL, &without_mean), SAE_OK);
+    ck_assert_double_eq(without_mean, got);
+
+    /* one token: no spread, its mean is itself */
+    ck_assert_int_eq(sae_total_variance(x + d, 1, d, mean, &got), SAE_OK);
+    ck_assert_double_eq(got, 0.0);
+    for (size_t j = 0; j < d; j++)
+        ck_assert_double_eq(mean[j], x[d + j]);
+    free(x);
+}
+END_TEST
+
+START_TEST(total_variance_rejects_bad_input)
+{
+    float x[6] = {1, 2, 3, 4, 5, 6};
+    double out = 7.0, mean[3] = {8, 8, 8};
+    ck_assert_int_eq(sae_total_variance(NULL, 2, 3, mean, &out), SAE_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "sae_total_variance: x"));
+    ck_assert_int_eq(sae_total_variance(x, 2, 3, mean, NULL), SAE_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "out is NULL"));
+    ck_assert_int_eq(sae_total_variance(x, 0, 3, mean, &out), SAE_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "n_tokens"));
+    ck_assert_int_eq(sae_total_variance(x, 2, 0, mean, &out), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_total_variance(x, SIZE_MAX / 2, 3, mean, &out), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_total_variance(x, 2, SIZE_MAX / 8 + 1, NULL, &out), SAE_E_INVALID_ARG);
+    for (int which = 0; which < 2; which++) {
+        float bad[6] = {1, 2, 3, 4, 5, 6};
+        bad[4] = which ? -INFINITY : NAN;
+        ck_assert_int_eq(sae_total_variance(bad, 2, 3, mean, &out), SAE_E_NONFINITE);
+        ck_assert_ptr_nonnull(strstr(sae_error_detail(), "sae_total_variance"));
+    }
+    ck_assert_double_eq(out, 7.0);
+    for (size_t j = 0; j < 3; j++)
+        ck_assert_double_eq(mean[j], 8.0);
 }
 END_TEST
 
@@ -258,6 +327,8 @@ static Suite *forward_suite(void)
     tcase_add_test(tc, l1_from_row_norms_equals_explicit_tensor);
     tcase_add_test(tc, fvu_is_error_over_variance);
     tcase_add_test(tc, identity_sae_has_zero_fvu);
+    tcase_add_test(tc, total_variance_matches_direct_computation);
+    tcase_add_test(tc, total_variance_rejects_bad_input);
     tcase_add_test(tc, forward_functions_reject_bad_input);
     tcase_add_test(tc, read_only_calls_run_concurrently);
     suite_add_tcase(s, tc);

@@ -133,6 +133,7 @@ START_TEST(batch_functions_check_x)
     ASSERT_REFUSED(sae_fvu(m, x, n, &v), "sae_fvu", "x");
     ASSERT_REFUSED(sae_step(m, o, x, n, &l), "sae_step", "x");
     ASSERT_REFUSED(sae_estimate_input_scale(x, n, d_in, &v), "sae_estimate_input_scale", "x");
+    ASSERT_REFUSED(sae_total_variance(x, n, d_in, NULL, &v), "sae_total_variance", "x");
     ASSERT_REFUSED(sae_model_init_b_dec(m, x, n, SAE_B_DEC_MEAN), "sae_model_init_b_dec", "x");
     ASSERT_REFUSED(sae_encode_sparse_size(m, x, n, 0, &count), "sae_encode_sparse_size", "x");
     uint64_t counts[4] = {9, 9, 9, 9};
@@ -187,8 +188,13 @@ START_TEST(second_buffers_are_checked_too)
     size_t idx[4] = {5, 5, 5, 5};
     ASSERT_REFUSED(sae_optimizer_dead_features(o, 1, idx, overflowing(1, sizeof(size_t)), &count),
                    "sae_optimizer_dead_features", "idx");
+    /* the mean (d doubles) where x (1 x d floats) fits */
+    double mean[4] = {8, 8, 8, 8}, v = 5.0;
+    ck_assert(fits(1, overflowing(1, sizeof(double)), sizeof(float)));
+    ASSERT_REFUSED(sae_total_variance(x, 1, overflowing(1, sizeof(double)), mean, &v),
+                   "sae_total_variance", "mean");
     ck_assert(count == 6 && offsets[0] == 7 && offsets[3] == 7 && feat[0] == 3 && counts[0] == 9);
-    ck_assert(idx[0] == 5 && idx[3] == 5);
+    ck_assert(idx[0] == 5 && idx[3] == 5 && mean[0] == 8 && mean[3] == 8 && v == 5.0);
     fixture_check_and_free(&fx);
 }
 END_TEST

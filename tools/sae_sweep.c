@@ -376,9 +376,12 @@ static void set_up(sweep *s)
     s->final = open_out(s->out_dir, "final.csv", s->final_path, sizeof s->final_path);
     tool_csv_header(s->csv, "lambda", "arch,k");
     fprintf(s->final, "lambda,l2,l1,l0,l0_frac,fvu,dead_frac%s,arch,k\n", s->in.synthetic ? ",mmcs" : "");
-    fprintf(stderr, "sweep on %s: %zu x %zu; d_sae %zu, lr %g, batch %zu, %llu steps, %zu runs\n",
+    char compute[160];
+    tool_describe_compute(cfg, compute, sizeof compute);
+    fprintf(stderr, "sweep on %s: %zu x %zu; d_sae %zu, lr %g, batch %zu, %llu steps, %zu runs; "
+                    "%s\n",
             cfg->input ? cfg->input : "synthetic data", s->in.train.rows, s->in.train.cols,
-            cfg->d_sae, cfg->lr, cfg->batch, (unsigned long long)cfg->steps, s->n_runs);
+            cfg->d_sae, cfg->lr, cfg->batch, (unsigned long long)cfg->steps, s->n_runs, compute);
     if (cfg->normalize)
         fprintf(stderr, "input scale %.6g (--normalize): the table is of the folded models on "
                         "raw data\n", s->scale);

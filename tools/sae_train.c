@@ -96,9 +96,10 @@ static void usage(const tool_config *defaults)
            "                      d_in, d_sae, seed, the synthetic data, --arch, --k,\n"
            "                      --threshold, --normalize and --b-dec-init come from DIR\n"
            "                      (given ones must match); --lr, --lambda, --clip, the\n"
-           "                      other architecture and schedule options, --batch,\n"
-           "                      --log-every, --dead-window, --sample, --resample-* and\n"
-           "                      --hist-every too, unless given. --log and --hist append.\n"
+           "                      other architecture and schedule options, --precision,\n"
+           "                      --gemm, --batch, --log-every, --dead-window, --sample,\n"
+           "                      --resample-* and --hist-every too, unless given. --log\n"
+           "                      and --hist append.\n"
            "                      With --normalize, sae_weights.safetensors has the scale\n"
            "                      folded in (it takes raw x) and train_weights.safetensors\n"
            "                      is the model as trained, which --resume continues.\n\n"
@@ -362,10 +363,13 @@ static int train(job *j)
         snprintf(target, sizeof target, " -> %s: %zu x %zu (%s)",
                  cfg->target_path ? cfg->target_path : "synthetic targets", j->in.target.rows,
                  j->in.target.cols, j->in.target.format);
-    fprintf(stderr, "training on %s: %zu x %zu (%s)%s; d_sae %zu, %s, lr %g, batch %zu, %llu steps\n",
+    char compute[160];
+    tool_describe_compute(cfg, compute, sizeof compute);
+    fprintf(stderr, "training on %s: %zu x %zu (%s)%s; d_sae %zu, %s, lr %g, batch %zu, %llu "
+                    "steps; %s\n",
             cfg->input ? cfg->input : "synthetic data", j->in.train.rows, j->in.train.cols,
             j->in.train.format, target, cfg->d_sae, j->arch, cfg->lr, cfg->batch,
-            (unsigned long long)cfg->steps);
+            (unsigned long long)cfg->steps, compute);
     describe_recipe(cfg, j->scale, j->sample.n);
     tool_catch_sigint();
     tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps, cfg->log_every);

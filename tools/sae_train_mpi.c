@@ -280,12 +280,14 @@ static int train(job *j)
         if (j->out.resume_dir)
             fprintf(stderr, "resuming %s at step %llu of %llu\n", j->out.resume_dir,
                     (unsigned long long)j->state.step, (unsigned long long)cfg->steps);
+        char compute[160];
+        tool_describe_compute(cfg, compute, sizeof compute);
         fprintf(stderr, "training on %s: %zu x %zu (%s); d_sae %zu, %s, lr %g, batch %zu, "
-                        "%llu steps; %d ranks, %s\n",
+                        "%llu steps; %d ranks, %s; %s\n",
                 cfg->input ? cfg->input : "synthetic data", j->in.train.rows, j->in.train.cols,
                 j->in.train.format, cfg->d_sae, j->arch, cfg->lr, cfg->batch,
                 (unsigned long long)cfg->steps, n,
-                data ? "data-parallel" : "feature-sharded");
+                data ? "data-parallel" : "feature-sharded", compute);
         tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps,
                            cfg->log_every);
     }

@@ -475,6 +475,19 @@ SAE_API int sae_loss_target(const sae_model *m, const float *x, const float *y, 
 SAE_API int sae_fvu_target(const sae_model *m, const float *x, const float *y, size_t n_tokens,
                            double *out);
 
+/* The total variance of the rows of x (n_tokens x d floats, read): the mean
+ * over tokens of ||x_t - mean(x)||^2, i.e. the trace of x's covariance
+ * (divided by n_tokens, not n_tokens - 1), two-pass in double. It is the
+ * FVU's denominator per token: a step's sae_losses.l2 / this is the batch's
+ * FVU before the update, with no second forward pass (sae_fvu computes the
+ * same quotient). mean: d doubles that receive x's mean over tokens (e.g. to
+ * combine the variances of several batches), or NULL. One token gives 0.
+ * Errors: SAE_E_INVALID_ARG (x or out NULL, n_tokens or d 0, or their
+ * product overflowing), SAE_E_NONFINITE (NaN/Inf in x), SAE_E_NOMEM; *out and
+ * mean are untouched on error. */
+SAE_API int sae_total_variance(const float *x, size_t n_tokens, size_t d, double *mean,
+                               double *out);
+
 /* ------------------------------------------------------------------------ */
 /* Optimizer and training step                                               */
 /* ------------------------------------------------------------------------ */

@@ -22,7 +22,8 @@
 //                               also sae::checkpoint_begin/commit/abort/current
 //   free functions              version, status strings, error detail, the
 //                               option table (option_name, option_default,
-//                               bounds), gemm_backend, input scale
+//                               bounds), gemm_backend, input scale,
+//                               total variance
 //
 // Buffers are caller-owned floats, row-major, as in sae.h: each call that
 // takes one has a pointer + count overload (n_tokens rows), a std::vector
@@ -412,6 +413,27 @@ inline double estimate_input_scale(std::span<const float> x, std::size_t d_in)
 {
     return estimate_input_scale(x.data(), detail::rows_of(x.size(), d_in,
                                                           "sae_estimate_input_scale"), d_in);
+}
+#endif
+
+// The mean over tokens of ||x_t - mean(x)||^2 of x (n_tokens x d floats):
+// the FVU's denominator per token; mean (d doubles) receives x's mean, or
+// nullptr (sae_total_variance).
+inline double total_variance(const float *x, std::size_t n_tokens, std::size_t d,
+                             double *mean = nullptr)
+{
+    double v = 0;
+    check(sae_total_variance(x, n_tokens, d, mean, &v), "sae_total_variance");
+    return v;
+}
+inline double total_variance(const std::vector<float> &x, std::size_t d)
+{
+    return total_variance(x.data(), detail::rows_of(x.size(), d, "sae_total_variance"), d);
+}
+#ifdef LIBSAE_HPP_SPAN
+inline double total_variance(std::span<const float> x, std::size_t d)
+{
+    return total_variance(x.data(), detail::rows_of(x.size(), d, "sae_total_variance"), d);
 }
 #endif
 

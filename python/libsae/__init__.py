@@ -32,7 +32,7 @@ from .enums import (Arch, BDecInit, Gemm, Kernel, LrSchedule, ModelKind, Option,
                     Parallel, Precision, Status, Tensor)
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
-from .model import Losses, Model, estimate_input_scale, shard_range
+from .model import Losses, Model, estimate_input_scale, shard_range, total_variance
 from .features import FeatureStats, SparseCodes, decoder_neighbors, encode_sparse
 from .optimizer import Optimizer
 from .options import OptionInfo, gemm_backend
@@ -60,7 +60,7 @@ def library_path() -> str:
 
 __all__ = [
     "Arch", "BDecInit", "Gemm", "Kernel", "LrSchedule", "ModelKind", "Option", "OptionFlag",
-    "Parallel", "Precision", "Status", "Tensor", "gemm_backend", "shard_range",
+    "Parallel", "Precision", "Status", "Tensor", "gemm_backend", "shard_range", "total_variance",
     "ERRORS", "SAEError", "InvalidArgError", "NoMemError", "NonFiniteError", "SAEIOError",
     "FormatError", "StateError", "CommError", "status_string", "error_detail",
     "Losses", "Model", "Optimizer", "OptionInfo", "option_info", "estimate_input_scale", "Rng",

@@ -151,6 +151,7 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_optimizer_lr_at": (c_int, [_handle, c_uint64, _double_ptr]),
     "sae_optimizer_l1_coeff_at": (c_int, [_handle, c_uint64, _double_ptr]),
     "sae_estimate_input_scale": (c_int, [float_ptr, c_size_t, c_size_t, _double_ptr]),
+    "sae_total_variance": (c_int, [float_ptr, c_size_t, c_size_t, _double_ptr, _double_ptr]),
     "sae_model_fold_input_scale": (c_int, [_handle, c_double]),
     "sae_model_init_b_dec": (c_int, [_handle, float_ptr, c_size_t, c_int]),
     "sae_optimizer_dead_features": (c_int, [_handle, c_uint64, size_ptr, c_size_t, size_ptr]),

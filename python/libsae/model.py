@@ -563,4 +563,21 @@ def estimate_input_scale(x: ArrayLike) -> float:
     return out.value
 
 
-__all__ = ["Model", "Losses", "estimate_input_scale", "shard_range", "TENSOR_NAMES"]
+def total_variance(x: ArrayLike, return_mean: bool = False):
+    """The mean over tokens of ||x_t - mean(x)||^2 of a batch x (n, d)
+    (sae_total_variance): the FVU's denominator per token, so a step's
+    Losses.l2 / total_variance(x) is the batch's FVU. With return_mean,
+    (variance, mean) with the batch's mean as a float64 array (d,)."""
+    a = _arrays.as_float32(x, "x")
+    if a.ndim != 2:
+        raise ValueError(f"x has shape {tuple(a.shape)}: expected (n_tokens, d)")
+    out = ctypes.c_double()
+    mean = np.empty(a.shape[1], np.float64) if return_mean else None
+    mean_ptr = mean.ctypes.data_as(ctypes.POINTER(ctypes.c_double)) if return_mean else None
+    check(lib.sae_total_variance(float_pointer(a), a.shape[0], a.shape[1], mean_ptr,
+                                 ctypes.byref(out)), "sae_total_variance")
+    return (out.value, mean) if return_mean else out.value
+
+
+__all__ = ["Model", "Losses", "estimate_input_scale", "shard_range", "total_variance",
+           "TENSOR_NAMES"]

@@ -184,6 +184,7 @@ struct sae_test_api_0_2_type {
     int (*option_default)(int, double *);
     int (*option_bounds)(int, double *, double *, unsigned *);
     int (*feature_fire_counts)(const sae_model *, const float *, size_t, uint64_t *, size_t);
+    int (*total_variance)(const float *, size_t, size_t, double *, double *);
     void (*rng_seed)(sae_rng *, uint64_t, uint64_t);
     uint64_t (*rng_next)(sae_rng *);
     double (*rng_uniform)(sae_rng *);
@@ -207,6 +208,7 @@ const struct sae_test_api_0_2_type sae_test_api_0_2 = {
     sae_option_default,
     sae_option_bounds,
     sae_feature_fire_counts,
+    sae_total_variance,
     sae_rng_seed,
     sae_rng_next,
     sae_rng_uniform,

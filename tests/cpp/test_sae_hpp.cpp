@@ -220,6 +220,16 @@ void test_recipe()
     EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
                   sae::estimate_input_scale(std::vector<float>(d_in, 0.0f), d_in));
 
+    // the FVU's denominator per token: l2 / total_variance is the FVU
+    std::vector<double> x_mean(d_in);
+    const double variance = sae::total_variance(x.data(), n, d_in, x_mean.data());
+    double variance_c = 0;
+    std::vector<double> mean_c(d_in);
+    EXPECT(sae_total_variance(x.data(), n, d_in, mean_c.data(), &variance_c) == SAE_OK);
+    EXPECT(variance == variance_c && x_mean == mean_c && sae::total_variance(x, d_in) == variance_c);
+    EXPECT_THROWS(sae::invalid_arg_error, sae::status::invalid_arg,
+                  sae::total_variance(std::vector<float>(d_in + 1, 0.0f), d_in));
+
     sae::model m(d_in, d_sae, 5);
     m.init_b_dec(x, sae::b_dec_init::mean);
     const std::vector<float> b = m.get(sae::tensor::b_dec);

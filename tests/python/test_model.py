@@ -249,6 +249,26 @@ def test_adopt_and_release_raw_handles():
         libsae.Model.from_handle("0x1234")
 
 
+def test_total_variance_is_the_fvu_denominator(rng):
+    x = data(rng, 200, 12, scale=2.0) + np.float32(50.0)
+    x64 = x.astype(np.float64)
+    want = np.mean(np.sum((x64 - x64.mean(axis=0)) ** 2, axis=1))
+    assert libsae.total_variance(x) == pytest.approx(want, rel=1e-10)
+    v, mean = libsae.total_variance(x, return_mean=True)
+    assert v == libsae.total_variance(x)
+    np.testing.assert_allclose(mean, x64.mean(axis=0), rtol=1e-12)
+    m = random_model(d_in=12)
+    assert m.loss(x, 0.0).l2 / libsae.total_variance(x) == pytest.approx(m.fvu(x), rel=1e-6)
+    bad = x.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(libsae.NonFiniteError, match="sae_total_variance"):
+        libsae.total_variance(bad)
+    with pytest.raises(libsae.InvalidArgError):
+        libsae.total_variance(np.zeros((0, 12), np.float32))
+    with pytest.raises(ValueError):
+        libsae.total_variance(np.zeros(12, np.float32))
+
+
 def test_recipe_functions(rng):
     x = data(rng, 256, 12, scale=3.0)
     s = libsae.estimate_input_scale(x)

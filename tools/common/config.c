@@ -3,6 +3,7 @@
 #include "args.h"
 #include "inputs.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,18 @@ static const char *const arch_names[] = {"relu", "topk", "batchtopk", "jumprelu"
                                          "matryoshka"};
 #define N_ARCH_NAMES (int)(sizeof arch_names / sizeof *arch_names)
 static const char *const schedule_names[] = {"constant", "linear", "cosine"};
+static const char *const precision_names[] = {"fp32", "bf16"}; /* SAE_PRECISION_* */
+static const char *const gemm_names[] = {"auto", "cblas", "onednn"}; /* SAE_GEMM_* */
+
+/* The index of arg in names[0..n), or exit 2 with "<opt>: expected <list>". */
+static int parse_name(const char *opt, const char *arg, const char *const *names, int n,
+                      const char *expected)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(arg, names[i]) == 0)
+            return i;
+    tool_usage_error("%s: expected %s, got '%s'", opt, expected, arg);
+}
 
 const char *tool_arch_name(int arch)
 {
@@ -72,6 +85,8 @@ void tool_config_defaults(tool_config *c)
     c->lr_schedule = SAE_LR_CONSTANT;
     c->sample = 8192;
     c->b_dec_init = -1;
+    c->precision = SAE_PRECISION_FP32;
+    c->gemm = SAE_GEMM_AUTO;
 }
 
 static size_t arg_size(const char *opt, const char *s, uint64_t min)
@@ -82,7 +97,7 @@ static size_t arg_size(const char *opt, const char *s, uint64_t min)
     return (size_t)v;
 }
 
-_Static_assert(TOOL_OPT_WIDTHS - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
+_Static_assert(TOOL_OPT_GEMM - TOOL_OPT_D_IN < 64, "tool_config.given has a bit per option");
 
 /* --widths W1,W2,...: Matryoshka's level widths, each >= 1 (increasing and
  * within --d-sae: tool_config_check, once d_sae is known) */
@@ -213,6 +228,12 @@ bool tool_config_option(tool_config *c, int code, const char *arg)
     case TOOL_OPT_SYNTH_TARGET: c->synth_target = true; break;
     case TOOL_OPT_SKIP: c->skip = true; break;
     case TOOL_OPT_D_OUT: c->d_out = arg_size("--d-out", arg, 1); break;
+    case TOOL_OPT_PRECISION:
+        c->precision = parse_name("--precision", arg, precision_names, 2, "fp32 or bf16");
+        break;
+    case TOOL_OPT_GEMM:
+        c->gemm = parse_name("--gemm", arg, gemm_names, 3, "auto, cblas or onednn");
+        break;
     default: return false;
     }
     c->given |= UINT64_C(1) << (code - TOOL_OPT_D_IN);
@@ -351,6 +372,28 @@ static void check_widths(tool_config *c)
     }
 }
 
+/* --precision bf16 where libsae steps in bf16, --gemm onednn where it has
+ * oneDNN: asking for either elsewhere is a mistake, not a silent float32 or
+ * CBLAS run. Every architecture of a sweep must take bf16 (the runs compare
+ * at one precision). */
+static void check_compute(const tool_config *c)
+{
+    if (c->precision == SAE_PRECISION_BF16) {
+        const char *not_covered = tool_config_transcoder(c) ? "transcoders"
+                                  : any_arch(c, is_gated)   ? "gated"
+                                  : any_arch(c, is_matryoshka) ? "matryoshka"
+                                                               : NULL;
+        if (not_covered)
+            tool_usage_error("--precision bf16: libsae %s steps the relu, topk, batchtopk and "
+                             "jumprelu autoencoders in bf16, not %s (they train in fp32)",
+                             sae_version_string(), not_covered);
+    }
+    if (tool_config_given(c, TOOL_OPT_GEMM) && c->gemm == SAE_GEMM_ONEDNN &&
+        sae_gemm_backend(SAE_GEMM_ONEDNN) != SAE_GEMM_ONEDNN)
+        tool_usage_error("--gemm onednn: libsae %s was built without oneDNN (its products run "
+                         "on CBLAS: --gemm auto or cblas)", sae_version_string());
+}
+
 void tool_config_check(tool_config *c)
 {
     only_for(c, TOOL_OPT_LAMBDA, "--lambda", is_lambda_arch,
@@ -372,6 +415,7 @@ void tool_config_check(tool_config *c)
         tool_usage_error("--resample-every: libsae %s resamples the features of SAEs of "
                          "architecture relu, topk, batchtopk or jumprelu, not of %s",
                          sae_version_string(), tool_config_transcoder(c) ? "transcoders" : "gated");
+    check_compute(c);
     if (tool_config_given(c, TOOL_OPT_K) && c->k > c->d_sae)
         tool_usage_error("--k %zu: more than --d-sae %zu features", c->k, c->d_sae);
     if (!tool_config_given(c, TOOL_OPT_K) && c->k > c->d_sae)
@@ -454,9 +498,19 @@ void tool_config_help(FILE *f, const tool_config *c)
             "  --resample-every N  every N steps, resample the dead features from the sample\n"
             "  --resample-window N  dead: silent for N training tokens (default:\n"
             "                      --dead-window)\n"
+            "Compute (kept by --resume unless given):\n"
+            "  --precision P       fp32, or bf16: the encoder product (the step's largest)\n"
+            "                      takes bfloat16 inputs and sums in float32; weights, Adam\n"
+            "                      and every other pass stay float32 (relu, topk, batchtopk,\n"
+            "                      jumprelu autoencoders; default %s)\n"
+            "  --gemm B            the products' backend: auto (oneDNN when libsae has it),\n"
+            "                      cblas or onednn (default %s; this libsae: %s)\n"
             "Counts accept a k, M or G suffix (--tokens 2M).\n",
             tool_arch_name(c->arch), c->k, c->threshold0, c->bandwidth, c->auxk_coeff,
-            c->threshold_beta, tool_lr_schedule_name(c->lr_schedule), c->sample);
+            c->threshold_beta, tool_lr_schedule_name(c->lr_schedule), c->sample,
+            precision_names[c->precision], gemm_names[c->gemm],
+            sae_gemm_backend(SAE_GEMM_AUTO) == SAE_GEMM_ONEDNN ? "auto is oneDNN"
+                                                               : "no oneDNN, auto is CBLAS");
 }
 
 void tool_target_help(FILE *f)
@@ -501,6 +555,8 @@ int tool_config_apply(const tool_config *c, sae_optimizer *o)
         {SAE_OPT_LR_WARMUP_STEPS, (double)c->lr_warmup},
         {SAE_OPT_LR_DECAY_FRACTION, c->lr_decay},
         {SAE_OPT_L1_WARMUP_FRACTION, topk ? 0.0 : c->l1_warmup},
+        {SAE_OPT_PRECISION, (double)c->precision},
+        {SAE_OPT_GEMM, (double)c->gemm},
     };
     int rc = SAE_OK;
     for (size_t i = 0; i < sizeof set / sizeof *set && rc == SAE_OK; i++)
@@ -570,4 +626,19 @@ void tool_describe_arch(const tool_config *c, char *buf, size_t len)
         snprintf(buf, len, "%s%s k %zu", tool_arch_name(c->arch), kind, c->k);
     else
         snprintf(buf, len, "%s%s, lambda %g", tool_arch_name(c->arch), kind, c->lambda);
+}
+
+void tool_describe_compute(const tool_config *c, char *buf, size_t len)
+{
+    const int backend = sae_gemm_backend(c->gemm);
+    /* OpenBLAS names the kernel it runs (OPENBLAS_CORETYPE may force a slow
+     * one); another CBLAS has no such call */
+    char *(*corename)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "openblas_get_corename");
+    const char *core = corename ? corename() : NULL;
+    snprintf(buf, len, "%s, GEMMs on %s (--gemm %s%s), BLAS core %s",
+             precision_names[c->precision], backend == SAE_GEMM_ONEDNN ? "oneDNN" : "CBLAS",
+             gemm_names[c->gemm],
+             c->gemm == SAE_GEMM_ONEDNN && backend != SAE_GEMM_ONEDNN ? ": libsae without oneDNN"
+                                                                       : "",
+             core ? core : "not OpenBLAS");
 }

@@ -61,6 +61,10 @@ typedef struct tool_config {
     bool skip;                /* --skip: a skip transcoder (learns W_skip too) */
     size_t d_out;             /* raw --target: columns; synthetic: target dimension
                                  (0: d_in); after tool_inputs_load, the target's width */
+    /* how the steps compute (SAE_OPT_PRECISION, SAE_OPT_GEMM; saved in the
+     * optimizer's file, so a resumed run keeps them unless given) */
+    int precision;            /* SAE_PRECISION_*: the encoder product's inputs */
+    int gemm;                 /* SAE_GEMM_*: the products' backend */
     uint64_t given;           /* the shared options on the command line (tool_config_given) */
 } tool_config;
 
@@ -73,7 +77,8 @@ enum {
     TOOL_OPT_THRESHOLD_BETA, TOOL_OPT_LR_SCHEDULE, TOOL_OPT_LR_WARMUP, TOOL_OPT_LR_DECAY,
     TOOL_OPT_L1_WARMUP, TOOL_OPT_SAMPLE, TOOL_OPT_NORMALIZE, TOOL_OPT_B_DEC_INIT, TOOL_OPT_RESAMPLE_EVERY,
     TOOL_OPT_RESAMPLE_WINDOW, TOOL_OPT_TARGET, TOOL_OPT_EVAL_TARGET, TOOL_OPT_SYNTH_TARGET,
-    TOOL_OPT_SKIP, TOOL_OPT_D_OUT, TOOL_OPT_DECODER_INIT_NORM, TOOL_OPT_WIDTHS
+    TOOL_OPT_SKIP, TOOL_OPT_D_OUT, TOOL_OPT_DECODER_INIT_NORM, TOOL_OPT_WIDTHS, TOOL_OPT_PRECISION,
+    TOOL_OPT_GEMM
 };
 
 #define TOOL_CONFIG_LONG_OPTIONS                                                   \
@@ -110,6 +115,8 @@ enum {
     {"b-dec-init", required_argument, NULL, TOOL_OPT_B_DEC_INIT},                  \
     {"resample-every", required_argument, NULL, TOOL_OPT_RESAMPLE_EVERY},          \
     {"resample-window", required_argument, NULL, TOOL_OPT_RESAMPLE_WINDOW},        \
+    {"precision", required_argument, NULL, TOOL_OPT_PRECISION},                    \
+    {"gemm", required_argument, NULL, TOOL_OPT_GEMM},                              \
     {"help", no_argument, NULL, 'h'}
 
 /* The transcoder options (sae-train; tool_config_option parses them). */
@@ -175,6 +182,12 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
 /* The architecture in a few words, for messages: "relu, lambda 0.3",
  * "topk k 8", "jumprelu, lambda 0.01". */
 void tool_describe_arch(const tool_config *c, char *buf, size_t len);
+
+/* How the steps compute, for a run's header line: "fp32, GEMMs on oneDNN
+ * (--gemm auto), BLAS core Haswell" (the backend sae_gemm_backend resolves
+ * c->gemm to in this build; the OpenBLAS kernel openblas_get_corename names,
+ * when the process has OpenBLAS). */
+void tool_describe_compute(const tool_config *c, char *buf, size_t len);
 
 /* Set the optimizer options of c in o (what tool_make_sae sets after lr).
  * Returns a libsae status; o may be partly set on failure. */

@@ -196,6 +196,14 @@ static void resume_settings(tool_config *c, const tool_run_state *s, sae_optimiz
     uint64_t schedule = (uint64_t)c->lr_schedule;
     hyper_u64(c, TOOL_OPT_LR_SCHEDULE, SAE_OPT_LR_SCHEDULE, &schedule, o);
     c->lr_schedule = (int)schedule;
+    /* how the steps compute: a performance choice, so a resumed run may
+     * change it (bf16 rounds the encoder product's inputs only; the master
+     * weights and Adam's moments are float32 either way) */
+    uint64_t precision = (uint64_t)c->precision, gemm = (uint64_t)c->gemm;
+    hyper_u64(c, TOOL_OPT_PRECISION, SAE_OPT_PRECISION, &precision, o);
+    hyper_u64(c, TOOL_OPT_GEMM, SAE_OPT_GEMM, &gemm, o);
+    c->precision = (int)precision;
+    c->gemm = (int)gemm;
     /* the one window of the reports, AuxK and resampling */
     if (sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, (double)c->dead_window) != SAE_OK)
         tool_usage_error("--dead-window %llu: refused by libsae", (unsigned long long)c->dead_window);

@@ -107,33 +107,13 @@ static tool_row make_row(const tool_train *t, const window *w, double seconds, s
     return r;
 }
 
-/* sum_t ||x_t - mean||^2 of the batch x (n x d), in double; mean: d doubles
- * of scratch. */
-static double batch_variance(const float *x, size_t n, size_t d, double *mean)
-{
-    for (size_t j = 0; j < d; j++)
-        mean[j] = 0.0;
-    for (size_t t = 0; t < n; t++)
-        for (size_t j = 0; j < d; j++)
-            mean[j] += x[t * d + j];
-    for (size_t j = 0; j < d; j++)
-        mean[j] /= (double)n;
-    double sum = 0.0;
-    for (size_t t = 0; t < n; t++)
-        for (size_t j = 0; j < d; j++) {
-            double e = x[t * d + j] - mean[j];
-            sum += e * e;
-        }
-    return sum;
-}
-
-/* Data-parallel: the variance of the whole batch from each rank's rows:
- * the ranks' (count, mean, sum of squared deviations) allgathered and
- * combined in rank order (Chan et al.), the same bits on every rank. mean:
- * the rank's mean (d doubles, as batch_variance left it). NAN on a
+/* Data-parallel: the total variance per token of the whole batch from each
+ * rank's n rows, their mean (d doubles) and their total variance: the
+ * ranks' (count, mean, sum of squared deviations) allgathered and combined
+ * in rank order (Chan et al.), the same bits on every rank. NAN on a
  * transport or memory failure (the step's own exchanges report it). */
 static double variance_over_ranks(const sae_comm *comm, size_t n, size_t d, const double *mean,
-                                  double m2)
+                                  double variance)
 {
     const size_t block = d + 2, ranks = (size_t)comm->n_ranks;
     double *mine = malloc(block * sizeof *mine), *all = malloc(ranks * block * sizeof *all);
@@ -141,7 +121,7 @@ static double variance_over_ranks(const sae_comm *comm, size_t n, size_t d, cons
     double result = NAN;
     if (mine && all && global) {
         mine[0] = (double)n;
-        mine[1] = m2;
+        mine[1] = variance * (double)n;
         memcpy(mine + 2, mean, d * sizeof *mean);
         if (comm->allgather(comm->ctx, mine, block * sizeof *mine, all) == 0) {
             double count = 0.0;
@@ -159,6 +139,7 @@ static double variance_over_ranks(const sae_comm *comm, size_t n, size_t d, cons
                 }
                 result += all[r * block + 1] + all[r * block] * gap;
             }
+            result /= count;
         }
     }
     free(global);
@@ -196,7 +177,7 @@ typedef struct loop {
     float *x;        /* the batch: batch x d_in floats */
     float *y;        /* transcoders: its targets, batch x d_out floats; else NULL */
     size_t *rows;    /* its rows' indices in the data */
-    double *mean;    /* d_out doubles of scratch for the batch's variance */
+    double *mean;    /* d_out doubles: the batch's mean (sae_total_variance) */
     window w;        /* the losses since the last logged row */
     double start;    /* tool_now() when the call began */
     uint64_t end;    /* the step to stop after: steps, or stop_at */
@@ -237,7 +218,10 @@ static int take_step(tool_train *t, loop *lp)
     for (size_t r = 0; lp->y && r < n; r++)
         memcpy(lp->y + r * d_out, t->target->x + lp->rows[r] * d_out, d_out * sizeof(float));
     const float *y = lp->y ? lp->y : lp->x; /* what the model reconstructs */
-    double variance = batch_variance(y, n, d_out, lp->mean);
+    /* the batch's FVU from the step's l2, without a second forward pass; NaN
+     * or Inf in the batch leave it NAN (the step says where) */
+    double variance = NAN;
+    sae_total_variance(y, n, d_out, lp->mean, &variance);
     if (t->share_end > 0)
         variance = variance_over_ranks(t->comm, n, d_out, lp->mean, variance);
     int rc = lp->y ? sae_step_target(t->model, t->opt, lp->x, lp->y, n, &l)
@@ -260,7 +244,7 @@ static int take_step(tool_train *t, loop *lp)
     lp->w.l2 += l.l2;
     lp->w.l1 += l.l1;
     lp->w.l0 += l.l0;
-    lp->w.fvu += variance > 0.0 ? l.l2 * (double)t->batch / variance : NAN;
+    lp->w.fvu += variance > 0.0 ? l.l2 / variance : NAN;
     lp->w.steps++;
     return SAE_OK;
 }

@@ -117,6 +117,24 @@ run $MPIRUN -np 2 "$bin/sae-train-mpi" --lr 1e300 --steps 2 --parallel features
     [ "$(grep -c "non-finite" "$tmp/err")" -eq 1 ] || fail "--lr 1e300: $(cat "$tmp/err")"
 echo "ok: a step's error is said once"
 
+# --- --precision and --gemm (the shared options): named in the header line,
+# recorded by the collective checkpoint; bf16 on 2 data-parallel ranks trains
+# sae-train's bf16 model ---------------------------------------------------------
+bf16="$tmp/acts.f32 --d-in 16 --d-sae 40 --batch 50 --steps 10 --precision bf16 --gemm cblas"
+# shellcheck disable=SC2086
+run "$train" $bf16 --save "$tmp/bf16.one"
+[ "$rc" -eq 0 ] || fail "sae-train bf16: exit $rc: $(cat "$tmp/err")"
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$bin/sae-train-mpi" $bf16 --parallel data --save "$tmp/bf16.mpi"
+[ "$rc" -eq 0 ] || fail "bf16 on 2 ranks: exit $rc: $(cat "$tmp/err")"
+grep -q "^training on .*; 2 ranks, data-parallel; bf16, GEMMs on CBLAS (--gemm cblas)" "$tmp/err" ||
+    fail "bf16 on 2 ranks: header: $(grep '^training on' "$tmp/err")"
+grep -a -q '"option.31":"0x1.0000000000000p+0"' "$tmp/bf16.mpi/optimizer.safetensors" ||
+    fail "bf16 on 2 ranks: SAE_OPT_PRECISION not saved as bf16"
+run "$bin/check_same_model" "$tmp/bf16.mpi" "$tmp/bf16.one"
+[ "$rc" -eq 0 ] || fail "bf16 on 2 ranks: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
+echo "ok: --precision bf16 --gemm cblas on 2 data-parallel ranks"
+
 # --- a bad option: exit status 2, the message once (rank 0's) -----------------
 # shellcheck disable=SC2086
 run $MPIRUN -np 2 "$bin/sae-train-mpi" --parallel rows
