@@ -28,9 +28,10 @@ test bench_speed_ratios_smoke runs: tests leave them as they are).
   bench/speed_ratios.py [--build build] [--reps 3] [--steps 60] [--rss]
                         [--train-only] [--no-torch] [--smoke]
 
-On 2 quiet cores of the reference machine the full run takes about 15
-minutes (sae-bench ~4, PyTorch ~5, the two sae-train runs and their
-sae-bench runs ~5).
+On 2 quiet cores of the reference machine the full run should take about
+10 minutes, 15 at most (estimated from its parts' sizes, not yet timed on a
+quiet machine: sae-bench's 16 configurations ~2-3, PyTorch and its sae-bench
+~3, the two sae-train runs and their four sae-bench runs ~4-5).
 """
 import argparse
 import csv

@@ -17,6 +17,10 @@ or the whole training run, with the recipe, checkpoints and a progress bar:
     result = libsae.train("acts.npy", d_sae=16384, l1_coeff=5, steps=20_000,
                           checkpoint_dir="run", checkpoint_every=5_000)
 
+for every family: arch "relu", "topk", "batchtopk", "jumprelu", "gated" or
+"matryoshka" (widths=[...]), and transcoders from x to a target y
+(target="mlp_out.npy", skip=True for a skip transcoder); see libsae.train.
+
 Buffers pass without copies when they are float32 and C-contiguous; other
 dtypes or layouts raise TypeError/ValueError naming the problem. Every
 failing call raises a subclass of SAEError carrying the status and the

@@ -1,6 +1,10 @@
 """libsae.train's checkpoint directories: sae-train's (tools/common/checkpoint.h
 and run_state.h), so that each resumes the other's runs.
 
+Transcoders record their target file (the key "target", its path as given)
+and width ("d_out"); the kind (skip or not), the architecture, k and
+Matryoshka's widths are the model's own.
+
 A checkpoint directory is the library's (sae_checkpoint_begin / _commit /
 _current): DIR/gen-<n>/ holds a complete checkpoint, DIR/current points to
 it and changes in one rename, and DIR/<file> are links through current, so
@@ -24,7 +28,7 @@ import numpy as np
 from ._data import Rows
 from .capi import lib
 from .checkpoint_dir import CheckpointWriter, checkpoint_current
-from .enums import Arch, enum_value
+from .enums import Arch, ModelKind, enum_value
 from .model import Model
 from .optimizer import Optimizer
 from .rng import Rng
@@ -35,15 +39,16 @@ STATE_FORMAT = 3  # format 3: the batches, the sample and resampling from sae_rn
 SAMPLE_STREAM = 0x5A3E1E  # the stream of the seed for the recipe's sample
 RESAMPLE_STREAM = 0x7E5A000000000000  # + step: the stream of the resampling after a step
 ARCH_NAMES = {Arch.RELU: "relu", Arch.TOPK: "topk", Arch.BATCHTOPK: "batchtopk",
-              Arch.JUMPRELU: "jumprelu"}
+              Arch.JUMPRELU: "jumprelu", Arch.GATED: "gated", Arch.MATRYOSHKA: "matryoshka"}
 # The keys of train_state.txt in sae-train's order, and their types.
 KEYS = {"format": int, "step": int, "tokens": int, "seconds": float, "steps": int, "seed": int,
         "batch": int, "log_every": int, "dead_window": int, "data": str, "rows": int,
-        "d_in": int, "input": str, "arch": str, "k": int, "threshold0": float, "scale": float,
+        "d_in": int, "input": str, "target": str, "d_out": int, "arch": str, "k": int, "threshold0": float, "scale": float,
         "b_dec_init": str, "sample": int, "resample_every": int, "resample_window": int,
         "hist_every": int}
 # Written only when they mean something (as sae-train writes them).
-OPTIONAL = {"input": lambda v: bool(v), "k": lambda v: v != 0, "threshold0": lambda v: v > 0,
+OPTIONAL = {"input": lambda v: bool(v), "target": lambda v: bool(v), "d_out": lambda v: v != 0,
+            "k": lambda v: v != 0, "threshold0": lambda v: v > 0,
             "scale": lambda v: v != 1.0, "sample": lambda v: v != 0}
 
 
@@ -134,12 +139,21 @@ def load(directory: Any) -> Tuple[Model, Optimizer, Dict[str, Any]]:
     return model, opt, state
 
 
+def _name(model: Model) -> str:
+    kind = {ModelKind.TRANSCODER: " transcoder", ModelKind.SKIP_TRANSCODER: " skip transcoder"}
+    return ARCH_NAMES.get(model.arch, str(model.arch)) + kind.get(model.kind, "")
+
+
 def check_given(state: Dict[str, Any], model: Model, directory: Any, **given: Any) -> None:
     """Arguments given to a resumed run must agree with its checkpoint."""
     where = os.fspath(directory)
     if state.get("arch") and ARCH_NAMES.get(model.arch) != state["arch"]:
         raise CheckpointError(f"{where}: the model is {ARCH_NAMES.get(model.arch)} but "
                               f"{STATE_FILE} says {state['arch']}")
+    transcoder = model.kind != ModelKind.AUTOENCODER
+    if transcoder != bool(state.get("d_out")) or (transcoder and model.d_out != state["d_out"]):
+        raise CheckpointError(f"{where}: the model is a {_name(model)} (d_out {model.d_out}) but "
+                              f"{STATE_FILE} says d_out {state.get('d_out', 0)}")
     problems = []
     if given.get("d_sae") is not None and given["d_sae"] != model.d_sae:
         problems.append(f"d_sae {given['d_sae']}: the checkpoint has {model.d_sae}")
@@ -147,16 +161,31 @@ def check_given(state: Dict[str, Any], model: Model, directory: Any, **given: An
         problems.append(f"arch {given['arch']}: the checkpoint is {ARCH_NAMES[model.arch]}")
     if given.get("k") is not None and given["k"] != model.k:
         problems.append(f"k {given['k']}: the checkpoint has {model.k}")
+    widths = given.get("widths")
+    if widths is not None:
+        w = [int(v) for v in widths]
+        if model.arch != Arch.MATRYOSHKA or w not in (list(model.widths), list(model.widths[:-1])):
+            have = (f"widths {list(model.widths)}" if model.arch == Arch.MATRYOSHKA
+                    else f"a {_name(model)}")
+            problems.append(f"widths {w}: the checkpoint has {have}")
     if given.get("seed") is not None and given["seed"] != state["seed"]:
         problems.append(f"seed {given['seed']}: the checkpoint has {state['seed']}")
     if given.get("normalize") and state.get("scale", 1.0) == 1.0:
         problems.append("normalize: the checkpointed run did not normalize")
+    if given.get("target") is not None and not transcoder:
+        problems.append(f"target: the checkpoint is an autoencoder ({_name(model)})")
+    if given.get("skip") is not None and transcoder and \
+            bool(given["skip"]) != (model.kind == ModelKind.SKIP_TRANSCODER):
+        problems.append(f"skip {given['skip']}: the checkpoint is a {_name(model)}")
+    if given.get("d_out") is not None and transcoder and given["d_out"] != model.d_out:
+        problems.append(f"d_out {given['d_out']}: the checkpoint has {model.d_out}")
     if problems:
         raise CheckpointError(f"{where}: " + "; ".join(problems))
 
 
 def check_data(state: Dict[str, Any], data: Any, model: Model, directory: Any) -> None:
-    """The data of a resumed run must have the checkpoint's shape."""
+    """The data of a resumed run must have the checkpoint's shape (its
+    targets were opened with the model's d_out)."""
     where = os.fspath(directory)
     if isinstance(data, Rows):
         if (data.rows, data.d_in) != (state.get("rows"), state.get("d_in")):

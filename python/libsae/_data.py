@@ -11,12 +11,18 @@ producing activations as it runs; rows are cut into training batches of
 exactly batch_size rows (a batch that already has that size and layout
 passes without a copy). A stream cannot be replayed: a resumed run trains on
 what the stream yields from then on.
+
+Transcoders train on pairs: each source row x has a target row y (d_out
+values), from a second array or file with as many rows (drawn with the same
+row indices), or for a stream a second iterable yielding the targets of its
+rows in the same order (cut into batches the same way, whatever its own
+batch sizes).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,28 +39,54 @@ def scaled(x: np.ndarray, scale: float) -> np.ndarray:
     return (x.astype(np.float64) * scale).astype(np.float32)
 
 
+def _check_matrix(x: np.ndarray, what: str, width: str) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{what} has shape {x.shape}: expected (tokens, {width})")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{what} is empty: shape {x.shape}")
+
+
 class Rows:
-    """Training rows of a finite data set, drawn by seeded shuffles."""
+    """Training rows of a finite data set, drawn by seeded shuffles (with
+    their targets, for transcoders: pair())."""
 
     def __init__(self, x: np.ndarray, seed: int, path: Optional[str] = None,
                  kind: str = "npy") -> None:
-        if x.ndim != 2:
-            raise ValueError(f"the training data has shape {x.shape}: expected (tokens, d_in)")
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"the training data is empty: shape {x.shape}")
+        _check_matrix(x, "the training data", "d_in")
         self.x, self.path, self.kind = x, path, kind
+        self.y: Optional[np.ndarray] = None  # the targets (rows x d_out), transcoders
+        self.target_path: Optional[str] = None
         self.rows, self.d_in = x.shape
         self.rng = Rng(seed, SHUFFLE_STREAM)
+        self.last_rows = np.zeros(0, np.intp)  # the data rows of the last batch
         self.order = np.arange(self.rows, dtype=np.uint64)
         self.pos = self.rows  # shuffled before the first draw
         self.drawn = 0
+
+    def row_of(self, i: int) -> int:
+        """The data row of row i of the last batch."""
+        return int(self.last_rows[i])
+
+    def pair(self, y: np.ndarray, path: Optional[str] = None) -> None:
+        """Give each row its target: row i of y (as many rows as x)."""
+        _check_matrix(y, "the target", "d_out")
+        if y.shape[0] != self.rows:
+            raise ValueError(f"the target has {y.shape[0]} rows but the training data "
+                             f"{self.rows}: a target row per row")
+        self.y, self.target_path = y, path
+
+    @property
+    def d_out(self) -> int:
+        """The targets' width; 0 without targets."""
+        return 0 if self.y is None else self.y.shape[1]
 
     def _refill(self) -> None:
         self.rng.shuffle(self.order)
         self.pos = 0
 
-    def next(self, n: int, scale: float = 1.0) -> np.ndarray:
-        """The next n rows (a new array), times scale."""
+    def next(self, n: int, scale: float = 1.0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The next n rows (a new array), times scale, and their targets
+        (None without targets)."""
         take: List[np.ndarray] = []
         left = n
         while left:
@@ -65,8 +97,9 @@ class Rows:
             self.pos += k
             left -= k
         self.drawn += n
-        idx = take[0] if len(take) == 1 else np.concatenate(take)
-        return scaled(self.x[idx.astype(np.intp)], scale)
+        idx = (take[0] if len(take) == 1 else np.concatenate(take)).astype(np.intp)
+        self.last_rows = idx
+        return scaled(self.x[idx], scale), None if self.y is None else self.y[idx]
 
     def skip(self, n: int) -> None:
         """Skip n rows as if drawn: replays the shuffles, copies nothing."""
@@ -82,9 +115,14 @@ class Rows:
 class Stream:
     """Training batches of exactly `batch` rows cut from an iterable."""
 
-    def __init__(self, batches: Any, d_in: Optional[int] = None) -> None:
+    def __init__(self, batches: Any, d_in: Optional[int] = None,
+                 what: str = "the stream") -> None:
         self.it: Iterator[Any] = iter(batches)
         self.d_in = d_in
+        self.what = what
+        self.target: Optional["Stream"] = None  # the targets of its rows, transcoders
+        self.target_path = None
+        self.last_n = 0  # rows in the last batch
         self.pending: List[np.ndarray] = []
         self.n_pending = 0
         self.drawn = 0
@@ -97,16 +135,16 @@ class Stream:
         except StopIteration:
             self.done = True
             return False
-        a = as_float32(item, "a batch of the stream")
+        a = as_float32(item, f"a batch of {self.what}")
         if a.ndim == 1:
             a = a.reshape(1, -1)
         if a.ndim != 2:
-            raise ValueError(f"a batch of the stream has shape {a.shape}: expected (n, d_in)")
+            raise ValueError(f"a batch of {self.what} has shape {a.shape}: expected (n, columns)")
         if self.d_in is None:
             self.d_in = a.shape[1]
         elif a.shape[1] != self.d_in:
-            raise ValueError(f"a batch of the stream has {a.shape[1]} columns, "
-                             f"the stream had {self.d_in}")
+            raise ValueError(f"a batch of {self.what} has {a.shape[1]} columns, "
+                             f"{self.what} had {self.d_in}")
         if a.shape[0]:
             self.pending.append(a)
             self.n_pending += a.shape[0]
@@ -116,8 +154,22 @@ class Stream:
         while self.d_in is None and not self.done:
             self._pull()
         if self.d_in is None:
-            raise ValueError("the stream yielded no batches")
+            raise ValueError(f"{self.what} yielded no batches")
         return self.d_in
+
+    def row_of(self, i: int) -> int:
+        """The stream row (counted from the start of this run's stream) of
+        row i of the last batch."""
+        return self.drawn - self.last_n + i
+
+    def pair(self, target: "Stream") -> None:
+        """Give each row its target: the rows of `target`, in order."""
+        self.target = target
+
+    @property
+    def d_out(self) -> int:
+        """The targets' width; 0 without targets."""
+        return 0 if self.target is None else self.target.peek_d_in()
 
     def peek(self, n: int) -> np.ndarray:
         """A copy of the first n rows still to come (fewer if the stream
@@ -128,12 +180,26 @@ class Stream:
             raise ValueError("the stream yielded no rows")
         return np.concatenate(self.pending)[:n].copy()
 
-    def next(self, n: int, scale: float = 1.0) -> Optional[np.ndarray]:
-        """The next n rows, times scale, or None when the stream ends first
-        (the rows left over are dropped)."""
+    def next(self, n: int, scale: float = 1.0
+             ) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+        """The next n rows, times scale, and their targets (None without
+        targets); None when the stream ends first (the rows left over are
+        dropped)."""
+        x = self._take(n, scale)
+        if x is None or self.target is None:
+            return None if x is None else (x, None)
+        y = self.target._take(n, 1.0)
+        if y is None:
+            left = self.target.drawn + self.target.n_pending
+            raise ValueError(f"the target stream ended after {left} rows but the source has "
+                             f"at least {self.drawn}: a target row per row")
+        return x, y
+
+    def _take(self, n: int, scale: float) -> Optional[np.ndarray]:
         while self.n_pending < n:
             if not self._pull():
                 return None
+        self.last_n = n
         first = self.pending[0]
         if first.shape[0] == n and scale == 1.0:
             self.pending.pop(0)  # as the host gave it: no copy
@@ -156,8 +222,28 @@ class Stream:
         return out
 
 
-def open_source(source: Any, seed: int, d_in: Optional[int] = None) -> Any:
-    """Rows for arrays and files, Stream for anything else iterable."""
+def nonfinite_row(error: Any, data: Any, x: np.ndarray, y: Optional[np.ndarray]) -> Any:
+    """The library's NonFiniteError of a step on x (and its target y), with
+    the data row of the batch's first NaN/Inf (x's, then y's) added to its
+    detail, as sae-train reports it: the batch's own index in the library's
+    detail says nothing about where the value sits in the data. The error
+    as it was when neither holds one (a diverging step)."""
+    for what, a, where in (("source", x, data.path), ("target", y, data.target_path)):
+        if a is None:
+            continue
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+        if bad.size:
+            name = f" {where}" if where else ""
+            row = f"the {what}{name} has a NaN or Inf in row {data.row_of(int(bad[0]))}"
+            return type(error)(error.status, error.function, error.description,
+                               f"{error.detail}; {row}" if error.detail else row)
+    return error
+
+
+def _open_matrix(source: Any, width: Optional[int], what: str, width_name: str
+                 ) -> Tuple[np.ndarray, Optional[str], str]:
+    """A 2-D float32 array (memory-mapped for a file), its path and kind
+    ("npy" or "raw"; "array" for an array)."""
     if isinstance(source, (str, bytes, os.PathLike)):
         path = os.fsdecode(source)
         if path.endswith(".npy"):
@@ -168,18 +254,48 @@ def open_source(source: Any, seed: int, d_in: Optional[int] = None) -> Any:
             if not x.flags.c_contiguous:
                 raise ValueError(f"{path}: Fortran order is not supported (save "
                                  f"np.ascontiguousarray(x))")
-            return Rows(x, seed, path, "npy")
-        if d_in is None:
-            raise ValueError(f"{path}: raw float32 data needs d_in (or give a .npy file)")
+            return x, path, "npy"
+        if width is None:
+            raise ValueError(f"{path}: raw float32 data needs {width_name} (or give a .npy file)")
         size = os.path.getsize(path)
-        if size % (4 * d_in):
+        if size % (4 * width):
             raise ValueError(f"{path}: {size} bytes is not a whole number of rows of "
-                             f"{d_in} float32")
-        x = np.memmap(path, dtype="<f4", mode="r", shape=(size // (4 * d_in), d_in))
-        return Rows(x, seed, path, "raw")
-    if isinstance(source, np.ndarray) or is_torch_tensor(source):
-        return Rows(as_float32(source, "source"), seed)
+                             f"{width} float32")
+        return (np.memmap(path, dtype="<f4", mode="r", shape=(size // (4 * width), width)),
+                path, "raw")
+    return as_float32(source, what), None, "array"
+
+
+def _is_matrix(source: Any) -> bool:
+    return isinstance(source, (str, bytes, os.PathLike, np.ndarray)) or is_torch_tensor(source)
+
+
+def open_source(source: Any, seed: int, d_in: Optional[int] = None) -> Any:
+    """Rows for arrays and files, Stream for anything else iterable."""
+    if _is_matrix(source):
+        x, path, kind = _open_matrix(source, d_in, "source", "d_in")
+        return Rows(x, seed, path, "npy" if kind == "array" else kind)
     if hasattr(source, "__iter__") or hasattr(source, "__next__"):
         return Stream(source, d_in)
     raise TypeError(f"source must be an array, a .npy path or an iterable of batches, "
                     f"got {type(source).__name__}")
+
+
+def open_target(data: Any, target: Any, d_out: Optional[int] = None) -> None:
+    """Pair data's rows with the targets in `target`: an array or a file
+    (.npy, or raw float32 with d_out) with a row per row of an array or file
+    source, or an iterable of batches for a stream."""
+    if isinstance(data, Rows):
+        if not _is_matrix(target):
+            raise TypeError(f"target must be an array or a file (a row per training row) "
+                            f"when the source is one, got {type(target).__name__}")
+        y, path, _ = _open_matrix(target, d_out, "target", "d_out")
+        data.pair(y, path)
+    else:
+        if _is_matrix(target) or not (hasattr(target, "__iter__") or hasattr(target, "__next__")):
+            raise TypeError(f"target must be an iterable of batches (the targets of the "
+                            f"stream's rows, in order) when the source is a stream, got "
+                            f"{type(target).__name__}")
+        data.pair(Stream(target, d_out, "the target stream"))
+    if d_out is not None and data.d_out != d_out:
+        raise ValueError(f"the target has {data.d_out} columns, d_out is {d_out}")

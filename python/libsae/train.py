@@ -14,9 +14,25 @@ The source is an array (numpy, np.memmap, torch CPU tensor), a .npy path (or
 raw float32 with d_in=), or any iterable of (n, d_in) batches (a host
 streaming activations, e.g. from a PyTorch forward hook).
 
+Every family libsae trains:
+
+    libsae.train(x, d_sae=4096, l1_coeff=5)                          # ReLU
+    libsae.train(x, d_sae=4096, arch="topk", k=32, l1_coeff=0)       # TopK, BatchTopK
+    libsae.train(x, d_sae=4096, arch="jumprelu", threshold=0.001)    # JumpReLU
+    libsae.train(x, d_sae=4096, arch="gated", l1_coeff=1)            # Gated
+    libsae.train(x, d_sae=4096, arch="matryoshka", k=32,             # Matryoshka
+                 widths=[256, 1024, 4096], l1_coeff=0)               #   BatchTopK
+    libsae.train("mlp_in.npy", target="mlp_out.npy", d_sae=4096,     # transcoder
+                 arch="topk", k=32, skip=True, l1_coeff=0)           #   (skip=True: with W_skip)
+
+A transcoder reads x and reconstructs its target y: target is an array or
+file with a row per row of the source (raw float32 with d_out=), or, for a
+stream, an iterable yielding the targets of the stream's rows in order.
+
 Checkpoints are sae-train's: checkpoint_dir holds the model as SAELens opens
 it, the optimizer and train_state.txt, and a run started here resumes with
-`sae-train --resume DIR` and the other way round (resume=True).
+`sae-train --resume DIR` and the other way round (resume=True), for every
+family (a transcoder's target file is recorded as sae-train's --target is).
 """
 
 from __future__ import annotations
@@ -33,9 +49,10 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from . import _checkpoint
-from ._data import Rows, open_source, scaled
+from ._data import Rows, nonfinite_row, open_source, open_target, scaled
 from ._progress import Progress, choose
-from .enums import Arch, BDecInit, Option, enum_value
+from .enums import Arch, BDecInit, ModelKind, Option, enum_value
+from .errors import NonFiniteError
 from .model import JUMPRELU_THRESHOLD, Model, estimate_input_scale
 from .optimizer import Optimizer
 from .options import parse_options
@@ -144,9 +161,43 @@ def _total(steps: Optional[int], tokens: Optional[int], batch: int, data: Any,
     return None  # a stream: until it ends
 
 
+def _check_family(arch: Optional[Union[Arch, str]], widths: Any, target: Any,
+                  skip: Optional[bool], d_out: Optional[int], normalize: bool,
+                  b_dec_init: Any, resample_every: Optional[int]) -> None:
+    """Refuse the combinations of family arguments that mean nothing (as
+    sae-train refuses them), before any work."""
+    a = None if arch is None else enum_value(Arch, arch, "arch")
+    name = "relu" if a is None else a.name.lower()
+    if widths is not None and a != Arch.MATRYOSHKA:
+        raise TypeError(f"widths apply to arch='matryoshka', not to {name}")
+    if a == Arch.MATRYOSHKA and widths is None:
+        raise TypeError("arch='matryoshka' needs widths (the nested level widths, e.g. "
+                        "widths=[d_sae // 4, d_sae])")
+    if target is None:
+        for key, v in (("skip", skip or None), ("d_out", d_out)):  # skip=False: harmless
+            if v is not None:
+                raise TypeError(f"{key} applies to transcoders (give target=)")
+        if resample_every and a == Arch.GATED:
+            raise ValueError("resample_every: the library resamples the features of relu, "
+                             "topk, batchtopk, jumprelu and matryoshka SAEs, not of gated ones")
+        return
+    if a in (Arch.GATED, Arch.MATRYOSHKA):
+        raise TypeError(f"arch {name!r}: transcoders are relu, topk, batchtopk or jumprelu")
+    for key, v in (("normalize", normalize), ("b_dec_init", b_dec_init),
+                   ("resample_every", resample_every)):
+        if v:
+            why = {"normalize": "x and its target would need two scales",
+                   "b_dec_init": "a transcoder's b_dec is in the target's space",
+                   "resample_every": "the library does not resample transcoders' features"}
+            raise ValueError(f"{key}: applies to autoencoders, not transcoders ({why[key]})")
+
+
 def train(source: Any = None, *, d_sae: Optional[int] = None,
           arch: Optional[Union[Arch, str]] = None,
           k: Optional[int] = None, threshold: Optional[float] = None,
+          widths: Optional[List[int]] = None, target: Any = None,
+          skip: Optional[bool] = None, d_out: Optional[int] = None,
+          decoder_init_norm: Optional[float] = None,
           steps: Optional[int] = None, tokens: Optional[int] = None,
           batch_size: Optional[int] = None, seed: Optional[int] = None,
           normalize: bool = False, b_dec_init: Optional[Union[BDecInit, str]] = None,
@@ -158,8 +209,17 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
           progress: Any = True, d_in: Optional[int] = None, **options: Any) -> TrainResult:
     """Train an SAE on `source`; see the module's documentation.
 
-    Model: d_sae, arch (default "relu"), k, threshold (as libsae.Model), seed
-    (default 0: the initialisation and the batch order).
+    Model: d_sae, arch (default "relu"; "topk", "batchtopk", "jumprelu",
+    "gated", "matryoshka"), k, threshold, widths (Matryoshka's level widths,
+    d_sae appended when missing) as libsae.Model, seed (default 0: the
+    initialisation and the batch order), decoder_init_norm (the decoder
+    rows' initial L2 norm, SAELens's option; default 0.1, the library's:
+    Model.reinit, as sae-train --decoder-init-norm).
+    Transcoders: target (the rows x reconstructs: an array or file with a row
+    per source row, raw float32 with d_out=, or an iterable of batches for a
+    stream source), skip=True for a skip transcoder; relu, topk, batchtopk or
+    jumprelu; normalize, b_dec_init and resample_every apply to autoencoders
+    only (as in sae-train).
     Length: steps or tokens, the run's total counted from its start (resumed
     runs included); without either, one pass over an array's rows, or until a
     stream ends. batch_size: rows per step (default 4096).
@@ -181,7 +241,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
     loss, l2, l1 and l0 over the steps since the last row, l0_frac, dead_frac
     (features silent for dead_window tokens, default 100000), checkpoint,
     lr_t and lambda_t (the step's, from the schedules), fvu (sae_fvu of the
-    row's last batch, after its step) and resampled. metrics_csv: also append
+    row's last batch, after its step; sae_fvu_target for a transcoder) and
+    resampled. metrics_csv: also append
     them to a CSV file (sae-train's columns). progress: True (tqdm when
     installed, else a plain line per row on stderr), "plain", "tqdm" or False.
 
@@ -190,6 +251,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
     """
     values = parse_options(options, "sae_optimizer_set")  # checked before any work
     mode = choose(progress)
+    if not resume:
+        _check_family(arch, widths, target, skip, d_out, normalize, b_dec_init, resample_every)
     given = {"batch": batch_size, "log_every": log_every, "dead_window": dead_window,
              "sample": sample, "resample_every": resample_every,
              "resample_window": resample_window, "seed": seed}
@@ -203,8 +266,19 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
         if checkpoint_dir is None:
             raise TypeError("resume=True needs checkpoint_dir")
         model, opt, state = _checkpoint.load(checkpoint_dir)
+        if decoder_init_norm is not None:
+            raise _checkpoint.CheckpointError(
+                f"{os.fspath(checkpoint_dir)}: decoder_init_norm applies to a new model, not "
+                f"to the checkpoint's")
         _checkpoint.check_given(state, model, checkpoint_dir, d_sae=d_sae, arch=arch, k=k,
-                                seed=seed, normalize=normalize, b_dec_init=b_dec_init)
+                                widths=widths, seed=seed, normalize=normalize,
+                                target=target, skip=skip, d_out=d_out)
+        transcoder = model.kind != ModelKind.AUTOENCODER
+        if transcoder and target is None:
+            if not state.get("target"):
+                raise TypeError(f"{os.fspath(checkpoint_dir)}: the run is a transcoder's and did "
+                                f"not record a target file: give its target")
+            target = state["target"]
         if source is None:
             if not state.get("input"):
                 raise TypeError(f"{os.fspath(checkpoint_dir)}: the run did not train on a "
@@ -213,6 +287,8 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
         settings = {key: state.get(key, DEFAULTS[key]) if given[key] is None else given[key]
                     for key in DEFAULTS}
         data = open_source(source, int(state["seed"]), d_in or int(state["d_in"]))
+        if transcoder:
+            open_target(data, target, model.d_out)
         _checkpoint.check_data(state, data, model, checkpoint_dir)
         if isinstance(data, Rows):
             data.skip(int(state["tokens"]))
@@ -224,9 +300,18 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
             raise TypeError("train() needs d_sae (or resume=True)")
         settings = {key: DEFAULTS[key] if given[key] is None else given[key] for key in DEFAULTS}
         data = open_source(source, settings["seed"], d_in)
+        if target is not None:
+            open_target(data, target, d_out)
         width = data.d_in if isinstance(data, Rows) else data.peek_d_in()
-        model = Model(width, d_sae, arch=arch if arch is not None else Arch.RELU, k=k,
-                      threshold=threshold, seed=settings["seed"])
+        a = arch if arch is not None else Arch.RELU
+        if target is not None:
+            model = Model.transcoder(width, data.d_out, d_sae, arch=a, skip=bool(skip), k=k,
+                                     threshold=threshold, seed=settings["seed"])
+        else:
+            model = Model(width, d_sae, arch=a, k=k, threshold=threshold, widths=widths,
+                          seed=settings["seed"])
+        if decoder_init_norm is not None:  # the same draws: create's is reinit's at 0.1
+            model.reinit(settings["seed"], float(decoder_init_norm))
         opt = Optimizer(model)
         scale = 1.0
         if normalize or b_dec_init:
@@ -263,7 +348,9 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
                             scale)
     state.update(settings)
     state.update({"steps": total or 0, "scale": scale, "data": data.kind,
-                  "rows": getattr(data, "rows", 0), "d_in": model.d_in, "input": data.path or ""})
+                  "rows": getattr(data, "rows", 0), "d_in": model.d_in, "input": data.path or "",
+                  "target": data.target_path or "",
+                  "d_out": model.d_out if model.kind != ModelKind.AUTOENCODER else 0})
 
     log = _CsvLog(metrics_csv) if metrics_csv is not None else None
     bar = Progress(mode, end, start)
@@ -274,10 +361,15 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
     try:
         with _Interrupt() as stop:
             while end is None or step < end:
-                x = data.next(batch, scale)
-                if x is None:
+                pair = data.next(batch, scale)
+                if pair is None:
                     break  # the stream ended
-                run.add(opt.step(model, x), x)
+                x, y = pair
+                try:
+                    losses = opt.step(model, x) if y is None else opt.step_target(model, x, y)
+                except NonFiniteError as e:  # bad data, or a diverging step?
+                    raise nonfinite_row(e, data, x, y) from None
+                run.add(losses, x, y)
                 step += 1
                 bar.step()
                 if resample_every and step % resample_every == 0 and step != total:
@@ -327,28 +419,30 @@ class _Run:
         self.acc = np.zeros(4)
         self.n_acc = self.resampled = 0
         self.last_x: Optional[np.ndarray] = None
+        self.last_y: Optional[np.ndarray] = None
         self.t_row, self.drawn_row = self.t0, drawn
         self.metrics: List[Dict[str, Any]] = []
 
     def seconds(self) -> float:
         return self.seconds0 + time.monotonic() - self.t0
 
-    def add(self, losses: Any, x: np.ndarray) -> None:
+    def add(self, losses: Any, x: np.ndarray, y: Optional[np.ndarray]) -> None:
         self.acc += losses
         self.n_acc += 1
         self.drawn += x.shape[0]
-        self.last_x = x
+        self.last_x, self.last_y = x, y
 
     def row(self, step: int, checkpoint: bool) -> None:
         m, o, d_sae = self.model, self.opt, self.model.d_sae
         means = self.acc / max(self.n_acc, 1)
-        x = self.last_x
+        x, y = self.last_x, self.last_y
         row = {"step": step, "tokens": self.drawn, "seconds": round(self.seconds(), 3),
                "loss": float(means[0]), "l2": float(means[1]), "l1": float(means[2]),
                "l0": float(means[3]), "l0_frac": float(means[3]) / d_sae,
                "dead_frac": o.dead_count(self.dead_window) / d_sae, "checkpoint": int(checkpoint),
                "lr_t": o.lr_at(step), "lambda_t": o.l1_coeff_at(step),
-               "fvu": m.fvu(x) if x is not None and x.shape[0] > 1 else math.nan,
+               "fvu": math.nan if x is None or x.shape[0] < 2 else
+               m.fvu(x) if y is None else m.fvu_target(x, y),
                "resampled": self.resampled}
         self.metrics.append(row)
         if self.log:

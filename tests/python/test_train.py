@@ -13,22 +13,9 @@ import pytest
 
 import libsae
 from libsae.train import COLUMNS
+from helpers import mmcs, synthetic
 
 SHUFFLE_STREAM = 0x5BA7C4  # the batch order's stream (python/libsae/_data.py)
-
-
-def synthetic(n=8192, d_in=16, n_true=32, seed=0):
-    """Tokens that are sparse positive mixes of n_true unit directions."""
-    rng = np.random.default_rng(seed)
-    truth = rng.standard_normal((n_true, d_in))
-    truth /= np.linalg.norm(truth, axis=1, keepdims=True)
-    codes = (rng.random((n, n_true)) < 2.5 / n_true) * rng.uniform(0.5, 1.5, (n, n_true))
-    return (codes @ truth).astype(np.float32), truth
-
-
-def mmcs(truth, w_dec):
-    cos = truth @ (w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True)).T
-    return cos.max(axis=1).mean()
 
 
 def test_recovers_the_ground_truth():

@@ -149,7 +149,7 @@ $MPIRUN -np 2 "$bin/sae-train-mpi" --d-sae 64 --batch 256 --steps 100000000 --lo
     --parallel features >"$tmp/kill.out" 2>"$tmp/kill.err" &
 job=$!
 victim=
-for _ in $(seq 100); do # the ranks: mpirun's children (up to 10 s)
+for _ in $(seq 600); do # the ranks: mpirun's children (up to 60 s: a loaded machine)
     victim=$(ps -o pid= -o comm= --ppid "$job" | awk '$2 == "sae-train-mpi" { print $1; exit }')
     [ -n "$victim" ] && grep -q "^step" "$tmp/kill.err" 2>/dev/null && break
     sleep 0.1
