@@ -6,9 +6,14 @@
 # 25 Gb/s network from the measured single-rank compute and the measured
 # volume. TopK k 32, d_in 768, B 4096, one BLAS thread per rank.
 #
-#   bench/mpi_bench.sh [BUILD_DIR] [all|real|simulated]
+#   bench/mpi_bench.sh [BUILD_DIR] [all|real|simulated|matryoshka]
 #                                          (default: build all; results: RESULTS.md)
 #
+# matryoshka: feature-sharded Matryoshka BatchTopK on 2 ranks at d_sae 10,000
+# with 2, 3 and 4 levels (sae-train-mpi --comm-stats, its counting
+# communicator, 2 steps on synthetic data), and 2 levels with AuxK on its
+# second step: bytes per step against 4 n d_in (L + AuxK) + the BatchTopK
+# histograms, and the issue's 3 n d_in floats.
 # real: mpirun jobs of 1-3 ranks at d_sae 10,000 and 40,000.
 # simulated: d_sae 1,000,000 feature-sharded, whose 24.6 GB of state do not
 # fit this machine: ONE real rank of an N-rank job (N = 32, 64, 100) holds
@@ -36,6 +41,44 @@ function get(line, key,   i, n, kv) {
     return ""
 }
 { rows[NR] = $0 }'
+if [ "$parts" = all ] || [ "$parts" = matryoshka ]; then
+    train=${1:-build}/tools/sae-train-mpi
+    mat="--d-in 768 --d-sae 10000 --batch 4096 --k 32 --arch matryoshka --parallel features
+         --comm-stats --synth-tokens 8192 --sample 4096 --log-every 1 --steps 2"
+    # shellcheck disable=SC2086
+    for spec in "2:5000:0" "3:2500,5000:0" "4:625,2500,5000:0" "2:5000:1"; do
+        levels=${spec%%:*}
+        rest=${spec#*:}
+        widths=${rest%%:*}
+        auxk=${rest#*:}
+        if [ "$auxk" = 1 ]; then # every feature not firing on the batch's last token is dead
+            extra="--dead-window 1 --auxk-coeff 0.03125"
+        else
+            extra="--auxk-coeff 0"
+        fi
+        $mpirun -np 2 "$train" $mat --widths "$widths" $extra 2>/dev/null |
+            sed -n "s/^  rank 0:/levels=$levels auxk=$auxk/p"
+    done >"$out"
+    echo "Feature-sharded Matryoshka, 2 ranks, d_in 768, d_sae 10,000, B 4096, k 32 (bytes rank 0 sent per step; 2 steps, AuxK on the second):"
+    echo
+    awk '
+    function num(key,   i) { for (i = 1; i <= NF; i++) if ($i == key) return $(i + 3); return 0 }
+    {
+        split($1, a, "="); L = a[2]; split($2, b, "="); aux = b[2]
+        for (i = 1; i <= NF; i++) if ($i == "total") { calls = $(i + 1); bytes = $(i + 3) }
+        n = 4096; d_in = 768
+        # the levels (an AuxK step: one more n d_in, and its candidates, n
+        # k_aux floats, k_aux = d_in / 2), the two radix histograms (65536
+        # doubles each); not in it: the O(d_in) records. AuxK runs on 1 of the
+        # 2 steps: half of its bytes per step
+        f32 = 4 * n * d_in * (L + aux / 2)
+        formula = f32 + 2 * 8 * 65536 + aux / 2 * 4 * n * (d_in / 2)
+        target = 4 * 3 * n * d_in
+        if (NR == 1) printf "| levels L | AuxK | collectives/step | bytes/step | allreduce_f32 bytes | formula 4 n d_in (L + AuxK) + 4 n k_aux AuxK + 1 MiB | bytes/formula | 3 n d_in floats | <= 3 n d_in + histograms |\n|---:|---|---:|---:|---:|---:|---:|---:|---|\n"
+        printf "| %d | %s | %s | %s | %s | %.0f | %.4f | %.0f | %s |\n", L, aux ? "step 2 of 2" : "off", calls, bytes, num("allreduce_f32"), formula, bytes / formula, target, f32 <= target ? "yes" : "NO"
+    }' "$out"
+    [ "$parts" = matryoshka ] && exit 0
+fi
 if [ "$parts" = all ] || [ "$parts" = simulated ]; then
     # shellcheck disable=SC2086
     {

@@ -894,7 +894,10 @@ static int finish_sparse(pass *p)
     const float scale = (float)(2.0 / (double)p->n_loss);
     size_t n_rows = p->n_tokens; /* the tokens' rows, then AuxK's */
     int rc = SAE_OK;
-    if (matryoshka) /* every level's reconstruction (matryoshka.c) */
+    if (matryoshka && p->cfg->par && p->cfg->par->features) /* summed over the shards */
+        rc = sae__matryoshka_decode_shards(m, p->cfg->par, p->target, p->n_tokens, scale, p->ws,
+                                           p->cfg->pool);
+    else if (matryoshka) /* every level's reconstruction (matryoshka.c) */
         sae__matryoshka_decode(m, p->target, p->n_tokens, scale, p->ws, p->cfg->pool);
     else
         rc = sparse_decode_output(m, p->cfg, p->target, p->n_tokens, scale, p->ws);

@@ -12,7 +12,14 @@
 int sae_model_create_matryoshka(sae_model **out, size_t d_in, size_t d_sae, uint64_t seed,
                                 size_t k, const size_t *widths, size_t n_widths)
 {
-    static const char fn[] = "sae_model_create_matryoshka";
+    return sae__matryoshka_create(out, "sae_model_create_matryoshka", d_in, d_sae, 0, d_sae, seed,
+                                  k, widths, n_widths);
+}
+
+int sae__matryoshka_create(sae_model **out, const char *fn, size_t d_in, size_t d_sae,
+                           size_t begin, size_t end, uint64_t seed, size_t k,
+                           const size_t *widths, size_t n_widths)
+{
     if (!out)
         return sae__fail(SAE_E_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
@@ -41,7 +48,7 @@ int sae_model_create_matryoshka(sae_model **out, size_t d_in, size_t d_sae, uint
         levels[n_levels++] = d_sae;
     }
     sae_shape shape = {d_in, d_in, d_sae, SAE_ARCH_MATRYOSHKA, SAE_KIND_AUTOENCODER};
-    int rc = sae__model_new(out, fn, &shape, 0, d_sae, seed, 0.0, SAE_DECODER_INIT_NORM);
+    int rc = sae__model_new(out, fn, &shape, begin, end, seed, 0.0, SAE_DECODER_INIT_NORM);
     if (rc != SAE_OK)
         return rc;
     (*out)->k = k;

@@ -231,6 +231,12 @@ struct sae_model {
 int sae__model_create(sae_model **out, size_t d_in, size_t d_sae, size_t begin, size_t end,
                       uint64_t seed, int arch, double param);
 
+/* sae_model_create_matryoshka's features [begin, end) (a shard when not
+ * [0, d_sae)), its errors naming fn. */
+int sae__matryoshka_create(sae_model **out, const char *fn, size_t d_in, size_t d_sae,
+                           size_t begin, size_t end, uint64_t seed, size_t k,
+                           const size_t *widths, size_t n_widths);
+
 /* Features [begin, end) of the transcoder sae_model_create_transcoder makes
  * (a whole one: 0, d_sae); its errors, naming fn. */
 int sae__transcoder_create(sae_model **out, const char *fn, size_t d_in, size_t d_out,
@@ -943,7 +949,8 @@ size_t sae__matryoshka_rows(const sae_model *m, size_t n_tokens);
 
 /* The block of n_tokens rows of dxh whose rows feature i's pairs read
  * dL/dx_hat from (the sum over the levels that contain i): 0 for the first
- * band and for every other architecture. */
+ * band and for every other architecture. i is m's own index (a shard's:
+ * feature shard_begin + i of the whole model). */
 size_t sae__matryoshka_block(const sae_model *m, size_t feature);
 
 /* SAE_E_INVALID_ARG (detail naming fn) for a Matryoshka batch the sparse

@@ -30,7 +30,7 @@
  * levels 0 .. M-2, block 0 the full width). (M + 1) n rows of d_out floats:
  * M - 1 more than BatchTopK with AuxK.
  */
-#include "internal.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -49,7 +49,10 @@ static size_t level_block(size_t levels, size_t l)
 
 size_t sae__matryoshka_block(const sae_model *m, size_t feature)
 {
-    if (m->arch != SAE_ARCH_MATRYOSHKA || feature < m->widths[0])
+    if (m->arch != SAE_ARCH_MATRYOSHKA)
+        return 0;
+    feature += m->shard_begin; /* a shard's feature: its index in the whole model */
+    if (feature < m->widths[0])
         return 0;
     /* the band: the first level whose width exceeds the feature (binary search) */
     size_t lo = 1, hi = m->n_levels - 1;
@@ -77,7 +80,9 @@ int sae__matryoshka_check_batch(const char *fn, const sae_model *m, size_t n_tok
 
 typedef struct levels_task {
     const sae_model *m;
-    const float *target; /* n x d_out */
+    const float *target; /* n x d_out; NULL: only the levels' (partial) sums */
+    const float *base;   /* what every level starts from: b_dec, or a shard's zeros */
+    bool decode;         /* sum the levels from the token's pairs (else: they are summed) */
     size_t n_tokens;
     float scale;         /* 2 / n over the loss's tokens */
     sae_workspace *ws;
@@ -98,17 +103,24 @@ static void levels_range(void *ctx, size_t begin, size_t end, int tid)
     sae_workspace *ws = k->ws;
     const size_t d_out = m->d_out, n = k->n_tokens, levels = m->n_levels;
     const float *w_dec = sae__w_dec(m);
-    for (size_t t = begin; t < end; t++) {
+    /* a shard's pairs hold its own feature indexes: compare with the widths
+     * less its first feature (a width at or below it bounds none of them) */
+    size_t bound[SAE_MAX_LEVELS];
+    for (size_t l = 0; l < levels; l++)
+        bound[l] = m->widths[l] > m->shard_begin ? m->widths[l] - m->shard_begin : 0;
+    for (size_t t = begin; t < end && k->decode; t++) {
         /* x_hat of each level: the previous level's plus the band's pairs */
-        const float *prev = sae__b_dec(m);
+        const float *prev = k->base;
         size_t p = ws->row_ptr[t], p_end = ws->row_ptr[t + 1];
         for (size_t l = 0; l < levels; l++) {
             float *row = ws->dxh + (level_block(levels, l) * n + t) * d_out;
             memcpy(row, prev, d_out * sizeof(float));
-            for (; p < p_end && ws->feat[p] < m->widths[l]; p++)
+            for (; p < p_end && ws->feat[p] < bound[l]; p++)
                 add_scaled_row(row, ws->fval[p], w_dec + (size_t)ws->feat[p] * d_out, d_out);
             prev = row;
         }
+    }
+    for (size_t t = begin; t < end && k->target; t++) {
         /* then each level's error, its squared norm and g_l = scale * error */
         const float *x = k->target + t * d_out;
         for (size_t l = 0; l < levels; l++) {
@@ -128,8 +140,32 @@ static void levels_range(void *ctx, size_t begin, size_t end, int tid)
 void sae__matryoshka_decode(const sae_model *m, const float *target, size_t n_tokens,
                             float scale, sae_workspace *ws, sae_pool *pool)
 {
-    levels_task k = {m, target, n_tokens, scale, ws};
+    levels_task k = {m, target, sae__b_dec(m), true, n_tokens, scale, ws};
     sae__parallel_for(pool, n_tokens, levels_range, &k);
+}
+
+/* Feature shards: each shard sums its pairs into every level (b_dec on rank
+ * 0 only), the levels are summed over the shards (parallel.c: the full
+ * width's block and the inner levels' blocks, (M) n d_out floats), and every
+ * rank takes the errors of the same sums. A rank that failed before joins
+ * the exchanges without decoding. */
+int sae__matryoshka_decode_shards(const sae_model *m, sae_par_step *ps, const float *target,
+                                  size_t n_tokens, float scale, sae_workspace *ws, sae_pool *pool)
+{
+    const size_t levels = m->n_levels, rows = n_tokens * m->d_out;
+    if (ps->status == SAE_OK) {
+        levels_task k = {m, NULL, ps->features->rank == 0 ? sae__b_dec(m) : ws->zeros, true,
+                         n_tokens, scale, ws};
+        sae__parallel_for(pool, n_tokens, levels_range, &k);
+    }
+    /* block 0 (the full width), then blocks 2 .. M (the inner levels) */
+    int rc = sae__par_reconstruct_levels(ps, ws->dxh, rows, ws->dxh + 2 * rows,
+                                         (levels - 1) * rows);
+    if (rc != SAE_OK)
+        return rc;
+    levels_task k = {m, target, NULL, false, n_tokens, scale, ws};
+    sae__parallel_for(pool, n_tokens, levels_range, &k);
+    return SAE_OK;
 }
 
 /* ---- the suffix sums G_l = sum_{m >= l} g_m, in place ---------------------------- */
@@ -161,7 +197,7 @@ void sae__matryoshka_suffix_sums(const sae_model *m, size_t n_tokens, sae_worksp
 {
     if (m->n_levels < 2)
         return; /* one level: g_0 is G_0 */
-    levels_task k = {m, NULL, n_tokens, 0.0f, ws};
+    levels_task k = {.m = m, .n_tokens = n_tokens, .ws = ws};
     sae__parallel_for(pool, n_tokens, suffix_range, &k);
 }
 

@@ -684,18 +684,15 @@ static int make_model(const model_plan *plan, const sae_saelens_config *cfg, siz
 {
     const size_t d_in = (size_t)plan->d_in, d_sae = (size_t)plan->d_sae;
     const double param = plan->arch == SAE_ARCH_JUMPRELU ? 1.0 : (double)plan->k;
-    const bool whole_only = plan->arch == SAE_ARCH_MATRYOSHKA;
     if (end > d_sae) /* a slice this model does not have */
         return sae__fail(SAE_E_INVALID_ARG, "features [%zu, %zu) of a model of d_sae = %zu", begin,
                          end, d_sae);
-    if (whole_only && (begin != 0 || (end != 0 && end != d_sae)))
-        return sae__fail(SAE_E_INVALID_ARG, "a Matryoshka SAE is not loaded in shards");
     int rc;
     if (plan->arch == SAE_ARCH_MATRYOSHKA) {
         const bool own = plan->n_widths > 0; /* libsae's metadata, else SAELens's cfg.json */
-        rc = sae_model_create_matryoshka(m, d_in, d_sae, 0, (size_t)plan->k,
-                                         own ? plan->widths : cfg->widths,
-                                         own ? plan->n_widths : cfg->n_widths);
+        rc = sae__matryoshka_create(m, "sae_model_load", d_in, d_sae, begin, end ? end : d_sae, 0,
+                                    (size_t)plan->k, own ? plan->widths : cfg->widths,
+                                    own ? plan->n_widths : cfg->n_widths);
         if (rc != SAE_OK && rc != SAE_E_NOMEM) {
             char why[256];
             snprintf(why, sizeof why, "%s", sae_error_detail());

@@ -55,14 +55,6 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              "a NULL function", fn, comm->struct_size,
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
-    /* Gated SAEs and transcoders train in both modes (feature shards: their
-     * reconstructions, Gated's auxiliary one too, summed d_out wide; W_skip
-     * replicated); Matryoshka SAEs data-parallel only: their level
-     * reconstructions have no sharded pass (and sae_model_create_shard makes
-     * no Matryoshka shard) */
-    if (comm && mode == SAE_PARALLEL_FEATURES && o->arch == SAE_ARCH_MATRYOSHKA)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: Matryoshka SAEs are trained data-parallel, not "
-                         "feature-sharded, by libsae %s", fn, sae_version_string());
     const sae_par *p = o->par;
     const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
                                                  : p && p->data.struct_size;
@@ -138,7 +130,9 @@ static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_
                            size_t k_aux)
 {
     const size_t d_in = m->d_in, d_sae = m->d_sae;
-    const size_t block = sae__block_size(n_tokens);
+    /* BatchTopK and Matryoshka select over the batch as one block (AuxK's
+     * candidates too) */
+    const size_t block = sae__batch_selected(m->arch) ? n_tokens : sae__block_size(n_tokens);
     size_t need = 0;
     const sae_comm *c = ps->data ? ps->data : ps->features;
     need = max_size(need, exchange_bytes(c, sizeof(header_record)));
@@ -342,11 +336,16 @@ static double count_total(const sae_comm *c, const void *all)
     return total;
 }
 
-/* Rows of an allreduced buffer made the same on every rank: hash, exchange
- * the hashes (with the statuses), take rank 0's where they differ. */
-static int settle(sae_par_step *ps, const sae_comm *c, float *buf, size_t count)
+/* Rows of allreduced buffers (count_b floats at b too, unless count_b is 0)
+ * made the same on every rank: hash, exchange the hashes (with the
+ * statuses), take rank 0's where they differ (the same decision for both). */
+static int settle2(sae_par_step *ps, const sae_comm *c, float *a, size_t count_a, float *b,
+                   size_t count_b)
 {
-    hash_record rec = {ps->status, 0, sae__hash_f32(buf, count)};
+    uint64_t hash = sae__hash_f32(a, count_a);
+    if (count_b)
+        hash ^= sae__hash_f32(b, count_b) * 0x9e3779b97f4a7c15ull;
+    hash_record rec = {ps->status, 0, hash};
     void *all;
     int rc = exchange_small(ps, c, &rec, sizeof rec, &all);
     if (rc != SAE_OK)
@@ -356,8 +355,17 @@ static int settle(sae_par_step *ps, const sae_comm *c, float *buf, size_t count)
         return SAE_OK;
 #endif
     bool replaced;
-    return sae__comm_same_or_root(c, buf, count, all, sizeof rec, offsetof(hash_record, hash),
-                                  &replaced);
+    rc = sae__comm_same_or_root(c, a, count_a, all, sizeof rec, offsetof(hash_record, hash),
+                                &replaced);
+    if (rc == SAE_OK && count_b)
+        rc = sae__comm_same_or_root(c, b, count_b, all, sizeof rec, offsetof(hash_record, hash),
+                                    &replaced);
+    return rc;
+}
+
+static int settle(sae_par_step *ps, const sae_comm *c, float *buf, size_t count)
+{
+    return settle2(ps, c, buf, count, NULL, 0);
 }
 
 int sae__par_topk_block(sae_par_step *ps, const sae_model *m, const sae_encoded *out, size_t rows,
@@ -465,6 +473,17 @@ int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_o
     if (rc != SAE_OK)
         return sae__fail(rc, "sae_step: the communicator failed");
     return settle(ps, ps->features, x_hat, rows * d_out);
+}
+
+int sae__par_reconstruct_levels(sae_par_step *ps, float *a, size_t count_a, float *b,
+                                size_t count_b)
+{
+    int rc = sae__comm_allreduce_f32(ps->features, a, count_a);
+    if (rc == SAE_OK && count_b)
+        rc = sae__comm_allreduce_f32(ps->features, b, count_b);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "sae_step: the communicator failed");
+    return settle2(ps, ps->features, a, count_a, b, count_b);
 }
 
 typedef struct error_task {

@@ -190,6 +190,20 @@ int sae__par_sparse_choice(sae_par_step *ps, size_t pairs, size_t rows, size_t d
  * shards, the same bits on every rank. */
 int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_out);
 
+/* Feature shards, Matryoshka: the same for its levels' partial
+ * reconstructions, in two runs of dxh (count_a floats at a: the full
+ * width's; count_b at b: the inner levels'), two allreduces and one hash
+ * check (rank 0's both where any rank's hash differs). */
+int sae__par_reconstruct_levels(sae_par_step *ps, float *a, size_t count_a, float *b,
+                                size_t count_b);
+
+/* Feature shards, Matryoshka (matryoshka.c): every level's reconstruction
+ * summed over the shards, then its error, as sae__matryoshka_decode leaves
+ * them, the same bits on every rank. Returns the agreed status. */
+int sae__matryoshka_decode_shards(const sae_model *m, sae_par_step *ps, const float *target,
+                                  size_t n_tokens, float scale, sae_workspace *ws,
+                                  sae_pool *pool);
+
 /* Feature shards, sparse path: rows of ws->dxh [t0, t0 + count) hold the
  * summed reconstruction y; make them scale * (y - e) with e = target_scale *
  * target (rounded to float as one process computes e), and ws->l2_tok the

@@ -129,6 +129,14 @@ int sae_model_create_transcoder_shard(sae_model **out, size_t d_in, size_t d_out
                                   begin, end, seed, kind, arch, param);
 }
 
+int sae_model_create_matryoshka_shard(sae_model **out, size_t d_in, size_t d_sae, size_t begin,
+                                      size_t end, uint64_t seed, size_t k, const size_t *widths,
+                                      size_t n_widths)
+{
+    return sae__matryoshka_create(out, "sae_model_create_matryoshka_shard", d_in, d_sae, begin,
+                                  end, seed, k, widths, n_widths);
+}
+
 int sae_model_shard(const sae_model *m, size_t *begin, size_t *end, size_t *d_sae_total)
 {
     if (!m)

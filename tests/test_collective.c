@@ -101,9 +101,16 @@ typedef struct save_run {
     int step_status[MAX_RANKS], model_status[MAX_RANKS], opt_status[MAX_RANKS];
 } save_run;
 
+/* Matryoshka's levels 4, 12, D_SAE: bands that cross the shards' boundaries */
+static const size_t matryoshka_widths[] = {4, 12};
+
 /* Features [begin, end) of the run's model (the whole one: 0, D_SAE). */
 static int create_part(const save_run *s, size_t begin, size_t end, sae_model **m)
 {
+    if (s->arch == SAE_ARCH_MATRYOSHKA)
+        return sae_model_create_matryoshka_shard(m, D_IN, D_SAE, begin, end, 5,
+                                                 (size_t)arch_param(s->arch), matryoshka_widths,
+                                                 2);
     if (s->kind != SAE_KIND_AUTOENCODER)
         return sae_model_create_transcoder_shard(m, D_IN, D_OUT, D_SAE, begin, end, 5, s->kind,
                                                  s->arch, arch_param(s->arch));
@@ -316,6 +323,11 @@ static void check_family(int kind, int arch, const char *cfg_name)
     ck_assert_int_eq(sae_model_arch(whole), arch);
     ck_assert_int_eq(sae_model_kind(whole), kind);
     ck_assert_uint_eq(sae_model_d_sae(whole), D_SAE);
+    if (arch == SAE_ARCH_MATRYOSHKA) { /* its levels */
+        size_t widths[3];
+        ck_assert_int_eq(sae_model_matryoshka_widths(whole, widths, 3), SAE_OK);
+        ck_assert(widths[0] == 4 && widths[1] == 12 && widths[2] == D_SAE);
+    }
     ck_assert_int_eq(sae_optimizer_load(&whole_o, whole, dir), SAE_OK);
     for (int r = 0; r < 3; r++) {
         for (int k = 0; k < N_TENSORS; k++)
@@ -387,6 +399,12 @@ END_TEST
 START_TEST(gated_shards_save_the_single_process_files)
 {
     check_family(SAE_KIND_AUTOENCODER, SAE_ARCH_GATED, "gated");
+}
+END_TEST
+
+START_TEST(matryoshka_shards_save_the_single_process_files)
+{
+    check_family(SAE_KIND_AUTOENCODER, SAE_ARCH_MATRYOSHKA, "jumprelu"); /* as BatchTopK */
 }
 END_TEST
 
@@ -484,6 +502,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, jumprelu_shards_save_the_single_process_files);
     tcase_add_test(tc, gated_shards_save_the_single_process_files);
     tcase_add_test(tc, transcoder_shards_save_the_single_process_files);
+    tcase_add_test(tc, matryoshka_shards_save_the_single_process_files);
     tcase_add_test(tc, data_parallel_ranks_leave_the_writing_to_rank_0);
     tcase_add_test(tc, a_failed_save_fails_everywhere_and_leaves_nothing);
     tcase_add_test(tc, shard_loading_checks_its_range);

@@ -408,11 +408,11 @@ START_TEST(bad_input_changes_nothing)
     /* what this version does not do for the families yet, it refuses */
     ck_assert_int_eq(sae_model_init_b_dec(tc, x, n, SAE_B_DEC_MEAN), SAE_E_INVALID_ARG);
     ck_assert_int_eq(sae_resample_dead(tc, o, x, n, 1, 1, NULL), SAE_E_INVALID_ARG);
-    /* no feature-sharded Matryoshka SAEs (data-parallel ones, Gated SAEs and
-     * transcoders in both modes: tests/test_parallel.c) */
+    /* Matryoshka SAEs attach in both modes (trained so, like Gated SAEs and
+     * transcoders: tests/test_parallel.c) */
     sae_comm solo = {sizeof(sae_comm), NULL, 0, 1, solo_f32, solo_f64, solo_gather, solo_bcast};
-    ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_FEATURES, &solo), SAE_E_INVALID_ARG);
-    ck_assert_ptr_nonnull(strstr(sae_error_detail(), "Matryoshka SAEs are trained data-parallel"));
+    ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_FEATURES, &solo), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_FEATURES, NULL), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_DATA, &solo), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set_comm(om, SAE_PARALLEL_DATA, NULL), SAE_OK);
     ck_assert(snapshot_equal(&s, tc));

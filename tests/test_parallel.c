@@ -498,10 +498,12 @@ START_TEST(jumprelu_matches_one_process)
 }
 END_TEST
 
-/* ---- Gated SAEs and transcoders, both modes; Matryoshka SAEs, data-parallel --- */
+/* ---- Gated SAEs, transcoders and Matryoshka SAEs, both modes ------------------- */
 
-/* Matryoshka's levels: 5, 20, D_SAE (whole models only: no Matryoshka shards) */
-static const size_t matryoshka_widths[2] = {5, 20};
+/* Matryoshka's levels: 3, 8, 22, D_SAE. Their bands cross the shards'
+ * boundaries (20 of shards2; 9 and 25 of shards3), and shards3's last shard
+ * holds features of the last band only. */
+static const size_t matryoshka_widths[3] = {3, 8, 22};
 
 /* Every tensor a model may hold (Gated: b_mag, r_mag; skip transcoders: W_skip). */
 static const int all_tensors[] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC,  SAE_B_DEC,
@@ -550,8 +552,8 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
     int rc = transcoder ? sae_model_create_transcoder_shard(&m, D_IN, D_OUT, D_SAE, begin, end,
                                                             42, g->kind, g->arch, g->param)
              : g->arch == SAE_ARCH_MATRYOSHKA
-                 ? sae_model_create_matryoshka(&m, D_IN, D_SAE, 42, (size_t)g->param,
-                                               matryoshka_widths, 2)
+                 ? sae_model_create_matryoshka_shard(&m, D_IN, D_SAE, begin, end, 42,
+                                                     (size_t)g->param, matryoshka_widths, 3)
                  : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, g->arch, g->param);
     size_t unused[N_ALL_TENSORS];
     if (rc == SAE_OK && shard)
@@ -660,7 +662,7 @@ static void check_family(const family_run *spec, int extra_tensor)
                                                        spec->arch, spec->param)
                      : spec->arch == SAE_ARCH_MATRYOSHKA
                          ? sae_model_create_matryoshka(&m0, D_IN, D_SAE, 42, (size_t)spec->param,
-                                                       matryoshka_widths, 2)
+                                                       matryoshka_widths, 3)
                          : sae_model_create_arch(&m0, D_IN, D_SAE, 42, spec->arch, spec->param),
                      SAE_OK);
     ck_assert_int_eq(family_tensors(m0, init, init_n), SAE_OK);
@@ -778,6 +780,76 @@ START_TEST(transcoder_feature_shards_match_one_process)
     family_run topk_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
                             .auxk = true, .mode = SAE_PARALLEL_FEATURES};
     check_family(&topk_skip, 5);
+}
+END_TEST
+
+START_TEST(matryoshka_feature_shards_match_one_process)
+{
+    /* one BatchTopK selection across the shards, every level summed over
+     * them, AuxK's picks and second reconstruction */
+    family_run s = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_MATRYOSHKA, .param = 3,
+                    .auxk = true, .mode = SAE_PARALLEL_FEATURES};
+    check_family(&s, 4); /* the BatchTopK threshold */
+}
+END_TEST
+
+/* BatchTopK selects over the whole batch as one block: with more tokens than
+ * a block of the other architectures (SAE_BLOCK_TOKENS), AuxK's candidate
+ * exchange across 3 shards needs the batch's room (16 candidates per token),
+ * and gives the single process's losses. */
+enum { WIDE_TOKENS = 2048, WIDE_STEPS = 2 };
+
+typedef struct wide_run {
+    const float *x;
+    int status[MAX_RANKS];
+    sae_losses losses[MAX_RANKS][WIDE_STEPS];
+} wide_run;
+
+static void wide_train(wide_run *w, int rank, const sae_comm *comm)
+{
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    const size_t begin = comm ? shards3[rank] : 0, end = comm ? shards3[rank + 1] : D_SAE;
+    int rc = sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, SAE_ARCH_BATCHTOPK, 2);
+    if (rc == SAE_OK)
+        rc = sae_optimizer_create(&o, m);
+    const struct { int option; double value; } opts[] = {
+        {SAE_OPT_LR, 1e-2}, {SAE_OPT_THREADS, 1}, {SAE_OPT_DEAD_WINDOW, 1},
+        {SAE_OPT_AUXK_K, 16}, {SAE_OPT_AUXK_COEFF, 0.5}};
+    for (size_t k = 0; rc == SAE_OK && k < sizeof opts / sizeof opts[0]; k++)
+        rc = sae_optimizer_set(o, opts[k].option, opts[k].value);
+    if (rc == SAE_OK && comm)
+        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, comm);
+    for (int step = 0; rc == SAE_OK && step < WIDE_STEPS; step++)
+        rc = sae_step(m, o, w->x + (size_t)step * WIDE_TOKENS * D_IN, WIDE_TOKENS,
+                      &w->losses[rank][step]);
+    w->status[rank] = rc;
+    sae_optimizer_free(o);
+    sae_model_free(m);
+}
+
+static void wide_rank(int rank, const sae_comm *comm, void *arg) { wide_train(arg, rank, comm); }
+
+START_TEST(batchtopk_auxk_shards_take_a_batch_wider_than_a_block)
+{
+    float *x = test_gaussian((size_t)WIDE_STEPS * WIDE_TOKENS, D_IN, 1.0, 0.3, 5);
+    wide_run want = {.x = x}, got = {.x = x};
+    wide_train(&want, 0, NULL);
+    ck_assert_int_eq(want.status[0], SAE_OK);
+    ck_assert(want.losses[0][1].loss > want.losses[0][1].l2 * (1.0 + 1e-6)); /* AuxK ran */
+    test_comm_group *g = test_comm_group_create(3, 0);
+    ck_assert_ptr_nonnull(g);
+    test_comm_run(g, wide_rank, &got);
+    test_comm_group_free(g);
+    for (int r = 0; r < 3; r++) {
+        ck_assert_msg(got.status[r] == SAE_OK, "rank %d: %s", r, sae_status_string(got.status[r]));
+        for (int step = 0; step < WIDE_STEPS; step++) {
+            const sae_losses *a = &got.losses[r][step], *b = &want.losses[0][step];
+            ck_assert_msg(fabs(a->loss - b->loss) <= 1e-4 * b->loss, "rank %d step %d: loss %g, "
+                          "want %g", r, step, a->loss, b->loss);
+        }
+    }
+    free(x);
 }
 END_TEST
 
@@ -1134,6 +1206,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, gated_feature_shards_match_one_process);
     tcase_add_test(tc, transcoder_feature_shards_match_one_process);
     tcase_add_test(tc, matryoshka_data_parallel_matches_one_process);
+    tcase_add_test(tc, matryoshka_feature_shards_match_one_process);
+    tcase_add_test(tc, batchtopk_auxk_shards_take_a_batch_wider_than_a_block);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
     tcase_set_timeout(tf, 120);

@@ -175,9 +175,6 @@ static void load_run(job *j)
     const int n = j->world.n_ranks;
     tool_config_load_run(&j->cfg, j->out.resume_dir, opt->mode == SAE_PARALLEL_FEATURES ? n : 0,
                          j->world.rank, &j->m, &j->o, &j->state);
-    if (opt->mode == SAE_PARALLEL_FEATURES && j->cfg.arch == SAE_ARCH_MATRYOSHKA)
-        tool_usage_error("--arch matryoshka: trained data-parallel (--parallel data), not "
-                         "feature-sharded, by libsae %s", sae_version_string());
     if (opt->mode == SAE_PARALLEL_DATA && j->cfg.batch < (size_t)n)
         tool_usage_error("--batch %zu: data-parallel on %d ranks needs at least one token per rank",
                          j->cfg.batch, n);

@@ -272,7 +272,8 @@ SAE_API int sae_model_set_tensor(sae_model *m, int which, const float *src, size
  *                       (M + 1) n x d_in floats of gradient rows. Always the
  *                       sparse kernel (SAE_OPT_KERNEL does not apply); at most
  *                       UINT32_MAX / 2 tokens per step. Trains data-parallel
- *                       too, not feature-sharded (sae_optimizer_set_comm).
+ *                       and feature-sharded too (sae_optimizer_set_comm,
+ *                       sae_model_create_matryoshka_shard).
  *                       Inference (sae_encode, sae_output) as BatchTopK, with
  *                       its threshold.
  *
@@ -1652,8 +1653,11 @@ typedef struct sae_comm {
  *   b_dec's (and a skip transcoder's W_skip's, which every shard holds and
  *   updates alike) is the shard's own. Transcoders are sharded with
  *   sae_model_create_transcoder_shard and step with sae_step_target, every
- *   rank on the same x and y. No rank holds a per-feature tensor of the
- *   whole model.
+ *   rank on the same x and y. Matryoshka SAEs are sharded with
+ *   sae_model_create_matryoshka_shard: one BatchTopK selection across the
+ *   shards, and every level's reconstruction summed over them (levels x n
+ *   d_out floats per step instead of n d_out). No rank holds a per-feature
+ *   tensor of the whole model.
  *
  * With the same seed, data and global batch, both give the single-process
  * model up to the order of floating-point sums. Collective calls (the step,
@@ -1678,9 +1682,7 @@ enum sae_parallel {
  * holds one mode at a time. Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
  * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already; SAE_PARALLEL_FEATURES for a Matryoshka SAE, which trains
- * data-parallel only: its level reconstructions have no sharded pass),
- * SAE_E_NOMEM. o is unchanged on error. Transcoders step with
+ * attached already), SAE_E_NOMEM. o is unchanged on error. Transcoders step with
  * sae_step_target: data-parallel ranks each on their rows of x and y,
  * feature shards all on the same x and y. */
 SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
@@ -1717,6 +1719,19 @@ SAE_API int sae_model_create_shard(sae_model **out, size_t d_in, size_t d_sae, s
 SAE_API int sae_model_create_transcoder_shard(sae_model **out, size_t d_in, size_t d_out,
                                               size_t d_sae, size_t begin, size_t end,
                                               uint64_t seed, int kind, int arch, double param);
+
+/* The same for a Matryoshka SAE: features [begin, end) of the model
+ * sae_model_create_matryoshka(out, d_in, d_sae, seed, k, widths, n_widths)
+ * creates, exactly its slice. The shard keeps the whole model's level widths
+ * (sae_model_matryoshka_widths) and k; its levels' boundaries need not fall
+ * on the shards' (a band of features may span shards). Feature-sharded, each
+ * level's reconstruction is summed over the shards: (levels) n d_in floats
+ * per step, one allreduce of the full width and one of the inner levels.
+ * Errors: as sae_model_create_matryoshka, and SAE_E_INVALID_ARG for
+ * begin >= end or end > d_sae. On error *out is NULL. */
+SAE_API int sae_model_create_matryoshka_shard(sae_model **out, size_t d_in, size_t d_sae,
+                                              size_t begin, size_t end, uint64_t seed, size_t k,
+                                              const size_t *widths, size_t n_widths);
 
 /* The features m holds: [*begin, *end) of *d_sae_total ([0, d_sae) of d_sae
  * for an ordinary model). Any output may be NULL. Errors: SAE_E_INVALID_ARG
@@ -1759,7 +1774,8 @@ SAE_API int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm
  * directory, as sae_model_load) as a shard (sae_model_create_shard): reads
  * only those features' rows, columns and values (and b_dec), checked as
  * sae_model_load checks a file (a transcoder's shard: W_dec rows d_out wide,
- * b_dec and W_skip whole; Matryoshka models load whole only). The shard's
+ * b_dec and W_skip whole; a Matryoshka shard: the whole model's widths and
+ * BatchTopK threshold). The shard's
  * optimizer: sae_optimizer_load with the shard, which reads its part of the
  * whole model's optimizer file.
  * Errors: as sae_model_load; SAE_E_INVALID_ARG for begin >= end or an end

@@ -501,6 +501,19 @@ public:
               "sae_model_create_transcoder_shard");
         return model(m);
     }
+    // Features [begin, end) of the model model::matryoshka would make: exactly
+    // its slice, with the whole model's widths (sae_model_create_matryoshka_shard).
+    static model matryoshka_shard(std::size_t d_in, std::size_t d_sae, std::size_t begin,
+                                  std::size_t end, std::uint64_t seed, std::size_t k,
+                                  const std::vector<std::size_t> &widths)
+    {
+        sae_model *m = nullptr;
+        check(sae_model_create_matryoshka_shard(&m, d_in, d_sae, begin, end, seed, k,
+                                                widths.empty() ? nullptr : widths.data(),
+                                                widths.size()),
+              "sae_model_create_matryoshka_shard");
+        return model(m);
+    }
     // Features [begin, end) of a saved model (sae_model_load_shard).
     static model load_shard(const char *path, std::size_t begin, std::size_t end)
     {

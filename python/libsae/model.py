@@ -211,6 +211,20 @@ class Model(Handle):
         return cls._wrap(out.value)  # type: ignore[arg-type]
 
     @classmethod
+    def create_matryoshka_shard(cls, d_in: int, d_sae: int, begin: int, end: int, *, k: int,
+                                widths: Optional[Sequence[int]] = None,
+                                seed: int = 0) -> "Model":
+        """Features [begin, end) of Model(d_in, d_sae, arch="matryoshka", k=k,
+        widths=widths, seed=seed): exactly its slice, with the whole model's
+        level widths (sae_model_create_matryoshka_shard)."""
+        levels = _widths(widths)
+        out = ctypes.c_void_p()
+        check(lib.sae_model_create_matryoshka_shard(ctypes.byref(out), d_in, d_sae, begin, end,
+                                                    seed, k, levels, len(levels)),
+              "sae_model_create_matryoshka_shard")
+        return cls._wrap(out.value)  # type: ignore[arg-type]
+
+    @classmethod
     def load_shard(cls, path: PathLike, begin: int, end: int) -> "Model":
         """Features [begin, end) of the model saved at path, reading only
         those (sae_model_load_shard)."""

@@ -519,6 +519,13 @@ void test_distributed()
     tc.get(sae::tensor::w_dec, tw.data(), tw.size());
     tc_part.get(sae::tensor::w_dec, tp.data(), tp.size());
     EXPECT(std::memcmp(tw.data() + 2 * d_out, tp.data(), tp.size() * sizeof(float)) == 0);
+    // a Matryoshka SAE's shard: its W_dec rows, the whole model's widths
+    sae::model mat = sae::model::matryoshka(d_in, d_sae, 5, 3, {4});
+    sae::model mat_part = sae::model::matryoshka_shard(d_in, d_sae, 2, 7, 5, 3, {4});
+    mat.get(sae::tensor::w_dec, w.data(), w.size());
+    mat_part.get(sae::tensor::w_dec, p.data(), p.size());
+    EXPECT(std::memcmp(w.data() + 2 * d_in, p.data(), p.size() * sizeof(float)) == 0);
+    EXPECT(mat_part.matryoshka_widths() == mat.matryoshka_widths());
     // one rank, data-parallel: the single-process step, saved by rank 0
     sae_comm solo = {sizeof(sae_comm), nullptr, 0, 1, solo_f32, solo_f64, solo_gather, solo_bcast};
     sae::model a(d_in, d_sae, 3), b(d_in, d_sae, 3);

@@ -13,9 +13,10 @@
  *   on the same seed, data and global batch (each rank trains that run
  *   itself and compares what it holds: the whole model, or its slice), the
  *   losses of every step likewise.
- * ReLU, TopK with AuxK, BatchTopK, Gated, and a TopK skip transcoder with AuxK
+ * ReLU, TopK with AuxK, BatchTopK, Gated, a TopK skip transcoder with AuxK
  * (learning a target y; feature-sharded: W_skip, like b_dec, bit for bit on
- * every rank). */
+ * every rank), and a Matryoshka SAE with AuxK whose level bands cross the
+ * shards' boundaries. */
 #include "mpitest.h"
 
 #include <libsae/sae_mpi.h>
@@ -39,6 +40,10 @@ static const size_t tokens_split[MAX_RANKS + 1][MAX_RANKS + 1] = {
     {0}, {0, N_TOKENS}, {0, 17, N_TOKENS}, {0, 10, 29, N_TOKENS}};
 static const size_t shards_split[MAX_RANKS + 1][MAX_RANKS + 1] = {
     {0}, {0, D_SAE}, {0, 15, D_SAE}, {0, 9, 25, D_SAE}};
+
+/* Matryoshka's levels 6, 20, 33, D_SAE: the shards' boundaries (15; 9, 25)
+ * fall inside bands */
+static const size_t matryoshka_widths[] = {6, 20, 33};
 
 typedef struct run_spec {
     const char *name;
@@ -107,8 +112,10 @@ static trained train(const run_spec *s, const float *x, const float *y, const sa
     const bool transcoder = s->kind != SAE_KIND_AUTOENCODER;
     int rc = transcoder ? sae_model_create_transcoder_shard(&t.m, D_IN, D_OUT, D_SAE, begin, end,
                                                             42, s->kind, s->arch, s->param)
-                        : sae_model_create_shard(&t.m, D_IN, D_SAE, begin, end, 42, s->arch,
-                                                 s->param);
+             : s->arch == SAE_ARCH_MATRYOSHKA
+                 ? sae_model_create_matryoshka_shard(&t.m, D_IN, D_SAE, begin, end, 42,
+                                                     (size_t)s->param, matryoshka_widths, 3)
+                 : sae_model_create_shard(&t.m, D_IN, D_SAE, begin, end, 42, s->arch, s->param);
     MPITEST_CHECK(rc == SAE_OK, "%s: create: %s", s->name, sae_status_string(rc));
     rc = sae_optimizer_create(&t.o, t.m);
     MPITEST_CHECK(rc == SAE_OK, "%s: optimizer: %s", s->name, sae_status_string(rc));
@@ -307,6 +314,7 @@ int main(int argc, char **argv)
         {"batchtopk", SAE_ARCH_BATCHTOPK, 4.0, false, SAE_KIND_AUTOENCODER},
         {"gated", SAE_ARCH_GATED, 0.0, false, SAE_KIND_AUTOENCODER},
         {"topk+auxk skip transcoder", SAE_ARCH_TOPK, 4.0, true, SAE_KIND_SKIP_TRANSCODER},
+        {"matryoshka+auxk", SAE_ARCH_MATRYOSHKA, 4.0, true, SAE_KIND_AUTOENCODER},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         check_spec(&specs[i], x, y, &comm);

@@ -223,8 +223,14 @@ def test_shards_of_the_families_are_their_slices(tmp_path):
     fresh = libsae.Model.create_transcoder_shard(D_IN, D_OUT, D_SAE, 0, half, skip=True, seed=1)
     np.testing.assert_array_equal(fresh.get("W_DEC"), libsae.Model.transcoder(
         D_IN, D_OUT, D_SAE, skip=True, seed=1).get("W_DEC")[:half])
-    # Matryoshka SAEs load whole only
+    # a Matryoshka SAE's shard keeps the whole model's widths, loaded or made
     mat = libsae.Model(D_IN, D_SAE, arch="matryoshka", k=3, widths=[6], seed=1)
     mat.save(str(tmp_path / "m.safetensors"))
+    loaded = libsae.Model.load_shard(str(tmp_path / "m.safetensors"), 0, half)
+    made = libsae.Model.create_matryoshka_shard(D_IN, D_SAE, 0, half, k=3, widths=[6], seed=1)
+    for part in (loaded, made):
+        assert part.shard == (0, half, D_SAE)
+        assert part.widths == mat.widths == (6, D_SAE)
+        np.testing.assert_array_equal(part.get("W_DEC"), mat.get("W_DEC")[:half])
     with pytest.raises(libsae.InvalidArgError):
-        libsae.Model.load_shard(str(tmp_path / "m.safetensors"), 0, half)
+        libsae.Model.create_matryoshka_shard(D_IN, D_SAE, half, half, k=3, widths=[6])

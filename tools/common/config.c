@@ -590,7 +590,8 @@ int tool_make_sae_shard(const tool_config *c, size_t d_in, size_t begin, size_t 
                      : sae_model_create_transcoder(m, d_in, d_out, c->d_sae, c->seed, kind,
                                                    c->arch, param);
     else if (c->arch == SAE_ARCH_MATRYOSHKA)
-        rc = end > 0 ? SAE_E_INVALID_ARG /* not trained feature-sharded */
+        rc = end > 0 ? sae_model_create_matryoshka_shard(m, d_in, c->d_sae, begin, end, c->seed,
+                                                         c->k, c->widths, c->n_widths)
                      : sae_model_create_matryoshka(m, d_in, c->d_sae, c->seed, c->k, c->widths,
                                                    c->n_widths);
     else

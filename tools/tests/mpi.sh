@@ -74,11 +74,13 @@ close_logs "$tmp/features.csv" "$tmp/one.csv" >"$tmp/diff" || fail "resumed log:
 echo "ok: 3 shards' checkpoint resumed on 2 shards"
 
 # --- the families: a skip transcoder (--target) on 3 shards, Gated on 2,
-# Matryoshka on 2 data-parallel ranks ------------------------------------------
+# Matryoshka on 2 data-parallel ranks and on 2 shards (the shards' boundary,
+# feature 20, inside the band [8, 25)) ------------------------------------------
 raw_f32 "$tmp/y.f32" 600 10
 for spec in "features:3:skip:--target $tmp/y.f32 --d-out 10 --skip --arch topk --k 3 --auxk-k 4 --dead-window 50" \
             "features:2:gated:--arch gated --lambda 0.1" \
-            "data:2:matryoshka:--arch matryoshka --k 3 --widths 8,20 --dead-window 100"; do
+            "data:2:matryoshka:--arch matryoshka --k 3 --widths 8,20 --dead-window 100" \
+            "features:2:matryoshka_shards:--arch matryoshka --k 3 --widths 8,25 --dead-window 100"; do
     m=${spec%%:*}
     rest=${spec#*:}
     n=${rest%%:*}
@@ -102,12 +104,10 @@ grep -q '"architecture": "topk_skip_transcoder"' "$tmp/skip.mpi/cfg.json" ||
 grep -q '"architecture": "gated"' "$tmp/gated.mpi/cfg.json" || fail "gated: cfg.json"
 grep -a -q '"libsae_matryoshka_widths":"8,20,40"' "$tmp/matryoshka.mpi/sae_weights.safetensors" ||
     fail "matryoshka: no widths in the weights' metadata"
-# shellcheck disable=SC2086
-run $MPIRUN -np 2 "$bin/sae-train-mpi" "$tmp/acts.f32" --d-in 16 --arch matryoshka --widths 8 \
-    --parallel features
-[ "$rc" -ne 0 ] && [ "$(grep -c "sae-train-mpi: --arch matryoshka: trained data-parallel" "$tmp/err")" -eq 1 ] ||
-    fail "matryoshka feature-sharded: exit $rc: $(cat "$tmp/err")"
-echo "ok: a skip transcoder on 3 shards, a Gated SAE on 2 and a Matryoshka SAE on 2 data-parallel ranks train sae-train's models"
+grep -a -q '"libsae_matryoshka_widths":"8,25,40"' \
+    "$tmp/matryoshka_shards.mpi/sae_weights.safetensors" ||
+    fail "matryoshka on 2 shards: no widths in the weights' metadata"
+echo "ok: a skip transcoder on 3 shards, a Gated SAE on 2, a Matryoshka SAE on 2 data-parallel ranks and on 2 shards train sae-train's models"
 
 # --- an error every rank meets (a step's): said once, by rank 0 ---------------
 # shellcheck disable=SC2086
