@@ -1157,6 +1157,38 @@ START_TEST(shards_are_slices_and_refuse_whole_model_calls)
     ck_assert_uint_eq(e, 10);
     ck_assert_uint_eq(total, 10);
     sae_model_free(tc);
+
+    /* a Matryoshka shard keeps the whole model's widths and k; a bad range,
+     * k or width list leaves *out NULL */
+    const size_t widths[] = {4, 10};
+    sae_model *mat = (sae_model *)&b;
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(&mat, 4, 10, 6, 6, 1, 2, widths, 2),
+                     SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(mat);
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(&mat, 4, 10, 6, 11, 1, 2, widths, 2),
+                     SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(&mat, 4, 10, 0, 5, 1, 0, widths, 2),
+                     SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(&mat, 4, 10, 0, 5, 1, 2, NULL, 2),
+                     SAE_E_INVALID_ARG);
+    const size_t descending[] = {10, 4};
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(&mat, 4, 10, 0, 5, 1, 2, descending, 2),
+                     SAE_E_INVALID_ARG);
+    ck_assert_ptr_null(mat);
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(NULL, 4, 10, 0, 5, 1, 2, widths, 2),
+                     SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_model_create_matryoshka_shard(&mat, 4, 10, 3, 10, 1, 2, widths, 2),
+                     SAE_OK);
+    size_t got[2] = {0};
+    ck_assert_uint_eq(sae_model_d_sae(mat), 7);
+    ck_assert_uint_eq(sae_model_matryoshka_levels(mat), 2);
+    ck_assert_int_eq(sae_model_matryoshka_widths(mat, got, 2), SAE_OK);
+    ck_assert_uint_eq(got[0], 4);
+    ck_assert_uint_eq(got[1], 10);
+    ck_assert_int_eq(sae_model_shard(mat, &b, &e, &total), SAE_OK);
+    ck_assert_uint_eq(b, 3);
+    ck_assert_uint_eq(e, 10);
+    sae_model_free(mat);
     float x[8] = {0}, f[6], xh[8];
     sae_losses l;
     double fvu;
