@@ -81,8 +81,8 @@ int sae__matryoshka_check_batch(const char *fn, const sae_model *m, size_t n_tok
 typedef struct levels_task {
     const sae_model *m;
     const float *target; /* n x d_out; NULL: only the levels' (partial) sums */
-    const float *base;   /* what every level starts from: b_dec, or a shard's zeros */
-    bool decode;         /* sum the levels from the token's pairs (else: they are summed) */
+    const float *base;   /* what every level starts from: b_dec, or a shard's zeros;
+                          * NULL: the levels are already summed, only their errors */
     size_t n_tokens;
     float scale;         /* 2 / n over the loss's tokens */
     sae_workspace *ws;
@@ -108,7 +108,7 @@ static void levels_range(void *ctx, size_t begin, size_t end, int tid)
     size_t bound[SAE_MAX_LEVELS];
     for (size_t l = 0; l < levels; l++)
         bound[l] = m->widths[l] > m->shard_begin ? m->widths[l] - m->shard_begin : 0;
-    for (size_t t = begin; t < end && k->decode; t++) {
+    for (size_t t = begin; t < end && k->base; t++) {
         /* x_hat of each level: the previous level's plus the band's pairs */
         const float *prev = k->base;
         size_t p = ws->row_ptr[t], p_end = ws->row_ptr[t + 1];
@@ -140,7 +140,7 @@ static void levels_range(void *ctx, size_t begin, size_t end, int tid)
 void sae__matryoshka_decode(const sae_model *m, const float *target, size_t n_tokens,
                             float scale, sae_workspace *ws, sae_pool *pool)
 {
-    levels_task k = {m, target, sae__b_dec(m), true, n_tokens, scale, ws};
+    levels_task k = {m, target, sae__b_dec(m), n_tokens, scale, ws};
     sae__parallel_for(pool, n_tokens, levels_range, &k);
 }
 
@@ -154,7 +154,7 @@ int sae__matryoshka_decode_shards(const sae_model *m, sae_par_step *ps, const fl
 {
     const size_t levels = m->n_levels, rows = n_tokens * m->d_out;
     if (ps->status == SAE_OK) {
-        levels_task k = {m, NULL, ps->features->rank == 0 ? sae__b_dec(m) : ws->zeros, true,
+        levels_task k = {m, NULL, ps->features->rank == 0 ? sae__b_dec(m) : ws->zeros,
                          n_tokens, scale, ws};
         sae__parallel_for(pool, n_tokens, levels_range, &k);
     }
@@ -163,7 +163,7 @@ int sae__matryoshka_decode_shards(const sae_model *m, sae_par_step *ps, const fl
                                          (levels - 1) * rows);
     if (rc != SAE_OK)
         return rc;
-    levels_task k = {m, target, NULL, false, n_tokens, scale, ws};
+    levels_task k = {m, target, NULL, n_tokens, scale, ws};
     sae__parallel_for(pool, n_tokens, levels_range, &k);
     return SAE_OK;
 }
