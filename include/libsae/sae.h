@@ -563,9 +563,13 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                about half the time of float32 ones; elsewhere
  *                                the same numbers are computed in float32.
  *                                sae_encode and the other read-only calls stay
- *                                float32, and so do the steps of Gated SAEs and
- *                                transcoders (bf16 covers the ReLU, TopK,
- *                                BatchTopK and JumpReLU autoencoders). Since 0.2.
+ *                                float32, and so do the steps of Matryoshka SAEs
+ *                                and transcoders (bf16 covers the ReLU, TopK,
+ *                                BatchTopK, JumpReLU and Gated autoencoders: a
+ *                                Gated SAE's gate and magnitude pre-activations
+ *                                are both xc W_enc, the one bf16 product, with
+ *                                W_mag = exp(r_mag) W_gate applied in float32).
+ *                                Since 0.2.
  *
  * Architecture options (see "Architectures"; ignored by the others):
  *   SAE_OPT_AUXK_COEFF  1/32     >= 0, finite: AuxK weight (TopK, BatchTopK); 0: off
