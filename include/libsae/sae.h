@@ -1808,6 +1808,28 @@ SAE_API int sae_model_save_collective(const sae_model *m, const sae_comm *comm, 
 SAE_API int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm,
                                           const char *path);
 
+/* A distributed run's checkpoint, through the communicators attached to o
+ * (sae_optimizer_set_comm): m's sae_weights.safetensors and cfg.json and o's
+ * optimizer.safetensors into the existing directory dir (e.g. the staging
+ * directory of sae_checkpoint_begin, committed afterwards), the files of a
+ * single process saving the whole model. Every rank of the run calls it
+ * with its model, its optimizer and the same dir. One mode: as
+ * sae_model_save_collective then sae_optimizer_save_collective over its
+ * communicator. A 2-D grid: the shards of data group 0 (DATA rank 0) write
+ * them over their FEATURES communicator, and every other rank learns their
+ * status from its shard's rank in group 0 (a broadcast over DATA): the
+ * replicas write nothing. Every rank returns the same status, but for a rank
+ * outside group 0 whose own arguments are wrong (it returns its error; the
+ * checkpoint is written). A single process (or any number of shards) loads
+ * it: sae_model_load / sae_model_load_shard, then sae_optimizer_load.
+ * Errors: SAE_E_INVALID_ARG (NULL, o made for another model or shard, ranks
+ * that disagree), SAE_E_STATE (no communicator attached: use sae_model_save
+ * and sae_optimizer_save), SAE_E_IO (dir not a directory, a write on any
+ * writing rank), SAE_E_NOMEM, SAE_E_COMM. A NULL argument cannot be reported
+ * to the other ranks. */
+SAE_API int sae_checkpoint_save_collective(const sae_model *m, const sae_optimizer *o,
+                                           const char *dir);
+
 /* Load features [begin, end) of the model saved at path (a file or a
  * directory, as sae_model_load) as a shard (sae_model_create_shard): reads
  * only those features' rows, columns and values (and b_dec), checked as
