@@ -1,21 +1,26 @@
 /*
  * sae-train-mpi: sae-train's training on several MPI ranks, data-parallel
- * (every rank holds the model and steps on its share of each batch) or
+ * (every rank holds the model and steps on its share of each batch),
  * feature-sharded (rank r holds its slice of the features and steps on the
- * whole batch). Same options as sae-train, plus --parallel; the same model
- * as one sae-train process with the same options, up to the order of sums.
+ * whole batch) or on a 2-D grid (data-parallel groups of S feature shards:
+ * each group steps on its share of each batch, each of its ranks on its
+ * slice of the features). Same options as sae-train, plus --parallel and
+ * --shards; the same model as one sae-train process with the same options,
+ * up to the order of sums.
  *
  *   mpirun -np 4 sae-train-mpi acts.npy --parallel data --d-sae 16384 --save run
  *   mpirun -np 8 --hostfile hosts sae-train-mpi /shared/acts.npy --parallel features \
  *          --d-sae 1M --arch topk --k 32 --save /shared/run
  *   srun -n 8 sae-train-mpi ...                  # Slurm
  *   mpirun -np 3 sae-train-mpi acts.npy --parallel features --resume run --steps 200k
+ *   mpirun -np 16 --hostfile hosts sae-train-mpi /shared/acts.npy --parallel grid --shards 4 ...
  *   mpirun -np 4 sae-train-mpi mlp_in.npy --target mlp_out.npy --skip --parallel features ...
  *
  * Every architecture sae-train trains (Gated too) and transcoders (--target,
  * --skip) train in both modes.
  * Every rank maps the data file and reads only the rows it trains on (its
- * share of each batch, or the whole batch), plus the recipe's sample.
+ * share of each batch, its group's share, or the whole batch), plus the
+ * recipe's sample.
  * Rank 0 alone prints the progress and the report and writes the log;
  * checkpoints are written collectively (each rank its slices) into one
  * checkpoint directory on a file system all ranks see, which sae-train,
@@ -43,13 +48,17 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { OPT_PARALLEL = 1, OPT_COMM_STATS };
+enum { OPT_PARALLEL = 1, OPT_SHARDS, OPT_COMM_STATS };
+
+/* --parallel grid: both of libsae's modes on one optimizer */
+#define MODE_GRID (SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES)
 
 static const struct option long_options[] = {
     TOOL_CONFIG_LONG_OPTIONS,
     TOOL_TARGET_LONG_OPTIONS,
     TOOL_OUTPUTS_LONG_OPTIONS,
     {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"shards", required_argument, NULL, OPT_SHARDS},
     {"comm-stats", no_argument, NULL, OPT_COMM_STATS},
     {NULL, 0, NULL, 0},
 };
@@ -64,8 +73,15 @@ static void usage(const tool_config *defaults)
            "                      share of each batch (--batch is the global batch);\n"
            "                      features: rank r holds features [d_sae r / N,\n"
            "                      d_sae (r+1) / N) and every rank steps on the whole\n"
-           "                      batch (default: data)\n"
-           "  --comm-stats        print what each rank sent per step (calls, bytes)\n\n",
+           "                      batch; grid: N / S data groups of S feature shards\n"
+           "                      (--shards S): ranks g S .. g S + S - 1 are group g,\n"
+           "                      rank r holds shard r %% S of the features, and each\n"
+           "                      group steps on its share of each batch\n"
+           "                      (default: data)\n"
+           "  --shards S          --parallel grid: the feature shards of each group (S\n"
+           "                      divides N; S 1 is data-parallel, S N feature-sharded)\n"
+           "  --comm-stats        print what each rank sent per step (calls, bytes;\n"
+           "                      on a grid per communicator: features and data)\n\n",
            sae_version_string());
     tool_config_help(stdout, defaults);
     tool_target_help(stdout);
@@ -80,15 +96,19 @@ static void usage(const tool_config *defaults)
 /* sae-train-mpi's own options (the shared ones are in tool_config and
  * tool_outputs). */
 typedef struct options {
-    int mode; /* SAE_PARALLEL_* */
+    int mode;   /* SAE_PARALLEL_*, or MODE_GRID */
+    uint64_t shards; /* --shards (grid); 0: not given */
     bool comm_stats;
 } options;
 
 /* Everything a rank holds, freed in one place. */
 typedef struct job {
     sae_comm world;         /* libsae-mpi's, over MPI_COMM_WORLD */
-    sae_comm counted;       /* --comm-stats: world, counting the optimizer's calls */
-    sae_mpi_counts counts;
+    sae_comm features;      /* grid: the shards of this rank's group (sae_mpi_grid_create) */
+    sae_comm data;          /* grid: the ranks of this rank's shard, one per group */
+    sae_comm counted[2];    /* --comm-stats: the optimizer's communicators, counted */
+    sae_mpi_counts counts[2]; /* [0]: data-parallel and feature-sharded runs; grid: the
+                                 feature axis, [1] the data axis */
     tool_config cfg;
     options opt;
     tool_outputs out;
@@ -106,6 +126,29 @@ typedef struct job {
 } job;
 
 static bool root(const job *j) { return j->world.rank == 0; }
+
+/* The communicator over the ranks that hold the model's shards (whose rank
+ * is this rank's shard), or NULL: every rank holds the whole model. */
+static const sae_comm *shard_comm(const job *j)
+{
+    return j->opt.mode == MODE_GRID ? &j->features
+           : j->opt.mode == SAE_PARALLEL_FEATURES ? &j->world : NULL;
+}
+
+/* The communicator over the ranks that step on different rows of each batch
+ * (whose rank is this rank's share of it), or NULL: every rank steps on the
+ * whole batch. */
+static const sae_comm *rows_comm(const job *j)
+{
+    return j->opt.mode == MODE_GRID ? &j->data
+           : j->opt.mode == SAE_PARALLEL_DATA ? &j->world : NULL;
+}
+
+static const char *mode_name(int mode)
+{
+    return mode == MODE_GRID ? "grid" : mode == SAE_PARALLEL_DATA ? "data-parallel"
+                                                                   : "feature-sharded";
+}
 
 /* What every rank would say alike, rank 0 alone says: the other ranks'
  * stderr goes to /dev/null until quiet_end (given quiet_begin's result). */
@@ -154,15 +197,28 @@ static void parse_command_line(job *j, int argc, char **argv)
                 opt->mode = SAE_PARALLEL_DATA;
             else if (strcmp(optarg, "features") == 0)
                 opt->mode = SAE_PARALLEL_FEATURES;
+            else if (strcmp(optarg, "grid") == 0)
+                opt->mode = MODE_GRID;
             else
-                tool_usage_error("--parallel '%s': data or features", optarg);
+                tool_usage_error("--parallel '%s': data, features or grid", optarg);
             break;
+        case OPT_SHARDS: opt->shards = tool_arg_count("--shards", optarg, 1); break;
         case OPT_COMM_STATS: opt->comm_stats = true; break;
         }
     }
     tool_config_finish(cfg, argc, argv, optind);
     if (cfg->n_archs > 1)
         tool_usage_error("--arch: sae-train-mpi trains one architecture");
+    const uint64_t n = (uint64_t)j->world.n_ranks;
+    if (opt->shards && opt->mode != MODE_GRID)
+        tool_usage_error("--shards: only with --parallel grid");
+    if (opt->mode == MODE_GRID && !opt->shards)
+        tool_usage_error("--parallel grid: needs --shards S, the feature shards of each data "
+                         "group (N ranks = N / S groups x S shards)");
+    if (opt->mode == MODE_GRID && n % opt->shards != 0)
+        tool_usage_error("--shards %llu: the %llu ranks do not split into groups of %llu "
+                         "shards (ranks = groups x shards)", (unsigned long long)opt->shards,
+                         (unsigned long long)n, (unsigned long long)opt->shards);
     tool_outputs_check(&j->out);
 }
 
@@ -171,19 +227,34 @@ static void parse_command_line(job *j, int argc, char **argv)
  * alike. Exits 2 on a contradiction. */
 static void load_run(job *j)
 {
-    const options *opt = &j->opt;
-    const int n = j->world.n_ranks;
-    tool_config_load_run(&j->cfg, j->out.resume_dir, opt->mode == SAE_PARALLEL_FEATURES ? n : 0,
-                         j->world.rank, &j->m, &j->o, &j->state);
-    if (opt->mode == SAE_PARALLEL_DATA && j->cfg.batch < (size_t)n)
-        tool_usage_error("--batch %zu: data-parallel on %d ranks needs at least one token per rank",
-                         j->cfg.batch, n);
-    if (opt->mode == SAE_PARALLEL_FEATURES && j->cfg.d_sae < (size_t)n)
-        tool_usage_error("--d-sae %zu: feature-sharded on %d ranks needs a feature per rank",
-                         j->cfg.d_sae, n);
+    const sae_comm *shards = shard_comm(j), *rows = rows_comm(j);
+    const bool grid = j->opt.mode == MODE_GRID;
+    tool_config_load_run(&j->cfg, j->out.resume_dir, shards ? shards->n_ranks : 0,
+                         shards ? shards->rank : 0, &j->m, &j->o, &j->state);
+    if (rows && j->cfg.batch < (size_t)rows->n_ranks)
+        tool_usage_error("--batch %zu: %s on %d %s needs at least one token per %s",
+                         j->cfg.batch, mode_name(j->opt.mode), rows->n_ranks,
+                         grid ? "groups" : "ranks", grid ? "group" : "rank");
+    if (shards && j->cfg.d_sae < (size_t)shards->n_ranks)
+        tool_usage_error("--d-sae %zu: %s on %d shards needs a feature per shard", j->cfg.d_sae,
+                         mode_name(j->opt.mode), shards->n_ranks);
     tool_inputs_load(&j->in, &j->cfg);
     if (j->out.resume_dir)
         tool_inputs_check_resume(&j->in, &j->cfg, j->out.resume_dir, &j->state);
+}
+
+/* --parallel grid: the two communicators (the arguments were checked: a
+ * failure here is the transport's or memory's). Exits 1 on failure. */
+static void split_grid(job *j)
+{
+    if (j->opt.mode != MODE_GRID)
+        return;
+    int rc = sae_mpi_grid_create(&j->features, &j->data, MPI_COMM_WORLD, (int)j->opt.shards);
+    if (rc != SAE_OK) {
+        fprintf(stderr, "%s: --parallel grid: %s (%s)\n", tool_program(), sae_status_string(rc),
+                sae_mpi_error_detail());
+        exit(1);
+    }
 }
 
 /* Rank 0 makes the checkpoint directory; the others wait for it. */
@@ -220,6 +291,30 @@ static int setup_error(const job *j, int rc, const char *what)
     return tool_library_error(rc, where);
 }
 
+/* Attach comm to the optimizer in mode (through counted[slot] with
+ * --comm-stats). Returns 0 or an exit status. */
+static int attach(job *j, int mode, const sae_comm *comm, int slot)
+{
+    int rc;
+    if (j->opt.comm_stats) {
+        rc = sae_mpi_counting_create(&j->counted[slot], comm, &j->counts[slot]);
+        if (rc != SAE_OK) {
+            fprintf(stderr, "%s: rank %d: the counting communicator: %s (%s)\n", tool_program(),
+                    j->world.rank, sae_status_string(rc), sae_mpi_error_detail());
+            return 1;
+        }
+        comm = &j->counted[slot];
+    }
+    rc = sae_optimizer_set_comm(j->o, mode, comm);
+    if (rc == SAE_E_INVALID_ARG && j->opt.mode == MODE_GRID) { /* alike on every rank */
+        if (root(j))
+            fprintf(stderr, "%s: --parallel grid: libsae %s refuses the grid's communicators: "
+                    "%s\n", tool_program(), sae_version_string(), tool_status(rc));
+        return TOOL_EXIT_USAGE;
+    }
+    return rc == SAE_OK ? 0 : setup_error(j, rc, "attaching the communicator");
+}
+
 /* The model (this rank's part), the recipe, the state, the log (rank 0), the
  * batches and the communicator. Returns 0 or an exit status, printed once
  * when every rank meets the problem alike. */
@@ -230,9 +325,10 @@ static int set_up(job *j)
     const tool_outputs *out = &j->out;
     const bool resuming = out->resume_dir != NULL;
     const size_t d_in = j->in.train.cols;
+    const sae_comm *shards = shard_comm(j);
     size_t begin = 0, end = 0;
-    if (opt->mode == SAE_PARALLEL_FEATURES)
-        sae_shard_range(cfg->d_sae, j->world.n_ranks, j->world.rank, &begin, &end);
+    if (shards)
+        sae_shard_range(cfg->d_sae, shards->n_ranks, shards->rank, &begin, &end);
     int rc = resuming ? SAE_OK : tool_make_sae_shard(cfg, d_in, begin, end, &j->m, &j->o);
     if (rc != SAE_OK)
         return setup_error(j, rc, "creating the model");
@@ -254,14 +350,11 @@ static int set_up(job *j)
     }
     if (tool_batcher_start(&j->batches, &j->in.train, cfg->seed, j->scale, j->state.tokens) != 0)
         return setup_error(j, SAE_E_NOMEM, "the batches");
-    const sae_comm *comm = &j->world;
-    if (opt->comm_stats) {
-        if ((rc = sae_mpi_counting_create(&j->counted, &j->world, &j->counts)) != SAE_OK)
-            return setup_error(j, rc, "the counting communicator");
-        comm = &j->counted;
-    }
-    if ((rc = sae_optimizer_set_comm(j->o, opt->mode, comm)) != SAE_OK)
-        return setup_error(j, rc, "attaching the communicator");
+    if (opt->mode != MODE_GRID)
+        return attach(j, opt->mode, &j->world, 0);
+    if ((rc = attach(j, SAE_PARALLEL_FEATURES, &j->features, 0)) != 0 ||
+        (rc = attach(j, SAE_PARALLEL_DATA, &j->data, 1)) != 0)
+        return rc;
     return 0;
 }
 
@@ -272,9 +365,16 @@ static int train(job *j)
     const options *opt = &j->opt;
     const bool data = opt->mode == SAE_PARALLEL_DATA;
     const int n = j->world.n_ranks;
+    const sae_comm *rows = rows_comm(j);
     size_t share_begin = 0, share_end = 0;
-    if (data)
-        sae_shard_range(cfg->batch, n, j->world.rank, &share_begin, &share_end);
+    if (rows)
+        sae_shard_range(cfg->batch, rows->n_ranks, rows->rank, &share_begin, &share_end);
+    char layout[96];
+    if (opt->mode == MODE_GRID)
+        snprintf(layout, sizeof layout, "grid of %d groups x %d shards", j->data.n_ranks,
+                 j->features.n_ranks);
+    else
+        snprintf(layout, sizeof layout, "%s", mode_name(opt->mode));
     tool_describe_arch(cfg, j->arch, sizeof j->arch);
     if (root(j)) {
         if (j->out.resume_dir)
@@ -286,8 +386,7 @@ static int train(job *j)
                         "%llu steps; %d ranks, %s; %s\n",
                 cfg->input ? cfg->input : "synthetic data", j->in.train.rows, j->in.train.cols,
                 j->in.train.format, cfg->d_sae, j->arch, cfg->lr, cfg->batch,
-                (unsigned long long)cfg->steps, n,
-                data ? "data-parallel" : "feature-sharded", compute);
+                (unsigned long long)cfg->steps, n, layout, compute);
         tool_progress_init(&j->progress, stderr, isatty(STDERR_FILENO), "", cfg->steps,
                            cfg->log_every);
     }
@@ -297,7 +396,8 @@ static int train(job *j)
     run->progress = root(j) ? &j->progress : NULL;
     run->checkpoint_dir = j->out.save_dir;
     run->checkpoint_every = j->out.checkpoint_every;
-    run->comm = &j->world;
+    run->comm = opt->mode == MODE_GRID ? &j->features : &j->world;
+    run->rows_comm = rows;
     run->share_begin = share_begin;
     run->share_end = share_end;
     run->target = j->in.target.x ? &j->in.target : NULL;
@@ -320,12 +420,13 @@ static int train(job *j)
 }
 
 /* --comm-stats: every rank's calls and bytes per step of the optimizer's
- * collectives (steps and resampling), printed by rank 0. */
+ * collectives (steps and resampling), printed by rank 0; on a grid one line
+ * per communicator (features: the group's shards; data: the shard's groups). */
 static void print_comm_stats(job *j)
 {
-    const int n = j->world.n_ranks;
-    sae_mpi_counts *all = root(j) ? calloc((size_t)n, sizeof *all) : NULL;
-    MPI_Gather(&j->counts, (int)sizeof j->counts, MPI_BYTE, all, (int)sizeof j->counts, MPI_BYTE,
+    const int n = j->world.n_ranks, axes = j->opt.mode == MODE_GRID ? 2 : 1;
+    sae_mpi_counts *all = root(j) ? calloc((size_t)n * 2, sizeof *all) : NULL;
+    MPI_Gather(j->counts, (int)sizeof j->counts, MPI_BYTE, all, (int)sizeof j->counts, MPI_BYTE,
                0, MPI_COMM_WORLD);
     if (!root(j) || !all || j->run.steps_run == 0) {
         free(all);
@@ -333,22 +434,26 @@ static void print_comm_stats(job *j)
     }
     static const char *const kinds[4] = {"allreduce_f32", "allreduce_f64", "allgather",
                                          "broadcast"};
+    static const char *const axis_names[2] = {"features", "data"};
     const double steps = (double)j->run.steps_run;
     printf("communication per step (payload this rank sent; %s, %d ranks, %llu steps):\n",
-           j->opt.mode == SAE_PARALLEL_DATA ? "data-parallel" : "feature-sharded", n,
-           (unsigned long long)j->run.steps_run);
-    for (int r = 0; r < n; r++) {
-        double bytes = 0.0, calls = 0.0;
-        printf("  rank %d:", r);
-        for (int k = 0; k < 4; k++) {
-            bytes += (double)all[r].bytes[k];
-            calls += (double)all[r].calls[k];
-            if (all[r].calls[k])
-                printf(" %s %.1f calls %.0f B;", kinds[k], (double)all[r].calls[k] / steps,
-                       (double)all[r].bytes[k] / steps);
+           mode_name(j->opt.mode), n, (unsigned long long)j->run.steps_run);
+    for (int r = 0; r < n; r++)
+        for (int a = 0; a < axes; a++) {
+            const sae_mpi_counts *c = &all[(size_t)r * 2 + (size_t)a];
+            double bytes = 0.0, calls = 0.0;
+            printf("  rank %d:", r);
+            if (axes > 1)
+                printf(" %s:", axis_names[a]);
+            for (int k = 0; k < 4; k++) {
+                bytes += (double)c->bytes[k];
+                calls += (double)c->calls[k];
+                if (c->calls[k])
+                    printf(" %s %.1f calls %.0f B;", kinds[k], (double)c->calls[k] / steps,
+                           (double)c->bytes[k] / steps);
+            }
+            printf(" total %.1f calls %.0f bytes\n", calls / steps, bytes / steps);
         }
-        printf(" total %.1f calls %.0f bytes\n", calls / steps, bytes / steps);
-    }
     free(all);
 }
 
@@ -368,12 +473,11 @@ static int report(job *j, int status)
         return status;
     printf("trained %llu steps (%llu tokens) in %.1f s on %d ranks (%s)\n",
            (unsigned long long)run->steps_run, (unsigned long long)run->tokens_run,
-           run->seconds_run, j->world.n_ranks,
-           j->opt.mode == SAE_PARALLEL_DATA ? "data-parallel" : "feature-sharded");
+           run->seconds_run, j->world.n_ranks, mode_name(j->opt.mode));
     tool_train_summary(run);
     if (run->steps_done == 0)
         return status;
-    if (j->opt.mode == SAE_PARALLEL_FEATURES) {
+    if (j->opt.mode != SAE_PARALLEL_DATA) { /* no rank holds the whole model */
         printf("last logged (training batches, step %llu): l2 %.5g  l1 %.5g  l0 %.2f  fvu %.4f  "
                "dead %.1f%%\n", (unsigned long long)run->last.step, run->last.l2, run->last.l1,
                run->last.l0, run->last.fvu, 100.0 * run->last.dead_frac);
@@ -393,7 +497,10 @@ static void job_free(job *j)
     sae_optimizer_free(j->o);
     sae_model_free(j->m);
     tool_inputs_free(&j->in);
-    sae_mpi_counting_free(&j->counted);
+    sae_mpi_counting_free(&j->counted[1]);
+    sae_mpi_counting_free(&j->counted[0]);
+    sae_mpi_comm_free(&j->data);
+    sae_mpi_comm_free(&j->features);
     sae_mpi_comm_free(&j->world);
 }
 
@@ -411,6 +518,7 @@ int main(int argc, char **argv)
      * their errors: rank 0 alone says them (every rank exits 2). */
     int quiet = quiet_begin(&j);
     parse_command_line(&j, argc, argv);
+    split_grid(&j);
     load_run(&j);
     prepare_outputs(&j);
     quiet_end(quiet);

@@ -20,9 +20,10 @@
  * MPI_THREAD_FUNNELED) is enough; otherwise initialise MPI with
  * MPI_THREAD_SERIALIZED or MPI_THREAD_MULTIPLE.
  *
- * Every function returns an SAE_* status of <libsae/sae.h>. Only names with
- * the prefix sae_mpi_ / SAE_MPI_ are declared here (and those of sae.h and
- * mpi.h, which it includes).
+ * Every function returns an SAE_* status of <libsae/sae.h>, and a failing
+ * call says why in sae_mpi_error_detail (libsae's own calls keep theirs in
+ * sae_error_detail). Only names with the prefix sae_mpi_ / SAE_MPI_ are
+ * declared here (and those of sae.h and mpi.h, which it includes).
  */
 #ifndef SAE_MPI_H_INCLUDED
 #define SAE_MPI_H_INCLUDED
@@ -70,13 +71,75 @@ extern "C" {
  *
  * Errors: SAE_E_INVALID_ARG (out NULL, comm MPI_COMM_NULL, or MPI not
  * initialised or already finalised), SAE_E_NOMEM, SAE_E_COMM (an MPI call
- * failed). On error *out is zeroed and nothing is left allocated. */
+ * failed). On error *out is zeroed and nothing is left allocated; the
+ * reason is in sae_mpi_error_detail. */
 SAE_MPI_API int sae_mpi_comm_create(sae_comm *out, MPI_Comm comm);
 
-/* Free what sae_mpi_comm_create made (collective over the ranks of comm, as
- * MPI_Comm_free is) and zero *c. Call it before MPI_Finalize, once nothing
+/* Free what sae_mpi_comm_create or sae_mpi_grid_create made (collective over
+ * the communicator's ranks, as MPI_Comm_free is) and zero *c. Call it before MPI_Finalize, once nothing
  * uses the communicator any more. NULL and a zeroed struct are no-ops. */
 SAE_MPI_API void sae_mpi_comm_free(sae_comm *c);
+
+/* Why the last failing libsae-mpi call on the calling thread failed, in
+ * English, naming the function and what was wrong (e.g. "sae_mpi_grid_create:
+ * the 6 ranks of comm do not split into groups of n_shards = 4"). Never NULL;
+ * "" before the thread's first failure; successful calls leave it as it was.
+ * The string belongs to the library and stays valid until the thread's next
+ * failing libsae-mpi call; each thread has its own. */
+SAE_MPI_API const char *sae_mpi_error_detail(void);
+
+/* ------------------------------------------------------------------------ */
+/* A 2-D grid: data-parallel groups of feature-sharded ranks                 */
+/* ------------------------------------------------------------------------ */
+
+/* Split the ranks of comm into a grid of n_groups = size / n_shards data
+ * groups of n_shards feature shards each, and fill *features and *data with
+ * MPI communicators for its two axes (collective: every rank of comm calls
+ * it with the same n_shards). Rank r of comm is shard r % n_shards of group
+ * r / n_shards:
+ *
+ *   *features  the n_shards ranks of r's group, ranks g n_shards ..
+ *              g n_shards + n_shards - 1 of comm, ranked by shard:
+ *              features->rank = shard, features->n_ranks = n_shards.
+ *              They hold the group's shards and step on the same rows.
+ *   *data      the n_groups ranks that hold r's shard, one per group
+ *              (ranks shard, shard + n_shards, ... of comm), ranked by group:
+ *              data->rank = group, data->n_ranks = n_groups.
+ *
+ *     sae_comm features, data;
+ *     sae_mpi_grid_create(&features, &data, MPI_COMM_WORLD, n_shards);
+ *     sae_shard_range(d_sae, features.n_ranks, features.rank, &begin, &end);
+ *     ... sae_model_create_shard(&m, d_in, d_sae, begin, end, seed, arch, param) ...
+ *     sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, &features);
+ *     sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &data);
+ *     ... each group steps on its rows of the global batch (data.rank) ...
+ *     sae_mpi_comm_free(&data);
+ *     sae_mpi_comm_free(&features);
+ *
+ * A group's shards are consecutive ranks, so a launcher that places ranks on
+ * nodes in rank order (Open MPI's mpirun by default, Slurm's srun with its
+ * default block distribution) puts a group on one node when n_shards divides
+ * the ranks per node: the feature axis's exchanges (the reconstructions, n
+ * x d_in floats of the group's rows per step) stay on the node and the data
+ * axis's (the shard's gradient block) cross the network. For another
+ * placement pass a communicator in the rank order you want (MPI_Comm_split
+ * with your own key). n_shards 1 gives feature communicators of one rank
+ * (plain data-parallel), n_shards = size one group (plain feature-sharded).
+ *
+ * Each communicator is its own MPI communicator (MPI_Comm_split of comm)
+ * with MPI_ERRORS_RETURN, as sae_mpi_comm_create's; free each with
+ * sae_mpi_comm_free (collective over its ranks) before MPI_Finalize.
+ *
+ * Errors, with *features and *data zeroed and nothing created:
+ * SAE_E_INVALID_ARG, on the calling rank alone and without communication,
+ * for comm MPI_COMM_NULL or MPI not initialised (or finalised); after one
+ * MPI_Allreduce over comm, on every rank alike: features or data NULL or the
+ * same struct on any rank, n_shards different between ranks, n_shards < 1,
+ * or a size of comm that n_shards does not divide; SAE_E_NOMEM (on any
+ * rank); SAE_E_COMM when an MPI call failed. The reason is in
+ * sae_mpi_error_detail. */
+SAE_MPI_API int sae_mpi_grid_create(sae_comm *features, sae_comm *data, MPI_Comm comm,
+                                    int n_shards);
 
 /* ------------------------------------------------------------------------ */
 /* Counting what goes through a communicator                                 */
@@ -109,7 +172,8 @@ typedef struct sae_mpi_counts {
  * copied; inner->ctx and counts must stay valid while *out is in use.
  * Errors: SAE_E_INVALID_ARG (a NULL argument, or an inner struct_size too
  * small, n_ranks < 1, a rank outside [0, n_ranks) or a NULL function),
- * SAE_E_NOMEM. On error *out is zeroed. */
+ * SAE_E_NOMEM. On error *out is zeroed; the reason is in
+ * sae_mpi_error_detail. */
 SAE_MPI_API int sae_mpi_counting_create(sae_comm *out, const sae_comm *inner,
                                         sae_mpi_counts *counts);
 

@@ -15,6 +15,8 @@ SAE_MPI_TEST_PIN(sae_mpi_test_counts_size, sizeof(sae_mpi_counts) == 8 * sizeof(
 struct sae_mpi_test_api {
     int (*comm_create)(sae_comm *, MPI_Comm);
     void (*comm_free)(sae_comm *);
+    const char *(*error_detail)(void);
+    int (*grid_create)(sae_comm *, sae_comm *, MPI_Comm, int);
     int (*counting_create)(sae_comm *, const sae_comm *, sae_mpi_counts *);
     void (*counting_free)(sae_comm *);
 };
@@ -30,6 +32,8 @@ extern const struct sae_mpi_test_api sae_mpi_test_api_0_2;
 const struct sae_mpi_test_api sae_mpi_test_api_0_2 = {
     sae_mpi_comm_create,
     sae_mpi_comm_free,
+    sae_mpi_error_detail,
+    sae_mpi_grid_create,
     sae_mpi_counting_create,
     sae_mpi_counting_free,
 };

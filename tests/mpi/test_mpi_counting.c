@@ -35,8 +35,11 @@ START_TEST(refuses_what_it_cannot_forward)
         ck_assert_msg(rc == SAE_E_INVALID_ARG, "%s: %d", cases[k].what, rc);
         ck_assert_msg(out.ctx == NULL && out.allreduce_f32 == NULL && out.struct_size == 0,
                       "%s: *out not zeroed", cases[k].what);
+        ck_assert_msg(strncmp(sae_mpi_error_detail(), "sae_mpi_counting_create: ", 25) == 0,
+                      "%s: detail \"%s\"", cases[k].what, sae_mpi_error_detail());
     }
     ck_assert_int_eq(sae_mpi_counting_create(&out, NULL, &counts), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_mpi_error_detail(), "sae_mpi_counting_create: inner is NULL");
     /* a later, larger struct is fine */
     sae_comm later = inner;
     later.struct_size = sizeof inner + 64;

@@ -223,7 +223,8 @@ static int take_step(tool_train *t, loop *lp)
     double variance = NAN;
     sae_total_variance(y, n, d_out, lp->mean, &variance);
     if (t->share_end > 0)
-        variance = variance_over_ranks(t->comm, n, d_out, lp->mean, variance);
+        variance = variance_over_ranks(t->rows_comm ? t->rows_comm : t->comm, n, d_out,
+                                       lp->mean, variance);
     int rc = lp->y ? sae_step_target(t->model, t->opt, lp->x, lp->y, n, &l)
                    : sae_step(t->model, t->opt, lp->x, n, &l);
     if (rc == SAE_E_NONFINITE) { /* bad data, or a diverging step? */

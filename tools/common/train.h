@@ -95,6 +95,9 @@ typedef struct tool_train {
     uint64_t resampled;          /* features resampled by this call */
     uint64_t resamplings;        /* resampling calls that resampled any */
     const sae_comm *comm;        /* distributed runs (see above); NULL: one process */
+    const sae_comm *rows_comm;   /* the ranks stepping on the other rows of each batch
+                                    (share_*: the batch's variance is combined over
+                                    them); NULL: comm */
     size_t share_begin, share_end; /* data-parallel: this rank's rows of each batch;
                                       both 0: the whole batch */
     size_t hist_dead;            /* dead features in the last histogram written */

@@ -139,7 +139,7 @@ echo "ok: --precision bf16 --gemm cblas on 2 data-parallel ranks"
 # shellcheck disable=SC2086
 run $MPIRUN -np 2 "$bin/sae-train-mpi" --parallel rows
 [ "$rc" -ne 0 ] || fail "--parallel rows: exit 0"
-[ "$(grep -c "sae-train-mpi: --parallel 'rows': data or features" "$tmp/err")" -eq 1 ] ||
+[ "$(grep -c "sae-train-mpi: --parallel 'rows': data, features or grid" "$tmp/err")" -eq 1 ] ||
     fail "--parallel rows: $(cat "$tmp/err")"
 echo "ok: a bad option stops every rank"
 
