@@ -7,6 +7,7 @@
 bin=$1
 shift
 MPIRUN="$*"
+. "$(dirname "$0")/mpi_lib.sh"
 
 # refused NP MESSAGE ARGS...: mpirun -np NP sae-train-mpi ARGS exits 2 and
 # says MESSAGE exactly once
