@@ -398,6 +398,7 @@ static int train(job *j)
     run->checkpoint_every = j->out.checkpoint_every;
     run->comm = opt->mode == MODE_GRID ? &j->features : &j->world;
     run->rows_comm = rows;
+    run->replicas = opt->mode == MODE_GRID ? &j->data : NULL;
     run->share_begin = share_begin;
     run->share_end = share_end;
     run->target = j->in.target.x ? &j->in.target : NULL;

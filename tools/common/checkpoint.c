@@ -196,6 +196,24 @@ int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const s
     return news.status;
 }
 
+int tool_checkpoint_save_grid(const char *dir, const sae_model *m, const sae_optimizer *o,
+                              const tool_run_state *s, const sae_comm *comm,
+                              const sae_comm *replicas, char *err, size_t errlen)
+{
+    stage_news news;
+    memset(&news, 0, sizeof news);
+    if (errlen)
+        err[0] = '\0';
+    if (replicas->rank == 0) {
+        news.status = tool_checkpoint_save_collective(dir, m, o, s, comm, err, errlen);
+        snprintf(news.text, sizeof news.text, "%s", err);
+    }
+    int rc = from_rank0(replicas, &news);
+    if (replicas->rank != 0 || rc == SAE_E_COMM)
+        snprintf(err, errlen, "%s", news.text);
+    return rc;
+}
+
 /* The model (n_shards > 0: shard `shard` of n_shards, sae_shard_range) of
  * the checkpoint in path. */
 static int load_model_part(sae_model **m, const char *path, int n_shards, int shard)

@@ -57,6 +57,15 @@ int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const s
                                     const tool_run_state *s, const sae_comm *comm, char *err,
                                     size_t errlen);
 
+/* The same on a 2-D grid of data groups of feature shards: every rank
+ * calls it; group 0 (replicas->rank 0) writes through comm, its features
+ * communicator, as tool_checkpoint_save_collective does, and every rank
+ * returns group 0's status, told over replicas (the data communicator: the
+ * ranks holding the same shard in every group). err says what failed. */
+int tool_checkpoint_save_grid(const char *dir, const sae_model *m, const sae_optimizer *o,
+                              const tool_run_state *s, const sae_comm *comm,
+                              const sae_comm *replicas, char *err, size_t errlen);
+
 /* Load dir's current checkpoint: the model as trained
  * (train_weights.safetensors of a --normalize run, else
  * sae_weights.safetensors), the optimizer and the state. On any problem (a
