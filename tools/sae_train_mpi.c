@@ -403,9 +403,11 @@ static int train(job *j)
     run->share_end = share_end;
     run->target = j->in.target.x ? &j->in.target : NULL;
     int rc = tool_train_run(&j->run);
-    if (j->run.bad_row != SIZE_MAX) { /* feature shards: every rank read the same row */
+    if (j->run.bad_row != SIZE_MAX) {
+        /* the shards of one group read the same rows: their first says it */
+        const sae_comm *shards = shard_comm(j);
         const char *file = j->run.bad_row_in_target ? cfg->target_path : cfg->input;
-        if (data || root(j))
+        if (data || shards->rank == 0)
             fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
                     j->world.rank, file ? file : "synthetic data", j->run.bad_row);
         return TOOL_EXIT_USAGE;

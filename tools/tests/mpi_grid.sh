@@ -5,9 +5,9 @@
 # (uneven shards, uneven rows per group) give sae-train's model (every tensor
 # within 1e-4 relative: check_same_model), cfg.json, state and log; the
 # grid's checkpoint resumes in one process (sae-train --resume) and on a
-# grid as sae-train resumes its own; a rank killed mid-run ends the job; the
-# command lines it refuses, each with exit status 2 on every rank and its
-# message once (rank 0's).
+# grid as sae-train resumes its own; a NaN row is said once; a rank killed
+# mid-run ends the job; the command lines it refuses, each with exit status
+# 2 on every rank and its message once (rank 0's).
 # Usage: mpi_grid.sh BINDIR MPIEXEC [MPIEXEC FLAGS...]
 . "$(dirname "$0")/lib.sh"
 bin=$1
@@ -89,6 +89,17 @@ grep -q "^resuming $tmp/relu.grid2 at step 30 of 45" "$tmp/err" || fail "resume:
 run "$bin/check_same_model" "$tmp/relu.grid2" "$tmp/relu.one"
 [ "$rc" -eq 0 ] || fail "a grid resuming its checkpoint: $(cat "$tmp/out" "$tmp/err")"
 echo "ok: the grid's checkpoint resumes in sae-train and on a grid as sae-train's own"
+
+# --- a NaN row: said once, by the first shard of the group that read it -------
+cp "$tmp/acts.f32" "$tmp/nan.f32"
+printf '\377\377\377\177' | dd of="$tmp/nan.f32" bs=1 seek=$((37 * 64 + 12)) conv=notrunc 2>/dev/null
+# shellcheck disable=SC2086
+run $MPIRUN -np 4 "$bin/sae-train-mpi" "$tmp/nan.f32" --d-in 16 --d-sae 40 --batch 50 --steps 20 \
+    --parallel grid --shards 2
+[ "$rc" -ne 0 ] || fail "a NaN row: exit 0"
+[ "$(grep -c "nan.f32: row 37 holds NaN or Inf" "$tmp/err")" -eq 1 ] ||
+    fail "a NaN row: $(cat "$tmp/err")"
+echo "ok: a NaN row is said once"
 
 killed_rank_ends_job 4 --d-sae 64 --batch 256 --steps 100000000 --log-every 10 --parallel grid \
     --shards 2
