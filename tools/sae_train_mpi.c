@@ -80,8 +80,9 @@ static void usage(const tool_config *defaults)
            "                      (default: data)\n"
            "  --shards S          --parallel grid: the feature shards of each group (S\n"
            "                      divides N; S 1 is data-parallel, S N feature-sharded)\n"
-           "  --comm-stats        print what each rank sent per step (calls, bytes;\n"
-           "                      on a grid per communicator: features and data)\n\n",
+           "  --comm-stats        print what each rank sent per step through the\n"
+           "                      optimizer's communicators (steps, resampling,\n"
+           "                      checkpoints: calls, bytes; on a grid per axis)\n\n",
            sae_version_string());
     tool_config_help(stdout, defaults);
     tool_target_help(stdout);
@@ -398,7 +399,8 @@ static int train(job *j)
     run->checkpoint_every = j->out.checkpoint_every;
     run->comm = opt->mode == MODE_GRID ? &j->features : &j->world;
     run->rows_comm = rows;
-    run->replicas = opt->mode == MODE_GRID ? &j->data : NULL;
+    run->world = &j->world;
+    run->replica = opt->mode == MODE_GRID && j->data.rank != 0;
     run->share_begin = share_begin;
     run->share_end = share_end;
     run->target = j->in.target.x ? &j->in.target : NULL;
@@ -423,7 +425,7 @@ static int train(job *j)
 }
 
 /* --comm-stats: every rank's calls and bytes per step of the optimizer's
- * collectives (steps and resampling), printed by rank 0; on a grid one line
+ * collectives (steps, resampling and checkpoints), printed by rank 0; on a grid one line
  * per communicator (features: the group's shards; data: the shard's groups). */
 static void print_comm_stats(job *j)
 {

@@ -284,13 +284,12 @@ static int save_checkpoint(tool_train *t, double seconds)
     t->state->tokens = t->batches->drawn;
     t->state->seconds = seconds;
     char err[512];
-    int rc = t->replicas ? tool_checkpoint_save_grid(t->checkpoint_dir, t->model, t->opt,
-                                                     t->state, t->comm, t->replicas, err,
-                                                     sizeof err)
-             : t->comm   ? tool_checkpoint_save_collective(t->checkpoint_dir, t->model, t->opt,
-                                                           t->state, t->comm, err, sizeof err)
-                         : tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state,
-                                                err, sizeof err);
+    int rc = t->comm ? tool_checkpoint_save_collective(t->checkpoint_dir, t->model, t->opt,
+                                                       t->state, t->world ? t->world : t->comm,
+                                                       t->replica ? NULL : t->comm, err,
+                                                       sizeof err)
+                     : tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state, err,
+                                            sizeof err);
     if (rc != SAE_OK) {
         snprintf(t->error, sizeof t->error, "step %llu: checkpoint: %s",
                  (unsigned long long)t->steps_done, err);
