@@ -1048,10 +1048,14 @@ static inline bool sae__fused_covers(const sae_model *m)
 }
 
 /* Whether SAE_OPT_PRECISION bf16 applies to m's encoder product: the plain
- * autoencoders the fused encoder covers (transcoders train in float32). */
+ * autoencoders the fused encoder covers, and Gated SAEs, whose gate and
+ * magnitude pre-activations are both the one product xc W_enc (with W_mag =
+ * exp(r_mag) W_gate), which the block encoder takes in bf16 as the fused one
+ * does (transcoders and Matryoshka train in float32). */
 static inline bool sae__bf16_covers(const sae_model *m)
 {
-    return m->kind == SAE_KIND_AUTOENCODER && sae__fused_covers(m);
+    return m->kind == SAE_KIND_AUTOENCODER &&
+           (sae__fused_covers(m) || m->arch == SAE_ARCH_GATED);
 }
 
 /* Scratch for passes with the pool's threads (at most n_threads) and the

@@ -479,6 +479,7 @@ START_TEST(each_architecture_recovers_true_features)
     check_recovery(SAE_ARCH_TOPK, 4, 0.0, 3e-3, 1500, 0.9);
     check_recovery(SAE_ARCH_BATCHTOPK, 4, 0.0, 3e-3, 1500, 0.9);
     check_recovery(SAE_ARCH_JUMPRELU, 0.05, 0.05, 3e-3, 1500, 0.9);
+    check_recovery(SAE_ARCH_GATED, 0, 1.0, 3e-3, 1500, 0.9);
 }
 END_TEST
 

@@ -650,7 +650,8 @@ static void scale_tensor(sae_model *m, int which, float factor)
 /* The bf16 copy of W_enc that SAE_OPT_PRECISION bf16 keeps follows the model:
  * after sae_model_set_tensor, or for another model, a step computes the same
  * losses as a fresh optimizer would; and it is really bf16 (the losses
- * differ from float32's). */
+ * differ from float32's). For a ReLU SAE (the fused encoder) and a Gated one
+ * (the block encoder: the gate and magnitude paths share the bf16 product). */
 static double first_loss(const sae_model *m, const float *x, size_t n, int precision)
 {
     return fresh_step(m, x, n, SAE_OPT_PRECISION, precision).loss;
@@ -658,11 +659,12 @@ static double first_loss(const sae_model *m, const float *x, size_t n, int preci
 
 START_TEST(bf16_weights_follow_the_model)
 {
+    static const int archs[] = {SAE_ARCH_RELU, SAE_ARCH_GATED};
     const size_t d_in = 64, d_sae = 128, n = 100;
     float *x = test_gaussian(n, d_in, 1.0, 0.0, 9);
     sae_model *a, *b;
     sae_optimizer *o;
-    ck_assert_int_eq(sae_model_create(&a, d_in, d_sae, 3), SAE_OK);
+    ck_assert_int_eq(sae_model_create_arch(&a, d_in, d_sae, 3, archs[_i], 0.0), SAE_OK);
     ck_assert_int_eq(sae_model_clone(&b, a), SAE_OK);
     ck_assert_int_eq(sae_optimizer_create(&o, a), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set(o, SAE_OPT_PRECISION, SAE_PRECISION_BF16), SAE_OK);
@@ -733,8 +735,9 @@ START_TEST(cached_row_norms_follow_the_model)
 }
 END_TEST
 
-/* SAE_OPT_PRECISION bf16 covers the plain autoencoders only: a Gated SAE and
- * transcoders (with and without W_skip, on either kernel) train in float32,
+/* SAE_OPT_PRECISION bf16 covers the plain autoencoders and Gated SAEs only:
+ * Matryoshka SAEs and transcoders (with and without W_skip, on either kernel)
+ * train in float32,
  * bit for bit as without the option, and through the unfused encoder (whose
  * results test_families_train checks against the reference). */
 START_TEST(families_step_in_float32_whatever_the_precision)
@@ -745,7 +748,7 @@ START_TEST(families_step_in_float32_whatever_the_precision)
         int kind, arch, kernel;
         double param;
     } cases[] = {
-        {SAE_KIND_AUTOENCODER, SAE_ARCH_GATED, SAE_KERNEL_AUTO, 0},
+        {SAE_KIND_AUTOENCODER, SAE_ARCH_MATRYOSHKA, SAE_KERNEL_AUTO, 6},
         {SAE_KIND_TRANSCODER, SAE_ARCH_RELU, SAE_KERNEL_SPARSE, 0},
         {SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_TOPK, SAE_KERNEL_AUTO, 6},
         {SAE_KIND_SKIP_TRANSCODER, SAE_ARCH_JUMPRELU, SAE_KERNEL_AUTO, 0.05},
@@ -754,9 +757,11 @@ START_TEST(families_step_in_float32_whatever_the_precision)
         sae_model *m[2];
         for (int p = 0; p < 2; p++) {
             sae_optimizer *o;
-            if (cases[c].kind == SAE_KIND_AUTOENCODER)
-                ck_assert_int_eq(sae_model_create_arch(&m[p], d_in, d_sae, 4, cases[c].arch,
-                                                       cases[c].param), SAE_OK);
+            const size_t widths[] = {16, d_sae};
+            if (cases[c].arch == SAE_ARCH_MATRYOSHKA)
+                ck_assert_int_eq(sae_model_create_matryoshka(&m[p], d_in, d_sae, 4,
+                                                             (size_t)cases[c].param, widths, 2),
+                                 SAE_OK);
             else
                 ck_assert_int_eq(sae_model_create_transcoder(&m[p], d_in, d_out, d_sae, 4,
                                                              cases[c].kind, cases[c].arch,
@@ -961,7 +966,7 @@ static Suite *optimizer_suite(void)
     tcase_add_test(tc, steps_reduce_the_loss);
     tcase_add_test(tc, gemm_backends_train_alike);
     tcase_add_test(tc, gemm_backend_reports_the_resolved_backend);
-    tcase_add_test(tc, bf16_weights_follow_the_model);
+    tcase_add_loop_test(tc, bf16_weights_follow_the_model, 0, 2); /* ReLU, Gated */
     tcase_add_test(tc, families_step_in_float32_whatever_the_precision);
     tcase_add_test(tc, batchtopk_workspace_is_not_batch_wide);
     tcase_add_test(tc, transcoder_steps_fused_match_the_block_loop);

@@ -563,9 +563,13 @@ SAE_API void sae_optimizer_free(sae_optimizer *o);
  *                                about half the time of float32 ones; elsewhere
  *                                the same numbers are computed in float32.
  *                                sae_encode and the other read-only calls stay
- *                                float32, and so do the steps of Gated SAEs and
- *                                transcoders (bf16 covers the ReLU, TopK,
- *                                BatchTopK and JumpReLU autoencoders). Since 0.2.
+ *                                float32, and so do the steps of Matryoshka SAEs
+ *                                and transcoders (bf16 covers the ReLU, TopK,
+ *                                BatchTopK, JumpReLU and Gated autoencoders: a
+ *                                Gated SAE's gate and magnitude pre-activations
+ *                                are both xc W_enc, the one bf16 product, with
+ *                                W_mag = exp(r_mag) W_gate applied in float32).
+ *                                Since 0.2.
  *
  * Architecture options (see "Architectures"; ignored by the others):
  *   SAE_OPT_AUXK_COEFF  1/32     >= 0, finite: AuxK weight (TopK, BatchTopK); 0: off
@@ -1577,6 +1581,30 @@ SAE_API int sae_feature_stats_load(sae_feature_stats **out, const char *path);
  * on error. Read-only on the model. */
 SAE_API int sae_decoder_neighbors(const sae_model *m, size_t k, uint32_t *idx, float *cosine,
                                   size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Comparing dictionaries                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* For each row a_i of a (n_a x d), its largest cosine similarity with a row
+ * of b (n_b x d), cos(a_i, b_j) = a_i . b_j / (||a_i|| ||b_j||) (0 when
+ * either row is zero), into cosine[i], and the j that reaches it (the lowest
+ * on ties) into index[i]. cosine and index hold n_a entries; either may be
+ * NULL, not both. The mean of cosine is the mean max cosine similarity
+ * (MMCS) by which dictionaries are compared: a the ground-truth directions
+ * of synthetic data and b a trained decoder (SAE_W_DEC, d_sae x d_in), or a
+ * and b the decoders of two seeds or widths. The dot products are SGEMM in
+ * blocks of a's rows (about 16 MB of scratch), the norms summed in double:
+ * O(n_a n_b d) work, cosines within about 1e-6 of a double computation;
+ * 8192 rows against 10,000 of 768 take about 1.6 s of CPU time.
+ * Errors: SAE_E_INVALID_ARG (a or b NULL, cosine and index both NULL, n_a,
+ * n_b or d 0, n_b or d above INT_MAX, n_a * d * 4 or n_b * d * 4
+ * overflowing size_t), SAE_E_NONFINITE (a row holds NaN or Inf or its norm
+ * exceeds FLT_MAX; the two largest norms' product is not below 2^126: the
+ * dot products would overflow float), SAE_E_NOMEM; cosine and index are
+ * untouched on error. Since 0.2. */
+SAE_API int sae_max_cosine(const float *a, size_t n_a, const float *b, size_t n_b, size_t d,
+                           float *cosine, uint32_t *index);
 
 /* ------------------------------------------------------------------------ */
 /* Distributed training: the communicator                                   */

@@ -1207,6 +1207,37 @@ inline neighbors decoder_neighbors(const model &m, std::size_t k)
     return n;
 }
 
+// For each row of a (n_a x d floats), its largest cosine with a row of b
+// (n_b x d) and that row, the lowest on ties (sae_max_cosine); the mean of
+// cosine is the mean max cosine similarity (MMCS) of a against b, e.g. the
+// true directions against m.get(sae::tensor::w_dec).
+struct max_cosines {
+    std::vector<float> cosine;      // n_a
+    std::vector<std::uint32_t> idx; // n_a
+};
+inline max_cosines max_cosine(const float *a, std::size_t n_a, const float *b, std::size_t n_b,
+                              std::size_t d)
+{
+    max_cosines r;
+    r.cosine.resize(n_a);
+    r.idx.resize(n_a);
+    check(sae_max_cosine(a, n_a, b, n_b, d, r.cosine.data(), r.idx.data()), "sae_max_cosine");
+    return r;
+}
+inline max_cosines max_cosine(const std::vector<float> &a, const std::vector<float> &b,
+                              std::size_t d)
+{
+    return max_cosine(a.data(), detail::rows_of(a.size(), d, "sae_max_cosine"), b.data(),
+                      detail::rows_of(b.size(), d, "sae_max_cosine"), d);
+}
+#ifdef LIBSAE_HPP_SPAN
+inline max_cosines max_cosine(std::span<const float> a, std::span<const float> b, std::size_t d)
+{
+    return max_cosine(a.data(), detail::rows_of(a.size(), d, "sae_max_cosine"), b.data(),
+                      detail::rows_of(b.size(), d, "sae_max_cosine"), d);
+}
+#endif
+
 // Per-feature statistics over a stream of rows (sae_feature_stats): firing
 // counts, exact sums, maxima, log-spaced histograms and top-N rows; merge
 // accumulators over disjoint rows; save and load them.

@@ -37,7 +37,7 @@ from .enums import (Arch, BDecInit, Gemm, Kernel, LrSchedule, ModelKind, Option,
 from .errors import (ERRORS, CommError, FormatError, InvalidArgError, NoMemError, NonFiniteError, SAEError,
                      SAEIOError, StateError, error_detail, status_string)
 from .model import Losses, Model, estimate_input_scale, shard_range, total_variance
-from .features import FeatureStats, SparseCodes, decoder_neighbors, encode_sparse
+from .features import FeatureStats, SparseCodes, decoder_neighbors, encode_sparse, max_cosine
 from .optimizer import Optimizer
 from .options import OptionInfo, gemm_backend
 from .options import info as option_info
@@ -71,5 +71,5 @@ __all__ = [
     "train", "TrainResult", "CheckpointWriter",
     "checkpoint_begin", "checkpoint_commit", "checkpoint_abort", "checkpoint_current",
     "version", "version_number", "library_path", "capi",
-    "FeatureStats", "SparseCodes", "encode_sparse", "decoder_neighbors",
+    "FeatureStats", "SparseCodes", "encode_sparse", "decoder_neighbors", "max_cosine",
 ]

@@ -217,6 +217,8 @@ FUNCTIONS.update({
     "sae_feature_stats_load_buffer": (c_int, [_out_handle, c_void_p, c_size_t]),
     "sae_feature_stats_load": (c_int, [_out_handle, c_char_p]),
     "sae_decoder_neighbors": (c_int, [_handle, c_size_t, _uint32_ptr, float_ptr, c_size_t]),
+    "sae_max_cosine": (c_int, [float_ptr, c_size_t, float_ptr, c_size_t, c_size_t, float_ptr,
+                               _uint32_ptr]),
 })
 
 

@@ -1,6 +1,6 @@
 """What the features do: sparse codes (sae_encode_sparse), feature statistics
 over a stream (sae_feature_stats_*) and decoder neighbours
-(sae_decoder_neighbors).
+(sae_decoder_neighbors), and dictionaries compared row by row (sae_max_cosine).
 
     codes = libsae.encode_sparse(model, x)          # CSR: offsets, features, values
     with libsae.FeatureStats(model.d_sae, top_n=20) as stats:
@@ -9,6 +9,7 @@ over a stream (sae_feature_stats_*) and decoder neighbours
         stats.density(), stats.top(7)               # numpy arrays
         stats.save("run/feature_stats.safetensors")
     idx, cos = libsae.decoder_neighbors(model, 8)   # (d_sae, 8) each
+    cos, idx = libsae.max_cosine(truth, model.W_dec) # (n_true,) each; cos.mean(): MMCS
 """
 
 from __future__ import annotations
@@ -98,6 +99,30 @@ def decoder_neighbors(model: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
     check(lib.sae_decoder_neighbors(model.handle, int(k), _ptr(idx, _uint32_ptr),
                                     float_pointer(cos), idx.size), "sae_decoder_neighbors")
     return idx, cos
+
+
+def max_cosine(a: ArrayLike, b: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
+    """For each row of a (n_a, d), its largest cosine similarity with a row
+    of b (n_b, d) and the row that reaches it, the lowest on ties
+    (sae_max_cosine): (cos, idx), float32 and uint32 arrays of n_a. A zero
+    row has cosine 0 with every row. cos.mean() is the mean max cosine
+    similarity (MMCS) of a against b: max_cosine(true_directions,
+    model.W_dec), or max_cosine(run_a.W_dec, run_b.W_dec) for two seeds."""
+    rows = []
+    for name, x in (("a", a), ("b", b)):
+        arr = _arrays.as_float32(x, name)
+        if arr.ndim != 2:
+            raise ValueError(f"{name} has shape {tuple(arr.shape)}: expected (rows, d)")
+        rows.append(arr)
+    a2, b2 = rows
+    if a2.shape[1] != b2.shape[1]:
+        raise ValueError(f"a has rows of {a2.shape[1]} and b of {b2.shape[1]}: both must be d wide")
+    cos = np.empty(a2.shape[0], dtype=np.float32)
+    idx = np.empty(a2.shape[0], dtype=np.uint32)
+    check(lib.sae_max_cosine(float_pointer(a2), a2.shape[0], float_pointer(b2), b2.shape[0],
+                             a2.shape[1], float_pointer(cos), _ptr(idx, _uint32_ptr)),
+          "sae_max_cosine")
+    return cos, idx
 
 
 def _free_stats(ptr: Any) -> None:

@@ -53,7 +53,7 @@ from ._data import Rows, nonfinite_row, open_source, open_target, scaled
 from ._progress import Progress, choose
 from .enums import Arch, BDecInit, ModelKind, Option, enum_value
 from .errors import NonFiniteError
-from .model import JUMPRELU_THRESHOLD, Model, estimate_input_scale
+from .model import JUMPRELU_THRESHOLD, Model, estimate_input_scale, total_variance
 from .optimizer import Optimizer
 from .options import parse_options
 
@@ -240,9 +240,10 @@ def train(source: Any = None, *, d_sae: Optional[int] = None,
     before the first, and at the last: step, tokens, seconds, the means of
     loss, l2, l1 and l0 over the steps since the last row, l0_frac, dead_frac
     (features silent for dead_window tokens, default 100000), checkpoint,
-    lr_t and lambda_t (the step's, from the schedules), fvu (sae_fvu of the
-    row's last batch, after its step; sae_fvu_target for a transcoder) and
-    resampled. metrics_csv: also append
+    lr_t and lambda_t (the step's, from the schedules), fvu (the mean over
+    the steps since the last row of each batch's l2 / total_variance(batch),
+    the batch's FVU as its step measured it, of the target for a transcoder;
+    sae-train's definition, at no extra forward pass) and resampled. metrics_csv: also append
     them to a CSV file (sae-train's columns). progress: True (tqdm when
     installed, else a plain line per row on stderr), "plain", "tqdm" or False.
 
@@ -417,9 +418,8 @@ class _Run:
         self.log, self.bar, self.dead_window = log, bar, dead_window
         self.drawn, self.seconds0, self.t0 = drawn, seconds0, time.monotonic()
         self.acc = np.zeros(4)
+        self.fvu_sum = 0.0  # the batches' l2 / total variance since the last row
         self.n_acc = self.resampled = 0
-        self.last_x: Optional[np.ndarray] = None
-        self.last_y: Optional[np.ndarray] = None
         self.t_row, self.drawn_row = self.t0, drawn
         self.metrics: List[Dict[str, Any]] = []
 
@@ -428,21 +428,21 @@ class _Run:
 
     def add(self, losses: Any, x: np.ndarray, y: Optional[np.ndarray]) -> None:
         self.acc += losses
+        # the batch's FVU from its step's l2 (as sae-train: tools/common/train.c)
+        variance = total_variance(x if y is None else y)
+        self.fvu_sum += losses.l2 / variance if variance > 0 else math.nan
         self.n_acc += 1
         self.drawn += x.shape[0]
-        self.last_x, self.last_y = x, y
 
     def row(self, step: int, checkpoint: bool) -> None:
-        m, o, d_sae = self.model, self.opt, self.model.d_sae
+        o, d_sae = self.opt, self.model.d_sae
         means = self.acc / max(self.n_acc, 1)
-        x, y = self.last_x, self.last_y
         row = {"step": step, "tokens": self.drawn, "seconds": round(self.seconds(), 3),
                "loss": float(means[0]), "l2": float(means[1]), "l1": float(means[2]),
                "l0": float(means[3]), "l0_frac": float(means[3]) / d_sae,
                "dead_frac": o.dead_count(self.dead_window) / d_sae, "checkpoint": int(checkpoint),
                "lr_t": o.lr_at(step), "lambda_t": o.l1_coeff_at(step),
-               "fvu": math.nan if x is None or x.shape[0] < 2 else
-               m.fvu(x) if y is None else m.fvu_target(x, y),
+               "fvu": self.fvu_sum / self.n_acc if self.n_acc else math.nan,
                "resampled": self.resampled}
         self.metrics.append(row)
         if self.log:
@@ -450,6 +450,7 @@ class _Run:
         now = time.monotonic()
         self.bar.row(row, (self.drawn - self.drawn_row) / max(now - self.t_row, 1e-9))
         self.acc[:] = 0
+        self.fvu_sum = 0.0
         self.n_acc = self.resampled = 0
         self.t_row, self.drawn_row = now, self.drawn
 

@@ -5,6 +5,7 @@
 
 #include <libsae/sae.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <type_traits>
@@ -128,6 +129,32 @@ void test_neighbors()
     EXPECT(caught);
 }
 
+void test_max_cosine()
+{
+    sae::model m(d_in, d_sae, 5);
+    const std::vector<float> w = m.get(sae::tensor::w_dec);
+    // the decoder's rows 3 and 8, scaled: each finds its own row
+    std::vector<float> truth(2 * d_in);
+    for (std::size_t c = 0; c < d_in; c++) {
+        truth[c] = 2.0f * w[3 * d_in + c];
+        truth[d_in + c] = 0.5f * w[8 * d_in + c];
+    }
+    sae::max_cosines r = sae::max_cosine(truth, w, d_in);
+    std::vector<float> cos(2);
+    std::vector<std::uint32_t> idx(2);
+    EXPECT(sae_max_cosine(truth.data(), 2, w.data(), d_sae, d_in, cos.data(), idx.data()) ==
+           SAE_OK);
+    EXPECT(same(r.cosine, cos) && same(r.idx, idx));
+    EXPECT(r.idx[0] == 3 && r.idx[1] == 8 && std::fabs(r.cosine[0] - 1.0f) < 1e-6f);
+    bool caught = false;
+    try {
+        (void)sae::max_cosine(truth, std::vector<float>(d_in + 1), d_in);  // ragged b
+    } catch (const sae::invalid_arg_error &) {
+        caught = true;
+    }
+    EXPECT(caught);
+}
+
 } // namespace
 
 int main()
@@ -135,6 +162,7 @@ int main()
     test_sparse_codes();
     test_feature_stats();
     test_neighbors();
+    test_max_cosine();
     if (failures)
         std::fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;

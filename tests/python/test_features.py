@@ -1,4 +1,4 @@
-"""libsae.encode_sparse, libsae.FeatureStats and libsae.decoder_neighbors:
+"""libsae.encode_sparse, libsae.FeatureStats, libsae.decoder_neighbors and libsae.max_cosine:
 the numbers against numpy computations from Model.encode's dense features,
 merging, saving, pickling and errors."""
 import pickle
@@ -116,3 +116,27 @@ def test_decoder_neighbors(rng):
         assert np.allclose(np.sort(c[i])[::-1][:4], cos[i], atol=1e-5)
     with pytest.raises(libsae.InvalidArgError, match="k = 25"):
         libsae.decoder_neighbors(m, 25)
+
+
+def test_max_cosine_is_the_mmcs_numpy_computes(rng):
+    """Ground-truth directions against a decoder: each direction's best cosine
+    and row as numpy computes them in double; the mean is the MMCS."""
+    m = random_model(16, 40)
+    truth = data(rng, 12, 16)
+    truth[3] = 2.5 * m.W_dec[17]  # planted: found at row 17, cosine 1
+    cos, idx = libsae.max_cosine(truth, m.W_dec)
+    assert cos.dtype == np.float32 and idx.dtype == np.uint32 and cos.shape == idx.shape == (12,)
+    t = truth.astype(np.float64) / np.linalg.norm(truth, axis=1, keepdims=True)
+    w = m.W_dec.astype(np.float64) / np.linalg.norm(m.W_dec, axis=1, keepdims=True)
+    c = t @ w.T
+    assert np.allclose(cos, c.max(axis=1), atol=1e-5)
+    assert np.allclose(c[np.arange(12), idx], c.max(axis=1), atol=1e-5)
+    assert idx[3] == 17 and cos[3] == pytest.approx(1.0, abs=1e-6)
+    assert float(cos.mean()) == pytest.approx(c.max(axis=1).mean(), abs=1e-5)
+    with pytest.raises(ValueError, match="both must be d wide"):
+        libsae.max_cosine(truth, m.W_dec[:, :8].copy())
+    with pytest.raises(libsae.InvalidArgError, match="n_a is 0"):
+        libsae.max_cosine(truth[:0], m.W_dec)
+    truth[5, 2] = np.nan
+    with pytest.raises(libsae.NonFiniteError, match="row 5 of a"):
+        libsae.max_cosine(truth, m.W_dec)

@@ -2,8 +2,10 @@
 (ReLU, TopK, Gated, Matryoshka, a BatchTopK skip transcoder and a JumpReLU
 transcoder with their target file): a
 run stopped by one and finished by the other has, byte for byte, the
-checkpoint of the run done in one go (by either). Needs the built sae-train ($SAE_BUILD_DIR/tools,
+checkpoint of the run done in one go (by either), and the same log (l2, l0
+and fvu, whose definitions the two share). Needs the built sae-train ($SAE_BUILD_DIR/tools,
 set by CTest); skipped without it."""
+import csv
 import os
 import subprocess
 
@@ -81,11 +83,27 @@ def files(d):
     return {name: (d / name).read_bytes() for name in FILES if (d / name).exists()}
 
 
+def log_rows(path):
+    """A training log's rows: (step, l2, l0, fvu) each."""
+    with open(path) as f:
+        return [(int(r["step"]), float(r["l2"]), float(r["l0"]), float(r["fvu"]))
+                for r in csv.DictReader(f)]
+
+
+def same_log(got, want):
+    """The rows of two logs of one run: same steps, and l2, l0 and fvu equal up
+    to sae-train's 6 printed digits (half a unit of the 6th: 5e-6 relative)."""
+    assert [r[0] for r in got] == [r[0] for r in want]
+    for g, w in zip(got, want):
+        assert g[1:] == pytest.approx(w[1:], rel=5e-6, abs=1e-9), f"step {g[0]}"
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_python_finishes_an_sae_train_run(acts, tmp_path, arch):
     acts, target = acts
     cli, py = spelled(arch, target)
-    sae_train(acts, *cli, "--steps", "10", "--save", str(tmp_path / "whole"))
+    sae_train(acts, *cli, "--steps", "10", "--save", str(tmp_path / "whole"),
+              "--log", str(tmp_path / "whole.csv"))
     sae_train(acts, *cli, "--steps", "10", "--stop-at", "5", "--save", str(tmp_path / "run"),
               "--log", str(tmp_path / "run.csv"))
     r = libsae.train(checkpoint_dir=tmp_path / "run", resume=True, progress=False,
@@ -99,9 +117,15 @@ def test_python_finishes_an_sae_train_run(acts, tmp_path, arch):
     with open(tmp_path / "run.csv") as f:
         steps = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     assert steps == ["1", "2", "4", "5", "6", "8", "10"]
-    # and the same run in one go in Python, too
-    libsae.train(acts, steps=10, checkpoint_dir=tmp_path / "py", **py)
+    whole = log_rows(tmp_path / "whole.csv")
+    # the stop after step 5 splits the row of steps 5-6 in two; the others match
+    same_log([r for r in log_rows(tmp_path / "run.csv") if r[0] not in (5, 6)],
+             [r for r in whole if r[0] != 6])
+    # and the same run in one go in Python, too, with sae-train's log
+    py_run = libsae.train(acts, steps=10, checkpoint_dir=tmp_path / "py", **py)
     assert files(tmp_path / "py") == files(tmp_path / "whole")
+    same_log([(r["step"], r["l2"], r["l0"], r["fvu"]) for r in py_run.metrics], whole)
+    assert all(0 < r[3] < 2 for r in whole)  # a fraction of the variance, not NaN
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -76,10 +76,13 @@ def test_a_stream_of_pairs_is_the_library_s_steps():
                      seed=9, progress=False)
     m = libsae.Model.transcoder(12, 6, 20, seed=9)
     opt = libsae.Optimizer(m, lr=1e-3, l1_coeff=0.5, dead_window=100_000)
+    fvus = []  # each batch's l2 over its target's total variance (the log's fvu)
     for t in range(1000 // 64):
-        opt.step_target(m, x[64 * t:64 * t + 64], y[64 * t:64 * t + 64])
+        yt = y[64 * t:64 * t + 64]
+        fvus.append(opt.step_target(m, x[64 * t:64 * t + 64], yt).l2 / libsae.total_variance(yt))
     assert r.steps == 1000 // 64 and m.to_bytes() == r.model.to_bytes()
-    assert r.metrics[-1]["fvu"] == m.fvu_target(x[64 * 14:64 * 15], y[64 * 14:64 * 15])
+    assert [row["step"] for row in r.metrics] == [1, 2, 5, 10, 15]
+    assert r.metrics[-1]["fvu"] == pytest.approx(np.mean(fvus[10:15]), rel=1e-12)
     with pytest.raises(ValueError, match="target stream ended after 100 rows"):
         libsae.train(iter([x[:200]]), target=iter([y[:100]]), d_sae=8, batch_size=150,
                      progress=False)

@@ -379,14 +379,13 @@ static void check_widths(tool_config *c)
 static void check_compute(const tool_config *c)
 {
     if (c->precision == SAE_PRECISION_BF16) {
-        const char *not_covered = tool_config_transcoder(c) ? "transcoders"
-                                  : any_arch(c, is_gated)   ? "gated"
+        const char *not_covered = tool_config_transcoder(c)       ? "transcoders"
                                   : any_arch(c, is_matryoshka) ? "matryoshka"
                                                                : NULL;
         if (not_covered)
-            tool_usage_error("--precision bf16: libsae %s steps the relu, topk, batchtopk and "
-                             "jumprelu autoencoders in bf16, not %s (they train in fp32)",
-                             sae_version_string(), not_covered);
+            tool_usage_error("--precision bf16: libsae %s steps the relu, topk, batchtopk, "
+                             "jumprelu and gated autoencoders in bf16, not %s (they train in "
+                             "fp32)", sae_version_string(), not_covered);
     }
     if (tool_config_given(c, TOOL_OPT_GEMM) && c->gemm == SAE_GEMM_ONEDNN &&
         sae_gemm_backend(SAE_GEMM_ONEDNN) != SAE_GEMM_ONEDNN)
@@ -502,7 +501,7 @@ void tool_config_help(FILE *f, const tool_config *c)
             "  --precision P       fp32, or bf16: the encoder product (the step's largest)\n"
             "                      takes bfloat16 inputs and sums in float32; weights, Adam\n"
             "                      and every other pass stay float32 (relu, topk, batchtopk,\n"
-            "                      jumprelu autoencoders; default %s)\n"
+            "                      jumprelu, gated autoencoders; default %s)\n"
             "  --gemm B            the products' backend: auto (oneDNN when libsae has it),\n"
             "                      cblas or onednn (default %s; this libsae: %s)\n"
             "Counts accept a k, M or G suffix (--tokens 2M).\n",

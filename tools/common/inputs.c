@@ -184,7 +184,7 @@ int tool_truth_mmcs(const sae_model *m, const tool_inputs *in, double *mmcs, dou
         return SAE_E_NOMEM;
     int rc = sae_model_get_tensor(m, SAE_W_DEC, w_dec, d_sae * d_out);
     if (rc == SAE_OK)
-        tool_mmcs(truth->dirs, truth->n_feat, w_dec, d_sae, d_out, 0.9, mmcs, recovered);
+        rc = tool_mmcs(truth->dirs, truth->n_feat, w_dec, d_sae, d_out, 0.9, mmcs, recovered);
     free(w_dec);
     return rc;
 }

@@ -58,7 +58,7 @@ int tool_evaluate_print(const sae_model *m, const tool_inputs *in, const tool_co
 /* MMCS of m's decoder rows against the synthetic ground truth (of synthetic
  * pairs: the output directions), and the share of true features found with
  * cosine > 0.9 (see tool_mmcs). Returns a libsae status (SAE_E_NOMEM when
- * out of memory). */
+ * out of memory, sae_max_cosine's). */
 int tool_truth_mmcs(const sae_model *m, const tool_inputs *in, double *mmcs, double *recovered);
 
 /* Synthetic skip transcoder pairs: ||W_skip - A||_F / ||A||_F of m. */

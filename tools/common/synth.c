@@ -149,34 +149,23 @@ void tool_synth_free(tool_synth *s)
     memset(s, 0, sizeof *s);
 }
 
-static double dot(const float *a, const float *b, size_t d)
+int tool_mmcs(const float *truth, size_t n_true, const float *dec, size_t n_dec, size_t d,
+              double threshold, double *mmcs, double *recovered)
 {
-    double acc = 0.0;
-    for (size_t j = 0; j < d; j++)
-        acc += (double)a[j] * b[j];
-    return acc;
-}
-
-void tool_mmcs(const float *truth, size_t n_true, const float *dec, size_t n_dec, size_t d,
-               double threshold, double *mmcs, double *recovered)
-{
-    double sum = 0.0;
-    size_t hits = 0;
-    for (size_t i = 0; i < n_true; i++) {
-        const float *g = truth + i * d;
-        double gn = sqrt(dot(g, g, d)), best = 0.0;
-        for (size_t k = 0; k < n_dec && gn > 0.0; k++) {
-            const float *w = dec + k * d;
-            double wn = sqrt(dot(w, w, d));
-            if (wn > 0.0) {
-                double cosine = dot(g, w, d) / (gn * wn);
-                if (cosine > best)
-                    best = cosine;
-            }
+    float *best = malloc(n_true * sizeof *best);
+    if (!best)
+        return SAE_E_NOMEM;
+    int rc = sae_max_cosine(truth, n_true, dec, n_dec, d, best, NULL);
+    if (rc == SAE_OK) {
+        double sum = 0.0;
+        size_t hits = 0;
+        for (size_t i = 0; i < n_true; i++) {
+            sum += best[i];
+            hits += best[i] > threshold;
         }
-        sum += best;
-        hits += best > threshold;
+        *mmcs = sum / (double)n_true;
+        *recovered = (double)hits / (double)n_true;
     }
-    *mmcs = n_true ? sum / (double)n_true : 0.0;
-    *recovered = n_true ? (double)hits / (double)n_true : 0.0;
+    free(best);
+    return rc;
 }

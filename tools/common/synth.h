@@ -80,8 +80,8 @@ void tool_synth_free(tool_synth *s);
  * its largest cosine with any row of dec (n_dec x d, e.g. the SAE's W_dec),
  * averaged over the true directions into *mmcs; *recovered gets the share of
  * true directions whose largest cosine exceeds threshold. Zero rows count as
- * cosine 0. */
-void tool_mmcs(const float *truth, size_t n_true, const float *dec, size_t n_dec, size_t d,
-               double threshold, double *mmcs, double *recovered);
+ * cosine 0. The cosines are libsae's sae_max_cosine; returns its status. */
+int tool_mmcs(const float *truth, size_t n_true, const float *dec, size_t n_dec, size_t d,
+              double threshold, double *mmcs, double *recovered);
 
 #endif

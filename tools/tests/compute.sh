@@ -90,14 +90,25 @@ fi
 # --- bad values and combinations: one line, exit 2 ---------------------------
 expect_usage_error "--precision: expected fp32 or bf16, got 'fp16'" "$train" --precision fp16
 expect_usage_error "--gemm: expected auto, cblas or onednn, got 'mkl'" "$train" --gemm mkl
-expect_usage_error "--precision bf16: libsae" "$train" --precision bf16 --arch gated
-expect_usage_error "not gated (they train in fp32)" "$train" --precision bf16 --arch gated
-expect_usage_error "not matryoshka" "$train" --precision bf16 --arch matryoshka --widths 64
+expect_usage_error "--precision bf16: libsae" "$train" --precision bf16 --arch matryoshka --widths 64
+expect_usage_error "not matryoshka (they train in fp32)" "$train" --precision bf16 --arch matryoshka --widths 64
 expect_usage_error "not transcoders" "$train" --precision bf16 --synth-target
+# shellcheck disable=SC2086
+run "$train" $small --arch matryoshka --k 4 --widths 8 --save "$tmp/matryoshka"
+[ "$rc" -eq 0 ] || fail "matryoshka run: exit $rc: $(cat "$tmp/err")"
+expect_usage_error "not matryoshka" "$train" --resume "$tmp/matryoshka" --precision bf16
+
+# --- Gated steps in bf16 too (its gate and magnitude share the one product) ---
 # shellcheck disable=SC2086
 run "$train" $small --arch gated --save "$tmp/gated"
 [ "$rc" -eq 0 ] || fail "gated run: exit $rc: $(cat "$tmp/err")"
-expect_usage_error "not gated" "$train" --resume "$tmp/gated" --precision bf16
+# shellcheck disable=SC2086
+run "$train" $small --arch gated --precision bf16 --save "$tmp/gated16"
+[ "$rc" -eq 0 ] || fail "gated bf16 run: exit $rc: $(cat "$tmp/err")"
+header | grep -q "; bf16, " || fail "gated bf16 header: $(header)"
+expect_option "$tmp/gated16" 31 0x1.0000000000000p+0 "gated --precision bf16"
+cmp -s "$tmp/gated/sae_weights.safetensors" "$tmp/gated16/sae_weights.safetensors" &&
+    fail "--precision bf16 trained the same Gated model as fp32"
 
 # --- sae-sweep: every run takes them; all its architectures must take bf16 ---
 run "$sweep" --d-in 16 --synth-features 24 --synth-tokens 1000 --d-sae 32 --batch 64 --steps 20 \
@@ -110,5 +121,5 @@ for d in lambda_0.1 topk_k_4; do
     expect_option "$tmp/sweepck/$d" 31 0x1.0000000000000p+0 "sae-sweep --precision bf16 ($d)"
     expect_option "$tmp/sweepck/$d" 30 0x1.0000000000000p+0 "sae-sweep --gemm cblas ($d)"
 done
-expect_usage_error "not gated" "$sweep" --precision bf16 --arch relu,gated --out "$tmp/no"
+expect_usage_error "not matryoshka" "$sweep" --precision bf16 --arch relu,matryoshka --widths 64 --out "$tmp/no"
 finish
