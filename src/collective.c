@@ -424,12 +424,11 @@ static int save_optimizer_fn(const void *obj, const char *path)
     return sae_optimizer_save(obj, path);
 }
 
-int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const char *path)
+/* The saves of m and o by the ranks of comm, status: this rank's so far
+ * (told to the others at the first exchange). */
+static int model_save(const char *fn, const sae_model *m, const sae_comm *comm, const char *path,
+                      int status)
 {
-    static const char fn[] = "sae_model_save_collective";
-    if (!m || !comm || !path)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
-                         !m ? "m" : !comm ? "comm" : "path");
     collective_save s = {.fn = fn, .begin = m->shard_begin, .width = m->d_sae,
                          .total = sae__total_features(m),
                          .shape = shape_digest(m->d_in, m->d_out, m->arch, m->kind, m->k),
@@ -439,7 +438,7 @@ int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const ch
     static const char *const names[] = {SAE_WEIGHTS_FILE, SAE_CONFIG_FILE};
     char *paths[2] = {NULL, NULL};
     size_t n = 0;
-    s.status = destinations(path, names, 2, paths, &n);
+    s.status = status == SAE_OK ? destinations(path, names, 2, paths, &n) : status;
     sae_model_contents contents;
     memset(&contents, 0, sizeof contents);
     if (s.status == SAE_OK)
@@ -461,12 +460,9 @@ int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const ch
     return rc;
 }
 
-int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, const char *path)
+static int optimizer_save(const char *fn, const sae_optimizer *o, const sae_comm *comm,
+                          const char *path, int status)
 {
-    static const char fn[] = "sae_optimizer_save_collective";
-    if (!o || !comm || !path)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
-                         !o ? "o" : !comm ? "comm" : "path");
     collective_save s = {.fn = fn, .begin = o->shard_begin, .width = o->d_sae,
                          .total = o->d_sae_total,
                          .shape = shape_digest(o->d_in, o->lay.d_out, o->arch, o->kind,
@@ -481,7 +477,7 @@ int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, 
     size_t n_meta = 0;
     void *block = NULL;
     char step[24];
-    s.status = destinations(path, names, 1, &file, &n);
+    s.status = status == SAE_OK ? destinations(path, names, 1, &file, &n) : status;
     if (s.status == SAE_OK)
         s.status = sae__optimizer_metadata(o, &meta, &n_meta, &block, step);
     sae_st_out t[SAE_OPT_MAX_TENSORS];
@@ -494,4 +490,63 @@ int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, 
     sae__free(file);
     sae__free(block);
     return rc;
+}
+
+int sae_model_save_collective(const sae_model *m, const sae_comm *comm, const char *path)
+{
+    static const char fn[] = "sae_model_save_collective";
+    if (!m || !comm || !path)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
+                         !m ? "m" : !comm ? "comm" : "path");
+    return model_save(fn, m, comm, path, SAE_OK);
+}
+
+int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm, const char *path)
+{
+    static const char fn[] = "sae_optimizer_save_collective";
+    if (!o || !comm || !path)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn,
+                         !o ? "o" : !comm ? "comm" : "path");
+    return optimizer_save(fn, o, comm, path, SAE_OK);
+}
+
+/* ---- a run's checkpoint through the optimizer's communicators -------------------- */
+
+int sae_checkpoint_save_collective(const sae_model *m, const sae_optimizer *o, const char *dir)
+{
+    static const char fn[] = "sae_checkpoint_save_collective";
+    if (!m || !o || !dir)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: %s is NULL", fn, !m ? "m" : !o ? "o" : "dir");
+    const sae_par *p = o->par;
+    if (!p)
+        return sae__fail(SAE_E_STATE, "%s: o has no communicator attached "
+                         "(sae_optimizer_set_comm): a single process saves with sae_model_save "
+                         "and sae_optimizer_save", fn);
+    const sae_comm *data = p->data.struct_size ? &p->data : NULL;
+    const sae_comm *features = p->features.struct_size ? &p->features : NULL;
+    /* the ranks that write: all of one mode's, a grid's first data group */
+    const sae_comm *writers = features ? features : data;
+    int rc = SAE_OK;
+    if (!sae__is_directory(dir))
+        rc = sae__fail(SAE_E_IO, "%s: dir \"%s\" is not a directory", fn, dir);
+    else if (m->d_in != o->d_in || m->d_sae != o->d_sae || m->shard_begin != o->shard_begin ||
+             sae__total_features(m) != o->d_sae_total)
+        rc = sae__fail(SAE_E_INVALID_ARG, "%s: o was made for another model (or shard) than m",
+                       fn);
+    if (!data || !features || data->rank == 0) {
+        rc = model_save(fn, m, writers, dir, rc);
+        if (rc == SAE_OK) /* (every writer has the same status) */
+            rc = optimizer_save(fn, o, writers, dir, SAE_OK);
+    }
+    if (!data || !features)
+        return rc;
+    /* a grid: the other groups hold replicas of group 0's shards; each
+     * learns group 0's status from its shard's rank there */
+    int32_t final = rc;
+    int brc = sae__comm_broadcast(data, &final, sizeof final, 0);
+    if (brc != SAE_OK)
+        return sae__fail(brc, "%s: the communicator failed", fn);
+    if (data->rank != 0 && final != SAE_OK)
+        return sae__fail(final, "%s: data group 0 failed: %s", fn, sae_status_string(final));
+    return final != SAE_OK ? final : rc; /* (another group's own arguments) */
 }

@@ -56,11 +56,15 @@ int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm)
                              (size_t)SAE_COMM_SIZE_0_2, comm->rank, comm->n_ranks);
     }
     const sae_par *p = o->par;
-    const bool other = mode == SAE_PARALLEL_DATA ? p && p->features.struct_size
-                                                 : p && p->data.struct_size;
-    if (comm && other)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: a data-parallel and a feature-sharded "
-                         "communicator on one optimizer (a 2-D grid) is not supported", fn);
+    /* a 2-D grid: the other axis's communicator must be another one */
+    const sae_comm *other = !p ? NULL : mode == SAE_PARALLEL_DATA ? &p->features : &p->data;
+    if (comm && other && other->struct_size && other->ctx == copy.ctx &&
+        other->allreduce_f32 == copy.allreduce_f32 && other->allgather == copy.allgather)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: comm is the communicator already attached as "
+                         "%s: a 2-D grid needs the ranks of the data group (FEATURES) and the "
+                         "ranks holding the same shard (DATA), two communicators", fn,
+                         mode == SAE_PARALLEL_DATA ? "SAE_PARALLEL_FEATURES"
+                                                   : "SAE_PARALLEL_DATA");
     if (!comm && !p)
         return SAE_OK; /* nothing attached, nothing to detach */
     if (!o->par && !(o->par = sae__alloc_zero(sizeof *o->par)))
@@ -134,21 +138,26 @@ static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_
      * candidates too) */
     const size_t block = sae__batch_selected(m->arch) ? n_tokens : sae__block_size(n_tokens);
     size_t need = 0;
-    const sae_comm *c = ps->data ? ps->data : ps->features;
-    need = max_size(need, exchange_bytes(c, sizeof(header_record)));
-    need = max_size(need, bytes_of(65536, sizeof(double), 0)); /* BatchTopK's histograms */
-    /* the small records: counts, ties, hashes, the statistics (at most
-     * SAE_RECORD_HEADER + 96 bytes: stats_record) */
-    need = max_size(need, exchange_bytes(c, SAE_RECORD_HEADER + 96));
-    if (ps->data) {
-        /* the statistics with each feature's last firing; AuxK's sums */
-        need = max_size(need, exchange_bytes(c, bytes_of(d_sae, sizeof(uint32_t),
-                                                         SAE_RECORD_HEADER + 96)));
-        /* AuxK's residual sums: d_out wide (a transcoder's output) */
+    /* the small exchanges over either axis (a 2-D grid has both) */
+    for (int axis = 0; axis < 2; axis++) {
+        const sae_comm *c = axis == 0 ? ps->data : ps->features;
+        if (!c)
+            continue;
+        need = max_size(need, exchange_bytes(c, sizeof(header_record)));
+        /* the small records: counts, ties, hashes, the statistics (at most
+         * SAE_RECORD_HEADER + 96 bytes: stats_record) */
+        need = max_size(need, exchange_bytes(c, SAE_RECORD_HEADER + 96));
+        /* AuxK's residual sums: d_out wide (a transcoder's output); a grid
+         * exchanges them over both axes */
         need = max_size(need, exchange_bytes(c, bytes_of(max_size(d_in, m->d_out) + 3,
                                                          sizeof(double), SAE_RECORD_HEADER)));
     }
+    need = max_size(need, bytes_of(65536, sizeof(double), 0)); /* BatchTopK's histograms */
+    if (ps->data) /* the statistics with each feature's last firing */
+        need = max_size(need, exchange_bytes(ps->data, bytes_of(d_sae, sizeof(uint32_t),
+                                                                SAE_RECORD_HEADER + 96)));
     if (ps->features) {
+        const sae_comm *c = ps->features;
         const int n = c->n_ranks;
         size_t kk = max_size(m->k, k_aux);
         /* candidates, their cut, and the exchange */
@@ -162,6 +171,116 @@ static size_t step_scratch(const sae_par_step *ps, const sae_model *m, size_t n_
     return need;
 }
 
+/* What a header record disagrees on with this rank's, over one axis (NULL:
+ * nothing); expect_begin: where the shard of a FEATURES rank must begin. */
+static const char *header_disagreement(const sae_par_step *ps, bool features_axis,
+                                       const header_record *h, const header_record *mine,
+                                       uint64_t expect_begin)
+{
+    const bool grid = ps->data && ps->features;
+    if (h->arch != mine->arch || h->d_in != mine->d_in || h->k != mine->k ||
+        h->d_out != mine->d_out || h->kind != mine->kind || h->widths_hash != mine->widths_hash)
+        return "the architecture, kind, d_in, d_out, k or Matryoshka widths";
+    if (h->d_sae_total != mine->d_sae_total)
+        return "d_sae";
+    if (h->steps != mine->steps)
+        return "the optimizer's step count";
+    if (h->options_hash != mine->options_hash)
+        return "the optimizer's options (all but SAE_OPT_THREADS must be equal)";
+    if (h->grid_rank != mine->grid_rank || h->grid_ranks != mine->grid_ranks)
+        return !grid ? "the mode: some ranks have a DATA and a FEATURES communicator (a 2-D "
+                       "grid), others one"
+               : features_axis ? "the data group: the ranks of a FEATURES communicator must "
+                                 "have the same rank and size in their DATA communicators"
+                               : "the shard's place: the ranks of a DATA communicator must have "
+                                 "the same rank and size in their FEATURES communicators";
+    if (!features_axis && !grid && (h->shard_begin != 0 || h->shard_end != h->d_sae_total))
+        return "the model: data-parallel ranks hold the whole model, not a shard";
+    if (!features_axis && grid &&
+        (h->shard_begin != mine->shard_begin || h->shard_end != mine->shard_end))
+        return "the shard: the ranks of a DATA communicator in a 2-D grid hold the same shard";
+    if (features_axis && h->shard_begin != expect_begin)
+        return "the shards: in rank order they must cover [0, d_sae) without a gap";
+    if (features_axis && (h->n_tokens != mine->n_tokens || h->x_hash != mine->x_hash))
+        return "x (and y): feature-sharded ranks step on the same batch";
+    return NULL;
+}
+
+/* Storage for n records of `bytes` each: the scratch when the reservation
+ * holds them, else the stack buffer (capacity bytes), else NULL. */
+static void *records_storage(const sae_par *p, size_t n, size_t bytes, void *stack,
+                             size_t capacity)
+{
+    if (p->scratch_cap >= n * bytes)
+        return p->scratch;
+    return n * bytes <= capacity ? stack : NULL;
+}
+
+/* One header exchange over an axis (mine->status: this rank's status so
+ * far) and its checks; adds the axis's sums to *ps (features: dead
+ * features; data: the global batch and this rank's offset in it). Returns
+ * the agreed status, with the detail set. */
+static int header_axis(const char *fn, sae_par_step *ps, const sae_comm *c, bool features_axis,
+                       const header_record *mine)
+{
+    header_record stack_records[17];
+    header_record *all = records_storage(ps->par, (size_t)c->n_ranks, sizeof *all,
+                                         stack_records, sizeof stack_records);
+    if (!all)
+        return SAE_E_NOMEM; /* cannot even tell the others (a transport would time out) */
+    int agreed;
+    int rc = sae__comm_exchange(c, mine, sizeof *mine, all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK)
+        return agreed == mine->status ? agreed
+                                      : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                  sae_status_string(agreed));
+    /* the ranks must agree on what they train */
+    uint64_t expect_begin = 0;
+    for (size_t r = 0; r < (size_t)c->n_ranks; r++) {
+        const header_record *h = &all[r];
+        const char *what = header_disagreement(ps, features_axis, h, mine, expect_begin);
+        if (what)
+            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d of the %s "
+                             "communicator disagree on %s", fn, r, c->rank,
+                             features_axis ? "FEATURES" : "DATA", what);
+        expect_begin = h->shard_end;
+        if (features_axis) {
+            ps->n_dead_total += h->n_dead;
+        } else {
+            ps->n_global += h->n_tokens;
+            if (r < (size_t)c->rank)
+                ps->token_offset += h->n_tokens;
+        }
+    }
+    if (features_axis && expect_begin != mine->d_sae_total)
+        return sae__fail(SAE_E_INVALID_ARG, "%s: the shards end at feature %zu, not at d_sae %zu",
+                         fn, (size_t)expect_begin, (size_t)mine->d_sae_total);
+    return SAE_OK;
+}
+
+/* A 2-D grid's last word on a status: the FEATURES ranks exchange what each
+ * learnt over its DATA communicator, so that every rank of the grid returns
+ * the same status (the first failure of the lowest shard that saw one). */
+static int grid_agree(const char *fn, sae_par_step *ps, int status)
+{
+    typedef struct status_record { int32_t status, pad; } status_record;
+    status_record mine = {status, 0}, stack_records[17];
+    const sae_comm *c = ps->features;
+    status_record *all = records_storage(ps->par, (size_t)c->n_ranks, sizeof mine,
+                                         stack_records, sizeof stack_records);
+    if (!all)
+        return SAE_E_NOMEM;
+    int agreed;
+    int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK && agreed != status)
+        return sae__fail(agreed, "%s: another rank failed: %s", fn, sae_status_string(agreed));
+    return agreed;
+}
+
 int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const float *y,
                    size_t n_tokens, size_t k_aux, int status, sae_par_step *ps)
 {
@@ -171,16 +290,20 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
     ps->par = p;
     ps->data = p->data.struct_size ? &p->data : NULL;
     ps->features = p->features.struct_size ? &p->features : NULL;
-    const sae_comm *c = ps->data ? ps->data : ps->features;
+    const bool grid = ps->data && ps->features;
 
     header_record mine;
     memset(&mine, 0, sizeof mine);
+    if (status == SAE_OK && grid && sae__batch_selected(m->arch))
+        status = sae__fail(SAE_E_INVALID_ARG, "%s: BatchTopK and Matryoshka SAEs do not train on "
+                           "a 2-D grid (a DATA and a FEATURES communicator) in this version: "
+                           "attach one of them", fn);
     if (status == SAE_OK && !reserve(p, step_scratch(ps, m, n_tokens, k_aux)))
         status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges of a "
                            "distributed step", fn);
     /* a rank whose rows hold NaN must say so now, before any rank starts the
      * exchanges of the pass (features: every rank has the same x) */
-    if (status == SAE_OK && ps->data && !sae__all_finite(x, n_tokens * m->d_in))
+    if (status == SAE_OK && ps->data && !ps->features && !sae__all_finite(x, n_tokens * m->d_in))
         status = sae__check_finite(fn, "x", x, n_tokens * m->d_in);
     if (status == SAE_OK && ps->features) {
         if (!sae__all_finite(x, n_tokens * m->d_in))
@@ -190,7 +313,6 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
                           (y ? sae__hash_f32(y, n_tokens * m->d_out) * 0x9e3779b97f4a7c15ull
                              : 0);
     }
-    mine.status = status;
     mine.arch = m->arch;
     mine.n_tokens = n_tokens;
     mine.d_in = m->d_in;
@@ -206,55 +328,29 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
     for (size_t i = 0; ps->features && i < o->d_sae; i++)
         mine.n_dead += o->since_fired[i] >= o->opt.dead_window;
 
-    /* the header exchange needs its own scratch even when the reservation
-     * above failed: a few records, on the stack if they fit */
-    header_record stack_records[17];
-    header_record *all = stack_records;
-    const size_t n = (size_t)c->n_ranks;
-    if (p->scratch_cap >= n * sizeof(header_record))
-        all = (header_record *)(void *)p->scratch;
-    else if (n > sizeof stack_records / sizeof stack_records[0])
-        return SAE_E_NOMEM; /* cannot even tell the others (a transport would time out) */
-    int agreed;
-    int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "%s: the communicator failed", fn);
-    if (agreed != SAE_OK)
-        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                     sae_status_string(agreed));
-    /* the ranks must agree on what they train */
-    size_t expect_begin = 0;
-    for (size_t r = 0; r < n; r++) {
-        const header_record *h = &all[r];
-        const char *what = NULL;
-        if (h->arch != mine.arch || h->d_in != mine.d_in || h->k != mine.k ||
-            h->d_out != mine.d_out || h->kind != mine.kind || h->widths_hash != mine.widths_hash)
-            what = "the architecture, kind, d_in, d_out, k or Matryoshka widths";
-        else if (h->d_sae_total != mine.d_sae_total)
-            what = "d_sae";
-        else if (h->steps != mine.steps)
-            what = "the optimizer's step count";
-        else if (h->options_hash != mine.options_hash)
-            what = "the optimizer's options (all but SAE_OPT_THREADS must be equal)";
-        else if (ps->data && (h->shard_begin != 0 || h->shard_end != h->d_sae_total))
-            what = "the model: data-parallel ranks hold the whole model, not a shard";
-        else if (ps->features && h->shard_begin != expect_begin)
-            what = "the shards: in rank order they must cover [0, d_sae) without a gap";
-        else if (ps->features && (h->n_tokens != mine.n_tokens || h->x_hash != mine.x_hash))
-            what = "x (and y): feature-sharded ranks step on the same batch";
-        if (what)
-            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on %s", fn, r,
-                             c->rank, what);
-        expect_begin = h->shard_end;
-        ps->n_global += h->n_tokens;
-        if (r < (size_t)c->rank)
-            ps->token_offset += h->n_tokens;
-        ps->n_dead_total += h->n_dead;
+    /* features first (the group's shards and batch), then data (the groups'
+     * batches and the same shard in each); a grid ends with a FEATURES
+     * exchange of what each rank learnt, so that all return the same */
+    int agreed = status;
+    if (ps->features) {
+        mine.status = agreed;
+        mine.grid_rank = grid ? ps->data->rank : -1;
+        mine.grid_ranks = grid ? ps->data->n_ranks : 0;
+        agreed = header_axis(fn, ps, ps->features, true, &mine);
+        if (!grid && agreed != SAE_OK)
+            return agreed;
     }
-    if (ps->features && expect_begin != mine.d_sae_total)
-        return sae__fail(SAE_E_INVALID_ARG, "%s: the shards end at feature %zu, not at d_sae %zu",
-                         fn, (size_t)expect_begin, (size_t)mine.d_sae_total);
-    if (ps->features) { /* the same batch on every shard */
+    if (ps->data) {
+        mine.status = agreed;
+        mine.grid_rank = grid ? ps->features->rank : -1;
+        mine.grid_ranks = grid ? ps->features->n_ranks : 0;
+        agreed = header_axis(fn, ps, ps->data, false, &mine);
+        if (!grid && agreed != SAE_OK)
+            return agreed;
+    }
+    if (grid && (agreed = grid_agree(fn, ps, agreed)) != SAE_OK)
+        return agreed;
+    if (!ps->data) { /* the same batch on every shard */
         ps->n_global = n_tokens;
         ps->token_offset = 0;
     }
@@ -262,6 +358,23 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
 }
 
 /* ---- hooks of the pass ------------------------------------------------------- */
+
+/* A failure seen in an exchange of the pass (the communicator's, or another
+ * rank's agreed by it). One mode: every rank of the communicator saw it and
+ * stops the pass there (the step's last exchange tells nothing new). A 2-D
+ * grid: the ranks of the other axis have not seen it and will make their
+ * exchanges, so the rank records it (ps->status, carried by every later
+ * exchange), keeps what it has (the hooks leave their outputs in a state
+ * the pass can go on from) and goes on joining every exchange until the
+ * step's last, where every rank of the grid learns it. */
+static int carry_on(sae_par_step *ps, int rc)
+{
+    if (rc == SAE_OK || !(ps->data && ps->features))
+        return rc;
+    if (ps->status == SAE_OK)
+        ps->status = rc;
+    return SAE_OK;
+}
 
 /* An exchange of small records from the scratch: mine at the start, all
  * after it. Returns the agreed status, or SAE_E_COMM. */
@@ -348,8 +461,8 @@ static int settle2(sae_par_step *ps, const sae_comm *c, float *a, size_t count_a
     hash_record rec = {ps->status, 0, hash};
     void *all;
     int rc = exchange_small(ps, c, &rec, sizeof rec, &all);
-    if (rc != SAE_OK)
-        return rc;
+    if (rc != SAE_OK) /* (a grid goes on with its own sums) */
+        return carry_on(ps, rc);
 #ifdef SAE_TESTING
     if (ps->par->no_settle)
         return SAE_OK;
@@ -360,7 +473,7 @@ static int settle2(sae_par_step *ps, const sae_comm *c, float *a, size_t count_a
     if (rc == SAE_OK && count_b)
         rc = sae__comm_same_or_root(c, b, count_b, all, sizeof rec, offsetof(hash_record, hash),
                                     &replaced);
-    return rc;
+    return carry_on(ps, rc);
 }
 
 static int settle(sae_par_step *ps, const sae_comm *c, float *buf, size_t count)
@@ -387,8 +500,8 @@ int sae__par_topk_block(sae_par_step *ps, const sae_model *m, const sae_encoded 
     }
     int agreed;
     int rc = sae__shard_select(ps->features, ps->status, rows, k, cand, cut, scratch, &agreed);
-    if (rc != SAE_OK || agreed != SAE_OK)
-        return rc != SAE_OK ? rc : agreed;
+    if (rc != SAE_OK || agreed != SAE_OK) /* (a grid goes on with the local TopK) */
+        return carry_on(ps, rc != SAE_OK ? rc : agreed);
     for (size_t t = 0; t < rows; t++) { /* keep what the whole model keeps */
         float *f = out->f + t * d;
         uint16_t *mask = out->mask + t * chunks;
@@ -430,8 +543,8 @@ int sae__par_aux_block(sae_par_step *ps, const sae_aux_picks *aux, size_t rows, 
     int agreed;
     int rc = sae__shard_select(ps->features, ps->status, rows, k_aux, cand, cut, scratch,
                                &agreed);
-    if (rc != SAE_OK || agreed != SAE_OK)
-        return rc != SAE_OK ? rc : agreed;
+    if (rc != SAE_OK || agreed != SAE_OK) /* (a grid goes on with the local picks) */
+        return carry_on(ps, rc != SAE_OK ? rc : agreed);
     for (size_t t = 0; t < rows; t++) { /* the picks in feature order, compacted */
         uint32_t *feat = aux->feat + t * aux->cap;
         float *fval = aux->fval + t * aux->cap;
@@ -458,8 +571,10 @@ int sae__par_sparse_choice(sae_par_step *ps, size_t pairs, size_t rows, size_t d
     count_record rec = {ps->status, 0, (double)pairs};
     void *all;
     int rc = exchange_small(ps, ps->features, &rec, sizeof rec, &all);
-    if (rc != SAE_OK)
-        return rc;
+    if (rc != SAE_OK) { /* a grid's shards that saw it all take the dense path */
+        *sparse = false;
+        return carry_on(ps, rc);
+    }
     double total = count_total(ps->features, all);
     *sparse = total <= SAE_SPARSE_MAX_DENSITY * (double)rows * (double)d_sae_total;
     return SAE_OK;
@@ -470,8 +585,8 @@ int sae__par_reconstruct(sae_par_step *ps, float *x_hat, size_t rows, size_t d_o
     if (!ps || !ps->features)
         return SAE_OK;
     int rc = sae__comm_allreduce_f32(ps->features, x_hat, rows * d_out);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "sae_step: the communicator failed");
+    if (rc != SAE_OK) /* (a grid: the communicator is broken, its later calls fail too) */
+        return carry_on(ps, sae__fail(rc, "sae_step: the communicator failed"));
     return settle(ps, ps->features, x_hat, rows * d_out);
 }
 
@@ -481,8 +596,8 @@ int sae__par_reconstruct_levels(sae_par_step *ps, float *a, size_t count_a, floa
     int rc = sae__comm_allreduce_f32(ps->features, a, count_a);
     if (rc == SAE_OK && count_b)
         rc = sae__comm_allreduce_f32(ps->features, b, count_b);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "sae_step: the communicator failed");
+    if (rc != SAE_OK) /* (a grid: the communicator is broken, its later calls fail too) */
+        return carry_on(ps, sae__fail(rc, "sae_step: the communicator failed"));
     return settle2(ps, ps->features, a, count_a, b, count_b);
 }
 
@@ -524,7 +639,7 @@ int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *s
 {
     if (!ps)
         return SAE_OK;
-    if (ps->features) { /* the same residuals everywhere: agree on whether any shard picked */
+    if (!ps->data) { /* the same residuals everywhere: agree on whether any shard picked */
         count_record rec = {ps->status, 0, (double)*picks};
         void *all;
         int rc = exchange_small(ps, ps->features, &rec, sizeof rec, &all);
@@ -532,7 +647,8 @@ int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *s
             *picks = (size_t)count_total(ps->features, all);
         return rc;
     }
-    /* data-parallel: [status | picks, sumsq, sum_e...] added in rank order */
+    /* data-parallel: [status | picks, sumsq, sum_e...] added in rank order
+     * (a grid: each shard's picks over the groups, and the groups' residuals) */
     const sae_comm *c = ps->data;
     const size_t count = d_in + 2, bytes = SAE_RECORD_HEADER + count * sizeof(double);
     double *v = (double *)(void *)record_payload(ps);
@@ -541,9 +657,9 @@ int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *s
     memcpy(v + 2, sum_e, d_in * sizeof(double));
     const unsigned char *all;
     int rc = exchange_records(ps, c, bytes, &all);
-    if (rc != SAE_OK)
+    if (rc != SAE_OK && (rc = carry_on(ps, rc)) != SAE_OK)
         return rc;
-    for (size_t k = 0; k < count; k++) {
+    for (size_t k = 0; k < count && ps->status == SAE_OK; k++) {
         double s = 0.0;
         for (int r = 0; r < c->n_ranks; r++) {
             double w;
@@ -551,6 +667,26 @@ int sae__par_auxk_sums(sae_par_step *ps, size_t *picks, double *sumsq, double *s
             s += w;
         }
         v[k] = s;
+    }
+    if (ps->features) {
+        /* a grid: the picks add over the shards; the residual sums are the
+         * same on every shard of a group but for the transport's rounding:
+         * every shard takes shard 0's, so that the group decides alike. A
+         * failure seen by any shard: no AuxK on any (the step fails). */
+        record_payload(ps); /* this rank's status, before v */
+        rc = exchange_records(ps, ps->features, bytes, &all);
+        if (rc != SAE_OK || ps->status != SAE_OK) {
+            *picks = 0;
+            return carry_on(ps, rc);
+        }
+        double total = 0.0;
+        for (int r = 0; r < ps->features->n_ranks; r++) {
+            double w;
+            memcpy(&w, record_of(all, bytes, (size_t)r), sizeof w);
+            total += w;
+        }
+        memcpy(v, record_of(all, bytes, 0), count * sizeof(double));
+        v[0] = total;
     }
     *picks = (size_t)v[0];
     *sumsq = v[1];
@@ -569,7 +705,7 @@ int sae__par_enc_term(sae_par_step *ps, const sae_model *m, const float *g_b_enc
     const unsigned char *all;
     int rc = exchange_records(ps, c, bytes, &all);
     if (rc != SAE_OK)
-        return rc;
+        return carry_on(ps, rc);
     for (size_t j = 0; j < d_in; j++) {
         float sum = 0.0f;
         for (int r = 0; r < c->n_ranks; r++) {
@@ -703,143 +839,186 @@ static stats_record stats_at(const unsigned char *all, size_t stride, int r)
     return q;
 }
 
-/* The squared gradient norm of b_dec (d_out wide), which every shard holds
- * and computes alike. */
-static double b_dec_sumsq(const sae_model *m, const float *grad)
-{
-    double s = 0.0;
-    for (size_t j = 0; j < m->d_out; j++)
-        s += (double)grad[m->lay.b_dec + j] * grad[m->lay.b_dec + j];
-    return s;
-}
-
 int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int status,
                     sae_backward_result *res, float *param_absmax, float *m1_absmax,
                     float *m2_max)
 {
     static const char fn[] = "sae_step";
-    const sae_comm *c = ps->data ? ps->data : ps->features;
+    const bool grid = ps->data && ps->features;
     if (ps->status == SAE_OK)
         ps->status = status;
     stats_record mine;
     memset(&mine, 0, sizeof mine);
-    mine.status = ps->status;
-    mine.l1 = res->sums.l1;
-    mine.l2 = res->sums.l2;
-    mine.active = res->sums.active;
-    mine.gate = res->sums.gate;
-    mine.extra = res->sums.extra;
-    mine.aux_loss = res->aux_loss;
-    mine.param_absmax = *param_absmax;
-    mine.m1_absmax = *m1_absmax;
-    mine.m2_max = *m2_max;
-    size_t stride = sizeof mine;
-    const size_t d_sae = o->d_sae;
+    /* what the ranks add up: over DATA (the groups' batches) then over
+     * FEATURES (the shards' features) */
+    sae_loss_sums sums = res->sums;
+    double aux = res->aux_loss, grad_sumsq = res->grad_sumsq;
+    int rc;
     if (ps->data) {
-        /* one allreduce of the whole gradient block, then its hash and each
-         * feature's last firing (global token positions, 1-based) */
-        int rc = sae__comm_allreduce_f32(c, o->grad, o->lay.total);
-        if (rc != SAE_OK)
-            return sae__fail(rc, "%s: the communicator failed", fn);
+        /* one allreduce of the (shard's) gradient block, then its hash and
+         * each feature's last firing (global token positions, 1-based) */
+        const sae_comm *c = ps->data;
+        const size_t d_sae = o->d_sae, stride = sizeof mine + d_sae * sizeof(uint32_t);
+        if ((rc = sae__comm_allreduce_f32(c, o->grad, o->lay.total)) != SAE_OK &&
+            (rc = carry_on(ps, sae__fail(rc, "%s: the communicator failed", fn))) != SAE_OK)
+            return rc;
+        mine.status = ps->status;
+        mine.l1 = sums.l1;
+        mine.l2 = sums.l2;
+        mine.active = sums.active;
+        mine.gate = sums.gate;
+        mine.extra = sums.extra;
+        mine.aux_loss = aux;
         mine.sumsq = sae__sumsq_hash_f32(o->grad, o->lay.total, &mine.hash);
-        stride += d_sae * sizeof(uint32_t);
-    } else {
-        /* b_dec's and W_skip's gradients are the same on every shard (the
-         * summed reconstruction's): counted once, and W_skip's checked by
-         * hash (a BLAS may round differently on another host) */
-        double skip_sumsq = 0.0;
-        if (m->lay.w_skip_count)
-            skip_sumsq = sae__sumsq_hash_f32(o->grad + m->lay.w_skip, m->lay.w_skip_count,
-                                             &mine.hash);
-        mine.sumsq = res->grad_sumsq - b_dec_sumsq(m, o->grad) - skip_sumsq;
-    }
-    unsigned char *rec = o->par->scratch, *all = rec + stride;
-    memcpy(rec, &mine, sizeof mine);
-    for (size_t i = 0; ps->data && i < d_sae; i++) {
-        uint64_t last = o->ws.last_fired[i];
-        uint32_t global = last ? (uint32_t)(ps->token_offset + last) : 0;
-        memcpy(rec + sizeof mine + i * sizeof global, &global, sizeof global);
-    }
-    int agreed;
-    int rc = sae__comm_exchange(c, rec, stride, all, &agreed);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "%s: the communicator failed", fn);
-    if (agreed != SAE_OK)
-        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                     sae_status_string(agreed));
-    sae_loss_sums sums = {0.0, 0.0, 0.0, 0.0, 0.0};
-    double sumsq = 0.0, aux = 0.0;
-    for (int r = 0; r < c->n_ranks; r++) {
-        stats_record q = stats_at(all, stride, r);
-        sums.l1 += q.l1;
-        sums.active += q.active;
-        if (ps->data) {
-            sums.l2 += q.l2;
-            sums.gate += q.gate;
-            sums.extra += q.extra;
-            aux += q.aux_loss;
-        } else {
-            sumsq += q.sumsq;
-            sums.gate += q.gate; /* Gated's sparsity term: each shard's features */
-            *param_absmax = fmaxf(*param_absmax, q.param_absmax);
-            *m1_absmax = fmaxf(*m1_absmax, q.m1_absmax);
-            *m2_max = fmaxf(*m2_max, q.m2_max);
-        }
-    }
-    if (ps->data) {
-        bool replaced = false;
-#ifdef SAE_TESTING
-        if (!o->par->no_settle)
-#endif
-            rc = sae__comm_same_or_root(c, o->grad, o->lay.total, all, stride,
-                                        offsetof(stats_record, hash), &replaced);
-        if (rc != SAE_OK)
-            return sae__fail(rc, "%s: the communicator failed", fn);
-        uint64_t unused;
-        res->grad_sumsq = replaced ? sae__sumsq_hash_f32(o->grad, o->lay.total, &unused)
-                                   : mine.sumsq;
-        res->aux_loss = aux;
+        unsigned char *rec = o->par->scratch, *all = rec + stride;
+        memcpy(rec, &mine, sizeof mine);
         for (size_t i = 0; i < d_sae; i++) {
-            uint32_t last = 0;
-            for (int r = 0; r < c->n_ranks; r++) {
-                uint32_t v;
-                memcpy(&v, all + (size_t)r * stride + sizeof mine + i * sizeof v, sizeof v);
-                last = v > last ? v : last;
-            }
-            o->ws.last_fired[i] = last;
+            uint64_t last = o->ws.last_fired[i];
+            uint32_t global = last ? (uint32_t)(ps->token_offset + last) : 0;
+            memcpy(rec + sizeof mine + i * sizeof global, &global, sizeof global);
         }
-    } else {
-        /* every shard has the whole reconstruction (and Gated's auxiliary one) */
-        sums.l2 = res->sums.l2;
-        sums.extra = res->sums.extra;
-        double skip_sumsq = 0.0;
-        if (m->lay.w_skip_count) {
-            float *g_skip = o->grad + m->lay.w_skip;
+        int agreed;
+        rc = sae__comm_exchange(c, rec, stride, all, &agreed);
+        if (rc != SAE_OK)
+            rc = sae__fail(rc, "%s: the communicator failed", fn);
+        else if (agreed != SAE_OK)
+            rc = agreed == ps->status ? agreed
+                                      : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                  sae_status_string(agreed));
+        if (rc != SAE_OK) {
+            if (!grid) /* (a grid: the FEATURES exchange below tells the group) */
+                return rc;
+            ps->status = rc;
+        } else {
+            memset(&sums, 0, sizeof sums);
+            aux = 0.0;
+            for (int r = 0; r < c->n_ranks; r++) {
+                stats_record q = stats_at(all, stride, r);
+                sums.l1 += q.l1;
+                sums.active += q.active;
+                sums.l2 += q.l2;
+                sums.gate += q.gate;
+                sums.extra += q.extra;
+                aux += q.aux_loss;
+            }
             bool replaced = false;
 #ifdef SAE_TESTING
             if (!o->par->no_settle)
 #endif
+                rc = sae__comm_same_or_root(c, o->grad, o->lay.total, all, stride,
+                                            offsetof(stats_record, hash), &replaced);
+            if (rc != SAE_OK && (rc = carry_on(ps, sae__fail(rc, "%s: the communicator "
+                                                             "failed", fn))) != SAE_OK)
+                return rc;
+            uint64_t unused;
+            grad_sumsq = replaced ? sae__sumsq_hash_f32(o->grad, o->lay.total, &unused)
+                                  : mine.sumsq;
+            for (size_t i = 0; i < d_sae; i++) {
+                uint32_t last = 0;
+                for (int r = 0; r < c->n_ranks; r++) {
+                    uint32_t v;
+                    memcpy(&v, all + (size_t)r * stride + sizeof mine + i * sizeof v, sizeof v);
+                    last = v > last ? v : last;
+                }
+                o->ws.last_fired[i] = last;
+            }
+        }
+    }
+    if (ps->features) {
+        /* b_dec's and W_skip's gradients are the same on every shard (the
+         * summed reconstruction's; a grid's, summed over DATA on each): counted
+         * once, and checked by hash (a BLAS or a transport may round
+         * differently on another host) */
+        const sae_comm *c = ps->features;
+        float *g_b_dec = o->grad + m->lay.b_dec, *g_skip = o->grad + m->lay.w_skip;
+        uint64_t h_b_dec, h_skip = 0;
+        double rep_sumsq = sae__sumsq_hash_f32(g_b_dec, m->d_out, &h_b_dec);
+        if (m->lay.w_skip_count)
+            rep_sumsq += sae__sumsq_hash_f32(g_skip, m->lay.w_skip_count, &h_skip);
+        memset(&mine, 0, sizeof mine);
+        mine.status = ps->status;
+        mine.hash = h_b_dec ^ h_skip * 0x9e3779b97f4a7c15ull;
+        mine.sumsq = grad_sumsq - rep_sumsq;
+        mine.l1 = sums.l1;
+        mine.active = sums.active;
+        mine.gate = sums.gate; /* Gated's sparsity term: each shard's features */
+        mine.param_absmax = *param_absmax;
+        mine.m1_absmax = *m1_absmax;
+        mine.m2_max = *m2_max;
+        const size_t stride = sizeof mine;
+        unsigned char *rec = o->par->scratch, *all = rec + stride;
+        memcpy(rec, &mine, sizeof mine);
+        int agreed;
+        rc = sae__comm_exchange(c, rec, stride, all, &agreed);
+        if (rc != SAE_OK)
+            return sae__fail(rc, "%s: the communicator failed", fn);
+        if (agreed != SAE_OK)
+            return agreed == ps->status ? agreed
+                                        : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                    sae_status_string(agreed));
+        double sumsq = 0.0;
+        sums.l1 = sums.active = sums.gate = 0.0;
+        for (int r = 0; r < c->n_ranks; r++) {
+            stats_record q = stats_at(all, stride, r);
+            sumsq += q.sumsq;
+            sums.l1 += q.l1;
+            sums.active += q.active;
+            sums.gate += q.gate;
+            *param_absmax = fmaxf(*param_absmax, q.param_absmax);
+            *m1_absmax = fmaxf(*m1_absmax, q.m1_absmax);
+            *m2_max = fmaxf(*m2_max, q.m2_max);
+        }
+        /* l2, Gated's auxiliary reconstruction and AuxK: every shard has the
+         * whole reconstruction (a grid: summed over the groups above) */
+        bool replaced = false;
+#ifdef SAE_TESTING
+        if (!o->par->no_settle)
+#endif
+        {
+            rc = sae__comm_same_or_root(c, g_b_dec, m->d_out, all, stride,
+                                        offsetof(stats_record, hash), &replaced);
+            if (rc == SAE_OK && m->lay.w_skip_count)
                 rc = sae__comm_same_or_root(c, g_skip, m->lay.w_skip_count, all, stride,
                                             offsetof(stats_record, hash), &replaced);
-            if (rc != SAE_OK)
-                return sae__fail(rc, "%s: the communicator failed", fn);
-            uint64_t unused;
-            skip_sumsq = sae__sumsq_hash_f32(g_skip, m->lay.w_skip_count, &unused);
         }
-        res->grad_sumsq = sumsq + b_dec_sumsq(m, o->grad) + skip_sumsq;
+        if (rc != SAE_OK)
+            return sae__fail(rc, "%s: the communicator failed", fn);
+        if (replaced) {
+            uint64_t unused;
+            rep_sumsq = sae__sumsq_hash_f32(g_b_dec, m->d_out, &unused);
+            if (m->lay.w_skip_count)
+                rep_sumsq += sae__sumsq_hash_f32(g_skip, m->lay.w_skip_count, &unused);
+        }
+        grad_sumsq = sumsq + rep_sumsq;
     }
     res->sums = sums;
+    res->aux_loss = aux;
+    res->grad_sumsq = grad_sumsq;
     return SAE_OK;
 }
 
 int sae__par_all_true(sae_par_step *ps, bool mine, bool *all_true)
 {
-    const sae_comm *c = ps->data ? ps->data : ps->features;
-    count_record rec = {ps->status, 0, mine ? 0.0 : 1.0};
-    void *all;
-    int rc = exchange_small(ps, c, &rec, sizeof rec, &all);
-    if (rc == SAE_OK)
-        *all_true = count_total(c, all) == 0.0;
+    /* over DATA, then (a grid) over FEATURES the groups' answers; a grid's
+     * failure over DATA goes on to the FEATURES exchange, so that every rank
+     * returns the same */
+    double bad = mine ? 0.0 : 1.0;
+    int rc = SAE_OK;
+    for (int axis = 0; axis < 2; axis++) {
+        const sae_comm *c = axis == 0 ? ps->data : ps->features;
+        if (!c)
+            continue;
+        count_record rec = {ps->status, 0, bad};
+        void *all;
+        rc = exchange_small(ps, c, &rec, sizeof rec, &all);
+        if (rc != SAE_OK && (axis == 1 || !ps->features))
+            return rc;
+        if (rc != SAE_OK)
+            ps->status = rc;
+        else
+            bad = count_total(c, all);
+    }
+    *all_true = bad == 0.0;
     return rc;
 }
 
@@ -869,6 +1048,9 @@ int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x
             need = max_size(need, bytes_of(block, k * sizeof(float) + sizeof(sae_shard_cut),
                                            sae__shard_select_scratch(c->n_ranks, block, k)));
     }
+    if (status == SAE_OK && ps->features && p->data.struct_size)
+        status = sae__fail(SAE_E_INVALID_ARG, "%s: resampling on a 2-D grid (a DATA and a "
+                           "FEATURES communicator) is not supported in this version", fn);
     if (status == SAE_OK && !reserve(p, need))
         status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges", fn);
     resample_record mine = {status, 0, (double)*n_dead, (double)*n_live, *live_norm_sum,

@@ -125,6 +125,8 @@ typedef struct header_record {
     uint64_t d_out, kind;  /* the output's width, the model's kind (SAE_KIND_*) */
     uint64_t n_dead;       /* features: this shard's dead features */
     uint64_t widths_hash;  /* Matryoshka: its level widths (sae__matryoshka_widths_hash) */
+    int32_t grid_rank;     /* a 2-D grid: this rank's place on the other axis (its rank */
+    int32_t grid_ranks;    /* and n_ranks there); -1 and 0 outside a grid */
 } header_record;
 
 /* What an optimizer keeps for distributed training (sae_optimizer_set_comm). */
@@ -142,7 +144,7 @@ struct sae_par {
 struct sae_par_step {
     sae_par *par;
     const sae_comm *data;     /* the data-parallel ranks, or NULL */
-    const sae_comm *features; /* the feature shards, or NULL */
+    const sae_comm *features; /* the feature shards, or NULL (both: a 2-D grid) */
     size_t n_global;          /* the global batch (data), else the batch */
     size_t token_offset;      /* data: this rank's first token in it */
     size_t n_dead_total;      /* features: dead features over all shards */

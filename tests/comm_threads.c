@@ -2,6 +2,7 @@
 #include "comm_threads.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ typedef struct rank_ctx {
 struct test_comm_group {
     int n;
     unsigned flags;
+    int skew_offset; /* skewed: rank r starts its sums at rank r + skew_offset */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned long generation;
@@ -109,7 +111,7 @@ static int collective(rank_ctx *rc, call_slot call)
             abort();
         }
     }
-    const int first = g->flags & TEST_COMM_SKEWED ? me : 0;
+    const int first = g->flags & TEST_COMM_SKEWED ? (me + g->skew_offset) % g->n : 0;
     void *result = NULL;
     switch (call.kind) {
     case CALL_F32:
@@ -248,6 +250,99 @@ void test_comm_run(test_comm_group *g, test_comm_fn fn, void *arg)
         }
     }
     for (int r = 0; r < g->n; r++)
+        pthread_join(threads[r], NULL);
+    free(args);
+    free(threads);
+}
+
+/* ---- the 2-D grid ------------------------------------------------------------ */
+
+struct test_comm_grid {
+    int groups, shards;
+    test_comm_group **features; /* one per data group */
+    test_comm_group **data;     /* one per shard */
+};
+
+test_comm_grid *test_comm_grid_create(int groups, int shards, unsigned flags)
+{
+    test_comm_grid *grid = calloc(1, sizeof *grid);
+    if (!grid)
+        return NULL;
+    grid->groups = groups;
+    grid->shards = shards;
+    grid->features = calloc((size_t)groups, sizeof *grid->features);
+    grid->data = calloc((size_t)shards, sizeof *grid->data);
+    bool ok = grid->features && grid->data;
+    for (int g = 0; ok && g < groups; g++)
+        ok = (grid->features[g] = test_comm_group_create(shards, flags)) != NULL;
+    for (int s = 0; ok && s < shards; s++) {
+        /* skewed: each shard's DATA sums in another order, so that the shards
+         * of a group get different bits too */
+        ok = (grid->data[s] = test_comm_group_create(groups, flags)) != NULL;
+        if (ok)
+            grid->data[s]->skew_offset = s;
+    }
+    if (!ok) {
+        test_comm_grid_free(grid);
+        return NULL;
+    }
+    return grid;
+}
+
+void test_comm_grid_free(test_comm_grid *grid)
+{
+    if (!grid)
+        return;
+    for (int g = 0; grid->features && g < grid->groups; g++)
+        test_comm_group_free(grid->features[g]);
+    for (int s = 0; grid->data && s < grid->shards; s++)
+        test_comm_group_free(grid->data[s]);
+    free(grid->features);
+    free(grid->data);
+    free(grid);
+}
+
+test_comm_group *test_comm_grid_features(test_comm_grid *grid, int group)
+{
+    return grid->features[group];
+}
+
+test_comm_group *test_comm_grid_data(test_comm_grid *grid, int shard) { return grid->data[shard]; }
+
+typedef struct grid_arg {
+    test_comm_grid *grid;
+    int group, shard;
+    test_grid_fn fn;
+    void *arg;
+} grid_arg;
+
+static void *run_grid_rank(void *p)
+{
+    grid_arg *a = p;
+    sae_comm features, data;
+    test_comm_get(a->grid->features[a->group], a->shard, &features);
+    test_comm_get(a->grid->data[a->shard], a->group, &data);
+    a->fn(a->group, a->shard, &features, &data, a->arg);
+    return NULL;
+}
+
+void test_comm_grid_run(test_comm_grid *grid, test_grid_fn fn, void *arg)
+{
+    const int n = grid->groups * grid->shards;
+    pthread_t *threads = calloc((size_t)n, sizeof *threads);
+    grid_arg *args = calloc((size_t)n, sizeof *args);
+    if (!threads || !args) {
+        fprintf(stderr, "comm_threads: out of memory\n");
+        abort();
+    }
+    for (int r = 0; r < n; r++) {
+        args[r] = (grid_arg){grid, r / grid->shards, r % grid->shards, fn, arg};
+        if (pthread_create(&threads[r], NULL, run_grid_rank, &args[r]) != 0) {
+            fprintf(stderr, "comm_threads: cannot start a thread\n");
+            abort();
+        }
+    }
+    for (int r = 0; r < n; r++)
         pthread_join(threads[r], NULL);
     free(args);
     free(threads);

@@ -44,4 +44,25 @@ uint64_t test_comm_calls(const test_comm_group *g, int rank);
 typedef void (*test_comm_fn)(int rank, const sae_comm *comm, void *arg);
 void test_comm_run(test_comm_group *g, test_comm_fn fn, void *arg);
 
+/* A 2-D grid of groups x shards ranks (threads): the ranks of data group g
+ * (rank g * shards + s for s = 0 .. shards - 1) share a FEATURES
+ * communicator, test_comm_grid_features(grid, g), where rank s holds shard s;
+ * the ranks holding shard s (one per group) share a DATA communicator,
+ * test_comm_grid_data(grid, s), where rank g is group g. Each communicator
+ * is a group of its own above (flags, failure injection, call counts);
+ * skewed, shard s's DATA communicator starts rank r's sums at rank r + s, so
+ * that the shards of a group see different bits as well. */
+typedef struct test_comm_grid test_comm_grid;
+
+/* NULL if memory is short. */
+test_comm_grid *test_comm_grid_create(int groups, int shards, unsigned flags);
+void test_comm_grid_free(test_comm_grid *grid);
+test_comm_group *test_comm_grid_features(test_comm_grid *grid, int group);
+test_comm_group *test_comm_grid_data(test_comm_grid *grid, int shard);
+
+/* Run fn on one thread per rank of the grid and wait for all. */
+typedef void (*test_grid_fn)(int group, int shard, const sae_comm *features,
+                             const sae_comm *data, void *arg);
+void test_comm_grid_run(test_comm_grid *grid, test_grid_fn fn, void *arg);
+
 #endif

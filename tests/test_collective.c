@@ -491,6 +491,145 @@ START_TEST(shard_loading_checks_its_range)
 }
 END_TEST
 
+/* ---- a 2-D grid's checkpoint --------------------------------------------------- */
+
+/* A 2 x 3 grid: data groups of 12 and 20 tokens, each the 3 shards of
+ * shards3; group g's shard r at rank 3 g + r. */
+enum { GRID_GROUPS = 2, GRID_RANKS = GRID_GROUPS * MAX_RANKS };
+static const size_t group_rows[] = {0, 12, N_TOKENS};
+
+typedef struct grid_save {
+    const save_run *s;
+    sae_model *models[GRID_RANKS];
+    sae_optimizer *opts[GRID_RANKS];
+    int step_status[GRID_RANKS], save_status[GRID_RANKS], bad_status[GRID_RANKS];
+} grid_save;
+
+static void grid_train_and_save(int group, int shard, const sae_comm *features,
+                                const sae_comm *data, void *arg)
+{
+    grid_save *g = arg;
+    const save_run *s = g->s;
+    const int r = group * MAX_RANKS + shard;
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    create_part(s, s->split[shard], s->split[shard + 1], &m);
+    sae_optimizer_create(&o, m);
+    configure(o);
+    sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, features);
+    sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, data);
+    int rc = SAE_OK;
+    for (int step = 0; step < s->steps && rc == SAE_OK; step++)
+        rc = step_on(s, m, o, step, group_rows[group], group_rows[group + 1] - group_rows[group]);
+    g->step_status[r] = rc;
+    /* every rank calls it; group 0 writes */
+    g->save_status[r] = sae_checkpoint_save_collective(m, o, s->dir);
+    g->bad_status[r] = sae_checkpoint_save_collective(m, o, "/nonexistent/sae-grid-dir");
+    g->models[r] = m;
+    g->opts[r] = o;
+}
+
+START_TEST(a_grid_saves_one_checkpoint_that_one_process_resumes)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    float *x = test_gaussian(4 * N_TOKENS, D_IN, 1.0, 0.2, 81);
+    save_run s = {.mode = SAE_PARALLEL_FEATURES, .arch = SAE_ARCH_TOPK,
+                  .kind = SAE_KIND_AUTOENCODER, .split = shards3, .x = x, .dir = dir,
+                  .steps = 3};
+    grid_save g;
+    memset(&g, 0, sizeof g);
+    g.s = &s;
+    test_comm_grid *grid = test_comm_grid_create(GRID_GROUPS, MAX_RANKS, 0);
+    ck_assert_ptr_nonnull(grid);
+    test_comm_grid_run(grid, grid_train_and_save, &g);
+    test_comm_grid_free(grid);
+    for (int r = 0; r < GRID_RANKS; r++) {
+        ck_assert_msg(g.step_status[r] == SAE_OK, "rank %d: %s", r,
+                      sae_status_string(g.step_status[r]));
+        ck_assert_msg(g.save_status[r] == SAE_OK, "rank %d: %s", r,
+                      sae_status_string(g.save_status[r]));
+        ck_assert_int_eq(g.bad_status[r], SAE_E_IO); /* group 0's failure, on every rank */
+    }
+    ck_assert_uint_eq(files_in(dir), 3); /* weights, cfg.json, optimizer: nothing else */
+    /* one process loads it: every rank's values exactly (group 0's shards,
+     * which the other group's replicas equal) */
+    sae_model *whole;
+    sae_optimizer *whole_o;
+    ck_assert_int_eq(sae_model_load(&whole, dir), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_load(&whole_o, whole, dir), SAE_OK);
+    ck_assert_uint_eq(sae_optimizer_steps(whole_o), 3);
+    for (int r = 0; r < GRID_RANKS; r++) {
+        for (int k = 0; k < N_TENSORS; k++)
+            check_slice(whole, g.models[r], tensors[k], 0.0);
+        check_optimizer_slice(whole_o, g.opts[r]);
+    }
+    /* and resumes it: one process's next step, 3 shards' alike */
+    ck_assert_int_eq(sae_optimizer_set(whole_o, SAE_OPT_THREADS, 1), SAE_OK);
+    ck_assert_int_eq(step_on(&s, whole, whole_o, s.steps, 0, N_TOKENS), SAE_OK);
+    check_resumes(&s, whole, 3, shards3);
+    /* bad input: no communicator attached, NULL */
+    ck_assert_int_eq(sae_checkpoint_save_collective(whole, whole_o, dir), SAE_E_STATE);
+    ck_assert_int_eq(sae_checkpoint_save_collective(NULL, whole_o, dir), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_checkpoint_save_collective(whole, NULL, dir), SAE_E_INVALID_ARG);
+    ck_assert_int_eq(sae_checkpoint_save_collective(whole, whole_o, NULL), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(), "sae_checkpoint_save_collective: dir is NULL");
+    sae_optimizer_free(whole_o);
+    sae_model_free(whole);
+    for (int r = 0; r < GRID_RANKS; r++) {
+        sae_optimizer_free(g.opts[r]);
+        sae_model_free(g.models[r]);
+    }
+    free(x);
+    remove_dir(dir);
+}
+END_TEST
+
+/* One mode: the same call saves as the model's and optimizer's collective
+ * saves do (feature shards; every rank returns the same status). */
+static void shards_save_checkpoint(int rank, const sae_comm *comm, void *arg)
+{
+    save_run *s = arg;
+    sae_model *m = NULL;
+    sae_optimizer *o = NULL;
+    create_part(s, s->split[rank], s->split[rank + 1], &m);
+    sae_optimizer_create(&o, m);
+    configure(o);
+    sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, comm);
+    s->step_status[rank] = step_on(s, m, o, 0, 0, N_TOKENS);
+    s->model_status[rank] = sae_checkpoint_save_collective(m, o, s->dir);
+    s->models[rank] = m;
+    s->opts[rank] = o;
+}
+
+START_TEST(shards_save_a_checkpoint_in_one_call)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    float *x = test_gaussian(N_TOKENS, D_IN, 1.0, 0.2, 82);
+    save_run s = {.mode = SAE_PARALLEL_FEATURES, .arch = SAE_ARCH_RELU,
+                  .kind = SAE_KIND_AUTOENCODER, .split = shards2, .x = x, .dir = dir,
+                  .steps = 1};
+    run_ranks(&s, 2, shards_save_checkpoint);
+    sae_model *whole;
+    sae_optimizer *whole_o;
+    ck_assert_int_eq(sae_model_load(&whole, dir), SAE_OK);
+    ck_assert_int_eq(sae_optimizer_load(&whole_o, whole, dir), SAE_OK);
+    for (int r = 0; r < 2; r++) {
+        ck_assert_int_eq(s.step_status[r], SAE_OK);
+        ck_assert_int_eq(s.model_status[r], SAE_OK);
+        for (int k = 0; k < N_TENSORS; k++)
+            check_slice(whole, s.models[r], tensors[k], 0.0);
+        check_optimizer_slice(whole_o, s.opts[r]);
+    }
+    sae_optimizer_free(whole_o);
+    sae_model_free(whole);
+    free_run(&s, 2);
+    free(x);
+    remove_dir(dir);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("collective");
@@ -506,6 +645,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, data_parallel_ranks_leave_the_writing_to_rank_0);
     tcase_add_test(tc, a_failed_save_fails_everywhere_and_leaves_nothing);
     tcase_add_test(tc, shard_loading_checks_its_range);
+    tcase_add_test(tc, a_grid_saves_one_checkpoint_that_one_process_resumes);
+    tcase_add_test(tc, shards_save_a_checkpoint_in_one_call);
     suite_add_tcase(s, tc);
     return s;
 }

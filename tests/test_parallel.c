@@ -16,6 +16,8 @@
 #include <string.h>
 
 enum { D_IN = 12, D_SAE = 37, N_TOKENS = 48, STEPS = 5, MAX_RANKS = 3, N_TENSORS = 5 };
+/* a 2-D grid: up to 6 ranks, 2 data groups of 3 shards or 3 of 2 */
+enum { MAX_GROUPS = 3, MAX_GRID = 6 };
 
 static const int tensors[N_TENSORS] = {SAE_W_ENC, SAE_B_ENC, SAE_W_DEC, SAE_B_DEC, SAE_THRESHOLD};
 
@@ -183,19 +185,22 @@ static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[
     sae_model_free(m);
 }
 
-/* What the ranks of a distributed run do and bring back. */
+/* What the ranks of a distributed run do and bring back (a grid's rank of
+ * group g and shard s at g * shards + s). */
 typedef struct dist_run {
     const run_spec *spec;
-    int mode;                       /* SAE_PARALLEL_* */
-    size_t split[MAX_RANKS + 1];    /* data: token shares; features: shards */
-    sae_model *models[MAX_RANKS];   /* kept for the caller's checks */
-    sae_optimizer *opts[MAX_RANKS];
-    int status[MAX_RANKS][STEPS];
-    int resample_status[MAX_RANKS];
-    int recipe_status[MAX_RANKS];   /* recipe_before's, then recipe_after's */
-    size_t resampled[MAX_RANKS];
-    sae_losses losses[MAX_RANKS][STEPS];
-    bool initial_slice[MAX_RANKS];  /* features: the shard began as the slice */
+    int mode;                       /* SAE_PARALLEL_*; both: a 2-D grid */
+    size_t split[MAX_RANKS + 1];    /* data: token shares; features and grids: shards */
+    size_t rows[MAX_GROUPS + 1];    /* a grid: the groups' token shares */
+    int shards;                     /* a grid: shards per group */
+    sae_model *models[MAX_GRID];    /* kept for the caller's checks */
+    sae_optimizer *opts[MAX_GRID];
+    int status[MAX_GRID][STEPS];
+    int resample_status[MAX_GRID];
+    int recipe_status[MAX_GRID];    /* recipe_before's, then recipe_after's */
+    size_t resampled[MAX_GRID];
+    sae_losses losses[MAX_GRID][STEPS];
+    bool initial_slice[MAX_GRID];   /* features: the shard began as the slice */
     bool no_settle;                 /* test hook: trust the transport's sums */
 } dist_run;
 
@@ -240,18 +245,19 @@ static bool shard_is_slice(const sae_model *shard, const run_spec *s)
     return same;
 }
 
-static void rank_main(int rank, const sae_comm *comm, void *arg)
+/* One rank of a distributed run, result slot `index`: features [begin, end)
+ * (a shard unless whole), rows [first, first + n) of each batch, its
+ * communicators (NULL: not attached). */
+static void train_rank(dist_run *d, int index, bool whole, size_t begin, size_t end, size_t first,
+                       size_t n, const sae_comm *features, const sae_comm *data)
 {
-    dist_run *d = arg;
     const run_spec *s = d->spec;
-    const bool data = d->mode == SAE_PARALLEL_DATA;
     sae_model *m = NULL;
     sae_optimizer *o = NULL;
-    int rc = data ? sae_model_create_arch(&m, D_IN, D_SAE, 42, s->arch, s->param)
-                  : sae_model_create_shard(&m, D_IN, D_SAE, d->split[rank], d->split[rank + 1],
-                                           42, s->arch, s->param);
-    if (rc == SAE_OK && !data)
-        d->initial_slice[rank] = shard_is_slice(m, s);
+    int rc = whole ? sae_model_create_arch(&m, D_IN, D_SAE, 42, s->arch, s->param)
+                   : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, s->arch, s->param);
+    if (rc == SAE_OK && !whole)
+        d->initial_slice[index] = shard_is_slice(m, s);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(&o, m);
     if (rc == SAE_OK) {
@@ -269,29 +275,47 @@ static void rank_main(int rank, const sae_comm *comm, void *arg)
         }
         if (s->resample)
             sae_optimizer_set(o, SAE_OPT_DEAD_WINDOW, N_TOKENS);
-        rc = sae_optimizer_set_comm(o, d->mode, comm);
+        if (features)
+            rc = sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, features);
+        if (rc == SAE_OK && data)
+            rc = sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, data);
     }
-    d->recipe_status[rank] = rc == SAE_OK ? recipe_before(s, m, o) : rc;
+    d->recipe_status[index] = rc == SAE_OK ? recipe_before(s, m, o) : rc;
 #ifdef SAE_TESTING
     if (rc == SAE_OK && d->no_settle)
         o->par->no_settle = true;
 #endif
     for (int step = 0; step < STEPS; step++) {
-        const float *x = s->x + (size_t)step * N_TOKENS * D_IN;
-        size_t n = N_TOKENS;
-        if (data) { /* this rank's rows of the global batch */
-            x += d->split[rank] * D_IN;
-            n = d->split[rank + 1] - d->split[rank];
-        }
-        d->status[rank][step] = rc == SAE_OK ? sae_step(m, o, x, n, &d->losses[rank][step]) : rc;
+        const float *x = s->x + ((size_t)step * N_TOKENS + first) * D_IN;
+        d->status[index][step] = rc == SAE_OK ? sae_step(m, o, x, n, &d->losses[index][step]) : rc;
         /* every rank passes the same sample */
         if (s->resample && step + 1 == RESAMPLE_AFTER)
-            d->resample_status[rank] = resample_if_due(s, m, o, step, &d->resampled[rank]);
+            d->resample_status[index] = resample_if_due(s, m, o, step, &d->resampled[index]);
     }
-    if (d->recipe_status[rank] == SAE_OK)
-        d->recipe_status[rank] = rc == SAE_OK ? recipe_after(s, m) : rc;
-    d->models[rank] = m;
-    d->opts[rank] = o;
+    if (d->recipe_status[index] == SAE_OK)
+        d->recipe_status[index] = rc == SAE_OK ? recipe_after(s, m) : rc;
+    d->models[index] = m;
+    d->opts[index] = o;
+}
+
+static void rank_main(int rank, const sae_comm *comm, void *arg)
+{
+    dist_run *d = arg;
+    const size_t *split = d->split;
+    if (d->mode == SAE_PARALLEL_DATA) /* this rank's rows of the global batch */
+        train_rank(d, rank, true, 0, D_SAE, split[rank], split[rank + 1] - split[rank], NULL,
+                   comm);
+    else
+        train_rank(d, rank, false, split[rank], split[rank + 1], 0, N_TOKENS, comm, NULL);
+}
+
+/* A grid's rank: its group's rows, its shard */
+static void grid_main(int group, int shard, const sae_comm *features, const sae_comm *data,
+                      void *arg)
+{
+    dist_run *d = arg;
+    train_rank(d, group * d->shards + shard, false, d->split[shard], d->split[shard + 1],
+               d->rows[group], d->rows[group + 1] - d->rows[group], features, data);
 }
 
 static void dist_free(dist_run *d, int n_ranks)
@@ -302,69 +326,61 @@ static void dist_free(dist_run *d, int n_ranks)
     }
 }
 
-/* Run spec on n_ranks ranks in mode and compare with the single process. */
-static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
-                                      const size_t *split, unsigned flags)
+/* A finished run against the single process: every rank's statuses; the
+ * model each replica holds (data: each rank's; features: the shards'; a
+ * grid: each group's shards) bit-identical to the first's, b_dec on every
+ * rank too; the first within 1e-4 relative of the single process, tensor by
+ * tensor, and every rank's losses. */
+static void verify_run(const run_spec *s, dist_run *d, int n_ranks, const char *mode_name)
 {
     tensors_of want;
     sae_losses want_losses[STEPS];
     reference_run(s, &want, want_losses);
-
-    dist_run d;
-    memset(&d, 0, sizeof d);
-    d.spec = s;
-    d.mode = mode;
-    memcpy(d.split, split, (size_t)(n_ranks + 1) * sizeof *split);
-    test_comm_group *g = test_comm_group_create(n_ranks, flags);
-    ck_assert_ptr_nonnull(g);
-    test_comm_run(g, rank_main, &d);
-    test_comm_group_free(g);
-
-    const char *mode_name = mode == SAE_PARALLEL_DATA ? "data" : "features";
     for (int r = 0; r < n_ranks; r++)
-        ck_assert_msg(d.recipe_status[r] == SAE_OK, "%s: rank %d: the recipe: %s", mode_name, r,
-                      sae_status_string(d.recipe_status[r]));
+        ck_assert_msg(d->recipe_status[r] == SAE_OK, "%s: rank %d: the recipe: %s", mode_name, r,
+                      sae_status_string(d->recipe_status[r]));
     for (int r = 0; r < n_ranks; r++)
         for (int step = 0; step < STEPS; step++)
-            ck_assert_msg(d.status[r][step] == SAE_OK, "%s, arch %d, %d ranks: rank %d step %d: %s",
+            ck_assert_msg(d->status[r][step] == SAE_OK, "%s, arch %d, %d ranks: rank %d step %d: %s",
                           mode_name, s->arch, n_ranks, r, step,
-                          sae_status_string(d.status[r][step]));
+                          sae_status_string(d->status[r][step]));
     for (int r = 0; s->resample && r < n_ranks; r++) {
-        ck_assert_msg(d.resample_status[r] == SAE_OK, "rank %d resampling: %s", r,
-                      sae_status_string(d.resample_status[r]));
-        ck_assert_uint_eq(d.resampled[r], reference_resampled);
+        ck_assert_msg(d->resample_status[r] == SAE_OK, "rank %d resampling: %s", r,
+                      sae_status_string(d->resample_status[r]));
+        ck_assert_uint_eq(d->resampled[r], reference_resampled);
     }
+    /* the replicas: ranks [r0, r0 + per) hold one model */
+    const int per = d->mode == SAE_PARALLEL_DATA ? 1
+                    : d->mode == SAE_PARALLEL_FEATURES ? n_ranks : d->shards;
+    sae_model *whole; /* the shapes of the whole model's tensors */
+    ck_assert_int_eq(sae_model_create_arch(&whole, D_IN, D_SAE, 1, s->arch, s->param), SAE_OK);
     tensors_of got;
-    tensors_alloc(&got, d.models[0]);
-    if (mode == SAE_PARALLEL_DATA) {
-        ck_assert_int_eq(tensors_put(&got, d.models[0]), SAE_OK);
-        /* the replicas: bit for bit the same */
-        for (int r = 1; r < n_ranks; r++) {
-            tensors_of other;
-            tensors_alloc(&other, d.models[r]);
-            ck_assert_int_eq(tensors_put(&other, d.models[r]), SAE_OK);
-            for (int k = 0; k < N_TENSORS; k++)
-                ck_assert_msg(equal_floats(other.t[k], got.t[k], got.n[k]),
-                              "rank %d's tensor %d differs from rank 0's", r, tensors[k]);
-            tensors_free(&other);
+    tensors_alloc(&got, whole);
+    for (int r0 = 0; r0 < n_ranks; r0 += per) {
+        tensors_of mine;
+        tensors_alloc(&mine, whole);
+        for (int r = r0; r < r0 + per; r++) {
+            ck_assert_msg(per == 1 || d->initial_slice[r], "shard %d did not start as the slice",
+                          r);
+            ck_assert_int_eq(tensors_put(&mine, d->models[r]), SAE_OK);
         }
-    } else {
-        tensors_free(&got);
-        sae_model *whole;
-        ck_assert_int_eq(sae_model_create_arch(&whole, D_IN, D_SAE, 1, s->arch, s->param), SAE_OK);
-        tensors_alloc(&got, whole);
-        sae_model_free(whole);
-        for (int r = 0; r < n_ranks; r++) {
-            ck_assert_msg(d.initial_slice[r], "shard %d did not start as the slice", r);
-            ck_assert_int_eq(tensors_put(&got, d.models[r]), SAE_OK);
+        for (int k = 0; k < N_TENSORS; k++) {
+            if (r0 == 0)
+                memcpy(got.t[k], mine.t[k], got.n[k] * sizeof(float));
+            else /* bit for bit the same */
+                ck_assert_msg(equal_floats(mine.t[k], got.t[k], got.n[k]),
+                              "%s: the model of ranks %d.. differs from ranks 0..'s in tensor %d",
+                              mode_name, r0, tensors[k]);
         }
-        /* b_dec is on every shard: the same bits */
-        for (int r = 1; r < n_ranks; r++) {
-            float a[D_IN], b[D_IN];
-            ck_assert_int_eq(sae_model_get_tensor(d.models[0], SAE_B_DEC, a, D_IN), SAE_OK);
-            ck_assert_int_eq(sae_model_get_tensor(d.models[r], SAE_B_DEC, b, D_IN), SAE_OK);
-            ck_assert_msg(equal_floats(a, b, D_IN), "shard %d's b_dec differs from shard 0's", r);
-        }
+        tensors_free(&mine);
+    }
+    sae_model_free(whole);
+    for (int r = 1; r < n_ranks; r++) { /* b_dec is on every rank: the same bits */
+        float a[D_IN], b[D_IN];
+        ck_assert_int_eq(sae_model_get_tensor(d->models[0], SAE_B_DEC, a, D_IN), SAE_OK);
+        ck_assert_int_eq(sae_model_get_tensor(d->models[r], SAE_B_DEC, b, D_IN), SAE_OK);
+        ck_assert_msg(equal_floats(a, b, D_IN), "%s: rank %d's b_dec differs from rank 0's",
+                      mode_name, r);
     }
     for (int k = 0; k < N_TENSORS; k++) {
         if (want.n[k] == 0)
@@ -375,7 +391,7 @@ static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
     }
     for (int r = 0; r < n_ranks; r++)
         for (int step = 0; step < STEPS; step++) {
-            const sae_losses *a = &d.losses[r][step], *b = &want_losses[step];
+            const sae_losses *a = &d->losses[r][step], *b = &want_losses[step];
             double e = fabs(a->loss - b->loss) + fabs(a->l2 - b->l2) + fabs(a->l1 - b->l1) +
                        fabs(a->l0 - b->l0);
             ck_assert_msg(e <= 1e-4 * (fabs(b->loss) + fabs(b->l1) + fabs(b->l0) + 1e-12),
@@ -385,7 +401,42 @@ static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
         }
     tensors_free(&got);
     tensors_free(&want);
-    dist_free(&d, n_ranks);
+    dist_free(d, n_ranks);
+}
+
+/* Run spec on n_ranks ranks in mode and compare with the single process. */
+static void check_against_one_process(const run_spec *s, int mode, int n_ranks,
+                                      const size_t *split, unsigned flags)
+{
+    dist_run d;
+    memset(&d, 0, sizeof d);
+    d.spec = s;
+    d.mode = mode;
+    memcpy(d.split, split, (size_t)(n_ranks + 1) * sizeof *split);
+    test_comm_group *g = test_comm_group_create(n_ranks, flags);
+    ck_assert_ptr_nonnull(g);
+    test_comm_run(g, rank_main, &d);
+    test_comm_group_free(g);
+    verify_run(s, &d, n_ranks, mode == SAE_PARALLEL_DATA ? "data" : "features");
+}
+
+/* The same on a 2-D grid: groups data groups (rows: their token shares) of
+ * shards feature shards (split). */
+static void check_grid(const run_spec *s, int groups, const size_t *rows, int shards,
+                       const size_t *split, unsigned flags)
+{
+    dist_run d;
+    memset(&d, 0, sizeof d);
+    d.spec = s;
+    d.mode = SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES;
+    d.shards = shards;
+    memcpy(d.split, split, (size_t)(shards + 1) * sizeof *split);
+    memcpy(d.rows, rows, (size_t)(groups + 1) * sizeof *rows);
+    test_comm_grid *grid = test_comm_grid_create(groups, shards, flags);
+    ck_assert_ptr_nonnull(grid);
+    test_comm_grid_run(grid, grid_main, &d);
+    test_comm_grid_free(grid);
+    verify_run(s, &d, groups * shards, "grid");
 }
 
 static float *steps_of_data(uint64_t seed)
@@ -415,6 +466,10 @@ static void check_arch(int arch, double param, int kernel, bool auxk)
     check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
     check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
     check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+    if (arch != SAE_ARCH_BATCHTOPK) { /* 2 x 2 and 2 x 3 grids, uneven groups and shards */
+        check_grid(&s, 2, tokens2, 2, shards2, 0);
+        check_grid(&s, 2, tokens2, 3, shards3, 0);
+    }
     free(x);
 }
 
@@ -514,14 +569,16 @@ typedef struct family_run {
     int kind, arch;                  /* SAE_KIND_*, SAE_ARCH_* */
     double param;
     bool auxk;
-    int mode;                        /* SAE_PARALLEL_DATA or SAE_PARALLEL_FEATURES */
+    int mode;                        /* SAE_PARALLEL_DATA or _FEATURES; both: a 3 x 2 grid */
     const float *x, *y;              /* STEPS batches of x (D_IN) and, for transcoders, y (D_OUT) */
-    const size_t *split;             /* data: token shares; features: shards */
-    float *t[MAX_RANKS][N_ALL_TENSORS]; /* each rank's tensors (a shard's: its part) */
-    size_t n[MAX_RANKS][N_ALL_TENSORS];
-    float *initial[MAX_RANKS][N_ALL_TENSORS]; /* features: each shard's tensors when made */
-    int status[MAX_RANKS];           /* the first failure of the rank's calls */
-    sae_losses losses[MAX_RANKS][STEPS];
+    const size_t *split;             /* data: token shares; features and grids: shards */
+    const size_t *rows;              /* a grid: the groups' token shares */
+    int shards;                      /* a grid: shards per group */
+    float *t[MAX_GRID][N_ALL_TENSORS]; /* each rank's tensors (a shard's: its part) */
+    size_t n[MAX_GRID][N_ALL_TENSORS];
+    float *initial[MAX_GRID][N_ALL_TENSORS]; /* features: each shard's tensors when made */
+    int status[MAX_GRID];            /* the first failure of the rank's calls */
+    sae_losses losses[MAX_GRID][STEPS];
 } family_run;
 
 /* The model's tensors into out[k] (allocated), their sizes into n[k]. */
@@ -542,13 +599,20 @@ static int family_tensors(const sae_model *m, float *out[N_ALL_TENSORS], size_t 
 /* Train the family's model: alone (comm NULL, rank 0) or as a rank of comm
  * in g->mode (features: the shard [split[rank], split[rank + 1])). No
  * ck_assert here: it runs on the ranks' threads. */
-static void family_train(family_run *g, int rank, const sae_comm *comm)
+/* Rank `index` of a family run: shard `shard` of group `group`'s rows, with
+ * the communicators given (none: the single process, whole). */
+static void family_train(family_run *g, int index, int group, int shard, const sae_comm *features,
+                         const sae_comm *data)
 {
     sae_model *m = NULL;
     sae_optimizer *o = NULL;
     const bool transcoder = g->kind != SAE_KIND_AUTOENCODER;
-    const bool shard = comm && g->mode == SAE_PARALLEL_FEATURES;
-    const size_t begin = shard ? g->split[rank] : 0, end = shard ? g->split[rank + 1] : D_SAE;
+    const size_t begin = features ? g->split[shard] : 0;
+    const size_t end = features ? g->split[shard + 1] : D_SAE;
+    /* data-parallel and grids: the group's rows; feature shards: the whole batch */
+    const size_t *rows = !data ? NULL : features ? g->rows : g->split;
+    const size_t first = rows ? rows[group] : 0;
+    const size_t n = rows ? rows[group + 1] - rows[group] : N_TOKENS;
     int rc = transcoder ? sae_model_create_transcoder_shard(&m, D_IN, D_OUT, D_SAE, begin, end,
                                                             42, g->kind, g->arch, g->param)
              : g->arch == SAE_ARCH_MATRYOSHKA
@@ -556,8 +620,8 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
                                                      (size_t)g->param, matryoshka_widths, 3)
                  : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, g->arch, g->param);
     size_t unused[N_ALL_TENSORS];
-    if (rc == SAE_OK && shard)
-        rc = family_tensors(m, g->initial[rank], unused);
+    if (rc == SAE_OK && features)
+        rc = family_tensors(m, g->initial[index], unused);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(&o, m);
     if (rc == SAE_OK)
@@ -572,29 +636,42 @@ static void family_train(family_run *g, int rank, const sae_comm *comm)
         rc = sae_optimizer_set(o, SAE_OPT_AUXK_K, 4);
     if (rc == SAE_OK && g->auxk)
         rc = sae_optimizer_set(o, SAE_OPT_AUXK_COEFF, 0.5);
-    if (rc == SAE_OK && comm)
-        rc = sae_optimizer_set_comm(o, g->mode, comm);
+    if (rc == SAE_OK && features)
+        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, features);
+    if (rc == SAE_OK && data)
+        rc = sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, data);
     for (int step = 0; rc == SAE_OK && step < STEPS; step++) {
-        /* data-parallel: this rank's rows; feature shards: the whole batch */
-        const bool rows = comm && g->mode == SAE_PARALLEL_DATA;
-        size_t first = (size_t)step * N_TOKENS + (rows ? g->split[rank] : 0);
-        size_t n = rows ? g->split[rank + 1] - g->split[rank] : N_TOKENS;
-        rc = transcoder ? sae_step_target(m, o, g->x + first * D_IN, g->y + first * D_OUT, n,
-                                          &g->losses[rank][step])
-                        : sae_step(m, o, g->x + first * D_IN, n, &g->losses[rank][step]);
+        size_t at = (size_t)step * N_TOKENS + first;
+        rc = transcoder ? sae_step_target(m, o, g->x + at * D_IN, g->y + at * D_OUT, n,
+                                          &g->losses[index][step])
+                        : sae_step(m, o, g->x + at * D_IN, n, &g->losses[index][step]);
     }
     if (rc == SAE_OK)
-        rc = family_tensors(m, g->t[rank], g->n[rank]);
-    g->status[rank] = rc;
+        rc = family_tensors(m, g->t[index], g->n[index]);
+    g->status[index] = rc;
     sae_optimizer_free(o);
     sae_model_free(m);
 }
 
-static void family_rank(int rank, const sae_comm *comm, void *arg) { family_train(arg, rank, comm); }
+static void family_rank(int rank, const sae_comm *comm, void *arg)
+{
+    family_run *g = arg;
+    if (g->mode == SAE_PARALLEL_DATA)
+        family_train(g, rank, rank, 0, NULL, comm);
+    else
+        family_train(g, rank, 0, rank, comm, NULL);
+}
+
+static void family_grid_rank(int group, int shard, const sae_comm *features,
+                             const sae_comm *data, void *arg)
+{
+    family_run *g = arg;
+    family_train(g, group * g->shards + shard, group, shard, features, data);
+}
 
 static void family_free(family_run *g)
 {
-    for (int r = 0; r < MAX_RANKS; r++)
+    for (int r = 0; r < MAX_GRID; r++)
         for (int k = 0; k < N_ALL_TENSORS; k++) {
             free(g->t[r][k]);
             free(g->initial[r][k]);
@@ -605,7 +682,7 @@ static void family_free(family_run *g)
  * shards' parts (part[r]: shard [split[r], split[r + 1])'s): W_enc's columns,
  * W_dec's rows, one value per feature; b_dec, W_skip and BatchTopK's one
  * threshold are whole on every shard (rank 0's taken). */
-static void family_assemble(int k, float *const part[MAX_RANKS][N_ALL_TENSORS], const size_t *split,
+static void family_assemble(int k, float *const part[MAX_GRID][N_ALL_TENSORS], const size_t *split,
                             int n_ranks, float *whole, size_t n)
 {
     for (int r = 0; r < n_ranks; r++) {
@@ -645,12 +722,13 @@ static void check_family(const family_run *spec, int extra_tensor)
 {
     float *x = steps_of_data(23 + (uint64_t)spec->arch);
     float *y = test_gaussian((size_t)STEPS * N_TOKENS, D_OUT, 1.0, 0.2, 31);
-    const bool features = spec->mode == SAE_PARALLEL_FEATURES;
-    const char *mode = features ? "features" : "data";
+    const bool grid = spec->mode == (SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES);
+    const bool features = spec->mode & SAE_PARALLEL_FEATURES;
+    const char *mode = grid ? "grid" : features ? "features" : "data";
     family_run want = *spec;
     want.x = x;
     want.y = y;
-    family_train(&want, 0, NULL);
+    family_train(&want, 0, 0, 0, NULL, NULL);
     ck_assert_int_eq(want.status[0], SAE_OK);
     ck_assert_uint_gt(want.n[0][extra_tensor], 0);
     /* the initial whole model, for the shards' first tensors */
@@ -667,17 +745,31 @@ static void check_family(const family_run *spec, int extra_tensor)
                      SAE_OK);
     ck_assert_int_eq(family_tensors(m0, init, init_n), SAE_OK);
     sae_model_free(m0);
-    for (int n_ranks = 2; n_ranks <= 3; n_ranks++) {
+    /* a grid: 3 groups (three, so that the order of their sums matters) of
+     * 2 shards, group g's shard s at rank 2 g + s */
+    for (int n_ranks = grid ? 3 : 2; n_ranks <= 3; n_ranks++) {
         family_run got = *spec;
         got.x = x;
         got.y = y;
-        got.split = features ? (n_ranks == 2 ? shards2 : shards3)
-                             : (n_ranks == 2 ? tokens2 : tokens3);
-        test_comm_group *grp = test_comm_group_create(n_ranks, TEST_COMM_SKEWED);
-        ck_assert_ptr_nonnull(grp);
-        test_comm_run(grp, family_rank, &got);
-        test_comm_group_free(grp);
-        for (int r = 0; r < n_ranks; r++)
+        got.split = grid ? shards2
+                    : features ? (n_ranks == 2 ? shards2 : shards3)
+                               : (n_ranks == 2 ? tokens2 : tokens3);
+        got.rows = tokens3;
+        got.shards = 2;
+        if (grid) {
+            test_comm_grid *cells = test_comm_grid_create(3, 2, TEST_COMM_SKEWED);
+            ck_assert_ptr_nonnull(cells);
+            test_comm_grid_run(cells, family_grid_rank, &got);
+            test_comm_grid_free(cells);
+        } else {
+            test_comm_group *grp = test_comm_group_create(n_ranks, TEST_COMM_SKEWED);
+            ck_assert_ptr_nonnull(grp);
+            test_comm_run(grp, family_rank, &got);
+            test_comm_group_free(grp);
+        }
+        /* ranks, and the shards that make one model */
+        const int total = grid ? 6 : n_ranks, per = grid ? 2 : n_ranks;
+        for (int r = 0; r < total; r++)
             ck_assert_msg(got.status[r] == SAE_OK, "%s, kind %d arch %d, %d ranks: rank %d: %s",
                           mode, spec->kind, spec->arch, n_ranks, r,
                           sae_status_string(got.status[r]));
@@ -687,16 +779,21 @@ static void check_family(const family_run *spec, int extra_tensor)
             ck_assert_ptr_nonnull(whole);
             if (features) {
                 /* each shard began as exactly its slice */
-                family_assemble(k, got.initial, got.split, n_ranks, whole, n);
+                family_assemble(k, got.initial, got.split, per, whole, n);
                 ck_assert_msg(equal_floats(whole, init[k], n), "kind %d arch %d, %d shards: "
                               "tensor %d did not start as the slice", spec->kind, spec->arch,
-                              n_ranks, all_tensors[k]);
-                family_assemble(k, got.t, got.split, n_ranks, whole, n);
+                              per, all_tensors[k]);
+                family_assemble(k, got.t, got.split, per, whole, n);
             } else {
                 memcpy(whole, got.t[0][k], n * sizeof(float));
             }
-            /* replicas, and what every shard holds whole: bit for bit rank 0's */
-            for (int r = 1; r < n_ranks && (!features || family_replicated(k, n)); r++)
+            /* replicas, and what every shard holds whole: bit for bit rank 0's
+             * (a grid: each shard's replicas in the other groups, too) */
+            for (int r = per; grid && r < total; r++)
+                ck_assert_msg(equal_floats(got.t[r][k], got.t[r % per][k], got.n[r][k]),
+                              "grid, kind %d arch %d: rank %d's tensor %d differs from rank %d's",
+                              spec->kind, spec->arch, r, all_tensors[k], r % per);
+            for (int r = 1; r < total && (!features || family_replicated(k, n)); r++)
                 ck_assert_msg(equal_floats(got.t[r][k], got.t[0][k], n),
                               "%s, kind %d arch %d, %d ranks: rank %d's tensor %d differs from "
                               "rank 0's", mode, spec->kind, spec->arch, n_ranks, r,
@@ -706,7 +803,7 @@ static void check_family(const family_run *spec, int extra_tensor)
                           mode, spec->kind, spec->arch, n_ranks, all_tensors[k], e);
             free(whole);
         }
-        for (int r = 0; r < n_ranks; r++)
+        for (int r = 0; r < total; r++)
             for (int step = 0; step < STEPS; step++) {
                 const sae_losses *a = &got.losses[r][step], *b = &want.losses[0][step];
                 double e = fabs(a->loss - b->loss) + fabs(a->l2 - b->l2) + fabs(a->l1 - b->l1) +
@@ -779,6 +876,23 @@ START_TEST(transcoder_feature_shards_match_one_process)
     check_family(&relu_skip, 5);
     family_run topk_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
                             .auxk = true, .mode = SAE_PARALLEL_FEATURES};
+    check_family(&topk_skip, 5);
+}
+END_TEST
+
+START_TEST(families_on_a_grid_match_one_process)
+{
+    /* Gated (dense, its gate term and auxiliary reconstruction), a skip
+     * transcoder's dense path (W_skip replicated over the shards and summed
+     * over the groups), and its sparse path with AuxK */
+    const int grid = SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES;
+    family_run gated = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_GATED, .mode = grid};
+    check_family(&gated, 7); /* r_mag */
+    family_run relu_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_RELU,
+                            .mode = grid};
+    check_family(&relu_skip, 5);
+    family_run topk_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
+                            .auxk = true, .mode = grid};
     check_family(&topk_skip, 5);
 }
 END_TEST
@@ -866,6 +980,10 @@ START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
     check_against_one_process(&topk, SAE_PARALLEL_DATA, 3, tokens3, TEST_COMM_SKEWED);
     check_against_one_process(&topk, SAE_PARALLEL_FEATURES, 3, shards3, TEST_COMM_SKEWED);
     check_against_one_process(&relu, SAE_PARALLEL_FEATURES, 3, shards3, TEST_COMM_SKEWED);
+    /* a grid: the groups' replicas of each shard, and b_dec on every rank
+     * (three groups: a sum of two is the same in either order) */
+    check_grid(&relu, 3, tokens3, 2, shards2, TEST_COMM_SKEWED);
+    check_grid(&topk, 3, tokens3, 2, shards2, TEST_COMM_SKEWED);
     /* without the check, the same transport makes the replicas drift apart:
      * the test above can fail */
     dist_run d;
@@ -890,58 +1008,96 @@ START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
 }
 END_TEST
 
-/* A data-parallel run where the ranks may be given bad rows or settings:
- * each rank's statuses, and its tensors before and after. */
+/* A distributed run where the ranks may be given bad rows or settings:
+ * each rank's statuses, and its tensors before and after. A grid's rank of
+ * group g and shard s is rank g * shards + s. */
 typedef struct fault_run {
-    int mode;
-    const size_t *split;
+    int mode;                  /* SAE_PARALLEL_*; both: a 2-D grid */
+    const size_t *split;       /* data: token shares; features and grids: shards */
+    const size_t *rows;        /* a grid: the groups' token shares */
+    int shards;                /* a grid: shards per group */
+    int arch;                  /* SAE_ARCH_TOPK unless set */
     const float *x;            /* STEPS batches */
-    int nan_rank, nan_step;    /* rank whose rows hold a NaN at that step (-1: none, -2: all) */
+    int nan_rank, nan_step;    /* rank whose rows hold a NaN at that step (-1: none, -2: all;
+                                  a grid: the group) */
     int lr_rank;               /* rank with another learning rate (-1: none) */
     int x_rank;                /* features: rank given other data (-1: none) */
-    const size_t (*ranges)[2]; /* features: each rank's [begin, end), else split */
-    int status[MAX_RANKS][STEPS];
-    bool unchanged[MAX_RANKS][STEPS]; /* a failed step left the model as it was */
-    uint64_t steps[MAX_RANKS];
+    const size_t (*ranges)[2]; /* features and grids: each rank's [begin, end), else split */
+    int status[MAX_GRID][STEPS];
+    bool unchanged[MAX_GRID][STEPS]; /* a failed step left the model as it was */
+    uint64_t steps[MAX_GRID];
+    int resample_status[MAX_GRID];   /* a grid: sae_resample_dead after the steps */
 } fault_run;
 
-static void fault_rank(int rank, const sae_comm *comm, void *arg)
+/* Rank `index` of a fault run: features [begin, end) (whole: the model),
+ * rows [first, first + n), its communicators; nan: its rows hold a NaN at
+ * f->nan_step. */
+static void fault_train(fault_run *f, int index, bool whole, size_t begin, size_t end,
+                        size_t first, size_t n, const sae_comm *features, const sae_comm *data,
+                        bool nan)
 {
-    fault_run *f = arg;
-    const bool data = f->mode == SAE_PARALLEL_DATA;
+    const int arch = f->arch ? f->arch : SAE_ARCH_TOPK;
     sae_model *m = NULL;
     sae_optimizer *o = NULL;
-    if (data)
-        sae_model_create_arch(&m, D_IN, D_SAE, 42, SAE_ARCH_TOPK, 4);
-    else if (f->ranges)
-        sae_model_create_shard(&m, D_IN, D_SAE, f->ranges[rank][0], f->ranges[rank][1], 42,
-                               SAE_ARCH_TOPK, 4);
+    if (whole)
+        sae_model_create_arch(&m, D_IN, D_SAE, 42, arch, 4);
     else
-        sae_model_create_shard(&m, D_IN, D_SAE, f->split[rank], f->split[rank + 1], 42,
-                               SAE_ARCH_TOPK, 4);
+        sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, arch, 4);
     sae_optimizer_create(&o, m);
     sae_optimizer_set(o, SAE_OPT_THREADS, 1);
-    sae_optimizer_set(o, SAE_OPT_LR, rank == f->lr_rank ? 2e-3 : 1e-3);
-    sae_optimizer_set_comm(o, f->mode, comm);
+    sae_optimizer_set(o, SAE_OPT_LR, index == f->lr_rank ? 2e-3 : 1e-3);
+    if (features)
+        sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, features);
+    if (data)
+        sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, data);
     float *batch = malloc(N_TOKENS * D_IN * sizeof *batch);
     model_snapshot before;
     for (int step = 0; step < STEPS; step++) {
         memcpy(batch, f->x + (size_t)step * N_TOKENS * D_IN, N_TOKENS * D_IN * sizeof *batch);
-        size_t first = data ? f->split[rank] : 0;
-        size_t n = data ? f->split[rank + 1] - f->split[rank] : N_TOKENS;
-        if ((rank == f->nan_rank || f->nan_rank == -2) && step == f->nan_step)
+        if (nan && step == f->nan_step)
             batch[first * D_IN + 5] = NAN;
-        if (rank == f->x_rank)
+        if (index == f->x_rank)
             batch[3] += 1.0f;
         snapshot_take(&before, m);
-        f->status[rank][step] = sae_step(m, o, batch + first * D_IN, n, NULL);
-        f->unchanged[rank][step] = snapshot_equal(&before, m);
+        f->status[index][step] = sae_step(m, o, batch + first * D_IN, n, NULL);
+        f->unchanged[index][step] = snapshot_equal(&before, m);
         snapshot_free(&before);
     }
-    f->steps[rank] = sae_optimizer_steps(o);
+    f->steps[index] = sae_optimizer_steps(o);
+    if (f->mode == (SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES)) {
+        size_t resampled;
+        f->resample_status[index] = sae_resample_dead(m, o, f->x, N_TOKENS, N_TOKENS, 1,
+                                                      &resampled);
+    }
     free(batch);
     sae_optimizer_free(o);
     sae_model_free(m);
+}
+
+static void fault_rank(int rank, const sae_comm *comm, void *arg)
+{
+    fault_run *f = arg;
+    const bool nan = rank == f->nan_rank || f->nan_rank == -2;
+    if (f->mode == SAE_PARALLEL_DATA)
+        fault_train(f, rank, true, 0, D_SAE, f->split[rank], f->split[rank + 1] - f->split[rank],
+                    NULL, comm, nan);
+    else if (f->ranges)
+        fault_train(f, rank, false, f->ranges[rank][0], f->ranges[rank][1], 0, N_TOKENS, comm,
+                    NULL, nan);
+    else
+        fault_train(f, rank, false, f->split[rank], f->split[rank + 1], 0, N_TOKENS, comm, NULL,
+                    nan);
+}
+
+static void fault_grid_rank(int group, int shard, const sae_comm *features, const sae_comm *data,
+                            void *arg)
+{
+    fault_run *f = arg;
+    const int index = group * f->shards + shard;
+    const size_t begin = f->ranges ? f->ranges[index][0] : f->split[shard];
+    const size_t end = f->ranges ? f->ranges[index][1] : f->split[shard + 1];
+    fault_train(f, index, false, begin, end, f->rows[group], f->rows[group + 1] - f->rows[group],
+                features, data, group == f->nan_rank);
 }
 
 /* A run with nothing wrong, to change one thing of. */
@@ -1047,13 +1203,116 @@ START_TEST(ranks_that_disagree_are_refused)
 }
 END_TEST
 
+/* ---- the 2-D grid: failures, disagreements, what it refuses ---------------------- */
+
+/* A 2 x 3 grid with nothing wrong (groups of 17 and 31 tokens, shards of 9,
+ * 16 and 12 features), to change one thing of. */
+static fault_run grid_faults(const float *x)
+{
+    fault_run f = faults(SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES, shards3, x);
+    f.rows = tokens2;
+    f.shards = 3;
+    return f;
+}
+
+enum { GRID_RANKS = 6 };
+
+static void run_grid_faults(fault_run *f, test_comm_grid *grid)
+{
+    test_comm_grid_run(grid, fault_grid_rank, f);
+    test_comm_grid_free(grid);
+}
+
+/* Every rank: status want at every step (OK where want_at_step < 0 or at the
+ * other steps), failed steps unchanged. */
+static void expect_grid_statuses(const fault_run *f, int want, int only_step, const char *what)
+{
+    for (int r = 0; r < GRID_RANKS; r++)
+        for (int step = 0; step < STEPS; step++) {
+            int expect = only_step < 0 || step == only_step ? want : SAE_OK;
+            ck_assert_msg(f->status[r][step] == expect, "%s: rank %d step %d: %s, want %s", what,
+                          r, step, sae_status_string(f->status[r][step]),
+                          sae_status_string(expect));
+            if (expect != SAE_OK)
+                ck_assert_msg(f->unchanged[r][step], "%s: rank %d step %d changed the model",
+                              what, r, step);
+        }
+}
+
+START_TEST(grid_exchanges_and_failures)
+{
+    float *x = steps_of_data(8);
+    /* nothing wrong: DATA carries three calls per step (the header, the
+     * gradient allreduce, the statistics); resampling is refused on a grid */
+    fault_run f = grid_faults(x);
+    test_comm_grid *grid = test_comm_grid_create(2, 3, 0);
+    test_comm_grid_run(grid, fault_grid_rank, &f);
+    for (int s = 0; s < 3; s++)
+        for (int g = 0; g < 2; g++)
+            ck_assert_uint_eq(test_comm_calls(test_comm_grid_data(grid, s), g), 3 * STEPS);
+    test_comm_grid_free(grid);
+    expect_grid_statuses(&f, SAE_OK, -1, "a clean grid");
+    for (int r = 0; r < GRID_RANKS; r++)
+        ck_assert_int_eq(f.resample_status[r], SAE_E_INVALID_ARG);
+    /* NaN in group 1's rows at step 2: every rank of both groups refuses it */
+    f = grid_faults(x);
+    f.nan_rank = 1;
+    f.nan_step = 2;
+    run_grid_faults(&f, test_comm_grid_create(2, 3, 0));
+    expect_grid_statuses(&f, SAE_E_NONFINITE, 2, "NaN in group 1's rows");
+    for (int r = 0; r < GRID_RANKS; r++)
+        ck_assert_uint_eq(f.steps[r], STEPS - 1);
+    /* a transport failure in the second step, in shard 1's DATA communicator
+     * (group 1's rank, at the gradient allreduce), then in group 1's FEATURES
+     * communicator (shard 2, inside the pass): no hang, no mismatched call,
+     * every rank returns SAE_E_COMM from then on with nothing changed */
+    for (int axis = 0; axis < 2; axis++) {
+        f = grid_faults(x);
+        grid = test_comm_grid_create(2, 3, 0);
+        if (axis == 0)
+            test_comm_fail_at(test_comm_grid_data(grid, 1), 1, 4);
+        else
+            test_comm_fail_at(test_comm_grid_features(grid, 1), 2, 9);
+        run_grid_faults(&f, grid);
+        for (int r = 0; r < GRID_RANKS; r++) {
+            ck_assert_int_eq(f.status[r][0], SAE_OK);
+            for (int step = 1; step < STEPS; step++) {
+                ck_assert_msg(f.status[r][step] == SAE_E_COMM, "axis %d rank %d step %d: %s",
+                              axis, r, step, sae_status_string(f.status[r][step]));
+                ck_assert(f.unchanged[r][step]);
+            }
+        }
+    }
+    free(x);
+}
+END_TEST
+
+START_TEST(grid_ranks_that_disagree_are_refused)
+{
+    float *x = steps_of_data(9);
+    /* another learning rate on one rank; group 1 cut into other shards (each
+     * group tiles d_sae, the DATA ranks hold different ones); BatchTopK */
+    static const size_t other_shards[GRID_RANKS][2] = {{0, 9}, {9, 25}, {25, D_SAE},
+                                                       {0, 9}, {9, 20}, {20, D_SAE}};
+    fault_run cases[3] = {grid_faults(x), grid_faults(x), grid_faults(x)};
+    cases[0].lr_rank = 4;
+    cases[1].ranges = other_shards;
+    cases[2].arch = SAE_ARCH_BATCHTOPK;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        run_grid_faults(&cases[c], test_comm_grid_create(2, 3, 0));
+        expect_grid_statuses(&cases[c], SAE_E_INVALID_ARG, -1, "disagreeing ranks");
+    }
+    free(x);
+}
+END_TEST
+
 START_TEST(set_comm_checks_its_arguments)
 {
     sae_model *m;
     sae_optimizer *o;
     ck_assert_int_eq(sae_model_create(&m, 4, 6, 1), SAE_OK);
     ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
-    test_comm_group *g = test_comm_group_create(2, 0);
+    test_comm_group *g = test_comm_group_create(2, 0), *one_more = test_comm_group_create(2, 0);
     sae_comm c, bad;
     test_comm_get(g, 0, &c);
     ck_assert_int_eq(sae_optimizer_set_comm(NULL, SAE_PARALLEL_DATA, &c), SAE_E_INVALID_ARG);
@@ -1071,10 +1330,22 @@ START_TEST(set_comm_checks_its_arguments)
     ck_assert_ptr_null(o->par);
     ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, NULL), SAE_OK);
     ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &c), SAE_OK);
-    /* one mode at a time */
+    /* a 2-D grid takes two communicators, not one twice */
     ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, &c), SAE_E_INVALID_ARG);
+    ck_assert_str_eq(sae_error_detail(), "sae_optimizer_set_comm: comm is the communicator "
+                     "already attached as SAE_PARALLEL_DATA: a 2-D grid needs the ranks of the "
+                     "data group (FEATURES) and the ranks holding the same shard (DATA), two "
+                     "communicators");
+    ck_assert_int_eq(o->par->features.struct_size, 0);
     ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, &c), SAE_OK); /* replaced */
+    sae_comm other;
+    test_comm_get(one_more, 0, &other);
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, &other), SAE_OK);
+    ck_assert_ptr_eq(o->par->features.ctx, other.ctx);
+    ck_assert_ptr_eq(o->par->data.ctx, c.ctx);
     ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_DATA, NULL), SAE_OK);
+    ck_assert_ptr_eq(o->par->features.ctx, other.ctx); /* the other axis stays */
+    ck_assert_int_eq(sae_optimizer_set_comm(o, SAE_PARALLEL_FEATURES, NULL), SAE_OK);
     ck_assert_ptr_null(o->par);
     /* a communicator of one rank: the single-process step */
     test_comm_group *one = test_comm_group_create(1, 0);
@@ -1088,6 +1359,7 @@ START_TEST(set_comm_checks_its_arguments)
     sae_optimizer_free(o); /* frees what set_comm allocated */
     sae_model_free(m);
     test_comm_group_free(one);
+    test_comm_group_free(one_more);
     test_comm_group_free(g);
 }
 END_TEST
@@ -1239,6 +1511,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, transcoder_feature_shards_match_one_process);
     tcase_add_test(tc, matryoshka_data_parallel_matches_one_process);
     tcase_add_test(tc, matryoshka_feature_shards_match_one_process);
+    tcase_add_test(tc, families_on_a_grid_match_one_process);
     tcase_add_test(tc, batchtopk_auxk_shards_take_a_batch_wider_than_a_block);
     suite_add_tcase(s, tc);
     TCase *tf = tcase_create("faults");
@@ -1247,6 +1520,8 @@ static Suite *make_suite(void)
     tcase_add_test(tf, nan_in_one_ranks_rows_stops_every_rank);
     tcase_add_test(tf, a_transport_failure_stops_every_rank_without_a_hang);
     tcase_add_test(tf, ranks_that_disagree_are_refused);
+    tcase_add_test(tf, grid_exchanges_and_failures);
+    tcase_add_test(tf, grid_ranks_that_disagree_are_refused);
     tcase_add_test(tf, set_comm_checks_its_arguments);
     tcase_add_test(tf, shards_are_slices_and_refuse_whole_model_calls);
     suite_add_tcase(s, tf);

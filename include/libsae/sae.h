@@ -1687,7 +1687,33 @@ typedef struct sae_comm {
  *   d_out floats per step instead of n d_out). No rank holds a per-feature
  *   tensor of the whole model.
  *
- * With the same seed, data and global batch, both give the single-process
+ * Both at once, a 2-D grid: G data groups of S feature shards each (G x S
+ *   ranks). The ranks of one data group hold the S shards of the model and
+ *   step on the same x, that group's rows of the global batch; they share a
+ *   FEATURES communicator (rank s: shard s). The ranks that hold the same
+ *   shard, one per group, share a DATA communicator (rank g: group g), and
+ *   are replicas of each other. Each rank attaches both
+ *   (sae_optimizer_set_comm, either first). The global batch is the groups'
+ *   rows in group order (their counts may differ); the step is the single-
+ *   process step on it, as above: the TopK and AuxK candidates, the
+ *   reconstruction sums and b_dec's encoder term go over FEATURES, within a
+ *   group; the loss's 1/n and AuxK's residual variance are the global
+ *   batch's, and each shard's gradient block (its features' rows, columns
+ *   and values, b_dec) is summed over DATA with one allreduce_f32, checked by
+ *   hash as data-parallel replicas are; the statistics add over both. Per
+ *   step and rank: the feature-sharded exchanges for the group's n rows
+ *   (n d_out floats of reconstruction, 4 n k bytes of TopK candidates, twice
+ *   with AuxK), plus the shard's gradient block over DATA (about
+ *   (2 d_in d_sae / S + d_in) floats), plus small allgathers (the header, the
+ *   statistics with 4 d_sae / S bytes of last firings, hashes): three calls
+ *   over DATA per step (the header, the gradient allreduce, the statistics;
+ *   four with AuxK), and about eight over FEATURES. ReLU, TopK (with AuxK),
+ *   JumpReLU, Gated SAEs and transcoders train on a grid; BatchTopK and
+ *   Matryoshka SAEs (whose selection spans the global batch) and
+ *   sae_resample_dead are refused on a grid in this version
+ *   (SAE_E_INVALID_ARG on every rank, with a detail).
+ *
+ * With the same seed, data and global batch, all give the single-process
  * model up to the order of floating-point sums. Collective calls (the step,
  * and sae_resample_dead with a feature-sharded optimizer) must be made by
  * every rank in the same order. Argument errors, a NaN in one rank's rows
@@ -1695,11 +1721,21 @@ typedef struct sae_comm {
  * and returned by every rank (the same status; nothing changes on any rank),
  * as are ranks that disagree on the batch (feature-sharded), the shape, the
  * shards, the step count or the options (all but SAE_OPT_THREADS must be
- * equal). A NULL model or optimizer cannot be reported to the other ranks.
+ * equal), and on a grid ranks whose two communicators do not form one
+ * (the ranks of a FEATURES communicator not one data group, the ranks of a
+ * DATA communicator not holding the same shard, some ranks with one
+ * communicator, others with two). A NULL model or optimizer cannot be
+ * reported to the other ranks. A communicator function that fails
+ * (SAE_E_COMM) stops the step on every rank of that communicator, unchanged;
+ * on a grid the other ranks learn of it at the step's last exchange or at
+ * the next step's first, and return SAE_E_COMM too (ranks of another group
+ * may have finished the step already: restart from a checkpoint).
  */
 enum sae_parallel {
-    SAE_PARALLEL_DATA = 1,
-    SAE_PARALLEL_FEATURES = 2
+    SAE_PARALLEL_DATA = 1,     /* whole models, each rank its rows; on a grid: the
+                                  ranks holding the same shard, one per data group */
+    SAE_PARALLEL_FEATURES = 2  /* shards, every rank the same rows; on a grid: the
+                                  shards of one data group */
 };
 
 /* Attach a communicator to o for mode (SAE_PARALLEL_DATA or
@@ -1707,10 +1743,12 @@ enum sae_parallel {
  * comm's ranks. comm is copied (its ctx must stay valid while attached); a
  * NULL comm detaches the mode's communicator, and o steps alone again. Not a
  * collective call: the ranks check each other at the next step. An optimizer
- * holds one mode at a time. Attachments are not saved with the optimizer.
+ * holds one communicator per mode; one of each makes it a rank of a 2-D
+ * grid (see above). Attachments are not saved with the optimizer.
  * Errors: SAE_E_INVALID_ARG (o NULL, an unknown mode, a comm whose
- * struct_size, rank, n_ranks or functions are invalid, the other mode
- * attached already), SAE_E_NOMEM. o is unchanged on error. Transcoders step with
+ * struct_size, rank, n_ranks or functions are invalid, the communicator
+ * attached for the other mode given again: a grid's two axes are two
+ * communicators), SAE_E_NOMEM. o is unchanged on error. Transcoders step with
  * sae_step_target: data-parallel ranks each on their rows of x and y,
  * feature shards all on the same x and y. */
 SAE_API int sae_optimizer_set_comm(sae_optimizer *o, int mode, const sae_comm *comm);
@@ -1797,6 +1835,28 @@ SAE_API int sae_model_save_collective(const sae_model *m, const sae_comm *comm, 
  * its features. */
 SAE_API int sae_optimizer_save_collective(const sae_optimizer *o, const sae_comm *comm,
                                           const char *path);
+
+/* A distributed run's checkpoint, through the communicators attached to o
+ * (sae_optimizer_set_comm): m's sae_weights.safetensors and cfg.json and o's
+ * optimizer.safetensors into the existing directory dir (e.g. the staging
+ * directory of sae_checkpoint_begin, committed afterwards), the files of a
+ * single process saving the whole model. Every rank of the run calls it
+ * with its model, its optimizer and the same dir. One mode: as
+ * sae_model_save_collective then sae_optimizer_save_collective over its
+ * communicator. A 2-D grid: the shards of data group 0 (DATA rank 0) write
+ * them over their FEATURES communicator, and every other rank learns their
+ * status from its shard's rank in group 0 (a broadcast over DATA): the
+ * replicas write nothing. Every rank returns the same status, but for a rank
+ * outside group 0 whose own arguments are wrong (it returns its error; the
+ * checkpoint is written). A single process (or any number of shards) loads
+ * it: sae_model_load / sae_model_load_shard, then sae_optimizer_load.
+ * Errors: SAE_E_INVALID_ARG (NULL, o made for another model or shard, ranks
+ * that disagree), SAE_E_STATE (no communicator attached: use sae_model_save
+ * and sae_optimizer_save), SAE_E_IO (dir not a directory, a write on any
+ * writing rank), SAE_E_NOMEM, SAE_E_COMM. A NULL argument cannot be reported
+ * to the other ranks. */
+SAE_API int sae_checkpoint_save_collective(const sae_model *m, const sae_optimizer *o,
+                                           const char *dir);
 
 /* Load features [begin, end) of the model saved at path (a file or a
  * directory, as sae_model_load) as a shard (sae_model_create_shard): reads

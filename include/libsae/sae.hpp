@@ -1023,6 +1023,18 @@ public:
     {
         save_collective(comm, path.c_str());
     }
+    // The run's checkpoint (m's files and this optimizer's) into the existing
+    // directory dir, through the attached communicators; every rank calls it
+    // (sae_checkpoint_save_collective).
+    void save_checkpoint_collective(const model &m, const char *dir) const
+    {
+        check(sae_checkpoint_save_collective(m.handle(), p_, dir),
+              "sae_checkpoint_save_collective");
+    }
+    void save_checkpoint_collective(const model &m, const std::string &dir) const
+    {
+        save_checkpoint_collective(m, dir.c_str());
+    }
 
     // Checkpoints: a file, or optimizer.safetensors in an existing directory.
     void save(const char *path) const { check(sae_optimizer_save(p_, path), "sae_optimizer_save"); }

@@ -181,6 +181,7 @@ FUNCTIONS: Dict[str, Tuple[Any, List[Any]]] = {
     "sae_model_shard": (c_int, [_handle, size_ptr, size_ptr, size_ptr]),
     "sae_model_save_collective": (c_int, [_handle, POINTER(Comm), c_char_p]),
     "sae_optimizer_save_collective": (c_int, [_handle, POINTER(Comm), c_char_p]),
+    "sae_checkpoint_save_collective": (c_int, [_handle, _handle, c_char_p]),
     "sae_model_load_shard": (c_int, [_out_handle, c_char_p, c_size_t, c_size_t]),
 }
 

@@ -101,6 +101,14 @@ class Optimizer(Handle):
         check(lib.sae_optimizer_save_collective(self.handle, _comm_ref(comm), _path(path)),
               "sae_optimizer_save_collective")
 
+    def save_checkpoint_collective(self, model: Any, directory: PathLike) -> None:
+        """Save the run's checkpoint (model's and this optimizer's files) into
+        an existing directory through the communicators attached to this
+        optimizer; every rank calls it (a 2-D grid: data group 0 writes)
+        (sae_checkpoint_save_collective)."""
+        check(lib.sae_checkpoint_save_collective(model.handle, self.handle, _path(directory)),
+              "sae_checkpoint_save_collective")
+
     # --- distributed training --------------------------------------------------
     def set_comm(self, mode: Union[Parallel, str, int], comm: Optional[Any]) -> None:
         """Attach a communicator (a libsae.capi.Comm, whose functions may be

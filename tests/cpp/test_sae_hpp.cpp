@@ -540,6 +540,12 @@ void test_distributed()
     ob.save_collective(solo, std::string(dir));
     sae::model back = sae::model::load_shard(std::string(dir), 0, d_sae);
     EXPECT(back.shard().end == d_sae);
+    // the checkpoint in one call, through the optimizer's communicator
+    ob.set_comm(sae::parallel::data, &solo);
+    ob.save_checkpoint_collective(b, std::string(dir));
+    EXPECT(sae::optimizer::load(sae::model::load(dir), dir).steps() == 1);
+    ob.set_comm(sae::parallel::data, nullptr);
+    EXPECT_THROWS(sae::state_error, sae::status::state, ob.save_checkpoint_collective(b, dir));
     for (const char *f : {"sae_weights.safetensors", "cfg.json", "optimizer.safetensors"})
         std::remove((std::string(dir) + "/" + f).c_str());
     rmdir(dir);

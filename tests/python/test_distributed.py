@@ -101,6 +101,8 @@ def test_feature_shards_train_the_one_process_model(tmp_path):
     want = one_process(x, arch="topk", k=3)
     shards = [(0, 9), (9, D_SAE)]
     models = [None, None]
+    one_call = tmp_path / "one_call"
+    one_call.mkdir()
 
     def rank_main(rank, comm):
         m = libsae.Model.create_shard(D_IN, D_SAE, *shards[rank], arch="topk", k=3, seed=7)
@@ -111,6 +113,8 @@ def test_feature_shards_train_the_one_process_model(tmp_path):
             opt.step(m, batch)
         m.save_collective(comm, tmp_path)
         opt.save_collective(comm, tmp_path)
+        # the same checkpoint in one call, through the attached communicator
+        opt.save_checkpoint_collective(m, one_call)
         models[rank] = m
 
     ThreadGroup(2).run(rank_main)
@@ -122,6 +126,12 @@ def test_feature_shards_train_the_one_process_model(tmp_path):
     part = libsae.Model.load_shard(tmp_path, 5, 12)
     np.testing.assert_array_equal(part.W_dec, w_dec[5:12])
     libsae.Optimizer.load(part, tmp_path)  # the shard's part of the optimizer
+    again = libsae.Model.load(one_call)
+    np.testing.assert_array_equal(again.W_dec, w_dec)
+    assert libsae.Optimizer.load(again, one_call).steps == len(x)
+    # a single process has no communicator to save through
+    with pytest.raises(libsae.StateError):
+        libsae.Optimizer(again).save_checkpoint_collective(again, one_call)
 
 
 def test_data_parallel_ranks_train_the_one_process_model():
