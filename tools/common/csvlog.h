@@ -19,8 +19,9 @@
  *   lambda_t   the sparsity coefficient (sae_optimizer_lr_at, _l1_coeff_at:
  *              the schedules' values; lambda_t is 0 for TopK and BatchTopK)
  *   fvu        fraction of variance unexplained of the batch before the
- *              update, l2 / (the batch's variance about its mean), averaged
- *              like the losses ("nan" for a batch without variance)
+ *              update, l2 / (the batch's variance about its mean,
+ *              sae_total_variance), averaged like the losses ("nan" for a
+ *              batch without variance); libsae.train's log has the same
  *   resampled  dead features resampled since the previous row
  * With --normalize, loss, l2 and l1 are those of the scaled batches the model
  * trains on (fvu does not depend on the scale).
