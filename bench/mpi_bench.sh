@@ -6,9 +6,16 @@
 # 25 Gb/s network from the measured single-rank compute and the measured
 # volume. TopK k 32, d_in 768, B 4096, one BLAS thread per rank.
 #
-#   bench/mpi_bench.sh [BUILD_DIR] [all|real|simulated|matryoshka]
+#   bench/mpi_bench.sh [BUILD_DIR] [all|real|simulated|matryoshka|grid]
 #                                          (default: build all; results: RESULTS.md)
 #
+# grid: a 2 x 2 grid (2 data groups of 2 feature shards, sae-train-mpi
+# --parallel grid --shards 2 --comm-stats, 2 steps on synthetic data) at
+# d_sae 10,000: bytes and collectives per step per rank on each axis against
+# the formulas (features: 4 n_g (d_in + k) for the group's n_g = B / G rows;
+# data: the shard's gradient block, 4 (2 d_in d_sae / S + d_sae / S + d_in)),
+# and the projected step time of grid shapes G x S at 25 Gb/s from the
+# measured 1-rank compute (mpi_step) and those volumes.
 # matryoshka: feature-sharded Matryoshka BatchTopK on 2 ranks at d_sae 10,000
 # with 2, 3 and 4 levels (sae-train-mpi --comm-stats, its counting
 # communicator, 2 steps on synthetic data), and 2 levels with AuxK on its
@@ -78,6 +85,50 @@ if [ "$parts" = all ] || [ "$parts" = matryoshka ]; then
         printf "| %d | %s | %s | %s | %s | %.0f | %.4f | %.0f | %s |\n", L, aux ? "step 2 of 2" : "off", calls, bytes, num("allreduce_f32"), formula, bytes / formula, target, f32 <= target ? "yes" : "NO"
     }' "$out"
     [ "$parts" = matryoshka ] && exit 0
+fi
+if [ "$parts" = all ] || [ "$parts" = grid ]; then
+    train=${1:-build}/tools/sae-train-mpi
+    grid="--d-in 768 --d-sae 10000 --batch 4096 --arch topk --k 32 --parallel grid --shards 2
+          --comm-stats --synth-tokens 8192 --sample 4096 --log-every 1 --steps 2"
+    # shellcheck disable=SC2086
+    {
+        $mpirun -np 4 "$train" $grid 2>/dev/null |
+            sed -n 's/^  rank \([0-9]*\): \([a-z]*\):/grid rank=\1 axis=\2/p'
+        "$bin" --ranks 1 $shape --d-sae 10000
+    } >"$out"
+    grep -m1 -o 'blas=.*' "$out" | sed 's/^blas=/# BLAS core (openblas_get_corename): /'
+    echo "2 x 2 grid (2 groups of 2 shards, 4 ranks), d_in 768, d_sae 10,000, B 4096 (2048 rows per group), TopK k 32: per step per rank on each axis (sae-train-mpi --comm-stats, 2 steps):"
+    echo
+    awk -v bw_gbit=25 '
+    function num(key,   i) { for (i = 1; i <= NF; i++) if ($i == key) return $(i + 3); return 0 }
+    function kv(key,   i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == key) return a[2] }; return "" }
+    BEGIN { d_in = 768; d_sae = 10000; B = 4096; k = 32; G = 2; S = 2 }
+    $1 == "grid" {
+        axis = kv("axis")
+        for (i = 1; i <= NF; i++) if ($i == "total") { calls = $(i + 1); bytes = $(i + 3) }
+        n_g = B / G; d_s = d_sae / S
+        formula = axis == "features" ? 4 * n_g * (d_in + k) : 4 * (2 * d_in * d_s + d_s + d_in)
+        if (!header++) printf "| rank | axis | collectives/step | bytes/step | allreduce_f32 bytes | allgather bytes | formula bytes | bytes/formula |\n|---:|---|---:|---:|---:|---:|---:|---:|\n"
+        printf "| %s | %s | %s | %s | %s | %s | %.0f | %.4f |\n", kv("rank"), axis, calls, bytes, num("allreduce_f32"), num("allgather"), formula, bytes / formula
+        ratio[axis] = bytes / formula
+        next
+    }
+    { t1 = kv("ms") }
+    END {
+        bw = bw_gbit * 1e9 / 8
+        printf "\nProjected step time of grid shapes at %d Gb/s (d_sae 10,000, B 4096; compute = the measured 1-rank %.0f ms / N; each axis its formula x the ratio measured above: features %.4f, data %.4f; ring allreduce 2 (r-1)/r x payload, allgather (r-1) x the block over r ranks; \"group on a node\": the features axis on shared memory, only the data axis on the network):\n\n", bw_gbit, t1, ratio["features"], ratio["data"]
+        printf "| N | groups G x shards S | features-axis network ms | data-axis network ms | projected ms/step | group on a node: ms/step |\n|---:|---|---:|---:|---:|---:|\n"
+        split("4:1 4:2 4:4 16:1 16:2 16:4 16:8 16:16 64:8 64:16 64:64", shapes, " ")
+        for (i = 1; i in shapes; i++) {
+            split(shapes[i], ns, ":"); N = ns[1]; S = ns[2]; G = N / S
+            n_g = B / G; d_s = d_sae / S
+            fa = S > 1 ? (2 * (S - 1) / S * 4 * n_g * d_in + (S - 1) * 4 * n_g * k) * ratio["features"] : 0
+            da = G > 1 ? 2 * (G - 1) / G * 4 * (2 * d_in * d_s + d_s + d_in) * ratio["data"] : 0
+            wf = 1e3 * fa / bw; wd = 1e3 * da / bw
+            printf "| %d | %d x %d | %.1f | %.1f | %.0f | %.0f |\n", N, G, S, wf, wd, t1 / N + wf + wd, t1 / N + wd
+        }
+    }' "$out"
+    [ "$parts" = grid ] && exit 0
 fi
 if [ "$parts" = all ] || [ "$parts" = simulated ]; then
     # shellcheck disable=SC2086

@@ -80,8 +80,9 @@ static void usage(const tool_config *defaults)
            "                      (default: data)\n"
            "  --shards S          --parallel grid: the feature shards of each group (S\n"
            "                      divides N; S 1 is data-parallel, S N feature-sharded)\n"
-           "  --comm-stats        print what each rank sent per step (calls, bytes;\n"
-           "                      on a grid per communicator: features and data)\n\n",
+           "  --comm-stats        print what each rank sent per step through the\n"
+           "                      optimizer's communicators (steps, resampling,\n"
+           "                      checkpoints: calls, bytes; on a grid per axis)\n\n",
            sae_version_string());
     tool_config_help(stdout, defaults);
     tool_target_help(stdout);
@@ -398,13 +399,17 @@ static int train(job *j)
     run->checkpoint_every = j->out.checkpoint_every;
     run->comm = opt->mode == MODE_GRID ? &j->features : &j->world;
     run->rows_comm = rows;
+    run->world = &j->world;
+    run->replica = opt->mode == MODE_GRID && j->data.rank != 0;
     run->share_begin = share_begin;
     run->share_end = share_end;
     run->target = j->in.target.x ? &j->in.target : NULL;
     int rc = tool_train_run(&j->run);
-    if (j->run.bad_row != SIZE_MAX) { /* feature shards: every rank read the same row */
+    if (j->run.bad_row != SIZE_MAX) {
+        /* the shards of one group read the same rows: their first says it */
+        const sae_comm *shards = shard_comm(j);
         const char *file = j->run.bad_row_in_target ? cfg->target_path : cfg->input;
-        if (data || root(j))
+        if (data || shards->rank == 0)
             fprintf(stderr, "%s: rank %d: %s: row %zu holds NaN or Inf\n", tool_program(),
                     j->world.rank, file ? file : "synthetic data", j->run.bad_row);
         return TOOL_EXIT_USAGE;
@@ -420,7 +425,7 @@ static int train(job *j)
 }
 
 /* --comm-stats: every rank's calls and bytes per step of the optimizer's
- * collectives (steps and resampling), printed by rank 0; on a grid one line
+ * collectives (steps, resampling and checkpoints), printed by rank 0; on a grid one line
  * per communicator (features: the group's shards; data: the shard's groups). */
 static void print_comm_stats(job *j)
 {

@@ -132,11 +132,30 @@ static int from_rank0(const sae_comm *comm, stage_news *news)
     return news->status;
 }
 
-int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const sae_optimizer *o,
-                                    const tool_run_state *s, const sae_comm *comm, char *err,
-                                    size_t errlen)
+/* The first failure of any rank of comm (in rank order), given this rank's
+ * status: every rank gets the same; SAE_E_COMM if the transport fails. */
+static int first_failure(const sae_comm *comm, int status, int *where)
 {
-    const bool root = comm->rank == 0;
+    int32_t mine = status, *all = malloc((size_t)comm->n_ranks * sizeof *all);
+    int rc = SAE_E_COMM;
+    *where = comm->rank;
+    if (all && comm->allgather(comm->ctx, &mine, sizeof mine, all) == 0) {
+        rc = SAE_OK;
+        for (int r = 0; r < comm->n_ranks && rc == SAE_OK; r++)
+            if ((rc = all[r]) != SAE_OK)
+                *where = r;
+    } else if (!all) {
+        rc = SAE_E_NOMEM;
+    }
+    free(all);
+    return rc;
+}
+
+int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const sae_optimizer *o,
+                                    const tool_run_state *s, const sae_comm *all,
+                                    const sae_comm *writers, char *err, size_t errlen)
+{
+    const bool root = all->rank == 0;
     if (errlen)
         err[0] = '\0';
     stage_news news;
@@ -147,35 +166,36 @@ int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const s
         if (news.status != SAE_OK)
             snprintf(news.text, sizeof news.text, "%s: %s", dir, tool_status(news.status));
     }
-    if (from_rank0(comm, &news) != SAE_OK)
+    if (from_rank0(all, &news) != SAE_OK)
         return snprintf(err, errlen, "%s", news.text), news.status;
     char stage[DIR_BYTES], path[FILE_BYTES];
     memcpy(stage, news.text, sizeof stage);
     stage[sizeof stage - 1] = '\0';
-    /* with --normalize: the model as trained (train_weights), and the files
-     * SAELens reads with the scale folded in (every rank folds its part) */
+    /* with --normalize: the model as trained (train_weights, by the writers),
+     * and the files SAELens reads with the scale folded in (every rank folds
+     * its part) */
     sae_model *export = NULL;
     int rc = SAE_OK;
     if (s->normalize) {
         snprintf(path, sizeof path, "%s/%s", stage, TRAIN_WEIGHTS);
-        rc = sae_model_save_collective(m, comm, path);
-        if (rc != SAE_OK) {
+        if (writers && (rc = sae_model_save_collective(m, writers, path)) != SAE_OK)
             snprintf(err, errlen, "%s: %s", path, tool_status(rc));
-        } else {
-            /* local and the same on every rank: they agree on the outcome */
-            rc = sae_model_clone(&export, m);
-            if (rc == SAE_OK)
-                rc = sae_model_fold_input_scale(export, s->scale);
-            if (rc != SAE_OK)
-                snprintf(err, errlen, "%s/sae_weights.safetensors: folding the input scale %g: %s",
-                         stage, s->scale, tool_status(rc));
-        }
+        if (rc == SAE_OK && ((rc = sae_model_clone(&export, m)) != SAE_OK ||
+                             (rc = sae_model_fold_input_scale(export, s->scale)) != SAE_OK))
+            snprintf(err, errlen, "%s/sae_weights.safetensors: folding the input scale %g: %s",
+                     stage, s->scale, tool_status(rc));
     }
-    if (rc == SAE_OK && (rc = sae_model_save_collective(export ? export : m, comm, stage)) != SAE_OK)
-        snprintf(err, errlen, "%s/sae_weights.safetensors: %s", stage, tool_status(rc));
+    /* the ranks agree before the model's and optimizer's files, which the
+     * library writes through the optimizer's communicators (on a 2-D grid
+     * data group 0's shards write, every rank gets their status) */
+    int where;
+    int agreed = first_failure(all, rc, &where);
+    if (agreed != SAE_OK && rc == SAE_OK)
+        snprintf(err, errlen, "%s: rank %d failed: %s", stage, where, sae_status_string(agreed));
+    rc = agreed;
+    if (rc == SAE_OK && (rc = sae_checkpoint_save_collective(export ? export : m, o, stage)) != SAE_OK)
+        snprintf(err, errlen, "%s: %s", stage, tool_status(rc));
     sae_model_free(export);
-    if (rc == SAE_OK && (rc = sae_optimizer_save_collective(o, comm, stage)) != SAE_OK)
-        snprintf(err, errlen, "%s/optimizer.safetensors: %s", stage, tool_status(rc));
     /* rank 0: the state, then the commit (or, on any failure, the abort) */
     memset(&news, 0, sizeof news);
     if (root) {
@@ -191,7 +211,7 @@ int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const s
             (void)sae_checkpoint_abort(dir, stage);
         snprintf(news.text, sizeof news.text, "%s", err);
     }
-    if (from_rank0(comm, &news) != SAE_OK && rc == SAE_OK)
+    if (from_rank0(all, &news) != SAE_OK && rc == SAE_OK)
         snprintf(err, errlen, "%s", news.text);
     return news.status;
 }

@@ -46,16 +46,21 @@ void tool_checkpoint_prepare(const char *opt, const char *dir);
 int tool_checkpoint_save(const char *dir, const sae_model *m, const sae_optimizer *o,
                          const tool_run_state *s, char *err, size_t errlen);
 
-/* The same, collectively (sae-train-mpi): every rank of comm calls it with
- * its model and optimizer (whole replicas or shards) and the same state.
- * Rank 0 stages and commits the generation; the model and optimizer files
- * are written with sae_model_save_collective and
- * sae_optimizer_save_collective (each rank its slices: dir must be on a
- * file system every rank sees); rank 0 writes train_state.txt. Every rank
- * returns the same status; err (on rank 0 at least) says what failed. */
+/* The same, collectively (sae-train-mpi): every rank of `all` (the run's
+ * ranks) calls it with its model and optimizer (whole replicas or shards,
+ * the optimizer's communicators attached) and the same state. Rank 0 of all
+ * stages and commits the generation and writes train_state.txt; the model's
+ * and optimizer's files are written by sae_checkpoint_save_collective
+ * through the optimizer's communicators (each rank its slices; on a 2-D grid
+ * data group 0's shards), and with --normalize train_weights by
+ * sae_model_save_collective over `writers`: the communicator of the ranks
+ * that write the model's slices (all of them in one mode, a grid's group 0),
+ * NULL on the ranks that write nothing (a grid's other groups). dir must be
+ * on a file system every rank sees. Every rank returns the same status; err
+ * (on rank 0 at least) says what failed. */
 int tool_checkpoint_save_collective(const char *dir, const sae_model *m, const sae_optimizer *o,
-                                    const tool_run_state *s, const sae_comm *comm, char *err,
-                                    size_t errlen);
+                                    const tool_run_state *s, const sae_comm *all,
+                                    const sae_comm *writers, char *err, size_t errlen);
 
 /* Load dir's current checkpoint: the model as trained
  * (train_weights.safetensors of a --normalize run, else

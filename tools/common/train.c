@@ -285,7 +285,9 @@ static int save_checkpoint(tool_train *t, double seconds)
     t->state->seconds = seconds;
     char err[512];
     int rc = t->comm ? tool_checkpoint_save_collective(t->checkpoint_dir, t->model, t->opt,
-                                                       t->state, t->comm, err, sizeof err)
+                                                       t->state, t->world ? t->world : t->comm,
+                                                       t->replica ? NULL : t->comm, err,
+                                                       sizeof err)
                      : tool_checkpoint_save(t->checkpoint_dir, t->model, t->opt, t->state, err,
                                             sizeof err);
     if (rc != SAE_OK) {

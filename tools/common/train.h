@@ -37,7 +37,9 @@
  * batch. The log's fvu (variance over the whole batch) and dead share (over
  * all features) are combined across ranks, checkpoints are written
  * collectively (tool_checkpoint_save_collective), and the ranks agree on
- * every value the log and the loop's decisions depend on. Pass progress,
+ * every value the log and the loop's decisions depend on. On a 2-D grid
+ * comm is the group's shards, rows_comm the groups (the rank's share is its
+ * group's) and world all ranks. Pass progress,
  * csv and hist on one rank only, and no stop flag (a signal reaches the
  * ranks at different steps).
  */
@@ -98,6 +100,11 @@ typedef struct tool_train {
     const sae_comm *rows_comm;   /* the ranks stepping on the other rows of each batch
                                     (share_*: the batch's variance is combined over
                                     them); NULL: comm */
+    const sae_comm *world;       /* every rank of the run, when comm is not (a 2-D
+                                    grid: comm is the group's shards): checkpoints are
+                                    staged and agreed over it; NULL: comm */
+    bool replica;                /* a 2-D grid's rank outside data group 0: writes no
+                                    checkpoint file (tool_checkpoint_save_collective) */
     size_t share_begin, share_end; /* data-parallel: this rank's rows of each batch;
                                       both 0: the whole batch */
     size_t hist_dead;            /* dead features in the last histogram written */

@@ -13,24 +13,13 @@
 bin=$1
 shift
 MPIRUN="$*"
+. "$(dirname "$0")/mpi_lib.sh"
 train=$bin/sae-train
 raw_f32 "$tmp/acts.f32" 600 16
 # shellcheck disable=SC2089
 opts="$tmp/acts.f32 --d-in 16 --d-sae 40 --arch topk --k 3 --batch 50 --log-every 5 --lr 3e-3
       --normalize --b-dec-init median --lr-schedule linear --lr-warmup 4 --lr-decay 0.3
       --resample-every 12 --resample-window 50 --dead-window 100 --sample 200"
-
-# close_logs A B: the same rows, every number within 1e-4 relative (seconds
-# and the checkpoint column aside)
-close_logs() {
-    awk -F, 'NR == FNR { a[FNR] = $0; n = FNR; next }
-        FNR == 1 { for (i = 1; i <= NF; i++) col[i] = $i; next }
-        { split(a[FNR], x, ","); for (i = 1; i <= NF; i++) {
-            if (col[i] == "seconds") continue
-            d = x[i] - $i; if (d < 0) d = -d; m = $i < 0 ? -$i : $i
-            if (d > 1e-4 * m + 1e-9) { print "row " FNR " " col[i] ": " x[i] " vs " $i; bad = 1 } } }
-        END { if (FNR != n) { print FNR " rows vs " n; bad = 1 } exit bad }' "$1" "$2"
-}
 
 # --- one process, 2 data-parallel ranks, 3 feature shards ---------------------
 # shellcheck disable=SC2086,SC2090
@@ -144,31 +133,5 @@ run $MPIRUN -np 2 "$bin/sae-train-mpi" --parallel rows
 echo "ok: a bad option stops every rank"
 
 # --- a rank killed mid-run: the job ends with an error, no hang ---------------
-# shellcheck disable=SC2086
-$MPIRUN -np 2 "$bin/sae-train-mpi" --d-sae 64 --batch 256 --steps 100000000 --log-every 10 \
-    --parallel features >"$tmp/kill.out" 2>"$tmp/kill.err" &
-job=$!
-victim=
-for _ in $(seq 600); do # the ranks: mpirun's children (up to 60 s: a loaded machine)
-    victim=$(ps -o pid= -o comm= --ppid "$job" | awk '$2 == "sae-train-mpi" { print $1; exit }')
-    [ -n "$victim" ] && grep -q "^step" "$tmp/kill.err" 2>/dev/null && break
-    sleep 0.1
-done
-if [ -z "$victim" ]; then
-    fail "no rank of the job to kill: $(cat "$tmp/kill.err")"
-    kill "$job" 2>/dev/null
-else
-    sleep 1
-    kill -9 "$victim"
-    # wait for mpirun, at most 60 s
-    for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$job" 2>/dev/null; then
-        fail "the job still runs 60 s after a rank was killed"
-        kill -9 "$job"
-    fi
-    krc=0
-    wait "$job" || krc=$?
-    [ "$krc" -ne 0 ] || fail "the job of a killed rank exits 0"
-    echo "ok: a killed rank ends the job (exit $krc)"
-fi
+killed_rank_ends_job 2 --d-sae 64 --batch 256 --steps 100000000 --log-every 10 --parallel features
 finish
