@@ -1165,6 +1165,33 @@ typedef struct resample_record {
     uint64_t x_hash, n_tokens;
 } resample_record;
 
+/* One exchange of a resampling's first records over c (the storage: the
+ * scratch, or the stack for a few ranks); the agreed status. */
+static int resample_exchange(const char *fn, const sae_par *p, const sae_comm *c,
+                             const resample_record *mine, resample_record **all,
+                             resample_record *stack, size_t stack_count)
+{
+    const size_t n = (size_t)c->n_ranks;
+    *all = stack;
+    if (p->scratch_cap >= n * sizeof(resample_record))
+        *all = (resample_record *)(void *)p->scratch;
+    else if (n > stack_count)
+        return SAE_E_NOMEM; /* cannot even tell the others */
+    int agreed;
+    int rc = sae__comm_exchange(c, mine, sizeof *mine, *all, &agreed);
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed != SAE_OK)
+        return agreed == mine->status ? agreed
+                                      : sae__fail(agreed, "%s: another rank failed: %s", fn,
+                                                  sae_status_string(agreed));
+    for (size_t r = 0; r < n; r++)
+        if ((*all)[r].x_hash != mine->x_hash || (*all)[r].n_tokens != mine->n_tokens)
+            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on x: every "
+                             "rank resamples from the same sample", fn, r, c->rank);
+    return SAE_OK;
+}
+
 int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x,
                             size_t n_tokens, int status, size_t *n_dead, size_t *n_live,
                             double *live_norm_sum, size_t *dead_before, sae_par_step *ps)
@@ -1174,6 +1201,11 @@ int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x
     memset(ps, 0, sizeof *ps);
     ps->par = p;
     ps->features = p->features.struct_size ? &p->features : NULL;
+    /* a grid: every group resamples its shards from the same sample, and the
+     * groups check they agree (x, the dead features of their replicas) */
+    const bool grid = ps->features && p->data.struct_size;
+    if (grid)
+        ps->data = &p->data;
     const sae_comm *c = ps->features ? ps->features : &p->data;
     const size_t block = sae__block_size(n_tokens), k = m->k;
     size_t need = exchange_bytes(c, sizeof(resample_record));
@@ -1183,37 +1215,42 @@ int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x
             need = max_size(need, bytes_of(block, k * sizeof(float) + sizeof(sae_shard_cut),
                                            sae__shard_select_scratch(c->n_ranks, block, k)));
     }
-    if (status == SAE_OK && ps->features && p->data.struct_size)
-        status = sae__fail(SAE_E_INVALID_ARG, "%s: resampling on a 2-D grid (a DATA and a "
-                           "FEATURES communicator) is not supported in this version", fn);
+    if (grid)
+        need = max_size(need, exchange_bytes(ps->data, sizeof(resample_record)));
     if (status == SAE_OK && !reserve(p, need))
         status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges", fn);
     resample_record mine = {status, 0, (double)*n_dead, (double)*n_live, *live_norm_sum,
                             status == SAE_OK ? sae__hash_f32(x, n_tokens * m->d_in) : 0,
                             n_tokens};
-    resample_record stack_records[17], *all = stack_records;
-    const size_t n = (size_t)c->n_ranks;
-    if (p->scratch_cap >= n * sizeof(resample_record))
-        all = (resample_record *)(void *)p->scratch;
-    else if (n > sizeof stack_records / sizeof stack_records[0])
-        return SAE_E_NOMEM;
-    int agreed;
-    int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "%s: the communicator failed", fn);
-    if (agreed != SAE_OK)
-        return agreed == status ? status : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                     sae_status_string(agreed));
+    resample_record stack_records[17], *all;
+    int rc = resample_exchange(fn, p, c, &mine, &all, stack_records, 17);
+    if (rc != SAE_OK && !grid)
+        return rc;
     double dead = 0.0, live = 0.0, norms = 0.0, before = 0.0;
-    for (size_t r = 0; r < n; r++) {
-        if (all[r].x_hash != mine.x_hash || all[r].n_tokens != mine.n_tokens)
-            return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on x: every "
-                             "rank resamples from the same sample", fn, r, c->rank);
+    for (size_t r = 0; rc == SAE_OK && r < (size_t)c->n_ranks; r++) {
         dead += all[r].n_dead;
         live += all[r].n_live;
         norms += all[r].live_norm_sum;
         if (r < (size_t)c->rank)
             before += all[r].n_dead;
+    }
+    if (grid) {
+        /* DATA: the same sample, the same dead features in every group; then
+         * the group's last word, so that every rank returns the same */
+        resample_record group = {rc, 0, dead, live, norms, mine.x_hash, n_tokens};
+        /* (a group that failed joins too: the others wait for it) */
+        int rc_data = resample_exchange(fn, p, ps->data, &group, &all, stack_records, 17);
+        for (size_t r = 0; rc == SAE_OK && rc_data == SAE_OK && r < (size_t)ps->data->n_ranks;
+             r++)
+            if (all[r].n_dead != dead)
+                rc_data = sae__fail(SAE_E_INVALID_ARG, "%s: data groups %zu and %d hold other "
+                                    "dead features: the replicas of a shard must be the same",
+                                    fn, r, ps->data->rank);
+        if (rc == SAE_OK)
+            rc = rc_data;
+        bool broken;
+        if ((rc = grid_agree(fn, ps, rc, &broken)) != SAE_OK)
+            return rc;
     }
     if (ps->features) { /* the shards' features together */
         *n_dead = (size_t)dead;
@@ -1224,6 +1261,42 @@ int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x
         *dead_before = 0; /* data-parallel ranks hold the same features */
     }
     return SAE_OK;
+}
+
+int sae__par_resample_weights(sae_par_step *ps, double *cum, size_t n_tokens, int status)
+{
+    static const char fn[] = "sae_resample_dead";
+    if (!ps || !(ps->data && ps->features))
+        return status;
+    if (ps->status == SAE_OK)
+        ps->status = status;
+    /* every group weighed the same sample with the same model: the same bits
+     * but for the transport's sums, so the groups take group 0's where their
+     * hashes differ */
+    uint64_t hash = 0;
+    for (size_t t = 0; t < n_tokens; t++) {
+        uint64_t bits;
+        memcpy(&bits, &cum[t], sizeof bits);
+        hash = (hash ^ bits) * 0x100000001b3ull + t;
+    }
+    hash_record rec = {ps->status, 0, hash};
+    void *all;
+    int rc = exchange_small(ps, ps->data, &rec, sizeof rec, &all);
+    if (rc == SAE_OK) {
+        bool differ = false;
+        for (int r = 0; r < ps->data->n_ranks; r++) {
+            hash_record q;
+            memcpy(&q, (const unsigned char *)all + (size_t)r * sizeof q, sizeof q);
+            differ |= q.hash != rec.hash;
+        }
+        if (differ && (rc = sae__comm_broadcast(ps->data, cum, n_tokens * sizeof *cum, 0)) !=
+                          SAE_OK)
+            rc = sae__fail(rc, "%s: the communicator failed", fn);
+    } else if (rc != ps->status) {
+        rc = sae__fail(rc, "%s: another rank failed: %s", fn, sae_status_string(rc));
+    }
+    bool broken;
+    return grid_agree(fn, ps, rc, &broken);
 }
 
 int sae__par_topk_rows(sae_par_step *ps, float *f, size_t rows, size_t d, size_t k)

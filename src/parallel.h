@@ -243,6 +243,12 @@ int sae__par_resample_begin(sae_optimizer *o, const sae_model *m, const float *x
                             size_t n_tokens, int status, size_t *n_dead, size_t *n_live,
                             double *live_norm_sum, size_t *dead_before, sae_par_step *ps);
 
+/* A grid's resampling, after the loss weights (cum: n_tokens doubles) with
+ * this rank's status: the weights made the same over DATA (group 0's where
+ * they differ), and the status agreed by every rank. Returns status for
+ * one mode. */
+int sae__par_resample_weights(sae_par_step *ps, double *cum, size_t n_tokens, int status);
+
 /* Feature shards, inference: TopK across shards on dense rows of features
  * (rows x d, each after this shard's own TopK). */
 int sae__par_topk_rows(sae_par_step *ps, float *f, size_t rows, size_t d, size_t k);

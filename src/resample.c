@@ -229,6 +229,7 @@ int sae_resample_dead(sae_model *m, sae_optimizer *o, const float *x, size_t n_t
     } else if (rc == SAE_OK) {
         const double enc_norm = 0.2 * live_norm_sum / (double)n_live;
         rc = loss_weights(&fw, x, n_tokens, cum, par);
+        rc = sae__par_resample_weights(par, cum, n_tokens, rc); /* (a 2-D grid's groups) */
         double total = rc == SAE_OK ? cum[n_tokens - 1] : 0.0;
         if (rc == SAE_OK && total == 0.0) {
             total = uniform_weights(x, n_tokens, d_in, cum);

@@ -273,8 +273,11 @@ test_comm_grid *test_comm_grid_create(int groups, int shards, unsigned flags)
     grid->features = calloc((size_t)groups, sizeof *grid->features);
     grid->data = calloc((size_t)shards, sizeof *grid->data);
     bool ok = grid->features && grid->data;
-    for (int g = 0; ok && g < groups; g++)
+    for (int g = 0; ok && g < groups; g++) {
         ok = (grid->features[g] = test_comm_group_create(shards, flags)) != NULL;
+        if (ok) /* skewed: each group's sums in another order too */
+            grid->features[g]->skew_offset = g;
+    }
     for (int s = 0; ok && s < shards; s++) {
         /* skewed: each shard's DATA sums in another order, so that the shards
          * of a group get different bits too */

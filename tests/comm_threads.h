@@ -50,8 +50,9 @@ void test_comm_run(test_comm_group *g, test_comm_fn fn, void *arg);
  * the ranks holding shard s (one per group) share a DATA communicator,
  * test_comm_grid_data(grid, s), where rank g is group g. Each communicator
  * is a group of its own above (flags, failure injection, call counts);
- * skewed, shard s's DATA communicator starts rank r's sums at rank r + s, so
- * that the shards of a group see different bits as well. */
+ * skewed, shard s's DATA communicator starts rank r's sums at rank r + s and
+ * group g's FEATURES communicator at rank r + g, so that the shards of a
+ * group, and the groups, see different bits as well. */
 typedef struct test_comm_grid test_comm_grid;
 
 /* NULL if memory is short. */

@@ -580,6 +580,9 @@ START_TEST(resampling_matches_one_process)
         check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
         check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
         check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+        /* a grid: each group resamples its shards; the groups' loss weights
+         * (their sums in another order on each) made the same over DATA */
+        check_grid(&s, 2, tokens2, 3, shards3, TEST_COMM_SKEWED);
     }
     free(x);
 }
@@ -1102,7 +1105,6 @@ typedef struct fault_run {
     int status[MAX_GRID][STEPS];
     bool unchanged[MAX_GRID][STEPS]; /* a failed step left the model as it was */
     uint64_t steps[MAX_GRID];
-    int resample_status[MAX_GRID];   /* a grid: sae_resample_dead after the steps */
 } fault_run;
 
 /* Rank `index` of a fault run: features [begin, end) (whole: the model),
@@ -1140,11 +1142,6 @@ static void fault_train(fault_run *f, int index, bool whole, size_t begin, size_
         snapshot_free(&before);
     }
     f->steps[index] = sae_optimizer_steps(o);
-    if (f->mode == (SAE_PARALLEL_DATA | SAE_PARALLEL_FEATURES)) {
-        size_t resampled;
-        f->resample_status[index] = sae_resample_dead(m, o, f->x, N_TOKENS, N_TOKENS, 1,
-                                                      &resampled);
-    }
     free(batch);
     sae_optimizer_free(o);
     sae_model_free(m);
@@ -1319,7 +1316,7 @@ START_TEST(grid_exchanges_and_failures)
 {
     float *x = steps_of_data(8);
     /* nothing wrong: DATA carries three calls per step (the header, the
-     * gradient allreduce, the statistics); resampling is refused on a grid */
+     * gradient allreduce, the statistics) */
     fault_run f = grid_faults(x);
     test_comm_grid *grid = test_comm_grid_create(2, 3, 0);
     test_comm_grid_run(grid, fault_grid_rank, &f);
@@ -1328,8 +1325,6 @@ START_TEST(grid_exchanges_and_failures)
             ck_assert_uint_eq(test_comm_calls(test_comm_grid_data(grid, s), g), 3 * STEPS);
     test_comm_grid_free(grid);
     expect_grid_statuses(&f, SAE_OK, -1, "a clean grid");
-    for (int r = 0; r < GRID_RANKS; r++)
-        ck_assert_int_eq(f.resample_status[r], SAE_E_INVALID_ARG);
     /* NaN in group 1's rows at step 2: every rank of both groups refuses it */
     f = grid_faults(x);
     f.nan_rank = 1;

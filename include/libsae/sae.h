@@ -1711,9 +1711,11 @@ typedef struct sae_comm {
  *   Matryoshka) select the n k largest over the global batch: their radix
  *   histograms (2 x 512 KB) are summed over FEATURES then DATA, and ties at
  *   the K-th value are kept in group, token, then feature order, as one
- *   process keeps them. Every architecture and family trains on a grid;
- *   sae_resample_dead is refused on a grid in this version
- *   (SAE_E_INVALID_ARG on every rank, with a detail).
+ *   process keeps them. Every architecture and family trains on a grid.
+ *   sae_resample_dead is collective on a grid too: every rank passes the
+ *   same sample (checked over both axes), each group resamples its shards as
+ *   feature shards do, and the groups' loss weights are made the same bits
+ *   over DATA (group 0's where they differ), so the replicas stay identical.
  *
  * With the same seed, data and global batch, all give the single-process
  * model up to the order of floating-point sums. Collective calls (the step,
