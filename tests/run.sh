@@ -37,8 +37,9 @@ ctest --preset asan -j "$jobs"
 
 echo "== ThreadSanitizer + clang's UBSan, the thread tests (build-tsan/) =="
 # Only the targets of the thread tests are built (the build preset lists
-# them) and only they run (label "threads"); OPENBLAS_NUM_THREADS=1 in the
-# test preset, because OpenBLAS's own threads are not instrumented.
+# them) and only they run (label "threads"); OPENBLAS_NUM_THREADS=1 in their
+# environment (tests/CMakeLists.txt), because OpenBLAS's own threads are not
+# instrumented.
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j "$jobs"
 ctest --preset tsan -j "$jobs"

@@ -13,7 +13,10 @@ exported with the version it had, and a node of a release lists exactly that
 release's functions (new functions go into a new node). With --static,
 every global symbol that libsae.a defines must be a public function of the
 header or an internal one prefixed sae__, so that static linking cannot clash
-with a program's own names.
+with a program's own names. With --pins (tests/abi/header_alone.c), every
+function of the map must also be pinned there: assigned by name in one of its
+initializers of function pointers of the exact type, so that a changed
+signature fails to compile.
 
 Each problem is reported on its own line, naming the symbol and the file it is
 missing from; the exit status is 1 if there is any.
@@ -22,7 +25,7 @@ usage: check_exports.py --cc CC --header sae.h --map libsae.map
                         --shared libsae.so [--static libsae.a] [--nm nm]
                         [--baseline abi/0.1/libsae.abi ...]
                         [--api-macro SAE_API] [--prefix sae_] [--min-functions 20]
-                        [--cflag FLAG]...
+                        [--cflag FLAG]... [--pins header_alone.c]
 (the companion library libsae-mpi is checked with --api-macro SAE_MPI_API
 --prefix sae_mpi_ and its header's include flags)
 """
@@ -121,6 +124,7 @@ def main():
     ap.add_argument("--min-functions", type=int, default=20)
     ap.add_argument("--cflag", action="append", default=[])
     ap.add_argument("--baseline", action="append", default=[])
+    ap.add_argument("--pins")
     a = ap.parse_args()
 
     errors = []
@@ -196,6 +200,14 @@ def main():
                 errors.append(f"{name}: listed in released node {node} of {a.map}, which "
                               f"{base} fixes: add it to a new node instead")
 
+    if a.pins:
+        pinned = set(re.findall(r"^\s*(\w+),\s*$", open(a.pins, encoding="utf-8").read(),
+                                flags=re.M))
+        for name in sorted(set(mapped) - pinned):
+            errors.append(f"{name}: listed in {a.map} ({mapped[name]}) but not pinned in "
+                          f"{a.pins}: add its exact type to the struct of its version and "
+                          f"'{name},' to that struct's initializer")
+
     n_static = 0
     if a.static:
         for name, _, kind in nm_defined(a.nm, ["-g"], a.static):
@@ -216,6 +228,7 @@ def main():
           f"{a.map} (nodes {', '.join(nodes)}), {len(exported)} exported by {a.shared}: "
           f"the same set, all versioned" +
           (f"; released nodes as in {', '.join(a.baseline)}" if a.baseline else "") +
+          (f"; every one pinned in {a.pins}" if a.pins else "") +
           (f"; {n_static} global symbols in {a.static}, all sae_/sae__" if a.static else ""))
     return 0
 

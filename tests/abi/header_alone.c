@@ -191,6 +191,67 @@ struct sae_test_api_0_2_type {
     double (*rng_normal)(sae_rng *);
     uint64_t (*rng_below)(sae_rng *, uint64_t);
     int (*rng_shuffle)(sae_rng *, uint64_t *, size_t);
+    int (*checkpoint_abort)(const char *, const char *);
+    int (*checkpoint_begin)(const char *, char *, size_t);
+    int (*checkpoint_commit)(const char *, const char *);
+    int (*checkpoint_current)(const char *, char *, size_t);
+    int (*decoder_neighbors)(const sae_model *, size_t, uint32_t *, float *, size_t);
+    int (*encode_sparse)(const sae_model *, const float *, size_t, size_t, size_t *, uint32_t *,
+                         float *, size_t, size_t *);
+    int (*encode_sparse_size)(const sae_model *, const float *, size_t, size_t, size_t *);
+    int (*feature_stats_add)(sae_feature_stats *, const sae_model *, const float *, size_t);
+    int (*feature_stats_add_sparse)(sae_feature_stats *, size_t, const size_t *, const uint32_t *,
+                                    const float *);
+    int (*feature_stats_bin_edges)(const sae_feature_stats *, double *, size_t);
+    size_t (*feature_stats_bins)(const sae_feature_stats *);
+    int (*feature_stats_counts)(const sae_feature_stats *, uint64_t *, size_t);
+    int (*feature_stats_create)(sae_feature_stats **, size_t, size_t, size_t, double, double);
+    size_t (*feature_stats_d_sae)(const sae_feature_stats *);
+    void (*feature_stats_free)(sae_feature_stats *);
+    int (*feature_stats_histogram)(const sae_feature_stats *, uint64_t *, size_t);
+    int (*feature_stats_load)(sae_feature_stats **, const char *);
+    int (*feature_stats_load_buffer)(sae_feature_stats **, const void *, size_t);
+    int (*feature_stats_max)(const sae_feature_stats *, float *, size_t);
+    int (*feature_stats_merge)(sae_feature_stats *, const sae_feature_stats *);
+    uint64_t (*feature_stats_next_row)(const sae_feature_stats *);
+    uint64_t (*feature_stats_rows)(const sae_feature_stats *);
+    int (*feature_stats_save)(const sae_feature_stats *, const char *);
+    int (*feature_stats_save_buffer)(const sae_feature_stats *, void *, size_t, size_t *);
+    int (*feature_stats_save_size)(const sae_feature_stats *, size_t *);
+    int (*feature_stats_set_next_row)(sae_feature_stats *, uint64_t);
+    int (*feature_stats_sums)(const sae_feature_stats *, double *, double *, size_t);
+    int (*feature_stats_top)(const sae_feature_stats *, size_t, uint64_t *, float *, size_t,
+                             size_t *);
+    size_t (*feature_stats_top_n)(const sae_feature_stats *);
+    int (*fvu_target)(const sae_model *, const float *, const float *, size_t, double *);
+    int (*gemm_backend)(int);
+    int (*loss_levels)(const sae_model *, const float *, size_t, double *, size_t);
+    int (*loss_target)(const sae_model *, const float *, const float *, size_t, double,
+                       sae_losses *);
+    int (*max_cosine)(const float *, size_t, const float *, size_t, size_t, float *, uint32_t *);
+    int (*model_create_matryoshka)(sae_model **, size_t, size_t, uint64_t, size_t, const size_t *,
+                                   size_t);
+    int (*model_create_matryoshka_shard)(sae_model **, size_t, size_t, size_t, size_t, uint64_t,
+                                         size_t, const size_t *, size_t);
+    int (*model_create_shard)(sae_model **, size_t, size_t, size_t, size_t, uint64_t, int, double);
+    int (*model_create_transcoder)(sae_model **, size_t, size_t, size_t, uint64_t, int, int,
+                                   double);
+    int (*model_create_transcoder_shard)(sae_model **, size_t, size_t, size_t, size_t, size_t,
+                                         uint64_t, int, int, double);
+    size_t (*model_d_out)(const sae_model *);
+    int (*model_kind)(const sae_model *);
+    int (*model_load_shard)(sae_model **, const char *, size_t, size_t);
+    size_t (*model_matryoshka_levels)(const sae_model *);
+    int (*model_matryoshka_widths)(const sae_model *, size_t *, size_t);
+    int (*model_reinit)(sae_model *, uint64_t, double);
+    int (*model_save_collective)(const sae_model *, const sae_comm *, const char *);
+    int (*model_shard)(const sae_model *, size_t *, size_t *, size_t *);
+    int (*optimizer_save_collective)(const sae_optimizer *, const sae_comm *, const char *);
+    int (*optimizer_set_comm)(sae_optimizer *, int, const sae_comm *);
+    int (*output)(const sae_model *, const float *, size_t, float *);
+    int (*shard_range)(size_t, int, int, size_t *, size_t *);
+    int (*step_target)(sae_model *, sae_optimizer *, const float *, const float *, size_t,
+                       sae_losses *);
 };
 
 #ifdef __cplusplus
@@ -215,6 +276,58 @@ const struct sae_test_api_0_2_type sae_test_api_0_2 = {
     sae_rng_normal,
     sae_rng_below,
     sae_rng_shuffle,
+    sae_checkpoint_abort,
+    sae_checkpoint_begin,
+    sae_checkpoint_commit,
+    sae_checkpoint_current,
+    sae_decoder_neighbors,
+    sae_encode_sparse,
+    sae_encode_sparse_size,
+    sae_feature_stats_add,
+    sae_feature_stats_add_sparse,
+    sae_feature_stats_bin_edges,
+    sae_feature_stats_bins,
+    sae_feature_stats_counts,
+    sae_feature_stats_create,
+    sae_feature_stats_d_sae,
+    sae_feature_stats_free,
+    sae_feature_stats_histogram,
+    sae_feature_stats_load,
+    sae_feature_stats_load_buffer,
+    sae_feature_stats_max,
+    sae_feature_stats_merge,
+    sae_feature_stats_next_row,
+    sae_feature_stats_rows,
+    sae_feature_stats_save,
+    sae_feature_stats_save_buffer,
+    sae_feature_stats_save_size,
+    sae_feature_stats_set_next_row,
+    sae_feature_stats_sums,
+    sae_feature_stats_top,
+    sae_feature_stats_top_n,
+    sae_fvu_target,
+    sae_gemm_backend,
+    sae_loss_levels,
+    sae_loss_target,
+    sae_max_cosine,
+    sae_model_create_matryoshka,
+    sae_model_create_matryoshka_shard,
+    sae_model_create_shard,
+    sae_model_create_transcoder,
+    sae_model_create_transcoder_shard,
+    sae_model_d_out,
+    sae_model_kind,
+    sae_model_load_shard,
+    sae_model_matryoshka_levels,
+    sae_model_matryoshka_widths,
+    sae_model_reinit,
+    sae_model_save_collective,
+    sae_model_shard,
+    sae_optimizer_save_collective,
+    sae_optimizer_set_comm,
+    sae_output,
+    sae_shard_range,
+    sae_step_target,
 };
 
 enum sae_option_flags sae_test_option_flags = SAE_OPTION_WHOLE;
