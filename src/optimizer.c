@@ -608,7 +608,8 @@ static int step(const char *fn, sae_model *m, sae_optimizer *o, const float *x, 
             return rc;
         /* a reservation that fails now: the others learn of it at the pass's
          * next exchange */
-        ps.status = reserve_parallel_pairs(m, o, n_tokens, ps.n_global, k_aux);
+        if (ps.status == SAE_OK) /* (a grid may carry a failure from the header) */
+            ps.status = reserve_parallel_pairs(m, o, n_tokens, ps.n_global, k_aux);
     } else if (rc != SAE_OK) {
         return rc;
     }

@@ -19,6 +19,15 @@
  * summed over shards; every other gradient is the shard's own. b_dec and its
  * moments stay identical on every rank.
  *
+ * A 2-D grid (both): data groups of feature shards. Within a group the
+ * feature-sharded exchanges (FEATURES); between the groups, for each shard,
+ * the data-parallel ones (DATA): the shard's gradient block, the loss's
+ * global batch, AuxK's residual sums, BatchTopK's histograms after the
+ * group's and its ties in group order. Every exchange is over one axis, so
+ * a failure seen over one is carried to the step's end (carry_on), and the
+ * decisions that choose later calls are taken from values every rank of
+ * the axis holds alike.
+ *
  * Every exchange carries the ranks' statuses (sae__comm_exchange); every
  * allreduce is followed by one.
  */
@@ -263,8 +272,9 @@ static int header_axis(const char *fn, sae_par_step *ps, const sae_comm *c, bool
 /* A 2-D grid's last word on a status: the FEATURES ranks exchange what each
  * learnt over its DATA communicator, so that every rank of the grid returns
  * the same status (the first failure of the lowest shard that saw one). */
-static int grid_agree(const char *fn, sae_par_step *ps, int status)
+static int grid_agree(const char *fn, sae_par_step *ps, int status, bool *broken)
 {
+    *broken = false;
     typedef struct status_record { int32_t status, pad; } status_record;
     status_record mine = {status, 0}, stack_records[17];
     const sae_comm *c = ps->features;
@@ -274,8 +284,10 @@ static int grid_agree(const char *fn, sae_par_step *ps, int status)
         return SAE_E_NOMEM;
     int agreed;
     int rc = sae__comm_exchange(c, &mine, sizeof mine, all, &agreed);
-    if (rc != SAE_OK)
+    if (rc != SAE_OK) {
+        *broken = true;
         return sae__fail(rc, "%s: the communicator failed", fn);
+    }
     if (agreed != SAE_OK && agreed != status)
         return sae__fail(agreed, "%s: another rank failed: %s", fn, sae_status_string(agreed));
     return agreed;
@@ -294,10 +306,6 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
 
     header_record mine;
     memset(&mine, 0, sizeof mine);
-    if (status == SAE_OK && grid && sae__batch_selected(m->arch))
-        status = sae__fail(SAE_E_INVALID_ARG, "%s: BatchTopK and Matryoshka SAEs do not train on "
-                           "a 2-D grid (a DATA and a FEATURES communicator) in this version: "
-                           "attach one of them", fn);
     if (status == SAE_OK && !reserve(p, step_scratch(ps, m, n_tokens, k_aux)))
         status = sae__fail(SAE_E_NOMEM, "%s: out of memory for the exchanges of a "
                            "distributed step", fn);
@@ -348,8 +356,19 @@ int sae__par_begin(sae_optimizer *o, const sae_model *m, const float *x, const f
         if (!grid && agreed != SAE_OK)
             return agreed;
     }
-    if (grid && (agreed = grid_agree(fn, ps, agreed)) != SAE_OK)
-        return agreed;
+    if (grid) {
+        const int before = agreed;
+        bool broken;
+        agreed = grid_agree(fn, ps, before, &broken);
+        /* this group's FEATURES communicator failed at its last word while the
+         * header was fine: the other groups go on with the step and make its
+         * DATA calls, so this rank does too, carrying the failure to the
+         * step's end (where every rank learns it) */
+        if (broken && before == SAE_OK)
+            ps->status = agreed;
+        else if (agreed != SAE_OK)
+            return agreed;
+    }
     if (!ps->data) { /* the same batch on every shard */
         ps->n_global = n_tokens;
         ps->token_offset = 0;
@@ -720,10 +739,27 @@ int sae__par_enc_term(sae_par_step *ps, const sae_model *m, const float *g_b_enc
 
 /* ---- BatchTopK ------------------------------------------------------------------- */
 
-/* The communicators a batch-wide selection spans. */
+/* The communicator a one-mode batch-wide selection spans. */
 static const sae_comm *batch_comm(const sae_par_step *ps)
 {
     return ps->data ? ps->data : ps->features;
+}
+
+/* One exchange of a grid's BatchTopK over c: statuses as ever; *valid says
+ * whether the records arrived (an agreed failure still brings them: the
+ * rank carries it on; a failed communicator does not). */
+static void grid_exchange(sae_par_step *ps, const sae_comm *c, const void *mine, size_t bytes,
+                          const unsigned char **all, bool *valid)
+{
+    unsigned char *base = ps->par->scratch;
+    memcpy(base, mine, bytes);
+    int32_t st = ps->status;
+    memcpy(base, &st, sizeof st);
+    *all = base + bytes;
+    int agreed;
+    int rc = sae__comm_exchange(c, base, bytes, base + bytes, &agreed);
+    *valid = rc == SAE_OK;
+    carry_on(ps, rc != SAE_OK ? sae__fail(rc, "sae_step: the communicator failed") : agreed);
 }
 
 int sae__par_batch_hist(sae_par_step *ps, uint64_t *hist)
@@ -733,17 +769,151 @@ int sae__par_batch_hist(sae_par_step *ps, uint64_t *hist)
     double *h = (double *)(void *)ps->par->scratch; /* counts below 2^53: exact sums */
     for (size_t b = 0; b < 65536; b++)
         h[b] = (double)hist[b];
-    int rc = sae__comm_allreduce_f64(batch_comm(ps), h, 65536);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "sae_step: the communicator failed");
+    if (!(ps->data && ps->features)) {
+        int rc = sae__comm_allreduce_f64(batch_comm(ps), h, 65536);
+        if (rc != SAE_OK)
+            return sae__fail(rc, "sae_step: the communicator failed");
+        for (size_t b = 0; b < 65536; b++)
+            hist[b] = (uint64_t)h[b];
+        return SAE_OK;
+    }
+    /* a grid: the group's counts over FEATURES, then the groups' over DATA
+     * (exact: every rank of the grid gets the same counts). The walk that
+     * follows chooses the next calls, so every rank must see the same counts
+     * even when a communicator fails: a group whose FEATURES communicator
+     * failed adds nothing (all its ranks fail at the same call); a DATA
+     * communicator that failed has a rank in every group, and a FEATURES
+     * exchange of flags tells every group, whose ranks then all take empty
+     * counts. */
+    int rc = sae__comm_allreduce_f64(ps->features, h, 65536);
+    if (rc != SAE_OK) {
+        memset(h, 0, 65536 * sizeof *h);
+        carry_on(ps, sae__fail(rc, "sae_step: the communicator failed"));
+    }
+    const int rc_data = sae__comm_allreduce_f64(ps->data, h, 65536);
+    if (rc_data != SAE_OK)
+        carry_on(ps, sae__fail(rc_data, "sae_step: the communicator failed"));
     for (size_t b = 0; b < 65536; b++)
         hist[b] = (uint64_t)h[b];
+    count_record rec = {ps->status, 0, rc_data != SAE_OK ? 1.0 : 0.0};
+    const unsigned char *all;
+    bool valid;
+    grid_exchange(ps, ps->features, &rec, sizeof rec, &all, &valid);
+    if (valid ? count_total(ps->features, all) > 0.0 : rc_data != SAE_OK)
+        memset(hist, 0, 65536 * sizeof *hist);
     return SAE_OK;
+}
+
+/* Each token's share of `allowed` ties at the K-th value among the ranks of
+ * c, in token order, then rank (feature) order: ties (rows counts) in and
+ * out. */
+static int ties_by_token(sae_par_step *ps, const sae_comm *c, size_t *ties, size_t rows,
+                         size_t allowed)
+{
+    const size_t n = (size_t)c->n_ranks, me = (size_t)c->rank;
+    const size_t bytes = SAE_RECORD_HEADER + rows * sizeof(uint32_t);
+    unsigned char *mine = record_payload(ps);
+    for (size_t t = 0; t < rows; t++) {
+        uint32_t v = (uint32_t)ties[t];
+        memcpy(mine + t * sizeof v, &v, sizeof v);
+    }
+    const unsigned char *recs;
+    int rc = exchange_records(ps, c, bytes, &recs);
+    if (rc != SAE_OK) {
+        memset(ties, 0, rows * sizeof *ties); /* (a grid goes on keeping no tie) */
+        return carry_on(ps, rc);
+    }
+    size_t before = 0; /* ties of earlier tokens, all ranks */
+    for (size_t t = 0; t < rows; t++) {
+        size_t at_t = 0, mine_t = 0;
+        for (size_t r = 0; r < n; r++) {
+            uint32_t v;
+            memcpy(&v, record_of(recs, bytes, r) + t * sizeof v, sizeof v);
+            if (r < me)
+                at_t += v;
+            if (r == me)
+                mine_t = v;
+        }
+        size_t start = before + at_t;
+        size_t left = allowed > start ? allowed - start : 0;
+        ties[t] = left < mine_t ? left : mine_t;
+        for (size_t r = 0; r < n; r++) {
+            uint32_t v;
+            memcpy(&v, record_of(recs, bytes, r) + t * sizeof v, sizeof v);
+            before += v;
+        }
+    }
+    return SAE_OK;
+}
+
+/* ties[t] = min(ties[t], what is left of `left`), in token order. */
+static void take_in_order(size_t *ties, size_t rows, size_t left)
+{
+    for (size_t t = 0; t < rows; t++) {
+        size_t take = ties[t] < left ? ties[t] : left;
+        ties[t] = take;
+        left -= take;
+    }
+}
+
+/* A grid's ties: the global order is group, token, then shard. The group's
+ * totals over FEATURES, the groups' over DATA (the groups before this one
+ * take theirs first), then the group agrees on its allowance (shard 0's:
+ * the same decisions on every shard whatever the transport did), and its
+ * shards share it token by token. */
+static int grid_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, bool have_kth,
+                           size_t *above_total, float *min_positive)
+{
+    size_t tie_total = 0;
+    for (size_t t = 0; t < rows; t++)
+        tie_total += ties[t];
+    double sums[2][3] = {{0.0, 0.0, 0.0}, {0.0, 0.0, 0.0}}; /* group, grid: above, ties, min */
+    double ties_before = 0.0;
+    ties_record rec = {ps->status, 0, (double)*above_total, (double)tie_total,
+                       (double)*min_positive};
+    for (int axis = 0; axis < 2; axis++) {
+        const sae_comm *c = axis == 0 ? ps->features : ps->data;
+        const unsigned char *all;
+        bool valid;
+        grid_exchange(ps, c, &rec, sizeof rec, &all, &valid);
+        for (int r = 0; valid && r < c->n_ranks; r++) {
+            ties_record q;
+            memcpy(&q, all + (size_t)r * sizeof q, sizeof q);
+            sums[axis][0] += q.above;
+            sums[axis][1] += q.ties;
+            if (axis == 1 && r < c->rank)
+                ties_before += q.ties;
+            if (q.min_positive > 0.0 && (sums[axis][2] == 0.0 || q.min_positive < sums[axis][2]))
+                sums[axis][2] = q.min_positive;
+        }
+        /* (a group whose FEATURES exchange failed adds nothing over DATA) */
+        rec = (ties_record){ps->status, 0, sums[axis][0], sums[axis][1], sums[axis][2]};
+    }
+    const double group_ties = sums[0][1], above = sums[1][0];
+    double allowed = have_kth && (double)K > above ? (double)K - above : 0.0;
+    allowed = allowed > ties_before ? allowed - ties_before : 0.0;
+    ties_record agree = {ps->status, 0, above, allowed, sums[1][2]};
+    const unsigned char *all;
+    bool valid;
+    grid_exchange(ps, ps->features, &agree, sizeof agree, &all, &valid);
+    if (valid) /* shard 0's */
+        memcpy(&agree, all, sizeof agree);
+    *above_total = (size_t)agree.above;
+    *min_positive = (float)agree.min_positive;
+    if (agree.ties >= group_ties) /* room for every tie of the group */
+        return SAE_OK;
+    if (agree.ties == 0.0) {
+        memset(ties, 0, rows * sizeof *ties);
+        return SAE_OK;
+    }
+    return ties_by_token(ps, ps->features, ties, rows, (size_t)agree.ties);
 }
 
 int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, bool have_kth,
                         size_t *above_total, float *min_positive)
 {
+    if (ps->data && ps->features)
+        return grid_batch_ties(ps, ties, rows, K, have_kth, above_total, min_positive);
     const sae_comm *c = batch_comm(ps);
     const size_t n = (size_t)c->n_ranks, me = (size_t)c->rank;
     size_t tie_total = 0;
@@ -770,50 +940,15 @@ int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, b
     *above_total = (size_t)above;
     *min_positive = min_pos;
     size_t allowed = have_kth ? K - (size_t)above : 0;
-    if (ps->data || (double)allowed >= ties_all) {
-        /* data-parallel: token order is rank order, so the ranks before take
-         * theirs first; features with room for every tie: all are kept */
-        size_t left = (double)allowed > ties_before ? allowed - (size_t)ties_before : 0;
-        if (ps->features)
-            left = tie_total;
-        for (size_t t = 0; t < rows; t++) {
-            size_t take = ties[t] < left ? ties[t] : left;
-            ties[t] = take;
-            left -= take;
-        }
+    if (ps->data) { /* token order is rank order: the ranks before take theirs first */
+        take_in_order(ties, rows, (double)allowed > ties_before ? allowed - (size_t)ties_before
+                                                                : 0);
         return SAE_OK;
     }
+    if ((double)allowed >= ties_all)
+        return SAE_OK; /* features with room for every tie: all are kept */
     /* features, more ties than room: token order first, then shard order */
-    const size_t bytes = SAE_RECORD_HEADER + rows * sizeof(uint32_t);
-    unsigned char *mine = record_payload(ps);
-    for (size_t t = 0; t < rows; t++) {
-        uint32_t v = (uint32_t)ties[t];
-        memcpy(mine + t * sizeof v, &v, sizeof v);
-    }
-    const unsigned char *recs;
-    if ((rc = exchange_records(ps, c, bytes, &recs)) != SAE_OK)
-        return rc;
-    size_t before = 0; /* ties of earlier tokens, all shards */
-    for (size_t t = 0; t < rows; t++) {
-        size_t at_t = 0, mine_t = 0;
-        for (size_t r = 0; r < n; r++) {
-            uint32_t v;
-            memcpy(&v, record_of(recs, bytes, r) + t * sizeof v, sizeof v);
-            if (r < me)
-                at_t += v;
-            if (r == me)
-                mine_t = v;
-        }
-        size_t start = before + at_t;
-        size_t left = allowed > start ? allowed - start : 0;
-        ties[t] = left < mine_t ? left : mine_t;
-        for (size_t r = 0; r < n; r++) {
-            uint32_t v;
-            memcpy(&v, record_of(recs, bytes, r) + t * sizeof v, sizeof v);
-            before += v;
-        }
-    }
-    return SAE_OK;
+    return ties_by_token(ps, c, ties, rows, allowed);
 }
 
 /* ---- the end of the step ----------------------------------------------------------- */

@@ -225,7 +225,7 @@ int sae__par_enc_term(sae_par_step *ps, const sae_model *m, const float *g_b_enc
 
 /* BatchTopK across ranks: the per-level radix histograms (65536 counts)
  * summed, and each token's share of the ties at the K-th value in the
- * global order (token, then feature). ties: rows counts, in and out;
+ * global order (token, then feature; a grid: group, token, then feature). ties: rows counts, in and out;
  * *above_total, *min_positive: this rank's, then everyone's. */
 int sae__par_batch_hist(sae_par_step *ps, uint64_t *hist);
 int sae__par_batch_ties(sae_par_step *ps, size_t *ties, size_t rows, size_t K, bool have_kth,

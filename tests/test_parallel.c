@@ -31,7 +31,49 @@ typedef struct run_spec {
     bool resample;         /* resample the features dead for a step after step 2 */
     int recipe;            /* 0, or the training recipe with this SAE_LR_* schedule
                               (recipe_before, recipe_after) */
+    bool paired;           /* features in equal pairs (pair_features): ties everywhere */
 } run_spec;
+
+/* Features 2i and 2i + 1 made equal (W_enc's column and b_enc of 2i + 1
+ * and W_dec's row copied from 2i's in the whole model sae_model_create_arch
+ * (seed 42) makes; a shard gets its slice), and W_enc blind to the last
+ * input (its row zeroed, until the first step trains it): every activation
+ * is tied with its pair's, and tokens that differ in the last input alone
+ * tie too, so BatchTopK's K-th value has ties to share in the global order
+ * whose choice changes the model. */
+static int pair_features(sae_model *m, const run_spec *s)
+{
+    sae_model *whole;
+    int rc = sae_model_create_arch(&whole, D_IN, D_SAE, 42, s->arch, s->param);
+    if (rc != SAE_OK)
+        return rc;
+    float w[D_IN * D_SAE], b[D_SAE], ws[D_IN * D_SAE], dec[D_SAE * D_IN];
+    rc = sae_model_get_tensor(whole, SAE_W_ENC, w, D_IN * D_SAE);
+    if (rc == SAE_OK)
+        rc = sae_model_get_tensor(whole, SAE_B_ENC, b, D_SAE);
+    if (rc == SAE_OK)
+        rc = sae_model_get_tensor(whole, SAE_W_DEC, dec, D_SAE * D_IN);
+    sae_model_free(whole);
+    memset(w + (D_IN - 1) * D_SAE, 0, D_SAE * sizeof(float)); /* x's last input is unseen */
+    for (size_t i = 1; i < D_SAE; i += 2) {
+        for (size_t j = 0; j < D_IN; j++)
+            w[j * D_SAE + i] = w[j * D_SAE + i - 1];
+        b[i] = b[i - 1];
+        memcpy(dec + i * D_IN, dec + (i - 1) * D_IN, D_IN * sizeof(float));
+    }
+    size_t begin, end;
+    sae_model_shard(m, &begin, &end, NULL);
+    const size_t width = end - begin;
+    for (size_t j = 0; j < D_IN; j++)
+        memcpy(ws + j * width, w + j * D_SAE + begin, width * sizeof(float));
+    if (rc == SAE_OK)
+        rc = sae_model_set_tensor(m, SAE_W_ENC, ws, D_IN * width);
+    if (rc == SAE_OK)
+        rc = sae_model_set_tensor(m, SAE_B_ENC, b + begin, width);
+    if (rc == SAE_OK) /* (BatchTopK ranks f times the decoder row's norm) */
+        rc = sae_model_set_tensor(m, SAE_W_DEC, dec + begin * D_IN, width * D_IN);
+    return rc;
+}
 
 /* Resampling: after step RESAMPLE_AFTER (1-based), the features silent for a
  * step's tokens, from a sample of the first batch's rows. */
@@ -165,6 +207,8 @@ static void reference_run(const run_spec *s, tensors_of *out, sae_losses losses[
     sae_model *m;
     sae_optimizer *o;
     ck_assert_int_eq(sae_model_create_arch(&m, D_IN, D_SAE, 42, s->arch, s->param), SAE_OK);
+    if (s->paired)
+        ck_assert_int_eq(pair_features(m, s), SAE_OK);
     ck_assert_int_eq(sae_optimizer_create(&o, m), SAE_OK);
     configure(o, s);
     if (s->resample)
@@ -258,6 +302,8 @@ static void train_rank(dist_run *d, int index, bool whole, size_t begin, size_t 
                    : sae_model_create_shard(&m, D_IN, D_SAE, begin, end, 42, s->arch, s->param);
     if (rc == SAE_OK && !whole)
         d->initial_slice[index] = shard_is_slice(m, s);
+    if (rc == SAE_OK && s->paired)
+        rc = pair_features(m, s);
     if (rc == SAE_OK)
         rc = sae_optimizer_create(&o, m);
     if (rc == SAE_OK) {
@@ -341,8 +387,9 @@ static void verify_run(const run_spec *s, dist_run *d, int n_ranks, const char *
                       sae_status_string(d->recipe_status[r]));
     for (int r = 0; r < n_ranks; r++)
         for (int step = 0; step < STEPS; step++)
-            ck_assert_msg(d->status[r][step] == SAE_OK, "%s, arch %d, %d ranks: rank %d step %d: %s",
-                          mode_name, s->arch, n_ranks, r, step,
+            ck_assert_msg(d->status[r][step] == SAE_OK,
+                          "%s, arch %d, %d ranks: rank %d step %d: %s", mode_name, s->arch,
+                          n_ranks, r, step,
                           sae_status_string(d->status[r][step]));
     for (int r = 0; s->resample && r < n_ranks; r++) {
         ck_assert_msg(d->resample_status[r] == SAE_OK, "rank %d resampling: %s", r,
@@ -451,7 +498,7 @@ static const size_t shards2[] = {0, 20, D_SAE}, shards3[] = {0, 9, 25, D_SAE};
 static void check_arch(int arch, double param, int kernel, bool auxk)
 {
     float *x = steps_of_data(100 + (uint64_t)arch);
-    run_spec s = {arch, param, kernel, auxk, x, false, 0};
+    run_spec s = {arch, param, kernel, auxk, x, false, 0, false};
     if (auxk) { /* AuxK must really train: its term is in the loss */
         tensors_of unused;
         sae_losses l[STEPS];
@@ -466,12 +513,36 @@ static void check_arch(int arch, double param, int kernel, bool auxk)
     check_against_one_process(&s, SAE_PARALLEL_DATA, 3, tokens3, 0);
     check_against_one_process(&s, SAE_PARALLEL_FEATURES, 2, shards2, 0);
     check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
-    if (arch != SAE_ARCH_BATCHTOPK) { /* 2 x 2 and 2 x 3 grids, uneven groups and shards */
-        check_grid(&s, 2, tokens2, 2, shards2, 0);
-        check_grid(&s, 2, tokens2, 3, shards3, 0);
-    }
+    /* 2 x 2 and 2 x 3 grids, uneven groups and shards */
+    check_grid(&s, 2, tokens2, 2, shards2, 0);
+    check_grid(&s, 2, tokens2, 3, shards3, 0);
     free(x);
 }
+
+/* BatchTopK with ties at the K-th value in every mode: features in equal
+ * pairs (one pair split between shards 0 and 1 of shards3), and the rows
+ * 24 .. 40 of each batch copies of rows 0 .. 16 but for the last input
+ * (tokens2's first group: the copies are in the second group). The single
+ * process keeps ties in token, then feature order; so must 2 data-parallel
+ * ranks, 3 shards, and a 2 x 3 grid (group, token, shard). Seed 62's first
+ * step cuts the ties between the groups: a grid that let the second group
+ * take its ties first fails here (0.5% off). */
+START_TEST(batchtopk_ties_keep_the_global_order)
+{
+    float *x = steps_of_data(62);
+    for (int step = 0; step < STEPS; step++) {
+        float *batch = x + (size_t)step * N_TOKENS * D_IN;
+        memcpy(batch + 24 * D_IN, batch, 17 * D_IN * sizeof(float));
+        for (size_t t = 24; t < 41; t++) /* the same pre-activations, another target */
+            batch[t * D_IN + D_IN - 1] += 1.0f;
+    }
+    run_spec s = {SAE_ARCH_BATCHTOPK, 3, SAE_KERNEL_AUTO, false, x, false, 0, true};
+    check_against_one_process(&s, SAE_PARALLEL_DATA, 2, tokens2, 0);
+    check_against_one_process(&s, SAE_PARALLEL_FEATURES, 3, shards3, 0);
+    check_grid(&s, 2, tokens2, 3, shards3, 0);
+    free(x);
+}
+END_TEST
 
 START_TEST(relu_dense_matches_one_process) { check_arch(SAE_ARCH_RELU, 0.0, SAE_KERNEL_DENSE, false); }
 END_TEST
@@ -500,7 +571,7 @@ START_TEST(resampling_matches_one_process)
     /* (with k 3 of 37 features, many are silent for a step's tokens) */
     for (int a = 0; a < 2; a++) {
         static const int archs[] = {SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK};
-        run_spec s = {archs[a], 3, SAE_KERNEL_AUTO, false, x, true, 0};
+        run_spec s = {archs[a], 3, SAE_KERNEL_AUTO, false, x, true, 0, false};
         tensors_of unused;
         sae_losses l[STEPS];
         reference_run(&s, &unused, l);
@@ -526,7 +597,7 @@ START_TEST(recipe_matches_one_process)
     };
     for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
         run_spec s = {runs[k].arch, runs[k].param, SAE_KERNEL_AUTO, false, x, false,
-                      runs[k].schedule};
+                      runs[k].schedule, false};
         tensors_of clipped, free_run;
         sae_losses l[STEPS];
         reference_run(&s, &clipped, l);
@@ -894,6 +965,11 @@ START_TEST(families_on_a_grid_match_one_process)
     family_run topk_skip = {.kind = SAE_KIND_SKIP_TRANSCODER, .arch = SAE_ARCH_TOPK, .param = 3,
                             .auxk = true, .mode = grid};
     check_family(&topk_skip, 5);
+    /* Matryoshka: one BatchTopK selection over the grid, every level summed
+     * over each group's shards, AuxK */
+    family_run matryoshka = {.kind = SAE_KIND_AUTOENCODER, .arch = SAE_ARCH_MATRYOSHKA,
+                             .param = 3, .auxk = true, .mode = grid};
+    check_family(&matryoshka, 4); /* the BatchTopK threshold */
 }
 END_TEST
 
@@ -972,8 +1048,8 @@ END_TEST
 START_TEST(replicas_stay_identical_when_the_transport_rounds_differently)
 {
     float *x = steps_of_data(7);
-    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x, false, 0};
-    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x, false, 0};
+    run_spec relu = {SAE_ARCH_RELU, 0.0, SAE_KERNEL_AUTO, false, x, false, 0, false};
+    run_spec topk = {SAE_ARCH_TOPK, 4, SAE_KERNEL_AUTO, true, x, false, 0, false};
     /* each rank adds the ranks' gradients in its own order: the hash check
      * makes every rank take rank 0's (checked bit for bit inside) */
     check_against_one_process(&relu, SAE_PARALLEL_DATA, 3, tokens3, TEST_COMM_SKEWED);
@@ -1057,7 +1133,7 @@ static void fault_train(fault_run *f, int index, bool whole, size_t begin, size_
         if (nan && step == f->nan_step)
             batch[first * D_IN + 5] = NAN;
         if (index == f->x_rank)
-            batch[3] += 1.0f;
+            batch[first * D_IN + 3] += 1.0f;
         snapshot_take(&before, m);
         f->status[index][step] = sae_step(m, o, batch + first * D_IN, n, NULL);
         f->unchanged[index][step] = snapshot_equal(&before, m);
@@ -1262,26 +1338,54 @@ START_TEST(grid_exchanges_and_failures)
     expect_grid_statuses(&f, SAE_E_NONFINITE, 2, "NaN in group 1's rows");
     for (int r = 0; r < GRID_RANKS; r++)
         ck_assert_uint_eq(f.steps[r], STEPS - 1);
-    /* a transport failure in the second step, in shard 1's DATA communicator
-     * (group 1's rank, at the gradient allreduce), then in group 1's FEATURES
-     * communicator (shard 2, inside the pass): no hang, no mismatched call,
-     * every rank returns SAE_E_COMM from then on with nothing changed */
-    for (int axis = 0; axis < 2; axis++) {
-        f = grid_faults(x);
-        grid = test_comm_grid_create(2, 3, 0);
-        if (axis == 0)
-            test_comm_fail_at(test_comm_grid_data(grid, 1), 1, 4);
-        else
-            test_comm_fail_at(test_comm_grid_features(grid, 1), 2, 9);
-        run_grid_faults(&f, grid);
-        for (int r = 0; r < GRID_RANKS; r++) {
-            ck_assert_int_eq(f.status[r][0], SAE_OK);
-            for (int step = 1; step < STEPS; step++) {
-                ck_assert_msg(f.status[r][step] == SAE_E_COMM, "axis %d rank %d step %d: %s",
-                              axis, r, step, sae_status_string(f.status[r][step]));
+    free(x);
+}
+END_TEST
+
+/* A transport failure at call `call` of rank `rank` of one communicator of a
+ * 2 x 3 grid (axis 0: shard 1's DATA communicator, 1: group 1's FEATURES
+ * communicator) in a run of arch: no hang, no mismatched call (the double
+ * aborts on one), and every rank fails from some step on with SAE_E_COMM and
+ * nothing changed, the ranks at most a step apart (a group whose last
+ * exchange succeeded may finish the step the other group fails). */
+static void grid_transport_failure(const float *x, int arch, int axis, int rank, uint64_t call)
+{
+    fault_run f = grid_faults(x);
+    f.arch = arch;
+    test_comm_grid *grid = test_comm_grid_create(2, 3, 0);
+    test_comm_fail_at(axis == 0 ? test_comm_grid_data(grid, 1) : test_comm_grid_features(grid, 1),
+                      rank, call);
+    run_grid_faults(&f, grid);
+    int first[GRID_RANKS], lo = STEPS, hi = 0;
+    for (int r = 0; r < GRID_RANKS; r++) {
+        first[r] = STEPS;
+        for (int step = 0; step < STEPS; step++) {
+            int st = f.status[r][step];
+            if (st != SAE_OK && first[r] == STEPS)
+                first[r] = step;
+            ck_assert_msg(step < first[r] ? st == SAE_OK : st == SAE_E_COMM,
+                          "arch %d, axis %d call %d: rank %d step %d: %s", arch, axis, (int)call,
+                          r, step, sae_status_string(st));
+            if (st != SAE_OK)
                 ck_assert(f.unchanged[r][step]);
-            }
         }
+        lo = first[r] < lo ? first[r] : lo;
+        hi = first[r] > hi ? first[r] : hi;
+    }
+    ck_assert_msg(hi < STEPS && hi - lo <= 1, "arch %d, axis %d call %d: ranks failed at steps "
+                  "%d .. %d", arch, axis, (int)call, lo, hi);
+}
+
+START_TEST(grid_transport_failures_stop_every_rank)
+{
+    float *x = steps_of_data(8);
+    /* every call of the second step (and some of the third) on each axis */
+    static const int archs[] = {SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK};
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        for (uint64_t call = 3; call < 9; call++)
+            grid_transport_failure(x, archs[a], 0, 1, call);
+        for (uint64_t call = 6; call < 20; call++)
+            grid_transport_failure(x, archs[a], 1, 2, call);
     }
     free(x);
 }
@@ -1291,13 +1395,14 @@ START_TEST(grid_ranks_that_disagree_are_refused)
 {
     float *x = steps_of_data(9);
     /* another learning rate on one rank; group 1 cut into other shards (each
-     * group tiles d_sae, the DATA ranks hold different ones); BatchTopK */
+     * group tiles d_sae, the DATA ranks hold different ones); another batch
+     * on one shard of group 1 (group 0 learns it over DATA) */
     static const size_t other_shards[GRID_RANKS][2] = {{0, 9}, {9, 25}, {25, D_SAE},
                                                        {0, 9}, {9, 20}, {20, D_SAE}};
     fault_run cases[3] = {grid_faults(x), grid_faults(x), grid_faults(x)};
     cases[0].lr_rank = 4;
     cases[1].ranges = other_shards;
-    cases[2].arch = SAE_ARCH_BATCHTOPK;
+    cases[2].x_rank = 5;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         run_grid_faults(&cases[c], test_comm_grid_create(2, 3, 0));
         expect_grid_statuses(&cases[c], SAE_E_INVALID_ARG, -1, "disagreeing ranks");
@@ -1502,6 +1607,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, topk_matches_one_process);
     tcase_add_test(tc, topk_auxk_matches_one_process);
     tcase_add_test(tc, batchtopk_auxk_matches_one_process);
+    tcase_add_test(tc, batchtopk_ties_keep_the_global_order);
     tcase_add_test(tc, jumprelu_matches_one_process);
     tcase_add_test(tc, resampling_matches_one_process);
     tcase_add_test(tc, recipe_matches_one_process);
@@ -1522,6 +1628,7 @@ static Suite *make_suite(void)
     tcase_add_test(tf, ranks_that_disagree_are_refused);
     tcase_add_test(tf, grid_exchanges_and_failures);
     tcase_add_test(tf, grid_ranks_that_disagree_are_refused);
+    tcase_add_test(tf, grid_transport_failures_stop_every_rank);
     tcase_add_test(tf, set_comm_checks_its_arguments);
     tcase_add_test(tf, shards_are_slices_and_refuse_whole_model_calls);
     suite_add_tcase(s, tf);

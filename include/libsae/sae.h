@@ -1707,10 +1707,12 @@ typedef struct sae_comm {
  *   (2 d_in d_sae / S + d_in) floats), plus small allgathers (the header, the
  *   statistics with 4 d_sae / S bytes of last firings, hashes): three calls
  *   over DATA per step (the header, the gradient allreduce, the statistics;
- *   four with AuxK), and about eight over FEATURES. ReLU, TopK (with AuxK),
- *   JumpReLU, Gated SAEs and transcoders train on a grid; BatchTopK and
- *   Matryoshka SAEs (whose selection spans the global batch) and
- *   sae_resample_dead are refused on a grid in this version
+ *   four with AuxK), and about eight over FEATURES. BatchTopK (and
+ *   Matryoshka) select the n k largest over the global batch: their radix
+ *   histograms (2 x 512 KB) are summed over FEATURES then DATA, and ties at
+ *   the K-th value are kept in group, token, then feature order, as one
+ *   process keeps them. Every architecture and family trains on a grid;
+ *   sae_resample_dead is refused on a grid in this version
  *   (SAE_E_INVALID_ARG on every rank, with a detail).
  *
  * With the same seed, data and global batch, all give the single-process
