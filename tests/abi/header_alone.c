@@ -248,6 +248,7 @@ struct sae_test_api_0_2_type {
     int (*model_save_collective)(const sae_model *, const sae_comm *, const char *);
     int (*model_shard)(const sae_model *, size_t *, size_t *, size_t *);
     int (*optimizer_save_collective)(const sae_optimizer *, const sae_comm *, const char *);
+    int (*checkpoint_save_collective)(const sae_model *, const sae_optimizer *, const char *);
     int (*optimizer_set_comm)(sae_optimizer *, int, const sae_comm *);
     int (*output)(const sae_model *, const float *, size_t, float *);
     int (*shard_range)(size_t, int, int, size_t *, size_t *);
@@ -326,6 +327,7 @@ const struct sae_test_api_0_2_type sae_test_api_0_2 = {
     sae_model_save_collective,
     sae_model_shard,
     sae_optimizer_save_collective,
+    sae_checkpoint_save_collective,
     sae_optimizer_set_comm,
     sae_output,
     sae_shard_range,
