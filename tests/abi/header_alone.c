@@ -195,7 +195,6 @@ struct sae_test_api_0_2_type {
     int (*checkpoint_begin)(const char *, char *, size_t);
     int (*checkpoint_commit)(const char *, const char *);
     int (*checkpoint_current)(const char *, char *, size_t);
-    int (*checkpoint_save_collective)(const sae_model *, const sae_optimizer *, const char *);
     int (*decoder_neighbors)(const sae_model *, size_t, uint32_t *, float *, size_t);
     int (*encode_sparse)(const sae_model *, const float *, size_t, size_t, size_t *, uint32_t *,
                          float *, size_t, size_t *);
@@ -282,7 +281,6 @@ const struct sae_test_api_0_2_type sae_test_api_0_2 = {
     sae_checkpoint_begin,
     sae_checkpoint_commit,
     sae_checkpoint_current,
-    sae_checkpoint_save_collective,
     sae_decoder_neighbors,
     sae_encode_sparse,
     sae_encode_sparse_size,
