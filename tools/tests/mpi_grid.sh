@@ -1,8 +1,9 @@
 #!/bin/sh
 # sae-train-mpi --parallel grid --shards S (data-parallel groups of S feature
 # shards) against sae-train: ReLU with the recipe (--normalize, --b-dec-init,
-# a linear lr schedule) on a 2 x 2 grid and TopK with AuxK on a 2 x 3 grid
-# (uneven shards, uneven rows per group) give sae-train's model (every tensor
+# a linear lr schedule) on a 2 x 2 grid, TopK with AuxK on a 2 x 3 grid
+# (uneven shards, uneven rows per group) and BatchTopK on a 2 x 2 grid give
+# sae-train's model (every tensor
 # within 1e-4 relative: check_same_model), cfg.json, state and log; the
 # grid's checkpoint resumes in one process (sae-train --resume) and on a
 # grid as sae-train resumes its own; a NaN row is said once; a rank killed
@@ -70,6 +71,7 @@ train() {
 train relu 4 2 --d-sae 40 --batch 50 --steps 30 --arch relu --lambda 0.1 --normalize \
     --b-dec-init median --lr-schedule linear --lr-warmup 4 --lr-decay 0.3 --lr 3e-3
 train topk 6 3 --d-sae 40 --batch 51 --steps 20 --arch topk --k 3 --auxk-k 4 --dead-window 50
+train batchtopk 4 2 --d-sae 40 --batch 50 --steps 20 --arch batchtopk --k 3
 
 # --- the grid's checkpoint resumed by one process and by a grid ----------------
 cp -r "$tmp/relu.grid" "$tmp/relu.grid2"

@@ -1,3 +1,5 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # $tmp (lib.sh) and $bin (the test) are set by the scripts that source this
 # Helpers of the sae-train-mpi tests (mpi.sh, mpi_grid.sh), sourced after
 # lib.sh; $MPIRUN is the mpiexec command with its flags and $bin the tools'
 # directory.
