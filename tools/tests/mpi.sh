@@ -25,17 +25,21 @@ opts="$tmp/acts.f32 --d-in 16 --d-sae 40 --arch topk --k 3 --batch 50 --log-ever
 # shellcheck disable=SC2086,SC2090
 run "$train" $opts --steps 30 --save "$tmp/one" --log "$tmp/one.csv"
 [ "$rc" -eq 0 ] || fail "sae-train: exit $rc: $(cat "$tmp/err")"
-for mode in data:2 features:3; do
+for mode in data:2 features:3 grid:4; do
     m=${mode%:*}
     n=${mode#*:}
+    shards=
+    [ "$m" = grid ] && shards="--shards 2"
     # shellcheck disable=SC2086,SC2090
-    run $MPIRUN -np "$n" "$bin/sae-train-mpi" $opts --steps 30 --parallel "$m" \
+    run $MPIRUN -np "$n" "$bin/sae-train-mpi" $opts --steps 30 --parallel "$m" $shards \
         --save "$tmp/$m" --log "$tmp/$m.csv" --comm-stats
     [ "$rc" -eq 0 ] || fail "$m on $n ranks: exit $rc: $(cat "$tmp/err")"
     grep -q "^trained 30 steps (1500 tokens) in [0-9.]* s on $n ranks" "$tmp/out" ||
         fail "$m: report: $(cat "$tmp/out")"
-    [ "$(grep -c '^  rank [0-9]*: allreduce_f32 1\.[0-9] calls' "$tmp/out")" -eq "$n" ] ||
-        fail "$m: --comm-stats: $(cat "$tmp/out")"
+    # --comm-stats: each rank's allreduces (a grid: its data axis's, the
+    # gradient block's once per step)
+    [ "$(grep -c '^  rank [0-9]*: \(data: \)\{0,1\}allreduce_f32 1\.[0-9] calls' "$tmp/out")" \
+        -eq "$n" ] || fail "$m: --comm-stats: $(cat "$tmp/out")"
     grep -q "^resampled: [1-9]" "$tmp/out" || fail "$m: nothing resampled: $(cat "$tmp/out")"
     run "$bin/check_same_model" "$tmp/$m" "$tmp/one"
     [ "$rc" -eq 0 ] || fail "$m on $n ranks: not sae-train's model: $(cat "$tmp/out" "$tmp/err")"
@@ -47,7 +51,7 @@ for mode in data:2 features:3; do
     cmp -s "$tmp/state.mpi" "$tmp/state.one" || fail "$m: train_state.txt differs"
     close_logs "$tmp/$m.csv" "$tmp/one.csv" >"$tmp/diff" || fail "$m: log: $(head -3 "$tmp/diff")"
 done
-echo "ok: 2 data-parallel and 3 feature-sharded ranks train sae-train's model"
+echo "ok: 2 data-parallel ranks, 3 feature shards and a 2 x 2 grid train sae-train's model"
 
 # --- 3 shards' checkpoint resumed on 2 shards, as sae-train resumes its own ---
 run "$train" --resume "$tmp/one" --steps 45 --log "$tmp/one.csv"
