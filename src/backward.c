@@ -585,6 +585,22 @@ static int add_auxk_rows(const sae_model *m, const sae_step_config *cfg, size_t 
 
 /* ---- the pass ------------------------------------------------------------------ */
 
+/* A block whose encoder failed on this rank: no features, no picks, so
+ * that the exchanges it still joins read defined values. */
+static void empty_block(const sae_encoded *out, size_t rows, size_t d_sae, size_t *pairs)
+{
+    memset(out->f, 0, rows * d_sae * sizeof(float));
+    memset(out->mask, 0, rows * out->mask_chunks * sizeof(uint16_t));
+    for (size_t t = 0; t < rows; t++) {
+        out->l1[t] = 0.0;
+        out->active[t] = 0;
+        out->pairs[t] = 0;
+        if (out->aux.count)
+            out->aux.count[t] = 0;
+    }
+    *pairs = 0;
+}
+
 /* The forward pass of tokens [t0, t0 + rows) into the workspace; each token's
  * pair count goes to row_ptr[t + 1]. *pairs = the block's pairs. Feature
  * shards select TopK and AuxK's picks across shards here. */
@@ -609,8 +625,13 @@ static int forward_block(const sae_model *m, const sae_step_config *cfg,
         out.w_enc16 = ws->w_enc16;
     }
     int rc = sae__encode_block(m, act, cfg->pool, ws->scratch, x + t0 * d_in, rows, &out, pairs);
-    if (rc != SAE_OK)
-        return local_failure(cfg, rc);
+    if (rc != SAE_OK && !cfg->par)
+        return rc;
+    if (rc != SAE_OK) { /* this rank alone (an allocation): the block's exchanges, which the
+                           other ranks make, carry its status, with an empty block */
+        rc = local_failure(cfg, rc);
+        empty_block(&out, rows, m->d_sae, pairs);
+    }
     rc = sae__par_topk_block(cfg->par, m, &out, rows, ws->norms);
     if (rc == SAE_OK && cfg->dead)
         rc = sae__par_aux_block(cfg->par, &out.aux, rows, cfg->k_aux);

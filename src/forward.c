@@ -425,6 +425,10 @@ int sae__center(const sae_model *m, sae_pool *pool, const float *x, size_t rows,
     return bad ? sae__fail(SAE_E_NONFINITE, "x holds NaN or Inf") : SAE_OK;
 }
 
+#ifdef SAE_TESTING
+_Thread_local bool sae__test_encode_fails = false;
+#endif
+
 int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *pool,
                       float *scratch, const float *x, size_t rows, const sae_encoded *out,
                       size_t *pairs)
@@ -433,6 +437,10 @@ int sae__encode_block(const sae_model *m, const sae_activation *act, sae_pool *p
     int rc = sae__center(m, pool, x, rows, out->xc, out->w_enc16 ? out->xc16 : NULL);
     if (rc != SAE_OK)
         return rc;
+#ifdef SAE_TESTING
+    if (sae__test_encode_fails)
+        return sae__fail(SAE_E_NOMEM, "sae_step: the encoder's product failed (test hook)");
+#endif
     /* pre = xc W_enc; b_enc is added by the activation (one pass over the
      * block, not two) */
     if (out->w_enc16) {

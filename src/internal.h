@@ -121,6 +121,9 @@ extern size_t sae__test_bytes_peak;   /* high-water mark of bytes_live */
 extern size_t sae__test_alloc_calls;  /* allocations attempted */
 extern int sae__test_portable_kernels; /* nonzero: never use the AVX-512 kernels */
 extern int sae__test_sparse_layout;   /* 0: by density; 1: rows in place; 2: packed panels */
+extern _Thread_local bool sae__test_encode_fails; /* the calling thread's sae__encode_block
+                                         fails (SAE_E_NOMEM) after centring, as the bf16
+                                         product's allocation can: one rank's failure */
 #endif
 
 /* ---- errors (status.c) ------------------------------------------------------

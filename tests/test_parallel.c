@@ -1101,6 +1101,7 @@ typedef struct fault_run {
                                   a grid: the group) */
     int lr_rank;               /* rank with another learning rate (-1: none) */
     int x_rank;                /* features: rank given other data (-1: none) */
+    int encode_rank, encode_step; /* rank whose encoder fails at that step (-1: none) */
     const size_t (*ranges)[2]; /* features and grids: each rank's [begin, end), else split */
     int status[MAX_GRID][STEPS];
     bool unchanged[MAX_GRID][STEPS]; /* a failed step left the model as it was */
@@ -1137,7 +1138,9 @@ static void fault_train(fault_run *f, int index, bool whole, size_t begin, size_
         if (index == f->x_rank)
             batch[first * D_IN + 3] += 1.0f;
         snapshot_take(&before, m);
+        sae__test_encode_fails = index == f->encode_rank && step == f->encode_step;
         f->status[index][step] = sae_step(m, o, batch + first * D_IN, n, NULL);
+        sae__test_encode_fails = false;
         f->unchanged[index][step] = snapshot_equal(&before, m);
         snapshot_free(&before);
     }
@@ -1181,7 +1184,7 @@ static fault_run faults(int mode, const size_t *split, const float *x)
     f.mode = mode;
     f.split = split;
     f.x = x;
-    f.nan_rank = f.lr_rank = f.x_rank = -1;
+    f.nan_rank = f.lr_rank = f.x_rank = f.encode_rank = -1;
     return f;
 }
 
@@ -1333,6 +1336,41 @@ START_TEST(grid_exchanges_and_failures)
     expect_grid_statuses(&f, SAE_E_NONFINITE, 2, "NaN in group 1's rows");
     for (int r = 0; r < GRID_RANKS; r++)
         ck_assert_uint_eq(f.steps[r], STEPS - 1);
+    free(x);
+}
+END_TEST
+
+/* One shard's encoder fails (an allocation of its bf16 product, on its node
+ * alone): it still joins the block's exchanges (TopK's candidates,
+ * BatchTopK's histograms and ties), which carry its failure to every rank,
+ * 3 shards and a 2 x 3 grid (shard 1 of group 1). */
+START_TEST(an_encoder_failure_on_one_shard_stops_every_rank)
+{
+    float *x = steps_of_data(5);
+    const int archs[] = {SAE_ARCH_TOPK, SAE_ARCH_BATCHTOPK};
+    for (int a = 0; a < 2; a++) {
+        fault_run f = faults(SAE_PARALLEL_FEATURES, shards3, x);
+        f.arch = archs[a];
+        f.encode_rank = 1;
+        f.encode_step = 2;
+        run_faults(&f, test_comm_group_create(3, 0));
+        for (int r = 0; r < 3; r++) {
+            for (int step = 0; step < STEPS; step++) {
+                ck_assert_msg(f.status[r][step] == (step == 2 ? SAE_E_NOMEM : SAE_OK),
+                              "arch %d rank %d step %d: %s", archs[a], r, step,
+                              sae_status_string(f.status[r][step]));
+                if (step == 2)
+                    ck_assert(f.unchanged[r][step]);
+            }
+            ck_assert_uint_eq(f.steps[r], STEPS - 1);
+        }
+        f = grid_faults(x);
+        f.arch = archs[a];
+        f.encode_rank = 4;
+        f.encode_step = 2;
+        run_grid_faults(&f, test_comm_grid_create(2, 3, 0));
+        expect_grid_statuses(&f, SAE_E_NOMEM, 2, "an encoder failure on a grid");
+    }
     free(x);
 }
 END_TEST
@@ -1622,6 +1660,7 @@ static Suite *make_suite(void)
     tcase_add_test(tf, a_transport_failure_stops_every_rank_without_a_hang);
     tcase_add_test(tf, ranks_that_disagree_are_refused);
     tcase_add_test(tf, grid_exchanges_and_failures);
+    tcase_add_test(tf, an_encoder_failure_on_one_shard_stops_every_rank);
     tcase_add_test(tf, grid_ranks_that_disagree_are_refused);
     tcase_add_test(tf, grid_transport_failures_stop_every_rank);
     tcase_add_test(tf, set_comm_checks_its_arguments);
