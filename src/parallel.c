@@ -225,6 +225,18 @@ static void *records_storage(const sae_par *p, size_t n, size_t bytes, void *sta
     return n * bytes <= capacity ? stack : NULL;
 }
 
+/* What a call returns after an exchange (sae__comm_exchange's rc and
+ * agreed), with its error detail: the communicator's failure, this rank's
+ * own failure `own` (its detail set where it happened), or another rank's. */
+static int exchange_status(int rc, int agreed, int own, const char *fn)
+{
+    if (rc != SAE_OK)
+        return sae__fail(rc, "%s: the communicator failed", fn);
+    if (agreed == SAE_OK || agreed == own)
+        return agreed;
+    return sae__fail(agreed, "%s: another rank failed: %s", fn, sae_status_string(agreed));
+}
+
 /* One header exchange over an axis (mine->status: this rank's status so
  * far) and its checks; adds the axis's sums to *ps (features: dead
  * features; data: the global batch and this rank's offset in it). Returns
@@ -239,12 +251,8 @@ static int header_axis(const char *fn, sae_par_step *ps, const sae_comm *c, bool
         return SAE_E_NOMEM; /* cannot even tell the others (a transport would time out) */
     int agreed;
     int rc = sae__comm_exchange(c, mine, sizeof *mine, all, &agreed);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "%s: the communicator failed", fn);
-    if (agreed != SAE_OK)
-        return agreed == mine->status ? agreed
-                                      : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                  sae_status_string(agreed));
+    if ((rc = exchange_status(rc, agreed, mine->status, fn)) != SAE_OK)
+        return rc;
     /* the ranks must agree on what they train */
     uint64_t expect_begin = 0;
     for (size_t r = 0; r < (size_t)c->n_ranks; r++) {
@@ -1014,12 +1022,7 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
         }
         int agreed;
         rc = sae__comm_exchange(c, rec, stride, all, &agreed);
-        if (rc != SAE_OK)
-            rc = sae__fail(rc, "%s: the communicator failed", fn);
-        else if (agreed != SAE_OK)
-            rc = agreed == ps->status ? agreed
-                                      : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                  sae_status_string(agreed));
+        rc = exchange_status(rc, agreed, ps->status, fn);
         if (rc != SAE_OK) {
             if (!grid) /* (a grid: the FEATURES exchange below tells the group) */
                 return rc;
@@ -1085,12 +1088,8 @@ int sae__par_reduce(sae_par_step *ps, sae_optimizer *o, const sae_model *m, int 
         memcpy(rec, &mine, sizeof mine);
         int agreed;
         rc = sae__comm_exchange(c, rec, stride, all, &agreed);
-        if (rc != SAE_OK)
-            return sae__fail(rc, "%s: the communicator failed", fn);
-        if (agreed != SAE_OK)
-            return agreed == ps->status ? agreed
-                                        : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                    sae_status_string(agreed));
+        if ((rc = exchange_status(rc, agreed, ps->status, fn)) != SAE_OK)
+            return rc;
         double sumsq = 0.0;
         sums.l1 = sums.active = sums.gate = 0.0;
         for (int r = 0; r < c->n_ranks; r++) {
@@ -1179,12 +1178,8 @@ static int resample_exchange(const char *fn, const sae_par *p, const sae_comm *c
         return SAE_E_NOMEM; /* cannot even tell the others */
     int agreed;
     int rc = sae__comm_exchange(c, mine, sizeof *mine, *all, &agreed);
-    if (rc != SAE_OK)
-        return sae__fail(rc, "%s: the communicator failed", fn);
-    if (agreed != SAE_OK)
-        return agreed == mine->status ? agreed
-                                      : sae__fail(agreed, "%s: another rank failed: %s", fn,
-                                                  sae_status_string(agreed));
+    if ((rc = exchange_status(rc, agreed, mine->status, fn)) != SAE_OK)
+        return rc;
     for (size_t r = 0; r < n; r++)
         if ((*all)[r].x_hash != mine->x_hash || (*all)[r].n_tokens != mine->n_tokens)
             return sae__fail(SAE_E_INVALID_ARG, "%s: rank %zu and rank %d disagree on x: every "
